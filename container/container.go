@@ -1,0 +1,145 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// WorkspaceDir is where a sandbox sees its session's volume.
+const WorkspaceDir = "/workspace"
+
+// Runtime starts sandboxes. One sandbox serves one session for the session's
+// life; commands run in it through Exec. Implementations keep their state
+// under a root directory so a restarted host can list and reap sandboxes a
+// crashed one left behind. Safe for concurrent use.
+type Runtime interface {
+	// Kind names the runtime: "none", "gvisor" or "runc".
+	Kind() string
+	// Start starts a sandbox and returns once it accepts Exec calls.
+	Start(ctx context.Context, spec Spec) (Sandbox, error)
+	// List returns the ids of sandboxes this runtime's root knows of,
+	// including ones left by an earlier process.
+	List(ctx context.Context) ([]string, error)
+	// Reap stops and cleans up (processes, cgroups, mounts, state) every
+	// sandbox under this runtime's root whose id is not in keep.
+	Reap(ctx context.Context, keep map[string]bool) error
+}
+
+// Spec describes a sandbox to start.
+type Spec struct {
+	// ID identifies the sandbox (the session id).
+	ID string
+	// RootFS is a host directory holding the read-only root filesystem.
+	// Ignored by the none runtime.
+	RootFS string
+	// Workspace is the host directory mounted read-write at WorkspaceDir.
+	Workspace string
+	// Env is the base environment of every command ("KEY=value").
+	Env []string
+	// Limits bounds the sandbox's resources (zero fields: unlimited).
+	Limits Limits
+	// Network selects the sandbox's network (default NetworkNone).
+	Network Network
+}
+
+// Limits bounds a sandbox's resources.
+type Limits struct {
+	// CPUs is the CPU quota in cores (e.g. 0.5).
+	CPUs float64
+	// MemoryBytes caps memory; exceeding it OOM-kills a process.
+	MemoryBytes int64
+	// Pids caps the number of processes (contains fork bombs).
+	Pids int64
+}
+
+// Network is a sandbox's network mode.
+type Network string
+
+// Network modes.
+const (
+	// NetworkNone: no network interfaces but loopback (the default).
+	NetworkNone Network = "none"
+	// NetworkHost: the host's network (opt-in; no isolation of traffic).
+	NetworkHost Network = "host"
+)
+
+// Sandbox is one running sandbox. Safe for concurrent use: several Exec
+// calls may run at once.
+type Sandbox interface {
+	// ID is the sandbox's id.
+	ID() string
+	// Exec runs a command and waits for it. Output goes to p.Stdout and
+	// p.Stderr as it is produced. When ctx is done or p.Timeout passes,
+	// the command's whole process tree is killed. The error is for a
+	// command that could not be run or a sandbox that died; a command that
+	// ran and failed reports it in ExitStatus.
+	Exec(ctx context.Context, p Process) (ExitStatus, error)
+	// KillAll kills every process started by Exec and waits for them to
+	// exit; the sandbox stays up. Rollback uses it so that no process
+	// started after a snapshot survives.
+	KillAll(ctx context.Context) error
+	// Pause freezes every process in the sandbox; ErrUnsupported if the
+	// runtime cannot.
+	Pause(ctx context.Context) error
+	// Resume thaws a paused sandbox.
+	Resume(ctx context.Context) error
+	// Stop kills the sandbox and releases its runtime resources. The
+	// workspace is left untouched. Stop on a stopped sandbox is a no-op.
+	Stop(ctx context.Context) error
+	// Done is closed when the sandbox has exited, by Stop or on its own
+	// (a killed agent, a crash). Err then says why.
+	Done() <-chan struct{}
+	// Err is nil while the sandbox runs and after a clean Stop; otherwise
+	// it describes how the sandbox died.
+	Err() error
+}
+
+// Process is a command to run in a sandbox.
+type Process struct {
+	// Args is the command and its arguments; Args[0] is looked up in PATH.
+	Args []string
+	// Env is added to the sandbox's base environment ("KEY=value").
+	Env []string
+	// Dir is the working directory inside the sandbox (default
+	// WorkspaceDir). It must be WorkspaceDir or below it.
+	Dir string
+	// Stdin is the command's standard input (nil: empty).
+	Stdin io.Reader
+	// Stdout and Stderr receive the command's output (nil: discarded).
+	Stdout, Stderr io.Writer
+	// Timeout bounds the command (0: none beyond ctx).
+	Timeout time.Duration
+}
+
+// ExitStatus is how a command ended.
+type ExitStatus struct {
+	// Code is the exit code; 128+n when killed by signal n.
+	Code int
+	// TimedOut reports that the timeout or ctx killed the command.
+	TimedOut bool
+	// OOMKilled reports that the memory limit killed the command.
+	OOMKilled bool
+	// Duration is how long the command ran.
+	Duration time.Duration
+}
+
+// Checkpointer is implemented by sandboxes whose runtime can save the
+// whole sandbox's memory state (gVisor). Checkpoint writes an image to dir
+// and leaves the sandbox running.
+type Checkpointer interface {
+	Checkpoint(ctx context.Context, dir string) error
+}
+
+// Sentinel errors.
+var (
+	// ErrUnsupported: the runtime cannot do this.
+	ErrUnsupported = errors.New("not supported by this runtime")
+	// ErrNotRunning: the sandbox has stopped or died.
+	ErrNotRunning = errors.New("sandbox not running")
+	// ErrRuntimeMissing: the runtime's binary or kernel support is absent.
+	ErrRuntimeMissing = errors.New("container runtime not available")
+	// ErrInvalidSpec: a Spec or Process is malformed.
+	ErrInvalidSpec = errors.New("invalid sandbox spec")
+)

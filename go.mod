@@ -1,0 +1,3 @@
+module github.com/turnbox/turnbox
+
+go 1.26

@@ -1,0 +1,11 @@
+// Package snapshot is turnbox's storage layer: the Backend interface over
+// copy-on-write filesystems (volumes, snapshots, rollback to any snapshot,
+// clone), and the Ledger, a durable per-session record of snapshots (turn
+// numbers, labels, lineage, retention) kept apart from the data in a bbolt
+// store.
+//
+// Backends live in subpackages: localdisk (works anywhere: reflink where the
+// filesystem has it, else a copy), btrfs (subvolume ioctls) and the zfs
+// package's backend. Every backend passes the shared suite in
+// snapshot/snapshottest.
+package snapshot

@@ -1,0 +1,117 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Backend stores workspaces as volumes and their snapshots on one storage
+// system. Vocabulary:
+//
+//   - A volume is a writable directory tree identified by a name. Its Path
+//     is where the tree lives on the host; Path is stable for the volume's
+//     life (Rollback replaces the content at the same Path).
+//   - A snapshot is a read-only, durable record of a volume's content at
+//     one moment, identified by (volume, name). Snapshots of a volume are
+//     independent of each other: destroying one never changes another.
+//   - Rollback makes a volume's content equal to ANY of its snapshots.
+//     Snapshots newer than the target survive, so a caller can roll
+//     forward again.
+//   - CloneVolume makes a new volume whose content starts as a snapshot of
+//     another volume (a fork). The clone is independent: writes to either
+//     volume never show in the other, and destroying the source volume
+//     (with its snapshots) leaves the clone intact.
+//
+// All names match NamePattern. Methods are safe for concurrent use on
+// different volumes; calls on one volume are serialized by the caller
+// (embedded sessions do so) or by the backend.
+//
+// Errors wrap the sentinels of this package: ErrNotFound, ErrExists,
+// ErrInvalidName, ErrNoSpace, ErrBusy.
+type Backend interface {
+	// Kind names the backend: "localdisk", "btrfs" or "zfs".
+	Kind() string
+	// CreateVolume makes a new, empty volume.
+	CreateVolume(ctx context.Context, volume string) (Volume, error)
+	// CloneVolume makes volume from snapshot (srcVolume, srcSnapshot).
+	CloneVolume(ctx context.Context, volume, srcVolume, srcSnapshot string) (Volume, error)
+	// Volume returns a volume's info.
+	Volume(ctx context.Context, volume string) (Volume, error)
+	// Volumes lists every volume, sorted by name.
+	Volumes(ctx context.Context) ([]Volume, error)
+	// DestroyVolume deletes a volume and all its snapshots.
+	DestroyVolume(ctx context.Context, volume string) error
+	// Snapshot records the volume's current content. The caller quiesces
+	// writers first if it needs a consistent tree; the snapshot is durable
+	// (survives a host crash) once Snapshot returns.
+	Snapshot(ctx context.Context, volume, name string) (Snapshot, error)
+	// Snapshots lists a volume's snapshots, oldest first.
+	Snapshots(ctx context.Context, volume string) ([]Snapshot, error)
+	// Rollback makes the volume's content equal to snapshot name. Newer
+	// snapshots survive. On error the volume's content is unchanged.
+	Rollback(ctx context.Context, volume, name string) error
+	// DestroySnapshot deletes one snapshot.
+	DestroySnapshot(ctx context.Context, volume, name string) error
+	// Close releases the backend's resources. Data stays on disk.
+	Close() error
+}
+
+// Volume describes a volume.
+type Volume struct {
+	// Name is the volume's name.
+	Name string
+	// Path is the host directory holding the volume's tree.
+	Path string
+	// SizeBytes is the space the volume uses (backend-defined; 0 if the
+	// backend cannot tell cheaply).
+	SizeBytes int64
+}
+
+// Snapshot describes a snapshot.
+type Snapshot struct {
+	// Volume is the volume the snapshot was taken of.
+	Volume string
+	// Name is the snapshot's name within the volume.
+	Name string
+	// CreatedAt is when the snapshot was taken.
+	CreatedAt time.Time
+	// SizeBytes is the space the snapshot uses (its unique blocks on
+	// copy-on-write backends; its full size on a copying backend).
+	SizeBytes int64
+}
+
+// Sentinel errors.
+var (
+	// ErrNotFound: no such volume or snapshot.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a volume or snapshot of that name exists.
+	ErrExists = errors.New("already exists")
+	// ErrInvalidName: the name does not match NamePattern.
+	ErrInvalidName = errors.New("invalid name")
+	// ErrNoSpace: the storage is full; nothing was changed.
+	ErrNoSpace = errors.New("no space left")
+	// ErrBusy: the object is in use (e.g. a snapshot other volumes depend
+	// on, where the backend cannot detach them).
+	ErrBusy = errors.New("busy")
+	// ErrUnsupported: the backend does not fit this host (wrong filesystem,
+	// missing kernel support). Tests skip on it only when not required.
+	ErrUnsupported = errors.New("backend not supported on this host")
+)
+
+// MaxNameLength bounds volume and snapshot names.
+const MaxNameLength = 128
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
+
+// ValidateName checks a volume or snapshot name: 1 to MaxNameLength
+// characters of [A-Za-z0-9_.:-], starting with a letter or digit (so never
+// "." or ".."). The error wraps ErrInvalidName.
+func ValidateName(name string) error {
+	if name == "" || len(name) > MaxNameLength || !namePattern.MatchString(name) {
+		return fmt.Errorf("%w: %q: want 1-%d characters of [A-Za-z0-9_.:-] starting with a letter or digit", ErrInvalidName, name, MaxNameLength)
+	}
+	return nil
+}
