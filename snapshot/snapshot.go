@@ -63,7 +63,10 @@ type Backend interface {
 type Volume struct {
 	// Name is the volume's name.
 	Name string
-	// Path is the host directory holding the volume's tree.
+	// Path is the host directory holding the volume's tree. Its parent
+	// directory belongs to this volume alone: Rollback may replace the tree
+	// by renaming a new one into place at Path, so a sandbox binds the
+	// parent directory (not Path itself) to see the change at once.
 	Path string
 	// SizeBytes is the space the volume uses (backend-defined; 0 if the
 	// backend cannot tell cheaply).
