@@ -1,0 +1,156 @@
+package none_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/none"
+	"github.com/turnbox/turnbox/internal/testenv"
+)
+
+func start(t *testing.T, opts ...none.Option) (*none.Runtime, container.Sandbox, string) {
+	t.Helper()
+	rt, err := none.New(opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := filepath.Join(t.TempDir(), "workspace")
+	if err := os.Mkdir(ws, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	id := "t" + strings.ReplaceAll(strings.ToLower(t.Name()), "/", "-")
+	sb, err := rt.Start(context.Background(), container.Spec{ID: id, Workspace: ws, Env: []string{"FOO=bar"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sb.Stop(context.Background()) })
+	return rt, sb, ws
+}
+
+func run(t *testing.T, sb container.Sandbox, script string, timeout time.Duration) (string, container.ExitStatus) {
+	t.Helper()
+	var out bytes.Buffer
+	st, err := sb.Exec(context.Background(), container.Process{Args: []string{"sh", "-c", script}, Stdout: &out, Stderr: &out, Timeout: timeout})
+	if err != nil {
+		t.Fatalf("exec %q: %v", script, err)
+	}
+	return out.String(), st
+}
+
+func TestExecBasics(t *testing.T) {
+	_, sb, ws := start(t)
+	out, st := run(t, sb, `echo "$FOO"; pwd; exit 3`, 0)
+	if st.Code != 3 || out != "bar\n"+ws+"\n" {
+		t.Fatalf("got code %d out %q", st.Code, out)
+	}
+	if _, err := sb.Exec(context.Background(), container.Process{Args: []string{"true"}, Dir: "/etc"}); err == nil {
+		t.Fatal("exec with a dir outside the workspace succeeded")
+	}
+}
+
+func TestTimeoutKillsTree(t *testing.T) {
+	rt, sb, ws := start(t)
+	// The grandchild escapes the process group with setsid; only the cgroup
+	// catches it.
+	script := `setsid sh -c 'echo $$ > grandchild.pid; exec sleep 60' & sleep 60`
+	if !rt.CgroupsEnabled() {
+		script = `sh -c 'echo $$ > grandchild.pid; exec sleep 60' & sleep 60`
+	}
+	begin := time.Now()
+	_, st := run(t, sb, script, 300*time.Millisecond)
+	if !st.TimedOut || time.Since(begin) > 5*time.Second {
+		t.Fatalf("timed out=%v after %v", st.TimedOut, time.Since(begin))
+	}
+	pid, err := os.ReadFile(filepath.Join(ws, "grandchild.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alive(strings.TrimSpace(string(pid))) {
+		t.Fatalf("grandchild %s survived the timeout", pid)
+	}
+}
+
+func TestPauseFreezes(t *testing.T) {
+	testenv.RequireRoot(t)
+	rt, sb, ws := start(t)
+	testenv.Require(t, rt.CgroupsEnabled(), "a writable cgroup v2 hierarchy at "+none.DefaultCgroupRoot)
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = sb.Exec(ctx, container.Process{Args: []string{"sh", "-c", `i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo $i > counter; sleep 0.01; done`}})
+	}()
+	time.Sleep(200 * time.Millisecond)
+	if err := sb.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(filepath.Join(ws, "counter"))
+	time.Sleep(300 * time.Millisecond)
+	b, _ := os.ReadFile(filepath.Join(ws, "counter"))
+	if string(a) != string(b) || len(a) == 0 {
+		t.Fatalf("counter moved while paused: %q -> %q", a, b)
+	}
+	if err := sb.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	c, _ := os.ReadFile(filepath.Join(ws, "counter"))
+	if string(c) == string(b) {
+		t.Fatalf("counter did not move after resume: %q", c)
+	}
+	if err := sb.KillAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("KillAll did not end the running command")
+	}
+}
+
+func TestReapOrphans(t *testing.T) {
+	testenv.RequireRoot(t)
+	rt, sb, _ := start(t)
+	testenv.Require(t, rt.CgroupsEnabled(), "a writable cgroup v2 hierarchy")
+	ctx := context.Background()
+	go sb.Exec(ctx, container.Process{Args: []string{"sleep", "60"}})
+	time.Sleep(100 * time.Millisecond)
+	ids, err := rt.List(ctx)
+	if err != nil || !contains(ids, sb.ID()) {
+		t.Fatalf("List = %v, %v; want %s", ids, err, sb.ID())
+	}
+	if err := rt.Reap(ctx, map[string]bool{}); err != nil {
+		t.Fatal(err)
+	}
+	ids, _ = rt.List(ctx)
+	if contains(ids, sb.ID()) {
+		t.Fatalf("sandbox %s still listed after Reap", sb.ID())
+	}
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// alive reports whether pid is a live process (not gone, not a zombie
+// waiting for its new parent to reap it).
+func alive(pid string) bool {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
