@@ -14,11 +14,11 @@
 // it. Destroy removes the session and all its data (state destroyed); it is
 // the only call that deletes data.
 //
-//	            Create
-//	 (unbound) ────────► creating ──► active ◄──── Resume ──── paused
-//	                          │          │  └────── Pause ──────►  │
-//	                          ▼          ▼                         ▼
-//	                       failed     destroying ──► destroyed ◄───┘ (Destroy)
+//	           Create
+//	(unbound) ────────► creating ──► active ◄──── Resume ──── paused
+//	                         │          │  └────── Pause ──────►  │
+//	                         ▼          ▼                         ▼
+//	                      failed     destroying ──► destroyed ◄───┘ (Destroy)
 //
 // # Capabilities
 //

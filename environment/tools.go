@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"time"
@@ -308,13 +309,16 @@ func ParseParams(req ToolRequest) (ToolParams, error) {
 	if len(input) == 0 || input[0] != '{' {
 		return nil, invalid(req.ToolName, "input must be a JSON object")
 	}
+	// encoding/json matches keys case-insensitively, lets the last of
+	// duplicate keys win and ignores absent ones; the schema says exact
+	// names, no extras, and the required ones present. Check that first.
+	if err := checkKeys(req.ToolName, input); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(input))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(p); err != nil {
 		return nil, invalid(req.ToolName, "decoding input: %v", err)
-	}
-	if dec.More() {
-		return nil, invalid(req.ToolName, "trailing data after the input object")
 	}
 	// Dereference so callers switch on value types.
 	var v ToolParams
@@ -336,6 +340,74 @@ func ParseParams(req ToolRequest) (ToolParams, error) {
 		return nil, err
 	}
 	return v, nil
+}
+
+// schemaFields holds, per tool, the property names of its input schema and
+// which of them are required.
+type schemaFields struct {
+	props    map[string]bool
+	required []string
+}
+
+var toolFields = func() map[string]schemaFields {
+	m := make(map[string]schemaFields, len(toolSpecs))
+	for name, spec := range toolSpecs {
+		var s struct {
+			Properties map[string]json.RawMessage `json:"properties"`
+			Required   []string                   `json:"required"`
+		}
+		if err := json.Unmarshal(spec.InputSchema, &s); err != nil {
+			panic(fmt.Sprintf("environment: schema of %s: %v", name, err))
+		}
+		f := schemaFields{props: make(map[string]bool, len(s.Properties)), required: s.Required}
+		for k := range s.Properties {
+			f.props[k] = true
+		}
+		m[name] = f
+	}
+	return m
+}()
+
+// checkKeys checks that input is exactly one JSON object whose keys are
+// properties of tool's schema, spelled exactly, each at most once, with
+// every required property present.
+func checkKeys(tool string, input []byte) error {
+	fields := toolFields[tool]
+	dec := json.NewDecoder(bytes.NewReader(input))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return invalid(tool, "input must be a JSON object")
+	}
+	seen := make(map[string]bool, len(fields.props))
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return invalid(tool, "decoding input: %v", err)
+		}
+		key, _ := tok.(string)
+		if !fields.props[key] {
+			return invalid(tool, "unknown field %q", key)
+		}
+		if seen[key] {
+			return invalid(tool, "duplicate field %q", key)
+		}
+		seen[key] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return invalid(tool, "decoding input: %v", err)
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return invalid(tool, "decoding input: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return invalid(tool, "trailing data after the input object")
+	}
+	for _, r := range fields.required {
+		if !seen[r] {
+			return invalid(tool, "%s is required", r)
+		}
+	}
+	return nil
 }
 
 // ToolSpec describes one tool for a model: its name, what it does and the
