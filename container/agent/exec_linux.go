@@ -1,0 +1,505 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// defaultPath is the PATH used when a command's environment has none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+type execRequest struct {
+	id      uint64
+	args    []string
+	env     []string
+	dir     string
+	timeout time.Duration
+	stdin   bool
+}
+
+// proc is a running command.
+type proc struct {
+	s     *server
+	id    uint64
+	pid   int
+	stdin *stdinQueue
+
+	mu       sync.Mutex
+	timedOut bool
+	exited   bool
+	done     chan struct{} // closed after Exited was sent
+}
+
+// kill kills the command's process tree. timedOut marks the command as
+// killed by its timeout or the host (MsgKill).
+func (p *proc) kill(timedOut bool) {
+	p.mu.Lock()
+	if timedOut {
+		p.timedOut = true
+	}
+	p.mu.Unlock()
+	killTree(p.pid)
+}
+
+func (s *server) failed(id uint64, format string, args ...any) {
+	_ = s.fw.write(newFrame(MsgFailed, id).str(fmt.Sprintf(format, args...)).bytes())
+}
+
+func (s *server) exec(req execRequest) {
+	if len(req.args) == 0 {
+		s.failed(req.id, "empty args")
+		return
+	}
+	s.mu.Lock()
+	_, dup := s.procs[req.id]
+	s.mu.Unlock()
+	if dup {
+		s.failed(req.id, "duplicate request id %d", req.id)
+		return
+	}
+	env := mergeEnv(s.baseEnv, req.env)
+	dir := req.dir
+	if dir == "" {
+		dir = s.defaultDir
+	}
+	path, err := lookPath(req.args[0], envValue(env, "PATH"), dir)
+	if err != nil {
+		s.failed(req.id, "%v", err)
+		return
+	}
+
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		s.failed(req.id, "stdin pipe: %v", err)
+		return
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		s.failed(req.id, "stdout pipe: %v", err)
+		return
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		s.failed(req.id, "stderr pipe: %v", err)
+		return
+	}
+	attr := &syscall.ProcAttr{
+		Dir:   dir,
+		Env:   env,
+		Files: []uintptr{inR.Fd(), outW.Fd(), errW.Fd()},
+		Sys:   &syscall.SysProcAttr{Setsid: true},
+	}
+
+	p := &proc{s: s, id: req.id, done: make(chan struct{})}
+	if req.stdin {
+		p.stdin = newStdinQueue()
+	}
+	start := time.Now()
+	var pid int
+	var waitCh chan syscall.WaitStatus
+	if s.reap != nil {
+		// Hold the reaper's lock across fork so that the child's exit
+		// cannot be reaped before we have registered for it.
+		s.reap.mu.Lock()
+		pid, err = syscall.ForkExec(path, req.args, attr)
+		if err == nil {
+			waitCh = make(chan syscall.WaitStatus, 1)
+			s.reap.waiters[pid] = waitCh
+		}
+		s.reap.mu.Unlock()
+	} else {
+		pid, err = syscall.ForkExec(path, req.args, attr)
+	}
+	inR.Close()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		errR.Close()
+		s.failed(req.id, "start %s: %v", req.args[0], err)
+		return
+	}
+	p.pid = pid
+	s.mu.Lock()
+	s.procs[req.id] = p
+	s.mu.Unlock()
+	s.trackSession(pid)
+
+	_ = s.fw.write(newFrame(MsgStarted, req.id).uvarint(uint64(pid)).bytes())
+
+	if p.stdin != nil {
+		go p.stdin.pump(inW)
+	} else {
+		inW.Close()
+	}
+	var readers sync.WaitGroup
+	readers.Add(2)
+	go s.readOutput(req.id, StreamStdout, outR, &readers)
+	go s.readOutput(req.id, StreamStderr, errR, &readers)
+
+	var timer *time.Timer
+	if req.timeout > 0 {
+		timer = time.AfterFunc(req.timeout, func() { p.kill(true) })
+	}
+
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var ws syscall.WaitStatus
+		if waitCh != nil {
+			ws = <-waitCh
+		} else {
+			for {
+				_, err := syscall.Wait4(pid, &ws, 0, nil)
+				if err != syscall.EINTR {
+					break
+				}
+			}
+		}
+		dur := time.Since(start)
+		if timer != nil {
+			timer.Stop()
+		}
+		p.mu.Lock()
+		p.exited = true
+		timedOut := p.timedOut
+		p.mu.Unlock()
+
+		// Output written just before exit is still in the pipes; processes
+		// left in the background may hold them open for longer. Read until
+		// both pipes end, or for a short grace period.
+		drained := make(chan struct{})
+		go func() { readers.Wait(); close(drained) }()
+		select {
+		case <-drained:
+		case <-time.After(s.outputGrace):
+			outR.Close()
+			errR.Close()
+			<-drained
+		}
+		outR.Close()
+		errR.Close()
+		if p.stdin != nil {
+			p.stdin.close()
+		}
+
+		var code int64
+		var sig uint64
+		switch {
+		case ws.Exited():
+			code = int64(ws.ExitStatus())
+		case ws.Signaled():
+			sig = uint64(ws.Signal())
+			code = 128 + int64(sig)
+		}
+		var flags byte
+		if timedOut {
+			flags |= exitFlagTimedOut
+		}
+		s.mu.Lock()
+		delete(s.procs, req.id)
+		s.mu.Unlock()
+		_ = s.fw.write(newFrame(MsgExited, req.id).varint(code).uvarint(sig).byte1(flags).uvarint(uint64(dur)).bytes())
+		close(p.done)
+	}()
+}
+
+func (s *server) readOutput(id uint64, stream byte, r *os.File, wg *sync.WaitGroup) {
+	defer wg.Done()
+	buf := make([]byte, outputChunk)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if s.fw.write(newFrame(MsgOutput, id).byte1(stream).raw(buf[:n]).bytes()) != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// trackSession remembers a command's session (its pid: commands run with
+// Setsid) so that KillAll outside init can find processes it left behind.
+func (s *server) trackSession(pid int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sessions == nil {
+		s.sessions = make(map[int]bool)
+	}
+	s.sessions[pid] = true
+}
+
+// killAll kills every process the agent may kill and waits until they are
+// gone: as init, every process but itself; otherwise the process trees of
+// every command it started.
+func (s *server) killAll() error {
+	if !s.init {
+		s.killAllOwn()
+		return nil
+	}
+	self := os.Getpid()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids, err := listPids()
+		if err != nil {
+			return err
+		}
+		left := 0
+		for _, pid := range pids {
+			if pid == self {
+				continue
+			}
+			left++
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d processes still alive after SIGKILL", left)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	s.waitProcs()
+	return nil
+}
+
+// killAllOwn kills the process trees of every command the agent started
+// and waits for the commands to be reported.
+func (s *server) killAllOwn() {
+	s.mu.Lock()
+	sessions := make([]int, 0, len(s.sessions))
+	for sid := range s.sessions {
+		sessions = append(sessions, sid)
+	}
+	s.mu.Unlock()
+	for _, sid := range sessions {
+		if killTree(sid) == 0 {
+			s.mu.Lock()
+			delete(s.sessions, sid)
+			s.mu.Unlock()
+		}
+	}
+	s.waitProcs()
+}
+
+// waitProcs waits until every running command has been reported exited.
+func (s *server) waitProcs() {
+	s.mu.Lock()
+	procs := make([]*proc, 0, len(s.procs))
+	for _, p := range s.procs {
+		procs = append(procs, p)
+	}
+	s.mu.Unlock()
+	for _, p := range procs {
+		<-p.done
+	}
+}
+
+// killTree sends SIGKILL to the process group pgid and to every process in
+// the session sid == pgid (a command that called setpgid escapes the
+// group, not the session). It repeats a few times to catch processes
+// forked meanwhile and returns how many live processes it found.
+func killTree(sid int) int {
+	total := 0
+	for pass := 0; pass < 3; pass++ {
+		found := 0
+		if err := syscall.Kill(-sid, syscall.SIGKILL); err == nil {
+			found++
+		}
+		for _, pid := range sessionMembers(sid) {
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				found++
+			}
+		}
+		total += found
+		if found == 0 {
+			break
+		}
+	}
+	return total
+}
+
+// listPids returns the pids in /proc.
+func listPids() ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	pids := make([]int, 0, len(ents))
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// sessionMembers returns the live (non-zombie) processes whose session id
+// is sid.
+func sessionMembers(sid int) []int {
+	pids, err := listPids()
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, pid := range pids {
+		st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which may hold spaces and
+		// parentheses): state ppid pgrp session ...
+		i := strings.LastIndexByte(string(st), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(st[i+1:]))
+		if len(f) < 4 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if s, err := strconv.Atoi(f[3]); err == nil && s == sid {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// reaper reaps every child of an init agent and hands the statuses of its
+// commands to their waiters.
+type reaper struct {
+	mu      sync.Mutex
+	waiters map[int]chan syscall.WaitStatus
+	sig     chan os.Signal
+	quit    chan struct{}
+}
+
+func startReaper() *reaper {
+	r := &reaper{
+		waiters: make(map[int]chan syscall.WaitStatus),
+		sig:     make(chan os.Signal, 1),
+		quit:    make(chan struct{}),
+	}
+	signal.Notify(r.sig, syscall.SIGCHLD)
+	go r.loop()
+	return r
+}
+
+func (r *reaper) loop() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if err != nil || pid <= 0 {
+				break
+			}
+			r.mu.Lock()
+			ch := r.waiters[pid]
+			delete(r.waiters, pid)
+			r.mu.Unlock()
+			if ch != nil {
+				ch <- ws
+			}
+		}
+		select {
+		case <-r.sig:
+		case <-tick.C:
+		case <-r.quit:
+			return
+		}
+	}
+}
+
+func (r *reaper) stop() {
+	signal.Stop(r.sig)
+	close(r.quit)
+}
+
+// mergeEnv returns base with extra added, later entries replacing earlier
+// ones with the same key.
+func mergeEnv(base, extra []string) []string {
+	idx := make(map[string]int, len(base)+len(extra))
+	out := make([]string, 0, len(base)+len(extra))
+	for _, kv := range append(append([]string(nil), base...), extra...) {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := idx[k]; ok {
+			out[i] = kv
+			continue
+		}
+		idx[k] = len(out)
+		out = append(out, kv)
+	}
+	return out
+}
+
+func envValue(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// lookPath finds a command like a shell does, with the command's own PATH.
+func lookPath(name, path, dir string) (string, error) {
+	if strings.Contains(name, "/") {
+		p := name
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		if err := executable(p); err != nil {
+			return "", fmt.Errorf("%s: %w", name, err)
+		}
+		return p, nil
+	}
+	if path == "" {
+		path = defaultPath
+	}
+	for _, d := range filepath.SplitList(path) {
+		if d == "" {
+			d = "."
+		}
+		p := filepath.Join(d, name)
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		if executable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s: executable file not found in PATH", name)
+}
+
+func executable(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+		return fmt.Errorf("permission denied")
+	}
+	return nil
+}

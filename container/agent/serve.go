@@ -1,0 +1,242 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+)
+
+// Option configures Serve.
+type Option func(*server)
+
+// WithDefaultDir sets the working directory of commands whose Exec gives
+// none (default: /workspace if it exists, else /).
+func WithDefaultDir(dir string) Option { return func(s *server) { s.defaultDir = dir } }
+
+// WithBaseEnv sets the environment every command starts from; an Exec's
+// env is added to it, later entries replacing earlier ones with the same
+// key (default: the agent's own environment).
+func WithBaseEnv(env []string) Option {
+	return func(s *server) { s.baseEnv = append([]string(nil), env...) }
+}
+
+// WithInit says whether the agent is its PID namespace's init (default:
+// whether its pid is 1). As init it reaps every zombie, and KillAll kills
+// every process but itself. Otherwise it waits only for its own commands,
+// and KillAll kills only their process trees.
+func WithInit(init bool) Option { return func(s *server) { s.init = init; s.initSet = true } }
+
+// WithSymlink makes Serve create a symbolic link at link pointing to
+// target before it serves, replacing an empty directory or an existing
+// link at link. Sandboxes use it to make /workspace point into the bind
+// mount of the workspace's parent directory.
+func WithSymlink(link, target string) Option {
+	return func(s *server) { s.links = append(s.links, [2]string{link, target}) }
+}
+
+// WithOutputGrace sets how long, after a command exits, the agent keeps
+// reading its output from processes it left running in the background
+// that still hold its stdout or stderr (default 100 ms).
+func WithOutputGrace(d time.Duration) Option { return func(s *server) { s.outputGrace = d } }
+
+// server is one Serve call.
+type server struct {
+	defaultDir  string
+	baseEnv     []string
+	init        bool
+	initSet     bool
+	links       [][2]string
+	outputGrace time.Duration
+
+	fw *frameWriter
+
+	mu       sync.Mutex
+	procs    map[uint64]*proc // by request id
+	sessions map[int]bool     // session ids of commands started (not init)
+
+	reap *reaper // nil unless init
+	wg   sync.WaitGroup
+}
+
+// Serve runs the agent: it reads requests from r and writes replies and
+// events to w until r ends, then kills the commands it started and
+// returns. As a sandbox's init (pid 1) it also reaps orphaned processes.
+// A nil error means r reached end of input.
+func Serve(r io.Reader, w io.Writer, opts ...Option) error {
+	s := &server{
+		baseEnv:     os.Environ(),
+		outputGrace: 100 * time.Millisecond,
+		fw:          &frameWriter{w: w},
+		procs:       make(map[uint64]*proc),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if !s.initSet {
+		s.init = os.Getpid() == 1
+	}
+	if s.defaultDir == "" {
+		s.defaultDir = "/"
+		if fi, err := os.Stat("/workspace"); err == nil && fi.IsDir() {
+			s.defaultDir = "/workspace"
+		}
+	}
+	for _, l := range s.links {
+		if err := makeSymlink(l[0], l[1]); err != nil {
+			return err
+		}
+	}
+	if s.init {
+		s.reap = startReaper()
+		defer s.reap.stop()
+	}
+	if err := s.fw.write(newFrame(MsgHello, 0).uvarint(ProtocolVersion).uvarint(uint64(os.Getpid())).bytes()); err != nil {
+		return fmt.Errorf("agent: write hello: %w", err)
+	}
+	fr := newFrameReader(r)
+	var err error
+	for {
+		var f frame
+		f, err = fr.read()
+		if err != nil {
+			break
+		}
+		s.handle(f)
+	}
+	s.killAllOwn()
+	s.wg.Wait()
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}
+
+func makeSymlink(link, target string) error {
+	if fi, err := os.Lstat(link); err == nil {
+		if fi.Mode()&os.ModeSymlink != 0 || fi.IsDir() {
+			if err := os.Remove(link); err != nil {
+				return fmt.Errorf("agent: replace %s with a symlink: %w", link, err)
+			}
+		}
+	}
+	if err := os.Symlink(target, link); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
+}
+
+func (s *server) reply(id uint64, err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	_ = s.fw.write(newFrame(MsgReply, id).str(msg).bytes())
+}
+
+func (s *server) handle(f frame) {
+	switch f.typ {
+	case MsgPing:
+		s.reply(f.id, nil)
+	case MsgExec:
+		d := decoder{b: f.body}
+		req := execRequest{
+			id:      f.id,
+			args:    d.strs(),
+			env:     d.strs(),
+			dir:     d.str(),
+			timeout: time.Duration(d.uvarint()),
+		}
+		req.stdin = d.byte1()&execFlagStdin != 0
+		if d.err != nil {
+			_ = s.fw.write(newFrame(MsgFailed, f.id).str(d.err.Error()).bytes())
+			return
+		}
+		s.exec(req)
+	case MsgStdin, MsgStdinClose:
+		s.mu.Lock()
+		p := s.procs[f.id]
+		s.mu.Unlock()
+		if p != nil && p.stdin != nil {
+			if f.typ == MsgStdin {
+				p.stdin.push(f.body)
+			} else {
+				p.stdin.close()
+			}
+		}
+	case MsgKill:
+		s.mu.Lock()
+		p := s.procs[f.id]
+		s.mu.Unlock()
+		if p != nil {
+			p.kill(true)
+		}
+	case MsgKillAll:
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.reply(f.id, s.killAll())
+		}()
+	default:
+		// Unknown requests are ignored so that newer hosts can probe.
+	}
+}
+
+// stdinQueue feeds a command's stdin from frames without ever blocking
+// the connection's read loop.
+type stdinQueue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	bufs   [][]byte
+	closed bool
+}
+
+func newStdinQueue() *stdinQueue {
+	q := &stdinQueue{}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func (q *stdinQueue) push(b []byte) {
+	q.mu.Lock()
+	if !q.closed {
+		q.bufs = append(q.bufs, b)
+	}
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+func (q *stdinQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+// pump writes queued data to w until the queue is closed and empty, or a
+// write fails; then it closes w.
+func (q *stdinQueue) pump(w io.WriteCloser) {
+	defer w.Close()
+	for {
+		q.mu.Lock()
+		for len(q.bufs) == 0 && !q.closed {
+			q.cond.Wait()
+		}
+		if len(q.bufs) == 0 {
+			q.mu.Unlock()
+			return
+		}
+		b := q.bufs[0]
+		q.bufs = q.bufs[1:]
+		q.mu.Unlock()
+		if _, err := w.Write(b); err != nil {
+			q.close()
+			q.mu.Lock()
+			q.bufs = nil
+			q.mu.Unlock()
+			return
+		}
+	}
+}
