@@ -1,0 +1,56 @@
+// Command turnbox-agent is turnbox's in-sandbox exec agent. A sandbox
+// runtime (gvisor, runc) starts it as the sandbox's init with its stdin and
+// stdout connected to the host, which speaks the protocol of package
+// container/agent over them. Build it static:
+//
+//	CGO_ENABLED=0 go build -o turnbox-agent ./cmd/turnbox-agent
+//
+// Flags:
+//
+//	-link LINK=TARGET  create symlink LINK -> TARGET before serving
+//	                   (repeatable; e.g. /workspace=/.turnbox/vol/ws)
+//	-dir DIR           default working directory of commands
+//
+// Diagnostics go to stderr; stdout carries only protocol frames.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/turnbox/turnbox/container/agent"
+)
+
+type links [][2]string
+
+func (l *links) String() string { return fmt.Sprint(*l) }
+
+func (l *links) Set(s string) error {
+	link, target, ok := strings.Cut(s, "=")
+	if !ok || link == "" || target == "" {
+		return fmt.Errorf("want LINK=TARGET, got %q", s)
+	}
+	*l = append(*l, [2]string{link, target})
+	return nil
+}
+
+func main() {
+	var ls links
+	flag.Var(&ls, "link", "create symlink `LINK=TARGET` before serving (repeatable)")
+	dir := flag.String("dir", "", "default working directory of commands")
+	flag.Parse()
+
+	var opts []agent.Option
+	for _, l := range ls {
+		opts = append(opts, agent.WithSymlink(l[0], l[1]))
+	}
+	if *dir != "" {
+		opts = append(opts, agent.WithDefaultDir(*dir))
+	}
+	if err := agent.Serve(os.Stdin, os.Stdout, opts...); err != nil {
+		fmt.Fprintln(os.Stderr, "turnbox-agent:", err)
+		os.Exit(1)
+	}
+}
