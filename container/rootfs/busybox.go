@@ -1,0 +1,118 @@
+package rootfs
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// ErrNoBusybox reports that no static busybox binary was found.
+var ErrNoBusybox = errors.New("rootfs: static busybox not found (apt install busybox-static)")
+
+// BusyboxCandidates are the paths FindBusybox tries, in order.
+var BusyboxCandidates = []string{"/bin/busybox", "/usr/bin/busybox", "/usr/local/bin/busybox"}
+
+// FindBusybox returns the path of a statically linked busybox binary. A
+// dynamically linked one is rejected: it would not run without the host's
+// libraries inside the sandbox.
+func FindBusybox() (string, error) {
+	for _, p := range BusyboxCandidates {
+		if static, err := isStatic(p); err == nil && static {
+			return p, nil
+		}
+	}
+	return "", ErrNoBusybox
+}
+
+func isStatic(p string) (bool, error) {
+	f, err := elf.Open(p)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// BuildBusybox builds a minimal root filesystem in dir (created if
+// needed): bin/busybox copied from the host's static busybox, a symlink in
+// bin/ for each of its applets, the usual empty top-level directories
+// (proc, sys, dev, tmp, etc, workspace, ...), and small etc/passwd,
+// etc/group and etc/hosts files. Existing files are replaced.
+func BuildBusybox(dir string) error {
+	src, err := FindBusybox()
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{"bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root", "home", "var/tmp", "workspace"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return fmt.Errorf("rootfs: %w", err)
+		}
+	}
+	for _, d := range []string{"tmp", "var/tmp"} {
+		if err := os.Chmod(filepath.Join(dir, d), 0o1777); err != nil {
+			return fmt.Errorf("rootfs: %w", err)
+		}
+	}
+	dst := filepath.Join(dir, "bin", "busybox")
+	if err := copyFile(src, dst, 0o755); err != nil {
+		return err
+	}
+	out, err := exec.Command(src, "--list").Output()
+	if err != nil {
+		return fmt.Errorf("rootfs: %s --list: %w", src, err)
+	}
+	for _, applet := range strings.Fields(string(out)) {
+		if applet == "busybox" || strings.Contains(applet, "/") {
+			continue
+		}
+		link := filepath.Join(dir, "bin", applet)
+		if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("rootfs: %w", err)
+		}
+		if err := os.Symlink("busybox", link); err != nil {
+			return fmt.Errorf("rootfs: %w", err)
+		}
+	}
+	files := map[string]string{
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+		"etc/group":  "root:x:0:\nnogroup:x:65534:\n",
+		"etc/hosts":  "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return fmt.Errorf("rootfs: %w", err)
+		}
+	}
+	return nil
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+	if err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return fmt.Errorf("rootfs: copy busybox: %w", err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	return os.Rename(tmp, dst)
+}
