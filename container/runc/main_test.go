@@ -1,0 +1,162 @@
+package runc_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/agent/agenttest"
+	"github.com/turnbox/turnbox/container/rootfs"
+	"github.com/turnbox/turnbox/container/runc"
+	"github.com/turnbox/turnbox/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	runc.Init() // libcontainer re-executes this binary as each container's init
+	code := m.Run()
+	if sharedRootfs != "" {
+		os.RemoveAll(filepath.Dir(sharedRootfs))
+	}
+	os.Exit(code)
+}
+
+var (
+	rootfsOnce   sync.Once
+	sharedRootfs string
+	rootfsErr    error
+)
+
+// busyboxRootfs returns a busybox root filesystem shared by every test
+// (sandboxes never write to it).
+func busyboxRootfs(t testing.TB) string {
+	t.Helper()
+	rootfsOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "turnbox-runc-rootfs-")
+		if err != nil {
+			rootfsErr = err
+			return
+		}
+		sharedRootfs = filepath.Join(dir, "rootfs")
+		rootfsErr = rootfs.BuildBusybox(sharedRootfs)
+	})
+	testenv.Require(t, rootfsErr == nil, "static busybox (apt busybox-static)")
+	return sharedRootfs
+}
+
+// newRuntime returns a runtime under a fresh root, or skips (fails in CI)
+// without root.
+func newRuntime(t testing.TB, opts ...runc.Option) *runc.Runtime {
+	t.Helper()
+	testenv.RequireRoot(t)
+	ag := agenttest.Build(t)
+	rt, err := runc.New(t.TempDir(), append([]runc.Option{runc.WithAgent(ag)}, opts...)...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := rt.Reap(context.Background(), nil); err != nil {
+			t.Errorf("Reap at cleanup: %v", err)
+		}
+	})
+	return rt
+}
+
+// workspace makes a volume layout like the snapshot backends': a
+// directory of its own holding the workspace tree.
+func workspace(t testing.TB) string {
+	t.Helper()
+	ws := filepath.Join(t.TempDir(), "vol", "ws")
+	if err := os.MkdirAll(ws, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return ws
+}
+
+var idSeq struct {
+	sync.Mutex
+	n int
+}
+
+func newID(t testing.TB) string {
+	idSeq.Lock()
+	defer idSeq.Unlock()
+	idSeq.n++
+	name := strings.NewReplacer("/", "-", " ", "_").Replace(t.Name())
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	return name + "-" + strconv.Itoa(idSeq.n)
+}
+
+type sandboxOpt func(*container.Spec)
+
+func withLimits(l container.Limits) sandboxOpt {
+	return func(s *container.Spec) { s.Limits = l }
+}
+
+func withNetwork(n container.Network) sandboxOpt {
+	return func(s *container.Spec) { s.Network = n }
+}
+
+func withEnv(env ...string) sandboxOpt {
+	return func(s *container.Spec) { s.Env = env }
+}
+
+// start starts a sandbox stopped at the test's end.
+func start(t testing.TB, rt *runc.Runtime, opts ...sandboxOpt) (container.Sandbox, container.Spec) {
+	t.Helper()
+	spec := container.Spec{
+		ID:        newID(t),
+		RootFS:    busyboxRootfs(t),
+		Workspace: workspace(t),
+	}
+	for _, o := range opts {
+		o(&spec)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sb, err := rt.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := sb.Stop(context.Background()); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
+	})
+	return sb, spec
+}
+
+// run runs a shell command and returns its exit status, stdout and stderr.
+func run(t testing.TB, sb container.Sandbox, script string) (container.ExitStatus, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := sb.Exec(ctx, container.Process{
+		Args:   []string{"sh", "-c", script},
+		Stdout: &out,
+		Stderr: &errb,
+	})
+	if err != nil {
+		t.Fatalf("Exec %q: %v", script, err)
+	}
+	return st, out.String(), errb.String()
+}
+
+// mustRun runs a shell command that must succeed and returns its stdout.
+func mustRun(t testing.TB, sb container.Sandbox, script string) string {
+	t.Helper()
+	st, out, errs := run(t, sb, script)
+	if st.Code != 0 {
+		t.Fatalf("%q: exit %d, stdout %q, stderr %q", script, st.Code, out, errs)
+	}
+	return out
+}
