@@ -1,0 +1,600 @@
+//go:build cgo
+
+package btrfs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	cbtrfs "github.com/containerd/btrfs/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/turnbox/turnbox/snapshot"
+)
+
+// Kind is the name Backend.Kind returns.
+const Kind = "btrfs"
+
+// On-disk layout under root. Entries whose names start with '.' are never
+// valid volume or snapshot names (snapshot.ValidateName requires a letter
+// or digit first), so they can hold work in progress without colliding.
+const (
+	volumesDir   = "volumes"   // <root>/volumes/<volume>/workspace: the volume's subvolume
+	snapshotsDir = "snapshots" // <root>/snapshots/<volume>/<name>: read-only snapshots
+	workspace    = "workspace" // the subvolume inside a volume's own directory
+
+	stagePrefix    = ".new-"      // <root>/volumes/.new-*: a volume being created or cloned
+	trashPrefix    = ".trash-"    // <root>/{volumes,snapshots}/.trash-*: being destroyed
+	rollbackPrefix = ".rollback-" // <root>/volumes/<volume>/.rollback-*: rollback temp
+)
+
+// Backend is a snapshot.Backend on a directory of a mounted btrfs
+// filesystem. Each volume is a subvolume, each snapshot a read-only
+// snapshot of it; every operation is one or two btrfs ioctls plus renames,
+// with no process started. Create one with New.
+//
+// Guarantees beyond the snapshot.Backend contract:
+//
+//   - Snapshot is durable on return without an extra sync: the kernel
+//     creates a snapshot by committing a transaction (the superblock write
+//     with its flush is waited for), and the commit also carries every
+//     earlier change to the filesystem, including the directory holding the
+//     snapshot. Its cost therefore has the device's flush latency as floor.
+//   - Rollback is atomic across a crash (the old or the restored tree, never
+//     a mix). It is durable at the filesystem's next commit (the next
+//     Snapshot, or the commit= interval, 30 s by default), or on return
+//     with WithDurableRollback.
+//   - CreateVolume and CloneVolume appear whole or not at all; after a crash
+//     before the next commit a newly created volume may be missing, never
+//     half-made.
+//   - SizeBytes is always 0: btrfs tells a subvolume's exclusive size only
+//     through quota groups, which cost every write and are off by default.
+//
+// Methods are safe for concurrent use; calls naming the same volume are
+// serialized by the Backend.
+type Backend struct {
+	root    string // absolute
+	volumes string // <root>/volumes
+	snaps   string // <root>/snapshots
+	opts    options
+	locks   keyedMutex
+	closed  atomic.Bool
+}
+
+var _ snapshot.Backend = (*Backend)(nil)
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	durableRollback bool
+}
+
+// WithDurableRollback makes Rollback commit the filesystem transaction
+// before returning, so that a rollback that returned survives a host crash.
+// It costs one more transaction commit (a device flush, milliseconds) per
+// rollback. Without it a rollback is still atomic across a crash, and is
+// made durable by the next Snapshot.
+func WithDurableRollback(on bool) Option {
+	return func(o *options) { o.durableRollback = on }
+}
+
+// New opens (creating if needed) a btrfs backend rooted at root, a
+// directory on a mounted btrfs filesystem. If root is not on btrfs the
+// error wraps snapshot.ErrUnsupported. New removes what a crash may have
+// left behind: volumes being created, rollback temporaries and volumes or
+// snapshots being destroyed. One Backend at a time must own a root.
+func New(root string, opts ...Option) (*Backend, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("btrfs: %w", err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("btrfs: %w", err)
+	}
+	if err := checkBtrfs(abs); err != nil {
+		return nil, fmt.Errorf("btrfs: %w: %w", snapshot.ErrUnsupported, err)
+	}
+	b := &Backend{
+		root:    abs,
+		volumes: filepath.Join(abs, volumesDir),
+		snaps:   filepath.Join(abs, snapshotsDir),
+	}
+	for _, o := range opts {
+		o(&b.opts)
+	}
+	for _, d := range []string{b.volumes, b.snaps} {
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("btrfs: %w", err)
+		}
+	}
+	if err := b.recover(); err != nil {
+		return nil, fmt.Errorf("btrfs: removing leftovers of an earlier run: %w", err)
+	}
+	return b, nil
+}
+
+// recover removes the temporaries listed in the Backend's layout and the
+// snapshot directories of volumes that no longer exist (a crash in the
+// middle of DestroyVolume).
+func (b *Backend) recover() error {
+	var errs []error
+	vols, err := os.ReadDir(b.volumes)
+	if err != nil {
+		return err
+	}
+	for _, e := range vols {
+		p := filepath.Join(b.volumes, e.Name())
+		if strings.HasPrefix(e.Name(), ".") {
+			errs = append(errs, removeTree(p))
+			continue
+		}
+		inner, err := os.ReadDir(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, f := range inner {
+			if strings.HasPrefix(f.Name(), rollbackPrefix) {
+				errs = append(errs, removeTree(filepath.Join(p, f.Name())))
+			}
+		}
+	}
+	snaps, err := os.ReadDir(b.snaps)
+	if err != nil {
+		return err
+	}
+	for _, e := range snaps {
+		if strings.HasPrefix(e.Name(), ".") || !b.volumeExists(e.Name()) {
+			errs = append(errs, removeTree(filepath.Join(b.snaps, e.Name())))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Kind returns "btrfs".
+func (b *Backend) Kind() string { return Kind }
+
+// Root returns the absolute directory the backend keeps its data under.
+func (b *Backend) Root() string { return b.root }
+
+// Close marks the backend closed; later calls fail. Data stays on disk.
+func (b *Backend) Close() error {
+	b.closed.Store(true)
+	return nil
+}
+
+var errClosed = errors.New("btrfs: backend is closed")
+
+// begin checks what every method checks first: the backend is open, the
+// context is live, and the names are valid.
+func (b *Backend) begin(ctx context.Context, names ...string) error {
+	if b.closed.Load() {
+		return errClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := snapshot.ValidateName(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Backend) volumeDir(volume string) string { return filepath.Join(b.volumes, volume) }
+func (b *Backend) volumePath(volume string) string {
+	return filepath.Join(b.volumes, volume, workspace)
+}
+func (b *Backend) snapDir(volume string) string { return filepath.Join(b.snaps, volume) }
+func (b *Backend) snapPath(volume, name string) string {
+	return filepath.Join(b.snaps, volume, name)
+}
+
+func (b *Backend) volumeExists(volume string) bool {
+	_, err := os.Lstat(b.volumePath(volume))
+	return err == nil
+}
+
+func (b *Backend) volumeInfo(volume string) snapshot.Volume {
+	return snapshot.Volume{Name: volume, Path: b.volumePath(volume)}
+}
+
+// CreateVolume makes a new, empty subvolume at <root>/volumes/<volume>/workspace.
+func (b *Backend) CreateVolume(ctx context.Context, volume string) (snapshot.Volume, error) {
+	if err := b.begin(ctx, volume); err != nil {
+		return snapshot.Volume{}, err
+	}
+	defer b.locks.lock(volume)()
+	return b.makeVolume(volume, func(dst string) error {
+		if err := cbtrfs.SubvolCreate(dst); err != nil {
+			return fmt.Errorf("btrfs: create volume %s: %w", volume, mapErr(err))
+		}
+		return nil
+	})
+}
+
+// CloneVolume makes volume a writable snapshot of (srcVolume, srcSnapshot).
+// The clone shares blocks with the snapshot copy-on-write but is otherwise
+// independent of it: either can be destroyed without touching the other.
+func (b *Backend) CloneVolume(ctx context.Context, volume, srcVolume, srcSnapshot string) (snapshot.Volume, error) {
+	if err := b.begin(ctx, volume, srcVolume, srcSnapshot); err != nil {
+		return snapshot.Volume{}, err
+	}
+	defer b.locks.lock(volume, srcVolume)()
+	src := b.snapPath(srcVolume, srcSnapshot)
+	if !b.volumeExists(srcVolume) {
+		return snapshot.Volume{}, fmt.Errorf("btrfs: clone %s: volume %s: %w", volume, srcVolume, snapshot.ErrNotFound)
+	}
+	if _, err := os.Lstat(src); err != nil {
+		return snapshot.Volume{}, fmt.Errorf("btrfs: clone %s: snapshot %s@%s: %w", volume, srcVolume, srcSnapshot, mapErr(err))
+	}
+	return b.makeVolume(volume, func(dst string) error {
+		if err := cbtrfs.SubvolSnapshot(dst, src, false); err != nil {
+			return fmt.Errorf("btrfs: clone %s from %s@%s: %w", volume, srcVolume, srcSnapshot, mapErr(err))
+		}
+		return nil
+	})
+}
+
+// makeVolume builds a volume in a staging directory with mk (which creates
+// the subvolume at the path it is given) and renames it into place, so the
+// volume appears whole or not at all. The caller holds volume's lock.
+func (b *Backend) makeVolume(volume string, mk func(dst string) error) (snapshot.Volume, error) {
+	if _, err := os.Lstat(b.volumeDir(volume)); err == nil {
+		return snapshot.Volume{}, fmt.Errorf("btrfs: volume %s: %w", volume, snapshot.ErrExists)
+	}
+	// Snapshots left by a DestroyVolume that failed halfway must not show
+	// up under the new volume.
+	if _, err := os.Lstat(b.snapDir(volume)); err == nil {
+		if err := b.trash(b.snaps, b.snapDir(volume)); err != nil {
+			return snapshot.Volume{}, fmt.Errorf("btrfs: volume %s: removing stale snapshots: %w", volume, err)
+		}
+	}
+	stage, err := tempName(b.volumes, stagePrefix)
+	if err != nil {
+		return snapshot.Volume{}, err
+	}
+	if err := os.Mkdir(stage, 0o755); err != nil {
+		return snapshot.Volume{}, fmt.Errorf("btrfs: volume %s: %w", volume, mapErr(err))
+	}
+	if err := mk(filepath.Join(stage, workspace)); err != nil {
+		return snapshot.Volume{}, errors.Join(err, removeTree(stage))
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, stage, unix.AT_FDCWD, b.volumeDir(volume), unix.RENAME_NOREPLACE); err != nil {
+		return snapshot.Volume{}, errors.Join(fmt.Errorf("btrfs: volume %s: rename into place: %w", volume, mapErr(err)), removeTree(stage))
+	}
+	return b.volumeInfo(volume), nil
+}
+
+// Volume returns a volume's info.
+func (b *Backend) Volume(ctx context.Context, volume string) (snapshot.Volume, error) {
+	if err := b.begin(ctx, volume); err != nil {
+		return snapshot.Volume{}, err
+	}
+	if _, err := os.Lstat(b.volumePath(volume)); err != nil {
+		return snapshot.Volume{}, fmt.Errorf("btrfs: volume %s: %w", volume, mapErr(err))
+	}
+	return b.volumeInfo(volume), nil
+}
+
+// Volumes lists every volume, sorted by name.
+func (b *Backend) Volumes(ctx context.Context) ([]snapshot.Volume, error) {
+	if err := b.begin(ctx); err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(b.volumes)
+	if err != nil {
+		return nil, fmt.Errorf("btrfs: list volumes: %w", err)
+	}
+	out := []snapshot.Volume{}
+	for _, e := range ents { // os.ReadDir sorts by name
+		if snapshot.ValidateName(e.Name()) != nil || !e.IsDir() {
+			continue
+		}
+		out = append(out, b.volumeInfo(e.Name()))
+	}
+	return out, nil
+}
+
+// DestroyVolume deletes a volume's subvolume and all its snapshots. Clones
+// made from its snapshots are independent subvolumes and survive. The
+// volume and its snapshots disappear at once (renamed aside) before their
+// subvolumes are deleted; whatever a crash leaves aside, New removes.
+func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
+	if err := b.begin(ctx, volume); err != nil {
+		return err
+	}
+	defer b.locks.lock(volume)()
+	if _, err := os.Lstat(b.volumeDir(volume)); err != nil {
+		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, mapErr(err))
+	}
+	if err := b.trash(b.volumes, b.volumeDir(volume)); err != nil {
+		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, err)
+	}
+	if _, err := os.Lstat(b.snapDir(volume)); err == nil {
+		if err := b.trash(b.snaps, b.snapDir(volume)); err != nil {
+			return fmt.Errorf("btrfs: destroy volume %s: snapshots: %w", volume, err)
+		}
+	}
+	return nil
+}
+
+// trash renames p to a temporary name in dir (so it vanishes at once) and
+// deletes it. If the deletion fails, the error is returned and New removes
+// the rest later.
+func (b *Backend) trash(dir, p string) error {
+	t, err := tempName(dir, trashPrefix)
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(p, t); err != nil {
+		return mapErr(err)
+	}
+	return removeTree(t)
+}
+
+// Snapshot creates a read-only snapshot of the volume at
+// <root>/snapshots/<volume>/<name> with one BTRFS_IOC_SNAP_CREATE_V2. The
+// kernel flushes the volume's dirty data and commits a transaction before
+// the ioctl returns, so the snapshot is durable on return; an extra
+// BTRFS_IOC_SYNC would only add a second, empty commit.
+func (b *Backend) Snapshot(ctx context.Context, volume, name string) (snapshot.Snapshot, error) {
+	if err := b.begin(ctx, volume, name); err != nil {
+		return snapshot.Snapshot{}, err
+	}
+	defer b.locks.lock(volume)()
+	src := b.volumePath(volume)
+	if _, err := os.Lstat(src); err != nil {
+		return snapshot.Snapshot{}, fmt.Errorf("btrfs: snapshot %s@%s: volume: %w", volume, name, mapErr(err))
+	}
+	dst := b.snapPath(volume, name)
+	if _, err := os.Lstat(dst); err == nil {
+		return snapshot.Snapshot{}, fmt.Errorf("btrfs: snapshot %s@%s: %w", volume, name, snapshot.ErrExists)
+	}
+	if err := os.Mkdir(b.snapDir(volume), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		return snapshot.Snapshot{}, fmt.Errorf("btrfs: snapshot %s@%s: %w", volume, name, mapErr(err))
+	}
+	if err := cbtrfs.SubvolSnapshot(dst, src, true); err != nil {
+		return snapshot.Snapshot{}, fmt.Errorf("btrfs: snapshot %s@%s: %w", volume, name, mapErr(err))
+	}
+	info, err := getSubvolInfo(dst)
+	if err != nil {
+		return snapshot.Snapshot{}, errors.Join(fmt.Errorf("btrfs: snapshot %s@%s: %w", volume, name, mapErr(err)), deleteSubvol(dst))
+	}
+	return snapshot.Snapshot{Volume: volume, Name: name, CreatedAt: info.created}, nil
+}
+
+// Snapshots lists a volume's snapshots, oldest first (by subvolume id,
+// which the kernel allocates increasing). CreatedAt is the subvolume's
+// otime, kept by btrfs itself (no metadata file to keep durable); it has
+// the resolution of the kernel's coarse clock (a few milliseconds).
+func (b *Backend) Snapshots(ctx context.Context, volume string) ([]snapshot.Snapshot, error) {
+	if err := b.begin(ctx, volume); err != nil {
+		return nil, err
+	}
+	defer b.locks.lock(volume)()
+	if !b.volumeExists(volume) {
+		return nil, fmt.Errorf("btrfs: snapshots of %s: %w", volume, snapshot.ErrNotFound)
+	}
+	ents, err := os.ReadDir(b.snapDir(volume))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("btrfs: snapshots of %s: %w", volume, err)
+	}
+	type item struct {
+		s  snapshot.Snapshot
+		id uint64
+	}
+	items := make([]item, 0, len(ents))
+	for _, e := range ents {
+		if snapshot.ValidateName(e.Name()) != nil {
+			continue
+		}
+		info, err := getSubvolInfo(b.snapPath(volume, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("btrfs: snapshots of %s: %w", volume, mapErr(err))
+		}
+		items = append(items, item{snapshot.Snapshot{Volume: volume, Name: e.Name(), CreatedAt: info.created}, info.id})
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].id < items[j].id })
+	out := make([]snapshot.Snapshot, len(items))
+	for i := range items {
+		out[i] = items[i].s
+	}
+	return out, nil
+}
+
+// Rollback makes the volume's content equal to snapshot name: a writable
+// snapshot of it is made next to the volume's Path
+// (<root>/volumes/<volume>/.rollback-*), exchanged with Path in one
+// renameat2(RENAME_EXCHANGE), and the old tree is deleted. Any snapshot
+// can be the target; all snapshots survive. A sandbox that binds Path's
+// parent directory sees the new tree at once; processes whose working
+// directory was in the old tree keep the (deleted) old tree.
+func (b *Backend) Rollback(ctx context.Context, volume, name string) error {
+	if err := b.begin(ctx, volume, name); err != nil {
+		return err
+	}
+	defer b.locks.lock(volume)()
+	path := b.volumePath(volume)
+	if _, err := os.Lstat(path); err != nil {
+		return fmt.Errorf("btrfs: rollback %s: volume: %w", volume, mapErr(err))
+	}
+	src := b.snapPath(volume, name)
+	if _, err := os.Lstat(src); err != nil {
+		return fmt.Errorf("btrfs: rollback %s to %s: %w", volume, name, mapErr(err))
+	}
+	tmp, err := tempName(b.volumeDir(volume), rollbackPrefix)
+	if err != nil {
+		return err
+	}
+	if err := cbtrfs.SubvolSnapshot(tmp, src, false); err != nil {
+		return fmt.Errorf("btrfs: rollback %s to %s: %w", volume, name, mapErr(err))
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE); err != nil {
+		return errors.Join(fmt.Errorf("btrfs: rollback %s to %s: exchange: %w", volume, name, mapErr(err)), removeTree(tmp))
+	}
+	// tmp now holds the old tree. The rollback has happened; failing to
+	// delete the old tree only leaks space until New removes it.
+	delErr := removeTree(tmp)
+	if b.opts.durableRollback {
+		if err := syncFS(b.root); err != nil {
+			return fmt.Errorf("btrfs: rollback %s to %s: done, but not yet durable: %w", volume, name, mapErr(err))
+		}
+	}
+	if delErr != nil {
+		return fmt.Errorf("btrfs: rollback %s to %s: done, but the old tree stays until the next New: %w", volume, name, delErr)
+	}
+	return nil
+}
+
+// DestroySnapshot deletes one snapshot. Clones made from it are
+// independent and survive.
+func (b *Backend) DestroySnapshot(ctx context.Context, volume, name string) error {
+	if err := b.begin(ctx, volume, name); err != nil {
+		return err
+	}
+	defer b.locks.lock(volume)()
+	p := b.snapPath(volume, name)
+	if _, err := os.Lstat(p); err != nil {
+		return fmt.Errorf("btrfs: destroy snapshot %s@%s: %w", volume, name, mapErr(err))
+	}
+	if err := deleteSubvol(p); err != nil {
+		return fmt.Errorf("btrfs: destroy snapshot %s@%s: %w", volume, name, mapErr(err))
+	}
+	return nil
+}
+
+// deleteSubvol deletes the subvolume at p, with one ioctl when it holds no
+// nested subvolume (the usual case) and otherwise recursively.
+func deleteSubvol(p string) error {
+	err := destroySubvol(p)
+	if errors.Is(err, unix.ENOTEMPTY) {
+		// Nested subvolumes (made inside a workspace): containerd's
+		// SubvolDelete walks the tree and deletes them depth first.
+		err = cbtrfs.SubvolDelete(p)
+	}
+	return err
+}
+
+// removeTree deletes p: subvolumes found at any depth (without descending
+// into them) with deleteSubvol, everything else with os.Remove. A missing p
+// is not an error.
+func removeTree(p string) error {
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if isSubvolRoot(fi) {
+		return deleteSubvol(p)
+	}
+	if fi.IsDir() {
+		ents, err := os.ReadDir(p)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if err := removeTree(filepath.Join(p, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return os.Remove(p)
+}
+
+// tempName returns dir/<prefix><random>, a name no valid volume or
+// snapshot can take.
+func tempName(dir, prefix string) (string, error) {
+	var r [8]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, prefix+hex.EncodeToString(r[:])), nil
+}
+
+// mapErr wraps errno values in the snapshot package's sentinels, keeping
+// the original error in the chain.
+func mapErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("%w: %w", snapshot.ErrNoSpace, err)
+	case errors.Is(err, syscall.EEXIST):
+		return fmt.Errorf("%w: %w", snapshot.ErrExists, err)
+	case errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("%w: %w", snapshot.ErrNotFound, err)
+	case errors.Is(err, syscall.EBUSY):
+		return fmt.Errorf("%w: %w", snapshot.ErrBusy, err)
+	}
+	return err
+}
+
+// keyedMutex serializes operations per volume name.
+type keyedMutex struct {
+	mu sync.Mutex
+	m  map[string]*keyedEntry
+}
+
+type keyedEntry struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock locks every distinct name in a fixed (sorted) order, so two calls
+// naming the same pair never deadlock, and returns the unlock function.
+func (k *keyedMutex) lock(names ...string) func() {
+	names = append([]string(nil), names...)
+	sort.Strings(names)
+	uniq := names[:0]
+	for i, n := range names {
+		if i == 0 || n != names[i-1] {
+			uniq = append(uniq, n)
+		}
+	}
+	entries := make([]*keyedEntry, len(uniq))
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = make(map[string]*keyedEntry)
+	}
+	for i, n := range uniq {
+		e := k.m[n]
+		if e == nil {
+			e = &keyedEntry{}
+			k.m[n] = e
+		}
+		e.refs++
+		entries[i] = e
+	}
+	k.mu.Unlock()
+	for _, e := range entries {
+		e.mu.Lock()
+	}
+	return func() {
+		for i := len(entries) - 1; i >= 0; i-- {
+			entries[i].mu.Unlock()
+		}
+		k.mu.Lock()
+		for i, n := range uniq {
+			entries[i].refs--
+			if entries[i].refs == 0 {
+				delete(k.m, n)
+			}
+		}
+		k.mu.Unlock()
+	}
+}
