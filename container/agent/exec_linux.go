@@ -65,11 +65,13 @@ func (s *server) exec(req execRequest) {
 		s.failed(req.id, "duplicate request id %d", req.id)
 		return
 	}
-	env := mergeEnv(s.baseEnv, req.env)
 	dir := req.dir
 	if dir == "" {
 		dir = s.defaultDir
 	}
+	// PWD keeps the logical path when dir goes through a symlink (as
+	// /workspace does in a sandbox), like a shell's cd.
+	env := mergeEnv(s.baseEnv, append([]string{"PWD=" + dir}, req.env...))
 	path, err := lookPath(req.args[0], envValue(env, "PATH"), dir)
 	if err != nil {
 		s.failed(req.id, "%v", err)

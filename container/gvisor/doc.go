@@ -1,0 +1,26 @@
+// Package gvisor runs sandboxes with gVisor's runsc (platform systrap).
+//
+// Each sandbox is one runsc sandbox started with `runsc run --detach` from
+// an OCI bundle under the runtime's root. Its init is the turnbox agent
+// (cmd/turnbox-agent, bind-mounted read-only at AgentPath), whose stdin
+// and stdout are pipes held by the host; every Exec goes through the agent
+// (package container/agent), so a command costs a fork+exec inside the
+// sandbox, not a runsc process.
+//
+// Filesystem: the root is Spec.RootFS under an in-memory overlay (the host
+// directory is never written; writes outside /workspace vanish at Stop).
+// The workspace's PARENT directory is bind-mounted read-write at
+// VolumeMount and /workspace is a symlink the agent creates to the
+// workspace inside it. A snapshot backend's rollback renames a new tree
+// into place at the workspace path; gVisor revalidates bind mounts
+// (--file-access-mounts=shared, its default), so the next command sees
+// the new tree at once. Processes whose cwd is in the old tree keep it:
+// callers KillAll as part of a rollback.
+//
+// Network: none (loopback only) unless Spec.Network is NetworkHost.
+// Limits: CPU, memory and pids go to the spec's linux.resources and runsc
+// applies them to the sandbox's cgroup (a per-root parent/<id> in every
+// hierarchy). Pause and Resume freeze that cgroup directly, or run `runsc
+// pause`/`resume` (WithCgroupFreezer(false)). Stop and Reap remove the
+// sandbox's runsc state, cgroups and bundle.
+package gvisor

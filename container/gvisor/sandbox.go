@@ -1,0 +1,415 @@
+package gvisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/agent"
+)
+
+// Sandbox is a running gVisor sandbox. It implements container.Sandbox and
+// container.Checkpointer.
+type Sandbox struct {
+	r       *Runtime
+	id      string
+	network container.Network
+	client  *agent.Client
+	pid     int      // runsc-sandbox process
+	frz     *freezer // nil: use the runsc CLI
+
+	mu      sync.Mutex // serializes Pause, Resume, Stop, Checkpoint
+	stopped bool
+	paused  bool
+
+	done    chan struct{}
+	errMu   sync.Mutex
+	err     error
+	closeMu sync.Once
+}
+
+var (
+	_ container.Sandbox      = (*Sandbox)(nil)
+	_ container.Checkpointer = (*Sandbox)(nil)
+)
+
+func validate(spec container.Spec) error {
+	if !idPattern.MatchString(spec.ID) {
+		return fmt.Errorf("%w: id %q (want %s)", container.ErrInvalidSpec, spec.ID, idPattern)
+	}
+	for what, p := range map[string]string{"RootFS": spec.RootFS, "Workspace": spec.Workspace} {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("%w: %s %q is not an absolute path", container.ErrInvalidSpec, what, p)
+		}
+		fi, err := os.Stat(p)
+		if err != nil || !fi.IsDir() {
+			return fmt.Errorf("%w: %s %q is not a directory", container.ErrInvalidSpec, what, p)
+		}
+	}
+	if filepath.Clean(spec.Workspace) == "/" {
+		return fmt.Errorf("%w: Workspace cannot be /", container.ErrInvalidSpec)
+	}
+	switch spec.Network {
+	case "", container.NetworkNone, container.NetworkHost:
+	default:
+		return fmt.Errorf("%w: network %q", container.ErrInvalidSpec, spec.Network)
+	}
+	l := spec.Limits
+	if l.CPUs < 0 || l.MemoryBytes < 0 || l.Pids < 0 {
+		return fmt.Errorf("%w: negative limit", container.ErrInvalidSpec)
+	}
+	return nil
+}
+
+// ociSpec builds the OCI runtime spec of a sandbox.
+func (r *Runtime) ociSpec(spec container.Spec) *specs.Spec {
+	ws := filepath.Clean(spec.Workspace)
+	env := []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=/root",
+		"TERM=dumb",
+	}
+	env = append(env, spec.Env...)
+	caps := []string{
+		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+		"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+		"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+	}
+	s := &specs.Spec{
+		Version: specs.Version,
+		Process: &specs.Process{
+			User: specs.User{UID: 0, GID: 0},
+			Args: []string{AgentPath,
+				"-link", container.WorkspaceDir + "=" + path.Join(VolumeMount, filepath.Base(ws)),
+				"-dir", container.WorkspaceDir},
+			Env: env,
+			Cwd: "/",
+			Capabilities: &specs.LinuxCapabilities{
+				Bounding: caps, Effective: caps, Permitted: caps,
+			},
+			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1 << 20, Soft: 1 << 20}},
+			NoNewPrivileges: true,
+		},
+		Root:     &specs.Root{Path: spec.RootFS, Readonly: false},
+		Hostname: "turnbox",
+		Mounts: []specs.Mount{
+			{Destination: "/proc", Type: "proc", Source: "proc"},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			{Destination: AgentPath, Type: "bind", Source: r.cfg.agent, Options: []string{"rbind", "ro"}},
+			{Destination: VolumeMount, Type: "bind", Source: filepath.Dir(ws), Options: []string{"rbind", "rw"}},
+		},
+		Linux: &specs.Linux{
+			CgroupsPath: r.cgroupPath(spec.ID),
+			Namespaces: []specs.LinuxNamespace{
+				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace},
+				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
+			},
+			Resources: resources(spec.Limits),
+		},
+	}
+	if spec.Network != container.NetworkHost {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
+	}
+	return s
+}
+
+func resources(l container.Limits) *specs.LinuxResources {
+	res := &specs.LinuxResources{}
+	if l.CPUs > 0 {
+		period := uint64(100000)
+		quota := int64(l.CPUs * float64(period))
+		if quota < 1000 {
+			quota = 1000
+		}
+		res.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
+	}
+	if l.MemoryBytes > 0 {
+		m := l.MemoryBytes
+		res.Memory = &specs.LinuxMemory{Limit: &m}
+	}
+	if l.Pids > 0 {
+		p := l.Pids
+		res.Pids = &specs.LinuxPids{Limit: &p}
+	}
+	return res
+}
+
+// Start starts a sandbox: it writes the OCI bundle, runs `runsc run
+// --detach` with the agent as init and waits until the agent answers.
+func (r *Runtime) Start(ctx context.Context, spec container.Spec) (container.Sandbox, error) {
+	return r.StartSandbox(ctx, spec)
+}
+
+// StartSandbox is Start returning the concrete type.
+func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *Sandbox, retErr error) {
+	if spec.Network == "" {
+		spec.Network = container.NetworkNone
+	}
+	if err := validate(spec); err != nil {
+		return nil, err
+	}
+	if r.known(ctx, spec.ID) {
+		return nil, fmt.Errorf("gvisor: sandbox %q already exists under %s", spec.ID, r.cfg.root)
+	}
+	bundle := filepath.Join(r.bundleDir, spec.ID)
+	r.nsMu.RLock()
+	err := os.MkdirAll(bundle, 0o700)
+	r.nsMu.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("gvisor: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = r.destroy(context.WithoutCancel(ctx), spec.ID)
+		}
+	}()
+	cfg, err := json.MarshalIndent(r.ociSpec(spec), "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("gvisor: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), cfg, 0o600); err != nil {
+		return nil, fmt.Errorf("gvisor: %w", err)
+	}
+
+	// The agent's stdin and stdout are pipes whose host ends we keep; its
+	// stderr (diagnostics) goes to a log file. runsc gets *os.File stdio,
+	// so exec.Cmd does not wait for copies after `run --detach` returns.
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("gvisor: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, fmt.Errorf("gvisor: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(bundle, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return nil, fmt.Errorf("gvisor: %w", err)
+	}
+	pidFile := filepath.Join(bundle, "sandbox.pid")
+	cmd := exec.CommandContext(ctx, r.cfg.runsc, r.RunscArgs(spec.Network, "run", "--detach", "--bundle", bundle, "--pid-file", pidFile, spec.ID)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, logf
+	r.nsMu.RLock()
+	runErr := cmd.Run()
+	r.nsMu.RUnlock()
+	inR.Close()
+	outW.Close()
+	logf.Close()
+	if runErr != nil {
+		inW.Close()
+		outR.Close()
+		log, _ := os.ReadFile(filepath.Join(bundle, "agent.log"))
+		return nil, fmt.Errorf("gvisor: runsc run %s: %v: %s", spec.ID, runErr, strings.TrimSpace(lastLines(string(log), 10)))
+	}
+	sb := &Sandbox{
+		r:       r,
+		id:      spec.ID,
+		network: spec.Network,
+		client:  agent.NewClient(outR, inW),
+		done:    make(chan struct{}),
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.startTimeout)
+	defer cancel()
+	if err := sb.client.Ping(pctx); err != nil {
+		sb.client.Close()
+		log, _ := os.ReadFile(filepath.Join(bundle, "agent.log"))
+		return nil, fmt.Errorf("gvisor: agent in %s did not answer: %w; agent log: %s", spec.ID, err, strings.TrimSpace(lastLines(string(log), 10)))
+	}
+	if st, err := r.state(ctx, spec.ID); err == nil {
+		sb.pid = st.Pid
+	}
+	if r.cfg.freezer && sb.pid > 0 {
+		if f, err := findFreezer(sb.pid); err == nil {
+			sb.frz = f
+		}
+	}
+	go sb.watch()
+	return sb, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// watch closes Done when the agent connection ends.
+func (s *Sandbox) watch() {
+	<-s.client.Done()
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if !stopped {
+		s.setErr(fmt.Errorf("gvisor: sandbox %s died: %w", s.id, s.client.Err()))
+	}
+	s.closeDone()
+}
+
+func (s *Sandbox) setErr(err error) {
+	s.errMu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.errMu.Unlock()
+}
+
+func (s *Sandbox) closeDone() { s.closeMu.Do(func() { close(s.done) }) }
+
+// ID returns the sandbox's id.
+func (s *Sandbox) ID() string { return s.id }
+
+// Pid returns the host pid of the sandbox's runsc-sandbox process (0 if
+// unknown).
+func (s *Sandbox) Pid() int { return s.pid }
+
+// UsesCgroupFreezer reports whether Pause and Resume freeze the cgroup
+// directly (true) or run the runsc CLI (false).
+func (s *Sandbox) UsesCgroupFreezer() bool { return s.frz != nil }
+
+// Done is closed when the sandbox has exited.
+func (s *Sandbox) Done() <-chan struct{} { return s.done }
+
+// Err says why the sandbox died; nil while it runs and after Stop.
+func (s *Sandbox) Err() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.err
+}
+
+// Client returns the agent client of the sandbox.
+func (s *Sandbox) Client() *agent.Client { return s.client }
+
+// sandboxDir maps p.Dir to a directory inside the sandbox: empty means
+// WorkspaceDir, a relative path is taken relative to it, and the result
+// must be WorkspaceDir or below it.
+func sandboxDir(dir string) (string, error) {
+	if dir == "" {
+		return container.WorkspaceDir, nil
+	}
+	if !path.IsAbs(dir) {
+		dir = path.Join(container.WorkspaceDir, dir)
+	}
+	dir = path.Clean(dir)
+	if dir != container.WorkspaceDir && !strings.HasPrefix(dir, container.WorkspaceDir+"/") {
+		return "", fmt.Errorf("%w: Dir %q is outside %s", container.ErrInvalidSpec, dir, container.WorkspaceDir)
+	}
+	return dir, nil
+}
+
+// Exec runs a command through the agent.
+func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.ExitStatus, error) {
+	dir, err := sandboxDir(p.Dir)
+	if err != nil {
+		return container.ExitStatus{}, err
+	}
+	p.Dir = dir
+	select {
+	case <-s.done:
+		if err := s.Err(); err != nil {
+			return container.ExitStatus{}, err
+		}
+		return container.ExitStatus{}, fmt.Errorf("gvisor: sandbox %s stopped: %w", s.id, container.ErrNotRunning)
+	default:
+	}
+	st, err := s.client.Exec(ctx, p)
+	if err != nil && errors.Is(err, container.ErrNotRunning) {
+		return st, fmt.Errorf("gvisor: sandbox %s: %w", s.id, err)
+	}
+	return st, err
+}
+
+// KillAll kills every process in the sandbox but the agent.
+func (s *Sandbox) KillAll(ctx context.Context) error {
+	return s.client.KillAll(ctx)
+}
+
+// Pause freezes the sandbox: its cgroup's freezer, or `runsc pause`.
+func (s *Sandbox) Pause(ctx context.Context) error { return s.setPaused(ctx, true) }
+
+// Resume thaws a paused sandbox.
+func (s *Sandbox) Resume(ctx context.Context) error { return s.setPaused(ctx, false) }
+
+func (s *Sandbox) setPaused(ctx context.Context, pause bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return fmt.Errorf("gvisor: sandbox %s: %w", s.id, container.ErrNotRunning)
+	}
+	if s.paused == pause {
+		return nil
+	}
+	var err error
+	if s.frz != nil {
+		err = s.frz.set(pause)
+	} else if pause {
+		_, err = s.r.runsc(ctx, "pause", s.id)
+	} else {
+		_, err = s.r.runsc(ctx, "resume", s.id)
+	}
+	if err != nil {
+		return fmt.Errorf("gvisor: sandbox %s: %w", s.id, err)
+	}
+	s.paused = pause
+	return nil
+}
+
+// Checkpoint saves the sandbox's state to dir (runsc checkpoint
+// --leave-running); the sandbox keeps running.
+func (s *Sandbox) Checkpoint(ctx context.Context, dir string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return fmt.Errorf("gvisor: sandbox %s: %w", s.id, container.ErrNotRunning)
+	}
+	if s.paused {
+		return fmt.Errorf("gvisor: sandbox %s is paused; resume it before a checkpoint", s.id)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("gvisor: %w", err)
+	}
+	if _, err := s.r.runsc(ctx, "checkpoint", "--image-path", dir, "--leave-running", s.id); err != nil {
+		return fmt.Errorf("gvisor: %w", err)
+	}
+	return nil
+}
+
+// Stop kills the sandbox and removes its runsc state, cgroups and bundle.
+// The workspace is left untouched. Stop on a stopped sandbox is a no-op.
+func (s *Sandbox) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return nil
+	}
+	s.stopped = true
+	if s.paused && s.frz != nil {
+		// A frozen sandbox cannot die; thaw it first.
+		_ = s.frz.set(false)
+	}
+	s.mu.Unlock()
+	s.client.Close()
+	err := s.r.destroy(context.WithoutCancel(ctx), s.id)
+	s.closeDone()
+	return err
+}
