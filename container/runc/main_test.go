@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -159,4 +160,29 @@ func mustRun(t testing.TB, sb container.Sandbox, script string) string {
 		t.Fatalf("%q: exit %d, stdout %q, stderr %q", script, st.Code, out, errs)
 	}
 	return out
+}
+
+// newRuntimeAt returns a second runtime on an existing root.
+func newRuntimeAt(t testing.TB, root string, opts ...runc.Option) *runc.Runtime {
+	t.Helper()
+	rt, err := runc.New(root, append([]runc.Option{runc.WithAgent(agenttest.Build(t))}, opts...)...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return rt
+}
+
+// startInCgroup starts a host sleep process inside the cgroup at dir.
+func startInCgroup(t testing.TB, dir string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sleep", "1000")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
+		cmd.Process.Kill()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	return cmd
 }

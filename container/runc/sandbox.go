@@ -321,6 +321,16 @@ func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 	if s.isDone() {
 		return container.ExitStatus{}, s.notRunning()
 	}
+	// The working directory is reached through the /workspace symlink, so
+	// getcwd(2) answers with the path inside VolumeDir; PWD makes shells
+	// (and anything that trusts PWD) show the /workspace path.
+	if !hasEnv(p.Env, "PWD") {
+		dir := p.Dir
+		if dir == "" {
+			dir = container.WorkspaceDir
+		}
+		p.Env = append([]string{"PWD=" + dir}, p.Env...)
+	}
 	before := oomKills(s.memCgroup)
 	st, err := s.client.Exec(ctx, p)
 	if err != nil {
@@ -507,4 +517,13 @@ func (t *tailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return strings.TrimSpace(string(t.b))
+}
+
+func hasEnv(env []string, key string) bool {
+	for _, e := range env {
+		if k, _, _ := strings.Cut(e, "="); k == key {
+			return true
+		}
+	}
+	return false
 }
