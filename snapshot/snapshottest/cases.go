@@ -404,11 +404,9 @@ func testCloneIndependent(t *testing.T, b snapshot.Backend) {
 	wantSnapshots(t, b, "v", "s")
 	wantSnapshots(t, b, "c", "cs")
 
-	srcNow := TreeHash(t, v.Path)
 	mustRollback(t, b, "v", "s")
 	wantHash(t, v.Path, srcHash, "source rolled back after the clone's writes")
 	wantHash(t, c.Path, cloneHash, "clone after the source's rollback")
-	_ = srcNow
 }
 
 func testCloneOutlivesSource(t *testing.T, b snapshot.Backend) {
@@ -589,8 +587,10 @@ func testSnapshotWhileWriting(t *testing.T, b snapshot.Backend) {
 			t.Errorf("snapshot s%d: log (%d bytes) is not a prefix of what was written", i, len(got))
 			continue
 		}
-		if n := int64(len(got)); n < bd.min*recLen || n > bd.max*recLen {
-			t.Errorf("snapshot s%d: log has %d bytes, want between %d (written before Snapshot) and %d (after)", i, n, bd.min*recLen, bd.max*recLen)
+		// The writer counts a record after its write returns, so one more
+		// record than counted may be (partly) in.
+		if n := int64(len(got)); n < bd.min*recLen || n > (bd.max+1)*recLen {
+			t.Errorf("snapshot s%d: log has %d bytes, want between %d (written before Snapshot) and %d (after)", i, n, bd.min*recLen, (bd.max+1)*recLen)
 		}
 		if readFile(t, filepath.Join(v.Path, "before")) != "x" {
 			t.Errorf("snapshot s%d lost a file written before it", i)
