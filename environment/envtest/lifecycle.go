@@ -219,7 +219,9 @@ func (s *suite) testPauseFreezes(t *testing.T) {
 	// A background counter, ticking every 50 ms.
 	s.sh(t, env, `nohup sh -c 'i=0; while :; do i=$((i+1)); echo $i > tick.tmp; mv tick.tmp tick; sleep 0.05; done' >/dev/null 2>&1 &
 echo $! > ticker.pid`)
-	t.Cleanup(func() { _, _ = s.exec(t, env, environment.BashParams{Command: `kill "$(cat ticker.pid)" 2>/dev/null; true`}) })
+	t.Cleanup(func() {
+		_, _ = s.exec(t, env, environment.BashParams{Command: `kill "$(cat ticker.pid)" 2>/dev/null; true`})
+	})
 	counter := func() int {
 		t.Helper()
 		out := strings.TrimSpace(s.sh(t, env, "cat tick 2>/dev/null || echo 0"))
