@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/turnbox/turnbox/embedded"
+	"github.com/turnbox/turnbox/environment"
+)
+
+func demoCmd(g *globals) *cobra.Command {
+	var keep bool
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run a scripted agent session: tools, per-turn snapshots, rollback, fork",
+		Long: `demo creates a session on the configured backend and runtime and plays a short
+agent session: write a file, run a command with streamed output, snapshot each
+turn, break things, roll back, roll forward, fork. Each step prints its latency.
+It checks every result and exits non-zero if anything is not as expected.
+Without --state-dir it uses a fresh temporary directory and removes it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("state-dir") && os.Getenv("TURNBOX_STATE_DIR") == "" {
+				dir, err := os.MkdirTemp("", "turnbox-demo-")
+				if err != nil {
+					return err
+				}
+				if !keep {
+					defer os.RemoveAll(dir)
+				}
+				g.stateDir = dir
+			}
+			h, err := g.openHost(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer closeHost(h)
+			return runDemo(cmd.Context(), h)
+		},
+	}
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary state directory")
+	return cmd
+}
+
+type demo struct {
+	ctx  context.Context
+	env  environment.Environment
+	step int
+}
+
+func (d *demo) say(format string, args ...any) {
+	d.step++
+	fmt.Printf("\n[%d] %s\n", d.step, fmt.Sprintf(format, args...))
+}
+
+func took(start time.Time) string {
+	return fmt.Sprintf("(%.2f ms)", float64(time.Since(start).Microseconds())/1000)
+}
+
+// tool runs a call, streaming bash output with a prefix, and returns it.
+func (d *demo) tool(env environment.Environment, params environment.ToolParams) (*environment.ToolResponse, error) {
+	req, err := environment.NewToolRequest(fmt.Sprintf("demo-%d", d.step), params)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	var first time.Duration
+	resp, err := env.ExecuteTool(d.ctx, req, func(p environment.ToolProgress) {
+		if first == 0 {
+			first = time.Since(start)
+		}
+		for _, line := range strings.SplitAfter(string(p.Data), "\n") {
+			if line != "" {
+				fmt.Printf("    %s| %s", p.Stream, line)
+			}
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", params.ToolName(), err)
+	}
+	if first > 0 {
+		fmt.Printf("    first output after %.2f ms, done %s\n", float64(first.Microseconds())/1000, took(start))
+	} else {
+		fmt.Printf("    %s %s\n", strings.TrimSpace(resp.Content), took(start))
+	}
+	if resp.IsError {
+		return resp, fmt.Errorf("%s failed: %s", params.ToolName(), resp.Content)
+	}
+	return resp, nil
+}
+
+func (d *demo) expectFile(env environment.Environment, path, want string) error {
+	resp, err := env.ExecuteTool(d.ctx, environment.ToolRequest{ToolCallID: "check", ToolName: environment.ToolReadFile,
+		Input: []byte(fmt.Sprintf(`{"path":%q}`, path))}, nil)
+	if err != nil {
+		return err
+	}
+	if resp.Content != want {
+		return fmt.Errorf("CHECK FAILED: %s is %q, want %q", path, resp.Content, want)
+	}
+	fmt.Printf("    check: %s = %q ✓\n", path, want)
+	return nil
+}
+
+func runDemo(ctx context.Context, h *embedded.Host) error {
+	caps := h.Capabilities()
+	fmt.Printf("turnbox demo: storage=%s runtime=%s\n", caps.Storage, caps.Isolation)
+	if caps.Isolation == environment.IsolationNone {
+		fmt.Println("note: runtime \"none\" runs commands as host processes; it isolates nothing")
+	}
+	d := &demo{ctx: ctx}
+	begin := time.Now()
+
+	d.say("create a session")
+	start := time.Now()
+	env := h.NewEnvironment()
+	if err := env.Create(ctx, environment.SessionConfig{Env: map[string]string{"GREETING": "hello from turnbox"}}); err != nil {
+		return err
+	}
+	d.env = env
+	defer env.Destroy(context.WithoutCancel(ctx))
+	fmt.Printf("    session %s %s\n", env.SessionID(), took(start))
+
+	d.say("turn 1: write_file notes.txt, run a command with streamed output")
+	if _, err := d.tool(env, environment.WriteFileParams{Path: "notes.txt", Content: "version 1\n"}); err != nil {
+		return err
+	}
+	if _, err := d.tool(env, environment.BashParams{Command: `echo "$GREETING"; for i in 1 2 3; do echo "working $i"; sleep 0.1; done; wc -l notes.txt`}); err != nil {
+		return err
+	}
+	start = time.Now()
+	t1, err := env.TurnComplete(ctx, "first draft")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("    turn complete: snapshot %s (turn %d) %s\n", t1.ID, t1.Turn, took(start))
+
+	d.say("turn 2: edit_file, append with bash, snapshot")
+	if _, err := d.tool(env, environment.EditFileParams{Path: "notes.txt", OldString: "version 1", NewString: "version 2"}); err != nil {
+		return err
+	}
+	if _, err := d.tool(env, environment.BashParams{Command: `mkdir -p src && echo 'package main' > src/main.go && echo "more" >> notes.txt`}); err != nil {
+		return err
+	}
+	start = time.Now()
+	t2, err := env.TurnComplete(ctx, "")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("    turn complete: snapshot %s (turn %d) %s\n", t2.ID, t2.Turn, took(start))
+
+	d.say("turn 3: the agent breaks things")
+	if _, err := d.tool(env, environment.BashParams{Command: `rm -rf notes.txt src && ls -A | wc -l`}); err != nil {
+		return err
+	}
+
+	d.say("roll back to turn 1")
+	start = time.Now()
+	if err := env.Rollback(ctx, t1.ID); err != nil {
+		return err
+	}
+	fmt.Printf("    rolled back %s\n", took(start))
+	if err := d.expectFile(env, "notes.txt", "version 1\n"); err != nil {
+		return err
+	}
+	if _, err := d.tool(env, environment.ListFilesParams{Pattern: "**"}); err != nil {
+		return err
+	}
+
+	d.say("roll forward to turn 2 (newer snapshots survive a rollback)")
+	start = time.Now()
+	if err := env.Rollback(ctx, t2.ID); err != nil {
+		return err
+	}
+	fmt.Printf("    rolled forward %s\n", took(start))
+	if err := d.expectFile(env, "notes.txt", "version 2\nmore\n"); err != nil {
+		return err
+	}
+	if _, err := d.tool(env, environment.GrepParams{Pattern: "package"}); err != nil {
+		return err
+	}
+
+	d.say("fork a new session from turn 1")
+	start = time.Now()
+	forked, err := env.Fork(ctx, t1.ID, environment.SessionConfig{})
+	if err != nil {
+		return err
+	}
+	defer forked.Destroy(context.WithoutCancel(ctx))
+	fmt.Printf("    forked %s\n", took(start))
+	if _, err := d.tool(forked, environment.WriteFileParams{Path: "notes.txt", Content: "the fork's own version\n"}); err != nil {
+		return err
+	}
+	if err := d.expectFile(forked, "notes.txt", "the fork's own version\n"); err != nil {
+		return err
+	}
+	if err := d.expectFile(env, "notes.txt", "version 2\nmore\n"); err != nil {
+		return err
+	}
+
+	d.say("a path that escapes the workspace is refused")
+	_, err = env.ExecuteTool(ctx, environment.ToolRequest{ToolCallID: "escape", ToolName: environment.ToolReadFile, Input: []byte(`{"path":"../../etc/passwd"}`)}, nil)
+	if err == nil {
+		return fmt.Errorf("CHECK FAILED: reading ../../etc/passwd succeeded")
+	}
+	fmt.Printf("    refused: %v ✓\n", err)
+
+	d.say("destroy both sessions")
+	start = time.Now()
+	if err := forked.Destroy(ctx); err != nil {
+		return err
+	}
+	if err := env.Destroy(ctx); err != nil {
+		return err
+	}
+	fmt.Printf("    destroyed %s; state %s\n", took(start), env.State())
+	fmt.Printf("\ndemo finished in %s: all checks passed\n", time.Since(begin).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,113 @@
+// Command turnbox is the CLI of turnbox: run a demo session, manage sessions
+// on a state directory, build images and measure latency.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/exp/zapslog"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/turnbox/turnbox/embedded"
+)
+
+// globals are the flags every command shares.
+type globals struct {
+	stateDir string
+	storage  string
+	runtime  string
+	image    string
+	logLevel string
+	logJSON  bool
+	logger   *slog.Logger
+}
+
+func defaultStateDir() string {
+	if d := os.Getenv("TURNBOX_STATE_DIR"); d != "" {
+		return d
+	}
+	if os.Geteuid() == 0 {
+		return "/var/lib/turnbox"
+	}
+	if d, err := os.UserHomeDir(); err == nil {
+		return d + "/.local/share/turnbox"
+	}
+	return ".turnbox"
+}
+
+func main() {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "turnbox",
+		Short:         "Sandboxes for AI agents, snapshotted every turn",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			l, err := newLogger(g.logLevel, g.logJSON)
+			if err != nil {
+				return err
+			}
+			g.logger = l
+			slog.SetDefault(l)
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.stateDir, "state-dir", defaultStateDir(), "host state directory (ledger, localdisk data, images); env TURNBOX_STATE_DIR")
+	pf.StringVar(&g.storage, "storage", string(embedded.StorageBackendLocalDisk), "storage backend: localdisk|btrfs|zfs")
+	pf.StringVar(&g.runtime, "runtime", string(embedded.ContainerRuntimeNone), "container runtime: none|gvisor|runc")
+	pf.StringVar(&g.image, "image", "", "default image for isolated runtimes (a name under <state-dir>/images)")
+	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug|info|warn|error")
+	pf.BoolVar(&g.logJSON, "log-json", false, "log as JSON")
+
+	root.AddCommand(demoCmd(g), sessionCmd(g), benchCmd(g))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "turnbox:", err)
+		os.Exit(1)
+	}
+}
+
+// newLogger builds a slog.Logger whose handler is zap.
+func newLogger(level string, json bool) (*slog.Logger, error) {
+	var lvl zapcore.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	enc := zap.NewDevelopmentEncoderConfig()
+	encoder := zapcore.NewConsoleEncoder(enc)
+	if json {
+		encoder = zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	}
+	core := zapcore.NewCore(encoder, zapcore.Lock(os.Stderr), lvl)
+	return slog.New(zapslog.NewHandler(core)), nil
+}
+
+// openHost opens the host the global flags describe.
+func (g *globals) openHost(ctx context.Context) (*embedded.Host, error) {
+	return embedded.NewHost(ctx, embedded.Config{
+		StateDir:         g.stateDir,
+		StorageBackend:   embedded.StorageBackend(g.storage),
+		ContainerRuntime: embedded.ContainerRuntime(g.runtime),
+		DefaultImage:     g.image,
+		Logger:           g.logger,
+	})
+}
+
+func closeHost(h *embedded.Host) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.Close(ctx); err != nil {
+		slog.Error("closing host", "err", err)
+	}
+}

@@ -1,0 +1,120 @@
+package embedded
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/snapshot"
+)
+
+// StorageBackend names a storage backend.
+type StorageBackend string
+
+// Storage backends.
+const (
+	// StorageBackendLocalDisk keeps workspaces as directories and snapshots
+	// as copies (reflinked where the filesystem can). Works anywhere.
+	StorageBackendLocalDisk StorageBackend = "localdisk"
+	// StorageBackendBtrfs keeps workspaces as btrfs subvolumes.
+	StorageBackendBtrfs StorageBackend = "btrfs"
+	// StorageBackendZFS keeps workspaces as ZFS datasets.
+	StorageBackendZFS StorageBackend = "zfs"
+)
+
+// ContainerRuntime names a container runtime.
+type ContainerRuntime string
+
+// Container runtimes.
+const (
+	// ContainerRuntimeGVisor runs each session in a gVisor (runsc) sandbox.
+	ContainerRuntimeGVisor ContainerRuntime = "gvisor"
+	// ContainerRuntimeRunc runs each session in a runc container.
+	ContainerRuntimeRunc ContainerRuntime = "runc"
+	// ContainerRuntimeNone runs commands as host processes: NO ISOLATION.
+	ContainerRuntimeNone ContainerRuntime = "none"
+)
+
+// Defaults.
+const (
+	DefaultToolTimeout    = 2 * time.Minute
+	DefaultMaxToolTimeout = 30 * time.Minute
+	DefaultMaxOutputBytes = 256 << 10
+	// MaxFileBytes bounds the files edit_file rewrites (read_file streams
+	// and is bounded by the output cap instead).
+	MaxFileBytes = 64 << 20
+)
+
+// Config configures a Host.
+type Config struct {
+	// StateDir holds the ledger and, for the localdisk backend, the data.
+	// Required. A host restarted on the same StateDir recovers every
+	// session.
+	StateDir string
+	// Storage is the storage backend to use. If nil, one is opened by
+	// StorageBackend (default localdisk under StateDir/storage).
+	Storage snapshot.Backend
+	// StorageBackend names the backend when Storage is nil.
+	StorageBackend StorageBackend
+	// Runtime is the container runtime. If nil, one is made by
+	// ContainerRuntime (default none).
+	Runtime container.Runtime
+	// ContainerRuntime names the runtime when Runtime is nil.
+	ContainerRuntime ContainerRuntime
+	// ImagesDir holds base root filesystems by name (ImagesDir/<name>);
+	// used by isolated runtimes. Default StateDir/images.
+	ImagesDir string
+	// DefaultImage is the image of sessions whose config names none.
+	DefaultImage string
+	// ToolTimeout is the default bound of a tool call (DefaultToolTimeout).
+	ToolTimeout time.Duration
+	// MaxToolTimeout caps timeouts that callers ask for.
+	MaxToolTimeout time.Duration
+	// MaxOutputBytes is the default output cap of a tool call.
+	MaxOutputBytes int
+	// MaxSessions bounds live sessions (0: unlimited).
+	MaxSessions int
+	// Retention prunes old unnamed snapshots after each new one (zero
+	// value: keep all).
+	Retention snapshot.Retention
+	// Limits bounds each sandbox's resources.
+	Limits container.Limits
+	// Logger receives the host's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.StateDir == "" {
+		return fmt.Errorf("embedded: Config.StateDir is required")
+	}
+	abs, err := filepath.Abs(c.StateDir)
+	if err != nil {
+		return fmt.Errorf("embedded: state dir: %w", err)
+	}
+	c.StateDir = abs
+	if c.StorageBackend == "" {
+		c.StorageBackend = StorageBackendLocalDisk
+	}
+	if c.ContainerRuntime == "" {
+		c.ContainerRuntime = ContainerRuntimeNone
+	}
+	if c.ImagesDir == "" {
+		c.ImagesDir = filepath.Join(c.StateDir, "images")
+	}
+	if c.ToolTimeout <= 0 {
+		c.ToolTimeout = DefaultToolTimeout
+	}
+	if c.MaxToolTimeout <= 0 {
+		c.MaxToolTimeout = DefaultMaxToolTimeout
+	}
+	if c.MaxOutputBytes <= 0 {
+		c.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return os.MkdirAll(c.StateDir, 0o700)
+}

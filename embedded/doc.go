@@ -1,0 +1,39 @@
+// Package embedded is turnbox's in-process sandbox host: link it into a
+// single-host agent runtime and drive sessions with direct calls, no RPC
+// hop.
+//
+// A Host owns the sessions of one machine: each session's workspace is a
+// volume on one storage backend (localdisk, btrfs, zfs), its commands run in
+// one long-lived sandbox on one container runtime (gvisor, runc, none), and
+// a bbolt ledger under Config.StateDir records sessions and snapshots so a
+// host restarted on the same directory (even after SIGKILL) recovers them.
+// An Environment binds one session and implements environment.Environment
+// plus Forker, TurnCompleter, SnapshotLister and SessionIDer.
+//
+// # Semantics
+//
+//   - Tool calls: bash runs in the sandbox (sh -c, or bash where the image
+//     has it); file tools (read_file, write_file, edit_file, list_files,
+//     grep) run on the host side of the volume, every path resolved by the
+//     kernel with openat2(RESOLVE_BENEATH|RESOLVE_NO_MAGICLINKS). Output is
+//     streamed to onProgress and capped; a cut is reported with Truncated
+//     and a notice at the end of Content. A timeout kills the command's
+//     whole process tree.
+//   - Snapshots (CreateSnapshot, TurnComplete, ToolRequest.Snapshot):
+//     numbered turns. The session is quiesced first: file tools finish and
+//     the sandbox is frozen (where the runtime can) for the duration of the
+//     backend's snapshot only. A snapshot is recorded in the ledger before
+//     the call returns.
+//   - Rollback to any snapshot: refused with ErrBusy while a tool call
+//     runs; otherwise every process in the sandbox is killed (no process
+//     started after the snapshot survives; background servers must be
+//     started again), the volume is restored, and newer snapshots are kept
+//     so a later Rollback can go forward again.
+//   - Fork: a new session from any snapshot, sharing blocks copy-on-write
+//     where the backend can; independent thereafter.
+//   - Pause freezes the sandbox for real; tool calls fail with ErrNotActive
+//     until Resume. Resume on a failed session (its sandbox died) starts a
+//     new sandbox on the same workspace.
+//   - Host.Close drains tool calls, stops sandboxes and leaves all data in
+//     place. Only Destroy deletes a session's data.
+package embedded

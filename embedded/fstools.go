@@ -1,0 +1,531 @@
+package embedded
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/environment"
+)
+
+// The file tools work on the host side of the workspace volume. Every path
+// is resolved by the kernel with openat2(RESOLVE_BENEATH |
+// RESOLVE_NO_MAGICLINKS) relative to a descriptor of the workspace root:
+// "..", absolute symlinks and symlinks that climb out are refused by the
+// kernel at resolution time, so there is no window between a check and a
+// use for a planted symlink to exploit.
+
+const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
+
+// errToolFailed marks failures that are the tool's result (the file does
+// not exist, old_string not found): they become IsError responses, not Go
+// errors.
+type toolError struct{ msg string }
+
+func (e *toolError) Error() string { return e.msg }
+
+func failf(format string, args ...any) error { return &toolError{fmt.Sprintf(format, args...)} }
+
+// workspace is a session's workspace as the file tools see it.
+type workspace struct {
+	root string // host path of the workspace tree
+}
+
+// rel turns a tool's path into a path relative to the workspace root.
+// Absolute paths are accepted when they name the workspace as the sandbox
+// sees it (/workspace/...) or as the host does; anything else absolute is
+// outside. The result may still contain ".." or symlinks: openat2 decides.
+func (w workspace) rel(p string) (string, error) {
+	if strings.IndexByte(p, 0) >= 0 {
+		return "", fmt.Errorf("%w: path contains a NUL byte", environment.ErrInvalidArgument)
+	}
+	if path.IsAbs(p) {
+		var ok bool
+		for _, prefix := range []string{container.WorkspaceDir, w.root} {
+			if p == prefix {
+				return ".", nil
+			}
+			var rest string
+			if rest, ok = strings.CutPrefix(p, prefix+"/"); ok {
+				p = rest
+				break
+			}
+		}
+		if !ok {
+			return "", fmt.Errorf("%w: %q is outside %s", environment.ErrPathEscapes, p, container.WorkspaceDir)
+		}
+	}
+	if p == "" {
+		p = "."
+	}
+	return p, nil
+}
+
+func (w workspace) openRoot() (int, error) {
+	fd, err := unix.Open(w.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("opening workspace: %w", err)
+	}
+	return fd, nil
+}
+
+// openBeneath opens rel under the workspace root with the kernel's
+// containment checks.
+func (w workspace) openBeneath(rel string, flags int, mode uint32) (int, error) {
+	root, err := w.openRoot()
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(root)
+	return openat2(root, rel, flags, mode)
+}
+
+func openat2(dirfd int, rel string, flags int, mode uint32) (int, error) {
+	how := &unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Mode: uint64(mode), Resolve: resolveFlags}
+	for range 16 {
+		fd, err := unix.Openat2(dirfd, rel, how)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			continue // a concurrent rename in the tree; the kernel asks to retry
+		}
+		return fd, mapPathErr(rel, err)
+	}
+	return -1, fmt.Errorf("resolving %q: kept racing with concurrent renames", rel)
+}
+
+// mapPathErr turns resolution errors into the contract's errors.
+func mapPathErr(rel string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EXDEV):
+		return fmt.Errorf("%w: %q", environment.ErrPathEscapes, rel)
+	case errors.Is(err, unix.ENOENT):
+		return failf("%s: no such file or directory", rel)
+	case errors.Is(err, unix.ENOTDIR):
+		return failf("%s: a path component is not a directory", rel)
+	case errors.Is(err, unix.EISDIR):
+		return failf("%s: is a directory", rel)
+	case errors.Is(err, unix.ELOOP):
+		return failf("%s: too many levels of symbolic links", rel)
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return failf("%s: permission denied", rel)
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		return fmt.Errorf("%w: %s: no space left in the workspace", environment.ErrLimitExceeded, rel)
+	}
+	return fmt.Errorf("%s: %w", rel, err)
+}
+
+// output collects a tool's text up to a cap.
+type output struct {
+	buf       bytes.Buffer
+	max       int
+	truncated bool
+	dropped   int64
+}
+
+func (o *output) Write(p []byte) (int, error) {
+	n := len(p)
+	if room := o.max - o.buf.Len(); room < len(p) {
+		o.truncated = true
+		o.dropped += int64(len(p) - max(room, 0))
+		p = p[:max(room, 0)]
+	}
+	o.buf.Write(p)
+	return n, nil
+}
+
+func (o *output) full() bool { return o.buf.Len() >= o.max }
+
+func (w workspace) readFile(p environment.ReadFileParams, out *output) error {
+	rel, err := w.rel(p.Path)
+	if err != nil {
+		return err
+	}
+	// O_NONBLOCK: opening a FIFO planted in the workspace must not hang.
+	fd, err := w.openBeneath(rel, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return failf("%s: not a regular file (%s)", rel, fi.Mode().Type())
+	}
+	if p.Offset <= 1 && p.Limit == 0 {
+		_, err := io.Copy(out, io.LimitReader(f, int64(out.max)+1))
+		if out.truncated {
+			out.dropped = fi.Size() - int64(out.max)
+		}
+		return err
+	}
+	r := bufio.NewReaderSize(f, 64<<10)
+	first := max(p.Offset, 1)
+	for line := 1; ; line++ {
+		b, err := r.ReadSlice('\n')
+		for err == bufio.ErrBufferFull {
+			// A line longer than the buffer: keep it whole if it is wanted.
+			if line >= first {
+				out.Write(b)
+			}
+			b, err = r.ReadSlice('\n')
+		}
+		if line >= first {
+			out.Write(b)
+		}
+		if err == io.EOF || (p.Limit > 0 && line >= first+p.Limit-1) || out.full() {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// writeAtomic replaces rel's content: a temporary file beside it, then a
+// rename, so a snapshot or a concurrent reader never sees half a file. An
+// existing file's permission bits are kept. Missing parent directories are
+// created (beneath the root).
+func (w workspace) writeAtomic(rel string, content []byte) error {
+	dir, base := path.Split(path.Clean(rel))
+	if base == "." || base == ".." || base == "" || base == "/" {
+		return failf("%s: not a file path", rel)
+	}
+	if dir == "" {
+		dir = "."
+	}
+	root, err := w.openRoot()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(root)
+	dfd, err := mkdirAllBeneath(root, dir)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	mode := uint32(0o644)
+	var st unix.Stat_t
+	if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFREG:
+			mode = st.Mode & 0o7777
+		case unix.S_IFDIR:
+			return failf("%s: is a directory", rel)
+		}
+	}
+	tmp := ".tb-write-" + strconv.FormatUint(uint64(randUint32()), 36) + "-" + base
+	if len(tmp) > 250 {
+		tmp = tmp[:250]
+	}
+	fd, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, mode)
+	if err != nil {
+		return mapPathErr(rel, err)
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	_, werr := f.Write(content)
+	if werr == nil {
+		werr = f.Chmod(os.FileMode(mode & 0o777))
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = unix.Renameat(dfd, tmp, dfd, base)
+	}
+	if werr != nil {
+		_ = unix.Unlinkat(dfd, tmp, 0)
+		var pe *os.PathError
+		if errors.As(werr, &pe) {
+			werr = pe.Err
+		}
+		return mapPathErr(rel, werr)
+	}
+	return nil
+}
+
+// mkdirAllBeneath opens dir under root, creating missing components, each
+// step resolved with openat2 so no component can lead outside.
+func mkdirAllBeneath(root int, dir string) (int, error) {
+	fd, err := openat2(root, dir, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err == nil {
+		return fd, nil
+	}
+	var te *toolError
+	if !errors.As(err, &te) || !strings.Contains(te.msg, "no such file") {
+		return -1, err
+	}
+	cur, err := unix.Dup(root)
+	if err != nil {
+		return -1, err
+	}
+	for _, elem := range strings.Split(path.Clean(dir), "/") {
+		if elem == "" || elem == "." {
+			continue
+		}
+		if elem == ".." {
+			unix.Close(cur)
+			return -1, fmt.Errorf("%w: %q", environment.ErrPathEscapes, dir)
+		}
+		if err := unix.Mkdirat(cur, elem, 0o755); err != nil && err != unix.EEXIST {
+			unix.Close(cur)
+			return -1, mapPathErr(dir, err)
+		}
+		next, err := openat2(cur, elem, unix.O_PATH|unix.O_DIRECTORY, 0)
+		unix.Close(cur)
+		if err != nil {
+			return -1, err
+		}
+		cur = next
+	}
+	return cur, nil
+}
+
+func (w workspace) writeFile(p environment.WriteFileParams, out *output) error {
+	rel, err := w.rel(p.Path)
+	if err != nil {
+		return err
+	}
+	if err := w.writeAtomic(rel, []byte(p.Content)); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "wrote %d bytes to %s", len(p.Content), p.Path)
+	return nil
+}
+
+func (w workspace) editFile(p environment.EditFileParams, out *output) error {
+	rel, err := w.rel(p.Path)
+	if err != nil {
+		return err
+	}
+	fd, err := w.openBeneath(rel, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = failf("%s: not a regular file", rel)
+	}
+	if err == nil && fi.Size() > MaxFileBytes {
+		err = failf("%s: %d bytes is larger than edit_file's limit of %d", rel, fi.Size(), MaxFileBytes)
+	}
+	var data []byte
+	if err == nil {
+		data, err = io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	}
+	f.Close()
+	if err != nil {
+		return err
+	}
+	old := []byte(p.OldString)
+	n := bytes.Count(data, old)
+	switch {
+	case n == 0:
+		return failf("%s: old_string not found", rel)
+	case n > 1 && !p.ReplaceAll:
+		return failf("%s: old_string occurs %d times; make it unique or set replace_all", rel, n)
+	}
+	limit := 1
+	if p.ReplaceAll {
+		limit = -1
+	}
+	if err := w.writeAtomic(rel, bytes.Replace(data, old, []byte(p.NewString), limit)); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "replaced %d occurrence(s) in %s", min(n, max(limit, n)), p.Path)
+	return nil
+}
+
+// walk calls fn for every entry under dir (relative to the root), depth
+// first in name order, never following symlinks. fn gets the path relative
+// to the workspace root.
+func (w workspace) walk(dir string, fn func(rel string, typ uint32, dirfd int, name string) (stop bool, err error)) error {
+	fd, err := w.openBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	prefix := path.Clean(dir)
+	if prefix == "." {
+		prefix = ""
+	} else {
+		prefix += "/"
+	}
+	_, err = walkFD(fd, prefix, fn)
+	return err
+}
+
+func walkFD(fd int, prefix string, fn func(string, uint32, int, string) (bool, error)) (bool, error) {
+	f := os.NewFile(uintptr(fd), prefix)
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return false, err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		var st unix.Stat_t
+		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			continue // removed while walking
+		}
+		typ := st.Mode & unix.S_IFMT
+		if stop, err := fn(prefix+name, typ, fd, name); stop || err != nil {
+			return stop, err
+		}
+		if typ == unix.S_IFDIR {
+			sub, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				continue
+			}
+			if stop, err := walkFD(sub, prefix+name+"/", fn); stop || err != nil {
+				return stop, err
+			}
+		}
+	}
+	return false, nil
+}
+
+func (w workspace) listFiles(p environment.ListFilesParams, out *output) error {
+	base, err := w.rel(p.Path)
+	if err != nil {
+		return err
+	}
+	pattern := p.Pattern
+	if base != "." && base != "" {
+		// The pattern is relative to the search directory.
+		pattern = path.Clean(base) + "/" + strings.TrimPrefix(pattern, "./")
+		if !strings.Contains(p.Pattern, "/") && p.Pattern != "**" {
+			pattern = path.Clean(base) + "/**/" + p.Pattern
+		}
+	}
+	count := 0
+	err = w.walk(base, func(rel string, typ uint32, _ int, _ string) (bool, error) {
+		if typ == unix.S_IFDIR {
+			return false, nil
+		}
+		if ok, _ := environment.MatchGlob(pattern, rel); ok {
+			out.Write([]byte(rel + "\n"))
+			count++
+		}
+		return out.full(), nil
+	})
+	if err != nil {
+		return err
+	}
+	if count == 0 {
+		fmt.Fprintf(out, "no files match %q", p.Pattern)
+	}
+	return nil
+}
+
+func (w workspace) grep(p environment.GrepParams, out *output) error {
+	base, err := w.rel(p.Path)
+	if err != nil {
+		return err
+	}
+	expr := p.Pattern
+	if p.IgnoreCase {
+		expr = "(?i)" + expr
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		return fmt.Errorf("%w: grep: %v", environment.ErrInvalidArgument, err)
+	}
+	maxResults := p.MaxResults
+	if maxResults == 0 {
+		maxResults = 1000
+	}
+	matches := 0
+	search := func(rel string, f *os.File) error {
+		r := bufio.NewReaderSize(f, 64<<10)
+		head, _ := r.Peek(8 << 10)
+		if bytes.IndexByte(head, 0) >= 0 {
+			return nil // binary
+		}
+		for line := 1; ; line++ {
+			b, err := r.ReadSlice('\n')
+			long := false
+			for err == bufio.ErrBufferFull {
+				long = true
+				_, err = r.ReadSlice('\n')
+			}
+			b = bytes.TrimRight(b, "\r\n")
+			if re.Match(b) {
+				if long {
+					b = append(b[:min(len(b), 2000):min(len(b), 2000)], " [line truncated]"...)
+				}
+				fmt.Fprintf(out, "%s:%d:%s\n", rel, line, b)
+				matches++
+				if matches >= maxResults || out.full() {
+					return io.EOF
+				}
+			}
+			if err != nil {
+				return nil
+			}
+		}
+	}
+	searchOne := func(rel string, dirfd int, name string) error {
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil
+		}
+		f := os.NewFile(uintptr(fd), rel)
+		defer f.Close()
+		return search(rel, f)
+	}
+	// A single file?
+	fd, err := w.openBeneath(base, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	_ = unix.Fstat(fd, &st)
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		f := os.NewFile(uintptr(fd), base)
+		err := search(path.Clean(base), f)
+		f.Close()
+		if err != nil && err != io.EOF {
+			return err
+		}
+	} else {
+		unix.Close(fd)
+		err = w.walk(base, func(rel string, typ uint32, dirfd int, name string) (bool, error) {
+			if typ != unix.S_IFREG {
+				return false, nil
+			}
+			if p.Glob != "" {
+				if ok, _ := environment.MatchGlob(p.Glob, rel); !ok {
+					return false, nil
+				}
+			}
+			if err := searchOne(rel, dirfd, name); err == io.EOF {
+				return true, nil
+			} else if err != nil {
+				return true, err
+			}
+			return false, nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if matches == 0 {
+		fmt.Fprintf(out, "no matches for %q", p.Pattern)
+	}
+	return nil
+}

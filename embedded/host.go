@@ -1,0 +1,462 @@
+package embedded
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/snapshot"
+)
+
+// Host owns the sessions of one machine: their workspaces on one storage
+// backend, their sandboxes on one container runtime, and the ledger that
+// lets a restarted host recover them. Safe for concurrent use.
+type Host struct {
+	cfg     Config
+	log     *slog.Logger
+	storage snapshot.Backend
+	runtime container.Runtime
+	ledger  *snapshot.Ledger
+	caps    environment.Capabilities
+
+	mu       sync.Mutex
+	sessions map[string]*session // live (not destroyed) sessions
+	closed   bool
+	ownsData bool // storage/runtime opened by NewHost: closed by Close
+}
+
+// NewHost opens (or recovers) a host on cfg.StateDir. Sessions recorded in
+// the ledger come back with their workspaces and snapshots; sandboxes left
+// by a crashed host are reaped, and each session's sandbox is started again
+// on first use. Volumes and snapshots the ledger does not know (a crash
+// between creating an artifact and recording it) are deleted.
+func NewHost(ctx context.Context, cfg Config) (*Host, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	h := &Host{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}}
+	ledger, err := snapshot.OpenLedger(filepath.Join(cfg.StateDir, "ledger.db"))
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	h.ledger = ledger
+	if h.storage = cfg.Storage; h.storage == nil {
+		if h.storage, err = openStorage(ctx, &cfg); err != nil {
+			ledger.Close()
+			return nil, err
+		}
+		h.ownsData = true
+	}
+	if h.runtime = cfg.Runtime; h.runtime == nil {
+		if h.runtime, err = openRuntime(ctx, &cfg); err != nil {
+			ledger.Close()
+			if h.ownsData {
+				h.storage.Close()
+			}
+			return nil, err
+		}
+	}
+	h.caps = environment.Capabilities{
+		Snapshots:         true,
+		Rollback:          true,
+		Fork:              true,
+		Pause:             runtimeCanPause(h.runtime),
+		StreamingProgress: true,
+		Isolation:         environment.IsolationKind(h.runtime.Kind()),
+		Storage:           h.storage.Kind(),
+	}
+	if err := h.recover(ctx); err != nil {
+		h.Close(ctx)
+		return nil, err
+	}
+	return h, nil
+}
+
+// pauseProber is implemented by runtimes that know up front whether their
+// sandboxes can be frozen.
+type pauseProber interface{ CgroupsEnabled() bool }
+
+func runtimeCanPause(rt container.Runtime) bool {
+	if p, ok := rt.(pauseProber); ok {
+		return p.CgroupsEnabled()
+	}
+	return rt.Kind() != string(ContainerRuntimeNone)
+}
+
+// recover rebuilds the in-memory sessions from the ledger and reconciles
+// the ledger, the backend and the runtime.
+func (h *Host) recover(ctx context.Context) error {
+	recs, err := h.ledger.Sessions()
+	if err != nil {
+		return fmt.Errorf("embedded: reading ledger: %w", err)
+	}
+	vols, err := h.storage.Volumes(ctx)
+	if err != nil {
+		return fmt.Errorf("embedded: listing volumes: %w", err)
+	}
+	haveVol := map[string]snapshot.Volume{}
+	for _, v := range vols {
+		haveVol[v.Name] = v
+	}
+	known := map[string]bool{}
+	for _, rec := range recs {
+		known[rec.Volume] = true
+		vol, ok := haveVol[rec.Volume]
+		if !ok {
+			if rec.State == string(environment.StateCreating) {
+				// Crashed before the volume existed: nothing to recover.
+				_ = h.ledger.DeleteSession(rec.ID)
+				continue
+			}
+			h.log.Error("session's volume is missing; marking it failed", "session", rec.ID, "volume", rec.Volume)
+			rec.State = string(environment.StateFailed)
+		}
+		s := h.newSession(rec, vol)
+		if s.state == environment.StateCreating || s.state == environment.StateDestroying {
+			// Crashed mid-create (the volume exists: finish) or mid-destroy
+			// (finish destroying).
+			if s.state == environment.StateDestroying {
+				h.finishDestroy(ctx, s)
+				continue
+			}
+			s.state = environment.StateActive
+			_ = h.ledger.UpdateSession(rec.ID, func(r *snapshot.SessionRecord) error { r.State = string(s.state); return nil })
+		}
+		if err := h.reconcileSnapshots(ctx, s); err != nil {
+			h.log.Error("reconciling snapshots", "session", rec.ID, "err", err)
+		}
+		h.sessions[rec.ID] = s
+	}
+	for _, v := range vols {
+		if !known[v.Name] {
+			h.log.Warn("deleting volume with no session in the ledger (left by a crash during create)", "volume", v.Name)
+			if err := h.storage.DestroyVolume(ctx, v.Name); err != nil {
+				h.log.Error("deleting orphaned volume", "volume", v.Name, "err", err)
+			}
+		}
+	}
+	// Every sandbox of an earlier process is an orphan: its agent's pipes
+	// died with that process. Sessions start a fresh one on first use.
+	if err := h.runtime.Reap(ctx, nil); err != nil {
+		h.log.Error("reaping orphaned sandboxes", "err", err)
+	}
+	if len(recs) > 0 {
+		h.log.Info("recovered sessions", "count", len(h.sessions))
+	}
+	return nil
+}
+
+// reconcileSnapshots deletes backend snapshots that have no ledger record
+// (a crash after the backend made them, before the ledger recorded them)
+// and drops records whose snapshot is gone.
+func (h *Host) reconcileSnapshots(ctx context.Context, s *session) error {
+	recs, err := h.ledger.Snapshots(s.id)
+	if err != nil {
+		return err
+	}
+	if s.state == environment.StateFailed {
+		return nil
+	}
+	snaps, err := h.storage.Snapshots(ctx, s.volume)
+	if err != nil {
+		return err
+	}
+	inBackend := map[string]bool{}
+	for _, sn := range snaps {
+		inBackend[sn.Name] = true
+	}
+	inLedger := map[string]bool{}
+	for _, r := range recs {
+		inLedger[r.BackendName] = true
+		if !inBackend[r.BackendName] {
+			h.log.Error("snapshot recorded in the ledger is missing from storage", "session", s.id, "snapshot", r.ID)
+			_ = h.ledger.DeleteSnapshot(r.ID)
+		}
+	}
+	for _, sn := range snaps {
+		if !inLedger[sn.Name] && strings.HasPrefix(sn.Name, "turn-") {
+			h.log.Warn("deleting unrecorded snapshot (left by a crash)", "session", s.id, "snapshot", sn.Name)
+			_ = h.storage.DestroySnapshot(ctx, s.volume, sn.Name)
+		}
+	}
+	return nil
+}
+
+// Capabilities reports what sessions on this host can do.
+func (h *Host) Capabilities() environment.Capabilities { return h.caps }
+
+// Storage returns the host's storage backend.
+func (h *Host) Storage() snapshot.Backend { return h.storage }
+
+// Runtime returns the host's container runtime.
+func (h *Host) Runtime() container.Runtime { return h.runtime }
+
+// NewEnvironment returns an Environment not yet bound to a session; bind it
+// with Create or AttachSession.
+func (h *Host) NewEnvironment() *Environment { return &Environment{host: h} }
+
+// SessionInfo summarizes a session.
+type SessionInfo struct {
+	ID             string                   `json:"id"`
+	State          environment.SessionState `json:"state"`
+	CreatedAt      time.Time                `json:"created_at"`
+	ParentSession  string                   `json:"parent_session,omitempty"`
+	ParentSnapshot string                   `json:"parent_snapshot,omitempty"`
+	LastTurn       int                      `json:"last_turn"`
+	Path           string                   `json:"path"`
+}
+
+// Sessions lists the host's sessions, sorted by id.
+func (h *Host) Sessions() []SessionInfo {
+	h.mu.Lock()
+	ss := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		ss = append(ss, s)
+	}
+	h.mu.Unlock()
+	out := make([]SessionInfo, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, s.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Session returns one session's summary.
+func (h *Host) Session(id string) (SessionInfo, error) {
+	s, err := h.lookup(id)
+	if err != nil {
+		return SessionInfo{}, err
+	}
+	return s.info(), nil
+}
+
+func (h *Host) lookup(id string) (*session, error) {
+	if err := environment.ValidateID(id); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.sessions[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", environment.ErrSessionNotFound, id)
+	}
+	return s, nil
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID makes a random session id: 80 bits, so ids do not collide across
+// restarts or hosts.
+func newID() string {
+	b := make([]byte, 10)
+	_, _ = rand.Read(b)
+	return "s-" + idEncoding.EncodeToString(b)
+}
+
+func randUint32() uint32 { return mrand.Uint32() }
+
+// CreateSession creates a session from cfg and returns an Environment
+// bound to it.
+func (h *Host) CreateSession(ctx context.Context, cfg environment.SessionConfig) (*Environment, error) {
+	s, err := h.createSession(ctx, cfg, "")
+	if err != nil {
+		return nil, err
+	}
+	return &Environment{host: h, id: s.id}, nil
+}
+
+// Fork creates a new session whose workspace starts as snapshotID (of any
+// session), sharing storage copy-on-write where the backend can.
+func (h *Host) Fork(ctx context.Context, snapshotID string, cfg environment.SessionConfig) (*Environment, error) {
+	cfg.FromSnapshot = snapshotID
+	s, err := h.createSession(ctx, cfg, snapshotID)
+	if err != nil {
+		return nil, err
+	}
+	return &Environment{host: h, id: s.id}, nil
+}
+
+func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig, _ string) (*session, error) {
+	start := time.Now()
+	if cfg.SessionID == "" {
+		cfg.SessionID = newID()
+	} else if err := environment.ValidateID(cfg.SessionID); err != nil {
+		return nil, err
+	}
+	if cfg.ToolTimeout < 0 || cfg.MaxOutputBytes < 0 {
+		return nil, fmt.Errorf("%w: negative tool timeout or output cap", environment.ErrInvalidArgument)
+	}
+	for k := range cfg.Env {
+		if k == "" || strings.ContainsAny(k, "=\x00") {
+			return nil, fmt.Errorf("%w: bad environment variable name %q", environment.ErrInvalidArgument, k)
+		}
+	}
+	var parent snapshot.SnapshotRecord
+	if cfg.FromSnapshot != "" {
+		var err error
+		if parent, err = h.ledger.Snapshot(cfg.FromSnapshot); err != nil {
+			return nil, fmt.Errorf("%w: %q: %v", environment.ErrSnapshotNotFound, cfg.FromSnapshot, err)
+		}
+	}
+	id := cfg.SessionID
+
+	// Reserve the id so concurrent creates of the same id cannot race.
+	h.mu.Lock()
+	switch {
+	case h.closed:
+		h.mu.Unlock()
+		return nil, environment.ErrClosed
+	case h.sessions[id] != nil:
+		h.mu.Unlock()
+		return nil, fmt.Errorf("%w: session %q", environment.ErrAlreadyExists, id)
+	case h.cfg.MaxSessions > 0 && len(h.sessions) >= h.cfg.MaxSessions:
+		h.mu.Unlock()
+		return nil, fmt.Errorf("%w: the host already has its maximum of %d sessions", environment.ErrLimitExceeded, h.cfg.MaxSessions)
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+	rec := snapshot.SessionRecord{
+		ID: id, Volume: id, Backend: h.storage.Kind(), Runtime: h.runtime.Kind(),
+		State: string(environment.StateCreating), Config: cfgJSON,
+		ParentSession: parent.Session, ParentSnapshot: cfg.FromSnapshot, CreatedAt: time.Now().UTC(),
+	}
+	s := h.newSession(rec, snapshot.Volume{})
+	h.sessions[id] = s
+	h.mu.Unlock()
+
+	fail := func(err error) (*session, error) {
+		h.mu.Lock()
+		delete(h.sessions, id)
+		h.mu.Unlock()
+		return nil, err
+	}
+	// Record first (state creating), then make the volume: a crash in
+	// between leaves a record without a volume, which recovery drops.
+	if err := h.ledger.PutSession(rec); err != nil {
+		if errors.Is(err, snapshot.ErrExists) {
+			return fail(fmt.Errorf("%w: session %q", environment.ErrAlreadyExists, id))
+		}
+		return fail(fmt.Errorf("embedded: recording session: %w", err))
+	}
+	var vol snapshot.Volume
+	var err error
+	if cfg.FromSnapshot != "" {
+		vol, err = h.storage.CloneVolume(ctx, id, parent.Volume, parent.BackendName)
+	} else {
+		vol, err = h.storage.CreateVolume(ctx, id)
+	}
+	if err != nil {
+		_ = h.ledger.DeleteSession(id)
+		if errors.Is(err, snapshot.ErrExists) {
+			return fail(fmt.Errorf("%w: a volume named %q exists", environment.ErrAlreadyExists, id))
+		}
+		if errors.Is(err, snapshot.ErrNoSpace) {
+			return fail(fmt.Errorf("%w: creating the workspace: %v", environment.ErrLimitExceeded, err))
+		}
+		return fail(fmt.Errorf("embedded: creating volume: %w", err))
+	}
+	s.mu.Lock()
+	s.vol = vol
+	s.mu.Unlock()
+	if err := s.ensureSandbox(ctx); err != nil {
+		_ = h.storage.DestroyVolume(context.WithoutCancel(ctx), id)
+		_ = h.ledger.DeleteSession(id)
+		return fail(err)
+	}
+	if err := h.ledger.UpdateSession(id, func(r *snapshot.SessionRecord) error {
+		r.State = string(environment.StateActive)
+		return nil
+	}); err != nil {
+		_ = s.stopSandbox(ctx)
+		_ = h.storage.DestroyVolume(context.WithoutCancel(ctx), id)
+		_ = h.ledger.DeleteSession(id)
+		return fail(fmt.Errorf("embedded: recording session: %w", err))
+	}
+	s.mu.Lock()
+	s.state = environment.StateActive
+	s.mu.Unlock()
+	h.log.Info("session created", "session", id, "from_snapshot", cfg.FromSnapshot, "took", time.Since(start))
+	return s, nil
+}
+
+// finishDestroy deletes a session's data and record. Used by Destroy and by
+// recovery of a destroy interrupted by a crash.
+func (h *Host) finishDestroy(ctx context.Context, s *session) error {
+	if err := h.storage.DestroyVolume(ctx, s.volume); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
+		return fmt.Errorf("embedded: destroying volume of %s: %w", s.id, err)
+	}
+	if err := h.ledger.DeleteSession(s.id); err != nil {
+		return fmt.Errorf("embedded: deleting ledger record of %s: %w", s.id, err)
+	}
+	h.mu.Lock()
+	if h.sessions[s.id] == s {
+		delete(h.sessions, s.id)
+	}
+	h.mu.Unlock()
+	return nil
+}
+
+// Close stops intake, waits for running tool calls (until ctx is done, then
+// cancels them), stops every sandbox and closes the ledger. Every session's
+// data stays on disk: a host opened again on the same StateDir recovers
+// them. Close never destroys a session.
+func (h *Host) Close(ctx context.Context) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	ss := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		ss = append(ss, s)
+	}
+	h.mu.Unlock()
+	var errs []error
+	for _, s := range ss {
+		if err := s.shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if h.ownsData {
+		errs = append(errs, h.storage.Close())
+	}
+	errs = append(errs, h.ledger.Close())
+	return errors.Join(errs...)
+}
+
+func (h *Host) imagePath(name string) (string, error) {
+	if h.runtime.Kind() == string(ContainerRuntimeNone) {
+		return "", nil
+	}
+	if name == "" {
+		name = h.cfg.DefaultImage
+	}
+	if name == "" {
+		return "", fmt.Errorf("%w: no image given and the host has no default image", environment.ErrInvalidArgument)
+	}
+	if filepath.IsAbs(name) {
+		return name, nil
+	}
+	if err := snapshot.ValidateName(name); err != nil {
+		return "", fmt.Errorf("%w: image name: %v", environment.ErrInvalidArgument, err)
+	}
+	dir := filepath.Join(h.cfg.ImagesDir, name)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("%w: image %q not found in %s (build one with `turnbox image build busybox`)", environment.ErrInvalidArgument, name, h.cfg.ImagesDir)
+	}
+	return dir, nil
+}

@@ -1,0 +1,636 @@
+package embedded
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/snapshot"
+)
+
+// session is one session's live state. Locks, in order: turnMu (one
+// snapshot, rollback, pause or destroy at a time), fsMu (file tools share
+// it; a snapshot or rollback holds it exclusively), mu (state fields, held
+// briefly, never across I/O), sbMu (sandbox start).
+type session struct {
+	h      *Host
+	id     string
+	volume string
+	rec    snapshot.SessionRecord
+	cfg    environment.SessionConfig
+
+	turnMu sync.Mutex
+	fsMu   sync.RWMutex
+
+	mu          sync.Mutex
+	state       environment.SessionState
+	vol         snapshot.Volume
+	sb          container.Sandbox
+	inflight    int
+	idle        *sync.Cond // signalled when inflight drops to 0
+	rollingBack bool
+	closing     bool
+
+	sbMu sync.Mutex
+
+	life   context.Context // canceled on Destroy and on host shutdown
+	cancel context.CancelFunc
+}
+
+func (h *Host) newSession(rec snapshot.SessionRecord, vol snapshot.Volume) *session {
+	var cfg environment.SessionConfig
+	_ = json.Unmarshal(rec.Config, &cfg)
+	s := &session{h: h, id: rec.ID, volume: rec.Volume, rec: rec, cfg: cfg, vol: vol,
+		state: environment.SessionState(rec.State)}
+	s.idle = sync.NewCond(&s.mu)
+	s.life, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+func (s *session) info() SessionInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	last, _ := s.h.ledger.NextTurn(s.id)
+	return SessionInfo{ID: s.id, State: s.state, CreatedAt: s.rec.CreatedAt, ParentSession: s.rec.ParentSession,
+		ParentSnapshot: s.rec.ParentSnapshot, LastTurn: max(last-1, 0), Path: s.vol.Path}
+}
+
+func (s *session) currentState() environment.SessionState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state
+}
+
+func (s *session) notActive() error {
+	return fmt.Errorf("%w: session %s is %s", environment.ErrNotActive, s.id, s.state)
+}
+
+// begin admits a tool call; the returned func ends it.
+func (s *session) begin() (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closing:
+		return nil, fmt.Errorf("%w: session %s: host shutting down", environment.ErrClosed, s.id)
+	case s.state != environment.StateActive:
+		return nil, s.notActive()
+	case s.rollingBack:
+		return nil, fmt.Errorf("%w: session %s is rolling back", environment.ErrBusy, s.id)
+	}
+	s.inflight++
+	return func() {
+		s.mu.Lock()
+		s.inflight--
+		if s.inflight == 0 {
+			s.idle.Broadcast()
+		}
+		s.mu.Unlock()
+	}, nil
+}
+
+// waitIdle waits until no tool call runs. Callers have already stopped
+// admission (state change under mu). If ctx ends first, running calls are
+// canceled and waited for.
+func (s *session) waitIdle(ctx context.Context) {
+	stop := context.AfterFunc(ctx, func() {
+		s.cancel()
+		s.mu.Lock()
+		s.idle.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	s.mu.Lock()
+	for s.inflight > 0 {
+		s.idle.Wait()
+	}
+	s.mu.Unlock()
+}
+
+func (s *session) setState(st environment.SessionState) {
+	s.mu.Lock()
+	s.state = st
+	s.mu.Unlock()
+	if err := s.h.ledger.UpdateSession(s.id, func(r *snapshot.SessionRecord) error {
+		r.State = string(st)
+		return nil
+	}); err != nil && st != environment.StateDestroyed {
+		s.h.log.Error("recording session state", "session", s.id, "state", st, "err", err)
+	}
+}
+
+// shell picks bash when the sandbox has it (the tool is called bash and
+// models write bash), else sh.
+func (s *session) shell(rootfs string) string {
+	if rootfs == "" {
+		if _, err := exec.LookPath("bash"); err == nil {
+			return "bash"
+		}
+		return "sh"
+	}
+	for _, p := range []string{"bin/bash", "usr/bin/bash"} {
+		if _, err := os.Stat(filepath.Join(rootfs, p)); err == nil {
+			return "bash"
+		}
+	}
+	return "sh"
+}
+
+// ensureSandbox returns the session's running sandbox, starting one if
+// there is none (first use after a host restart) or the last one died.
+func (s *session) ensureSandbox(ctx context.Context) error {
+	_, err := s.sandbox(ctx)
+	return err
+}
+
+func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
+	s.sbMu.Lock()
+	defer s.sbMu.Unlock()
+	s.mu.Lock()
+	sb, vol := s.sb, s.vol
+	s.mu.Unlock()
+	if sb != nil {
+		select {
+		case <-sb.Done():
+			s.h.log.Warn("sandbox died; starting a new one", "session", s.id, "err", sb.Err())
+			_ = sb.Stop(ctx)
+		default:
+			return sb, nil
+		}
+	}
+	rootfs, err := s.h.imagePath(s.cfg.Image)
+	if err != nil {
+		return nil, err
+	}
+	env := make([]string, 0, len(s.cfg.Env))
+	for k, v := range s.cfg.Env {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	start := time.Now()
+	sb, err = s.h.runtime.Start(ctx, container.Spec{
+		ID: s.id, RootFS: rootfs, Workspace: vol.Path, Env: env, Limits: s.h.cfg.Limits, Network: container.NetworkNone,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded: starting sandbox for %s: %w", s.id, err)
+	}
+	s.h.log.Debug("sandbox started", "session", s.id, "took", time.Since(start))
+	s.mu.Lock()
+	s.sb = sb
+	s.mu.Unlock()
+	return sb, nil
+}
+
+func (s *session) stopSandbox(ctx context.Context) error {
+	s.sbMu.Lock()
+	defer s.sbMu.Unlock()
+	s.mu.Lock()
+	sb := s.sb
+	s.sb = nil
+	s.mu.Unlock()
+	if sb == nil {
+		return nil
+	}
+	return sb.Stop(ctx)
+}
+
+func (s *session) workspace() workspace {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return workspace{root: s.vol.Path}
+}
+
+func (s *session) outputCap() int {
+	if s.cfg.MaxOutputBytes > 0 {
+		return s.cfg.MaxOutputBytes
+	}
+	return s.h.cfg.MaxOutputBytes
+}
+
+func (s *session) toolTimeout(askedMS int64) time.Duration {
+	d := s.h.cfg.ToolTimeout
+	if s.cfg.ToolTimeout > 0 {
+		d = s.cfg.ToolTimeout
+	}
+	if askedMS > 0 {
+		d = time.Duration(askedMS) * time.Millisecond
+	}
+	return min(d, s.h.cfg.MaxToolTimeout)
+}
+
+// execute runs one tool call.
+func (s *session) execute(ctx context.Context, req environment.ToolRequest, onProgress func(environment.ToolProgress)) (*environment.ToolResponse, error) {
+	params, err := environment.ParseParams(req)
+	if err != nil {
+		return nil, err
+	}
+	end, err := s.begin()
+	if err != nil {
+		return nil, err
+	}
+	defer end()
+	// Destroy and shutdown cancel the session's life; the call ends with
+	// them.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(s.life, cancel)()
+
+	start := time.Now()
+	out := &output{max: s.outputCap()}
+	resp := &environment.ToolResponse{ToolCallID: req.ToolCallID}
+	var toolErr error
+	switch p := params.(type) {
+	case environment.BashParams:
+		toolErr = s.bash(ctx, req.ToolCallID, p, out, onProgress, resp)
+	default:
+		s.fsMu.RLock()
+		ws := s.workspace()
+		switch p := p.(type) {
+		case environment.ReadFileParams:
+			toolErr = ws.readFile(p, out)
+		case environment.WriteFileParams:
+			toolErr = ws.writeFile(p, out)
+		case environment.EditFileParams:
+			toolErr = ws.editFile(p, out)
+		case environment.ListFilesParams:
+			toolErr = ws.listFiles(p, out)
+		case environment.GrepParams:
+			toolErr = ws.grep(p, out)
+		}
+		s.fsMu.RUnlock()
+	}
+	if toolErr != nil {
+		var te *toolError
+		if !errors.As(toolErr, &te) {
+			if s.life.Err() != nil {
+				return nil, fmt.Errorf("%w: session %s was destroyed or shut down during the call", environment.ErrNotActive, s.id)
+			}
+			return nil, toolErr
+		}
+		out.buf.Reset()
+		out.truncated = false
+		out.buf.WriteString(te.msg)
+		resp.IsError, resp.ExitCode = true, 1
+	}
+	resp.Content, resp.Truncated = out.finish()
+	resp.Duration = time.Since(start)
+	if req.Snapshot {
+		info, err := s.snapshot(ctx, "")
+		if err != nil {
+			return resp, fmt.Errorf("embedded: tool ran, but the snapshot after it failed: %w", err)
+		}
+		resp.SnapshotID = info.ID
+	}
+	return resp, nil
+}
+
+// finish returns the collected text, with a notice in place of what the cap
+// dropped (the notice fits within the cap, so Content never exceeds it).
+func (o *output) finish() (string, bool) {
+	if !o.truncated {
+		return o.buf.String(), false
+	}
+	notice := fmt.Sprintf("\n[turnbox: output truncated at %d bytes; %d more bytes dropped]", o.max, o.dropped)
+	b := o.buf.Bytes()
+	if len(notice) < o.max {
+		b = append(b[:min(len(b), o.max-len(notice))], notice...)
+	}
+	return string(b), true
+}
+
+// streamer fans a command's output into the capped buffer and to
+// onProgress, in order, never calling onProgress concurrently or after the
+// call has returned.
+type streamer struct {
+	mu         sync.Mutex
+	out        *output
+	onProgress func(environment.ToolProgress)
+	id         string
+	done       bool
+}
+
+type streamWriter struct {
+	s      *streamer
+	stream string
+}
+
+func (w streamWriter) Write(p []byte) (int, error) {
+	s := w.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		return len(p), nil
+	}
+	room := s.out.max - s.out.buf.Len()
+	s.out.Write(p)
+	if s.onProgress != nil && room > 0 {
+		chunk := append([]byte(nil), p[:min(len(p), room)]...)
+		s.onProgress(environment.ToolProgress{ToolCallID: s.id, Stream: w.stream, Data: chunk})
+	}
+	return len(p), nil
+}
+
+func (s *session) bash(ctx context.Context, callID string, p environment.BashParams, out *output, onProgress func(environment.ToolProgress), resp *environment.ToolResponse) error {
+	dir := container.WorkspaceDir
+	if p.Workdir != "" {
+		ws := s.workspace()
+		rel, err := ws.rel(p.Workdir)
+		if err != nil {
+			return err
+		}
+		fd, err := ws.openBeneath(rel, unix.O_PATH|unix.O_DIRECTORY, 0)
+		if err != nil {
+			return err
+		}
+		unix.Close(fd)
+		if clean := path.Clean(rel); clean != "." {
+			dir = container.WorkspaceDir + "/" + clean
+		}
+	}
+	sb, err := s.sandbox(ctx)
+	if err != nil {
+		return err
+	}
+	st := &streamer{out: out, onProgress: onProgress, id: callID}
+	timeout := s.toolTimeout(p.TimeoutMS)
+	rootfs, _ := s.h.imagePath(s.cfg.Image)
+	status, err := sb.Exec(ctx, container.Process{
+		Args:    []string{s.shell(rootfs), "-c", p.Command},
+		Dir:     dir,
+		Stdout:  streamWriter{st, environment.StreamStdout},
+		Stderr:  streamWriter{st, environment.StreamStderr},
+		Timeout: timeout,
+	})
+	st.mu.Lock()
+	st.done = true
+	st.mu.Unlock()
+	if err != nil {
+		if errors.Is(err, container.ErrNotRunning) && s.life.Err() == nil {
+			s.h.log.Error("sandbox died during a tool call; session failed", "session", s.id, "err", err)
+			s.setState(environment.StateFailed)
+			return fmt.Errorf("%w: session %s: its sandbox died (%v); Resume restarts it", environment.ErrNotActive, s.id, err)
+		}
+		return err
+	}
+	if ctx.Err() != nil && s.life.Err() == nil {
+		return fmt.Errorf("tool call canceled: %w", ctx.Err())
+	}
+	resp.ExitCode = status.Code
+	resp.IsError = status.Code != 0 || status.TimedOut
+	if status.TimedOut {
+		resp.TimedOut = true
+		fmt.Fprintf(out, "\n[turnbox: timed out after %s; the command's process tree was killed]", timeout)
+	}
+	if status.OOMKilled {
+		fmt.Fprintf(out, "\n[turnbox: killed: out of memory]")
+	}
+	return nil
+}
+
+// snapshot quiesces the session (file tools finish, the sandbox is frozen
+// where the runtime can), snapshots the volume as the next turn, thaws, and
+// records the snapshot in the ledger.
+func (s *session) snapshot(ctx context.Context, name string) (*environment.SnapshotInfo, error) {
+	if strings.IndexByte(name, 0) >= 0 || len(name) > 256 {
+		return nil, fmt.Errorf("%w: snapshot name must be at most 256 bytes without NUL", environment.ErrInvalidArgument)
+	}
+	s.turnMu.Lock()
+	defer s.turnMu.Unlock()
+	s.mu.Lock()
+	state, sb := s.state, s.sb
+	s.mu.Unlock()
+	if state != environment.StateActive && state != environment.StatePaused {
+		return nil, s.notActive()
+	}
+	turn, err := s.h.ledger.NextTurn(s.id)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	bname := snapshot.BackendSnapshotName(turn)
+
+	s.fsMu.Lock()
+	froze := false
+	freezeStart := time.Now()
+	if state == environment.StateActive && sb != nil && s.h.caps.Pause {
+		if err := sb.Pause(ctx); err == nil {
+			froze = true
+		} else {
+			s.h.log.Warn("could not freeze the sandbox for a snapshot; taking it live", "session", s.id, "err", err)
+		}
+	}
+	snap, err := s.h.storage.Snapshot(ctx, s.volume, bname)
+	if froze {
+		if rerr := sb.Resume(context.WithoutCancel(ctx)); rerr != nil {
+			s.h.log.Error("thawing the sandbox after a snapshot", "session", s.id, "err", rerr)
+		}
+	}
+	frozeFor := time.Since(freezeStart)
+	s.fsMu.Unlock()
+	if err != nil {
+		if errors.Is(err, snapshot.ErrNoSpace) {
+			return nil, fmt.Errorf("%w: snapshot: %v", environment.ErrLimitExceeded, err)
+		}
+		return nil, fmt.Errorf("embedded: snapshot of %s: %w", s.id, err)
+	}
+	rec := snapshot.SnapshotRecord{Session: s.id, Turn: turn, Name: name, Volume: s.volume, BackendName: bname,
+		CreatedAt: snap.CreatedAt.UTC(), SizeBytes: snap.SizeBytes}
+	if rec.CreatedAt.IsZero() {
+		rec.CreatedAt = time.Now().UTC()
+	}
+	if err := s.h.ledger.AddSnapshot(rec); err != nil {
+		_ = s.h.storage.DestroySnapshot(context.WithoutCancel(ctx), s.volume, bname)
+		return nil, fmt.Errorf("embedded: recording snapshot: %w", err)
+	}
+	rec.ID = snapshot.SnapshotID(s.id, turn)
+	s.h.log.Debug("snapshot", "session", s.id, "turn", turn, "frozen", frozeFor)
+	s.prune(ctx)
+	return toInfo(rec), nil
+}
+
+func toInfo(r snapshot.SnapshotRecord) *environment.SnapshotInfo {
+	return &environment.SnapshotInfo{ID: r.ID, SessionID: r.Session, Name: r.Name, Turn: r.Turn, CreatedAt: r.CreatedAt, SizeBytes: r.SizeBytes}
+}
+
+// prune applies the host's retention policy. Called with turnMu held.
+func (s *session) prune(ctx context.Context) {
+	old, err := s.h.ledger.Prunable(s.id, s.h.cfg.Retention)
+	if err != nil {
+		s.h.log.Error("retention", "session", s.id, "err", err)
+		return
+	}
+	for _, r := range old {
+		if err := s.h.storage.DestroySnapshot(ctx, s.volume, r.BackendName); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
+			s.h.log.Error("retention: destroying snapshot", "snapshot", r.ID, "err", err)
+			continue
+		}
+		_ = s.h.ledger.DeleteSnapshot(r.ID)
+	}
+}
+
+func (s *session) snapshots() ([]environment.SnapshotInfo, error) {
+	recs, err := s.h.ledger.Snapshots(s.id)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]environment.SnapshotInfo, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, *toInfo(r))
+	}
+	return out, nil
+}
+
+// rollback restores snapshotID and kills every process of the sandbox, so
+// the next tool call sees exactly the snapshot's tree and no process
+// started after the snapshot survives. It refuses (ErrBusy) while a tool
+// call runs rather than cancel the caller's work.
+func (s *session) rollback(ctx context.Context, snapshotID string) error {
+	rec, err := s.h.ledger.Snapshot(snapshotID)
+	if err != nil || rec.Session != s.id {
+		return fmt.Errorf("%w: %q is not a snapshot of session %s", environment.ErrSnapshotNotFound, snapshotID, s.id)
+	}
+	s.turnMu.Lock()
+	defer s.turnMu.Unlock()
+	s.mu.Lock()
+	switch {
+	case s.state != environment.StateActive:
+		s.mu.Unlock()
+		return s.notActive()
+	case s.inflight > 0:
+		n := s.inflight
+		s.mu.Unlock()
+		return fmt.Errorf("%w: session %s has %d tool call(s) running; wait for them or cancel them before rolling back", environment.ErrBusy, s.id, n)
+	}
+	s.rollingBack = true
+	sb := s.sb
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.rollingBack = false
+		s.mu.Unlock()
+	}()
+	if sb != nil {
+		if err := sb.KillAll(ctx); err != nil {
+			return fmt.Errorf("embedded: rollback of %s: killing processes: %w", s.id, err)
+		}
+	}
+	s.fsMu.Lock()
+	defer s.fsMu.Unlock()
+	if err := s.h.storage.Rollback(ctx, s.volume, rec.BackendName); err != nil {
+		if errors.Is(err, snapshot.ErrNoSpace) {
+			return fmt.Errorf("%w: rollback: %v", environment.ErrLimitExceeded, err)
+		}
+		return fmt.Errorf("embedded: rollback of %s to %s: %w", s.id, snapshotID, err)
+	}
+	if v, err := s.h.storage.Volume(ctx, s.volume); err == nil {
+		s.mu.Lock()
+		s.vol = v
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+func (s *session) pause(ctx context.Context) error {
+	if !s.h.caps.Pause {
+		return fmt.Errorf("%w: pause on the %s runtime", environment.ErrCapabilityNotSupported, s.h.runtime.Kind())
+	}
+	s.turnMu.Lock()
+	defer s.turnMu.Unlock()
+	s.mu.Lock()
+	if s.state != environment.StateActive {
+		s.mu.Unlock()
+		return s.notActive()
+	}
+	s.mu.Unlock()
+	sb, err := s.sandbox(ctx)
+	if err != nil {
+		return err
+	}
+	if err := sb.Pause(ctx); err != nil {
+		return fmt.Errorf("embedded: pausing %s: %w", s.id, err)
+	}
+	s.setState(environment.StatePaused)
+	return nil
+}
+
+// resume thaws a paused session, or restarts the sandbox of a failed one.
+func (s *session) resume(ctx context.Context) error {
+	s.turnMu.Lock()
+	defer s.turnMu.Unlock()
+	s.mu.Lock()
+	state, sb := s.state, s.sb
+	s.mu.Unlock()
+	switch state {
+	case environment.StatePaused:
+		if !s.h.caps.Pause {
+			return fmt.Errorf("%w: resume on the %s runtime", environment.ErrCapabilityNotSupported, s.h.runtime.Kind())
+		}
+		if sb != nil {
+			if err := sb.Resume(ctx); err != nil {
+				return fmt.Errorf("embedded: resuming %s: %w", s.id, err)
+			}
+		}
+	case environment.StateFailed:
+		_ = s.stopSandbox(ctx)
+		if err := s.ensureSandbox(ctx); err != nil {
+			return err
+		}
+	default:
+		return s.notActive()
+	}
+	s.setState(environment.StateActive)
+	return nil
+}
+
+// destroy stops the sandbox and deletes the session's data. Running tool
+// calls are canceled.
+func (s *session) destroy(ctx context.Context) error {
+	s.mu.Lock()
+	if s.state == environment.StateDestroyed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.state = environment.StateDestroying
+	s.mu.Unlock()
+	s.setState(environment.StateDestroying)
+	s.cancel()
+	s.waitIdle(ctx)
+	s.turnMu.Lock()
+	defer s.turnMu.Unlock()
+	if err := s.stopSandbox(ctx); err != nil {
+		s.h.log.Error("stopping sandbox", "session", s.id, "err", err)
+	}
+	if err := s.h.finishDestroy(ctx, s); err != nil {
+		s.setState(environment.StateFailed)
+		return err
+	}
+	s.mu.Lock()
+	s.state = environment.StateDestroyed
+	s.mu.Unlock()
+	s.h.log.Info("session destroyed", "session", s.id)
+	return nil
+}
+
+// shutdown is the host's Close for one session: stop admitting calls,
+// drain, stop the sandbox, keep the data.
+func (s *session) shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.waitIdle(ctx)
+	s.turnMu.Lock()
+	defer s.turnMu.Unlock()
+	s.cancel()
+	return s.stopSandbox(context.WithoutCancel(ctx))
+}
