@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	cbtrfs "github.com/containerd/btrfs/v2"
 	"golang.org/x/sys/unix"
@@ -35,7 +36,6 @@ const (
 	workspace    = "workspace" // the subvolume inside a volume's own directory
 
 	stagePrefix    = ".new-"      // <root>/volumes/.new-*: a volume being created or cloned
-	trashPrefix    = ".trash-"    // <root>/{volumes,snapshots}/.trash-*: being destroyed
 	rollbackPrefix = ".rollback-" // <root>/volumes/<volume>/.rollback-*: rollback temp
 )
 
@@ -78,7 +78,21 @@ var _ snapshot.Backend = (*Backend)(nil)
 type Option func(*options)
 
 type options struct {
-	durableRollback bool
+	durableRollback      bool
+	allowNoFlushOnCommit bool
+}
+
+// WithoutFlushOnCommit lets New accept a filesystem mounted without the
+// flushoncommit option. Snapshot is then consistent only for files that
+// no one is writing during the call: btrfs flushes a volume's dirty data
+// before it snapshots it, but a write landing between that flush and the
+// transaction commit can leave the file's new size in the snapshot without
+// its data, which reads as zeros at the file's end (seen here in about 1
+// of 20 snapshots of a file appended to in a loop). Use it only when the
+// caller quiesces writers before every Snapshot (the embedded host freezes
+// the sandbox).
+func WithoutFlushOnCommit() Option {
+	return func(o *options) { o.allowNoFlushOnCommit = true }
 }
 
 // WithDurableRollback makes Rollback commit the filesystem transaction
@@ -91,10 +105,12 @@ func WithDurableRollback(on bool) Option {
 }
 
 // New opens (creating if needed) a btrfs backend rooted at root, a
-// directory on a mounted btrfs filesystem. If root is not on btrfs the
-// error wraps snapshot.ErrUnsupported. New removes what a crash may have
-// left behind: volumes being created, rollback temporaries and volumes or
-// snapshots being destroyed. One Backend at a time must own a root.
+// directory on a mounted btrfs filesystem. If root is not on btrfs, or the
+// filesystem is mounted without flushoncommit (see WithoutFlushOnCommit),
+// the error wraps snapshot.ErrUnsupported. New removes what a crash may have
+// left behind: volumes being created, rollback temporaries, and the
+// remains of volumes being destroyed. One Backend at a time must own a
+// root.
 func New(root string, opts ...Option) (*Backend, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -114,6 +130,11 @@ func New(root string, opts ...Option) (*Backend, error) {
 	for _, o := range opts {
 		o(&b.opts)
 	}
+	if fc, err := hasFlushOnCommit(abs); err != nil {
+		return nil, fmt.Errorf("btrfs: reading the mount options of %s: %w", abs, err)
+	} else if !fc && !b.opts.allowNoFlushOnCommit {
+		return nil, fmt.Errorf("btrfs: %w: the filesystem holding %s is mounted without flushoncommit, so a snapshot taken while a file is being written can hold zeros at the end of that file; remount it with -o remount,flushoncommit, or pass WithoutFlushOnCommit if writers are always quiesced before Snapshot", snapshot.ErrUnsupported, abs)
+	}
 	for _, d := range []string{b.volumes, b.snaps} {
 		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("btrfs: %w", err)
@@ -125,9 +146,9 @@ func New(root string, opts ...Option) (*Backend, error) {
 	return b, nil
 }
 
-// recover removes the temporaries listed in the Backend's layout and the
-// snapshot directories of volumes that no longer exist (a crash in the
-// middle of DestroyVolume).
+// recover removes the temporaries listed in the Backend's layout, and the
+// directories and snapshots of volumes whose workspace is gone (a crash in
+// the middle of DestroyVolume).
 func (b *Backend) recover() error {
 	var errs []error
 	vols, err := os.ReadDir(b.volumes)
@@ -137,6 +158,10 @@ func (b *Backend) recover() error {
 	for _, e := range vols {
 		p := filepath.Join(b.volumes, e.Name())
 		if strings.HasPrefix(e.Name(), ".") {
+			errs = append(errs, removeTree(p))
+			continue
+		}
+		if !b.volumeExists(e.Name()) { // an interrupted DestroyVolume
 			errs = append(errs, removeTree(p))
 			continue
 		}
@@ -253,15 +278,13 @@ func (b *Backend) CloneVolume(ctx context.Context, volume, srcVolume, srcSnapsho
 // the subvolume at the path it is given) and renames it into place, so the
 // volume appears whole or not at all. The caller holds volume's lock.
 func (b *Backend) makeVolume(volume string, mk func(dst string) error) (snapshot.Volume, error) {
-	if _, err := os.Lstat(b.volumeDir(volume)); err == nil {
+	if b.volumeExists(volume) {
 		return snapshot.Volume{}, fmt.Errorf("btrfs: volume %s: %w", volume, snapshot.ErrExists)
 	}
-	// Snapshots left by a DestroyVolume that failed halfway must not show
-	// up under the new volume.
-	if _, err := os.Lstat(b.snapDir(volume)); err == nil {
-		if err := b.trash(b.snaps, b.snapDir(volume)); err != nil {
-			return snapshot.Volume{}, fmt.Errorf("btrfs: volume %s: removing stale snapshots: %w", volume, err)
-		}
+	// The remains of a DestroyVolume that failed halfway must not show up
+	// under the new volume.
+	if err := b.removeRemains(volume); err != nil {
+		return snapshot.Volume{}, fmt.Errorf("btrfs: volume %s: removing the remains of an earlier one: %w", volume, mapErr(err))
 	}
 	stage, err := tempName(b.volumes, stagePrefix)
 	if err != nil {
@@ -301,7 +324,7 @@ func (b *Backend) Volumes(ctx context.Context) ([]snapshot.Volume, error) {
 	}
 	out := []snapshot.Volume{}
 	for _, e := range ents { // os.ReadDir sorts by name
-		if snapshot.ValidateName(e.Name()) != nil || !e.IsDir() {
+		if snapshot.ValidateName(e.Name()) != nil || !b.volumeExists(e.Name()) {
 			continue
 		}
 		out = append(out, b.volumeInfo(e.Name()))
@@ -310,40 +333,83 @@ func (b *Backend) Volumes(ctx context.Context) ([]snapshot.Volume, error) {
 }
 
 // DestroyVolume deletes a volume's subvolume and all its snapshots. Clones
-// made from its snapshots are independent subvolumes and survive. The
-// volume and its snapshots disappear at once (renamed aside) before their
-// subvolumes are deleted; whatever a crash leaves aside, New removes.
+// made from its snapshots are independent subvolumes and survive.
+//
+// It returns once the space is free again: btrfs unlinks a subvolume at
+// once but frees its blocks in the background, so DestroyVolume commits a
+// transaction (which wakes the kernel's cleaner thread), waits for the
+// deleted subvolumes' root items to go, and commits again to release the
+// freed extents. That costs two commits plus the cleaning (which grows
+// with the volume's size); if ctx ends first, DestroyVolume returns nil
+// and the space comes back a little later. DestroySnapshot and Rollback do
+// not wait.
+//
+// Everything is deleted in place, workspace first: the volume is gone (to
+// Volume, Volumes, Snapshots) as soon as its subvolume is, and subvolume
+// deletion, unlike a rename, works on a full filesystem (btrfs lets it use
+// its global reserve). A volume directory without a workspace is the
+// remains of an interrupted destroy; New and the next CreateVolume or
+// CloneVolume of that name remove it.
 func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 	if err := b.begin(ctx, volume); err != nil {
 		return err
 	}
 	defer b.locks.lock(volume)()
-	if _, err := os.Lstat(b.volumeDir(volume)); err != nil {
+	info, err := getSubvolInfo(b.volumePath(volume))
+	if err != nil {
 		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, mapErr(err))
 	}
-	if err := b.trash(b.volumes, b.volumeDir(volume)); err != nil {
-		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, err)
-	}
-	if _, err := os.Lstat(b.snapDir(volume)); err == nil {
-		if err := b.trash(b.snaps, b.snapDir(volume)); err != nil {
-			return fmt.Errorf("btrfs: destroy volume %s: snapshots: %w", volume, err)
+	ids := []uint64{info.id}
+	snaps, _ := os.ReadDir(b.snapDir(volume))
+	for _, e := range snaps {
+		if info, err := getSubvolInfo(b.snapPath(volume, e.Name())); err == nil {
+			ids = append(ids, info.id)
 		}
+	}
+	if err := deleteSubvol(b.volumePath(volume)); err != nil {
+		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, mapErr(err))
+	}
+	if err := b.removeRemains(volume); err != nil {
+		return fmt.Errorf("btrfs: destroy volume %s: volume deleted, but not all of its snapshots: %w", volume, mapErr(err))
+	}
+	if err := b.waitCleaned(ctx, ids); err != nil {
+		return fmt.Errorf("btrfs: destroy volume %s: deleted, but waiting for its space: %w", volume, mapErr(err))
 	}
 	return nil
 }
 
-// trash renames p to a temporary name in dir (so it vanishes at once) and
-// deletes it. If the deletion fails, the error is returned and New removes
-// the rest later.
-func (b *Backend) trash(dir, p string) error {
-	t, err := tempName(dir, trashPrefix)
-	if err != nil {
+// waitCleaned commits the running transaction, waits until the cleaner
+// has dropped the deleted subvolumes ids, and commits again so that their
+// freed extents can be allocated. It gives up silently when ctx ends.
+func (b *Backend) waitCleaned(ctx context.Context, ids []uint64) error {
+	if err := syncFS(b.root); err != nil {
 		return err
 	}
-	if err := os.Rename(p, t); err != nil {
-		return mapErr(err)
+	delay := time.Millisecond
+	for _, id := range ids {
+		for {
+			exists, err := rootItemExists(b.root, id)
+			if err != nil {
+				return err
+			}
+			if !exists {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, 50*time.Millisecond)
+		}
 	}
-	return removeTree(t)
+	return syncFS(b.root)
+}
+
+// removeRemains deletes volume's directory and snapshots once its
+// workspace is gone. The caller holds volume's lock.
+func (b *Backend) removeRemains(volume string) error {
+	return errors.Join(removeTree(b.volumeDir(volume)), removeTree(b.snapDir(volume)))
 }
 
 // Snapshot creates a read-only snapshot of the volume at

@@ -355,7 +355,7 @@ func TestRecover(t *testing.T) {
 // moment (what a power cut would leave) and the copy is mounted. The
 // filesystem is mounted with commit=600 so no periodic commit helps.
 func TestSnapshotDurable(t *testing.T) {
-	fsys := btrfstest.MountFS(t, 512<<20, "commit=600")
+	fsys := btrfstest.MountFS(t, 512<<20, "flushoncommit,commit=600")
 	b := openBackend(t, filepath.Join(fsys.Dir, "tb"))
 	ctx := t.Context()
 	v := vol(t)(b.CreateVolume(ctx, "v"))

@@ -9,9 +9,7 @@
 //	volumes/<volume>/workspace     the volume's subvolume (Volume.Path)
 //	volumes/<volume>/.rollback-*   a rollback in progress (sibling of Path)
 //	volumes/.new-*                 a volume being created or cloned
-//	volumes/.trash-*               a volume being destroyed
 //	snapshots/<volume>/<name>      read-only snapshots
-//	snapshots/.trash-*             snapshots being destroyed
 //
 // Names starting with '.' can never be volume or snapshot names, so work
 // in progress never collides with data, and New removes whatever a crash
@@ -21,6 +19,12 @@
 // one transaction commit, whose floor is the device's flush latency; it
 // does not grow with the number of files. Deleting a subvolume returns at
 // once and the kernel frees its blocks in the background.
+//
+// The filesystem must be mounted with -o flushoncommit, which makes every
+// transaction commit, and so every snapshot, include all data written
+// before it: without it a file being written during a snapshot can show
+// zeros at its end in the snapshot. New refuses such a filesystem unless
+// given WithoutFlushOnCommit.
 //
 // The package needs cgo and the kernel's uapi headers (linux/btrfs.h, from
 // Debian's linux-libc-dev) to build, and root (CAP_SYS_ADMIN) at run time

@@ -117,3 +117,29 @@ func checkBtrfs(path string) error {
 	}
 	return nil
 }
+
+// rootItemExists reports whether the root tree still holds the ROOT_ITEM
+// of subvolume id (BTRFS_IOC_TREE_SEARCH). A deleted subvolume keeps its
+// root item until the kernel's cleaner thread has freed all its blocks.
+func rootItemExists(fsPath string, id uint64) (bool, error) {
+	fd, err := unix.Open(fsPath, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, &os.PathError{Op: "open", Path: fsPath, Err: err}
+	}
+	defer unix.Close(fd)
+	var args C.struct_btrfs_ioctl_search_args
+	args.key.tree_id = C.BTRFS_ROOT_TREE_OBJECTID
+	args.key.min_objectid = C.__u64(id)
+	args.key.max_objectid = C.__u64(id)
+	args.key.min_type = C.BTRFS_ROOT_ITEM_KEY
+	args.key.max_type = C.BTRFS_ROOT_ITEM_KEY
+	args.key.min_offset = 0
+	args.key.max_offset = ^C.__u64(0)
+	args.key.min_transid = 0
+	args.key.max_transid = ^C.__u64(0)
+	args.key.nr_items = 1
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(C.BTRFS_IOC_TREE_SEARCH), uintptr(unsafe.Pointer(&args))); errno != 0 {
+		return false, &os.PathError{Op: "btrfs tree search", Path: fsPath, Err: errno}
+	}
+	return args.key.nr_items > 0, nil
+}

@@ -45,17 +45,22 @@ type FS struct {
 	Device string
 }
 
-// Mount creates a size-byte btrfs image in t.TempDir, mounts it and
-// returns the mount point; t.Cleanup unmounts it and detaches the loop
+// DefaultOptions are the mount options Mount uses: flushoncommit, which
+// the btrfs backend requires (see package btrfs).
+const DefaultOptions = "flushoncommit"
+
+// Mount creates a size-byte btrfs image in t.TempDir, mounts it with
+// DefaultOptions and returns the mount point; t.Cleanup unmounts it and detaches the loop
 // device. It skips (or, in CI, fails) the test when root or btrfs-progs is
 // missing, and fails it on any other error.
 func Mount(t testing.TB, size int64) string {
 	t.Helper()
-	return MountFS(t, size, "").Dir
+	return MountFS(t, size, DefaultOptions).Dir
 }
 
-// MountFS is Mount with mount options (comma-separated, as for mount -o;
-// "" for none) that returns the whole FS.
+// MountFS is Mount with the given mount options (comma-separated, as for
+// mount -o, in place of DefaultOptions; "" for none) that returns the
+// whole FS.
 func MountFS(t testing.TB, size int64, options string) FS {
 	t.Helper()
 	Require(t)
