@@ -160,11 +160,13 @@ func TestWorkdir(t *testing.T) {
 	}
 }
 
-// procCount returns the number of processes visible in the sandbox
-// (the counting shell and its ls included).
-func procCount(t *testing.T, sb container.Sandbox) int {
+// sleepers returns the number of sleep processes in the sandbox.
+func sleepers(t *testing.T, sb container.Sandbox) int {
 	t.Helper()
-	out := mustRun(t, sb, "ls /proc | grep -c '^[0-9]'")
+	st, out, _ := run(t, sb, "cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$'")
+	if st.Code > 1 {
+		t.Fatalf("counting sleepers: %+v", st)
+	}
 	n, err := strconv.Atoi(strings.TrimSpace(out))
 	if err != nil {
 		t.Fatalf("count %q: %v", out, err)
@@ -175,7 +177,6 @@ func procCount(t *testing.T, sb container.Sandbox) int {
 func TestTimeoutKillsTree(t *testing.T) {
 	rt := newRuntime(t)
 	sb, _ := start(t, rt)
-	base := procCount(t, sb)
 	t0 := time.Now()
 	var out bytes.Buffer
 	st, err := sb.Exec(context.Background(), container.Process{
@@ -197,15 +198,15 @@ func TestTimeoutKillsTree(t *testing.T) {
 	if out.String() != "started\n" {
 		t.Errorf("output %q", out.String())
 	}
-	// Everything but agent + counting shell must be gone.
+	// The whole tree must be gone.
 	deadline := time.Now().Add(3 * time.Second)
 	for {
-		n := procCount(t, sb)
-		if n <= base {
+		n := sleepers(t, sb)
+		if n == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d processes after timeout, %d before: %s", n, base, mustRun(t, sb, "ps"))
+			t.Fatalf("%d sleep processes after timeout: %s", n, mustRun(t, sb, "ps"))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -318,7 +319,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestKillAll(t *testing.T) {
 	rt := newRuntime(t)
 	sb, _ := start(t, rt)
-	base := procCount(t, sb)
 	const n = 3
 	results := make(chan container.ExitStatus, n)
 	for i := 0; i < n; i++ {
@@ -330,7 +330,7 @@ func TestKillAll(t *testing.T) {
 			results <- st
 		}()
 	}
-	waitFor(t, "sleepers", func() bool { return procCount(t, sb) >= base+2*n })
+	waitFor(t, "sleepers", func() bool { return sleepers(t, sb) == 2*n })
 	if err := sb.KillAll(context.Background()); err != nil {
 		t.Fatalf("KillAll: %v", err)
 	}
@@ -344,8 +344,8 @@ func TestKillAll(t *testing.T) {
 			t.Fatal("Exec did not return after KillAll")
 		}
 	}
-	if got := procCount(t, sb); got > base {
-		t.Errorf("%d processes after KillAll, %d before", got, base)
+	if got := sleepers(t, sb); got != 0 {
+		t.Errorf("%d sleep processes after KillAll", got)
 	}
 	if got := mustRun(t, sb, "echo alive"); got != "alive\n" {
 		t.Errorf("sandbox after KillAll: %q", got)
@@ -473,7 +473,7 @@ func TestStopCleansUp(t *testing.T) {
 	}
 	// Leave work running, including a process in its own session.
 	go sb.Exec(context.Background(), container.Process{Args: []string{"sh", "-c", "setsid sleep 1000 & sleep 1000"}})
-	waitFor(t, "sleepers", func() bool { return procCount(t, sb) >= 5 })
+	waitFor(t, "sleepers", func() bool { return sleepers(t, sb) == 2 })
 	st := readState(t, rt, sb.ID())
 	pids := hostPIDs(t, st.CgroupPaths["pids"])
 	if len(pids) < 3 {

@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
+	"syscall"
 
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runc/libcontainer/seccomp"
@@ -175,7 +176,7 @@ func ociSpec(s container.Spec, skel, cgroupPath string, binds []specs.Mount, wit
 				Bounding: caps, Effective: caps, Permitted: caps,
 			},
 			Rlimits: []specs.POSIXRlimit{
-				{Type: "RLIMIT_NOFILE", Hard: 1 << 20, Soft: 1 << 20},
+				{Type: "RLIMIT_NOFILE", Hard: nofile(), Soft: nofile()},
 				{Type: "RLIMIT_CORE", Hard: 0, Soft: 0},
 			},
 		},
@@ -233,6 +234,16 @@ func ociSpec(s container.Spec, skel, cgroupPath string, binds []specs.Mount, wit
 		}
 	}
 	return spec
+}
+
+// nofile is the sandbox's open-file limit: 1<<20, or the host's hard
+// limit if lower (raising it needs CAP_SYS_RESOURCE).
+func nofile() uint64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil && rl.Max < 1<<20 {
+		return rl.Max
+	}
+	return 1 << 20
 }
 
 func tmpfsOptions(memory int64) []string {
