@@ -69,7 +69,54 @@ func (w workspace) rel(p string) (string, error) {
 	if p == "" {
 		p = "."
 	}
+	// The kernel is the authority (openat2 below), but a path that climbs
+	// out lexically is refused up front so the error says so even when an
+	// intermediate directory does not exist.
+	if c := path.Clean(p); c == ".." || strings.HasPrefix(c, "../") {
+		return "", fmt.Errorf("%w: %q", environment.ErrPathEscapes, p)
+	}
 	return p, nil
+}
+
+// resolveLink follows rel when its last element is a symlink, returning the
+// target's path relative to the root. The kernel resolves it beneath the
+// root: a link leading outside gives ErrPathEscapes, so writes never go
+// through a planted link, and replacing the link itself (which would hide
+// the attempt) is not done either.
+func (w workspace) resolveLink(rel string) (string, error) {
+	root, err := w.openRoot()
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(root)
+	var st unix.Stat_t
+	if err := unix.Fstatat(root, rel, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return rel, nil // not a link (or missing: created as a file)
+	}
+	fd, err := openat2(root, rel, unix.O_PATH, 0)
+	if err != nil {
+		var te *toolError
+		if errors.As(err, &te) {
+			return "", failf("%s: a symbolic link whose target does not exist", rel)
+		}
+		return "", err
+	}
+	defer unix.Close(fd)
+	target, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return "", err
+	}
+	// The workspace root itself may have been renamed into place by a
+	// rollback since openRoot: compare against the root's own fd path.
+	rootPath, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(root))
+	if err != nil {
+		return "", err
+	}
+	out, ok := strings.CutPrefix(target, rootPath+"/")
+	if !ok {
+		return "", fmt.Errorf("%w: %q", environment.ErrPathEscapes, rel)
+	}
+	return out, nil
 }
 
 func (w workspace) openRoot() (int, error) {
@@ -201,6 +248,10 @@ func (w workspace) readFile(p environment.ReadFileParams, out *output) error {
 // existing file's permission bits are kept. Missing parent directories are
 // created (beneath the root).
 func (w workspace) writeAtomic(rel string, content []byte) error {
+	rel, err := w.resolveLink(rel)
+	if err != nil {
+		return err
+	}
 	dir, base := path.Split(path.Clean(rel))
 	if base == "." || base == ".." || base == "" || base == "/" {
 		return failf("%s: not a file path", rel)
@@ -412,23 +463,19 @@ func (w workspace) listFiles(p environment.ListFilesParams, out *output) error {
 			pattern = path.Clean(base) + "/**/" + p.Pattern
 		}
 	}
-	count := 0
 	err = w.walk(base, func(rel string, typ uint32, _ int, _ string) (bool, error) {
 		if typ == unix.S_IFDIR {
 			return false, nil
 		}
 		if ok, _ := environment.MatchGlob(pattern, rel); ok {
 			out.Write([]byte(rel + "\n"))
-			count++
 		}
 		return out.full(), nil
 	})
 	if err != nil {
 		return err
 	}
-	if count == 0 {
-		fmt.Fprintf(out, "no files match %q", p.Pattern)
-	}
+	// No match: empty content, unambiguous for a caller parsing lines.
 	return nil
 }
 
@@ -523,9 +570,6 @@ func (w workspace) grep(p environment.GrepParams, out *output) error {
 		if err != nil {
 			return err
 		}
-	}
-	if matches == 0 {
-		fmt.Fprintf(out, "no matches for %q", p.Pattern)
 	}
 	return nil
 }
