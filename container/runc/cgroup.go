@@ -16,9 +16,42 @@ import (
 	"github.com/opencontainers/cgroups"
 )
 
-// cgroupPath is the cgroup (relative to each hierarchy's root) of sandbox id.
+// cgroupPath is the cgroup (relative to each hierarchy's root) that holds
+// everything of sandbox id.
 func (r *Runtime) cgroupPath(id string) string {
 	return filepath.Join(r.cgroupParent, id)
+}
+
+// containerCgroup is the cgroup libcontainer manages for sandbox id: a
+// child of cgroupPath(id), so that limits set on cgroupPath(id) bind the
+// sandbox even where the sandbox can write its own cgroup's files (the
+// pids hierarchy, see pidsSetup).
+func (r *Runtime) containerCgroup(id string) string {
+	return filepath.Join(r.cgroupPath(id), "sandbox")
+}
+
+// agentPidsReserve is how many pids (processes and threads) the agent may
+// use beyond Limits.Pids: the agent confines commands to Limits.Pids in a
+// child cgroup, so a fork bomb cannot take the threads its Go runtime
+// needs.
+const agentPidsReserve = 64
+
+// pidsSetup prepares the pids hierarchy of a sandbox with a pids limit:
+// cgroupPath(id) gets pids.max = limit + agentPidsReserve, and the
+// container's own pids cgroup is made now so that it can be bound into the
+// sandbox (the agent makes its command cgroup below it). It returns the
+// host directory of the container's pids cgroup.
+func (r *Runtime) pidsSetup(id string, limit int64) (string, error) {
+	outer := filepath.Join("/sys/fs/cgroup/pids", r.cgroupPath(id))
+	inner := filepath.Join("/sys/fs/cgroup/pids", r.containerCgroup(id))
+	if err := os.MkdirAll(inner, 0o755); err != nil {
+		return "", err
+	}
+	max := strconv.FormatInt(limit+agentPidsReserve, 10)
+	if err := os.WriteFile(filepath.Join(outer, "pids.max"), []byte(max), 0); err != nil {
+		return "", err
+	}
+	return inner, nil
 }
 
 // cgroupDirs returns the existing directories of a cgroup path in every

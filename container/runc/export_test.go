@@ -13,8 +13,9 @@ func BaselineSpec(s container.Spec, skel, agent, cgroupPath string, args []strin
 	if err != nil {
 		return nil, err
 	}
-	spec := ociSpec(s, skel, cgroupPath, binds, SeccompAvailable())
+	spec := ociSpec(s, skel, cgroupPath, "", binds, SeccompAvailable())
 	spec.Process.Args = args
 	spec.Process.Cwd = "/"
+	spec.Process.Rlimits = nil
 	return spec, nil
 }

@@ -447,12 +447,16 @@ func TestLimitsApplied(t *testing.T) {
 	rt := newRuntime(t, runc.WithCgroupParent(parent))
 	sb, _ := start(t, rt, withLimits(container.Limits{CPUs: 0.5, MemoryBytes: 256 << 20, Pids: 100}))
 	for file, want := range map[string]string{
-		"cpu/cpu.cfs_quota_us":         "50000",
-		"cpu/cpu.cfs_period_us":        "100000",
-		"memory/memory.limit_in_bytes": strconv.Itoa(256 << 20),
-		"pids/pids.max":                "100",
+		"cpu/sandbox/cpu.cfs_quota_us":         "50000",
+		"cpu/sandbox/cpu.cfs_period_us":        "100000",
+		"memory/sandbox/memory.limit_in_bytes": strconv.Itoa(256 << 20),
+		// The sandbox as a whole: the limit plus the agent's reserve.
+		"pids/pids.max": "164",
+		// The agent's cgroup for commands.
+		"pids/sandbox/turnbox-exec/pids.max": "100",
 	} {
-		p := filepath.Join("/sys/fs/cgroup", filepath.Dir(file), parent, sb.ID(), filepath.Base(file))
+		ctrl, rest, _ := strings.Cut(file, "/")
+		p := filepath.Join("/sys/fs/cgroup", ctrl, parent, sb.ID(), rest)
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Errorf("%s: %v", p, err)
@@ -461,6 +465,14 @@ func TestLimitsApplied(t *testing.T) {
 		if got := strings.TrimSpace(string(b)); got != want {
 			t.Errorf("%s = %s, want %s", p, got, want)
 		}
+	}
+	// Commands run in the agent's command cgroup, the agent outside it.
+	if got := mustRun(t, sb, "grep pids /proc/self/cgroup"); !strings.HasSuffix(strings.TrimSpace(got), "/sandbox/turnbox-exec") {
+		t.Errorf("command's pids cgroup: %q", got)
+	}
+	// The sandbox cannot raise the limit that binds it.
+	if st, _, _ := run(t, sb, "ls /sys/fs/cgroup/pids/../pids.max || echo 100000 > /sys/fs/cgroup/x"); st.Code == 0 {
+		t.Error("outer pids cgroup reachable or cgroup tmpfs writable")
 	}
 }
 
@@ -475,7 +487,7 @@ func TestStopCleansUp(t *testing.T) {
 	go sb.Exec(context.Background(), container.Process{Args: []string{"sh", "-c", "setsid sleep 1000 & sleep 1000"}})
 	waitFor(t, "sleepers", func() bool { return sleepers(t, sb) == 2 })
 	st := readState(t, rt, sb.ID())
-	pids := hostPIDs(t, st.CgroupPaths["pids"])
+	pids := hostPIDs(t, st.CgroupPaths["freezer"])
 	if len(pids) < 3 {
 		t.Fatalf("cgroup lists %v", pids)
 	}
@@ -503,6 +515,9 @@ func TestStopCleansUp(t *testing.T) {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("cgroup %s (%s) left: %v", ctrl, p, err)
 		}
+	}
+	if dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup/*", parent, sb.ID())); len(dirs) != 0 {
+		t.Errorf("cgroups left: %v", dirs)
 	}
 	for _, p := range []string{filepath.Join(rt.Root(), "state", sb.ID()), filepath.Join(rt.Root(), "roots", sb.ID())} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {

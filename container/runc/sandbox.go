@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -95,6 +96,9 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 	if _, err := os.Lstat(skel); err == nil {
 		return nil, fmt.Errorf("runc: sandbox %s: leftover root skeleton %s (Reap it): %w", id, skel, os.ErrExist)
 	}
+	if _, err := os.Lstat(filepath.Join(r.stateRoot, id)); err == nil {
+		return nil, fmt.Errorf("runc: sandbox %s: leftover container state (Reap it): %w", id, os.ErrExist)
+	}
 	binds, err := buildSkeleton(skel, spec.RootFS, spec.Workspace, r.agent)
 	if err != nil {
 		_ = os.RemoveAll(skel)
@@ -106,8 +110,18 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 			_ = os.RemoveAll(skel)
 		}
 	}()
-	cfg, err := libcontainerConfig(id, ociSpec(spec, skel, r.cgroupPath(id), binds, r.seccomp))
+	agentArgs := []string{AgentPath, "-dir", container.WorkspaceDir}
+	var pidsDir string
+	if spec.Limits.Pids > 0 {
+		if pidsDir, err = r.pidsSetup(id, spec.Limits.Pids); err != nil {
+			_ = r.removeCgroups(context.Background(), id)
+			return nil, fmt.Errorf("runc: pids cgroup of %s: %w", id, err)
+		}
+		agentArgs = append(agentArgs, "-pids-limit", strconv.FormatInt(spec.Limits.Pids, 10))
+	}
+	cfg, err := libcontainerConfig(id, ociSpec(spec, skel, r.containerCgroup(id), pidsDir, binds, r.seccomp))
 	if err != nil {
+		_ = r.removeCgroups(context.Background(), id)
 		return nil, err
 	}
 	c, err := libcontainer.Create(r.stateRoot, id, cfg)
@@ -115,6 +129,7 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 		if errors.Is(err, libcontainer.ErrExist) {
 			return nil, fmt.Errorf("runc: sandbox %s: leftover container state (Reap it): %w", id, os.ErrExist)
 		}
+		_ = r.removeCgroups(context.Background(), id)
 		return nil, fmt.Errorf("runc: create container %s: %w", id, err)
 	}
 	destroy := true
@@ -145,7 +160,7 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 		return nil, err
 	}
 	p := &libcontainer.Process{
-		Args:   []string{AgentPath, "-dir", container.WorkspaceDir},
+		Args:   agentArgs,
 		Env:    agentEnv(spec),
 		Cwd:    "/",
 		Stdin:  inR,

@@ -160,7 +160,9 @@ func buildSkeleton(dir, image, workspace, agent string) ([]specs.Mount, error) {
 
 // ociSpec returns the OCI runtime spec of a sandbox whose skeleton root is
 // skel and whose extra mounts are binds (from buildSkeleton).
-func ociSpec(s container.Spec, skel, cgroupPath string, binds []specs.Mount, withSeccomp bool) *specs.Spec {
+// pidsCgroup, if not empty, is the host directory of the container's pids
+// cgroup, bound into the sandbox for the agent (see Runtime.pidsSetup).
+func ociSpec(s container.Spec, skel, cgroupPath, pidsCgroup string, binds []specs.Mount, withSeccomp bool) *specs.Spec {
 	env := []string{defaultPath, "HOME=/root", "TERM=dumb"}
 	env = append(env, s.Env...)
 	caps := append([]string(nil), capabilities...)
@@ -223,6 +225,19 @@ func ociSpec(s container.Spec, skel, cgroupPath string, binds []specs.Mount, wit
 			specs.LinuxNamespace{Type: specs.NetworkNamespace})
 	}
 	spec.Mounts = append(spec.Mounts, binds...)
+	if pidsCgroup != "" {
+		// The container's own pids cgroup, writable, for the agent to make
+		// its command cgroup in; the limit that binds the sandbox is on the
+		// parent, which is not visible. The tmpfs under it is made
+		// read-only after the bind (ReadonlyPaths).
+		spec.Mounts = append(spec.Mounts,
+			specs.Mount{Destination: "/sys/fs/cgroup", Type: "tmpfs", Source: "cgroup",
+				Options: []string{"nosuid", "noexec", "nodev", "mode=755", "size=64k"}},
+			specs.Mount{Destination: "/sys/fs/cgroup/pids", Type: "bind", Source: pidsCgroup,
+				Options: []string{"rbind", "rw", "nosuid", "noexec", "nodev"}},
+		)
+		spec.Linux.ReadonlyPaths = append(spec.Linux.ReadonlyPaths, "/sys/fs/cgroup")
+	}
 	if withSeccomp {
 		spec.Linux.Seccomp = &specs.LinuxSeccomp{
 			DefaultAction: specs.ActAllow,
@@ -273,10 +288,7 @@ func resources(l container.Limits) *specs.LinuxResources {
 			r.Memory.Swap = &m // memory+swap = memory: no swap
 		}
 	}
-	if l.Pids > 0 {
-		p := l.Pids
-		r.Pids = &specs.LinuxPids{Limit: &p}
-	}
+	// The pids limit is set on the container cgroup's parent (pidsSetup).
 	return r
 }
 
