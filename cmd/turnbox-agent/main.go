@@ -10,6 +10,7 @@
 //	-link LINK=TARGET  create symlink LINK -> TARGET before serving
 //	                   (repeatable; e.g. /workspace=/.turnbox/vol/ws)
 //	-dir DIR           default working directory of commands
+//	-pids-limit N      confine commands to N processes (pids cgroup)
 //
 // Diagnostics go to stderr; stdout carries only protocol frames.
 package main
@@ -40,6 +41,7 @@ func main() {
 	var ls links
 	flag.Var(&ls, "link", "create symlink `LINK=TARGET` before serving (repeatable)")
 	dir := flag.String("dir", "", "default working directory of commands")
+	pids := flag.Int64("pids-limit", 0, "confine commands to at most `N` processes (pids cgroup at /sys/fs/cgroup/pids)")
 	flag.Parse()
 
 	var opts []agent.Option
@@ -48,6 +50,9 @@ func main() {
 	}
 	if *dir != "" {
 		opts = append(opts, agent.WithDefaultDir(*dir))
+	}
+	if *pids > 0 {
+		opts = append(opts, agent.WithPidsLimit(*pids))
 	}
 	if err := agent.Serve(os.Stdin, os.Stdout, opts...); err != nil {
 		fmt.Fprintln(os.Stderr, "turnbox-agent:", err)

@@ -117,14 +117,14 @@ func (s *server) exec(req execRequest) {
 		// Hold the reaper's lock across fork so that the child's exit
 		// cannot be reaped before we have registered for it.
 		s.reap.mu.Lock()
-		pid, err = syscall.ForkExec(path, req.args, attr)
+		pid, err = s.forkExec(path, req.args, attr)
 		if err == nil {
 			waitCh = make(chan syscall.WaitStatus, 1)
 			s.reap.waiters[pid] = waitCh
 		}
 		s.reap.mu.Unlock()
 	} else {
-		pid, err = syscall.ForkExec(path, req.args, attr)
+		pid, err = s.forkExec(path, req.args, attr)
 	}
 	inR.Close()
 	outW.Close()
@@ -221,6 +221,13 @@ func (s *server) exec(req execRequest) {
 	}()
 }
 
+func (s *server) forkExec(path string, args []string, attr *syscall.ProcAttr) (int, error) {
+	if s.pids != nil {
+		return s.pids.forkExec(path, args, attr)
+	}
+	return syscall.ForkExec(path, args, attr)
+}
+
 func (s *server) readOutput(id uint64, stream byte, r *os.File, wg *sync.WaitGroup) {
 	defer wg.Done()
 	buf := make([]byte, outputChunk)
@@ -263,6 +270,9 @@ func (s *server) killAll() error {
 		if err != nil {
 			return err
 		}
+		// As init, kill(-1) reaches every process in the namespace but
+		// the caller in one step, so a fork bomb cannot outrun it.
+		_ = syscall.Kill(-1, syscall.SIGKILL)
 		left := 0
 		for _, pid := range pids {
 			if pid == self {

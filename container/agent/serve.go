@@ -37,6 +37,14 @@ func WithSymlink(link, target string) Option {
 	return func(s *server) { s.links = append(s.links, [2]string{link, target}) }
 }
 
+// WithPidsLimit confines the commands the agent starts (all together) to
+// at most n processes and threads, through a pids cgroup under the
+// agent's own, which must be mounted at /sys/fs/cgroup/pids (a sandbox
+// mounts its cgroupfs at /sys/fs/cgroup). The agent itself stays outside
+// the limit, so a fork bomb cannot starve it. Serve fails if the cgroup
+// cannot be set up.
+func WithPidsLimit(n int64) Option { return func(s *server) { s.pidsLimit = n } }
+
 // WithOutputGrace sets how long, after a command exits, the agent keeps
 // reading its output from processes it left running in the background
 // that still hold its stdout or stderr (default 100 ms).
@@ -50,6 +58,8 @@ type server struct {
 	initSet     bool
 	links       [][2]string
 	outputGrace time.Duration
+	pidsLimit   int64
+	pids        *pidsCgroup
 
 	fw *frameWriter
 
@@ -88,6 +98,13 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 		if err := makeSymlink(l[0], l[1]); err != nil {
 			return err
 		}
+	}
+	if s.pidsLimit > 0 {
+		pc, err := setupPidsCgroup(s.pidsLimit)
+		if err != nil {
+			return err
+		}
+		s.pids = pc
 	}
 	if s.init {
 		s.reap = startReaper()

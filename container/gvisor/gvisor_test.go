@@ -511,3 +511,107 @@ func TestCheckpoint(t *testing.T) {
 		t.Fatal("sandbox not running after checkpoint")
 	}
 }
+
+func TestSecurityIsolation(t *testing.T) {
+	e := newEnv(t)
+	secretDir := t.TempDir()
+	secret := filepath.Join(secretDir, "secret")
+	if err := os.WriteFile(secret, []byte("TOPSECRET\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sb := e.start(t, e.spec("sec"))
+
+	// A host file outside the rootfs and the workspace is not reachable,
+	// by its host path or by escaping the volume mount.
+	_, out, _ := sh(t, sb, "cat "+secret+" 2>&1; cat /workspace/../../"+filepath.Base(secretDir)+"/secret 2>&1; cat /.turnbox/vol/../../secret 2>&1; grep -rs TOPSECRET /.turnbox /workspace /etc /root /tmp /home /var | head -1")
+	if strings.Contains(out, "TOPSECRET") {
+		t.Fatalf("sandbox read a host file: %q", out)
+	}
+
+	// Only the sandbox's processes are visible.
+	_, out, _ = sh(t, sb, "ls /proc | grep -c '^[0-9]'")
+	if n, _ := strconv.Atoi(strings.TrimSpace(out)); n == 0 || n > 5 {
+		t.Fatalf("sandbox sees %s processes", out)
+	}
+	_, out, _ = sh(t, sb, "cat /proc/1/cmdline | tr '\\0' ' '")
+	if !strings.HasPrefix(out, gvisor.AgentPath) {
+		t.Fatalf("pid 1 is %q, want the agent", out)
+	}
+	_, out, _ = sh(t, sb, "for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr '\\0' ' '; echo; done")
+	if strings.Contains(out, "runsc") || strings.Contains(out, "go test") {
+		t.Fatalf("host processes visible:\n%s", out)
+	}
+	// Kernel is gVisor's, not the host's.
+	if _, out, _ = sh(t, sb, "dmesg 2>/dev/null | head -1; uname -r"); strings.Contains(out, "6.18") && !strings.Contains(out, "gVisor") {
+		t.Logf("uname/dmesg inside: %q", out)
+	}
+
+	// Network none: loopback only.
+	_, out, _ = sh(t, sb, "ls /sys/class/net 2>/dev/null || cat /proc/net/dev")
+	if f := strings.Fields(out); len(f) != 1 || f[0] != "lo" {
+		if !strings.Contains(out, "lo:") || strings.Count(out, ":") != 1 {
+			t.Fatalf("network interfaces: %q", out)
+		}
+	}
+	// The rootfs is not writable from the sandbox on the host.
+	sh(t, sb, "rm -f /bin/ls; echo x > /bin/new")
+	if _, err := os.Lstat(filepath.Join(e.rootfs, "bin/ls")); err != nil {
+		t.Fatalf("sandbox removed a rootfs file on the host: %v", err)
+	}
+}
+
+func TestNetworkHost(t *testing.T) {
+	e := newEnv(t)
+	spec := e.spec("nethost")
+	spec.Network = container.NetworkHost
+	sb := e.start(t, spec)
+	_, out, _ := sh(t, sb, "cat /proc/net/dev")
+	if strings.Count(out, ":") < 2 {
+		t.Fatalf("host network shows only %q", out)
+	}
+}
+
+func TestPidsLimitContainsForkBomb(t *testing.T) {
+	e := newEnv(t)
+	spec := e.spec("forkbomb")
+	spec.Limits.Pids = 64
+	sb := e.start(t, spec)
+	st, err := sb.Exec(ctxT(t), container.Process{
+		Args:    []string{"sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 2"},
+		Timeout: 5 * time.Second,
+	})
+	t.Logf("fork bomb: %+v %v", st, err)
+	if err := sb.KillAll(ctxT(t)); err != nil {
+		t.Fatalf("KillAll after fork bomb: %v", err)
+	}
+	if _, out, _ := sh(t, sb, "echo survived"); out != "survived\n" {
+		t.Fatalf("sandbox did not survive the fork bomb: %q", out)
+	}
+	select {
+	case <-sb.Done():
+		t.Fatalf("sandbox died: %v", sb.Err())
+	default:
+	}
+}
+
+func TestMemoryLimitOOM(t *testing.T) {
+	e := newEnv(t)
+	spec := e.spec("oom")
+	spec.Limits.MemoryBytes = 256 << 20
+	sb := e.start(t, spec)
+	// Grow a shell variable without bound.
+	st, err := sb.Exec(ctxT(t), container.Process{
+		Args:    []string{"sh", "-c", "x=0123456789abcdef; while true; do x=$x$x; done"},
+		Timeout: 60 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("Exec: %v (sandbox err %v)", err, sb.Err())
+	}
+	t.Logf("memory hog: %+v", st)
+	if st.Code == 0 || st.TimedOut {
+		t.Fatalf("memory hog was not killed: %+v", st)
+	}
+	if _, out, _ := sh(t, sb, "echo survived"); out != "survived\n" {
+		t.Fatalf("sandbox did not survive the memory hog: %q", out)
+	}
+}

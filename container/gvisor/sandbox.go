@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -120,6 +121,12 @@ func (r *Runtime) ociSpec(spec container.Spec) *specs.Spec {
 			Resources: resources(spec.Limits),
 		},
 	}
+	if spec.Limits.Pids > 0 {
+		// The agent enforces the limit on commands in gVisor's own pids
+		// cgroup (mounted at /sys/fs/cgroup), leaving itself outside it.
+		s.Process.Args = append(s.Process.Args, "-pids-limit", strconv.FormatInt(spec.Limits.Pids, 10))
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"})
+	}
 	if spec.Network != container.NetworkHost {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
 	}
@@ -140,10 +147,10 @@ func resources(l container.Limits) *specs.LinuxResources {
 		m := l.MemoryBytes
 		res.Memory = &specs.LinuxMemory{Limit: &m}
 	}
-	if l.Pids > 0 {
-		p := l.Pids
-		res.Pids = &specs.LinuxPids{Limit: &p}
-	}
+	// Limits.Pids is not set on the host cgroup: there the sentry's
+	// threads and systrap's stub processes are counted, which grow with
+	// process churn inside the sandbox and would kill the sentry rather
+	// than fail a fork. The agent enforces it in gVisor's pids cgroup.
 	return res
 }
 

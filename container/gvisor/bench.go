@@ -1,0 +1,137 @@
+package gvisor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/turnbox/turnbox/container"
+)
+
+// The Bench* functions are benchmark bodies shared by this package's
+// benchmarks and the turnbox bench command. Each takes a runtime and a
+// spec whose RootFS holds /bin/true and /bin/sh (a busybox rootfs); the
+// ones that need a running sandbox start it themselves, with the spec's ID.
+
+// BenchExec measures an Exec round trip of `true` through the agent.
+func BenchExec(b *testing.B, r *Runtime, spec container.Spec) {
+	sb := mustStart(b, r, spec)
+	defer sb.Stop(context.Background())
+	ctx := context.Background()
+	p := container.Process{Args: []string{"true"}}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if st, err := sb.Exec(ctx, p); err != nil || st.Code != 0 {
+			b.Fatalf("exec: %+v %v", st, err)
+		}
+	}
+}
+
+// BenchRunscExec measures the baseline: one `runsc exec` process per call
+// running `true` in the same kind of running sandbox.
+func BenchRunscExec(b *testing.B, r *Runtime, spec container.Spec) {
+	sb := mustStart(b, r, spec)
+	defer sb.Stop(context.Background())
+	args := r.RunscArgs(spec.Network, "exec", "--cwd", "/", spec.ID, "/bin/true")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if out, err := exec.Command(r.cfg.runsc, args...).CombinedOutput(); err != nil {
+			b.Fatalf("runsc exec: %v: %s", err, out)
+		}
+	}
+}
+
+// BenchRunscRun measures the reference design's baseline: a fresh `runsc
+// run` of `true` per call (with the same rootfs and flags).
+func BenchRunscRun(b *testing.B, r *Runtime, spec container.Spec) {
+	bundle, err := os.MkdirTemp(r.bundleDir, ".bench-run-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(bundle)
+	s := r.ociSpec(spec)
+	s.Process.Args = []string{"/bin/true"}
+	s.Linux.CgroupsPath = ""
+	if err := writeSpec(bundle, s); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		id := fmt.Sprintf("%s-run-%d", spec.ID, i)
+		args := r.RunscArgs(spec.Network, "run", "--bundle", bundle, id)
+		if out, err := exec.Command(r.cfg.runsc, args...).CombinedOutput(); err != nil {
+			b.Fatalf("runsc run: %v: %s", err, out)
+		}
+	}
+	b.StopTimer()
+	os.RemoveAll(bundle)
+	r.releaseShared()
+}
+
+// BenchStart measures sandbox start to the first completed Exec, plus
+// nothing else: Stop is outside the timer.
+func BenchStart(b *testing.B, r *Runtime, spec container.Spec) {
+	ctx := context.Background()
+	base := spec.ID
+	for i := 0; i < b.N; i++ {
+		spec.ID = fmt.Sprintf("%s-%d", base, i)
+		sb, err := r.StartSandbox(ctx, spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st, err := sb.Exec(ctx, container.Process{Args: []string{"true"}}); err != nil || st.Code != 0 {
+			b.Fatalf("first exec: %+v %v", st, err)
+		}
+		b.StopTimer()
+		if err := sb.Stop(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
+// BenchPauseResume measures a Pause+Resume cycle; freezer selects the
+// cgroup freezer (true) or the runsc CLI (false).
+func BenchPauseResume(b *testing.B, r *Runtime, spec container.Spec, freezer bool) {
+	saved := r.cfg.freezer
+	r.cfg.freezer = freezer
+	sb := mustStart(b, r, spec)
+	r.cfg.freezer = saved
+	defer sb.Stop(context.Background())
+	if sb.UsesCgroupFreezer() != freezer {
+		b.Skipf("cgroup freezer not available for this sandbox")
+	}
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := sb.Pause(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if err := sb.Resume(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func mustStart(b *testing.B, r *Runtime, spec container.Spec) *Sandbox {
+	b.Helper()
+	sb, err := r.StartSandbox(context.Background(), spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return sb
+}
+
+func writeSpec(bundle string, s *specs.Spec) error {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
+}

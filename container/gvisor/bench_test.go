@@ -1,0 +1,29 @@
+package gvisor_test
+
+import (
+	"testing"
+
+	"github.com/turnbox/turnbox/container/gvisor"
+)
+
+// Run with: go test -run '^$' -bench . -count 5 ./container/gvisor
+// The exec benchmarks (agent, runsc-exec, runsc-run) run in one process so
+// that their ratios are comparable on a noisy machine.
+
+func BenchmarkExec(b *testing.B) {
+	e := newEnv(b)
+	b.Run("agent", func(b *testing.B) { gvisor.BenchExec(b, e.rt, e.spec("bexec")) })
+	b.Run("runsc-exec", func(b *testing.B) { gvisor.BenchRunscExec(b, e.rt, e.spec("brexec")) })
+	b.Run("runsc-run", func(b *testing.B) { gvisor.BenchRunscRun(b, e.rt, e.spec("brrun")) })
+}
+
+func BenchmarkStartToFirstExec(b *testing.B) {
+	e := newEnv(b)
+	gvisor.BenchStart(b, e.rt, e.spec("bstart"))
+}
+
+func BenchmarkPauseResume(b *testing.B) {
+	e := newEnv(b)
+	b.Run("cgroup-freezer", func(b *testing.B) { gvisor.BenchPauseResume(b, e.rt, e.spec("bpf"), true) })
+	b.Run("runsc-cli", func(b *testing.B) { gvisor.BenchPauseResume(b, e.rt, e.spec("bpc"), false) })
+}
