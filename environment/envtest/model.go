@@ -2,9 +2,11 @@ package envtest
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -127,12 +129,20 @@ type snapRecord struct {
 func (s *suite) testSnapshotModel(t *testing.T) {
 	probe, _ := s.session(t)
 	requireSnapshots(t, probe, true)
-	var full atomic.Int32
+	// rapid runs -rapid.checks cases (100 by default), small ones first.
+	// Each costs a session, so only every stride-th case runs, spread over
+	// the whole range; the others pass trivially. While a failure is being
+	// shrunk, every case runs.
+	stride := 1
+	if f := flag.Lookup("rapid.checks"); f != nil {
+		if n, err := strconv.Atoi(f.Value.String()); err == nil && n > s.cfg.checks {
+			stride = n / s.cfg.checks
+		}
+	}
+	var calls, full atomic.Int32
 	var failing atomic.Bool
 	rapid.Check(t, func(rt *rapid.T) {
-		// rapid runs a fixed number of cases; past the suite's budget they
-		// are trivial, unless a failure is being shrunk.
-		if !failing.Load() && int(full.Load()) >= s.cfg.checks {
+		if n := calls.Add(1); !failing.Load() && (n%int32(stride) != 0 || int(full.Load()) >= s.cfg.checks) {
 			return
 		}
 		full.Add(1)
@@ -159,7 +169,7 @@ func (s *suite) runModel(ft *testing.T, t *rapid.T) {
 	takeSnapshot := func(id string) {
 		snaps = append(snaps, snapRecord{id: id, m: m.clone()})
 	}
-	steps := rapid.IntRange(1, s.cfg.steps).Draw(t, "steps")
+	steps := rapid.IntRange(min(5, s.cfg.steps), s.cfg.steps).Draw(t, "steps")
 	for step := range steps {
 		action := rapid.SampledFrom([]string{
 			"write", "write", "write", "bashwrite", "remove", "mkdir", "snapshot", "rollback", "rollback", "rollbackUnknown",
