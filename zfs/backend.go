@@ -1,0 +1,897 @@
+package zfs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/turnbox/turnbox/snapshot"
+)
+
+// User properties the backend writes. They mirror all metadata in ZFS so
+// a restarted host rediscovers every volume and snapshot by listing.
+const (
+	// PropVolume is set on every generation dataset: the volume's name.
+	PropVolume = "turnbox:volume"
+	// PropSnapshot is set on every snapshot: the snapshot's name.
+	PropSnapshot = "turnbox:snapshot"
+	// PropCreated is set on generations and snapshots: creation time in
+	// Unix nanoseconds (ZFS's own creation property has second precision).
+	PropCreated = "turnbox:created"
+	// PropRootAttr is set on snapshots taken on zfs-fuse: the root
+	// directory's mode, uid, gid and mtime, which zfs-fuse fails to
+	// refresh after an in-place rollback (see fixRootAttr).
+	PropRootAttr = "turnbox:rootattr"
+	// PropDestroying is set on a volume's container dataset while
+	// DestroyVolume runs; a volume carrying it is finished off on open.
+	PropDestroying = "turnbox:destroying"
+)
+
+// Internal short names start with '_', which volume and snapshot names
+// (snapshot.ValidateName) never do.
+const (
+	hashedPrefix = "_h" // a name too long to use verbatim: "_h" + 32 hex digits of its SHA-256
+	hiddenPrefix = "_x" // a snapshot destroyed by the user but kept for its clones
+	genPrefix    = "g"  // generation datasets: g1, g2, ...
+	workspaceDir = "workspace"
+)
+
+// maxVerbatim is the longest volume name used verbatim as a dataset
+// component; longer names are hashed so that parent/<vol>/g<n>@<snap>
+// stays within ZFS's 255 bytes.
+const maxVerbatim = 64
+
+var loadProps = []string{"type", "origin", "mountpoint", "defer_destroy", "creation", PropVolume, PropSnapshot, PropCreated, PropDestroying, PropRootAttr}
+
+// Backend is a snapshot.Backend on ZFS. See the package documentation for
+// the dataset layout and the rollback scheme.
+type Backend struct {
+	d      Driver
+	parent string
+	root   string
+
+	// opMu: exclusive for operations that span volumes (create, clone,
+	// destroy volume); shared for per-volume operations, which also hold
+	// the volume's lock.
+	opMu sync.RWMutex
+	// mu guards vols and every vol/gen/snap field (held briefly, never
+	// across a ZFS call).
+	mu     sync.Mutex
+	vols   map[string]*vol
+	closed atomic.Bool
+}
+
+type vol struct {
+	name    string
+	comp    string // dataset component under parent
+	lock    sync.Mutex
+	gens    []*gen // ascending by n; the last is active
+	nextGen int
+}
+
+type gen struct {
+	n      int
+	ds     string
+	origin string // full snapshot name or ""
+	snaps  []*snap
+}
+
+type snap struct {
+	short   string
+	name    string // user name; "" if hidden
+	created time.Time
+	deferd  bool
+	root    string // PropRootAttr, zfs-fuse only
+}
+
+// Option configures a Backend.
+type Option func(*Backend)
+
+// NewBackend opens (creating if needed) a backend on parentDataset, whose
+// volumes are mounted under mountRoot as <mountRoot>/<volume>/workspace.
+// parentDataset belongs to the backend: it is created with mountpoint=none
+// if absent, and must have mountpoint=none if it exists. Existing volumes
+// and snapshots under it are rediscovered from their user properties, and
+// an interrupted rollback or volume destruction is finished.
+func NewBackend(ctx context.Context, driver Driver, parentDataset, mountRoot string, opts ...Option) (*Backend, error) {
+	if err := ValidateDataset(parentDataset); err != nil {
+		return nil, err
+	}
+	if !filepath.IsAbs(mountRoot) {
+		return nil, fmt.Errorf("zfs: mount root %q is not absolute", mountRoot)
+	}
+	b := &Backend{d: driver, parent: parentDataset, root: filepath.Clean(mountRoot), vols: map[string]*vol{}}
+	for _, o := range opts {
+		o(b)
+	}
+	ds, err := driver.Get(ctx, []string{parentDataset}, []string{"type", "mountpoint"}, 0)
+	switch {
+	case isNotFound(err):
+		if err := driver.Create(ctx, parentDataset, CreateOptions{Parents: true, Props: map[string]string{"mountpoint": "none"}}); err != nil {
+			return nil, fmt.Errorf("zfs: creating parent dataset: %w", err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("zfs: parent dataset: %w", err)
+	case ds[0].Props["mountpoint"] != "none":
+		return nil, fmt.Errorf("zfs: parent dataset %s has mountpoint=%s; the backend owns it and needs mountpoint=none (zfs set mountpoint=none %s)",
+			parentDataset, ds[0].Props["mountpoint"], parentDataset)
+	}
+	if err := os.MkdirAll(b.root, 0o755); err != nil {
+		return nil, fmt.Errorf("zfs: mount root: %w", err)
+	}
+	destroying, err := b.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.recover(ctx, destroying); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+var _ snapshot.Backend = (*Backend)(nil)
+
+// Kind returns "zfs".
+func (b *Backend) Kind() string { return "zfs" }
+
+// Driver returns the backend's driver.
+func (b *Backend) Driver() Driver { return b.d }
+
+// Parent returns the parent dataset.
+func (b *Backend) Parent() string { return b.parent }
+
+// Close marks the backend closed. Data stays on disk and mounted.
+func (b *Backend) Close() error {
+	b.closed.Store(true)
+	return nil
+}
+
+// VolumeDataset returns the container dataset of a volume (whether or not
+// the volume exists).
+func (b *Backend) VolumeDataset(volume string) string { return b.parent + "/" + volComponent(volume) }
+
+// ActiveDataset returns the dataset currently mounted at a volume's Path.
+func (b *Backend) ActiveDataset(volume string) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v := b.vols[volume]
+	if v == nil {
+		return "", fmt.Errorf("zfs: volume %q: %w", volume, ErrNotFound)
+	}
+	return v.active().ds, nil
+}
+
+// SnapshotDataset returns the full ZFS name of a volume's snapshot.
+func (b *Backend) SnapshotDataset(volume, name string) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	v := b.vols[volume]
+	if v == nil {
+		return "", fmt.Errorf("zfs: volume %q: %w", volume, ErrNotFound)
+	}
+	g, s := v.find(name)
+	if s == nil {
+		return "", fmt.Errorf("zfs: snapshot %s@%s: %w", volume, name, ErrNotFound)
+	}
+	return g.ds + "@" + s.short, nil
+}
+
+func volComponent(name string) string {
+	if len(name) <= maxVerbatim {
+		return name
+	}
+	return hashName(name)
+}
+
+func hashName(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return hashedPrefix + hex.EncodeToString(h[:16])
+}
+
+var hiddenSeq atomic.Uint64
+
+func hiddenName() string {
+	return fmt.Sprintf("%s%d.%d", hiddenPrefix, time.Now().UnixNano(), hiddenSeq.Add(1))
+}
+
+func (b *Backend) path(volume string) string { return filepath.Join(b.root, volume, workspaceDir) }
+
+func (v *vol) active() *gen { return v.gens[len(v.gens)-1] }
+
+// find returns the generation and visible snapshot called name.
+func (v *vol) find(name string) (*gen, *snap) {
+	for _, g := range v.gens {
+		for _, s := range g.snaps {
+			if s.name == name {
+				return g, s
+			}
+		}
+	}
+	return nil, nil
+}
+
+func (b *Backend) check(names ...string) error {
+	if b.closed.Load() {
+		return errors.New("zfs: backend is closed")
+	}
+	for _, n := range names {
+		if err := snapshot.ValidateName(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockVol takes opMu shared and the volume's lock; unlock releases both.
+func (b *Backend) lockVol(volume string) (*vol, func(), error) {
+	b.opMu.RLock()
+	b.mu.Lock()
+	v := b.vols[volume]
+	b.mu.Unlock()
+	if v == nil {
+		b.opMu.RUnlock()
+		return nil, nil, fmt.Errorf("zfs: volume %q: %w", volume, ErrNotFound)
+	}
+	v.lock.Lock()
+	return v, func() { v.lock.Unlock(); b.opMu.RUnlock() }, nil
+}
+
+func (b *Backend) genProps(volume string) map[string]string {
+	return map[string]string{
+		"mountpoint": b.path(volume),
+		PropVolume:   volume,
+		PropCreated:  strconv.FormatInt(time.Now().UnixNano(), 10),
+	}
+}
+
+// CreateVolume makes an empty volume: zfs create -p parent/<vol>/g1.
+func (b *Backend) CreateVolume(ctx context.Context, volume string) (snapshot.Volume, error) {
+	if err := b.check(volume); err != nil {
+		return snapshot.Volume{}, err
+	}
+	b.opMu.Lock()
+	defer b.opMu.Unlock()
+	if b.exists(volume) {
+		return snapshot.Volume{}, fmt.Errorf("zfs: volume %q: %w", volume, ErrExists)
+	}
+	v := &vol{name: volume, comp: volComponent(volume), nextGen: 2}
+	g := &gen{n: 1, ds: b.parent + "/" + v.comp + "/g1"}
+	if err := b.d.Create(ctx, g.ds, CreateOptions{Parents: true, Props: b.genProps(volume)}); err != nil {
+		return snapshot.Volume{}, fmt.Errorf("zfs: creating volume %q: %w", volume, err)
+	}
+	v.gens = []*gen{g}
+	b.mu.Lock()
+	b.vols[volume] = v
+	b.mu.Unlock()
+	return snapshot.Volume{Name: volume, Path: b.path(volume)}, nil
+}
+
+func (b *Backend) exists(volume string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.vols[volume] != nil
+}
+
+// CloneVolume makes volume from (srcVolume, srcSnapshot): zfs clone -p.
+func (b *Backend) CloneVolume(ctx context.Context, volume, srcVolume, srcSnapshot string) (snapshot.Volume, error) {
+	if err := b.check(volume, srcVolume, srcSnapshot); err != nil {
+		return snapshot.Volume{}, err
+	}
+	b.opMu.Lock()
+	defer b.opMu.Unlock()
+	b.mu.Lock()
+	src, dst := b.vols[srcVolume], b.vols[volume]
+	var origin string
+	if src != nil {
+		if g, s := src.find(srcSnapshot); s != nil {
+			origin = g.ds + "@" + s.short
+		}
+	}
+	b.mu.Unlock()
+	switch {
+	case src == nil:
+		return snapshot.Volume{}, fmt.Errorf("zfs: volume %q: %w", srcVolume, ErrNotFound)
+	case origin == "":
+		return snapshot.Volume{}, fmt.Errorf("zfs: snapshot %s@%s: %w", srcVolume, srcSnapshot, ErrNotFound)
+	case dst != nil:
+		return snapshot.Volume{}, fmt.Errorf("zfs: volume %q: %w", volume, ErrExists)
+	}
+	v := &vol{name: volume, comp: volComponent(volume), nextGen: 2}
+	g := &gen{n: 1, ds: b.parent + "/" + v.comp + "/g1", origin: origin}
+	if err := b.d.Clone(ctx, origin, g.ds, CreateOptions{Parents: true, Props: b.genProps(volume)}); err != nil {
+		return snapshot.Volume{}, fmt.Errorf("zfs: cloning %s@%s to %q: %w", srcVolume, srcSnapshot, volume, err)
+	}
+	v.gens = []*gen{g}
+	b.mu.Lock()
+	b.vols[volume] = v
+	b.mu.Unlock()
+	return snapshot.Volume{Name: volume, Path: b.path(volume)}, nil
+}
+
+// Volume returns a volume's info; SizeBytes is the container dataset's
+// "used" (all generations and snapshots).
+func (b *Backend) Volume(ctx context.Context, volume string) (snapshot.Volume, error) {
+	if err := b.check(volume); err != nil {
+		return snapshot.Volume{}, err
+	}
+	v, unlock, err := b.lockVol(volume)
+	if err != nil {
+		return snapshot.Volume{}, err
+	}
+	defer unlock()
+	sp, err := GetSpace(ctx, b.d, b.parent+"/"+v.comp)
+	if err != nil {
+		return snapshot.Volume{}, fmt.Errorf("zfs: volume %q: %w", volume, err)
+	}
+	return snapshot.Volume{Name: volume, Path: b.path(volume), SizeBytes: sp.Used}, nil
+}
+
+// Volumes lists every volume, sorted by name.
+func (b *Backend) Volumes(ctx context.Context) ([]snapshot.Volume, error) {
+	if err := b.check(); err != nil {
+		return nil, err
+	}
+	b.opMu.RLock()
+	defer b.opMu.RUnlock()
+	ds, err := b.d.Get(ctx, []string{b.parent}, []string{"used"}, 1)
+	if err != nil {
+		return nil, fmt.Errorf("zfs: listing volumes: %w", err)
+	}
+	used := map[string]int64{}
+	for _, d := range ds {
+		used[d.Name] = d.Int("used")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	res := make([]snapshot.Volume, 0, len(b.vols))
+	for _, v := range b.vols {
+		res = append(res, snapshot.Volume{Name: v.name, Path: b.path(v.name), SizeBytes: used[b.parent+"/"+v.comp]})
+	}
+	sort.Slice(res, func(i, j int) bool { return res[i].Name < res[j].Name })
+	return res, nil
+}
+
+// Snapshot records the volume's content: one zfs snapshot of the active
+// generation, with the name and creation time as user properties.
+func (b *Backend) Snapshot(ctx context.Context, volume, name string) (snapshot.Snapshot, error) {
+	if err := b.check(volume, name); err != nil {
+		return snapshot.Snapshot{}, err
+	}
+	v, unlock, err := b.lockVol(volume)
+	if err != nil {
+		return snapshot.Snapshot{}, err
+	}
+	defer unlock()
+	b.mu.Lock()
+	_, dup := v.find(name)
+	a := v.active()
+	b.mu.Unlock()
+	if dup != nil {
+		return snapshot.Snapshot{}, fmt.Errorf("zfs: snapshot %s@%s: %w", volume, name, ErrExists)
+	}
+	short := name
+	if len(a.ds)+1+len(name) > MaxNameLength {
+		short = hashName(name)
+	}
+	now := time.Now()
+	props := map[string]string{
+		PropSnapshot: name,
+		PropCreated:  strconv.FormatInt(now.UnixNano(), 10),
+	}
+	root := rootAttr(b.path(volume))
+	if root != "" {
+		props[PropRootAttr] = root
+	}
+	err = b.d.Snapshot(ctx, a.ds+"@"+short, props)
+	if err != nil {
+		return snapshot.Snapshot{}, fmt.Errorf("zfs: snapshot %s@%s: %w", volume, name, err)
+	}
+	b.mu.Lock()
+	a.snaps = append(a.snaps, &snap{short: short, name: name, created: now, root: root})
+	b.mu.Unlock()
+	return snapshot.Snapshot{Volume: volume, Name: name, CreatedAt: now}, nil
+}
+
+// Snapshots lists a volume's snapshots, oldest first (generation order,
+// then creation order within a generation).
+func (b *Backend) Snapshots(ctx context.Context, volume string) ([]snapshot.Snapshot, error) {
+	if err := b.check(volume); err != nil {
+		return nil, err
+	}
+	v, unlock, err := b.lockVol(volume)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	ds, err := b.d.Get(ctx, []string{b.parent + "/" + v.comp}, []string{"used"}, -1)
+	if err != nil {
+		return nil, fmt.Errorf("zfs: snapshots of %q: %w", volume, err)
+	}
+	used := map[string]int64{}
+	for _, d := range ds {
+		used[d.Name] = d.Int("used")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	res := []snapshot.Snapshot{}
+	for _, g := range v.gens {
+		for _, s := range g.snaps {
+			if s.name != "" {
+				res = append(res, snapshot.Snapshot{Volume: volume, Name: s.name, CreatedAt: s.created, SizeBytes: used[g.ds+"@"+s.short]})
+			}
+		}
+	}
+	return res, nil
+}
+
+// Rollback makes the volume's content equal to snapshot name.
+//
+// If name is the newest snapshot of the active generation, it is an
+// in-place `zfs rollback` (nothing is destroyed). Otherwise it is
+// clone-and-swap: the active generation is unmounted (mountpoint=none), the
+// target snapshot is cloned as a new generation mounted at Path, and the
+// old generation stays, unmounted, with its snapshots, so rolling forward
+// to any of them works the same way. If the clone fails, the old
+// generation is mounted again and the content is unchanged.
+func (b *Backend) Rollback(ctx context.Context, volume, name string) error {
+	if err := b.check(volume, name); err != nil {
+		return err
+	}
+	v, unlock, err := b.lockVol(volume)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	b.mu.Lock()
+	g, s := v.find(name)
+	a := v.active()
+	inPlace := g == a && s != nil && a.snaps[len(a.snaps)-1] == s
+	b.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("zfs: snapshot %s@%s: %w", volume, name, ErrNotFound)
+	}
+	target := g.ds + "@" + s.short
+	if inPlace {
+		err := b.d.Rollback(ctx, target)
+		if err == nil || !errors.Is(err, ErrNotNewest) {
+			if err != nil {
+				return fmt.Errorf("zfs: rollback %s to %s: %w", volume, name, err)
+			}
+			if s.root != "" {
+				if err := fixRootAttr(b.path(volume), s.root); err != nil {
+					return fmt.Errorf("zfs: rollback %s to %s: %w", volume, name, err)
+				}
+			}
+			return nil
+		}
+		// A snapshot we do not know of is in the way: swap instead.
+	}
+	return b.swap(ctx, v, a, target)
+}
+
+// swap replaces the active generation a by a clone of target.
+func (b *Backend) swap(ctx context.Context, v *vol, a *gen, target string) error {
+	b.mu.Lock()
+	n := v.nextGen
+	v.nextGen++
+	b.mu.Unlock()
+	ng := &gen{n: n, ds: fmt.Sprintf("%s/%s/%s%d", b.parent, v.comp, genPrefix, n), origin: target}
+	if err := b.d.SetProps(ctx, a.ds, map[string]string{"mountpoint": "none"}); err != nil {
+		return fmt.Errorf("zfs: rollback %s: unmounting %s: %w", v.name, a.ds, err)
+	}
+	if err := b.d.Clone(ctx, target, ng.ds, CreateOptions{Props: b.genProps(v.name)}); err != nil {
+		// Put the old generation back; the volume is unchanged.
+		if rerr := b.d.SetProps(context.WithoutCancel(ctx), a.ds, map[string]string{"mountpoint": b.path(v.name)}); rerr != nil {
+			return fmt.Errorf("zfs: rollback %s: cloning %s: %w (and remounting %s failed: %v; reopening the backend repairs it)", v.name, target, err, a.ds, rerr)
+		}
+		return fmt.Errorf("zfs: rollback %s: cloning %s: %w", v.name, target, err)
+	}
+	b.mu.Lock()
+	v.gens = append(v.gens, ng)
+	drop := len(a.snaps) == 0
+	b.mu.Unlock()
+	if drop {
+		// The old generation has no snapshots: nothing can depend on it
+		// and its content was discarded by this rollback.
+		b.destroyGen(context.WithoutCancel(ctx), v, a)
+	}
+	return nil
+}
+
+// destroyGen destroys an inactive, snapshot-less generation, best effort
+// (a failure leaves an unmounted dataset that the next open or
+// DestroyVolume removes).
+func (b *Backend) destroyGen(ctx context.Context, v *vol, g *gen) {
+	if err := b.d.Destroy(ctx, g.ds, DestroyOptions{}); err != nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, x := range v.gens {
+		if x == g {
+			v.gens = append(v.gens[:i:i], v.gens[i+1:]...)
+			break
+		}
+	}
+	b.forgetDeferredLocked(g.origin)
+}
+
+// forgetDeferredLocked drops a deferred-destroy snapshot from the cache
+// once its last clone is gone (ZFS has destroyed it).
+func (b *Backend) forgetDeferredLocked(origin string) {
+	if origin == "" || len(b.dependentsLocked(origin)) > 0 {
+		return
+	}
+	ds, short, _ := SplitSnapshot(origin)
+	for _, v := range b.vols {
+		for _, g := range v.gens {
+			if g.ds != ds {
+				continue
+			}
+			for i, s := range g.snaps {
+				if s.short == short && s.deferd {
+					g.snaps = append(g.snaps[:i:i], g.snaps[i+1:]...)
+					return
+				}
+			}
+		}
+	}
+}
+
+// dependentsLocked lists the known datasets cloned from snapshot full.
+func (b *Backend) dependentsLocked(full string) []string {
+	var res []string
+	for _, v := range b.vols {
+		for _, g := range v.gens {
+			if g.origin == full {
+				res = append(res, g.ds)
+			}
+		}
+	}
+	return res
+}
+
+// DestroySnapshot deletes one snapshot. A snapshot that clones depend on
+// (another volume, or a generation of this volume made by a rollback to
+// it) cannot be destroyed in ZFS: it is renamed to a hidden name and
+// marked for deferred destruction (zfs destroy -d), so ZFS frees it when
+// its last clone goes.
+func (b *Backend) DestroySnapshot(ctx context.Context, volume, name string) error {
+	if err := b.check(volume, name); err != nil {
+		return err
+	}
+	v, unlock, err := b.lockVol(volume)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	b.mu.Lock()
+	g, s := v.find(name)
+	var deps []string
+	if s != nil {
+		deps = b.dependentsLocked(g.ds + "@" + s.short)
+	}
+	b.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("zfs: snapshot %s@%s: %w", volume, name, ErrNotFound)
+	}
+	full := g.ds + "@" + s.short
+	if len(deps) == 0 {
+		if err := b.d.Destroy(ctx, full, DestroyOptions{}); err != nil {
+			return fmt.Errorf("zfs: destroying snapshot %s@%s: %w", volume, name, err)
+		}
+		b.mu.Lock()
+		for i, x := range g.snaps {
+			if x == s {
+				g.snaps = append(g.snaps[:i:i], g.snaps[i+1:]...)
+				break
+			}
+		}
+		gc := g != v.active() && len(g.snaps) == 0
+		b.mu.Unlock()
+		if gc {
+			b.destroyGen(ctx, v, g)
+		}
+		return nil
+	}
+	hidden := g.ds + "@" + hiddenName()
+	if err := b.d.Rename(ctx, full, hidden); err != nil {
+		return fmt.Errorf("zfs: destroying snapshot %s@%s (hiding it from its clones): %w", volume, name, err)
+	}
+	b.mu.Lock()
+	s.name, s.short = "", hidden[strings.IndexByte(hidden, '@')+1:]
+	for _, w := range b.vols {
+		for _, x := range w.gens {
+			if x.origin == full {
+				x.origin = hidden
+			}
+		}
+	}
+	b.mu.Unlock()
+	if err := b.d.Destroy(ctx, hidden, DestroyOptions{Defer: true}); err != nil {
+		// Hidden but not marked: it is invisible either way; the next
+		// DestroyVolume or open sweeps it.
+		return nil
+	}
+	b.mu.Lock()
+	s.deferd = true
+	b.mu.Unlock()
+	return nil
+}
+
+// DestroyVolume deletes a volume with all its generations and snapshots.
+// Volumes cloned from it survive: each such clone is promoted (zfs
+// promote), taking over the snapshots it depends on, which are first
+// renamed to hidden names and, once nothing depends on them, destroyed.
+func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
+	if err := b.check(volume); err != nil {
+		return err
+	}
+	b.opMu.Lock()
+	defer b.opMu.Unlock()
+	b.mu.Lock()
+	v := b.vols[volume]
+	b.mu.Unlock()
+	if v == nil {
+		return fmt.Errorf("zfs: volume %q: %w", volume, ErrNotFound)
+	}
+	err := b.destroyVolume(ctx, v.name, b.parent+"/"+v.comp)
+	if _, lerr := b.load(context.WithoutCancel(ctx)); lerr != nil && err == nil {
+		err = lerr
+	}
+	return err
+}
+
+func (b *Backend) destroyVolume(ctx context.Context, name, container string) error {
+	// Mark the volume so an interrupted destruction is finished on open.
+	// On a full pool even a property cannot be set; go on unmarked.
+	if err := b.d.SetProps(ctx, container, map[string]string{PropDestroying: "1"}); err != nil && !errors.Is(err, ErrNoSpace) {
+		return fmt.Errorf("zfs: destroying volume %q: %w", name, err)
+	}
+	prefix := container + "/"
+	// 1. Promote clones outside the volume until none depends on it.
+	for i := 0; ; i++ {
+		all, err := b.d.Get(ctx, []string{b.parent}, []string{"type", "origin"}, -1)
+		if err != nil {
+			return fmt.Errorf("zfs: destroying volume %q: %w", name, err)
+		}
+		var ext, origin string
+		for _, d := range all {
+			if o := d.Props["origin"]; o != "" && strings.HasPrefix(o, prefix) && !strings.HasPrefix(d.Name, prefix) {
+				ext, origin = d.Name, o
+				break
+			}
+		}
+		if ext == "" {
+			break
+		}
+		if i > 1000 {
+			return fmt.Errorf("zfs: destroying volume %q: clone %s still depends on it: %w", name, ext, ErrBusy)
+		}
+		// The origin's filesystem's snapshots up to the origin move to
+		// ext: hide the visible ones so they neither collide with ext's
+		// nor show up as ext's.
+		ods, _, _ := SplitSnapshot(origin)
+		for _, d := range all {
+			fs, short, ok := SplitSnapshot(d.Name)
+			if !ok || fs != ods {
+				continue
+			}
+			if !strings.HasPrefix(short, hiddenPrefix) {
+				if err := b.d.Rename(ctx, d.Name, fs+"@"+hiddenName()); err != nil {
+					return fmt.Errorf("zfs: destroying volume %q: %w", name, err)
+				}
+			}
+			if d.Name == origin {
+				break
+			}
+		}
+		if err := b.d.Promote(ctx, ext); err != nil {
+			return fmt.Errorf("zfs: destroying volume %q: promoting its clone %s: %w", name, ext, err)
+		}
+	}
+	// 2. Destroy the generations, clones before their origins.
+	for {
+		all, err := b.d.Get(ctx, []string{container}, []string{"type", "origin"}, -1)
+		if isNotFound(err) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("zfs: destroying volume %q: %w", name, err)
+		}
+		needed := map[string]bool{}
+		var gens []string
+		for _, d := range all {
+			if o := d.Props["origin"]; o != "" {
+				fs, _, _ := SplitSnapshot(o)
+				needed[fs] = true
+			}
+			if d.Type() == "filesystem" && d.Name != container {
+				gens = append(gens, d.Name)
+			}
+		}
+		if len(gens) == 0 {
+			if err := b.d.Destroy(ctx, container, DestroyOptions{}); err != nil && !isNotFound(err) {
+				return fmt.Errorf("zfs: destroying volume %q: %w", name, err)
+			}
+			break
+		}
+		progress := false
+		for _, g := range gens {
+			if needed[g] {
+				continue
+			}
+			if err := b.d.Destroy(ctx, g, DestroyOptions{Recursive: true}); err != nil {
+				return fmt.Errorf("zfs: destroying volume %q: %w", name, err)
+			}
+			progress = true
+		}
+		if !progress {
+			return fmt.Errorf("zfs: destroying volume %q: its generations depend on each other in a cycle: %w", name, ErrBusy)
+		}
+	}
+	os.Remove(b.path(name))
+	os.Remove(filepath.Dir(b.path(name)))
+	// 3. Sweep hidden snapshots nothing depends on any more.
+	return b.sweep(ctx)
+}
+
+// sweep destroys (or marks for deferred destruction) every hidden
+// snapshot under the parent not yet marked.
+func (b *Backend) sweep(ctx context.Context) error {
+	all, err := b.d.Get(ctx, []string{b.parent}, []string{"defer_destroy"}, -1)
+	if err != nil {
+		return err
+	}
+	for _, d := range all {
+		_, short, ok := SplitSnapshot(d.Name)
+		if ok && strings.HasPrefix(short, hiddenPrefix) && d.Props["defer_destroy"] != "on" {
+			if err := b.d.Destroy(ctx, d.Name, DestroyOptions{Defer: true}); err != nil && !isNotFound(err) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// load rebuilds the cache from ZFS and returns the container datasets of
+// volumes whose destruction was interrupted.
+func (b *Backend) load(ctx context.Context) (destroying map[string]string, err error) {
+	all, err := b.d.Get(ctx, []string{b.parent}, loadProps, -1)
+	if err != nil {
+		return nil, fmt.Errorf("zfs: listing %s: %w", b.parent, err)
+	}
+	vols := map[string]*vol{}
+	byComp := map[string]*vol{}
+	gens := map[string]*gen{}
+	destroying = map[string]string{}
+	doomed := map[string]bool{}
+	for _, d := range all {
+		rel, ok := strings.CutPrefix(d.Name, b.parent+"/")
+		if !ok {
+			continue
+		}
+		fsRel, short, isSnap := strings.Cut(rel, "@")
+		parts := strings.Split(fsRel, "/")
+		switch {
+		case !isSnap && len(parts) == 1:
+			if d.Props[PropDestroying] != "" {
+				doomed[parts[0]] = true
+			}
+		case !isSnap && len(parts) == 2:
+			n, err := strconv.Atoi(strings.TrimPrefix(parts[1], genPrefix))
+			name := d.Props[PropVolume]
+			if err != nil || !strings.HasPrefix(parts[1], genPrefix) || name == "" || volComponent(name) != parts[0] {
+				continue // not ours
+			}
+			if doomed[parts[0]] {
+				destroying[name] = b.parent + "/" + parts[0]
+				continue
+			}
+			v := byComp[parts[0]]
+			if v == nil {
+				v = &vol{name: name, comp: parts[0]}
+				byComp[parts[0]] = v
+				vols[name] = v
+			}
+			g := &gen{n: n, ds: d.Name, origin: d.Props["origin"]}
+			v.gens = append(v.gens, g)
+			gens[d.Name] = g
+		case isSnap && len(parts) == 2:
+			g := gens[strings.TrimSuffix(d.Name, "@"+short)]
+			if g == nil {
+				continue
+			}
+			s := &snap{short: short, deferd: d.Props["defer_destroy"] == "on"}
+			if !strings.HasPrefix(short, hiddenPrefix) {
+				s.name = d.Props[PropSnapshot]
+				if s.name == "" {
+					s.name = short
+				}
+			}
+			s.root = d.Props[PropRootAttr]
+			if ns, err := strconv.ParseInt(d.Props[PropCreated], 10, 64); err == nil {
+				s.created = time.Unix(0, ns)
+			} else {
+				s.created = d.Created()
+			}
+			g.snaps = append(g.snaps, s)
+		}
+	}
+	for _, v := range vols {
+		sort.Slice(v.gens, func(i, j int) bool { return v.gens[i].n < v.gens[j].n })
+		v.nextGen = v.gens[len(v.gens)-1].n + 1
+	}
+	b.mu.Lock()
+	// Keep the lock objects of volumes that survive, so a concurrent
+	// waiter on an old *vol still serializes with new callers.
+	for name, nv := range vols {
+		if old := b.vols[name]; old != nil {
+			old.gens, old.nextGen, old.comp = nv.gens, nv.nextGen, nv.comp
+			vols[name] = old
+		}
+	}
+	b.vols = vols
+	b.mu.Unlock()
+	return destroying, nil
+}
+
+// recover repairs what a crash can leave: an interrupted DestroyVolume, an
+// interrupted swap (the newest generation must be the one mounted at
+// Path, every other one unmounted).
+func (b *Backend) recover(ctx context.Context, destroying map[string]string) error {
+	for name, container := range destroying {
+		if err := b.destroyVolume(ctx, name, container); err != nil {
+			return fmt.Errorf("zfs: finishing the destruction of volume %q: %w", name, err)
+		}
+	}
+	if len(destroying) > 0 {
+		if _, err := b.load(ctx); err != nil {
+			return err
+		}
+	}
+	all, err := b.d.Get(ctx, []string{b.parent}, []string{"mountpoint", "mounted"}, -1)
+	if err != nil {
+		return err
+	}
+	props := map[string]map[string]string{}
+	for _, d := range all {
+		props[d.Name] = d.Props
+	}
+	b.mu.Lock()
+	type fix struct{ ds, mp string }
+	var fixes []fix
+	for _, v := range b.vols {
+		for i, g := range v.gens {
+			want := "none"
+			if i == len(v.gens)-1 {
+				want = b.path(v.name)
+			}
+			p := props[g.ds]
+			if p["mountpoint"] != want {
+				fixes = append(fixes, fix{g.ds, want})
+			} else if want != "none" && p["mounted"] == "no" {
+				fixes = append(fixes, fix{g.ds, "none"}, fix{g.ds, want})
+			}
+		}
+	}
+	b.mu.Unlock()
+	// Unmount first, then mount, so two generations never fight for Path.
+	sort.SliceStable(fixes, func(i, j int) bool { return fixes[i].mp == "none" && fixes[j].mp != "none" })
+	for _, f := range fixes {
+		if err := b.d.SetProps(ctx, f.ds, map[string]string{"mountpoint": f.mp}); err != nil {
+			return fmt.Errorf("zfs: repairing the mount of %s: %w", f.ds, err)
+		}
+	}
+	return nil
+}
