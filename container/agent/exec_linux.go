@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -150,9 +151,10 @@ func (s *server) exec(req execRequest) {
 		inW.Close()
 	}
 	var readers sync.WaitGroup
+	var progress atomic.Int64 // bytes read from both pipes
 	readers.Add(2)
-	go s.readOutput(req.id, StreamStdout, outR, &readers)
-	go s.readOutput(req.id, StreamStderr, errR, &readers)
+	go s.readOutput(req.id, StreamStdout, outR, &readers, &progress)
+	go s.readOutput(req.id, StreamStderr, errR, &readers, &progress)
 
 	var timer *time.Timer
 	if req.timeout > 0 {
@@ -185,15 +187,29 @@ func (s *server) exec(req execRequest) {
 		// Output written just before exit is still in the pipes; processes
 		// left in the background may hold them open for longer. Read until
 		// both pipes end, or for a short grace period.
+		// Output still flowing is never cut off: the pipes are closed
+		// only after a grace period in which nothing was read.
 		drained := make(chan struct{})
 		go func() { readers.Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-time.After(s.outputGrace):
-			outR.Close()
-			errR.Close()
-			<-drained
+		tick := time.NewTicker(s.outputGrace)
+		last := progress.Load()
+	drain:
+		for {
+			select {
+			case <-drained:
+				break drain
+			case <-tick.C:
+				if now := progress.Load(); now != last {
+					last = now
+					continue
+				}
+				outR.Close()
+				errR.Close()
+				<-drained
+				break drain
+			}
 		}
+		tick.Stop()
 		outR.Close()
 		errR.Close()
 		if p.stdin != nil {
@@ -228,12 +244,13 @@ func (s *server) forkExec(path string, args []string, attr *syscall.ProcAttr) (i
 	return syscall.ForkExec(path, args, attr)
 }
 
-func (s *server) readOutput(id uint64, stream byte, r *os.File, wg *sync.WaitGroup) {
+func (s *server) readOutput(id uint64, stream byte, r *os.File, wg *sync.WaitGroup, progress *atomic.Int64) {
 	defer wg.Done()
 	buf := make([]byte, outputChunk)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
+			progress.Add(int64(n))
 			if s.fw.write(newFrame(MsgOutput, id).byte1(stream).raw(buf[:n]).bytes()) != nil {
 				return
 			}

@@ -45,9 +45,11 @@ func WithSymlink(link, target string) Option {
 // cannot be set up.
 func WithPidsLimit(n int64) Option { return func(s *server) { s.pidsLimit = n } }
 
-// WithOutputGrace sets how long, after a command exits, the agent keeps
-// reading its output from processes it left running in the background
-// that still hold its stdout or stderr (default 100 ms).
+// WithOutputGrace sets how long, after a command exits, the agent waits
+// for more output from processes it left running in the background that
+// still hold its stdout or stderr: once a whole grace period passes with
+// nothing read, it stops reading and reports the exit (default 100 ms).
+// Output that keeps flowing is never cut off.
 func WithOutputGrace(d time.Duration) Option { return func(s *server) { s.outputGrace = d } }
 
 // server is one Serve call.
