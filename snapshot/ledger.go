@@ -11,6 +11,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Ledger is the durable record of a host's sessions and their snapshots:
@@ -103,7 +104,7 @@ func BackendSnapshotName(turn int) string { return "turn-" + strconv.Itoa(turn) 
 func OpenLedger(path string) (*Ledger, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("ledger %s is locked by another process (is another turnbox host running on this state directory?): %w", path, err)
 		}
 		return nil, fmt.Errorf("opening ledger %s: %w", path, err)
@@ -207,7 +208,7 @@ func (l *Ledger) DeleteSession(id string) error {
 			return err
 		}
 		err := tx.Bucket(bucketSnapshots).DeleteBucket([]byte(id))
-		if errors.Is(err, bolt.ErrBucketNotFound) {
+		if errors.Is(err, berrors.ErrBucketNotFound) {
 			return nil
 		}
 		return err
