@@ -1,0 +1,39 @@
+# turnbox. `make demo` runs the main job; `make test` runs the whole suite
+# (installing system dependencies first, as root). See README.md.
+GO       ?= go
+BIN      ?= bin
+TESTFLAGS ?= -race -count=1 -timeout 40m
+
+.PHONY: all build demo deps test check lint unit bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/turnbox ./cmd/turnbox
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/turnbox-agent ./cmd/turnbox-agent
+
+demo: build
+	$(BIN)/turnbox demo
+
+deps:
+	bash scripts/install-deps.sh
+
+# The whole suite: system dependencies, then lint and every test with -race.
+test: deps check
+
+check: lint unit
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	staticcheck ./...
+
+unit:
+	$(GO) test $(TESTFLAGS) ./...
+
+bench: build
+	$(BIN)/turnbox bench --files 10000 --n 30
+
+clean:
+	rm -rf $(BIN)

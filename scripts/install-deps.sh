@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs everything turnbox's tests and benchmarks need on Debian 12, as
+# root: apt packages, a pinned runsc (built with CGO_ENABLED=0: a cgo build
+# is dynamically linked and fails at start), staticcheck, and the OpenZFS
+# development headers for the libzfs_core driver's compile check. Idempotent;
+# built tools are cached under $TURNBOX_CACHE (default /var/cache/turnbox)
+# so a later run on the same machine skips the builds.
+set -euo pipefail
+
+RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
+STATICCHECK_VERSION=v0.8.2
+CACHE=${TURNBOX_CACHE:-/var/cache/turnbox}
+APT_PACKAGES=(
+  btrfs-progs zfs-fuse runc busybox-static xfsprogs e2fsprogs util-linux
+  pkg-config libseccomp-dev iproute2 procps psmisc
+)
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'install-deps: FAILED: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (apt-get, runsc install)"
+command -v go >/dev/null || die "Go 1.26 is required on PATH (see README)"
+mkdir -p "$CACHE/bin"
+export DEBIAN_FRONTEND=noninteractive
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq || die "apt-get update"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]}"
+fi
+# Debian starts the zfs-fuse service on install; tests start their own daemon.
+if command -v service >/dev/null && pgrep -x zfs-fuse >/dev/null; then
+  service zfs-fuse stop >/dev/null 2>&1 || true
+  pkill -x zfs-fuse 2>/dev/null || true
+fi
+
+gobuild() { # name module@version
+  local name=$1 mod=$2 stamp="$CACHE/bin/$1.version"
+  if [ -x "$CACHE/bin/$name" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$mod" ]; then
+    return
+  fi
+  log "go install $mod"
+  CGO_ENABLED=0 GOBIN="$CACHE/bin" GOFLAGS=-mod=mod go install "$mod" || die "go install $mod"
+  echo "$mod" > "$stamp"
+}
+gobuild runsc "gvisor.dev/gvisor/runsc@$RUNSC_VERSION"
+gobuild staticcheck "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+install -m 0755 "$CACHE/bin/runsc" /usr/local/bin/runsc
+install -m 0755 "$CACHE/bin/staticcheck" /usr/local/bin/staticcheck
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ -x "$here/zfs/scripts/fetch-libzfs-dev.sh" ] || [ -f "$here/zfs/scripts/fetch-libzfs-dev.sh" ]; then
+  log "OpenZFS development headers"
+  bash "$here/zfs/scripts/fetch-libzfs-dev.sh" >/dev/null || die "fetching libzfs development headers"
+fi
+log "dependencies ready"
