@@ -13,8 +13,9 @@
 // Copies keep file contents, permission and set-id bits, owners (when
 // running as root), modification times, symlinks (never followed), the
 // hard-link structure within the tree, empty directories and special
-// files (device nodes only with the privilege to make them). Extended
-// attributes (ACLs, file capabilities) are not copied.
+// files (device nodes only with the privilege to make them), and extended
+// attributes (user.*, ACLs, file capabilities) as far as the filesystem
+// and privileges allow.
 //
 // Every change is made under a temporary name and renamed into place:
 // a snapshot is written to a temporary directory, fsynced and renamed, so

@@ -44,6 +44,9 @@ type Stats struct {
 	// SpecialSkipped is the number of special files (devices) that could
 	// not be recreated for lack of privilege and were left out.
 	SpecialSkipped int64
+	// XattrsSkipped is the number of extended attributes that could not be
+	// set on a copy (unsupported by the filesystem, or not permitted).
+	XattrsSkipped int64
 }
 
 // Reflink states, cached once per backend.
@@ -68,7 +71,7 @@ type Backend struct {
 
 	reflink atomic.Int32
 
-	filesCloned, filesCopied, bytesCopied, hardLinks, specialSkipped atomic.Int64
+	filesCloned, filesCopied, bytesCopied, hardLinks, specialSkipped, xattrsSkipped atomic.Int64
 }
 
 // Root returns the directory the backend keeps its data under.
@@ -85,6 +88,7 @@ func (b *Backend) Stats() Stats {
 		BytesCopied:    b.bytesCopied.Load(),
 		HardLinks:      b.hardLinks.Load(),
 		SpecialSkipped: b.specialSkipped.Load(),
+		XattrsSkipped:  b.xattrsSkipped.Load(),
 	}
 }
 

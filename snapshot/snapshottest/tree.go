@@ -3,6 +3,7 @@ package snapshottest
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -43,6 +44,10 @@ type Entry struct {
 	UID, GID int
 	// ModTime, when not zero, is set after the whole tree is written.
 	ModTime time.Time
+	// Xattrs are extended attributes to set (name to value), for regular
+	// files and directories. Where the filesystem has no extended
+	// attributes they are left out, and so do not appear in manifests.
+	Xattrs map[string]string
 }
 
 // File is a regular file with content data and permissions perm.
@@ -75,6 +80,17 @@ func Fifo(path string, perm fs.FileMode) Entry {
 // WithOwner returns e owned by uid:gid (applied only when running as root).
 func (e Entry) WithOwner(uid, gid int) Entry {
 	e.UID, e.GID = uid, gid
+	return e
+}
+
+// WithXattr returns e with the extended attribute name (e.g. "user.x")
+// set to value.
+func (e Entry) WithXattr(name, value string) Entry {
+	x := map[string]string{name: value}
+	for k, v := range e.Xattrs {
+		x[k] = v
+	}
+	e.Xattrs = x
 	return e
 }
 
@@ -134,6 +150,23 @@ func writeTree(dir string, entries []Entry) error {
 			return fmt.Errorf("%s: unsupported entry type %v", e.Path, e.Type)
 		}
 	}
+	for _, e := range entries {
+		p := filepath.Join(dir, filepath.FromSlash(e.Path))
+		names := make([]string, 0, len(e.Xattrs))
+		for k := range e.Xattrs {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			err := unix.Lsetxattr(p, k, []byte(e.Xattrs[k]), 0)
+			if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) {
+				continue // no extended attributes on this filesystem
+			}
+			if err != nil {
+				return &os.PathError{Op: "setxattr " + k, Path: p, Err: err}
+			}
+		}
+	}
 	// Metadata, deepest first: owner (chown clears set-id bits), then
 	// permissions, then times.
 	for i := len(entries) - 1; i >= 0; i-- {
@@ -168,7 +201,8 @@ func writeTree(dir string, entries []Entry) error {
 	return nil
 }
 
-// StandardTree is a small tree that exercises what a snapshot must keep:
+// StandardTree is a small tree that exercises what a snapshot must keep
+// (extended attributes included, where the filesystem has them):
 // nested and empty directories, a read-only directory holding files,
 // unusual permission bits (setuid, setgid, sticky), an executable, an
 // empty file, a larger file, symlinks (relative, absolute, dangling, to a
@@ -204,6 +238,8 @@ func StandardTree() []Entry {
 		File("owned", "owned by someone else\n", 0o644).WithOwner(1234, 5678),
 		Dir("owned-dir", 0o750).WithOwner(4321, 8765),
 		File("dated", "old file\n", 0o644).WithModTime(mt),
+		File("xattr-file", "has extended attributes\n", 0o644).WithXattr("user.turnbox.a", "1").WithXattr("user.turnbox.b", "two"),
+		Dir("xattr-dir", 0o755).WithXattr("user.turnbox.dir", "d"),
 		Dir("dated-dir", 0o755).WithModTime(mt),
 		Symlink("dated-link", "dated").WithModTime(mt),
 	}
@@ -332,6 +368,11 @@ func manifest(dir string, withModTimes bool) ([]string, error) {
 		case syscall.S_IFCHR, syscall.S_IFBLK:
 			l += fmt.Sprintf(" rdev=%d", st.Rdev)
 		}
+		x, err := xattrs(p)
+		if err != nil {
+			return err
+		}
+		l += x
 		if withModTimes {
 			l += fmt.Sprintf(" mtime=%d.%09d", st.Mtim.Sec, st.Mtim.Nsec)
 		}
@@ -342,6 +383,43 @@ func manifest(dir string, withModTimes bool) ([]string, error) {
 		return nil, err
 	}
 	return lines, nil
+}
+
+// xattrs describes the extended attributes of p, sorted by name.
+func xattrs(p string) (string, error) {
+	size, err := unix.Llistxattr(p, nil)
+	if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) || size == 0 {
+		return "", nil
+	}
+	if err != nil {
+		return "", &os.PathError{Op: "listxattr", Path: p, Err: err}
+	}
+	buf := make([]byte, size)
+	size, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		return "", &os.PathError{Op: "listxattr", Path: p, Err: err}
+	}
+	var names []string
+	for _, n := range strings.Split(string(buf[:size]), "\x00") {
+		if n != "" {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	var out strings.Builder
+	for _, n := range names {
+		vs, err := unix.Lgetxattr(p, n, nil)
+		if err != nil {
+			return "", &os.PathError{Op: "getxattr " + n, Path: p, Err: err}
+		}
+		v := make([]byte, vs)
+		vs, err = unix.Lgetxattr(p, n, v)
+		if err != nil {
+			return "", &os.PathError{Op: "getxattr " + n, Path: p, Err: err}
+		}
+		fmt.Fprintf(&out, " xattr:%s=%q", n, v[:vs])
+	}
+	return out.String(), nil
 }
 
 func typeName(typ uint32) string {
