@@ -24,7 +24,8 @@ var errVanished = errors.New("vanished during the copy")
 type copier struct {
 	ctx   context.Context
 	b     *Backend
-	root  bool // euid 0: preserve owners
+	root  bool   // euid 0: preserve owners
+	dev   uint64 // the source tree's device: mount points inside are not crossed
 	links map[[2]uint64]string
 	// toSync lists the files and directories written, fsynced together
 	// once the copy is complete (see syncAll).
@@ -46,6 +47,7 @@ func (b *Backend) copyTree(ctx context.Context, src, dst string) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return fmt.Errorf("copy %s: not a directory", src)
 	}
+	c.dev = st.Dev
 	if err := c.dir(src, dst, &st); err != nil {
 		return err
 	}
@@ -120,6 +122,15 @@ func fsyncPath(p string) error {
 }
 
 func (c *copier) dir(src, dst string, st *unix.Stat_t) error {
+	if st.Dev != c.dev {
+		// A filesystem mounted inside the volume (by a sandbox, say) is not
+		// part of it, as with btrfs and zfs snapshots: keep the mount point
+		// as an empty directory.
+		if err := os.Mkdir(dst, 0o700); err != nil {
+			return err
+		}
+		return c.finish(src, dst, st, true)
+	}
 	sfd, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {

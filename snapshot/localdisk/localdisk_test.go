@@ -379,3 +379,35 @@ func TestSameVolumeSerialized(t *testing.T) {
 		t.Errorf("%d snapshots (%v), want 21", len(ss), err)
 	}
 }
+
+// TestMountPointNotCrossed: a filesystem mounted inside a volume is not
+// copied into its snapshots (like btrfs and zfs snapshots).
+func TestMountPointNotCrossed(t *testing.T) {
+	testenv.RequireRoot(t)
+	b := open(t, t.TempDir())
+	v, err := b.CreateVolume(t.Context(), "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapshottest.WriteTree(t, v.Path, snapshottest.File("mnt/under-mount", "hidden", 0o644), snapshottest.File("top", "x", 0o644))
+	mnt := filepath.Join(v.Path, "mnt")
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(mnt, unix.MNT_DETACH)
+	snapshottest.WriteTree(t, mnt, snapshottest.File("on-mount", "other fs", 0o644))
+	if _, err := b.Snapshot(t.Context(), "v", "s"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.CloneVolume(t.Context(), "c", "v", "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(filepath.Join(c.Path, "mnt"))
+	if err != nil || len(ents) != 0 {
+		t.Errorf("mount point in the copy: %v entries (%v), want an empty directory", len(ents), err)
+	}
+	if _, err := os.Stat(filepath.Join(c.Path, "top")); err != nil {
+		t.Error(err)
+	}
+}
