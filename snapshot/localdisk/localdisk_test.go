@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +30,18 @@ func open(t *testing.T, root string, opts ...localdisk.Option) *localdisk.Backen
 		t.Fatalf("New(%s): %v", root, err)
 	}
 	t.Cleanup(func() { b.Close() })
+	if os.Geteuid() != 0 {
+		// Trees hold read-only directories, which t.TempDir's cleanup
+		// cannot empty without root.
+		t.Cleanup(func() {
+			filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && d.IsDir() {
+					os.Chmod(p, 0o700)
+				}
+				return nil
+			})
+		})
+	}
 	return b
 }
 
