@@ -1,0 +1,534 @@
+//go:build linux && cgo && libzfs_core
+
+package zfs
+
+/*
+#cgo pkg-config: libzfs_core libzfs
+#cgo CFLAGS: -D_GNU_SOURCE -D_LARGEFILE64_SOURCE
+#include <string.h>
+#include <stdlib.h>
+#include <errno.h>
+#include <libzfs_core.h>
+#include <libzfs.h>
+#include <libnvpair.h>
+
+static nvlist_t *tb_nvl(void) { return fnvlist_alloc(); }
+static void tb_add_str(nvlist_t *l, const char *k, const char *v) { fnvlist_add_string(l, k, v); }
+static void tb_add_bool(nvlist_t *l, const char *k) { fnvlist_add_boolean(l, k); }
+static void tb_add_nvl(nvlist_t *l, const char *k, nvlist_t *v) { fnvlist_add_nvlist(l, k, v); }
+static void tb_free(nvlist_t *l) { if (l != NULL) fnvlist_free(l); }
+
+static int tb_snapshot(const char *snap, nvlist_t *props) {
+	nvlist_t *snaps = fnvlist_alloc();
+	nvlist_t *errs = NULL;
+	fnvlist_add_boolean(snaps, snap);
+	int err = lzc_snapshot(snaps, props, &errs);
+	fnvlist_free(snaps);
+	if (errs != NULL) fnvlist_free(errs);
+	return err;
+}
+
+static int tb_destroy_snap(const char *snap, int defer) {
+	nvlist_t *snaps = fnvlist_alloc();
+	nvlist_t *errs = NULL;
+	fnvlist_add_boolean(snaps, snap);
+	int err = lzc_destroy_snaps(snaps, defer ? B_TRUE : B_FALSE, &errs);
+	fnvlist_free(snaps);
+	if (errs != NULL) fnvlist_free(errs);
+	return err;
+}
+
+static int tb_hold(const char *snap, const char *tag) {
+	nvlist_t *holds = fnvlist_alloc();
+	nvlist_t *errs = NULL;
+	fnvlist_add_string(holds, snap, tag);
+	int err = lzc_hold(holds, -1, &errs);
+	fnvlist_free(holds);
+	if (errs != NULL) fnvlist_free(errs);
+	return err;
+}
+
+static int tb_release(const char *snap, const char *tag) {
+	nvlist_t *holds = fnvlist_alloc();
+	nvlist_t *tags = fnvlist_alloc();
+	nvlist_t *errs = NULL;
+	fnvlist_add_boolean(tags, tag);
+	fnvlist_add_nvlist(holds, snap, tags);
+	int err = lzc_release(holds, &errs);
+	fnvlist_free(tags);
+	fnvlist_free(holds);
+	if (errs != NULL) fnvlist_free(errs);
+	return err;
+}
+
+// tb_holds writes the hold tags of snap, NUL-separated, into buf.
+static int tb_holds(const char *snap, char *buf, int len) {
+	nvlist_t *holds = NULL;
+	int err = lzc_get_holds(snap, &holds);
+	if (err != 0) return err;
+	int off = 0;
+	for (nvpair_t *p = nvlist_next_nvpair(holds, NULL); p != NULL; p = nvlist_next_nvpair(holds, p)) {
+		const char *n = nvpair_name(p);
+		int l = strlen(n);
+		if (off + l + 1 >= len) { fnvlist_free(holds); return ENAMETOOLONG; }
+		memcpy(buf + off, n, l + 1);
+		off += l + 1;
+	}
+	buf[off] = 0;
+	fnvlist_free(holds);
+	return 0;
+}
+
+// tb_mount mounts a filesystem through libzfs (lzc has no mount call).
+static int tb_mount(libzfs_handle_t *h, const char *name) {
+	zfs_handle_t *z = zfs_open(h, name, ZFS_TYPE_FILESYSTEM);
+	if (z == NULL) return -1;
+	int err = 0;
+	if (zfs_prop_get_int(z, ZFS_PROP_CANMOUNT) == ZFS_CANMOUNT_ON) {
+		char mp[ZFS_MAXPROPLEN];
+		if (zfs_prop_get(z, ZFS_PROP_MOUNTPOINT, mp, sizeof (mp), NULL, NULL, 0, B_FALSE) == 0 &&
+		    mp[0] == '/')
+			err = zfs_mount(z, NULL, 0);
+	}
+	zfs_close(z);
+	return err;
+}
+
+static int tb_unmount(libzfs_handle_t *h, const char *name) {
+	zfs_handle_t *z = zfs_open(h, name, ZFS_TYPE_FILESYSTEM);
+	if (z == NULL) return -1;
+	int err = 0;
+	if (zfs_is_mounted(z, NULL))
+		err = zfs_unmount(z, NULL, 0);
+	zfs_close(z);
+	return err;
+}
+
+// tb_set sets properties through libzfs, which remounts on a mountpoint change.
+static int tb_set(libzfs_handle_t *h, const char *name, nvlist_t *props) {
+	zfs_handle_t *z = zfs_open(h, name, ZFS_TYPE_FILESYSTEM | ZFS_TYPE_VOLUME | ZFS_TYPE_SNAPSHOT);
+	if (z == NULL) return -1;
+	int err = zfs_prop_set_list(z, props);
+	zfs_close(z);
+	return err;
+}
+
+static int tb_promote(const char *name) {
+	char conflict[ZFS_MAX_DATASET_NAME_LEN];
+	conflict[0] = 0;
+	return lzc_promote(name, conflict, sizeof (conflict));
+}
+*/
+import "C"
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"syscall"
+	"unsafe"
+)
+
+// LZCDriver uses libzfs_core (lzc_create, lzc_snapshot, lzc_clone,
+// lzc_rollback_to, lzc_destroy_snaps, lzc_destroy, lzc_rename,
+// lzc_promote, lzc_exists, lzc_hold, lzc_release, lzc_get_holds) in
+// process, with no command started per call. libzfs_core has no calls to
+// mount or to set native properties, so mounting after Create/Clone,
+// unmounting before Destroy and SetProps go through libzfs (serialized:
+// a libzfs handle is not thread-safe). Get (listing) and recursive Destroy
+// use the zfs command (the embedded CommandDriver): they are rare and
+// libzfs's iteration callbacks buy nothing there. OpenZFS only: zfs-fuse
+// has its own libzfs that talks to its daemon, not /dev/zfs.
+type LZCDriver struct {
+	cmd *CommandDriver
+	mu  sync.Mutex // guards hdl
+	hdl *C.libzfs_handle_t
+}
+
+var lzcInit struct {
+	once sync.Once
+	err  error
+}
+
+// NewLZCDriver initializes libzfs_core and libzfs and returns the driver.
+// It fails (wrapping ErrUnsupported) without /dev/zfs.
+func NewLZCDriver() (Driver, error) {
+	lzcInit.once.Do(func() {
+		if rc := C.libzfs_core_init(); rc != 0 {
+			lzcInit.err = fmt.Errorf("zfs: libzfs_core_init: %w (%w)", syscall.Errno(rc), ErrUnsupported)
+		}
+	})
+	if lzcInit.err != nil {
+		return nil, lzcInit.err
+	}
+	h := C.libzfs_init()
+	if h == nil {
+		return nil, fmt.Errorf("zfs: libzfs_init failed (no /dev/zfs?): %w", ErrUnsupported)
+	}
+	return &LZCDriver{cmd: NewCommandDriver(), hdl: h}, nil
+}
+
+// Close releases the libzfs handle. The driver must not be used after.
+func (d *LZCDriver) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.hdl != nil {
+		C.libzfs_fini(d.hdl)
+		d.hdl = nil
+	}
+	return nil
+}
+
+// Name returns "libzfs_core".
+func (d *LZCDriver) Name() string { return "libzfs_core" }
+
+// errnoErr maps an errno from libzfs_core to the package's sentinels.
+func errnoErr(op, name string, rc C.int) error {
+	if rc == 0 {
+		return nil
+	}
+	e := syscall.Errno(rc)
+	var s error
+	switch e {
+	case syscall.ENOENT:
+		s = ErrNotFound
+	case syscall.EEXIST:
+		s = ErrExists
+	case syscall.ENOSPC, syscall.EDQUOT:
+		s = ErrNoSpace
+	case syscall.EBUSY:
+		s = ErrBusy
+	case syscall.ENAMETOOLONG:
+		s = ErrInvalidName
+	case syscall.ENOTSUP, syscall.ENOSYS:
+		s = ErrUnsupported
+	}
+	if s == nil {
+		return fmt.Errorf("zfs: %s %s: %w", op, name, e)
+	}
+	return fmt.Errorf("zfs: %s %s: %w (%w)", op, name, s, e)
+}
+
+// libzfsErr reports the libzfs handle's last error (call with d.mu held).
+func (d *LZCDriver) libzfsErr(op, name string) error {
+	desc := C.GoString(C.libzfs_error_description(d.hdl))
+	code := int(C.libzfs_errno(d.hdl))
+	var s error
+	switch code {
+	case C.EZFS_NOENT:
+		s = ErrNotFound
+	case C.EZFS_EXISTS:
+		s = ErrExists
+	case C.EZFS_NOSPC:
+		s = ErrNoSpace
+	case C.EZFS_BUSY, C.EZFS_MOUNTFAILED, C.EZFS_UMOUNTFAILED:
+		s = ErrBusy
+	case C.EZFS_INVALIDNAME, C.EZFS_BADPROP, C.EZFS_PROPREADONLY, C.EZFS_PROPTYPE:
+		s = ErrInvalidName
+	}
+	if s == nil {
+		return fmt.Errorf("zfs: %s %s: %s (libzfs error %d)", op, name, desc, code)
+	}
+	return fmt.Errorf("zfs: %s %s: %w: %s", op, name, s, desc)
+}
+
+type cstrs []*C.char
+
+func (c *cstrs) add(s string) *C.char { p := C.CString(s); *c = append(*c, p); return p }
+func (c cstrs) free() {
+	for _, p := range c {
+		C.free(unsafe.Pointer(p))
+	}
+}
+
+// propsNVL builds an nvlist of string properties (nil for none).
+func propsNVL(props map[string]string, cs *cstrs) (*C.nvlist_t, error) {
+	if len(props) == 0 {
+		return nil, nil
+	}
+	if _, err := propArgs(props); err != nil {
+		return nil, err
+	}
+	l := C.tb_nvl()
+	for k, v := range props {
+		C.tb_add_str(l, cs.add(k), cs.add(v))
+	}
+	return l, nil
+}
+
+func ctxErr(ctx context.Context) error { return ctx.Err() }
+
+// Create calls lzc_create (after creating missing parents with the
+// command, if asked) and mounts the new filesystem through libzfs.
+func (d *LZCDriver) Create(ctx context.Context, name string, opts CreateOptions) error {
+	if err := ValidateDataset(name); err != nil {
+		return err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	if opts.Parents {
+		if err := d.ensureParents(ctx, name); err != nil {
+			return err
+		}
+	}
+	var cs cstrs
+	defer cs.free()
+	props, err := propsNVL(opts.Props, &cs)
+	if err != nil {
+		return err
+	}
+	defer C.tb_free(props)
+	if err := errnoErr("create", name, C.lzc_create(cs.add(name), C.LZC_DATSET_TYPE_ZFS, props, nil, 0)); err != nil {
+		return err
+	}
+	return d.mount(name)
+}
+
+func (d *LZCDriver) ensureParents(ctx context.Context, name string) error {
+	p := Parent(name)
+	if p == "" || !strings.Contains(p, "/") {
+		return nil
+	}
+	if ok, err := d.Exists(ctx, p); err != nil || ok {
+		return err
+	}
+	return d.cmd.Create(ctx, p, CreateOptions{Parents: true})
+}
+
+func (d *LZCDriver) mount(name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	if C.tb_mount(d.hdl, cs) != 0 {
+		return d.libzfsErr("mount", name)
+	}
+	return nil
+}
+
+func (d *LZCDriver) unmount(name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	if C.tb_unmount(d.hdl, cs) != 0 {
+		return d.libzfsErr("unmount", name)
+	}
+	return nil
+}
+
+// Snapshot calls lzc_snapshot with user properties.
+func (d *LZCDriver) Snapshot(ctx context.Context, snap string, props map[string]string) error {
+	if err := ValidateSnapshot(snap); err != nil {
+		return err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	var cs cstrs
+	defer cs.free()
+	p, err := propsNVL(props, &cs)
+	if err != nil {
+		return err
+	}
+	defer C.tb_free(p)
+	return errnoErr("snapshot", snap, C.tb_snapshot(cs.add(snap), p))
+}
+
+// Clone calls lzc_clone and mounts the clone through libzfs.
+func (d *LZCDriver) Clone(ctx context.Context, snap, name string, opts CreateOptions) error {
+	if err := ValidateSnapshot(snap); err != nil {
+		return err
+	}
+	if err := ValidateDataset(name); err != nil {
+		return err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	if opts.Parents {
+		if err := d.ensureParents(ctx, name); err != nil {
+			return err
+		}
+	}
+	var cs cstrs
+	defer cs.free()
+	props, err := propsNVL(opts.Props, &cs)
+	if err != nil {
+		return err
+	}
+	defer C.tb_free(props)
+	if err := errnoErr("clone", snap+" "+name, C.lzc_clone(cs.add(name), cs.add(snap), props)); err != nil {
+		return err
+	}
+	return d.mount(name)
+}
+
+// Rollback calls lzc_rollback_to, which refuses (ErrNotNewest) unless
+// snap is the newest snapshot.
+func (d *LZCDriver) Rollback(ctx context.Context, snap string) error {
+	if err := ValidateSnapshot(snap); err != nil {
+		return err
+	}
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	fs, _, _ := SplitSnapshot(snap)
+	var cs cstrs
+	defer cs.free()
+	rc := C.lzc_rollback_to(cs.add(fs), cs.add(snap))
+	if syscall.Errno(rc) == syscall.EXDEV {
+		return fmt.Errorf("zfs: rollback %s: %w", snap, ErrNotNewest)
+	}
+	return errnoErr("rollback", snap, rc)
+}
+
+// Rename calls lzc_rename for snapshots and uses the command for
+// filesystems (which need unmounting and remounting).
+func (d *LZCDriver) Rename(ctx context.Context, from, to string) error {
+	if err := ValidateName(from); err != nil {
+		return err
+	}
+	if err := ValidateName(to); err != nil {
+		return err
+	}
+	if !strings.Contains(from, "@") {
+		return d.cmd.Rename(ctx, from, to)
+	}
+	var cs cstrs
+	defer cs.free()
+	return errnoErr("rename", from, C.lzc_rename(cs.add(from), cs.add(to)))
+}
+
+// Promote calls lzc_promote.
+func (d *LZCDriver) Promote(ctx context.Context, name string) error {
+	if err := ValidateDataset(name); err != nil {
+		return err
+	}
+	var cs cstrs
+	defer cs.free()
+	rc := C.tb_promote(cs.add(name))
+	if syscall.Errno(rc) == syscall.EINVAL {
+		return fmt.Errorf("zfs: promote %s: not a clone: %w", name, ErrBusy)
+	}
+	return errnoErr("promote", name, rc)
+}
+
+// Destroy calls lzc_destroy_snaps for a snapshot (deferred if asked) or
+// unmounts and lzc_destroy's a filesystem; Recursive uses the command.
+func (d *LZCDriver) Destroy(ctx context.Context, name string, opts DestroyOptions) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if opts.Recursive {
+		return d.cmd.Destroy(ctx, name, opts)
+	}
+	var cs cstrs
+	defer cs.free()
+	if strings.Contains(name, "@") {
+		def := C.int(0)
+		if opts.Defer {
+			def = 1
+		}
+		if C.lzc_exists(cs.add(name)) == C.B_FALSE {
+			return fmt.Errorf("zfs: destroy %s: %w", name, ErrNotFound)
+		}
+		return errnoErr("destroy", name, C.tb_destroy_snap(cs.add(name), def))
+	}
+	if opts.Defer {
+		return fmt.Errorf("%w: deferred destroy of %q: only snapshots can be deferred", ErrInvalidName, name)
+	}
+	if err := d.unmount(name); err != nil {
+		return err
+	}
+	return errnoErr("destroy", name, C.lzc_destroy(cs.add(name)))
+}
+
+// SetProps sets properties through libzfs (zfs_prop_set_list), which
+// unmounts and remounts on a mountpoint change.
+func (d *LZCDriver) SetProps(ctx context.Context, name string, props map[string]string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	var cs cstrs
+	defer cs.free()
+	l, err := propsNVL(props, &cs)
+	if err != nil || l == nil {
+		return err
+	}
+	defer C.tb_free(l)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if C.tb_set(d.hdl, cs.add(name), l) != 0 {
+		return d.libzfsErr("set", name)
+	}
+	return nil
+}
+
+// Get uses the zfs command (see the type's documentation).
+func (d *LZCDriver) Get(ctx context.Context, names []string, props []string, depth int) ([]Dataset, error) {
+	return d.cmd.Get(ctx, names, props, depth)
+}
+
+// Exists calls lzc_exists.
+func (d *LZCDriver) Exists(ctx context.Context, name string) (bool, error) {
+	if err := ValidateName(name); err != nil {
+		return false, err
+	}
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	return C.lzc_exists(cs) != C.B_FALSE, nil
+}
+
+// Hold calls lzc_hold (a hold that outlives the process: no cleanup fd).
+func (d *LZCDriver) Hold(ctx context.Context, snap, tag string) error {
+	if err := ValidateSnapshot(snap); err != nil {
+		return err
+	}
+	if err := ValidateComponent(tag); err != nil {
+		return err
+	}
+	var cs cstrs
+	defer cs.free()
+	return errnoErr("hold", snap, C.tb_hold(cs.add(snap), cs.add(tag)))
+}
+
+// Release calls lzc_release.
+func (d *LZCDriver) Release(ctx context.Context, snap, tag string) error {
+	if err := ValidateSnapshot(snap); err != nil {
+		return err
+	}
+	if err := ValidateComponent(tag); err != nil {
+		return err
+	}
+	var cs cstrs
+	defer cs.free()
+	return errnoErr("release", snap, C.tb_release(cs.add(snap), cs.add(tag)))
+}
+
+// Holds calls lzc_get_holds.
+func (d *LZCDriver) Holds(ctx context.Context, snap string) ([]string, error) {
+	if err := ValidateSnapshot(snap); err != nil {
+		return nil, err
+	}
+	var cs cstrs
+	defer cs.free()
+	buf := (*C.char)(C.malloc(64 << 10))
+	defer C.free(unsafe.Pointer(buf))
+	if err := errnoErr("holds", snap, C.tb_holds(cs.add(snap), buf, 64<<10)); err != nil {
+		return nil, err
+	}
+	var tags []string
+	b := C.GoBytes(unsafe.Pointer(buf), 64<<10)
+	for _, t := range strings.Split(string(b), "\x00") {
+		if t == "" {
+			break
+		}
+		tags = append(tags, t)
+	}
+	return tags, nil
+}
+
+var _ Driver = (*LZCDriver)(nil)
