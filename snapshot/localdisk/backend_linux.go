@@ -384,6 +384,12 @@ func (b *Backend) dropTree(path, parent string) error {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
+		if errors.Is(err, unix.ENOSPC) {
+			// No room even for a new directory entry: delete in place,
+			// which frees space. Not atomic, but the full-disk case must
+			// be able to make room.
+			return removeTree(path)
+		}
 		return err
 	}
 	if err := b.syncDir(parent); err != nil {
