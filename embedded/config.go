@@ -59,15 +59,32 @@ type Config struct {
 	Storage snapshot.Backend
 	// StorageBackend names the backend when Storage is nil.
 	StorageBackend StorageBackend
+	// StorageRoot is where a backend opened by name keeps its data:
+	// localdisk default StateDir/storage; btrfs a directory on a mounted
+	// btrfs filesystem (default StateDir/btrfs); zfs the mount root of
+	// the datasets (default StateDir/zfs).
+	StorageRoot string
+	// ZFSDataset is the parent dataset of the zfs backend (e.g.
+	// tank/turnbox); required for it.
+	ZFSDataset string
 	// Runtime is the container runtime. If nil, one is made by
 	// ContainerRuntime (default none).
 	Runtime container.Runtime
-	// ContainerRuntime names the runtime when Runtime is nil.
+	// ContainerRuntime names the runtime when Runtime is nil. Empty means
+	// gvisor when it can run here (root, runsc on PATH, the agent binary
+	// found), else none with a warning.
 	ContainerRuntime ContainerRuntime
+	// RuntimeRoot is the runtime's state directory (default
+	// StateDir/runtime/<kind>).
+	RuntimeRoot string
+	// AgentPath is the turnbox-agent binary for isolated runtimes
+	// (default: $TURNBOX_AGENT, next to the executable, or on PATH).
+	AgentPath string
 	// ImagesDir holds base root filesystems by name (ImagesDir/<name>);
 	// used by isolated runtimes. Default StateDir/images.
 	ImagesDir string
-	// DefaultImage is the image of sessions whose config names none.
+	// DefaultImage is the image of sessions whose config names none
+	// (default DefaultImage, built from busybox when missing).
 	DefaultImage string
 	// ToolTimeout is the default bound of a tool call (DefaultToolTimeout).
 	ToolTimeout time.Duration
@@ -97,9 +114,6 @@ func (c *Config) setDefaults() error {
 	c.StateDir = abs
 	if c.StorageBackend == "" {
 		c.StorageBackend = StorageBackendLocalDisk
-	}
-	if c.ContainerRuntime == "" {
-		c.ContainerRuntime = ContainerRuntimeNone
 	}
 	if c.ImagesDir == "" {
 		c.ImagesDir = filepath.Join(c.StateDir, "images")

@@ -23,6 +23,9 @@ func newHost(t *testing.T, cfg embedded.Config) *embedded.Host {
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
 	}
+	if cfg.ContainerRuntime == "" {
+		cfg.ContainerRuntime = embedded.ContainerRuntimeNone
+	}
 	h, err := embedded.NewHost(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +52,7 @@ func call(t *testing.T, e environment.Environment, p environment.ToolParams) *en
 func TestRecoveryAfterReopen(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	h, err := embedded.NewHost(ctx, embedded.Config{StateDir: dir, Logger: quietLogger()})
+	h, err := embedded.NewHost(ctx, embedded.Config{StateDir: dir, Logger: quietLogger(), ContainerRuntime: embedded.ContainerRuntimeNone})
 	if err != nil {
 		t.Fatal(err)
 	}

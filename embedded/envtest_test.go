@@ -13,7 +13,7 @@ import (
 // TestConformance runs the environment conformance suite against an
 // embedded host with the default storage (localdisk) and runtime (none).
 func TestConformance(t *testing.T) {
-	host, err := embedded.NewHost(t.Context(), embedded.Config{StateDir: t.TempDir()})
+	host, err := embedded.NewHost(t.Context(), embedded.Config{StateDir: t.TempDir(), ContainerRuntime: embedded.ContainerRuntimeNone})
 	if err != nil {
 		t.Fatal(err)
 	}

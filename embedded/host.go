@@ -54,14 +54,14 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	h.ledger = ledger
 	if h.storage = cfg.Storage; h.storage == nil {
-		if h.storage, err = openStorage(ctx, &cfg); err != nil {
+		if h.storage, err = openStorage(ctx, &h.cfg); err != nil {
 			ledger.Close()
 			return nil, err
 		}
 		h.ownsData = true
 	}
 	if h.runtime = cfg.Runtime; h.runtime == nil {
-		if h.runtime, err = openRuntime(ctx, &cfg); err != nil {
+		if h.runtime, err = openRuntime(ctx, &h.cfg); err != nil {
 			ledger.Close()
 			if h.ownsData {
 				h.storage.Close()

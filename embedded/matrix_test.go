@@ -1,0 +1,83 @@
+package embedded_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/turnbox/turnbox/container/agent/agenttest"
+	"github.com/turnbox/turnbox/container/runc"
+	"github.com/turnbox/turnbox/embedded"
+	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/environment/envtest"
+	"github.com/turnbox/turnbox/internal/testenv"
+	"github.com/turnbox/turnbox/snapshot/btrfs/btrfstest"
+	"github.com/turnbox/turnbox/zfs/zfstest"
+)
+
+func TestMain(m *testing.M) {
+	runc.Init() // libcontainer re-executes this binary as each container's init
+	code := m.Run()
+	zfstest.Shutdown()
+	os.Exit(code)
+}
+
+// matrixConfig prepares a host config for a storage × runtime pair, or
+// skips (fails in CI) when a dependency is missing.
+func matrixConfig(t *testing.T, storage embedded.StorageBackend, rt embedded.ContainerRuntime) embedded.Config {
+	t.Helper()
+	cfg := embedded.Config{StateDir: t.TempDir(), StorageBackend: storage, ContainerRuntime: rt, Logger: quietLogger()}
+	switch rt {
+	case embedded.ContainerRuntimeGVisor:
+		testenv.RequireRoot(t)
+		testenv.RequireBinary(t, "runsc")
+		cfg.AgentPath = agenttest.Build(t)
+	case embedded.ContainerRuntimeRunc:
+		testenv.RequireRoot(t)
+		cfg.AgentPath = agenttest.Build(t)
+	}
+	switch storage {
+	case embedded.StorageBackendBtrfs:
+		cfg.StorageRoot = btrfstest.Mount(t, 1<<30)
+	case embedded.StorageBackendZFS:
+		cfg.ZFSDataset = zfstest.NewPool(t, 512<<20)
+	}
+	return cfg
+}
+
+// TestConformanceMatrix runs envtest against every storage × runtime pair
+// that runs on our machines (localdisk × none runs in envtest_test.go).
+func TestConformanceMatrix(t *testing.T) {
+	for _, c := range []struct {
+		storage embedded.StorageBackend
+		runtime embedded.ContainerRuntime
+	}{
+		{embedded.StorageBackendLocalDisk, embedded.ContainerRuntimeGVisor},
+		{embedded.StorageBackendLocalDisk, embedded.ContainerRuntimeRunc},
+		{embedded.StorageBackendBtrfs, embedded.ContainerRuntimeNone},
+		{embedded.StorageBackendBtrfs, embedded.ContainerRuntimeGVisor},
+		{embedded.StorageBackendBtrfs, embedded.ContainerRuntimeRunc},
+		{embedded.StorageBackendZFS, embedded.ContainerRuntimeNone},
+	} {
+		t.Run(string(c.storage)+"-"+string(c.runtime), func(t *testing.T) {
+			cfg := matrixConfig(t, c.storage, c.runtime)
+			h, err := embedded.NewHost(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				if err := h.Close(ctx); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+			if got := h.Capabilities(); string(got.Isolation) != string(c.runtime) || got.Storage != string(c.storage) {
+				t.Fatalf("capabilities %+v, want %s on %s", got, c.runtime, c.storage)
+			}
+			envtest.Run(t, func(t *testing.T) environment.Environment { return h.NewEnvironment() },
+				envtest.WithPropertyChecks(4))
+		})
+	}
+}
