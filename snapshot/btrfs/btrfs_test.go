@@ -124,6 +124,7 @@ func snaps(t *testing.T) func([]snapshot.Snapshot, error) []snapshot.Snapshot {
 // directories: work in progress that must not outlive a call.
 func leftovers(t *testing.T, b *btrfs.Backend) []string {
 	t.Helper()
+	b.WaitBackgroundForTest()
 	var out []string
 	for _, pat := range []string{"volumes/.*", "volumes/*/.*", "snapshots/.*"} {
 		m, err := filepath.Glob(filepath.Join(b.Root(), pat))
@@ -339,6 +340,7 @@ func TestRecover(t *testing.T) {
 	sub(filepath.Join(root, "snapshots", ".trash-4", "s1"))
 	sub(filepath.Join(root, "snapshots", "gone", "s1")) // its volume is gone
 	write(t, filepath.Join(root, "volumes", ".new-5", "plain"), "a plain directory")
+	sub(filepath.Join(root, "volumes", "halfmade", ".rollback-6")) // no workspace
 
 	b = openBackend(t, root)
 	wantTree(t, root, want, "root after recovery")

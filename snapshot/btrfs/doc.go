@@ -8,7 +8,7 @@
 //
 //	volumes/<volume>/workspace     the volume's subvolume (Volume.Path)
 //	volumes/<volume>/.rollback-*   a rollback in progress (sibling of Path)
-//	volumes/.new-*                 a volume being created or cloned
+//	volumes/.trash-*               an old tree replaced by a rollback, being deleted
 //	snapshots/<volume>/<name>      read-only snapshots
 //
 // Names starting with '.' can never be volume or snapshot names, so work
@@ -17,8 +17,11 @@
 //
 // Costs: a snapshot (and a clone, and the snapshot inside a rollback) is
 // one transaction commit, whose floor is the device's flush latency; it
-// does not grow with the number of files. Deleting a subvolume returns at
-// once and the kernel frees its blocks in the background.
+// does not grow with the number of files. Deleting a subvolume unlinks it
+// at once and the kernel frees its blocks in the background, but the
+// ioctl first evicts the subvolume's cached inodes, which costs time in
+// proportion to the files recently used; Rollback therefore deletes the
+// old tree in the background.
 //
 // The filesystem must be mounted with -o flushoncommit, which makes every
 // transaction commit, and so every snapshot, include all data written
