@@ -69,6 +69,9 @@ type Backend struct {
 	mu     sync.Mutex
 	vols   map[string]*vol
 	closed atomic.Bool
+	// reaping tracks background destruction of discarded generations
+	// (see swap); cross-volume operations and Close wait for it.
+	reaping sync.WaitGroup
 }
 
 type vol struct {
@@ -153,6 +156,7 @@ func (b *Backend) Parent() string { return b.parent }
 // Close marks the backend closed. Data stays on disk and mounted.
 func (b *Backend) Close() error {
 	b.closed.Store(true)
+	b.reaping.Wait()
 	return nil
 }
 
@@ -502,8 +506,26 @@ func (b *Backend) swap(ctx context.Context, v *vol, a *gen, target string) error
 	b.mu.Unlock()
 	if drop {
 		// The old generation has no snapshots: nothing can depend on it
-		// and its content was discarded by this rollback.
-		b.destroyGen(context.WithoutCancel(ctx), v, a)
+		// and its content was discarded by this rollback. Destroy it in
+		// the background, off the rollback's latency; it is unmounted
+		// and no name refers to it any more.
+		b.mu.Lock()
+		for i, x := range v.gens {
+			if x == a {
+				v.gens = append(v.gens[:i:i], v.gens[i+1:]...)
+				break
+			}
+		}
+		b.mu.Unlock()
+		b.reaping.Add(1)
+		go func() {
+			defer b.reaping.Done()
+			if b.d.Destroy(context.Background(), a.ds, DestroyOptions{}) == nil {
+				b.mu.Lock()
+				b.forgetDeferredLocked(a.origin)
+				b.mu.Unlock()
+			}
+		}()
 	}
 	return nil
 }
@@ -639,6 +661,7 @@ func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 	}
 	b.opMu.Lock()
 	defer b.opMu.Unlock()
+	b.reaping.Wait()
 	b.mu.Lock()
 	v := b.vols[volume]
 	b.mu.Unlock()
