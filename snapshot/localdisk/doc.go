@@ -21,8 +21,9 @@
 // a snapshot is written to a temporary directory, fsynced and renamed, so
 // it is durable and complete once Snapshot returns; Rollback copies the
 // snapshot next to Path and exchanges the two with renameat2
-// RENAME_EXCHANGE, so Path (and the directory holding it) never changes
-// identity and a failed rollback leaves the content as it was; CloneVolume
+// RENAME_EXCHANGE, so Path always names a complete tree, the directory
+// holding it is never replaced (a sandbox binds that directory), and a
+// failed rollback leaves the content as it was; CloneVolume
 // builds the new volume aside and renames it in. Running out of space
 // during a copy removes the partial copy and returns an error wrapping
 // snapshot.ErrNoSpace. New removes whatever a crash left half-done.
