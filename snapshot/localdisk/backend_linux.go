@@ -307,7 +307,8 @@ func (b *Backend) CloneVolume(ctx context.Context, volume, srcVolume, srcSnapsho
 	}
 	src := filepath.Join(b.snapDir(srcVolume, srcSnapshot), treeDir)
 	err = b.makeVolume(volume, func(ws string) error {
-		return b.copyTree(ctx, src, ws)
+		_, err := b.copyTree(ctx, src, ws)
+		return err
 	})
 	if err != nil {
 		return snapshot.Volume{}, err
@@ -437,10 +438,11 @@ func (b *Backend) Snapshot(ctx context.Context, volume, name string) (snapshot.S
 			return err
 		}
 		created := time.Now()
-		if err := b.copyTree(ctx, b.volumePath(volume), filepath.Join(tmp, treeDir)); err != nil {
+		usage, err := b.copyTree(ctx, b.volumePath(volume), filepath.Join(tmp, treeDir))
+		if err != nil {
 			return err
 		}
-		m := meta{Version: 1, Seq: seq + 1, CreatedAt: created.UTC(), SizeBytes: diskUsage(filepath.Join(tmp, treeDir))}
+		m := meta{Version: 1, Seq: seq + 1, CreatedAt: created.UTC(), SizeBytes: usage}
 		if err := b.writeMeta(filepath.Join(tmp, metaFile), m); err != nil {
 			return err
 		}
@@ -565,7 +567,7 @@ func (b *Backend) Rollback(ctx context.Context, volume, name string) error {
 	}
 	dir, ws := b.volumeDir(volume), b.volumePath(volume)
 	tmp := filepath.Join(dir, tmpName(tmpPrefix))
-	if err := b.copyTree(ctx, filepath.Join(b.snapDir(volume, name), treeDir), tmp); err != nil {
+	if _, err := b.copyTree(ctx, filepath.Join(b.snapDir(volume, name), treeDir), tmp); err != nil {
 		removeTree(tmp)
 		return fmt.Errorf("localdisk: rollback of volume %q to %q: %w", volume, name, mapErr(err))
 	}

@@ -27,6 +27,9 @@ type copier struct {
 	root  bool   // euid 0: preserve owners
 	dev   uint64 // the source tree's device: mount points inside are not crossed
 	links map[[2]uint64]string
+	// usage is the disk usage of the source entries copied (like du:
+	// allocated blocks, hard-linked inodes once).
+	usage int64
 	// toSync lists the files and directories written, fsynced together
 	// once the copy is complete (see syncAll).
 	toSync []string
@@ -37,21 +40,22 @@ type copier struct {
 // as root), modification times, symlinks, hard links, empty directories
 // and special files (devices only with the privilege to make them). Files
 // that vanish while the copy runs are left out. Every file and directory
-// is fsynced unless WithoutSync.
-func (b *Backend) copyTree(ctx context.Context, src, dst string) error {
+// is fsynced unless WithoutSync. It returns the disk usage of what it
+// copied, measured on the source (the size of a full copy).
+func (b *Backend) copyTree(ctx context.Context, src, dst string) (int64, error) {
 	c := &copier{ctx: ctx, b: b, root: os.Geteuid() == 0, links: map[[2]uint64]string{}}
 	var st unix.Stat_t
 	if err := unix.Lstat(src, &st); err != nil {
-		return &os.PathError{Op: "lstat", Path: src, Err: err}
+		return 0, &os.PathError{Op: "lstat", Path: src, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return fmt.Errorf("copy %s: not a directory", src)
+		return 0, fmt.Errorf("copy %s: not a directory", src)
 	}
 	c.dev = st.Dev
 	if err := c.dir(src, dst, &st); err != nil {
-		return err
+		return 0, err
 	}
-	return c.syncAll()
+	return c.usage, c.syncAll()
 }
 
 // syncAll fsyncs every file and directory the copy wrote. Deferring the
@@ -180,6 +184,7 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t) error {
 // finish sets owner, extended attributes (from src), mode and times on
 // dst from st, and queues dst for fsync if sync.
 func (c *copier) finish(src, dst string, st *unix.Stat_t, sync bool) error {
+	c.usage += st.Blocks * 512
 	typ := st.Mode & unix.S_IFMT
 	if c.root {
 		if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
