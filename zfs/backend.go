@@ -147,6 +147,10 @@ var _ snapshot.Backend = (*Backend)(nil)
 // Kind returns "zfs".
 func (b *Backend) Kind() string { return "zfs" }
 
+// WaitIdle waits until background work (destroying generations a
+// rollback discarded) has finished.
+func (b *Backend) WaitIdle() { b.reaping.Wait() }
+
 // Driver returns the backend's driver.
 func (b *Backend) Driver() Driver { return b.d }
 

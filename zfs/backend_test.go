@@ -126,6 +126,7 @@ func TestRollbackScheme(t *testing.T) {
 	}
 	want("2")
 	// g2 had no snapshots: it is gone.
+	b.WaitIdle()
 	if ok, _ := b.Driver().Exists(ctx, g2); ok {
 		t.Errorf("snapshot-less generation %s survived a swap", g2)
 	}
