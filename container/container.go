@@ -138,6 +138,9 @@ var (
 	ErrUnsupported = errors.New("not supported by this runtime")
 	// ErrNotRunning: the sandbox has stopped or died.
 	ErrNotRunning = errors.New("sandbox not running")
+	// ErrPaused: the sandbox is paused; Exec does not start commands in a
+	// frozen sandbox.
+	ErrPaused = errors.New("sandbox paused")
 	// ErrRuntimeMissing: the runtime's binary or kernel support is absent.
 	ErrRuntimeMissing = errors.New("container runtime not available")
 	// ErrInvalidSpec: a Spec or Process is malformed.

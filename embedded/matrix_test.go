@@ -81,3 +81,32 @@ func TestConformanceMatrix(t *testing.T) {
 		})
 	}
 }
+
+// TestCommandsAfterSnapshots is the agent's inner loop on each isolated
+// runtime: write, snapshot (freeze, snapshot, thaw), then run commands at
+// once. Freezing part of a gVisor sandbox through its cgroup crashed the
+// next command ("Segmentation fault", "Killed"); this catches that class.
+func TestCommandsAfterSnapshots(t *testing.T) {
+	for _, rt := range []embedded.ContainerRuntime{embedded.ContainerRuntimeGVisor, embedded.ContainerRuntimeRunc} {
+		t.Run(string(rt), func(t *testing.T) {
+			cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, rt)
+			h := newHost(t, cfg)
+			ctx := context.Background()
+			e, err := h.CreateSession(ctx, environment.SessionConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Destroy(ctx)
+			for i := range 8 {
+				call(t, e, environment.BashParams{Command: "mkdir -p src/a && echo x > src/a/f && echo more >> notes.txt"})
+				if _, err := e.TurnComplete(ctx, ""); err != nil {
+					t.Fatal(err)
+				}
+				resp := call(t, e, environment.BashParams{Command: "rm -rf src && ls -A | wc -l"})
+				if resp.IsError || resp.ExitCode != 0 {
+					t.Fatalf("turn %d: command after a snapshot failed: exit %d: %q", i, resp.ExitCode, resp.Content)
+				}
+			}
+		})
+	}
+}

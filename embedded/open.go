@@ -2,6 +2,8 @@ package embedded
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -97,9 +99,17 @@ func openRuntime(_ context.Context, cfg *Config) (container.Runtime, error) {
 	var err error
 	switch cfg.ContainerRuntime {
 	case ContainerRuntimeNone:
-		rt, err = none.New(none.WithLogger(cfg.Logger))
+		// One cgroup root per host (keyed by its state directory): a host
+		// reaps only its own orphans, never another host's sandboxes.
+		sum := sha256.Sum256([]byte(cfg.StateDir))
+		cg := filepath.Join(none.DefaultCgroupRoot, hex.EncodeToString(sum[:6]))
+		rt, err = none.New(none.WithLogger(cfg.Logger), none.WithCgroupRoot(cg))
 	case ContainerRuntimeGVisor:
-		rt, err = gvisor.New(gvisor.WithRoot(root), gvisor.WithAgent(cfg.AgentPath))
+		// runsc's own pause, not a direct cgroup freeze: freezing the
+		// sandbox's cgroup crashed the next command after a thaw
+		// (TestCommandsAfterSnapshots), so correctness wins over the
+		// faster path until that is understood.
+		rt, err = gvisor.New(gvisor.WithRoot(root), gvisor.WithAgent(cfg.AgentPath), gvisor.WithCgroupFreezer(false))
 	case ContainerRuntimeRunc:
 		rt, err = runc.New(root, runc.WithAgent(cfg.AgentPath))
 	default:

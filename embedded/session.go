@@ -377,6 +377,9 @@ func (s *session) bash(ctx context.Context, callID string, p environment.BashPar
 	st.done = true
 	st.mu.Unlock()
 	if err != nil {
+		if errors.Is(err, container.ErrPaused) {
+			return fmt.Errorf("%w: session %s was paused as the call started", environment.ErrNotActive, s.id)
+		}
 		if errors.Is(err, container.ErrNotRunning) && s.life.Err() == nil {
 			s.h.log.Error("sandbox died during a tool call; session failed", "session", s.id, "err", err)
 			s.setState(environment.StateFailed)

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/exp/zapslog"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/turnbox/turnbox/container/runc"
 	"github.com/turnbox/turnbox/embedded"
 )
 
@@ -25,6 +26,9 @@ type globals struct {
 	storage  string
 	runtime  string
 	image    string
+	root     string
+	dataset  string
+	agent    string
 	logLevel string
 	logJSON  bool
 	logger   *slog.Logger
@@ -44,6 +48,7 @@ func defaultStateDir() string {
 }
 
 func main() {
+	runc.Init() // libcontainer re-executes this binary as each runc sandbox's init
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "turnbox",
@@ -63,12 +68,15 @@ func main() {
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.stateDir, "state-dir", defaultStateDir(), "host state directory (ledger, localdisk data, images); env TURNBOX_STATE_DIR")
 	pf.StringVar(&g.storage, "storage", string(embedded.StorageBackendLocalDisk), "storage backend: localdisk|btrfs|zfs")
-	pf.StringVar(&g.runtime, "runtime", string(embedded.ContainerRuntimeNone), "container runtime: none|gvisor|runc")
-	pf.StringVar(&g.image, "image", "", "default image for isolated runtimes (a name under <state-dir>/images)")
+	pf.StringVar(&g.runtime, "runtime", "", "container runtime: gvisor|runc|none (default: gvisor when runsc and turnbox-agent are present and running as root, else none)")
+	pf.StringVar(&g.image, "image", "", "default image for isolated runtimes (a name under <state-dir>/images; default busybox, built on demand)")
+	pf.StringVar(&g.root, "storage-root", "", "storage directory (btrfs: a directory on a mounted btrfs filesystem)")
+	pf.StringVar(&g.dataset, "zfs-dataset", "", "parent ZFS dataset for --storage zfs (e.g. tank/turnbox)")
+	pf.StringVar(&g.agent, "agent", "", "turnbox-agent binary (default: $TURNBOX_AGENT, next to turnbox, or on PATH)")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug|info|warn|error")
 	pf.BoolVar(&g.logJSON, "log-json", false, "log as JSON")
 
-	root.AddCommand(demoCmd(g), sessionCmd(g), benchCmd(g))
+	root.AddCommand(demoCmd(g), sessionCmd(g), benchCmd(g), imageCmd(g))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -100,6 +108,9 @@ func (g *globals) openHost(ctx context.Context) (*embedded.Host, error) {
 		StorageBackend:   embedded.StorageBackend(g.storage),
 		ContainerRuntime: embedded.ContainerRuntime(g.runtime),
 		DefaultImage:     g.image,
+		StorageRoot:      g.root,
+		ZFSDataset:       g.dataset,
+		AgentPath:        g.agent,
 		Logger:           g.logger,
 	})
 }

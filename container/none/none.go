@@ -160,7 +160,15 @@ type sandbox struct {
 	spec   container.Spec
 	cgroup string // "" without cgroups
 
-	seq     atomic.Uint64
+	seq atomic.Uint64
+	// startMu orders process creation against freezing: Exec holds it for
+	// reading from its checks until the child has exec'd, Pause for
+	// writing. A child cloned into a frozen cgroup would never reach exec,
+	// and the Go thread waiting for it could never be stopped, hanging
+	// the whole process.
+	startMu sync.RWMutex
+	paused  bool // guarded by startMu
+
 	mu      sync.Mutex
 	procs   map[int]struct{} // pgids of running commands (fallback kill)
 	stopped bool
@@ -211,6 +219,16 @@ func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 	if err != nil {
 		return container.ExitStatus{}, err
 	}
+	s.startMu.RLock()
+	started := false
+	defer func() {
+		if !started {
+			s.startMu.RUnlock()
+		}
+	}()
+	if s.paused {
+		return container.ExitStatus{}, fmt.Errorf("none: sandbox %s: %w", s.spec.ID, container.ErrPaused)
+	}
 	s.mu.Lock()
 	stopped := s.stopped
 	s.mu.Unlock()
@@ -256,6 +274,8 @@ func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 		}
 		return container.ExitStatus{}, fmt.Errorf("none: starting %q: %w", p.Args[0], err)
 	}
+	started = true
+	s.startMu.RUnlock()
 	pgid := cmd.Process.Pid
 	s.mu.Lock()
 	s.procs[pgid] = struct{}{}
@@ -342,9 +362,14 @@ func (s *sandbox) freeze(ctx context.Context, frozen bool) error {
 	if frozen {
 		v, want = "1", "frozen 1"
 	}
+	// No Exec may be between its checks and its child's exec while the
+	// cgroup freezes (see startMu).
+	s.startMu.Lock()
+	defer s.startMu.Unlock()
 	if err := os.WriteFile(filepath.Join(s.cgroup, "cgroup.freeze"), []byte(v), 0); err != nil {
 		return fmt.Errorf("none: freeze=%s on %s: %w", v, s.spec.ID, err)
 	}
+	s.paused = frozen
 	// The write returns before every task has stopped; wait for the
 	// kernel to report the cgroup settled.
 	return pollEvents(ctx, s.cgroup, want)

@@ -3,6 +3,7 @@ package none_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,4 +154,41 @@ func alive(pid string) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// Pause racing the start of commands must neither hang the process (a
+// child cloned into a frozen cgroup never execs) nor start a command in a
+// frozen sandbox: each Exec either runs or fails with ErrPaused.
+func TestPauseRacingExec(t *testing.T) {
+	testenv.RequireRoot(t)
+	rt, sb, _ := start(t)
+	testenv.Require(t, rt.CgroupsEnabled(), "a writable cgroup v2 hierarchy")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		for i := 0; i < 200 && ctx.Err() == nil; i++ {
+			if _, err := sb.Exec(ctx, container.Process{Args: []string{"true"}}); err != nil && !errors.Is(err, container.ErrPaused) {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := 0; i < 100; i++ {
+		if err := sb.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := sb.Resume(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Exec hung while racing Pause")
+	}
 }
