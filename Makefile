@@ -29,8 +29,10 @@ lint:
 	$(GO) vet ./...
 	staticcheck ./...
 
+# zfs-fuse is one daemon per machine: the run owns it, not a test binary.
 unit:
-	$(GO) test $(TESTFLAGS) ./...
+	@bash scripts/zfs-fuse.sh start
+	@status=0; $(GO) test $(TESTFLAGS) ./... || status=$$?; bash scripts/zfs-fuse.sh stop; exit $$status
 
 bench: build
 	$(BIN)/turnbox bench --files 10000 --n 30
