@@ -521,3 +521,14 @@ func fill(t *testing.T, dir string) {
 	}
 	syscall.Sync()
 }
+
+// TestRequiresFlushOnCommit checks New refuses a filesystem mounted
+// without flushoncommit unless told the caller quiesces writers.
+func TestRequiresFlushOnCommit(t *testing.T) {
+	fsys := btrfstest.MountFS(t, 256<<20, "")
+	root := filepath.Join(fsys.Dir, "tb")
+	if _, err := btrfs.New(root); !errors.Is(err, snapshot.ErrUnsupported) || !strings.Contains(err.Error(), "flushoncommit") {
+		t.Fatalf("New without flushoncommit: %v, want ErrUnsupported naming flushoncommit", err)
+	}
+	openBackend(t, root, btrfs.WithoutFlushOnCommit())
+}

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	cbtrfs "github.com/containerd/btrfs/v2"
 	"golang.org/x/sys/unix"
@@ -58,16 +60,28 @@ func SyncFS(path string) error {
 	return unix.Syncfs(int(f.Fd()))
 }
 
-// Settle syncs the filesystem holding path and waits until btrfs has
-// cleaned every deleted subvolume (`btrfs subvolume sync`), so that one
-// benchmark's background work does not land in the next one's timing.
+// Settle commits the filesystem holding path and waits until btrfs has
+// cleaned every deleted subvolume, so that one benchmark's background work
+// does not land in the next one's timing. (`btrfs subvolume sync` would
+// do, but polls once a second and the cleaner only runs after a commit.)
 func Settle(tb testing.TB, path string) {
 	tb.Helper()
-	if err := SyncFS(path); err != nil {
-		tb.Fatal(err)
-	}
-	if out, err := exec.Command("btrfs", "subvolume", "sync", path).CombinedOutput(); err != nil {
-		tb.Fatalf("btrfs subvolume sync: %v: %s", err, out)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if err := SyncFS(path); err != nil {
+			tb.Fatal(err)
+		}
+		out, err := exec.Command("btrfs", "subvolume", "list", "-d", path).CombinedOutput()
+		if err != nil {
+			tb.Fatalf("btrfs subvolume list -d: %v: %s", err, out)
+		}
+		if len(strings.TrimSpace(string(out))) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("deleted subvolumes not cleaned after 2 minutes:\n%s", out)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

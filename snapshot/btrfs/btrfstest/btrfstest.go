@@ -134,17 +134,24 @@ func MountImage(dir string, size int64, options string) (FS, error) {
 }
 
 // Unmount unmounts the filesystem and detaches its loop device, retrying
-// for a few seconds while the mount is busy. The image file stays.
+// for a few seconds while the mount is busy (a file left open). If it
+// stays busy, Unmount detaches it lazily (umount -l: gone from the mount
+// table now, released when the last file closes) so nothing leaks, and
+// returns the error. The image file stays.
 func (fs FS) Unmount() error {
 	var err error
-	for i := 0; i < 50; i++ {
+	for i := 0; i < 30; i++ {
 		if _, err = run("umount", fs.Dir); err == nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	if err != nil {
-		return err
+		_, lerr := run("umount", "-l", fs.Dir)
+		// On a device still in use, losetup -d sets autoclear: it is
+		// detached when the lazy unmount completes.
+		_, derr := run("losetup", "-d", fs.Device)
+		return errors.Join(fmt.Errorf("filesystem busy, detached lazily: %w", err), lerr, derr)
 	}
 	_, err = run("losetup", "-d", fs.Device)
 	return err
