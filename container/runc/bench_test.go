@@ -73,7 +73,17 @@ func BenchmarkExec(b *testing.B) {
 		runcCmd := func(args ...string) *exec.Cmd {
 			return exec.Command(runcBin, append([]string{"--root", state}, args...)...)
 		}
-		if out, err := runcCmd("run", "-d", "--bundle", bundle, id).CombinedOutput(); err != nil {
+		// A detached container keeps its stdio: give it a file, not the
+		// pipe CombinedOutput would wait on.
+		logf, err := os.Create(filepath.Join(dir, "run.log"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer logf.Close()
+		run := runcCmd("run", "-d", "--bundle", bundle, id)
+		run.Stdout, run.Stderr = logf, logf
+		if err := run.Run(); err != nil {
+			out, _ := os.ReadFile(logf.Name())
 			b.Fatalf("runc run: %v\n%s", err, out)
 		}
 		b.Cleanup(func() {

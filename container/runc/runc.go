@@ -231,5 +231,7 @@ func (r *Runtime) Reap(ctx context.Context, keep map[string]bool) error {
 			errs = append(errs, fmt.Errorf("runc: reap %s: %w", id, err))
 		}
 	}
+	// Drop the runtime's cgroup parent if it is empty now.
+	r.forget("", nil)
 	return errors.Join(errs...)
 }

@@ -180,9 +180,7 @@ func TestTimeoutKillsTree(t *testing.T) {
 	t0 := time.Now()
 	var out bytes.Buffer
 	st, err := sb.Exec(context.Background(), container.Process{
-		// A background grandchild in its own session escapes a process
-		// group kill; the tree must die anyway.
-		Args:    []string{"sh", "-c", "sleep 1000 & setsid sleep 1001 & echo started; sleep 1002"},
+		Args:    []string{"sh", "-c", "sleep 1000 & (sleep 1001 &) ; echo started; sleep 1002"},
 		Timeout: 300 * time.Millisecond,
 		Stdout:  &out,
 	})
@@ -217,6 +215,29 @@ func TestTimeoutKillsTree(t *testing.T) {
 	st, err = sb.Exec(ctx, container.Process{Args: []string{"sleep", "1000"}})
 	if err != nil || !st.TimedOut {
 		t.Errorf("ctx deadline: %v %+v", err, st)
+	}
+}
+
+// TestTimeoutKillsSetsidDescendants: a descendant that left the
+// command's session (setsid) is still part of the command's tree and must
+// die with it. This is the agent's job (container/agent kills the
+// command's process group and session).
+func TestTimeoutKillsSetsidDescendants(t *testing.T) {
+	rt := newRuntime(t)
+	sb, _ := start(t, rt)
+	st, err := sb.Exec(context.Background(), container.Process{
+		Args:    []string{"sh", "-c", "setsid sleep 1001 & sleep 1002"},
+		Timeout: 300 * time.Millisecond,
+	})
+	if err != nil || !st.TimedOut {
+		t.Fatalf("Exec: %v %+v", err, st)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for sleepers(t, sb) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a setsid descendant survived the command's timeout: %s", mustRun(t, sb, "ps"))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

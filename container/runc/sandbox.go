@@ -474,6 +474,13 @@ func (r *Runtime) forget(id string, s *Sandbox) {
 	if cur, ok := r.live[id]; ok && cur == s {
 		delete(r.live, id)
 	}
+	if len(r.live) == 0 {
+		// No sandbox of this runtime is running or starting: drop the
+		// empty cgroup parent (rmdir fails harmlessly if it is not).
+		for _, d := range cgroupDirs(r.cgroupParent) {
+			_ = os.Remove(d)
+		}
+	}
 }
 
 // reapStale destroys a sandbox left by another (crashed) process.
