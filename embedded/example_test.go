@@ -1,0 +1,134 @@
+package embedded_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+
+	"github.com/turnbox/turnbox/embedded"
+	"github.com/turnbox/turnbox/environment"
+)
+
+// A host on localdisk storage and the none runtime, one session, one tool
+// call with streamed output, one snapshot. docs/getting-started.md shows
+// this function; cmd/turnbox's docs test keeps the two identical.
+func Example() {
+	ctx := context.Background()
+	dir, _ := os.MkdirTemp("", "turnbox-")
+	defer os.RemoveAll(dir)
+
+	host, err := embedded.NewHost(ctx, embedded.Config{
+		StateDir:         dir,                           // ledger and localdisk data
+		ContainerRuntime: embedded.ContainerRuntimeNone, // isolates NOTHING: development only
+		Logger:           slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer host.Close(ctx) // keeps every session's data; a new host on dir recovers them
+
+	env := host.NewEnvironment()
+	if err := env.Create(ctx, environment.SessionConfig{}); err != nil {
+		log.Fatal(err)
+	}
+	req, _ := environment.NewToolRequest("call-1", environment.BashParams{Command: "echo hi | tee a.txt"})
+	resp, err := env.ExecuteTool(ctx, req, func(p environment.ToolProgress) { fmt.Printf("[%s] %s", p.Stream, p.Data) })
+	if err != nil {
+		log.Fatal(err)
+	}
+	turn1, err := env.TurnComplete(ctx, "first turn") // quiesce, snapshot, thaw
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("exit", resp.ExitCode, "snapshot turn", turn1.Turn)
+	// Output:
+	// [stdout] hi
+	// exit 0 snapshot turn 1
+}
+
+// A whole session: file and shell tools, a snapshot per turn, rollback to
+// an older turn (the newer one survives), and a fork that is independent
+// of its parent.
+func Example_session() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "turnbox-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	host, err := embedded.NewHost(ctx, embedded.Config{
+		StateDir:         dir,
+		ContainerRuntime: embedded.ContainerRuntimeNone, // isolates NOTHING: development only
+		Logger:           slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer host.Close(ctx)
+
+	// run executes one tool call on env and returns its output.
+	run := func(env environment.Environment, p environment.ToolParams) string {
+		req, err := environment.NewToolRequest("call", p)
+		if err != nil {
+			log.Fatal(err)
+		}
+		resp, err := env.ExecuteTool(ctx, req, nil)
+		if err != nil {
+			log.Fatal(err)
+		}
+		return resp.Content
+	}
+
+	env := host.NewEnvironment()
+	if err := env.Create(ctx, environment.SessionConfig{}); err != nil {
+		log.Fatal(err)
+	}
+	defer env.Destroy(ctx) // deletes the session's workspace and snapshots
+
+	// Turn 1: write a file with a file tool, change it with a command.
+	fmt.Println(run(env, environment.WriteFileParams{Path: "notes.txt", Content: "one\n"}))
+	fmt.Print(run(env, environment.BashParams{Command: "echo two >> notes.txt && wc -l < notes.txt"}))
+	turn1, err := env.TurnComplete(ctx, "notes written")
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// Turn 2: the agent breaks something.
+	run(env, environment.BashParams{Command: "rm notes.txt"})
+	turn2, err := env.TurnComplete(ctx, "")
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	// Roll back to turn 1. Turn 2's snapshot survives: Rollback(turn2.ID)
+	// would go forward again.
+	if err := env.Rollback(ctx, turn1.ID); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(run(env, environment.ReadFileParams{Path: "notes.txt"}))
+	snaps, _ := env.ListSnapshots(ctx)
+	for _, s := range snaps {
+		fmt.Printf("turn %d %q\n", s.Turn, s.Name)
+	}
+
+	// Fork turn 2 into a new session; the two workspaces are independent.
+	fork, err := env.Fork(ctx, turn2.ID, environment.SessionConfig{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer fork.Destroy(ctx)
+	fmt.Print(run(fork, environment.BashParams{Command: "ls; echo fork > f.txt; echo exit $?"}))
+	fmt.Println(run(env, environment.ListFilesParams{Pattern: "*.txt"}))
+	// Output:
+	// wrote 4 bytes to notes.txt
+	// 2
+	// one
+	// two
+	// turn 1 "notes written"
+	// turn 2 ""
+	// exit 0
+	// notes.txt
+}
