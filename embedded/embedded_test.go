@@ -166,3 +166,56 @@ func TestBadInputChangesNothing(t *testing.T) {
 		t.Fatal("write escaped the workspace")
 	}
 }
+
+func TestMetrics(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t, embedded.Config{})
+	e, err := h.CreateSession(ctx, environment.SessionConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call(t, e, environment.BashParams{Command: "true"})
+	call(t, e, environment.BashParams{Command: "exit 3"})
+	call(t, e, environment.ReadFileParams{Path: "missing.txt"})
+	if _, err := e.ExecuteTool(ctx, environment.ToolRequest{ToolName: "nope", Input: []byte(`{}`)}, nil); err == nil {
+		t.Fatal("unknown tool accepted")
+	}
+	if _, err := e.TurnComplete(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	families, err := h.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "," + l.GetName() + "=" + l.GetValue()
+			}
+			switch {
+			case m.Counter != nil:
+				got[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				got[key] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				got[key] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	for key, want := range map[string]float64{
+		"turnbox_sessions": 1,
+		"turnbox_tool_calls_total,outcome=ok,tool=bash":              1,
+		"turnbox_tool_calls_total,outcome=tool_error,tool=bash":      1,
+		"turnbox_tool_calls_total,outcome=tool_error,tool=read_file": 1,
+		"turnbox_tool_calls_total,outcome=rejected,tool=invalid":     1,
+		"turnbox_operation_seconds,op=create":                        1,
+		"turnbox_operation_seconds,op=snapshot":                      1,
+		"turnbox_snapshot_freeze_seconds":                            1,
+	} {
+		if got[key] != want {
+			t.Errorf("%s = %v, want %v", key, got[key], want)
+		}
+	}
+}

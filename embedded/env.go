@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/turnbox/turnbox/environment"
 )
@@ -98,7 +99,7 @@ func (e *Environment) Pause(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.pause(ctx)
+	return timed(s, "pause", func() error { return s.pause(ctx) })
 }
 
 // Resume implements environment.Environment. On a failed session (its
@@ -108,7 +109,7 @@ func (e *Environment) Resume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.resume(ctx)
+	return timed(s, "resume", func() error { return s.resume(ctx) })
 }
 
 // Destroy implements environment.Environment.
@@ -120,7 +121,7 @@ func (e *Environment) Destroy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.destroy(ctx)
+	return timed(s, "destroy", func() error { return s.destroy(ctx) })
 }
 
 // ExecuteTool implements environment.Environment.
@@ -178,7 +179,7 @@ func (e *Environment) Rollback(ctx context.Context, snapshotID string) error {
 	if err != nil {
 		return err
 	}
-	return s.rollback(ctx, snapshotID)
+	return timed(s, "rollback", func() error { return s.rollback(ctx, snapshotID) })
 }
 
 // Fork implements environment.Forker: a new session starting from
@@ -192,4 +193,14 @@ func (e *Environment) Fork(ctx context.Context, snapshotID string, config enviro
 		return nil, fmt.Errorf("%w: %q is not a snapshot of session %s", environment.ErrSnapshotNotFound, snapshotID, s.id)
 	}
 	return e.host.Fork(ctx, snapshotID, config)
+}
+
+// timed runs op and records its latency when it succeeds.
+func timed(s *session, op string, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	if err == nil {
+		s.h.metrics.observe(op, start)
+	}
+	return err
 }

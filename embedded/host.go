@@ -31,6 +31,7 @@ type Host struct {
 	runtime container.Runtime
 	ledger  *snapshot.Ledger
 	caps    environment.Capabilities
+	metrics *metrics
 
 	mu       sync.Mutex
 	sessions map[string]*session // live (not destroyed) sessions
@@ -48,6 +49,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		return nil, err
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}}
+	h.metrics = newMetrics(h)
 	ledger, err := snapshot.OpenLedger(filepath.Join(cfg.StateDir, "ledger.db"))
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
@@ -290,8 +292,17 @@ func (h *Host) Fork(ctx context.Context, snapshotID string, cfg environment.Sess
 	return &Environment{host: h, id: s.id}, nil
 }
 
-func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig, _ string) (*session, error) {
+func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig, _ string) (s *session, err error) {
 	start := time.Now()
+	defer func() {
+		if err == nil {
+			op := "create"
+			if cfg.FromSnapshot != "" {
+				op = "fork"
+			}
+			h.metrics.observe(op, start)
+		}
+	}()
 	if cfg.SessionID == "" {
 		cfg.SessionID = newID()
 	} else if err := environment.ValidateID(cfg.SessionID); err != nil {
@@ -333,7 +344,7 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 		State: string(environment.StateCreating), Config: cfgJSON,
 		ParentSession: parent.Session, ParentSnapshot: cfg.FromSnapshot, CreatedAt: time.Now().UTC(),
 	}
-	s := h.newSession(rec, snapshot.Volume{})
+	s = h.newSession(rec, snapshot.Volume{})
 	h.sessions[id] = s
 	h.mu.Unlock()
 
@@ -352,7 +363,6 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 		return fail(fmt.Errorf("embedded: recording session: %w", err))
 	}
 	var vol snapshot.Volume
-	var err error
 	if cfg.FromSnapshot != "" {
 		vol, err = h.storage.CloneVolume(ctx, id, parent.Volume, parent.BackendName)
 	} else {

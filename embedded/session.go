@@ -234,13 +234,31 @@ func (s *session) toolTimeout(askedMS int64) time.Duration {
 func (s *session) execute(ctx context.Context, req environment.ToolRequest, onProgress func(environment.ToolProgress)) (*environment.ToolResponse, error) {
 	params, err := environment.ParseParams(req)
 	if err != nil {
+		s.h.metrics.toolCalls.WithLabelValues("invalid", "rejected").Inc()
 		return nil, err
 	}
 	end, err := s.begin()
 	if err != nil {
+		s.h.metrics.toolCalls.WithLabelValues(req.ToolName, "rejected").Inc()
 		return nil, err
 	}
 	defer end()
+	resp, err := s.run(ctx, req, params, onProgress)
+	outcome := "ok"
+	switch {
+	case err != nil:
+		outcome = "rejected"
+	case resp.IsError:
+		outcome = "tool_error"
+	}
+	s.h.metrics.toolCalls.WithLabelValues(req.ToolName, outcome).Inc()
+	if resp != nil {
+		s.h.metrics.opSeconds.WithLabelValues("exec_" + req.ToolName).Observe(resp.Duration.Seconds())
+	}
+	return resp, err
+}
+
+func (s *session) run(ctx context.Context, req environment.ToolRequest, params environment.ToolParams, onProgress func(environment.ToolProgress)) (*environment.ToolResponse, error) {
 	// Destroy and shutdown cancel the session's life; the call ends with
 	// them.
 	ctx, cancel := context.WithCancel(ctx)
@@ -441,6 +459,7 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	}
 	frozeFor := time.Since(freezeStart)
 	s.fsMu.Unlock()
+	s.h.metrics.freeze.Observe(frozeFor.Seconds())
 	if err != nil {
 		if errors.Is(err, snapshot.ErrNoSpace) {
 			return nil, fmt.Errorf("%w: snapshot: %v", environment.ErrLimitExceeded, err)
@@ -458,6 +477,7 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	}
 	rec.ID = snapshot.SnapshotID(s.id, turn)
 	s.h.log.Debug("snapshot", "session", s.id, "turn", turn, "frozen", frozeFor)
+	s.h.metrics.observe("snapshot", freezeStart)
 	s.prune(ctx)
 	return toInfo(rec), nil
 }
