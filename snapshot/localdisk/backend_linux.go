@@ -367,6 +367,9 @@ func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 	if err := b.requireVolume(volume); err != nil {
 		return err
 	}
+	if err := notMounted(b.volumeDir(volume)); err != nil {
+		return err
+	}
 	if err := b.dropTree(b.volumeDir(volume), b.volumesPath()); err != nil {
 		return fmt.Errorf("localdisk: destroying volume %q: %w", volume, err)
 	}
@@ -566,6 +569,9 @@ func (b *Backend) Rollback(ctx context.Context, volume, name string) error {
 		return err
 	}
 	dir, ws := b.volumeDir(volume), b.volumePath(volume)
+	if err := notMounted(dir); err != nil {
+		return err
+	}
 	tmp := filepath.Join(dir, tmpName(tmpPrefix))
 	if _, err := b.copyTree(ctx, filepath.Join(b.snapDir(volume, name), treeDir), tmp); err != nil {
 		removeTree(tmp)
@@ -652,8 +658,12 @@ func mapErr(err error) error {
 }
 
 // removeTree deletes a tree, making directories writable first if needed
-// (a copy keeps read-only directories read-only).
+// (a copy keeps read-only directories read-only). It refuses to delete a
+// tree with a filesystem mounted inside, whose content is not ours.
 func removeTree(path string) error {
+	if m := mountsUnder(path); len(m) > 0 {
+		return fmt.Errorf("localdisk: not removing %s: %d filesystem(s) mounted inside, e.g. %s", path, len(m), m[0])
+	}
 	err := os.RemoveAll(path)
 	if err == nil {
 		return nil
@@ -691,4 +701,63 @@ func diskUsage(root string) int64 {
 		return nil
 	})
 	return total
+}
+
+// notMounted fails with ErrBusy if a filesystem is mounted inside dir: the
+// tree cannot be replaced or deleted without touching another filesystem.
+func notMounted(dir string) error {
+	if m := mountsUnder(dir); len(m) > 0 {
+		return fmt.Errorf("localdisk: %s has a filesystem mounted inside (%s): %w", dir, m[0], snapshot.ErrBusy)
+	}
+	return nil
+}
+
+// mountsUnder returns the mount points strictly inside dir, from
+// /proc/self/mountinfo (none if it cannot be read).
+func mountsUnder(dir string) []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	prefix := filepath.Clean(dir) + "/"
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		if mp := unescapeMountinfo(f[4]); strings.HasPrefix(mp, prefix) {
+			out = append(out, mp)
+		}
+	}
+	return out
+}
+
+// unescapeMountinfo decodes the octal escapes (\040 for a space, ...) of a
+// mountinfo path.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for _, c := range []byte(s[i+1 : i+4]) {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + (c - '0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

@@ -17,6 +17,11 @@
 // attributes (user.*, ACLs, file capabilities) as far as the filesystem
 // and privileges allow.
 //
+// A filesystem mounted inside a volume is not part of it: copies keep the
+// mount point as an empty directory (as btrfs and zfs snapshots do), and
+// Rollback and DestroyVolume fail with snapshot.ErrBusy rather than
+// replace or delete a tree holding a mount.
+//
 // Every change is made under a temporary name and renamed into place:
 // a snapshot is written to a temporary directory, fsynced and renamed, so
 // it is durable and complete once Snapshot returns; Rollback copies the

@@ -423,4 +423,14 @@ func TestMountPointNotCrossed(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.Path, "top")); err != nil {
 		t.Error(err)
 	}
+	// Destroying the volume must not delete the mounted filesystem's files.
+	if err := b.DestroyVolume(t.Context(), "v"); !errors.Is(err, snapshot.ErrBusy) {
+		t.Errorf("DestroyVolume of a volume with a mount inside: %v, want ErrBusy", err)
+	}
+	if err := b.Rollback(t.Context(), "v", "s"); !errors.Is(err, snapshot.ErrBusy) {
+		t.Errorf("Rollback of a volume with a mount inside: %v, want ErrBusy", err)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "on-mount")); err != nil {
+		t.Errorf("a file on a filesystem mounted inside the volume was deleted: %v", err)
+	}
 }
