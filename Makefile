@@ -28,6 +28,11 @@ lint:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	staticcheck ./...
+	@# The libzfs_core driver (cgo, build tag) must compile and link against
+	@# OpenZFS 2.3's headers; it runs only where /dev/zfs exists.
+	eval "$$(bash zfs/scripts/fetch-libzfs-dev.sh 2>/dev/null)" && \
+	  $(GO) vet -tags libzfs_core ./zfs/... && \
+	  $(GO) test -c -o /dev/null -tags libzfs_core ./zfs
 
 # zfs-fuse is one daemon per machine: the run owns it, not a test binary.
 unit:

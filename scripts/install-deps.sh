@@ -11,7 +11,7 @@ RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
 STATICCHECK_VERSION=v0.8.2
 CACHE=${TURNBOX_CACHE:-/var/cache/turnbox}
 APT_PACKAGES=(
-  btrfs-progs zfs-fuse runc busybox-static xfsprogs e2fsprogs util-linux
+  btrfs-progs zfs-fuse fuse runc busybox-static xfsprogs e2fsprogs util-linux
   pkg-config libseccomp-dev iproute2 procps psmisc
 )
 

@@ -5,18 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/turnbox/turnbox/zfs"
 	"github.com/turnbox/turnbox/zfs/zfstest"
 )
 
-var (
-	benchPoolOnce sync.Once
-	benchPool     string
-	benchSeq      int
-)
+var benchSeq int
 
 // benchEnv returns a backend with one volume holding a small tree, and a
 // raw dataset with the same tree for the command baselines.

@@ -375,13 +375,6 @@ func sessionID(env environment.Environment) (string, bool) {
 	return "", false
 }
 
-// caps returns the capabilities of a bound environment.
-func (s *suite) caps(t *testing.T) environment.Capabilities {
-	t.Helper()
-	env, _ := s.session(t)
-	return env.Capabilities()
-}
-
 // requireSnapshots skips the test unless env can snapshot (and roll back
 // when rollback is set).
 func requireSnapshots(t *testing.T, env environment.Environment, rollback bool) {
