@@ -556,11 +556,8 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 		}
 		return fmt.Errorf("embedded: rollback of %s to %s: %w", s.id, snapshotID, err)
 	}
-	if v, err := s.h.storage.Volume(ctx, s.volume); err == nil {
-		s.mu.Lock()
-		s.vol = v
-		s.mu.Unlock()
-	}
+	// Volume.Path is stable across Rollback (the backend contract), so
+	// there is nothing to refresh.
 	return nil
 }
 

@@ -38,40 +38,69 @@ func BenchExec(b *testing.B, r *Runtime, spec container.Spec) {
 func BenchRunscExec(b *testing.B, r *Runtime, spec container.Spec) {
 	sb := mustStart(b, r, spec)
 	defer sb.Stop(context.Background())
-	args := r.RunscArgs(spec.Network, "exec", "--cwd", "/", spec.ID, "/bin/true")
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if out, err := exec.Command(r.cfg.runsc, args...).CombinedOutput(); err != nil {
-			b.Fatalf("runsc exec: %v: %s", err, out)
+		if err := r.RunscExecTrue(context.Background(), spec.ID, spec.Network); err != nil {
+			b.Fatal(err)
 		}
 	}
+}
+
+// RunscExecTrue runs the "runsc-exec" baseline once: a `runsc exec` process
+// running /bin/true in the running sandbox id.
+func (r *Runtime) RunscExecTrue(ctx context.Context, id string, network container.Network) error {
+	args := r.RunscArgs(network, "exec", "--cwd", "/", id, "/bin/true")
+	if out, err := exec.CommandContext(ctx, r.cfg.runsc, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("runsc exec: %v: %s", err, out)
+	}
+	return nil
+}
+
+// RunscRunBaseline prepares the "runsc-run" baseline (the reference
+// design: a fresh `runsc run` of /bin/true per call, with spec's rootfs and
+// flags). run(i) runs it once; cleanup removes the bundle.
+func (r *Runtime) RunscRunBaseline(spec container.Spec) (run func(ctx context.Context, i int) error, cleanup func(), err error) {
+	bundle, err := os.MkdirTemp(r.bundleDir, ".bench-run-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup = func() {
+		os.RemoveAll(bundle)
+		r.releaseShared()
+	}
+	s := r.ociSpec(spec)
+	s.Process.Args = []string{"/bin/true"}
+	s.Linux.CgroupsPath = ""
+	if err := writeSpec(bundle, s); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	run = func(ctx context.Context, i int) error {
+		id := fmt.Sprintf("%s-run-%d", spec.ID, i)
+		args := r.RunscArgs(spec.Network, "run", "--bundle", bundle, id)
+		if out, err := exec.CommandContext(ctx, r.cfg.runsc, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("runsc run: %v: %s", err, out)
+		}
+		return nil
+	}
+	return run, cleanup, nil
 }
 
 // BenchRunscRun measures the reference design's baseline: a fresh `runsc
 // run` of `true` per call (with the same rootfs and flags).
 func BenchRunscRun(b *testing.B, r *Runtime, spec container.Spec) {
-	bundle, err := os.MkdirTemp(r.bundleDir, ".bench-run-")
+	run, cleanup, err := r.RunscRunBaseline(spec)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer os.RemoveAll(bundle)
-	s := r.ociSpec(spec)
-	s.Process.Args = []string{"/bin/true"}
-	s.Linux.CgroupsPath = ""
-	if err := writeSpec(bundle, s); err != nil {
-		b.Fatal(err)
-	}
+	defer cleanup()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		id := fmt.Sprintf("%s-run-%d", spec.ID, i)
-		args := r.RunscArgs(spec.Network, "run", "--bundle", bundle, id)
-		if out, err := exec.Command(r.cfg.runsc, args...).CombinedOutput(); err != nil {
-			b.Fatalf("runsc run: %v: %s", err, out)
+		if err := run(context.Background(), i); err != nil {
+			b.Fatal(err)
 		}
 	}
 	b.StopTimer()
-	os.RemoveAll(bundle)
-	r.releaseShared()
 }
 
 // BenchStart measures sandbox start to the first completed Exec, plus
