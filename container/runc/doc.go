@@ -52,10 +52,16 @@
 // sandbox owns the files it writes to the workspace as host root.
 //
 // Cgroups are made with the cgroup v1 manager on hybrid hosts (v2 on
-// unified ones) under "/turnbox/<hash of root>/<id>" (see
-// WithCgroupParent). Pause and Resume use the freezer; a command killed
-// by SIGKILL while the memory cgroup's OOM-kill counter moved is reported
-// as ExitStatus.OOMKilled.
+// unified ones): libcontainer's cgroup is "<parent>/<id>/sandbox", with
+// <parent> "/turnbox/<hash of root>" by default (see WithCgroupParent).
+// CPU and memory limits are set on it. The pids limit is set one level up,
+// on "<parent>/<id>", as Limits.Pids plus a reserve of 64 for the agent;
+// the container's own pids cgroup is bound read-write at
+// /sys/fs/cgroup/pids and the agent (-pids-limit) confines commands to
+// Limits.Pids in a child cgroup there, so a fork bomb cannot starve the
+// agent, and the sandbox cannot raise the limit that binds it. Pause and
+// Resume use the freezer; a command killed by SIGKILL while the memory
+// cgroup's OOM-kill counter moved is reported as ExitStatus.OOMKilled.
 //
 // # State and recovery
 //
