@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -28,10 +29,11 @@ type execRequest struct {
 
 // proc is a running command.
 type proc struct {
-	s     *server
-	id    uint64
-	pid   int
-	stdin *stdinQueue
+	s      *server
+	id     uint64
+	pid    int
+	marker string // execMarkerVar=value in the command's environment
+	stdin  *stdinQueue
 
 	mu       sync.Mutex
 	timedOut bool
@@ -47,8 +49,15 @@ func (p *proc) kill(timedOut bool) {
 		p.timedOut = true
 	}
 	p.mu.Unlock()
-	killTree(p.pid)
+	killTree(p.pid, p.marker)
 }
+
+// execMarkerVar is set in every command's environment to a value unique to
+// the command. Processes inherit it through fork, exec and setsid, so a
+// daemon that left the command's process group and session is still found
+// and killed with its command. (Only a process that both leaves the
+// session and scrubs its environment escapes; KillAll still kills it.)
+const execMarkerVar = "TURNBOX_EXEC_ID"
 
 func (s *server) failed(id uint64, format string, args ...any) {
 	_ = s.fw.write(newFrame(MsgFailed, id).str(fmt.Sprintf(format, args...)).bytes())
@@ -72,7 +81,9 @@ func (s *server) exec(req execRequest) {
 	}
 	// PWD keeps the logical path when dir goes through a symlink (as
 	// /workspace does in a sandbox), like a shell's cd.
+	marker := execMarkerVar + "=" + s.nonce + "-" + strconv.FormatUint(req.id, 10)
 	env := mergeEnv(s.baseEnv, append([]string{"PWD=" + dir}, req.env...))
+	env = append(env, marker)
 	path, err := lookPath(req.args[0], envValue(env, "PATH"), dir)
 	if err != nil {
 		s.failed(req.id, "%v", err)
@@ -107,7 +118,7 @@ func (s *server) exec(req execRequest) {
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	}
 
-	p := &proc{s: s, id: req.id, done: make(chan struct{})}
+	p := &proc{s: s, id: req.id, marker: marker, done: make(chan struct{})}
 	if req.stdin {
 		p.stdin = newStdinQueue()
 	}
@@ -320,7 +331,7 @@ func (s *server) killAllOwn() {
 	}
 	s.mu.Unlock()
 	for _, sid := range sessions {
-		if killTree(sid) == 0 {
+		if killTree(sid, "") == 0 {
 			s.mu.Lock()
 			delete(s.sessions, sid)
 			s.mu.Unlock()
@@ -342,18 +353,20 @@ func (s *server) waitProcs() {
 	}
 }
 
-// killTree sends SIGKILL to the process group pgid and to every process in
+// killTree sends SIGKILL to the process group pgid, to every process in
 // the session sid == pgid (a command that called setpgid escapes the
-// group, not the session). It repeats a few times to catch processes
-// forked meanwhile and returns how many live processes it found.
-func killTree(sid int) int {
+// group, not the session) and to every process whose environment holds
+// marker (one that called setsid escapes the session, not its inherited
+// environment). It repeats a few times to catch processes forked meanwhile
+// and returns how many live processes it found.
+func killTree(sid int, marker string) int {
 	total := 0
 	for pass := 0; pass < 3; pass++ {
 		found := 0
 		if err := syscall.Kill(-sid, syscall.SIGKILL); err == nil {
 			found++
 		}
-		for _, pid := range sessionMembers(sid) {
+		for _, pid := range treeMembers(sid, marker) {
 			if syscall.Kill(pid, syscall.SIGKILL) == nil {
 				found++
 			}
@@ -381,9 +394,9 @@ func listPids() ([]int, error) {
 	return pids, nil
 }
 
-// sessionMembers returns the live (non-zombie) processes whose session id
-// is sid.
-func sessionMembers(sid int) []int {
+// treeMembers returns the live (non-zombie) processes whose session id is
+// sid or whose environment holds marker ("" for none).
+func treeMembers(sid int, marker string) []int {
 	pids, err := listPids()
 	if err != nil {
 		return nil
@@ -405,6 +418,10 @@ func sessionMembers(sid int) []int {
 			continue
 		}
 		if s, err := strconv.Atoi(f[3]); err == nil && s == sid {
+			out = append(out, pid)
+			continue
+		}
+		if marker != "" && hasEnv(pid, marker) {
 			out = append(out, pid)
 		}
 	}
@@ -531,4 +548,20 @@ func executable(p string) error {
 		return fmt.Errorf("permission denied")
 	}
 	return nil
+}
+
+// hasEnv reports whether process pid's environment holds the entry kv.
+func hasEnv(pid int, kv string) bool {
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	if err != nil {
+		return false
+	}
+	for len(env) > 0 {
+		entry, rest, _ := bytes.Cut(env, []byte{0})
+		if string(entry) == kv {
+			return true
+		}
+		env = rest
+	}
+	return false
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -71,6 +72,10 @@ type server struct {
 
 	reap *reaper // nil unless init
 	wg   sync.WaitGroup
+
+	// nonce makes the per-command environment markers (see
+	// execMarkerVar) unique to this agent.
+	nonce string
 }
 
 // Serve runs the agent: it reads requests from r and writes replies and
@@ -83,6 +88,7 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 		outputGrace: 100 * time.Millisecond,
 		fw:          &frameWriter{w: w},
 		procs:       make(map[uint64]*proc),
+		nonce:       strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(os.Getpid()),
 	}
 	for _, o := range opts {
 		o(s)
