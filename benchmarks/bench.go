@@ -11,8 +11,11 @@ import (
 	"sort"
 	"time"
 
+	"github.com/turnbox/turnbox/container/gvisor"
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/snapshot/btrfs"
+	"github.com/turnbox/turnbox/zfs"
 )
 
 // Result is one measured operation.
@@ -172,6 +175,20 @@ func Run(ctx context.Context, h *embedded.Host, cfg Config) ([]Result, error) {
 		return nil, fmt.Errorf("bench exec: %w", err)
 	}
 	add("exec", "", cfg.Files, samples)
+	if rt, ok := h.Runtime().(*gvisor.Runtime); ok {
+		rootfs, err := h.ImagePath("")
+		if err != nil {
+			return nil, err
+		}
+		base, err := RunscBaselines(ctx, rt, env.SessionID(), rootfs, info.Path, cfg.N)
+		if err != nil {
+			return nil, fmt.Errorf("bench runsc baselines: %w", err)
+		}
+		for _, r := range base {
+			r.Backend, r.Runtime, r.Files = caps.Storage, string(caps.Isolation), cfg.Files
+			results = append(results, r)
+		}
+	}
 
 	// read_file of a small file.
 	readReq, _ := environment.NewToolRequest("r", environment.ReadFileParams{Path: "d000/f00000.txt", Limit: 1})
@@ -249,5 +266,21 @@ func Run(ctx context.Context, h *embedded.Host, cfg Config) ([]Result, error) {
 		_ = os.RemoveAll(dst)
 	}
 	add("snapshot", "full-copy", cfg.Files, samples)
+
+	// Baseline: the bare backend operations on a tree of the same shape.
+	var raw []Result
+	switch b := h.Storage().(type) {
+	case *btrfs.Backend:
+		raw, err = RawBtrfs(ctx, b.Root(), cfg.Files, cfg.FileSize, cfg.N)
+	case *zfs.Backend:
+		raw, err = RawZFS(ctx, b.Parent(), tmp, cfg.Files, cfg.FileSize, cfg.N)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bench raw baseline: %w", err)
+	}
+	for _, r := range raw {
+		r.Backend, r.Runtime, r.Files, r.Baseline = caps.Storage, string(caps.Isolation), cfg.Files, "raw"
+		results = append(results, r)
+	}
 	return results, nil
 }

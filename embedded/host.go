@@ -448,6 +448,10 @@ func (h *Host) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// ImagePath returns the root filesystem directory of image name ("" for
+// the host's default image); "" on the none runtime, which uses none.
+func (h *Host) ImagePath(name string) (string, error) { return h.imagePath(name) }
+
 func (h *Host) imagePath(name string) (string, error) {
 	if h.runtime.Kind() == string(ContainerRuntimeNone) {
 		return "", nil

@@ -20,8 +20,13 @@ func benchCmd(g *globals) *cobra.Command {
 		Long: `bench creates sessions on the configured backend and runtime (in a fresh
 temporary state directory unless --state-dir is given), fills a synthetic
 workspace of --files files, and times each operation --n times. Baselines
-measured in the same run are marked in the baseline field (full-copy: cp -a of
-the same workspace).`,
+measured in the same run are marked in the baseline field: full-copy (cp -a of
+the same workspace), raw (the bare btrfs ioctl or zfs command on a tree of the
+same shape), runsc-exec and runsc-run (a runsc process per call). With
+--storage btrfs and no --storage-root it makes a temporary loop-mounted btrfs
+filesystem; with --storage zfs and no --zfs-dataset a temporary file-backed
+pool (starting zfs-fuse when no kernel ZFS is present); both are removed
+afterwards.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("state-dir") && os.Getenv("TURNBOX_STATE_DIR") == "" {
@@ -31,6 +36,25 @@ the same workspace).`,
 				}
 				defer os.RemoveAll(dir)
 				g.stateDir = dir
+			}
+			// Without a filesystem to use, make a temporary one sized for
+			// the workspace, its copies and the baselines' trees.
+			size := int64(cfg.Files)*int64(cfg.FileSize)*8 + 1<<30
+			switch {
+			case g.storage == "btrfs" && g.root == "":
+				s, err := benchmarks.TempBtrfs(size)
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				g.root = s.Dir
+			case g.storage == "zfs" && g.dataset == "":
+				s, err := benchmarks.TempZFSPool(size)
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				g.dataset = s.Dataset
 			}
 			h, err := g.openHost(cmd.Context())
 			if err != nil {

@@ -1,0 +1,158 @@
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	btrfsioctl "github.com/containerd/btrfs/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/gvisor"
+)
+
+// The raw baselines run the bare backend operation with no turnbox around
+// it, on a scratch tree of the same shape as the bench workspace: the
+// physical floor on that filesystem.
+
+// RawBtrfs measures the bare ioctls under dir (on btrfs): snapshot (a
+// read-only subvolume snapshot), rollback (a writable snapshot of an older
+// snapshot, an exchange rename, a subvolume delete) and fork (a writable
+// snapshot).
+func RawBtrfs(ctx context.Context, dir string, files, size, n int) ([]Result, error) {
+	root, err := os.MkdirTemp(dir, ".raw-")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		ents, _ := os.ReadDir(root)
+		for _, e := range ents {
+			_ = btrfsioctl.SubvolDelete(filepath.Join(root, e.Name()))
+		}
+		os.RemoveAll(root)
+	}()
+	ws := filepath.Join(root, "ws")
+	if err := btrfsioctl.SubvolCreate(ws); err != nil {
+		return nil, fmt.Errorf("raw btrfs: %w", err)
+	}
+	if err := Fill(ws, files, size); err != nil {
+		return nil, err
+	}
+	var out []Result
+	var snaps []string
+	samples, err := timeN(n, func(i int) error {
+		s := filepath.Join(root, fmt.Sprintf("s%d", i))
+		snaps = append(snaps, s)
+		return btrfsioctl.SubvolSnapshot(s, ws, true)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raw btrfs snapshot: %w", err)
+	}
+	out = append(out, Latencies("snapshot", samples))
+	samples, err = timeN(n, func(i int) error {
+		tmp := filepath.Join(root, fmt.Sprintf("r%d", i))
+		if err := btrfsioctl.SubvolSnapshot(tmp, snaps[i%2*(len(snaps)-1)], false); err != nil {
+			return err
+		}
+		if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, ws, unix.RENAME_EXCHANGE); err != nil {
+			return err
+		}
+		return btrfsioctl.SubvolDelete(tmp)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raw btrfs rollback: %w", err)
+	}
+	out = append(out, Latencies("rollback", samples))
+	samples, err = timeN(n, func(i int) error {
+		return btrfsioctl.SubvolSnapshot(filepath.Join(root, fmt.Sprintf("f%d", i)), snaps[0], false)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raw btrfs fork: %w", err)
+	}
+	out = append(out, Latencies("fork", samples))
+	return out, nil
+}
+
+func zfsCmd(ctx context.Context, args ...string) error {
+	if out, err := exec.CommandContext(ctx, "zfs", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("zfs %v: %v: %s", args, err, out)
+	}
+	return nil
+}
+
+// RawZFS measures the bare zfs commands on a scratch dataset under
+// parent: `zfs snapshot`, `zfs rollback -r` to an older snapshot (the
+// command's own rollback destroys newer snapshots, which turnbox's does
+// not), and `zfs clone`.
+func RawZFS(ctx context.Context, parent, mountDir string, files, size, n int) ([]Result, error) {
+	ds := parent + "/raw"
+	mnt := filepath.Join(mountDir, "raw")
+	if err := zfsCmd(ctx, "create", "-o", "mountpoint="+mnt, ds); err != nil {
+		return nil, err
+	}
+	defer exec.Command("zfs", "destroy", "-R", ds).Run()
+	if err := Fill(mnt, files, size); err != nil {
+		return nil, err
+	}
+	var out []Result
+	samples, err := timeN(n, func(i int) error { return zfsCmd(ctx, "snapshot", fmt.Sprintf("%s@s%d", ds, i)) })
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, Latencies("snapshot", samples))
+	samples, err = timeN(n, func(i int) error {
+		return zfsCmd(ctx, "clone", fmt.Sprintf("%s@s0", ds), fmt.Sprintf("%s-f%d", ds, i))
+	})
+	for i := range n {
+		_ = exec.Command("zfs", "destroy", fmt.Sprintf("%s-f%d", ds, i)).Run()
+	}
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, Latencies("fork", samples))
+	// rollback -r destroys the snapshots newer than its target: roll back
+	// to the newest but one, then take a new snapshot (untimed).
+	samples = samples[:0]
+	last := n - 1
+	for i := range n {
+		if err := zfsCmd(ctx, "snapshot", fmt.Sprintf("%s@t%d", ds, i)); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if err := zfsCmd(ctx, "rollback", "-r", fmt.Sprintf("%s@s%d", ds, last)); err != nil {
+			return nil, err
+		}
+		samples = append(samples, time.Since(start))
+	}
+	out = append(out, Latencies("rollback", samples))
+	return out, nil
+}
+
+// RunscBaselines measures, for a host on the gvisor runtime with a running
+// session sandbox id: "runsc-exec" (a `runsc exec` process per call into
+// that sandbox) and "runsc-run" (a fresh `runsc run` per call, as the
+// reference design did).
+func RunscBaselines(ctx context.Context, rt *gvisor.Runtime, id, rootfs, workspace string, n int) ([]Result, error) {
+	samples, err := timeN(n, func(int) error { return rt.RunscExecTrue(ctx, id, container.NetworkNone) })
+	if err != nil {
+		return nil, err
+	}
+	execRes := Latencies("exec", samples)
+	execRes.Baseline = "runsc-exec"
+	run, cleanup, err := rt.RunscRunBaseline(container.Spec{ID: "bench-run", RootFS: rootfs, Workspace: workspace, Network: container.NetworkNone})
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	samples, err = timeN(n, func(i int) error { return run(ctx, i) })
+	if err != nil {
+		return nil, err
+	}
+	runRes := Latencies("exec", samples)
+	runRes.Baseline = "runsc-run"
+	return []Result{execRes, runRes}, nil
+}
