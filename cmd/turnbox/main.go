@@ -77,6 +77,7 @@ func main() {
 	pf.BoolVar(&g.logJSON, "log-json", false, "log as JSON")
 
 	root.AddCommand(demoCmd(g), sessionCmd(g), benchCmd(g), imageCmd(g))
+	root.AddCommand(serveCmd(g))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/turnbox/turnbox/remote"
+)
+
+// serveCmd serves the host over ConnectRPC until SIGINT or SIGTERM.
+func serveCmd(g *globals) *cobra.Command {
+	var (
+		listen, certFile, keyFile, tokenFile string
+		maxMsg                               int
+		maxDur, shutdownTimeout              time.Duration
+		noAuth                               bool
+	)
+	cmd := &cobra.Command{
+		Use:   "serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE]",
+		Short: "Serve the host's sessions over ConnectRPC (HTTP/2; h2c without TLS)",
+		Long: `Serve the host's sessions over ConnectRPC: turnbox.v1.SandboxService (Connect,
+gRPC and gRPC-Web protocols), /healthz (no auth) and /metrics (Prometheus).
+
+Without --tls-cert/--tls-key the server speaks cleartext HTTP/2 (h2c) and
+HTTP/1.1. Callers authenticate with "Authorization: Bearer <token>"; tokens
+come from --token-file (one per line, '#' starts a comment) and from
+$TURNBOX_TOKEN. Serving without tokens is allowed on a loopback address only,
+unless --insecure-no-auth.
+
+On SIGINT or SIGTERM the server stops accepting connections, lets calls in
+progress (streams included) finish for up to --shutdown-timeout, then closes
+the host, which keeps every session's data for the next start.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			tokens, err := loadTokens(tokenFile)
+			if err != nil {
+				return err
+			}
+			if (certFile == "") != (keyFile == "") {
+				return errors.New("--tls-cert and --tls-key go together")
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			if len(tokens) == 0 && !noAuth && !isLoopback(ln.Addr()) {
+				ln.Close()
+				return fmt.Errorf("refusing to serve %s without auth tokens: give --token-file or TURNBOX_TOKEN (or --insecure-no-auth)", ln.Addr())
+			}
+			ctx := cmd.Context()
+			h, err := g.openHost(ctx)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			defer closeHost(h)
+			srv := remote.NewServer(h,
+				remote.WithAuthTokens(tokens...),
+				remote.WithMaxMessageBytes(maxMsg),
+				remote.WithMaxRequestDuration(maxDur),
+				remote.WithLogger(g.logger),
+			)
+			var protocols http.Protocols
+			protocols.SetHTTP1(true)
+			protocols.SetHTTP2(true)
+			protocols.SetUnencryptedHTTP2(certFile == "")
+			hs := &http.Server{
+				Handler:           srv.Handler(),
+				Protocols:         &protocols,
+				ReadHeaderTimeout: 10 * time.Second,
+				IdleTimeout:       5 * time.Minute,
+				MaxHeaderBytes:    64 << 10,
+				ErrorLog:          slog.NewLogLogger(g.logger.Handler(), slog.LevelWarn),
+			}
+			scheme := "http"
+			if certFile != "" {
+				scheme = "https"
+				hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			}
+			auth := fmt.Sprintf("%d token(s)", len(tokens))
+			if len(tokens) == 0 {
+				auth = "NO AUTH"
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "turnbox: serving %s://%s (%s; storage %s, runtime %s)\n",
+				scheme, ln.Addr(), auth, h.Capabilities().Storage, h.Capabilities().Isolation)
+
+			errc := make(chan error, 1)
+			go func() {
+				if certFile != "" {
+					errc <- hs.ServeTLS(ln, certFile, keyFile)
+				} else {
+					errc <- hs.Serve(ln)
+				}
+			}()
+			select {
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "turnbox: shutting down: draining calls in progress")
+			srv.Drain()
+			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+			defer cancel()
+			if err := hs.Shutdown(sctx); err != nil {
+				g.logger.Warn("calls still running at the shutdown timeout; closing their connections", "err", err)
+				_ = hs.Close()
+			}
+			return nil // the deferred closeHost keeps the sessions' data
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:7420", "address to listen on")
+	f.StringVar(&certFile, "tls-cert", "", "TLS certificate (PEM); with --tls-key, serve HTTPS instead of h2c")
+	f.StringVar(&keyFile, "tls-key", "", "TLS private key (PEM)")
+	f.StringVar(&tokenFile, "token-file", "", "file of accepted bearer tokens, one per line (also $TURNBOX_TOKEN)")
+	f.IntVar(&maxMsg, "max-message-bytes", remote.DefaultMaxMessageBytes, "largest request or response message")
+	f.DurationVar(&maxDur, "max-request-duration", remote.DefaultMaxRequestDuration, "longest call")
+	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to let calls finish on SIGTERM")
+	f.BoolVar(&noAuth, "insecure-no-auth", false, "serve a non-loopback address without tokens")
+	return cmd
+}
+
+// loadTokens reads the accepted tokens from file (if given) and
+// $TURNBOX_TOKEN. It never prints a token.
+func loadTokens(file string) ([]string, error) {
+	var tokens []string
+	if t := strings.TrimSpace(os.Getenv("TURNBOX_TOKEN")); t != "" {
+		tokens = append(tokens, t)
+	}
+	if file == "" {
+		return tokens, nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("--token-file: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		tokens = append(tokens, line)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("--token-file: %w", err)
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("--token-file %s holds no token", file)
+	}
+	return tokens, nil
+}
+
+// isLoopback reports whether addr is a loopback address.
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}

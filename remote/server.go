@@ -1,0 +1,444 @@
+package remote
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/turnbox/turnbox/embedded"
+	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
+	"github.com/turnbox/turnbox/remote/gen/turnbox/v1/turnboxv1connect"
+)
+
+// Server defaults.
+const (
+	// DefaultMaxMessageBytes bounds each request and response message.
+	DefaultMaxMessageBytes = 16 << 20
+	// DefaultMaxRequestDuration bounds every call (a client's shorter
+	// deadline wins); it exceeds embedded.DefaultMaxToolTimeout.
+	DefaultMaxRequestDuration = embedded.DefaultMaxToolTimeout + 5*time.Minute
+	// DefaultKeepAliveInterval is how often a quiet ExecuteToolStream
+	// sends a keepalive event.
+	DefaultKeepAliveInterval = 15 * time.Second
+)
+
+// Server serves a SandboxService over ConnectRPC (the Connect, gRPC and
+// gRPC-Web protocols) for one embedded.Host, with bearer-token auth,
+// per-request limits, idempotent tool calls and Prometheus metrics. Mount
+// Handler on an http.Server (HTTP/2, cleartext or TLS), or ServiceHandler on
+// a mux of your own.
+type Server struct {
+	host      *embedded.Host
+	svc       *localService
+	log       *slog.Logger
+	tokens    [][32]byte
+	maxMsg    int
+	maxDur    time.Duration
+	keepAlive time.Duration
+	cacheN    int
+	cacheB    int64
+	draining  atomic.Bool
+
+	reg      *prometheus.Registry
+	calls    *prometheus.CounterVec
+	seconds  *prometheus.HistogramVec
+	inflight prometheus.Gauge
+	dedups   prometheus.Counter
+	authFail prometheus.Counter
+}
+
+// ServerOption configures a Server.
+type ServerOption func(*Server)
+
+// WithAuthTokens makes every call (and /metrics) require the header
+// "Authorization: Bearer <token>" with one of tokens. Tokens are compared
+// in constant time and never logged. Without this option the server
+// accepts every caller: use it only on a loopback address.
+func WithAuthTokens(tokens ...string) ServerOption {
+	return func(s *Server) {
+		for _, t := range tokens {
+			if t = strings.TrimSpace(t); t != "" {
+				s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
+			}
+		}
+	}
+}
+
+// WithMaxMessageBytes bounds each request and response message
+// (DefaultMaxMessageBytes). A larger request fails with ResourceExhausted.
+func WithMaxMessageBytes(n int) ServerOption {
+	return func(s *Server) {
+		if n > 0 {
+			s.maxMsg = n
+		}
+	}
+}
+
+// WithMaxRequestDuration bounds every call (DefaultMaxRequestDuration).
+func WithMaxRequestDuration(d time.Duration) ServerOption {
+	return func(s *Server) {
+		if d > 0 {
+			s.maxDur = d
+		}
+	}
+}
+
+// WithKeepAliveInterval sets how often a quiet ExecuteToolStream sends a
+// keepalive event (DefaultKeepAliveInterval).
+func WithKeepAliveInterval(d time.Duration) ServerOption {
+	return func(s *Server) {
+		if d > 0 {
+			s.keepAlive = d
+		}
+	}
+}
+
+// WithIdempotencyCache bounds the cache that makes ExecuteTool idempotent:
+// at most entries finished calls and bytes of their output (defaults 4096
+// and 64 MiB). A retry of a call evicted from it runs the call again.
+func WithIdempotencyCache(entries int, bytes int64) ServerOption {
+	return func(s *Server) { s.cacheN, s.cacheB = entries, bytes }
+}
+
+// WithLogger sets the server's logger (default slog.Default()).
+func WithLogger(l *slog.Logger) ServerOption {
+	return func(s *Server) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// NewServer returns a Server for host. The server never closes the host.
+func NewServer(host *embedded.Host, opts ...ServerOption) *Server {
+	s := &Server{
+		host:      host,
+		log:       slog.Default(),
+		maxMsg:    DefaultMaxMessageBytes,
+		maxDur:    DefaultMaxRequestDuration,
+		keepAlive: DefaultKeepAliveInterval,
+		reg:       prometheus.NewRegistry(),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.svc = newLocalService(host, s.cacheN, s.cacheB)
+	s.calls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "turnbox_rpc_requests_total",
+		Help: "RPCs handled, by procedure and Connect code (ok for success).",
+	}, []string{"procedure", "code"})
+	s.seconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "turnbox_rpc_duration_seconds",
+		Help:    "RPC latency as seen by the server, by procedure.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 20),
+	}, []string{"procedure"})
+	s.inflight = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "turnbox_rpc_in_flight",
+		Help: "RPCs being handled.",
+	})
+	s.dedups = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "turnbox_rpc_tool_call_dedup_total",
+		Help: "Tool calls answered from the idempotency cache (a retry or a duplicate of a call id).",
+	})
+	s.authFail = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "turnbox_rpc_auth_failures_total",
+		Help: "Requests rejected for a missing or wrong bearer token.",
+	})
+	s.reg.MustRegister(s.calls, s.seconds, s.inflight, s.dedups, s.authFail)
+	s.svc.onDedup = s.dedups.Inc
+	return s
+}
+
+// ServiceHandler returns the path and handler of turnbox.v1.SandboxService,
+// with auth, limits and metrics, to mount on a mux.
+func (s *Server) ServiceHandler() (string, http.Handler) {
+	return turnboxv1connect.NewSandboxServiceHandler(handler{s: s},
+		connect.WithInterceptors(&interceptor{s: s}),
+		connect.WithReadMaxBytes(s.maxMsg),
+		connect.WithSendMaxBytes(s.maxMsg),
+		connect.WithRecover(s.recovered),
+	)
+}
+
+// Handler returns a mux with the service, /healthz (no auth: 200 while
+// serving, 503 once draining) and /metrics (Prometheus; auth like the
+// service).
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	path, h := s.ServiceHandler()
+	mux.Handle(path, h)
+	mux.Handle("/healthz", s.HealthHandler())
+	mux.Handle("/metrics", s.MetricsHandler())
+	return mux
+}
+
+// HealthHandler serves /healthz: "ok" while serving, 503 "draining" after
+// Drain. It needs no token.
+func (s *Server) HealthHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if s.draining.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("draining\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+}
+
+// MetricsHandler serves the server's and the host's Prometheus metrics,
+// behind the same bearer tokens as the service.
+func (s *Server) MetricsHandler() http.Handler {
+	gatherers := prometheus.Gatherers{s.reg}
+	if r, ok := any(s.host).(interface{ Registry() *prometheus.Registry }); ok {
+		gatherers = append(gatherers, r.Registry())
+	}
+	h := promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r.Header) {
+			s.authFail.Inc()
+			w.Header().Set("WWW-Authenticate", `Bearer realm="turnbox"`)
+			http.Error(w, "unauthenticated", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Registry returns the registry of the server's own metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Drain marks the server as shutting down: /healthz and Health report it,
+// so load balancers stop sending calls, while calls in progress continue.
+// Stop the http.Server with Shutdown afterwards, then close the host.
+func (s *Server) Drain() { s.draining.Store(true) }
+
+// authorized reports whether h carries one of the server's tokens (always
+// true when the server has none). Every token is compared, in constant
+// time.
+func (s *Server) authorized(h http.Header) bool {
+	if len(s.tokens) == 0 {
+		return true
+	}
+	auth := h.Get("Authorization")
+	const prefix = "Bearer "
+	if len(auth) < len(prefix) || !strings.EqualFold(auth[:len(prefix)], prefix) {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(auth[len(prefix):])))
+	ok := 0
+	for i := range s.tokens {
+		ok |= subtle.ConstantTimeCompare(sum[:], s.tokens[i][:])
+	}
+	return ok == 1
+}
+
+func (s *Server) recovered(_ context.Context, spec connect.Spec, _ http.Header, p any) error {
+	s.log.Error("turnbox server: panic in handler", "procedure", spec.Procedure, "panic", p)
+	return connect.NewError(connect.CodeInternal, errors.New("internal error"))
+}
+
+var errUnauthenticated = errors.New("missing or invalid bearer token")
+
+// interceptor applies auth, the request deadline and metrics to every call.
+type interceptor struct{ s *Server }
+
+// begin checks auth and bounds ctx; done records the outcome.
+func (i *interceptor) begin(ctx context.Context, h http.Header) (context.Context, context.CancelFunc, error) {
+	if !i.s.authorized(h) {
+		i.s.authFail.Inc()
+		return ctx, func() {}, connect.NewError(connect.CodeUnauthenticated, errUnauthenticated)
+	}
+	ctx, cancel := context.WithTimeout(ctx, i.s.maxDur)
+	return ctx, cancel, nil
+}
+
+func (i *interceptor) done(procedure string, start time.Time, err error) {
+	code := "ok"
+	if err != nil {
+		code = connect.CodeOf(err).String()
+	}
+	i.s.calls.WithLabelValues(procedure, code).Inc()
+	i.s.seconds.WithLabelValues(procedure).Observe(time.Since(start).Seconds())
+	if err != nil && i.s.log.Enabled(context.Background(), slog.LevelDebug) {
+		i.s.log.Debug("turnbox rpc failed", "procedure", procedure, "code", code, "err", err)
+	}
+}
+
+func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		start := time.Now()
+		i.s.inflight.Inc()
+		defer i.s.inflight.Dec()
+		ctx, cancel, err := i.begin(ctx, req.Header())
+		defer cancel()
+		var resp connect.AnyResponse
+		if err == nil {
+			resp, err = next(ctx, req)
+		}
+		i.done(req.Spec().Procedure, start, err)
+		return resp, err
+	}
+}
+
+func (i *interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		start := time.Now()
+		i.s.inflight.Inc()
+		defer i.s.inflight.Dec()
+		ctx, cancel, err := i.begin(ctx, conn.RequestHeader())
+		defer cancel()
+		if err == nil {
+			err = next(ctx, conn)
+		}
+		i.done(conn.Spec().Procedure, start, err)
+		return err
+	}
+}
+
+// handler adapts the local service to the generated handler interface,
+// mapping errors to Connect codes with an ErrorInfo detail.
+type handler struct {
+	turnboxv1connect.UnimplementedSandboxServiceHandler
+	s *Server
+}
+
+var _ turnboxv1connect.SandboxServiceHandler = handler{}
+
+// unary calls fn with the request's message and wraps the outcome.
+func unary[Req, Res any](ctx context.Context, r *connect.Request[Req], fn func(context.Context, *Req) (*Res, error)) (*connect.Response[Res], error) {
+	res, err := fn(ctx, r.Msg)
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	return connect.NewResponse(res), nil
+}
+
+func (h handler) CreateSession(ctx context.Context, r *connect.Request[turnboxv1.CreateSessionRequest]) (*connect.Response[turnboxv1.CreateSessionResponse], error) {
+	return unary(ctx, r, h.s.svc.CreateSession)
+}
+
+func (h handler) GetSession(ctx context.Context, r *connect.Request[turnboxv1.GetSessionRequest]) (*connect.Response[turnboxv1.GetSessionResponse], error) {
+	return unary(ctx, r, h.s.svc.GetSession)
+}
+
+func (h handler) ListSessions(ctx context.Context, r *connect.Request[turnboxv1.ListSessionsRequest]) (*connect.Response[turnboxv1.ListSessionsResponse], error) {
+	return unary(ctx, r, h.s.svc.ListSessions)
+}
+
+func (h handler) AttachSession(ctx context.Context, r *connect.Request[turnboxv1.AttachSessionRequest]) (*connect.Response[turnboxv1.AttachSessionResponse], error) {
+	return unary(ctx, r, h.s.svc.AttachSession)
+}
+
+func (h handler) PauseSession(ctx context.Context, r *connect.Request[turnboxv1.PauseSessionRequest]) (*connect.Response[turnboxv1.PauseSessionResponse], error) {
+	return unary(ctx, r, h.s.svc.PauseSession)
+}
+
+func (h handler) ResumeSession(ctx context.Context, r *connect.Request[turnboxv1.ResumeSessionRequest]) (*connect.Response[turnboxv1.ResumeSessionResponse], error) {
+	return unary(ctx, r, h.s.svc.ResumeSession)
+}
+
+func (h handler) DestroySession(ctx context.Context, r *connect.Request[turnboxv1.DestroySessionRequest]) (*connect.Response[turnboxv1.DestroySessionResponse], error) {
+	return unary(ctx, r, h.s.svc.DestroySession)
+}
+
+func (h handler) ExecuteTool(ctx context.Context, r *connect.Request[turnboxv1.ExecuteToolRequest]) (*connect.Response[turnboxv1.ExecuteToolResponse], error) {
+	return unary(ctx, r, h.s.svc.ExecuteTool)
+}
+
+// ExecuteToolStream sends progress events as the tool produces them,
+// keepalives on quiet stretches, then the response.
+func (h handler) ExecuteToolStream(ctx context.Context, r *connect.Request[turnboxv1.ExecuteToolStreamRequest], stream *connect.ServerStream[turnboxv1.ExecuteToolStreamResponse]) error {
+	var (
+		mu      sync.Mutex
+		sendErr error
+		last    = time.Now()
+	)
+	send := func(ev *turnboxv1.ExecuteToolStreamResponse) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if sendErr == nil {
+			sendErr = stream.Send(ev)
+			last = time.Now()
+		}
+		return sendErr
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(h.s.keepAlive)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				mu.Lock()
+				quiet := time.Since(last) >= h.s.keepAlive/2
+				mu.Unlock()
+				if quiet {
+					_ = send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Keepalive{Keepalive: &turnboxv1.KeepAlive{}}})
+				}
+			}
+		}
+	})
+	resp, err := h.s.svc.ExecuteToolStream(ctx, r.Msg, func(p *turnboxv1.ToolProgress) {
+		_ = send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Progress{Progress: p}})
+	})
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		return toConnectError(err)
+	}
+	return send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Response{Response: resp}})
+}
+
+func (h handler) TurnComplete(ctx context.Context, r *connect.Request[turnboxv1.TurnCompleteRequest]) (*connect.Response[turnboxv1.TurnCompleteResponse], error) {
+	return unary(ctx, r, h.s.svc.TurnComplete)
+}
+
+func (h handler) CreateSnapshot(ctx context.Context, r *connect.Request[turnboxv1.CreateSnapshotRequest]) (*connect.Response[turnboxv1.CreateSnapshotResponse], error) {
+	return unary(ctx, r, h.s.svc.CreateSnapshot)
+}
+
+func (h handler) ListSnapshots(ctx context.Context, r *connect.Request[turnboxv1.ListSnapshotsRequest]) (*connect.Response[turnboxv1.ListSnapshotsResponse], error) {
+	return unary(ctx, r, h.s.svc.ListSnapshots)
+}
+
+func (h handler) Rollback(ctx context.Context, r *connect.Request[turnboxv1.RollbackRequest]) (*connect.Response[turnboxv1.RollbackResponse], error) {
+	return unary(ctx, r, h.s.svc.Rollback)
+}
+
+func (h handler) Fork(ctx context.Context, r *connect.Request[turnboxv1.ForkRequest]) (*connect.Response[turnboxv1.ForkResponse], error) {
+	return unary(ctx, r, h.s.svc.Fork)
+}
+
+func (h handler) Health(ctx context.Context, r *connect.Request[turnboxv1.HealthRequest]) (*connect.Response[turnboxv1.HealthResponse], error) {
+	res, err := h.s.svc.Health(ctx, r.Msg)
+	if err != nil {
+		return nil, toConnectError(err)
+	}
+	if h.s.draining.Load() {
+		res.Status = "NOT_SERVING"
+	}
+	return connect.NewResponse(res), nil
+}
+
+func (h handler) Capabilities(ctx context.Context, r *connect.Request[turnboxv1.CapabilitiesRequest]) (*connect.Response[turnboxv1.CapabilitiesResponse], error) {
+	return unary(ctx, r, h.s.svc.Capabilities)
+}
