@@ -125,6 +125,13 @@ type ExitStatus struct {
 	Duration time.Duration
 }
 
+// IdleChecker is implemented by sandboxes that can tell whether any
+// process runs in them. A snapshot of an idle sandbox needs no freeze:
+// nothing inside can be writing.
+type IdleChecker interface {
+	Idle(ctx context.Context) (bool, error)
+}
+
 // Checkpointer is implemented by sandboxes whose runtime can save the
 // whole sandbox's memory state (gVisor). Checkpoint writes an image to dir
 // and leaves the sandbox running.

@@ -444,7 +444,16 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	s.fsMu.Lock()
 	froze := false
 	freezeStart := time.Now()
-	if state == environment.StateActive && sb != nil && s.h.caps.Pause {
+	// Freeze only if something in the sandbox could be writing: between
+	// turns nothing usually runs (file tools are drained by fsMu), and a
+	// freeze then costs time for nothing.
+	needFreeze := state == environment.StateActive && sb != nil && s.h.caps.Pause
+	if ic, ok := sb.(container.IdleChecker); ok && needFreeze {
+		if idle, err := ic.Idle(ctx); err == nil && idle {
+			needFreeze = false
+		}
+	}
+	if needFreeze {
 		if err := sb.Pause(ctx); err == nil {
 			froze = true
 		} else {

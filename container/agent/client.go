@@ -343,25 +343,39 @@ func (c *Client) copyStdin(id uint64, r io.Reader, stop <-chan struct{}) {
 
 // roundTrip sends a request without body and waits for its MsgReply.
 func (c *Client) roundTrip(ctx context.Context, typ MsgType) error {
+	msg, err := c.ask(ctx, typ)
+	if err == nil && msg != "" {
+		err = fmt.Errorf("agent: %v: %s", typ, msg)
+	}
+	return err
+}
+
+// Idle reports whether no process other than the agent runs in the
+// sandbox (see MsgIdle). A snapshot of an idle sandbox needs no freeze.
+func (c *Client) Idle(ctx context.Context) (bool, error) {
+	msg, err := c.ask(ctx, MsgIdle)
+	return err == nil && msg == "", err
+}
+
+// ask sends a request answered by MsgReply and returns the reply's message.
+func (c *Client) ask(ctx context.Context, typ MsgType) (string, error) {
 	id, cl := c.register()
 	defer c.unregister(id)
 	if err := c.send(newFrame(typ, id).bytes()); err != nil {
-		return err
+		return "", err
 	}
 	for {
 		if f, ok := cl.pop(); ok && f.typ == MsgReply {
 			d := decoder{b: f.body}
-			if msg := d.str(); msg != "" {
-				return fmt.Errorf("agent: %v: %s", typ, msg)
-			}
-			return d.err
+			msg := d.str()
+			return msg, d.err
 		}
 		select {
 		case <-cl.notify:
 		case <-ctx.Done():
-			return ctx.Err()
+			return "", ctx.Err()
 		case <-c.done:
-			return c.Err()
+			return "", c.Err()
 		}
 	}
 }

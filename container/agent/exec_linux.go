@@ -283,6 +283,46 @@ func (s *server) trackSession(pid int) {
 	s.sessions[pid] = true
 }
 
+// busy counts the live processes other than the agent: as init, every
+// process in the sandbox; otherwise the members of its commands' sessions.
+func (s *server) busy() int {
+	if !s.init {
+		s.mu.Lock()
+		sessions := make([]int, 0, len(s.sessions))
+		for sid := range s.sessions {
+			sessions = append(sessions, sid)
+		}
+		s.mu.Unlock()
+		n := 0
+		for _, sid := range sessions {
+			n += len(treeMembers(sid, ""))
+		}
+		return n
+	}
+	pids, err := listPids()
+	if err != nil {
+		return 1 // cannot tell: report busy, the safe answer
+	}
+	n := 0
+	self := os.Getpid()
+	for _, pid := range pids {
+		if pid != self && alive(pid) {
+			n++
+		}
+	}
+	return n
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(st, ')')
+	return i >= 0 && i+2 < len(st) && st[i+2] != 'Z' && st[i+2] != 'X'
+}
+
 // killAll kills every process the agent may kill and waits until they are
 // gone: as init, every process but itself; otherwise the process trees of
 // every command it started.

@@ -50,6 +50,10 @@ const (
 	MsgKillAll MsgType = 0x05
 	// MsgPing asks for a MsgReply. Body: empty.
 	MsgPing MsgType = 0x06
+	// MsgIdle asks whether any process other than the agent runs (as
+	// init: in the whole sandbox; otherwise: left by its commands). The
+	// MsgReply message is empty when idle, else says what runs.
+	MsgIdle MsgType = 0x07
 )
 
 // Agent-to-host messages.

@@ -165,6 +165,12 @@ func (s *server) handle(f frame) {
 	switch f.typ {
 	case MsgPing:
 		s.reply(f.id, nil)
+	case MsgIdle:
+		if n := s.busy(); n > 0 {
+			s.reply(f.id, fmt.Errorf("%d processes running", n))
+		} else {
+			s.reply(f.id, nil)
+		}
 	case MsgExec:
 		d := decoder{b: f.body}
 		req := execRequest{

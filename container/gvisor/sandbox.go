@@ -346,6 +346,9 @@ func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 	return st, err
 }
 
+// Idle implements container.IdleChecker through the agent.
+func (s *Sandbox) Idle(ctx context.Context) (bool, error) { return s.client.Idle(ctx) }
+
 // KillAll kills every process in the sandbox but the agent.
 func (s *Sandbox) KillAll(ctx context.Context) error {
 	return s.client.KillAll(ctx)

@@ -350,6 +350,20 @@ func (s *sandbox) KillAll(ctx context.Context) error {
 	return nil
 }
 
+// Idle implements container.IdleChecker: with cgroups, the sandbox's
+// cgroup is unpopulated; without, no command is running (background
+// processes cannot be seen then, so it reports busy if any ever ran).
+func (s *sandbox) Idle(ctx context.Context) (bool, error) {
+	if s.cgroup == "" {
+		return false, nil
+	}
+	b, err := os.ReadFile(filepath.Join(s.cgroup, "cgroup.events"))
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(string(b), "populated 0"), nil
+}
+
 func (s *sandbox) Pause(ctx context.Context) error { return s.freeze(ctx, true) }
 
 func (s *sandbox) Resume(ctx context.Context) error { return s.freeze(ctx, false) }

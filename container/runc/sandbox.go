@@ -363,6 +363,14 @@ func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 	return st, nil
 }
 
+// Idle implements container.IdleChecker through the agent.
+func (s *Sandbox) Idle(ctx context.Context) (bool, error) {
+	if s.isDone() {
+		return false, s.notRunning()
+	}
+	return s.client.Idle(ctx)
+}
+
 // KillAll kills every process in the sandbox but the agent and waits for
 // them to exit.
 func (s *Sandbox) KillAll(ctx context.Context) error {
