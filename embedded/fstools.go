@@ -3,6 +3,7 @@ package embedded
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -179,6 +180,8 @@ type output struct {
 	max       int
 	truncated bool
 	dropped   int64
+	// note, if set, replaces the byte-cap notice (e.g. grep's result cap).
+	note string
 }
 
 func (o *output) Write(p []byte) (int, error) {
@@ -405,7 +408,7 @@ func (w workspace) editFile(p environment.EditFileParams, out *output) error {
 // walk calls fn for every entry under dir (relative to the root), depth
 // first in name order, never following symlinks. fn gets the path relative
 // to the workspace root.
-func (w workspace) walk(dir string, fn func(rel string, typ uint32, dirfd int, name string) (stop bool, err error)) error {
+func (w workspace) walk(ctx context.Context, dir string, fn func(rel string, typ uint32, dirfd int, name string) (stop bool, err error)) error {
 	fd, err := w.openBeneath(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return err
@@ -416,11 +419,11 @@ func (w workspace) walk(dir string, fn func(rel string, typ uint32, dirfd int, n
 	} else {
 		prefix += "/"
 	}
-	_, err = walkFD(fd, prefix, fn)
+	_, err = walkFD(ctx, fd, prefix, fn)
 	return err
 }
 
-func walkFD(fd int, prefix string, fn func(string, uint32, int, string) (bool, error)) (bool, error) {
+func walkFD(ctx context.Context, fd int, prefix string, fn func(string, uint32, int, string) (bool, error)) (bool, error) {
 	f := os.NewFile(uintptr(fd), prefix)
 	defer f.Close()
 	names, err := f.Readdirnames(-1)
@@ -429,6 +432,9 @@ func walkFD(fd int, prefix string, fn func(string, uint32, int, string) (bool, e
 	}
 	sort.Strings(names)
 	for _, name := range names {
+		if err := ctx.Err(); err != nil {
+			return true, err
+		}
 		var st unix.Stat_t
 		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			continue // removed while walking
@@ -442,7 +448,7 @@ func walkFD(fd int, prefix string, fn func(string, uint32, int, string) (bool, e
 			if err != nil {
 				continue
 			}
-			if stop, err := walkFD(sub, prefix+name+"/", fn); stop || err != nil {
+			if stop, err := walkFD(ctx, sub, prefix+name+"/", fn); stop || err != nil {
 				return stop, err
 			}
 		}
@@ -450,7 +456,7 @@ func walkFD(fd int, prefix string, fn func(string, uint32, int, string) (bool, e
 	return false, nil
 }
 
-func (w workspace) listFiles(p environment.ListFilesParams, out *output) error {
+func (w workspace) listFiles(ctx context.Context, p environment.ListFilesParams, out *output) error {
 	base, err := w.rel(p.Path)
 	if err != nil {
 		return err
@@ -463,7 +469,7 @@ func (w workspace) listFiles(p environment.ListFilesParams, out *output) error {
 			pattern = path.Clean(base) + "/**/" + p.Pattern
 		}
 	}
-	err = w.walk(base, func(rel string, typ uint32, _ int, _ string) (bool, error) {
+	err = w.walk(ctx, base, func(rel string, typ uint32, _ int, _ string) (bool, error) {
 		if typ == unix.S_IFDIR {
 			return false, nil
 		}
@@ -479,7 +485,7 @@ func (w workspace) listFiles(p environment.ListFilesParams, out *output) error {
 	return nil
 }
 
-func (w workspace) grep(p environment.GrepParams, out *output) error {
+func (w workspace) grep(ctx context.Context, p environment.GrepParams, out *output) error {
 	base, err := w.rel(p.Path)
 	if err != nil {
 		return err
@@ -517,7 +523,12 @@ func (w workspace) grep(p environment.GrepParams, out *output) error {
 				}
 				fmt.Fprintf(out, "%s:%d:%s\n", rel, line, b)
 				matches++
-				if matches >= maxResults || out.full() {
+				if matches >= maxResults {
+					out.truncated = true
+					out.note = fmt.Sprintf("\n[turnbox: stopped at max_results=%d matching lines]", maxResults)
+					return io.EOF
+				}
+				if out.full() {
 					return io.EOF
 				}
 			}
@@ -551,7 +562,7 @@ func (w workspace) grep(p environment.GrepParams, out *output) error {
 		}
 	} else {
 		unix.Close(fd)
-		err = w.walk(base, func(rel string, typ uint32, dirfd int, name string) (bool, error) {
+		err = w.walk(ctx, base, func(rel string, typ uint32, dirfd int, name string) (bool, error) {
 			if typ != unix.S_IFREG {
 				return false, nil
 			}

@@ -33,10 +33,11 @@ type Host struct {
 	caps    environment.Capabilities
 	metrics *metrics
 
-	mu       sync.Mutex
-	sessions map[string]*session // live (not destroyed) sessions
-	closed   bool
-	ownsData bool // storage/runtime opened by NewHost: closed by Close
+	mu          sync.Mutex
+	sessions    map[string]*session // live (not destroyed) sessions
+	closed      bool
+	ownsData    bool // storage opened by NewHost: closed by Close
+	ownsRuntime bool // runtime made by NewHost: closed by Close
 }
 
 // NewHost opens (or recovers) a host on cfg.StateDir. Sessions recorded in
@@ -63,6 +64,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		h.ownsData = true
 	}
 	if h.runtime = cfg.Runtime; h.runtime == nil {
+		h.ownsRuntime = true
 		if h.runtime, err = openRuntime(ctx, &h.cfg); err != nil {
 			ledger.Close()
 			if h.ownsData {
@@ -127,6 +129,13 @@ func (h *Host) recover(ctx context.Context) error {
 			rec.State = string(environment.StateFailed)
 		}
 		s := h.newSession(rec, vol)
+		if rec.Runtime != "" && rec.Runtime != h.runtime.Kind() {
+			// Never run a session created under isolation on a weaker
+			// runtime (or any other one) without the operator choosing it.
+			s.mismatch = fmt.Sprintf("created on the %s runtime but this host runs %s; open the host with runtime %s to use it (its data is intact)",
+				rec.Runtime, h.runtime.Kind(), rec.Runtime)
+			h.log.Error("session belongs to another runtime; its tool calls are refused", "session", rec.ID, "session_runtime", rec.Runtime, "host_runtime", h.runtime.Kind())
+		}
 		if s.state == environment.StateCreating || s.state == environment.StateDestroying {
 			// Crashed mid-create (the volume exists: finish) or mid-destroy
 			// (finish destroying).
@@ -443,6 +452,9 @@ func (h *Host) Close(ctx context.Context) error {
 	}
 	if h.ownsData {
 		errs = append(errs, h.storage.Close())
+	}
+	if c, ok := h.runtime.(interface{ Close() error }); ok && h.ownsRuntime {
+		errs = append(errs, c.Close())
 	}
 	errs = append(errs, h.ledger.Close())
 	return errors.Join(errs...)

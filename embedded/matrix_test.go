@@ -2,6 +2,7 @@ package embedded_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"testing"
 	"time"
@@ -108,5 +109,46 @@ func TestCommandsAfterSnapshots(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A session created on one runtime is never run on another: reopening its
+// state directory with a different runtime keeps the data but refuses the
+// session's tool calls, so an isolated session cannot silently lose its
+// isolation (and the reverse).
+func TestRuntimeMismatchRefused(t *testing.T) {
+	ctx := context.Background()
+	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, embedded.ContainerRuntimeGVisor)
+	h, err := embedded.NewHost(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := h.CreateSession(ctx, environment.SessionConfig{SessionID: "isolated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call(t, e, environment.WriteFileParams{Path: "a.txt", Content: "kept"})
+	if err := h.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	weak := newHost(t, embedded.Config{StateDir: cfg.StateDir, ContainerRuntime: embedded.ContainerRuntimeNone})
+	e2 := weak.NewEnvironment()
+	if err := e2.AttachSession("isolated"); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := environment.NewToolRequest("x", environment.BashParams{Command: "cat a.txt"})
+	if _, err := e2.ExecuteTool(ctx, req, nil); !errors.Is(err, environment.ErrNotActive) {
+		t.Fatalf("gvisor session ran on runtime none: err = %v", err)
+	}
+	if err := weak.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	back := newHost(t, cfg)
+	e3 := back.NewEnvironment()
+	if err := e3.AttachSession("isolated"); err != nil {
+		t.Fatal(err)
+	}
+	if got := call(t, e3, environment.ReadFileParams{Path: "a.txt"}).Content; got != "kept" {
+		t.Fatalf("after reopening on gvisor a.txt = %q", got)
 	}
 }

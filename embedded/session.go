@@ -43,6 +43,9 @@ type session struct {
 	idle        *sync.Cond // signalled when inflight drops to 0
 	rollingBack bool
 	closing     bool
+	// mismatch, if set, says why this host must not run the session's
+	// commands (it was created on another runtime).
+	mismatch string
 
 	sbMu sync.Mutex
 
@@ -85,6 +88,8 @@ func (s *session) begin() (func(), error) {
 	switch {
 	case s.closing:
 		return nil, fmt.Errorf("%w: session %s: host shutting down", environment.ErrClosed, s.id)
+	case s.mismatch != "":
+		return nil, fmt.Errorf("%w: session %s: %s", environment.ErrNotActive, s.id, s.mismatch)
 	case s.state != environment.StateActive:
 		return nil, s.notActive()
 	case s.rollingBack:
@@ -283,11 +288,15 @@ func (s *session) run(ctx context.Context, req environment.ToolRequest, params e
 		case environment.EditFileParams:
 			toolErr = ws.editFile(p, out)
 		case environment.ListFilesParams:
-			toolErr = ws.listFiles(p, out)
+			toolErr = ws.listFiles(ctx, p, out)
 		case environment.GrepParams:
-			toolErr = ws.grep(p, out)
+			toolErr = ws.grep(ctx, p, out)
 		}
 		s.fsMu.RUnlock()
+		if toolErr == nil && onProgress != nil && out.buf.Len() > 0 {
+			// File tools finish in one step: their output is one chunk.
+			onProgress(environment.ToolProgress{ToolCallID: req.ToolCallID, Stream: environment.StreamStdout, Data: append([]byte(nil), out.buf.Bytes()...)})
+		}
 	}
 	if toolErr != nil {
 		var te *toolError
@@ -321,6 +330,9 @@ func (o *output) finish() (string, bool) {
 		return o.buf.String(), false
 	}
 	notice := fmt.Sprintf("\n[turnbox: output truncated at %d bytes; %d more bytes dropped]", o.max, o.dropped)
+	if o.note != "" {
+		notice = o.note
+	}
 	b := o.buf.Bytes()
 	if len(notice) < o.max {
 		b = append(b[:min(len(b), o.max-len(notice))], notice...)

@@ -20,12 +20,14 @@ import (
 // snapshots. Safe for concurrent use; one process opens a ledger at a time
 // (a second Open waits, then fails with a clear error).
 //
-// The ledger never holds a transaction while a backend works: a caller
-// creates the artifact (volume, snapshot) first, then records it; if
-// recording fails it deletes the artifact. A crash between the two leaves
-// an artifact with no record, which the host deletes on recovery (see
-// embedded), so every recorded snapshot exists and every snapshot that a
-// call acknowledged is recorded.
+// The ledger never holds a transaction while a backend works. A snapshot
+// is created in the backend first and recorded second; if recording fails
+// the caller deletes it, and a crash between the two leaves a snapshot
+// with no record, which the host deletes on recovery. A session is
+// recorded first (state creating) and its volume made second; a crash
+// between leaves a record without a volume, which recovery drops (and a
+// volume without a record is deleted). So every recorded snapshot exists
+// and every snapshot that a call acknowledged is recorded (see embedded).
 type Ledger struct {
 	db *bolt.DB
 }

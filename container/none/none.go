@@ -84,6 +84,17 @@ func cgroupWritable(dir string) bool {
 	return err == nil
 }
 
+// Close removes the runtime's cgroup root if no sandbox is left in it.
+func (r *Runtime) Close() error {
+	if r.cgroupRoot == "" {
+		return nil
+	}
+	if err := os.Remove(r.cgroupRoot); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.EBUSY) {
+		return fmt.Errorf("none: removing %s: %w", r.cgroupRoot, err)
+	}
+	return nil
+}
+
 // Kind implements container.Runtime.
 func (r *Runtime) Kind() string { return "none" }
 
