@@ -11,8 +11,9 @@ RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
 STATICCHECK_VERSION=v0.8.2
 CACHE=${TURNBOX_CACHE:-/var/cache/turnbox}
 APT_PACKAGES=(
+  gcc libc6-dev linux-libc-dev pkg-config libseccomp-dev
   btrfs-progs zfs-fuse fuse runc busybox-static xfsprogs e2fsprogs util-linux
-  pkg-config libseccomp-dev iproute2 procps psmisc
+  iproute2 procps psmisc
 )
 
 log() { printf '==> %s\n' "$*" >&2; }
