@@ -28,10 +28,15 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+retry() { # a mirror hiccup on a fresh machine should not fail CI
+  local i
+  for i in 1 2 3; do "$@" && return 0; log "retrying ($i): $*"; sleep $((i * 5)); done
+  return 1
+}
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
-  apt-get update -qq || die "apt-get update"
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]}"
+  retry apt-get update -qq || die "apt-get update"
+  retry apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]}"
 fi
 # Debian starts the zfs-fuse service on install; tests start their own daemon.
 if command -v service >/dev/null && pgrep -x zfs-fuse >/dev/null; then
@@ -45,7 +50,7 @@ gobuild() { # name module@version
     return
   fi
   log "go install $mod"
-  CGO_ENABLED=0 GOBIN="$CACHE/bin" GOFLAGS=-mod=mod go install "$mod" || die "go install $mod"
+  retry env CGO_ENABLED=0 GOBIN="$CACHE/bin" GOFLAGS=-mod=mod go install "$mod" || die "go install $mod"
   echo "$mod" > "$stamp"
 }
 gobuild runsc "gvisor.dev/gvisor/runsc@$RUNSC_VERSION"
