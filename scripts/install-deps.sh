@@ -38,11 +38,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   retry apt-get update -qq || die "apt-get update"
   retry apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]}"
 fi
-# Debian starts the zfs-fuse service on install; tests start their own daemon.
-if command -v service >/dev/null && pgrep -x zfs-fuse >/dev/null; then
+# Debian starts the zfs-fuse service when the package is installed; the test
+# run starts its own daemon (scripts/zfs-fuse.sh). Stop it only then, never
+# a daemon someone started on purpose.
+case " ${missing[*]} " in
+*" zfs-fuse "*)
   service zfs-fuse stop >/dev/null 2>&1 || true
   pkill -x zfs-fuse 2>/dev/null || true
-fi
+  ;;
+esac
 
 gobuild() { # name module@version
   local name=$1 mod=$2 stamp="$CACHE/bin/$1.version"
