@@ -86,7 +86,11 @@ func (d *demo) tool(env environment.Environment, params environment.ToolParams) 
 	if first > 0 {
 		fmt.Printf("    first output after %.2f ms, done %s\n", float64(first.Microseconds())/1000, took(start))
 	} else {
-		fmt.Printf("    %s %s\n", strings.TrimSpace(resp.Content), took(start))
+		out := strings.TrimSpace(resp.Content)
+		if out == "" {
+			out = "(no output)"
+		}
+		fmt.Printf("    %s %s\n", out, took(start))
 	}
 	if resp.IsError {
 		return resp, fmt.Errorf("%s failed: %s", params.ToolName(), resp.Content)
