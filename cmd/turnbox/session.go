@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 )
 
@@ -79,15 +81,11 @@ func sessionExecCmd(g *globals) *cobra.Command {
 			default:
 				return fmt.Errorf("give --input JSON, or a command after -- for bash")
 			}
-			h, err := g.openHost(cmd.Context())
+			h, e, err := g.attach(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			defer closeHost(h)
-			e := h.NewEnvironment()
-			if err := e.AttachSession(args[0]); err != nil {
-				return err
-			}
 			streamed := false
 			resp, err := e.ExecuteTool(cmd.Context(), req, func(p environment.ToolProgress) {
 				streamed = true
@@ -130,15 +128,11 @@ func sessionSnapshotCmd(g *globals) *cobra.Command {
 		Short: "Snapshot a session's workspace as its next turn",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := g.openHost(cmd.Context())
+			h, e, err := g.attach(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			defer closeHost(h)
-			e := h.NewEnvironment()
-			if err := e.AttachSession(args[0]); err != nil {
-				return err
-			}
 			info, err := e.CreateSnapshot(cmd.Context(), name)
 			if err != nil {
 				return err
@@ -157,15 +151,11 @@ func sessionSnapshotsCmd(g *globals) *cobra.Command {
 		Short: "List a session's snapshots",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := g.openHost(cmd.Context())
+			h, e, err := g.attach(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			defer closeHost(h)
-			e := h.NewEnvironment()
-			if err := e.AttachSession(args[0]); err != nil {
-				return err
-			}
 			snaps, err := e.ListSnapshots(cmd.Context())
 			if err != nil {
 				return err
@@ -186,15 +176,11 @@ func sessionRollbackCmd(g *globals) *cobra.Command {
 		Short: "Roll a session's workspace back (or forward) to a snapshot",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := g.openHost(cmd.Context())
+			h, e, err := g.attach(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			defer closeHost(h)
-			e := h.NewEnvironment()
-			if err := e.AttachSession(args[0]); err != nil {
-				return err
-			}
 			return e.Rollback(cmd.Context(), args[1])
 		},
 	}
@@ -277,4 +263,19 @@ func sessionRmCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// attach opens the host and binds an Environment to session id. The
+// caller closes the host.
+func (g *globals) attach(ctx context.Context, id string) (*embedded.Host, *embedded.Environment, error) {
+	h, err := g.openHost(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	e := h.NewEnvironment()
+	if err := e.AttachSession(id); err != nil {
+		closeHost(h)
+		return nil, nil, err
+	}
+	return h, e, nil
 }
