@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"os"
 	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 

@@ -74,9 +74,9 @@ type NativeSandboxEnvironment struct {
 	config  NativeSandboxConfig
 	logger  *slog.Logger
 
-	binding   atomic.Bool             // claimed by the first Create/AttachSession
-	sessionID atomic.Pointer[string]  // set once the bind succeeds
-	destroyed atomic.Bool             // set once Destroy succeeds
+	binding   atomic.Bool            // claimed by the first Create/AttachSession
+	sessionID atomic.Pointer[string] // set once the bind succeeds
+	destroyed atomic.Bool            // set once Destroy succeeds
 	caps      atomic.Pointer[environment.Capabilities]
 	capsOnce  sync.Mutex // serializes the first Capabilities fetch
 }
