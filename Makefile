@@ -6,7 +6,7 @@ BIN      ?= bin
 TAGS     ?= seccomp
 TESTFLAGS ?= -race -count=1 -timeout 40m -tags $(TAGS)
 
-.PHONY: all build demo deps test check lint unit bench clean
+.PHONY: all build demo deps test check lint unit bench clean generate
 
 all: build
 
@@ -48,3 +48,9 @@ bench: build
 
 clean:
 	rm -rf $(BIN)
+
+# Regenerate remote/gen from remote/proto with pinned buf and plugins
+# (installed into /var/cache/turnbox/bin if missing); CI checks that the
+# committed code is current with `bash remote/scripts/gen.sh --check`.
+generate:
+	bash remote/scripts/gen.sh

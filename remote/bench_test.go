@@ -26,8 +26,12 @@ func benchTargets(b *testing.B, host *embedded.Host) []struct {
 		env  func() environment.Environment
 	}{
 		{"embedded", func() environment.Environment { return host.NewEnvironment() }},
-		{"local", func() environment.Environment { return remote.NewNativeSandboxEnvironment(local, remote.DefaultConfig(), nil) }},
-		{"remote", func() environment.Environment { return remote.NewNativeSandboxEnvironment(client, remote.DefaultConfig(), nil) }},
+		{"local", func() environment.Environment {
+			return remote.NewNativeSandboxEnvironment(local, remote.DefaultConfig(), nil)
+		}},
+		{"remote", func() environment.Environment {
+			return remote.NewNativeSandboxEnvironment(client, remote.DefaultConfig(), nil)
+		}},
 	}
 }
 

@@ -62,7 +62,9 @@ func TestCallCacheBounds(t *testing.T) {
 	}
 	// Byte bound.
 	c = newCallCache(100, 1000)
-	big := func() (*turnboxv1.ToolResponse, error) { return &turnboxv1.ToolResponse{Content: make([]byte, 400)}, nil }
+	big := func() (*turnboxv1.ToolResponse, error) {
+		return &turnboxv1.ToolResponse{Content: make([]byte, 400)}, nil
+	}
 	for i := range 5 {
 		_, _, _ = c.do(context.Background(), callKey{"s", fmt.Sprint(i)}, [32]byte{}, big)
 	}
