@@ -3,6 +3,7 @@ package benchmarks
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/turnbox/turnbox/container/gvisor"
+	"github.com/turnbox/turnbox/container/runc"
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/snapshot/btrfs"
@@ -183,6 +185,20 @@ func Run(ctx context.Context, h *embedded.Host, cfg Config) ([]Result, error) {
 		base, err := RunscBaselines(ctx, rt, env.SessionID(), rootfs, info.Path, cfg.N)
 		if err != nil {
 			return nil, fmt.Errorf("bench runsc baselines: %w", err)
+		}
+		for _, r := range base {
+			r.Backend, r.Runtime, r.Files = caps.Storage, string(caps.Isolation), cfg.Files
+			results = append(results, r)
+		}
+	}
+	if rt, ok := h.Runtime().(*runc.Runtime); ok {
+		rootfs, err := h.ImagePath("")
+		if err != nil {
+			return nil, err
+		}
+		base, err := RuncBaselines(ctx, rt, rootfs, info.Path, cfg.N)
+		if err != nil && !errors.Is(err, ErrNoRuncBinary) {
+			return nil, fmt.Errorf("bench runc baseline: %w", err)
 		}
 		for _, r := range base {
 			r.Backend, r.Runtime, r.Files = caps.Storage, string(caps.Isolation), cfg.Files
