@@ -182,7 +182,8 @@ func (p *progress) update(done, total int64) {
 		}
 		return
 	}
-	if pct == p.shown && time.Since(p.drawn) < 200*time.Millisecond {
+	// Redraw at most every 100ms, and at the end.
+	if pct == p.shown || (pct < 100 && time.Since(p.drawn) < 100*time.Millisecond) {
 		return
 	}
 	p.shown, p.drawn = pct, time.Now()

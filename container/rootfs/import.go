@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -87,7 +88,8 @@ var ErrImageExists = errors.New("rootfs: image already exists")
 // sandbox), except that mutate.Extract silently drops relative links
 // whose target climbs above the image root. Modes are kept, ownership too
 // when running as root; device nodes are skipped and counted; fifos are
-// made.
+// made. An entry whose parent is a symlink to a directory missing from
+// the image fails the import.
 func Import(ctx context.Context, src, dst string, opts ImportOptions) (*ImportResult, error) {
 	if _, err := os.Lstat(dst); err == nil {
 		return nil, fmt.Errorf("%w: %s", ErrImageExists, dst)
@@ -141,8 +143,8 @@ func Import(ctx context.Context, src, dst string, opts ImportOptions) (*ImportRe
 	}
 
 	// Reading manifests and configurations was not progress.
-	ctr.done.Store(0)
-	ctr.fn = opts.Progress
+	ctr.start(opts.Progress)
+	defer ctr.stop()
 	rc := mutate.Extract(img)
 	defer rc.Close()
 	if err := extractTar(ctx, rc, tmp, res); err != nil {
@@ -353,9 +355,12 @@ func refList(cs []candidate) string {
 	return strings.Join(s, ", ")
 }
 
-// counter counts bytes read from layer blobs and reports them.
+// counter counts bytes read from layer blobs and reports them. Reports
+// are serialized and stop with stop, so that none arrives after Import
+// returns (mutate.Extract reads in a goroutine of its own).
 type counter struct {
 	done, total atomic.Int64
+	mu          sync.Mutex
 	fn          func(done, total int64)
 }
 
@@ -364,15 +369,34 @@ func (c *counter) add(n int) {
 		return
 	}
 	d := c.done.Add(int64(n))
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.fn != nil {
 		t := c.total.Load()
 		c.fn(min(d, t), t)
 	}
 }
 
+// start sets the report function and counts from zero.
+func (c *counter) start(fn func(done, total int64)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.done.Store(0)
+	c.fn = fn
+}
+
+// stop ends reports.
+func (c *counter) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fn = nil
+}
+
 // finish reports completion: the tarball's total is its file size, of
 // which metadata and padding are not read through the counter.
 func (c *counter) finish() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.fn != nil {
 		t := c.total.Load()
 		c.fn(t, t)
