@@ -6,5 +6,7 @@
 //	{"results":[{"op","backend","runtime","files","n","p50_ms","p90_ms","p99_ms","baseline"}]}
 //
 // baseline is empty for turnbox's own figures and names the comparison
-// otherwise ("full-copy": a recursive `cp -a` of the same workspace).
+// otherwise: "full-copy" (a recursive `cp -a` of the same workspace), "raw"
+// (the bare btrfs ioctl or zfs command), "runsc-exec" and "runsc-run" (a
+// runsc process per call), "runc-exec" (a runc binary process per call).
 package benchmarks

@@ -22,7 +22,8 @@ temporary state directory unless --state-dir is given), fills a synthetic
 workspace of --files files, and times each operation --n times. Baselines
 measured in the same run are marked in the baseline field: full-copy (cp -a of
 the same workspace), raw (the bare btrfs ioctl or zfs command on a tree of the
-same shape), runsc-exec and runsc-run (a runsc process per call). With
+same shape), runsc-exec and runsc-run (a runsc process per call, on gvisor),
+runc-exec (a runc binary process per call, on runc). With
 --storage btrfs and no --storage-root it makes a temporary loop-mounted btrfs
 filesystem; with --storage zfs and no --zfs-dataset a temporary file-backed
 pool (starting zfs-fuse when no kernel ZFS is present); both are removed
