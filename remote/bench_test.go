@@ -2,9 +2,11 @@ package remote_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
@@ -71,6 +73,27 @@ func BenchmarkExecuteToolBashTrue(b *testing.B) {
 	}
 }
 
+// BenchmarkExecuteToolReadSmall: read_file of a 3-byte file, a tool that
+// runs on the host side in microseconds, so the difference between the
+// targets is the RPC's own cost.
+func BenchmarkExecuteToolReadSmall(b *testing.B) {
+	host := newHost(b)
+	for _, tg := range benchTargets(b, host) {
+		b.Run(tg.name, func(b *testing.B) {
+			env := benchSession(b, tg.env())
+			if _, err := env.ExecuteTool(b.Context(), benchRequest(b, environment.WriteFileParams{Path: "a.txt", Content: "abc"}), nil); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				resp, err := env.ExecuteTool(b.Context(), benchRequest(b, environment.ReadFileParams{Path: "a.txt"}), nil)
+				if err != nil || resp.Content != "abc" {
+					b.Fatal(resp, err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkTurnComplete: snapshot a small workspace as the next turn.
 func BenchmarkTurnComplete(b *testing.B) {
 	host := newHost(b)
@@ -120,4 +143,77 @@ func BenchmarkReadFile50Sessions(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkRemoteOverhead runs the same operation on an embedded
+// environment and through a loopback server alternately, iteration by
+// iteration, so both see the same machine load, and reports the medians of
+// each and of their per-iteration difference (overhead-ns): what the
+// network hop adds.
+func BenchmarkRemoteOverhead(b *testing.B) {
+	host := newHost(b)
+	targets := benchTargets(b, host)
+	ops := []struct {
+		name  string
+		setup func(b *testing.B, env environment.Environment)
+		op    func(b *testing.B, env environment.Environment) error
+	}{
+		{"bash_true", nil, func(b *testing.B, env environment.Environment) error {
+			_, err := env.ExecuteTool(b.Context(), benchRequest(b, environment.BashParams{Command: "true"}), nil)
+			return err
+		}},
+		{"read_file_small", func(b *testing.B, env environment.Environment) {
+			if _, err := env.ExecuteTool(b.Context(), benchRequest(b, environment.WriteFileParams{Path: "a.txt", Content: "abc"}), nil); err != nil {
+				b.Fatal(err)
+			}
+		}, func(b *testing.B, env environment.Environment) error {
+			_, err := env.ExecuteTool(b.Context(), benchRequest(b, environment.ReadFileParams{Path: "a.txt"}), nil)
+			return err
+		}},
+		{"turn_complete", nil, func(b *testing.B, env environment.Environment) error {
+			_, err := env.(environment.TurnCompleter).TurnComplete(b.Context(), "")
+			return err
+		}},
+	}
+	for _, o := range ops {
+		b.Run(o.name, func(b *testing.B) {
+			emb := benchSession(b, targets[0].env())
+			rem := benchSession(b, targets[2].env())
+			if o.setup != nil {
+				o.setup(b, emb)
+				o.setup(b, rem)
+			}
+			var te, tr, diff []float64
+			timed := func(env environment.Environment) float64 {
+				start := time.Now()
+				if err := o.op(b, env); err != nil {
+					b.Fatal(err)
+				}
+				return float64(time.Since(start))
+			}
+			for i := 0; b.Loop(); i++ {
+				var e, r float64
+				if i%2 == 0 { // alternate which goes first
+					e = timed(emb)
+					r = timed(rem)
+				} else {
+					r = timed(rem)
+					e = timed(emb)
+				}
+				te, tr, diff = append(te, e), append(tr, r), append(diff, r-e)
+			}
+			b.ReportMetric(median(te), "embedded-ns")
+			b.ReportMetric(median(tr), "remote-ns")
+			b.ReportMetric(median(diff), "overhead-ns")
+		})
+	}
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
