@@ -6,7 +6,7 @@ BIN      ?= bin
 TAGS     ?= seccomp
 TESTFLAGS ?= -race -count=1 -timeout 40m -tags $(TAGS)
 
-.PHONY: all build demo deps test check lint unit bench clean generate
+.PHONY: all build demo deps test check lint unit fuzz smoke bench clean generate generate
 
 all: build
 
@@ -22,16 +22,20 @@ demo: deps build
 deps:
 	bash scripts/install-deps.sh
 
-# The whole suite: system dependencies, then lint and every test with -race.
+# The whole suite: system dependencies, then lint and every test with -race,
+# the fuzz targets for a bounded time, and a smoke test of `turnbox serve`
+# spoken to by buf curl (a client not written in Go).
 test: deps check
 
-check: lint unit
+check: lint unit fuzz smoke
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet -tags $(TAGS) ./...
 	staticcheck -tags $(TAGS) ./...
+	@# Generated ConnectRPC code must match the .proto (installs pinned buf).
+	bash remote/scripts/gen.sh --check
 	@# The libzfs_core driver (cgo, build tag) must compile and link against
 	@# OpenZFS 2.3's headers; it runs only where /dev/zfs exists.
 	eval "$$(bash zfs/scripts/fetch-libzfs-dev.sh 2>/dev/null)" && \
@@ -42,6 +46,14 @@ lint:
 unit:
 	@bash scripts/zfs-fuse.sh start
 	@status=0; $(GO) test $(TESTFLAGS) ./... || status=$$?; bash scripts/zfs-fuse.sh stop; exit $$status
+
+FUZZTIME ?= 15s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzExecuteToolRequest$$' -fuzztime $(FUZZTIME) ./remote/
+	$(GO) test -run '^$$' -fuzz '^FuzzExecuteToolJSON$$' -fuzztime $(FUZZTIME) ./remote/
+
+smoke: build
+	bash remote/scripts/serve-smoke.sh $(BIN)/turnbox
 
 bench: build
 	$(BIN)/turnbox bench --files 10000 --n 30
@@ -54,3 +66,10 @@ clean:
 # committed code is current with `bash remote/scripts/gen.sh --check`.
 generate:
 	bash remote/scripts/gen.sh
+
+# The zfs package's suites (libzfs_core and command drivers) against real
+# kernel OpenZFS, in a qemu VM (TCG). Root, Debian 12; fetches and caches
+# the kernel and the built modules under /var/cache/turnbox/zfs-vm.
+.PHONY: test-zfs
+test-zfs:
+	bash scripts/zfs-vm/run.sh

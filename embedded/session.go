@@ -642,13 +642,19 @@ func (s *session) destroy(ctx context.Context) error {
 		s.mu.Unlock()
 		return nil
 	}
+	already := s.state == environment.StateDestroying
 	s.state = environment.StateDestroying
 	s.mu.Unlock()
-	s.setState(environment.StateDestroying)
+	if !already {
+		s.setState(environment.StateDestroying)
+	}
 	s.cancel()
 	s.waitIdle(ctx)
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
+	if s.currentState() == environment.StateDestroyed {
+		return nil // a concurrent Destroy finished first
+	}
 	if err := s.stopSandbox(ctx); err != nil {
 		s.h.log.Error("stopping sandbox", "session", s.id, "err", err)
 	}
