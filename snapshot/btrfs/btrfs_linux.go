@@ -415,8 +415,13 @@ func (b *Backend) removeRemains(volume string) error {
 // Snapshot creates a read-only snapshot of the volume at
 // <root>/snapshots/<volume>/<name> with one BTRFS_IOC_SNAP_CREATE_V2. The
 // kernel flushes the volume's dirty data and commits a transaction before
-// the ioctl returns, so the snapshot is durable on return; an extra
-// BTRFS_IOC_SYNC would only add a second, empty commit.
+// the ioctl returns, so the snapshot is durable on return
+// (TestSnapshotDurable mounts a copy of the device image taken right
+// after Snapshot, with periodic commits off, and finds it). No extra sync
+// is made: it would be a second commit carrying only what other writers
+// dirtied meanwhile. Measured here (BenchmarkSnapshot/files=1000,
+// turnbox vs turnbox+syncfs, 30 snapshots, 2 runs, noisy shared VM):
+// 4.8 and 8.1 ms without, 18.7 and 7.5 ms with.
 func (b *Backend) Snapshot(ctx context.Context, volume, name string) (snapshot.Snapshot, error) {
 	if err := b.begin(ctx, volume, name); err != nil {
 		return snapshot.Snapshot{}, err

@@ -204,6 +204,11 @@ func TestRollbackAny(t *testing.T) {
 		if err := b.Rollback(ctx, "vol", fmt.Sprintf("t%d", i)); err != nil {
 			t.Fatalf("Rollback to t%d: %v", i, err)
 		}
+		// The old tree leaves the volume's directory (which a sandbox
+		// sees) before Rollback returns, even if its deletion goes on.
+		if ents, err := os.ReadDir(filepath.Dir(v.Path)); err != nil || len(ents) != 1 || ents[0].Name() != "workspace" {
+			t.Errorf("volume directory after rollback to t%d: %v %v, want only workspace", i, ents, err)
+		}
 		wantTree(t, v.Path, trees[i], fmt.Sprintf("after rollback to t%d", i))
 		viaParent := filepath.Join("/proc/self/fd", fmt.Sprint(parentFD.Fd()), "workspace")
 		wantTree(t, viaParent, trees[i], fmt.Sprintf("through the parent directory after rollback to t%d", i))
