@@ -17,8 +17,17 @@ import (
 	"github.com/turnbox/turnbox/snapshot/btrfs/btrfstest"
 )
 
-// Benchmarks: go test -run '^$' -bench . -benchtime 40x -count 5 ./snapshot/btrfs
-// (see the package's report for the command that produced the numbers).
+// Benchmarks. The numbers reported for this package came from
+//
+//	go test -c -o btrfs.test ./snapshot/btrfs
+//	for i in 1 2 3 4; do ./btrfs.test -test.run '^$' -test.bench '.*/files=(1000|10000)$/(turnbox|raw)$' -test.benchtime 30x; done
+//	./btrfs.test -test.run '^$' -test.bench 'Snapshot/files=(1000|100000)$/(turnbox|raw)$' -test.benchtime 30x -test.count 3
+//	./btrfs.test -test.run '^$' -test.bench 'Snapshot/files=(1000|10000)$/full-copy' -test.benchtime 2x -test.count 2
+//
+// (separate processes interleave turnbox and raw; -count repeats one
+// sub-benchmark back to back). About 40 minutes on a loaded 2-core VM,
+// mostly untimed setup: building trees, deleting snapshots, waiting for
+// the cleaner.
 //
 // Every benchmark runs on a loop-mounted btrfs image whose tree is built
 // once per process (building 100,000 files takes seconds) and torn down in
