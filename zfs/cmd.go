@@ -32,15 +32,16 @@ func WithZFSCommand(path string) CommandOption {
 }
 
 // WithBusyRetries sets how many times Destroy and Rename of a filesystem
-// retry after ErrBusy (a mount still settling; zfs-fuse needs it now and
-// then), 20 ms apart. Default 5.
+// retry after ErrBusy (a mount still settling: zfs-fuse needs it now and
+// then, and under load for seconds), with backoff from 20 ms doubling to
+// 500 ms. Default 12 (about 4 s in all).
 func WithBusyRetries(n int) CommandOption {
 	return func(d *CommandDriver) { d.busyRetries = n }
 }
 
 // NewCommandDriver returns a Driver over the zfs command.
 func NewCommandDriver(opts ...CommandOption) *CommandDriver {
-	d := &CommandDriver{zfs: "zfs", busyRetries: 5}
+	d := &CommandDriver{zfs: "zfs", busyRetries: 12}
 	for _, o := range opts {
 		o(d)
 	}
@@ -85,6 +86,7 @@ func runCommand(ctx context.Context, prog string, args ...string) ([]byte, error
 
 func (d *CommandDriver) retryBusy(ctx context.Context, args ...string) error {
 	var err error
+	delay := 20 * time.Millisecond
 	for i := 0; ; i++ {
 		_, err = d.Run(ctx, args...)
 		if err == nil || !errors.Is(err, ErrBusy) || errors.Is(err, ErrNotNewest) || i >= d.busyRetries ||
@@ -94,8 +96,9 @@ func (d *CommandDriver) retryBusy(ctx context.Context, args ...string) error {
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(delay):
 		}
+		delay = min(2*delay, 500*time.Millisecond)
 	}
 }
 
