@@ -333,7 +333,7 @@ func readDocs(t *testing.T) []docFile {
 
 func TestDocsGoBlocks(t *testing.T) {
 	var sources []string
-	for _, p := range []string{"../../embedded/example_test.go", "../../environment/example_test.go"} {
+	for _, p := range []string{"../../embedded/example_test.go", "../../environment/example_test.go", "../../remote/example_test.go"} {
 		data, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
@@ -348,7 +348,7 @@ func TestDocsGoBlocks(t *testing.T) {
 			}
 			n++
 			if !slices.ContainsFunc(sources, func(src string) bool { return strings.Contains(src, f.body+"\n") }) {
-				t.Errorf("%s:%d: this Go block is not part of embedded/example_test.go or environment/example_test.go byte for byte; "+
+				t.Errorf("%s:%d: this Go block is not part of an example_test.go (embedded, environment, remote) byte for byte; "+
 					"Go in the docs must be code that go test compiles and runs: change both together", f.file, f.line)
 			}
 		}
