@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -162,10 +163,11 @@ func (s *server) exec(req execRequest) {
 		inW.Close()
 	}
 	var readers sync.WaitGroup
-	var progress atomic.Int64 // bytes read from both pipes
+	var progress atomic.Int64 // bytes read from both pipes and sent
+	var inFlight atomic.Int64 // chunks read and not yet sent
 	readers.Add(2)
-	go s.readOutput(req.id, StreamStdout, outR, &readers, &progress)
-	go s.readOutput(req.id, StreamStderr, errR, &readers, &progress)
+	go s.readOutput(req.id, StreamStdout, outR, &readers, &progress, &inFlight)
+	go s.readOutput(req.id, StreamStderr, errR, &readers, &progress, &inFlight)
 
 	var timer *time.Timer
 	if req.timeout > 0 {
@@ -199,7 +201,10 @@ func (s *server) exec(req execRequest) {
 		// left in the background may hold them open for longer. Read until
 		// both pipes end, or for a short grace period.
 		// Output still flowing is never cut off: the pipes are closed
-		// only after a grace period in which nothing was read.
+		// only after a grace period in which nothing was read, no chunk
+		// was on its way to the host and both pipes were empty (so a
+		// reader the scheduler starved, or one waiting on a slow host,
+		// does not look idle).
 		drained := make(chan struct{})
 		go func() { readers.Wait(); close(drained) }()
 		tick := time.NewTicker(s.outputGrace)
@@ -210,7 +215,7 @@ func (s *server) exec(req execRequest) {
 			case <-drained:
 				break drain
 			case <-tick.C:
-				if now := progress.Load(); now != last {
+				if now := progress.Load(); now != last || inFlight.Load() > 0 || unread(outR) > 0 || unread(errR) > 0 {
 					last = now
 					continue
 				}
@@ -255,14 +260,17 @@ func (s *server) forkExec(path string, args []string, attr *syscall.ProcAttr) (i
 	return syscall.ForkExec(path, args, attr)
 }
 
-func (s *server) readOutput(id uint64, stream byte, r *os.File, wg *sync.WaitGroup, progress *atomic.Int64) {
+func (s *server) readOutput(id uint64, stream byte, r *os.File, wg *sync.WaitGroup, progress, inFlight *atomic.Int64) {
 	defer wg.Done()
 	buf := make([]byte, outputChunk)
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {
+			inFlight.Add(1)
+			werr := s.fw.write(newFrame(MsgOutput, id).byte1(stream).raw(buf[:n]).bytes())
 			progress.Add(int64(n))
-			if s.fw.write(newFrame(MsgOutput, id).byte1(stream).raw(buf[:n]).bytes()) != nil {
+			inFlight.Add(-1)
+			if werr != nil {
 				return
 			}
 		}
@@ -604,4 +612,17 @@ func hasEnv(pid int, kv string) bool {
 		env = rest
 	}
 	return false
+}
+
+// unread returns how many bytes wait in pipe r (FIONREAD, named TIOCINQ on
+// Linux), without taking
+// the descriptor out of the runtime poller as File.Fd would.
+func unread(r *os.File) int {
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
+	return n
 }
