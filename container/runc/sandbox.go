@@ -392,13 +392,26 @@ func (s *Sandbox) Pause(ctx context.Context) error {
 	if s.isDone() {
 		return s.notRunning()
 	}
-	if err := s.c.Pause(); err != nil {
+	// The v1 freezer can fail to settle while tasks keep forking ("unable
+	// to freeze"); libcontainer thaws again then, so a retry is safe. Under
+	// load (tool calls forking while a turn ends) one try is not enough.
+	var err error
+	delay := 10 * time.Millisecond
+	for attempt := 0; attempt < 6; attempt++ {
+		if err = s.c.Pause(); err == nil {
+			return nil
+		}
 		if errors.Is(err, libcontainer.ErrNotRunning) {
 			return fmt.Errorf("%w (%v)", s.notRunning(), err)
 		}
-		return fmt.Errorf("runc: pause %s: %w", s.id, err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("runc: pause %s: %w (%v)", s.id, ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay *= 2
 	}
-	return nil
+	return fmt.Errorf("runc: pause %s: %w", s.id, err)
 }
 
 // Resume thaws a paused sandbox; it is a no-op on a running one.
