@@ -70,6 +70,7 @@ func (d *demo) tool(env environment.Environment, params environment.ToolParams) 
 	}
 	start := time.Now()
 	var first time.Duration
+	midLine := false // the last chunk did not end a line
 	resp, err := env.ExecuteTool(d.ctx, req, func(p environment.ToolProgress) {
 		if first == 0 {
 			first = time.Since(start)
@@ -77,9 +78,13 @@ func (d *demo) tool(env environment.Environment, params environment.ToolParams) 
 		for _, line := range strings.SplitAfter(string(p.Data), "\n") {
 			if line != "" {
 				fmt.Printf("    %s| %s", p.Stream, line)
+				midLine = !strings.HasSuffix(line, "\n")
 			}
 		}
 	})
+	if midLine {
+		fmt.Println()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", params.ToolName(), err)
 	}
