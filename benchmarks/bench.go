@@ -31,6 +31,12 @@ type Result struct {
 	P90MS    float64 `json:"p90_ms"`
 	P99MS    float64 `json:"p99_ms"`
 	Baseline string  `json:"baseline"`
+	// Sessions is the number of sessions driven concurrently (0 or 1:
+	// one at a time).
+	Sessions int `json:"sessions,omitempty"`
+	// OpsPerSec is the sustained throughput of a load run (0 when the
+	// result is a latency series only).
+	OpsPerSec float64 `json:"ops_per_s,omitempty"`
 }
 
 // Report is a whole run.
