@@ -67,6 +67,11 @@ type Config struct {
 	// ZFSDataset is the parent dataset of the zfs backend (e.g.
 	// tank/turnbox); required for it.
 	ZFSDataset string
+	// ZFSDriver is the zfs backend's driver (zfs.OpenDriver): "command"
+	// (the default, also for "") runs the zfs command; "libzfs_core"
+	// calls libzfs_core in process (a build with the libzfs_core tag and
+	// kernel OpenZFS).
+	ZFSDriver string
 	// Runtime is the container runtime. If nil, one is made by
 	// ContainerRuntime (default none).
 	Runtime container.Runtime

@@ -56,7 +56,11 @@ func openStorage(ctx context.Context, cfg *Config) (snapshot.Backend, error) {
 		if root == "" {
 			root = filepath.Join(cfg.StateDir, "zfs")
 		}
-		b, err := zfs.NewBackend(ctx, zfs.NewCommandDriver(), cfg.ZFSDataset, root)
+		d, err := zfs.OpenDriver(cfg.ZFSDriver)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: zfs driver: %w", err)
+		}
+		b, err := zfs.NewBackend(ctx, d, cfg.ZFSDataset, root, zfs.WithOwnedDriver())
 		if err != nil {
 			return nil, fmt.Errorf("embedded: opening zfs storage on %s: %w", cfg.ZFSDataset, err)
 		}

@@ -69,6 +69,8 @@ type Backend struct {
 	mu     sync.Mutex
 	vols   map[string]*vol
 	closed atomic.Bool
+	// ownDriver: Close closes d (WithOwnedDriver).
+	ownDriver bool
 	// reaping tracks background destruction of discarded generations
 	// (see swap); cross-volume operations and Close wait for it.
 	reaping sync.WaitGroup
@@ -100,22 +102,36 @@ type snap struct {
 // Option configures a Backend.
 type Option func(*Backend)
 
+// WithOwnedDriver makes the backend own its driver: Close closes the
+// driver too when it has a Close method (the libzfs_core driver's libzfs
+// handle).
+func WithOwnedDriver() Option { return func(b *Backend) { b.ownDriver = true } }
+
 // NewBackend opens (creating if needed) a backend on parentDataset, whose
 // volumes are mounted under mountRoot as <mountRoot>/<volume>/workspace.
 // parentDataset belongs to the backend: it is created with mountpoint=none
 // if absent, and must have mountpoint=none if it exists. Existing volumes
 // and snapshots under it are rediscovered from their user properties, and
 // an interrupted rollback or volume destruction is finished.
-func NewBackend(ctx context.Context, driver Driver, parentDataset, mountRoot string, opts ...Option) (*Backend, error) {
+//
+// With WithOwnedDriver, a failed NewBackend closes the driver.
+func NewBackend(ctx context.Context, driver Driver, parentDataset, mountRoot string, opts ...Option) (_ *Backend, err error) {
+	b := &Backend{d: driver, parent: parentDataset, root: filepath.Clean(mountRoot), vols: map[string]*vol{}}
+	for _, o := range opts {
+		o(b)
+	}
+	if c, ok := driver.(interface{ Close() error }); ok && b.ownDriver {
+		defer func() {
+			if err != nil {
+				_ = c.Close()
+			}
+		}()
+	}
 	if err := ValidateDataset(parentDataset); err != nil {
 		return nil, err
 	}
 	if !filepath.IsAbs(mountRoot) {
 		return nil, fmt.Errorf("zfs: mount root %q is not absolute", mountRoot)
-	}
-	b := &Backend{d: driver, parent: parentDataset, root: filepath.Clean(mountRoot), vols: map[string]*vol{}}
-	for _, o := range opts {
-		o(b)
 	}
 	ds, err := driver.Get(ctx, []string{parentDataset}, []string{"type", "mountpoint"}, 0)
 	switch {
@@ -157,10 +173,16 @@ func (b *Backend) Driver() Driver { return b.d }
 // Parent returns the parent dataset.
 func (b *Backend) Parent() string { return b.parent }
 
-// Close marks the backend closed. Data stays on disk and mounted.
+// Close marks the backend closed. Data stays on disk and mounted. With
+// WithOwnedDriver it also closes the driver (once).
 func (b *Backend) Close() error {
-	b.closed.Store(true)
+	first := !b.closed.Swap(true)
 	b.reaping.Wait()
+	if c, ok := b.d.(interface{ Close() error }); ok && b.ownDriver && first {
+		if err := c.Close(); err != nil {
+			return fmt.Errorf("zfs: closing the %s driver: %w", b.d.Name(), err)
+		}
+	}
 	return nil
 }
 

@@ -2,6 +2,8 @@ package zfs
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"time"
 )
@@ -133,4 +135,31 @@ func GetSpace(ctx context.Context, d Driver, name string) (Space, error) {
 		Used: x.Int("used"), Available: x.Int("available"), Referenced: x.Int("referenced"),
 		UsedBySnapshots: x.Int("usedbysnapshots"), UsedByChildren: x.Int("usedbychildren"),
 	}, nil
+}
+
+// Driver names, as Driver.Name returns them and OpenDriver accepts them.
+const (
+	// DriverCommand names the zfs command driver (NewCommandDriver).
+	DriverCommand = "command"
+	// DriverLZC names the libzfs_core driver (NewLZCDriver).
+	DriverLZC = "libzfs_core"
+)
+
+// ErrUnknownDriver is returned by OpenDriver for a name it does not know.
+var ErrUnknownDriver = errors.New("zfs: unknown driver (want " + DriverCommand + " or " + DriverLZC + ")")
+
+// OpenDriver returns the driver called name: DriverCommand (also for "")
+// or DriverLZC. The libzfs_core driver exists only in builds with the
+// libzfs_core tag and runs only on kernel OpenZFS; elsewhere the error
+// wraps ErrUnsupported. An unknown name wraps ErrUnknownDriver. A driver
+// with a Close method (libzfs_core) should be closed when done, e.g. by
+// a Backend opened WithOwnedDriver.
+func OpenDriver(name string) (Driver, error) {
+	switch name {
+	case "", DriverCommand:
+		return NewCommandDriver(), nil
+	case DriverLZC:
+		return NewLZCDriver()
+	}
+	return nil, fmt.Errorf("%w: %q", ErrUnknownDriver, name)
 }
