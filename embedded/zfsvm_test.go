@@ -1,0 +1,61 @@
+package embedded_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/turnbox/turnbox/embedded"
+	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/environment/envtest"
+	"github.com/turnbox/turnbox/zfs"
+	"github.com/turnbox/turnbox/zfs/zfstest"
+)
+
+// TestKernelZFSDrivers runs envtest on embedded sessions on kernel
+// OpenZFS through each zfs driver (Config.ZFSDriver): the zfs command and
+// libzfs_core. It needs /dev/zfs, which our machines' kernel lacks: the
+// OpenZFS VM job (make test-zfs, scripts/zfs-vm) runs it, with the test
+// binary built with -tags libzfs_core. Elsewhere it skips (the matrix
+// covers zfs × none on zfs-fuse with the command driver).
+func TestKernelZFSDrivers(t *testing.T) {
+	if !zfstest.Kernel() {
+		t.Skip("no /dev/zfs: runs in the OpenZFS VM job (make test-zfs)")
+	}
+	for _, driver := range []string{zfs.DriverCommand, zfs.DriverLZC} {
+		t.Run(driver, func(t *testing.T) {
+			cfg := matrixConfig(t, embedded.StorageBackendZFS, embedded.ContainerRuntimeNone)
+			cfg.ZFSDriver = driver
+			h, err := embedded.NewHost(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				if err := h.Close(ctx); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+			b, ok := h.Storage().(*zfs.Backend)
+			if !ok {
+				t.Fatalf("storage is %T, want *zfs.Backend", h.Storage())
+			}
+			if got := b.Driver().Name(); got != driver {
+				t.Fatalf("driver %q, want %q", got, driver)
+			}
+			envtest.Run(t, func(t *testing.T) environment.Environment { return h.NewEnvironment() },
+				envtest.WithPropertyChecks(4))
+		})
+	}
+}
+
+// TestZFSDriverRefused: an unknown driver name fails NewHost clearly.
+func TestZFSDriverRefused(t *testing.T) {
+	cfg := embedded.Config{StateDir: t.TempDir(), StorageBackend: embedded.StorageBackendZFS,
+		ZFSDataset: "tank/tb", ZFSDriver: "fuse", ContainerRuntime: embedded.ContainerRuntimeNone, Logger: quietLogger()}
+	if _, err := embedded.NewHost(context.Background(), cfg); !errors.Is(err, zfs.ErrUnknownDriver) {
+		t.Fatalf("NewHost with ZFSDriver %q: err = %v, want ErrUnknownDriver", cfg.ZFSDriver, err)
+	}
+}
