@@ -59,6 +59,47 @@ type Backend interface {
 	Close() error
 }
 
+// Quotaer is implemented by backends that can bound the space a volume's
+// live tree uses. It is optional: a caller finds it by type assertion.
+//
+// The quota counts what the volume's tree references (its files, shared
+// copy-on-write blocks included), not its snapshots: a snapshot never
+// makes the volume's quota smaller, and destroying one never frees quota.
+// The quota belongs to the volume and follows it across Rollback (rolling
+// back to a snapshot larger than the quota is allowed; writes then fail
+// until files are deleted or another rollback makes room). CloneVolume
+// does not copy it: the caller sets the clone's quota.
+//
+// Methods are safe for concurrent use, like Backend's.
+type Quotaer interface {
+	// SetQuota limits volume's tree to limitBytes (0 removes the limit;
+	// a negative limit fails with ErrInvalidQuota). A limit below the current usage is accepted:
+	// nothing is deleted, and growing writes fail until usage drops.
+	SetQuota(ctx context.Context, volume string, limitBytes int64) error
+	// Quota reports volume's limit and current usage.
+	Quota(ctx context.Context, volume string) (Quota, error)
+}
+
+// Quota is a volume's space limit and usage.
+type Quota struct {
+	// LimitBytes is the limit set by SetQuota (0: none).
+	LimitBytes int64
+	// UsedBytes is what the volume's tree uses now, as the backend counts
+	// it for the limit (btrfs: the qgroup's referenced bytes; zfs: the
+	// active dataset's referenced bytes; localdisk: allocated blocks of
+	// the tree, like du). Kernel accounting lags writes by up to one
+	// transaction commit on btrfs and zfs.
+	UsedBytes int64
+	// Enforced reports that the filesystem itself refuses writes past
+	// LimitBytes (they fail with EDQUOT). When false the limit is only
+	// recorded, and the caller enforces it by checking UsedBytes after
+	// writes (localdisk).
+	Enforced bool
+}
+
+// Exceeded reports whether usage is above a set limit.
+func (q Quota) Exceeded() bool { return q.LimitBytes > 0 && q.UsedBytes > q.LimitBytes }
+
 // Volume describes a volume.
 type Volume struct {
 	// Name is the volume's name.
@@ -102,6 +143,8 @@ var (
 	// ErrUnsupported: the backend does not fit this host (wrong filesystem,
 	// missing kernel support). Tests skip on it only when not required.
 	ErrUnsupported = errors.New("backend not supported on this host")
+	// ErrInvalidQuota: a negative quota was given to Quotaer.SetQuota.
+	ErrInvalidQuota = errors.New("invalid quota")
 )
 
 // MaxNameLength bounds volume and snapshot names.
@@ -115,6 +158,15 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]*$`)
 func ValidateName(name string) error {
 	if name == "" || len(name) > MaxNameLength || !namePattern.MatchString(name) {
 		return fmt.Errorf("%w: %q: want 1-%d characters of [A-Za-z0-9_.:-] starting with a letter or digit", ErrInvalidName, name, MaxNameLength)
+	}
+	return nil
+}
+
+// ValidateQuota checks a quota limit for Quotaer.SetQuota: 0 (none) or
+// positive. The error wraps ErrInvalidQuota.
+func ValidateQuota(limitBytes int64) error {
+	if limitBytes < 0 {
+		return fmt.Errorf("%w: %d bytes (want 0 for none, or a positive size)", ErrInvalidQuota, limitBytes)
 	}
 	return nil
 }

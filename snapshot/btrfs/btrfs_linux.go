@@ -58,8 +58,11 @@ const (
 //   - CreateVolume and CloneVolume appear whole or not at all; after a crash
 //     before the next commit a newly created volume may be missing, never
 //     half-made.
-//   - SizeBytes is always 0: btrfs tells a subvolume's exclusive size only
-//     through quota groups, which cost every write and are off by default.
+//   - SizeBytes comes from quota groups: a volume's is its subvolume's
+//     referenced bytes, a snapshot's its exclusive bytes (the blocks only
+//     it holds), as of the last transaction commit. Without quotas on the
+//     filesystem (SetQuota turns them on; they cost work at every commit)
+//     both are 0.
 //
 // Methods are safe for concurrent use; calls naming the same volume are
 // serialized by the Backend.
@@ -71,6 +74,10 @@ type Backend struct {
 	locks   keyedMutex
 	reaper  reaper
 	closed  atomic.Bool
+	// quotas is set once quotas are known to be on (quota_linux.go);
+	// quotaMu serializes turning them on.
+	quotas  atomic.Bool
+	quotaMu sync.Mutex
 }
 
 var _ snapshot.Backend = (*Backend)(nil)
@@ -237,8 +244,18 @@ func (b *Backend) volumeExists(volume string) bool {
 	return err == nil
 }
 
+// volumeInfo describes a volume. SizeBytes is its subvolume's referenced
+// bytes when quotas are on (the qgroup's count, as of the last commit),
+// else 0: without qgroups btrfs cannot tell a subvolume's size short of a
+// walk of the tree.
 func (b *Backend) volumeInfo(volume string) snapshot.Volume {
-	return snapshot.Volume{Name: volume, Path: b.volumePath(volume)}
+	v := snapshot.Volume{Name: volume, Path: b.volumePath(volume)}
+	if b.quotasOn() {
+		if info, err := getSubvolInfo(v.Path); err == nil {
+			v.SizeBytes, _ = b.sizes(info.id)
+		}
+	}
+	return v
 }
 
 // CreateVolume makes a new, empty subvolume at <root>/volumes/<volume>/workspace.
@@ -273,6 +290,9 @@ func (b *Backend) CloneVolume(ctx context.Context, volume, srcVolume, srcSnapsho
 	return b.makeVolume(volume, func(dst string) error {
 		if err := cbtrfs.SubvolSnapshot(dst, src, false); err != nil {
 			return fmt.Errorf("btrfs: clone %s from %s@%s: %w", volume, srcVolume, srcSnapshot, mapErr(err))
+		}
+		if err := b.clearInheritedLimit(dst); err != nil {
+			return errors.Join(fmt.Errorf("btrfs: clone %s: clearing the quota copied from %s: %w", volume, srcVolume, mapErr(err)), deleteSubvol(dst))
 		}
 		return nil
 	})
@@ -445,7 +465,8 @@ func (b *Backend) Snapshot(ctx context.Context, volume, name string) (snapshot.S
 	if err != nil {
 		return snapshot.Snapshot{}, errors.Join(fmt.Errorf("btrfs: snapshot %s@%s: %w", volume, name, mapErr(err)), deleteSubvol(dst))
 	}
-	return snapshot.Snapshot{Volume: volume, Name: name, CreatedAt: info.created}, nil
+	_, excl := b.sizes(info.id)
+	return snapshot.Snapshot{Volume: volume, Name: name, CreatedAt: info.created, SizeBytes: excl}, nil
 }
 
 // Snapshots lists a volume's snapshots, oldest first (by subvolume id,
@@ -477,7 +498,8 @@ func (b *Backend) Snapshots(ctx context.Context, volume string) ([]snapshot.Snap
 		if err != nil {
 			return nil, fmt.Errorf("btrfs: snapshots of %s: %w", volume, mapErr(err))
 		}
-		items = append(items, item{snapshot.Snapshot{Volume: volume, Name: e.Name(), CreatedAt: info.created}, info.id})
+		_, excl := b.sizes(info.id)
+		items = append(items, item{snapshot.Snapshot{Volume: volume, Name: e.Name(), CreatedAt: info.created, SizeBytes: excl}, info.id})
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].id < items[j].id })
 	out := make([]snapshot.Snapshot, len(items))
@@ -515,6 +537,11 @@ func (b *Backend) Rollback(ctx context.Context, volume, name string) error {
 	}
 	if err := cbtrfs.SubvolSnapshot(tmp, src, false); err != nil {
 		return fmt.Errorf("btrfs: rollback %s to %s: %w", volume, name, mapErr(err))
+	}
+	// The volume's quota moves to the new tree before it takes Path, so
+	// there is no moment without it.
+	if err := b.copyLimit(path, tmp); err != nil {
+		return errors.Join(fmt.Errorf("btrfs: rollback %s to %s: carrying the quota over: %w", volume, name, mapErr(err)), removeTree(tmp))
 	}
 	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE); err != nil {
 		return errors.Join(fmt.Errorf("btrfs: rollback %s to %s: exchange: %w", volume, name, mapErr(err)), removeTree(tmp))

@@ -27,6 +27,7 @@ import (
 //	volumes/<volume>/workspace/            Volume.Path
 //	snapshots/<volume>/<snapshot>/tree/    the snapshot's copy of the tree
 //	snapshots/<volume>/<snapshot>/meta.json
+//	quotas/<volume>                        the volume's quota, if set (quota_linux.go)
 //
 // Anything whose name starts with tmpPrefix is work in progress (a copy
 // being made, a tree being deleted) and is removed by New. Valid names
@@ -182,7 +183,7 @@ func (b *Backend) recover() error {
 			}
 		}
 	}
-	return nil
+	return b.recoverQuotas()
 }
 
 // begin checks the backend is open and the names valid, then locks the
@@ -265,6 +266,9 @@ func (b *Backend) makeVolume(volume string, fill func(ws string) error) error {
 	// Snapshots left by a DestroyVolume that failed half-way must not be
 	// inherited by a new volume of the same name.
 	if err := b.dropTree(b.snapsDir(volume), filepath.Join(b.root, snapshotsDir)); err != nil {
+		return fmt.Errorf("localdisk: %w", err)
+	}
+	if err := b.dropQuota(volume); err != nil {
 		return fmt.Errorf("localdisk: %w", err)
 	}
 	tmp := filepath.Join(b.volumesPath(), tmpName(tmpPrefix))
@@ -375,6 +379,9 @@ func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 	}
 	if err := b.dropTree(b.snapsDir(volume), filepath.Join(b.root, snapshotsDir)); err != nil {
 		return fmt.Errorf("localdisk: destroying the snapshots of volume %q: %w", volume, err)
+	}
+	if err := b.dropQuota(volume); err != nil {
+		return fmt.Errorf("localdisk: destroying the quota of volume %q: %w", volume, err)
 	}
 	return nil
 }

@@ -86,6 +86,7 @@ var cases = []testCase{
 	{"SnapshotWhileChurning", testSnapshotWhileChurning},
 	{"ConcurrentVolumes", testConcurrentVolumes},
 	{"SizeBytes", testSizeBytes},
+	{"Quota", testQuota},
 }
 
 // Run runs the conformance suite as named subtests of t. Each subtest

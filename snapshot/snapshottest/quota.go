@@ -1,0 +1,197 @@
+package snapshottest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/turnbox/turnbox/snapshot"
+)
+
+// quotaLimit is the quota the Quota case sets: small enough to fill fast,
+// large enough that filesystem metadata stays a small part of it.
+const quotaLimit = 8 << 20
+
+// writeUntil writes files of 256 KiB into dir (synced) until total bytes
+// are written or a write fails with EDQUOT or ENOSPC. It returns the bytes
+// written and whether a quota or space error stopped it.
+func writeUntil(t *testing.T, dir, prefix string, total int64) (int64, bool) {
+	t.Helper()
+	buf := make([]byte, 256<<10)
+	for i := range buf {
+		buf[i] = byte(i*7 + i/251) // not all zeros: no compression or holes
+	}
+	var n int64
+	for i := 0; n < total; i++ {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d", prefix, i)))
+		if err == nil {
+			var w int
+			w, err = f.Write(buf)
+			n += int64(w)
+			if err == nil {
+				err = f.Sync()
+			}
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.ENOSPC) {
+			return n, true
+		}
+		if err != nil {
+			t.Fatalf("writing into the volume: %v", err)
+		}
+	}
+	return n, false
+}
+
+// syncPath commits the filesystem holding p, so that kernel quota
+// accounting (updated at commit) catches up.
+func syncPath(p string) {
+	if f, err := os.Open(p); err == nil {
+		_ = unix.Syncfs(int(f.Fd()))
+		f.Close()
+	}
+}
+
+// waitQuota polls Quota until ok accepts it or 30 s pass (kernel
+// accounting lags writes by up to a transaction commit).
+func waitQuota(t *testing.T, q snapshot.Quotaer, volume, path, what string, ok func(snapshot.Quota) bool) snapshot.Quota {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		syncPath(path)
+		got, err := q.Quota(t.Context(), volume)
+		if err != nil {
+			t.Fatalf("Quota(%s): %v", volume, err)
+		}
+		if ok(got) {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: Quota(%s) = %+v", what, volume, got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// testQuota checks snapshot.Quotaer on backends that implement it: the
+// limit is kept, writes past it fail (enforcing backends) or show as
+// exceeded (recording ones), nothing already written is lost, snapshots
+// and rollback keep working, the quota follows the volume across Rollback,
+// a rollback to a smaller snapshot makes room again, clones start without
+// a quota, and SetQuota(0) lifts it.
+func testQuota(t *testing.T, b snapshot.Backend) {
+	q, ok := b.(snapshot.Quotaer)
+	if !ok {
+		t.Skipf("%s does not implement snapshot.Quotaer", b.Kind())
+	}
+	ctx := t.Context()
+	v := mustCreate(t, b, "q")
+	if got, err := q.Quota(ctx, "q"); err != nil || got.LimitBytes != 0 {
+		t.Fatalf("Quota of a new volume = %+v, %v; want no limit", got, err)
+	}
+	wantErr(t, q.SetQuota(ctx, "q", -1), snapshot.ErrInvalidQuota, "SetQuota(-1)")
+	wantErr(t, q.SetQuota(ctx, "missing", quotaLimit), snapshot.ErrNotFound, "SetQuota of a missing volume")
+	if _, err := q.Quota(ctx, "missing"); !errors.Is(err, snapshot.ErrNotFound) {
+		t.Errorf("Quota of a missing volume: %v, want ErrNotFound", err)
+	}
+	if err := q.SetQuota(ctx, "q", quotaLimit); err != nil {
+		t.Fatalf("SetQuota: %v", err)
+	}
+	got, err := q.Quota(ctx, "q")
+	if err != nil || got.LimitBytes != quotaLimit {
+		t.Fatalf("Quota after SetQuota = %+v, %v; want limit %d", got, err, quotaLimit)
+	}
+	enforced := got.Enforced
+
+	writeFile(t, filepath.Join(v.Path, "keep.txt"), "kept whatever happens")
+	if n, hit := writeUntil(t, v.Path, "small", 2<<20); hit {
+		t.Fatalf("2 MiB under an 8 MiB quota hit the limit after %d bytes", n)
+	}
+	mustSnapshot(t, b, "q", "small")
+
+	n, hit := writeUntil(t, v.Path, "big", 3*quotaLimit)
+	t.Logf("%s: wrote %d bytes past 2 MiB before the quota stopped it (hit=%v, enforced=%v)", b.Kind(), n, hit, enforced)
+	if enforced {
+		if !hit {
+			t.Fatalf("wrote %d bytes under an %d-byte quota without EDQUOT", n, quotaLimit)
+		}
+		if n > quotaLimit {
+			t.Errorf("wrote %d bytes past 2 MiB under an %d-byte quota", n, quotaLimit)
+		}
+	} else {
+		if hit {
+			t.Fatalf("a recorded-only quota stopped a write after %d bytes", n)
+		}
+		waitQuota(t, q, "q", v.Path, "after writing past the quota", snapshot.Quota.Exceeded)
+	}
+	if got := readFile(t, filepath.Join(v.Path, "keep.txt")); got != "kept whatever happens" {
+		t.Fatalf("keep.txt after hitting the quota = %q", got)
+	}
+	full := waitQuota(t, q, "q", v.Path, "usage after filling", func(x snapshot.Quota) bool { return x.UsedBytes >= 4<<20 })
+	t.Logf("%s: usage at the quota: %d of %d", b.Kind(), full.UsedBytes, full.LimitBytes)
+
+	// Snapshots do not count against the quota and still work at it.
+	mustSnapshot(t, b, "q", "full")
+	// Deleting files makes room (the kernel allows it at the limit).
+	if err := os.Remove(filepath.Join(v.Path, "big-0")); err != nil {
+		t.Fatalf("deleting a file at the quota: %v", err)
+	}
+
+	// Rolling back to the small snapshot keeps the quota and makes room.
+	mustRollback(t, b, "q", "small")
+	after := waitQuota(t, q, "q", v.Path, "after rollback to the small snapshot", func(x snapshot.Quota) bool {
+		return x.LimitBytes == quotaLimit && x.UsedBytes < 4<<20
+	})
+	t.Logf("%s: usage after rollback: %d", b.Kind(), after.UsedBytes)
+	if n, hit := writeUntil(t, v.Path, "again", 2<<20); hit {
+		t.Fatalf("after rollback below the quota, a 2 MiB write hit it after %d bytes", n)
+	}
+	if enforced {
+		// Roll forward to the full snapshot: writes fail again.
+		mustRollback(t, b, "q", "full")
+		if n, hit := writeUntil(t, v.Path, "over", 3*quotaLimit); !hit {
+			t.Fatalf("after rolling forward to a full snapshot, wrote %d bytes without EDQUOT", n)
+		}
+	}
+	if got := readFile(t, filepath.Join(v.Path, "keep.txt")); got != "kept whatever happens" {
+		t.Fatalf("keep.txt after rollbacks = %q", got)
+	}
+
+	// A clone starts without a quota.
+	mustClone(t, b, "c", "q", "small")
+	if got, err := q.Quota(ctx, "c"); err != nil || got.LimitBytes != 0 {
+		t.Fatalf("Quota of a clone = %+v, %v; want no limit", got, err)
+	}
+
+	// SetQuota(0) lifts the limit.
+	if err := q.SetQuota(ctx, "q", 0); err != nil {
+		t.Fatalf("SetQuota(0): %v", err)
+	}
+	if got, err := q.Quota(ctx, "q"); err != nil || got.LimitBytes != 0 {
+		t.Fatalf("Quota after SetQuota(0) = %+v, %v", got, err)
+	}
+	if n, hit := writeUntil(t, v.Path, "free", 2*quotaLimit); hit {
+		t.Fatalf("with the quota lifted, a write hit a limit after %d bytes", n)
+	}
+
+	// The quota goes with the volume: a new volume of the same name has
+	// none.
+	if err := q.SetQuota(ctx, "q", quotaLimit); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DestroyVolume(ctx, "q"); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, b, "q")
+	if got, err := q.Quota(ctx, "q"); err != nil || got.LimitBytes != 0 {
+		t.Fatalf("Quota of a re-created volume = %+v, %v; want no limit", got, err)
+	}
+}
