@@ -51,7 +51,7 @@ const (
 // stays within ZFS's 255 bytes.
 const maxVerbatim = 64
 
-var loadProps = []string{"type", "origin", "mountpoint", "defer_destroy", "creation", PropVolume, PropSnapshot, PropCreated, PropDestroying, PropRootAttr}
+var loadProps = []string{"type", "origin", "mountpoint", "defer_destroy", "creation", PropVolume, PropSnapshot, PropCreated, PropDestroying, PropRootAttr, PropQuota}
 
 // Backend is a snapshot.Backend on ZFS. See the package documentation for
 // the dataset layout and the rollback scheme.
@@ -82,6 +82,7 @@ type vol struct {
 	lock    sync.Mutex
 	gens    []*gen // ascending by n; the last is active
 	nextGen int
+	quota   int64 // PropQuota (backend_quota.go); 0: none
 }
 
 type gen struct {
@@ -527,6 +528,20 @@ func (b *Backend) swap(ctx context.Context, v *vol, a *gen, target string) error
 		return fmt.Errorf("zfs: rollback %s: cloning %s: %w", v.name, target, err)
 	}
 	b.mu.Lock()
+	quota := v.quota
+	b.mu.Unlock()
+	if quota > 0 {
+		// The clone has its origin's refquota, if any, from when the
+		// snapshot was taken: give it the volume's current quota. On
+		// failure undo the swap; the volume is unchanged.
+		if err := b.applyRefquota(ctx, ng.ds, quota); err != nil {
+			uctx := context.WithoutCancel(ctx)
+			derr := b.d.Destroy(uctx, ng.ds, DestroyOptions{})
+			rerr := b.d.SetProps(uctx, a.ds, map[string]string{"mountpoint": b.path(v.name)})
+			return fmt.Errorf("zfs: rollback %s: setting the quota on the new generation: %w (undo: destroy %v, remount %v)", v.name, err, derr, rerr)
+		}
+	}
+	b.mu.Lock()
 	v.gens = append(v.gens, ng)
 	drop := len(a.snaps) == 0
 	b.mu.Unlock()
@@ -825,6 +840,7 @@ func (b *Backend) load(ctx context.Context) (destroying map[string]string, err e
 	gens := map[string]*gen{}
 	destroying = map[string]string{}
 	doomed := map[string]bool{}
+	quotas := map[string]int64{}
 	for _, d := range all {
 		rel, ok := strings.CutPrefix(d.Name, b.parent+"/")
 		if !ok {
@@ -836,6 +852,9 @@ func (b *Backend) load(ctx context.Context) (destroying map[string]string, err e
 		case !isSnap && len(parts) == 1:
 			if d.Props[PropDestroying] != "" {
 				doomed[parts[0]] = true
+			}
+			if q, err := strconv.ParseInt(d.Props[PropQuota], 10, 64); err == nil && q > 0 {
+				quotas[parts[0]] = q
 			}
 		case !isSnap && len(parts) == 2:
 			n, err := strconv.Atoi(strings.TrimPrefix(parts[1], genPrefix))
@@ -880,13 +899,14 @@ func (b *Backend) load(ctx context.Context) (destroying map[string]string, err e
 	for _, v := range vols {
 		sort.Slice(v.gens, func(i, j int) bool { return v.gens[i].n < v.gens[j].n })
 		v.nextGen = v.gens[len(v.gens)-1].n + 1
+		v.quota = quotas[v.comp]
 	}
 	b.mu.Lock()
 	// Keep the lock objects of volumes that survive, so a concurrent
 	// waiter on an old *vol still serializes with new callers.
 	for name, nv := range vols {
 		if old := b.vols[name]; old != nil {
-			old.gens, old.nextGen, old.comp = nv.gens, nv.nextGen, nv.comp
+			old.gens, old.nextGen, old.comp, old.quota = nv.gens, nv.nextGen, nv.comp, nv.quota
 			vols[name] = old
 		}
 	}
