@@ -2,8 +2,10 @@ package remote_test
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -216,4 +218,70 @@ func median(xs []float64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// BenchmarkReadFileLoad: read_file of a 3-byte file from 50 sessions at
+// once (50 goroutines, one session each, closed loop), in process and
+// through a loopback server with one client per session (a connection
+// each) or one client shared by all sessions (one HTTP/2 connection).
+// ops/s is the throughput; p50-ms and p99-ms are per call.
+func BenchmarkReadFileLoad(b *testing.B) {
+	const sessions = 50
+	host := newHost(b)
+	srv := startServer(b, host, "", remote.WithAuthTokens(testToken))
+	shared := remote.NewClient(srv.URL, remote.WithBearerToken(testToken))
+	targets := []struct {
+		name string
+		env  func() environment.Environment
+	}{
+		{"embedded", func() environment.Environment { return host.NewEnvironment() }},
+		{"remote-client-per-session", func() environment.Environment {
+			return remote.NewNativeSandboxEnvironment(remote.NewClient(srv.URL, remote.WithBearerToken(testToken)), remote.DefaultConfig(), nil)
+		}},
+		{"remote-shared-client", func() environment.Environment {
+			return remote.NewNativeSandboxEnvironment(shared, remote.DefaultConfig(), nil)
+		}},
+	}
+	for _, tg := range targets {
+		b.Run(tg.name, func(b *testing.B) {
+			envs := make([]environment.Environment, sessions)
+			for i := range envs {
+				envs[i] = benchSession(b, tg.env())
+				if _, err := envs[i].ExecuteTool(b.Context(), benchRequest(b, environment.WriteFileParams{Path: "a.txt", Content: "abc"}), nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var (
+				next    atomic.Int64
+				mu      sync.Mutex
+				samples []float64
+			)
+			b.SetParallelism((sessions + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+			start := time.Now()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				env := envs[int(next.Add(1)-1)%sessions]
+				var mine []float64
+				for pb.Next() {
+					t := time.Now()
+					resp, err := env.ExecuteTool(b.Context(), benchRequest(b, environment.ReadFileParams{Path: "a.txt"}), nil)
+					if err != nil || resp.Content != "abc" {
+						b.Errorf("read_file: %v %v", resp, err)
+						return
+					}
+					mine = append(mine, float64(time.Since(t)))
+				}
+				mu.Lock()
+				samples = append(samples, mine...)
+				mu.Unlock()
+			})
+			b.StopTimer()
+			slices.Sort(samples)
+			if n := len(samples); n > 0 {
+				b.ReportMetric(float64(n)/time.Since(start).Seconds(), "ops/s")
+				b.ReportMetric(samples[n/2]/1e6, "p50-ms")
+				b.ReportMetric(samples[min(n-1, n*99/100)]/1e6, "p99-ms")
+			}
+		})
+	}
 }

@@ -42,7 +42,7 @@ func closeHost(tb testing.TB, host *embedded.Host) {
 }
 
 // testServer is a remote.Server on a loopback listener speaking HTTP/1.1
-// and h2c.
+// and h2c, with the http.Server of `turnbox serve`.
 type testServer struct {
 	URL  string
 	Addr string
@@ -62,10 +62,7 @@ func startServer(tb testing.TB, host *embedded.Host, addr string, opts ...remote
 		tb.Fatal(err)
 	}
 	srv := remote.NewServer(host, opts...)
-	var p http.Protocols
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	hs := &http.Server{Handler: srv.Handler(), Protocols: &p, ReadHeaderTimeout: 10 * time.Second}
+	hs := srv.HTTPServer(true) // what `turnbox serve` runs
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			tb.Errorf("serve: %v", err)
