@@ -19,7 +19,7 @@ import (
 // it, on a scratch tree of the same shape as the bench workspace: the
 // physical floor on that filesystem.
 
-// RawBtrfs measures the bare ioctls under dir (on btrfs): snapshot (a
+// RawBtrfs measures the bare ioctls under dir (on btrfs): turn_complete (a
 // read-only subvolume snapshot), rollback (a writable snapshot of an older
 // snapshot, an exchange rename, a subvolume delete) and fork (a writable
 // snapshot).
@@ -52,7 +52,7 @@ func RawBtrfs(ctx context.Context, dir string, files, size, n int) ([]Result, er
 	if err != nil {
 		return nil, fmt.Errorf("raw btrfs snapshot: %w", err)
 	}
-	out = append(out, Latencies("snapshot", samples))
+	out = append(out, Latencies(OpTurnComplete, samples))
 	samples, err = timeN(n, func(i int) error {
 		tmp := filepath.Join(root, fmt.Sprintf("r%d", i))
 		if err := btrfsioctl.SubvolSnapshot(tmp, snaps[i%2*(len(snaps)-1)], false); err != nil {
@@ -66,14 +66,14 @@ func RawBtrfs(ctx context.Context, dir string, files, size, n int) ([]Result, er
 	if err != nil {
 		return nil, fmt.Errorf("raw btrfs rollback: %w", err)
 	}
-	out = append(out, Latencies("rollback", samples))
+	out = append(out, Latencies(OpRollback, samples))
 	samples, err = timeN(n, func(i int) error {
 		return btrfsioctl.SubvolSnapshot(filepath.Join(root, fmt.Sprintf("f%d", i)), snaps[0], false)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("raw btrfs fork: %w", err)
 	}
-	out = append(out, Latencies("fork", samples))
+	out = append(out, Latencies(OpFork, samples))
 	return out, nil
 }
 
@@ -85,7 +85,7 @@ func zfsCmd(ctx context.Context, args ...string) error {
 }
 
 // RawZFS measures the bare zfs commands on a scratch dataset under
-// parent: `zfs snapshot`, `zfs rollback -r` to an older snapshot (the
+// parent: `zfs snapshot` (turn_complete), `zfs rollback -r` to an older snapshot (the
 // command's own rollback destroys newer snapshots, which turnbox's does
 // not), and `zfs clone`.
 func RawZFS(ctx context.Context, parent, mountDir string, files, size, n int) ([]Result, error) {
@@ -103,7 +103,7 @@ func RawZFS(ctx context.Context, parent, mountDir string, files, size, n int) ([
 	if err != nil {
 		return nil, err
 	}
-	out = append(out, Latencies("snapshot", samples))
+	out = append(out, Latencies(OpTurnComplete, samples))
 	samples, err = timeN(n, func(i int) error {
 		return zfsCmd(ctx, "clone", fmt.Sprintf("%s@s0", ds), fmt.Sprintf("%s-f%d", ds, i))
 	})
@@ -113,7 +113,7 @@ func RawZFS(ctx context.Context, parent, mountDir string, files, size, n int) ([
 	if err != nil {
 		return nil, err
 	}
-	out = append(out, Latencies("fork", samples))
+	out = append(out, Latencies(OpFork, samples))
 	// rollback -r destroys the snapshots newer than its target: roll back
 	// to the newest but one, then take a new snapshot (untimed).
 	samples = samples[:0]
@@ -128,21 +128,21 @@ func RawZFS(ctx context.Context, parent, mountDir string, files, size, n int) ([
 		}
 		samples = append(samples, time.Since(start))
 	}
-	out = append(out, Latencies("rollback", samples))
+	out = append(out, Latencies(OpRollback, samples))
 	return out, nil
 }
 
 // RunscBaselines measures, for a host on the gvisor runtime with a running
 // session sandbox id: "runsc-exec" (a `runsc exec` process per call into
-// that sandbox) and "runsc-run" (a fresh `runsc run` per call, as the
-// reference design did).
-func RunscBaselines(ctx context.Context, rt *gvisor.Runtime, id, rootfs, workspace string, n int) ([]Result, error) {
-	samples, err := timeN(n, func(int) error { return rt.RunscExecTrue(ctx, id, container.NetworkNone) })
+// that sandbox, execN times) and "runsc-run" (a fresh `runsc run` per
+// call, as the reference design did, n times). Both are exec's baselines.
+func RunscBaselines(ctx context.Context, rt *gvisor.Runtime, id, rootfs, workspace string, execN, n int) ([]Result, error) {
+	samples, err := timeN(execN, func(int) error { return rt.RunscExecTrue(ctx, id, container.NetworkNone) })
 	if err != nil {
 		return nil, err
 	}
-	execRes := Latencies("exec", samples)
-	execRes.Baseline = "runsc-exec"
+	execRes := Latencies(OpExec, samples)
+	execRes.Baseline = BaselineRunscExec
 	run, cleanup, err := rt.RunscRunBaseline(container.Spec{ID: "bench-run", RootFS: rootfs, Workspace: workspace, Network: container.NetworkNone})
 	if err != nil {
 		return nil, err
@@ -152,7 +152,7 @@ func RunscBaselines(ctx context.Context, rt *gvisor.Runtime, id, rootfs, workspa
 	if err != nil {
 		return nil, err
 	}
-	runRes := Latencies("exec", samples)
-	runRes.Baseline = "runsc-run"
+	runRes := Latencies(OpExec, samples)
+	runRes.Baseline = BaselineRunscRun
 	return []Result{execRes, runRes}, nil
 }

@@ -1,48 +1,117 @@
 package benchmarks
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
-	"errors"
+	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
-	"github.com/turnbox/turnbox/container/gvisor"
-	"github.com/turnbox/turnbox/container/runc"
 	"github.com/turnbox/turnbox/embedded"
-	"github.com/turnbox/turnbox/environment"
-	"github.com/turnbox/turnbox/snapshot/btrfs"
-	"github.com/turnbox/turnbox/zfs"
+)
+
+// Operation names. A baseline's Result carries the name of the turnbox
+// operation it is compared with, so that the two sit in the same row.
+const (
+	OpCreate       = "create"        // CreateSession until it accepts tool calls
+	OpStart        = "start"         // CreateSession plus the first bash call completed
+	OpExec         = "exec"          // a bash `true` round trip in a running session
+	OpReadFile     = "read_file"     // read_file of one line of a small file
+	OpWriteFile    = "write_file"    // write_file of a small file
+	OpEditFile     = "edit_file"     // edit_file replacing one string in a small file
+	OpGrep         = "grep"          // grep over one directory of 100 files
+	OpTurnComplete = "turn_complete" // TurnComplete after a one-file change
+	OpRollback     = "rollback"      // Rollback to an older snapshot
+	OpFork         = "fork"          // Fork a snapshot into a new running session
+	OpPauseResume  = "pause_resume"  // Pause then Resume of a session
+)
+
+// Ops lists the operation names in report order.
+var Ops = []string{OpCreate, OpStart, OpExec, OpReadFile, OpWriteFile, OpEditFile, OpGrep, OpTurnComplete, OpRollback, OpFork, OpPauseResume}
+
+// Baseline names (Result.Baseline; "" is turnbox itself).
+const (
+	// BaselineFullCopy is `cp -a` of the same workspace (under turn_complete:
+	// what a snapshot costs without copy-on-write).
+	BaselineFullCopy = "full-copy"
+	// BaselineRaw is the bare btrfs ioctl or zfs command on a tree of the
+	// same shape, with no turnbox around it: the floor on that filesystem.
+	BaselineRaw = "raw"
+	// BaselineRunscExec is a `runsc exec` process per call (under exec).
+	BaselineRunscExec = "runsc-exec"
+	// BaselineRunscRun is a fresh `runsc run` of /bin/true per call (under
+	// exec: a container per tool call, as the reference design did).
+	BaselineRunscRun = "runsc-run"
+	// BaselineRuncExec is a `runc exec` binary process per call (under exec).
+	BaselineRuncExec = "runc-exec"
+	// BaselineGVisorCheckpoint is `runsc checkpoint --leave-running` of a
+	// running sandbox (under turn_complete: saving the whole sandbox).
+	BaselineGVisorCheckpoint = "gvisor-checkpoint"
+	// BaselineGVisorRestore is `runsc restore` of that checkpoint into a
+	// new sandbox (under rollback: going back by restoring the sandbox).
+	BaselineGVisorRestore = "gvisor-restore"
+)
+
+// Series names (Result.Series).
+const (
+	// SeriesFiles is the workspace-size scaling series.
+	SeriesFiles = "files"
+	// SeriesSessions is the concurrent-sessions scaling series.
+	SeriesSessions = "sessions"
 )
 
 // Result is one measured operation.
 type Result struct {
-	Op       string  `json:"op"`
-	Backend  string  `json:"backend"`
-	Runtime  string  `json:"runtime"`
-	Files    int     `json:"files"`
-	N        int     `json:"n"`
-	P50MS    float64 `json:"p50_ms"`
-	P90MS    float64 `json:"p90_ms"`
-	P99MS    float64 `json:"p99_ms"`
-	Baseline string  `json:"baseline"`
+	Op      string `json:"op"`
+	Backend string `json:"backend"`
+	// Runtime is the container runtime; "" for a storage baseline
+	// (full-copy, raw), which does not depend on it.
+	Runtime string  `json:"runtime"`
+	Files   int     `json:"files"`
+	N       int     `json:"n"`
+	P50MS   float64 `json:"p50_ms"`
+	P90MS   float64 `json:"p90_ms"`
+	P99MS   float64 `json:"p99_ms"`
+	// Baseline is "" for turnbox's own figures, else the comparison's name
+	// (Baseline* constants).
+	Baseline string `json:"baseline"`
 	// Sessions is the number of sessions driven concurrently (0 or 1:
 	// one at a time).
 	Sessions int `json:"sessions,omitempty"`
 	// OpsPerSec is the sustained throughput of a load run (0 when the
 	// result is a latency series only).
 	OpsPerSec float64 `json:"ops_per_s,omitempty"`
+	// Series is "" for the backend × runtime matrix, else the scaling
+	// series the result belongs to (SeriesFiles, SeriesSessions).
+	Series string `json:"series,omitempty"`
+}
+
+// Skip records a combination or an operation that was not measured, and
+// why. Failed is set when it was attempted and broke (as opposed to not
+// being able to run on this machine).
+type Skip struct {
+	Backend string `json:"backend"`
+	Runtime string `json:"runtime"`
+	// Op is "" when the whole combination was skipped.
+	Op     string `json:"op,omitempty"`
+	Reason string `json:"reason"`
+	Failed bool   `json:"failed,omitempty"`
 }
 
 // Report is a whole run.
 type Report struct {
 	Results []Result `json:"results"`
+	Skipped []Skip   `json:"skipped,omitempty"`
 	Machine Machine  `json:"machine"`
+	Config  Config   `json:"config"`
 }
 
 // Machine describes where a report was measured.
@@ -52,18 +121,52 @@ type Machine struct {
 	CPUs   int       `json:"cpus"`
 	Kernel string    `json:"kernel"`
 	When   time.Time `json:"when"`
+	// CPUModel is the first "model name" of /proc/cpuinfo.
+	CPUModel string `json:"cpu_model,omitempty"`
+	// MemoryBytes is MemTotal of /proc/meminfo.
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+	// LoadAvg is the 1, 5 and 15 minute load averages when the run began.
+	LoadAvg [3]float64 `json:"load_avg"`
+	// Note is free text from whoever ran it (e.g. "shared, loaded").
+	Note string `json:"note,omitempty"`
 }
 
 // Config says what to measure.
 type Config struct {
-	// Files is the synthetic workspace's file count for snapshot,
-	// rollback, fork and full-copy.
-	Files int
+	// Files is the synthetic workspace's file count for the matrix.
+	Files int `json:"files"`
 	// FileSize is the size of each file (default 10 KiB: 10,000 files make
 	// 100 MB).
-	FileSize int
-	// N is the number of timed runs of each operation.
-	N int
+	FileSize int `json:"file_size"`
+	// N is the number of timed runs of each operation (default 30).
+	N int `json:"n"`
+	// ExecN is the number of timed runs of exec and its per-call baselines
+	// runsc-exec and runc-exec (default max(N, 50)).
+	ExecN int `json:"exec_n"`
+	// SkipStorageBaselines leaves out full-copy and raw (a matrix measures
+	// them once per backend, not once per runtime).
+	SkipStorageBaselines bool `json:"-"`
+	// Logger receives progress and skipped operations (nil: discarded).
+	Logger *slog.Logger `json:"-"`
+}
+
+func (c Config) withDefaults() Config {
+	if c.N <= 0 {
+		c.N = 30
+	}
+	if c.ExecN <= 0 {
+		c.ExecN = max(c.N, 50)
+	}
+	if c.FileSize <= 0 {
+		c.FileSize = 10 << 10
+	}
+	if c.Files < 0 {
+		c.Files = 0
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
 }
 
 // Latencies turns samples into a Result's percentiles (nearest rank).
@@ -80,19 +183,38 @@ func Latencies(op string, samples []time.Duration) Result {
 	return Result{Op: op, N: len(s), P50MS: pct(0.50), P90MS: pct(0.90), P99MS: pct(0.99)}
 }
 
-// Fill writes files files of size bytes under dir, 100 to a directory.
+// Needle is a word that Fill writes into the first file of every
+// directory, for the grep op to find.
+const Needle = "TURNBOX_NEEDLE"
+
+// Fill writes files text files of size bytes under dir, 100 to a
+// directory (d000/f00000.txt, ...): lines of base64 of random bytes, so
+// the content neither compresses nor deduplicates, and grep has text to
+// scan. The first file of each directory holds Needle on its first line.
 func Fill(dir string, files, size int) error {
-	buf := make([]byte, size)
+	raw := make([]byte, size)
+	text := make([]byte, 0, size+80)
 	for i := range files {
 		sub := filepath.Join(dir, fmt.Sprintf("d%03d", i/100))
 		if i%100 == 0 {
 			if err := os.MkdirAll(sub, 0o755); err != nil {
-				return err
+				return fmt.Errorf("bench fill: %w", err)
 			}
 		}
-		_, _ = rand.Read(buf)
-		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%05d.txt", i)), buf, 0o644); err != nil {
-			return err
+		_, _ = rand.Read(raw)
+		text = text[:0]
+		if i%100 == 0 {
+			text = append(text, Needle+"\n"...)
+		}
+		enc := base64.StdEncoding.EncodeToString(raw)
+		for len(text) < size && len(enc) > 0 {
+			n := min(76, len(enc), size-len(text))
+			text = append(text, enc[:n]...)
+			text = append(text, '\n')
+			enc = enc[n:]
+		}
+		if err := os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%05d.txt", i)), text[:min(len(text), max(size, 1))], 0o644); err != nil {
+			return fmt.Errorf("bench fill: %w", err)
 		}
 	}
 	return nil
@@ -103,206 +225,72 @@ func kernel() string {
 	if err != nil {
 		return ""
 	}
-	return string(b[:max(len(b)-1, 0)])
+	return strings.TrimSpace(string(b))
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+func loadAvg() [3]float64 {
+	var out [3]float64
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return out
+	}
+	f := strings.Fields(string(b))
+	for i := 0; i < 3 && i < len(f); i++ {
+		out[i], _ = strconv.ParseFloat(f[i], 64)
+	}
+	return out
 }
 
 // NewReport returns an empty report stamped with this machine.
 func NewReport() Report {
-	return Report{Results: []Result{}, Machine: Machine{OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), Kernel: kernel(), When: time.Now().UTC()}}
+	return Report{Results: []Result{}, Machine: Machine{
+		OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), Kernel: kernel(),
+		When: time.Now().UTC(), CPUModel: cpuModel(), MemoryBytes: memTotal(), LoadAvg: loadAvg(),
+	}}
 }
 
-func timeN(n int, fn func(i int) error) ([]time.Duration, error) {
-	out := make([]time.Duration, 0, n)
-	for i := range n {
-		start := time.Now()
-		if err := fn(i); err != nil {
-			return nil, err
-		}
-		out = append(out, time.Since(start))
-	}
-	return out, nil
-}
-
-func bashReq(id, cmd string) environment.ToolRequest {
-	r, _ := environment.NewToolRequest(id, environment.BashParams{Command: cmd})
-	return r
-}
-
-// Run measures the headline operations on h and returns their results,
-// followed by the baselines measured in the same run.
+// Run measures the headline operations on h (one backend × runtime) and
+// returns their results, followed by the baselines measured in the same
+// run. Operations the host cannot do (pause on a runtime without it) and
+// baselines whose tools are missing are left out and logged to
+// cfg.Logger; the Suite records them in its report instead.
 func Run(ctx context.Context, h *embedded.Host, cfg Config) ([]Result, error) {
-	if cfg.N <= 0 {
-		cfg.N = 30
+	res, skips, err := runHost(ctx, h, cfg)
+	cfg = cfg.withDefaults()
+	for _, s := range skips {
+		cfg.Logger.Warn("bench: not measured", "backend", s.Backend, "runtime", s.Runtime, "op", s.Op, "reason", s.Reason)
 	}
-	if cfg.FileSize <= 0 {
-		cfg.FileSize = 10 << 10
-	}
-	caps := h.Capabilities()
-	var results []Result
-	add := func(op, baseline string, files int, samples []time.Duration) {
-		r := Latencies(op, samples)
-		r.Backend, r.Runtime, r.Files, r.Baseline = caps.Storage, string(caps.Isolation), files, baseline
-		results = append(results, r)
-	}
-
-	// create: a new session on an empty workspace, until it can run tools.
-	var created []*embedded.Environment
-	samples, err := timeN(cfg.N, func(int) error {
-		e, err := h.CreateSession(ctx, environment.SessionConfig{})
-		created = append(created, e)
-		return err
-	})
-	for _, e := range created {
-		if e != nil {
-			_ = e.Destroy(ctx)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bench create: %w", err)
-	}
-	add("create", "", 0, samples)
-
-	env, err := h.CreateSession(ctx, environment.SessionConfig{})
-	if err != nil {
-		return nil, err
-	}
-	defer env.Destroy(context.WithoutCancel(ctx))
-	info, err := h.Session(env.SessionID())
-	if err != nil {
-		return nil, err
-	}
-	if err := Fill(info.Path, cfg.Files, cfg.FileSize); err != nil {
-		return nil, fmt.Errorf("bench: filling workspace: %w", err)
-	}
-
-	// exec: a bash `true` round trip.
-	if samples, err = timeN(cfg.N, func(i int) error {
-		_, err := env.ExecuteTool(ctx, bashReq(fmt.Sprint("x", i), "true"), nil)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("bench exec: %w", err)
-	}
-	add("exec", "", cfg.Files, samples)
-	if rt, ok := h.Runtime().(*gvisor.Runtime); ok {
-		rootfs, err := h.ImagePath("")
-		if err != nil {
-			return nil, err
-		}
-		base, err := RunscBaselines(ctx, rt, env.SessionID(), rootfs, info.Path, cfg.N)
-		if err != nil {
-			return nil, fmt.Errorf("bench runsc baselines: %w", err)
-		}
-		for _, r := range base {
-			r.Backend, r.Runtime, r.Files = caps.Storage, string(caps.Isolation), cfg.Files
-			results = append(results, r)
-		}
-	}
-	if rt, ok := h.Runtime().(*runc.Runtime); ok {
-		rootfs, err := h.ImagePath("")
-		if err != nil {
-			return nil, err
-		}
-		base, err := RuncBaselines(ctx, rt, rootfs, info.Path, cfg.N)
-		if err != nil && !errors.Is(err, ErrNoRuncBinary) {
-			return nil, fmt.Errorf("bench runc baseline: %w", err)
-		}
-		for _, r := range base {
-			r.Backend, r.Runtime, r.Files = caps.Storage, string(caps.Isolation), cfg.Files
-			results = append(results, r)
-		}
-	}
-
-	// read_file of a small file.
-	readReq, _ := environment.NewToolRequest("r", environment.ReadFileParams{Path: "d000/f00000.txt", Limit: 1})
-	if samples, err = timeN(cfg.N, func(int) error {
-		_, err := env.ExecuteTool(ctx, readReq, nil)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("bench read_file: %w", err)
-	}
-	add("read_file", "", cfg.Files, samples)
-
-	// snapshot (a turn): one small change between snapshots, as a turn has.
-	var snaps []string
-	samples = samples[:0]
-	for i := range cfg.N {
-		w, _ := environment.NewToolRequest("w", environment.WriteFileParams{Path: "turn.txt", Content: fmt.Sprint(i)})
-		if _, err := env.ExecuteTool(ctx, w, nil); err != nil {
-			return nil, err
-		}
-		start := time.Now()
-		s, err := env.TurnComplete(ctx, "")
-		if err != nil {
-			return nil, fmt.Errorf("bench snapshot: %w", err)
-		}
-		samples = append(samples, time.Since(start))
-		snaps = append(snaps, s.ID)
-	}
-	add("snapshot", "", cfg.Files, samples)
-
-	// rollback: alternate between the first and the last snapshot, so each
-	// rollback really changes the tree.
-	if samples, err = timeN(cfg.N, func(i int) error {
-		target := snaps[0]
-		if i%2 == 1 {
-			target = snaps[len(snaps)-1]
-		}
-		return env.Rollback(ctx, target)
-	}); err != nil {
-		return nil, fmt.Errorf("bench rollback: %w", err)
-	}
-	add("rollback", "", cfg.Files, samples)
-
-	// fork: a new session from a snapshot, until it can run tools.
-	var forks []environment.Environment
-	samples, err = timeN(cfg.N, func(int) error {
-		f, err := env.Fork(ctx, snaps[0], environment.SessionConfig{})
-		forks = append(forks, f)
-		return err
-	})
-	for _, f := range forks {
-		if f != nil {
-			_ = f.Destroy(ctx)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bench fork: %w", err)
-	}
-	add("fork", "", cfg.Files, samples)
-
-	// Baseline: a plain recursive copy of the same workspace.
-	info, _ = h.Session(env.SessionID())
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Dir(info.Path)), ".bench-copy-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	samples = samples[:0]
-	for i := range cfg.N {
-		dst := filepath.Join(tmp, fmt.Sprint(i))
-		start := time.Now()
-		if out, err := exec.CommandContext(ctx, "cp", "-a", info.Path, dst).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("bench full-copy: %v: %s", err, out)
-		}
-		samples = append(samples, time.Since(start))
-		_ = os.RemoveAll(dst)
-	}
-	add("snapshot", "full-copy", cfg.Files, samples)
-
-	// Baseline: the bare backend operations on a tree of the same shape.
-	var raw []Result
-	switch b := h.Storage().(type) {
-	case *btrfs.Backend:
-		raw, err = RawBtrfs(ctx, b.Root(), cfg.Files, cfg.FileSize, cfg.N)
-	case *zfs.Backend:
-		raw, err = RawZFS(ctx, b.Parent(), tmp, cfg.Files, cfg.FileSize, cfg.N)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bench raw baseline: %w", err)
-	}
-	for _, r := range raw {
-		r.Backend, r.Runtime, r.Files, r.Baseline = caps.Storage, string(caps.Isolation), cfg.Files, "raw"
-		results = append(results, r)
-	}
-	return results, nil
+	return res, err
 }

@@ -27,21 +27,32 @@ func runSmall(t *testing.T, cfg embedded.Config, wantBaselines ...string) {
 		t.Fatal(err)
 	}
 	defer h.Close(ctx)
-	res, err := benchmarks.Run(ctx, h, benchmarks.Config{Files: 50, FileSize: 1024, N: 3})
+	res, err := benchmarks.Run(ctx, h, benchmarks.Config{Files: 150, FileSize: 1024, N: 3, ExecN: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]bool{}
 	for _, r := range res {
 		got[r.Op+"/"+r.Baseline] = true
-		if r.N != 3 || r.P50MS <= 0 || r.P50MS > r.P90MS || r.P90MS > r.P99MS {
+		wantN := 3
+		if r.Op == benchmarks.OpExec && r.Baseline == "" {
+			wantN = 4
+		}
+		if r.N != wantN || r.P50MS <= 0 || r.P50MS > r.P90MS || r.P90MS > r.P99MS {
 			t.Errorf("%s/%s: n=%d p50=%v p90=%v p99=%v", r.Op, r.Baseline, r.N, r.P50MS, r.P90MS, r.P99MS)
 		}
-		if r.Backend != h.Capabilities().Storage || r.Runtime != "none" {
+		wantRuntime := "none"
+		if r.Baseline == benchmarks.BaselineFullCopy || r.Baseline == benchmarks.BaselineRaw {
+			wantRuntime = "" // storage baselines do not depend on the runtime
+		}
+		if r.Backend != h.Capabilities().Storage || r.Runtime != wantRuntime || r.Files != 150 {
 			t.Errorf("%s: backend %q runtime %q", r.Op, r.Backend, r.Runtime)
 		}
 	}
-	want := []string{"create/", "exec/", "read_file/", "snapshot/", "rollback/", "fork/", "snapshot/full-copy"}
+	want := []string{"create/", "start/", "exec/", "read_file/", "write_file/", "edit_file/", "grep/", "turn_complete/", "rollback/", "fork/", "turn_complete/full-copy"}
+	if h.Capabilities().Pause {
+		want = append(want, "pause_resume/")
+	}
 	want = append(want, wantBaselines...)
 	for _, w := range want {
 		if !got[w] {
@@ -72,7 +83,7 @@ func TestRunLocalDisk(t *testing.T) { runSmall(t, embedded.Config{}) }
 func TestRunBtrfs(t *testing.T) {
 	root := btrfstest.Mount(t, 1<<30)
 	runSmall(t, embedded.Config{StorageBackend: embedded.StorageBackendBtrfs, StorageRoot: root},
-		"snapshot/raw", "rollback/raw", "fork/raw")
+		"turn_complete/raw", "rollback/raw", "fork/raw")
 }
 
 func TestLatencies(t *testing.T) {

@@ -55,7 +55,7 @@ func RuncBaselines(ctx context.Context, rt *runc.Runtime, rootfs, workspace stri
 	if err != nil {
 		return nil, err
 	}
-	r := Latencies("exec", samples)
-	r.Baseline = "runc-exec"
+	r := Latencies(OpExec, samples)
+	r.Baseline = BaselineRuncExec
 	return []Result{r}, nil
 }

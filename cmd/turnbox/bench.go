@@ -2,88 +2,186 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/turnbox/turnbox/benchmarks"
+	"github.com/turnbox/turnbox/embedded"
 )
 
 func benchCmd(g *globals) *cobra.Command {
-	var cfg benchmarks.Config
-	var asJSON bool
+	var (
+		cfg                  benchmarks.Config
+		asJSON, matrix, both bool
+		out, note            string
+		backends, runtimes   []string
+		seriesFiles          []int
+		seriesSessions       []int
+		seriesFileSize       int
+		seriesTurns          int
+		seriesRuntime        string
+	)
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure create, exec, snapshot, rollback and fork latency beside baselines",
-		Long: `bench creates sessions on the configured backend and runtime (in a fresh
-temporary state directory unless --state-dir is given), fills a synthetic
-workspace of --files files, and times each operation --n times. Baselines
-measured in the same run are marked in the baseline field: full-copy (cp -a of
-the same workspace), raw (the bare btrfs ioctl or zfs command on a tree of the
-same shape), runsc-exec and runsc-run (a runsc process per call, on gvisor),
-runc-exec (a runc binary process per call, on runc). With
---storage btrfs and no --storage-root it makes a temporary loop-mounted btrfs
-filesystem; with --storage zfs and no --zfs-dataset a temporary file-backed
-pool (starting zfs-fuse when no kernel ZFS is present); both are removed
-afterwards.`,
+		Short: "Measure every headline operation beside baselines; write a report with a chart",
+		Long: `bench creates sessions and times create, start, exec, read_file, write_file,
+edit_file, grep, turn_complete, rollback, fork and pause_resume --n times each
+(exec --exec-n times) on a synthetic workspace of --files files, beside
+baselines measured in the same run: full-copy (cp -a of the same workspace) and
+raw (the bare btrfs ioctl or zfs command) for turn_complete, rollback and fork;
+runsc-exec, runsc-run (gvisor) and runc-exec (runc) for exec; gvisor-checkpoint
+(runsc checkpoint --leave-running) for turn_complete and gvisor-restore (runsc
+restore) for rollback.
+
+By default it measures the global --storage × --runtime. --matrix measures
+every backend × runtime (localdisk, btrfs, zfs × none, gvisor, runc), and
+--backends/--runtimes a chosen product; a combination that cannot run here is
+skipped and listed in the report. btrfs without --storage-root gets a temporary
+loop-mounted filesystem, zfs without --zfs-dataset a temporary file-backed pool
+(starting zfs-fuse when no kernel ZFS is present); both are removed afterwards.
+
+--series adds the scaling series on btrfs: workspace size (--series-files:
+turn_complete, rollback, fork and the raw baseline at each size) and
+concurrent sessions (--series-sessions: write_file + TurnComplete cycles in
+parallel, p50/p99 and cycles per second).
+
+--out DIR writes DIR/report.json, DIR/report.md (tables with ratios to the
+baselines) and DIR/chart.svg; --json prints the JSON; otherwise a table.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !cmd.Flags().Changed("state-dir") && os.Getenv("TURNBOX_STATE_DIR") == "" {
-				dir, err := os.MkdirTemp("", "turnbox-bench-")
-				if err != nil {
+			if cfg.N < 1 || cfg.Files < 0 || cfg.FileSize < 1 || cfg.ExecN < 0 {
+				return fmt.Errorf("bench: --n must be at least 1, --files at least 0, --file-size at least 1, --exec-n at least 0")
+			}
+			s := benchmarks.Suite{Config: cfg, Logger: g.logger}
+			combos, err := benchCombos(g, matrix, backends, runtimes)
+			if err != nil {
+				return err
+			}
+			s.Combos = combos
+			if cmd.Flags().Changed("state-dir") || os.Getenv("TURNBOX_STATE_DIR") != "" {
+				s.Host.StateDir = g.stateDir
+			}
+			// Hosts log at warn at most: their per-session lines would bury
+			// the bench's progress (shown with --log-level info).
+			hostLog := g.logger
+			if g.logLevel != "warn" && g.logLevel != "error" {
+				if l, err := newLogger("warn", g.logJSON); err == nil {
+					hostLog = l
+				}
+			}
+			s.Host.AgentPath, s.Host.DefaultImage, s.Host.Logger = g.agent, g.image, hostLog
+			s.Host.StorageRoot, s.Host.ZFSDataset = g.root, g.dataset
+			if both || cmd.Flags().Changed("series-files") {
+				s.SeriesFiles = seriesFiles
+			}
+			if both || cmd.Flags().Changed("series-sessions") {
+				s.SeriesSessions = seriesSessions
+			}
+			for _, n := range append(append([]int(nil), s.SeriesFiles...), s.SeriesSessions...) {
+				if n < 1 {
+					return fmt.Errorf("bench: series sizes and session counts must be at least 1, got %d", n)
+				}
+			}
+			s.SeriesFileSize, s.SeriesTurns = seriesFileSize, seriesTurns
+			s.SeriesRuntime = embedded.ContainerRuntime(seriesRuntime)
+
+			rep, runErr := s.Run(cmd.Context())
+			rep.Machine.Note = note
+			if runErr != nil && !errors.Is(runErr, benchmarks.ErrFailed) {
+				return runErr
+			}
+			if out != "" {
+				if err := benchmarks.WriteDir(out, rep); err != nil {
 					return err
 				}
-				defer os.RemoveAll(dir)
-				g.stateDir = dir
+				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s/%s, %s, %s\n", out, benchmarks.ReportJSON, benchmarks.ReportMD, benchmarks.ReportChart)
 			}
-			// Without a filesystem to use, make a temporary one sized for
-			// the workspace, its copies and the baselines' trees.
-			size := int64(cfg.Files)*int64(cfg.FileSize)*8 + 1<<30
 			switch {
-			case g.storage == "btrfs" && g.root == "":
-				s, err := benchmarks.TempBtrfs(size)
-				if err != nil {
-					return err
-				}
-				defer s.Close()
-				g.root = s.Dir
-			case g.storage == "zfs" && g.dataset == "":
-				s, err := benchmarks.TempZFSPool(size)
-				if err != nil {
-					return err
-				}
-				defer s.Close()
-				g.dataset = s.Dataset
-			}
-			h, err := g.openHost(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer closeHost(h)
-			rep := benchmarks.NewReport()
-			res, err := benchmarks.Run(cmd.Context(), h, cfg)
-			if err != nil {
-				return err
-			}
-			rep.Results = append(rep.Results, res...)
-			if asJSON {
-				enc := json.NewEncoder(os.Stdout)
+			case asJSON:
+				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+				if err := enc.Encode(rep); err != nil {
+					return err
+				}
+			case out == "":
+				if err := printTable(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "op\tbackend\truntime\tfiles\tn\tp50 ms\tp90 ms\tp99 ms\tbaseline\t")
-			for _, r := range rep.Results {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\t\n", r.Op, r.Backend, r.Runtime, r.Files, r.N, r.P50MS, r.P90MS, r.P99MS, r.Baseline)
+			for _, sk := range rep.Skipped {
+				what := "not measured"
+				if sk.Failed {
+					what = "FAILED"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "bench: %s: %s×%s %s: %s\n", what, sk.Backend, sk.Runtime, sk.Op, sk.Reason)
 			}
-			return tw.Flush()
+			return runErr
 		},
 	}
-	cmd.Flags().IntVar(&cfg.Files, "files", 1000, "files in the synthetic workspace")
-	cmd.Flags().IntVar(&cfg.FileSize, "file-size", 10<<10, "bytes per file")
-	cmd.Flags().IntVarP(&cfg.N, "n", "n", 30, "timed runs per operation")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the JSON report")
+	f := cmd.Flags()
+	f.IntVar(&cfg.Files, "files", 1000, "files in the synthetic workspace")
+	f.IntVar(&cfg.FileSize, "file-size", 10<<10, "bytes per file")
+	f.IntVarP(&cfg.N, "n", "n", 30, "timed runs per operation")
+	f.IntVar(&cfg.ExecN, "exec-n", 0, "timed runs of exec and its per-call baselines (default max(n, 50))")
+	f.BoolVar(&asJSON, "json", false, "print the JSON report")
+	f.StringVar(&out, "out", "", "write report.json, report.md and chart.svg into this directory")
+	f.StringVar(&note, "note", "", "a note on the machine for the report (e.g. \"shared, loaded machine\")")
+	f.BoolVar(&matrix, "matrix", false, "measure every storage backend × runtime (skipping, in the report, those that cannot run here)")
+	f.StringSliceVar(&backends, "backends", nil, "storage backends to measure (localdisk,btrfs,zfs; default --storage)")
+	f.StringSliceVar(&runtimes, "runtimes", nil, "runtimes to measure (none,gvisor,runc; default --runtime)")
+	f.BoolVar(&both, "series", false, "also run the workspace-size and concurrent-sessions series on btrfs")
+	f.IntSliceVar(&seriesFiles, "series-files", []int{1000, 10000, 100000}, "workspace sizes (files) of the size series")
+	f.IntVar(&seriesFileSize, "series-file-size", 1<<10, "bytes per file in the size series")
+	f.IntSliceVar(&seriesSessions, "series-sessions", []int{1, 10, 50}, "concurrent session counts of the sessions series")
+	f.IntVar(&seriesTurns, "series-turns", 0, "cycles per session in the sessions series (default max(n/sessions, 5))")
+	f.StringVar(&seriesRuntime, "series-runtime", "none", "runtime of both series: none|gvisor|runc")
 	return cmd
+}
+
+// benchCombos returns the combinations the flags ask for.
+func benchCombos(g *globals, matrix bool, backends, runtimes []string) ([]benchmarks.Combo, error) {
+	if matrix {
+		if len(backends) > 0 || len(runtimes) > 0 {
+			return nil, errors.New("bench: --matrix measures every combination; drop --backends/--runtimes, or drop --matrix")
+		}
+		return benchmarks.AllCombos(), nil
+	}
+	if len(backends) == 0 {
+		backends = []string{g.storage}
+	}
+	if len(runtimes) == 0 {
+		// "" is the host's default: gvisor when it can run here, else none.
+		runtimes = []string{g.runtime}
+	}
+	var out []benchmarks.Combo
+	for _, b := range backends {
+		switch embedded.StorageBackend(b) {
+		case embedded.StorageBackendLocalDisk, embedded.StorageBackendBtrfs, embedded.StorageBackendZFS:
+		default:
+			return nil, fmt.Errorf("bench: unknown storage backend %q (localdisk, btrfs, zfs)", b)
+		}
+		for _, r := range runtimes {
+			switch embedded.ContainerRuntime(r) {
+			case "", embedded.ContainerRuntimeNone, embedded.ContainerRuntimeGVisor, embedded.ContainerRuntimeRunc:
+			default:
+				return nil, fmt.Errorf("bench: unknown runtime %q (none, gvisor, runc)", r)
+			}
+			out = append(out, benchmarks.Combo{Storage: embedded.StorageBackend(b), Runtime: embedded.ContainerRuntime(r)})
+		}
+	}
+	return out, nil
+}
+
+func printTable(w io.Writer, rep benchmarks.Report) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "op\tbackend\truntime\tfiles\tsessions\tn\tp50 ms\tp90 ms\tp99 ms\tbaseline\tseries\t")
+	for _, r := range rep.Results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\t%s\t\n", r.Op, r.Backend, r.Runtime, r.Files, r.Sessions, r.N, r.P50MS, r.P90MS, r.P99MS, r.Baseline, r.Series)
+	}
+	return tw.Flush()
 }
