@@ -104,6 +104,18 @@ type Config struct {
 	Retention snapshot.Retention
 	// Limits bounds each sandbox's resources.
 	Limits container.Limits
+	// DiskQuotaBytes bounds each session's workspace (0: none); snapshots
+	// do not count. Host.SetDiskQuota overrides it per session. btrfs
+	// (qgroups) and zfs (refquota) enforce it in the kernel; localdisk
+	// only records it and the host checks usage after each writing tool
+	// call (see the package documentation). A backend given as Storage
+	// must implement snapshot.Quotaer to use it.
+	DiskQuotaBytes int64
+	// IdlePause, if positive, freezes the sandbox of a session that has
+	// had no tool call for that long; the next call thaws it without an
+	// error (unlike an explicit Pause). It needs a runtime that can pause
+	// (Capabilities.Pause); otherwise it is ignored.
+	IdlePause time.Duration
 	// Logger receives the host's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -134,6 +146,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.DiskQuotaBytes < 0 || c.IdlePause < 0 {
+		return fmt.Errorf("embedded: negative Config.DiskQuotaBytes (%d) or Config.IdlePause (%s)", c.DiskQuotaBytes, c.IdlePause)
 	}
 	return os.MkdirAll(c.StateDir, 0o700)
 }

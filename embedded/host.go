@@ -82,6 +82,10 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		Isolation:         environment.IsolationKind(h.runtime.Kind()),
 		Storage:           h.storage.Kind(),
 	}
+	if cfg.DiskQuotaBytes > 0 && h.quotaer() == nil {
+		h.Close(ctx)
+		return nil, fmt.Errorf("embedded: Config.DiskQuotaBytes is set but the %s storage backend cannot keep a quota (%w)", h.storage.Kind(), environment.ErrCapabilityNotSupported)
+	}
 	if err := h.recover(ctx); err != nil {
 		h.Close(ctx)
 		return nil, err
@@ -149,7 +153,14 @@ func (h *Host) recover(ctx context.Context) error {
 		if err := h.reconcileSnapshots(ctx, s); err != nil {
 			h.log.Error("reconciling snapshots", "session", rec.ID, "err", err)
 		}
+		if s.state != environment.StateFailed {
+			// Re-applied only if the configuration changed it.
+			if err := h.applyQuota(ctx, s, false); err != nil {
+				h.log.Error("applying the disk quota", "session", rec.ID, "err", err)
+			}
+		}
 		h.sessions[rec.ID] = s
+		s.touch()
 	}
 	for _, v := range vols {
 		if !known[v.Name] {
@@ -228,6 +239,14 @@ type SessionInfo struct {
 	ParentSnapshot string                   `json:"parent_snapshot,omitempty"`
 	LastTurn       int                      `json:"last_turn"`
 	Path           string                   `json:"path"`
+	// IdlePaused: the session is active but its sandbox is frozen by
+	// Config.IdlePause; the next call thaws it.
+	IdlePaused bool `json:"idle_paused,omitempty"`
+	// DiskQuotaBytes is the session's disk quota (0: none).
+	DiskQuotaBytes int64 `json:"disk_quota_bytes,omitempty"`
+	// DiskUsedBytes is the workspace's usage at the host's last measure
+	// (localdisk quotas only; 0 when not measured).
+	DiskUsedBytes int64 `json:"disk_used_bytes,omitempty"`
 }
 
 // Sessions lists the host's sessions, sorted by id.
@@ -333,6 +352,14 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 		}
 	}
 	id := cfg.SessionID
+	// A fork keeps its parent's own disk quota, if it has one.
+	var parentQuota *int64
+	if parent.Session != "" {
+		if prec, err := h.ledger.Session(parent.Session); err == nil && prec.DiskQuotaBytes != nil {
+			q := *prec.DiskQuotaBytes
+			parentQuota = &q
+		}
+	}
 
 	// Reserve the id so concurrent creates of the same id cannot race.
 	h.mu.Lock()
@@ -352,6 +379,7 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 		ID: id, Volume: id, Backend: h.storage.Kind(), Runtime: h.runtime.Kind(),
 		State: string(environment.StateCreating), Config: cfgJSON,
 		ParentSession: parent.Session, ParentSnapshot: cfg.FromSnapshot, CreatedAt: time.Now().UTC(),
+		DiskQuotaBytes: parentQuota,
 	}
 	s = h.newSession(rec, snapshot.Volume{})
 	h.sessions[id] = s
@@ -390,6 +418,11 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 	s.mu.Lock()
 	s.vol = vol
 	s.mu.Unlock()
+	if err := h.applyQuota(ctx, s, false); err != nil {
+		_ = h.storage.DestroyVolume(context.WithoutCancel(ctx), id)
+		_ = h.ledger.DeleteSession(id)
+		return fail(err)
+	}
 	if err := s.ensureSandbox(ctx); err != nil {
 		_ = h.storage.DestroyVolume(context.WithoutCancel(ctx), id)
 		_ = h.ledger.DeleteSession(id)
@@ -407,6 +440,7 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 	s.mu.Lock()
 	s.state = environment.StateActive
 	s.mu.Unlock()
+	s.touch()
 	h.log.Info("session created", "session", id, "from_snapshot", cfg.FromSnapshot, "took", time.Since(start))
 	return s, nil
 }

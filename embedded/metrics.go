@@ -13,6 +13,11 @@ type metrics struct {
 	toolCalls *prometheus.CounterVec
 	opSeconds *prometheus.HistogramVec
 	freeze    prometheus.Histogram
+
+	idlePauses    prometheus.Counter
+	idleResumes   prometheus.Counter
+	quotaExceeded prometheus.Counter
+	sandboxDeaths prometheus.Counter
 }
 
 // latencyBuckets span 100 µs to ~13 s.
@@ -27,7 +32,7 @@ func newMetrics(h *Host) *metrics {
 		}, []string{"tool", "outcome"}),
 		opSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "turnbox_operation_seconds",
-			Help:    "Latency of session operations: create, fork, exec (per tool), snapshot, rollback, pause, resume, destroy.",
+			Help:    "Latency of session operations: create, fork, exec (per tool), snapshot, rollback, pause, resume, idle_resume, restart, destroy.",
 			Buckets: latencyBuckets,
 		}, []string{"op"}),
 		freeze: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -36,6 +41,40 @@ func newMetrics(h *Host) *metrics {
 			Buckets: latencyBuckets,
 		}),
 	}
+	m.idlePauses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "turnbox_idle_pauses_total",
+		Help: "Sandboxes frozen by Config.IdlePause after a session went idle.",
+	})
+	m.idleResumes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "turnbox_idle_resumes_total",
+		Help: "Idle-paused sandboxes thawed by the next call.",
+	})
+	m.quotaExceeded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "turnbox_disk_quota_exceeded_total",
+		Help: "Tool calls refused or failed because a session's workspace reached its disk quota.",
+	})
+	m.sandboxDeaths = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "turnbox_sandbox_deaths_total",
+		Help: "Sandboxes that exited on their own (crashed or killed from outside); their sessions are failed.",
+	})
+	idlePaused := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "turnbox_sessions_idle_paused",
+		Help: "Active sessions whose sandbox is frozen by Config.IdlePause.",
+	}, func() float64 {
+		h.mu.Lock()
+		ss := make([]*session, 0, len(h.sessions))
+		for _, s := range h.sessions {
+			ss = append(ss, s)
+		}
+		h.mu.Unlock()
+		n := 0
+		for _, s := range ss {
+			if s.idlePaused() {
+				n++
+			}
+		}
+		return float64(n)
+	})
 	sessions := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "turnbox_sessions",
 		Help: "Sessions on this host (not destroyed).",
@@ -44,7 +83,7 @@ func newMetrics(h *Host) *metrics {
 		defer h.mu.Unlock()
 		return float64(len(h.sessions))
 	})
-	m.reg.MustRegister(m.toolCalls, m.opSeconds, m.freeze, sessions)
+	m.reg.MustRegister(m.toolCalls, m.opSeconds, m.freeze, sessions, idlePaused, m.idlePauses, m.idleResumes, m.quotaExceeded, m.sandboxDeaths)
 	return m
 }
 

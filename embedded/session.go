@@ -46,6 +46,9 @@ type session struct {
 	// mismatch, if set, says why this host must not run the session's
 	// commands (it was created on another runtime).
 	mismatch string
+	// quota and autoPause: quota.go and idle.go.
+	quota     quotaState
+	autoPause idleState
 
 	sbMu sync.Mutex
 
@@ -68,7 +71,8 @@ func (s *session) info() SessionInfo {
 	defer s.mu.Unlock()
 	last, _ := s.h.ledger.NextTurn(s.id)
 	return SessionInfo{ID: s.id, State: s.state, CreatedAt: s.rec.CreatedAt, ParentSession: s.rec.ParentSession,
-		ParentSnapshot: s.rec.ParentSnapshot, LastTurn: max(last-1, 0), Path: s.vol.Path}
+		ParentSnapshot: s.rec.ParentSnapshot, LastTurn: max(last-1, 0), Path: s.vol.Path,
+		IdlePaused: s.autoPause.paused, DiskQuotaBytes: s.quota.limit, DiskUsedBytes: s.quota.used}
 }
 
 func (s *session) currentState() environment.SessionState {
@@ -195,6 +199,7 @@ func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
 	s.mu.Lock()
 	s.sb = sb
 	s.mu.Unlock()
+	go s.watchSandbox(sb)
 	return sb, nil
 }
 
@@ -204,6 +209,7 @@ func (s *session) stopSandbox(ctx context.Context) error {
 	s.mu.Lock()
 	sb := s.sb
 	s.sb = nil
+	s.autoPause.paused = false // nothing left frozen
 	s.mu.Unlock()
 	if sb == nil {
 		return nil
@@ -248,9 +254,21 @@ func (s *session) execute(ctx context.Context, req environment.ToolRequest, onPr
 		return nil, err
 	}
 	defer end()
+	defer s.touch()
+	if err := s.wake(ctx); err != nil {
+		s.h.metrics.toolCalls.WithLabelValues(req.ToolName, "rejected").Inc()
+		return nil, err
+	}
+	if err := s.quotaAdmit(ctx, params); err != nil {
+		s.h.metrics.toolCalls.WithLabelValues(req.ToolName, "rejected").Inc()
+		return nil, err
+	}
 	resp, err := s.run(ctx, req, params, onProgress)
+	resp, err = s.quotaAfter(ctx, params, resp, err)
 	outcome := "ok"
 	switch {
+	case err != nil && resp != nil:
+		outcome = "tool_error" // ran, and hit the disk quota
 	case err != nil:
 		outcome = "rejected"
 	case resp.IsError:
@@ -413,7 +431,7 @@ func (s *session) bash(ctx context.Context, callID string, p environment.BashPar
 		if errors.Is(err, container.ErrNotRunning) && s.life.Err() == nil {
 			s.h.log.Error("sandbox died during a tool call; session failed", "session", s.id, "err", err)
 			s.setState(environment.StateFailed)
-			return fmt.Errorf("%w: session %s: its sandbox died (%v); Resume restarts it", environment.ErrNotActive, s.id, err)
+			return fmt.Errorf("%w: session %s: its sandbox died (%v); Resume or Host.RestartSession restarts it, Destroy deletes it", environment.ErrNotActive, s.id, err)
 		}
 		return err
 	}
@@ -442,7 +460,7 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
 	s.mu.Lock()
-	state, sb := s.state, s.sb
+	state, sb, idlePaused := s.state, s.sb, s.autoPause.paused
 	s.mu.Unlock()
 	if state != environment.StateActive && state != environment.StatePaused {
 		return nil, s.notActive()
@@ -459,7 +477,8 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	// Freeze only if something in the sandbox could be writing: between
 	// turns nothing usually runs (file tools are drained by fsMu), and a
 	// freeze then costs time for nothing.
-	needFreeze := state == environment.StateActive && sb != nil && s.h.caps.Pause
+	// An idle-paused sandbox is frozen already and stays so.
+	needFreeze := state == environment.StateActive && sb != nil && s.h.caps.Pause && !idlePaused
 	if ic, ok := sb.(container.IdleChecker); ok && needFreeze {
 		if idle, err := ic.Idle(ctx); err == nil && idle {
 			needFreeze = false
@@ -557,13 +576,21 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 		return fmt.Errorf("%w: session %s has %d tool call(s) running; wait for them or cancel them before rolling back", environment.ErrBusy, s.id, n)
 	}
 	s.rollingBack = true
-	sb := s.sb
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		s.rollingBack = false
 		s.mu.Unlock()
 	}()
+	// An idle-paused sandbox is thawed first: its processes are killed
+	// below, and the next call needs it running.
+	if err := s.wakeLocked(ctx); err != nil {
+		return err
+	}
+	defer s.quotaAfterRollback(context.WithoutCancel(ctx))
+	s.mu.Lock()
+	sb := s.sb
+	s.mu.Unlock()
 	if sb != nil {
 		if err := sb.KillAll(ctx); err != nil {
 			return fmt.Errorf("embedded: rollback of %s: killing processes: %w", s.id, err)
@@ -594,6 +621,11 @@ func (s *session) pause(ctx context.Context) error {
 		return s.notActive()
 	}
 	s.mu.Unlock()
+	if s.takeIdlePause() {
+		// Frozen by idle pause already: it is now an explicit pause.
+		s.setState(environment.StatePaused)
+		return nil
+	}
 	sb, err := s.sandbox(ctx)
 	if err != nil {
 		return err
@@ -631,6 +663,7 @@ func (s *session) resume(ctx context.Context) error {
 		return s.notActive()
 	}
 	s.setState(environment.StateActive)
+	s.touch()
 	return nil
 }
 
@@ -649,6 +682,7 @@ func (s *session) destroy(ctx context.Context) error {
 		s.setState(environment.StateDestroying)
 	}
 	s.cancel()
+	s.stopIdle()
 	s.waitIdle(ctx)
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
@@ -679,5 +713,6 @@ func (s *session) shutdown(ctx context.Context) error {
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
 	s.cancel()
+	s.stopIdle()
 	return s.stopSandbox(context.WithoutCancel(ctx))
 }

@@ -60,6 +60,13 @@ type SessionRecord struct {
 	// LastTurn is the highest turn number recorded; the next snapshot gets
 	// LastTurn+1. It never decreases, even when snapshots are pruned.
 	LastTurn int `json:"last_turn"`
+	// DiskQuotaBytes, if set, is the session's own disk quota (0: none),
+	// which overrides the host's default; nil follows the host's.
+	DiskQuotaBytes *int64 `json:"disk_quota_bytes,omitempty"`
+	// AppliedDiskQuota is the quota last given to the storage backend for
+	// the session's volume (0: none), so a restarted host re-applies a
+	// quota only when its configuration changed it.
+	AppliedDiskQuota int64 `json:"applied_disk_quota,omitempty"`
 }
 
 // SnapshotRecord is a snapshot as the ledger keeps it.

@@ -78,6 +78,11 @@ type Quotaer interface {
 	SetQuota(ctx context.Context, volume string, limitBytes int64) error
 	// Quota reports volume's limit and current usage.
 	Quota(ctx context.Context, volume string) (Quota, error)
+	// QuotaEnforced reports whether the filesystem itself refuses writes
+	// past a limit (they fail with EDQUOT: btrfs, zfs). When false the
+	// limit is only recorded, and the caller enforces it by checking
+	// Quota after writes (localdisk).
+	QuotaEnforced() bool
 }
 
 // Quota is a volume's space limit and usage.
@@ -90,11 +95,6 @@ type Quota struct {
 	// the tree, like du). Kernel accounting lags writes by up to one
 	// transaction commit on btrfs and zfs.
 	UsedBytes int64
-	// Enforced reports that the filesystem itself refuses writes past
-	// LimitBytes (they fail with EDQUOT). When false the limit is only
-	// recorded, and the caller enforces it by checking UsedBytes after
-	// writes (localdisk).
-	Enforced bool
 }
 
 // Exceeded reports whether usage is above a set limit.

@@ -55,7 +55,7 @@ func (b *Backend) SetQuota(ctx context.Context, volume string, limitBytes int64)
 
 // Quota reports volume's limit and its active generation's referenced
 // bytes. ZFS updates referenced when a transaction group syncs (every few
-// seconds), so it lags recent writes. Enforced is true.
+// seconds), so it lags recent writes.
 func (b *Backend) Quota(ctx context.Context, volume string) (snapshot.Quota, error) {
 	if err := b.check(volume); err != nil {
 		return snapshot.Quota{}, err
@@ -75,8 +75,12 @@ func (b *Backend) Quota(ctx context.Context, volume string) (snapshot.Quota, err
 	if len(ds) == 0 {
 		return snapshot.Quota{}, fmt.Errorf("zfs: quota of %q: %s: %w", volume, a, ErrNotFound)
 	}
-	return snapshot.Quota{LimitBytes: limit, UsedBytes: ds[0].Int("referenced"), Enforced: true}, nil
+	return snapshot.Quota{LimitBytes: limit, UsedBytes: ds[0].Int("referenced")}, nil
 }
+
+// QuotaEnforced returns true: ZFS refuses writes past refquota with
+// EDQUOT.
+func (b *Backend) QuotaEnforced() bool { return true }
 
 // applyRefquota sets refquota on dataset ds (none for 0). If ZFS refuses
 // because ds references more already, refquota is set to what it

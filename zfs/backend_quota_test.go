@@ -71,7 +71,7 @@ func TestQuotaGenerations(t *testing.T) {
 	}
 	t.Cleanup(func() { b2.Close() })
 	q, err := b2.Quota(ctx, "v")
-	if err != nil || q.LimitBytes != 32<<20 || !q.Enforced {
+	if err != nil || q.LimitBytes != 32<<20 || !b2.QuotaEnforced() {
 		t.Fatalf("Quota after reopen = %+v, %v", q, err)
 	}
 

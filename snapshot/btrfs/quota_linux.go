@@ -71,7 +71,11 @@ func (b *Backend) SetQuota(ctx context.Context, volume string, limitBytes int64)
 	if limitBytes == 0 {
 		lim = clearLimit
 	}
-	if err := setQgroupLimit(path, lim); err != nil {
+	info, err := getSubvolInfo(path)
+	if err != nil {
+		return fmt.Errorf("btrfs: quota of %s: %w", volume, mapErr(err))
+	}
+	if err := setQgroupLimit(b.root, info.id, lim); err != nil {
 		return fmt.Errorf("btrfs: quota of %s: %w", volume, mapErr(err))
 	}
 	return nil
@@ -81,7 +85,7 @@ func (b *Backend) SetQuota(ctx context.Context, volume string, limitBytes int64)
 // subvolume, as the kernel's qgroup accounting knows them: the numbers
 // are updated at each transaction commit (every Snapshot, and every 30 s
 // by default), so they lag recent writes. Without quotas on the
-// filesystem both are 0. Enforced is true.
+// filesystem both are 0.
 func (b *Backend) Quota(ctx context.Context, volume string) (snapshot.Quota, error) {
 	if err := b.begin(ctx, volume); err != nil {
 		return snapshot.Quota{}, err
@@ -90,7 +94,7 @@ func (b *Backend) Quota(ctx context.Context, volume string) (snapshot.Quota, err
 	if err != nil {
 		return snapshot.Quota{}, fmt.Errorf("btrfs: quota of %s: %w", volume, mapErr(err))
 	}
-	q := snapshot.Quota{Enforced: true}
+	var q snapshot.Quota
 	if !b.quotasOn() {
 		return q, nil
 	}
@@ -104,6 +108,10 @@ func (b *Backend) Quota(ctx context.Context, volume string) (snapshot.Quota, err
 	}
 	return q, nil
 }
+
+// QuotaEnforced returns true: the kernel refuses writes past a qgroup
+// limit with EDQUOT.
+func (b *Backend) QuotaEnforced() bool { return true }
 
 // quotasOn reports whether quotas are enabled on the filesystem, checking
 // the kernel once and remembering a yes.
@@ -156,7 +164,11 @@ func (b *Backend) copyLimit(src, dst string) error {
 	if qi.limited {
 		lim = qi.maxRfer
 	}
-	return setQgroupLimit(dst, lim)
+	dinfo, err := getSubvolInfo(dst)
+	if err != nil {
+		return err
+	}
+	return setQgroupLimit(b.root, dinfo.id, lim)
 }
 
 // clearInheritedLimit removes the limit the kernel copied into a clone
@@ -166,7 +178,11 @@ func (b *Backend) clearInheritedLimit(dst string) error {
 	if !b.quotasOn() {
 		return nil
 	}
-	return setQgroupLimit(dst, clearLimit)
+	info, err := getSubvolInfo(dst)
+	if err != nil {
+		return err
+	}
+	return setQgroupLimit(b.root, info.id, clearLimit)
 }
 
 // sizes returns the referenced and exclusive bytes of subvolume id's
@@ -207,15 +223,18 @@ func rescanWait(path string) error {
 	return ioctl(path, uintptr(C.BTRFS_IOC_QUOTA_RESCAN_WAIT), nil, "btrfs quota rescan wait")
 }
 
-// setQgroupLimit sets the max_rfer limit of the qgroup of the subvolume
-// whose top directory is path (qgroupid 0 means "the subvolume of the
-// descriptor"); clearLimit removes it.
-func setQgroupLimit(path string, maxRfer uint64) error {
+// setQgroupLimit sets the max_rfer limit of qgroup 0/id; clearLimit
+// removes it. The ioctl goes through fsPath, a directory outside the
+// subvolume: the kernel starts its transaction on the descriptor's
+// subvolume and charges that subvolume's qgroup for it, which fails with
+// EDQUOT when that qgroup is over its limit, exactly when a limit must
+// be raised or removed.
+func setQgroupLimit(fsPath string, id uint64, maxRfer uint64) error {
 	var args C.struct_btrfs_ioctl_qgroup_limit_args
-	args.qgroupid = 0
+	args.qgroupid = C.__u64(id)
 	args.lim.flags = C.BTRFS_QGROUP_LIMIT_MAX_RFER
 	args.lim.max_rfer = C.__u64(maxRfer)
-	return ioctl(path, uintptr(C.BTRFS_IOC_QGROUP_LIMIT), unsafe.Pointer(&args), "btrfs qgroup limit")
+	return ioctl(fsPath, uintptr(C.BTRFS_IOC_QGROUP_LIMIT), unsafe.Pointer(&args), "btrfs qgroup limit")
 }
 
 // qgroup is what the quota tree says about one level-0 qgroup.

@@ -63,9 +63,12 @@ func (b *Backend) SetQuota(ctx context.Context, volume string, limitBytes int64)
 	return nil
 }
 
+// QuotaEnforced returns false: localdisk only records quotas (see
+// SetQuota).
+func (b *Backend) QuotaEnforced() bool { return false }
+
 // Quota reports volume's limit and its tree's disk usage (a walk of the
-// tree, like du: its cost grows with the number of files). Enforced is
-// false: see SetQuota.
+// tree, like du: its cost grows with the number of files).
 func (b *Backend) Quota(ctx context.Context, volume string) (snapshot.Quota, error) {
 	if err := snapshot.ValidateName(volume); err != nil {
 		return snapshot.Quota{}, err

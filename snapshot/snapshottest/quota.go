@@ -109,7 +109,7 @@ func testQuota(t *testing.T, b snapshot.Backend) {
 	if err != nil || got.LimitBytes != quotaLimit {
 		t.Fatalf("Quota after SetQuota = %+v, %v; want limit %d", got, err, quotaLimit)
 	}
-	enforced := got.Enforced
+	enforced := q.QuotaEnforced()
 
 	writeFile(t, filepath.Join(v.Path, "keep.txt"), "kept whatever happens")
 	if n, hit := writeUntil(t, v.Path, "small", 2<<20); hit {
@@ -140,6 +140,25 @@ func testQuota(t *testing.T, b snapshot.Backend) {
 
 	// Snapshots do not count against the quota and still work at it.
 	mustSnapshot(t, b, "q", "full")
+	// A limit below the usage is accepted, a clone of a snapshot over its
+	// volume's limit starts without one, and the limit can be raised again
+	// (btrfs must not charge these changes to the over-limit qgroup).
+	if err := q.SetQuota(ctx, "q", 1<<20); err != nil {
+		t.Fatalf("SetQuota below the usage: %v", err)
+	}
+	if got, err := q.Quota(ctx, "q"); err != nil || got.LimitBytes != 1<<20 {
+		t.Fatalf("Quota after SetQuota below the usage = %+v, %v", got, err)
+	}
+	c2 := mustClone(t, b, "c2", "q", "full")
+	if got, err := q.Quota(ctx, "c2"); err != nil || got.LimitBytes != 0 {
+		t.Fatalf("Quota of a clone of a full snapshot = %+v, %v; want no limit", got, err)
+	}
+	if n, hit := writeUntil(t, c2.Path, "more", 2<<20); hit {
+		t.Fatalf("a clone without a quota hit a limit after %d bytes", n)
+	}
+	if err := q.SetQuota(ctx, "q", quotaLimit); err != nil {
+		t.Fatalf("raising the quota of a volume over it: %v", err)
+	}
 	// Deleting files makes room (the kernel allows it at the limit).
 	if err := os.Remove(filepath.Join(v.Path, "big-0")); err != nil {
 		t.Fatalf("deleting a file at the quota: %v", err)
@@ -186,6 +205,13 @@ func testQuota(t *testing.T, b snapshot.Backend) {
 	// none.
 	if err := q.SetQuota(ctx, "q", quotaLimit); err != nil {
 		t.Fatal(err)
+	}
+	// (The clones go first: destroying a volume that clones depend on is
+	// the DestroyVolume case's business, not this one's.)
+	for _, c := range []string{"c", "c2"} {
+		if err := b.DestroyVolume(ctx, c); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := b.DestroyVolume(ctx, "q"); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,288 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+
+	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/snapshot"
+)
+
+// Disk quotas. A session's quota bounds what its workspace's live tree
+// uses (snapshots do not count), set through the storage backend's
+// snapshot.Quotaer:
+//
+//   - btrfs and zfs enforce it in the kernel (qgroup limit, refquota): a
+//     write past it fails with EDQUOT inside the sandbox and in the file
+//     tools. write_file and edit_file then return an error wrapping
+//     environment.ErrLimitExceeded (the file is unchanged: they write a
+//     temporary file and rename it). A bash command that failed and whose
+//     output carries EDQUOT's message ("Disk quota exceeded") returns its
+//     ToolResponse, marked IsError with a notice, together with an error
+//     wrapping ErrLimitExceeded. Deleting files works at the limit.
+//   - localdisk only records it: the host measures the workspace (a walk
+//     of the tree) after every bash, write_file and edit_file call. A bash
+//     call that left the workspace over the quota returns as above; it is
+//     not stopped while it runs, so it can overshoot. While over,
+//     write_file and edit_file are refused up front, and so is a
+//     write_file whose content would take the workspace over; bash still
+//     runs (so files can be deleted) and every call re-measures.
+//
+// Rollback to a snapshot under the quota makes room again on every
+// backend; the quota follows the session across rollbacks. Forks get
+// their parent's per-session quota, or the host's default.
+
+// quotaState is a session's quota bookkeeping, guarded by session.mu.
+type quotaState struct {
+	limit   int64 // applied to the backend (0: none)
+	used    int64 // at the last measure
+	over    bool  // the last measure found the workspace over limit
+	checked bool  // used and over are known (localdisk)
+}
+
+// quotaer returns the storage's Quotaer, or nil.
+func (h *Host) quotaer() snapshot.Quotaer {
+	q, _ := h.storage.(snapshot.Quotaer)
+	return q
+}
+
+// wantQuota is the quota a session's record asks for: its own, else the
+// host's default.
+func (h *Host) wantQuota(rec snapshot.SessionRecord) int64 {
+	if rec.DiskQuotaBytes != nil {
+		return *rec.DiskQuotaBytes
+	}
+	return h.cfg.DiskQuotaBytes
+}
+
+// applyQuota gives the backend the session's quota (when it differs from
+// what was applied last, or force) and records it in the ledger.
+func (h *Host) applyQuota(ctx context.Context, s *session, force bool) error {
+	rec, err := h.ledger.Session(s.id)
+	if err != nil {
+		return fmt.Errorf("embedded: reading session %s: %w", s.id, err)
+	}
+	want := h.wantQuota(rec)
+	if want == rec.AppliedDiskQuota && !force {
+		s.mu.Lock()
+		s.quota.limit = want
+		s.mu.Unlock()
+		return nil
+	}
+	q := h.quotaer()
+	if q == nil {
+		if want == 0 {
+			return nil
+		}
+		return fmt.Errorf("%w: the %s storage backend cannot keep a disk quota", environment.ErrCapabilityNotSupported, h.storage.Kind())
+	}
+	if err := q.SetQuota(ctx, s.volume, want); err != nil {
+		return fmt.Errorf("embedded: setting the disk quota of %s: %w", s.id, err)
+	}
+	if err := h.ledger.UpdateSession(s.id, func(r *snapshot.SessionRecord) error {
+		r.AppliedDiskQuota = want
+		return nil
+	}); err != nil {
+		return fmt.Errorf("embedded: recording the disk quota of %s: %w", s.id, err)
+	}
+	s.mu.Lock()
+	s.quota = quotaState{limit: want}
+	s.mu.Unlock()
+	return nil
+}
+
+// SetDiskQuota sets one session's disk quota in bytes (0: none),
+// overriding Config.DiskQuotaBytes for it; the setting is kept in the
+// ledger and survives restarts. A quota below the current usage is
+// accepted: nothing is deleted, and writes that grow the workspace fail
+// until it is back under. Errors: ErrSessionNotFound, ErrInvalidArgument
+// (negative), ErrCapabilityNotSupported (a backend without quotas).
+func (h *Host) SetDiskQuota(ctx context.Context, sessionID string, bytes int64) error {
+	if bytes < 0 {
+		return fmt.Errorf("%w: disk quota %d: want 0 (none) or a positive number of bytes", environment.ErrInvalidArgument, bytes)
+	}
+	s, err := h.lookup(sessionID)
+	if err != nil {
+		return err
+	}
+	if bytes > 0 && h.quotaer() == nil {
+		return fmt.Errorf("%w: the %s storage backend cannot keep a disk quota", environment.ErrCapabilityNotSupported, h.storage.Kind())
+	}
+	s.turnMu.Lock()
+	defer s.turnMu.Unlock()
+	if err := h.ledger.UpdateSession(s.id, func(r *snapshot.SessionRecord) error {
+		r.DiskQuotaBytes = &bytes
+		return nil
+	}); err != nil {
+		return fmt.Errorf("embedded: recording the disk quota of %s: %w", s.id, err)
+	}
+	if err := h.applyQuota(ctx, s, true); err != nil {
+		return err
+	}
+	h.log.Info("disk quota set", "session", s.id, "bytes", bytes)
+	return nil
+}
+
+// quotaRecorded reports whether the session has a quota the host must
+// enforce itself (the backend only records it).
+func (s *session) quotaRecorded() (limit int64, ok bool) {
+	s.mu.Lock()
+	limit = s.quota.limit
+	s.mu.Unlock()
+	return limit, limit > 0 && !s.h.quotaEnforced()
+}
+
+// quotaEnforced reports whether the backend's kernel enforces quotas.
+func (h *Host) quotaEnforced() bool {
+	q := h.quotaer()
+	return q != nil && q.QuotaEnforced()
+}
+
+// measure reads the workspace's usage and updates the session's quota
+// state. Only for backends that record quotas.
+func (s *session) measure(ctx context.Context) (snapshot.Quota, error) {
+	q, err := s.h.quotaer().Quota(ctx, s.volume)
+	if err != nil {
+		return q, err
+	}
+	s.mu.Lock()
+	s.quota.used, s.quota.over, s.quota.checked = q.UsedBytes, q.UsedBytes > s.quota.limit, true
+	s.mu.Unlock()
+	return q, nil
+}
+
+// overQuotaError is the error of a call refused or reported for the quota.
+func (s *session) overQuotaError(used, limit int64) error {
+	return fmt.Errorf("%w: session %s: the workspace is over its disk quota (%d of %d bytes used); delete files or roll back to an earlier snapshot",
+		environment.ErrLimitExceeded, s.id, used, limit)
+}
+
+// quotaAdmit refuses a write_file or edit_file on a session over a quota
+// the host enforces itself, and a write_file that would take it over.
+func (s *session) quotaAdmit(ctx context.Context, params environment.ToolParams) error {
+	var grow int64
+	switch p := params.(type) {
+	case environment.WriteFileParams:
+		grow = int64(len(p.Content))
+	case environment.EditFileParams:
+		grow = max(int64(len(p.NewString)-len(p.OldString)), 0)
+	default:
+		return nil
+	}
+	limit, ok := s.quotaRecorded()
+	if !ok {
+		return nil
+	}
+	s.mu.Lock()
+	used, over, checked := s.quota.used, s.quota.over, s.quota.checked
+	s.mu.Unlock()
+	if !checked {
+		q, err := s.measure(ctx)
+		if err != nil {
+			return fmt.Errorf("embedded: measuring the workspace of %s: %w", s.id, err)
+		}
+		used, over = q.UsedBytes, q.UsedBytes > limit
+	}
+	if over || used+grow > limit {
+		s.h.metrics.quotaExceeded.Inc()
+		if !over {
+			return fmt.Errorf("%w: session %s: writing %d bytes would take the workspace over its disk quota (%d of %d bytes used); delete files or roll back to an earlier snapshot",
+				environment.ErrLimitExceeded, s.id, grow, used, limit)
+		}
+		return s.overQuotaError(used, limit)
+	}
+	return nil
+}
+
+// quotaMessage matches strerror(EDQUOT) as C libraries, Go, Python and
+// Node spell it.
+var quotaMessage = regexp.MustCompile(`(?i)disk quota exceeded|quota exceeded|EDQUOT`)
+
+// quotaAfter checks a finished write-capable call against the quota (see
+// the comment at the top of this file) and turns a hit into an error
+// wrapping ErrLimitExceeded, keeping the response for bash.
+func (s *session) quotaAfter(ctx context.Context, params environment.ToolParams, resp *environment.ToolResponse, err error) (*environment.ToolResponse, error) {
+	_, isBash := params.(environment.BashParams)
+	switch params.(type) {
+	case environment.BashParams, environment.WriteFileParams, environment.EditFileParams:
+	default:
+		return resp, err
+	}
+	s.mu.Lock()
+	limit := s.quota.limit
+	s.mu.Unlock()
+	if limit <= 0 {
+		return resp, err
+	}
+	if errors.Is(err, environment.ErrLimitExceeded) {
+		s.h.metrics.quotaExceeded.Inc()
+	}
+	if _, recorded := s.quotaRecorded(); recorded {
+		if err != nil && !errors.Is(err, environment.ErrLimitExceeded) {
+			return resp, err
+		}
+		s.mu.Lock()
+		prev, wasOver, known := s.quota.used, s.quota.over, s.quota.checked
+		s.mu.Unlock()
+		q, merr := s.measure(context.WithoutCancel(ctx))
+		if merr != nil {
+			s.h.log.Error("measuring the workspace for its quota", "session", s.id, "err", merr)
+			return resp, err
+		}
+		// A call that left the workspace over, and grew it (or took it
+		// over), fails; one that only read or deleted does not.
+		if !q.Exceeded() || err != nil || (known && wasOver && q.UsedBytes <= prev) {
+			return resp, err
+		}
+		s.h.metrics.quotaExceeded.Inc()
+		qerr := s.overQuotaError(q.UsedBytes, limit)
+		if isBash && resp != nil {
+			s.markOverQuota(resp, qerr)
+			return resp, qerr
+		}
+		// A file tool's write was admitted on an estimate and went over.
+		return resp, qerr
+	}
+	// The kernel enforces it: a file tool's EDQUOT is an error already
+	// (say which limit); a bash command that failed on it says so in its
+	// output.
+	if errors.Is(err, environment.ErrLimitExceeded) && !isBash {
+		return resp, fmt.Errorf("%w (the session's disk quota is %d bytes; delete files or roll back to an earlier snapshot)", err, limit)
+	}
+	if isBash && err == nil && resp != nil && resp.IsError && quotaMessage.MatchString(resp.Content) {
+		s.h.metrics.quotaExceeded.Inc()
+		qerr := fmt.Errorf("%w: session %s: a write in the command hit the workspace's disk quota of %d bytes; delete files or roll back to an earlier snapshot",
+			environment.ErrLimitExceeded, s.id, limit)
+		s.markOverQuota(resp, qerr)
+		return resp, qerr
+	}
+	return resp, err
+}
+
+// markOverQuota marks a response as failed by the quota, with a notice at
+// the end of its content (within the output cap, like the truncation
+// notice).
+func (s *session) markOverQuota(resp *environment.ToolResponse, err error) {
+	resp.IsError = true
+	notice := "\n[turnbox: " + err.Error() + "]"
+	if keep := s.outputCap() - len(notice); len(resp.Content) > keep {
+		resp.Content = resp.Content[:max(keep, 0)]
+		resp.Truncated = true
+	}
+	resp.Content += notice
+}
+
+// quotaAfterRollback re-measures a session whose quota the host enforces
+// itself: a rollback changes the workspace's size.
+func (s *session) quotaAfterRollback(ctx context.Context) {
+	if _, ok := s.quotaRecorded(); !ok {
+		return
+	}
+	if _, err := s.measure(ctx); err != nil {
+		s.mu.Lock()
+		s.quota.checked = false
+		s.mu.Unlock()
+	}
+}
