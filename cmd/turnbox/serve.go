@@ -6,9 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -71,18 +69,7 @@ the host, which keeps every session's data for the next start.`,
 				remote.WithMaxRequestDuration(maxDur),
 				remote.WithLogger(g.logger),
 			)
-			var protocols http.Protocols
-			protocols.SetHTTP1(true)
-			protocols.SetHTTP2(true)
-			protocols.SetUnencryptedHTTP2(certFile == "")
-			hs := &http.Server{
-				Handler:           srv.Handler(),
-				Protocols:         &protocols,
-				ReadHeaderTimeout: 10 * time.Second,
-				IdleTimeout:       5 * time.Minute,
-				MaxHeaderBytes:    64 << 10,
-				ErrorLog:          slog.NewLogLogger(g.logger.Handler(), slog.LevelWarn),
-			}
+			hs := srv.HTTPServer(certFile == "") // h2c without TLS
 			scheme := "http"
 			if certFile != "" {
 				scheme = "https"
