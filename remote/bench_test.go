@@ -300,3 +300,39 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkResponseGzip: read_file of a 3-byte and of an 8 KiB file
+// through a server that gzips every response (WithCompressMinBytes(1), the
+// Connect default) and through one with the default threshold
+// (DefaultCompressMinBytes), which sends both uncompressed. cpu-us/op is
+// the process's CPU time per call, client and server together.
+func BenchmarkResponseGzip(b *testing.B) {
+	host := newHost(b)
+	servers := []struct {
+		name string
+		opts []remote.ServerOption
+	}{
+		{"gzip-all", []remote.ServerOption{remote.WithCompressMinBytes(1)}},
+		{"default", nil},
+	}
+	for _, size := range []int{3, 8 << 10} {
+		content := strings.Repeat("x", size)
+		for _, sv := range servers {
+			b.Run(fmt.Sprintf("%dB/%s", size, sv.name), func(b *testing.B) {
+				srv := startServer(b, host, "", sv.opts...)
+				env := benchSession(b, remote.NewNativeSandboxEnvironment(remote.NewClient(srv.URL), remote.DefaultConfig(), nil))
+				if _, err := env.ExecuteTool(b.Context(), benchRequest(b, environment.WriteFileParams{Path: "a.txt", Content: content}), nil); err != nil {
+					b.Fatal(err)
+				}
+				cpu0 := cpuTime()
+				for b.Loop() {
+					resp, err := env.ExecuteTool(b.Context(), benchRequest(b, environment.ReadFileParams{Path: "a.txt"}), nil)
+					if err != nil || len(resp.Content) != size {
+						b.Fatal(resp, err)
+					}
+				}
+				b.ReportMetric(float64((cpuTime() - cpu0).Microseconds())/float64(b.N), "cpu-us/op")
+			})
+		}
+	}
+}
