@@ -331,7 +331,7 @@ func BenchmarkResponseGzip(b *testing.B) {
 						b.Fatal(resp, err)
 					}
 				}
-				b.ReportMetric(float64((cpuTime() - cpu0).Microseconds())/float64(b.N), "cpu-us/op")
+				b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
 			})
 		}
 	}
