@@ -32,8 +32,28 @@
 //   - Fork: a new session from any snapshot, sharing blocks copy-on-write
 //     where the backend can; independent thereafter.
 //   - Pause freezes the sandbox for real; tool calls fail with ErrNotActive
-//     until Resume. Resume on a failed session (its sandbox died) starts a
-//     new sandbox on the same workspace.
+//     until Resume.
+//   - Idle pause (Config.IdlePause): a session with no tool call for that
+//     long has its sandbox frozen the same way, but stays active: the next
+//     tool call, Rollback, Pause or RestartSession thaws it first, with no
+//     error. A snapshot of an idle-paused session leaves it frozen.
+//     Host.Session reports IdlePaused.
+//   - A sandbox that exits on its own (crashed, its processes killed from
+//     outside) makes its session failed at once: State reports failed and
+//     tool calls fail with ErrNotActive. Resume or Host.RestartSession
+//     starts a new sandbox on the same workspace (files and snapshots are
+//     kept; processes are not); Destroy deletes the session. A failed
+//     session stays failed across a host restart until one of them.
+//   - Disk quota (Config.DiskQuotaBytes, Host.SetDiskQuota): bounds the
+//     workspace's live tree (snapshots do not count). btrfs and zfs enforce
+//     it in the kernel; localdisk only records it and the host measures
+//     the workspace after each bash, write_file and edit_file call (a bash
+//     command can overshoot; while over, write_file and edit_file are
+//     refused). A call that hits the quota fails with an error wrapping
+//     ErrLimitExceeded; for bash the ToolResponse (IsError, with a notice)
+//     is returned with it. The session stays usable: deleting files or a
+//     Rollback to a smaller snapshot makes room. Forks keep their
+//     parent's per-session quota.
 //   - Host.Close drains tool calls, stops sandboxes and leaves all data in
 //     place. Only Destroy deletes a session's data.
 package embedded
