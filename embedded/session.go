@@ -591,21 +591,39 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 	s.mu.Lock()
 	sb := s.sb
 	s.mu.Unlock()
-	if sb != nil {
+	// A backend whose rollback mounts another filesystem at the volume
+	// path (ZFS clone-and-swap) changes nothing a sandbox with its own
+	// mount namespace sees: it keeps the old mount. Such a sandbox is
+	// stopped before the rollback and started again after it.
+	restart := sb != nil && s.h.rollbackRestartsSandbox()
+	switch {
+	case restart:
+		if err := s.stopSandbox(ctx); err != nil {
+			return fmt.Errorf("embedded: rollback of %s: stopping the sandbox: %w", s.id, err)
+		}
+	case sb != nil:
 		if err := sb.KillAll(ctx); err != nil {
 			return fmt.Errorf("embedded: rollback of %s: killing processes: %w", s.id, err)
 		}
 	}
 	s.fsMu.Lock()
-	defer s.fsMu.Unlock()
-	if err := s.h.storage.Rollback(ctx, s.volume, rec.BackendName); err != nil {
+	err = s.h.storage.Rollback(ctx, s.volume, rec.BackendName)
+	s.fsMu.Unlock()
+	if err != nil {
 		if errors.Is(err, snapshot.ErrNoSpace) {
 			return fmt.Errorf("%w: rollback: %v", environment.ErrLimitExceeded, err)
 		}
 		return fmt.Errorf("embedded: rollback of %s to %s: %w", s.id, snapshotID, err)
 	}
-	// Volume.Path is stable across Rollback (the backend contract), so
-	// there is nothing to refresh.
+	// Volume.Path is stable across Rollback (the backend contract): a
+	// sandbox that shares the host's view sees the restored tree at once.
+	if restart {
+		// Started now, so that the rollback returns a session ready to
+		// run tools, as on the other backends.
+		if _, err := s.sandbox(ctx); err != nil {
+			return fmt.Errorf("embedded: rollback of %s: the filesystem is restored but the sandbox did not start again: %w", s.id, err)
+		}
+	}
 	return nil
 }
 
@@ -692,6 +710,7 @@ func (s *session) destroy(ctx context.Context) error {
 	if err := s.stopSandbox(ctx); err != nil {
 		s.h.log.Error("stopping sandbox", "session", s.id, "err", err)
 	}
+	s.h.stopForkSandboxes(ctx, s.id)
 	if err := s.h.finishDestroy(ctx, s); err != nil {
 		s.setState(environment.StateFailed)
 		return err

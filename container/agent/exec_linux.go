@@ -340,7 +340,9 @@ func (s *server) killAll() error {
 		return nil
 	}
 	self := os.Getpid()
-	deadline := time.Now().Add(10 * time.Second)
+	// Thousands of processes (a fork bomb under a pids limit) take seconds
+	// to die in gVisor on a loaded machine.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		pids, err := listPids()
 		if err != nil {

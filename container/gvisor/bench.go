@@ -125,27 +125,53 @@ func BenchStart(b *testing.B, r *Runtime, spec container.Spec) {
 	}
 }
 
-// BenchPauseResume measures a Pause+Resume cycle; freezer selects the
-// cgroup freezer (true) or the runsc CLI (false).
-func BenchPauseResume(b *testing.B, r *Runtime, spec container.Spec, freezer bool) {
+// PauseMode selects how BenchPauseResume pauses and resumes.
+type PauseMode int
+
+const (
+	// PauseControl is the runtime's own path: the sandbox's control
+	// socket.
+	PauseControl PauseMode = iota
+	// PauseCgroupFreezer freezes the sandbox's cgroup (not safe with
+	// systrap; measured for comparison).
+	PauseCgroupFreezer
+	// PauseRunscCLI is the baseline: a `runsc pause` and a `runsc resume`
+	// process per cycle.
+	PauseRunscCLI
+)
+
+// BenchPauseResume measures a Pause+Resume cycle in the given mode.
+func BenchPauseResume(b *testing.B, r *Runtime, spec container.Spec, mode PauseMode) {
 	saved := r.cfg.freezer
-	r.cfg.freezer = freezer
+	r.cfg.freezer = mode == PauseCgroupFreezer
 	sb := mustStart(b, r, spec)
 	r.cfg.freezer = saved
 	defer sb.Stop(context.Background())
-	if sb.UsesCgroupFreezer() != freezer {
+	if mode == PauseCgroupFreezer && !sb.UsesCgroupFreezer() {
 		b.Skipf("cgroup freezer not available for this sandbox")
 	}
 	ctx := context.Background()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := sb.Pause(ctx); err != nil {
-			b.Fatal(err)
-		}
-		if err := sb.Resume(ctx); err != nil {
+		if err := r.PauseResumeOnce(ctx, sb, mode); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// PauseResumeOnce pauses and resumes sb once in the given mode.
+func (r *Runtime) PauseResumeOnce(ctx context.Context, sb *Sandbox, mode PauseMode) error {
+	if mode == PauseRunscCLI {
+		if _, err := r.runsc(ctx, "pause", sb.id); err != nil {
+			return err
+		}
+		_, err := r.runsc(ctx, "resume", sb.id)
+		return err
+	}
+	if err := sb.Pause(ctx); err != nil {
+		return err
+	}
+	return sb.Resume(ctx)
 }
 
 func mustStart(b *testing.B, r *Runtime, spec container.Spec) *Sandbox {

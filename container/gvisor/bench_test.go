@@ -24,6 +24,7 @@ func BenchmarkStartToFirstExec(b *testing.B) {
 
 func BenchmarkPauseResume(b *testing.B) {
 	e := newEnv(b)
-	b.Run("cgroup-freezer", func(b *testing.B) { gvisor.BenchPauseResume(b, e.rt, e.spec("bpf"), true) })
-	b.Run("runsc-cli", func(b *testing.B) { gvisor.BenchPauseResume(b, e.rt, e.spec("bpc"), false) })
+	b.Run("control-socket", func(b *testing.B) { gvisor.BenchPauseResume(b, e.rt, e.spec("bpk"), gvisor.PauseControl) })
+	b.Run("cgroup-freezer", func(b *testing.B) { gvisor.BenchPauseResume(b, e.rt, e.spec("bpf"), gvisor.PauseCgroupFreezer) })
+	b.Run("runsc-cli", func(b *testing.B) { gvisor.BenchPauseResume(b, e.rt, e.spec("bpc"), gvisor.PauseRunscCLI) })
 }

@@ -20,7 +20,9 @@
 // Network: none (loopback only) unless Spec.Network is NetworkHost.
 // Limits: CPU, memory and pids go to the spec's linux.resources and runsc
 // applies them to the sandbox's cgroup (a per-root parent/<id> in every
-// hierarchy). Pause and Resume freeze that cgroup directly, or run `runsc
-// pause`/`resume` (WithCgroupFreezer(false)). Stop and Reap remove the
+// hierarchy). Pause and Resume ask gVisor's kernel to stop and restart
+// every task through the sandbox's control socket (the call `runsc pause`
+// makes, without a process start); WithCgroupFreezer(true) freezes the
+// cgroup instead, for comparison only. Stop and Reap remove the
 // sandbox's runsc state, cgroups and bundle.
 package gvisor

@@ -27,7 +27,7 @@ type Sandbox struct {
 	network container.Network
 	client  *agent.Client
 	pid     int      // runsc-sandbox process
-	frz     *freezer // nil: use the runsc CLI
+	frz     *freezer // nil: the control socket (or the runsc CLI)
 
 	mu      sync.Mutex // serializes Pause, Resume, Stop, Checkpoint
 	stopped bool
@@ -168,7 +168,7 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
-	if r.known(ctx, spec.ID) {
+	if r.known(spec.ID) {
 		return nil, fmt.Errorf("gvisor: sandbox %q already exists under %s", spec.ID, r.cfg.root)
 	}
 	bundle := filepath.Join(r.bundleDir, spec.ID)
@@ -241,8 +241,10 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 		log, _ := os.ReadFile(filepath.Join(bundle, "agent.log"))
 		return nil, fmt.Errorf("gvisor: agent in %s did not answer: %w; agent log: %s", spec.ID, err, strings.TrimSpace(lastLines(string(log), 10)))
 	}
-	if st, err := r.state(ctx, spec.ID); err == nil {
-		sb.pid = st.Pid
+	// runsc wrote the sandbox process's pid (what `runsc state` reports)
+	// before `run --detach` returned.
+	if b, err := os.ReadFile(pidFile); err == nil {
+		sb.pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
 	if r.cfg.freezer && sb.pid > 0 {
 		if f, err := findFreezer(sb.pid); err == nil {
@@ -354,7 +356,9 @@ func (s *Sandbox) KillAll(ctx context.Context) error {
 	return s.client.KillAll(ctx)
 }
 
-// Pause freezes the sandbox: its cgroup's freezer, or `runsc pause`.
+// Pause freezes the sandbox: gVisor's kernel stops every task, through
+// the sandbox's control socket (the call `runsc pause` makes), or its
+// cgroup's freezer when WithCgroupFreezer(true) found it.
 func (s *Sandbox) Pause(ctx context.Context) error { return s.setPaused(ctx, true) }
 
 // Resume thaws a paused sandbox.
@@ -370,12 +374,13 @@ func (s *Sandbox) setPaused(ctx context.Context, pause bool) error {
 		return nil
 	}
 	var err error
-	if s.frz != nil {
+	switch {
+	case s.frz != nil:
 		err = s.frz.set(pause)
-	} else if pause {
-		_, err = s.r.runsc(ctx, "pause", s.id)
-	} else {
-		_, err = s.r.runsc(ctx, "resume", s.id)
+	case pause:
+		err = s.r.control(ctx, s.id, ctlPause)
+	default:
+		err = s.r.control(ctx, s.id, ctlResume)
 	}
 	if err != nil {
 		return fmt.Errorf("gvisor: sandbox %s: %w", s.id, err)

@@ -309,6 +309,23 @@ func (s *suite) wantContent(t tb, env environment.Environment, path, want string
 	}
 }
 
+// wantSeen fails unless a command inside the sandbox sees path holding
+// want (or, with want == "", sees no path at all). File tools may read the
+// volume from the host; this checks what the sandbox itself sees, which a
+// rollback or fork that swapped the volume under a sandbox's own mount
+// namespace gets wrong.
+func (s *suite) wantSeen(t tb, env environment.Environment, path, want string) {
+	t.Helper()
+	got := s.sh(t, env, "F="+quote(path)+`; if [ -e "$F" ]; then printf 'present:'; cat "$F"; else printf absent; fi`)
+	exp := "present:" + want
+	if want == "" {
+		exp = "absent"
+	}
+	if got != exp {
+		t.Fatalf("inside the sandbox %s is %q, want %q", path, clip(got), clip(exp))
+	}
+}
+
 // wantMissing fails unless reading path is an IsError response.
 func (s *suite) wantMissing(t tb, env environment.Environment, path string) {
 	t.Helper()

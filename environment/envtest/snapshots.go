@@ -41,11 +41,15 @@ func (s *suite) testRollForward(t *testing.T) {
 	s.rollback(t, env, s1.ID)
 	s.wantContent(t, env, "f.txt", "v1")
 	s.wantMissing(t, env, "new.txt")
+	s.wantSeen(t, env, "f.txt", "v1")
+	s.wantSeen(t, env, "new.txt", "")
 	s.rollback(t, env, s2.ID)
 	s.wantContent(t, env, "f.txt", "v2")
 	s.wantContent(t, env, "new.txt", "only in v2")
+	s.wantSeen(t, env, "new.txt", "only in v2")
 	s.rollback(t, env, s1.ID)
 	s.wantContent(t, env, "f.txt", "v1")
+	s.wantSeen(t, env, "f.txt", "v1")
 	// Snapshots after a rollback continue the sequence.
 	s3 := s.snapshot(t, env, "three")
 	if s3.Turn <= s2.Turn {
