@@ -3,8 +3,12 @@ package benchmarks_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,5 +102,87 @@ func TestLatencies(t *testing.T) {
 	r = benchmarks.Latencies("x", samples)
 	if r.N != 100 || r.P50MS != 50 || r.P90MS != 90 || r.P99MS != 99 {
 		t.Fatalf("1..100 ms: %+v, want p50 50, p90 90, p99 99", r)
+	}
+}
+
+// TestSuite runs a small suite: localdisk × none, a combination that
+// cannot start (gvisor with a missing agent binary: skipped, loudly), and
+// both series on btrfs; then writes and checks the report directory.
+func TestSuite(t *testing.T) {
+	s := benchmarks.Suite{
+		Config: benchmarks.Config{Files: 120, FileSize: 512, N: 3, ExecN: 3},
+		Combos: []benchmarks.Combo{
+			{Storage: embedded.StorageBackendLocalDisk, Runtime: embedded.ContainerRuntimeNone},
+			{Storage: embedded.StorageBackendLocalDisk, Runtime: embedded.ContainerRuntimeGVisor},
+		},
+		Host:           embedded.Config{StateDir: t.TempDir(), AgentPath: "/nonexistent/turnbox-agent"},
+		SeriesFiles:    []int{50, 200},
+		SeriesFileSize: 256,
+		SeriesSessions: []int{1, 3},
+		SeriesTurns:    2,
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	rep, err := s.Run(context.Background())
+	if err != nil {
+		t.Fatalf("%v (skipped: %+v)", err, rep.Skipped)
+	}
+	if rep.Config.N != 3 || rep.Machine.CPUs == 0 || rep.Machine.Kernel == "" {
+		t.Errorf("config %+v machine %+v", rep.Config, rep.Machine)
+	}
+	var gvisorSkipped bool
+	for _, sk := range rep.Skipped {
+		if sk.Backend == "localdisk" && sk.Runtime == "gvisor" && sk.Op == "" && !sk.Failed && strings.Contains(sk.Reason, "turnbox-agent") {
+			gvisorSkipped = true
+		}
+		if sk.Failed {
+			t.Errorf("failed: %+v", sk)
+		}
+	}
+	if !gvisorSkipped {
+		t.Errorf("localdisk × gvisor with no agent binary is not reported as skipped: %+v", rep.Skipped)
+	}
+	count := map[string]int{}
+	for _, r := range rep.Results {
+		count[r.Backend+"/"+r.Runtime+"/"+r.Series+"/"+r.Op+"/"+r.Baseline]++
+		if r.N == 0 || r.P50MS <= 0 {
+			t.Errorf("empty result %+v", r)
+		}
+	}
+	for _, k := range []string{"localdisk/none//create/", "localdisk/none//grep/", "localdisk/none//turn_complete/", "localdisk///turn_complete/full-copy"} {
+		if count[k] != 1 {
+			t.Errorf("%s: %d results, want 1", k, count[k])
+		}
+	}
+	if os.Geteuid() == 0 {
+		for _, k := range []string{"btrfs/none/files/turn_complete/", "btrfs/none/files/rollback/", "btrfs/none/files/fork/", "btrfs//files/fork/raw"} {
+			if count[k] != 2 {
+				t.Errorf("%s: %d results, want one per size (2)", k, count[k])
+			}
+		}
+		var sessions []int
+		for _, r := range rep.Results {
+			if r.Series == benchmarks.SeriesSessions {
+				sessions = append(sessions, r.Sessions)
+				if r.N != 2*r.Sessions || r.OpsPerSec <= 0 {
+					t.Errorf("sessions series: %+v, want n = 2 turns × sessions and a throughput", r)
+				}
+			}
+		}
+		if fmt.Sprint(sessions) != "[1 3]" {
+			t.Errorf("sessions series points %v, want [1 3]", sessions)
+		}
+	}
+	dir := t.TempDir()
+	if err := benchmarks.WriteDir(dir, rep); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, benchmarks.ReportMD))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## localdisk × none", "| turn_complete | 3 |", "full-copy", "## Not measured", "| localdisk | gvisor | (all) |"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md lacks %q:\n%s", want, md)
+		}
 	}
 }
