@@ -44,7 +44,7 @@ func (s *session) touch() {
 	}
 }
 
-// rearm fires the idle timer again after d. Called with s.mu held.
+// rearmLocked fires the idle timer again after d. Called with s.mu held.
 func (s *session) rearmLocked(d time.Duration) {
 	if s.autoPause.timer != nil && s.life.Err() == nil {
 		s.autoPause.timer.Reset(d)
@@ -229,6 +229,9 @@ func (s *session) restart(ctx context.Context) error {
 		return fmt.Errorf("%w: session %s has %d tool call(s) running", environment.ErrBusy, s.id, n)
 	}
 	s.mu.Unlock()
+	// Thaw an idle-paused sandbox so that it stops like a running one
+	// (best effort: a dead one cannot be thawed, and is stopped anyway).
+	_ = s.wakeLocked(ctx)
 	if err := s.stopSandbox(ctx); err != nil {
 		s.h.log.Warn("stopping the old sandbox before a restart", "session", s.id, "err", err)
 	}

@@ -4,6 +4,9 @@
 // numbers, labels, lineage, retention) kept apart from the data in a bbolt
 // store.
 //
+// Backends may also implement Quotaer, an optional per-volume space limit
+// (btrfs and zfs enforce it in the kernel; localdisk only records it).
+//
 // Backends live in subpackages: localdisk (works anywhere: reflink where the
 // filesystem has it, else a copy), btrfs (subvolume ioctls) and the zfs
 // package's backend. Every backend passes the shared suite in

@@ -29,6 +29,10 @@
 // zeros at its end in the snapshot. New refuses such a filesystem unless
 // given WithoutFlushOnCommit.
 //
+// Quotas (snapshot.Quotaer) are qgroup max_rfer limits on the workspace
+// subvolumes; the first one enables quotas on the filesystem, which then
+// also gives Volume and Snapshot a SizeBytes (see quota_linux.go).
+//
 // The package needs cgo and the kernel's uapi headers (linux/btrfs.h, from
 // Debian's linux-libc-dev) to build, and root (CAP_SYS_ADMIN) at run time
 // to delete subvolumes. On other systems New returns an error wrapping

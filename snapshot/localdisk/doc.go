@@ -9,6 +9,12 @@
 //	volumes/<volume>/workspace/            Volume.Path (its parent belongs to the volume)
 //	snapshots/<volume>/<snapshot>/tree/    the snapshot's copy
 //	snapshots/<volume>/<snapshot>/meta.json  creation time, order, size
+//	quotas/<volume>                        the volume's quota (SetQuota)
+//
+// The backend implements snapshot.Quotaer but only records quotas
+// (QuotaEnforced is false): nothing in the filesystem stops a write, and
+// Quota measures the tree with a walk like du. The caller enforces the
+// limit (the embedded host checks after each writing tool call).
 //
 // Copies keep file contents, permission and set-id bits, owners (when
 // running as root), modification times, symlinks (never followed), the
