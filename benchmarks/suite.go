@@ -244,7 +244,7 @@ func (s Suite) runCombo(ctx context.Context, c Combo, stateDir string, fsSize in
 	if err != nil {
 		skips = append(skips, Skip{Backend: string(c.Storage), Runtime: string(c.Runtime), Reason: err.Error(), Failed: true})
 		if s.Logger != nil {
-			s.Logger.Error("bench: combination failed", "storage", c.Storage, "runtime", c.Runtime, "err", err)
+			s.Logger.Warn("bench: combination failed", "storage", c.Storage, "runtime", c.Runtime, "err", err)
 		}
 		return res, skips, err
 	}
