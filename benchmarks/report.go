@@ -191,7 +191,13 @@ func WriteMarkdown(w io.Writer, r Report) error {
 			fmt.Fprintf(&b, " %s × %s |", k[0], k[1])
 		}
 		b.WriteString("\n|---|" + strings.Repeat("---:|", len(combos)) + "\n")
-		for _, op := range Ops {
+		ops := slices.Clone(Ops)
+		for _, res := range r.Results {
+			if res.Series == "" && res.Baseline == "" && !slices.Contains(ops, res.Op) {
+				ops = append(ops, res.Op) // ops added by other measurements
+			}
+		}
+		for _, op := range ops {
 			row := "| " + op + " |"
 			found := false
 			for _, k := range combos {
