@@ -60,6 +60,8 @@ func TestConformanceMatrix(t *testing.T) {
 		{embedded.StorageBackendBtrfs, embedded.ContainerRuntimeGVisor},
 		{embedded.StorageBackendBtrfs, embedded.ContainerRuntimeRunc},
 		{embedded.StorageBackendZFS, embedded.ContainerRuntimeNone},
+		{embedded.StorageBackendZFS, embedded.ContainerRuntimeGVisor},
+		{embedded.StorageBackendZFS, embedded.ContainerRuntimeRunc},
 	} {
 		t.Run(string(c.storage)+"-"+string(c.runtime), func(t *testing.T) {
 			cfg := matrixConfig(t, c.storage, c.runtime)
