@@ -21,9 +21,10 @@
 //
 // NewServer returns a Server for a Host; Handler is an http.Handler with
 // the service, /healthz (unauthenticated) and /metrics (Prometheus). Serve
-// it over HTTP/2: cleartext (h2c) on loopback, TLS elsewhere; `turnbox
-// serve` does both. Every call, over any of the Connect, gRPC and gRPC-Web
-// protocols:
+// it over HTTP/2: cleartext (h2c) on loopback, TLS elsewhere; HTTPServer
+// returns the http.Server `turnbox serve` runs for both. Responses smaller
+// than WithCompressMinBytes (DefaultCompressMinBytes) are not compressed.
+// Every call, over any of the Connect, gRPC and gRPC-Web protocols:
 //
 //   - needs "Authorization: Bearer <token>" when the server has tokens
 //     (WithAuthTokens), else fails with code Unauthenticated;
