@@ -254,9 +254,9 @@ func (s *Server) MetricsHandler() http.Handler {
 // over HTTP/1.1 and HTTP/2, plus cleartext HTTP/2 with prior knowledge
 // (h2c) when cleartext is true, with bounded headers, header and idle
 // timeouts, the server's logger for connection errors, and HTTP/2 settings
-// sized for many small concurrent calls per connection (an agent runtime
-// multiplexes all its sessions over one). Serve it with Serve (cleartext)
-// or ServeTLS; stop it with Drain, then Shutdown.
+// for many concurrent calls per connection (an agent runtime multiplexes
+// all its sessions over one). Serve it with Serve (cleartext) or ServeTLS;
+// stop it with Drain, then Shutdown.
 func (s *Server) HTTPServer(cleartext bool) *http.Server {
 	var p http.Protocols
 	p.SetHTTP1(true)
@@ -270,13 +270,15 @@ func (s *Server) HTTPServer(cleartext bool) *http.Server {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		HTTP2: &http.HTTP2Config{
-			// Up to this many calls in flight per connection (default
-			// 250 in net/http); a client past it opens another
-			// connection.
+			// Calls in flight per connection (net/http: 250): one
+			// client drives all its sessions over one connection.
 			MaxConcurrentStreams: 1000,
-			// Connection and stream windows large enough that a burst
-			// of requests or a large write_file never waits for a
-			// WINDOW_UPDATE round trip.
+			// The connection's receive window (net/http: 1 MiB), so
+			// that the sessions of one client can upload write_file
+			// contents at once without stalling on WINDOW_UPDATEs;
+			// the stream window stays at net/http's 1 MiB. (Set for
+			// uploads; the small calls measured in docs/remote.md do
+			// not exercise it.)
 			MaxReceiveBufferPerConnection: 4<<20 - 1,
 			MaxReceiveBufferPerStream:     1 << 20,
 			// Detect a silently dead peer on an idle connection.
