@@ -60,6 +60,20 @@ func WriteDir(dir string, r Report) error {
 	return write(ReportChart, WriteChart)
 }
 
+// ReadReport reads a report.json that WriteDir (or `turnbox bench --json`)
+// wrote.
+func ReadReport(path string) (Report, error) {
+	var r Report
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return r, fmt.Errorf("benchmarks: %w", err)
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return r, fmt.Errorf("benchmarks: %s: %w", path, err)
+	}
+	return r, nil
+}
+
 // Comparison is one turnbox figure with the baselines measured beside it
 // in the same run.
 type Comparison struct {
@@ -515,7 +529,9 @@ func WriteChart(w io.Writer, r Report) error {
 		plt.X.Scale = plot.LogScale{}
 		plt.X.Tick.Marker = plot.LogTicks{Prec: -1}
 		plt.X.Label.Text = "milliseconds"
-		plt.X.Padding, plt.Y.Padding = 0, vg.Points(6)
+		// Room between the names and the bars: a viewer without the font
+		// measured here draws the names wider, past their measured end.
+		plt.X.Padding, plt.Y.Padding = 0, vg.Points(16)
 		names := make([]string, len(p.cats))
 		for j, cat := range p.cats {
 			names[len(p.cats)-1-j] = cat

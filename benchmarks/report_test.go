@@ -238,3 +238,28 @@ func TestWriteDir(t *testing.T) {
 		t.Error("NaN in JSON")
 	}
 }
+
+func TestReadReport(t *testing.T) {
+	dir := t.TempDir()
+	r := sampleReport()
+	if err := benchmarks.WriteDir(dir, r); err != nil {
+		t.Fatal(err)
+	}
+	back, err := benchmarks.ReadReport(filepath.Join(dir, benchmarks.ReportJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b bytes.Buffer
+	if err := benchmarks.WriteMarkdown(&a, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := benchmarks.WriteMarkdown(&b, back); err != nil {
+		t.Fatal(err)
+	}
+	if a.String() != b.String() {
+		t.Errorf("a report read back renders differently:\n%s\n---\n%s", a.String(), b.String())
+	}
+	if _, err := benchmarks.ReadReport(filepath.Join(dir, benchmarks.ReportMD)); err == nil {
+		t.Error("ReadReport of Markdown: no error")
+	}
+}

@@ -18,7 +18,7 @@ func benchCmd(g *globals) *cobra.Command {
 	var (
 		cfg                  benchmarks.Config
 		asJSON, matrix, both bool
-		out, note            string
+		out, note, from      string
 		backends, runtimes   []string
 		seriesFiles          []int
 		seriesSessions       []int
@@ -51,9 +51,24 @@ concurrent sessions (--series-sessions: write_file + TurnComplete cycles in
 parallel, p50/p99 and cycles per second).
 
 --out DIR writes DIR/report.json, DIR/report.md (tables with ratios to the
-baselines) and DIR/chart.svg; --json prints the JSON; otherwise a table.`,
+baselines) and DIR/chart.svg; --json prints the JSON; otherwise a table.
+--from FILE --out DIR renders an earlier report.json again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if from != "" {
+				// Render an earlier run's report again; measure nothing.
+				if out == "" {
+					return errors.New("bench: --from needs --out")
+				}
+				rep, err := benchmarks.ReadReport(from)
+				if err != nil {
+					return err
+				}
+				if cmd.Flags().Changed("note") {
+					rep.Machine.Note = note
+				}
+				return benchmarks.WriteDir(out, rep)
+			}
 			if cfg.N < 1 || cfg.Files < 0 || cfg.FileSize < 1 || cfg.ExecN < 0 {
 				return fmt.Errorf("bench: --n must be at least 1, --files at least 0, --file-size at least 1, --exec-n at least 0")
 			}
@@ -130,6 +145,7 @@ baselines) and DIR/chart.svg; --json prints the JSON; otherwise a table.`,
 	f.IntVar(&cfg.ExecN, "exec-n", 0, "timed runs of exec and its per-call baselines (default max(n, 50))")
 	f.BoolVar(&asJSON, "json", false, "print the JSON report")
 	f.StringVar(&out, "out", "", "write report.json, report.md and chart.svg into this directory")
+	f.StringVar(&from, "from", "", "render this report.json again into --out (no measuring)")
 	f.StringVar(&note, "note", "", "a note on the machine for the report (e.g. \"shared, loaded machine\")")
 	f.BoolVar(&matrix, "matrix", false, "measure every storage backend × runtime (skipping, in the report, those that cannot run here)")
 	f.StringSliceVar(&backends, "backends", nil, "storage backends to measure (localdisk,btrfs,zfs; default --storage)")
