@@ -112,6 +112,17 @@ type Report struct {
 	Skipped []Skip   `json:"skipped,omitempty"`
 	Machine Machine  `json:"machine"`
 	Config  Config   `json:"config"`
+	// Series says how the scaling series were run (zero when they were not).
+	Series SeriesConfig `json:"series"`
+}
+
+// SeriesConfig records a Suite's scaling series settings in its Report.
+type SeriesConfig struct {
+	Files    []int  `json:"files,omitempty"`
+	FileSize int    `json:"file_size,omitempty"`
+	Sessions []int  `json:"sessions,omitempty"`
+	Turns    int    `json:"turns,omitempty"`
+	Runtime  string `json:"runtime,omitempty"`
 }
 
 // Machine describes where a report was measured.

@@ -126,6 +126,9 @@ func TestSuite(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v (skipped: %+v)", err, rep.Skipped)
 	}
+	if rep.Series.FileSize != 256 || fmt.Sprint(rep.Series.Files, rep.Series.Sessions) != "[50 200] [1 3]" || rep.Series.Runtime != "none" {
+		t.Errorf("series settings %+v", rep.Series)
+	}
 	if rep.Config.N != 3 || rep.Machine.CPUs == 0 || rep.Machine.Kernel == "" {
 		t.Errorf("config %+v machine %+v", rep.Config, rep.Machine)
 	}

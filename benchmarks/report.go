@@ -257,6 +257,9 @@ func WriteMarkdown(w io.Writer, r Report) error {
 	if len(sizes) > 0 {
 		t := sizes[0].Turnbox
 		fmt.Fprintf(&b, "\n## Workspace size series (%s × %s)\n\n", t.Backend, t.Runtime)
+		if r.Series.FileSize > 0 {
+			fmt.Fprintf(&b, "Workspaces of files of %d bytes, 100 to a directory; the raw baseline on a tree of the same size.\n\n", r.Series.FileSize)
+		}
 		b.WriteString("| op | files | n | p50 | p99 | baseline | baseline p50 | baseline p99 | ratio |\n")
 		b.WriteString("|---|---:|---:|---:|---:|---|---:|---:|---:|\n")
 		slices.SortStableFunc(sizes, func(a, b Comparison) int { return opOrder(a.Turnbox.Op) - opOrder(b.Turnbox.Op) })

@@ -126,11 +126,17 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 		rt = embedded.ContainerRuntimeNone
 	}
 	series := Combo{embedded.StorageBackendBtrfs, rt}
-	if len(s.SeriesFiles) > 0 {
-		size := s.SeriesFileSize
-		if size <= 0 {
-			size = 1 << 10
+	size := s.SeriesFileSize
+	if size <= 0 {
+		size = 1 << 10
+	}
+	if len(s.SeriesFiles) > 0 || len(s.SeriesSessions) > 0 {
+		rep.Series = SeriesConfig{Files: s.SeriesFiles, Sessions: s.SeriesSessions, Turns: s.SeriesTurns, Runtime: string(rt)}
+		if len(s.SeriesFiles) > 0 {
+			rep.Series.FileSize = size
 		}
+	}
+	if len(s.SeriesFiles) > 0 {
 		largest := 0
 		for _, n := range s.SeriesFiles {
 			largest = max(largest, n)
