@@ -110,6 +110,11 @@ func (a authClient) Do(r *http.Request) (*http.Response, error) {
 // baseURL (e.g. "http://127.0.0.1:7420"). Errors wrap the environment
 // sentinels the server named (see Error), ErrUnauthenticated when the token
 // is refused and ErrUnavailable when the server cannot be reached.
+//
+// The client is safe for concurrent use. Share one among all the sessions
+// on a server: their calls then share one HTTP/2 connection, which costs
+// less CPU per call than a client (and a connection) per session (see
+// docs/remote.md).
 func NewClient(baseURL string, opts ...ClientOption) SandboxService {
 	cfg := clientConfig{attempts: 4, delay: 50 * time.Millisecond, maxMsg: DefaultMaxMessageBytes}
 	for _, o := range opts {
