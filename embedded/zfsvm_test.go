@@ -3,6 +3,8 @@ package embedded_test
 import (
 	"context"
 	"errors"
+	"os"
+	"strconv"
 	"testing"
 	"time"
 
@@ -46,7 +48,7 @@ func TestKernelZFSDrivers(t *testing.T) {
 				t.Fatalf("driver %q, want %q", got, driver)
 			}
 			envtest.Run(t, func(t *testing.T) environment.Environment { return h.NewEnvironment() },
-				envtest.WithPropertyChecks(4))
+				envtest.WithPropertyChecks(propertyChecks(t)))
 		})
 	}
 }
@@ -58,4 +60,19 @@ func TestZFSDriverRefused(t *testing.T) {
 	if _, err := embedded.NewHost(context.Background(), cfg); !errors.Is(err, zfs.ErrUnknownDriver) {
 		t.Fatalf("NewHost with ZFSDriver %q: err = %v, want ErrUnknownDriver", cfg.ZFSDriver, err)
 	}
+}
+
+// propertyChecks is envtest's number of random sequences per property
+// test: 4, or TURNBOX_ENVTEST_PROPERTY_CHECKS (the VM job under emulation
+// may lower it).
+func propertyChecks(t *testing.T) int {
+	v := os.Getenv("TURNBOX_ENVTEST_PROPERTY_CHECKS")
+	if v == "" {
+		return 4
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("TURNBOX_ENVTEST_PROPERTY_CHECKS=%q: want a positive number", v)
+	}
+	return n
 }
