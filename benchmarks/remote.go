@@ -400,9 +400,10 @@ func load(ctx context.Context, envs []environment.Environment, d time.Duration, 
 		}()
 	}
 	wg.Wait()
-	// Until the last call returned: with a rate, calls falling behind
-	// make the achieved rate lower than the offered one.
-	elapsed := time.Since(start)
+	// The run lasts d, or until its last call returned if later: with a
+	// rate, calls falling behind make the achieved rate lower than the
+	// offered one (and one keeping up achieves it).
+	elapsed := max(time.Since(start), d)
 	if err := errors.Join(append(errs, ctx.Err())...); err != nil {
 		return Result{}, err
 	}

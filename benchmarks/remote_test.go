@@ -98,6 +98,13 @@ func TestRemoteResultsOnHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkRemote(t, res, 3, 4)
+	// 200 calls/s for 100 ms over 4 sessions: each session has a call due
+	// every 20 ms, 5 of them, whatever the machine's speed.
+	for _, r := range res {
+		if r.Op == benchmarks.OpRemoteReadFileRate && (r.N != 20 || r.OpsPerSec > 200) {
+			t.Errorf("%s/%s: %d calls at %.1f/s, want 20 at most at 200/s", r.Op, r.Baseline, r.N, r.OpsPerSec)
+		}
+	}
 	if s := h.Sessions(); len(s) != 0 {
 		t.Errorf("%d sessions left on the host: %+v", len(s), s)
 	}
