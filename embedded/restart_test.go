@@ -17,7 +17,8 @@ import (
 
 // killCgroupMembers SIGKILLs, from the host, every process whose cgroup
 // path has a component <id> (a runc sandbox's cgroups are
-// /turnbox/<hash>/<id>/sandbox) and returns how many it killed.
+// /turnbox/<hash>/<id>/sandbox) or that has <id> as an argument (gVisor's
+// processes), and returns how many it killed.
 func killCgroupMembers(t *testing.T, id string) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc")
@@ -34,13 +35,22 @@ func killCgroupMembers(t *testing.T, id string) int {
 		if err != nil {
 			continue
 		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		member := false
 		for _, line := range strings.Split(string(data), "\n") {
 			if strings.HasSuffix(line, "/"+id) || strings.Contains(line, "/"+id+"/") {
-				if syscall.Kill(pid, syscall.SIGKILL) == nil {
-					n++
-				}
-				break
+				member = true
 			}
+		}
+		// gVisor's sandbox and gofer processes name the container in
+		// their arguments.
+		for _, arg := range strings.Split(string(cmdline), "\x00") {
+			if arg == id || strings.HasSuffix(arg, "/"+id) {
+				member = true
+			}
+		}
+		if member && syscall.Kill(pid, syscall.SIGKILL) == nil {
+			n++
 		}
 	}
 	return n
@@ -50,8 +60,14 @@ func killCgroupMembers(t *testing.T, id string) int {
 // with ErrNotActive); RestartSession starts a new sandbox on the same
 // workspace; a session failed again can be destroyed.
 func TestSandboxDeathAndRestart(t *testing.T) {
+	for _, rt := range []embedded.ContainerRuntime{embedded.ContainerRuntimeRunc, embedded.ContainerRuntimeGVisor} {
+		t.Run(string(rt), func(t *testing.T) { testSandboxDeath(t, rt) })
+	}
+}
+
+func testSandboxDeath(t *testing.T, rt embedded.ContainerRuntime) {
 	ctx := context.Background()
-	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, embedded.ContainerRuntimeRunc)
+	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, rt)
 	h := newHost(t, cfg)
 	id := "dies-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	e, err := h.CreateSession(ctx, environment.SessionConfig{SessionID: id})
