@@ -216,14 +216,18 @@ func (w workspace) readFile(p environment.ReadFileParams, out *output) error {
 	if !fi.Mode().IsRegular() {
 		return failf("%s: not a regular file (%s)", rel, fi.Mode().Type())
 	}
+	// Buffers sized to the file: io.Copy's 32 KiB and bufio's 64 KiB per
+	// call were most of what a small read_file allocated (and most of the
+	// collector's work under a read_file load).
+	bufSize := int(min(max(fi.Size()+1, 512), 64<<10))
 	if p.Offset <= 1 && p.Limit == 0 {
-		_, err := io.Copy(out, io.LimitReader(f, int64(out.max)+1))
+		_, err := io.CopyBuffer(out, io.LimitReader(f, int64(out.max)+1), make([]byte, bufSize))
 		if out.truncated {
 			out.dropped = fi.Size() - int64(out.max)
 		}
 		return err
 	}
-	r := bufio.NewReaderSize(f, 64<<10)
+	r := bufio.NewReaderSize(f, bufSize)
 	first := max(p.Offset, 1)
 	for line := 1; ; line++ {
 		b, err := r.ReadSlice('\n')
