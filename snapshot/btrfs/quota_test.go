@@ -3,10 +3,13 @@
 package btrfs_test
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/turnbox/turnbox/snapshot/btrfs"
 	"github.com/turnbox/turnbox/snapshot/btrfs/btrfstest"
 	"github.com/turnbox/turnbox/snapshot/snapshottest"
 )
@@ -58,4 +61,59 @@ func TestSizeBytesFromQgroups(t *testing.T) {
 		t.Fatalf("snapshot sizes = %+v, want s1 about 2 MiB (exclusive) and s2 > 0", snaps)
 	}
 	t.Logf("volume %d, s1 %d, s2 %d bytes", got.SizeBytes, snaps[0].SizeBytes, snaps[1].SizeBytes)
+}
+
+// BenchmarkQuota compares Snapshot and Rollback of a 1,000-file volume
+// (10 MB) on a filesystem without quotas and on one where the volume has
+// a quota (qgroup accounting on). Each sub-benchmark has its own loop
+// filesystem. Run:
+//
+//	go test -run '^$' -bench Quota -benchtime 20x -count 2 ./snapshot/btrfs/
+func BenchmarkQuota(b *testing.B) {
+	for _, quota := range []bool{false, true} {
+		b.Run(fmt.Sprintf("quota=%v", quota), func(b *testing.B) {
+			be := openBenchBackend(b)
+			ctx := context.Background()
+			v, err := be.CreateVolume(ctx, "w")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if quota {
+				if err := be.SetQuota(ctx, "w", 1<<30); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := btrfstest.MakeTree(filepath.Join(v.Path, "tree"), 1000, 10<<10, 1); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := be.Snapshot(ctx, "w", "a"); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(v.Path, "extra"), []byte("x"), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := be.Snapshot(ctx, "w", "b"); err != nil {
+				b.Fatal(err)
+			}
+			b.Run("snapshot", func(b *testing.B) { btrfstest.BenchSnapshot(b, be, "w") })
+			b.Run("rollback", func(b *testing.B) { btrfstest.BenchRollback(b, be, "w", "a", "b") })
+		})
+	}
+}
+
+func openBenchBackend(b *testing.B) *btrfs.Backend {
+	b.Helper()
+	btrfstest.Require(b)
+	dir := b.TempDir()
+	fsys, err := btrfstest.MountImage(dir, 2<<30, btrfstest.DefaultOptions)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { fsys.Unmount() })
+	be, err := btrfs.New(filepath.Join(fsys.Dir, "tb"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { be.Close() })
+	return be
 }
