@@ -495,7 +495,10 @@ func sans(plt *plot.Plot) {
 type swatch struct{ c color.Color }
 
 func (s swatch) Thumbnail(c *draw.Canvas) {
-	c.FillPolygon(s.c, []vg.Point{c.Min, {X: c.Min.X, Y: c.Max.Y}, c.Max, {X: c.Max.X, Y: c.Min.Y}})
+	// The right half of the slot only: a gap to the name before it, which
+	// a viewer with another font may draw wider than measured.
+	x0 := c.Min.X + (c.Max.X-c.Min.X)/2
+	c.FillPolygon(s.c, []vg.Point{{X: x0, Y: c.Min.Y}, {X: x0, Y: c.Max.Y}, c.Max, {X: c.Max.X, Y: c.Min.Y}})
 }
 
 const (
@@ -554,6 +557,7 @@ func WriteChart(w io.Writer, r Report) error {
 			}
 		}
 		plt.Legend.Top = true
+		plt.Legend.Padding = vg.Points(1)
 		dc := draw.Canvas{Canvas: canvas, Rectangle: vg.Rectangle{Min: vg.Point{X: 0, Y: top - heights[i]}, Max: vg.Point{X: chartWidth, Y: top}}}
 		// A left margin: a viewer without the font measured here may draw
 		// the category names wider.
