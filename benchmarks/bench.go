@@ -70,16 +70,23 @@ const (
 
 // Result is one measured operation.
 type Result struct {
-	Op      string `json:"op"`
+	// Op is the operation (Op* constants; a baseline carries the op it is
+	// compared with).
+	Op string `json:"op"`
+	// Backend is the storage backend: localdisk, btrfs or zfs.
 	Backend string `json:"backend"`
 	// Runtime is the container runtime; "" for a storage baseline
 	// (full-copy, raw), which does not depend on it.
-	Runtime string  `json:"runtime"`
-	Files   int     `json:"files"`
-	N       int     `json:"n"`
-	P50MS   float64 `json:"p50_ms"`
-	P90MS   float64 `json:"p90_ms"`
-	P99MS   float64 `json:"p99_ms"`
+	Runtime string `json:"runtime"`
+	// Files is the workspace's file count.
+	Files int `json:"files"`
+	// N is the number of timed runs.
+	N int `json:"n"`
+	// P50MS, P90MS and P99MS are percentiles in milliseconds (nearest
+	// rank).
+	P50MS float64 `json:"p50_ms"`
+	P90MS float64 `json:"p90_ms"`
+	P99MS float64 `json:"p99_ms"`
 	// Baseline is "" for turnbox's own figures, else the comparison's name
 	// (Baseline* constants).
 	Baseline string `json:"baseline"`
@@ -98,40 +105,54 @@ type Result struct {
 // why. Failed is set when it was attempted and broke (as opposed to not
 // being able to run on this machine).
 type Skip struct {
+	// Backend and Runtime name the combination.
 	Backend string `json:"backend"`
 	Runtime string `json:"runtime"`
 	// Op is "" when the whole combination was skipped.
-	Op     string `json:"op,omitempty"`
+	Op string `json:"op,omitempty"`
+	// Reason says why, in the words of the error that stopped it.
 	Reason string `json:"reason"`
-	Failed bool   `json:"failed,omitempty"`
+	// Failed: attempted and broke (not merely unable to run here).
+	Failed bool `json:"failed,omitempty"`
 }
 
 // Report is a whole run.
 type Report struct {
+	// Results are turnbox's figures and the baselines, in measuring order.
 	Results []Result `json:"results"`
-	Skipped []Skip   `json:"skipped,omitempty"`
-	Machine Machine  `json:"machine"`
-	Config  Config   `json:"config"`
+	// Skipped lists what was not measured, and why.
+	Skipped []Skip `json:"skipped,omitempty"`
+	// Machine is where the run happened.
+	Machine Machine `json:"machine"`
+	// Config is what each combination measured.
+	Config Config `json:"config"`
 	// Series says how the scaling series were run (zero when they were not).
 	Series SeriesConfig `json:"series"`
 }
 
 // SeriesConfig records a Suite's scaling series settings in its Report.
 type SeriesConfig struct {
-	Files    []int  `json:"files,omitempty"`
-	FileSize int    `json:"file_size,omitempty"`
-	Sessions []int  `json:"sessions,omitempty"`
-	Turns    int    `json:"turns,omitempty"`
-	Runtime  string `json:"runtime,omitempty"`
+	// Files and FileSize are Suite.SeriesFiles and the file size used.
+	Files    []int `json:"files,omitempty"`
+	FileSize int   `json:"file_size,omitempty"`
+	// Sessions and Turns are Suite.SeriesSessions and SeriesTurns.
+	Sessions []int `json:"sessions,omitempty"`
+	Turns    int   `json:"turns,omitempty"`
+	// Runtime is the runtime of both series.
+	Runtime string `json:"runtime,omitempty"`
 }
 
 // Machine describes where a report was measured.
 type Machine struct {
-	OS     string    `json:"os"`
-	Arch   string    `json:"arch"`
-	CPUs   int       `json:"cpus"`
-	Kernel string    `json:"kernel"`
-	When   time.Time `json:"when"`
+	// OS and Arch are runtime.GOOS and runtime.GOARCH.
+	OS   string `json:"os"`
+	Arch string `json:"arch"`
+	// CPUs is runtime.NumCPU.
+	CPUs int `json:"cpus"`
+	// Kernel is the kernel release.
+	Kernel string `json:"kernel"`
+	// When is the start of the run (UTC).
+	When time.Time `json:"when"`
 	// CPUModel is the first "model name" of /proc/cpuinfo.
 	CPUModel string `json:"cpu_model,omitempty"`
 	// MemoryBytes is MemTotal of /proc/meminfo.

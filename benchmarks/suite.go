@@ -21,11 +21,13 @@ var ErrFailed = errors.New("benchmarks: some measurements failed")
 
 // Combo is one storage backend × container runtime.
 type Combo struct {
+	// Storage is the storage backend.
 	Storage embedded.StorageBackend
 	// Runtime "" is the host's default (gvisor when it can run, else none).
 	Runtime embedded.ContainerRuntime
 }
 
+// String returns "storage×runtime".
 func (c Combo) String() string { return string(c.Storage) + "×" + string(c.Runtime) }
 
 // AllCombos returns every storage backend × container runtime turnbox has,
