@@ -58,10 +58,10 @@ smoke: build
 # The benchmark report: every storage backend × runtime that runs here
 # (the others are listed as skipped), each beside its baselines, then the
 # workspace-size (1k, 10k, 100k files) and concurrent-sessions (1, 10, 50)
-# series on btrfs; writes bench-out/report.json, report.md and chart.svg.
+# series on btrfs, and remote beside embedded calls; writes bench-out/report.json, report.md and chart.svg.
 # Medians of 30 runs (exec 50). See docs/benchmarks.md.
 BENCHOUT   ?= bench-out
-BENCHFLAGS ?= --matrix --series --files 1000 --n 30 --exec-n 50
+BENCHFLAGS ?= --matrix --series --remote --files 1000 --n 30 --exec-n 50
 bench: deps build
 	$(BIN)/turnbox bench $(BENCHFLAGS) --out $(BENCHOUT) --log-level info
 

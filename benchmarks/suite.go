@@ -74,6 +74,11 @@ type Suite struct {
 	SeriesTurns int
 	// SeriesRuntime is the runtime of both series (default none).
 	SeriesRuntime embedded.ContainerRuntime
+	// Remote adds RemoteResults: remote ExecuteTool, read_file and
+	// TurnComplete beside the same calls in process, and the 50-session
+	// read_file load, on a localdisk host with the none runtime served
+	// over loopback.
+	Remote bool
 	// Logger receives progress (nil: discarded).
 	Logger *slog.Logger
 }
@@ -162,6 +167,16 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 		rep.Skipped = append(rep.Skipped, tagSkips(skips, "sessions series")...)
 		if err != nil {
 			failed = append(failed, fmt.Errorf("sessions series: %w", err))
+		}
+	}
+	if s.Remote {
+		log.Info("bench: remote (loopback ConnectRPC) beside embedded")
+		// localdisk × none in a temporary directory: the rows measure
+		// the network hop, not a runtime.
+		res, err := RemoteResults(ctx, s.Config)
+		rep.Results = append(rep.Results, res...)
+		if err != nil {
+			failed = append(failed, fmt.Errorf("remote: %w", err))
 		}
 	}
 	if len(failed) > 0 {

@@ -18,6 +18,7 @@ func benchCmd(g *globals) *cobra.Command {
 	var (
 		cfg                  benchmarks.Config
 		asJSON, matrix, both bool
+		remoteToo            bool
 		out, note, from      string
 		backends, runtimes   []string
 		seriesFiles          []int
@@ -49,6 +50,11 @@ loop-mounted filesystem, zfs without --zfs-dataset a temporary file-backed pool
 turn_complete, rollback, fork and the raw baseline at each size) and
 concurrent sessions (--series-sessions: write_file + TurnComplete cycles in
 parallel, p50/p99 and cycles per second).
+
+--remote adds the network hop: ExecuteTool (bash true, read_file) and
+TurnComplete through a loopback turnbox server beside the same calls in
+process (remote_* ops, baseline embedded, and their paired _overhead), and a
+read_file load over 50 sessions (closed loop, and a fixed 2,000 calls/s).
 
 --out DIR writes DIR/report.json, DIR/report.md (tables with ratios to the
 baselines) and DIR/chart.svg; --json prints the JSON; otherwise a table.
@@ -104,6 +110,7 @@ baselines) and DIR/chart.svg; --json prints the JSON; otherwise a table.
 			}
 			s.SeriesFileSize, s.SeriesTurns = seriesFileSize, seriesTurns
 			s.SeriesRuntime = embedded.ContainerRuntime(seriesRuntime)
+			s.Remote = remoteToo
 
 			rep, runErr := s.Run(cmd.Context())
 			rep.Machine.Note = note
@@ -150,6 +157,7 @@ baselines) and DIR/chart.svg; --json prints the JSON; otherwise a table.
 	f.BoolVar(&matrix, "matrix", false, "measure every storage backend × runtime (skipping, in the report, those that cannot run here)")
 	f.StringSliceVar(&backends, "backends", nil, "storage backends to measure (localdisk,btrfs,zfs; default --storage)")
 	f.StringSliceVar(&runtimes, "runtimes", nil, "runtimes to measure (none,gvisor,runc; default --runtime)")
+	f.BoolVar(&remoteToo, "remote", false, "also measure remote (loopback ConnectRPC) ExecuteTool, read_file and TurnComplete beside embedded, and a 50-session read_file load")
 	f.BoolVar(&both, "series", false, "also run the workspace-size and concurrent-sessions series on btrfs")
 	f.IntSliceVar(&seriesFiles, "series-files", []int{1000, 10000, 100000}, "workspace sizes (files) of the size series")
 	f.IntVar(&seriesFileSize, "series-file-size", 1<<10, "bytes per file in the size series")
