@@ -59,8 +59,9 @@ smoke: build
 # (the others are listed as skipped), each beside its baselines, then the
 # workspace-size (1k, 10k, 100k files) and concurrent-sessions (1, 10, 50)
 # series on btrfs, and remote beside embedded calls; writes bench-out/report.json, report.md and chart.svg.
-# Medians of 30 runs (exec 50); took 15 min 41 s on a shared 2-core
-# machine at load 4-10. See docs/benchmarks.md.
+# Medians of 30 runs (exec 50); without --remote it took 15 min 41 s on a
+# shared 2-core machine at load 4-10 (--remote adds its own run). See
+# docs/benchmarks.md.
 BENCHOUT   ?= bench-out
 BENCHFLAGS ?= --matrix --series --remote --files 1000 --n 30 --exec-n 50
 bench: deps build
