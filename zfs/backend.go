@@ -713,6 +713,9 @@ func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 	if _, lerr := b.load(context.WithoutCancel(ctx)); lerr != nil && err == nil {
 		err = lerr
 	}
+	if rerr := b.repairMounts(context.WithoutCancel(ctx)); rerr != nil && err == nil {
+		err = fmt.Errorf("zfs: after destroying volume %q: %w", volume, rerr)
+	}
 	return err
 }
 
@@ -929,6 +932,14 @@ func (b *Backend) recover(ctx context.Context, destroying map[string]string) err
 			return err
 		}
 	}
+	return b.repairMounts(ctx)
+}
+
+// repairMounts makes every volume's newest generation the one mounted at
+// its Path and every other generation unmounted. Besides recovery it runs
+// after a DestroyVolume, whose promotions remount the clones forked from
+// the destroyed volume: zfs-fuse has left such a clone unmounted.
+func (b *Backend) repairMounts(ctx context.Context) error {
 	all, err := b.d.Get(ctx, []string{b.parent}, []string{"mountpoint", "mounted"}, -1)
 	if err != nil {
 		return err
