@@ -6,8 +6,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,6 +35,10 @@ type globals struct {
 	logLevel string
 	logJSON  bool
 	logger   *slog.Logger
+
+	maxSessions int
+	diskQuota   string
+	idlePause   time.Duration
 }
 
 func defaultStateDir() string {
@@ -73,6 +80,9 @@ func main() {
 	pf.StringVar(&g.root, "storage-root", "", "storage directory (btrfs: a directory on a mounted btrfs filesystem)")
 	pf.StringVar(&g.dataset, "zfs-dataset", "", "parent ZFS dataset for --storage zfs (e.g. tank/turnbox)")
 	pf.StringVar(&g.agent, "agent", "", "turnbox-agent binary (default: $TURNBOX_AGENT, next to turnbox, or on PATH)")
+	pf.IntVar(&g.maxSessions, "max-sessions", 0, "most live sessions on the host (0: unlimited)")
+	pf.StringVar(&g.diskQuota, "disk-quota", "", "default disk quota of each session's workspace, e.g. 512M or 10G (empty: none)")
+	pf.DurationVar(&g.idlePause, "idle-pause", 0, "pause a session's sandbox after this long without a call; the next call resumes it (0: never)")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug|info|warn|error")
 	pf.BoolVar(&g.logJSON, "log-json", false, "log as JSON")
 
@@ -104,7 +114,14 @@ func newLogger(level string, json bool) (*slog.Logger, error) {
 
 // openHost opens the host the global flags describe.
 func (g *globals) openHost(ctx context.Context) (*embedded.Host, error) {
+	quota, err := parseSize(g.diskQuota)
+	if err != nil {
+		return nil, fmt.Errorf("--disk-quota: %w", err)
+	}
 	return embedded.NewHost(ctx, embedded.Config{
+		MaxSessions:      g.maxSessions,
+		DiskQuotaBytes:   quota,
+		IdlePause:        g.idlePause,
 		StateDir:         g.stateDir,
 		StorageBackend:   embedded.StorageBackend(g.storage),
 		ContainerRuntime: embedded.ContainerRuntime(g.runtime),
@@ -122,4 +139,32 @@ func closeHost(h *embedded.Host) {
 	if err := h.Close(ctx); err != nil {
 		slog.Error("closing host", "err", err)
 	}
+}
+
+// parseSize parses a byte count with an optional K, M, G or T suffix
+// (powers of 1024); "" is 0.
+func parseSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	case "T":
+		mult = 1 << 40
+	}
+	num := s
+	if mult > 1 {
+		num = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a size (bytes, or a number with K, M, G or T)", s)
+	}
+	return n * mult, nil
 }
