@@ -237,7 +237,10 @@ func (d *CommandDriver) SetProps(ctx context.Context, name string, props map[str
 		return err
 	}
 	for i := 1; i < len(pa); i += 2 {
-		if _, err := d.Run(ctx, "set", pa[i], name); err != nil {
+		// Changing mountpoint unmounts: a process killed a moment ago
+		// (a rollback kills the session's processes first) may still hold
+		// the mount for a few milliseconds, so busy is retried.
+		if err := d.retryBusy(ctx, "set", pa[i], name); err != nil {
 			return err
 		}
 	}
