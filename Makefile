@@ -23,9 +23,10 @@ deps:
 	bash scripts/install-deps.sh
 
 # The whole suite: system dependencies, then lint and every test with -race,
-# the fuzz targets for a bounded time, and a smoke test of `turnbox serve`
-# spoken to by buf curl (a client not written in Go).
-test: deps check
+# the fuzz targets for a bounded time, a smoke test of `turnbox serve`
+# spoken to by buf curl (a client not written in Go), and the zfs suites on
+# real kernel OpenZFS in a qemu VM (test-zfs).
+test: deps check test-zfs
 
 check: lint unit fuzz smoke
 
