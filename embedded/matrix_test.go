@@ -24,6 +24,24 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// openCheckedHost opens a host on cfg and closes it when the test ends,
+// failing the test if Close fails or takes over a minute.
+func openCheckedHost(t *testing.T, cfg embedded.Config) *embedded.Host {
+	t.Helper()
+	h, err := embedded.NewHost(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := h.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return h
+}
+
 // matrixConfig prepares a host config for a storage × runtime pair, or
 // skips (fails in CI) when a dependency is missing.
 func matrixConfig(t *testing.T, storage embedded.StorageBackend, rt embedded.ContainerRuntime) embedded.Config {
@@ -65,17 +83,7 @@ func TestConformanceMatrix(t *testing.T) {
 	} {
 		t.Run(string(c.storage)+"-"+string(c.runtime), func(t *testing.T) {
 			cfg := matrixConfig(t, c.storage, c.runtime)
-			h, err := embedded.NewHost(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				if err := h.Close(ctx); err != nil {
-					t.Errorf("Close: %v", err)
-				}
-			})
+			h := openCheckedHost(t, cfg)
 			if got := h.Capabilities(); string(got.Isolation) != string(c.runtime) || got.Storage != string(c.storage) {
 				t.Fatalf("capabilities %+v, want %s on %s", got, c.runtime, c.storage)
 			}

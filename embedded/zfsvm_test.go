@@ -6,7 +6,6 @@ import (
 	"os"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
@@ -29,17 +28,7 @@ func TestKernelZFSDrivers(t *testing.T) {
 		t.Run(driver, func(t *testing.T) {
 			cfg := matrixConfig(t, embedded.StorageBackendZFS, embedded.ContainerRuntimeNone)
 			cfg.ZFSDriver = driver
-			h, err := embedded.NewHost(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-				defer cancel()
-				if err := h.Close(ctx); err != nil {
-					t.Errorf("Close: %v", err)
-				}
-			})
+			h := openCheckedHost(t, cfg)
 			b, ok := h.Storage().(*zfs.Backend)
 			if !ok {
 				t.Fatalf("storage is %T, want *zfs.Backend", h.Storage())
