@@ -87,23 +87,39 @@ func TestPauseFreezes(t *testing.T) {
 		defer close(done)
 		_, _ = sb.Exec(ctx, container.Process{Args: []string{"sh", "-c", `i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo $i > counter; sleep 0.01; done`}})
 	}()
-	time.Sleep(200 * time.Millisecond)
+	// Wait until the writer runs (a loaded machine may take a while to
+	// start it), then freeze it.
+	counter := filepath.Join(ws, "counter")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, _ := os.ReadFile(counter); len(b) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the counter loop did not start within 10 s")
+		}
+	}
 	if err := sb.Pause(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a, _ := os.ReadFile(filepath.Join(ws, "counter"))
+	// A writer frozen between `>` truncating the file and echo writing it
+	// leaves it empty: equal reads are what a freeze guarantees.
+	a, _ := os.ReadFile(counter)
 	time.Sleep(300 * time.Millisecond)
-	b, _ := os.ReadFile(filepath.Join(ws, "counter"))
-	if string(a) != string(b) || len(a) == 0 {
+	b, _ := os.ReadFile(counter)
+	if string(a) != string(b) {
 		t.Fatalf("counter moved while paused: %q -> %q", a, b)
 	}
 	if err := sb.Resume(ctx); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	c, _ := os.ReadFile(filepath.Join(ws, "counter"))
-	if string(c) == string(b) {
-		t.Fatalf("counter did not move after resume: %q", c)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		c, _ := os.ReadFile(counter)
+		if len(c) > 0 && string(c) != string(b) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("counter did not move within 5 s of resume: %q", c)
+		}
 	}
 	if err := sb.KillAll(ctx); err != nil {
 		t.Fatal(err)
