@@ -43,6 +43,10 @@ const (
 	DefaultToolTimeout    = 2 * time.Minute
 	DefaultMaxToolTimeout = 30 * time.Minute
 	DefaultMaxOutputBytes = 256 << 10
+	// DefaultPids is Config.Limits.Pids when it is zero: enough for
+	// parallel builds and test runners, small enough that a fork bomb is
+	// held and killed in seconds.
+	DefaultPids = 1024
 	// MaxFileBytes bounds the files edit_file rewrites (read_file streams
 	// and is bounded by the output cap instead).
 	MaxFileBytes = 64 << 20
@@ -102,7 +106,9 @@ type Config struct {
 	// Retention prunes old unnamed snapshots after each new one (zero
 	// value: keep all).
 	Retention snapshot.Retention
-	// Limits bounds each sandbox's resources.
+	// Limits bounds each sandbox's resources (ignored by the none
+	// runtime). Limits.Pids 0 means DefaultPids; a negative value means
+	// no limit on processes.
 	Limits container.Limits
 	// DiskQuotaBytes bounds each session's workspace (0: none); snapshots
 	// do not count. Host.SetDiskQuota overrides it per session. btrfs
@@ -146,6 +152,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	switch {
+	case c.Limits.Pids == 0:
+		c.Limits.Pids = DefaultPids
+	case c.Limits.Pids < 0:
+		c.Limits.Pids = 0 // the runtimes' "no limit"
 	}
 	if c.DiskQuotaBytes < 0 || c.IdlePause < 0 {
 		return fmt.Errorf("embedded: negative Config.DiskQuotaBytes (%d) or Config.IdlePause (%s)", c.DiskQuotaBytes, c.IdlePause)

@@ -11,6 +11,8 @@
 //	                   (repeatable; e.g. /workspace=/.turnbox/vol/ws)
 //	-dir DIR           default working directory of commands
 //	-pids-limit N      confine commands to N processes (pids cgroup)
+//	-nproc-limit N     RLIMIT_NPROC N for the sandbox's user, zombies
+//	                   included (the agent needs CAP_SYS_RESOURCE)
 //
 // Diagnostics go to stderr; stdout carries only protocol frames.
 package main
@@ -42,6 +44,7 @@ func main() {
 	flag.Var(&ls, "link", "create symlink `LINK=TARGET` before serving (repeatable)")
 	dir := flag.String("dir", "", "default working directory of commands")
 	pids := flag.Int64("pids-limit", 0, "confine commands to at most `N` processes (pids cgroup at /sys/fs/cgroup/pids)")
+	nproc := flag.Int64("nproc-limit", 0, "set RLIMIT_NPROC to `N` (tasks of the agent's user, zombies included); the agent keeps CAP_SYS_RESOURCE, commands do not")
 	flag.Parse()
 
 	var opts []agent.Option
@@ -53,6 +56,9 @@ func main() {
 	}
 	if *pids > 0 {
 		opts = append(opts, agent.WithPidsLimit(*pids))
+	}
+	if *nproc > 0 {
+		opts = append(opts, agent.WithProcessLimit(*nproc))
 	}
 	if err := agent.Serve(os.Stdin, os.Stdout, opts...); err != nil {
 		fmt.Fprintln(os.Stderr, "turnbox-agent:", err)

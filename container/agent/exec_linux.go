@@ -254,8 +254,8 @@ func (s *server) exec(req execRequest) {
 }
 
 func (s *server) forkExec(path string, args []string, attr *syscall.ProcAttr) (int, error) {
-	if s.pids != nil {
-		return s.pids.forkExec(path, args, attr)
+	if s.forker != nil {
+		return s.forker.forkExec(path, args, attr)
 	}
 	return syscall.ForkExec(path, args, attr)
 }
@@ -407,11 +407,13 @@ func (s *server) waitProcs() {
 // the session sid == pgid (a command that called setpgid escapes the
 // group, not the session) and to every process whose environment holds
 // marker (one that called setsid escapes the session, not its inherited
-// environment). It repeats a few times to catch processes forked meanwhile
-// and returns how many live processes it found.
+// environment). It repeats until a pass finds no process (for at most
+// killTreeFor), to catch processes forked meanwhile, and returns how many
+// live processes it found.
 func killTree(sid int, marker string) int {
 	total := 0
-	for pass := 0; pass < 3; pass++ {
+	deadline := time.Now().Add(killTreeFor)
+	for pass := 0; pass < 3 || time.Now().Before(deadline); pass++ {
 		found := 0
 		if err := syscall.Kill(-sid, syscall.SIGKILL); err == nil {
 			found++
@@ -425,9 +427,16 @@ func killTree(sid int, marker string) int {
 		if found == 0 {
 			break
 		}
+		if pass >= 2 {
+			// Zombies still count until reaped; let their reapers run.
+			time.Sleep(time.Millisecond)
+		}
 	}
 	return total
 }
+
+// killTreeFor bounds how long killTree keeps repeating its passes.
+const killTreeFor = 5 * time.Second
 
 // listPids returns the pids in /proc.
 func listPids() ([]int, error) {

@@ -46,6 +46,18 @@ func WithSymlink(link, target string) Option {
 // cannot be set up.
 func WithPidsLimit(n int64) Option { return func(s *server) { s.pidsLimit = n } }
 
+// WithProcessLimit sets RLIMIT_NPROC to n for the agent and its commands:
+// at most n tasks of the agent's user, the agent's own threads and
+// unreaped zombies included. The agent needs CAP_SYS_RESOURCE, which
+// exempts it; commands start without it. gVisor sandboxes use it with
+// WithPidsLimit because gVisor's pids cgroup stops counting a process when
+// it exits, not when it is reaped, so a fork bomb whose shells never reap
+// their children fills the sandbox with zombies under any pids.max. Do
+// not use it where the user is shared with processes outside the
+// sandbox (runc without a user namespace: host root). Serve fails if the
+// limit cannot be set.
+func WithProcessLimit(n int64) Option { return func(s *server) { s.nprocLimit = n } }
+
 // WithOutputGrace sets how long, after a command exits, the agent waits
 // for more output from processes it left running in the background that
 // still hold its stdout or stderr: once a whole grace period passes with
@@ -62,7 +74,8 @@ type server struct {
 	links       [][2]string
 	outputGrace time.Duration
 	pidsLimit   int64
-	pids        *pidsCgroup
+	nprocLimit  int64
+	forker      *forker // nil: commands fork from any thread
 
 	fw *frameWriter
 
@@ -107,12 +120,24 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 			return err
 		}
 	}
-	if s.pidsLimit > 0 {
-		pc, err := setupPidsCgroup(s.pidsLimit)
+	if s.pidsLimit > 0 || s.nprocLimit > 0 {
+		var cg *pidsCgroup
+		if s.pidsLimit > 0 {
+			var err error
+			if cg, err = setupPidsCgroup(s.pidsLimit); err != nil {
+				return err
+			}
+		}
+		if s.nprocLimit > 0 {
+			if err := limitProcesses(s.nprocLimit); err != nil {
+				return err
+			}
+		}
+		f, err := startForker(cg, s.nprocLimit > 0)
 		if err != nil {
 			return err
 		}
-		s.pids = pc
+		s.forker = f
 	}
 	if s.init {
 		s.reap = startReaper()

@@ -3,6 +3,8 @@ package gvisor_test
 import (
 	"testing"
 
+	"github.com/turnbox/turnbox/container"
+
 	"github.com/turnbox/turnbox/container/gvisor"
 )
 
@@ -13,13 +15,22 @@ import (
 func BenchmarkExec(b *testing.B) {
 	e := newEnv(b)
 	b.Run("agent", func(b *testing.B) { gvisor.BenchExec(b, e.rt, e.spec("bexec")) })
+	b.Run("agent-pids-limit", func(b *testing.B) { gvisor.BenchExec(b, e.rt, withPids(e.spec("bexecp"))) })
 	b.Run("runsc-exec", func(b *testing.B) { gvisor.BenchRunscExec(b, e.rt, e.spec("brexec")) })
 	b.Run("runsc-run", func(b *testing.B) { gvisor.BenchRunscRun(b, e.rt, e.spec("brrun")) })
 }
 
 func BenchmarkStartToFirstExec(b *testing.B) {
 	e := newEnv(b)
-	gvisor.BenchStart(b, e.rt, e.spec("bstart"))
+	b.Run("no-limits", func(b *testing.B) { gvisor.BenchStart(b, e.rt, e.spec("bstart")) })
+	b.Run("pids-limit", func(b *testing.B) { gvisor.BenchStart(b, e.rt, withPids(e.spec("bstartp"))) })
+}
+
+// withPids sets embedded's default pids limit, which makes the agent set
+// up a pids cgroup and RLIMIT_NPROC and fork from a dedicated thread.
+func withPids(s container.Spec) container.Spec {
+	s.Limits.Pids = 1024
+	return s
 }
 
 func BenchmarkPauseResume(b *testing.B) {

@@ -18,9 +18,12 @@
 // callers KillAll as part of a rollback.
 //
 // Network: none (loopback only) unless Spec.Network is NetworkHost.
-// Limits: CPU, memory and pids go to the spec's linux.resources and runsc
+// Limits: CPU and memory go to the spec's linux.resources and runsc
 // applies them to the sandbox's cgroup (a per-root parent/<id> in every
-// hierarchy). Pause and Resume ask gVisor's kernel to stop and restart
+// hierarchy). Pids are limited inside: the agent confines commands to a
+// child of gVisor's own pids cgroup and sets RLIMIT_NPROC to Pids + 64,
+// which (unlike gVisor's pids cgroup) counts zombies; it keeps
+// CAP_SYS_RESOURCE for itself and starts commands without it. Pause and Resume ask gVisor's kernel to stop and restart
 // every task through the sandbox's control socket (the call `runsc pause`
 // makes, without a process start); WithCgroupFreezer(true) freezes the
 // cgroup instead, for comparison only. Stop and Reap remove the

@@ -48,6 +48,7 @@ func busybox(t testing.TB) string {
 // env is one test's runtime and sandbox inputs.
 type env struct {
 	rt        *gvisor.Runtime
+	runsc     string
 	rootfs    string
 	workspace string
 }
@@ -72,7 +73,7 @@ func newEnv(t testing.TB, opts ...gvisor.Option) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{rt: rt, rootfs: busybox(t), workspace: ws}
+	return &env{rt: rt, runsc: runsc, rootfs: busybox(t), workspace: ws}
 }
 
 func (e *env) spec(id string) container.Spec {
@@ -576,11 +577,59 @@ func TestPidsLimitContainsForkBomb(t *testing.T) {
 	spec := e.spec("forkbomb")
 	spec.Limits.Pids = 64
 	sb := e.start(t, spec)
+
+	// Commands must not hold CAP_SYS_RESOURCE (bit 24), which would
+	// exempt them from the sandbox's RLIMIT_NPROC.
+	if _, out, _ := sh(t, sb, "grep -E '^Cap(Eff|Bnd)' /proc/self/status"); strings.Count(out, "\n") != 2 {
+		t.Fatalf("capabilities: %q", out)
+	} else {
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			f := strings.Fields(line)
+			v, err := strconv.ParseUint(f[len(f)-1], 16, 64)
+			if err != nil || v&(1<<24) != 0 {
+				t.Fatalf("command holds CAP_SYS_RESOURCE: %q", line)
+			}
+		}
+	}
+
+	// Count the sandbox's tasks from outside while the bomb runs: gVisor's
+	// pids cgroup does not count zombies, the sandbox's RLIMIT_NPROC does.
+	stop := make(chan struct{})
+	peak := make(chan int, 1)
+	go func() {
+		max := 0
+		defer func() { peak <- max }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			out, err := exec.Command(e.runsc, "--root", filepath.Join(e.rt.Root(), "state"), "ps", spec.ID).Output()
+			if err != nil {
+				continue
+			}
+			if n := strings.Count(string(out), "\n") - 1; n > max {
+				max = n
+			}
+		}
+	}()
+	start := time.Now()
 	st, err := sb.Exec(ctxT(t), container.Process{
 		Args:    []string{"sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 2"},
 		Timeout: 5 * time.Second,
 	})
-	t.Logf("fork bomb: %+v %v", st, err)
+	took := time.Since(start)
+	close(stop)
+	max := <-peak
+	t.Logf("fork bomb: %+v %v after %v; at most %d tasks", st, err, took, max)
+	if err != nil {
+		t.Fatalf("fork bomb: %v", err)
+	}
+	// The agent's threads (~10) and the zombie reserve (64) come on top.
+	if limit := int(spec.Limits.Pids) + 64 + 32; max > limit {
+		t.Errorf("the sandbox held %d tasks, limit %d", max, limit)
+	}
 	if err := sb.KillAll(ctxT(t)); err != nil {
 		t.Fatalf("KillAll after fork bomb: %v", err)
 	}

@@ -86,6 +86,9 @@ func (r *Runtime) ociSpec(spec container.Spec) *specs.Spec {
 		"CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
 		"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 	}
+	if spec.Limits.Pids > 0 {
+		caps = append(caps, "CAP_SYS_RESOURCE") // the agent's only; see below
+	}
 	s := &specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{
@@ -124,7 +127,13 @@ func (r *Runtime) ociSpec(spec container.Spec) *specs.Spec {
 	if spec.Limits.Pids > 0 {
 		// The agent enforces the limit on commands in gVisor's own pids
 		// cgroup (mounted at /sys/fs/cgroup), leaving itself outside it.
-		s.Process.Args = append(s.Process.Args, "-pids-limit", strconv.FormatInt(spec.Limits.Pids, 10))
+		// That cgroup stops counting a process when it exits, not when
+		// it is reaped, so the agent also sets RLIMIT_NPROC, which counts
+		// zombies: it keeps CAP_SYS_RESOURCE (exempting its own threads)
+		// and starts commands without it.
+		s.Process.Args = append(s.Process.Args,
+			"-pids-limit", strconv.FormatInt(spec.Limits.Pids, 10),
+			"-nproc-limit", strconv.FormatInt(spec.Limits.Pids+zombieReserve, 10))
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"})
 	}
 	if spec.Network != container.NetworkHost {
@@ -132,6 +141,11 @@ func (r *Runtime) ociSpec(spec container.Spec) *specs.Spec {
 	}
 	return s
 }
+
+// zombieReserve is how many tasks beyond Limits.Pids the sandbox's
+// RLIMIT_NPROC allows: the agent's own threads and exited processes not
+// yet reaped by their parents.
+const zombieReserve = 64
 
 func resources(l container.Limits) *specs.LinuxResources {
 	res := &specs.LinuxResources{}

@@ -473,8 +473,9 @@ func TestLimitsApplied(t *testing.T) {
 		"memory/sandbox/memory.limit_in_bytes": strconv.Itoa(256 << 20),
 		// The sandbox as a whole: the limit plus the agent's reserve.
 		"pids/pids.max": "164",
-		// The agent's cgroup for commands.
-		"pids/sandbox/turnbox-exec/pids.max": "100",
+		// The agent's cgroup for commands, which holds the agent's
+		// forking thread too.
+		"pids/sandbox/turnbox-exec/pids.max": "101",
 	} {
 		ctrl, rest, _ := strings.Cut(file, "/")
 		p := filepath.Join("/sys/fs/cgroup", ctrl, parent, sb.ID(), rest)
