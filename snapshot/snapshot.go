@@ -59,6 +59,20 @@ type Backend interface {
 	Close() error
 }
 
+// Replacer is implemented by backends that can give a volume the content
+// of another volume's snapshot in place, the way Rollback restores one of
+// its own: the volume keeps its name, Path and quota, its own snapshots
+// survive, and blocks are shared copy-on-write where the backend can. A
+// process that has the volume's directory open (a sandbox bind-mounting
+// the parent of Path) sees the new tree at Path without a new mount. It is
+// optional: a caller finds it by type assertion. Hosts use it to give a
+// fork a sandbox started ahead of time on an empty volume.
+type Replacer interface {
+	// ReplaceVolume makes volume's content equal to snapshot
+	// (srcVolume, srcSnapshot). On error the content is unchanged.
+	ReplaceVolume(ctx context.Context, volume, srcVolume, srcSnapshot string) error
+}
+
 // Quotaer is implemented by backends that can bound the space a volume's
 // live tree uses. It is optional: a caller finds it by type assertion.
 //

@@ -519,17 +519,27 @@ func (b *Backend) Snapshots(ctx context.Context, volume string) ([]snapshot.Snap
 // parent directory sees the new tree at once; processes whose working
 // directory was in the old tree keep the (deleted) old tree.
 func (b *Backend) Rollback(ctx context.Context, volume, name string) error {
-	if err := b.begin(ctx, volume, name); err != nil {
+	return b.replace(ctx, volume, volume, name)
+}
+
+// ReplaceVolume makes volume's content a writable snapshot of (srcVolume,
+// srcSnapshot), swapped in like a rollback's (see snapshot.Replacer).
+func (b *Backend) ReplaceVolume(ctx context.Context, volume, srcVolume, srcSnapshot string) error {
+	return b.replace(ctx, volume, srcVolume, srcSnapshot)
+}
+
+func (b *Backend) replace(ctx context.Context, volume, srcVolume, name string) error {
+	if err := b.begin(ctx, volume, srcVolume, name); err != nil {
 		return err
 	}
-	defer b.locks.lock(volume)()
+	defer b.locks.lock(volume, srcVolume)()
 	path := b.volumePath(volume)
 	if _, err := os.Lstat(path); err != nil {
 		return fmt.Errorf("btrfs: rollback %s: volume: %w", volume, mapErr(err))
 	}
-	src := b.snapPath(volume, name)
+	src := b.snapPath(srcVolume, name)
 	if _, err := os.Lstat(src); err != nil {
-		return fmt.Errorf("btrfs: rollback %s to %s: %w", volume, name, mapErr(err))
+		return fmt.Errorf("btrfs: rollback %s to %s@%s: %w", volume, srcVolume, name, mapErr(err))
 	}
 	tmp, err := tempName(b.volumeDir(volume), rollbackPrefix)
 	if err != nil {

@@ -567,12 +567,25 @@ func (b *Backend) Snapshots(ctx context.Context, volume string) ([]snapshot.Snap
 // Path and its parent directory stay the same; newer snapshots survive. On
 // error the content at Path is unchanged.
 func (b *Backend) Rollback(ctx context.Context, volume, name string) error {
-	unlock, err := b.begin(ctx, []string{volume}, volume, name)
+	return b.replace(ctx, volume, volume, name)
+}
+
+// ReplaceVolume makes volume's content a copy of (srcVolume, srcSnapshot),
+// swapped in like a rollback's (see snapshot.Replacer).
+func (b *Backend) ReplaceVolume(ctx context.Context, volume, srcVolume, srcSnapshot string) error {
+	return b.replace(ctx, volume, srcVolume, srcSnapshot)
+}
+
+func (b *Backend) replace(ctx context.Context, volume, srcVolume, name string) error {
+	unlock, err := b.begin(ctx, []string{volume, srcVolume}, volume, srcVolume, name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if err := b.requireSnapshot(volume, name); err != nil {
+	if err := b.requireVolume(volume); err != nil {
+		return err
+	}
+	if err := b.requireSnapshot(srcVolume, name); err != nil {
 		return err
 	}
 	dir, ws := b.volumeDir(volume), b.volumePath(volume)
@@ -580,7 +593,7 @@ func (b *Backend) Rollback(ctx context.Context, volume, name string) error {
 		return err
 	}
 	tmp := filepath.Join(dir, tmpName(tmpPrefix))
-	if _, err := b.copyTree(ctx, filepath.Join(b.snapDir(volume, name), treeDir), tmp); err != nil {
+	if _, err := b.copyTree(ctx, filepath.Join(b.snapDir(srcVolume, name), treeDir), tmp); err != nil {
 		removeTree(tmp)
 		return fmt.Errorf("localdisk: rollback of volume %q to %q: %w", volume, name, mapErr(err))
 	}

@@ -80,6 +80,7 @@ var cases = []testCase{
 	{"CloneIndependent", testCloneIndependent},
 	{"CloneOutlivesSource", testCloneOutlivesSource},
 	{"CloneExists", testCloneExists},
+	{"ReplaceVolume", testReplaceVolume},
 	{"DestroySnapshot", testDestroySnapshot},
 	{"DestroyVolume", testDestroyVolume},
 	{"SnapshotWhileWriting", testSnapshotWhileWriting},
