@@ -32,6 +32,7 @@ type Host struct {
 	ledger  *snapshot.Ledger
 	caps    environment.Capabilities
 	metrics *metrics
+	pool    *pool // nil unless Config.PoolSize > 0
 
 	mu          sync.Mutex
 	sessions    map[string]*session // live (not destroyed) sessions
@@ -89,6 +90,13 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 	if err := h.recover(ctx); err != nil {
 		h.Close(ctx)
 		return nil, err
+	}
+	if cfg.PoolSize > 0 {
+		if _, err := h.imagePath(""); err != nil {
+			h.Close(ctx)
+			return nil, fmt.Errorf("embedded: Config.PoolSize needs the default image: %w", err)
+		}
+		h.pool = newPool(h, cfg.PoolSize)
 	}
 	return h, nil
 }
@@ -374,9 +382,17 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 		h.mu.Unlock()
 		return nil, fmt.Errorf("%w: the host already has its maximum of %d sessions", environment.ErrLimitExceeded, h.cfg.MaxSessions)
 	}
+	// A pooled sandbox brings its own volume, which the session keeps.
+	var pooled *pooled
+	volume := id
+	if h.poolable(cfg) {
+		if pooled = h.pool.claim(); pooled != nil {
+			volume = pooled.vol.Name
+		}
+	}
 	cfgJSON, _ := json.Marshal(cfg)
 	rec := snapshot.SessionRecord{
-		ID: id, Volume: id, Backend: h.storage.Kind(), Runtime: h.runtime.Kind(),
+		ID: id, Volume: volume, Backend: h.storage.Kind(), Runtime: h.runtime.Kind(),
 		State: string(environment.StateCreating), Config: cfgJSON,
 		ParentSession: parent.Session, ParentSnapshot: cfg.FromSnapshot, CreatedAt: time.Now().UTC(),
 		DiskQuotaBytes: parentQuota,
@@ -394,21 +410,39 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 	// Record first (state creating), then make the volume: a crash in
 	// between leaves a record without a volume, which recovery drops.
 	if err := h.ledger.PutSession(rec); err != nil {
+		if pooled != nil {
+			h.pool.giveBack(pooled)
+		}
 		if errors.Is(err, snapshot.ErrExists) {
 			return fail(fmt.Errorf("%w: session %q", environment.ErrAlreadyExists, id))
 		}
 		return fail(fmt.Errorf("embedded: recording session: %w", err))
 	}
 	var vol snapshot.Volume
-	if cfg.FromSnapshot != "" {
-		vol, err = h.storage.CloneVolume(ctx, id, parent.Volume, parent.BackendName)
-	} else {
-		vol, err = h.storage.CreateVolume(ctx, id)
+	switch {
+	case pooled != nil && cfg.FromSnapshot != "":
+		// A fork: the pooled volume takes the snapshot in place, where
+		// the pooled sandbox sees it.
+		vol = pooled.vol
+		if err = h.storage.(snapshot.Replacer).ReplaceVolume(ctx, volume, parent.Volume, parent.BackendName); err != nil {
+			_ = h.ledger.DeleteSession(id)
+			h.pool.discard(pooled)
+			if errors.Is(err, snapshot.ErrNoSpace) {
+				return fail(fmt.Errorf("%w: creating the workspace: %v", environment.ErrLimitExceeded, err))
+			}
+			return fail(fmt.Errorf("embedded: filling the fork's workspace: %w", err))
+		}
+	case pooled != nil:
+		vol = pooled.vol
+	case cfg.FromSnapshot != "":
+		vol, err = h.storage.CloneVolume(ctx, volume, parent.Volume, parent.BackendName)
+	default:
+		vol, err = h.storage.CreateVolume(ctx, volume)
 	}
 	if err != nil {
 		_ = h.ledger.DeleteSession(id)
 		if errors.Is(err, snapshot.ErrExists) {
-			return fail(fmt.Errorf("%w: a volume named %q exists", environment.ErrAlreadyExists, id))
+			return fail(fmt.Errorf("%w: a volume named %q exists", environment.ErrAlreadyExists, volume))
 		}
 		if errors.Is(err, snapshot.ErrNoSpace) {
 			return fail(fmt.Errorf("%w: creating the workspace: %v", environment.ErrLimitExceeded, err))
@@ -417,31 +451,34 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 	}
 	s.mu.Lock()
 	s.vol = vol
+	if pooled != nil {
+		s.sb = pooled.sb
+		go s.watchSandbox(pooled.sb)
+	}
 	s.mu.Unlock()
-	if err := h.applyQuota(ctx, s, false); err != nil {
-		_ = h.storage.DestroyVolume(context.WithoutCancel(ctx), id)
+	undo := func(err error) (*session, error) {
+		_ = s.stopSandbox(context.WithoutCancel(ctx))
+		_ = h.storage.DestroyVolume(context.WithoutCancel(ctx), volume)
 		_ = h.ledger.DeleteSession(id)
 		return fail(err)
 	}
+	if err := h.applyQuota(ctx, s, false); err != nil {
+		return undo(err)
+	}
 	if err := s.ensureSandbox(ctx); err != nil {
-		_ = h.storage.DestroyVolume(context.WithoutCancel(ctx), id)
-		_ = h.ledger.DeleteSession(id)
-		return fail(err)
+		return undo(err)
 	}
 	if err := h.ledger.UpdateSession(id, func(r *snapshot.SessionRecord) error {
 		r.State = string(environment.StateActive)
 		return nil
 	}); err != nil {
-		_ = s.stopSandbox(ctx)
-		_ = h.storage.DestroyVolume(context.WithoutCancel(ctx), id)
-		_ = h.ledger.DeleteSession(id)
-		return fail(fmt.Errorf("embedded: recording session: %w", err))
+		return undo(fmt.Errorf("embedded: recording session: %w", err))
 	}
 	s.mu.Lock()
 	s.state = environment.StateActive
 	s.mu.Unlock()
 	s.touch()
-	h.log.Info("session created", "session", id, "from_snapshot", cfg.FromSnapshot, "took", time.Since(start))
+	h.log.Info("session created", "session", id, "from_snapshot", cfg.FromSnapshot, "pooled", pooled != nil, "took", time.Since(start))
 	return s, nil
 }
 
@@ -483,6 +520,9 @@ func (h *Host) Close(ctx context.Context) error {
 		if err := s.shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if h.pool != nil {
+		h.pool.close()
 	}
 	if h.ownsData {
 		errs = append(errs, h.storage.Close())

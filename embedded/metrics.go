@@ -18,6 +18,7 @@ type metrics struct {
 	idleResumes   prometheus.Counter
 	quotaExceeded prometheus.Counter
 	sandboxDeaths prometheus.Counter
+	poolClaims    *prometheus.CounterVec
 }
 
 // latencyBuckets span 100 µs to ~13 s.
@@ -83,7 +84,20 @@ func newMetrics(h *Host) *metrics {
 		defer h.mu.Unlock()
 		return float64(len(h.sessions))
 	})
-	m.reg.MustRegister(m.toolCalls, m.opSeconds, m.freeze, sessions, idlePaused, m.idlePauses, m.idleResumes, m.quotaExceeded, m.sandboxDeaths)
+	m.poolClaims = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "turnbox_pool_claims_total",
+		Help: "New sessions that asked the sandbox pool (Config.PoolSize) for a started sandbox, by result (hit, miss).",
+	}, []string{"result"})
+	poolReady := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "turnbox_pool_ready",
+		Help: "Started sandboxes waiting in the pool for new sessions (Config.PoolSize).",
+	}, func() float64 {
+		if h.pool == nil {
+			return 0
+		}
+		return float64(h.pool.len())
+	})
+	m.reg.MustRegister(m.toolCalls, m.opSeconds, m.freeze, sessions, idlePaused, m.idlePauses, m.idleResumes, m.quotaExceeded, m.sandboxDeaths, m.poolClaims, poolReady)
 	return m
 }
 

@@ -183,14 +183,9 @@ func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	env := make([]string, 0, len(s.cfg.Env))
-	for k, v := range s.cfg.Env {
-		env = append(env, k+"="+v)
-	}
-	sort.Strings(env)
 	start := time.Now()
 	sb, err = s.h.runtime.Start(ctx, container.Spec{
-		ID: s.id, RootFS: rootfs, Workspace: vol.Path, Env: env, Limits: s.h.cfg.Limits, Network: container.NetworkNone,
+		ID: s.id, RootFS: rootfs, Workspace: vol.Path, Env: s.env(), Limits: s.h.cfg.Limits, Network: container.NetworkNone,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded: starting sandbox for %s: %w", s.id, err)
@@ -201,6 +196,17 @@ func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
 	s.mu.Unlock()
 	go s.watchSandbox(sb)
 	return sb, nil
+}
+
+// env returns the session's environment variables as KEY=value, sorted.
+// Every command gets them (a pooled sandbox was started without them).
+func (s *session) env() []string {
+	env := make([]string, 0, len(s.cfg.Env))
+	for k, v := range s.cfg.Env {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	return env
 }
 
 func (s *session) stopSandbox(ctx context.Context) error {
@@ -416,6 +422,7 @@ func (s *session) bash(ctx context.Context, callID string, p environment.BashPar
 	rootfs, _ := s.h.imagePath(s.cfg.Image)
 	status, err := sb.Exec(ctx, container.Process{
 		Args:    []string{s.shell(rootfs), "-c", p.Command},
+		Env:     s.env(),
 		Dir:     dir,
 		Stdout:  streamWriter{st, environment.StreamStdout},
 		Stderr:  streamWriter{st, environment.StreamStderr},

@@ -1,0 +1,225 @@
+package embedded
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/snapshot"
+)
+
+// pool keeps sandboxes started ahead of time for new sessions
+// (Config.PoolSize). Each runs the default image on an empty volume of its
+// own, named pool-<random>; a new session of the default image takes one
+// and keeps that volume (its ledger record names it), so creating the
+// session costs a ledger record instead of a volume and a sandbox start.
+// A fork takes one too where the backend is a snapshot.Replacer: the
+// snapshot is swapped into the pooled volume in place, as a rollback
+// would, and the sandbox sees it through its bind mount of the volume's
+// directory.
+// One goroutine refills the pool, one sandbox at a time, after every
+// claim. Unclaimed sandboxes and volumes are removed by Close; after a
+// crash, recovery deletes their volumes (no session records them) and
+// reaps their sandboxes with every other orphan.
+type pool struct {
+	h    *Host
+	size int
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wake   chan struct{}
+	done   chan struct{}
+
+	mu     sync.Mutex
+	ready  []*pooled
+	closed bool
+}
+
+// pooled is one sandbox waiting in the pool, with its volume.
+type pooled struct {
+	vol snapshot.Volume
+	sb  container.Sandbox
+}
+
+// poolVolumePrefix starts the names of pooled volumes.
+const poolVolumePrefix = "pool-"
+
+// poolRetryMax bounds the wait between failed refills.
+const poolRetryMax = 30 * time.Second
+
+func newPool(h *Host, size int) *pool {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &pool{h: h, size: size, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go p.run()
+	p.kick()
+	return p
+}
+
+// kick asks the refill goroutine to top the pool up.
+func (p *pool) kick() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// short reports whether the pool holds fewer sandboxes than it should.
+func (p *pool) short() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.closed && len(p.ready) < p.size
+}
+
+func (p *pool) run() {
+	defer close(p.done)
+	wait := time.Duration(0)
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.wake:
+		}
+		for p.short() {
+			e, err := p.make(p.ctx)
+			if err != nil {
+				if p.ctx.Err() != nil {
+					return
+				}
+				wait = min(max(2*wait, time.Second), poolRetryMax)
+				p.h.log.Error("starting a sandbox for the pool", "err", err, "retry_in", wait)
+				select {
+				case <-p.ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				continue
+			}
+			wait = 0
+			if !p.put(e) {
+				p.discard(e)
+				return
+			}
+		}
+	}
+}
+
+// make starts one pooled sandbox on a new empty volume.
+func (p *pool) make(ctx context.Context) (*pooled, error) {
+	rootfs, err := p.h.imagePath("")
+	if err != nil {
+		return nil, err
+	}
+	name := poolVolumePrefix + strings.TrimPrefix(newID(), "s-")
+	vol, err := p.h.storage.CreateVolume(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("creating volume %s: %w", name, err)
+	}
+	start := time.Now()
+	sb, err := p.h.runtime.Start(ctx, container.Spec{
+		ID: name, RootFS: rootfs, Workspace: vol.Path, Limits: p.h.cfg.Limits, Network: container.NetworkNone,
+	})
+	if err != nil {
+		_ = p.h.storage.DestroyVolume(context.WithoutCancel(ctx), name)
+		return nil, fmt.Errorf("starting sandbox %s: %w", name, err)
+	}
+	p.h.log.Debug("pooled sandbox started", "volume", name, "took", time.Since(start))
+	return &pooled{vol: vol, sb: sb}, nil
+}
+
+// len returns how many sandboxes wait in the pool.
+func (p *pool) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.ready)
+}
+
+// put adds e to the pool; false if the pool is closed or full.
+func (p *pool) put(e *pooled) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.ready) >= p.size {
+		return false
+	}
+	p.ready = append(p.ready, e)
+	return true
+}
+
+// claim takes a live sandbox out of the pool, or returns nil when none is
+// ready (the caller starts one itself). Either way the pool refills.
+func (p *pool) claim() *pooled {
+	defer p.kick()
+	for {
+		p.mu.Lock()
+		if len(p.ready) == 0 {
+			p.mu.Unlock()
+			p.h.metrics.poolClaims.WithLabelValues("miss").Inc()
+			return nil
+		}
+		e := p.ready[0]
+		p.ready = p.ready[1:]
+		p.mu.Unlock()
+		select {
+		case <-e.sb.Done():
+			p.h.log.Warn("pooled sandbox died while waiting; discarding it", "volume", e.vol.Name, "err", e.sb.Err())
+			p.discard(e)
+			continue
+		default:
+		}
+		p.h.metrics.poolClaims.WithLabelValues("hit").Inc()
+		return e
+	}
+}
+
+// giveBack returns an unused claim to the pool (or discards it).
+func (p *pool) giveBack(e *pooled) {
+	if !p.put(e) {
+		p.discard(e)
+	}
+}
+
+// discard stops e's sandbox and deletes its volume.
+func (p *pool) discard(e *pooled) {
+	ctx := context.Background()
+	if err := e.sb.Stop(ctx); err != nil {
+		p.h.log.Warn("stopping pooled sandbox", "volume", e.vol.Name, "err", err)
+	}
+	if err := p.h.storage.DestroyVolume(ctx, e.vol.Name); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
+		p.h.log.Warn("deleting pooled volume", "volume", e.vol.Name, "err", err)
+	}
+}
+
+// close stops refilling, then stops every pooled sandbox and deletes its
+// volume.
+func (p *pool) close() {
+	p.mu.Lock()
+	p.closed = true
+	ready := p.ready
+	p.ready = nil
+	p.mu.Unlock()
+	p.cancel()
+	<-p.done
+	for _, e := range ready {
+		p.discard(e)
+	}
+}
+
+// poolable reports whether a new session with cfg can take a pooled
+// sandbox: one of the default image, and for a fork a backend that can
+// put the snapshot into the pooled volume in place (snapshot.Replacer:
+// btrfs and localdisk; zfs volumes are mounts, which a started sandbox
+// would not see).
+func (h *Host) poolable(cfg environment.SessionConfig) bool {
+	if h.pool == nil || (cfg.Image != "" && cfg.Image != h.cfg.DefaultImage) {
+		return false
+	}
+	if cfg.FromSnapshot != "" {
+		_, ok := h.storage.(snapshot.Replacer)
+		return ok
+	}
+	return true
+}
