@@ -26,6 +26,10 @@ var _ snapshot.Quotaer = (*Backend)(nil)
 // ZFS refuses a refquota below what the dataset references now; the
 // backend then sets refquota to the current usage, so the volume cannot
 // grow until files are deleted, and Quota still reports limitBytes.
+//
+// refquota counts allocated bytes, after compression: on a pool whose
+// datasets compress (OpenZFS 2.3's default), data that compresses well
+// can exceed limitBytes in logical size.
 func (b *Backend) SetQuota(ctx context.Context, volume string, limitBytes int64) error {
 	if err := snapshot.ValidateQuota(limitBytes); err != nil {
 		return err

@@ -24,14 +24,19 @@ func TestLZCBackendSuite(t *testing.T) {
 		t.Fatal(err)
 	}
 	pool := zfstest.NewPool(t, 2<<30)
-	snapshottest.Run(t, func(t *testing.T) snapshot.Backend {
+	open := func(t *testing.T, pool string) snapshot.Backend {
 		b, err := zfs.NewBackend(t.Context(), d, pool+"/"+sanitize(t.Name()), t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { b.Close(); zfstest.DestroyAll(t, b.Parent()) })
 		return b
-	}, snapshottest.WithCopyOnWrite())
+	}
+	snapshottest.Run(t, func(t *testing.T) snapshot.Backend { return open(t, pool) },
+		snapshottest.WithCopyOnWrite(),
+		snapshottest.WithFullDisk(func(t *testing.T) snapshot.Backend {
+			return open(t, zfstest.NewPool(t, 64<<20))
+		}))
 }
 
 func sanitize(s string) string {

@@ -740,13 +740,14 @@ func testSizeBytes(t *testing.T, b snapshot.Backend) {
 	t.Logf("1 MiB volume: Volume.SizeBytes=%d Snapshot.SizeBytes=%d", got.SizeBytes, s.SizeBytes)
 }
 
-// fill writes into dir until the filesystem is full and returns the
-// number of bytes written.
+// fill writes incompressible data into dir until the filesystem is full
+// and returns the number of bytes written (zeros would never fill a
+// compressing filesystem: see incompressible).
 func fill(t *testing.T, dir string) int64 {
 	t.Helper()
 	var total int64
 	for i, chunk := 0, 1<<20; chunk >= 1; chunk /= 4 {
-		buf := make([]byte, chunk)
+		buf := incompressible(chunk)
 		for {
 			p := filepath.Join(dir, fmt.Sprintf("fill-%d", i))
 			i++

@@ -3,6 +3,7 @@ package snapshottest
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -18,15 +19,28 @@ import (
 // large enough that filesystem metadata stays a small part of it.
 const quotaLimit = 8 << 20
 
-// writeUntil writes files of 256 KiB into dir (synced) until total bytes
-// are written or a write fails with EDQUOT or ENOSPC. It returns the bytes
-// written and whether a quota or space error stopped it.
+// incompressible returns n pseudo-random bytes (the same for the same n).
+//
+// Space-filling writes must use data no filesystem can shrink: a quota or
+// a free-space count is of allocated, i.e. compressed, bytes. OpenZFS 2.3
+// creates datasets with compression=on (lz4) by default, and kernel
+// OpenZFS 2.3.2 in scripts/zfs-vm let 24 MiB of a periodic byte pattern
+// through an 8 MiB refquota (2026-11-28) while stopping 256 KiB random
+// files at exactly 8 MiB; all-zero blocks are not even allocated there,
+// so a zero fill never reaches ENOSPC.
+func incompressible(n int) []byte {
+	buf := make([]byte, n)
+	rand.NewChaCha8([32]byte{'t', 'u', 'r', 'n', 'b', 'o', 'x'}).Read(buf)
+	return buf
+}
+
+// writeUntil writes files of 256 KiB of incompressible data into dir
+// (synced) until total bytes are written or a write fails with EDQUOT or
+// ENOSPC. It returns the bytes written and whether a quota or space error
+// stopped it.
 func writeUntil(t *testing.T, dir, prefix string, total int64) (int64, bool) {
 	t.Helper()
-	buf := make([]byte, 256<<10)
-	for i := range buf {
-		buf[i] = byte(i*7 + i/251) // not all zeros: no compression or holes
-	}
+	buf := incompressible(256 << 10)
 	var n int64
 	for i := 0; n < total; i++ {
 		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%d", prefix, i)))
