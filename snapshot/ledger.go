@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -28,9 +31,36 @@ import (
 // between leaves a record without a volume, which recovery drops (and a
 // volume without a record is deleted). So every recorded snapshot exists
 // and every snapshot that a call acknowledged is recorded (see embedded).
+//
+// Writes share commits (group commit). A write that arrives while no
+// commit is in flight starts one at once, with no timer; writes that
+// arrive while a commit and its disk sync are in progress wait and are
+// committed together in the next transaction, with one sync between them.
+// So a lone session pays one sync per write and many sessions writing at
+// once pay about one sync per group rather than one each. The one
+// concession to bursts: after a shared commit, the next commit yields the
+// processor once before gathering its group, so that callers released
+// together and writing again at once share a commit (a scheduler yield,
+// never a timer; a lone writer never yields). Every write is
+// durable when its call returns, and each caller gets its own result: a
+// write that fails (a duplicate id, a stale turn) is taken out of its
+// group and the rest are committed without it.
 type Ledger struct {
 	db *bolt.DB
+
+	mu        sync.Mutex
+	idle      *sync.Cond // signalled when leading turns false; uses mu
+	queue     []*ledgerWrite
+	leading   bool // a caller is committing queue's writes (or is being handed the lead)
+	closed    bool
+	lastGroup int // how many writes the last commit held
+
+	closeOnce sync.Once
+	closeErr  error
 }
+
+// ErrLedgerClosed: a write was made on a ledger after Close.
+var ErrLedgerClosed = errors.New("snapshot: ledger is closed")
 
 var (
 	bucketSessions  = []byte("sessions")
@@ -130,15 +160,175 @@ func OpenLedger(path string) (*Ledger, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialising ledger %s: %w", path, err)
 	}
-	// Batch waits this long for other writers to join a commit. bbolt's
-	// default (10 ms) was the largest part of a btrfs snapshot's latency;
-	// 1 ms still lets concurrent sessions share one disk sync.
-	db.MaxBatchDelay = time.Millisecond
-	return &Ledger{db: db}, nil
+	l := &Ledger{db: db}
+	l.idle = sync.NewCond(&l.mu)
+	return l, nil
 }
 
-// Close closes the ledger file.
-func (l *Ledger) Close() error { return l.db.Close() }
+// Close closes the ledger file. Writes already accepted are committed
+// first (Close waits for them); writes made after Close starts fail with
+// ErrLedgerClosed, and reads fail. Calling Close again returns the first
+// call's result.
+func (l *Ledger) Close() error {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		for l.leading {
+			l.idle.Wait()
+		}
+		l.mu.Unlock()
+		l.closeErr = l.db.Close()
+	})
+	return l.closeErr
+}
+
+// ledgerWrite is one caller's write waiting in (or committed by) a group.
+type ledgerWrite struct {
+	fn func(*bolt.Tx) error
+	// done receives false when the write's group has been committed (err
+	// and panicked are then final) or true when the caller is handed the
+	// lead and must commit the queue, its own write included. Buffered,
+	// so the sender never waits for the caller.
+	done     chan bool
+	err      error
+	panicked bool
+	panicVal any
+}
+
+// run applies the write to tx, recording its result. A panic in fn is
+// caught, so it cannot take down the goroutine committing other callers'
+// writes; the write's own caller panics with the value instead.
+func (w *ledgerWrite) run(tx *bolt.Tx) (err error) {
+	w.err, w.panicked, w.panicVal = nil, false, nil
+	defer func() {
+		if r := recover(); r != nil {
+			w.panicked, w.panicVal = true, r
+			w.err = fmt.Errorf("ledger: write panicked: %v", r)
+			err = w.err
+		}
+	}()
+	w.err = w.fn(tx)
+	return w.err
+}
+
+// update commits fn in a read-write transaction, sharing the transaction
+// and its disk sync with writes that arrive while another commit is in
+// flight (see Ledger). It returns fn's own error, or the commit's error if
+// the group's commit failed, once the write is durable or has failed.
+//
+// The callers take turns: the first write to arrive when nothing is being
+// committed leads, committing the queue; writes arriving meanwhile queue
+// up, and when its commit is done the leader hands the lead to the first
+// of them, which commits everything queued by then in one transaction. No
+// goroutine outlives the calls.
+//
+// fn may run more than once (when another write in its group fails, the
+// group is rolled back and run again without it), each time on a fresh
+// transaction, so it must only read and write through tx. fn runs on
+// whichever caller's goroutine leads and must not call the Ledger.
+func (l *Ledger) update(fn func(*bolt.Tx) error) error {
+	w := &ledgerWrite{fn: fn, done: make(chan bool, 1)}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return ErrLedgerClosed
+	}
+	l.queue = append(l.queue, w)
+	lead := !l.leading
+	l.leading = true
+	l.mu.Unlock()
+	if !lead {
+		lead = <-w.done
+	}
+	if lead {
+		l.lead(w)
+	}
+	if w.panicked {
+		panic(w.panicVal)
+	}
+	return w.err
+}
+
+// lead commits everything queued (self included) as one group, hands the
+// lead to the first write queued meanwhile (or gives it up, waking Close)
+// and releases the group's other callers.
+func (l *Ledger) lead(self *ledgerWrite) {
+	l.mu.Lock()
+	if l.lastGroup > 1 {
+		// The last commit was shared, and its callers were released
+		// together; in a burst they come back together too. Give them
+		// one turn of the scheduler to queue, or the first of them would
+		// commit alone and the rest in the next commit (two syncs where
+		// one does). This is a yield, not a timer: with nothing else
+		// runnable it returns at once, and a lone writer (whose last
+		// commit was its own) never yields.
+		l.mu.Unlock()
+		runtime.Gosched()
+		l.mu.Lock()
+	}
+	group := l.queue
+	l.queue = nil
+	l.mu.Unlock()
+
+	l.commitGroup(group)
+
+	l.mu.Lock()
+	var next *ledgerWrite
+	l.lastGroup = len(group)
+	if len(l.queue) > 0 {
+		next = l.queue[0]
+	} else {
+		l.leading = false
+		l.idle.Broadcast()
+	}
+	l.mu.Unlock()
+	// Start the next group's commit before waking this group's callers.
+	if next != nil {
+		next.done <- true
+	}
+	for _, w := range group {
+		if w != self {
+			w.done <- false
+		}
+	}
+}
+
+// commitGroup runs the group's writes in order in one transaction and
+// commits it. A write that fails is final with its own error: the
+// transaction is rolled back (nothing was synced, so this is cheap) and
+// run again without it, so no write sees another's partial changes and
+// the writes that succeed are committed together. Each round drops one
+// write, so a group of n takes at most n+1 transactions and one sync.
+func (l *Ledger) commitGroup(group []*ledgerWrite) {
+	live := slices.Clone(group)
+	for len(live) > 0 {
+		tx, err := l.db.Begin(true)
+		if err != nil {
+			for _, w := range live {
+				w.err = fmt.Errorf("ledger: starting a transaction: %w", err)
+			}
+			return
+		}
+		failed := -1
+		for i, w := range live {
+			if w.run(tx) != nil {
+				failed = i
+				break
+			}
+		}
+		if failed >= 0 {
+			_ = tx.Rollback()
+			live = slices.Delete(live, failed, failed+1)
+			continue
+		}
+		if err := tx.Commit(); err != nil {
+			for _, w := range live {
+				w.err = fmt.Errorf("ledger: committing: %w", err)
+			}
+		}
+		return
+	}
+}
 
 func getSession(tx *bolt.Tx, id string) (SessionRecord, error) {
 	var rec SessionRecord
@@ -161,9 +351,10 @@ func putJSON(b *bolt.Bucket, key []byte, v any) error {
 }
 
 // PutSession records a new session. It fails with ErrExists if the id is
-// taken.
+// taken. Like every ledger write it shares a commit with concurrent writes
+// (see Ledger) and is durable when it returns.
 func (l *Ledger) PutSession(rec SessionRecord) error {
-	return l.db.Update(func(tx *bolt.Tx) error {
+	return l.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSessions)
 		if b.Get([]byte(rec.ID)) != nil {
 			return fmt.Errorf("session %q: %w", rec.ID, ErrExists)
@@ -199,9 +390,15 @@ func (l *Ledger) Sessions() ([]SessionRecord, error) {
 	return out, err
 }
 
-// UpdateSession applies fn to a session's record and stores the result.
+// UpdateSession applies fn to a session's record and stores the result
+// (ErrNotFound if there is no such session; fn's own error, unchanged, if
+// fn fails, and then nothing is stored). The write shares a commit with
+// concurrent writes (see Ledger) and is durable when it returns. fn may be
+// called more than once, each time on a freshly read record (when another
+// write committed with it fails, the commit is redone without that one),
+// so it should only change the record; it must not call the Ledger.
 func (l *Ledger) UpdateSession(id string, fn func(*SessionRecord) error) error {
-	return l.db.Update(func(tx *bolt.Tx) error {
+	return l.update(func(tx *bolt.Tx) error {
 		rec, err := getSession(tx, id)
 		if err != nil {
 			return err
@@ -214,9 +411,10 @@ func (l *Ledger) UpdateSession(id string, fn func(*SessionRecord) error) error {
 	})
 }
 
-// DeleteSession removes a session and all its snapshot records.
+// DeleteSession removes a session and all its snapshot records. Deleting
+// an absent session is not an error. Durable when it returns.
 func (l *Ledger) DeleteSession(id string) error {
-	return l.db.Update(func(tx *bolt.Tx) error {
+	return l.update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketSessions).Delete([]byte(id)); err != nil {
 			return err
 		}
@@ -237,12 +435,15 @@ func turnKey(turn int) []byte {
 // AddSnapshot records a snapshot that the caller has created in the
 // backend. rec.Turn must be above the session's LastTurn (the caller takes
 // NextTurn under its per-session lock); the session's LastTurn becomes
-// rec.Turn. Concurrent calls for different sessions share one commit
-// (bbolt's batching), so many sessions snapshotting at once do not queue
-// behind each other's disk syncs. The record is durable when this returns.
+// rec.Turn. A call made while no commit is in flight commits at once;
+// calls made during another's commit share the next commit and its disk
+// sync (see Ledger), so many sessions snapshotting at once do not queue
+// behind each other's syncs. The record is durable when this returns. A
+// stale turn fails with ErrExists and an unknown session with ErrNotFound,
+// without failing other sessions' calls in the same commit.
 func (l *Ledger) AddSnapshot(rec SnapshotRecord) error {
 	rec.ID = SnapshotID(rec.Session, rec.Turn)
-	return l.db.Batch(func(tx *bolt.Tx) error {
+	return l.update(func(tx *bolt.Tx) error {
 		s, err := getSession(tx, rec.Session)
 		if err != nil {
 			return err
@@ -315,12 +516,13 @@ func (l *Ledger) Snapshots(session string) ([]SnapshotRecord, error) {
 
 // DeleteSnapshot removes one snapshot record (the caller destroys the
 // backend snapshot first). Deleting an absent record is not an error.
+// Durable when it returns.
 func (l *Ledger) DeleteSnapshot(id string) error {
 	session, turn, err := ParseSnapshotID(id)
 	if err != nil {
 		return err
 	}
-	return l.db.Update(func(tx *bolt.Tx) error {
+	return l.update(func(tx *bolt.Tx) error {
 		sb := tx.Bucket(bucketSnapshots).Bucket([]byte(session))
 		if sb == nil {
 			return nil
