@@ -64,7 +64,7 @@ smoke: build
 # shared 2-core machine at load 4-10 (--remote adds its own run). See
 # docs/benchmarks.md.
 BENCHOUT   ?= bench-out
-BENCHFLAGS ?= --matrix --series --remote --files 1000 --n 30 --exec-n 50
+BENCHFLAGS ?= --matrix --series --remote --pool 1 --files 1000 --n 30 --exec-n 50
 bench: deps build
 	$(BIN)/turnbox bench $(BENCHFLAGS) --out $(BENCHOUT) --log-level info
 

@@ -32,10 +32,16 @@ const (
 	OpRollback     = "rollback"      // Rollback to an older snapshot
 	OpFork         = "fork"          // Fork a snapshot into a new running session
 	OpPauseResume  = "pause_resume"  // Pause then Resume of a session
+	// The same with a pool of started sandboxes (embedded.Config.PoolSize),
+	// each timed once the pool has refilled (sessions created no faster
+	// than the pool refills).
+	OpCreatePooled = "create_pooled"
+	OpStartPooled  = "start_pooled"
+	OpForkPooled   = "fork_pooled"
 )
 
 // Ops lists the operation names in report order.
-var Ops = []string{OpCreate, OpStart, OpExec, OpReadFile, OpWriteFile, OpEditFile, OpGrep, OpTurnComplete, OpRollback, OpFork, OpPauseResume}
+var Ops = []string{OpCreate, OpCreatePooled, OpStart, OpStartPooled, OpExec, OpReadFile, OpWriteFile, OpEditFile, OpGrep, OpTurnComplete, OpRollback, OpFork, OpForkPooled, OpPauseResume}
 
 // Baseline names (Result.Baseline; "" is turnbox itself).
 const (

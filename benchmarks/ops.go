@@ -331,6 +331,66 @@ func runHost(ctx context.Context, h *embedded.Host, cfg Config) ([]Result, []Ski
 	return c.res, c.skips, nil
 }
 
+// runPooled measures create, start and fork on a host with a sandbox pool
+// (create_pooled, start_pooled, fork_pooled). Before each timed call it
+// waits, untimed, until the pool is full again: the figures are for
+// sessions created no faster than the pool refills.
+func runPooled(ctx context.Context, h *embedded.Host, size int, cfg Config) ([]Result, []Skip, error) {
+	cfg = cfg.withDefaults()
+	caps := h.Capabilities()
+	c := &collector{backend: caps.Storage, runtime: string(caps.Isolation), files: cfg.Files}
+	cfg.Logger.Info("bench: pooled create, start, fork", "backend", c.backend, "runtime", c.runtime, "pool", size, "n", cfg.N)
+	full := func() error {
+		for h.PoolReady() < size {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+		return nil
+	}
+	f, err := newFixture(ctx, h, cfg.Files, cfg.FileSize)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.close()
+	var create, start []time.Duration
+	for i := range cfg.N {
+		if err := full(); err != nil {
+			return nil, nil, err
+		}
+		t0 := time.Now()
+		e, err := h.CreateSession(ctx, environment.SessionConfig{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("bench create_pooled: %w", err)
+		}
+		tc := time.Since(t0)
+		err = tool(ctx, e, environment.BashParams{Command: "true"})
+		ts := time.Since(t0)
+		if derr := e.Destroy(ctx); err == nil {
+			err = derr
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("bench start_pooled %d: %w", i, err)
+		}
+		create, start = append(create, tc), append(start, ts)
+	}
+	c.add(OpCreatePooled, "", create)
+	c.add(OpStartPooled, "", start)
+	samples, err := measure(ctx, cfg.N, func(ctx context.Context, i int, l *lap) error {
+		if err := full(); err != nil {
+			return err
+		}
+		return f.fork(ctx, i, l)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench fork_pooled: %w", err)
+	}
+	c.add(OpForkPooled, "", samples)
+	return c.res, c.skips, nil
+}
+
 // runtimeBaselines measures the per-call runtime processes beside exec and
 // gVisor's checkpoint/restore beside turn_complete and rollback.
 func runtimeBaselines(ctx context.Context, h *embedded.Host, f *fixture, cfg Config, c *collector) error {

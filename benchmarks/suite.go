@@ -74,6 +74,11 @@ type Suite struct {
 	SeriesTurns int
 	// SeriesRuntime is the runtime of both series (default none).
 	SeriesRuntime embedded.ContainerRuntime
+	// Pool, if positive, also measures create, start and fork on a
+	// second host per combination with that many pooled sandboxes
+	// (embedded.Config.PoolSize): the ops create_pooled, start_pooled and
+	// fork_pooled.
+	Pool int
 	// Remote adds RemoteResults: remote ExecuteTool, read_file and
 	// TurnComplete beside the same calls in process, and the 50-session
 	// read_file load, on a localdisk host with the none runtime served
@@ -125,6 +130,19 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 		}
 		if res != nil {
 			storageDone[c.Storage] = true
+		}
+		if s.Pool > 0 && res != nil {
+			ps := s
+			ps.Host.PoolSize = s.Pool
+			pres, pskips, err := ps.runCombo(ctx, c, filepath.Join(base, fmt.Sprintf("c%d-pool", i)), s.fsSize(cfg.Files, cfg.FileSize), func(h *embedded.Host) ([]Result, []Skip, error) {
+				return runPooled(ctx, h, s.Pool, cfg)
+			})
+			rep.Results = append(rep.Results, pres...)
+			rep.Skipped = append(rep.Skipped, tagSkips(pskips, "pooled")...)
+			if err != nil {
+				failed = append(failed, fmt.Errorf("%s pooled: %w", c, err))
+				continue
+			}
 		}
 		log.Info("bench: combination done", "storage", c.Storage, "runtime", c.Runtime, "took", time.Since(t0).Round(time.Millisecond))
 	}

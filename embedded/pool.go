@@ -208,6 +208,15 @@ func (p *pool) close() {
 	}
 }
 
+// PoolReady returns how many started sandboxes wait in the pool
+// (Config.PoolSize; 0 without a pool).
+func (h *Host) PoolReady() int {
+	if h.pool == nil {
+		return 0
+	}
+	return h.pool.len()
+}
+
 // poolable reports whether a new session with cfg can take a pooled
 // sandbox: one of the default image, and for a fork a backend that can
 // put the snapshot into the pooled volume in place (snapshot.Replacer:

@@ -56,6 +56,10 @@ TurnComplete through a loopback turnbox server beside the same calls in
 process (remote_* ops, baseline embedded, and their paired _overhead), and a
 read_file load over 50 sessions (closed loop, and a fixed 2,000 calls/s).
 
+--pool N adds create_pooled, start_pooled and fork_pooled: the same calls on
+a second host that keeps N sandboxes started ahead of time, each timed once
+the pool has refilled.
+
 --out DIR writes DIR/report.json, DIR/report.md (tables with ratios to the
 baselines) and DIR/chart.svg; --json prints the JSON; otherwise a table.
 --from FILE --out DIR renders an earlier report.json again.`,
@@ -111,6 +115,10 @@ baselines) and DIR/chart.svg; --json prints the JSON; otherwise a table.
 			s.SeriesFileSize, s.SeriesTurns = seriesFileSize, seriesTurns
 			s.SeriesRuntime = embedded.ContainerRuntime(seriesRuntime)
 			s.Remote = remoteToo
+			if g.pool < 0 {
+				return fmt.Errorf("bench: --pool must be at least 0")
+			}
+			s.Pool = g.pool
 
 			rep, runErr := s.Run(cmd.Context())
 			rep.Machine.Note = note

@@ -39,6 +39,7 @@ type globals struct {
 	maxSessions int
 	diskQuota   string
 	idlePause   time.Duration
+	pool        int
 }
 
 func defaultStateDir() string {
@@ -82,6 +83,7 @@ func main() {
 	pf.StringVar(&g.agent, "agent", "", "turnbox-agent binary (default: $TURNBOX_AGENT, next to turnbox, or on PATH)")
 	pf.IntVar(&g.maxSessions, "max-sessions", 0, "most live sessions on the host (0: unlimited)")
 	pf.StringVar(&g.diskQuota, "disk-quota", "", "default disk quota of each session's workspace, e.g. 512M or 10G (empty: none)")
+	pf.IntVar(&g.pool, "pool", 0, "keep this many sandboxes started ahead of time for new sessions and forks (0: none); bench measures create/start/fork with it too")
 	pf.DurationVar(&g.idlePause, "idle-pause", 0, "pause a session's sandbox after this long without a call; the next call resumes it (0: never)")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug|info|warn|error")
 	pf.BoolVar(&g.logJSON, "log-json", false, "log as JSON")
@@ -122,6 +124,7 @@ func (g *globals) openHost(ctx context.Context) (*embedded.Host, error) {
 		MaxSessions:      g.maxSessions,
 		DiskQuotaBytes:   quota,
 		IdlePause:        g.idlePause,
+		PoolSize:         g.pool,
 		StateDir:         g.stateDir,
 		StorageBackend:   embedded.StorageBackend(g.storage),
 		ContainerRuntime: embedded.ContainerRuntime(g.runtime),
