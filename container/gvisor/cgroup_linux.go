@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/turnbox/turnbox/container/cgroup"
 )
 
 // cgroupRoot is where cgroup hierarchies are mounted.
-const cgroupRoot = "/sys/fs/cgroup"
+const cgroupRoot = cgroup.Root
 
 // hierarchies returns the mount points of every cgroup hierarchy (v1
 // controllers and the v2 unified one).
@@ -112,38 +113,14 @@ type freezer struct {
 // findFreezer returns the freezer of the cgroup process pid is in, or an
 // error if there is none.
 func findFreezer(pid int) (*freezer, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	dir, v2, err := cgroup.Dir(pid, "freezer", "cgroup.freeze")
 	if err != nil {
 		return nil, err
 	}
-	var v2path string
-	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		parts := strings.SplitN(line, ":", 3)
-		if len(parts) != 3 {
-			continue
-		}
-		if parts[1] == "" {
-			v2path = parts[2]
-			continue
-		}
-		for _, ctrl := range strings.Split(parts[1], ",") {
-			if ctrl == "freezer" {
-				f := filepath.Join(cgroupRoot, "freezer", parts[2], "freezer.state")
-				if _, err := os.Stat(f); err == nil {
-					return &freezer{file: f}, nil
-				}
-			}
-		}
+	if v2 {
+		return &freezer{v2: true, file: filepath.Join(dir, "cgroup.freeze")}, nil
 	}
-	if v2path != "" && v2path != "/" {
-		for _, base := range []string{cgroupRoot, filepath.Join(cgroupRoot, "unified")} {
-			f := filepath.Join(base, v2path, "cgroup.freeze")
-			if _, err := os.Stat(f); err == nil {
-				return &freezer{v2: true, file: f}, nil
-			}
-		}
-	}
-	return nil, fmt.Errorf("no freezer cgroup for pid %d", pid)
+	return &freezer{file: filepath.Join(dir, "freezer.state")}, nil
 }
 
 // set freezes (true) or thaws (false) and waits until the kernel reports

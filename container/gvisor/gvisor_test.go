@@ -660,6 +660,9 @@ func TestMemoryLimitOOM(t *testing.T) {
 	if st.Code == 0 || st.TimedOut {
 		t.Fatalf("memory hog was not killed: %+v", st)
 	}
+	if !st.OOMKilled {
+		t.Fatalf("memory hog killed but not reported as OOMKilled: %+v", st)
+	}
 	if _, out, _ := sh(t, sb, "echo survived"); out != "survived\n" {
 		t.Fatalf("sandbox did not survive the memory hog: %q", out)
 	}

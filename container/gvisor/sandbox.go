@@ -12,11 +12,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/agent"
+	"github.com/turnbox/turnbox/container/cgroup"
 )
 
 // Sandbox is a running gVisor sandbox. It implements container.Sandbox and
@@ -28,6 +30,9 @@ type Sandbox struct {
 	client  *agent.Client
 	pid     int      // runsc-sandbox process
 	frz     *freezer // nil: the control socket (or the runsc CLI)
+	// memCgroup is the sandbox's memory cgroup on the host when it has a
+	// memory limit ("" otherwise): the host's OOM killer acts there.
+	memCgroup string
 
 	mu      sync.Mutex // serializes Pause, Resume, Stop, Checkpoint
 	stopped bool
@@ -265,6 +270,11 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 			sb.frz = f
 		}
 	}
+	if spec.Limits.MemoryBytes > 0 && sb.pid > 0 {
+		if dir, _, err := cgroup.Dir(sb.pid, "memory", "memory.events"); err == nil {
+			sb.memCgroup = dir
+		}
+	}
 	go sb.watch()
 	return sb, nil
 }
@@ -355,9 +365,16 @@ func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 		return container.ExitStatus{}, fmt.Errorf("gvisor: sandbox %s stopped: %w", s.id, container.ErrNotRunning)
 	default:
 	}
+	before := cgroup.OOMKills(s.memCgroup)
 	st, err := s.client.Exec(ctx, p)
 	if err != nil && errors.Is(err, container.ErrNotRunning) {
 		return st, fmt.Errorf("gvisor: sandbox %s: %w", s.id, err)
+	}
+	// gVisor has no OOM killer of its own: at the memory limit the host's
+	// kills the systrap stub process that holds the command's address
+	// space, and the Sentry kills the command with SIGKILL.
+	if err == nil && st.Code == 128+int(syscall.SIGKILL) && before >= 0 && cgroup.OOMKills(s.memCgroup) > before {
+		st.OOMKilled = true
 	}
 	return st, err
 }

@@ -165,29 +165,3 @@ func killProcs(dir string) {
 	}
 }
 
-// oomKills returns the number of OOM kills recorded by the memory cgroup
-// at dir (v1 memory.oom_control "oom_kill", v2 memory.events
-// "oom_kill"), or -1 if unknown.
-func oomKills(dir string) int64 {
-	if dir == "" {
-		return -1
-	}
-	name := "memory.oom_control"
-	if cgroups.IsCgroup2UnifiedMode() {
-		name = "memory.events"
-	}
-	b, err := os.ReadFile(filepath.Join(dir, name))
-	if err != nil {
-		return -1
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			if err != nil {
-				return -1
-			}
-			return n
-		}
-	}
-	return -1
-}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/agent"
+	"github.com/turnbox/turnbox/container/cgroup"
 )
 
 // startTimeout bounds the wait for a new agent's first answer when Start's
@@ -346,7 +347,7 @@ func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 		}
 		p.Env = append([]string{"PWD=" + dir}, p.Env...)
 	}
-	before := oomKills(s.memCgroup)
+	before := cgroup.OOMKills(s.memCgroup)
 	st, err := s.client.Exec(ctx, p)
 	if err != nil {
 		if s.isDone() || errors.Is(err, container.ErrNotRunning) {
@@ -357,7 +358,7 @@ func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 		}
 		return st, err
 	}
-	if !st.OOMKilled && st.Code == 128+int(syscall.SIGKILL) && before >= 0 && oomKills(s.memCgroup) > before {
+	if !st.OOMKilled && st.Code == 128+int(syscall.SIGKILL) && before >= 0 && cgroup.OOMKills(s.memCgroup) > before {
 		st.OOMKilled = true
 	}
 	return st, nil
