@@ -64,6 +64,11 @@ const (
 	// BaselineGVisorRestore is `runsc restore` of that checkpoint into a
 	// new sandbox (under rollback: going back by restoring the sandbox).
 	BaselineGVisorRestore = "gvisor-restore"
+	// BaselineHostForkExec is a bare fork+exec+wait on the host, from
+	// this process, of the same shell running `true` that exec runs (the
+	// image's static busybox sh; bash or sh from PATH on none): no
+	// sandbox, no agent, no pipes. The floor under exec on this machine.
+	BaselineHostForkExec = "host-fork-exec"
 )
 
 // Series names (Result.Series).

@@ -39,7 +39,7 @@ func runSmall(t *testing.T, cfg embedded.Config, wantBaselines ...string) {
 	for _, r := range res {
 		got[r.Op+"/"+r.Baseline] = true
 		wantN := 3
-		if r.Op == benchmarks.OpExec && r.Baseline == "" {
+		if r.Op == benchmarks.OpExec && (r.Baseline == "" || r.Baseline == benchmarks.BaselineHostForkExec) {
 			wantN = 4
 		}
 		if r.N != wantN || r.P50MS <= 0 || r.P50MS > r.P90MS || r.P90MS > r.P99MS {
@@ -53,7 +53,7 @@ func runSmall(t *testing.T, cfg embedded.Config, wantBaselines ...string) {
 			t.Errorf("%s: backend %q runtime %q", r.Op, r.Backend, r.Runtime)
 		}
 	}
-	want := []string{"create/", "start/", "exec/", "read_file/", "write_file/", "edit_file/", "grep/", "turn_complete/", "rollback/", "fork/", "turn_complete/full-copy"}
+	want := []string{"create/", "start/", "exec/", "read_file/", "write_file/", "edit_file/", "grep/", "turn_complete/", "rollback/", "fork/", "turn_complete/full-copy", "exec/host-fork-exec"}
 	if h.Capabilities().Pause {
 		want = append(want, "pause_resume/")
 	}

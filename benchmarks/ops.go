@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/turnbox/turnbox/container/gvisor"
@@ -391,9 +392,72 @@ func runPooled(ctx context.Context, h *embedded.Host, size int, cfg Config) ([]R
 	return c.res, c.skips, nil
 }
 
-// runtimeBaselines measures the per-call runtime processes beside exec and
-// gVisor's checkpoint/restore beside turn_complete and rollback.
+// HostForkExec measures BaselineHostForkExec n times: shell -c true by
+// fork+exec and wait, from this process.
+func HostForkExec(shell string, n int) (Result, error) {
+	argv := []string{shell, "-c", "true"}
+	samples, err := timeN(n, func(int) error {
+		pid, err := syscall.ForkExec(shell, argv, &syscall.ProcAttr{Sys: &syscall.SysProcAttr{Setsid: true}})
+		if err != nil {
+			return err
+		}
+		var ws syscall.WaitStatus
+		for {
+			_, err = syscall.Wait4(pid, &ws, 0, nil)
+			if err != syscall.EINTR {
+				break
+			}
+		}
+		if err == nil && ws.ExitStatus() != 0 {
+			err = fmt.Errorf("%s -c true: %v", shell, ws)
+		}
+		return err
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("bench %s: %w", BaselineHostForkExec, err)
+	}
+	r := Latencies(OpExec, samples)
+	r.Baseline = BaselineHostForkExec
+	return r, nil
+}
+
+// hostShell is the shell exec's `true` runs in: the image's sh, or on the
+// none runtime bash (else sh) from PATH, as embedded picks it.
+func hostShell(h *embedded.Host) (string, error) {
+	rootfs, err := h.ImagePath("")
+	if err != nil {
+		return "", err
+	}
+	if rootfs != "" {
+		for _, p := range []string{"bin/bash", "usr/bin/bash", "bin/sh"} {
+			if _, err := os.Stat(filepath.Join(rootfs, p)); err == nil {
+				return filepath.Join(rootfs, p), nil
+			}
+		}
+		return "", fmt.Errorf("no shell in image %s", rootfs)
+	}
+	for _, name := range []string{"bash", "sh"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("no bash or sh on PATH")
+}
+
+// runtimeBaselines measures the host's bare fork+exec and the per-call
+// runtime processes beside exec, and gVisor's checkpoint/restore beside
+// turn_complete and rollback.
 func runtimeBaselines(ctx context.Context, h *embedded.Host, f *fixture, cfg Config, c *collector) error {
+	shell, err := hostShell(h)
+	if err != nil {
+		return fmt.Errorf("bench %s: %w", BaselineHostForkExec, err)
+	}
+	fe, err := HostForkExec(shell, cfg.ExecN)
+	if err != nil {
+		return err
+	}
+	fe.Backend, fe.Runtime, fe.Files = c.backend, c.runtime, c.files
+	c.res = append(c.res, fe)
 	switch rt := h.Runtime().(type) {
 	case *gvisor.Runtime:
 		rootfs, err := h.ImagePath("")

@@ -423,7 +423,7 @@ var palette = []color.RGBA{
 // seriesColor gives each series a stable color: turnbox first, then the
 // baselines in the order of the Baseline* constants.
 func seriesColor(name string) color.Color {
-	order := []string{"turnbox", BaselineFullCopy, BaselineRaw, BaselineRunscExec, BaselineRunscRun, BaselineRuncExec, BaselineGVisorCheckpoint, BaselineGVisorRestore}
+	order := []string{"turnbox", BaselineFullCopy, BaselineRaw, BaselineHostForkExec, BaselineRunscExec, BaselineRunscRun, BaselineRuncExec, BaselineGVisorCheckpoint, BaselineGVisorRestore}
 	i := slices.Index(order, name)
 	if i < 0 {
 		h := 0
