@@ -41,10 +41,10 @@ import (
 // concession to bursts: after a shared commit, the next commit yields the
 // processor once before gathering its group, so that callers released
 // together and writing again at once share a commit (a scheduler yield,
-// never a timer; a lone writer never yields). Every write is
-// durable when its call returns, and each caller gets its own result: a
-// write that fails (a duplicate id, a stale turn) is taken out of its
-// group and the rest are committed without it.
+// never a timer; a lone writer never yields). Every write is durable when
+// its call returns, and each caller gets its own result: a write that
+// fails (a duplicate id, a stale turn) is taken out of its group and the
+// rest are committed without it.
 type Ledger struct {
 	db *bolt.DB
 
