@@ -39,12 +39,13 @@ import (
 // So a lone session pays one sync per write and many sessions writing at
 // once pay about one sync per group rather than one each. The one
 // concession to bursts: after a shared commit, the next commit yields the
-// processor once before gathering its group, so that callers released
-// together and writing again at once share a commit (a scheduler yield,
-// never a timer; a lone writer never yields). Every write is durable when
-// its call returns, and each caller gets its own result: a write that
-// fails (a duplicate id, a stale turn) is taken out of its group and the
-// rest are committed without it.
+// processor once before gathering its group (if it starts within a
+// millisecond of that commit's end), so that callers released together
+// and writing again at once share a commit (a scheduler yield, never a
+// timer; a lone writer never yields). Every write is durable when its
+// call returns, and each caller gets its own result: a write that fails
+// (a duplicate id, a stale turn) is taken out of its group and the rest
+// are committed without it.
 type Ledger struct {
 	db *bolt.DB
 
@@ -53,7 +54,8 @@ type Ledger struct {
 	queue     []*ledgerWrite
 	leading   bool // a caller is committing queue's writes (or is being handed the lead)
 	closed    bool
-	lastGroup int // how many writes the last commit held
+	lastGroup int       // how many writes the last commit held
+	lastEnd   time.Time // when it ended
 
 	closeOnce sync.Once
 	closeErr  error
@@ -182,6 +184,12 @@ func (l *Ledger) Close() error {
 	return l.closeErr
 }
 
+// burstWindow is how soon after a shared commit the next one still
+// yields once for the released callers (see lead). Callers writing again
+// at once come back within microseconds; a session's next turn comes
+// seconds later and does not yield.
+const burstWindow = time.Millisecond
+
 // ledgerWrite is one caller's write waiting in (or committed by) a group.
 type ledgerWrite struct {
 	fn func(*bolt.Tx) error
@@ -254,14 +262,15 @@ func (l *Ledger) update(fn func(*bolt.Tx) error) error {
 // and releases the group's other callers.
 func (l *Ledger) lead(self *ledgerWrite) {
 	l.mu.Lock()
-	if l.lastGroup > 1 {
-		// The last commit was shared, and its callers were released
-		// together; in a burst they come back together too. Give them
-		// one turn of the scheduler to queue, or the first of them would
-		// commit alone and the rest in the next commit (two syncs where
-		// one does). This is a yield, not a timer: with nothing else
-		// runnable it returns at once, and a lone writer (whose last
-		// commit was its own) never yields.
+	if l.lastGroup > 1 && time.Since(l.lastEnd) < burstWindow {
+		// The last commit was shared and has just ended, and its callers
+		// were released together; in a burst they come back together
+		// too. Give them one turn of the scheduler to queue, or the
+		// first of them would commit alone and the rest in the next
+		// commit (two syncs where one does). This is a yield, not a
+		// timer: with nothing else runnable it returns at once. A lone
+		// writer (whose last commit was its own) never yields, nor does
+		// a write arriving well after the last shared commit.
 		l.mu.Unlock()
 		runtime.Gosched()
 		l.mu.Lock()
@@ -274,7 +283,7 @@ func (l *Ledger) lead(self *ledgerWrite) {
 
 	l.mu.Lock()
 	var next *ledgerWrite
-	l.lastGroup = len(group)
+	l.lastGroup, l.lastEnd = len(group), time.Now()
 	if len(l.queue) > 0 {
 		next = l.queue[0]
 	} else {
