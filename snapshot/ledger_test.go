@@ -211,10 +211,8 @@ func TestLedgerGroupIsolatesErrors(t *testing.T) {
 	l := openLedger(t, path)
 	defer l.Close()
 	const n = 30
-	for _, id := range []string{"gate"} {
-		if err := l.PutSession(snapshot.SessionRecord{ID: id}); err != nil {
-			t.Fatal(err)
-		}
+	if err := l.PutSession(snapshot.SessionRecord{ID: "gate"}); err != nil {
+		t.Fatal(err)
 	}
 	for i := range n {
 		for _, id := range []string{fmt.Sprint("s", i), fmt.Sprint("u", i)} {
@@ -302,7 +300,9 @@ func TestLedgerGroupIsolatesErrors(t *testing.T) {
 			reran++
 		}
 	}
-	t.Logf("%d of %d successful or failing updates ran more than once (their group was redone without a failing neighbour)", reran, n)
+	// Not checked, since it depends on scheduling: how often a group was
+	// redone without a failing member shows that the writes did share it.
+	t.Logf("%d of the %d u<i> updates ran more than once (their group was redone without a failing neighbour)", reran, n)
 
 	for i := range n {
 		s, err := l.Session(fmt.Sprint("s", i))
