@@ -266,25 +266,10 @@ func runHost(ctx context.Context, h *embedded.Host, cfg Config) ([]Result, []Ski
 	}
 	defer f.close()
 
-	// create and start in one loop: start is create plus the first call.
-	var create, start []time.Duration
 	log.Info("bench: create, start", "n", cfg.N)
-	for i := range cfg.N {
-		t0 := time.Now()
-		e, err := h.CreateSession(ctx, environment.SessionConfig{})
-		if err != nil {
-			return nil, nil, fmt.Errorf("bench create: %w", err)
-		}
-		tc := time.Since(t0)
-		err = tool(ctx, e, environment.BashParams{Command: "true"})
-		ts := time.Since(t0)
-		if derr := e.Destroy(ctx); err == nil {
-			err = derr
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("bench start %d: %w", i, err)
-		}
-		create, start = append(create, tc), append(start, ts)
+	create, start, err := createStart(ctx, h, cfg.N, nil)
+	if err != nil {
+		return nil, nil, err
 	}
 	c.add(OpCreate, "", create)
 	c.add(OpStart, "", start)
@@ -332,6 +317,35 @@ func runHost(ctx context.Context, h *embedded.Host, cfg Config) ([]Result, []Ski
 	return c.res, c.skips, nil
 }
 
+// createStart times n CreateSession calls (create) and each with its first
+// bash call (start: create plus the first call), destroying each session
+// untimed. before, if not nil, runs untimed before each.
+func createStart(ctx context.Context, h *embedded.Host, n int, before func() error) (create, start []time.Duration, err error) {
+	for i := range n {
+		if before != nil {
+			if err := before(); err != nil {
+				return nil, nil, err
+			}
+		}
+		t0 := time.Now()
+		e, err := h.CreateSession(ctx, environment.SessionConfig{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("bench create %d: %w", i, err)
+		}
+		tc := time.Since(t0)
+		err = tool(ctx, e, environment.BashParams{Command: "true"})
+		ts := time.Since(t0)
+		if derr := e.Destroy(ctx); err == nil {
+			err = derr
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("bench start %d: %w", i, err)
+		}
+		create, start = append(create, tc), append(start, ts)
+	}
+	return create, start, nil
+}
+
 // runPooled measures create, start and fork on a host with a sandbox pool
 // (create_pooled, start_pooled, fork_pooled). Before each timed call it
 // waits, untimed, until the pool is full again: the figures are for
@@ -356,26 +370,9 @@ func runPooled(ctx context.Context, h *embedded.Host, size int, cfg Config) ([]R
 		return nil, nil, err
 	}
 	defer f.close()
-	var create, start []time.Duration
-	for i := range cfg.N {
-		if err := full(); err != nil {
-			return nil, nil, err
-		}
-		t0 := time.Now()
-		e, err := h.CreateSession(ctx, environment.SessionConfig{})
-		if err != nil {
-			return nil, nil, fmt.Errorf("bench create_pooled: %w", err)
-		}
-		tc := time.Since(t0)
-		err = tool(ctx, e, environment.BashParams{Command: "true"})
-		ts := time.Since(t0)
-		if derr := e.Destroy(ctx); err == nil {
-			err = derr
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("bench start_pooled %d: %w", i, err)
-		}
-		create, start = append(create, tc), append(start, ts)
+	create, start, err := createStart(ctx, h, cfg.N, full)
+	if err != nil {
+		return nil, nil, err
 	}
 	c.add(OpCreatePooled, "", create)
 	c.add(OpStartPooled, "", start)
