@@ -120,6 +120,7 @@ func TestSuite(t *testing.T) {
 		SeriesFileSize: 256,
 		SeriesSessions: []int{1, 3},
 		SeriesTurns:    2,
+		Pool:           1,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	rep, err := s.Run(context.Background())
@@ -151,7 +152,8 @@ func TestSuite(t *testing.T) {
 			t.Errorf("empty result %+v", r)
 		}
 	}
-	for _, k := range []string{"localdisk/none//create/", "localdisk/none//grep/", "localdisk/none//turn_complete/", "localdisk///turn_complete/full-copy"} {
+	for _, k := range []string{"localdisk/none//create/", "localdisk/none//grep/", "localdisk/none//turn_complete/", "localdisk///turn_complete/full-copy",
+		"localdisk/none//create_pooled/", "localdisk/none//start_pooled/", "localdisk/none//fork_pooled/", "localdisk/none//exec/host-fork-exec"} {
 		if count[k] != 1 {
 			t.Errorf("%s: %d results, want 1", k, count[k])
 		}
