@@ -6,6 +6,7 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
@@ -131,4 +132,44 @@ func Example_session() {
 	// turn 2 ""
 	// exit 0
 	// notes.txt
+}
+
+// A host that keeps two sandboxes started ahead of time: new sessions and
+// forks take one (on gVisor that saves a ~300 ms sandbox start per
+// session) and the pool refills in the background.
+func Example_pool() {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "turnbox-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+
+	host, err := embedded.NewHost(ctx, embedded.Config{
+		StateDir:         dir,
+		ContainerRuntime: embedded.ContainerRuntimeNone, // gvisor or runc in production
+		PoolSize:         2,
+		Logger:           slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer host.Close(ctx) // stops the pooled sandboxes and deletes their empty volumes
+	for host.PoolReady() < 2 {
+		time.Sleep(10 * time.Millisecond) // only to make the example deterministic
+	}
+
+	env, err := host.CreateSession(ctx, environment.SessionConfig{Env: map[string]string{"GREETING": "hello"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	req, _ := environment.NewToolRequest("call-1", environment.BashParams{Command: "echo $GREETING; ls -A | wc -l"})
+	resp, err := env.ExecuteTool(ctx, req, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Print(resp.Content)
+	// Output:
+	// hello
+	// 0
 }
