@@ -32,6 +32,8 @@
 #   TURNBOX_ZFS_VM_EMBEDDED_RUN  -test.run of the embedded part (default:
 #                           envtest's storage-facing cases, see below)
 #   TURNBOX_ZFS_VM_ENVTEST_CHECKS  envtest random model sequences (2)
+#   TURNBOX_ZFS_VM_APPEND   extra guest kernel command-line arguments
+#   TURNBOX_ZFS_VM_SMP      guest vCPUs (default 2)
 #   TURNBOX_ZFS_VM_TXG_TIMEOUT  zfs_txg_timeout in the VM (default: 5 s)
 #   TURNBOX_ZFS_VM_CRASH    0 to skip the crash-consistency check (default 1)
 #   TURNBOX_ZFS_VM_CRASH_AFTER  seconds of snapshots before the power-off (12)
@@ -364,10 +366,10 @@ boot1() {
 	cp "$job" "$SHARE/job.sh"
 	rm -f "$SHARE/status"
 	timeout --signal=KILL "$TIMEOUT" qemu-system-x86_64 \
-		-accel tcg,thread=multi -cpu qemu64 -m 3072 -smp 2 \
+		-accel tcg,thread=multi -cpu qemu64 -m 3072 -smp "${TURNBOX_ZFS_VM_SMP:-2}" \
 		-nographic -no-reboot -nodefaults -serial stdio \
 		-kernel "$VMLINUZ" -initrd "$INITRD" \
-		-append "console=ttyS0 quiet panic=-1 loglevel=4 tsc=reliable" \
+		-append "console=ttyS0 quiet panic=-1 loglevel=4 tsc=reliable${TURNBOX_ZFS_VM_APPEND:+ $TURNBOX_ZFS_VM_APPEND}" \
 		-drive "file=$DISK,if=virtio,format=raw,cache=unsafe" \
 		-virtfs "local,path=$SHARE,mount_tag=share,security_model=none,id=share" \
 		</dev/null >"$RUN/$name.console" 2>&1 || rc=$?
@@ -411,6 +413,31 @@ BENCH=${TURNBOX_ZFS_VM_BENCH:-0}
 PARTS=${TURNBOX_ZFS_VM_PARTS-zfs embedded}
 CRASH_ENV="TURNBOX_ZFS_CRASH_DEV=/dev/vda1 TURNBOX_ZFS_CRASH_ACKS=/share/acks TURNBOX_ZFS_CRASH_CHECKS=${TURNBOX_ZFS_VM_CRASH_CHECKS:-12}"
 
+# ------------------------------------------------------- result cache
+# Like go test's result cache: a part that passed before with the same
+# test binary (byte for byte: Go builds are reproducible, so unchanged
+# sources give the same binary), the same extra libraries, kernel,
+# initramfs (which covers init, run.sh, the modules and zfs/zpool), VM
+# settings and command line passes again without being run, and says so.
+# A failure is never cached; the shell and bench parts never are.
+# TURNBOX_ZFS_VM_COUNT=1 (as go test -count=1) runs everything.
+RESULTS="$CACHE/results"
+mkdir -p "$RESULTS"
+COUNT=${TURNBOX_ZFS_VM_COUNT:-}
+BASEKEY=$( { echo "$KREL $ZVER $IRKEY smp=${TURNBOX_ZFS_VM_SMP:-2} append=${TURNBOX_ZFS_VM_APPEND:-} txg=${TURNBOX_ZFS_VM_TXG_TIMEOUT:-}"
+	find "$VMLINUZ" "$SHARE/lib" -type f -exec sha256sum {} + | cut -d' ' -f1 | sort; } | sha256sum | cut -c1-32)
+declare -A BINSUM=()
+for b in zfs embedded; do BINSUM[$b]=$(sha256sum "$SHARE/tests/$b.test" | cut -c1-32); done
+echo "zfs-vm: test binaries: zfs.test ${BINSUM[zfs]:0:12}, embedded.test ${BINSUM[embedded]:0:12}" >&2
+# resultkey BINARY TEXT...: the cache key of a part running BINARY so.
+resultkey() { local b=$1; shift; printf '%s\n' "$BASEKEY" "${BINSUM[$b]}" "$@" | sha256sum | cut -c1-32; }
+# passed KEY: whether a run with KEY passed before (and COUNT allows it).
+passed() { [ "$COUNT" != 1 ] && [ -f "$RESULTS/$1" ]; }
+# remember KEY WHAT: record a pass.
+remember() { echo "$(date -u +%FT%TZ) $2" >"$RESULTS/$1"; }
+declare -A PARTKEY=()
+cached=()
+
 # ------------------------------------------------------- crash: write
 # Snapshot in a loop on a virtio disk and power the VM off hard mid-loop;
 # the main boot below starts by importing the pool and checking every
@@ -419,6 +446,14 @@ if [ "$CRASH" = 1 ]; then
 	WDRV=${TURNBOX_ZFS_VM_CRASH_WRITE_DRIVER:-lzc}
 	VDRV=${TURNBOX_ZFS_VM_CRASH_VERIFY_DRIVER:-command}
 	AFTER=${TURNBOX_ZFS_VM_CRASH_AFTER:-12}
+	PARTKEY[crash-verify]=$(resultkey zfs crash "$WDRV" "$VDRV" "$AFTER" "$CRASH_ENV")
+	if passed "${PARTKEY[crash-verify]}"; then
+		cached+=("crash-verify")
+		echo "zfs-vm: crash consistency: CACHED pass ($(cut -d' ' -f1 "$RESULTS/${PARTKEY[crash-verify]}"), same binary and settings; TURNBOX_ZFS_VM_COUNT=1 reruns it)" >&2
+		CRASH=0
+	fi
+fi
+if [ "$CRASH" = 1 ]; then
 	cat >"$RUN/job-crash-write.sh" <<JOB
 $SETUP
 echo 1 >/proc/sys/kernel/sysrq
@@ -463,19 +498,32 @@ ERUN=${TURNBOX_ZFS_VM_EMBEDDED_RUN:-^TestKernelZFSDrivers\$/^(command|libzfs_cor
 	[ "$CRASH" = 1 ] && echo "part crash-verify env TURNBOX_ZFS_CRASH=verify TURNBOX_ZFS_CRASH_DRIVER=$VDRV $CRASH_ENV /tests/zfs.test -test.v -test.count=1 -test.run '^TestCrashSnapshots\$'"
 	for p in $PARTS; do
 		case $p in
-		zfs) echo "part zfs /tests/zfs.test $TT ${TURNBOX_ZFS_VM_RUN:+-test.run '$TURNBOX_ZFS_VM_RUN'} ${SKIP:+-test.skip '$SKIP'}" ;;
-		embedded) echo "part embedded env TURNBOX_ENVTEST_PROPERTY_CHECKS=${TURNBOX_ZFS_VM_ENVTEST_CHECKS:-2} /tests/embedded.test $TT -test.run '$ERUN'" ;;
+		zfs) line="part zfs /tests/zfs.test $TT ${TURNBOX_ZFS_VM_RUN:+-test.run '$TURNBOX_ZFS_VM_RUN'} ${SKIP:+-test.skip '$SKIP'}" ;;
+		embedded) line="part embedded env TURNBOX_ENVTEST_PROPERTY_CHECKS=${TURNBOX_ZFS_VM_ENVTEST_CHECKS:-2} /tests/embedded.test $TT -test.run '$ERUN'" ;;
 		shell)
 			[ -f "${TURNBOX_ZFS_VM_SHELL:-}" ] || die "part shell: TURNBOX_ZFS_VM_SHELL must name a script"
 			cp "$TURNBOX_ZFS_VM_SHELL" "$SHARE/shell.sh"
-			echo "part shell sh /share/shell.sh" ;;
+			echo "part shell sh /share/shell.sh"
+			continue ;;
 		*) die "TURNBOX_ZFS_VM_PARTS: unknown part '$p' (zfs, embedded, shell)" ;;
 		esac
+		PARTKEY[$p]=$(resultkey "$p" "$line")
+		if passed "${PARTKEY[$p]}"; then
+			cached+=("$p")
+			echo "zfs-vm: part $p: CACHED pass ($(cut -d' ' -f1 "$RESULTS/${PARTKEY[$p]}"), same test binary, VM and command line; TURNBOX_ZFS_VM_COUNT=1 reruns it)" >&2
+			continue
+		fi
+		echo "$line"
 	done
 	[ "$BENCH" = 1 ] && echo "part bench /tests/zfs.test -test.run '^\$' -test.bench '^BenchmarkDrivers\$' -test.benchtime ${TURNBOX_ZFS_VM_BENCHTIME:-20x} -test.count ${TURNBOX_ZFS_VM_BENCHCOUNT:-3}"
 	echo "true"
 } >"$RUN/job-main.sh"
-boot main "$RUN/job-main.sh"
+if grep -q '^part ' "$RUN/job-main.sh"; then
+	boot main "$RUN/job-main.sh"
+else
+	echo "zfs-vm: every part passed before with these binaries: no boot (TURNBOX_ZFS_VM_COUNT=1 reruns them)" >&2
+	touch "$SHARE/status"
+fi
 
 # ------------------------------------------------------- results
 step "results"
@@ -483,11 +531,15 @@ step "results"
 failed=()
 # timings FILE: the slowest tests of a -test.v output.
 timings() {
-	grep -E '^ *--- (PASS|FAIL|SKIP): ' "$1" | sed -E 's/^ *--- ([A-Z]+): (.*) \(([0-9.]+)s\)$/\3 \1 \2/' |
+	{ grep -E '^ *--- (PASS|FAIL|SKIP): ' "$1" || true; } | sed -E 's/^ *--- ([A-Z]+): (.*) \(([0-9.]+)s\)$/\3 \1 \2/' |
 		sort -rn | head -"${TURNBOX_ZFS_VM_TIMINGS:-25}" | awk '{printf "    %8.2fs %s %s\n", $1, $2, $3}'
 }
 report() { # report PART DESCRIPTION
 	local p=$1 what=$2 st
+	if [[ " ${cached[*]} " == *" $p "* ]]; then
+		echo "==== $what: cached pass ($(cat "$RESULTS/${PARTKEY[$p]}"))"
+		return
+	fi
 	if [ ! -f "$SHARE/$p.status" ]; then
 		echo "==== $what: DID NOT FINISH"
 		[ -f "$SHARE/$p.out" ] && tail -80 "$SHARE/$p.out"
@@ -501,10 +553,14 @@ report() { # report PART DESCRIPTION
 		echo "---- $p: slowest tests"
 		timings "$SHARE/$p.out"
 	fi
-	[ "$st" = 0 ] || failed+=("$p (status $st)")
+	if [ "$st" = 0 ]; then
+		[ -n "${PARTKEY[$p]:-}" ] && remember "${PARTKEY[$p]}" "part $p passed in ${secs}s"
+	else
+		failed+=("$p (status $st)")
+	fi
 	echo "zfs-vm: part $p: status $st, ${secs}s" >&2
 }
-[ "$CRASH" = 1 ] && report crash-verify "crash consistency (write: $WDRV driver, hard power-off after ${AFTER}s; verify: $VDRV driver)"
+[ "$CRASH" = 1 ] || [ -n "${PARTKEY[crash-verify]:-}" ] && report crash-verify "crash consistency (write: $WDRV driver, hard power-off after ${AFTER}s; verify: $VDRV driver)"
 for p in $PARTS; do
 	case $p in
 	zfs) report zfs "zfs package tests (libzfs_core and command drivers)" ;;
