@@ -41,6 +41,8 @@
 #   TURNBOX_ZFS_VM_BENCH    1 to also run BenchmarkDrivers (both drivers)
 #   TURNBOX_ZFS_VM_BENCHTIME, TURNBOX_ZFS_VM_BENCHCOUNT  (20x, 3)
 #   TURNBOX_ZFS_VM_BENCH_JSON  where the JSON goes ($CACHE/bench/...)
+#   TURNBOX_ZFS_VM_COUNT    1 to rerun parts that passed before with the same
+#                           binaries and settings (default: cached, see below)
 #   TURNBOX_ZFS_VM_KEEP     1 to keep the run directory on success
 #   TURNBOX_ZFS_VM_JOBS     make -j for the module build (default 3)
 #   DEBIAN_MIRROR           (default http://deb.debian.org/debian)
@@ -361,10 +363,11 @@ boot() {
 	done
 }
 boot1() {
-	local name=$1 job=$2 rc=0 f
+	local name=$1 job=$2 rc=0 f t0
 	step "vm-$name"
 	cp "$job" "$SHARE/job.sh"
 	rm -f "$SHARE/status"
+	t0=$(date +%s)
 	timeout --signal=KILL "$TIMEOUT" qemu-system-x86_64 \
 		-accel tcg,thread=multi -cpu qemu64 -m 3072 -smp "${TURNBOX_ZFS_VM_SMP:-2}" \
 		-nographic -no-reboot -nodefaults -serial stdio \
@@ -381,6 +384,11 @@ boot1() {
 		die "VM hung: killed after ${TIMEOUT}s (TURNBOX_ZFS_VM_TIMEOUT)"
 	fi
 	[ $rc -eq 0 ] || { tail -40 "$RUN/$name.console" >&2; die "qemu exited with $rc"; }
+	# Where the boot's time went before the tests (guest uptime).
+	local ml ir
+	ml=$(sed -n 's/.*zfs-vm-init: modules loaded at \([0-9.]*\)s.*/\1/p' "$RUN/$name.console" | head -1)
+	ir=$(sed -n 's/^zfs-vm-job: test binaries in RAM at \([0-9.]*\)s.*/\1/p' "$SHARE/out.txt" 2>/dev/null | head -1)
+	echo "zfs-vm: boot '$name': $(( $(date +%s) - t0 ))s in qemu; guest uptime: kernel+modules ${ml:-?}s, test binaries in RAM ${ir:-?}s" >&2
 }
 newdisk() {
 	truncate -s 0 "$DISK" && truncate -s "$1" "$DISK"
@@ -395,7 +403,8 @@ newdisk 2G
 # finished.
 # Every job starts by copying the test binaries (and their extra
 # libraries) from the share into the VM's RAM.
-SETUP="mkdir -p /tests && cp /share/tests/*.test /tests/ && { [ -z \"\$(ls /share/lib)\" ] || cp /share/lib/* /lib/$ARCH/; } || { echo 'zfs-vm-job: copying the test binaries failed'; exit 97; }"
+SETUP="mkdir -p /tests && cp /share/tests/*.test /tests/ && { [ -z \"\$(ls /share/lib)\" ] || cp /share/lib/* /lib/$ARCH/; } || { echo 'zfs-vm-job: copying the test binaries failed'; exit 97; }
+echo \"zfs-vm-job: test binaries in RAM at \$(cut -d' ' -f1 /proc/uptime)s of uptime\""
 PARTFN='part() {
 	name=$1; shift
 	s=$(date +%s)
@@ -423,8 +432,10 @@ CRASH_ENV="TURNBOX_ZFS_CRASH_DEV=/dev/vda1 TURNBOX_ZFS_CRASH_ACKS=/share/acks TU
 # TURNBOX_ZFS_VM_COUNT=1 (as go test -count=1) runs everything.
 RESULTS="$CACHE/results"
 mkdir -p "$RESULTS"
+find "$RESULTS" -type f -mtime +30 -delete
 COUNT=${TURNBOX_ZFS_VM_COUNT:-}
-BASEKEY=$( { echo "$KREL $ZVER $IRKEY smp=${TURNBOX_ZFS_VM_SMP:-2} append=${TURNBOX_ZFS_VM_APPEND:-} txg=${TURNBOX_ZFS_VM_TXG_TIMEOUT:-}"
+BASEKEY=$( { qemu-system-x86_64 --version | head -1
+	echo "$KREL $ZVER $IRKEY smp=${TURNBOX_ZFS_VM_SMP:-2} append=${TURNBOX_ZFS_VM_APPEND:-} txg=${TURNBOX_ZFS_VM_TXG_TIMEOUT:-}"
 	find "$VMLINUZ" "$SHARE/lib" -type f -exec sha256sum {} + | cut -d' ' -f1 | sort; } | sha256sum | cut -c1-32)
 declare -A BINSUM=()
 for b in zfs embedded; do BINSUM[$b]=$(sha256sum "$SHARE/tests/$b.test" | cut -c1-32); done
