@@ -164,4 +164,3 @@ func killProcs(dir string) {
 		}
 	}
 }
-
