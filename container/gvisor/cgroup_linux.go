@@ -12,9 +12,6 @@ import (
 	"github.com/turnbox/turnbox/container/cgroup"
 )
 
-// cgroupRoot is where cgroup hierarchies are mounted.
-const cgroupRoot = cgroup.Root
-
 // hierarchies returns the mount points of every cgroup hierarchy (v1
 // controllers and the v2 unified one).
 func hierarchies() []string {
