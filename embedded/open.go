@@ -106,7 +106,7 @@ func openRuntime(_ context.Context, cfg *Config) (container.Runtime, error) {
 		// One cgroup root per host (keyed by its state directory): a host
 		// reaps only its own orphans, never another host's sandboxes.
 		sum := sha256.Sum256([]byte(cfg.StateDir))
-		cg := filepath.Join(none.DefaultCgroupRoot, hex.EncodeToString(sum[:6]))
+		cg := filepath.Join(none.CgroupBase, hex.EncodeToString(sum[:6]))
 		rt, err = none.New(none.WithLogger(cfg.Logger), none.WithCgroupRoot(cg))
 	case ContainerRuntimeGVisor:
 		// runsc's own pause, not a direct cgroup freeze: freezing the

@@ -32,9 +32,15 @@ import (
 	"github.com/turnbox/turnbox/container"
 )
 
+// CgroupBase is the cgroup v2 directory that holds every none runtime's
+// cgroup root, one directory each. A runtime lists and reaps only the
+// sandboxes in its own root, so roots must be siblings, never nested:
+// embedded gives each host CgroupBase/<hash of its state directory>.
+const CgroupBase = "/sys/fs/cgroup/unified/turnbox-none"
+
 // DefaultCgroupRoot is where sandboxes' cgroups go when the unified
-// hierarchy is writable.
-const DefaultCgroupRoot = "/sys/fs/cgroup/unified/turnbox-none"
+// hierarchy is writable and New is given no WithCgroupRoot.
+const DefaultCgroupRoot = CgroupBase + "/default"
 
 // defaultPath is the PATH commands get when the spec sets none.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

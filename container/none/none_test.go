@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,7 +134,11 @@ func TestPauseFreezes(t *testing.T) {
 
 func TestReapOrphans(t *testing.T) {
 	testenv.RequireRoot(t)
-	rt, sb, _ := start(t)
+	// A root of its own: Reap removes every sandbox in the root, and other
+	// test binaries may have live sandboxes in the default one.
+	root := filepath.Join(none.CgroupBase, "test-reap-"+strconv.Itoa(os.Getpid()))
+	rt, sb, _ := start(t, none.WithCgroupRoot(root))
+	t.Cleanup(func() { _ = rt.Close() })
 	testenv.Require(t, rt.CgroupsEnabled(), "a writable cgroup v2 hierarchy")
 	ctx := context.Background()
 	go sb.Exec(ctx, container.Process{Args: []string{"sleep", "60"}})

@@ -217,7 +217,7 @@ func newHost(t *testing.T) *embedded.Host {
 	if os.Geteuid() != 0 {
 		t.Skip("the embedded host's none runtime needs root for cgroups")
 	}
-	root := fmt.Sprintf("%s-envtest-self-%d", none.DefaultCgroupRoot, os.Getpid())
+	root := fmt.Sprintf("%s/envtest-self-%d", none.CgroupBase, os.Getpid())
 	logger := slog.New(slog.DiscardHandler)
 	rt, err := none.New(none.WithCgroupRoot(root), none.WithLogger(logger))
 	if err != nil {
