@@ -369,26 +369,32 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 		}
 	}
 
-	// Reserve the id so concurrent creates of the same id cannot race.
-	h.mu.Lock()
-	switch {
-	case h.closed:
-		h.mu.Unlock()
-		return nil, environment.ErrClosed
-	case h.sessions[id] != nil:
-		h.mu.Unlock()
-		return nil, fmt.Errorf("%w: session %q", environment.ErrAlreadyExists, id)
-	case h.cfg.MaxSessions > 0 && len(h.sessions) >= h.cfg.MaxSessions:
-		h.mu.Unlock()
-		return nil, fmt.Errorf("%w: the host already has its maximum of %d sessions", environment.ErrLimitExceeded, h.cfg.MaxSessions)
-	}
 	// A pooled sandbox brings its own volume, which the session keeps.
+	// (Claimed before h.mu: a claim may discard a dead sandbox, slowly.)
 	var pooled *pooled
 	volume := id
 	if h.poolable(cfg) {
 		if pooled = h.pool.claim(); pooled != nil {
 			volume = pooled.vol.Name
 		}
+	}
+	// Reserve the id so concurrent creates of the same id cannot race.
+	h.mu.Lock()
+	var refused error
+	switch {
+	case h.closed:
+		refused = environment.ErrClosed
+	case h.sessions[id] != nil:
+		refused = fmt.Errorf("%w: session %q", environment.ErrAlreadyExists, id)
+	case h.cfg.MaxSessions > 0 && len(h.sessions) >= h.cfg.MaxSessions:
+		refused = fmt.Errorf("%w: the host already has its maximum of %d sessions", environment.ErrLimitExceeded, h.cfg.MaxSessions)
+	}
+	if refused != nil {
+		h.mu.Unlock()
+		if pooled != nil {
+			h.pool.giveBack(pooled)
+		}
+		return nil, refused
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 	rec := snapshot.SessionRecord{

@@ -2,6 +2,7 @@ package embedded_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +148,27 @@ func testPool(t *testing.T, storage embedded.StorageBackend, rt embedded.Contain
 	}
 	if got := bash(t, e, "echo $POOL_TEST; cat f"); got != "one\nfirst\n" {
 		t.Fatalf("session one after reopen: %q", got)
+	}
+}
+
+// A create refused after it claimed a pooled sandbox (here: the host is
+// at MaxSessions) hands the sandbox back instead of leaking or deleting it.
+func TestPoolRefusedCreateGivesBack(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t, embedded.Config{PoolSize: 1, MaxSessions: 1})
+	waitUntil(t, "the pool to fill", time.Minute, func() bool { return h.PoolReady() == 1 })
+	if _, err := h.CreateSession(ctx, environment.SessionConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the pool to refill", time.Minute, func() bool { return h.PoolReady() == 1 })
+	if _, err := h.CreateSession(ctx, environment.SessionConfig{}); !errors.Is(err, environment.ErrLimitExceeded) {
+		t.Fatalf("create beyond MaxSessions: %v, want ErrLimitExceeded", err)
+	}
+	if n := h.PoolReady(); n != 1 {
+		t.Fatalf("pool holds %d sandboxes after a refused create, want 1 (given back)", n)
+	}
+	vols, err := h.Storage().Volumes(ctx)
+	if err != nil || len(vols) != 2 {
+		t.Fatalf("volumes: %+v, %v; want the session's and the pooled one", vols, err)
 	}
 }
