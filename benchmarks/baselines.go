@@ -2,10 +2,12 @@ package benchmarks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -188,4 +190,82 @@ func RunscBaselines(ctx context.Context, rt *gvisor.Runtime, id, rootfs, workspa
 	runRes := Latencies(OpExec, samples)
 	runRes.Baseline = BaselineRunscRun
 	return []Result{execRes, runRes}, nil
+}
+
+// RawBtrfsConcurrent is the raw baseline of the concurrent-sessions
+// series: sessions goroutines, each with a subvolume of files 1 KiB files
+// and a directory for its snapshots (as turnbox lays volumes out: a
+// snapshot locks its parent directory, so one shared directory would
+// serialize them), each running turns cycles of one small file write
+// (untimed) and a bare read-only snapshot ioctl (timed), as the sessions
+// run write_file + TurnComplete. Its Result has the snapshot latencies and
+// OpsPerSec, the cycles per second of wall time.
+func RawBtrfsConcurrent(ctx context.Context, dir string, sessions, turns, files int) (Result, error) {
+	root, err := os.MkdirTemp(dir, ".raw-sessions-")
+	if err != nil {
+		return Result{}, err
+	}
+	var mu sync.Mutex
+	var subvols []string // to delete, newest last
+	added := func(p string) {
+		mu.Lock()
+		subvols = append(subvols, p)
+		mu.Unlock()
+	}
+	defer func() {
+		for i := len(subvols) - 1; i >= 0; i-- {
+			if destroySubvolume(subvols[i]) != nil {
+				_ = btrfsioctl.SubvolDelete(subvols[i])
+			}
+		}
+		os.RemoveAll(root)
+	}()
+	for j := range sessions {
+		ws := filepath.Join(root, fmt.Sprintf("ws%d", j))
+		if err := btrfsioctl.SubvolCreate(ws); err != nil {
+			return Result{}, fmt.Errorf("raw btrfs sessions: %w", err)
+		}
+		added(ws)
+		if err := Fill(ws, files, 1<<10); err != nil {
+			return Result{}, err
+		}
+		if err := os.Mkdir(filepath.Join(root, fmt.Sprintf("snaps%d", j)), 0o755); err != nil {
+			return Result{}, err
+		}
+	}
+	samples := make([][]time.Duration, sessions)
+	errs := make([]error, sessions)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for j := range sessions {
+		wg.Go(func() {
+			ws := filepath.Join(root, fmt.Sprintf("ws%d", j))
+			samples[j], errs[j] = measure(ctx, turns, func(_ context.Context, i int, l *lap) error {
+				if err := os.WriteFile(filepath.Join(ws, "turn.txt"), []byte(fmt.Sprint("turn ", i)), 0o644); err != nil {
+					return err
+				}
+				snap := filepath.Join(root, fmt.Sprintf("snaps%d", j), fmt.Sprint(i))
+				l.Start()
+				err := btrfsioctl.SubvolSnapshot(snap, ws, true)
+				l.Stop()
+				if err == nil {
+					added(snap)
+				}
+				return err
+			})
+		})
+	}
+	wg.Wait()
+	wall := time.Since(t0)
+	if err := errors.Join(errs...); err != nil {
+		return Result{}, fmt.Errorf("raw btrfs sessions: %w", err)
+	}
+	var all []time.Duration
+	for _, s := range samples {
+		all = append(all, s...)
+	}
+	r := Latencies(OpTurnComplete, all)
+	r.Baseline, r.Series, r.Sessions, r.Files = BaselineRaw, SeriesSessions, sessions, files
+	r.OpsPerSec = float64(len(all)) / wall.Seconds()
+	return r, nil
 }

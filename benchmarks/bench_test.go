@@ -164,17 +164,21 @@ func TestSuite(t *testing.T) {
 				t.Errorf("%s: %d results, want one per size (2)", k, count[k])
 			}
 		}
-		var sessions []int
+		var sessions, raw []int
 		for _, r := range rep.Results {
 			if r.Series == benchmarks.SeriesSessions {
-				sessions = append(sessions, r.Sessions)
+				if r.Baseline == benchmarks.BaselineRaw {
+					raw = append(raw, r.Sessions)
+				} else {
+					sessions = append(sessions, r.Sessions)
+				}
 				if r.N != 2*r.Sessions || r.OpsPerSec <= 0 {
 					t.Errorf("sessions series: %+v, want n = 2 turns × sessions and a throughput", r)
 				}
 			}
 		}
-		if fmt.Sprint(sessions) != "[1 3]" {
-			t.Errorf("sessions series points %v, want [1 3]", sessions)
+		if fmt.Sprint(sessions) != "[1 3]" || fmt.Sprint(raw) != "[1 3]" {
+			t.Errorf("sessions series points %v, raw baseline %v; want [1 3] each", sessions, raw)
 		}
 	}
 	dir := t.TempDir()

@@ -277,11 +277,17 @@ func WriteMarkdown(w io.Writer, r Report) error {
 	if len(sessions) > 0 {
 		t := sessions[0].Turnbox
 		fmt.Fprintf(&b, "\n## Concurrent sessions (%s × %s)\n\n", t.Backend, t.Runtime)
-		b.WriteString("Each session runs write_file + TurnComplete cycles in parallel with the others; the latencies are TurnComplete's, the throughput counts cycles per second of wall time.\n\n")
-		b.WriteString("| op | sessions | files | n | p50 | p99 | cycles/s |\n|---|---:|---:|---:|---:|---:|---:|\n")
+		b.WriteString("Each session runs write_file + TurnComplete cycles in parallel with the others; the latencies are TurnComplete's, the throughput counts cycles per second of wall time. The raw baseline (btrfs) runs as many goroutines, each writing one file and taking a bare snapshot ioctl of its own subvolume per cycle.\n\n")
+		b.WriteString("| op | sessions | files | n | p50 | p99 | cycles/s | raw p50 | raw p99 | raw cycles/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, cmp := range sessions {
 			t := cmp.Turnbox
-			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %.1f |\n", t.Op, t.Sessions, t.Files, t.N, ms(t.P50MS), ms(t.P99MS), t.OpsPerSec)
+			raw := "| | | |"
+			for _, bl := range cmp.Baselines {
+				if bl.Baseline == BaselineRaw {
+					raw = fmt.Sprintf("| %s | %s | %.1f |", ms(bl.P50MS), ms(bl.P99MS), bl.OpsPerSec)
+				}
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %.1f %s\n", t.Op, t.Sessions, t.Files, t.N, ms(t.P50MS), ms(t.P99MS), t.OpsPerSec, raw)
 		}
 	}
 	if len(r.Skipped) > 0 {

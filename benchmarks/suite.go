@@ -390,6 +390,14 @@ func sessionsSeries(ctx context.Context, h *embedded.Host, counts []int, turns, 
 		r.Backend, r.Runtime, r.Files, r.Sessions, r.Series = caps.Storage, string(caps.Isolation), seriesSessionFiles, count, SeriesSessions
 		r.OpsPerSec = float64(len(all)) / wall.Seconds()
 		out = append(out, r)
+		if b, ok := h.Storage().(*btrfs.Backend); ok {
+			raw, err := RawBtrfsConcurrent(ctx, b.Root(), count, k, seriesSessionFiles)
+			if err != nil {
+				return out, nil, fmt.Errorf("%d sessions: %w", count, err)
+			}
+			raw.Backend = caps.Storage
+			out = append(out, raw)
+		}
 	}
 	return out, nil, nil
 }
