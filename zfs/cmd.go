@@ -84,11 +84,18 @@ func runCommand(ctx context.Context, prog string, args ...string) ([]byte, error
 	return nil, ce
 }
 
-func (d *CommandDriver) retryBusy(ctx context.Context, args ...string) error {
+// retryBusy runs a destroy or rename, retrying after ErrBusy. zfs can
+// report busy after the change itself went through (the remount or
+// unmount around it failed), so a retry that finds its source gone checks
+// whether an earlier attempt did the job: done reports that.
+func (d *CommandDriver) retryBusy(ctx context.Context, done func() bool, args ...string) error {
 	var err error
 	delay := 20 * time.Millisecond
 	for i := 0; ; i++ {
 		_, err = d.Run(ctx, args...)
+		if i > 0 && errors.Is(err, ErrNotFound) && done != nil && done() {
+			return nil
+		}
 		if err == nil || !errors.Is(err, ErrBusy) || errors.Is(err, ErrNotNewest) || i >= d.busyRetries ||
 			strings.Contains(err.Error(), "dependent clones") {
 			return err
@@ -196,7 +203,14 @@ func (d *CommandDriver) Rename(ctx context.Context, from, to string) error {
 	if err := ValidateName(to); err != nil {
 		return err
 	}
-	return d.retryBusy(ctx, "rename", from, to)
+	// A rename that went through leaves to in place of from.
+	done := func() bool {
+		ctx := context.WithoutCancel(ctx)
+		gone, err1 := d.Exists(ctx, from)
+		there, err2 := d.Exists(ctx, to)
+		return err1 == nil && err2 == nil && !gone && there
+	}
+	return d.retryBusy(ctx, done, "rename", from, to)
 }
 
 // Promote runs zfs promote name.
@@ -223,7 +237,12 @@ func (d *CommandDriver) Destroy(ctx context.Context, name string, opts DestroyOp
 		}
 		args = append(args, "-d")
 	}
-	return d.retryBusy(ctx, append(args, name)...)
+	// A destroy that went through leaves nothing by that name.
+	done := func() bool {
+		there, err := d.Exists(context.WithoutCancel(ctx), name)
+		return err == nil && !there
+	}
+	return d.retryBusy(ctx, done, append(args, name)...)
 }
 
 // SetProps runs zfs set k=v name, once per property (zfs-fuse's set takes
@@ -240,7 +259,7 @@ func (d *CommandDriver) SetProps(ctx context.Context, name string, props map[str
 		// Changing mountpoint unmounts: a process killed a moment ago
 		// (a rollback kills the session's processes first) may still hold
 		// the mount for a few milliseconds, so busy is retried.
-		if err := d.retryBusy(ctx, "set", pa[i], name); err != nil {
+		if err := d.retryBusy(ctx, nil, "set", pa[i], name); err != nil {
 			return err
 		}
 	}
