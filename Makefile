@@ -12,7 +12,7 @@ all: build
 
 build:
 	$(GO) build -tags $(TAGS) -o $(BIN)/turnbox ./cmd/turnbox
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/turnbox-agent ./cmd/turnbox-agent
+	CGO_ENABLED=1 $(GO) build -tags netgo,osusergo -ldflags '-extldflags=-static' -o $(BIN)/turnbox-agent ./cmd/turnbox-agent
 
 # The main job: install what is needed, build, and play a scripted session
 # on the default backend (gVisor when it can run here, else none).

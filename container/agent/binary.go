@@ -17,7 +17,7 @@ const BinaryName = "turnbox-agent"
 const EnvBinary = "TURNBOX_AGENT"
 
 // FindBinary returns the path of the agent binary (cmd/turnbox-agent,
-// built static with CGO_ENABLED=0). It tries, in order: explicit (if not
+// built static; see its doc comment). It tries, in order: explicit (if not
 // empty), $TURNBOX_AGENT, a turnbox-agent file next to the running
 // executable, and PATH. The error wraps container.ErrRuntimeMissing.
 func FindBinary(explicit string) (string, error) {
@@ -46,6 +46,6 @@ func FindBinary(explicit string) (string, error) {
 	if p, err := exec.LookPath(BinaryName); err == nil {
 		return check(p, "PATH")
 	}
-	return "", fmt.Errorf("agent binary %s not found (set $%s, put it next to the executable or on PATH; build it with CGO_ENABLED=0 go build ./cmd/turnbox-agent): %w",
+	return "", fmt.Errorf("agent binary %s not found (set $%s, put it next to the executable or on PATH; build it with make build, or see cmd/turnbox-agent): %w",
 		BinaryName, EnvBinary, container.ErrRuntimeMissing)
 }

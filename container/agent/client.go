@@ -232,10 +232,15 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 
 	stdinDone := make(chan struct{})
 	defer close(stdinDone)
+	if p.Stdin != nil {
+		// The agent registers the command before it reads the next
+		// frame, so stdin may follow the request at once (if the
+		// command fails to start, the agent drops it).
+		go c.copyStdin(id, p.Stdin, stdinDone)
+	}
 	ctxDone := ctx.Done()
 	var killDeadline <-chan time.Time
 	var killed bool
-	started := false
 	dead := false
 	for {
 		for {
@@ -244,11 +249,6 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 				break
 			}
 			switch f.typ {
-			case MsgStarted:
-				if !started && p.Stdin != nil {
-					go c.copyStdin(id, p.Stdin, stdinDone)
-				}
-				started = true
 			case MsgOutput:
 				d := decoder{b: f.body}
 				stream := d.byte1()

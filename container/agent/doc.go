@@ -12,7 +12,7 @@
 // over one connection:
 //
 //	host  -> agent: Exec{args, env, dir, timeout, stdin?}  (id 7)
-//	agent -> host : Started{pid} Output{stdout, "hi\n"} ... Exited{code}
+//	agent -> host : Output{stdout, "hi\n"} ... Exited{code}
 //	host  -> agent: Kill (id 7)       kills the command's process tree
 //	host  -> agent: KillAll, Ping     answered by Reply
 //

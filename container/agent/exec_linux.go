@@ -91,31 +91,15 @@ func (s *server) exec(req execRequest) {
 		return
 	}
 
-	inR, inW, err := os.Pipe()
+	pp, err := s.newPipes(req.stdin)
 	if err != nil {
-		s.failed(req.id, "stdin pipe: %v", err)
-		return
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		s.failed(req.id, "stdout pipe: %v", err)
-		return
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		outR.Close()
-		outW.Close()
-		s.failed(req.id, "stderr pipe: %v", err)
+		s.failed(req.id, "%v", err)
 		return
 	}
 	attr := &syscall.ProcAttr{
 		Dir:   dir,
 		Env:   env,
-		Files: []uintptr{inR.Fd(), outW.Fd(), errW.Fd()},
+		Files: []uintptr{uintptr(pp.child[0]), uintptr(pp.child[1]), uintptr(pp.child[2])},
 		Sys:   &syscall.SysProcAttr{Setsid: true},
 	}
 
@@ -126,7 +110,32 @@ func (s *server) exec(req execRequest) {
 	start := time.Now()
 	var pid int
 	var waitCh chan syscall.WaitStatus
-	if s.reap != nil {
+	launched := false
+	if l := s.launcher(); l != nil {
+		pid, waitCh, err = l.spawn(path, req.args, env, dir, pp.child)
+		switch {
+		case errors.Is(err, errLauncherGone):
+			// It never saw the request: start a new one for the next
+			// command and start this one here.
+			s.launcherGone(l, err)
+		case errors.Is(err, errLauncherLost):
+			// The command may run (it may have killed the launcher
+			// itself): it carries the marker.
+			launched = true
+			if found := findMarked(marker); found > 0 {
+				pid, err = found, nil
+				waitCh = make(chan syscall.WaitStatus, 1)
+				s.reap.adopt(pid, waitCh)
+			} else {
+				err = fmt.Errorf("%w; the command is not running (it may have run and exited)", err)
+			}
+		default:
+			launched = true
+		}
+	}
+	switch {
+	case launched:
+	case s.reap != nil:
 		// Hold the reaper's lock across fork so that the child's exit
 		// cannot be reaped before we have registered for it.
 		s.reap.mu.Lock()
@@ -136,31 +145,24 @@ func (s *server) exec(req execRequest) {
 			s.reap.waiters[pid] = waitCh
 		}
 		s.reap.mu.Unlock()
-	} else {
+	default:
 		pid, err = s.forkExec(path, req.args, attr)
 	}
-	inR.Close()
-	outW.Close()
-	errW.Close()
+	pp.closeChild()
 	if err != nil {
-		inW.Close()
-		outR.Close()
-		errR.Close()
+		pp.closeOurs()
 		s.failed(req.id, "start %s: %v", req.args[0], err)
 		return
 	}
+	inW, outR, errR := pp.in, pp.out, pp.err
 	p.pid = pid
 	s.mu.Lock()
 	s.procs[req.id] = p
 	s.mu.Unlock()
 	s.trackSession(pid)
 
-	_ = s.fw.write(newFrame(MsgStarted, req.id).uvarint(uint64(pid)).bytes())
-
 	if p.stdin != nil {
 		go p.stdin.pump(inW)
-	} else {
-		inW.Close()
 	}
 	var readers sync.WaitGroup
 	var progress atomic.Int64 // bytes read from both pipes and sent
@@ -253,6 +255,87 @@ func (s *server) exec(req execRequest) {
 	}()
 }
 
+// pipes are a command's standard streams. child holds the command's ends
+// (stdin, stdout, stderr): plain blocking descriptors, closed once the
+// command started. The agent's ends go through the runtime's poller: in
+// (nil without stdin, when the command reads /dev/null), out and err.
+// (os.Pipe would put both ends through the poller, and each system call
+// is a trap in gVisor.)
+type pipes struct {
+	child        [3]int
+	ownStdin     bool // child[0] is a pipe, not the shared /dev/null
+	in, out, err *os.File
+}
+
+func (s *server) newPipes(stdin bool) (*pipes, error) {
+	p := &pipes{child: [3]int{-1, -1, -1}}
+	var err error
+	if stdin {
+		var fds [2]int
+		if err = unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+			return nil, fmt.Errorf("stdin pipe: %w", err)
+		}
+		p.child[0], p.ownStdin = fds[0], true
+		if p.in, err = pollable(fds[1], "stdin"); err != nil {
+			p.closeChild()
+			return nil, err
+		}
+	} else if p.child[0], err = s.devNull(); err != nil {
+		return nil, err
+	}
+	for i, f := range []**os.File{&p.out, &p.err} {
+		var fds [2]int
+		if err = unix.Pipe2(fds[:], unix.O_CLOEXEC); err == nil {
+			p.child[1+i] = fds[1]
+			*f, err = pollable(fds[0], "output")
+		}
+		if err != nil {
+			p.closeChild()
+			p.closeOurs()
+			return nil, fmt.Errorf("output pipe: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// pollable makes fd non-blocking and an *os.File on the runtime's poller.
+func pollable(fd int, name string) (*os.File, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}
+
+func (p *pipes) closeChild() {
+	for i, fd := range p.child {
+		if fd >= 0 && (i > 0 || p.ownStdin) {
+			unix.Close(fd)
+		}
+		p.child[i] = -1
+	}
+}
+
+func (p *pipes) closeOurs() {
+	for _, f := range []*os.File{p.in, p.out, p.err} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// devNull returns a descriptor of /dev/null, opened once, for commands
+// without stdin.
+func (s *server) devNull() (int, error) {
+	s.nullOnce.Do(func() {
+		s.nullFD, s.nullErr = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	})
+	if s.nullErr != nil {
+		return -1, fmt.Errorf("open %s: %w", os.DevNull, s.nullErr)
+	}
+	return s.nullFD, nil
+}
+
 func (s *server) forkExec(path string, args []string, attr *syscall.ProcAttr) (int, error) {
 	if s.forker != nil {
 		return s.forker.forkExec(path, args, attr)
@@ -312,9 +395,9 @@ func (s *server) busy() int {
 		return 1 // cannot tell: report busy, the safe answer
 	}
 	n := 0
-	self := os.Getpid()
+	self, launcher := os.Getpid(), int(s.launchPID.Load())
 	for _, pid := range pids {
-		if pid != self && alive(pid) {
+		if pid != self && pid != launcher && alive(pid) {
 			n++
 		}
 	}
@@ -343,17 +426,23 @@ func (s *server) killAll() error {
 	// Thousands of processes (a fork bomb under a pids limit) take seconds
 	// to die in gVisor on a loaded machine.
 	deadline := time.Now().Add(30 * time.Second)
-	for {
+	for pass := 0; ; pass++ {
 		pids, err := listPids()
 		if err != nil {
 			return err
 		}
-		// As init, kill(-1) reaches every process in the namespace but
-		// the caller in one step, so a fork bomb cannot outrun it.
-		_ = syscall.Kill(-1, syscall.SIGKILL)
+		// The launcher survives the first passes. If processes keep
+		// coming, kill(-1) (as init it reaches every process in the
+		// namespace but the caller in one step, so a fork bomb cannot
+		// outrun it) takes it too; the next command starts another.
+		spare := int(s.launchPID.Load())
+		if pass >= 3 {
+			_ = syscall.Kill(-1, syscall.SIGKILL)
+			spare = 0
+		}
 		left := 0
 		for _, pid := range pids {
-			if pid == self {
+			if pid == self || pid == spare {
 				continue
 			}
 			left++
@@ -438,6 +527,43 @@ func killTree(sid int, marker string) int {
 // killTreeFor bounds how long killTree keeps repeating its passes.
 const killTreeFor = 5 * time.Second
 
+// findMarked returns the pid of the live session leader whose
+// environment holds marker (a command; its children inherit the marker
+// but not the leadership), or 0.
+func findMarked(marker string) int {
+	pids, err := listPids()
+	if err != nil {
+		return 0
+	}
+	for _, pid := range pids {
+		if hasEnv(pid, marker) && sessionOf(pid) == pid {
+			return pid
+		}
+	}
+	return 0
+}
+
+// sessionOf returns pid's session id, or -1.
+func sessionOf(pid int) int {
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return -1
+	}
+	i := bytes.LastIndexByte(st, ')')
+	if i < 0 {
+		return -1
+	}
+	f := strings.Fields(string(st[i+1:]))
+	if len(f) < 4 {
+		return -1
+	}
+	sid, err := strconv.Atoi(f[3])
+	if err != nil {
+		return -1
+	}
+	return sid
+}
+
 // listPids returns the pids in /proc.
 func listPids() ([]int, error) {
 	ents, err := os.ReadDir("/proc")
@@ -492,15 +618,24 @@ func treeMembers(sid int, marker string) []int {
 type reaper struct {
 	mu      sync.Mutex
 	waiters map[int]chan syscall.WaitStatus
-	sig     chan os.Signal
-	quit    chan struct{}
+	// unclaimed keeps the statuses of the last reaped processes nobody
+	// waited for (oldest first in order), so that adopt finds a command
+	// of a dead launcher that was reaped before it was adopted.
+	unclaimed map[int]syscall.WaitStatus
+	order     []int
+	sig       chan os.Signal
+	quit      chan struct{}
 }
+
+// maxUnclaimed bounds reaper.unclaimed.
+const maxUnclaimed = 4096
 
 func startReaper() *reaper {
 	r := &reaper{
-		waiters: make(map[int]chan syscall.WaitStatus),
-		sig:     make(chan os.Signal, 1),
-		quit:    make(chan struct{}),
+		waiters:   make(map[int]chan syscall.WaitStatus),
+		unclaimed: make(map[int]syscall.WaitStatus),
+		sig:       make(chan os.Signal, 1),
+		quit:      make(chan struct{}),
 	}
 	signal.Notify(r.sig, syscall.SIGCHLD)
 	go r.loop()
@@ -523,6 +658,14 @@ func (r *reaper) loop() {
 			r.mu.Lock()
 			ch := r.waiters[pid]
 			delete(r.waiters, pid)
+			if ch == nil {
+				if len(r.order) >= maxUnclaimed {
+					delete(r.unclaimed, r.order[0])
+					r.order = r.order[1:]
+				}
+				r.unclaimed[pid] = ws
+				r.order = append(r.order, pid)
+			}
 			r.mu.Unlock()
 			if ch != nil {
 				ch <- ws
@@ -534,6 +677,32 @@ func (r *reaper) loop() {
 		case <-r.quit:
 			return
 		}
+	}
+}
+
+// forget drops a stale unclaimed status of pid: a new process has it now.
+func (r *reaper) forget(pid int) {
+	r.mu.Lock()
+	delete(r.unclaimed, pid)
+	r.mu.Unlock()
+}
+
+// adopt makes ch receive the wait status of pid, a process that became
+// the agent's child when its parent (a launcher) died.
+func (r *reaper) adopt(pid int, ch chan syscall.WaitStatus) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ws, ok := r.unclaimed[pid]; ok {
+		delete(r.unclaimed, pid)
+		ch <- ws
+		return
+	}
+	r.waiters[pid] = ch
+	// Wake the loop: the process may have become a zombie child of ours
+	// before this call, with its SIGCHLD already handled.
+	select {
+	case r.sig <- syscall.SIGCHLD:
+	default:
 	}
 }
 

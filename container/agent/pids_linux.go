@@ -21,7 +21,8 @@ type pidsCgroup struct {
 }
 
 // setupPidsCgroup creates a child of the agent's pids cgroup named
-// turnbox-exec with pids.max = limit plus one for the forking thread.
+// turnbox-exec with pids.max = limit plus two: the forking thread and the
+// launcher (see WithLauncher) live in it too.
 func setupPidsCgroup(limit int64) (*pidsCgroup, error) {
 	b, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
@@ -56,7 +57,7 @@ func setupPidsCgroup(limit int64) (*pidsCgroup, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "pids.max"), []byte(strconv.FormatInt(limit+1, 10)), 0); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "pids.max"), []byte(strconv.FormatInt(limit+2, 10)), 0); err != nil {
 		return nil, fmt.Errorf("agent: set pids.max: %w", err)
 	}
 	return &pidsCgroup{dir: dir}, nil

@@ -11,7 +11,10 @@ import (
 
 // ProtocolVersion is the version of the wire protocol; the agent announces
 // it in its Hello frame.
-const ProtocolVersion = 1
+// Version 2 dropped Started (version 1 reported each command's pid before
+// its output): nothing used it, and writing it competed for the CPU with
+// the command's start.
+const ProtocolVersion = 2
 
 // MaxFrameSize bounds a frame's length (type, id and body). Frames larger
 // than this are a protocol error.
@@ -33,8 +36,9 @@ type MsgType byte
 const (
 	// MsgExec starts a command. Body: args (strings), env (strings), dir
 	// (string), timeout in nanoseconds (uvarint), flags (byte; bit 0: the
-	// host will send stdin). The agent answers with MsgStarted or
-	// MsgFailed, then MsgOutput events and finally MsgExited.
+	// host will send stdin). The agent answers with MsgFailed, or with
+	// MsgOutput events and finally MsgExited. It registers the command
+	// before it reads the next frame, so MsgStdin may follow at once.
 	MsgExec MsgType = 0x01
 	// MsgStdin carries bytes for a command's standard input. Body: data.
 	MsgStdin MsgType = 0x02
@@ -61,8 +65,7 @@ const (
 	// MsgHello is sent once by the agent when it starts serving (id 0).
 	// Body: protocol version (uvarint), agent pid (uvarint).
 	MsgHello MsgType = 0x40
-	// MsgStarted reports a command's pid. Body: pid (uvarint).
-	MsgStarted MsgType = 0x41
+	// 0x41 was MsgStarted in protocol version 1.
 	// MsgOutput carries command output. Body: stream (byte: StreamStdout
 	// or StreamStderr), data.
 	MsgOutput MsgType = 0x42
@@ -94,7 +97,7 @@ const (
 var msgNames = map[MsgType]string{
 	MsgExec: "Exec", MsgStdin: "Stdin", MsgStdinClose: "StdinClose",
 	MsgKill: "Kill", MsgKillAll: "KillAll", MsgPing: "Ping",
-	MsgHello: "Hello", MsgStarted: "Started", MsgOutput: "Output",
+	MsgHello: "Hello", MsgOutput: "Output",
 	MsgExited: "Exited", MsgFailed: "Failed", MsgReply: "Reply",
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -77,6 +78,16 @@ type server struct {
 	nprocLimit  int64
 	forker      *forker // nil: commands fork from any thread
 
+	nullOnce sync.Once
+	nullFD   int
+	nullErr  error
+
+	launchExe    string // "": no launcher
+	launchMu     sync.Mutex
+	launch       *launcher
+	launchFailed bool         // starting one failed: do not retry
+	launchPID    atomic.Int64 // the current launcher's pid, 0 if none
+
 	fw *frameWriter
 
 	mu       sync.Mutex
@@ -142,6 +153,12 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 	if s.init {
 		s.reap = startReaper()
 		defer s.reap.stop()
+		if s.launchExe != "" {
+			// Start it while the host sets up; a command that comes
+			// first waits for it.
+			go s.launcher()
+			defer s.stopLauncher()
+		}
 	}
 	if err := s.fw.write(newFrame(MsgHello, 0).uvarint(ProtocolVersion).uvarint(uint64(os.Getpid())).bytes()); err != nil {
 		return fmt.Errorf("agent: write hello: %w", err)

@@ -16,6 +16,7 @@ func BenchmarkExec(b *testing.B) {
 	e := newEnv(b)
 	b.Run("agent", func(b *testing.B) { gvisor.BenchExec(b, e.rt, e.spec("bexec")) })
 	b.Run("agent-pids-limit", func(b *testing.B) { gvisor.BenchExec(b, e.rt, withPids(e.spec("bexecp"))) })
+	b.Run("agent-no-launcher", func(b *testing.B) { gvisor.BenchExec(b, e.rt, withoutLauncher(e.spec("bexecn"))) })
 	b.Run("runsc-exec", func(b *testing.B) { gvisor.BenchRunscExec(b, e.rt, e.spec("brexec")) })
 	b.Run("runsc-run", func(b *testing.B) { gvisor.BenchRunscRun(b, e.rt, e.spec("brrun")) })
 }
@@ -24,6 +25,13 @@ func BenchmarkStartToFirstExec(b *testing.B) {
 	e := newEnv(b)
 	b.Run("no-limits", func(b *testing.B) { gvisor.BenchStart(b, e.rt, e.spec("bstart")) })
 	b.Run("pids-limit", func(b *testing.B) { gvisor.BenchStart(b, e.rt, withPids(e.spec("bstartp"))) })
+}
+
+// withoutLauncher makes the agent start commands itself (Go's fork+exec)
+// instead of through its launcher, for comparison.
+func withoutLauncher(s container.Spec) container.Spec {
+	s.Env = append(s.Env, "TURNBOX_AGENT_LAUNCHER=0")
+	return s
 }
 
 // withPids sets embedded's default pids limit, which makes the agent set

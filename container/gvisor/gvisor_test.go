@@ -204,8 +204,8 @@ func countProcs(t testing.TB, sb container.Sandbox) int {
 	if err != nil {
 		t.Fatalf("count: %q", out)
 	}
-	// Minus the agent, the counting shell itself.
-	return n - 2
+	// Minus the agent, its launcher and the counting shell itself.
+	return n - 3
 }
 
 func TestTimeoutKillsTree(t *testing.T) {

@@ -22,8 +22,8 @@
 //     sandboxes run without a seccomp filter (SeccompAvailable reports
 //     which); the other protections are the same.
 //
-// The agent itself is a separate static binary (CGO_ENABLED=0 go build
-// ./cmd/turnbox-agent), found through WithAgent, $TURNBOX_AGENT, next to the
+// The agent itself is a separate static binary (cmd/turnbox-agent; `make
+// build` builds it), found through WithAgent, $TURNBOX_AGENT, next to the
 // executable or on PATH.
 //
 // # What a sandbox looks like

@@ -149,7 +149,7 @@ func findAgent(explicit string) (string, error) {
 	defer f.Close()
 	for _, prog := range f.Progs {
 		if prog.Type == elf.PT_INTERP {
-			return "", fmt.Errorf("%w: agent binary %s is dynamically linked; build it with CGO_ENABLED=0", container.ErrRuntimeMissing, p)
+			return "", fmt.Errorf("%w: agent binary %s is dynamically linked; build it static (see cmd/turnbox-agent)", container.ErrRuntimeMissing, p)
 		}
 	}
 	return p, nil

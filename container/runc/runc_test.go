@@ -475,7 +475,7 @@ func TestLimitsApplied(t *testing.T) {
 		"pids/pids.max": "164",
 		// The agent's cgroup for commands, which holds the agent's
 		// forking thread too.
-		"pids/sandbox/turnbox-exec/pids.max": "101",
+		"pids/sandbox/turnbox-exec/pids.max": "102", // the forking thread and the launcher live there too
 	} {
 		ctrl, rest, _ := strings.Cut(file, "/")
 		p := filepath.Join("/sys/fs/cgroup", ctrl, parent, sb.ID(), rest)

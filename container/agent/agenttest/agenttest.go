@@ -16,7 +16,12 @@ var (
 	output   []byte
 )
 
-// Build compiles cmd/turnbox-agent statically (CGO_ENABLED=0) once per test
+// BuildFlags are the go build flags of a static agent with its launcher
+// (cgo, linked statically); the build needs a C compiler and a static libc
+// (Debian: gcc, libc6-dev).
+var BuildFlags = []string{"-trimpath", "-tags", "netgo,osusergo", "-ldflags", "-extldflags=-static"}
+
+// Build compiles cmd/turnbox-agent statically (with cgo) once per test
 // binary and returns its path. It fails the test if the build fails. The
 // binary is shared by every test in the process, so it lives in its own
 // directory under os.TempDir rather than in a test's t.TempDir.
@@ -29,8 +34,8 @@ func Build(t testing.TB) string {
 			return
 		}
 		out := filepath.Join(dir, "turnbox-agent")
-		cmd := exec.Command(goTool(), "build", "-trimpath", "-o", out, "github.com/turnbox/turnbox/cmd/turnbox-agent")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		cmd := exec.Command(goTool(), append(append([]string{"build"}, BuildFlags...), "-o", out, "github.com/turnbox/turnbox/cmd/turnbox-agent")...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 		output, buildErr = cmd.CombinedOutput()
 		built = out
 	})

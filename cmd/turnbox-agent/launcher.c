@@ -1,0 +1,269 @@
+// The agent's launcher: a small single-threaded process that starts
+// commands for the agent with vfork+execve. It exists because a Go program
+// cannot start a process cheaply in gVisor: Go's fork path resets every
+// signal handler the runtime installed (about 56 rt_sigaction calls) in the
+// child before execve, and each system call is a trap into gVisor's Sentry
+// (tens of microseconds on systrap). This process never runs the Go runtime
+// and installs no handlers, so its child goes straight to execve.
+//
+// It runs as the agent binary started with TURNBOX_LAUNCHER_FD set: the
+// constructor below runs before the Go runtime starts, serves the socket
+// on that descriptor and exits, so Go never initialises in this process.
+//
+// Protocol (host byte order; the agent is the peer on the same machine),
+// over a SOCK_STREAM unix socket; see container/agent/launch_linux.go:
+//
+//   request: u32 payload length | u32 argc | u32 envc | u32 0
+//            with SCM_RIGHTS: the command's stdin, stdout and stderr,
+//            then the payload: path NUL dir NUL argv NUL... envp NUL...
+//   reply:   u32 kind | i32 pid | i32 value | u32 stage
+//            kind 1 started (pid), 2 failed (value errno, stage), 3 exited
+//            (pid, value wait status). Started or failed answers each
+//            request in order; exited comes whenever a command is reaped.
+//
+// The launcher ends when the agent closes its end of the socket.
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum {
+	kindStarted = 1,
+	kindFailed = 2,
+	kindExited = 3,
+
+	stageFork = 1,
+	stageSetsid = 2,
+	stageDup = 3,
+	stageChdir = 4,
+	stageExec = 5,
+	stageRequest = 6,
+
+	maxPayload = 8 << 20,
+};
+
+struct reply {
+	uint32_t kind;
+	int32_t pid;
+	int32_t value;
+	uint32_t stage;
+};
+
+static int sock = -1;
+
+// The vfork child shares our memory: it leaves why it failed here.
+static volatile int child_errno, child_stage;
+
+static void send_reply(uint32_t kind, int32_t pid, int32_t value, uint32_t stage) {
+	struct reply r = {kind, pid, value, stage};
+	const char *p = (const char *)&r;
+	size_t left = sizeof r;
+	while (left > 0) {
+		ssize_t n = send(sock, p, left, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			_exit(0); // the agent is gone
+		p += n;
+		left -= (size_t)n;
+	}
+}
+
+static int read_full(char *buf, size_t len) {
+	while (len > 0) {
+		ssize_t n = read(sock, buf, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void reap(void) {
+	for (;;) {
+		int status;
+		pid_t pid = waitpid(-1, &status, WNOHANG);
+		if (pid < 0 && errno == EINTR)
+			continue;
+		if (pid <= 0)
+			return;
+		send_reply(kindExited, pid, status, 0);
+	}
+}
+
+// next returns the string at *p and moves *p past its NUL, or NULL if the
+// payload ends first.
+static char *next(char **p, char *end) {
+	char *s = *p;
+	char *nul = memchr(s, 0, (size_t)(end - s));
+	if (nul == NULL)
+		return NULL;
+	*p = nul + 1;
+	return s;
+}
+
+// serve_one reads one request and starts its command. It returns -1 when
+// the agent closed the socket.
+static int serve_one(void) {
+	uint32_t hdr[4];
+	int fds[3] = {-1, -1, -1};
+	char cbuf[CMSG_SPACE(sizeof fds)];
+	struct iovec iov = {hdr, sizeof hdr};
+	struct msghdr msg = {0};
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = cbuf;
+	msg.msg_controllen = sizeof cbuf;
+	ssize_t n;
+	do {
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	} while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return -1;
+	int nfds = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		int got = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		for (int i = 0; i < got; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+			if (nfds < 3)
+				fds[nfds++] = fd;
+			else
+				close(fd);
+		}
+	}
+	if ((size_t)n < sizeof hdr && read_full((char *)hdr + n, sizeof hdr - (size_t)n) < 0)
+		return -1;
+	uint32_t len = hdr[0], argc = hdr[1], envc = hdr[2];
+	if (len > maxPayload || argc == 0 || argc > len || envc > len) {
+		// The stream cannot be resynchronised: give up, the agent
+		// falls back to starting commands itself.
+		return -1;
+	}
+	char *payload = malloc((size_t)len + 1);
+	char **argv = calloc((size_t)argc + 1, sizeof(char *));
+	char **envp = calloc((size_t)envc + 1, sizeof(char *));
+	if (payload == NULL || argv == NULL || envp == NULL)
+		_exit(1);
+	if (read_full(payload, len) < 0)
+		return -1;
+	payload[len] = 0;
+	char *p = payload, *end = payload + len;
+	char *path = next(&p, end), *dir = next(&p, end);
+	int ok = path != NULL && dir != NULL && nfds == 3;
+	for (uint32_t i = 0; ok && i < argc; i++)
+		ok = (argv[i] = next(&p, end)) != NULL;
+	for (uint32_t i = 0; ok && i < envc; i++)
+		ok = (envp[i] = next(&p, end)) != NULL;
+	if (!ok) {
+		send_reply(kindFailed, 0, EINVAL, stageRequest);
+	} else {
+		child_errno = 0;
+		child_stage = 0;
+		pid_t pid = vfork();
+		if (pid == 0) {
+			sigset_t none;
+			sigemptyset(&none);
+			sigprocmask(SIG_SETMASK, &none, NULL);
+			if (setsid() < 0) {
+				child_stage = stageSetsid;
+				goto fail;
+			}
+			for (int i = 0; i < 3; i++) {
+				// The received descriptors are above 2 (ours
+				// are open) and close on exec; dup2 makes
+				// inheritable copies.
+				if (dup2(fds[i], i) < 0) {
+					child_stage = stageDup;
+					goto fail;
+				}
+			}
+			if (dir[0] != 0 && chdir(dir) < 0) {
+				child_stage = stageChdir;
+				goto fail;
+			}
+			execve(path, argv, envp);
+			child_stage = stageExec;
+		fail:
+			child_errno = errno;
+			_exit(127);
+		}
+		if (pid < 0) {
+			send_reply(kindFailed, 0, errno, stageFork);
+		} else if (child_stage != 0) {
+			int status;
+			while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+			}
+			send_reply(kindFailed, 0, child_errno, (uint32_t)child_stage);
+		} else {
+			send_reply(kindStarted, pid, 0, 0);
+		}
+	}
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	free(payload);
+	free(argv);
+	free(envp);
+	return 0;
+}
+
+static void serve(int fd) {
+	sock = fd;
+	// Our 0, 1 and 2 must be open so that received descriptors land
+	// above them (the child's dup2 relies on it).
+	for (int i = 0; i < 3; i++) {
+		if (fcntl(i, F_GETFD) < 0 && open("/dev/null", O_RDWR) != i)
+			_exit(1);
+	}
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &chld, NULL);
+	int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0)
+		_exit(1);
+	for (;;) {
+		struct pollfd pf[2] = {{sock, POLLIN, 0}, {sfd, POLLIN, 0}};
+		if (poll(pf, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			_exit(1);
+		}
+		if (pf[1].revents) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+			}
+			reap();
+		}
+		if (pf[0].revents) {
+			if (serve_one() < 0)
+				_exit(0);
+		}
+	}
+}
+
+__attribute__((constructor)) static void turnbox_launcher(void) {
+	const char *v = getenv("TURNBOX_LAUNCHER_FD");
+	if (v == NULL || v[0] == 0)
+		return;
+	char *end;
+	long fd = strtol(v, &end, 10);
+	if (*end != 0 || fd < 3)
+		_exit(2);
+	serve((int)fd);
+	_exit(0);
+}
