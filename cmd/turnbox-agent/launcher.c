@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -91,15 +92,36 @@ static int read_full(char *buf, size_t len) {
 	return 0;
 }
 
+// reap reports every exited child, then reaps it. Reporting before
+// reaping means a launcher killed in between loses nothing: an unreaped
+// child goes to init (the agent), which reaps it and reports its status.
 static void reap(void) {
 	for (;;) {
-		int status;
-		pid_t pid = waitpid(-1, &status, WNOHANG);
-		if (pid < 0 && errno == EINTR)
-			continue;
-		if (pid <= 0)
+		siginfo_t si;
+		memset(&si, 0, sizeof si);
+		if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) < 0) {
+			if (errno == EINTR)
+				continue;
 			return;
-		send_reply(kindExited, pid, status, 0);
+		}
+		if (si.si_pid == 0)
+			return;
+		// The wait status encoding of waitpid(2).
+		int status;
+		switch (si.si_code) {
+		case CLD_EXITED:
+			status = (si.si_status & 0xff) << 8;
+			break;
+		case CLD_DUMPED:
+			status = (si.si_status & 0x7f) | 0x80;
+			break;
+		default:
+			status = si.si_status & 0x7f;
+		}
+		send_reply(kindExited, si.si_pid, status, 0);
+		int ignored;
+		while (waitpid(si.si_pid, &ignored, 0) < 0 && errno == EINTR) {
+		}
 	}
 }
 
@@ -223,6 +245,8 @@ static int serve_one(void) {
 
 static void serve(int fd) {
 	sock = fd;
+	// Its name in ps and /proc/PID/comm (the executable is the agent's).
+	prctl(PR_SET_NAME, "turnbox-launch", 0, 0, 0);
 	// Our 0, 1 and 2 must be open so that received descriptors land
 	// above them (the child's dup2 relies on it).
 	for (int i = 0; i < 3; i++) {

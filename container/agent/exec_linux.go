@@ -404,14 +404,44 @@ func (s *server) busy() int {
 	return n
 }
 
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
+// describe returns "pid (state, parent ppid)" for up to n of pids.
+func describe(pids []int, n int) string {
+	var parts []string
+	for _, pid := range pids[:min(n, len(pids))] {
+		st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		i := bytes.LastIndexByte(st, ')')
+		if err != nil || i < 0 {
+			parts = append(parts, fmt.Sprintf("%d (%v)", pid, err))
+			continue
+		}
+		f := strings.Fields(string(st[i+1:]))
+		if len(f) < 2 {
+			parts = append(parts, fmt.Sprintf("%d (?)", pid))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%d (%s, parent %s)", pid, f[0], f[1]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// procState returns the state letter of pid from /proc (R, S, T, Z...),
+// or 0 if pid does not exist.
+func procState(pid int) byte {
 	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return false
+		return 0
 	}
 	i := bytes.LastIndexByte(st, ')')
-	return i >= 0 && i+2 < len(st) && st[i+2] != 'Z' && st[i+2] != 'X'
+	if i < 0 || i+2 >= len(st) {
+		return 0
+	}
+	return st[i+2]
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	s := procState(pid)
+	return s != 0 && s != 'Z' && s != 'X'
 }
 
 // killAll kills every process the agent may kill and waits until they are
@@ -426,36 +456,39 @@ func (s *server) killAll() error {
 	// Thousands of processes (a fork bomb under a pids limit) take seconds
 	// to die in gVisor on a loaded machine.
 	deadline := time.Now().Add(30 * time.Second)
-	for pass := 0; ; pass++ {
+	for {
 		pids, err := listPids()
 		if err != nil {
 			return err
 		}
-		// The launcher survives the first passes. If processes keep
-		// coming, kill(-1) (as init it reaches every process in the
-		// namespace but the caller in one step, so a fork bomb cannot
-		// outrun it) takes it too; the next command starts another.
-		spare := int(s.launchPID.Load())
-		if pass >= 3 {
-			_ = syscall.Kill(-1, syscall.SIGKILL)
-			spare = 0
-		}
+		// As init, kill(-1) reaches every process in the namespace but
+		// the caller in one step, so a fork bomb cannot outrun it, and
+		// no process sees another die first (a shell whose child died
+		// could exit on its own, with its own status). The launcher
+		// dies too; a new one is started below.
+		_ = syscall.Kill(-1, syscall.SIGKILL)
 		left := 0
 		for _, pid := range pids {
-			if pid == self || pid == spare {
+			if pid == self {
 				continue
 			}
-			left++
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			// Zombies count (kill succeeds on them): they hold
+			// RLIMIT_NPROC until reaped.
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				left++
+			}
 		}
 		if left == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d processes still alive after SIGKILL", left)
+			return fmt.Errorf("%d processes still alive or unreaped after SIGKILL (e.g. %s)", left, describe(pids, 5))
 		}
 		time.Sleep(time.Millisecond)
 	}
+	// Start the next launcher now; commands that come first fork from
+	// the agent.
+	s.restartLauncher()
 	s.waitProcs()
 	return nil
 }

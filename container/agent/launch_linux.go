@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,9 +31,10 @@ const EnvLauncherFD = "TURNBOX_LAUNCHER_FD"
 //
 // The launcher runs in the commands' pids cgroup without CAP_SYS_RESOURCE
 // (it is started from the forking thread, see WithPidsLimit and
-// WithProcessLimit). If it dies (a command may kill it), the agent adopts
-// its commands, which the kernel hands to init, and starts a new launcher
-// for the next command.
+// WithProcessLimit). If it dies (a command may kill it; KillAll does),
+// the agent adopts its commands, which the kernel hands to init, and
+// starts a new launcher in the background; until it runs, commands fork
+// from the agent.
 func WithLauncher(exe string) Option { return func(s *server) { s.launchExe = exe } }
 
 // Reply kinds and failure stages of the launcher protocol (launcher.c).
@@ -276,9 +278,11 @@ func (l *launcher) close() {
 	_ = l.raw.Control(func(fd uintptr) { _ = unix.Shutdown(int(fd), unix.SHUT_RDWR) })
 }
 
-// launcher returns the running launcher, starting one if the last one
-// died, or nil if the agent has none (not configured, not init, or it
-// cannot be started: commands then fork from the agent).
+// launcher returns the running launcher, or nil: then commands fork from
+// the agent. If none runs (not yet, or the last one died), it starts one
+// in the background, so no command waits for a launcher to start. Nil
+// too if the agent has none (not configured, not init, or one could not
+// be started).
 func (s *server) launcher() *launcher {
 	if s.launchExe == "" || s.reap == nil {
 		return nil
@@ -288,19 +292,41 @@ func (s *server) launcher() *launcher {
 	if s.launch != nil && s.launch.alive() {
 		return s.launch
 	}
-	if s.launchFailed {
-		return nil
+	if !s.launchStarting && !s.launchFailed {
+		s.launchStarting = true
+		go s.startLauncher()
 	}
+	return nil
+}
+
+func (s *server) startLauncher() {
 	l, err := startLauncher(s.launchExe, s.forkExec, s.reap)
+	s.launchMu.Lock()
+	defer s.launchMu.Unlock()
+	s.launchStarting = false
 	if err != nil {
 		// Not fatal: commands fork from the agent, a little slower.
 		fmt.Fprintf(os.Stderr, "turnbox-agent: %v; commands fork from the agent\n", err)
 		s.launchFailed = true
-		return nil
+		return
 	}
 	s.launch = l
 	s.launchPID.Store(int64(l.pid))
-	return l
+}
+
+// restartLauncher waits (briefly) until the agent noticed that its
+// launcher died (KillAll killed it) and starts a new one.
+func (s *server) restartLauncher() {
+	s.launchMu.Lock()
+	l := s.launch
+	s.launchMu.Unlock()
+	if l != nil {
+		select {
+		case <-l.dead:
+		case <-time.After(time.Second):
+		}
+	}
+	s.launcher()
 }
 
 // launcherGone notes that l could not take a request.

@@ -82,11 +82,12 @@ type server struct {
 	nullFD   int
 	nullErr  error
 
-	launchExe    string // "": no launcher
-	launchMu     sync.Mutex
-	launch       *launcher
-	launchFailed bool         // starting one failed: do not retry
-	launchPID    atomic.Int64 // the current launcher's pid, 0 if none
+	launchExe      string // "": no launcher
+	launchMu       sync.Mutex
+	launch         *launcher
+	launchStarting bool
+	launchFailed   bool         // starting one failed: do not retry
+	launchPID      atomic.Int64 // the current launcher's pid, 0 if none
 
 	fw *frameWriter
 
@@ -154,9 +155,9 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 		s.reap = startReaper()
 		defer s.reap.stop()
 		if s.launchExe != "" {
-			// Start it while the host sets up; a command that comes
-			// first waits for it.
-			go s.launcher()
+			// Start it while the host sets up; commands that come
+			// first fork from the agent.
+			s.launcher()
 			defer s.stopLauncher()
 		}
 	}
