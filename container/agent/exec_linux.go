@@ -408,34 +408,54 @@ func (s *server) busy() int {
 func describe(pids []int, n int) string {
 	var parts []string
 	for _, pid := range pids[:min(n, len(pids))] {
-		st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		i := bytes.LastIndexByte(st, ')')
-		if err != nil || i < 0 {
-			parts = append(parts, fmt.Sprintf("%d (%v)", pid, err))
-			continue
+		if st, ok := readStat(pid); ok {
+			parts = append(parts, fmt.Sprintf("%d (%c, parent %d)", pid, st.state, st.ppid))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d (gone)", pid))
 		}
-		f := strings.Fields(string(st[i+1:]))
-		if len(f) < 2 {
-			parts = append(parts, fmt.Sprintf("%d (?)", pid))
-			continue
-		}
-		parts = append(parts, fmt.Sprintf("%d (%s, parent %s)", pid, f[0], f[1]))
 	}
 	return strings.Join(parts, ", ")
 }
 
-// procState returns the state letter of pid from /proc (R, S, T, Z...),
-// or 0 if pid does not exist.
-func procState(pid int) byte {
-	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+// procStat holds the fields of /proc/PID/stat the agent uses.
+type procStat struct {
+	state   byte // R, S, T, Z, X...
+	ppid    int
+	session int
+}
+
+// readStat reads /proc/pid/stat; ok is false if pid does not exist.
+func readStat(pid int) (procStat, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0
+		return procStat{}, false
 	}
-	i := bytes.LastIndexByte(st, ')')
-	if i < 0 || i+2 >= len(st) {
-		return 0
+	// Fields after the command name (which may hold spaces and
+	// parentheses): state ppid pgrp session ...
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, false
 	}
-	return st[i+2]
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 4 || len(f[0]) != 1 {
+		return procStat{}, false
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	sid, err2 := strconv.Atoi(f[3])
+	if err1 != nil || err2 != nil {
+		return procStat{}, false
+	}
+	return procStat{state: f[0][0], ppid: ppid, session: sid}, true
+}
+
+// zombie reports whether a process's state is zombie or dead.
+func (p procStat) zombie() bool { return p.state == 'Z' || p.state == 'X' }
+
+// procState returns the state letter of pid (R, S, T, Z...), or 0 if pid
+// does not exist.
+func procState(pid int) byte {
+	st, _ := readStat(pid)
+	return st.state
 }
 
 // alive reports whether pid exists and is not a zombie.
@@ -578,23 +598,11 @@ func findMarked(marker string) int {
 
 // sessionOf returns pid's session id, or -1.
 func sessionOf(pid int) int {
-	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	st, ok := readStat(pid)
+	if !ok {
 		return -1
 	}
-	i := bytes.LastIndexByte(st, ')')
-	if i < 0 {
-		return -1
-	}
-	f := strings.Fields(string(st[i+1:]))
-	if len(f) < 4 {
-		return -1
-	}
-	sid, err := strconv.Atoi(f[3])
-	if err != nil {
-		return -1
-	}
-	return sid
+	return st.session
 }
 
 // listPids returns the pids in /proc.
@@ -621,21 +629,11 @@ func treeMembers(sid int, marker string) []int {
 	}
 	var out []int
 	for _, pid := range pids {
-		st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
+		st, ok := readStat(pid)
+		if !ok || st.zombie() {
 			continue
 		}
-		// Fields after the command name (which may hold spaces and
-		// parentheses): state ppid pgrp session ...
-		i := strings.LastIndexByte(string(st), ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(st[i+1:]))
-		if len(f) < 4 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if s, err := strconv.Atoi(f[3]); err == nil && s == sid {
+		if st.session == sid {
 			out = append(out, pid)
 			continue
 		}

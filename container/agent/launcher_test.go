@@ -145,7 +145,7 @@ func TestLauncher(t *testing.T) {
 		slow <- result{st, err}
 	}()
 	time.Sleep(200 * time.Millisecond)
-	if st, _, errs := run(t, c, container.Process{Args: []string{"sh", "-c", "kill -KILL $PPID; sleep 0.2; exit 4"}}); st.Code != 4 {
+	if st, _, errs := run(t, c, container.Process{Args: []string{"sh", "-c", "kill -KILL $PPID; sleep 2; exit 4"}}); st.Code != 4 {
 		t.Errorf("the command that killed its launcher: %+v %s, want code 4", st, errs)
 	}
 	select {
