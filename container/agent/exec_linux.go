@@ -252,6 +252,7 @@ func (s *server) exec(req execRequest) {
 		s.mu.Unlock()
 		_ = s.fw.write(newFrame(MsgExited, req.id).varint(code).uvarint(sig).byte1(flags).uvarint(uint64(dur)).bytes())
 		close(p.done)
+		s.ensureLauncher()
 	}()
 }
 
@@ -476,39 +477,56 @@ func (s *server) killAll() error {
 	// Thousands of processes (a fork bomb under a pids limit) take seconds
 	// to die in gVisor on a loaded machine.
 	deadline := time.Now().Add(30 * time.Second)
+	// The launcher is spared unless processes are still there after
+	// escalateAfter (a fork bomb): then kill(-1), which reaches every
+	// process in the namespace but the caller in one step so that
+	// nothing outruns it, takes the launcher too; a new one is started
+	// below.
+	escalate := time.Now().Add(escalateAfter)
+	spareLauncher := true
 	for {
 		pids, err := listPids()
 		if err != nil {
 			return err
 		}
-		// As init, kill(-1) reaches every process in the namespace but
-		// the caller in one step, so a fork bomb cannot outrun it, and
-		// no process sees another die first (a shell whose child died
-		// could exit on its own, with its own status). The launcher
-		// dies too; a new one is started below.
-		_ = syscall.Kill(-1, syscall.SIGKILL)
-		left := 0
+		if spareLauncher && time.Now().After(escalate) {
+			spareLauncher = false
+		}
+		spare := 0
+		if spareLauncher {
+			spare = int(s.launchPID.Load())
+		}
+		// Stop them all, then kill them: killed one by one, a child
+		// could die before its parent, which might see it and exit on
+		// its own (a shell's wait returns 0) before its own SIGKILL
+		// lands. Signals reach zombies too (and succeed), and zombies
+		// count: they hold RLIMIT_NPROC until their reaper (the
+		// launcher or this agent) has reaped them.
+		var present []int
 		for _, pid := range pids {
-			if pid == self {
-				continue
-			}
-			// Zombies count (kill succeeds on them): they hold
-			// RLIMIT_NPROC until reaped.
-			if syscall.Kill(pid, syscall.SIGKILL) == nil {
-				left++
+			if pid != self && pid != spare && syscall.Kill(pid, syscall.SIGSTOP) == nil {
+				present = append(present, pid)
 			}
 		}
-		if left == 0 {
+		if len(present) == 0 {
 			break
 		}
+		if !spareLauncher {
+			_ = syscall.Kill(-1, syscall.SIGKILL)
+		}
+		for _, pid := range present {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d processes still alive or unreaped after SIGKILL (e.g. %s)", left, describe(pids, 5))
+			return fmt.Errorf("%d processes still there (alive or not yet reaped) after SIGKILL (e.g. %s)", len(present), describe(present, 5))
 		}
 		time.Sleep(time.Millisecond)
 	}
-	// Start the next launcher now; commands that come first fork from
-	// the agent.
-	s.restartLauncher()
+	if !spareLauncher {
+		// Start the next launcher now; commands that come first fork
+		// from the agent.
+		s.restartLauncher()
+	}
 	s.waitProcs()
 	return nil
 }
@@ -576,6 +594,10 @@ func killTree(sid int, marker string) int {
 	}
 	return total
 }
+
+// escalateAfter is how long KillAll kills process by process, sparing
+// the launcher, before it turns to kill(-1).
+const escalateAfter = 200 * time.Millisecond
 
 // killTreeFor bounds how long killTree keeps repeating its passes.
 const killTreeFor = 5 * time.Second

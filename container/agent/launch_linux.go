@@ -31,10 +31,11 @@ const EnvLauncherFD = "TURNBOX_LAUNCHER_FD"
 //
 // The launcher runs in the commands' pids cgroup without CAP_SYS_RESOURCE
 // (it is started from the forking thread, see WithPidsLimit and
-// WithProcessLimit). If it dies (a command may kill it; KillAll does),
-// the agent adopts its commands, which the kernel hands to init, and
-// starts a new launcher in the background; until it runs, commands fork
-// from the agent.
+// WithProcessLimit), from the end of the first command on (see
+// ensureLauncher). If it dies (a command may kill it; KillAll does when
+// it has to turn to kill(-1)), the agent adopts its commands, which the
+// kernel hands to init, and starts a new launcher in the background;
+// until it runs, commands fork from the agent.
 func WithLauncher(exe string) Option { return func(s *server) { s.launchExe = exe } }
 
 // Reply kinds and failure stages of the launcher protocol (launcher.c).
@@ -279,10 +280,7 @@ func (l *launcher) close() {
 }
 
 // launcher returns the running launcher, or nil: then commands fork from
-// the agent. If none runs (not yet, or the last one died), it starts one
-// in the background, so no command waits for a launcher to start. Nil
-// too if the agent has none (not configured, not init, or one could not
-// be started).
+// the agent (none configured, not init, not started yet, or it died).
 func (s *server) launcher() *launcher {
 	if s.launchExe == "" || s.reap == nil {
 		return nil
@@ -292,11 +290,25 @@ func (s *server) launcher() *launcher {
 	if s.launch != nil && s.launch.alive() {
 		return s.launch
 	}
-	if !s.launchStarting && !s.launchFailed {
-		s.launchStarting = true
-		go s.startLauncher()
-	}
 	return nil
+}
+
+// ensureLauncher starts a launcher in the background if none runs or is
+// starting. The agent calls it after a command ended, not at start: a
+// launcher starting beside the sandbox's first command would slow that
+// command down (in gVisor, by tens of milliseconds), so the first
+// command forks from the agent and the next ones use the launcher.
+func (s *server) ensureLauncher() {
+	if s.launchExe == "" || s.reap == nil {
+		return
+	}
+	s.launchMu.Lock()
+	defer s.launchMu.Unlock()
+	if (s.launch != nil && s.launch.alive()) || s.launchStarting || s.launchFailed {
+		return
+	}
+	s.launchStarting = true
+	go s.startLauncher()
 }
 
 func (s *server) startLauncher() {
@@ -326,7 +338,7 @@ func (s *server) restartLauncher() {
 		case <-time.After(time.Second):
 		}
 	}
-	s.launcher()
+	s.ensureLauncher()
 }
 
 // launcherGone notes that l could not take a request.

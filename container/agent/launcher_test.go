@@ -145,7 +145,10 @@ func TestLauncher(t *testing.T) {
 		slow <- result{st, err}
 	}()
 	time.Sleep(200 * time.Millisecond)
-	if st, _, errs := run(t, c, container.Process{Args: []string{"sh", "-c", "kill -KILL $PPID; sleep 2; exit 4"}}); st.Code != 4 {
+	// (It waits before the kill so that the launcher has answered; a
+	// command that kills its launcher before that is found by its
+	// marker if it still runs, else reported as not started.)
+	if st, _, errs := run(t, c, container.Process{Args: []string{"sh", "-c", "sleep 0.3; kill -KILL $PPID; sleep 0.5; exit 4"}}); st.Code != 4 {
 		t.Errorf("the command that killed its launcher: %+v %s, want code 4", st, errs)
 	}
 	select {
@@ -158,8 +161,7 @@ func TestLauncher(t *testing.T) {
 	}
 	second := waitLauncher(t, c, first)
 
-	// The sandbox is idle with the launcher running; KillAll kills it too
-	// (kill(-1)), and another takes over.
+	// The sandbox is idle with the launcher running; KillAll spares it.
 	if st, err := c.Exec(ctxT(t), container.Process{Args: []string{"sh", "-c", "sleep 30 >/dev/null 2>&1 &"}}); err != nil || st.Code != 0 {
 		t.Fatalf("background sleep: %+v %v", st, err)
 	}
@@ -170,7 +172,9 @@ func TestLauncher(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitIdle(t, c)
-	waitLauncher(t, c, second)
+	if p, pid := parent(t, c); p != "turnbox-agent-launcher" || pid != second {
+		t.Errorf("after KillAll, commands are started by %q (pid %s), want the launcher that ran before (pid %s)", p, pid, second)
+	}
 }
 
 // TestLauncherOff checks the fallback: with the launcher turned off the

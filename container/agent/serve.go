@@ -155,9 +155,7 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 		s.reap = startReaper()
 		defer s.reap.stop()
 		if s.launchExe != "" {
-			// Start it while the host sets up; commands that come
-			// first fork from the agent.
-			s.launcher()
+			// Started after the first command (see ensureLauncher).
 			defer s.stopLauncher()
 		}
 	}

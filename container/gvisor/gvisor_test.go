@@ -632,9 +632,11 @@ func TestPidsLimitContainsForkBomb(t *testing.T) {
 	if limit := int(spec.Limits.Pids) + 64 + 32; max > limit {
 		t.Errorf("the sandbox held %d tasks, limit %d", max, limit)
 	}
+	killStart := time.Now()
 	if err := sb.KillAll(ctxT(t)); err != nil {
 		t.Fatalf("KillAll after fork bomb: %v", err)
 	}
+	t.Logf("KillAll after the fork bomb took %v", time.Since(killStart))
 	if _, out, _ := sh(t, sb, "echo survived"); out != "survived\n" {
 		t.Fatalf("sandbox did not survive the fork bomb: %q", out)
 	}
