@@ -386,8 +386,10 @@ boot1() {
 	[ $rc -eq 0 ] || { tail -40 "$RUN/$name.console" >&2; die "qemu exited with $rc"; }
 	# Where the boot's time went before the tests (guest uptime).
 	local ml ir
-	ml=$(sed -n 's/.*zfs-vm-init: modules loaded at \([0-9.]*\)s.*/\1/p' "$RUN/$name.console" | head -1)
-	ir=$(sed -n 's/^zfs-vm-job: test binaries in RAM at \([0-9.]*\)s.*/\1/p' "$SHARE/out.txt" 2>/dev/null | head -1)
+	# (A guest that panicked early wrote no out.txt: sed fails, which
+	# must not end the script before boot() sees the panic and retries.)
+	ml=$(sed -n 's/.*zfs-vm-init: modules loaded at \([0-9.]*\)s.*/\1/p' "$RUN/$name.console" | head -1) || ml=
+	ir=$(sed -n 's/^zfs-vm-job: test binaries in RAM at \([0-9.]*\)s.*/\1/p' "$SHARE/out.txt" 2>/dev/null | head -1) || ir=
 	echo "zfs-vm: boot '$name': $(( $(date +%s) - t0 ))s in qemu; guest uptime: kernel+modules ${ml:-?}s, test binaries in RAM ${ir:-?}s" >&2
 }
 newdisk() {
