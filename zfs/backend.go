@@ -2,12 +2,14 @@ package zfs
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +44,7 @@ const (
 const (
 	hashedPrefix = "_h" // a name too long to use verbatim: "_h" + 32 hex digits of its SHA-256
 	hiddenPrefix = "_x" // a snapshot destroyed by the user but kept for its clones
+	sparePrefix  = "_s" // a spare container: "_s" + 16 hex digits (see WithSpareContainers)
 	genPrefix    = "g"  // generation datasets: g1, g2, ...
 	workspaceDir = "workspace"
 )
@@ -74,6 +77,16 @@ type Backend struct {
 	// reaping tracks background destruction of discarded generations
 	// (see swap); cross-volume operations and Close wait for it.
 	reaping sync.WaitGroup
+
+	// Spare containers (WithSpareContainers): empty container datasets
+	// made ahead, in the background, so that a new volume's first
+	// generation is one ZFS transaction. spares and refilling are guarded
+	// by mu; filling tracks the refill goroutine (Close waits for it).
+	spareWant  int
+	spares     []string // container components, ready to take
+	refilling  bool
+	filling    sync.WaitGroup
+	spareTaken atomic.Int64
 }
 
 type vol struct {
@@ -108,6 +121,23 @@ type Option func(*Backend)
 // handle).
 func WithOwnedDriver() Option { return func(b *Backend) { b.ownDriver = true } }
 
+// DefaultSpareContainers is how many spare containers a backend keeps
+// ready unless WithSpareContainers says otherwise.
+const DefaultSpareContainers = 2
+
+// WithSpareContainers sets how many empty container datasets the backend
+// keeps ready (DefaultSpareContainers; 0 for none: every container is
+// named after its volume, and spares left by an earlier configuration
+// are left alone). Every ZFS change that
+// creates a dataset is a transaction the caller waits for (a pool sync),
+// and a new volume needs two datasets, its container and its first
+// generation: CreateVolume and CloneVolume take a spare container when
+// one is ready, so they wait for one transaction instead of two, and a
+// goroutine makes a new spare afterwards. A volume in a spare container
+// is named by its generations' turnbox:volume property; the container's
+// own name is "_s" and 16 hex digits instead of the volume's name.
+func WithSpareContainers(n int) Option { return func(b *Backend) { b.spareWant = max(n, 0) } }
+
 // NewBackend opens (creating if needed) a backend on parentDataset, whose
 // volumes are mounted under mountRoot as <mountRoot>/<volume>/workspace.
 // parentDataset belongs to the backend: it is created with mountpoint=none
@@ -117,7 +147,7 @@ func WithOwnedDriver() Option { return func(b *Backend) { b.ownDriver = true } }
 //
 // With WithOwnedDriver, a failed NewBackend closes the driver.
 func NewBackend(ctx context.Context, driver Driver, parentDataset, mountRoot string, opts ...Option) (_ *Backend, err error) {
-	b := &Backend{d: driver, parent: parentDataset, root: filepath.Clean(mountRoot), vols: map[string]*vol{}}
+	b := &Backend{d: driver, parent: parentDataset, root: filepath.Clean(mountRoot), vols: map[string]*vol{}, spareWant: DefaultSpareContainers}
 	for _, o := range opts {
 		o(b)
 	}
@@ -156,6 +186,7 @@ func NewBackend(ctx context.Context, driver Driver, parentDataset, mountRoot str
 	if err := b.recover(ctx, destroying); err != nil {
 		return nil, err
 	}
+	b.refill()
 	return b, nil
 }
 
@@ -166,7 +197,7 @@ func (b *Backend) Kind() string { return "zfs" }
 
 // WaitIdle waits until background work (destroying generations a
 // rollback discarded) has finished.
-func (b *Backend) WaitIdle() { b.reaping.Wait() }
+func (b *Backend) WaitIdle() { b.reaping.Wait(); b.filling.Wait() }
 
 // Driver returns the backend's driver.
 func (b *Backend) Driver() Driver { return b.d }
@@ -179,6 +210,7 @@ func (b *Backend) Parent() string { return b.parent }
 func (b *Backend) Close() error {
 	first := !b.closed.Swap(true)
 	b.reaping.Wait()
+	b.filling.Wait()
 	if c, ok := b.d.(interface{ Close() error }); ok && b.ownDriver && first {
 		if err := c.Close(); err != nil {
 			return fmt.Errorf("zfs: closing the %s driver: %w", b.d.Name(), err)
@@ -187,9 +219,17 @@ func (b *Backend) Close() error {
 	return nil
 }
 
-// VolumeDataset returns the container dataset of a volume (whether or not
-// the volume exists).
-func (b *Backend) VolumeDataset(volume string) string { return b.parent + "/" + volComponent(volume) }
+// VolumeDataset returns the container dataset of a volume: for an
+// existing volume the one holding it (which may be a spare container
+// named "_s..."), else parent/<volume> (hashed if the name is long).
+func (b *Backend) VolumeDataset(volume string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if v := b.vols[volume]; v != nil {
+		return b.parent + "/" + v.comp
+	}
+	return b.parent + "/" + volComponent(volume)
+}
 
 // ActiveDataset returns the dataset currently mounted at a volume's Path.
 func (b *Backend) ActiveDataset(volume string) (string, error) {
@@ -285,7 +325,9 @@ func (b *Backend) genProps(volume string) map[string]string {
 	}
 }
 
-// CreateVolume makes an empty volume: zfs create -p parent/<vol>/g1.
+// CreateVolume makes an empty volume: its first generation, in a spare
+// container if one is ready (see WithSpareContainers), else with its
+// container (zfs create -p parent/<vol>/g1).
 func (b *Backend) CreateVolume(ctx context.Context, volume string) (snapshot.Volume, error) {
 	if err := b.check(volume); err != nil {
 		return snapshot.Volume{}, err
@@ -295,16 +337,113 @@ func (b *Backend) CreateVolume(ctx context.Context, volume string) (snapshot.Vol
 	if b.exists(volume) {
 		return snapshot.Volume{}, fmt.Errorf("zfs: volume %q: %w", volume, ErrExists)
 	}
-	v := &vol{name: volume, comp: volComponent(volume), nextGen: 2}
-	g := &gen{n: 1, ds: b.parent + "/" + v.comp + "/g1"}
-	if err := b.d.Create(ctx, g.ds, CreateOptions{Parents: true, Props: b.genProps(volume)}); err != nil {
+	props := b.genProps(volume)
+	comp, err := b.place(ctx, volume, func(ds string, parents bool) error {
+		return b.d.Create(ctx, ds, CreateOptions{Parents: parents, Props: props})
+	})
+	if err != nil {
 		return snapshot.Volume{}, fmt.Errorf("zfs: creating volume %q: %w", volume, err)
 	}
-	v.gens = []*gen{g}
+	v := &vol{name: volume, comp: comp, nextGen: 2}
+	v.gens = []*gen{{n: 1, ds: b.parent + "/" + comp + "/g1"}}
 	b.mu.Lock()
 	b.vols[volume] = v
 	b.mu.Unlock()
 	return snapshot.Volume{Name: volume, Path: b.path(volume)}, nil
+}
+
+// place makes a new volume's first generation with mk, given the
+// generation's dataset name and whether its container must be created
+// too. It uses a spare container when one is ready (and starts making a
+// new spare), else the container parent/<volComponent(volume)>. It
+// returns the container's component. Callers hold opMu exclusively.
+func (b *Backend) place(ctx context.Context, volume string, mk func(ds string, parents bool) error) (string, error) {
+	b.mu.Lock()
+	comp := ""
+	if n := len(b.spares); n > 0 && b.spareWant > 0 {
+		comp = b.spares[n-1]
+		b.spares = b.spares[:n-1]
+	}
+	b.mu.Unlock()
+	if comp != "" {
+		err := mk(b.parent+"/"+comp+"/g1", false)
+		if err == nil {
+			b.spareTaken.Add(1)
+			b.refill()
+			return comp, nil
+		}
+		// The spare is still empty (a failed create or clone leaves
+		// nothing) unless someone else destroyed it: keep it if it is
+		// there and report the failure; else go the long way.
+		if ok, xerr := b.d.Exists(context.WithoutCancel(ctx), b.parent+"/"+comp); xerr != nil || ok {
+			if xerr == nil {
+				b.mu.Lock()
+				b.spares = append(b.spares, comp)
+				b.mu.Unlock()
+			}
+			return "", err
+		}
+	}
+	comp = volComponent(volume)
+	if err := mk(b.parent+"/"+comp+"/g1", true); err != nil {
+		return "", err
+	}
+	b.refill()
+	return comp, nil
+}
+
+// refill starts making spare containers in the background, up to
+// spareWant, unless that is already under way or the backend is closed.
+// A failure (e.g. a full pool) stops it until the next volume is made.
+func (b *Backend) refill() {
+	b.mu.Lock()
+	if b.refilling || b.closed.Load() || len(b.spares) >= b.spareWant {
+		b.mu.Unlock()
+		return
+	}
+	b.refilling = true
+	b.filling.Add(1)
+	b.mu.Unlock()
+	go func() {
+		defer b.filling.Done()
+		for {
+			b.mu.Lock()
+			if b.closed.Load() || len(b.spares) >= b.spareWant {
+				b.refilling = false
+				b.mu.Unlock()
+				return
+			}
+			b.mu.Unlock()
+			comp := spareName()
+			err := b.d.Create(context.Background(), b.parent+"/"+comp, CreateOptions{})
+			b.mu.Lock()
+			if err != nil {
+				b.refilling = false
+				b.mu.Unlock()
+				return
+			}
+			// A concurrent load (after DestroyVolume) may have listed
+			// it already.
+			if !slices.Contains(b.spares, comp) {
+				b.spares = append(b.spares, comp)
+			}
+			b.mu.Unlock()
+		}
+	}()
+}
+
+// SpareContainers returns how many spare containers are ready, and how
+// many CreateVolume and CloneVolume calls took one since NewBackend.
+func (b *Backend) SpareContainers() (ready int, taken int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.spares), b.spareTaken.Load()
+}
+
+func spareName() string {
+	var r [8]byte
+	_, _ = rand.Read(r[:])
+	return sparePrefix + hex.EncodeToString(r[:])
 }
 
 func (b *Backend) exists(volume string) bool {
@@ -313,7 +452,9 @@ func (b *Backend) exists(volume string) bool {
 	return b.vols[volume] != nil
 }
 
-// CloneVolume makes volume from (srcVolume, srcSnapshot): zfs clone -p.
+// CloneVolume makes volume from (srcVolume, srcSnapshot): a clone of the
+// snapshot as the volume's first generation, in a spare container if one
+// is ready, else with its container (zfs clone -p).
 func (b *Backend) CloneVolume(ctx context.Context, volume, srcVolume, srcSnapshot string) (snapshot.Volume, error) {
 	if err := b.check(volume, srcVolume, srcSnapshot); err != nil {
 		return snapshot.Volume{}, err
@@ -337,12 +478,15 @@ func (b *Backend) CloneVolume(ctx context.Context, volume, srcVolume, srcSnapsho
 	case dst != nil:
 		return snapshot.Volume{}, fmt.Errorf("zfs: volume %q: %w", volume, ErrExists)
 	}
-	v := &vol{name: volume, comp: volComponent(volume), nextGen: 2}
-	g := &gen{n: 1, ds: b.parent + "/" + v.comp + "/g1", origin: origin}
-	if err := b.d.Clone(ctx, origin, g.ds, CreateOptions{Parents: true, Props: b.genProps(volume)}); err != nil {
+	props := b.genProps(volume)
+	comp, err := b.place(ctx, volume, func(ds string, parents bool) error {
+		return b.d.Clone(ctx, origin, ds, CreateOptions{Parents: parents, Props: props})
+	})
+	if err != nil {
 		return snapshot.Volume{}, fmt.Errorf("zfs: cloning %s@%s to %q: %w", srcVolume, srcSnapshot, volume, err)
 	}
-	v.gens = []*gen{g}
+	v := &vol{name: volume, comp: comp, nextGen: 2}
+	v.gens = []*gen{{n: 1, ds: b.parent + "/" + comp + "/g1", origin: origin}}
 	b.mu.Lock()
 	b.vols[volume] = v
 	b.mu.Unlock()
@@ -844,6 +988,7 @@ func (b *Backend) load(ctx context.Context) (destroying map[string]string, err e
 	destroying = map[string]string{}
 	doomed := map[string]bool{}
 	quotas := map[string]int64{}
+	spares := map[string]bool{} // "_s" containers with no filesystem in them
 	for _, d := range all {
 		rel, ok := strings.CutPrefix(d.Name, b.parent+"/")
 		if !ok {
@@ -859,11 +1004,19 @@ func (b *Backend) load(ctx context.Context) (destroying map[string]string, err e
 			if q, err := strconv.ParseInt(d.Props[PropQuota], 10, 64); err == nil && q > 0 {
 				quotas[parts[0]] = q
 			}
+			if strings.HasPrefix(parts[0], sparePrefix) && !doomed[parts[0]] {
+				spares[parts[0]] = true
+			}
 		case !isSnap && len(parts) == 2:
+			delete(spares, parts[0])
 			n, err := strconv.Atoi(strings.TrimPrefix(parts[1], genPrefix))
 			name := d.Props[PropVolume]
-			if err != nil || !strings.HasPrefix(parts[1], genPrefix) || name == "" || volComponent(name) != parts[0] {
+			if err != nil || !strings.HasPrefix(parts[1], genPrefix) || name == "" ||
+				(volComponent(name) != parts[0] && !strings.HasPrefix(parts[0], sparePrefix)) {
 				continue // not ours
+			}
+			if v := vols[name]; v != nil && v.comp != parts[0] {
+				continue // a second container claiming the name: not ours
 			}
 			if doomed[parts[0]] {
 				destroying[name] = b.parent + "/" + parts[0]
@@ -914,6 +1067,11 @@ func (b *Backend) load(ctx context.Context) (destroying map[string]string, err e
 		}
 	}
 	b.vols = vols
+	b.spares = b.spares[:0]
+	for c := range spares {
+		b.spares = append(b.spares, c)
+	}
+	sort.Strings(b.spares)
 	b.mu.Unlock()
 	return destroying, nil
 }

@@ -36,6 +36,10 @@
 // within 255 bytes) holding one or more generation datasets parent/V/g1,
 // parent/V/g2, ... The newest generation is the active one, mounted at
 // Volume.Path = mountRoot/V/workspace; the others have mountpoint=none.
+// A volume made while a spare container was ready lives in that container
+// instead, parent/_s<16 hex digits> (see WithSpareContainers: it saves a
+// ZFS transaction per new volume); its name is in its generations'
+// turnbox:volume property either way.
 // The directory mountRoot/V holds nothing but the workspace mount point.
 // Snapshots are ZFS snapshots of generations, short name = the snapshot's
 // name (hashed if too long), with user properties turnbox:snapshot (the

@@ -113,6 +113,92 @@ static int tb_set(libzfs_handle_t *h, const char *name, nvlist_t *props) {
 	return err;
 }
 
+// tb_get_t collects `zfs get`-like records for tb_get: for every
+// dataset visited and every property that is set, "name\0prop\0value\0".
+typedef struct {
+	char *buf;
+	size_t len, cap;
+	int oom;
+	int nprops;
+	char **props;
+	int *ids;     // zfs_prop_t, or TB_USERPROP
+	int maxdepth; // -1: unlimited
+	int depth;
+} tb_get_t;
+
+#define TB_USERPROP (-100)
+
+// tb_prop_id resolves a property name: a native zfs_prop_t, TB_USERPROP
+// for a user property ("module:name"), or ZPROP_INVAL.
+static int tb_prop_id(const char *name) {
+	if (zfs_prop_user(name)) return TB_USERPROP;
+	return (int)zfs_name_to_prop(name);
+}
+
+static void tb_put(tb_get_t *g, const char *s) {
+	size_t n = strlen(s) + 1; // with the NUL
+	if (g->oom) return;
+	if (g->len + n > g->cap) {
+		size_t c = g->cap ? g->cap : 16384;
+		while (c < g->len + n) c *= 2;
+		char *b = realloc(g->buf, c);
+		if (b == NULL) { g->oom = 1; return; }
+		g->buf = b;
+		g->cap = c;
+	}
+	memcpy(g->buf + g->len, s, n);
+	g->len += n;
+}
+
+static void tb_emit(tb_get_t *g, zfs_handle_t *z) {
+	char val[ZFS_MAXPROPLEN];
+	const char *name = zfs_get_name(z);
+	for (int i = 0; i < g->nprops; i++) {
+		const char *v = NULL;
+		if (g->ids[i] == TB_USERPROP) {
+			nvlist_t *u = zfs_get_user_props(z), *pv;
+			const char *s;
+			if (u != NULL && nvlist_lookup_nvlist(u, g->props[i], &pv) == 0 &&
+			    nvlist_lookup_string(pv, ZPROP_VALUE, &s) == 0)
+				v = s;
+		} else if (zfs_prop_get(z, (zfs_prop_t)g->ids[i], val, sizeof (val), NULL, NULL, 0, B_TRUE) == 0) {
+			v = val;
+		}
+		if (v == NULL) continue;
+		tb_put(g, name);
+		tb_put(g, g->props[i]);
+		tb_put(g, v);
+	}
+}
+
+// tb_get_cb records z and, within the depth limit, its child datasets
+// and its snapshots (the order does not matter: the caller sorts). It
+// closes z, as libzfs's iterators expect of their callbacks.
+static int tb_get_cb(zfs_handle_t *z, void *arg) {
+	tb_get_t *g = arg;
+	tb_emit(g, z);
+	if (g->maxdepth < 0 || g->depth < g->maxdepth) {
+		zfs_type_t t = zfs_get_type(z);
+		g->depth++;
+		if (t == ZFS_TYPE_FILESYSTEM)
+			(void) zfs_iter_filesystems_v2(z, 0, tb_get_cb, g);
+		if (t == ZFS_TYPE_FILESYSTEM || t == ZFS_TYPE_VOLUME)
+			(void) zfs_iter_snapshots_v2(z, 0, tb_get_cb, g, 0, 0);
+		g->depth--;
+	}
+	zfs_close(z);
+	return 0;
+}
+
+// tb_get visits name and its descendants (see tb_get_cb); -1 if name
+// cannot be opened (libzfs_errno says why).
+static int tb_get(libzfs_handle_t *h, const char *name, tb_get_t *g) {
+	zfs_handle_t *z = zfs_open(h, name, ZFS_TYPE_FILESYSTEM | ZFS_TYPE_VOLUME | ZFS_TYPE_SNAPSHOT);
+	if (z == NULL) return -1;
+	g->depth = 0;
+	return tb_get_cb(z, g);
+}
+
 static int tb_promote(const char *name) {
 	char conflict[ZFS_MAX_DATASET_NAME_LEN];
 	conflict[0] = 0;
@@ -135,12 +221,13 @@ import (
 // lzc_rollback_to, lzc_destroy_snaps, lzc_destroy, lzc_rename,
 // lzc_promote, lzc_exists, lzc_hold, lzc_release, lzc_get_holds) in
 // process, with no command started per call. libzfs_core has no calls to
-// mount or to set native properties, so mounting after Create/Clone,
-// unmounting before Destroy and SetProps go through libzfs (serialized:
-// a libzfs handle is not thread-safe). Get (listing) and recursive Destroy
-// use the zfs command (the embedded CommandDriver): they are rare and
-// libzfs's iteration callbacks buy nothing there. OpenZFS only: zfs-fuse
-// has its own libzfs that talks to its daemon, not /dev/zfs.
+// mount, to set native properties or to read properties, so mounting
+// after Create/Clone, unmounting before Destroy, SetProps and Get go
+// through libzfs (serialized: a libzfs handle is not thread-safe). Only
+// renaming a filesystem (which remounts its descendants) and a recursive
+// Destroy that the kernel refuses in process (clones, holds) use the zfs
+// command (the embedded CommandDriver). OpenZFS only: zfs-fuse has its
+// own libzfs that talks to its daemon, not /dev/zfs.
 type LZCDriver struct {
 	cmd *CommandDriver
 	mu  sync.Mutex // guards hdl
@@ -430,7 +517,7 @@ func (d *LZCDriver) Destroy(ctx context.Context, name string, opts DestroyOption
 		return err
 	}
 	if opts.Recursive {
-		return d.cmd.Destroy(ctx, name, opts)
+		return d.destroyRecursive(ctx, name, opts)
 	}
 	var cs cstrs
 	defer cs.free()
@@ -451,6 +538,60 @@ func (d *LZCDriver) Destroy(ctx context.Context, name string, opts DestroyOption
 		return err
 	}
 	return errnoErr("destroy", name, C.lzc_destroy(cs.add(name)))
+}
+
+// destroyRecursive destroys filesystem name with its descendants and all
+// their snapshots in process: the snapshots in one lzc_destroy_snaps
+// (atomic: if one of them has a clone or a hold, none is destroyed), then
+// the filesystems, deepest first, each unmounted and lzc_destroy'ed. When
+// the snapshots cannot go (a clone, a hold) or name is a snapshot, the zfs
+// command does the whole job and reports its own error.
+func (d *LZCDriver) destroyRecursive(ctx context.Context, name string, opts DestroyOptions) error {
+	if strings.Contains(name, "@") {
+		return d.cmd.Destroy(ctx, name, opts)
+	}
+	all, err := d.Get(ctx, []string{name}, []string{"type"}, -1)
+	if err != nil {
+		return fmt.Errorf("zfs: destroy -r %s: %w", name, err)
+	}
+	var cs cstrs
+	defer cs.free()
+	var dss []Dataset
+	snaps := C.tb_nvl()
+	defer C.tb_free(snaps)
+	n := 0
+	for _, x := range all {
+		if x.Type() == "snapshot" {
+			C.tb_add_bool(snaps, cs.add(x.Name))
+			n++
+		} else {
+			dss = append(dss, x)
+		}
+	}
+	if n > 0 {
+		var errs *C.nvlist_t
+		rc := C.lzc_destroy_snaps(snaps, C.B_FALSE, &errs)
+		C.tb_free(errs)
+		switch syscall.Errno(rc) {
+		case 0:
+		case syscall.EEXIST, syscall.EBUSY:
+			return d.cmd.Destroy(ctx, name, opts)
+		default:
+			return errnoErr("destroy -r", name, rc)
+		}
+	}
+	for i := len(dss) - 1; i >= 0; i-- {
+		x := dss[i]
+		if x.Type() == "filesystem" {
+			if err := d.unmount(x.Name); err != nil {
+				return err
+			}
+		}
+		if err := errnoErr("destroy", x.Name, C.lzc_destroy(cs.add(x.Name))); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetProps sets properties through libzfs (zfs_prop_set_list), which
@@ -474,9 +615,78 @@ func (d *LZCDriver) SetProps(ctx context.Context, name string, props map[string]
 	return nil
 }
 
-// Get uses the zfs command (see the type's documentation).
+// Get reads properties in process through libzfs (zfs_open, the
+// dataset and snapshot iterators, zfs_prop_get with literal values as
+// `zfs get -p` prints them, zfs_get_user_props), one ioctl per dataset
+// instead of a zfs process per call, and returns them in the order the
+// command lists them (see sortDatasets).
 func (d *LZCDriver) Get(ctx context.Context, names []string, props []string, depth int) ([]Dataset, error) {
-	return d.cmd.Get(ctx, names, props, depth)
+	for _, n := range names {
+		if err := ValidateName(n); err != nil {
+			return nil, err
+		}
+	}
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	if len(props) == 0 {
+		props = []string{"type"}
+	}
+	// The order needs each snapshot's createtxg; it is dropped from the
+	// result unless asked for.
+	hasTxg := false
+	for _, p := range props {
+		hasTxg = hasTxg || p == "createtxg"
+	}
+	if !hasTxg {
+		props = append(props[:len(props):len(props)], "createtxg")
+	}
+	var cs cstrs
+	defer cs.free()
+	g := (*C.tb_get_t)(C.calloc(1, C.size_t(unsafe.Sizeof(C.tb_get_t{}))))
+	defer func() { C.free(unsafe.Pointer(g.buf)); C.free(unsafe.Pointer(g)) }()
+	ptrSize := C.size_t(unsafe.Sizeof((*C.char)(nil)))
+	g.props = (**C.char)(C.calloc(C.size_t(len(props)), ptrSize))
+	defer C.free(unsafe.Pointer(g.props))
+	g.ids = (*C.int)(C.calloc(C.size_t(len(props)), C.size_t(unsafe.Sizeof(C.int(0)))))
+	defer C.free(unsafe.Pointer(g.ids))
+	pv := unsafe.Slice(g.props, len(props))
+	iv := unsafe.Slice(g.ids, len(props))
+	for i, p := range props {
+		pv[i] = cs.add(p)
+		iv[i] = C.tb_prop_id(pv[i])
+		if iv[i] == C.ZPROP_INVAL {
+			return nil, fmt.Errorf("zfs: get: %w: no property %q", ErrInvalidName, p)
+		}
+	}
+	g.nprops = C.int(len(props))
+	g.maxdepth = C.int(depth)
+	if depth < 0 {
+		g.maxdepth = -1
+	}
+	d.mu.Lock()
+	for _, n := range names {
+		if C.tb_get(d.hdl, cs.add(n), g) != 0 {
+			err := d.libzfsErr("get", n)
+			d.mu.Unlock()
+			return nil, err
+		}
+	}
+	d.mu.Unlock()
+	if g.oom != 0 {
+		return nil, fmt.Errorf("zfs: get %v: out of memory", names)
+	}
+	var res []Dataset
+	if g.len > 0 {
+		res = parseRecords(C.GoBytes(unsafe.Pointer(g.buf), C.int(g.len)))
+	}
+	sortDatasets(res)
+	if !hasTxg {
+		for _, x := range res {
+			delete(x.Props, "createtxg")
+		}
+	}
+	return res, nil
 }
 
 // Exists calls lzc_exists.

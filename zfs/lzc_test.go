@@ -3,7 +3,11 @@
 package zfs_test
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"reflect"
 	"testing"
 
 	"github.com/turnbox/turnbox/snapshot"
@@ -47,4 +51,114 @@ func sanitize(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// TestLZCGetMatchesCommand checks that the libzfs_core driver's Get (in
+// process, through libzfs) returns what the command driver's `zfs get -H
+// -p` returns, in the same order, on a tree with nested filesystems, a
+// name that sorts between a parent and its children ("a-x"), more than
+// nine snapshots (createtxg order differs from name order), user
+// properties on filesystems and snapshots, a clone, a deferred destroy,
+// and the errors for a missing dataset and an unknown property. Then it
+// checks the in-process recursive Destroy, refused (as the command is)
+// while a clone outside depends on a snapshot.
+func TestLZCGetMatchesCommand(t *testing.T) {
+	if _, err := os.Stat("/dev/zfs"); err != nil {
+		t.Skip("no /dev/zfs: the libzfs_core driver runs in the OpenZFS VM job")
+	}
+	ctx := t.Context()
+	lzc, err := zfs.NewLZCDriver()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lzc.(*zfs.LZCDriver).Close() })
+	cmd := zfs.NewCommandDriver()
+	pool := zfstest.NewPool(t, 256<<20)
+	root, dir := pool+"/t", t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(cmd.Create(ctx, root, zfs.CreateOptions{Props: map[string]string{"mountpoint": "none"}}))
+	must(cmd.Create(ctx, root+"/a", zfs.CreateOptions{Props: map[string]string{"mountpoint": dir + "/a", zfs.PropVolume: "vol a"}}))
+	must(cmd.Create(ctx, root+"/a/g1", zfs.CreateOptions{Props: map[string]string{zfs.PropCreated: "123"}}))
+	must(cmd.Create(ctx, root+"/a-x", zfs.CreateOptions{}))
+	for i := 1; i <= 11; i++ {
+		must(lzc.Snapshot(ctx, fmt.Sprintf("%s/a/g1@s%d", root, i), map[string]string{zfs.PropSnapshot: fmt.Sprintf("snap %d", i)}))
+	}
+	must(lzc.Snapshot(ctx, root+"@top", nil))
+	must(lzc.Clone(ctx, root+"/a/g1@s2", root+"/c", zfs.CreateOptions{Props: map[string]string{"mountpoint": dir + "/c"}}))
+	must(lzc.Destroy(ctx, root+"/a/g1@s2", zfs.DestroyOptions{Defer: true}))
+	if out, err := exec.Command("zpool", "sync", pool).CombinedOutput(); err != nil {
+		t.Fatalf("zpool sync: %v: %s", err, out)
+	}
+	propSets := [][]string{
+		{"type", "origin", "mountpoint", "defer_destroy", "creation", zfs.PropVolume, zfs.PropSnapshot, zfs.PropCreated, zfs.PropDestroying},
+		zfs.SpaceProps,
+		{"mountpoint", "mounted"},
+		{"createtxg", "type"},
+		nil,
+	}
+	queries := []struct {
+		names []string
+		depth int
+	}{
+		{[]string{root}, -1},
+		{[]string{root}, 0},
+		{[]string{root}, 1},
+		{[]string{root}, 2},
+		{[]string{root + "/a", root + "/c"}, -1},
+		{[]string{root, root + "/a"}, -1}, // overlapping: each dataset once
+		{[]string{root + "/a/g1@s3"}, 0},
+	}
+	for _, props := range propSets {
+		for _, q := range queries {
+			want, err := cmd.Get(ctx, q.names, props, q.depth)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := lzc.Get(ctx, q.names, props, q.depth)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Get(%v, %v, %d):\nlibzfs_core %v\n    command %v", q.names, props, q.depth, got, want)
+			}
+		}
+	}
+	if _, err := lzc.Get(ctx, []string{root + "/nope"}, nil, 0); !errors.Is(err, zfs.ErrNotFound) {
+		t.Errorf("Get of a missing dataset: %v, want ErrNotFound", err)
+	}
+	if _, err := lzc.Get(ctx, []string{root}, []string{"nosuchprop"}, 0); !errors.Is(err, zfs.ErrInvalidName) {
+		t.Errorf("Get of an unknown property: %v, want ErrInvalidName", err)
+	}
+	if _, err := cmd.Get(ctx, []string{root}, []string{"nosuchprop"}, 0); err == nil {
+		t.Errorf("the command's Get of an unknown property did not fail")
+	}
+
+	// Recursive destroy: refused while /c depends on a/g1@s2 (deferred
+	// but alive), and nothing is lost; then c goes and a goes whole.
+	if err := lzc.Destroy(ctx, root+"/a", zfs.DestroyOptions{Recursive: true}); !errors.Is(err, zfs.ErrBusy) {
+		t.Fatalf("recursive destroy with a dependent clone: %v, want ErrBusy", err)
+	}
+	if ds, err := lzc.Get(ctx, []string{root + "/a"}, nil, -1); err != nil || len(ds) != 13 {
+		t.Fatalf("after a refused recursive destroy: %d datasets (%v), want 13 (a, g1, 11 snapshots)", len(ds), err)
+	}
+	must(lzc.Destroy(ctx, root+"/c", zfs.DestroyOptions{}))
+	must(lzc.Destroy(ctx, root+"/a", zfs.DestroyOptions{Recursive: true}))
+	for _, n := range []string{root + "/a", root + "/a/g1", root + "/a/g1@s2"} {
+		if ok, err := lzc.Exists(ctx, n); err != nil || ok {
+			t.Errorf("%s after a recursive destroy: exists %v (%v)", n, ok, err)
+		}
+	}
+	if _, err := os.Stat(dir + "/a/g1"); err == nil {
+		if ents, _ := os.ReadDir(dir + "/a/g1"); len(ents) > 0 {
+			t.Errorf("%s still has content after the destroy", dir+"/a/g1")
+		}
+	}
+	if err := lzc.Destroy(ctx, root+"/a", zfs.DestroyOptions{Recursive: true}); !errors.Is(err, zfs.ErrNotFound) {
+		t.Errorf("recursive destroy of a missing dataset: %v, want ErrNotFound", err)
+	}
 }
