@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/gvisor"
+	"github.com/turnbox/turnbox/zfs"
 )
 
 // The raw baselines run the bare backend operation with no turnbox around
@@ -112,56 +112,89 @@ func RawBtrfs(ctx context.Context, dir string, files, size, n int) ([]Result, er
 	return out, nil
 }
 
-func zfsCmd(ctx context.Context, args ...string) error {
-	if out, err := exec.CommandContext(ctx, "zfs", args...).CombinedOutput(); err != nil {
-		return fmt.Errorf("zfs %v: %v: %s", args, err, out)
-	}
-	return nil
-}
-
-// RawZFS measures the bare zfs commands on a scratch dataset under
-// parent: `zfs snapshot` (turn_complete), `zfs rollback -r` to an older snapshot (the
-// command's own rollback destroys newer snapshots, which turnbox's does
-// not), and `zfs clone`.
-func RawZFS(ctx context.Context, parent, mountDir string, files, size, n int) ([]Result, error) {
+// RawZFS measures the zfs backend's floor: driver d's bare calls, with no
+// turnbox around them, on a scratch dataset parent/raw mounted under
+// mountDir and filled with files files of size bytes (the bench
+// workspace's shape). The raw figures follow the driver the backend
+// uses: through the command driver each call is one `zfs` process (the
+// bare zfs command), through the libzfs_core driver one library call.
+// n runs each of:
+//
+//   - turn_complete: d.Snapshot of raw@sI, no properties: `zfs snapshot`,
+//     or lzc_snapshot.
+//   - fork: d.Clone of raw@s0 into a sibling dataset with its mountpoint
+//     under mountDir: `zfs clone -o mountpoint=DIR` (which mounts it), or
+//     lzc_clone plus the libzfs mount. The clones are destroyed untimed.
+//   - rollback: a one-file write into the dataset (untimed), then
+//     d.Rollback to its newest snapshot: `zfs rollback` (without -r), or
+//     lzc_rollback_to. libzfs_core can roll back only to the newest
+//     snapshot, and that is the one rollback neither driver has to
+//     destroy or clone anything for, so both drivers time that: the
+//     in-place floor. turnbox's rollback op goes to an older snapshot (on
+//     zfs a clone-and-swap: unmount, clone, mount), so the ratio says
+//     how much a rollback costs beyond the cheapest one ZFS has.
+//
+// Before 2026-11-29 the rollback row timed `zfs rollback -r` to the newest
+// snapshot but one (destroying the newest); the snapshot and fork rows are
+// the same commands as before.
+func RawZFS(ctx context.Context, d zfs.Driver, parent, mountDir string, files, size, n int) ([]Result, error) {
 	ds := parent + "/raw"
 	mnt := filepath.Join(mountDir, "raw")
-	if err := zfsCmd(ctx, "create", "-o", "mountpoint="+mnt, ds); err != nil {
-		return nil, err
+	if err := d.Create(ctx, ds, zfs.CreateOptions{Props: map[string]string{"mountpoint": mnt}}); err != nil {
+		return nil, fmt.Errorf("raw zfs: %w", err)
 	}
-	defer exec.Command("zfs", "destroy", "-R", ds).Run()
+	var clones []string
+	defer func() {
+		cctx := context.WithoutCancel(ctx)
+		for _, c := range clones {
+			_ = d.Destroy(cctx, c, zfs.DestroyOptions{Recursive: true})
+		}
+		_ = d.Destroy(cctx, ds, zfs.DestroyOptions{Recursive: true})
+	}()
 	if err := Fill(mnt, files, size); err != nil {
 		return nil, err
 	}
 	var out []Result
-	samples, err := timeN(n, func(i int) error { return zfsCmd(ctx, "snapshot", fmt.Sprintf("%s@s%d", ds, i)) })
+	samples, err := timeN(n, func(i int) error { return d.Snapshot(ctx, fmt.Sprintf("%s@s%d", ds, i), nil) })
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("raw zfs snapshot: %w", err)
 	}
 	out = append(out, Latencies(OpTurnComplete, samples))
-	samples, err = timeN(n, func(i int) error {
-		return zfsCmd(ctx, "clone", fmt.Sprintf("%s@s0", ds), fmt.Sprintf("%s-f%d", ds, i))
+	samples, err = measure(ctx, n, func(ctx context.Context, i int, l *lap) error {
+		name := fmt.Sprintf("%s-f%d", ds, i)
+		props := map[string]string{"mountpoint": filepath.Join(mountDir, fmt.Sprintf("raw-f%d", i))}
+		l.Start()
+		err := d.Clone(ctx, ds+"@s0", name, zfs.CreateOptions{Props: props})
+		l.Stop()
+		if err != nil {
+			return err
+		}
+		clones = append(clones, name)
+		return nil
 	})
-	for i := range n {
-		_ = exec.Command("zfs", "destroy", fmt.Sprintf("%s-f%d", ds, i)).Run()
-	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("raw zfs clone: %w", err)
 	}
 	out = append(out, Latencies(OpFork, samples))
-	// rollback -r destroys the snapshots newer than its target: roll back
-	// to the newest but one, then take a new snapshot (untimed).
-	samples = samples[:0]
-	last := n - 1
-	for i := range n {
-		if err := zfsCmd(ctx, "snapshot", fmt.Sprintf("%s@t%d", ds, i)); err != nil {
-			return nil, err
+	for _, c := range clones {
+		if err := d.Destroy(ctx, c, zfs.DestroyOptions{}); err != nil {
+			return nil, fmt.Errorf("raw zfs: destroying clone %s: %w", c, err)
 		}
-		start := time.Now()
-		if err := zfsCmd(ctx, "rollback", "-r", fmt.Sprintf("%s@s%d", ds, last)); err != nil {
-			return nil, err
+	}
+	clones = nil
+	newest := fmt.Sprintf("%s@s%d", ds, n-1)
+	scratch := filepath.Join(mnt, "turn.txt")
+	samples, err = measure(ctx, n, func(ctx context.Context, i int, l *lap) error {
+		if err := os.WriteFile(scratch, []byte(fmt.Sprint("turn ", i)), 0o644); err != nil {
+			return err
 		}
-		samples = append(samples, time.Since(start))
+		l.Start()
+		err := d.Rollback(ctx, newest)
+		l.Stop()
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("raw zfs rollback: %w", err)
 	}
 	out = append(out, Latencies(OpRollback, samples))
 	return out, nil

@@ -48,8 +48,10 @@ const (
 	// BaselineFullCopy is `cp -a` of the same workspace (under turn_complete:
 	// what a snapshot costs without copy-on-write).
 	BaselineFullCopy = "full-copy"
-	// BaselineRaw is the bare btrfs ioctl or zfs command on a tree of the
-	// same shape, with no turnbox around it: the floor on that filesystem.
+	// BaselineRaw is the bare backend operation on a tree of the same
+	// shape, with no turnbox around it: the floor on that filesystem. On
+	// btrfs the ioctls (RawBtrfs), on zfs the zfs driver's bare calls
+	// (RawZFS: the zfs command, or libzfs_core).
 	BaselineRaw = "raw"
 	// BaselineRunscExec is a `runsc exec` process per call (under exec).
 	BaselineRunscExec = "runsc-exec"
@@ -186,6 +188,11 @@ type Config struct {
 	// ExecN is the number of timed runs of exec and its per-call baselines
 	// runsc-exec and runc-exec (default max(N, 50)).
 	ExecN int `json:"exec_n"`
+	// ZFSDriver is the zfs driver the zfs combinations were measured
+	// through ("command" or "libzfs_core"), raw baseline included; empty
+	// when the run measured no zfs backend. Suite.Run records it from
+	// Suite.Host.ZFSDriver; it is not an input.
+	ZFSDriver string `json:"zfs_driver,omitempty"`
 	// SkipStorageBaselines leaves out full-copy and raw (a matrix measures
 	// them once per backend, not once per runtime).
 	SkipStorageBaselines bool `json:"-"`

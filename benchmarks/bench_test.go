@@ -15,6 +15,8 @@ import (
 	"github.com/turnbox/turnbox/benchmarks"
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/snapshot/btrfs/btrfstest"
+	"github.com/turnbox/turnbox/zfs"
+	"github.com/turnbox/turnbox/zfs/zfstest"
 )
 
 // runSmall runs the bench with a tiny workspace and checks that every
@@ -88,6 +90,49 @@ func TestRunBtrfs(t *testing.T) {
 	root := btrfstest.Mount(t, 1<<30)
 	runSmall(t, embedded.Config{StorageBackend: embedded.StorageBackendBtrfs, StorageRoot: root},
 		"turn_complete/raw", "rollback/raw", "fork/raw")
+}
+
+// TestRunZFS runs the bench on a zfs host through the command driver
+// (kernel OpenZFS or zfs-fuse here), raw baseline included: the driver's
+// bare calls.
+func TestRunZFS(t *testing.T) {
+	pool := zfstest.NewPool(t, 1<<30)
+	runSmall(t, embedded.Config{StorageBackend: embedded.StorageBackendZFS, ZFSDataset: pool + "/tb", ZFSDriver: zfs.DriverCommand},
+		"turn_complete/raw", "rollback/raw", "fork/raw")
+}
+
+// TestSuiteZFSDriver checks that a run records the zfs driver it used, and
+// that a driver which cannot open here (libzfs_core outside a libzfs_core
+// build on kernel OpenZFS) makes the combination a skip, not a failure.
+func TestSuiteZFSDriver(t *testing.T) {
+	lzc, err := zfs.OpenDriver(zfs.DriverLZC)
+	if err == nil {
+		if c, ok := lzc.(interface{ Close() error }); ok {
+			c.Close()
+		}
+		t.Skip("the libzfs_core driver opens here: nothing to check")
+	}
+	s := benchmarks.Suite{
+		Config: benchmarks.Config{Files: 10, FileSize: 64, N: 1, ExecN: 1},
+		Combos: []benchmarks.Combo{{Storage: embedded.StorageBackendZFS, Runtime: embedded.ContainerRuntimeNone}},
+		Host:   embedded.Config{StateDir: t.TempDir(), ZFSDataset: "nosuchpool/tb", ZFSDriver: zfs.DriverLZC},
+	}
+	rep, err := s.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Config.ZFSDriver != zfs.DriverLZC {
+		t.Errorf("config.zfs_driver %q, want %q", rep.Config.ZFSDriver, zfs.DriverLZC)
+	}
+	if len(rep.Results) != 0 || len(rep.Skipped) != 1 || rep.Skipped[0].Failed || !strings.Contains(rep.Skipped[0].Reason, "libzfs") {
+		t.Errorf("results %+v skipped %+v: want one skip naming libzfs", rep.Results, rep.Skipped)
+	}
+	// No zfs combination: no driver recorded.
+	s.Combos = []benchmarks.Combo{{Storage: embedded.StorageBackendLocalDisk, Runtime: "nosuchruntime"}}
+	rep, _ = s.Run(context.Background())
+	if rep.Config.ZFSDriver != "" {
+		t.Errorf("localdisk only: config.zfs_driver %q, want empty", rep.Config.ZFSDriver)
+	}
 }
 
 func TestLatencies(t *testing.T) {

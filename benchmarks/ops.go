@@ -524,7 +524,7 @@ func storageBaselines(ctx context.Context, h *embedded.Host, f *fixture, cfg Con
 	case *btrfs.Backend:
 		raw, err = RawBtrfs(ctx, b.Root(), cfg.Files, cfg.FileSize, cfg.N)
 	case *zfs.Backend:
-		raw, err = RawZFS(ctx, b.Parent(), tmp, cfg.Files, cfg.FileSize, cfg.N)
+		raw, err = RawZFS(ctx, b.Driver(), b.Parent(), tmp, cfg.Files, cfg.FileSize, cfg.N)
 	}
 	if err != nil {
 		return fmt.Errorf("bench raw baseline: %w", err)

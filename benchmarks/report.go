@@ -17,6 +17,8 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgsvg"
+
+	"github.com/turnbox/turnbox/zfs"
 )
 
 // The files WriteDir writes.
@@ -195,7 +197,11 @@ func WriteMarkdown(w io.Writer, r Report) error {
 	c := r.Config
 	fmt.Fprintf(&b, "\n\nTimes in milliseconds: p50 (median) and p99 of n runs. Matrix workspace: %d files of %d bytes. "+
 		"Ratio = baseline p50 / turnbox p50, both from this run: how many times longer the baseline takes (above 1×: turnbox is faster). "+
-		"Storage baselines (full-copy, raw) do not depend on the runtime and are measured once per backend.\n", c.Files, c.FileSize)
+		"Storage baselines (full-copy, raw) do not depend on the runtime and are measured once per backend.", c.Files, c.FileSize)
+	if c.ZFSDriver != "" {
+		fmt.Fprintf(&b, " zfs through the **%s** driver; its raw baseline is that driver's bare calls (%s).", c.ZFSDriver, zfsRawWhat(c.ZFSDriver))
+	}
+	b.WriteString("\n")
 
 	combos := r.combos()
 	comps := r.Comparisons()
@@ -308,6 +314,17 @@ func WriteMarkdown(w io.Writer, r Report) error {
 		return fmt.Errorf("benchmarks: writing Markdown: %w", err)
 	}
 	return nil
+}
+
+// zfsRawWhat says what RawZFS times through the named driver.
+func zfsRawWhat(driver string) string {
+	switch driver {
+	case zfs.DriverCommand:
+		return "one `zfs` process each: `zfs snapshot`, `zfs rollback` to the newest snapshot, `zfs clone`"
+	case zfs.DriverLZC:
+		return "`lzc_snapshot`, `lzc_rollback_to` the newest snapshot, `lzc_clone` plus the libzfs mount"
+	}
+	return "snapshot, rollback to the newest snapshot, clone"
 }
 
 func writeComparison(b *strings.Builder, cmp Comparison) {

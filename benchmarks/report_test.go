@@ -121,6 +121,18 @@ func TestMarkdown(t *testing.T) {
 			t.Errorf("Markdown lacks %q:\n%s", want, md)
 		}
 	}
+	if strings.Contains(md, "driver") {
+		t.Errorf("a report with no zfs driver mentions one:\n%s", md)
+	}
+	r := sampleReport()
+	r.Config.ZFSDriver = "libzfs_core"
+	buf.Reset()
+	if err := benchmarks.WriteMarkdown(&buf, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "zfs through the **libzfs_core** driver") || !strings.Contains(buf.String(), "lzc_rollback_to") {
+		t.Errorf("Markdown does not name the zfs driver:\n%s", buf.String())
+	}
 	// The exec row of btrfs × gvisor and the baseline row under it.
 	sec := md[strings.Index(md, "## btrfs × gvisor"):strings.Index(md, "## btrfs × none")]
 	execRows := mdRows(sec, "exec")

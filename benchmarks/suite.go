@@ -12,6 +12,7 @@ import (
 
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/snapshot/btrfs"
+	"github.com/turnbox/turnbox/zfs"
 )
 
 // ErrFailed reports that at least one measurement broke; the report still
@@ -100,6 +101,17 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 	s.Config = s.Config.withDefaults()
 	rep := NewReport()
 	rep.Config = s.Config
+	rep.Config.ZFSDriver = ""
+	for _, c := range s.Combos {
+		if c.Storage == embedded.StorageBackendZFS {
+			// The driver embedded opens for these hosts ("" is the
+			// command driver), so the report tells runs apart.
+			rep.Config.ZFSDriver = s.Host.ZFSDriver
+			if rep.Config.ZFSDriver == "" {
+				rep.Config.ZFSDriver = zfs.DriverCommand
+			}
+		}
+	}
 	base := s.Host.StateDir
 	if base == "" {
 		d, err := os.MkdirTemp("", "turnbox-bench-")

@@ -34,7 +34,8 @@ func benchCmd(g *globals) *cobra.Command {
 edit_file, grep, turn_complete, rollback, fork and pause_resume --n times each
 (exec --exec-n times) on a synthetic workspace of --files files, beside
 baselines measured in the same run: full-copy (cp -a of the same workspace) and
-raw (the bare btrfs ioctl or zfs command) for turn_complete, rollback and fork;
+raw (the bare btrfs ioctl, or on zfs the bare call of the --zfs-driver: the zfs
+command, or the libzfs_core call) for turn_complete, rollback and fork;
 runsc-exec, runsc-run (gvisor) and runc-exec (runc) for exec; gvisor-checkpoint
 (runsc checkpoint --leave-running) for turn_complete and gvisor-restore (runsc
 restore) for rollback.
@@ -45,6 +46,8 @@ every backend × runtime (localdisk, btrfs, zfs × none, gvisor, runc), and
 skipped and listed in the report. btrfs without --storage-root gets a temporary
 loop-mounted filesystem, zfs without --zfs-dataset a temporary file-backed pool
 (starting zfs-fuse when no kernel ZFS is present); both are removed afterwards.
+The zfs backend uses the global --zfs-driver (command or libzfs_core), which
+the report records (config.zfs_driver).
 
 --series adds the scaling series on btrfs: workspace size (--series-files:
 turn_complete, rollback, fork and the raw baseline at each size) and
@@ -100,7 +103,7 @@ baselines) and DIR/chart.svg; --json prints the JSON; otherwise a table.
 				}
 			}
 			s.Host.AgentPath, s.Host.DefaultImage, s.Host.Logger = g.agent, g.image, hostLog
-			s.Host.StorageRoot, s.Host.ZFSDataset = g.root, g.dataset
+			s.Host.StorageRoot, s.Host.ZFSDataset, s.Host.ZFSDriver = g.root, g.dataset, g.zfsDrv
 			if both || cmd.Flags().Changed("series-files") {
 				s.SeriesFiles = seriesFiles
 			}

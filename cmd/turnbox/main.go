@@ -21,6 +21,7 @@ import (
 
 	"github.com/turnbox/turnbox/container/runc"
 	"github.com/turnbox/turnbox/embedded"
+	"github.com/turnbox/turnbox/zfs"
 )
 
 // globals are the flags every command shares.
@@ -31,6 +32,7 @@ type globals struct {
 	image    string
 	root     string
 	dataset  string
+	zfsDrv   string
 	agent    string
 	logLevel string
 	logJSON  bool
@@ -70,7 +72,7 @@ func main() {
 			}
 			g.logger = l
 			slog.SetDefault(l)
-			return nil
+			return checkZFSDriver(g.zfsDrv)
 		},
 	}
 	pf := root.PersistentFlags()
@@ -80,6 +82,7 @@ func main() {
 	pf.StringVar(&g.image, "image", "", "default image for isolated runtimes (a name under <state-dir>/images; default busybox, built on demand)")
 	pf.StringVar(&g.root, "storage-root", "", "storage directory (btrfs: a directory on a mounted btrfs filesystem)")
 	pf.StringVar(&g.dataset, "zfs-dataset", "", "parent ZFS dataset for --storage zfs (e.g. tank/turnbox)")
+	pf.StringVar(&g.zfsDrv, "zfs-driver", zfs.DriverCommand, "driver of --storage zfs (and of bench's zfs backend and its raw baseline): command (the zfs command) or libzfs_core (in process; needs a build with CGO_ENABLED=1 -tags libzfs_core and kernel OpenZFS)")
 	pf.StringVar(&g.agent, "agent", "", "turnbox-agent binary (default: $TURNBOX_AGENT, next to turnbox, or on PATH)")
 	pf.IntVar(&g.maxSessions, "max-sessions", 0, "most live sessions on the host (0: unlimited)")
 	pf.StringVar(&g.diskQuota, "disk-quota", "", "default disk quota of each session's workspace, e.g. 512M or 10G (empty: none)")
@@ -131,9 +134,30 @@ func (g *globals) openHost(ctx context.Context) (*embedded.Host, error) {
 		DefaultImage:     g.image,
 		StorageRoot:      g.root,
 		ZFSDataset:       g.dataset,
+		ZFSDriver:        g.zfsDrv,
 		AgentPath:        g.agent,
 		Logger:           g.logger,
 	})
+}
+
+// checkZFSDriver refuses a --zfs-driver this binary cannot use: an unknown
+// name, or libzfs_core in a build without it (it exists only in builds
+// with cgo and the libzfs_core tag). Whether the driver can run here
+// (kernel OpenZFS, /dev/zfs) shows when a zfs backend opens it.
+func checkZFSDriver(name string) error {
+	switch name {
+	case zfs.DriverCommand:
+		return nil
+	case zfs.DriverLZC:
+		if !lzcBuilt {
+			return fmt.Errorf("--zfs-driver %s: this turnbox binary was built without the libzfs_core driver; "+
+				"build it with cgo and the tag: CGO_ENABLED=1 go build -tags libzfs_core ./cmd/turnbox "+
+				"(needs the OpenZFS development files: eval \"$(bash zfs/scripts/fetch-libzfs-dev.sh)\"), "+
+				"or use --zfs-driver %s", name, zfs.DriverCommand)
+		}
+		return nil
+	}
+	return fmt.Errorf("--zfs-driver: unknown driver %q (%s or %s)", name, zfs.DriverCommand, zfs.DriverLZC)
 }
 
 func closeHost(h *embedded.Host) {

@@ -15,8 +15,10 @@
 #   5. optionally first boots a crash-write VM that is powered off hard
 #      mid-loop; then one main boot runs, as named parts, the crash
 #      verify, the zfs suites (both drivers), embedded's envtest on zfs
-#      sessions (both drivers) and optionally BenchmarkDrivers (turned
-#      into JSON). The script exits non-zero naming the failed parts.
+#      sessions (both drivers) and optionally the benchmarks:
+#      BenchmarkDrivers (turned into JSON) and `turnbox bench --backends
+#      zfs` through each zfs driver (its report directories copied back).
+#      The script exits non-zero naming the failed parts.
 #
 # Run as root on Debian 12. Environment:
 #   TURNBOX_ZFS_VM_CACHE    cache dir (default /var/cache/turnbox/zfs-vm)
@@ -38,9 +40,24 @@
 #   TURNBOX_ZFS_VM_CRASH    0 to skip the crash-consistency check (default 1)
 #   TURNBOX_ZFS_VM_CRASH_AFTER  seconds of snapshots before the power-off (12)
 #   TURNBOX_ZFS_VM_CRASH_CHECKS snapshots whose content is checked (12)
-#   TURNBOX_ZFS_VM_BENCH    1 to also run BenchmarkDrivers (both drivers)
-#   TURNBOX_ZFS_VM_BENCHTIME, TURNBOX_ZFS_VM_BENCHCOUNT  (20x, 3)
-#   TURNBOX_ZFS_VM_BENCH_JSON  where the JSON goes ($CACHE/bench/...)
+#   TURNBOX_ZFS_VM_BENCH    1 to also run the benchmark parts (never
+#                           result-cached): bench (BenchmarkDrivers, both
+#                           drivers) and bench-cli (turnbox bench on zfs ×
+#                           none through each zfs driver, raw baselines
+#                           included; the CLI is built only then)
+#   TURNBOX_ZFS_VM_BENCH_PARTS  which of them (default "bench bench-cli")
+#   TURNBOX_ZFS_VM_BENCHTIME, TURNBOX_ZFS_VM_BENCHCOUNT  bench's (20x, 3)
+#   TURNBOX_ZFS_VM_BENCH_JSON  where bench's JSON goes ($CACHE/bench/...)
+#   TURNBOX_ZFS_VM_BENCH_DRIVERS  bench-cli's zfs drivers, in order
+#                           (default "command libzfs_core")
+#   TURNBOX_ZFS_VM_BENCH_N, TURNBOX_ZFS_VM_BENCH_EXEC_N  bench-cli's
+#                           turnbox bench --n and --exec-n (10, 20)
+#   TURNBOX_ZFS_VM_BENCH_FILES, TURNBOX_ZFS_VM_BENCH_FILE_SIZE  its
+#                           --files and --file-size (200, 10240)
+#   TURNBOX_ZFS_VM_BENCH_CLI_OUT  where bench-cli's report directories go
+#                           (default $CACHE/bench/cli-<UTC time>/<driver>/)
+#   TURNBOX_ZFS_VM_BENCH_TIMEOUT  seconds before one driver's bench-cli run
+#                           is killed (900; the next driver still runs)
 #   TURNBOX_ZFS_VM_COUNT    1 to rerun parts that passed before with the same
 #                           binaries and settings (default: cached, see below)
 #   TURNBOX_ZFS_VM_KEEP     1 to keep the run directory on success
@@ -252,6 +269,31 @@ mkdir -p "$RUN/bin"
 	go test -c -vet=off -tags libzfs_core -o "$RUN/bin/" ./zfs ./embedded
 ) >"$RUN/go-build.log" 2>&1 || { tail -40 "$RUN/go-build.log" >&2; die "go test -c -tags libzfs_core ./zfs ./embedded"; }
 for b in zfs embedded; do [ -x "$RUN/bin/$b.test" ] || die "$b.test was not built"; done
+# The benchmark parts. The turnbox CLI (for bench-cli) is built only when
+# that part is asked for: nothing else runs it, and its first build with
+# cgo and the tag takes a while (its dependencies are many more than the
+# test binaries').
+BENCH=${TURNBOX_ZFS_VM_BENCH:-0}
+BENCH_PARTS=${TURNBOX_ZFS_VM_BENCH_PARTS-bench bench-cli}
+BENCH_CLI=0
+if [ "$BENCH" = 1 ]; then
+	for p in $BENCH_PARTS; do
+		case $p in
+		bench) ;;
+		bench-cli) BENCH_CLI=1 ;;
+		*) die "TURNBOX_ZFS_VM_BENCH_PARTS: unknown part '$p' (bench, bench-cli)" ;;
+		esac
+	done
+fi
+if [ "$BENCH_CLI" = 1 ]; then
+	(
+		cd "$REPO"
+		eval "$LZFS_ENV"
+		export CGO_ENABLED=1
+		go build -tags libzfs_core -o "$RUN/bin/turnbox" ./cmd/turnbox
+	) >"$RUN/go-build-cli.log" 2>&1 || { tail -40 "$RUN/go-build-cli.log" >&2; die "go build -tags libzfs_core ./cmd/turnbox"; }
+	[ -x "$RUN/bin/turnbox" ] || die "the turnbox CLI was not built"
+fi
 
 # ------------------------------------------------------- initramfs
 # The initramfs holds what does not change between runs (busybox, the
@@ -335,7 +377,13 @@ fi
 SHARE="$RUN/share"
 mkdir -p "$SHARE/tests" "$SHARE/lib"
 cp "$RUN/bin/"*.test "$SHARE/tests/"
-for t in "$SHARE"/tests/*.test; do
+# The CLI goes in its own directory: only the bench-cli part copies it
+# into RAM (31 MB), the other jobs do not.
+if [ "$BENCH_CLI" = 1 ]; then
+	mkdir -p "$SHARE/cli" && cp "$RUN/bin/turnbox" "$SHARE/cli/"
+fi
+for t in "$SHARE"/tests/*.test "$SHARE"/cli/turnbox; do
+	[ -e "$t" ] || continue
 	for lib in $(libsof "$t"); do
 		grep -qxF "$lib" <<<"$ZLIBS" || cp -L "$lib" "$SHARE/lib/"
 	done
@@ -420,7 +468,6 @@ PARTFN='part() {
 # goroutine's stack before the VM's bound kills everything.
 TT="-test.v -test.count=1 -test.timeout=${TURNBOX_ZFS_VM_TEST_TIMEOUT:-600}s"
 CRASH=${TURNBOX_ZFS_VM_CRASH:-1}
-BENCH=${TURNBOX_ZFS_VM_BENCH:-0}
 PARTS=${TURNBOX_ZFS_VM_PARTS-zfs embedded}
 CRASH_ENV="TURNBOX_ZFS_CRASH_DEV=/dev/vda1 TURNBOX_ZFS_CRASH_ACKS=/share/acks TURNBOX_ZFS_CRASH_CHECKS=${TURNBOX_ZFS_VM_CRASH_CHECKS:-12}"
 
@@ -430,7 +477,8 @@ CRASH_ENV="TURNBOX_ZFS_CRASH_DEV=/dev/vda1 TURNBOX_ZFS_CRASH_ACKS=/share/acks TU
 # sources give the same binary), the same extra libraries, kernel,
 # initramfs (which covers init, run.sh, the modules and zfs/zpool), VM
 # settings and command line passes again without being run, and says so.
-# A failure is never cached; the shell and bench parts never are.
+# A failure is never cached; the shell and bench parts (bench, bench-cli)
+# never are.
 # TURNBOX_ZFS_VM_COUNT=1 (as go test -count=1) runs everything.
 RESULTS="$CACHE/results"
 mkdir -p "$RESULTS"
@@ -502,6 +550,51 @@ SKIP=${TURNBOX_ZFS_VM_SKIP-}
 # the host in CI (localdisk, btrfs and zfs-fuse); under TCG the whole
 # suite took over 7 minutes per driver on a loaded machine. TURNBOX_ZFS_VM_EMBEDDED_RUN='^TestKernelZFSDrivers$'
 # runs the whole suite.
+# bench-cli: the project's own `turnbox bench` on zfs × none, once per zfs
+# driver, each on a fresh pool on a file vdev in the VM's RAM (/tmp is
+# tmpfs), as zfstest.NewPool makes them. The raw baseline follows the
+# driver (the bare `zfs` command, or the bare libzfs_core call; see
+# benchmarks.RawZFS). Counts are small: everything runs 5-20x slower
+# under TCG. Each driver's report directory comes back through the share.
+if [ "$BENCH_CLI" = 1 ]; then
+	BDRIVERS=${TURNBOX_ZFS_VM_BENCH_DRIVERS:-command libzfs_core}
+	for d in $BDRIVERS; do
+		case $d in command | libzfs_core) ;; *) die "TURNBOX_ZFS_VM_BENCH_DRIVERS: unknown driver '$d' (command, libzfs_core)" ;; esac
+	done
+	BN=${TURNBOX_ZFS_VM_BENCH_N:-10}
+	BEXECN=${TURNBOX_ZFS_VM_BENCH_EXEC_N:-20}
+	BFILES=${TURNBOX_ZFS_VM_BENCH_FILES:-200}
+	BFSIZE=${TURNBOX_ZFS_VM_BENCH_FILE_SIZE:-10240}
+	for v in "$BN" "$BEXECN" "$BFILES" "$BFSIZE"; do
+		[[ $v =~ ^[0-9]+$ ]] || die "TURNBOX_ZFS_VM_BENCH_N/_EXEC_N/_FILES/_FILE_SIZE must be numbers (got '$v')"
+	done
+	BNOTE="qemu TCG VM (-smp ${TURNBOX_ZFS_VM_SMP:-2} -cpu qemu64, pool on a file in RAM) on a $(nproc)-core host, host load $(cut -d' ' -f1-3 /proc/loadavg) when the run began; kernel $KREL, OpenZFS $ZVER"
+	# Guest side (busybox sh). A driver's bench that fails or hangs (its
+	# own bound: TURNBOX_ZFS_VM_BENCH_TIMEOUT, 900 s) does not stop the
+	# next driver's; the part's status is 1 if any failed.
+	cat >"$SHARE/bench-cli.sh" <<JOB
+mkdir -p /tmp/cli /share/bench-cli && cp /share/cli/turnbox /tmp/cli/turnbox || exit 97
+rc=0
+for d in $BDRIVERS; do
+	pool=tb\$d img=/tmp/bench-\$d.img
+	echo "bench-cli: zfs driver \$d: pool \$pool on \$img"
+	rm -f \$img && truncate -s 1G \$img && zpool create -f -m none \$pool \$img || { echo "bench-cli: zpool create failed"; rc=1; continue; }
+	s=\$(date +%s)
+	timeout -s KILL ${TURNBOX_ZFS_VM_BENCH_TIMEOUT:-900} /tmp/cli/turnbox --log-level info --zfs-driver \$d bench \\
+		--backends zfs --runtimes none --zfs-dataset \$pool/bench \\
+		--n $BN --exec-n $BEXECN --files $BFILES --file-size $BFSIZE \\
+		--out /share/bench-cli/\$d --note "$BNOTE; zfs driver \$d"
+	r=\$?
+	echo "\$r \$(( \$(date +%s) - s ))" >/share/bench-cli/\$d.status
+	echo "bench-cli: zfs driver \$d: exit status \$r in \$(( \$(date +%s) - s ))s"
+	[ \$r = 0 ] || rc=1
+	zpool destroy -f \$pool || echo "bench-cli: zpool destroy \$pool failed"
+	rm -f \$img
+	sync
+done
+exit \$rc
+JOB
+fi
 ERUN=${TURNBOX_ZFS_VM_EMBEDDED_RUN:-^TestKernelZFSDrivers\$/^(command|libzfs_core)\$/^(Lifecycle|Snapshots)\$/^(Create|FromSnapshot|DestroyDeletesSnapshots|Model|RollForward|Info|MetadataSurvives|TurnComplete|ListSnapshots|Fork)\$}
 {
 	echo "$SETUP"
@@ -528,7 +621,14 @@ ERUN=${TURNBOX_ZFS_VM_EMBEDDED_RUN:-^TestKernelZFSDrivers\$/^(command|libzfs_cor
 		fi
 		echo "$line"
 	done
-	[ "$BENCH" = 1 ] && echo "part bench /tests/zfs.test -test.run '^\$' -test.bench '^BenchmarkDrivers\$' -test.benchtime ${TURNBOX_ZFS_VM_BENCHTIME:-20x} -test.count ${TURNBOX_ZFS_VM_BENCHCOUNT:-3}"
+	if [ "$BENCH" = 1 ]; then
+		for p in $BENCH_PARTS; do
+			case $p in
+			bench) echo "part bench /tests/zfs.test -test.run '^\$' -test.bench '^BenchmarkDrivers\$' -test.benchtime ${TURNBOX_ZFS_VM_BENCHTIME:-20x} -test.count ${TURNBOX_ZFS_VM_BENCHCOUNT:-3}" ;;
+			bench-cli) echo "part bench-cli sh /share/bench-cli.sh" ;;
+			esac
+		done
+	fi
 	echo "true"
 } >"$RUN/job-main.sh"
 if grep -q '^part ' "$RUN/job-main.sh"; then
@@ -562,7 +662,7 @@ report() { # report PART DESCRIPTION
 	read -r st secs <"$SHARE/$p.status"
 	echo "==== $what: exit status $st in ${secs}s"
 	cat "$SHARE/$p.out"
-	if [ "$p" != bench ] && [ "$p" != crash-verify ]; then
+	if [ "$p" != bench ] && [ "$p" != bench-cli ] && [ "$p" != crash-verify ]; then
 		echo "---- $p: slowest tests"
 		timings "$SHARE/$p.out"
 	fi
@@ -581,7 +681,7 @@ for p in $PARTS; do
 	shell) report shell "shell script $TURNBOX_ZFS_VM_SHELL" ;;
 	esac
 done
-if [ "$BENCH" = 1 ]; then
+if [ "$BENCH" = 1 ] && [[ " $BENCH_PARTS " == *" bench "* ]]; then
 	report bench "driver benchmark (TCG emulation: compare the drivers, not absolute times)"
 	if [ -f "$SHARE/bench.status" ]; then
 		JSON=${TURNBOX_ZFS_VM_BENCH_JSON:-$CACHE/bench/bench-$(date -u +%Y%m%dT%H%M%SZ).json}
@@ -590,6 +690,52 @@ if [ "$BENCH" = 1 ]; then
 			failed+=("bench JSON")
 		echo "zfs-vm: benchmark JSON: $JSON" >&2
 		bash "$HERE/bench2json.sh" --table "$SHARE/bench.out" || true
+	fi
+fi
+# p50s FILE: "op series p50" for each result of a bench report.json
+# (series: turnbox, or the baseline's name; p50 rounded as report.md
+# does), from the indented JSON WriteDir writes, one field a line (plain
+# awk: no jq needed).
+p50s() {
+	awk -F': ' '
+		/^ *"op": / { op = $2; gsub(/[",]/, "", op) }
+		/^ *"p50_ms": / { p50 = $2; gsub(/,/, "", p50) }
+		/^ *"baseline": / {
+			bl = $2; gsub(/[",]/, "", bl)
+			printf "%s %s %s\n", op, (bl == "" ? "turnbox" : bl), sprintf(p50 + 0 < 100 ? "%.2f" : "%.0f", p50)
+		}
+	' "$1"
+}
+if [ "$BENCH_CLI" = 1 ]; then
+	report bench-cli "turnbox bench --backends zfs --runtimes none through each zfs driver (TCG emulation: compare within the run, not absolute times)"
+	BOUT=${TURNBOX_ZFS_VM_BENCH_CLI_OUT:-$CACHE/bench/cli-$(date -u +%Y%m%dT%H%M%SZ)}
+	declare -A P50=()
+	got=()
+	for d in $BDRIVERS; do
+		st="did not finish"
+		[ -f "$SHARE/bench-cli/$d.status" ] && st="exit status $(cut -d' ' -f1 "$SHARE/bench-cli/$d.status") in $(cut -d' ' -f2 "$SHARE/bench-cli/$d.status")s"
+		if [ ! -f "$SHARE/bench-cli/$d/report.json" ]; then
+			echo "==== turnbox bench, zfs driver $d: NO REPORT ($st)"
+			failed+=("bench-cli $d (no report)")
+			continue
+		fi
+		mkdir -p "$BOUT/$d" && cp -a "$SHARE/bench-cli/$d/." "$BOUT/$d/"
+		echo "==== turnbox bench, zfs driver $d ($st): $BOUT/$d/report.md"
+		cat "$BOUT/$d/report.md"
+		got+=("$d")
+		while read -r op ser v; do P50[$d/$op/$ser]=$v; done < <(p50s "$BOUT/$d/report.json")
+	done
+	if [ ${#got[@]} -gt 0 ]; then
+		echo "==== turnbox bench medians (p50 ms) by zfs driver; raw = that driver's bare calls"
+		hdr="| op |" sep="|---|"
+		for d in "${got[@]}"; do hdr+=" $d | raw $d |"; sep+="---:|---:|"; done
+		echo "$hdr"; echo "$sep"
+		for op in create start exec turn_complete rollback fork pause_resume; do
+			row="| $op |"
+			for d in "${got[@]}"; do row+=" ${P50[$d/$op/turnbox]:--} | ${P50[$d/$op/raw]:--} |"; done
+			echo "$row"
+		done
+		echo "zfs-vm: turnbox bench reports (report.json, report.md, chart.svg): $BOUT/<driver>/" >&2
 	fi
 fi
 if [ ${#failed[@]} -gt 0 ]; then
