@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/turnbox/turnbox/zfs"
 	"github.com/turnbox/turnbox/zfs/zfstest"
 )
 
 // BenchmarkDrivers times the backend's operations through the command
-// driver and the libzfs_core driver, each next to its raw baseline: the
+// driver and the libzfs_core driver, each beside its raw baseline: the
 // driver's single call on a plain dataset with no backend bookkeeping
 // (for the command driver one `zfs` process, for libzfs_core one
 // lzc_snapshot / lzc_rollback_to call, and lzc_clone plus the libzfs
@@ -21,15 +24,25 @@ import (
 // It needs kernel OpenZFS: the OpenZFS VM job (scripts/zfs-vm/run.sh,
 // TURNBOX_ZFS_VM_BENCH=1) runs it and turns the output into JSON.
 //
-//	BenchmarkDrivers/<driver>/snapshot          Backend.Snapshot
-//	BenchmarkDrivers/<driver>/raw-snapshot      Driver.Snapshot
-//	BenchmarkDrivers/<driver>/rollback-newest   Backend.Rollback, in place
-//	BenchmarkDrivers/<driver>/raw-rollback      Driver.Rollback (newest)
-//	BenchmarkDrivers/<driver>/rollback-older    Backend.Rollback, clone-and-swap
-//	BenchmarkDrivers/<driver>/clone             Backend.CloneVolume
-//	BenchmarkDrivers/<driver>/raw-clone         Driver.Clone (mounted)
+// The paired benchmarks run the backend's operation and its baselines in
+// the same iteration, in an order that rotates every iteration, so that
+// drift (the pool filling, the host's load) hits all of them alike. They
+// report the median of each as ms/<what> (ns/op is their sum):
 //
-// The small write before each rollback is not timed.
+//	snapshot         ms/backend   Backend.Snapshot (two user properties)
+//	                 ms/raw       Driver.Snapshot, no properties
+//	                 ms/raw+props Driver.Snapshot with the backend's two user properties
+//	rollback-newest  ms/backend   Backend.Rollback to the newest snapshot (in place)
+//	                 ms/raw       Driver.Rollback to the newest snapshot
+//	clone-idle       ms/backend   Backend.CloneVolume after the backend went idle
+//	                 ms/raw       Driver.Clone with a mountpoint (mounted)
+//
+// The small write before each rollback and the wait for idle are not
+// timed. Two more are plain benchmarks with no raw counterpart:
+//
+//	rollback-older   Backend.Rollback to an older snapshot, clone-and-swap
+//	clone            Backend.CloneVolume back to back (spare/op: the share
+//	                 that found a spare container ready)
 func BenchmarkDrivers(b *testing.B) {
 	if _, err := os.Stat("/dev/zfs"); err != nil {
 		b.Skip("no /dev/zfs: runs in the OpenZFS VM job")
@@ -58,100 +71,135 @@ func BenchmarkDrivers(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { zfstest.DestroyAll(b, raw) })
-			fill := func(dir string) {
+			for _, dir := range []string{v.Path, rawDir} {
 				for i := 0; i < 100; i++ {
 					if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%03d", i)), make([]byte, 4096), 0o644); err != nil {
 						b.Fatal(err)
 					}
 				}
 			}
-			fill(v.Path)
-			fill(rawDir)
 			scratch := func(b *testing.B, dir string) {
-				b.StopTimer()
 				if err := os.WriteFile(filepath.Join(dir, "scratch"), []byte("x"), 0o644); err != nil {
 					b.Fatal(err)
 				}
-				b.StartTimer()
 			}
 			n := 0
-			firstRaw := ""
+			next := func() int { n++; return n }
+			for _, s := range []string{"s0", "old1", "old2"} {
+				if _, err := be.Snapshot(ctx, "v", s); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := d.Snapshot(ctx, raw+"@r0", nil); err != nil {
+				b.Fatal(err)
+			}
 			b.Run("snapshot", func(b *testing.B) {
-				for b.Loop() {
-					n++
-					if _, err := be.Snapshot(ctx, "v", fmt.Sprintf("s%d", n)); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-			b.Run("raw-snapshot", func(b *testing.B) {
-				for b.Loop() {
-					n++
-					snap := fmt.Sprintf("%s@r%d", raw, n)
-					if err := d.Snapshot(ctx, snap, nil); err != nil {
-						b.Fatal(err)
-					}
-					if firstRaw == "" {
-						firstRaw = snap
-					}
-				}
+				paired(b, []step{
+					{"backend", nil, func() error {
+						_, err := be.Snapshot(ctx, "v", fmt.Sprint("s", next()))
+						return err
+					}},
+					{"raw", nil, func() error { return d.Snapshot(ctx, fmt.Sprintf("%s@r%d", raw, next()), nil) }},
+					{"raw+props", nil, func() error {
+						// What Backend.Snapshot sets: the name and the
+						// creation time in nanoseconds.
+						i := next()
+						return d.Snapshot(ctx, fmt.Sprintf("%s@r%d", raw, i), map[string]string{
+							zfs.PropSnapshot: fmt.Sprint("r", i), zfs.PropCreated: strconv.FormatInt(time.Now().UnixNano(), 10)})
+					}},
+				})
 			})
 			b.Run("rollback-newest", func(b *testing.B) {
-				n++
-				last := fmt.Sprintf("s%d", n)
+				last := fmt.Sprint("s", next())
 				if _, err := be.Snapshot(ctx, "v", last); err != nil {
 					b.Fatal(err)
 				}
-				for b.Loop() {
-					scratch(b, v.Path)
-					if err := be.Rollback(ctx, "v", last); err != nil {
-						b.Fatal(err)
-					}
-				}
-			})
-			b.Run("raw-rollback", func(b *testing.B) {
-				n++
-				last := fmt.Sprintf("%s@r%d", raw, n)
-				if err := d.Snapshot(ctx, last, nil); err != nil {
+				rawLast := fmt.Sprintf("%s@r%d", raw, next())
+				if err := d.Snapshot(ctx, rawLast, nil); err != nil {
 					b.Fatal(err)
 				}
-				for b.Loop() {
-					scratch(b, rawDir)
-					if err := d.Rollback(ctx, last); err != nil {
-						b.Fatal(err)
-					}
-				}
+				paired(b, []step{
+					{"backend", func() { scratch(b, v.Path) }, func() error { return be.Rollback(ctx, "v", last) }},
+					{"raw", func() { scratch(b, rawDir) }, func() error { return d.Rollback(ctx, rawLast) }},
+				})
+			})
+			b.Run("clone-idle", func(b *testing.B) {
+				paired(b, []step{
+					{"backend", be.WaitIdle, func() error {
+						_, err := be.CloneVolume(ctx, fmt.Sprint("c", next()), "v", "s0")
+						return err
+					}},
+					{"raw", nil, func() error {
+						i := next()
+						return d.Clone(ctx, raw+"@r0", fmt.Sprintf("%s/rc%d", pool, i),
+							zfs.CreateOptions{Props: map[string]string{"mountpoint": filepath.Join(dir, "rc", fmt.Sprint(i))}})
+					}},
+				})
 			})
 			b.Run("rollback-older", func(b *testing.B) {
 				for i := 0; b.Loop(); i++ {
 					// Alternate between two old snapshots: every
 					// rollback is a clone-and-swap.
-					if err := be.Rollback(ctx, "v", fmt.Sprintf("s%d", 1+i%2)); err != nil {
+					if err := be.Rollback(ctx, "v", fmt.Sprintf("old%d", 1+i%2)); err != nil {
 						b.Fatal(err)
 					}
 				}
 			})
 			b.Run("clone", func(b *testing.B) {
+				// Back to back: the backend makes a new spare container in
+				// the background after each fork, and in a tight loop that
+				// create often takes the transaction group the next fork
+				// would have joined, which then waits for two.
+				be.WaitIdle()
+				_, taken0 := be.SpareContainers()
 				for b.Loop() {
-					n++
-					if _, err := be.CloneVolume(ctx, fmt.Sprintf("c%d", n), "v", "s1"); err != nil {
+					if _, err := be.CloneVolume(ctx, fmt.Sprint("c", next()), "v", "s0"); err != nil {
 						b.Fatal(err)
 					}
 				}
-			})
-			b.Run("raw-clone", func(b *testing.B) {
-				origin := firstRaw
-				if origin == "" {
-					b.Fatal("raw-snapshot made no snapshot to clone")
-				}
-				for b.Loop() {
-					n++
-					name := fmt.Sprintf("%s/rc%d", pool, n)
-					if err := d.Clone(ctx, origin, name, zfs.CreateOptions{Props: map[string]string{"mountpoint": filepath.Join(dir, "rc", fmt.Sprint(n))}}); err != nil {
-						b.Fatal(err)
-					}
-				}
+				_, taken := be.SpareContainers()
+				b.ReportMetric(float64(taken-taken0)/float64(b.N), "spare/op")
 			})
 		})
+	}
+}
+
+// step is one timed operation of a paired benchmark: prep runs untimed
+// before it.
+type step struct {
+	what string
+	prep func()
+	op   func() error
+}
+
+// paired runs every step once per iteration, starting from a different
+// step each iteration, and reports each step's median as ms/<what>.
+func paired(b *testing.B, steps []step) {
+	times := make([][]time.Duration, len(steps))
+	for it := 0; b.Loop(); it++ {
+		for k := range steps {
+			i := (it + k) % len(steps)
+			s := steps[i]
+			b.StopTimer()
+			if s.prep != nil {
+				s.prep()
+			}
+			b.StartTimer()
+			start := time.Now()
+			err := s.op()
+			times[i] = append(times[i], time.Since(start))
+			if err != nil {
+				b.Fatalf("%s: %v", s.what, err)
+			}
+		}
+	}
+	for i, s := range steps {
+		t := times[i]
+		slices.Sort(t)
+		med := t[len(t)/2]
+		if len(t)%2 == 0 {
+			med = (t[len(t)/2-1] + t[len(t)/2]) / 2
+		}
+		b.ReportMetric(float64(med)/1e6, "ms/"+s.what)
 	}
 }

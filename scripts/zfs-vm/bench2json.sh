@@ -5,10 +5,13 @@
 #   bench2json.sh BENCH_OUTPUT CONDITIONS   JSON on stdout
 #   bench2json.sh --table BENCH_OUTPUT      table on stdout
 #
-# Each result is BenchmarkDrivers/<driver>/<op>: ns/op of every run and
-# their median. The table compares, per operation, the libzfs_core
-# driver with the command driver and each with its raw baseline (the
-# driver's bare call, raw-<op>). Plain awk (mawk works): no python here.
+# Each result is BenchmarkDrivers/<driver>/<op> with ns/op and, for the
+# paired benchmarks, one metric per step (ms/backend, ms/raw,
+# ms/raw+props: each the median of that step within a run). JSON keeps
+# every run's value of every metric and their median over runs. The table
+# compares, per operation, the backend with its raw baseline (the
+# driver's bare call, measured in the same iterations) for each driver,
+# and the two drivers. Plain awk (mawk works): no python here.
 set -euo pipefail
 
 table=0
@@ -30,32 +33,48 @@ function esc(s) { gsub(/\\/, "\\\\", s); gsub(/"/, "\\\"", s); return s }
 	name = $1
 	sub(/^BenchmarkDrivers\//, "", name)
 	sub(/-[0-9]+$/, "", name)
-	if (!(name in cnt)) { order[++norder] = name; iters[name] = $2 }
-	cnt[name]++
-	v[name, cnt[name]] = $3 + 0
+	if (!(name in iters)) { order[++norder] = name; iters[name] = $2 }
+	for (f = 3; f < NF; f += 2) {
+		key = name SUBSEP $(f + 1)
+		if (!(key in cnt)) units[name] = units[name] (units[name] == "" ? "" : " ") $(f + 1)
+		cnt[key]++
+		v[key, cnt[key]] = $f + 0
+	}
 }
+function m(name, unit,   key) { key = name SUBSEP unit; return (key in cnt) ? median(key) : 0 }
 END {
 	if (norder == 0) { print "bench2json.sh: no BenchmarkDrivers results in the input" > "/dev/stderr"; exit 1 }
 	if (!table) {
 		printf "{\n  \"benchmark\": \"BenchmarkDrivers\",\n  \"date\": \"%s\",\n  \"conditions\": \"%s\",\n  \"results\": [\n", date, esc(cond)
 		for (k = 1; k <= norder; k++) {
 			name = order[k]; d = name; sub(/\/.*/, "", d); op = name; sub(/^[^\/]*\//, "", op)
-			runs = ""
-			for (i = 1; i <= cnt[name]; i++) runs = runs (i > 1 ? ", " : "") v[name, i]
-			printf "    {\"driver\": \"%s\", \"op\": \"%s\", \"iterations\": %d, \"ns_per_op\": [%s], \"median_ns_per_op\": %.0f}%s\n", esc(d), esc(op), iters[name], runs, median(name), (k < norder ? "," : "")
+			printf "    {\"driver\": \"%s\", \"op\": \"%s\", \"iterations\": %d, \"metrics\": {", esc(d), esc(op), iters[name]
+			nu = split(units[name], us, " ")
+			for (u = 1; u <= nu; u++) {
+				key = name SUBSEP us[u]
+				runs = ""
+				for (i = 1; i <= cnt[key]; i++) runs = runs (i > 1 ? ", " : "") v[key, i]
+				printf "%s\"%s\": {\"runs\": [%s], \"median\": %s}", (u > 1 ? ", " : ""), esc(us[u]), runs, median(key)
+			}
+			printf "}}%s\n", (k < norder ? "," : "")
 		}
 		print "  ]\n}"
 		exit 0
 	}
-	for (k = 1; k <= norder; k++) med[order[k]] = median(order[k])
-	printf "%-16s %12s %12s %12s %12s %9s %9s\n", "operation (ms)", "command", "raw command", "libzfs_core", "raw lzc", "lzc/raw", "cmd/lzc"
-	split("snapshot rollback-newest rollback-older clone", ops, " ")
-	for (i = 1; i <= 4; i++) {
-		op = ops[i]; rawop = (op == "rollback-newest") ? "raw-rollback" : "raw-" op
-		c = med["command/" op]; l = med["libzfs_core/" op]; rc = med["command/" rawop]; rl = med["libzfs_core/" rawop]
-		printf "%-16s %12s %12s %12s %12s %9s %9s\n", op, ms(c), ms(rc), ms(l), ms(rl), ratio(l, rl), ratio(c, l)
-	}
+	printf "%-22s %10s %10s %10s %10s %8s %8s %8s\n", "operation (ms)", "command", "raw cmd", "lzc", "raw lzc", "cmd/raw", "lzc/raw", "cmd/lzc"
+	row("snapshot", "ms/backend", "ms/raw")
+	row("snapshot", "ms/backend", "ms/raw+props", "snapshot (raw+props)")
+	row("rollback-newest", "ms/backend", "ms/raw")
+	row("clone-idle", "ms/backend", "ms/raw")
+	row("rollback-older", "ns/op", "")
+	row("clone", "ns/op", "", "clone (back to back)")
 }
-function ms(x) { return x > 0 ? sprintf("%.1f", x / 1e6) : "-" }
+function row(op, bu, ru, label,   c, l, rc, rl, sc) {
+	sc = (bu == "ns/op") ? 1e6 : 1
+	c = m("command/" op, bu) / sc; l = m("libzfs_core/" op, bu) / sc
+	rc = (ru == "") ? 0 : m("command/" op, ru); rl = (ru == "") ? 0 : m("libzfs_core/" op, ru)
+	printf "%-22s %10s %10s %10s %10s %8s %8s %8s\n", (label == "" ? op : label), ms(c), ms(rc), ms(l), ms(rl), ratio(c, rc), ratio(l, rl), ratio(c, l)
+}
+function ms(x) { return x > 0 ? sprintf("%.1f", x) : "-" }
 function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2fx", a / b) : "-" }
 ' "$in"
