@@ -208,7 +208,11 @@ func (b *Backend) Parent() string { return b.parent }
 // Close marks the backend closed. Data stays on disk and mounted. With
 // WithOwnedDriver it also closes the driver (once).
 func (b *Backend) Close() error {
+	// Under mu: refill checks closed and joins filling under mu, so no
+	// refill starts after the Wait below.
+	b.mu.Lock()
 	first := !b.closed.Swap(true)
+	b.mu.Unlock()
 	b.reaping.Wait()
 	b.filling.Wait()
 	if c, ok := b.d.(interface{ Close() error }); ok && b.ownDriver && first {
@@ -665,6 +669,11 @@ func (b *Backend) swap(ctx context.Context, v *vol, a *gen, target string) error
 		return fmt.Errorf("zfs: rollback %s: unmounting %s: %w", v.name, a.ds, err)
 	}
 	if err := b.d.Clone(ctx, target, ng.ds, CreateOptions{Props: b.genProps(v.name)}); err != nil {
+		// Drivers leave nothing behind a failed clone; should one still
+		// be there, a later open would take it for the newest generation.
+		if ok, xerr := b.d.Exists(context.WithoutCancel(ctx), ng.ds); xerr == nil && ok {
+			_ = b.d.Destroy(context.WithoutCancel(ctx), ng.ds, DestroyOptions{})
+		}
 		// Put the old generation back; the volume is unchanged.
 		if rerr := b.d.SetProps(context.WithoutCancel(ctx), a.ds, map[string]string{"mountpoint": b.path(v.name)}); rerr != nil {
 			return fmt.Errorf("zfs: rollback %s: cloning %s: %w (and remounting %s failed: %v; reopening the backend repairs it)", v.name, target, err, a.ds, rerr)

@@ -149,7 +149,31 @@ func (d *CommandDriver) Create(ctx context.Context, name string, opts CreateOpti
 	}
 	args = append(append(args, pa...), name)
 	_, err = d.Run(ctx, args...)
-	return err
+	return d.finishMount(ctx, name, err)
+}
+
+// notMounted is how zfs create and zfs clone report a dataset they made
+// but could not mount.
+const notMounted = "successfully created, but not mounted"
+
+// finishMount completes a create or clone that made name but could not
+// mount it (seen under load: "mountpoint or dataset is busy" right after
+// the previous generation was unmounted from the same path): it retries
+// the mount as for any busy failure, and if the mount still fails it
+// destroys name, so that Create and Clone either make a mounted dataset or
+// leave nothing behind.
+func (d *CommandDriver) finishMount(ctx context.Context, name string, err error) error {
+	if err == nil || !strings.Contains(err.Error(), notMounted) {
+		return err
+	}
+	merr := d.retryBusy(ctx, nil, "mount", name)
+	if merr == nil {
+		return nil
+	}
+	if derr := d.retryBusy(context.WithoutCancel(ctx), nil, "destroy", name); derr != nil && !errors.Is(derr, ErrNotFound) {
+		return fmt.Errorf("%w (mounting it again: %v; destroying it: %v)", err, merr, derr)
+	}
+	return fmt.Errorf("%w (mounting it again: %v; the new dataset was destroyed)", err, merr)
 }
 
 // Snapshot runs zfs snapshot -o ... snap.
@@ -183,7 +207,7 @@ func (d *CommandDriver) Clone(ctx context.Context, snap, name string, opts Creat
 	}
 	args = append(append(args, pa...), snap, name)
 	_, err = d.Run(ctx, args...)
-	return err
+	return d.finishMount(ctx, name, err)
 }
 
 // Rollback runs zfs rollback snap (never -r: nothing is destroyed).

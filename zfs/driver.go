@@ -28,6 +28,8 @@ type Driver interface {
 	// properties. It is durable when Snapshot returns.
 	Snapshot(ctx context.Context, snap string, props map[string]string) error
 	// Clone makes filesystem name from snapshot snap and mounts it.
+	// Create and Clone are all or nothing: a dataset made but impossible
+	// to mount (after retrying a busy mount) is destroyed again.
 	Clone(ctx context.Context, snap, name string, opts CreateOptions) error
 	// Rollback discards changes made since snap, which must be the most
 	// recent snapshot of its filesystem (else the error wraps

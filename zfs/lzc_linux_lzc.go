@@ -214,6 +214,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -371,7 +372,37 @@ func (d *LZCDriver) Create(ctx context.Context, name string, opts CreateOptions)
 	if err := errnoErr("create", name, C.lzc_create(cs.add(name), C.LZC_DATSET_TYPE_ZFS, props, nil, 0)); err != nil {
 		return err
 	}
-	return d.mount(name)
+	return d.mountNew(ctx, name)
+}
+
+// mountNew mounts a dataset Create or Clone just made, retrying while the
+// mount is busy (as the command driver does); if it cannot, it destroys
+// the dataset so that nothing half-made is left behind.
+func (d *LZCDriver) mountNew(ctx context.Context, name string) error {
+	var err error
+	delay := 20 * time.Millisecond
+	for i := 0; i < 12; i++ {
+		if err = d.mount(name); err == nil || !errors.Is(err, ErrBusy) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		delay = min(2*delay, 500*time.Millisecond)
+	}
+	if err == nil {
+		return nil
+	}
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	if derr := errnoErr("destroy", name, C.lzc_destroy(cs)); derr != nil {
+		return fmt.Errorf("%w (and destroying the unmounted %s failed: %v)", err, name, derr)
+	}
+	return fmt.Errorf("%w (the new dataset was destroyed)", err)
 }
 
 func (d *LZCDriver) ensureParents(ctx context.Context, name string) error {
@@ -457,7 +488,7 @@ func (d *LZCDriver) Clone(ctx context.Context, snap, name string, opts CreateOpt
 	if err := errnoErr("clone", snap+" "+name, C.lzc_clone(cs.add(name), cs.add(snap), props)); err != nil {
 		return err
 	}
-	return d.mount(name)
+	return d.mountNew(ctx, name)
 }
 
 // Rollback calls lzc_rollback_to, which refuses (ErrNotNewest) unless
