@@ -54,7 +54,7 @@ const (
 // stays within ZFS's 255 bytes.
 const maxVerbatim = 64
 
-var loadProps = []string{"type", "origin", "mountpoint", "defer_destroy", "creation", PropVolume, PropSnapshot, PropCreated, PropDestroying, PropRootAttr, PropQuota}
+var loadProps = []string{"type", "origin", "mountpoint", "mounted", "defer_destroy", "creation", PropVolume, PropSnapshot, PropCreated, PropDestroying, PropRootAttr, PropQuota}
 
 // Backend is a snapshot.Backend on ZFS. See the package documentation for
 // the dataset layout and the rollback scheme.
@@ -179,11 +179,11 @@ func NewBackend(ctx context.Context, driver Driver, parentDataset, mountRoot str
 	if err := os.MkdirAll(b.root, 0o755); err != nil {
 		return nil, fmt.Errorf("zfs: mount root: %w", err)
 	}
-	destroying, err := b.load(ctx)
+	destroying, all, err := b.load(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.recover(ctx, destroying); err != nil {
+	if err := b.recover(ctx, destroying, all); err != nil {
 		return nil, err
 	}
 	b.refill()
@@ -863,10 +863,14 @@ func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 		return fmt.Errorf("zfs: volume %q: %w", volume, ErrNotFound)
 	}
 	err := b.destroyVolume(ctx, v.name, b.parent+"/"+v.comp)
-	if _, lerr := b.load(context.WithoutCancel(ctx)); lerr != nil && err == nil {
+	_, all, lerr := b.load(context.WithoutCancel(ctx))
+	if lerr != nil && err == nil {
 		err = lerr
 	}
-	if rerr := b.repairMounts(context.WithoutCancel(ctx)); rerr != nil && err == nil {
+	if lerr != nil {
+		return err
+	}
+	if rerr := b.repairMounts(context.WithoutCancel(ctx), all); rerr != nil && err == nil {
 		err = fmt.Errorf("zfs: after destroying volume %q: %w", volume, rerr)
 	}
 	return err
@@ -985,11 +989,12 @@ func (b *Backend) sweep(ctx context.Context) error {
 }
 
 // load rebuilds the cache from ZFS and returns the container datasets of
-// volumes whose destruction was interrupted.
-func (b *Backend) load(ctx context.Context) (destroying map[string]string, err error) {
-	all, err := b.d.Get(ctx, []string{b.parent}, loadProps, -1)
+// volumes whose destruction was interrupted, and the listing it read
+// (loadProps of everything under the parent, for repairMounts).
+func (b *Backend) load(ctx context.Context) (destroying map[string]string, all []Dataset, err error) {
+	all, err = b.d.Get(ctx, []string{b.parent}, loadProps, -1)
 	if err != nil {
-		return nil, fmt.Errorf("zfs: listing %s: %w", b.parent, err)
+		return nil, nil, fmt.Errorf("zfs: listing %s: %w", b.parent, err)
 	}
 	vols := map[string]*vol{}
 	byComp := map[string]*vol{}
@@ -1082,35 +1087,36 @@ func (b *Backend) load(ctx context.Context) (destroying map[string]string, err e
 	}
 	sort.Strings(b.spares)
 	b.mu.Unlock()
-	return destroying, nil
+	return destroying, all, nil
 }
 
 // recover repairs what a crash can leave: an interrupted DestroyVolume, an
 // interrupted swap (the newest generation must be the one mounted at
 // Path, every other one unmounted).
-func (b *Backend) recover(ctx context.Context, destroying map[string]string) error {
+//
+// all is load's listing; it is read again if a destruction was finished.
+func (b *Backend) recover(ctx context.Context, destroying map[string]string, all []Dataset) error {
 	for name, container := range destroying {
 		if err := b.destroyVolume(ctx, name, container); err != nil {
 			return fmt.Errorf("zfs: finishing the destruction of volume %q: %w", name, err)
 		}
 	}
 	if len(destroying) > 0 {
-		if _, err := b.load(ctx); err != nil {
+		var err error
+		if _, all, err = b.load(ctx); err != nil {
 			return err
 		}
 	}
-	return b.repairMounts(ctx)
+	return b.repairMounts(ctx, all)
 }
 
 // repairMounts makes every volume's newest generation the one mounted at
 // its Path and every other generation unmounted. Besides recovery it runs
 // after a DestroyVolume, whose promotions remount the clones forked from
-// the destroyed volume: zfs-fuse has left such a clone unmounted.
-func (b *Backend) repairMounts(ctx context.Context) error {
-	all, err := b.d.Get(ctx, []string{b.parent}, []string{"mountpoint", "mounted"}, -1)
-	if err != nil {
-		return err
-	}
+// the destroyed volume: zfs-fuse has left such a clone unmounted. all is
+// a listing of the parent with the mountpoint and mounted properties,
+// taken after the last change (load's).
+func (b *Backend) repairMounts(ctx context.Context, all []Dataset) error {
 	props := map[string]map[string]string{}
 	for _, d := range all {
 		props[d.Name] = d.Props
