@@ -20,8 +20,11 @@
 // lzc_destroy_snaps, lzc_destroy, lzc_rename, lzc_promote, lzc_exists,
 // lzc_hold, lzc_release, lzc_get_holds. libzfs is used where lzc has no
 // call: mounting after create/clone, unmounting before destroy, setting
-// properties (mountpoint changes remount). Listing (Get) and recursive
-// destroy fall back to the command. It needs kernel OpenZFS (/dev/zfs);
+// properties (mountpoint changes remount) and reading them (Get walks the
+// datasets with libzfs's iterators and returns them in the command's
+// order). A recursive destroy is one lzc_destroy_snaps and lzc_destroy per
+// filesystem; only renaming a filesystem, and a recursive destroy the
+// kernel refuses in process, use the command. It needs kernel OpenZFS (/dev/zfs);
 // scripts/fetch-libzfs-dev.sh fetches the headers and libraries to build it.
 //
 // Names are validated in Go before they reach ZFS (ValidateDataset,
