@@ -68,6 +68,7 @@ END {
 	row("clone-idle", "ms/backend", "ms/raw")
 	row("rollback-older", "ns/op", "")
 	row("clone", "ns/op", "", "clone (back to back)")
+	row("clone-4-at-once", "ns/op", "", "4 clones at once")
 }
 function row(op, bu, ru, label,   c, l, rc, rl, sc) {
 	sc = (bu == "ns/op") ? 1e6 : 1
