@@ -128,10 +128,9 @@ const DefaultSpareContainers = 2
 // WithSpareContainers sets how many empty container datasets the backend
 // keeps ready (DefaultSpareContainers; 0 for none: every container is
 // named after its volume, and spares left by an earlier configuration
-// are left alone). Every ZFS change that
-// creates a dataset is a transaction the caller waits for (a pool sync),
-// and a new volume needs two datasets, its container and its first
-// generation: CreateVolume and CloneVolume take a spare container when
+// are left alone). Every ZFS change that creates a dataset is a
+// transaction the caller waits for (a pool sync), and a new volume needs
+// two datasets, its container and its first generation: CreateVolume and CloneVolume take a spare container when
 // one is ready, so they wait for one transaction instead of two, and a
 // goroutine makes a new spare afterwards. A volume in a spare container
 // is named by its generations' turnbox:volume property; the container's
