@@ -674,7 +674,7 @@ func (b *Backend) swap(ctx context.Context, v *vol, a *gen, target string) error
 			_ = b.d.Destroy(context.WithoutCancel(ctx), ng.ds, DestroyOptions{})
 		}
 		// Put the old generation back; the volume is unchanged.
-		if rerr := b.d.SetProps(context.WithoutCancel(ctx), a.ds, map[string]string{"mountpoint": b.path(v.name)}); rerr != nil {
+		if rerr := b.mountAt(context.WithoutCancel(ctx), a.ds, b.path(v.name)); rerr != nil {
 			return fmt.Errorf("zfs: rollback %s: cloning %s: %w (and remounting %s failed: %v; reopening the backend repairs it)", v.name, target, err, a.ds, rerr)
 		}
 		return fmt.Errorf("zfs: rollback %s: cloning %s: %w", v.name, target, err)
@@ -689,7 +689,7 @@ func (b *Backend) swap(ctx context.Context, v *vol, a *gen, target string) error
 		if err := b.applyRefquota(ctx, ng.ds, quota); err != nil {
 			uctx := context.WithoutCancel(ctx)
 			derr := b.d.Destroy(uctx, ng.ds, DestroyOptions{})
-			rerr := b.d.SetProps(uctx, a.ds, map[string]string{"mountpoint": b.path(v.name)})
+			rerr := b.mountAt(uctx, a.ds, b.path(v.name))
 			return fmt.Errorf("zfs: rollback %s: setting the quota on the new generation: %w (undo: destroy %v, remount %v)", v.name, err, derr, rerr)
 		}
 	}
@@ -1114,7 +1114,9 @@ func (b *Backend) recover(ctx context.Context, destroying map[string]string, all
 // after a DestroyVolume, whose promotions remount the clones forked from
 // the destroyed volume: zfs-fuse has left such a clone unmounted. all is
 // a listing of the parent with the mountpoint and mounted properties,
-// taken after the last change (load's).
+// taken after the last change (load's); a newest generation that the
+// listing calls mounted is also checked with the kernel, and mounts are
+// verified as they are made (mountAt).
 func (b *Backend) repairMounts(ctx context.Context, all []Dataset) error {
 	props := map[string]map[string]string{}
 	for _, d := range all {
@@ -1132,7 +1134,7 @@ func (b *Backend) repairMounts(ctx context.Context, all []Dataset) error {
 			p := props[g.ds]
 			if p["mountpoint"] != want {
 				fixes = append(fixes, fix{g.ds, want})
-			} else if want != "none" && p["mounted"] == "no" {
+			} else if want != "none" && (p["mounted"] == "no" || !mountedAt(want)) {
 				fixes = append(fixes, fix{g.ds, "none"}, fix{g.ds, want})
 			}
 		}
@@ -1141,7 +1143,13 @@ func (b *Backend) repairMounts(ctx context.Context, all []Dataset) error {
 	// Unmount first, then mount, so two generations never fight for Path.
 	sort.SliceStable(fixes, func(i, j int) bool { return fixes[i].mp == "none" && fixes[j].mp != "none" })
 	for _, f := range fixes {
-		if err := b.d.SetProps(ctx, f.ds, map[string]string{"mountpoint": f.mp}); err != nil {
+		var err error
+		if f.mp == "none" {
+			err = b.d.SetProps(ctx, f.ds, map[string]string{"mountpoint": "none"})
+		} else {
+			err = b.mountAt(ctx, f.ds, f.mp)
+		}
+		if err != nil {
 			return fmt.Errorf("zfs: repairing the mount of %s: %w", f.ds, err)
 		}
 	}

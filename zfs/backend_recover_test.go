@@ -1,8 +1,11 @@
 package zfs_test
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/turnbox/turnbox/zfs"
@@ -20,7 +23,7 @@ func TestReopenRepairs(t *testing.T) {
 	d := zfs.NewCommandDriver()
 	parent, root := pool+"/rr", filepath.Join(t.TempDir(), "vols")
 	t.Cleanup(func() { zfstest.DestroyAll(t, parent) })
-	open := func() *zfs.Backend {
+	open := func(d zfs.Driver) *zfs.Backend {
 		t.Helper()
 		b, err := zfs.NewBackend(ctx, d, parent, root)
 		if err != nil {
@@ -29,7 +32,7 @@ func TestReopenRepairs(t *testing.T) {
 		b.WaitIdle()
 		return b
 	}
-	b := open()
+	b := open(d)
 	v, err := b.CreateVolume(ctx, "v")
 	if err != nil {
 		t.Fatal(err)
@@ -60,13 +63,6 @@ func TestReopenRepairs(t *testing.T) {
 	doomed := b.VolumeDataset("doomed")
 	b.Close()
 
-	want := func(what, content string) {
-		t.Helper()
-		got, err := os.ReadFile(filepath.Join(v.Path, "f"))
-		if err != nil || string(got) != content {
-			t.Fatalf("%s: f = %q, %v; want %q", what, got, err, content)
-		}
-	}
 	mounted := func(ds string) string {
 		t.Helper()
 		x, err := d.Get(ctx, []string{ds}, []string{"mountpoint", "mounted"}, 0)
@@ -75,16 +71,40 @@ func TestReopenRepairs(t *testing.T) {
 		}
 		return x[0].Props["mountpoint"] + " " + x[0].Props["mounted"]
 	}
+	want := func(what, content string) {
+		t.Helper()
+		got, err := os.ReadFile(filepath.Join(v.Path, "f"))
+		if err != nil || string(got) != content {
+			mi, _ := os.ReadFile("/proc/self/mountinfo")
+			var lines []string
+			for l := range strings.Lines(string(mi)) {
+				if strings.Contains(l, root) {
+					lines = append(lines, strings.TrimSpace(l))
+				}
+			}
+			t.Fatalf("%s: f = %q, %v; want %q (%s: %s, %s: %s; mounts under %s: %q)", what, got, err, content,
+				active, mounted(active), oldGen, mounted(oldGen), root, lines)
+		}
+	}
 
 	// 1. The swap stopped after unmounting the active generation.
 	if err := d.SetProps(ctx, active, map[string]string{"mountpoint": "none"}); err != nil {
 		t.Fatal(err)
 	}
-	b = open()
+	b = open(d)
 	want("after reopening with nothing mounted", "1")
 	if got := mounted(active); got != v.Path+" yes" {
 		t.Errorf("newest generation after repair: %s, want %s yes", got, v.Path)
 	}
+	b.Close()
+
+	// 1b. The same, and the repair's `zfs set mountpoint` succeeds once
+	// without mounting anything (seen on zfs-fuse under load).
+	if err := d.SetProps(ctx, active, map[string]string{"mountpoint": "none"}); err != nil {
+		t.Fatal(err)
+	}
+	b = open(zfs.NewCommandDriver(zfs.WithZFSCommand(setMountpointOnceSilently(t))))
+	want("after reopening with nothing mounted, and a mount that did not happen", "1")
 	b.Close()
 
 	// 2. The old generation mounted at Path, the newest not.
@@ -99,7 +119,7 @@ func TestReopenRepairs(t *testing.T) {
 	if err := d.SetProps(ctx, doomed, map[string]string{zfs.PropDestroying: "1"}); err != nil {
 		t.Fatal(err)
 	}
-	b = open()
+	b = open(d)
 	defer b.Close()
 	want("after reopening with the old generation mounted", "1")
 	if got := mounted(oldGen); got != "none no" {
@@ -112,4 +132,31 @@ func TestReopenRepairs(t *testing.T) {
 	if err != nil || len(vols) != 1 || vols[0].Name != "v" {
 		t.Errorf("Volumes after reopening = %v, %v; want only v", vols, err)
 	}
+}
+
+// setMountpointOnceSilently returns a zfs command that runs the real zfs,
+// except that the first `zfs set mountpoint=<path>` it gets exits 0
+// without doing anything.
+func setMountpointOnceSilently(t *testing.T) string {
+	t.Helper()
+	real, err := exec.LookPath("zfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	once := filepath.Join(dir, "once")
+	if err := os.WriteFile(once, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prog := filepath.Join(dir, "zfs")
+	script := fmt.Sprintf(`#!/bin/sh
+if [ "$1" = set ] && [ -e %[1]q ]; then
+	case "$2" in mountpoint=/*) rm -f %[1]q; exit 0;; esac
+fi
+exec %[2]q "$@"
+`, once, real)
+	if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return prog
 }
