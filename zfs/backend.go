@@ -96,6 +96,12 @@ type vol struct {
 	gens    []*gen // ascending by n; the last is active
 	nextGen int
 	quota   int64 // PropQuota (backend_quota.go); 0: none
+	// gone: the volume was destroyed; a caller that was waiting for
+	// lock gets ErrNotFound.
+	gone bool
+	// reaping tracks this volume's share of Backend.reaping; it is only
+	// added to under lock, so DestroyVolume can wait for it holding lock.
+	reaping sync.WaitGroup
 }
 
 type gen struct {
@@ -317,6 +323,14 @@ func (b *Backend) lockVol(volume string) (*vol, func(), error) {
 		return nil, nil, fmt.Errorf("zfs: volume %q: %w", volume, ErrNotFound)
 	}
 	v.lock.Lock()
+	b.mu.Lock()
+	gone := v.gone
+	b.mu.Unlock()
+	if gone {
+		v.lock.Unlock()
+		b.opMu.RUnlock()
+		return nil, nil, fmt.Errorf("zfs: volume %q: %w", volume, ErrNotFound)
+	}
 	return v, func() { v.lock.Unlock(); b.opMu.RUnlock() }, nil
 }
 
@@ -711,8 +725,10 @@ func (b *Backend) swap(ctx context.Context, v *vol, a *gen, target string) error
 		}
 		b.mu.Unlock()
 		b.reaping.Add(1)
+		v.reaping.Add(1)
 		go func() {
 			defer b.reaping.Done()
+			defer v.reaping.Done()
 			if b.d.Destroy(context.Background(), a.ds, DestroyOptions{}) == nil {
 				b.mu.Lock()
 				b.forgetDeferredLocked(a.origin)
@@ -852,6 +868,9 @@ func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 	if err := b.check(volume); err != nil {
 		return err
 	}
+	if done, err := b.destroyAlone(ctx, volume); done {
+		return err
+	}
 	b.opMu.Lock()
 	defer b.opMu.Unlock()
 	b.reaping.Wait()
@@ -873,6 +892,68 @@ func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 		err = fmt.Errorf("zfs: after destroying volume %q: %w", volume, rerr)
 	}
 	return err
+}
+
+// destroyAlone is DestroyVolume's common case: no other volume was cloned
+// from this one, so nothing is promoted and no other volume changes. It
+// holds only the volume's lock (and opMu shared, which keeps forks of the
+// volume out), so snapshots, rollbacks and reads of other volumes go on
+// meanwhile. It reports done=false, having changed nothing the exclusive
+// path cannot finish, when the volume has dependents or a step failed:
+// DestroyVolume then takes the exclusive path, which also reloads the
+// cache from ZFS.
+func (b *Backend) destroyAlone(ctx context.Context, volume string) (done bool, err error) {
+	v, unlock, err := b.lockVol(volume)
+	if err != nil {
+		return true, err
+	}
+	defer unlock()
+	container := b.parent + "/" + v.comp
+	b.mu.Lock()
+	dependents := b.dependsOnLocked(container)
+	b.mu.Unlock()
+	if dependents {
+		return false, nil
+	}
+	// A background destroy of one of its old generations would race
+	// with the destruction of the container.
+	v.reaping.Wait()
+	if err := b.d.SetProps(ctx, container, map[string]string{PropDestroying: "1"}); err != nil && !errors.Is(err, ErrNoSpace) {
+		return false, nil
+	}
+	if err := b.destroyGens(ctx, v.name, container); err != nil {
+		return false, nil
+	}
+	os.Remove(b.path(v.name))
+	os.Remove(filepath.Dir(b.path(v.name)))
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.vols, v.name)
+	v.gone = true
+	// A generation cloned from another volume's snapshot that was
+	// destroyed while this clone needed it (deferred) took that snapshot
+	// with it.
+	for _, g := range v.gens {
+		b.forgetDeferredLocked(g.origin)
+	}
+	return true, nil
+}
+
+// dependsOnLocked reports whether a known generation outside container
+// was cloned from a snapshot inside it.
+func (b *Backend) dependsOnLocked(container string) bool {
+	prefix := container + "/"
+	for _, w := range b.vols {
+		if b.parent+"/"+w.comp == container {
+			continue
+		}
+		for _, g := range w.gens {
+			if strings.HasPrefix(g.origin, prefix) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (b *Backend) destroyVolume(ctx context.Context, name, container string) error {
@@ -924,6 +1005,18 @@ func (b *Backend) destroyVolume(ctx context.Context, name, container string) err
 		}
 	}
 	// 2. Destroy the generations, clones before their origins.
+	if err := b.destroyGens(ctx, name, container); err != nil {
+		return err
+	}
+	os.Remove(b.path(name))
+	os.Remove(filepath.Dir(b.path(name)))
+	// 3. Sweep hidden snapshots nothing depends on any more.
+	return b.sweep(ctx)
+}
+
+// destroyGens destroys a volume's generations, clones before their
+// origins, and then its container.
+func (b *Backend) destroyGens(ctx context.Context, name, container string) error {
 	for {
 		all, err := b.d.Get(ctx, []string{container}, []string{"type", "origin"}, -1)
 		if isNotFound(err) {
@@ -963,10 +1056,7 @@ func (b *Backend) destroyVolume(ctx context.Context, name, container string) err
 			return fmt.Errorf("zfs: destroying volume %q: its generations depend on each other in a cycle: %w", name, ErrBusy)
 		}
 	}
-	os.Remove(b.path(name))
-	os.Remove(filepath.Dir(b.path(name)))
-	// 3. Sweep hidden snapshots nothing depends on any more.
-	return b.sweep(ctx)
+	return nil
 }
 
 // sweep destroys (or marks for deferred destruction) every hidden
@@ -1072,11 +1162,14 @@ func (b *Backend) load(ctx context.Context) (destroying map[string]string, all [
 	}
 	b.mu.Lock()
 	// Keep the lock objects of volumes that survive, so a concurrent
-	// waiter on an old *vol still serializes with new callers.
-	for name, nv := range vols {
-		if old := b.vols[name]; old != nil {
+	// waiter on an old *vol still serializes with new callers; a waiter
+	// on a volume that is gone gets ErrNotFound.
+	for name, old := range b.vols {
+		if nv := vols[name]; nv != nil {
 			old.gens, old.nextGen, old.comp, old.quota = nv.gens, nv.nextGen, nv.comp, nv.quota
 			vols[name] = old
+		} else {
+			old.gone = true
 		}
 	}
 	b.vols = vols
