@@ -92,6 +92,11 @@
 // ZFS frees it when its last clone goes. It disappears from Snapshots at
 // once, and its name can be reused.
 //
+// DestroyVolume of a volume no other was cloned from locks only that
+// volume: other volumes' operations go on meanwhile, and a caller waiting
+// for the destroyed volume gets ErrNotFound. Otherwise it holds the whole
+// backend, because promotions move snapshots between volumes.
+//
 // DestroyVolume leaves volumes cloned from it intact: each such clone is
 // promoted (zfs promote) until no dataset outside the volume depends on
 // it. The snapshots a promotion moves into the clone are first renamed to
