@@ -24,7 +24,10 @@
 // datasets with libzfs's iterators and returns them in the command's
 // order). A recursive destroy is one lzc_destroy_snaps and lzc_destroy per
 // filesystem; only renaming a filesystem, and a recursive destroy the
-// kernel refuses in process, use the command. It needs kernel OpenZFS (/dev/zfs);
+// kernel refuses in process, use the command. The Backend's DestroyVolume
+// runs on it as one channel program (lzc_channel_program: one transaction
+// group for the mark and every generation and snapshot, instead of one
+// per dataset). It needs kernel OpenZFS (/dev/zfs);
 // scripts/fetch-libzfs-dev.sh fetches the headers and libraries to build it.
 //
 // Names are validated in Go before they reach ZFS (ValidateDataset,

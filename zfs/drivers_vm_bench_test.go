@@ -38,9 +38,12 @@ import (
 //	                 ms/raw       Driver.Rollback to the newest snapshot
 //	clone-idle       ms/backend   Backend.CloneVolume after the backend went idle
 //	                 ms/raw       Driver.Clone with a mountpoint (mounted)
+//	destroy-volume   ms/backend   Backend.DestroyVolume of a fork with one snapshot
+//	                 ms/raw       Driver.Destroy -r of a tree of that shape
 //
-// The small write before each rollback and the wait for idle are not
-// timed. Two more are plain benchmarks with no raw counterpart:
+// The small write before each rollback, the wait for idle and making
+// what destroy-volume destroys are not timed. Three more are plain
+// benchmarks with no raw counterpart:
 //
 //	rollback-older   Backend.Rollback to an older snapshot, clone-and-swap
 //	clone            Backend.CloneVolume back to back (spare/op: the share
@@ -137,6 +140,34 @@ func BenchmarkDrivers(b *testing.B) {
 						return d.Clone(ctx, raw+"@r0", fmt.Sprintf("%s/rc%d", pool, i),
 							zfs.CreateOptions{Props: map[string]string{"mountpoint": filepath.Join(dir, "rc", fmt.Sprint(i))}})
 					}},
+				})
+			})
+			b.Run("destroy-volume", func(b *testing.B) {
+				// A fork with one snapshot, destroyed; the raw tree has the
+				// same shape: a container, a clone in it, its snapshot.
+				var name, tree string
+				paired(b, []step{
+					{"backend", func() {
+						name = fmt.Sprint("d", next())
+						if _, err := be.CloneVolume(ctx, name, "v", "s0"); err != nil {
+							b.Fatal(err)
+						}
+						if _, err := be.Snapshot(ctx, name, "s"); err != nil {
+							b.Fatal(err)
+						}
+						be.WaitIdle()
+					}, func() error { return be.DestroyVolume(ctx, name) }},
+					{"raw", func() {
+						i := next()
+						tree = fmt.Sprintf("%s/rd%d", pool, i)
+						err := errors.Join(
+							d.Create(ctx, tree, zfs.CreateOptions{Props: map[string]string{"mountpoint": "none"}}),
+							d.Clone(ctx, raw+"@r0", tree+"/g1", zfs.CreateOptions{Props: map[string]string{"mountpoint": filepath.Join(dir, "rd", fmt.Sprint(i))}}),
+							d.Snapshot(ctx, tree+"/g1@s", nil))
+						if err != nil {
+							b.Fatal(err)
+						}
+					}, func() error { return d.Destroy(ctx, tree, zfs.DestroyOptions{Recursive: true}) }},
 				})
 			})
 			b.Run("rollback-older", func(b *testing.B) {

@@ -5,6 +5,7 @@ package zfs
 /*
 #cgo pkg-config: libzfs_core libzfs
 #cgo CFLAGS: -D_GNU_SOURCE -D_LARGEFILE64_SOURCE
+#include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
 #include <errno.h>
@@ -199,6 +200,37 @@ static int tb_get(libzfs_handle_t *h, const char *name, tb_get_t *g) {
 	return tb_get_cb(z, g);
 }
 
+// tb_program runs channel program prog on pool with args. When the
+// program returns a table with "failed" (a dataset name) and "errno",
+// they are copied out; when it fails, its error message is.
+static int tb_program(const char *pool, const char *prog, nvlist_t *args,
+    char *failed, int failedlen, long long *perrno, char *msg, int msglen) {
+	nvlist_t *out = NULL;
+	failed[0] = 0;
+	msg[0] = 0;
+	*perrno = 0;
+	int err = lzc_channel_program(pool, prog, ZCP_DEFAULT_INSTRLIMIT, ZCP_DEFAULT_MEMLIMIT, args, &out);
+	if (out != NULL) {
+		nvlist_t *ret = NULL;
+		const char *s = NULL;
+		int64_t e = 0;
+		if (err == 0 && nvlist_lookup_nvlist(out, ZCP_RET_RETURN, &ret) == 0) {
+			if (nvlist_lookup_string(ret, "failed", &s) == 0)
+				snprintf(failed, failedlen, "%s", s);
+			if (nvlist_lookup_int64(ret, "errno", &e) == 0)
+				*perrno = e;
+		}
+		if (err != 0 && nvlist_lookup_string(out, ZCP_RET_ERROR, &s) == 0)
+			snprintf(msg, msglen, "%s", s);
+		fnvlist_free(out);
+	}
+	return err;
+}
+
+static void tb_add_strs(nvlist_t *l, const char *k, char **v, int n) {
+	fnvlist_add_string_array(l, k, (const char * const *)v, n);
+}
+
 static int tb_promote(const char *name) {
 	char conflict[ZFS_MAX_DATASET_NAME_LEN];
 	conflict[0] = 0;
@@ -220,8 +252,9 @@ import (
 
 // LZCDriver uses libzfs_core (lzc_create, lzc_snapshot, lzc_clone,
 // lzc_rollback_to, lzc_destroy_snaps, lzc_destroy, lzc_rename,
-// lzc_promote, lzc_exists, lzc_hold, lzc_release, lzc_get_holds) in
-// process, with no command started per call. libzfs_core has no calls to
+// lzc_promote, lzc_exists, lzc_hold, lzc_release, lzc_get_holds, and
+// lzc_channel_program to destroy a volume's tree in one transaction group)
+// in process, with no command started per call. libzfs_core has no calls to
 // mount, to set native properties or to read properties, so mounting
 // after Create/Clone, unmounting before Destroy, SetProps and Get go
 // through libzfs (serialized: a libzfs handle is not thread-safe). Only
@@ -625,6 +658,93 @@ func (d *LZCDriver) destroyRecursive(ctx context.Context, name string, opts Dest
 	return nil
 }
 
+// destroyTreeProgram is the channel program of destroyTree: it sets the
+// user properties in mark on root, then destroys names in order, and
+// returns the first dataset it could not change with the errno.
+const destroyTreeProgram = `
+local a = ...
+if a.mark ~= nil then
+	for k, v in pairs(a.mark) do
+		local e = zfs.sync.set_prop(a.root, k, v)
+		if e ~= 0 then return {failed = a.root, errno = e} end
+	end
+end
+for _, n in ipairs(a.names) do
+	local e = zfs.sync.destroy(n)
+	if e ~= 0 then return {failed = n, errno = e} end
+end
+return {}
+`
+
+// destroyTree destroys root with every filesystem and snapshot under it
+// in one channel program, that is one transaction group, where a
+// recursive Destroy waits for one per filesystem and one for the
+// snapshots: clones inside the tree go before their origins (see
+// destroyOrder). The mounted filesystems are unmounted first. mark, user
+// properties, is set on root in the same program before anything is
+// destroyed; if the program stops at a dataset it cannot destroy (a clone
+// outside the tree, a hold), what it did before stays done and the error
+// names that dataset.
+func (d *LZCDriver) destroyTree(ctx context.Context, root string, mark map[string]string) error {
+	if err := ValidateDataset(root); err != nil {
+		return err
+	}
+	all, err := d.Get(ctx, []string{root}, []string{"type", "origin"}, -1)
+	if err != nil {
+		return fmt.Errorf("zfs: destroy %s: %w", root, err)
+	}
+	order, err := destroyOrder(all)
+	if err != nil {
+		return err
+	}
+	for i := len(all) - 1; i >= 0; i-- {
+		if all[i].Type() == "filesystem" {
+			if err := d.unmount(all[i].Name); err != nil {
+				return err
+			}
+		}
+	}
+	if err := ctxErr(ctx); err != nil {
+		return err
+	}
+	var cs cstrs
+	defer cs.free()
+	args := C.tb_nvl()
+	defer C.tb_free(args)
+	C.tb_add_str(args, cs.add("root"), cs.add(root))
+	names := (**C.char)(C.calloc(C.size_t(len(order)+1), C.size_t(unsafe.Sizeof((*C.char)(nil)))))
+	defer C.free(unsafe.Pointer(names))
+	for i, n := range order {
+		unsafe.Slice(names, len(order))[i] = cs.add(n)
+	}
+	C.tb_add_strs(args, cs.add("names"), names, C.int(len(order)))
+	if len(mark) > 0 {
+		if _, err := propArgs(mark); err != nil {
+			return err
+		}
+		m := C.tb_nvl()
+		for k, v := range mark {
+			C.tb_add_str(m, cs.add(k), cs.add(v))
+		}
+		C.tb_add_nvl(args, cs.add("mark"), m)
+		C.tb_free(m)
+	}
+	pool, _, _ := strings.Cut(root, "/")
+	var failed, msg [1024]C.char
+	var code C.longlong
+	rc := C.tb_program(cs.add(pool), cs.add(destroyTreeProgram), args, &failed[0], C.int(len(failed)), &code, &msg[0], C.int(len(msg)))
+	if rc != 0 {
+		if m := C.GoString(&msg[0]); m != "" {
+			return fmt.Errorf("%w: %s", errnoErr("destroy (channel program)", root, rc), m)
+		}
+		return errnoErr("destroy (channel program)", root, rc)
+	}
+	if code != 0 {
+		return errnoErr("destroy", C.GoString(&failed[0]), C.int(code))
+	}
+	return nil
+}
+
 // SetProps sets properties through libzfs (zfs_prop_set_list), which
 // unmounts and remounts on a mountpoint change.
 func (d *LZCDriver) SetProps(ctx context.Context, name string, props map[string]string) error {
@@ -779,4 +899,7 @@ func (d *LZCDriver) Holds(ctx context.Context, snap string) ([]string, error) {
 	return tags, nil
 }
 
-var _ Driver = (*LZCDriver)(nil)
+var (
+	_ Driver        = (*LZCDriver)(nil)
+	_ treeDestroyer = (*LZCDriver)(nil)
+)

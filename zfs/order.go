@@ -2,6 +2,7 @@ package zfs
 
 import (
 	"bytes"
+	"fmt"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,4 +54,62 @@ func datasetLess(a, b Dataset) bool {
 		return at < bt
 	}
 	return asnap < bsnap
+}
+
+// destroyOrder returns the names of all, the datasets of a tree (with
+// their type and origin properties, as Get lists them), in an order in
+// which each can be destroyed one at a time: every snapshot before its
+// filesystem, a filesystem after its children, and a clone before the
+// snapshot it was made from when both are in the tree. Origins outside the
+// tree do not constrain the order. It fails on a cycle, which ZFS cannot
+// produce.
+func destroyOrder(all []Dataset) ([]string, error) {
+	idx := make(map[string]int, len(all))
+	for i, d := range all {
+		idx[d.Name] = i
+	}
+	// before[i] lists the datasets that all[i] must be destroyed before.
+	before := make([][]int, len(all))
+	need := make([]int, len(all))
+	edge := func(first, then int) {
+		before[first] = append(before[first], then)
+		need[then]++
+	}
+	for i, d := range all {
+		if fs, _, ok := strings.Cut(d.Name, "@"); ok {
+			if j, ok := idx[fs]; ok {
+				edge(i, j)
+			}
+			continue
+		}
+		if j, ok := idx[Parent(d.Name)]; ok {
+			edge(i, j)
+		}
+		if j, ok := idx[d.Props["origin"]]; ok {
+			edge(i, j)
+		}
+	}
+	// Kahn's algorithm, taking ready datasets in listing order, so the
+	// order is deterministic.
+	var ready []int
+	for i := range all {
+		if need[i] == 0 {
+			ready = append(ready, i)
+		}
+	}
+	res := make([]string, 0, len(all))
+	for len(ready) > 0 {
+		i := ready[0]
+		ready = ready[1:]
+		res = append(res, all[i].Name)
+		for _, j := range before[i] {
+			if need[j]--; need[j] == 0 {
+				ready = append(ready, j)
+			}
+		}
+	}
+	if len(res) != len(all) {
+		return nil, fmt.Errorf("zfs: the datasets under %s depend on each other in a cycle: %w", all[0].Name, ErrBusy)
+	}
+	return res, nil
 }

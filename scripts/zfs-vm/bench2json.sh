@@ -66,6 +66,7 @@ END {
 	row("snapshot", "ms/backend", "ms/raw+props", "snapshot (raw+props)")
 	row("rollback-newest", "ms/backend", "ms/raw")
 	row("clone-idle", "ms/backend", "ms/raw")
+	row("destroy-volume", "ms/backend", "ms/raw")
 	row("rollback-older", "ns/op", "")
 	row("clone", "ns/op", "", "clone (back to back)")
 	row("clone-4-at-once", "ns/op", "", "4 clones at once")
