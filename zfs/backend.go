@@ -918,9 +918,8 @@ func (b *Backend) destroyAlone(ctx context.Context, volume string) (done bool, e
 	// A background destroy of one of its old generations would race
 	// with the destruction of the container.
 	v.reaping.Wait()
-	mark := map[string]string{PropDestroying: "1"}
-	if td, ok := b.d.(treeDestroyer); !ok || td.destroyTree(ctx, container, mark) != nil {
-		if err := b.d.SetProps(ctx, container, mark); err != nil && !errors.Is(err, ErrNoSpace) {
+	if td, ok := b.d.(treeDestroyer); !ok || td.destroyTree(ctx, container, PropDestroying, "1") != nil {
+		if err := b.d.SetProps(ctx, container, map[string]string{PropDestroying: "1"}); err != nil && !errors.Is(err, ErrNoSpace) {
 			return false, nil
 		}
 		if err := b.destroyGens(ctx, v.name, container); err != nil {
@@ -1017,20 +1016,12 @@ func (b *Backend) destroyVolume(ctx context.Context, name, container string) err
 	return b.sweep(ctx)
 }
 
-// treeDestroyer is implemented by drivers that can destroy a dataset
-// tree in one transaction group (the libzfs_core driver, with a channel
-// program): mark (user properties) is set on root first, in the same
-// transaction.
-type treeDestroyer interface {
-	destroyTree(ctx context.Context, root string, mark map[string]string) error
-}
-
 // destroyGens destroys a volume's generations, clones before their
 // origins, and then its container: in one transaction if the driver is a
 // treeDestroyer, else (or if that fails, having perhaps done part of the
 // job) one dataset at a time.
 func (b *Backend) destroyGens(ctx context.Context, name, container string) error {
-	if td, ok := b.d.(treeDestroyer); ok && td.destroyTree(ctx, container, nil) == nil {
+	if td, ok := b.d.(treeDestroyer); ok && td.destroyTree(ctx, container, "", "") == nil {
 		return nil
 	}
 	for {

@@ -14,7 +14,7 @@ import (
 )
 
 // TestDestroyVolumeLetsOthersGoOn holds a DestroyVolume inside its first
-// `zfs destroy` and checks that other volumes can be snapshotted, rolled
+// `zfs destroy` (or `zfs program`) and checks that other volumes can be snapshotted, rolled
 // back and listed meanwhile (no other volume was cloned from the doomed
 // one, so nothing else changes), that a caller waiting for the doomed
 // volume gets ErrNotFound once it is gone, and that a reopened backend
@@ -61,7 +61,7 @@ func TestDestroyVolumeLetsOthersGoOn(t *testing.T) {
 		}
 		select {
 		case err := <-destroyed:
-			t.Fatalf("DestroyVolume returned %v before running zfs destroy", err)
+			t.Fatalf("DestroyVolume returned %v before running zfs destroy or zfs program", err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -135,8 +135,9 @@ func sync1(f func()) func() {
 }
 
 // gatedDestroy returns a zfs command that runs the real zfs, except that
-// a `zfs destroy` made while the file gate exists creates the file
-// started and waits for gate to be removed first.
+// a `zfs destroy` or `zfs program` (the channel-program destroy) made
+// while the file gate exists creates the file started and waits for gate
+// to be removed first.
 func gatedDestroy(t *testing.T) (prog, started, gate string) {
 	t.Helper()
 	real, err := exec.LookPath("zfs")
@@ -146,7 +147,7 @@ func gatedDestroy(t *testing.T) (prog, started, gate string) {
 	dir := t.TempDir()
 	started, gate, prog = filepath.Join(dir, "started"), filepath.Join(dir, "gate"), filepath.Join(dir, "zfs")
 	script := fmt.Sprintf(`#!/bin/sh
-if [ "$1" = destroy ] && [ -e %[1]q ]; then
+if { [ "$1" = destroy ] || [ "$1" = program ]; } && [ -e %[1]q ]; then
 	: > %[2]q
 	while [ -e %[1]q ]; do sleep 0.02; done
 fi
@@ -156,4 +157,44 @@ exec %[3]q "$@"
 		t.Fatal(err)
 	}
 	return prog, started, gate
+}
+
+// TestCommandDestroyTreeWithoutPrograms runs the command driver's
+// channel-program destroy on a zfs without channel programs (zfs-fuse):
+// it answers ErrUnsupported, destroys nothing, and does not try `zfs
+// program` again; DestroyVolume then destroys dataset by dataset (the
+// backend suite covers that path).
+func TestCommandDestroyTreeWithoutPrograms(t *testing.T) {
+	if _, err := os.Stat("/dev/zfs"); err == nil {
+		t.Skip("kernel OpenZFS has channel programs: TestDestroyTree covers them")
+	}
+	pool := zfstest.NewPool(t, 256<<20)
+	ctx := t.Context()
+	real, err := exec.LookPath("zfs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	log, prog := filepath.Join(dir, "programs"), filepath.Join(dir, "zfs")
+	script := fmt.Sprintf("#!/bin/sh\n[ \"$1\" = program ] && echo program >> %q\nexec %q \"$@\"\n", log, real)
+	if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d := zfs.NewCommandDriver(zfs.WithZFSCommand(prog))
+	root := pool + "/t"
+	t.Cleanup(func() { zfstest.DestroyAll(t, root) })
+	if err := d.Create(ctx, root+"/g1", zfs.CreateOptions{Parents: true, Props: map[string]string{"mountpoint": filepath.Join(dir, "g1")}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := zfs.DestroyTree(ctx, d, root, zfs.PropDestroying, "1"); !errors.Is(err, zfs.ErrUnsupported) {
+			t.Fatalf("destroyTree on a zfs without channel programs (call %d): %v, want ErrUnsupported", i+1, err)
+		}
+	}
+	if ok, err := d.Exists(ctx, root+"/g1"); err != nil || !ok {
+		t.Errorf("after the refused destroyTree: %s exists %v, %v", root+"/g1", ok, err)
+	}
+	if b, _ := os.ReadFile(log); string(b) != "program\n" {
+		t.Errorf("zfs program ran %q; want once", b)
+	}
 }

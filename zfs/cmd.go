@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +22,9 @@ import (
 type CommandDriver struct {
 	zfs         string
 	busyRetries int
+	// noProgram: zfs answered that it has no channel programs
+	// (zfs-fuse); destroyTree stops trying.
+	noProgram atomic.Bool
 }
 
 // CommandOption configures a CommandDriver.

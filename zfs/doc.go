@@ -24,10 +24,7 @@
 // datasets with libzfs's iterators and returns them in the command's
 // order). A recursive destroy is one lzc_destroy_snaps and lzc_destroy per
 // filesystem; only renaming a filesystem, and a recursive destroy the
-// kernel refuses in process, use the command. The Backend's DestroyVolume
-// runs on it as one channel program (lzc_channel_program: one transaction
-// group for the mark and every generation and snapshot, instead of one
-// per dataset). It needs kernel OpenZFS (/dev/zfs);
+// kernel refuses in process, use the command. It needs kernel OpenZFS (/dev/zfs);
 // scripts/fetch-libzfs-dev.sh fetches the headers and libraries to build it.
 //
 // Names are validated in Go before they reach ZFS (ValidateDataset,
@@ -99,6 +96,12 @@
 // volume: other volumes' operations go on meanwhile, and a caller waiting
 // for the destroyed volume gets ErrNotFound. Otherwise it holds the whole
 // backend, because promotions move snapshots between volumes.
+//
+// DestroyVolume destroys a volume's generations and snapshots with one
+// channel program (lzc_channel_program, or `zfs program` for the command
+// driver): one transaction group for the mark and every dataset, instead
+// of one per dataset. Where channel programs are missing (zfs-fuse) or the
+// program stops part-way, it goes on one dataset at a time.
 //
 // DestroyVolume leaves volumes cloned from it intact: each such clone is
 // promoted (zfs promote) until no dataset outside the volume depends on

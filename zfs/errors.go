@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 
 	"github.com/turnbox/turnbox/snapshot"
 )
@@ -96,3 +97,29 @@ func classify(stderr string) error {
 
 // isNotFound reports whether err wraps ErrNotFound.
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+func isUnsupported(err error) bool { return errors.Is(err, ErrUnsupported) }
+
+// errnoError maps an errno from ZFS (libzfs_core, a channel program) to
+// the package's sentinels.
+func errnoError(op, name string, e syscall.Errno) error {
+	var s error
+	switch e {
+	case syscall.ENOENT:
+		s = ErrNotFound
+	case syscall.EEXIST:
+		s = ErrExists
+	case syscall.ENOSPC, syscall.EDQUOT:
+		s = ErrNoSpace
+	case syscall.EBUSY:
+		s = ErrBusy
+	case syscall.ENAMETOOLONG:
+		s = ErrInvalidName
+	case syscall.ENOTSUP, syscall.ENOSYS:
+		s = ErrUnsupported
+	}
+	if s == nil {
+		return fmt.Errorf("zfs: %s %s: %w", op, name, e)
+	}
+	return fmt.Errorf("zfs: %s %s: %w (%w)", op, name, s, e)
+}

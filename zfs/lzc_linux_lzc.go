@@ -310,26 +310,7 @@ func errnoErr(op, name string, rc C.int) error {
 	if rc == 0 {
 		return nil
 	}
-	e := syscall.Errno(rc)
-	var s error
-	switch e {
-	case syscall.ENOENT:
-		s = ErrNotFound
-	case syscall.EEXIST:
-		s = ErrExists
-	case syscall.ENOSPC, syscall.EDQUOT:
-		s = ErrNoSpace
-	case syscall.EBUSY:
-		s = ErrBusy
-	case syscall.ENAMETOOLONG:
-		s = ErrInvalidName
-	case syscall.ENOTSUP, syscall.ENOSYS:
-		s = ErrUnsupported
-	}
-	if s == nil {
-		return fmt.Errorf("zfs: %s %s: %w", op, name, e)
-	}
-	return fmt.Errorf("zfs: %s %s: %w (%w)", op, name, s, e)
+	return errnoError(op, name, syscall.Errno(rc))
 }
 
 // libzfsErr reports the libzfs handle's last error (call with d.mu held).
@@ -658,50 +639,16 @@ func (d *LZCDriver) destroyRecursive(ctx context.Context, name string, opts Dest
 	return nil
 }
 
-// destroyTreeProgram is the channel program of destroyTree: it sets the
-// user properties in mark on root, then destroys names in order, and
-// returns the first dataset it could not change with the errno.
-const destroyTreeProgram = `
-local a = ...
-if a.mark ~= nil then
-	for k, v in pairs(a.mark) do
-		local e = zfs.sync.set_prop(a.root, k, v)
-		if e ~= 0 then return {failed = a.root, errno = e} end
-	end
-end
-for _, n in ipairs(a.names) do
-	local e = zfs.sync.destroy(n)
-	if e ~= 0 then return {failed = n, errno = e} end
-end
-return {}
-`
-
-// destroyTree destroys root with every filesystem and snapshot under it
-// in one channel program, that is one transaction group, where a
-// recursive Destroy waits for one per filesystem and one for the
-// snapshots: clones inside the tree go before their origins (see
-// destroyOrder). The mounted filesystems are unmounted first. mark, user
-// properties, is set on root in the same program before anything is
-// destroyed; if the program stops at a dataset it cannot destroy (a clone
-// outside the tree, a hold), what it did before stays done and the error
-// names that dataset.
-func (d *LZCDriver) destroyTree(ctx context.Context, root string, mark map[string]string) error {
-	if err := ValidateDataset(root); err != nil {
-		return err
-	}
-	all, err := d.Get(ctx, []string{root}, []string{"type", "origin"}, -1)
-	if err != nil {
-		return fmt.Errorf("zfs: destroy %s: %w", root, err)
-	}
-	order, err := destroyOrder(all)
+// destroyTree runs destroyTreeProgram with lzc_channel_program, after
+// unmounting the tree's mounted filesystems through libzfs.
+func (d *LZCDriver) destroyTree(ctx context.Context, root, markProp, markValue string) error {
+	argv, mounted, err := destroyTreePlan(ctx, d, root, markProp, markValue)
 	if err != nil {
 		return err
 	}
-	for i := len(all) - 1; i >= 0; i-- {
-		if all[i].Type() == "filesystem" {
-			if err := d.unmount(all[i].Name); err != nil {
-				return err
-			}
+	for _, m := range mounted {
+		if err := d.unmount(m); err != nil {
+			return err
 		}
 	}
 	if err := ctxErr(ctx); err != nil {
@@ -711,24 +658,12 @@ func (d *LZCDriver) destroyTree(ctx context.Context, root string, mark map[strin
 	defer cs.free()
 	args := C.tb_nvl()
 	defer C.tb_free(args)
-	C.tb_add_str(args, cs.add("root"), cs.add(root))
-	names := (**C.char)(C.calloc(C.size_t(len(order)+1), C.size_t(unsafe.Sizeof((*C.char)(nil)))))
-	defer C.free(unsafe.Pointer(names))
-	for i, n := range order {
-		unsafe.Slice(names, len(order))[i] = cs.add(n)
+	av := (**C.char)(C.calloc(C.size_t(len(argv)), C.size_t(unsafe.Sizeof((*C.char)(nil)))))
+	defer C.free(unsafe.Pointer(av))
+	for i, a := range argv {
+		unsafe.Slice(av, len(argv))[i] = cs.add(a)
 	}
-	C.tb_add_strs(args, cs.add("names"), names, C.int(len(order)))
-	if len(mark) > 0 {
-		if _, err := propArgs(mark); err != nil {
-			return err
-		}
-		m := C.tb_nvl()
-		for k, v := range mark {
-			C.tb_add_str(m, cs.add(k), cs.add(v))
-		}
-		C.tb_add_nvl(args, cs.add("mark"), m)
-		C.tb_free(m)
-	}
+	C.tb_add_strs(args, cs.add("argv"), av, C.int(len(argv)))
 	pool, _, _ := strings.Cut(root, "/")
 	var failed, msg [1024]C.char
 	var code C.longlong
@@ -739,10 +674,7 @@ func (d *LZCDriver) destroyTree(ctx context.Context, root string, mark map[strin
 		}
 		return errnoErr("destroy (channel program)", root, rc)
 	}
-	if code != 0 {
-		return errnoErr("destroy", C.GoString(&failed[0]), C.int(code))
-	}
-	return nil
+	return programFailure(C.GoString(&failed[0]), int64(code))
 }
 
 // SetProps sets properties through libzfs (zfs_prop_set_list), which

@@ -164,21 +164,28 @@ func TestLZCGetMatchesCommand(t *testing.T) {
 	}
 }
 
-// TestLZCDestroyTree checks the channel program that destroys a volume's
-// tree in one transaction group: generations cloned from each other
-// (destroyed clones first), mounted ones unmounted, a sibling left alone;
-// a tree with a snapshot cloned from outside stops at that snapshot with
-// ErrExists, its mark set; a missing root is ErrNotFound.
-func TestLZCDestroyTree(t *testing.T) {
+// TestDestroyTree checks the channel program that destroys a volume's
+// tree in one transaction group, through both drivers (lzc_channel_program
+// and `zfs program`): generations cloned from each other (destroyed clones
+// first), mounted ones unmounted, a sibling left alone; a tree with a
+// snapshot cloned from outside stops at that snapshot with ErrExists, its
+// mark set; a missing root is ErrNotFound.
+func TestDestroyTree(t *testing.T) {
 	if _, err := os.Stat("/dev/zfs"); err != nil {
-		t.Skip("no /dev/zfs: the libzfs_core driver runs in the OpenZFS VM job")
+		t.Skip("no /dev/zfs: channel programs run in the OpenZFS VM job")
 	}
-	ctx := t.Context()
 	lzc, err := zfs.NewLZCDriver()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lzc.(*zfs.LZCDriver).Close() })
+	for _, drv := range []zfs.Driver{zfs.NewCommandDriver(), lzc} {
+		t.Run(drv.Name(), func(t *testing.T) { testDestroyTree(t, drv) })
+	}
+}
+
+func testDestroyTree(t *testing.T, d zfs.Driver) {
+	ctx := t.Context()
 	pool := zfstest.NewPool(t, 256<<20)
 	root, dir := pool+"/t", t.TempDir()
 	must := func(err error) {
@@ -190,25 +197,25 @@ func TestLZCDestroyTree(t *testing.T) {
 	mp := func(p string) zfs.CreateOptions {
 		return zfs.CreateOptions{Parents: true, Props: map[string]string{"mountpoint": p}}
 	}
-	must(lzc.Create(ctx, root, mp("none")))
-	must(lzc.Create(ctx, root+"/c/g1", mp(dir+"/g1")))
+	must(d.Create(ctx, root, mp("none")))
+	must(d.Create(ctx, root+"/c/g1", mp(dir+"/g1")))
 	must(os.WriteFile(dir+"/g1/f", []byte("x"), 0o644))
-	must(lzc.Snapshot(ctx, root+"/c/g1@s1", nil))
-	must(lzc.Snapshot(ctx, root+"/c/g1@s2", nil))
-	must(lzc.Clone(ctx, root+"/c/g1@s1", root+"/c/g2", mp(dir+"/g2")))
-	must(lzc.Snapshot(ctx, root+"/c/g2@t1", nil))
-	must(lzc.Clone(ctx, root+"/c/g2@t1", root+"/c/g3", mp("none")))
-	must(lzc.Create(ctx, root+"/keep", mp("none")))
-	must(lzc.Snapshot(ctx, root+"/keep@k", nil))
+	must(d.Snapshot(ctx, root+"/c/g1@s1", nil))
+	must(d.Snapshot(ctx, root+"/c/g1@s2", nil))
+	must(d.Clone(ctx, root+"/c/g1@s1", root+"/c/g2", mp(dir+"/g2")))
+	must(d.Snapshot(ctx, root+"/c/g2@t1", nil))
+	must(d.Clone(ctx, root+"/c/g2@t1", root+"/c/g3", mp("none")))
+	must(d.Create(ctx, root+"/keep", mp("none")))
+	must(d.Snapshot(ctx, root+"/keep@k", nil))
 
-	must(zfs.DestroyTree(ctx, lzc, root+"/c", map[string]string{zfs.PropDestroying: "1"}))
+	must(zfs.DestroyTree(ctx, d, root+"/c", zfs.PropDestroying, "1"))
 	for _, n := range []string{root + "/c", root + "/c/g1", root + "/c/g1@s1"} {
-		if ok, err := lzc.Exists(ctx, n); err != nil || ok {
+		if ok, err := d.Exists(ctx, n); err != nil || ok {
 			t.Errorf("%s after destroyTree: exists %v, %v", n, ok, err)
 		}
 	}
 	for _, n := range []string{root + "/keep", root + "/keep@k"} {
-		if ok, err := lzc.Exists(ctx, n); err != nil || !ok {
+		if ok, err := d.Exists(ctx, n); err != nil || !ok {
 			t.Errorf("%s (not in the tree) after destroyTree: exists %v, %v", n, ok, err)
 		}
 	}
@@ -218,19 +225,19 @@ func TestLZCDestroyTree(t *testing.T) {
 		t.Errorf("a destroyed generation is still mounted under %s", dir)
 	}
 
-	must(lzc.Create(ctx, root+"/d/g1", mp("none")))
-	must(lzc.Snapshot(ctx, root+"/d/g1@s", nil))
-	must(lzc.Clone(ctx, root+"/d/g1@s", root+"/out", mp("none")))
-	err = zfs.DestroyTree(ctx, lzc, root+"/d", map[string]string{zfs.PropDestroying: "1"})
+	must(d.Create(ctx, root+"/d/g1", mp("none")))
+	must(d.Snapshot(ctx, root+"/d/g1@s", nil))
+	must(d.Clone(ctx, root+"/d/g1@s", root+"/out", mp("none")))
+	err = zfs.DestroyTree(ctx, d, root+"/d", zfs.PropDestroying, "1")
 	if !errors.Is(err, zfs.ErrExists) || !strings.Contains(err.Error(), root+"/d/g1@s") {
 		t.Errorf("destroyTree of a tree whose snapshot has a clone outside: %v, want ErrExists naming %s", err, root+"/d/g1@s")
 	}
-	x, err := lzc.Get(ctx, []string{root + "/d", root + "/out"}, []string{zfs.PropDestroying}, 0)
+	x, err := d.Get(ctx, []string{root + "/d", root + "/out"}, []string{zfs.PropDestroying}, 0)
 	must(err)
 	if len(x) != 2 || x[0].Props[zfs.PropDestroying] != "1" {
 		t.Errorf("after a destroyTree that stopped: %v; want %s marked and %s still there", x, root+"/d", root+"/out")
 	}
-	if err := zfs.DestroyTree(ctx, lzc, root+"/nope", nil); !errors.Is(err, zfs.ErrNotFound) {
+	if err := zfs.DestroyTree(ctx, d, root+"/nope", "", ""); !errors.Is(err, zfs.ErrNotFound) {
 		t.Errorf("destroyTree of a missing tree: %v, want ErrNotFound", err)
 	}
 }
