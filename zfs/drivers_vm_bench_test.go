@@ -50,14 +50,7 @@ import (
 //	                 that found a spare container ready)
 //	clone-4-at-once  four Backend.CloneVolume calls started together
 func BenchmarkDrivers(b *testing.B) {
-	if _, err := os.Stat("/dev/zfs"); err != nil {
-		b.Skip("no /dev/zfs: runs in the OpenZFS VM job")
-	}
-	lzc, err := zfs.NewLZCDriver()
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { lzc.(*zfs.LZCDriver).Close() })
+	lzc := openLZC(b)
 	for _, d := range []zfs.Driver{zfs.NewCommandDriver(), lzc} {
 		b.Run(d.Name(), func(b *testing.B) {
 			ctx := b.Context()

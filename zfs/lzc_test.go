@@ -17,17 +17,27 @@ import (
 	"github.com/turnbox/turnbox/zfs/zfstest"
 )
 
+// openLZC returns a libzfs_core driver, closed when tb ends. Without
+// kernel OpenZFS (/dev/zfs: these build machines) it skips; the OpenZFS
+// VM job runs it.
+func openLZC(tb testing.TB) zfs.Driver {
+	tb.Helper()
+	if _, err := os.Stat("/dev/zfs"); err != nil {
+		tb.Skip("no /dev/zfs: the libzfs_core driver runs in the OpenZFS VM job")
+	}
+	d, err := zfs.NewLZCDriver()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { d.(*zfs.LZCDriver).Close() })
+	return d
+}
+
 // TestLZCBackendSuite runs the backend suite over the libzfs_core driver.
 // It needs kernel OpenZFS (/dev/zfs): on hosts without it (these build
 // machines) it skips, and the OpenZFS VM job runs it.
 func TestLZCBackendSuite(t *testing.T) {
-	if _, err := os.Stat("/dev/zfs"); err != nil {
-		t.Skip("no /dev/zfs: the libzfs_core driver runs in the OpenZFS VM job")
-	}
-	d, err := zfs.NewLZCDriver()
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := openLZC(t)
 	pool := zfstest.NewPool(t, 2<<30)
 	open := func(t *testing.T, pool string) snapshot.Backend {
 		b, err := zfs.NewBackend(t.Context(), d, pool+"/"+sanitize(t.Name()), t.TempDir())
@@ -64,15 +74,8 @@ func sanitize(s string) string {
 // checks the in-process recursive Destroy, refused (as the command is)
 // while a clone outside depends on a snapshot.
 func TestLZCGetMatchesCommand(t *testing.T) {
-	if _, err := os.Stat("/dev/zfs"); err != nil {
-		t.Skip("no /dev/zfs: the libzfs_core driver runs in the OpenZFS VM job")
-	}
 	ctx := t.Context()
-	lzc, err := zfs.NewLZCDriver()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lzc.(*zfs.LZCDriver).Close() })
+	lzc := openLZC(t)
 	cmd := zfs.NewCommandDriver()
 	pool := zfstest.NewPool(t, 256<<20)
 	root, dir := pool+"/t", t.TempDir()
@@ -171,14 +174,7 @@ func TestLZCGetMatchesCommand(t *testing.T) {
 // snapshot cloned from outside stops at that snapshot with ErrExists, its
 // mark set; a missing root is ErrNotFound.
 func TestDestroyTree(t *testing.T) {
-	if _, err := os.Stat("/dev/zfs"); err != nil {
-		t.Skip("no /dev/zfs: channel programs run in the OpenZFS VM job")
-	}
-	lzc, err := zfs.NewLZCDriver()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lzc.(*zfs.LZCDriver).Close() })
+	lzc := openLZC(t)
 	for _, drv := range []zfs.Driver{zfs.NewCommandDriver(), lzc} {
 		t.Run(drv.Name(), func(t *testing.T) { testDestroyTree(t, drv) })
 	}
