@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,7 +25,7 @@ func TestDestroyVolumeLetsOthersGoOn(t *testing.T) {
 	ctx := t.Context()
 	parent, root := pool+"/dv", filepath.Join(t.TempDir(), "vols")
 	t.Cleanup(func() { zfstest.DestroyAll(t, parent) })
-	prog, started, gate := gatedDestroy(t)
+	prog, started, gate := gatedZFS(t, "destroy", "program")
 	b, err := zfs.NewBackend(ctx, zfs.NewCommandDriver(zfs.WithZFSCommand(prog)), parent, root)
 	if err != nil {
 		t.Fatal(err)
@@ -55,16 +56,7 @@ func TestDestroyVolumeLetsOthersGoOn(t *testing.T) {
 
 	destroyed := make(chan error, 1)
 	go func() { destroyed <- b.DestroyVolume(ctx, "doomed") }()
-	for {
-		if _, err := os.Stat(started); err == nil {
-			break
-		}
-		select {
-		case err := <-destroyed:
-			t.Fatalf("DestroyVolume returned %v before running zfs destroy or zfs program", err)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
+	waitStarted(t, started, destroyed)
 	late := make(chan error, 1)
 	go func() { _, err := b.Snapshot(ctx, "doomed", "late"); late <- err }()
 
@@ -134,11 +126,10 @@ func sync1(f func()) func() {
 	}
 }
 
-// gatedDestroy returns a zfs command that runs the real zfs, except that
-// a `zfs destroy` or `zfs program` (the channel-program destroy) made
-// while the file gate exists creates the file started and waits for gate
-// to be removed first.
-func gatedDestroy(t *testing.T) (prog, started, gate string) {
+// gatedZFS returns a zfs command that runs the real zfs, except that a
+// `zfs <cmd>` for one of cmds made while the file gate exists creates the
+// file started and waits for gate to be removed first.
+func gatedZFS(t *testing.T, cmds ...string) (prog, started, gate string) {
 	t.Helper()
 	real, err := exec.LookPath("zfs")
 	if err != nil {
@@ -147,16 +138,104 @@ func gatedDestroy(t *testing.T) (prog, started, gate string) {
 	dir := t.TempDir()
 	started, gate, prog = filepath.Join(dir, "started"), filepath.Join(dir, "gate"), filepath.Join(dir, "zfs")
 	script := fmt.Sprintf(`#!/bin/sh
-if { [ "$1" = destroy ] || [ "$1" = program ]; } && [ -e %[1]q ]; then
-	: > %[2]q
-	while [ -e %[1]q ]; do sleep 0.02; done
-fi
+case " %[4]s " in *" $1 "*)
+	if [ -e %[1]q ]; then
+		: > %[2]q
+		while [ -e %[1]q ]; do sleep 0.02; done
+	fi
+esac
 exec %[3]q "$@"
-`, gate, started, real)
+`, gate, started, real, strings.Join(cmds, " "))
 	if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return prog, started, gate
+}
+
+// waitStarted waits until the gated command has started, failing if
+// done (the operation that should run it) reports first.
+func waitStarted(t *testing.T, started string, done <-chan error) {
+	t.Helper()
+	for {
+		if _, err := os.Stat(started); err == nil {
+			return
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the operation returned %v before running the gated zfs command", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// TestCreateAndForkLetOthersGoOn holds a CloneVolume (a fork) inside its
+// `zfs clone` and checks that another volume can be snapshotted and a new
+// volume created meanwhile, that the fork's name is taken while it is
+// being made, and that the fork is complete once released.
+func TestCreateAndForkLetOthersGoOn(t *testing.T) {
+	pool := zfstest.NewPool(t, 1<<30)
+	ctx := t.Context()
+	parent, root := pool+"/cf", filepath.Join(t.TempDir(), "vols")
+	t.Cleanup(func() { zfstest.DestroyAll(t, parent) })
+	prog, started, gate := gatedZFS(t, "clone")
+	b, err := zfs.NewBackend(ctx, zfs.NewCommandDriver(zfs.WithZFSCommand(prog)), parent, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, v := range []string{"src", "other"} {
+		if _, err := b.CreateVolume(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Snapshot(ctx, v, "s"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	release := sync1(func() { os.Remove(gate) })
+	defer release()
+	forked := make(chan error, 1)
+	go func() { _, err := b.CloneVolume(ctx, "fork", "src", "s"); forked <- err }()
+	waitStarted(t, started, forked)
+
+	others := make(chan error, 1)
+	go func() {
+		others <- func() error {
+			if _, err := b.Snapshot(ctx, "other", "s2"); err != nil {
+				return err
+			}
+			if _, err := b.CreateVolume(ctx, "fork"); !errors.Is(err, zfs.ErrExists) {
+				return fmt.Errorf("CreateVolume of the name being forked: %v, want ErrExists", err)
+			}
+			if _, err := b.CreateVolume(ctx, "new"); err != nil {
+				return err
+			}
+			_, err := b.Volumes(ctx)
+			return err
+		}()
+	}()
+	select {
+	case err := <-others:
+		if err != nil {
+			t.Fatalf("other volumes' operations during a fork: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("other volumes' operations waited for a fork held in zfs clone (2 minutes)")
+	}
+	release()
+	if err := <-forked; err != nil {
+		t.Fatalf("CloneVolume: %v", err)
+	}
+	vols, err := b.Volumes(ctx)
+	var names []string
+	for _, v := range vols {
+		names = append(names, v.Name)
+	}
+	if err != nil || strings.Join(names, " ") != "fork new other src" {
+		t.Fatalf("Volumes = %v, %v; want fork new other src", names, err)
+	}
 }
 
 // TestCommandDestroyTreeWithoutPrograms runs the command driver's
