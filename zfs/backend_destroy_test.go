@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -131,25 +130,15 @@ func sync1(f func()) func() {
 // file started and waits for gate to be removed first.
 func gatedZFS(t *testing.T, cmds ...string) (prog, started, gate string) {
 	t.Helper()
-	real, err := exec.LookPath("zfs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	started, gate, prog = filepath.Join(dir, "started"), filepath.Join(dir, "gate"), filepath.Join(dir, "zfs")
-	script := fmt.Sprintf(`#!/bin/sh
-case " %[4]s " in *" $1 "*)
+	prog, dir := wrapZFS(t, func(dir string) string {
+		return fmt.Sprintf(`case " %[3]s " in *" $1 "*)
 	if [ -e %[1]q ]; then
 		: > %[2]q
 		while [ -e %[1]q ]; do sleep 0.02; done
 	fi
-esac
-exec %[3]q "$@"
-`, gate, started, real, strings.Join(cmds, " "))
-	if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return prog, started, gate
+esac`, filepath.Join(dir, "gate"), filepath.Join(dir, "started"), strings.Join(cmds, " "))
+	})
+	return prog, filepath.Join(dir, "started"), filepath.Join(dir, "gate")
 }
 
 // waitStarted waits until the gated command has started, failing if
@@ -249,16 +238,10 @@ func TestCommandDestroyTreeWithoutPrograms(t *testing.T) {
 	}
 	pool := zfstest.NewPool(t, 256<<20)
 	ctx := t.Context()
-	real, err := exec.LookPath("zfs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	log, prog := filepath.Join(dir, "programs"), filepath.Join(dir, "zfs")
-	script := fmt.Sprintf("#!/bin/sh\n[ \"$1\" = program ] && echo program >> %q\nexec %q \"$@\"\n", log, real)
-	if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	prog, dir := wrapZFS(t, func(dir string) string {
+		return fmt.Sprintf(`[ "$1" = program ] && echo program >> %q`, filepath.Join(dir, "programs"))
+	})
+	log := filepath.Join(dir, "programs")
 	d := zfs.NewCommandDriver(zfs.WithZFSCommand(prog))
 	root := pool + "/t"
 	t.Cleanup(func() { zfstest.DestroyAll(t, root) })

@@ -3,7 +3,6 @@ package zfs_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -139,23 +138,12 @@ func TestReopenRepairs(t *testing.T) {
 // without doing anything.
 func setMountpointOnceSilently(t *testing.T) string {
 	t.Helper()
-	real, err := exec.LookPath("zfs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	once := filepath.Join(dir, "once")
-	if err := os.WriteFile(once, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	prog := filepath.Join(dir, "zfs")
-	script := fmt.Sprintf(`#!/bin/sh
-if [ "$1" = set ] && [ -e %[1]q ]; then
+	prog, dir := wrapZFS(t, func(dir string) string {
+		return fmt.Sprintf(`if [ "$1" = set ] && [ -e %[1]q ]; then
 	case "$2" in mountpoint=/*) rm -f %[1]q; exit 0;; esac
-fi
-exec %[2]q "$@"
-`, once, real)
-	if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
+fi`, filepath.Join(dir, "once"))
+	})
+	if err := os.WriteFile(filepath.Join(dir, "once"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return prog
