@@ -63,18 +63,15 @@ type Backend struct {
 	parent string
 	root   string
 
-	// opMu: exclusive for operations that change several volumes (a
-	// DestroyVolume that promotes forks, a reload of the cache); shared
-	// for the others: per-volume operations also hold the volume's lock,
-	// CloneVolume its source's, and CreateVolume and CloneVolume reserve
-	// the new name (reserved).
+	// opMu: exclusive for operations that span volumes (create, clone,
+	// destroy volume); shared for per-volume operations, which also hold
+	// the volume's lock.
 	opMu sync.RWMutex
 	// mu guards vols and every vol/gen/snap field (held briefly, never
 	// across a ZFS call).
-	mu       sync.Mutex
-	vols     map[string]*vol
-	reserved map[string]bool // names being made by CreateVolume/CloneVolume
-	closed   atomic.Bool
+	mu     sync.Mutex
+	vols   map[string]*vol
+	closed atomic.Bool
 	// ownDriver: Close closes d (WithOwnedDriver).
 	ownDriver bool
 	// reaping tracks background destruction of discarded generations
@@ -155,7 +152,7 @@ func WithSpareContainers(n int) Option { return func(b *Backend) { b.spareWant =
 //
 // With WithOwnedDriver, a failed NewBackend closes the driver.
 func NewBackend(ctx context.Context, driver Driver, parentDataset, mountRoot string, opts ...Option) (_ *Backend, err error) {
-	b := &Backend{d: driver, parent: parentDataset, root: filepath.Clean(mountRoot), vols: map[string]*vol{}, reserved: map[string]bool{}, spareWant: DefaultSpareContainers}
+	b := &Backend{d: driver, parent: parentDataset, root: filepath.Clean(mountRoot), vols: map[string]*vol{}, spareWant: DefaultSpareContainers}
 	for _, o := range opts {
 		o(b)
 	}
@@ -352,55 +349,31 @@ func (b *Backend) CreateVolume(ctx context.Context, volume string) (snapshot.Vol
 	if err := b.check(volume); err != nil {
 		return snapshot.Volume{}, err
 	}
-	b.opMu.RLock()
-	defer b.opMu.RUnlock()
-	if err := b.reserve(volume); err != nil {
-		return snapshot.Volume{}, err
+	b.opMu.Lock()
+	defer b.opMu.Unlock()
+	if b.exists(volume) {
+		return snapshot.Volume{}, fmt.Errorf("zfs: volume %q: %w", volume, ErrExists)
 	}
 	props := b.genProps(volume)
 	comp, err := b.place(ctx, volume, func(ds string, parents bool) error {
 		return b.d.Create(ctx, ds, CreateOptions{Parents: parents, Props: props})
 	})
 	if err != nil {
-		b.register(volume, nil)
 		return snapshot.Volume{}, fmt.Errorf("zfs: creating volume %q: %w", volume, err)
 	}
 	v := &vol{name: volume, comp: comp, nextGen: 2}
 	v.gens = []*gen{{n: 1, ds: b.parent + "/" + comp + "/g1"}}
-	b.register(volume, v)
+	b.mu.Lock()
+	b.vols[volume] = v
+	b.mu.Unlock()
 	return snapshot.Volume{Name: volume, Path: b.path(volume)}, nil
-}
-
-// reserve claims a new volume's name for a CreateVolume or CloneVolume in
-// progress (they run beside each other and beside other volumes'
-// operations, under opMu shared): ErrExists if the volume exists or is
-// being made.
-func (b *Backend) reserve(volume string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.vols[volume] != nil || b.reserved[volume] {
-		return fmt.Errorf("zfs: volume %q: %w", volume, ErrExists)
-	}
-	b.reserved[volume] = true
-	return nil
-}
-
-// register ends a reservation, adding the volume made (nil: none).
-func (b *Backend) register(volume string, v *vol) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.reserved, volume)
-	if v != nil {
-		b.vols[volume] = v
-	}
 }
 
 // place makes a new volume's first generation with mk, given the
 // generation's dataset name and whether its container must be created
 // too. It uses a spare container when one is ready (and starts making a
 // new spare), else the container parent/<volComponent(volume)>. It
-// returns the container's component. Callers hold opMu (shared) and the
-// reservation of volume, whose container name is theirs alone.
+// returns the container's component. Callers hold opMu exclusively.
 func (b *Backend) place(ctx context.Context, volume string, mk func(ds string, parents bool) error) (string, error) {
 	b.mu.Lock()
 	comp := ""
@@ -490,6 +463,12 @@ func spareName() string {
 	return sparePrefix + hex.EncodeToString(r[:])
 }
 
+func (b *Backend) exists(volume string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.vols[volume] != nil
+}
+
 // CloneVolume makes volume from (srcVolume, srcSnapshot): a clone of the
 // snapshot as the volume's first generation, in a spare container if one
 // is ready, else with its container (zfs clone -p).
@@ -497,36 +476,37 @@ func (b *Backend) CloneVolume(ctx context.Context, volume, srcVolume, srcSnapsho
 	if err := b.check(volume, srcVolume, srcSnapshot); err != nil {
 		return snapshot.Volume{}, err
 	}
-	// The source's lock keeps its snapshot from going (DestroySnapshot,
-	// DestroyVolume) until the clone is registered as depending on it.
-	src, unlock, err := b.lockVol(srcVolume)
-	if err != nil {
-		return snapshot.Volume{}, err
-	}
-	defer unlock()
+	b.opMu.Lock()
+	defer b.opMu.Unlock()
 	b.mu.Lock()
+	src, dst := b.vols[srcVolume], b.vols[volume]
 	var origin string
-	if g, s := src.find(srcSnapshot); s != nil {
-		origin = g.ds + "@" + s.short
+	if src != nil {
+		if g, s := src.find(srcSnapshot); s != nil {
+			origin = g.ds + "@" + s.short
+		}
 	}
 	b.mu.Unlock()
-	if origin == "" {
+	switch {
+	case src == nil:
+		return snapshot.Volume{}, fmt.Errorf("zfs: volume %q: %w", srcVolume, ErrNotFound)
+	case origin == "":
 		return snapshot.Volume{}, fmt.Errorf("zfs: snapshot %s@%s: %w", srcVolume, srcSnapshot, ErrNotFound)
-	}
-	if err := b.reserve(volume); err != nil {
-		return snapshot.Volume{}, err
+	case dst != nil:
+		return snapshot.Volume{}, fmt.Errorf("zfs: volume %q: %w", volume, ErrExists)
 	}
 	props := b.genProps(volume)
 	comp, err := b.place(ctx, volume, func(ds string, parents bool) error {
 		return b.d.Clone(ctx, origin, ds, CreateOptions{Parents: parents, Props: props})
 	})
 	if err != nil {
-		b.register(volume, nil)
 		return snapshot.Volume{}, fmt.Errorf("zfs: cloning %s@%s to %q: %w", srcVolume, srcSnapshot, volume, err)
 	}
 	v := &vol{name: volume, comp: comp, nextGen: 2}
 	v.gens = []*gen{{n: 1, ds: b.parent + "/" + comp + "/g1", origin: origin}}
-	b.register(volume, v)
+	b.mu.Lock()
+	b.vols[volume] = v
+	b.mu.Unlock()
 	return snapshot.Volume{Name: volume, Path: b.path(volume)}, nil
 }
 

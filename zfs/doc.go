@@ -96,8 +96,6 @@
 // volume: other volumes' operations go on meanwhile, and a caller waiting
 // for the destroyed volume gets ErrNotFound. Otherwise it holds the whole
 // backend, because promotions move snapshots between volumes.
-// CreateVolume and CloneVolume reserve the new name and (a fork) hold the
-// source volume's lock, so they too run beside other volumes' operations.
 //
 // DestroyVolume destroys a volume's generations and snapshots with one
 // channel program (lzc_channel_program, or `zfs program` for the command
