@@ -33,6 +33,16 @@ func openLZC(tb testing.TB) zfs.Driver {
 	return d
 }
 
+// mustOK returns a check that fails t on a non-nil error.
+func mustOK(t *testing.T) func(error) {
+	return func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestLZCBackendSuite runs the backend suite over the libzfs_core driver.
 // It needs kernel OpenZFS (/dev/zfs): on hosts without it (these build
 // machines) it skips, and the OpenZFS VM job runs it.
@@ -79,12 +89,7 @@ func TestLZCGetMatchesCommand(t *testing.T) {
 	cmd := zfs.NewCommandDriver()
 	pool := zfstest.NewPool(t, 256<<20)
 	root, dir := pool+"/t", t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	must := mustOK(t)
 	must(cmd.Create(ctx, root, zfs.CreateOptions{Props: map[string]string{"mountpoint": "none"}}))
 	must(cmd.Create(ctx, root+"/a", zfs.CreateOptions{Props: map[string]string{"mountpoint": dir + "/a", zfs.PropVolume: "vol a"}}))
 	must(cmd.Create(ctx, root+"/a/g1", zfs.CreateOptions{Props: map[string]string{zfs.PropCreated: "123"}}))
@@ -184,12 +189,7 @@ func testDestroyTree(t *testing.T, d zfs.Driver) {
 	ctx := t.Context()
 	pool := zfstest.NewPool(t, 256<<20)
 	root, dir := pool+"/t", t.TempDir()
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	must := mustOK(t)
 	mp := func(p string) zfs.CreateOptions {
 		return zfs.CreateOptions{Parents: true, Props: map[string]string{"mountpoint": p}}
 	}
