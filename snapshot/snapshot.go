@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"regexp"
 	"time"
+
+	"github.com/turnbox/turnbox/snapshot/guard"
 )
 
 // Backend stores workspaces as volumes and their snapshots on one storage
@@ -159,6 +161,12 @@ var (
 	ErrUnsupported = errors.New("backend not supported on this host")
 	// ErrInvalidQuota: a negative quota was given to Quotaer.SetQuota.
 	ErrInvalidQuota = errors.New("invalid quota")
+	// ErrTampered: something other than the backend changed what only the
+	// backend may change, such as the entry at a volume's Path (a sandbox
+	// that sees Path's parent renamed the tree away or put a symlink
+	// there). The backend names no path through it; the volume needs a
+	// rollback or to be destroyed.
+	ErrTampered = guard.ErrTampered
 )
 
 // MaxNameLength bounds volume and snapshot names.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/turnbox/turnbox/snapshot"
+	"github.com/turnbox/turnbox/snapshot/guard"
 )
 
 // User properties the backend writes. They mirror all metadata in ZFS so
@@ -285,6 +286,15 @@ func hiddenName() string {
 }
 
 func (b *Backend) path(volume string) string { return filepath.Join(b.root, volume, workspaceDir) }
+
+// removeMountDirs removes a destroyed volume's mount point and its
+// directory, which a sandbox runtime may have sealed (package guard).
+func (b *Backend) removeMountDirs(volume string) {
+	dir := filepath.Dir(b.path(volume))
+	guard.Unseal(dir)
+	os.Remove(b.path(volume))
+	os.Remove(dir)
+}
 
 func (v *vol) active() *gen { return v.gens[len(v.gens)-1] }
 
@@ -926,8 +936,7 @@ func (b *Backend) destroyAlone(ctx context.Context, volume string) (done bool, e
 			return false, nil
 		}
 	}
-	os.Remove(b.path(v.name))
-	os.Remove(filepath.Dir(b.path(v.name)))
+	b.removeMountDirs(v.name)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.vols, v.name)
@@ -1010,8 +1019,7 @@ func (b *Backend) destroyVolume(ctx context.Context, name, container string) err
 	if err := b.destroyGens(ctx, name, container); err != nil {
 		return err
 	}
-	os.Remove(b.path(name))
-	os.Remove(filepath.Dir(b.path(name)))
+	b.removeMountDirs(name)
 	// 3. Sweep hidden snapshots nothing depends on any more.
 	return b.sweep(ctx)
 }

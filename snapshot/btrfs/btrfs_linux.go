@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/snapshot"
+	"github.com/turnbox/turnbox/snapshot/guard"
 )
 
 // Kind is the name Backend.Kind returns.
@@ -374,19 +376,44 @@ func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 		return err
 	}
 	defer b.locks.lock(volume)()
-	info, err := getSubvolInfo(b.volumePath(volume))
+	if err := guard.Unseal(b.volumeDir(volume)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, mapErr(err))
+	}
+	ws, err := b.openWorkspace(volume)
+	if errors.Is(err, snapshot.ErrTampered) && b.volumeDirExists(volume) {
+		// A sandbox replaced Path: remove what is there without following
+		// it, and whatever else the volume's directory holds.
+		return b.destroyRemains(ctx, volume, nil)
+	}
 	if err != nil {
 		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, mapErr(err))
 	}
-	ids := []uint64{info.id}
+	ws.Close()
+	info, err := getSubvolInfo(b.volumePath(volume)) // O_NOFOLLOW
+	if err != nil {
+		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, mapErr(err))
+	}
+	if err := deleteSubvol(b.volumePath(volume)); err != nil {
+		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, mapErr(err))
+	}
+	return b.destroyRemains(ctx, volume, []uint64{info.id})
+}
+
+// volumeDirExists reports whether volume's directory exists.
+func (b *Backend) volumeDirExists(volume string) bool {
+	_, err := os.Lstat(b.volumeDir(volume))
+	return err == nil
+}
+
+// destroyRemains deletes volume's directory and snapshots once its
+// workspace (subvolume ids, if known) is gone, and waits for their space.
+// The caller holds volume's lock.
+func (b *Backend) destroyRemains(ctx context.Context, volume string, ids []uint64) error {
 	snaps, _ := os.ReadDir(b.snapDir(volume))
 	for _, e := range snaps {
 		if info, err := getSubvolInfo(b.snapPath(volume, e.Name())); err == nil {
 			ids = append(ids, info.id)
 		}
-	}
-	if err := deleteSubvol(b.volumePath(volume)); err != nil {
-		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, mapErr(err))
 	}
 	if err := b.removeRemains(volume); err != nil {
 		return fmt.Errorf("btrfs: destroy volume %s: volume deleted, but not all of its snapshots: %w", volume, mapErr(err))
@@ -447,10 +474,11 @@ func (b *Backend) Snapshot(ctx context.Context, volume, name string) (snapshot.S
 		return snapshot.Snapshot{}, err
 	}
 	defer b.locks.lock(volume)()
-	src := b.volumePath(volume)
-	if _, err := os.Lstat(src); err != nil {
+	ws, err := b.openWorkspace(volume)
+	if err != nil {
 		return snapshot.Snapshot{}, fmt.Errorf("btrfs: snapshot %s@%s: volume: %w", volume, name, mapErr(err))
 	}
+	defer ws.Close()
 	dst := b.snapPath(volume, name)
 	if _, err := os.Lstat(dst); err == nil {
 		return snapshot.Snapshot{}, fmt.Errorf("btrfs: snapshot %s@%s: %w", volume, name, snapshot.ErrExists)
@@ -458,7 +486,7 @@ func (b *Backend) Snapshot(ctx context.Context, volume, name string) (snapshot.S
 	if err := os.Mkdir(b.snapDir(volume), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
 		return snapshot.Snapshot{}, fmt.Errorf("btrfs: snapshot %s@%s: %w", volume, name, mapErr(err))
 	}
-	if err := cbtrfs.SubvolSnapshot(dst, src, true); err != nil {
+	if err := cbtrfs.SubvolSnapshot(dst, fdPath(ws), true); err != nil {
 		return snapshot.Snapshot{}, fmt.Errorf("btrfs: snapshot %s@%s: %w", volume, name, mapErr(err))
 	}
 	info, err := getSubvolInfo(dst)
@@ -534,39 +562,50 @@ func (b *Backend) replace(ctx context.Context, volume, srcVolume, name string) e
 	}
 	defer b.locks.lock(volume, srcVolume)()
 	path := b.volumePath(volume)
-	if _, err := os.Lstat(path); err != nil {
+	ws, err := b.openWorkspace(volume)
+	if err != nil {
 		return fmt.Errorf("btrfs: rollback %s: volume: %w", volume, mapErr(err))
 	}
+	ws.Close() // the sealed directory keeps it at path (package guard)
 	src := b.snapPath(srcVolume, name)
 	if _, err := os.Lstat(src); err != nil {
 		return fmt.Errorf("btrfs: rollback %s to %s@%s: %w", volume, srcVolume, name, mapErr(err))
 	}
-	tmp, err := tempName(b.volumeDir(volume), rollbackPrefix)
+	// The new tree is made beside the volumes' directories, where no
+	// sandbox looks, and only the exchange runs with the volume's
+	// directory unsealed.
+	tmp, err := tempName(b.volumes, rollbackPrefix)
 	if err != nil {
 		return err
 	}
 	if err := cbtrfs.SubvolSnapshot(tmp, src, false); err != nil {
 		return fmt.Errorf("btrfs: rollback %s to %s: %w", volume, name, mapErr(err))
 	}
+	id, err := subvolID(tmp)
+	if err != nil {
+		return errors.Join(fmt.Errorf("btrfs: rollback %s to %s: %w", volume, name, mapErr(err)), removeTree(tmp))
+	}
 	// The volume's quota moves to the new tree before it takes Path, so
 	// there is no moment without it.
 	if err := b.copyLimit(path, tmp); err != nil {
 		return errors.Join(fmt.Errorf("btrfs: rollback %s to %s: carrying the quota over: %w", volume, name, mapErr(err)), removeTree(tmp))
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE); err != nil {
+	exchange := func() error {
+		return unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE)
+	}
+	if err := guard.Unsealed(b.volumeDir(volume), exchange); err != nil {
 		return errors.Join(fmt.Errorf("btrfs: rollback %s to %s: exchange: %w", volume, name, mapErr(err)), removeTree(tmp))
 	}
-	// tmp now holds the old tree. Move it out of the volume's directory
-	// (which a sandbox may see) and delete it in the background: deleting
-	// a subvolume evicts its cached inodes, which on a 10,000-file tree the
-	// sandbox has just used costs ~30 ms, three times the rollback itself.
-	// The rollback has happened whatever becomes of the old tree; a tree
-	// left over is removed by New.
+	// tmp now holds the old tree, outside the volume's directory. Delete
+	// it in the background: deleting a subvolume evicts its cached inodes,
+	// which on a 10,000-file tree the sandbox has just used costs ~30 ms,
+	// three times the rollback itself. The rollback has happened whatever
+	// becomes of the old tree; a tree left over is removed by New.
 	old := tmp
-	if trash, err := tempName(b.volumes, trashPrefix); err == nil && os.Rename(tmp, trash) == nil {
-		old = trash
-	}
 	b.reaper.removeLater(old)
+	if err := guard.Same(b.volumeDir(volume), workspace, id); err != nil {
+		return fmt.Errorf("btrfs: rollback %s to %s: %w", volume, name, err)
+	}
 	if b.opts.durableRollback {
 		if err := syncFS(b.root); err != nil {
 			return fmt.Errorf("btrfs: rollback %s to %s: done, but not yet durable: %w", volume, name, mapErr(err))
@@ -746,4 +785,38 @@ func (r *reaper) wait() {
 	for r.pending > 0 {
 		r.cond.Wait()
 	}
+}
+
+// openWorkspace opens the subvolume at volume's Path without following
+// anything (see package guard): an entry there that is not a subvolume's
+// top directory gives an error wrapping snapshot.ErrTampered.
+func (b *Backend) openWorkspace(volume string) (*os.File, error) {
+	f, err := guard.OpenDir(b.volumeDir(volume), workspace)
+	if err != nil {
+		if _, derr := os.Lstat(b.volumeDir(volume)); errors.Is(derr, fs.ErrNotExist) {
+			return nil, fmt.Errorf("volume %s: %w", volume, snapshot.ErrNotFound)
+		}
+		return nil, err
+	}
+	fi, err := os.Stat(fdPath(f))
+	if err != nil || !isSubvolRoot(fi) {
+		f.Close()
+		return nil, errors.Join(fmt.Errorf("%w: %s is not a subvolume", snapshot.ErrTampered, b.volumePath(volume)), err)
+	}
+	return f, nil
+}
+
+// fdPath names the file f has open, for calls that take a path: opening
+// it reopens that very file, whatever has been renamed since.
+func fdPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
+
+// subvolID is the identity (package guard) of the subvolume at p, a path
+// no sandbox sees.
+func subvolID(p string) (guard.ID, error) {
+	f, err := guard.OpenDir(filepath.Dir(p), filepath.Base(p))
+	if err != nil {
+		return guard.ID{}, err
+	}
+	defer f.Close()
+	return guard.IDOf(f)
 }

@@ -18,12 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/snapshot"
+	"github.com/turnbox/turnbox/snapshot/guard"
 )
 
 // On-disk layout under root:
 //
 //	lock                                   flock(2)ed while a Backend is open
-//	volumes/<volume>/                      the volume's own directory (Path's parent)
+//	volumes/<volume>/                      the volume's own directory (Path's parent; sealed while a sandbox sees it, package guard)
 //	volumes/<volume>/workspace/            Volume.Path
 //	snapshots/<volume>/<snapshot>/tree/    the snapshot's copy of the tree
 //	snapshots/<volume>/<snapshot>/meta.json
@@ -124,30 +125,7 @@ func (b *Backend) recover() error {
 			}
 			continue
 		}
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			return err
-		}
-		ws := filepath.Join(dir, workspace)
-		_, wsErr := os.Lstat(ws)
-		for _, c := range ents {
-			p := filepath.Join(dir, c.Name())
-			if strings.HasPrefix(c.Name(), oldPrefix) && errors.Is(wsErr, fs.ErrNotExist) {
-				// A non-atomic rollback stopped between moving the old tree
-				// aside and moving the new one in: put the old one back.
-				if err := os.Rename(p, ws); err != nil {
-					return err
-				}
-				wsErr = nil
-				continue
-			}
-			if strings.HasPrefix(c.Name(), tmpPrefix) {
-				if err := removeTree(p); err != nil {
-					return err
-				}
-			}
-		}
-		if err := b.syncDir(dir); err != nil {
+		if err := guard.Unsealed(dir, func() error { return b.recoverVolume(dir) }); err != nil {
 			return err
 		}
 	}
@@ -186,6 +164,35 @@ func (b *Backend) recover() error {
 	return b.recoverQuotas()
 }
 
+// recoverVolume repairs one volume's directory: a rollback caught between
+// its renames, and leftovers of work in progress.
+func (b *Backend) recoverVolume(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	ws := filepath.Join(dir, workspace)
+	_, wsErr := os.Lstat(ws)
+	for _, c := range ents {
+		p := filepath.Join(dir, c.Name())
+		if strings.HasPrefix(c.Name(), oldPrefix) && errors.Is(wsErr, fs.ErrNotExist) {
+			// A non-atomic rollback stopped between moving the old tree
+			// aside and moving the new one in: put the old one back.
+			if err := os.Rename(p, ws); err != nil {
+				return err
+			}
+			wsErr = nil
+			continue
+		}
+		if strings.HasPrefix(c.Name(), tmpPrefix) {
+			if err := removeTree(p); err != nil {
+				return err
+			}
+		}
+	}
+	return b.syncDir(dir)
+}
+
 // begin checks the backend is open and the names valid, then locks the
 // named volumes.
 func (b *Backend) begin(ctx context.Context, lockNames []string, names ...string) (unlock func(), err error) {
@@ -211,7 +218,10 @@ func (b *Backend) volumeExists(v string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return fi.IsDir(), nil
+	if !fi.IsDir() {
+		return false, fmt.Errorf("localdisk: volume %q: %w: %s is a %v, not the directory the backend made", v, snapshot.ErrTampered, b.volumePath(v), fi.Mode().Type())
+	}
+	return true, nil
 }
 
 func (b *Backend) requireVolume(v string) error {
@@ -368,11 +378,16 @@ func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 		return err
 	}
 	defer unlock()
-	if err := b.requireVolume(volume); err != nil {
+	// A volume whose Path a sandbox replaced (ErrTampered) is destroyed
+	// like any other: the tree is removed without following anything.
+	if err := b.requireVolume(volume); err != nil && !errors.Is(err, snapshot.ErrTampered) {
 		return err
 	}
 	if err := notMounted(b.volumeDir(volume)); err != nil {
 		return err
+	}
+	if err := guard.Unseal(b.volumeDir(volume)); err != nil {
+		return fmt.Errorf("localdisk: destroying volume %q: %w", volume, err)
 	}
 	if err := b.dropTree(b.volumeDir(volume), b.volumesPath()); err != nil {
 		return fmt.Errorf("localdisk: destroying volume %q: %w", volume, err)
@@ -562,8 +577,12 @@ func (b *Backend) Snapshots(ctx context.Context, volume string) ([]snapshot.Snap
 }
 
 // Rollback makes the volume's content equal to snapshot name: it copies
-// the snapshot into a temporary directory next to Path, then exchanges the
-// two atomically (renameat2 RENAME_EXCHANGE) and deletes the old tree.
+// the snapshot into a temporary directory beside the volumes' directories,
+// then exchanges it with the tree at Path atomically (renameat2
+// RENAME_EXCHANGE, with the volume's directory unsealed for that call
+// alone) and deletes the old tree. If what is at Path afterwards is not the
+// new tree (a sandbox raced the exchange), the error wraps
+// snapshot.ErrTampered.
 // Path and its parent directory stay the same; newer snapshots survive. On
 // error the content at Path is unchanged.
 func (b *Backend) Rollback(ctx context.Context, volume, name string) error {
@@ -592,23 +611,68 @@ func (b *Backend) replace(ctx context.Context, volume, srcVolume, name string) e
 	if err := notMounted(dir); err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, tmpName(tmpPrefix))
-	if _, err := b.copyTree(ctx, filepath.Join(b.snapDir(srcVolume, name), treeDir), tmp); err != nil {
+	// The new tree is made outside the volume's directory, which a sandbox
+	// may see, and only the exchange itself runs with that directory
+	// unsealed (see package guard).
+	tmp := filepath.Join(b.volumesPath(), tmpName(tmpPrefix))
+	fail := func(err error) error {
 		removeTree(tmp)
 		return fmt.Errorf("localdisk: rollback of volume %q to %q: %w", volume, name, mapErr(err))
 	}
-	if err := b.swap(dir, tmp, ws); err != nil {
-		removeTree(tmp)
-		return fmt.Errorf("localdisk: rollback of volume %q to %q: %w", volume, name, mapErr(err))
+	src := filepath.Join(b.snapDir(srcVolume, name), treeDir)
+	if _, err := b.copyTree(ctx, src, tmp); err != nil {
+		return fail(err)
+	}
+	id, err := treeID(tmp)
+	if err != nil {
+		return fail(err)
+	}
+	if err := guard.Unsealed(dir, func() error { return b.swap(dir, tmp, ws) }); err != nil {
+		return fail(err)
 	}
 	removeTree(tmp) // now the old tree; New removes it if this fails
+	if err := guard.Same(dir, workspace, id); err != nil {
+		return fmt.Errorf("localdisk: rollback of volume %q to %q: %w", volume, name, err)
+	}
+	// Moving the tree between directories rewrote its ".." entry, which
+	// some filesystems (xfs) count as a change of the root's times.
+	return copyTimes(src, dir, workspace)
+}
+
+// copyTimes gives the entry name of dir (not followed if a symlink) the
+// access and modification times of src.
+func copyTimes(src, dir, name string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(src, &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: src, Err: err}
+	}
+	dfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(dfd)
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	if err := unix.UtimesNanoAt(dfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return &os.PathError{Op: "utimensat", Path: filepath.Join(dir, name), Err: err}
+	}
 	return nil
 }
 
-// swap puts the tree at tmp in place of ws (both in dir) and leaves the
-// old tree at tmp.
+// treeID is the identity of the directory at p, a path no sandbox sees.
+func treeID(p string) (guard.ID, error) {
+	f, err := guard.OpenDir(filepath.Dir(p), filepath.Base(p))
+	if err != nil {
+		return guard.ID{}, err
+	}
+	defer f.Close()
+	return guard.IDOf(f)
+}
+
+// swap puts the tree at tmp in place of ws (in dir) and leaves the old
+// tree at tmp. tmp is on the same filesystem, in a directory no sandbox
+// sees.
 func (b *Backend) swap(dir, tmp, ws string) error {
-	if err := b.syncDir(dir); err != nil {
+	if err := b.syncDir(filepath.Dir(tmp)); err != nil {
 		return err
 	}
 	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, ws, unix.RENAME_EXCHANGE)
@@ -633,7 +697,7 @@ func (b *Backend) swap(dir, tmp, ws string) error {
 	if err != nil {
 		return &os.LinkError{Op: "renameat2", Old: tmp, New: ws, Err: err}
 	}
-	return b.syncDir(dir)
+	return errors.Join(b.syncDir(dir), b.syncDir(filepath.Dir(tmp)))
 }
 
 // DestroySnapshot deletes one snapshot. Other snapshots and clones made

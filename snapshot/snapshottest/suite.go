@@ -88,6 +88,8 @@ var cases = []testCase{
 	{"ConcurrentVolumes", testConcurrentVolumes},
 	{"SizeBytes", testSizeBytes},
 	{"Quota", testQuota},
+	{"TamperedPath", testTamperedPath},
+	{"SealedVolume", testSealedVolume},
 }
 
 // Run runs the conformance suite as named subtests of t. Each subtest
