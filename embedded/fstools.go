@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/snapshot/guard"
 )
 
 // The file tools work on the host side of the workspace volume. Every path
@@ -120,8 +122,12 @@ func (w workspace) resolveLink(rel string) (string, error) {
 	return out, nil
 }
 
+// openRoot opens the workspace's root relative to its parent directory,
+// never through a symlink (see snapshot/guard): a sandbox that sees the
+// parent can only make the open fail (snapshot.ErrTampered), not point it
+// anywhere else.
 func (w workspace) openRoot() (int, error) {
-	fd, err := unix.Open(w.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := guard.OpenDirFD(filepath.Dir(w.root), filepath.Base(w.root))
 	if err != nil {
 		return -1, fmt.Errorf("opening workspace: %w", err)
 	}

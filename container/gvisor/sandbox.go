@@ -24,12 +24,13 @@ import (
 // Sandbox is a running gVisor sandbox. It implements container.Sandbox and
 // container.Checkpointer.
 type Sandbox struct {
-	r       *Runtime
-	id      string
-	network container.Network
-	client  *agent.Client
-	pid     int      // runsc-sandbox process
-	frz     *freezer // nil: the control socket (or the runsc CLI)
+	r         *Runtime
+	id        string
+	workspace string // host path; its directory is sealed while the sandbox lives
+	network   container.Network
+	client    *agent.Client
+	pid       int      // runsc-sandbox process
+	frz       *freezer // nil: the control socket (or the runsc CLI)
 	// memCgroup is the sandbox's memory cgroup on the host when it has a
 	// memory limit ("" otherwise): the host's OOM killer acts there.
 	memCgroup string
@@ -190,6 +191,14 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 	if r.known(spec.ID) {
 		return nil, fmt.Errorf("gvisor: sandbox %q already exists under %s", spec.ID, r.cfg.root)
 	}
+	if err := container.SealVolumeDir(spec.Workspace); err != nil {
+		return nil, fmt.Errorf("gvisor: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = container.UnsealVolumeDir(spec.Workspace)
+		}
+	}()
 	bundle := filepath.Join(r.bundleDir, spec.ID)
 	r.nsMu.RLock()
 	err := os.MkdirAll(bundle, 0o700)
@@ -247,11 +256,12 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 		return nil, fmt.Errorf("gvisor: runsc run %s: %v: %s", spec.ID, runErr, strings.TrimSpace(lastLines(string(log), 10)))
 	}
 	sb := &Sandbox{
-		r:       r,
-		id:      spec.ID,
-		network: spec.Network,
-		client:  agent.NewClient(outR, inW),
-		done:    make(chan struct{}),
+		r:         r,
+		id:        spec.ID,
+		workspace: spec.Workspace,
+		network:   spec.Network,
+		client:    agent.NewClient(outR, inW),
+		done:      make(chan struct{}),
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.startTimeout)
 	defer cancel()
@@ -456,6 +466,9 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	s.mu.Unlock()
 	s.client.Close()
 	err := s.r.destroy(context.WithoutCancel(ctx), s.id)
+	if err == nil {
+		err = container.UnsealVolumeDir(s.workspace)
+	}
 	s.closeDone()
 	return err
 }

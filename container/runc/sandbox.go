@@ -35,6 +35,9 @@ type Sandbox struct {
 	proc   *libcontainer.Process
 	client *agent.Client
 	skel   string
+	// workspace is the host path of the workspace; its directory is
+	// sealed while the sandbox lives (container.SealVolumeDir).
+	workspace string
 	// memCgroup is the memory cgroup's directory when a memory limit is
 	// set ("" otherwise); OOM kills are read from it.
 	memCgroup string
@@ -93,6 +96,14 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 		}
 	}()
 
+	if err := container.SealVolumeDir(spec.Workspace); err != nil {
+		return nil, fmt.Errorf("runc: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			_ = container.UnsealVolumeDir(spec.Workspace)
+		}
+	}()
 	skel := filepath.Join(r.skelRoot, id)
 	if _, err := os.Lstat(skel); err == nil {
 		return nil, fmt.Errorf("runc: sandbox %s: leftover root skeleton %s (Reap it): %w", id, skel, os.ErrExist)
@@ -181,15 +192,16 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 		return nil, fmt.Errorf("runc: start container %s: %w", id, runErr)
 	}
 	s := &Sandbox{
-		rt:       r,
-		id:       id,
-		c:        c,
-		proc:     p,
-		client:   agent.NewClient(outR, inW),
-		skel:     skel,
-		stderr:   newTailBuffer(4 << 10),
-		done:     make(chan struct{}),
-		stopDone: make(chan struct{}),
+		rt:        r,
+		id:        id,
+		c:         c,
+		proc:      p,
+		client:    agent.NewClient(outR, inW),
+		skel:      skel,
+		workspace: spec.Workspace,
+		stderr:    newTailBuffer(4 << 10),
+		done:      make(chan struct{}),
+		stopDone:  make(chan struct{}),
 	}
 	if spec.Limits.MemoryBytes > 0 {
 		if st, err := c.State(); err == nil {
@@ -484,6 +496,10 @@ func (s *Sandbox) stop(ctx context.Context) error {
 	}
 	if err := os.RemoveAll(s.skel); err != nil {
 		errs = append(errs, err)
+	}
+	if len(errs) == 0 {
+		// Every process of the sandbox is gone: nothing sees the volume.
+		errs = append(errs, container.UnsealVolumeDir(s.workspace))
 	}
 	s.rt.forget(s.id, s)
 	return errors.Join(errs...)

@@ -20,6 +20,9 @@ func (s *suite) securityTests() []test {
 		{"SymlinkRace", s.testSymlinkRace},
 		{"NULInPath", s.testNULInPath},
 		{"HugeOutput", s.testHugeOutput},
+		{"WorkspaceSwap", s.testWorkspaceSwap},
+		{"WorkspaceSealed", s.testWorkspaceSealed},
+		{"WorkspaceSwapRace", s.testWorkspaceSwapRace},
 	}
 }
 

@@ -145,12 +145,22 @@ func SealSupported(parent string) error {
 // descriptor. parent is a host path no sandbox can change; name is
 // resolved relative to it without following any symlink and must be a
 // directory. Anything else (a symlink, a FIFO, a device node, a missing
-// entry) gives an error wrapping ErrTampered, since only the
-// host puts a volume's tree there. The caller closes the file.
+// entry) gives an error wrapping ErrTampered, since only the host puts a
+// volume's tree there. The caller closes the file.
 func OpenDir(parent, name string) (*os.File, error) {
+	fd, err := OpenDirFD(parent, name)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(parent, name)), nil
+}
+
+// OpenDirFD is OpenDir returning the raw descriptor (close-on-exec),
+// which the caller closes with unix.Close.
+func OpenDirFD(parent, name string) (int, error) {
 	pfd, err := unix.Open(parent, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: parent, Err: err}
+		return -1, &os.PathError{Op: "open", Path: parent, Err: err}
 	}
 	defer unix.Close(pfd)
 	how := &unix.OpenHow{
@@ -167,11 +177,11 @@ func OpenDir(parent, name string) (*os.File, error) {
 	if err != nil {
 		p := filepath.Join(parent, name)
 		if errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EXDEV) {
-			return nil, fmt.Errorf("%w: %s is not the directory the host made there (%v)", ErrTampered, p, err)
+			return -1, fmt.Errorf("%w: %s is not the directory the host made there (%v)", ErrTampered, p, err)
 		}
-		return nil, &os.PathError{Op: "openat2", Path: p, Err: err}
+		return -1, &os.PathError{Op: "openat2", Path: p, Err: err}
 	}
-	return os.NewFile(uintptr(fd), filepath.Join(parent, name)), nil
+	return fd, nil
 }
 
 // ID identifies a directory: its device and inode.

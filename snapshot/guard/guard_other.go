@@ -36,6 +36,9 @@ type ID struct{ Dev, Ino uint64 }
 // OpenDir is not supported here.
 func OpenDir(string, string) (*os.File, error) { return nil, ErrNotSealable }
 
+// OpenDirFD is not supported here.
+func OpenDirFD(string, string) (int, error) { return -1, ErrNotSealable }
+
 // IDOf is not supported here.
 func IDOf(*os.File) (ID, error) { return ID{}, ErrNotSealable }
 
