@@ -743,7 +743,9 @@ func mapErr(err error) error {
 
 // removeTree deletes a tree, making directories writable first if needed
 // (a copy keeps read-only directories read-only). It refuses to delete a
-// tree with a filesystem mounted inside, whose content is not ours.
+// tree with a filesystem mounted inside, whose content is not ours. Both
+// os.RemoveAll and the walk below go by descriptor, so a sandbox that
+// still has a way into the tree cannot turn them onto the host.
 func removeTree(path string) error {
 	if m := mountsUnder(path); len(m) > 0 {
 		return fmt.Errorf("localdisk: not removing %s: %d filesystem(s) mounted inside, e.g. %s", path, len(m), m[0])
@@ -752,37 +754,45 @@ func removeTree(path string) error {
 	if err == nil {
 		return nil
 	}
-	filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			os.Chmod(p, 0o700)
-		}
-		return nil
-	})
+	if d, oerr := openDirAt(unix.AT_FDCWD, path); oerr == nil {
+		unix.Fchmod(int(d.Fd()), 0o700)
+		walkAt(d, func(dirfd int, name string, st *unix.Stat_t) {
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				return
+			}
+			if sub, err := openDirAt(dirfd, name); err == nil {
+				unix.Fchmod(int(sub.Fd()), 0o700)
+				sub.Close()
+			}
+		})
+		d.Close()
+	}
 	return os.RemoveAll(path)
 }
 
 // diskUsage is the space a tree uses, like du: allocated blocks, each
 // inode counted once. Entries that vanish during the walk are skipped.
 func diskUsage(root string) int64 {
-	var total int64
+	d, err := openDirAt(unix.AT_FDCWD, root)
+	if err != nil {
+		return 0
+	}
+	defer d.Close()
+	var st unix.Stat_t
+	if unix.Fstat(int(d.Fd()), &st) != nil {
+		return 0
+	}
+	total := st.Blocks * 512
 	seen := map[[2]uint64]bool{}
-	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return nil
-		}
-		var st unix.Stat_t
-		if unix.Lstat(p, &st) != nil {
-			return nil
-		}
+	walkAt(d, func(_ int, _ string, st *unix.Stat_t) {
 		if st.Nlink > 1 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			k := [2]uint64{st.Dev, st.Ino}
 			if seen[k] {
-				return nil
+				return
 			}
 			seen[k] = true
 		}
 		total += st.Blocks * 512
-		return nil
 	})
 	return total
 }

@@ -143,8 +143,8 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t) error {
 		return &os.PathError{Op: "open", Path: src, Err: err}
 	}
 	sf := os.NewFile(uintptr(sfd), src)
+	defer sf.Close() // children are named through it (see at)
 	names, err := sf.Readdirnames(-1)
-	sf.Close()
 	if errors.Is(err, unix.ENOENT) {
 		return errVanished // deleted while being read
 	}
@@ -158,7 +158,7 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t) error {
 		if err := c.ctx.Err(); err != nil {
 			return err
 		}
-		s, d := filepath.Join(src, name), filepath.Join(dst, name)
+		s, d := at(sfd, name), filepath.Join(dst, name)
 		var cst unix.Stat_t
 		if err := unix.Lstat(s, &cst); err != nil {
 			if errors.Is(err, unix.ENOENT) {

@@ -90,6 +90,7 @@ var cases = []testCase{
 	{"Quota", testQuota},
 	{"TamperedPath", testTamperedPath},
 	{"SealedVolume", testSealedVolume},
+	{"SnapshotSymlinkRace", testSnapshotSymlinkRace},
 }
 
 // Run runs the conformance suite as named subtests of t. Each subtest

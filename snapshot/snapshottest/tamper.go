@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -96,4 +98,62 @@ func testSealedVolume(t *testing.T, b snapshot.Backend) {
 		t.Fatalf("DestroyVolume of a sealed volume: %v", err)
 	}
 	wantVolumes(t, b, "c")
+}
+
+// testSnapshotSymlinkRace: while snapshots and a rollback run, a writer
+// keeps swapping a directory inside the volume for a symlink to a host
+// directory. No snapshot may hold the host's file: a backend that reads
+// the tree must not follow a symlink that appeared between two steps.
+func testSnapshotSymlinkRace(t *testing.T, b snapshot.Backend) {
+	v := mustCreate(t, b, "v")
+	// The host directory holds the same names as the volume's, so a
+	// reader that lists the real directory and then opens by path through
+	// the swapped-in symlink finds something to copy.
+	bait := t.TempDir()
+	sub := filepath.Join(v.Path, "sub")
+	for i := range 50 {
+		writeFile(t, filepath.Join(bait, "f"+strconv.Itoa(i)), "host secret")
+		writeFile(t, filepath.Join(v.Path, "sub", "f"+strconv.Itoa(i)), "inside")
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		moved := filepath.Join(v.Path, "moved")
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if os.Rename(sub, moved) == nil {
+				os.Symlink(bait, sub)
+				os.Remove(sub)
+				os.Rename(moved, sub)
+			}
+		}
+	})
+	for i := range 10 {
+		name := "s" + strconv.Itoa(i)
+		if _, err := b.Snapshot(t.Context(), "v", name); err != nil {
+			t.Errorf("Snapshot %s during the swaps: %v", name, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	for i := range 10 {
+		name := "s" + strconv.Itoa(i)
+		mustRollback(t, b, "v", name)
+		// A snapshot may hold the symlink itself, taken at a moment it
+		// was there; it must never hold the host's file as its own.
+		for _, d := range []string{"sub", "moved"} {
+			if fi, err := os.Lstat(filepath.Join(v.Path, d)); err != nil || !fi.IsDir() {
+				continue
+			}
+			for i := range 50 {
+				if b, _ := os.ReadFile(filepath.Join(v.Path, d, "f"+strconv.Itoa(i))); string(b) == "host secret" {
+					t.Fatalf("snapshot %s holds the host's file as %s/f%d", name, d, i)
+				}
+			}
+		}
+	}
 }
