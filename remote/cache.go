@@ -104,7 +104,8 @@ func (c *callCache) do(ctx context.Context, key callKey, fp [32]byte, fn func() 
 }
 
 // run runs fn for the in-flight call cl and records its outcome: a
-// response is cached, an error (or a panic) removes cl from the cache.
+// response is cached (unless it alone exceeds the byte bound), an error
+// (or a panic) removes cl from the cache.
 func (c *callCache) run(cl *toolCall, fn func() (*turnboxv1.ToolResponse, error)) (resp *turnboxv1.ToolResponse, err error) {
 	defer func() {
 		c.mu.Lock()
@@ -116,12 +117,17 @@ func (c *callCache) run(cl *toolCall, fn func() (*turnboxv1.ToolResponse, error)
 			panic(p)
 		}
 		cl.resp, cl.err = resp, err
-		if err != nil {
+		switch size := responseSize(cl.key, resp); {
+		case err != nil:
 			c.remove(cl)
-		} else {
-			cl.finished = true
-			cl.size = responseSize(cl.key, resp)
-			c.bytes += cl.size
+		case size > c.maxBytes:
+			// Larger than the whole cache: its waiters get it, and
+			// it is not kept (keeping it would evict every other
+			// result first).
+			c.remove(cl)
+		default:
+			cl.finished, cl.size = true, size
+			c.bytes += size
 			c.evict()
 		}
 		close(cl.done)

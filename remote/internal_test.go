@@ -151,6 +151,22 @@ func TestToolCallCancelCacheWaiters(t *testing.T) {
 		t.Errorf("waiter past its deadline: %v", err)
 	}
 	close(block)
+	// A response larger than the whole byte bound is returned but not
+	// kept, and the results already cached stay.
+	c = newCallCache(10, 1000)
+	small := func() (*turnboxv1.ToolResponse, error) { return &turnboxv1.ToolResponse{Content: []byte("s")}, nil }
+	if _, _, err := c.do(context.Background(), callKey{"s", "small"}, [32]byte{}, small); err != nil {
+		t.Fatal(err)
+	}
+	huge, dedup, err := c.do(context.Background(), callKey{"s", "huge"}, [32]byte{}, func() (*turnboxv1.ToolResponse, error) {
+		return &turnboxv1.ToolResponse{Content: make([]byte, 2000)}, nil
+	})
+	if err != nil || dedup || len(huge.GetContent()) != 2000 {
+		t.Fatalf("huge response: %d bytes, dedup %v, %v", len(huge.GetContent()), dedup, err)
+	}
+	if _, dedup, _ := c.do(context.Background(), callKey{"s", "small"}, [32]byte{}, small); !dedup || c.len() != 1 {
+		t.Errorf("a response over the byte bound evicted the others (dedup %v, len %d)", dedup, c.len())
+	}
 	// Another session's call with the same id and input runs on its own.
 	if _, dedup, err := c.do(context.Background(), callKey{"other", "k"}, [32]byte{}, func() (*turnboxv1.ToolResponse, error) {
 		return &turnboxv1.ToolResponse{Content: []byte("mine")}, nil
