@@ -442,7 +442,10 @@ func (s *session) bash(ctx context.Context, callID string, p environment.BashPar
 		}
 		return err
 	}
-	if ctx.Err() != nil && s.life.Err() == nil {
+	if ctx.Err() != nil {
+		// Canceled by the caller, or by Destroy or shutdown (run
+		// reports those as ErrNotActive): the command was killed
+		// before it ended, so its status is not a result.
 		return fmt.Errorf("tool call canceled: %w", ctx.Err())
 	}
 	resp.ExitCode = status.Code

@@ -19,14 +19,17 @@ const (
 // callKey identifies a tool call: the model's tool call id within a session.
 type callKey struct{ session, id string }
 
-// toolCall is one tool call in the cache: in flight until done is closed, then
-// holding its response. Failed calls leave the cache when they finish, so a
-// retry after an error (busy, not active, canceled) runs again.
+// toolCall is one tool call in the cache: in flight until done is closed,
+// then, if it finished, holding its response. Only calls whose tool
+// finished are kept: a call that failed (busy, not active, invalid) or did
+// not finish (its caller canceled or its deadline passed, the server or
+// host shut down, the sandbox died) leaves the cache when it ends, so the
+// next call with its id runs the tool again.
 type toolCall struct {
 	key      callKey
 	fp       [32]byte
 	done     chan struct{}
-	finished bool // set with done closed, under callCache.mu
+	finished bool // set with done closed, under callCache.mu; only for cached calls
 	resp     *turnboxv1.ToolResponse
 	err      error
 	size     int64
@@ -37,6 +40,12 @@ type toolCall struct {
 // (session, tool call id), plus the calls in flight, which duplicates wait
 // for. It holds at most maxEntries finished calls and maxBytes of their
 // content; calls in flight are never evicted.
+//
+// A duplicate that arrives while its call runs waits for it and gets its
+// response if it finishes; if it does not (its own caller went away, say),
+// the duplicate runs the call itself, so it sees what a retry after the
+// failed call would see. Keys hold the session id: a call in one session
+// never sees another session's result.
 type callCache struct {
 	maxEntries int
 	maxBytes   int64
@@ -57,12 +66,24 @@ func newCallCache(maxEntries int, maxBytes int64) *callCache {
 	return &callCache{maxEntries: maxEntries, maxBytes: maxBytes, lru: list.New(), calls: map[callKey]*toolCall{}}
 }
 
-// do runs fn once per key: a call whose key is cached returns the cached
-// outcome (dedup true) after the first call finishes; a key reused with a
-// different fingerprint is ErrInvalidArgument.
-func (c *callCache) do(ctx context.Context, key callKey, fp [32]byte, fn func() (*turnboxv1.ToolResponse, error)) (resp *turnboxv1.ToolResponse, dedup bool, err error) {
-	c.mu.Lock()
-	if prev := c.calls[key]; prev != nil {
+// do runs fn once per key until it succeeds: a call whose key is cached
+// returns the cached response (dedup true); one whose key is in flight
+// waits for that call and returns its response, or runs fn itself if that
+// call failed. fn's error is never cached. A key reused with a different
+// fingerprint is ErrInvalidArgument. fn must return an error, never a
+// response, when the tool did not finish.
+func (c *callCache) do(ctx context.Context, key callKey, fp [32]byte, fn func() (*turnboxv1.ToolResponse, error)) (*turnboxv1.ToolResponse, bool, error) {
+	for {
+		c.mu.Lock()
+		prev := c.calls[key]
+		if prev == nil {
+			cl := &toolCall{key: key, fp: fp, done: make(chan struct{})}
+			cl.elem = c.lru.PushFront(cl)
+			c.calls[key] = cl
+			c.mu.Unlock()
+			resp, err := c.run(cl, fn)
+			return resp, false, err
+		}
 		if prev.fp != fp {
 			c.mu.Unlock()
 			return nil, false, fmt.Errorf("%w: tool call id %q was already used for a different call in session %s", environment.ErrInvalidArgument, key.id, key.session)
@@ -71,37 +92,52 @@ func (c *callCache) do(ctx context.Context, key callKey, fp [32]byte, fn func() 
 		c.mu.Unlock()
 		select {
 		case <-prev.done:
-			return prev.resp, true, prev.err
+			if prev.err == nil {
+				return prev.resp, true, nil
+			}
+			// It failed and left the cache: run the call anew (or
+			// wait for whichever duplicate got there first).
 		case <-ctx.Done():
 			return nil, true, ctx.Err()
 		}
 	}
-	cl := &toolCall{key: key, fp: fp, done: make(chan struct{})}
-	cl.elem = c.lru.PushFront(cl)
-	c.calls[key] = cl
-	c.mu.Unlock()
+}
 
+// run runs fn for the in-flight call cl and records its outcome: a
+// response is cached (unless it alone exceeds the byte bound), an error
+// (or a panic) removes cl from the cache.
+func (c *callCache) run(cl *toolCall, fn func() (*turnboxv1.ToolResponse, error)) (resp *turnboxv1.ToolResponse, err error) {
 	defer func() {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		cl.resp, cl.err, cl.finished = resp, err, true
 		if p := recover(); p != nil {
 			cl.err = fmt.Errorf("remote: tool call panicked: %v", p)
 			c.remove(cl)
 			close(cl.done)
 			panic(p)
 		}
-		if err != nil {
+		cl.resp, cl.err = resp, err
+		switch size := responseSize(cl.key, resp); {
+		case err != nil:
 			c.remove(cl)
-		} else {
-			cl.size = int64(len(resp.GetContent())) + int64(len(key.id)+len(key.session)) + 128
-			c.bytes += cl.size
+		case size > c.maxBytes:
+			// Larger than the whole cache: its waiters get it, and
+			// it is not kept (keeping it would evict every other
+			// result first).
+			c.remove(cl)
+		default:
+			cl.finished, cl.size = true, size
+			c.bytes += size
 			c.evict()
 		}
 		close(cl.done)
 	}()
-	resp, err = fn()
-	return resp, false, err
+	return fn()
+}
+
+// responseSize estimates the memory a cached response holds.
+func responseSize(key callKey, resp *turnboxv1.ToolResponse) int64 {
+	return int64(len(resp.GetContent())+len(resp.GetToolCallId())+len(resp.GetSnapshotId())+len(key.id)+len(key.session)) + 256
 }
 
 // remove drops cl from the cache. c.mu is held.
@@ -126,7 +162,9 @@ func (c *callCache) evict() {
 	}
 }
 
-// dropSession forgets a destroyed session's calls.
+// dropSession forgets a session's finished calls: when it is destroyed, and
+// when a session is created or forked under its id, so that a reused
+// session id never sees an earlier session's results.
 func (c *callCache) dropSession(session string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -36,10 +36,14 @@
 //     environment sentinels.
 //
 // ExecuteTool is idempotent by (session id, tool call id): a call that
-// repeats an id returns the first call's response and runs nothing (a
-// duplicate arriving while the first runs waits for it). The server keeps
-// finished calls in a bounded LRU cache; calls that failed without running
-// are forgotten, so their retry runs. ExecuteToolStream streams progress
+// repeats the id of a call that finished returns that call's response and
+// runs nothing. The server keeps only finished calls, in a bounded LRU
+// cache: a call that failed, or whose tool did not finish (its client
+// canceled it or its deadline passed, the server or host shut down, the
+// session was destroyed or its sandbox died), is forgotten, so a retry
+// with its id runs the tool again. A duplicate arriving while a call with
+// its id runs waits for it: it gets that call's response if it finishes,
+// and runs the tool itself if it does not. ExecuteToolStream streams progress
 // events, keepalives on quiet stretches and a final response, as a oneof
 // envelope.
 //

@@ -40,8 +40,11 @@ type SandboxService interface {
 	// DestroySession deletes a session and its data.
 	DestroySession(ctx context.Context, req *turnboxv1.DestroySessionRequest) (*turnboxv1.DestroySessionResponse, error)
 	// ExecuteTool runs one tool call, idempotently by (session, tool call
-	// id): a call repeating an earlier one's id returns the earlier
-	// response without running again, and one racing it waits for it.
+	// id): a call repeating the id of an earlier one that finished returns
+	// the earlier response without running again, and one racing it waits
+	// for it. Only finished calls count: a call that failed, or was
+	// canceled or killed before its tool finished (client cancel, deadline,
+	// shutdown, sandbox death), is not remembered, and its id runs again.
 	ExecuteTool(ctx context.Context, req *turnboxv1.ExecuteToolRequest) (*turnboxv1.ExecuteToolResponse, error)
 	// ExecuteToolStream is ExecuteTool with progress: onProgress (if not
 	// nil) receives output while the tool runs, never concurrently with
@@ -137,6 +140,7 @@ func (l *localService) CreateSession(ctx context.Context, req *turnboxv1.CreateS
 	if ctx.Err() != nil {
 		return nil, l.abandon(ctx, env)
 	}
+	l.calls.dropSession(env.SessionID())
 	s, err := l.info(env.SessionID())
 	if err != nil {
 		return nil, err
@@ -215,7 +219,10 @@ func (l *localService) ExecuteToolStream(ctx context.Context, req *turnboxv1.Exe
 	return l.execute(ctx, req.GetSessionId(), req.GetRequest(), onProgress)
 }
 
-// execute runs one tool call through the idempotency cache.
+// execute runs one tool call through the idempotency cache. Only calls
+// that finished are cached: an error, including a call canceled or killed
+// before its tool finished, is returned to its caller and forgotten, so a
+// retry with the same tool call id runs the tool again.
 func (l *localService) execute(ctx context.Context, sessionID string, pr *turnboxv1.ToolRequest, onProgress func(*turnboxv1.ToolProgress)) (*turnboxv1.ToolResponse, error) {
 	req, err := toolRequestFromProto(pr)
 	if err != nil {
@@ -233,6 +240,12 @@ func (l *localService) execute(ctx context.Context, sessionID string, pr *turnbo
 		resp, err := env.ExecuteTool(ctx, req, progress)
 		if err != nil {
 			return nil, err
+		}
+		if ctx.Err() != nil {
+			// The caller went away while the tool ran: the host
+			// cancels a command cut short, but a response that
+			// raced the end of ctx is not trusted to be whole.
+			return nil, fmt.Errorf("tool call canceled: %w", context.Cause(ctx))
 		}
 		return toolResponseToProto(resp), nil
 	}
@@ -334,6 +347,7 @@ func (l *localService) Fork(ctx context.Context, req *turnboxv1.ForkRequest) (*t
 		return nil, l.abandon(ctx, child)
 	}
 	id := child.(environment.SessionIDer).SessionID()
+	l.calls.dropSession(id)
 	s, err := l.info(id)
 	if err != nil {
 		return nil, err
