@@ -90,6 +90,10 @@ func TestHostNamespacesUntouched(t *testing.T) {
 		mustRun(t, sb, "true")
 	}
 	check("resume and exec")
+	// The leftover checks see what a running sandbox has.
+	if cgs, _ := hoststate.CgroupsNamed(specs[0].ID); len(cgs) == 0 {
+		t.Fatalf("no cgroup of %s found while it runs", specs[0].ID)
+	}
 	for _, sb := range sbs {
 		if err := sb.Stop(ctx); err != nil {
 			t.Fatalf("Stop: %v", err)
