@@ -4,9 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/runc"
@@ -127,5 +130,31 @@ func assertNoLeftovers(t *testing.T, rt *runc.Runtime, specs []container.Spec) {
 	}
 	if ps, err := hoststate.Children(); err != nil || len(ps) > 0 {
 		t.Errorf("processes left: %q (%v)", ps, err)
+	}
+}
+
+// TestGoroutinesStayOffMainThread checks the guard against libcontainer's
+// thread handling directly: goroutines that lock their thread and exit
+// locked (as libcontainer's mount helper does) never run on the main
+// thread, which the Go runtime could not end.
+func TestGoroutinesStayOffMainThread(t *testing.T) {
+	var wg sync.WaitGroup
+	onMain := make(chan int, 1000)
+	for round := 0; round < 20; round++ {
+		for i := 0; i < 50; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+				if unix.Gettid() == unix.Getpid() {
+					onMain <- round
+				}
+			}()
+		}
+		wg.Wait()
+		time.Sleep(time.Millisecond) // let the main thread go idle
+	}
+	if n := len(onMain); n > 0 {
+		t.Fatalf("%d goroutines ran on the main thread", n)
 	}
 }
