@@ -103,7 +103,18 @@ func TestHostNamespacesUntouched(t *testing.T) {
 		}
 	}
 	check("stop")
-	assertNoLeftovers(t, rt, specs)
+
+	// A Start that gives up after the container ran (its context is
+	// done before the agent can answer) leaves nothing either.
+	failed := container.Spec{ID: newID(t), RootFS: busyboxRootfs(t), Workspace: workspace(t)}
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	if sb, err := rt.Start(done, failed); err == nil {
+		_ = sb.Stop(ctx)
+		t.Fatal("Start with a done context succeeded")
+	}
+	check("a failed start")
+	assertNoLeftovers(t, rt, append(specs, failed))
 }
 
 // assertNoLeftovers checks that the stopped sandboxes of specs left
