@@ -22,6 +22,14 @@
 //     sandboxes run without a seccomp filter (SeccompAvailable reports
 //     which); the other protections are the same.
 //
+// Importing the package also locks the main goroutine to the main thread
+// (an init function): libcontainer joins each new container's mount
+// namespace on a helper thread that it leaves to die with its goroutine,
+// and only the main thread cannot die, so a helper that ran there would
+// keep the process's main thread (and /proc/self) inside that container
+// for good. Start returns only once no thread of the process is in the
+// new sandbox's namespaces, and fails if the main thread left the host's.
+//
 // The agent itself is a separate static binary (cmd/turnbox-agent; `make
 // build` builds it), found through WithAgent, $TURNBOX_AGENT, next to the
 // executable or on PATH.

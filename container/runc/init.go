@@ -30,6 +30,13 @@ import (
 //		os.Exit(m.Run())
 //	}
 //
+// Importing this package locks the main goroutine to the main thread
+// (runtime.LockOSThread in an init function), so that libcontainer's
+// namespace-joining helper goroutines never run there (see hostns.go);
+// main must not undo it with runtime.UnlockOSThread. Other goroutines are
+// not affected. New and Start refuse to go on if the main thread has left
+// the namespaces it started in.
+//
 // When this process is such an init, Init never returns. The check is on
 // both os.Args[1] == "init" and libcontainer's private environment, so a
 // program's own "init" subcommand is not affected.

@@ -91,8 +91,11 @@ func New(root string, opts ...Option) (*Runtime, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("%w: the runc runtime needs root", container.ErrRuntimeMissing)
 	}
-	if _, err := os.Stat("/proc/self/ns/pid"); err != nil {
-		return nil, fmt.Errorf("%w: no namespace support: %v", container.ErrRuntimeMissing, err)
+	if hostNS["mnt"] == "" || hostNS["pid"] == "" {
+		return nil, fmt.Errorf("%w: no namespace support (/proc/self/ns/mnt and pid unreadable at start)", container.ErrRuntimeMissing)
+	}
+	if err := checkMainThread(); err != nil {
+		return nil, err
 	}
 	if !cgroups.IsCgroup2UnifiedMode() {
 		if _, err := os.Stat("/sys/fs/cgroup/freezer"); err != nil {

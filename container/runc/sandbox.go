@@ -223,10 +223,12 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 		pctx, cancel = context.WithTimeout(ctx, startTimeout)
 		defer cancel()
 	}
+	if err := s.leftSandbox(); err != nil {
+		s.abort()
+		return nil, err
+	}
 	if err := s.client.Ping(pctx); err != nil {
-		_ = c.Signal(syscall.SIGKILL)
-		<-s.done
-		s.client.Close()
+		s.abort()
 		return nil, fmt.Errorf("runc: agent of %s did not answer: %w (agent stderr: %q)", id, err, s.stderr.String())
 	}
 	destroy, cleanupSkel = false, false
@@ -234,6 +236,28 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 	r.live[id] = s
 	r.mu.Unlock()
 	return s, nil
+}
+
+// leftSandbox checks that starting the sandbox left this process in the
+// host's namespaces: it waits for libcontainer's helper threads in the
+// sandbox's namespaces to end (see waitThreadsLeft).
+func (s *Sandbox) leftSandbox() error {
+	pid, err := s.proc.Pid()
+	if err != nil {
+		return fmt.Errorf("runc: start container %s: %w", s.id, err)
+	}
+	if err := waitThreadsLeft(pid); err != nil {
+		return fmt.Errorf("runc: start container %s: %w", s.id, err)
+	}
+	return nil
+}
+
+// abort kills a sandbox that Start is giving up on and waits for its
+// agent to exit; Start's deferred cleanup destroys the rest.
+func (s *Sandbox) abort() {
+	_ = s.c.Signal(syscall.SIGKILL)
+	<-s.done
+	s.client.Close()
 }
 
 // agentEnv is the agent's environment, which is also every command's base
