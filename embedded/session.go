@@ -619,6 +619,20 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 	s.fsMu.Lock()
 	err = s.h.storage.Rollback(ctx, s.volume, rec.BackendName)
 	s.fsMu.Unlock()
+	if errors.Is(err, snapshot.ErrTampered) && sb != nil && !restart {
+		// Something in the sandbox (its agent: the only process left)
+		// changed the workspace's directory in the instant the backend
+		// had it unsealed. Stop the sandbox, so that nothing can race the
+		// next try, roll back again and start it anew.
+		s.h.log.Warn("the sandbox tampered with its workspace during a rollback; restarting it", "session", s.id, "err", err)
+		restart = true
+		if err := s.stopSandbox(ctx); err != nil {
+			return fmt.Errorf("embedded: rollback of %s: stopping a sandbox that tampered with its workspace: %w", s.id, err)
+		}
+		s.fsMu.Lock()
+		err = s.h.storage.Rollback(ctx, s.volume, rec.BackendName)
+		s.fsMu.Unlock()
+	}
 	if err != nil {
 		if errors.Is(err, snapshot.ErrNoSpace) {
 			return fmt.Errorf("%w: rollback: %v", environment.ErrLimitExceeded, err)

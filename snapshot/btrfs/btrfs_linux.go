@@ -563,10 +563,13 @@ func (b *Backend) replace(ctx context.Context, volume, srcVolume, name string) e
 	defer b.locks.lock(volume, srcVolume)()
 	path := b.volumePath(volume)
 	ws, err := b.openWorkspace(volume)
-	if err != nil {
+	tampered := errors.Is(err, snapshot.ErrTampered) && b.volumeDirExists(volume)
+	if err != nil && !tampered {
 		return fmt.Errorf("btrfs: rollback %s: volume: %w", volume, mapErr(err))
 	}
-	ws.Close() // the sealed directory keeps it at path (package guard)
+	if ws != nil {
+		ws.Close() // the sealed directory keeps it at path (package guard)
+	}
 	src := b.snapPath(srcVolume, name)
 	if _, err := os.Lstat(src); err != nil {
 		return fmt.Errorf("btrfs: rollback %s to %s@%s: %w", volume, srcVolume, name, mapErr(err))
@@ -587,11 +590,18 @@ func (b *Backend) replace(ctx context.Context, volume, srcVolume, name string) e
 	}
 	// The volume's quota moves to the new tree before it takes Path, so
 	// there is no moment without it.
-	if err := b.copyLimit(path, tmp); err != nil {
+	// (A tampered Path has no limit to carry: the rollback repairs it,
+	// and the host sets the session's quota again.)
+	if err := b.copyLimit(path, tmp); err != nil && !tampered {
 		return errors.Join(fmt.Errorf("btrfs: rollback %s to %s: carrying the quota over: %w", volume, name, mapErr(err)), removeTree(tmp))
 	}
 	exchange := func() error {
-		return unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE)
+		err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_EXCHANGE)
+		if errors.Is(err, unix.ENOENT) {
+			// Nothing at path (a sandbox moved the tree away): a plain move.
+			err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_NOREPLACE)
+		}
+		return err
 	}
 	if err := guard.Unsealed(b.volumeDir(volume), exchange); err != nil {
 		return errors.Join(fmt.Errorf("btrfs: rollback %s to %s: exchange: %w", volume, name, mapErr(err)), removeTree(tmp))

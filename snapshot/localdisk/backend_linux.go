@@ -211,15 +211,23 @@ func (b *Backend) begin(ctx context.Context, lockNames []string, names ...string
 }
 
 func (b *Backend) volumeExists(v string) (bool, error) {
-	fi, err := os.Lstat(b.volumePath(v))
-	if errors.Is(err, fs.ErrNotExist) {
+	// The volume's directory appears whole (renamed into place by
+	// makeVolume) and goes first on destroy (dropTree): it decides.
+	if _, err := os.Lstat(b.volumeDir(v)); errors.Is(err, fs.ErrNotExist) {
 		return false, nil
-	}
-	if err != nil {
+	} else if err != nil {
 		return false, err
 	}
-	if !fi.IsDir() {
-		return false, fmt.Errorf("localdisk: volume %q: %w: %s is a %v, not the directory the backend made", v, snapshot.ErrTampered, b.volumePath(v), fi.Mode().Type())
+	fi, err := os.Lstat(b.volumePath(v))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	if err != nil || !fi.IsDir() {
+		what := "nothing"
+		if err == nil {
+			what = "a " + fi.Mode().Type().String()
+		}
+		return true, fmt.Errorf("localdisk: volume %q: %w: %s holds %s, not the directory the backend made", v, snapshot.ErrTampered, b.volumePath(v), what)
 	}
 	return true, nil
 }
@@ -236,7 +244,8 @@ func (b *Backend) requireVolume(v string) error {
 }
 
 func (b *Backend) requireSnapshot(v, s string) error {
-	if err := b.requireVolume(v); err != nil {
+	// A volume whose Path was tampered with keeps its snapshots intact.
+	if err := b.requireVolume(v); err != nil && !errors.Is(err, snapshot.ErrTampered) {
 		return err
 	}
 	_, err := os.Lstat(filepath.Join(b.snapDir(v, s), metaFile))
@@ -267,11 +276,11 @@ func (b *Backend) CreateVolume(ctx context.Context, volume string) (snapshot.Vol
 // volume's lock.
 func (b *Backend) makeVolume(volume string, fill func(ws string) error) error {
 	ok, err := b.volumeExists(volume)
-	if err != nil {
-		return fmt.Errorf("localdisk: %w", err)
-	}
 	if ok {
 		return fmt.Errorf("localdisk: volume %q: %w", volume, snapshot.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("localdisk: %w", err)
 	}
 	// Snapshots left by a DestroyVolume that failed half-way must not be
 	// inherited by a new volume of the same name.
@@ -361,9 +370,6 @@ func (b *Backend) Volumes(ctx context.Context) ([]snapshot.Volume, error) {
 			continue // work in progress
 		}
 		p := b.volumePath(e.Name())
-		if _, err := os.Lstat(p); err != nil {
-			continue // being destroyed
-		}
 		vols = append(vols, snapshot.Volume{Name: e.Name(), Path: p, SizeBytes: diskUsage(p)})
 	}
 	sort.Slice(vols, func(i, j int) bool { return vols[i].Name < vols[j].Name })
@@ -601,7 +607,9 @@ func (b *Backend) replace(ctx context.Context, volume, srcVolume, name string) e
 		return err
 	}
 	defer unlock()
-	if err := b.requireVolume(volume); err != nil {
+	// A tampered Path (ErrTampered) is what a rollback repairs: the
+	// exchange below puts the new tree there whatever was there.
+	if err := b.requireVolume(volume); err != nil && !errors.Is(err, snapshot.ErrTampered) {
 		return err
 	}
 	if err := b.requireSnapshot(srcVolume, name); err != nil {
@@ -676,6 +684,10 @@ func (b *Backend) swap(dir, tmp, ws string) error {
 		return err
 	}
 	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, ws, unix.RENAME_EXCHANGE)
+	if errors.Is(err, unix.ENOENT) {
+		// Nothing at ws (a sandbox moved the tree away): a plain move.
+		err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, ws, unix.RENAME_NOREPLACE)
+	}
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
 		// No atomic exchange on this filesystem: two renames. A crash
 		// between them is repaired by New (the old tree is put back).

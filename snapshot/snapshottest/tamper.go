@@ -18,7 +18,7 @@ import (
 // to another volume's tree: no backend operation may follow it (a
 // snapshot would copy the other volume, a destroy would delete it), each
 // fails with ErrTampered or leaves the other volume alone, and destroying
-// the tampered volume removes only its own data.
+// the tampered volume removes only its own data. A rollback repairs it.
 func testTamperedPath(t *testing.T, b snapshot.Backend) {
 	victim := mustCreate(t, b, "victim")
 	writeFile(t, filepath.Join(victim.Path, "secret"), "victim's")
@@ -49,6 +49,23 @@ func testTamperedPath(t *testing.T, b snapshot.Backend) {
 	}
 	if _, err := b.Volume(ctx, "attacker"); err != nil && !errors.Is(err, snapshot.ErrTampered) {
 		t.Errorf("Volume of a tampered volume: %v, want ErrTampered or no error", err)
+	}
+	// A rollback repairs the volume: its own snapshot's tree is at Path
+	// again, whatever was put there.
+	mustRollback(t, b, "attacker", "a1")
+	if fi, err := os.Lstat(v.Path); err != nil || !fi.IsDir() {
+		t.Fatalf("after the repairing rollback Path is %v, %v; want a directory", fi, err)
+	}
+	if got := readFile(t, filepath.Join(v.Path, "mine")); got != "attacker's" {
+		t.Errorf("after the repairing rollback mine = %q", got)
+	}
+	// Now with nothing at Path at all.
+	if err := os.Rename(v.Path, filepath.Join(filepath.Dir(v.Path), "moved2")); err != nil {
+		t.Fatal(err)
+	}
+	mustRollback(t, b, "attacker", "a1")
+	if got := readFile(t, filepath.Join(v.Path, "mine")); got != "attacker's" {
+		t.Errorf("after a rollback onto an empty Path mine = %q", got)
 	}
 	if err := b.DestroyVolume(ctx, "attacker"); err != nil {
 		t.Errorf("DestroyVolume of a tampered volume: %v", err)
