@@ -20,6 +20,12 @@ func (s *suite) securityTests() []test {
 		{"SymlinkRace", s.testSymlinkRace},
 		{"NULInPath", s.testNULInPath},
 		{"HugeOutput", s.testHugeOutput},
+		{"ImagePaths", s.testImagePaths},
+		{"BadIDs", s.testBadIDs},
+		{"BadSnapshotIDs", s.testBadSnapshotIDs},
+		{"BadEnv", s.testBadEnv},
+		{"BadLabels", s.testBadLabels},
+		{"OversizedInputs", s.testOversizedInputs},
 	}
 }
 
