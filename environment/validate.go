@@ -46,6 +46,10 @@ const (
 	// message bound (16 MiB), so a call refused here is refused the same
 	// way over the wire.
 	MaxFileContentLength = 8 << 20
+	// MaxSessionOutputBytes bounds SessionConfig.MaxOutputBytes: a caller
+	// cannot make the host buffer more of one call's output than this
+	// (which also fits in one remote message).
+	MaxSessionOutputBytes = 8 << 20
 )
 
 var (
@@ -188,7 +192,7 @@ func (c SessionConfig) Validate() error {
 			return err
 		}
 	}
-	if c.ToolTimeout < 0 || c.ToolTimeout > 365*24*time.Hour || c.MaxOutputBytes < 0 {
+	if c.ToolTimeout < 0 || c.ToolTimeout > 365*24*time.Hour || c.MaxOutputBytes < 0 || c.MaxOutputBytes > MaxSessionOutputBytes {
 		return fmt.Errorf("%w: tool timeout %s or output cap %d out of range", ErrInvalidArgument, c.ToolTimeout, c.MaxOutputBytes)
 	}
 	if err := ValidateEnv(c.Env); err != nil {

@@ -110,6 +110,7 @@ func TestSessionConfigValidate(t *testing.T) {
 		"labels":    func(c *environment.SessionConfig) { c.Labels = map[string]string{"": ""} },
 		"timeout":   func(c *environment.SessionConfig) { c.ToolTimeout = -time.Second },
 		"outputcap": func(c *environment.SessionConfig) { c.MaxOutputBytes = -1 },
+		"hugecap":   func(c *environment.SessionConfig) { c.MaxOutputBytes = environment.MaxSessionOutputBytes + 1 },
 	} {
 		c := good
 		mod(&c)

@@ -25,6 +25,7 @@ func (s *suite) securityTests() []test {
 		{"BadSnapshotIDs", s.testBadSnapshotIDs},
 		{"BadEnv", s.testBadEnv},
 		{"BadLabels", s.testBadLabels},
+		{"BadLimits", s.testBadLimits},
 		{"OversizedInputs", s.testOversizedInputs},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/turnbox/turnbox/environment"
 )
@@ -160,6 +161,18 @@ func (s *suite) testBadSnapshotIDs(t *testing.T) {
 		cancel()
 	}
 	s.wantContent(t, env, "f.txt", "after")
+}
+
+// testBadLimits: a negative or oversized output cap and a negative tool
+// timeout are refused.
+func (s *suite) testBadLimits(t *testing.T) {
+	for what, mod := range map[string]func(*environment.SessionConfig){
+		"negative MaxOutputBytes": func(c *environment.SessionConfig) { c.MaxOutputBytes = -1 },
+		"huge MaxOutputBytes":     func(c *environment.SessionConfig) { c.MaxOutputBytes = environment.MaxSessionOutputBytes + 1 },
+		"negative ToolTimeout":    func(c *environment.SessionConfig) { c.ToolTimeout = -time.Second },
+	} {
+		s.wantCreateRefused(t, what, s.configWith(mod))
+	}
 }
 
 // testBadEnv: environment variables whose name has '=' or NUL, is empty or
