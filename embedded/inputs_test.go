@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/turnbox/turnbox/container/rootfs"
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 )
@@ -81,6 +82,24 @@ func TestImageStore(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDefaultImageUpgraded: a default image built before images carried
+// the runtimes' mount points gets them when a host opens, once, so that no
+// sandbox start has to write into it.
+func TestDefaultImageUpgraded(t *testing.T) {
+	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, embedded.ContainerRuntimeRunc)
+	img := filepath.Join(cfg.StateDir, "images", embedded.DefaultImage)
+	if err := rootfs.BuildBusybox(img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(img, ".turnbox")); err != nil {
+		t.Fatal(err)
+	}
+	openCheckedHost(t, cfg)
+	if err := rootfs.CheckMountpoints(img); err != nil {
+		t.Fatalf("after NewHost: %v", err)
 	}
 }
 

@@ -107,6 +107,11 @@ var (
 	MountpointFiles = []string{".turnbox/agent"}
 )
 
+// AddMountpoints adds the mount points to an existing image built before
+// images carried them. Like makeMountpoints, it refuses rather than
+// follows entries that are not what they should be.
+func AddMountpoints(dir string) error { return makeMountpoints(dir) }
+
 // makeMountpoints creates MountpointDirs and MountpointFiles in an image
 // being built. An image whose entries exist as anything else (a symlink out
 // of it, say) is refused rather than followed.
