@@ -304,6 +304,9 @@ func ParseParams(req ToolRequest) (ToolParams, error) {
 	if err := ValidateToolCallID(req.ToolCallID); err != nil {
 		return nil, err
 	}
+	if len(req.Input) > MaxToolInputLength {
+		return nil, invalid(req.ToolName, "input is %d bytes, longer than %d", len(req.Input), MaxToolInputLength)
+	}
 	var p ToolParams
 	switch req.ToolName {
 	case ToolBash:

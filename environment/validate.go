@@ -46,6 +46,10 @@ const (
 	// message bound (16 MiB), so a call refused here is refused the same
 	// way over the wire.
 	MaxFileContentLength = 8 << 20
+	// MaxToolInputLength bounds ToolRequest.Input, the JSON of a call's
+	// parameters, before it is decoded (room for edit_file's two strings
+	// at their bound, JSON-escaped).
+	MaxToolInputLength = 64 << 20
 	// MaxSessionOutputBytes bounds SessionConfig.MaxOutputBytes: a caller
 	// cannot make the host buffer more of one call's output than this
 	// (which also fits in one remote message).

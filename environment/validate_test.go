@@ -135,6 +135,11 @@ func TestToolInputBounds(t *testing.T) {
 	if _, err := environment.NewToolRequest("c1", environment.BashParams{Command: strings.Repeat("x", environment.MaxCommandLength)}); err != nil {
 		t.Errorf("a command at the bound: %v", err)
 	}
+	huge := environment.ToolRequest{ToolCallID: "c2", ToolName: environment.ToolBash,
+		Input: []byte(`{"command":"true"` + strings.Repeat(" ", environment.MaxToolInputLength) + `}`)}
+	if _, err := environment.ParseParams(huge); !errors.Is(err, environment.ErrInvalidArgument) {
+		t.Errorf("ParseParams of an oversized input = %v, want ErrInvalidArgument", err)
+	}
 	req := environment.ToolRequest{ToolCallID: "bad\x00id", ToolName: environment.ToolBash, Input: []byte(`{"command":"true"}`)}
 	if _, err := environment.ParseParams(req); !errors.Is(err, environment.ErrInvalidArgument) {
 		t.Errorf("ParseParams with a NUL in the tool call id = %v, want ErrInvalidArgument", err)
