@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/snapshot"
 )
 
@@ -90,10 +91,13 @@ type Config struct {
 	// (default: $TURNBOX_AGENT, next to the executable, or on PATH).
 	AgentPath string
 	// ImagesDir holds base root filesystems by name (ImagesDir/<name>);
-	// used by isolated runtimes. Default StateDir/images.
+	// used by isolated runtimes. Default StateDir/images. Sessions name
+	// images only by name: each must be a real directory directly in
+	// ImagesDir (a symlink there is refused).
 	ImagesDir string
 	// DefaultImage is the image of sessions whose config names none
-	// (default DefaultImage, built from busybox when missing).
+	// (default DefaultImage, built from busybox when missing): a name in
+	// ImagesDir (environment.ValidateImageName), never a path.
 	DefaultImage string
 	// ToolTimeout is the default bound of a tool call (DefaultToolTimeout).
 	ToolTimeout time.Duration
@@ -146,6 +150,11 @@ func (c *Config) setDefaults() error {
 	c.StateDir = abs
 	if c.StorageBackend == "" {
 		c.StorageBackend = StorageBackendLocalDisk
+	}
+	if c.DefaultImage != "" {
+		if err := environment.ValidateImageName(c.DefaultImage); err != nil {
+			return fmt.Errorf("embedded: Config.DefaultImage: %w", err)
+		}
 	}
 	if c.ImagesDir == "" {
 		c.ImagesDir = filepath.Join(c.StateDir, "images")

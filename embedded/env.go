@@ -189,6 +189,9 @@ func (e *Environment) Fork(ctx context.Context, snapshotID string, config enviro
 	if err != nil {
 		return nil, err
 	}
+	if err := environment.ValidateSnapshotID(snapshotID); err != nil {
+		return nil, err
+	}
 	if rec, err := e.host.ledger.Snapshot(snapshotID); err != nil || rec.Session != s.id {
 		return nil, fmt.Errorf("%w: %q is not a snapshot of session %s", environment.ErrSnapshotNotFound, snapshotID, s.id)
 	}

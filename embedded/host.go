@@ -9,12 +9,13 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/environment"
@@ -339,18 +340,16 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 			h.metrics.observe(op, start)
 		}
 	}()
-	if cfg.SessionID == "" {
-		cfg.SessionID = newID()
-	} else if err := environment.ValidateID(cfg.SessionID); err != nil {
+	// Every input is checked, and the image found in the image store,
+	// before anything is recorded or written.
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.ToolTimeout < 0 || cfg.MaxOutputBytes < 0 {
-		return nil, fmt.Errorf("%w: negative tool timeout or output cap", environment.ErrInvalidArgument)
+	if _, err := h.imagePath(cfg.Image); err != nil {
+		return nil, err
 	}
-	for k := range cfg.Env {
-		if k == "" || strings.ContainsAny(k, "=\x00") {
-			return nil, fmt.Errorf("%w: bad environment variable name %q", environment.ErrInvalidArgument, k)
-		}
+	if cfg.SessionID == "" {
+		cfg.SessionID = newID()
 	}
 	var parent snapshot.SnapshotRecord
 	if cfg.FromSnapshot != "" {
@@ -541,28 +540,57 @@ func (h *Host) Close(ctx context.Context) error {
 }
 
 // ImagePath returns the root filesystem directory of image name ("" for
-// the host's default image); "" on the none runtime, which uses none.
+// the host's default image); "" on the none runtime, which uses none. name
+// is a name (environment.ValidateImageName), never a path: the image is the
+// directory of that name directly in Config.ImagesDir, and a symlink there
+// is refused. The error wraps environment.ErrInvalidArgument.
 func (h *Host) ImagePath(name string) (string, error) { return h.imagePath(name) }
 
 func (h *Host) imagePath(name string) (string, error) {
-	if h.runtime.Kind() == string(ContainerRuntimeNone) {
-		return "", nil
-	}
 	if name == "" {
 		name = h.cfg.DefaultImage
+	}
+	if name == "" && h.runtime.Kind() == string(ContainerRuntimeNone) {
+		return "", nil
 	}
 	if name == "" {
 		return "", fmt.Errorf("%w: no image given and the host has no default image", environment.ErrInvalidArgument)
 	}
-	if filepath.IsAbs(name) {
-		return name, nil
+	if err := environment.ValidateImageName(name); err != nil {
+		return "", err
 	}
-	if err := snapshot.ValidateName(name); err != nil {
-		return "", fmt.Errorf("%w: image name: %v", environment.ErrInvalidArgument, err)
+	if h.runtime.Kind() == string(ContainerRuntimeNone) {
+		return "", nil
 	}
-	dir := filepath.Join(h.cfg.ImagesDir, name)
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return "", fmt.Errorf("%w: image %q not found in %s (build one with `turnbox image build busybox`)", environment.ErrInvalidArgument, name, h.cfg.ImagesDir)
+	if err := checkImageDir(h.cfg.ImagesDir, name); err != nil {
+		return "", fmt.Errorf("%w: image %q: %v (build one with `turnbox image build busybox`)", environment.ErrInvalidArgument, name, err)
 	}
-	return dir, nil
+	return filepath.Join(h.cfg.ImagesDir, name), nil
+}
+
+// checkImageDir checks, through descriptors, that name is a real directory
+// directly in the image store: not a symlink, not through one, not a
+// magic link.
+func checkImageDir(store, name string) error {
+	sfd, err := unix.Open(store, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening the image store %s: %w", store, err)
+	}
+	defer unix.Close(sfd)
+	fd, err := unix.Openat2(sfd, name, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err != nil {
+		return fmt.Errorf("not a directory in %s: %w", store, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return fmt.Errorf("not a directory in %s", store)
+	}
+	return nil
 }

@@ -140,7 +140,19 @@ func ensureDefaultImage(cfg *Config) error {
 		return nil
 	}
 	dir := filepath.Join(cfg.ImagesDir, DefaultImage)
-	if _, err := os.Stat(dir); err == nil {
+	if fi, err := os.Lstat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("embedded: the %s image at %s is not a directory (images are real directories in %s, not symlinks)", DefaultImage, dir, cfg.ImagesDir)
+		}
+		if rootfs.CheckMountpoints(dir) == nil {
+			return nil
+		}
+		// Built by an older turnbox: give it the mount points once, here,
+		// rather than let a runtime create them at every start.
+		cfg.Logger.Info("adding the runtimes' mount points to the default image", "dir", dir)
+		if err := rootfs.AddMountpoints(dir); err != nil {
+			return fmt.Errorf("embedded: the %s image at %s: %w (remove it to have it rebuilt)", DefaultImage, dir, err)
+		}
 		return nil
 	}
 	tmp := dir + ".building"

@@ -154,8 +154,8 @@ func TestDiskQuotaKernel(t *testing.T) {
 			if resp == nil || !resp.IsError || !strings.Contains(strings.ToLower(resp.Content), "quota") {
 				t.Fatalf("bash response = %+v", resp)
 			}
-			_, err = run1(t, e, environment.WriteFileParams{Path: "keep.txt", Content: strings.Repeat("w", 12<<20)})
-			wantLimit(t, err, "write_file of 12 MiB under an 8 MiB quota")
+			_, err = run1(t, e, environment.WriteFileParams{Path: "keep.txt", Content: strings.Repeat("w", environment.MaxFileContentLength)})
+			wantLimit(t, err, "write_file of 8 MiB under a full 8 MiB quota")
 			if got := call(t, e, environment.ReadFileParams{Path: "keep.txt"}).Content; got != "kept" {
 				t.Fatalf("keep.txt after a refused write = %q", got)
 			}

@@ -10,7 +10,6 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -464,8 +463,8 @@ func (s *session) bash(ctx context.Context, callID string, p environment.BashPar
 // where the runtime can), snapshots the volume as the next turn, thaws, and
 // records the snapshot in the ledger.
 func (s *session) snapshot(ctx context.Context, name string) (*environment.SnapshotInfo, error) {
-	if strings.IndexByte(name, 0) >= 0 || len(name) > 256 {
-		return nil, fmt.Errorf("%w: snapshot name must be at most 256 bytes without NUL", environment.ErrInvalidArgument)
+	if err := environment.ValidateSnapshotName(name); err != nil {
+		return nil, err
 	}
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
@@ -569,6 +568,9 @@ func (s *session) snapshots() ([]environment.SnapshotInfo, error) {
 // started after the snapshot survives. It refuses (ErrBusy) while a tool
 // call runs rather than cancel the caller's work.
 func (s *session) rollback(ctx context.Context, snapshotID string) error {
+	if err := environment.ValidateSnapshotID(snapshotID); err != nil {
+		return err
+	}
 	rec, err := s.h.ledger.Snapshot(snapshotID)
 	if err != nil || rec.Session != s.id {
 		return fmt.Errorf("%w: %q is not a snapshot of session %s", environment.ErrSnapshotNotFound, snapshotID, s.id)

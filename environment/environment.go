@@ -11,7 +11,9 @@ import (
 // race Destroy or Pause (the loser gets a clear error, never a corrupt state).
 type Environment interface {
 	// Create makes a new session from config and binds this Environment to
-	// it. It fails with ErrAlreadyBound if the Environment is bound already.
+	// it. It fails with ErrAlreadyBound if the Environment is bound already,
+	// and with ErrInvalidArgument, having changed nothing, when config
+	// fails SessionConfig.Validate or names an image the host lacks.
 	Create(ctx context.Context, config SessionConfig) error
 	// AttachSession binds this Environment to an existing session. It fails
 	// with ErrSessionNotFound when no such session exists and with
@@ -126,14 +128,16 @@ type SessionConfig struct {
 	// id must match IDPattern.
 	SessionID string `json:"session_id,omitempty"`
 	// Image names the base root filesystem for isolated runtimes (empty:
-	// the host's default image). Ignored by IsolationNone.
+	// the host's default image): a name in the host's image store, never a
+	// path (ValidateImageName). Ignored by IsolationNone once validated.
 	Image string `json:"image,omitempty"`
 	// FromSnapshot, if set, starts the workspace as a copy of that snapshot
 	// (an id returned by CreateSnapshot, of any session on the same host).
 	FromSnapshot string `json:"from_snapshot,omitempty"`
-	// Env is added to the environment of every command.
+	// Env is added to the environment of every command (ValidateEnv:
+	// shell names, no NUL, MaxEnvVars and MaxEnvBytes).
 	Env map[string]string `json:"env,omitempty"`
-	// Labels are free-form metadata kept with the session.
+	// Labels are metadata kept with the session (ValidateLabels).
 	Labels map[string]string `json:"labels,omitempty"`
 	// ToolTimeout bounds each tool call (0: the host's default).
 	ToolTimeout time.Duration `json:"tool_timeout,omitempty"`

@@ -195,8 +195,8 @@ func checkPath(tool, field, p string, required bool) error {
 	if strings.IndexByte(p, 0) >= 0 {
 		return invalid(tool, "%s contains a NUL byte", field)
 	}
-	if len(p) > 4096 {
-		return invalid(tool, "%s is longer than 4096 bytes", field)
+	if len(p) > MaxPathLength {
+		return invalid(tool, "%s is longer than %d bytes", field, MaxPathLength)
 	}
 	return nil
 }
@@ -208,6 +208,9 @@ func (p BashParams) Validate() error {
 	}
 	if strings.IndexByte(p.Command, 0) >= 0 {
 		return invalid(ToolBash, "command contains a NUL byte")
+	}
+	if len(p.Command) > MaxCommandLength {
+		return invalid(ToolBash, "command is %d bytes, longer than %d", len(p.Command), MaxCommandLength)
 	}
 	if p.TimeoutMS < 0 {
 		return invalid(ToolBash, "timeout_ms is negative")
@@ -225,6 +228,9 @@ func (p ReadFileParams) Validate() error {
 
 // Validate implements ToolParams.
 func (p WriteFileParams) Validate() error {
+	if len(p.Content) > MaxFileContentLength {
+		return invalid(ToolWriteFile, "content is %d bytes, longer than %d", len(p.Content), MaxFileContentLength)
+	}
 	return checkPath(ToolWriteFile, "path", p.Path, true)
 }
 
@@ -235,6 +241,9 @@ func (p EditFileParams) Validate() error {
 	}
 	if p.OldString == p.NewString {
 		return invalid(ToolEditFile, "old_string and new_string are equal")
+	}
+	if len(p.OldString) > MaxFileContentLength || len(p.NewString) > MaxFileContentLength {
+		return invalid(ToolEditFile, "old_string or new_string is longer than %d bytes", MaxFileContentLength)
 	}
 	return checkPath(ToolEditFile, "path", p.Path, true)
 }
@@ -274,6 +283,9 @@ func (p GrepParams) Validate() error {
 
 // NewToolRequest builds a validated ToolRequest from typed parameters.
 func NewToolRequest(toolCallID string, params ToolParams) (ToolRequest, error) {
+	if err := ValidateToolCallID(toolCallID); err != nil {
+		return ToolRequest{}, err
+	}
 	if err := params.Validate(); err != nil {
 		return ToolRequest{}, err
 	}
@@ -286,8 +298,15 @@ func NewToolRequest(toolCallID string, params ToolParams) (ToolRequest, error) {
 
 // ParseParams decodes and validates req.Input into the typed parameters of
 // req.ToolName. Unknown tools give ErrUnknownTool; bad input (not an object,
-// unknown fields, wrong types, failed validation) gives ErrInvalidArgument.
+// unknown fields, wrong types, failed validation, a malformed ToolCallID)
+// gives ErrInvalidArgument.
 func ParseParams(req ToolRequest) (ToolParams, error) {
+	if err := ValidateToolCallID(req.ToolCallID); err != nil {
+		return nil, err
+	}
+	if len(req.Input) > MaxToolInputLength {
+		return nil, invalid(req.ToolName, "input is %d bytes, longer than %d", len(req.Input), MaxToolInputLength)
+	}
 	var p ToolParams
 	switch req.ToolName {
 	case ToolBash:

@@ -63,7 +63,8 @@ func sessionConfigToProto(c environment.SessionConfig) *turnboxv1.SessionConfig 
 	return out
 }
 
-// sessionConfigFromProto converts a session config from the wire.
+// sessionConfigFromProto converts a session config from the wire and
+// checks it (environment.SessionConfig.Validate).
 func sessionConfigFromProto(c *turnboxv1.SessionConfig) (environment.SessionConfig, error) {
 	out := environment.SessionConfig{
 		SessionID:    c.GetSessionId(),
@@ -83,7 +84,7 @@ func sessionConfigFromProto(c *turnboxv1.SessionConfig) (environment.SessionConf
 		}
 		out.ToolTimeout = d.AsDuration()
 	}
-	return out, nil
+	return out, out.Validate()
 }
 
 // toolRequestToProto converts a tool request for the wire.
@@ -101,6 +102,10 @@ func toolRequestToProto(r environment.ToolRequest) *turnboxv1.ToolRequest {
 func toolRequestFromProto(r *turnboxv1.ToolRequest) (environment.ToolRequest, error) {
 	if r == nil {
 		return environment.ToolRequest{}, fmt.Errorf("%w: missing tool request", environment.ErrInvalidArgument)
+	}
+	// Checked before the id keys the idempotency cache.
+	if err := environment.ValidateToolCallID(r.GetToolCallId()); err != nil {
+		return environment.ToolRequest{}, err
 	}
 	return environment.ToolRequest{
 		ToolCallID: r.GetToolCallId(),

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/container/rootfs"
-	"github.com/turnbox/turnbox/snapshot"
+	"github.com/turnbox/turnbox/environment"
 )
 
 func imageCmd(g *globals) *cobra.Command {
@@ -30,7 +30,7 @@ func imageCmd(g *globals) *cobra.Command {
 			if len(args) == 2 {
 				name = args[1]
 			}
-			if err := snapshot.ValidateName(name); err != nil {
+			if err := environment.ValidateImageName(name); err != nil {
 				return fmt.Errorf("image name: %w", err)
 			}
 			dir := filepath.Join(g.stateDir, "images", name)
@@ -108,7 +108,7 @@ has its own /dev). Ownership is kept when running as root.`,
 			if len(args) == 2 {
 				name = args[1]
 			}
-			if err := snapshot.ValidateName(name); err != nil {
+			if err := environment.ValidateImageName(name); err != nil {
 				if len(args) == 1 {
 					return fmt.Errorf("cannot name the image after %s (%v): give a NAME", src, err)
 				}

@@ -40,6 +40,10 @@ func sessionCreateCmd(g *globals) *cobra.Command {
 				}
 				cfg.Env[k] = v
 			}
+			// Refused before the host is opened: nothing is written.
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
 			h, err := g.openHost(cmd.Context())
 			if err != nil {
 				return err
@@ -55,7 +59,7 @@ func sessionCreateCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&cfg.SessionID, "id", "", "session id (default: generated)")
 	cmd.Flags().StringVar(&cfg.FromSnapshot, "from", "", "start from this snapshot id")
-	cmd.Flags().StringVar(&cfg.Image, "image", "", "image for isolated runtimes")
+	cmd.Flags().StringVar(&cfg.Image, "image", "", "image for isolated runtimes: a name under <state-dir>/images, never a path")
 	cmd.Flags().StringArrayVar(&env, "env", nil, "KEY=VALUE added to every command's environment (repeatable)")
 	return cmd
 }

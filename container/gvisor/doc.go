@@ -9,6 +9,9 @@
 //
 // Filesystem: the root is Spec.RootFS under an in-memory overlay (the host
 // directory is never written; writes outside /workspace vanish at Stop).
+// Start refuses a RootFS without the mount points of
+// rootfs.MountpointDirs and rootfs.MountpointFiles, which runsc would
+// otherwise create in the host directory.
 // The workspace's PARENT directory is bind-mounted read-write at
 // VolumeMount and /workspace is a symlink the agent creates to the
 // workspace inside it. A snapshot backend's rollback renames a new tree

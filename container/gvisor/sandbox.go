@@ -19,6 +19,7 @@ import (
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/agent"
 	"github.com/turnbox/turnbox/container/cgroup"
+	"github.com/turnbox/turnbox/container/rootfs"
 )
 
 // Sandbox is a running gVisor sandbox. It implements container.Sandbox and
@@ -65,6 +66,12 @@ func validate(spec container.Spec) error {
 	}
 	if filepath.Clean(spec.Workspace) == "/" {
 		return fmt.Errorf("%w: Workspace cannot be /", container.ErrInvalidSpec)
+	}
+	// runsc creates a missing mount point in the root's host directory:
+	// an image must bring its own, so a sandbox start never writes into
+	// the image.
+	if err := rootfs.CheckMountpoints(spec.RootFS); err != nil {
+		return fmt.Errorf("%w: %v", container.ErrInvalidSpec, err)
 	}
 	switch spec.Network {
 	case "", container.NetworkNone, container.NetworkHost:

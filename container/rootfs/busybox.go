@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // ErrNoBusybox reports that no static busybox binary was found.
@@ -47,7 +48,8 @@ func isStatic(p string) (bool, error) {
 // needed): bin/busybox copied from the host's static busybox, a symlink in
 // bin/ for each of its applets, the usual empty top-level directories
 // (proc, sys, dev, tmp, etc, workspace, ...), and small etc/passwd,
-// etc/group and etc/hosts files. Existing files are replaced.
+// etc/group and etc/hosts files, and the runtimes' mount points under
+// /.turnbox. Existing files are replaced.
 func BuildBusybox(dir string) error {
 	src, err := FindBusybox()
 	if err != nil {
@@ -91,6 +93,71 @@ func BuildBusybox(dir string) error {
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("rootfs: %w", err)
+		}
+	}
+	return makeMountpoints(dir)
+}
+
+// MountpointDirs and MountpointFiles are the mount points the runtimes
+// need in an image (relative to its root): every image BuildBusybox and
+// Import make has them, so that starting a sandbox never creates them in
+// the image directory (container/gvisor refuses an image without them).
+var (
+	MountpointDirs  = []string{"dev", "proc", "sys", ".turnbox", ".turnbox/vol"}
+	MountpointFiles = []string{".turnbox/agent"}
+)
+
+// AddMountpoints adds the mount points to an existing image built before
+// images carried them. Like makeMountpoints, it refuses rather than
+// follows entries that are not what they should be.
+func AddMountpoints(dir string) error { return makeMountpoints(dir) }
+
+// makeMountpoints creates MountpointDirs and MountpointFiles in an image
+// being built. An image whose entries exist as anything else (a symlink out
+// of it, say) is refused rather than followed.
+func makeMountpoints(dir string) error {
+	for _, d := range MountpointDirs {
+		p := filepath.Join(dir, d)
+		if err := os.Mkdir(p, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("rootfs: %w", err)
+		}
+		if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+			return fmt.Errorf("rootfs: the image's /%s is not a directory", d)
+		}
+	}
+	for _, name := range MountpointFiles {
+		if err := makeFile(filepath.Join(dir, name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// makeFile creates an empty regular file at p unless one is there; it
+// never follows a symlink nor blocks on a FIFO.
+func makeFile(p string) error {
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o755)
+	if err != nil {
+		return fmt.Errorf("rootfs: making mount point %s: %w", p, err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("rootfs: mount point %s is not a regular file", p)
+	}
+	return nil
+}
+
+// CheckMountpoints reports whether the image at dir has every mount point
+// the runtimes need, as a real directory or regular file (not a symlink).
+func CheckMountpoints(dir string) error {
+	for _, d := range MountpointDirs {
+		if fi, err := os.Lstat(filepath.Join(dir, d)); err != nil || !fi.IsDir() {
+			return fmt.Errorf("rootfs: image %s has no directory /%s (rebuild or re-import it: turnbox image build/import make the runtimes' mount points)", dir, d)
+		}
+	}
+	for _, f := range MountpointFiles {
+		if fi, err := os.Lstat(filepath.Join(dir, f)); err != nil || !fi.Mode().IsRegular() {
+			return fmt.Errorf("rootfs: image %s has no file /%s (rebuild or re-import it: turnbox image build/import make the runtimes' mount points)", dir, f)
 		}
 	}
 	return nil

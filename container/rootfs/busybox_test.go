@@ -27,6 +27,11 @@ func TestBuildBusybox(t *testing.T) {
 			t.Errorf("missing %s: %v", p, err)
 		}
 	}
+	// The runtimes' mount points are there: starting a sandbox writes
+	// nothing into the image.
+	if err := rootfs.CheckMountpoints(dir); err != nil {
+		t.Error(err)
+	}
 	out, err := exec.Command(filepath.Join(dir, "bin/sh"), "-c", "echo ok").Output()
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {
 		t.Fatalf("sh from rootfs: %q %v", out, err)

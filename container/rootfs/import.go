@@ -153,6 +153,9 @@ func Import(ctx context.Context, src, dst string, opts ImportOptions) (*ImportRe
 	ctr.finish()
 	res.Bytes = ctr.done.Load()
 	res.HasShell = hasShell(tmp)
+	if err := makeMountpoints(tmp); err != nil {
+		return nil, err
+	}
 	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("%w: %s", ErrImageExists, dst)

@@ -23,6 +23,13 @@ func (s *suite) securityTests() []test {
 		{"WorkspaceSwap", s.testWorkspaceSwap},
 		{"WorkspaceSealed", s.testWorkspaceSealed},
 		{"WorkspaceSwapRace", s.testWorkspaceSwapRace},
+		{"ImagePaths", s.testImagePaths},
+		{"BadIDs", s.testBadIDs},
+		{"BadSnapshotIDs", s.testBadSnapshotIDs},
+		{"BadEnv", s.testBadEnv},
+		{"BadLabels", s.testBadLabels},
+		{"BadLimits", s.testBadLimits},
+		{"OversizedInputs", s.testOversizedInputs},
 	}
 }
 
