@@ -32,8 +32,9 @@ var ErrNoAnswer = errors.New("agent: no answer in time")
 
 // Bounds on every wait for the agent. The agent runs inside the sandbox,
 // which the agent's user controls: it may be starved, stopped or hostile,
-// so no host call waits on it longer than these, whatever the caller's
-// context says.
+// so no host call waits on it forever. A request whose context has a
+// deadline waits until then; one whose context has none waits at most
+// these.
 const (
 	// AnswerTimeout bounds Ping and Idle.
 	AnswerTimeout = 10 * time.Second
@@ -42,8 +43,8 @@ const (
 	// better killed whole.
 	KillAllTimeout = 15 * time.Second
 	// killGrace is how long Exec waits for a command's exit after sending
-	// Kill (its context ended or its Timeout passed) before giving up on
-	// the agent.
+	// Kill (its context ended or its Timeout passed) before it gives up on
+	// the agent and ends the connection.
 	killGrace = 10 * time.Second
 	// WriteTimeout bounds one frame write: an agent that stops reading
 	// its input for this long has its connection ended (every call fails
@@ -366,7 +367,8 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 	}
 
 	// A command with a Timeout is killed by the agent then; if the agent
-	// does not, the host sends Kill itself a grace period later.
+	// has not reported its end a grace period later, the host gives up on
+	// the agent.
 	var hostTimeout <-chan time.Time
 	grace := c.bounds.killGrace
 	if p.Timeout > 0 && p.Timeout < math.MaxInt64-grace {
@@ -401,8 +403,17 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 			continue
 		case <-ctxDone:
 		case <-hostTimeout:
+			// The agent should have killed the command and reported it
+			// a grace period ago: kill it (best effort) and give up.
+			_ = c.send(newFrame(MsgKill, id).bytes())
+			c.protocolError(fmt.Errorf("agent: command not reported ended %v after its %v timeout: %w", grace, p.Timeout, ErrNoAnswer))
+			return container.ExitStatus{TimedOut: true}, c.Err()
 		case <-killDeadline:
-			return container.ExitStatus{TimedOut: true}, fmt.Errorf("agent: command did not exit %v after kill: %w", grace, ErrNoAnswer)
+			// An agent that does not report a killed command is starved,
+			// stuck or hostile: the connection is ended, so the sandbox
+			// counts as failed (and is replaced) rather than trusted.
+			c.protocolError(fmt.Errorf("agent: command did not exit %v after kill: %w", grace, ErrNoAnswer))
+			return container.ExitStatus{TimedOut: true}, c.Err()
 		case <-c.done:
 			// Handle whatever arrived before the connection died; the
 			// loop returns if that includes the command's exit.
@@ -413,8 +424,8 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 			wake(cl.notify)
 			continue
 		}
-		// The context ended or the host's bound passed: kill, once.
-		ctxDone, hostTimeout = nil, nil
+		// The context ended: kill, once.
+		ctxDone = nil
 		if !killed {
 			killed = true
 			if err := c.send(newFrame(MsgKill, id).bytes()); err != nil {
@@ -544,21 +555,26 @@ func (c *Client) roundTrip(ctx context.Context, typ MsgType, bound time.Duration
 
 // Idle reports whether no process other than the agent runs in the
 // sandbox (see MsgIdle). A snapshot of an idle sandbox needs no freeze.
-// It waits at most AnswerTimeout; an error (ErrNoAnswer then) means
-// "cannot tell", which callers must treat as busy.
+// Without a deadline in ctx it waits at most AnswerTimeout; an error
+// (ErrNoAnswer when there was no answer in time) means "cannot tell",
+// which callers must treat as busy.
 func (c *Client) Idle(ctx context.Context) (bool, error) {
 	msg, err := c.ask(ctx, MsgIdle, c.bounds.answer)
 	return err == nil && msg == "", err
 }
 
 // ask sends a request answered by MsgReply and returns the reply's
-// message. It waits at most bound, whatever ctx's deadline; past it the
-// error wraps ErrNoAnswer and context.DeadlineExceeded.
+// message. It waits until ctx's deadline, or at most bound if ctx has
+// none; past it the error wraps ErrNoAnswer and
+// context.DeadlineExceeded.
 func (c *Client) ask(ctx context.Context, typ MsgType, bound time.Duration) (string, error) {
 	id, cl := c.register()
 	defer c.unregister(id)
 	if err := c.send(newFrame(typ, id).bytes()); err != nil {
 		return "", err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		bound = time.Until(dl)
 	}
 	t := time.NewTimer(bound)
 	defer t.Stop()
@@ -578,6 +594,9 @@ func (c *Client) ask(ctx context.Context, typ MsgType, bound time.Duration) (str
 		select {
 		case <-cl.notify:
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return "", fmt.Errorf("%w: %v: %w", ErrNoAnswer, typ, ctx.Err())
+			}
 			return "", ctx.Err()
 		case <-t.C:
 			return "", fmt.Errorf("%w: %v for %v: %w", ErrNoAnswer, typ, bound, context.DeadlineExceeded)
@@ -587,7 +606,8 @@ func (c *Client) ask(ctx context.Context, typ MsgType, bound time.Duration) (str
 	}
 }
 
-// Ping checks that the agent answers, within AnswerTimeout.
+// Ping checks that the agent answers (within AnswerTimeout if ctx has no
+// deadline).
 func (c *Client) Ping(ctx context.Context) error {
 	return c.roundTrip(ctx, MsgPing, c.bounds.answer)
 }
@@ -595,8 +615,9 @@ func (c *Client) Ping(ctx context.Context) error {
 // KillAll asks the agent to kill every process it can (as a sandbox's
 // init: every process in the sandbox but itself) and to wait until they
 // are gone. Running Exec calls return with the killed command's status.
-// It waits at most KillAllTimeout (then the error wraps ErrNoAnswer): a
-// caller that needs the processes gone kills the sandbox then.
+// Without a deadline in ctx it waits at most KillAllTimeout; when no
+// answer comes in time the error wraps ErrNoAnswer, and a caller that
+// needs the processes gone kills the sandbox.
 func (c *Client) KillAll(ctx context.Context) error {
 	return c.roundTrip(ctx, MsgKillAll, c.bounds.killAll)
 }

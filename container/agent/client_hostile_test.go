@@ -199,9 +199,14 @@ func TestHostileMessage(t *testing.T) {
 // TestSilentAgent: an agent that reads but never answers. Every call
 // returns within its bound, whatever the caller's context.
 func TestSilentAgent(t *testing.T) {
-	c, a := newHostile(t, true)
+	c, _ := newHostile(t, true)
 	for name, call := range map[string]func() error{
-		"Ping":    func() error { return c.Ping(context.Background()) },
+		"Ping": func() error { return c.Ping(context.Background()) },
+		"Ping with deadline": func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			return c.Ping(ctx)
+		},
 		"KillAll": func() error { return c.KillAll(context.Background()) },
 		"Idle": func() error {
 			idle, err := c.Idle(context.Background())
@@ -221,35 +226,49 @@ func TestSilentAgent(t *testing.T) {
 		}
 	}
 
-	// Exec without a deadline, cancelled: Kill is sent, then the call
-	// gives up after the grace period.
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(100*time.Millisecond, cancel)
-	st, err := c.Exec(ctx, container.Process{Args: []string{"sleep", "1000"}})
-	if !errors.Is(err, ErrNoAnswer) || !st.TimedOut {
-		t.Errorf("cancelled Exec: %+v %v, want TimedOut and ErrNoAnswer", st, err)
-	}
-	// Exec with a Timeout and a context without deadline: the host sends
-	// Kill itself a grace period after the Timeout.
-	start := time.Now()
-	_, err = c.Exec(context.Background(), container.Process{Args: []string{"sleep", "1000"}, Timeout: 100 * time.Millisecond})
-	if !errors.Is(err, ErrNoAnswer) {
-		t.Errorf("Exec with Timeout: %v, want ErrNoAnswer", err)
-	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("Exec with Timeout took %v", d)
-	}
-	kills := 0
-	for len(a.got) > 0 {
-		if f := <-a.got; f.typ == MsgKill {
-			kills++
-		}
-	}
-	if kills != 2 {
-		t.Errorf("the host sent %d Kill frames, want 2 (one per Exec)", kills)
-	}
 	if c.Err() != nil {
 		t.Errorf("a silent agent ended the connection: %v", c.Err())
+	}
+}
+
+// TestSilentAgentExec: an agent that never reports a command's end. After
+// the kill's grace period the host gives up on the agent: Exec fails with
+// ErrNoAnswer and ErrNotRunning and the connection ends.
+func TestSilentAgentExec(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration // the command's Timeout
+		cancel  bool          // cancel the context instead
+	}{
+		{"cancelled", 0, true},
+		{"timeout without deadline", 100 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, a := newHostile(t, true)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tc.cancel {
+				time.AfterFunc(100*time.Millisecond, cancel)
+			}
+			start := time.Now()
+			st, err := c.Exec(ctx, container.Process{Args: []string{"sleep", "1000"}, Timeout: tc.timeout})
+			if !errors.Is(err, ErrNoAnswer) || !errors.Is(err, container.ErrNotRunning) || !st.TimedOut {
+				t.Errorf("Exec: %+v %v, want TimedOut, ErrNoAnswer and ErrNotRunning", st, err)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Errorf("Exec took %v", d)
+			}
+			waitDone(t, c, ErrNoAnswer)
+			kills := 0
+			for len(a.got) > 0 {
+				if f := <-a.got; f.typ == MsgKill {
+					kills++
+				}
+			}
+			if kills != 1 {
+				t.Errorf("the host sent %d Kill frames, want 1", kills)
+			}
+		})
 	}
 }
 

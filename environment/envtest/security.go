@@ -20,6 +20,9 @@ func (s *suite) securityTests() []test {
 		{"SymlinkRace", s.testSymlinkRace},
 		{"NULInPath", s.testNULInPath},
 		{"HugeOutput", s.testHugeOutput},
+		{"ForkBomb", s.testForkBombBounded},
+		{"KillEverything", s.testKillEverything},
+		{"AgentPipes", s.testAgentPipes},
 	}
 }
 
