@@ -22,7 +22,7 @@ const (
 	freezeTimeout = 10 * time.Second
 	// killAllTimeout bounds KillAll in a rollback; past it (or on any
 	// other failure) the sandbox is stopped and a new one started.
-	killAllTimeout = 20 * time.Second
+	killAllTimeout = 10 * time.Second
 	// stopTimeout bounds stopping a sandbox (destroy, restart, rollback's
 	// escalation). The caller's cancellation does not cut a stop short:
 	// a half-stopped sandbox would be worse than a slow one.
