@@ -198,9 +198,10 @@ var agentPipeAttacks = []struct{ name, cmd string }{
 	{"close", `exec 0<&- 1>&- 2>&-; for f in /proc/1/fd/*; do exec 3<>"$f" 3>&-; done 2>/dev/null; exit 0`},
 }
 
-// testAgentPipes runs each attack on the agent's pipes: the host must
-// answer within its bounds (the session works, or reports a failed
-// sandbox that Resume replaces), and nothing outside the session is hurt.
+// testAgentPipes runs each attack on the agent's pipes: CreateSnapshot,
+// Rollback and Destroy return within hostileBound (the session works, or
+// reports a failed sandbox that Resume replaces), and nothing outside the
+// session is hurt.
 func (s *suite) testAgentPipes(t *testing.T) {
 	probe, _ := s.session(t)
 	isolated(t, probe)
@@ -209,14 +210,23 @@ func (s *suite) testAgentPipes(t *testing.T) {
 	for _, a := range agentPipeAttacks {
 		t.Run(a.name, func(t *testing.T) {
 			env, _ := s.session(t)
+			before := s.snapshot(t, env, "before")
 			s.hostile(t, env, a.cmd)
-			// The snapshot may fail only because the session failed.
+			// The snapshot and the rollback may fail only because the
+			// session failed. The rollback must kill whatever the attack
+			// left running, with the agent's help or without it.
 			err := bounded(t, "CreateSnapshot after the attack", func(ctx context.Context) error {
 				_, err := env.CreateSnapshot(ctx, "after-"+a.name)
 				return err
 			})
 			if err != nil && !errors.Is(err, environment.ErrNotActive) {
 				t.Errorf("CreateSnapshot after the attack: %v", err)
+			}
+			err = bounded(t, "Rollback after the attack", func(ctx context.Context) error {
+				return env.Rollback(ctx, before.ID)
+			})
+			if err != nil && !errors.Is(err, environment.ErrNotActive) {
+				t.Errorf("Rollback after the attack: %v", err)
 			}
 			s.usable(t, env)
 			if err := bounded(t, "Destroy after the attack", env.Destroy); err != nil {
