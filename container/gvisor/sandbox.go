@@ -289,7 +289,8 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// watch closes Done when the agent connection ends.
+// watch closes Done when the agent connection ends, and kills the
+// sandbox process unless Stop ended it.
 func (s *Sandbox) watch() {
 	<-s.client.Done()
 	s.mu.Lock()
@@ -297,6 +298,9 @@ func (s *Sandbox) watch() {
 	s.mu.Unlock()
 	if !stopped {
 		s.setErr(fmt.Errorf("gvisor: sandbox %s died: %w", s.id, s.client.Err()))
+		// The host gave up on the agent (or it exited): nothing of the
+		// sandbox is left running until Stop.
+		s.killSandboxProcess()
 	}
 	s.closeDone()
 }
