@@ -643,20 +643,9 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 			return fmt.Errorf("embedded: rollback of %s: stopping the sandbox: %w", s.id, err)
 		}
 	case sb != nil:
-		kctx, cancel := context.WithTimeout(ctx, killAllTimeout)
-		err := sb.KillAll(kctx)
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			// The agent could not kill everything in time (a fork bomb
-			// outruns it, or the agent is dead or hostile): kill the
-			// sandbox whole and start a new one after the rollback.
-			s.h.log.Warn("rollback: killing the sandbox's processes failed; restarting the sandbox", "session", s.id, "err", err)
-			restart = true
-			if err := s.stopSandbox(ctx); err != nil {
-				return fmt.Errorf("embedded: rollback of %s: stopping the sandbox: %w", s.id, err)
-			}
-		} else if err != nil {
-			return fmt.Errorf("embedded: rollback of %s: killing processes: %w", s.id, err)
+		var err error
+		if restart, err = s.killAll(ctx, sb); err != nil {
+			return fmt.Errorf("embedded: rollback of %s: %w", s.id, err)
 		}
 	}
 	s.fsMu.Lock()
@@ -678,6 +667,27 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 		}
 	}
 	return nil
+}
+
+// killAll kills every process of sb but its agent, within
+// killAllTimeout. If the agent cannot (a fork bomb outruns it, or the
+// agent is dead or hostile), sb is stopped whole and stopped reports
+// that the caller must start a new one.
+func (s *session) killAll(ctx context.Context, sb container.Sandbox) (stopped bool, err error) {
+	kctx, cancel := context.WithTimeout(ctx, killAllTimeout)
+	err = sb.KillAll(kctx)
+	cancel()
+	switch {
+	case err == nil:
+		return false, nil
+	case ctx.Err() != nil:
+		return false, fmt.Errorf("killing processes: %w", err)
+	}
+	s.h.log.Warn("killing the sandbox's processes failed; stopping the sandbox", "session", s.id, "err", err)
+	if err := s.stopSandbox(ctx); err != nil {
+		return false, fmt.Errorf("stopping the sandbox: %w", err)
+	}
+	return true, nil
 }
 
 func (s *session) pause(ctx context.Context) error {

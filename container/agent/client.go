@@ -384,6 +384,14 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 		// command fails to start, the agent drops it).
 		go c.copyStdin(id, p.Stdin, stdinDone)
 	}
+	return c.execWait(ctx, id, cl, p, hostTimeout)
+}
+
+// execWait handles an Exec call's frames until it ends: the command's
+// exit, its failure to start, the connection's end, or the host's bounds
+// (hostTimeout, then a grace period after a Kill).
+func (c *Client) execWait(ctx context.Context, id uint64, cl *call, p container.Process, hostTimeout <-chan time.Time) (container.ExitStatus, error) {
+	grace := c.bounds.killGrace
 	ctxDone := ctx.Done()
 	var killDeadline <-chan time.Time
 	var killed bool
