@@ -96,7 +96,7 @@ func (s *session) idleFire() {
 	// and waits (on turnMu) to thaw the sandbox.
 	s.autoPause.paused = true
 	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(s.life, time.Minute)
+	ctx, cancel := context.WithTimeout(s.life, freezeTimeout)
 	defer cancel()
 	start := time.Now()
 	if err := sb.Pause(ctx); err != nil {
@@ -138,7 +138,10 @@ func (s *session) wakeLocked(ctx context.Context) error {
 	}
 	if sb != nil {
 		start := time.Now()
-		if err := sb.Resume(ctx); err != nil {
+		rctx, cancel := context.WithTimeout(ctx, freezeTimeout)
+		err := sb.Resume(rctx)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("embedded: resuming the idle-paused sandbox of %s: %w", s.id, err)
 		}
 		s.h.metrics.observe("idle_resume", start)

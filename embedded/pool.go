@@ -185,7 +185,7 @@ func (p *pool) giveBack(e *pooled) {
 // discard stops e's sandbox and deletes its volume.
 func (p *pool) discard(e *pooled) {
 	ctx := context.Background()
-	if err := e.sb.Stop(ctx); err != nil {
+	if err := stopBounded(ctx, e.sb); err != nil {
 		p.h.log.Warn("stopping pooled sandbox", "volume", e.vol.Name, "err", err)
 	}
 	if err := p.h.storage.DestroyVolume(ctx, e.vol.Name); err != nil && !errors.Is(err, snapshot.ErrNotFound) {

@@ -173,7 +173,7 @@ func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
 		select {
 		case <-sb.Done():
 			s.h.log.Warn("sandbox died; starting a new one", "session", s.id, "err", sb.Err())
-			_ = sb.Stop(ctx)
+			_ = stopBounded(ctx, sb)
 		default:
 			return sb, nil
 		}
@@ -219,6 +219,15 @@ func (s *session) stopSandbox(ctx context.Context) error {
 	if sb == nil {
 		return nil
 	}
+	return stopBounded(ctx, sb)
+}
+
+// stopBounded stops sb within stopTimeout, whatever ctx says: a cancelled
+// caller does not leave a sandbox half stopped, and one without a
+// deadline does not wait forever.
+func stopBounded(ctx context.Context, sb container.Sandbox) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer cancel()
 	return sb.Stop(ctx)
 }
 
@@ -481,33 +490,19 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	bname := snapshot.BackendSnapshotName(turn)
 
 	s.fsMu.Lock()
-	froze := false
 	freezeStart := time.Now()
-	// Freeze only if something in the sandbox could be writing: between
-	// turns nothing usually runs (file tools are drained by fsMu), and a
-	// freeze then costs time for nothing.
 	// An idle-paused sandbox is frozen already and stays so.
-	needFreeze := state == environment.StateActive && sb != nil && s.h.caps.Pause && !idlePaused
-	if ic, ok := sb.(container.IdleChecker); ok && needFreeze {
-		if idle, err := ic.Idle(ctx); err == nil && idle {
-			needFreeze = false
-		}
-	}
-	if needFreeze {
-		if err := sb.Pause(ctx); err == nil {
-			froze = true
-		} else {
-			s.h.log.Warn("could not freeze the sandbox for a snapshot; taking it live", "session", s.id, "err", err)
-		}
-	}
+	froze := state == environment.StateActive && sb != nil && s.h.caps.Pause && !idlePaused && s.freeze(ctx, sb)
 	snap, err := s.h.storage.Snapshot(ctx, s.volume, bname)
-	if froze {
-		if rerr := sb.Resume(context.WithoutCancel(ctx)); rerr != nil {
-			s.h.log.Error("thawing the sandbox after a snapshot", "session", s.id, "err", rerr)
-		}
-	}
+	thawed := !froze || s.thaw(ctx, sb)
 	frozeFor := time.Since(freezeStart)
 	s.fsMu.Unlock()
+	if !thawed {
+		// Frozen for good: stop it; the next call starts a new sandbox.
+		if serr := s.stopSandbox(ctx); serr != nil {
+			s.h.log.Error("stopping a sandbox that could not be thawed", "session", s.id, "err", serr)
+		}
+	}
 	s.h.metrics.freeze.Observe(frozeFor.Seconds())
 	if err != nil {
 		if errors.Is(err, snapshot.ErrNoSpace) {
@@ -529,6 +524,45 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	s.h.metrics.observe("snapshot", freezeStart)
 	s.prune(ctx)
 	return toInfo(rec), nil
+}
+
+// freeze stops sb's processes for a snapshot if something in it could be
+// writing, and reports whether it did. Between turns nothing usually runs
+// (file tools are drained by fsMu), and a freeze then costs time for
+// nothing. Each step is bounded: an agent that does not answer the idle
+// query in time (starved by a fork bomb, or hostile) counts as busy, and
+// a sandbox that cannot be frozen in time is snapshotted live.
+func (s *session) freeze(ctx context.Context, sb container.Sandbox) bool {
+	if ic, ok := sb.(container.IdleChecker); ok {
+		ictx, cancel := context.WithTimeout(ctx, idleQueryTimeout)
+		idle, err := ic.Idle(ictx)
+		cancel()
+		if err == nil && idle {
+			return false
+		}
+		if err != nil {
+			s.h.log.Warn("no answer to the idle query; freezing the sandbox anyway", "session", s.id, "err", err)
+		}
+	}
+	fctx, cancel := context.WithTimeout(ctx, freezeTimeout)
+	defer cancel()
+	if err := sb.Pause(fctx); err != nil {
+		s.h.log.Warn("could not freeze the sandbox for a snapshot; taking it live", "session", s.id, "err", err)
+		return false
+	}
+	return true
+}
+
+// thaw resumes sb after a snapshot, within freezeTimeout even if ctx was
+// cancelled meanwhile, and reports whether it did.
+func (s *session) thaw(ctx context.Context, sb container.Sandbox) bool {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), freezeTimeout)
+	defer cancel()
+	if err := sb.Resume(rctx); err != nil {
+		s.h.log.Error("thawing the sandbox after a snapshot", "session", s.id, "err", err)
+		return false
+	}
+	return true
 }
 
 func toInfo(r snapshot.SnapshotRecord) *environment.SnapshotInfo {
@@ -614,8 +648,9 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 			return fmt.Errorf("embedded: rollback of %s: stopping the sandbox: %w", s.id, err)
 		}
 	case sb != nil:
-		if err := sb.KillAll(ctx); err != nil {
-			return fmt.Errorf("embedded: rollback of %s: killing processes: %w", s.id, err)
+		var err error
+		if restart, err = s.killAll(ctx, sb); err != nil {
+			return fmt.Errorf("embedded: rollback of %s: %w", s.id, err)
 		}
 	}
 	s.fsMu.Lock()
@@ -653,6 +688,27 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 	return nil
 }
 
+// killAll kills every process of sb but its agent, within
+// killAllTimeout. If the agent cannot (a fork bomb outruns it, or the
+// agent is dead or hostile), sb is stopped whole and stopped reports
+// that the caller must start a new one.
+func (s *session) killAll(ctx context.Context, sb container.Sandbox) (stopped bool, err error) {
+	kctx, cancel := context.WithTimeout(ctx, killAllTimeout)
+	err = sb.KillAll(kctx)
+	cancel()
+	switch {
+	case err == nil:
+		return false, nil
+	case ctx.Err() != nil:
+		return false, fmt.Errorf("killing processes: %w", err)
+	}
+	s.h.log.Warn("killing the sandbox's processes failed; stopping the sandbox", "session", s.id, "err", err)
+	if err := s.stopSandbox(ctx); err != nil {
+		return false, fmt.Errorf("stopping the sandbox: %w", err)
+	}
+	return true, nil
+}
+
 func (s *session) pause(ctx context.Context) error {
 	if !s.h.caps.Pause {
 		return fmt.Errorf("%w: pause on the %s runtime", environment.ErrCapabilityNotSupported, s.h.runtime.Kind())
@@ -674,7 +730,9 @@ func (s *session) pause(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := sb.Pause(ctx); err != nil {
+	pctx, cancel := context.WithTimeout(ctx, freezeTimeout)
+	defer cancel()
+	if err := sb.Pause(pctx); err != nil {
 		return fmt.Errorf("embedded: pausing %s: %w", s.id, err)
 	}
 	s.setState(environment.StatePaused)
@@ -694,7 +752,10 @@ func (s *session) resume(ctx context.Context) error {
 			return fmt.Errorf("%w: resume on the %s runtime", environment.ErrCapabilityNotSupported, s.h.runtime.Kind())
 		}
 		if sb != nil {
-			if err := sb.Resume(ctx); err != nil {
+			rctx, cancel := context.WithTimeout(ctx, freezeTimeout)
+			err := sb.Resume(rctx)
+			cancel()
+			if err != nil {
 				return fmt.Errorf("embedded: resuming %s: %w", s.id, err)
 			}
 		}

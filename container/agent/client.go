@@ -5,8 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/turnbox/turnbox/container"
 )
@@ -19,9 +24,41 @@ var ErrStart = errors.New("agent: command could not be started")
 // container.ErrNotRunning.
 var ErrClosed = fmt.Errorf("agent: client closed: %w", container.ErrNotRunning)
 
-// killGrace is how long Exec waits for a command's exit after sending Kill
-// on a cancelled context before giving up on the agent.
-const killGrace = 10 * time.Second
+// ErrNoAnswer reports that the agent did not answer a request within its
+// bound (see AnswerTimeout, KillAllTimeout). The agent may be starved (a
+// fork bomb), frozen or hostile; the connection stays up, and what to do
+// about the sandbox is the caller's choice.
+var ErrNoAnswer = errors.New("agent: no answer in time")
+
+// Bounds on every wait for the agent. The agent runs inside the sandbox,
+// which the agent's user controls: it may be starved, stopped or hostile,
+// so no host call waits on it forever. A request whose context has a
+// deadline waits until then; one whose context has none waits at most
+// these.
+const (
+	// AnswerTimeout bounds Ping and Idle.
+	AnswerTimeout = 10 * time.Second
+	// KillAllTimeout bounds KillAll. It is shorter than the agent's own
+	// 30 s give-up: a sandbox whose processes do not die in this long is
+	// better killed whole.
+	KillAllTimeout = 15 * time.Second
+	// killGrace is how long Exec waits for a command's exit after sending
+	// Kill (its context ended or its Timeout passed) before it gives up on
+	// the agent and ends the connection.
+	killGrace = 10 * time.Second
+	// WriteTimeout bounds one frame write: an agent that stops reading
+	// its input for this long has its connection ended (every call fails
+	// with container.ErrNotRunning).
+	WriteTimeout = 10 * time.Second
+	// MaxQueuedBytes bounds the frame bodies queued for one call that its
+	// caller has not taken yet. A full queue stops the connection's reader
+	// until the caller catches up, so a flooding agent costs the host
+	// bounded memory.
+	MaxQueuedBytes = 8 << 20
+	// maxMessage bounds the bytes of an agent's error or status message
+	// that the host keeps.
+	maxMessage = 1024
+)
 
 // Client is the host side of an agent connection. It multiplexes any number
 // of concurrent Exec calls, KillAll and Ping over one pair of streams. Safe
@@ -39,23 +76,59 @@ type Client struct {
 	done    chan struct{}
 	errOnce sync.Once
 	err     error
+
+	bounds bounds
 }
 
-// call is one outstanding request; events queue up without bound so that
-// a slow consumer of one command never stalls the connection.
+// bounds are a client's waits for the agent: the constants above (tests
+// shorten them).
+type bounds struct {
+	answer, killAll, killGrace, write time.Duration
+}
+
+var defaultBounds = bounds{answer: AnswerTimeout, killAll: KillAllTimeout, killGrace: killGrace, write: WriteTimeout}
+
+// call is one outstanding request. Its events queue up to MaxQueuedBytes
+// of bodies: a slow consumer of one command stalls the connection's reader
+// only when that much waits, never the host's memory.
 type call struct {
 	mu     sync.Mutex
 	events []frame
+	queued int           // body bytes in events
+	closed bool          // unregistered: frames are dropped
 	notify chan struct{} // 1-buffered: events were added
+	space  chan struct{} // 1-buffered: events were taken or the call ended
 }
 
-func (c *call) push(f frame) {
-	c.mu.Lock()
-	c.events = append(c.events, f)
-	c.mu.Unlock()
+func wake(ch chan struct{}) {
 	select {
-	case c.notify <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
+	}
+}
+
+// push queues f, waiting while the queue is full until the caller takes
+// events, the call ends or done is closed.
+func (c *call) push(f frame, done <-chan struct{}) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return
+		}
+		if c.queued == 0 || c.queued+len(f.body) <= MaxQueuedBytes {
+			c.events = append(c.events, f)
+			c.queued += len(f.body)
+			c.mu.Unlock()
+			wake(c.notify)
+			return
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.space:
+		case <-done:
+			return
+		}
 	}
 }
 
@@ -68,20 +141,37 @@ func (c *call) pop() (frame, bool) {
 	f := c.events[0]
 	c.events[0] = frame{}
 	c.events = c.events[1:]
+	c.queued -= len(f.body)
+	wake(c.space)
 	return f, true
+}
+
+// close drops the queue and makes later pushes no-ops.
+func (c *call) close() {
+	c.mu.Lock()
+	c.closed, c.events, c.queued = true, nil, 0
+	c.mu.Unlock()
+	wake(c.space)
 }
 
 // NewClient returns a client talking to an agent that reads frames from w's
 // other end and writes frames to r's other end. It starts a goroutine that
 // reads r until it fails; Done is closed then. Close closes r and w if they
 // are io.Closers.
+//
+// Every frame from the agent is untrusted: a frame of a type the agent does
+// not send, for a request id never issued, or with a malformed body ends
+// the connection with an error wrapping ErrProtocol and
+// container.ErrNotRunning, as does an agent that stops reading (see
+// WriteTimeout).
 func NewClient(r io.Reader, w io.Writer) *Client {
 	c := &Client{
-		r:     r,
-		fw:    &frameWriter{w: w},
-		calls: make(map[uint64]*call),
-		hello: make(chan struct{}),
-		done:  make(chan struct{}),
+		r:      r,
+		fw:     &frameWriter{w: w},
+		calls:  make(map[uint64]*call),
+		hello:  make(chan struct{}),
+		done:   make(chan struct{}),
+		bounds: defaultBounds,
 	}
 	go c.readLoop()
 	return c
@@ -95,32 +185,63 @@ func (c *Client) readLoop() {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 				err = fmt.Errorf("agent: connection closed (agent exited?): %w", container.ErrNotRunning)
 			} else if !errors.Is(err, container.ErrNotRunning) {
-				err = fmt.Errorf("agent: connection lost: %v: %w", err, container.ErrNotRunning)
+				err = fmt.Errorf("agent: connection lost: %w: %w", err, container.ErrNotRunning)
 			}
 			c.fail(err)
 			return
 		}
-		if f.typ == MsgHello {
-			d := decoder{b: f.body}
-			d.uvarint()
-			pid := d.uvarint()
-			c.mu.Lock()
-			select {
-			case <-c.hello:
-			default:
-				c.agentPID = int(pid)
-				close(c.hello)
-			}
-			c.mu.Unlock()
-			continue
-		}
-		c.mu.Lock()
-		cl := c.calls[f.id]
-		c.mu.Unlock()
-		if cl != nil {
-			cl.push(f)
+		if err := c.dispatch(f); err != nil {
+			c.protocolError(err)
+			return
 		}
 	}
+}
+
+// dispatch hands f to its call. It fails on frames the agent never sends.
+func (c *Client) dispatch(f frame) error {
+	switch f.typ {
+	case MsgHello:
+		d := decoder{b: f.body}
+		d.uvarint()
+		pid := d.uvarint()
+		if d.err != nil || pid == 0 || pid > 1<<22 || f.id != 0 {
+			return fmt.Errorf("%w: malformed Hello", ErrProtocol)
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		select {
+		case <-c.hello:
+			return fmt.Errorf("%w: second Hello", ErrProtocol)
+		default:
+		}
+		c.agentPID = int(pid)
+		close(c.hello)
+		return nil
+	case MsgOutput, MsgExited, MsgFailed, MsgReply:
+	default:
+		return fmt.Errorf("%w: unexpected frame type %v", ErrProtocol, f.typ)
+	}
+	c.mu.Lock()
+	cl, issued := c.calls[f.id], f.id != 0 && f.id <= c.nextID
+	c.mu.Unlock()
+	if !issued {
+		return fmt.Errorf("%w: %v frame for request %d, never sent", ErrProtocol, f.typ, f.id)
+	}
+	if cl != nil {
+		// A late frame for a finished call is dropped.
+		cl.push(f, c.done)
+	}
+	return nil
+}
+
+// protocolError ends the connection because the agent broke the protocol:
+// the streams are closed, so the agent sees its input end.
+func (c *Client) protocolError(err error) {
+	if !errors.Is(err, container.ErrNotRunning) {
+		err = fmt.Errorf("%w: %w", err, container.ErrNotRunning)
+	}
+	c.fail(err)
+	_ = c.closeStreams()
 }
 
 // fail records the connection's end (first error wins) and closes Done.
@@ -150,6 +271,10 @@ func (c *Client) Err() error {
 // makes an agent serving them see end of input and exit.
 func (c *Client) Close() error {
 	c.fail(ErrClosed)
+	return c.closeStreams()
+}
+
+func (c *Client) closeStreams() error {
 	var errs []error
 	if wc, ok := c.fw.w.(io.Closer); ok {
 		errs = append(errs, wc.Close())
@@ -172,15 +297,19 @@ func (c *Client) register() (uint64, *call) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nextID++
-	cl := &call{notify: make(chan struct{}, 1)}
+	cl := &call{notify: make(chan struct{}, 1), space: make(chan struct{}, 1)}
 	c.calls[c.nextID] = cl
 	return c.nextID, cl
 }
 
 func (c *Client) unregister(id uint64) {
 	c.mu.Lock()
+	cl := c.calls[id]
 	delete(c.calls, id)
 	c.mu.Unlock()
+	if cl != nil {
+		cl.close()
+	}
 }
 
 func (c *Client) send(b []byte) error {
@@ -189,7 +318,14 @@ func (c *Client) send(b []byte) error {
 		return c.Err()
 	default:
 	}
-	if err := c.fw.write(b); err != nil {
+	// A write blocks while the agent does not read; past WriteTimeout the
+	// connection is ended, which unblocks it (the streams are closed).
+	t := time.AfterFunc(c.bounds.write, func() {
+		c.protocolError(fmt.Errorf("agent: a frame write blocked for %v (the agent stopped reading)", c.bounds.write))
+	})
+	err := c.fw.write(b)
+	t.Stop()
+	if err != nil {
 		// The agent is gone if we cannot write to it; report it the same
 		// way as a dead read side.
 		err = fmt.Errorf("agent: write: %v: %w", err, container.ErrNotRunning)
@@ -230,6 +366,16 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 		return container.ExitStatus{}, err
 	}
 
+	// A command with a Timeout is killed by the agent then; if the agent
+	// has not reported its end a grace period later, the host gives up on
+	// the agent.
+	var hostTimeout <-chan time.Time
+	grace := c.bounds.killGrace
+	if p.Timeout > 0 && p.Timeout < math.MaxInt64-grace {
+		t := time.NewTimer(p.Timeout + grace)
+		defer t.Stop()
+		hostTimeout = t.C
+	}
 	stdinDone := make(chan struct{})
 	defer close(stdinDone)
 	if p.Stdin != nil {
@@ -238,6 +384,14 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 		// command fails to start, the agent drops it).
 		go c.copyStdin(id, p.Stdin, stdinDone)
 	}
+	return c.execWait(ctx, id, cl, p, hostTimeout)
+}
+
+// execWait handles an Exec call's frames until it ends: the command's
+// exit, its failure to start, the connection's end, or the host's bounds
+// (hostTimeout, then a grace period after a Kill).
+func (c *Client) execWait(ctx context.Context, id uint64, cl *call, p container.Process, hostTimeout <-chan time.Time) (container.ExitStatus, error) {
+	grace := c.bounds.killGrace
 	ctxDone := ctx.Done()
 	var killDeadline <-chan time.Time
 	var killed bool
@@ -248,57 +402,26 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 			if !ok {
 				break
 			}
-			switch f.typ {
-			case MsgOutput:
-				d := decoder{b: f.body}
-				stream := d.byte1()
-				data := d.rest()
-				var w io.Writer
-				if stream == StreamStdout {
-					w = p.Stdout
-				} else {
-					w = p.Stderr
-				}
-				if w != nil && len(data) > 0 {
-					// A failing writer does not stop the command; its
-					// output is dropped, as with a nil writer.
-					_, _ = w.Write(data)
-				}
-			case MsgExited:
-				d := decoder{b: f.body}
-				code := d.varint()
-				sig := d.uvarint()
-				fl := d.byte1()
-				dur := d.uvarint()
-				if d.err != nil {
-					return container.ExitStatus{}, d.err
-				}
-				st := container.ExitStatus{
-					Code:      int(code),
-					TimedOut:  fl&exitFlagTimedOut != 0 || killed,
-					OOMKilled: fl&exitFlagOOM != 0,
-					Duration:  time.Duration(dur),
-				}
-				if sig != 0 {
-					st.Code = 128 + int(sig)
-				}
-				return st, nil
-			case MsgFailed:
-				d := decoder{b: f.body}
-				return container.ExitStatus{}, fmt.Errorf("%w: %s", ErrStart, d.str())
+			if st, end, err := c.execEvent(f, p, killed); end {
+				return st, err
 			}
 		}
 		select {
 		case <-cl.notify:
+			continue
 		case <-ctxDone:
-			ctxDone = nil
-			killed = true
-			if err := c.send(newFrame(MsgKill, id).bytes()); err != nil {
-				return container.ExitStatus{}, err
-			}
-			killDeadline = time.After(killGrace)
+		case <-hostTimeout:
+			// The agent should have killed the command and reported it
+			// a grace period ago: kill it (best effort) and give up.
+			_ = c.send(newFrame(MsgKill, id).bytes())
+			c.protocolError(fmt.Errorf("agent: command not reported ended %v after its %v timeout: %w", grace, p.Timeout, ErrNoAnswer))
+			return container.ExitStatus{TimedOut: true}, c.Err()
 		case <-killDeadline:
-			return container.ExitStatus{TimedOut: true}, fmt.Errorf("agent: command did not exit %v after kill: %w", killGrace, ctx.Err())
+			// An agent that does not report a killed command is starved,
+			// stuck or hostile: the connection is ended, so the sandbox
+			// counts as failed (and is replaced) rather than trusted.
+			c.protocolError(fmt.Errorf("agent: command did not exit %v after kill: %w", grace, ErrNoAnswer))
+			return container.ExitStatus{TimedOut: true}, c.Err()
 		case <-c.done:
 			// Handle whatever arrived before the connection died; the
 			// loop returns if that includes the command's exit.
@@ -306,12 +429,99 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 				return container.ExitStatus{}, c.Err()
 			}
 			dead = true
-			select {
-			case cl.notify <- struct{}{}:
-			default:
+			wake(cl.notify)
+			continue
+		}
+		// The context ended: kill, once.
+		ctxDone = nil
+		if !killed {
+			killed = true
+			if err := c.send(newFrame(MsgKill, id).bytes()); err != nil {
+				return container.ExitStatus{}, err
 			}
+			killDeadline = time.After(grace)
 		}
 	}
+}
+
+// execEvent handles one frame of an Exec call; end reports that the call
+// is over with st and err. A malformed frame ends the connection.
+func (c *Client) execEvent(f frame, p container.Process, killed bool) (st container.ExitStatus, end bool, err error) {
+	d := decoder{b: f.body}
+	switch f.typ {
+	case MsgOutput:
+		stream := d.byte1()
+		data := d.rest()
+		var w io.Writer
+		switch stream {
+		case StreamStdout:
+			w = p.Stdout
+		case StreamStderr:
+			w = p.Stderr
+		default:
+			d.fail()
+		}
+		if d.err == nil && w != nil && len(data) > 0 {
+			// A failing writer does not stop the command; its output is
+			// dropped, as with a nil writer.
+			_, _ = w.Write(data)
+		}
+	case MsgExited:
+		st, d.err = decodeExit(&d)
+		if d.err == nil {
+			st.TimedOut = st.TimedOut || killed
+			return st, true, nil
+		}
+	case MsgFailed:
+		msg := message(d.str())
+		if d.err == nil {
+			return container.ExitStatus{}, true, fmt.Errorf("%w: %s", ErrStart, msg)
+		}
+	default:
+		d.err = fmt.Errorf("%w: %v frame for a command", ErrProtocol, f.typ)
+	}
+	if d.err != nil {
+		err := fmt.Errorf("agent: %v frame: %w", f.typ, d.err)
+		c.protocolError(err)
+		return container.ExitStatus{}, true, c.Err()
+	}
+	return container.ExitStatus{}, false, nil
+}
+
+// decodeExit decodes and checks an Exited body.
+func decodeExit(d *decoder) (container.ExitStatus, error) {
+	code := d.varint()
+	sig := d.uvarint()
+	fl := d.byte1()
+	dur := d.uvarint()
+	if d.err != nil {
+		return container.ExitStatus{}, d.err
+	}
+	if code < -1 || code > 255 || sig > 127 || dur > math.MaxInt64 || fl&^(exitFlagTimedOut|exitFlagOOM) != 0 {
+		return container.ExitStatus{}, fmt.Errorf("%w: exit status out of range (code %d, signal %d, flags %#x)", ErrProtocol, code, sig, fl)
+	}
+	st := container.ExitStatus{
+		Code:      int(code),
+		TimedOut:  fl&exitFlagTimedOut != 0,
+		OOMKilled: fl&exitFlagOOM != 0,
+		Duration:  time.Duration(dur),
+	}
+	if sig != 0 {
+		st.Code = 128 + int(sig)
+	}
+	return st, nil
+}
+
+// message makes an agent's message fit for an error: at most maxMessage
+// bytes, quoted when it holds anything but printable text.
+func message(s string) string {
+	if len(s) > maxMessage {
+		s = s[:maxMessage] + "..."
+	}
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // copyStdin streams r to the command's stdin until EOF, then closes it.
@@ -341,9 +551,10 @@ func (c *Client) copyStdin(id uint64, r io.Reader, stop <-chan struct{}) {
 	_ = c.send(newFrame(MsgStdinClose, id).bytes())
 }
 
-// roundTrip sends a request without body and waits for its MsgReply.
-func (c *Client) roundTrip(ctx context.Context, typ MsgType) error {
-	msg, err := c.ask(ctx, typ)
+// roundTrip sends a request without body and waits for its MsgReply, at
+// most bound.
+func (c *Client) roundTrip(ctx context.Context, typ MsgType, bound time.Duration) error {
+	msg, err := c.ask(ctx, typ, bound)
 	if err == nil && msg != "" {
 		err = fmt.Errorf("agent: %v: %s", typ, msg)
 	}
@@ -352,38 +563,69 @@ func (c *Client) roundTrip(ctx context.Context, typ MsgType) error {
 
 // Idle reports whether no process other than the agent runs in the
 // sandbox (see MsgIdle). A snapshot of an idle sandbox needs no freeze.
+// Without a deadline in ctx it waits at most AnswerTimeout; an error
+// (ErrNoAnswer when there was no answer in time) means "cannot tell",
+// which callers must treat as busy.
 func (c *Client) Idle(ctx context.Context) (bool, error) {
-	msg, err := c.ask(ctx, MsgIdle)
+	msg, err := c.ask(ctx, MsgIdle, c.bounds.answer)
 	return err == nil && msg == "", err
 }
 
-// ask sends a request answered by MsgReply and returns the reply's message.
-func (c *Client) ask(ctx context.Context, typ MsgType) (string, error) {
+// ask sends a request answered by MsgReply and returns the reply's
+// message. It waits until ctx's deadline, or at most bound if ctx has
+// none; past it the error wraps ErrNoAnswer and
+// context.DeadlineExceeded.
+func (c *Client) ask(ctx context.Context, typ MsgType, bound time.Duration) (string, error) {
 	id, cl := c.register()
 	defer c.unregister(id)
 	if err := c.send(newFrame(typ, id).bytes()); err != nil {
 		return "", err
 	}
+	if dl, ok := ctx.Deadline(); ok {
+		bound = time.Until(dl)
+	}
+	t := time.NewTimer(bound)
+	defer t.Stop()
 	for {
-		if f, ok := cl.pop(); ok && f.typ == MsgReply {
+		if f, ok := cl.pop(); ok {
 			d := decoder{b: f.body}
 			msg := d.str()
-			return msg, d.err
+			if f.typ != MsgReply {
+				d.err = fmt.Errorf("%w: %v frame for a %v request", ErrProtocol, f.typ, typ)
+			}
+			if d.err != nil {
+				c.protocolError(fmt.Errorf("agent: %v reply: %w", typ, d.err))
+				return "", c.Err()
+			}
+			return message(msg), nil
 		}
 		select {
 		case <-cl.notify:
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return "", fmt.Errorf("%w: %v: %w", ErrNoAnswer, typ, ctx.Err())
+			}
 			return "", ctx.Err()
+		case <-t.C:
+			return "", fmt.Errorf("%w: %v for %v: %w", ErrNoAnswer, typ, bound, context.DeadlineExceeded)
 		case <-c.done:
 			return "", c.Err()
 		}
 	}
 }
 
-// Ping checks that the agent answers.
-func (c *Client) Ping(ctx context.Context) error { return c.roundTrip(ctx, MsgPing) }
+// Ping checks that the agent answers (within AnswerTimeout if ctx has no
+// deadline).
+func (c *Client) Ping(ctx context.Context) error {
+	return c.roundTrip(ctx, MsgPing, c.bounds.answer)
+}
 
 // KillAll asks the agent to kill every process it can (as a sandbox's
 // init: every process in the sandbox but itself) and to wait until they
 // are gone. Running Exec calls return with the killed command's status.
-func (c *Client) KillAll(ctx context.Context) error { return c.roundTrip(ctx, MsgKillAll) }
+// Without a deadline in ctx it waits at most KillAllTimeout; when no
+// answer comes in time the error wraps ErrNoAnswer, and a caller that
+// needs the processes gone kills the sandbox.
+func (c *Client) KillAll(ctx context.Context) error {
+	return c.roundTrip(ctx, MsgKillAll, c.bounds.killAll)
+}

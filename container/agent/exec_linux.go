@@ -375,8 +375,9 @@ func (s *server) trackSession(pid int) {
 	s.sessions[pid] = true
 }
 
-// busy counts the live processes other than the agent: as init, every
-// process in the sandbox; otherwise the members of its commands' sessions.
+// busy counts the live processes other than the agent: as init, it stops
+// at the first one found in the sandbox (so at most 1); otherwise the
+// members of its commands' sessions.
 func (s *server) busy() int {
 	if !s.init {
 		s.mu.Lock()
@@ -395,14 +396,15 @@ func (s *server) busy() int {
 	if err != nil {
 		return 1 // cannot tell: report busy, the safe answer
 	}
-	n := 0
+	// One live process answers the question: a sandbox full of processes
+	// (a fork bomb) is not read whole, which would keep the host waiting.
 	self, launcher := os.Getpid(), int(s.launchPID.Load())
 	for _, pid := range pids {
 		if pid != self && pid != launcher && alive(pid) {
-			n++
+			return 1
 		}
 	}
-	return n
+	return 0
 }
 
 // describe returns "pid (state, parent ppid)" for up to n of pids.

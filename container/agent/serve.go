@@ -208,7 +208,7 @@ func (s *server) handle(f frame) {
 		s.reply(f.id, nil)
 	case MsgIdle:
 		if n := s.busy(); n > 0 {
-			s.reply(f.id, fmt.Errorf("%d processes running", n))
+			s.reply(f.id, fmt.Errorf("processes running (%d found)", n))
 		} else {
 			s.reply(f.id, nil)
 		}

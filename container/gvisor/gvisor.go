@@ -194,6 +194,9 @@ func (r *Runtime) RunscArgs(network container.Network, args ...string) []string 
 // its stdout.
 func (r *Runtime) runsc(ctx context.Context, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, r.cfg.runsc, r.RunscArgs(container.NetworkNone, args...)...)
+	// A runsc killed by ctx may leave children holding its output pipes;
+	// Run returns anyway after this long.
+	cmd.WaitDelay = time.Second
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {

@@ -9,10 +9,12 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -304,7 +306,8 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// watch closes Done when the agent connection ends.
+// watch closes Done when the agent connection ends, and kills the
+// sandbox process unless Stop ended it.
 func (s *Sandbox) watch() {
 	<-s.client.Done()
 	s.mu.Lock()
@@ -312,6 +315,9 @@ func (s *Sandbox) watch() {
 	s.mu.Unlock()
 	if !stopped {
 		s.setErr(fmt.Errorf("gvisor: sandbox %s died: %w", s.id, s.client.Err()))
+		// The host gave up on the agent (or it exited): nothing of the
+		// sandbox is left running until Stop.
+		s.killSandboxProcess()
 	}
 	s.closeDone()
 }
@@ -472,10 +478,39 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.client.Close()
-	err := s.r.destroy(context.WithoutCancel(ctx), s.id)
+	err := s.destroyBounded(ctx)
+	if err != nil && s.killSandboxProcess() {
+		// runsc did not finish in time: the sandbox process is dead now,
+		// so a second try only removes state.
+		err = s.destroyBounded(ctx)
+	}
 	if err == nil {
 		err = container.UnsealVolumeDir(s.workspace)
 	}
 	s.closeDone()
 	return err
+}
+
+// stopTimeout bounds one `runsc delete` of a stopping sandbox, whatever
+// the caller's context (which cannot cut a stop short either).
+const stopTimeout = 20 * time.Second
+
+func (s *Sandbox) destroyBounded(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer cancel()
+	return s.r.destroy(dctx, s.id)
+}
+
+// killSandboxProcess sends SIGKILL to the runsc sandbox process, if it is
+// still the one this sandbox started (its command line names the
+// sandbox's id), and reports whether it did.
+func (s *Sandbox) killSandboxProcess() bool {
+	if s.pid <= 0 {
+		return false
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(s.pid) + "/cmdline")
+	if err != nil || !slices.Contains(strings.Split(string(cmdline), "\x00"), s.id) {
+		return false
+	}
+	return syscall.Kill(s.pid, syscall.SIGKILL) == nil
 }

@@ -216,6 +216,7 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 		errR.Close()
 	}()
 	go s.wait()
+	go s.killOnLostAgent()
 
 	pctx := ctx
 	if _, ok := ctx.Deadline(); !ok {
@@ -313,6 +314,9 @@ func (s *Sandbox) wait() {
 			how = werr.Error()
 		}
 		msg := fmt.Sprintf("runc: sandbox %s: agent %s", s.id, how)
+		if cerr := s.client.Err(); cerr != nil {
+			msg += fmt.Sprintf(" (agent connection: %v)", cerr)
+		}
 		if t := s.stderr.String(); t != "" {
 			msg += fmt.Sprintf(" (stderr: %q)", t)
 		}
@@ -321,6 +325,24 @@ func (s *Sandbox) wait() {
 	s.mu.Unlock()
 	s.client.Close()
 	close(s.done)
+}
+
+// killOnLostAgent kills the container when the connection to its agent
+// ends while it runs (the agent broke the protocol, stopped reading or
+// did not report a killed command): a sandbox whose agent the host gave
+// up on is not left running. wait then reports it dead.
+func (s *Sandbox) killOnLostAgent() {
+	select {
+	case <-s.client.Done():
+	case <-s.done:
+		return
+	}
+	s.mu.Lock()
+	stopping := s.stopping
+	s.mu.Unlock()
+	if !stopping && !s.isDone() {
+		_ = s.c.Signal(syscall.SIGKILL)
+	}
 }
 
 // ID returns the sandbox's id.

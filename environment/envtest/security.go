@@ -30,6 +30,9 @@ func (s *suite) securityTests() []test {
 		{"BadLabels", s.testBadLabels},
 		{"BadLimits", s.testBadLimits},
 		{"OversizedInputs", s.testOversizedInputs},
+		{"ForkBomb", s.testForkBombBounded},
+		{"KillEverything", s.testKillEverything},
+		{"AgentPipes", s.testAgentPipes},
 	}
 }
 
