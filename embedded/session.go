@@ -653,28 +653,10 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 			return fmt.Errorf("embedded: rollback of %s: %w", s.id, err)
 		}
 	}
-	s.fsMu.Lock()
-	err = s.h.storage.Rollback(ctx, s.volume, rec.BackendName)
-	s.fsMu.Unlock()
-	if errors.Is(err, snapshot.ErrTampered) && sb != nil && !restart {
-		// Something in the sandbox (its agent: the only process left)
-		// changed the workspace's directory in the instant the backend
-		// had it unsealed. Stop the sandbox, so that nothing can race the
-		// next try, roll back again and start it anew.
-		s.h.log.Warn("the sandbox tampered with its workspace during a rollback; restarting it", "session", s.id, "err", err)
-		restart = true
-		if err := s.stopSandbox(ctx); err != nil {
-			return fmt.Errorf("embedded: rollback of %s: stopping a sandbox that tampered with its workspace: %w", s.id, err)
-		}
-		s.fsMu.Lock()
-		err = s.h.storage.Rollback(ctx, s.volume, rec.BackendName)
-		s.fsMu.Unlock()
-	}
-	if err != nil {
-		if errors.Is(err, snapshot.ErrNoSpace) {
-			return fmt.Errorf("%w: rollback: %v", environment.ErrLimitExceeded, err)
-		}
+	if err := s.rollbackVolume(ctx, rec.BackendName, sb != nil && !restart); err != nil {
 		return fmt.Errorf("embedded: rollback of %s to %s: %w", s.id, snapshotID, err)
+	} else if sb != nil {
+		restart = restart || s.currentSandbox() == nil
 	}
 	// Volume.Path is stable across Rollback (the backend contract): a
 	// sandbox that shares the host's view sees the restored tree at once.
@@ -686,6 +668,40 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 		}
 	}
 	return nil
+}
+
+// rollbackVolume rolls the volume back to the backend snapshot bname
+// with file tools held off. If the backend finds the workspace tampered
+// with after its exchange (something in a running sandbox, its agent
+// being the only process left, changed the workspace's directory in the
+// instant the backend had it unsealed) and running says a sandbox is up,
+// the sandbox is stopped, so that nothing can race the next try, and the
+// rollback made again; the caller starts a new sandbox. Called with
+// turnMu held.
+func (s *session) rollbackVolume(ctx context.Context, bname string, running bool) error {
+	s.fsMu.Lock()
+	err := s.h.storage.Rollback(ctx, s.volume, bname)
+	s.fsMu.Unlock()
+	if errors.Is(err, snapshot.ErrTampered) && running {
+		s.h.log.Warn("the sandbox tampered with its workspace during a rollback; restarting it", "session", s.id, "err", err)
+		if err := s.stopSandbox(ctx); err != nil {
+			return fmt.Errorf("stopping a sandbox that tampered with its workspace: %w", err)
+		}
+		s.fsMu.Lock()
+		err = s.h.storage.Rollback(ctx, s.volume, bname)
+		s.fsMu.Unlock()
+	}
+	if errors.Is(err, snapshot.ErrNoSpace) {
+		return fmt.Errorf("%w: rollback: %v", environment.ErrLimitExceeded, err)
+	}
+	return err
+}
+
+// currentSandbox returns the session's sandbox (nil if none runs).
+func (s *session) currentSandbox() container.Sandbox {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sb
 }
 
 // killAll kills every process of sb but its agent, within
