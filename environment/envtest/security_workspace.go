@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/internal/hoststate"
 )
 
 // A sandbox sees the directory that holds its workspace (runtimes bind it
@@ -33,15 +34,22 @@ var swapVariants = []struct{ name, plant string }{
 
 // hostBait makes a host directory holding a secret file, and returns it
 // with a function that fails the test if anything in it changed or
-// appeared.
+// appeared, or if any thread of this process left its namespaces or root.
 func hostBait(t *testing.T) (dir string, check func(what string)) {
 	t.Helper()
 	dir = t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte("host secret"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	host, err := hoststate.Capture(filepath.Join(dir, "secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return dir, func(what string) {
 		t.Helper()
+		if err := host.Check(); err != nil {
+			t.Errorf("%s: this process's namespaces or root changed: %v", what, err)
+		}
 		ents, _ := os.ReadDir(dir)
 		if len(ents) != 1 {
 			var names []string
