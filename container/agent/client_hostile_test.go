@@ -24,10 +24,9 @@ var shortBounds = bounds{answer: 200 * time.Millisecond, killAll: 200 * time.Mil
 
 // fakeAgent is the agent's end of a client's streams.
 type fakeAgent struct {
-	out  *io.PipeWriter // frames to the host
-	in   *io.PipeReader // frames from the host
-	got  chan frame     // frames the host sent (when draining)
-	once sync.Once
+	out *io.PipeWriter // frames to the host
+	in  *io.PipeReader // frames from the host
+	got chan frame     // frames the host sent (when draining)
 }
 
 // newHostile returns a client and its fake agent. With drain, a goroutine

@@ -34,10 +34,9 @@ func TestHostNamespacesUntouched(t *testing.T) {
 		}
 	}
 	var sbs []container.Sandbox
-	var ids []string
 	for i := 0; i < 3; i++ {
 		id := fmt.Sprintf("hostns-%d", i)
-		sbs, ids = append(sbs, e.start(t, e.spec(id))), append(ids, id)
+		sbs = append(sbs, e.start(t, e.spec(id)))
 		check("starting " + id)
 	}
 	for _, sb := range sbs {
