@@ -31,15 +31,7 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 // characters of [A-Za-z0-9_-], starting with a letter or digit. The error
 // wraps ErrInvalidArgument.
 func ValidateID(id string) error {
-	switch {
-	case id == "":
-		return fmt.Errorf("%w: empty id", ErrInvalidArgument)
-	case len(id) > MaxIDLength:
-		return fmt.Errorf("%w: id is %d bytes, longer than %d", ErrInvalidArgument, len(id), MaxIDLength)
-	case !idPattern.MatchString(id):
-		return fmt.Errorf("%w: id %q: only letters, digits, '_' and '-' are allowed, starting with a letter or digit", ErrInvalidArgument, id)
-	}
-	return nil
+	return checkToken("id", id, MaxIDLength, idPattern, "only letters, digits, '_' and '-' are allowed, starting with a letter or digit")
 }
 
 // ToolRequest is one tool call.

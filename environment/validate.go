@@ -74,13 +74,20 @@ var (
 // MaxImageNameLength characters of [A-Za-z0-9_.-], starting with a letter
 // or digit; never a path. The error wraps ErrInvalidArgument.
 func ValidateImageName(name string) error {
+	return checkToken("image name", name, MaxImageNameLength, imageNamePattern,
+		"images are named, not given by path: only letters, digits, '_', '.' and '-', starting with a letter or digit")
+}
+
+// checkToken checks a non-empty string of at most max bytes that matches
+// pat; rule says what pat allows. The error wraps ErrInvalidArgument.
+func checkToken(what, s string, max int, pat *regexp.Regexp, rule string) error {
 	switch {
-	case name == "":
-		return fmt.Errorf("%w: empty image name", ErrInvalidArgument)
-	case len(name) > MaxImageNameLength:
-		return fmt.Errorf("%w: image name is %d bytes, longer than %d", ErrInvalidArgument, len(name), MaxImageNameLength)
-	case !imageNamePattern.MatchString(name):
-		return fmt.Errorf("%w: image %q: images are named, not given by path: only letters, digits, '_', '.' and '-', starting with a letter or digit", ErrInvalidArgument, name)
+	case s == "":
+		return fmt.Errorf("%w: empty %s", ErrInvalidArgument, what)
+	case len(s) > max:
+		return fmt.Errorf("%w: %s is %d bytes, longer than %d", ErrInvalidArgument, what, len(s), max)
+	case !pat.MatchString(s):
+		return fmt.Errorf("%w: %s %q: %s", ErrInvalidArgument, what, s, rule)
 	}
 	return nil
 }
@@ -89,15 +96,7 @@ func ValidateImageName(name string) error {
 // exists): 1 to MaxSnapshotIDLength characters of [A-Za-z0-9_@-]. The
 // error wraps ErrInvalidArgument.
 func ValidateSnapshotID(id string) error {
-	switch {
-	case id == "":
-		return fmt.Errorf("%w: empty snapshot id", ErrInvalidArgument)
-	case len(id) > MaxSnapshotIDLength:
-		return fmt.Errorf("%w: snapshot id is %d bytes, longer than %d", ErrInvalidArgument, len(id), MaxSnapshotIDLength)
-	case !snapshotIDPattern.MatchString(id):
-		return fmt.Errorf("%w: snapshot id %q: want <session>@<turn>", ErrInvalidArgument, id)
-	}
-	return nil
+	return checkToken("snapshot id", id, MaxSnapshotIDLength, snapshotIDPattern, "want <session>@<turn>")
 }
 
 // ValidateSnapshotName checks a snapshot name or turn label (may be

@@ -19,20 +19,7 @@ import (
 // or mounts.
 func TestHostNamespacesUntouched(t *testing.T) {
 	e := newEnv(t)
-	marker := filepath.Join(t.TempDir(), "host-marker")
-	if err := os.WriteFile(marker, []byte("host"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	before, err := hoststate.Capture(marker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	check := func(step string) {
-		t.Helper()
-		if err := before.Check(); err != nil {
-			t.Fatalf("after %s, this process left its namespaces:\n%v", step, err)
-		}
-	}
+	check := hoststate.Baseline(t)
 	var sbs []container.Sandbox
 	for i := 0; i < 3; i++ {
 		id := fmt.Sprintf("hostns-%d", i)

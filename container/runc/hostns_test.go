@@ -24,20 +24,7 @@ import (
 // cgroups, no state or root skeleton directories, no processes.
 func TestHostNamespacesUntouched(t *testing.T) {
 	rt := newRuntime(t)
-	marker := filepath.Join(t.TempDir(), "host-marker")
-	if err := os.WriteFile(marker, []byte("host"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	before, err := hoststate.Capture(marker)
-	if err != nil {
-		t.Fatal(err)
-	}
-	check := func(step string) {
-		t.Helper()
-		if err := before.Check(); err != nil {
-			t.Fatalf("after %s, this process left its namespaces:\n%v", step, err)
-		}
-	}
+	check := hoststate.Baseline(t)
 	var sbs []container.Sandbox
 	var specs []container.Spec
 	for i := 0; i < 3; i++ {

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 
 	"github.com/moby/sys/mountinfo"
 )
@@ -264,4 +265,25 @@ func Children() ([]string, error) {
 		out = append(out, e.Name()+": "+strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " "))
 	}
 	return out, nil
+}
+
+// Baseline captures the state of the calling test's process, with a
+// marker file in a temporary directory of t, and returns a function that
+// fails t (Fatalf) if the process is no longer in that state after step.
+func Baseline(t testing.TB) (check func(step string)) {
+	t.Helper()
+	marker := filepath.Join(t.TempDir(), "host-marker")
+	if err := os.WriteFile(marker, []byte("host"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before, err := Capture(marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(step string) {
+		t.Helper()
+		if err := before.Check(); err != nil {
+			t.Fatalf("after %s, this process left its namespaces:\n%v", step, err)
+		}
+	}
 }
