@@ -103,24 +103,24 @@ func ValidateSnapshotID(id string) error {
 // empty): valid UTF-8 without control characters, at most
 // MaxSnapshotNameLength bytes. The error wraps ErrInvalidArgument.
 func ValidateSnapshotName(name string) error {
-	if len(name) > MaxSnapshotNameLength {
-		return fmt.Errorf("%w: snapshot name is %d bytes, longer than %d", ErrInvalidArgument, len(name), MaxSnapshotNameLength)
-	}
-	if err := checkText(name); err != nil {
-		return fmt.Errorf("%w: snapshot name: %v", ErrInvalidArgument, err)
-	}
-	return nil
+	return checkLabel("snapshot name", name, MaxSnapshotNameLength)
 }
 
 // ValidateToolCallID checks a tool call id (may be empty): at most
 // MaxToolCallIDLength bytes of valid UTF-8 without control characters. The
 // error wraps ErrInvalidArgument.
 func ValidateToolCallID(id string) error {
-	if len(id) > MaxToolCallIDLength {
-		return fmt.Errorf("%w: tool call id is %d bytes, longer than %d", ErrInvalidArgument, len(id), MaxToolCallIDLength)
+	return checkLabel("tool call id", id, MaxToolCallIDLength)
+}
+
+// checkLabel checks free text of at most max bytes: valid UTF-8 without
+// control characters (may be empty). The error wraps ErrInvalidArgument.
+func checkLabel(what, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%w: %s is %d bytes, longer than %d", ErrInvalidArgument, what, len(s), max)
 	}
-	if err := checkText(id); err != nil {
-		return fmt.Errorf("%w: tool call id: %v", ErrInvalidArgument, err)
+	if err := checkText(s); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrInvalidArgument, what, err)
 	}
 	return nil
 }
