@@ -1,0 +1,83 @@
+package embedded
+
+import (
+	"fmt"
+
+	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/environment"
+)
+
+// Resource limits. The host's limits (Config.Limits, Config.DiskQuotaBytes,
+// with the Default* constants for zero fields) are every session's
+// defaults and ceilings: a SessionConfig.Limits field lowers its own limit
+// and is refused above the host's. A session's limits are kept in its
+// config in the ledger, so they survive a restart; a fork takes the
+// limits of the config it is created with, and its parent's disk quota
+// unless that config sets one.
+
+// setDefaultLimits resolves the host's disk limit (which depends on the
+// backend) and reports the host's limits in Capabilities.
+func (h *Host) setDefaultLimits() {
+	switch {
+	case h.cfg.DiskQuotaBytes < 0:
+		h.cfg.DiskQuotaBytes = 0
+	case h.cfg.DiskQuotaBytes == 0 && h.quotaEnforced():
+		h.cfg.DiskQuotaBytes = DefaultDiskBytes
+	}
+	h.caps.Limits = h.limitsInfo(h.cfg.Limits, h.cfg.DiskQuotaBytes)
+	h.caps.LimitsEnforced = h.caps.Isolation != environment.IsolationNone
+}
+
+// limitsInfo is the environment form of sandbox limits and a disk quota.
+func (h *Host) limitsInfo(l container.Limits, disk int64) environment.Limits {
+	return environment.Limits{MemoryBytes: l.MemoryBytes, CPUs: l.CPUs, Pids: l.Pids, DiskBytes: disk}
+}
+
+// checkLimits refuses a session's limits that are negative or above the
+// host's.
+func (h *Host) checkLimits(l environment.Limits) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	host := h.caps.Limits
+	above := func(what string, v, max float64) error {
+		if v > 0 && max > 0 && v > max {
+			return fmt.Errorf("%w: %s limit %v is above the host's %v", environment.ErrInvalidArgument, what, v, max)
+		}
+		return nil
+	}
+	for _, err := range []error{
+		above("memory", float64(l.MemoryBytes), float64(host.MemoryBytes)),
+		above("CPU", l.CPUs, host.CPUs),
+		above("pids", float64(l.Pids), float64(host.Pids)),
+		above("disk", float64(l.DiskBytes), float64(host.DiskBytes)),
+	} {
+		if err != nil {
+			return err
+		}
+	}
+	if l.DiskBytes > 0 && h.quotaer() == nil {
+		return fmt.Errorf("%w: the %s storage backend cannot keep a disk limit", environment.ErrCapabilityNotSupported, h.storage.Kind())
+	}
+	return nil
+}
+
+// limits is the session's sandbox limits: its config's where set and
+// below the host's (which a restart may have lowered), else the host's.
+func (s *session) limits() container.Limits {
+	l, own := s.h.cfg.Limits, s.cfg.Limits
+	return container.Limits{
+		MemoryBytes: lower(l.MemoryBytes, own.MemoryBytes),
+		CPUs:        lower(l.CPUs, own.CPUs),
+		Pids:        lower(l.Pids, own.Pids),
+	}
+}
+
+// lower is the smaller of a host limit and a session's (0: unset or
+// unlimited).
+func lower[T int64 | float64](host, own T) T {
+	if own > 0 && (host == 0 || own < host) {
+		return own
+	}
+	return host
+}
