@@ -40,7 +40,7 @@ type proc struct {
 	timedOut  bool
 	oomKilled bool // killed by the memory limit (WithMemoryLimit)
 	exited    bool
-	done     chan struct{} // closed after Exited was sent
+	done      chan struct{} // closed after Exited was sent
 }
 
 // kill kills the command's process tree. timedOut marks the command as
