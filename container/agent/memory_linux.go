@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -64,6 +65,10 @@ func (s *server) enforceMemory() {
 	self, launcher := os.Getpid(), int(s.launchPID.Load())
 	var total int64
 	usage := make(map[*proc]int64, len(bySession))
+	// A process of no running command (left behind by one that ended,
+	// or dying) is a victim of its own.
+	var strayPid int
+	var strayRSS int64
 	for _, pid := range pids {
 		if pid == self || pid == launcher {
 			continue
@@ -77,8 +82,11 @@ func (s *server) enforceMemory() {
 		if p == nil {
 			p = markedBy(pid, bySession) // left the command's session
 		}
-		if p != nil {
+		switch {
+		case p != nil:
 			usage[p] += st.rss
+		case st.rss > strayRSS:
+			strayPid, strayRSS = pid, st.rss
 		}
 	}
 	if total <= s.memLimit {
@@ -90,9 +98,13 @@ func (s *server) enforceMemory() {
 			victim = p
 		}
 	}
-	if victim != nil {
-		victim.killOOM()
+	if victim == nil || strayRSS > usage[victim] {
+		if strayPid > 1 { // never 0 (our group) or init
+			_ = syscall.Kill(strayPid, syscall.SIGKILL)
+		}
+		return
 	}
+	victim.killOOM()
 }
 
 // markedBy returns the command whose marker is in pid's environment, or

@@ -20,6 +20,9 @@ func (s *suite) securityTests() []test {
 		{"SymlinkRace", s.testSymlinkRace},
 		{"NULInPath", s.testNULInPath},
 		{"HugeOutput", s.testHugeOutput},
+		{"MemoryHog", s.testMemoryHog},
+		{"LimitsRefused", s.testLimitsRefused},
+		{"DiskFillBeside", s.testDiskFillBeside},
 	}
 }
 
