@@ -1,10 +1,12 @@
 package embedded
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/snapshot"
 )
 
 // Resource limits. The host's limits (Config.Limits, Config.DiskQuotaBytes,
@@ -80,4 +82,49 @@ func lower[T int64 | float64](host, own T) T {
 		return own
 	}
 	return host
+}
+
+// Disk limits count snapshots. The kernel quota (or the host's check on
+// localdisk, see quota.go) bounds the live tree; what snapshots pin is
+// counted by the backend's snapshot.TotalUsager, checked before every
+// snapshot: a session whose tree and snapshots together take more than
+// its disk limit cannot take another snapshot (TurnComplete,
+// CreateSnapshot and tool calls that ask for one fail with
+// ErrLimitExceeded), nor write_file or edit_file, until it is back under
+// (deleting files frees what no snapshot pins; retention pruning frees
+// old snapshots). So a session holds at most about twice its limit: up
+// to the limit in snapshots and its tree, plus one tree's worth of
+// writes since its last snapshot. Other sessions are not affected.
+
+// totalAdmit measures the session's tree and snapshots before a snapshot
+// and refuses it when they take more than the session's disk limit.
+// Called with turnMu held.
+func (s *session) totalAdmit(ctx context.Context) error {
+	tu, ok := s.h.storage.(snapshot.TotalUsager)
+	s.mu.Lock()
+	limit := s.quota.limit
+	s.mu.Unlock()
+	if !ok || limit <= 0 {
+		return nil
+	}
+	used, err := tu.TotalUsage(ctx, s.volume)
+	if err != nil {
+		return fmt.Errorf("embedded: measuring the disk usage of %s: %w", s.id, err)
+	}
+	over := used > limit
+	s.mu.Lock()
+	s.quota.totalOver = over
+	s.mu.Unlock()
+	if over {
+		s.h.metrics.quotaExceeded.Inc()
+		return s.overTotalError(used, limit)
+	}
+	return nil
+}
+
+// overTotalError is the error of a call refused because the session's
+// tree and snapshots take more than its disk limit.
+func (s *session) overTotalError(used, limit int64) error {
+	return fmt.Errorf("%w: session %s: its workspace and snapshots take %d bytes, over its disk limit of %d; delete files (space its snapshots pin is freed only as retention prunes them, or with the session)",
+		environment.ErrLimitExceeded, s.id, used, limit)
 }

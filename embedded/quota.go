@@ -40,6 +40,9 @@ type quotaState struct {
 	used    int64 // at the last measure
 	over    bool  // the last measure found the workspace over limit
 	checked bool  // used and over are known (localdisk)
+	// totalOver: at the last snapshot's check the tree and snapshots
+	// took more than limit (see limits.go).
+	totalOver bool
 }
 
 // quotaer returns the storage's Quotaer, or nil.
@@ -170,6 +173,13 @@ func (s *session) quotaAdmit(ctx context.Context, params environment.ToolParams)
 		grow = max(int64(len(p.NewString)-len(p.OldString)), 0)
 	default:
 		return nil
+	}
+	s.mu.Lock()
+	totalOver, qlimit := s.quota.totalOver, s.quota.limit
+	s.mu.Unlock()
+	if totalOver {
+		return fmt.Errorf("%w: session %s: its workspace and snapshots took more than its disk limit of %d bytes at the last snapshot; delete files (the next snapshot measures again)",
+			environment.ErrLimitExceeded, s.id, qlimit)
 	}
 	limit, ok := s.quotaRecorded()
 	if !ok {

@@ -474,6 +474,9 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	if state != environment.StateActive && state != environment.StatePaused {
 		return nil, s.notActive()
 	}
+	if err := s.totalAdmit(ctx); err != nil {
+		return nil, err
+	}
 	turn, err := s.h.ledger.NextTurn(s.id)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
