@@ -90,11 +90,12 @@ func lower[T int64 | float64](host, own T) T {
 // snapshot: a session whose tree and snapshots together take more than
 // its disk limit cannot take another snapshot (TurnComplete,
 // CreateSnapshot and tool calls that ask for one fail with
-// ErrLimitExceeded), nor write_file or edit_file, until it is back under
-// (deleting files frees what no snapshot pins; retention pruning frees
-// old snapshots). So a session holds at most about twice its limit: up
-// to the limit in snapshots and its tree, plus one tree's worth of
-// writes since its last snapshot. Other sessions are not affected.
+// ErrLimitExceeded) until it is back under (deleting files frees what no
+// snapshot pins; retention pruning frees old snapshots; Rollback and
+// tool calls still work). A snapshot pins nothing when it is taken (it
+// shares every block with the tree); data becomes pinned as the tree
+// changes after it, by at most the tree's own quota. So a session holds
+// at most about twice its limit, and other sessions are not affected.
 
 // totalAdmit measures the session's tree and snapshots before a snapshot
 // and refuses it when they take more than the session's disk limit.
@@ -111,11 +112,7 @@ func (s *session) totalAdmit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("embedded: measuring the disk usage of %s: %w", s.id, err)
 	}
-	over := used > limit
-	s.mu.Lock()
-	s.quota.totalOver = over
-	s.mu.Unlock()
-	if over {
+	if used > limit {
 		s.h.metrics.quotaExceeded.Inc()
 		return s.overTotalError(used, limit)
 	}
@@ -125,6 +122,6 @@ func (s *session) totalAdmit(ctx context.Context) error {
 // overTotalError is the error of a call refused because the session's
 // tree and snapshots take more than its disk limit.
 func (s *session) overTotalError(used, limit int64) error {
-	return fmt.Errorf("%w: session %s: its workspace and snapshots take %d bytes, over its disk limit of %d; delete files (space its snapshots pin is freed only as retention prunes them, or with the session)",
+	return fmt.Errorf("%w: session %s: its workspace and snapshots take %d bytes, over its disk quota of %d; delete files (space its snapshots pin is freed only as retention prunes them, or with the session)",
 		environment.ErrLimitExceeded, s.id, used, limit)
 }

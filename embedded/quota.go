@@ -11,8 +11,9 @@ import (
 )
 
 // Disk quotas. A session's quota bounds what its workspace's live tree
-// uses (snapshots do not count), set through the storage backend's
-// snapshot.Quotaer:
+// uses, set through the storage backend's snapshot.Quotaer, and what the
+// tree and its snapshots use together, checked before each snapshot (see
+// limits.go):
 //
 //   - btrfs and zfs enforce it in the kernel (qgroup limit, refquota): a
 //     write past it fails with EDQUOT inside the sandbox and in the file
@@ -40,9 +41,6 @@ type quotaState struct {
 	used    int64 // at the last measure
 	over    bool  // the last measure found the workspace over limit
 	checked bool  // used and over are known (localdisk)
-	// totalOver: at the last snapshot's check the tree and snapshots
-	// took more than limit (see limits.go).
-	totalOver bool
 }
 
 // quotaer returns the storage's Quotaer, or nil.
@@ -173,13 +171,6 @@ func (s *session) quotaAdmit(ctx context.Context, params environment.ToolParams)
 		grow = max(int64(len(p.NewString)-len(p.OldString)), 0)
 	default:
 		return nil
-	}
-	s.mu.Lock()
-	totalOver, qlimit := s.quota.totalOver, s.quota.limit
-	s.mu.Unlock()
-	if totalOver {
-		return fmt.Errorf("%w: session %s: its workspace and snapshots took more than its disk limit of %d bytes at the last snapshot; delete files (the next snapshot measures again)",
-			environment.ErrLimitExceeded, s.id, qlimit)
 	}
 	limit, ok := s.quotaRecorded()
 	if !ok {
