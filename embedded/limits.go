@@ -3,6 +3,7 @@ package embedded
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/environment"
@@ -44,7 +45,8 @@ func (h *Host) checkLimits(l environment.Limits) error {
 	host := h.caps.Limits
 	above := func(what string, v, max float64) error {
 		if v > 0 && max > 0 && v > max {
-			return fmt.Errorf("%w: %s limit %v is above the host's %v", environment.ErrInvalidArgument, what, v, max)
+			return fmt.Errorf("%w: %s limit %s is above the host's %s", environment.ErrInvalidArgument, what,
+				strconv.FormatFloat(v, 'f', -1, 64), strconv.FormatFloat(max, 'f', -1, 64))
 		}
 		return nil
 	}
