@@ -88,6 +88,7 @@ var cases = []testCase{
 	{"ConcurrentVolumes", testConcurrentVolumes},
 	{"SizeBytes", testSizeBytes},
 	{"Quota", testQuota},
+	{"TotalUsage", testTotalUsage},
 }
 
 // Run runs the conformance suite as named subtests of t. Each subtest
