@@ -12,7 +12,10 @@ import (
 // n bytes of resident memory: while commands run the agent measures them
 // every memoryPoll, and when they hold more than n it kills the command
 // whose processes hold the most (its whole tree) and reports it exited
-// with ExitStatus.OOMKilled. The agent itself does not count.
+// with ExitStatus.OOMKilled. The agent itself does not count. As its PID
+// namespace's init (WithInit) every other process counts, and one of no
+// running command is killed on its own when it holds the most; otherwise
+// only the commands' processes count.
 //
 // It is for gVisor, whose cgroupfs enforces no memory limit: there the
 // only enforcement is the host cgroup of the whole sandbox, whose OOM
@@ -65,8 +68,8 @@ func (s *server) enforceMemory() {
 	self, launcher := os.Getpid(), int(s.launchPID.Load())
 	var total int64
 	usage := make(map[*proc]int64, len(bySession))
-	// A process of no running command (left behind by one that ended,
-	// or dying) is a victim of its own.
+	// As init, a process of no running command (left behind by one that
+	// ended, or dying) is a victim of its own.
 	var strayPid int
 	var strayRSS int64
 	for _, pid := range pids {
@@ -77,7 +80,6 @@ func (s *server) enforceMemory() {
 		if !ok || st.zombie() || st.rss <= 0 {
 			continue
 		}
-		total += st.rss
 		p := bySession[st.session]
 		if p == nil {
 			p = markedBy(pid, bySession) // left the command's session
@@ -85,9 +87,14 @@ func (s *server) enforceMemory() {
 		switch {
 		case p != nil:
 			usage[p] += st.rss
+		case !s.init:
+			// Not the sandbox's init: the other processes in /proc are
+			// not ours to count, let alone kill.
+			continue
 		case st.rss > strayRSS:
 			strayPid, strayRSS = pid, st.rss
 		}
+		total += st.rss
 	}
 	if total <= s.memLimit {
 		return
