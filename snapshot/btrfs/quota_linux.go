@@ -317,18 +317,14 @@ func searchQuotaTree(fsPath string, typ uint32, off uint64, fn func(item []byte)
 
 var _ snapshot.TotalUsager = (*Backend)(nil)
 
-// TotalUsage commits the filesystem's transaction (so the qgroup counts
-// are current) and reports the referenced bytes of volume's workspace
-// subvolume plus each snapshot's exclusive bytes. Without quotas on the
-// filesystem it is 0. It undercounts data that only two or more
+// TotalUsage reports the referenced bytes of volume's workspace
+// subvolume plus each snapshot's exclusive bytes, as of the last
+// transaction commit (every Snapshot commits one; it does not commit, so
+// that a check before each snapshot costs no extra flush). Without
+// quotas on the filesystem it is 0. It undercounts data that only two or more
 // snapshots share (no snapshot holds it exclusively); a level-1 qgroup
 // holding the volume's subvolumes would count it.
 func (b *Backend) TotalUsage(ctx context.Context, volume string) (int64, error) {
-	if b.quotasOn() {
-		if err := syncFS(b.root); err != nil {
-			return 0, fmt.Errorf("btrfs: total usage of %s: %w", volume, mapErr(err))
-		}
-	}
 	q, err := b.Quota(ctx, volume)
 	if err != nil {
 		return 0, err
