@@ -17,7 +17,11 @@ import (
 // running command is killed on its own when it holds the most; otherwise
 // only the commands' processes count.
 //
-// It is for gVisor, whose cgroupfs enforces no memory limit: there the
+// Usage is the sum of the processes' resident set sizes (/proc/<pid>/stat),
+// which counts pages that several processes share (program text,
+// libraries) once per process: many processes of one program look
+// bigger than they are. It is for gVisor, whose cgroupfs enforces no
+// memory limit: there the
 // only enforcement is the host cgroup of the whole sandbox, whose OOM
 // killer can only kill the sandbox itself. The host sets that cgroup's
 // limit above n, as a backstop for allocations faster than the poll.
