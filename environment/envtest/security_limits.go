@@ -85,12 +85,13 @@ func (s *suite) testDiskFillBeside(t *testing.T) {
 	if !ok {
 		t.Skip("the environment has no TurnComplete")
 	}
-	// Each turn writes 20 MiB, pins it in a snapshot and deletes it: a
+	// Each turn writes 20 MiB (random: compressing filesystems do not
+	// store zeros), pins it in a snapshot and deletes it: a
 	// limit that counts what snapshots pin stops the session by the third
 	// turn; one that does not would let it grow forever.
 	var hit error
 	for turn := 0; turn < 6 && hit == nil; turn++ {
-		resp, err := s.exec(t, full, environment.BashParams{Command: "dd if=/dev/zero of=fill bs=1M count=20 2>&1 && sync"})
+		resp, err := s.exec(t, full, environment.BashParams{Command: "dd if=/dev/urandom of=fill bs=1M count=20 2>&1 && sync"})
 		switch {
 		case err != nil:
 			hit = err
