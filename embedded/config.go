@@ -48,6 +48,18 @@ const (
 	// parallel builds and test runners, small enough that a fork bomb is
 	// held and killed in seconds.
 	DefaultPids = 1024
+	// DefaultMemoryBytes is Config.Limits.MemoryBytes when it is zero:
+	// 2 GiB, so that a handful of sessions fit a 24 GiB host with room
+	// for its page cache, and builds and test runners still fit.
+	DefaultMemoryBytes = 2 << 30
+	// DefaultCPUs is Config.Limits.CPUs when it is zero: one core, so a
+	// busy session leaves the others (and the host) at least one core of
+	// a two-core machine.
+	DefaultCPUs = 1.0
+	// DefaultDiskBytes is Config.DiskQuotaBytes when it is zero and the
+	// storage backend enforces quotas in the kernel (btrfs, zfs): 10 GiB
+	// per session.
+	DefaultDiskBytes = 10 << 30
 	// MaxFileBytes bounds the files edit_file rewrites (read_file streams
 	// and is bounded by the output cap instead).
 	MaxFileBytes = 64 << 20
@@ -111,11 +123,15 @@ type Config struct {
 	// value: keep all).
 	Retention snapshot.Retention
 	// Limits bounds each sandbox's resources (ignored by the none
-	// runtime). Limits.Pids 0 means DefaultPids; a negative value means
-	// no limit on processes.
+	// runtime); they are also the largest limits a session may ask for
+	// (SessionConfig.Limits only lowers them). A zero field means its
+	// default (DefaultMemoryBytes, DefaultCPUs, DefaultPids); a negative
+	// one means no limit.
 	Limits container.Limits
-	// DiskQuotaBytes bounds each session's workspace (0: none); snapshots
-	// do not count. Host.SetDiskQuota overrides it per session. btrfs
+	// DiskQuotaBytes bounds each session's workspace (0: DefaultDiskBytes
+	// on a backend whose kernel enforces quotas, none on localdisk, whose
+	// host-side check walks the tree; negative: none); snapshots do not
+	// count. Host.SetDiskQuota overrides it per session. btrfs
 	// (qgroups) and zfs (refquota) enforce it in the kernel; localdisk
 	// only records it and the host checks usage after each writing tool
 	// call (see the package documentation). A backend given as Storage
@@ -171,17 +187,29 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	switch {
-	case c.Limits.Pids == 0:
-		c.Limits.Pids = DefaultPids
-	case c.Limits.Pids < 0:
-		c.Limits.Pids = 0 // the runtimes' "no limit"
+	c.Limits.Pids = orDefault(c.Limits.Pids, DefaultPids)
+	c.Limits.MemoryBytes = orDefault(c.Limits.MemoryBytes, DefaultMemoryBytes)
+	c.Limits.CPUs = orDefault(c.Limits.CPUs, DefaultCPUs)
+	if c.Limits.CPUs != c.Limits.CPUs {
+		return fmt.Errorf("embedded: Config.Limits.CPUs is NaN")
 	}
 	if c.PoolSize < 0 {
 		return fmt.Errorf("embedded: negative Config.PoolSize (%d)", c.PoolSize)
 	}
-	if c.DiskQuotaBytes < 0 || c.IdlePause < 0 {
-		return fmt.Errorf("embedded: negative Config.DiskQuotaBytes (%d) or Config.IdlePause (%s)", c.DiskQuotaBytes, c.IdlePause)
+	if c.IdlePause < 0 {
+		return fmt.Errorf("embedded: negative Config.IdlePause (%s)", c.IdlePause)
 	}
 	return os.MkdirAll(c.StateDir, 0o700)
+}
+
+// orDefault is a limit's configured value: def for 0, 0 (the runtimes'
+// "no limit") for a negative value.
+func orDefault[T int64 | float64](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }

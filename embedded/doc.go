@@ -44,8 +44,15 @@
 //     starts a new sandbox on the same workspace (files and snapshots are
 //     kept; processes are not); Destroy deletes the session. A failed
 //     session stays failed across a host restart until one of them.
-//   - Disk quota (Config.DiskQuotaBytes, Host.SetDiskQuota): bounds the
-//     workspace's live tree (snapshots do not count). btrfs and zfs enforce
+//   - Resource limits (Config.Limits, SessionConfig.Limits, see
+//     limits.go): memory, CPU and pids default to DefaultMemoryBytes,
+//     DefaultCPUs and DefaultPids; a session may only lower the host's.
+//     A command past the memory limit is killed and reported
+//     (ToolResponse.OOMKilled); the session lives on.
+//   - Disk quota (Config.DiskQuotaBytes, Host.SetDiskQuota,
+//     SessionConfig.Limits.DiskBytes; DefaultDiskBytes on btrfs and zfs):
+//     bounds the workspace's live tree, and the tree with its snapshots
+//     before each snapshot (over it, no snapshot). btrfs and zfs enforce
 //     it in the kernel; localdisk only records it and the host measures
 //     the workspace after each bash, write_file and edit_file call (a bash
 //     command can overshoot; while over, write_file and edit_file are

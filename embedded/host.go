@@ -84,7 +84,8 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		Isolation:         environment.IsolationKind(h.runtime.Kind()),
 		Storage:           h.storage.Kind(),
 	}
-	if cfg.DiskQuotaBytes > 0 && h.quotaer() == nil {
+	h.setDefaultLimits()
+	if h.cfg.DiskQuotaBytes > 0 && h.quotaer() == nil {
 		h.Close(ctx)
 		return nil, fmt.Errorf("embedded: Config.DiskQuotaBytes is set but the %s storage backend cannot keep a quota (%w)", h.storage.Kind(), environment.ErrCapabilityNotSupported)
 	}
@@ -256,6 +257,10 @@ type SessionInfo struct {
 	// DiskUsedBytes is the workspace's usage at the host's last measure
 	// (localdisk quotas only; 0 when not measured).
 	DiskUsedBytes int64 `json:"disk_used_bytes,omitempty"`
+	// Limits are the session's effective limits (zero fields: unlimited;
+	// DiskBytes is DiskQuotaBytes). The none runtime does not enforce
+	// memory, CPU and pids (Capabilities.LimitsEnforced).
+	Limits environment.Limits `json:"limits"`
 }
 
 // Sessions lists the host's sessions, sorted by id.
@@ -351,6 +356,9 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 	if cfg.SessionID == "" {
 		cfg.SessionID = newID()
 	}
+	if err := h.checkLimits(cfg.Limits); err != nil {
+		return nil, err
+	}
 	var parent snapshot.SnapshotRecord
 	if cfg.FromSnapshot != "" {
 		var err error
@@ -394,6 +402,10 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 			h.pool.giveBack(pooled)
 		}
 		return nil, refused
+	}
+	if cfg.Limits.DiskBytes > 0 {
+		d := cfg.Limits.DiskBytes
+		parentQuota = &d
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 	rec := snapshot.SessionRecord{

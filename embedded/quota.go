@@ -11,8 +11,9 @@ import (
 )
 
 // Disk quotas. A session's quota bounds what its workspace's live tree
-// uses (snapshots do not count), set through the storage backend's
-// snapshot.Quotaer:
+// uses, set through the storage backend's snapshot.Quotaer, and what the
+// tree and its snapshots use together, checked before each snapshot (see
+// limits.go):
 //
 //   - btrfs and zfs enforce it in the kernel (qgroup limit, refquota): a
 //     write past it fails with EDQUOT inside the sandbox and in the file

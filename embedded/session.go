@@ -71,7 +71,8 @@ func (s *session) info() SessionInfo {
 	last, _ := s.h.ledger.NextTurn(s.id)
 	return SessionInfo{ID: s.id, State: s.state, CreatedAt: s.rec.CreatedAt, ParentSession: s.rec.ParentSession,
 		ParentSnapshot: s.rec.ParentSnapshot, LastTurn: max(last-1, 0), Path: s.vol.Path,
-		IdlePaused: s.autoPause.paused, DiskQuotaBytes: s.quota.limit, DiskUsedBytes: s.quota.used}
+		IdlePaused: s.autoPause.paused, DiskQuotaBytes: s.quota.limit, DiskUsedBytes: s.quota.used,
+		Limits: s.h.limitsInfo(s.limits(), s.quota.limit)}
 }
 
 func (s *session) currentState() environment.SessionState {
@@ -184,7 +185,7 @@ func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
 	}
 	start := time.Now()
 	sb, err = s.h.runtime.Start(ctx, container.Spec{
-		ID: s.id, RootFS: rootfs, Workspace: vol.Path, Env: s.env(), Limits: s.h.cfg.Limits, Network: container.NetworkNone,
+		ID: s.id, RootFS: rootfs, Workspace: vol.Path, Env: s.env(), Limits: s.limits(), Network: container.NetworkNone,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("embedded: starting sandbox for %s: %w", s.id, err)
@@ -463,7 +464,8 @@ func (s *session) bash(ctx context.Context, callID string, p environment.BashPar
 		fmt.Fprintf(out, "\n[turnbox: timed out after %s; the command's process tree was killed]", timeout)
 	}
 	if status.OOMKilled {
-		fmt.Fprintf(out, "\n[turnbox: killed: out of memory]")
+		resp.OOMKilled, resp.IsError = true, true
+		fmt.Fprintf(out, "\n[turnbox: killed: out of memory (the session's memory limit is %d bytes); the session lives on]", s.limits().MemoryBytes)
 	}
 	return nil
 }
@@ -482,6 +484,9 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	s.mu.Unlock()
 	if state != environment.StateActive && state != environment.StatePaused {
 		return nil, s.notActive()
+	}
+	if err := s.totalAdmit(ctx); err != nil {
+		return nil, err
 	}
 	turn, err := s.h.ledger.NextTurn(s.id)
 	if err != nil {

@@ -3,6 +3,7 @@ package environment
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -120,6 +121,40 @@ type Capabilities struct {
 	Isolation IsolationKind `json:"isolation"`
 	// Storage names the storage backend (localdisk, btrfs, zfs).
 	Storage string `json:"storage"`
+	// Limits are the host's default (and largest) limits of a session;
+	// zero fields are unlimited.
+	Limits Limits `json:"limits"`
+	// LimitsEnforced reports whether the runtime enforces Limits'
+	// memory, CPU and process bounds (false for IsolationNone, which
+	// isolates nothing and ignores them). DiskBytes is enforced by the
+	// storage backend on every runtime.
+	LimitsEnforced bool `json:"limits_enforced"`
+}
+
+// Limits bounds one session's resources so that it cannot take the
+// host's, or deny them to other sessions. In a SessionConfig a zero field
+// means the host's default and a set field may only lower it; negative
+// values are invalid.
+type Limits struct {
+	// MemoryBytes caps the memory of the session's commands: past it the
+	// command using the most is killed and reported with
+	// ToolResponse.OOMKilled; the session lives on.
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
+	// CPUs caps the session's CPU time, in cores (e.g. 0.5).
+	CPUs float64 `json:"cpus,omitempty"`
+	// Pids caps the processes and threads of the session's commands
+	// together (contains fork bombs).
+	Pids int64 `json:"pids,omitempty"`
+	// DiskBytes caps the space the session's workspace takes.
+	DiskBytes int64 `json:"disk_bytes,omitempty"`
+}
+
+// Validate reports a negative limit; the error wraps ErrInvalidArgument.
+func (l Limits) Validate() error {
+	if l.MemoryBytes < 0 || l.CPUs < 0 || l.Pids < 0 || l.DiskBytes < 0 || l.CPUs != l.CPUs {
+		return fmt.Errorf("%w: limits must be zero (the host's default) or positive: %+v", ErrInvalidArgument, l)
+	}
+	return nil
 }
 
 // SessionConfig configures a new session.
@@ -144,6 +179,10 @@ type SessionConfig struct {
 	// MaxOutputBytes caps the Content of each ToolResponse (0: the host's
 	// default). Output beyond it is dropped and Truncated is set.
 	MaxOutputBytes int `json:"max_output_bytes,omitempty"`
+	// Limits bounds the session's resources; zero fields take the host's
+	// defaults (Capabilities.Limits), and a field above the host's is
+	// refused with ErrInvalidArgument.
+	Limits Limits `json:"limits,omitzero"`
 }
 
 // SnapshotInfo describes one snapshot of a session's workspace.

@@ -66,6 +66,10 @@ type ToolResponse struct {
 	TimedOut bool `json:"timed_out,omitempty"`
 	// Truncated reports that Content was cut at the output cap.
 	Truncated bool `json:"truncated,omitempty"`
+	// OOMKilled reports that the command was killed for exceeding the
+	// session's memory limit (Content ends with a notice); the session
+	// lives on.
+	OOMKilled bool `json:"oom_killed,omitempty"`
 	// Duration is how long the call ran.
 	Duration time.Duration `json:"duration"`
 	// SnapshotID is the snapshot taken after the call, if one was asked for.

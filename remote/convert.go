@@ -44,6 +44,7 @@ func sessionToProto(i embedded.SessionInfo) *turnboxv1.Session {
 		ParentSession:  i.ParentSession,
 		ParentSnapshot: i.ParentSnapshot,
 		LastTurn:       int64(i.LastTurn),
+		Limits:         limitsToProto(i.Limits),
 	}
 }
 
@@ -56,6 +57,7 @@ func sessionConfigToProto(c environment.SessionConfig) *turnboxv1.SessionConfig 
 		Env:            c.Env,
 		Labels:         c.Labels,
 		MaxOutputBytes: int64(c.MaxOutputBytes),
+		Limits:         limitsToProto(c.Limits),
 	}
 	if c.ToolTimeout != 0 {
 		out.ToolTimeout = durationpb.New(c.ToolTimeout)
@@ -72,6 +74,10 @@ func sessionConfigFromProto(c *turnboxv1.SessionConfig) (environment.SessionConf
 		FromSnapshot: c.GetFromSnapshot(),
 		Env:          c.GetEnv(),
 		Labels:       c.GetLabels(),
+		Limits:       limitsFromProto(c.GetLimits()),
+	}
+	if err := out.Limits.Validate(); err != nil {
+		return out, err
 	}
 	if n := c.GetMaxOutputBytes(); n < 0 || n > int64(^uint32(0)>>1) {
 		return out, fmt.Errorf("%w: max_output_bytes %d out of range", environment.ErrInvalidArgument, n)
@@ -129,6 +135,7 @@ func toolResponseToProto(r *environment.ToolResponse) *turnboxv1.ToolResponse {
 		Truncated:  r.Truncated,
 		Duration:   durationpb.New(r.Duration),
 		SnapshotId: r.SnapshotID,
+		OomKilled:  r.OOMKilled,
 	}
 }
 
@@ -146,6 +153,7 @@ func toolResponseFromProto(r *turnboxv1.ToolResponse) *environment.ToolResponse 
 		Truncated:  r.GetTruncated(),
 		Duration:   r.GetDuration().AsDuration(),
 		SnapshotID: r.GetSnapshotId(),
+		OOMKilled:  r.GetOomKilled(),
 	}
 }
 
@@ -217,6 +225,8 @@ func capabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
 		StreamingProgress: c.StreamingProgress,
 		Isolation:         string(c.Isolation),
 		Storage:           c.Storage,
+		Limits:            limitsToProto(c.Limits),
+		LimitsEnforced:    c.LimitsEnforced,
 	}
 }
 
@@ -230,5 +240,20 @@ func capabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
 		StreamingProgress: c.GetStreamingProgress(),
 		Isolation:         environment.IsolationKind(c.GetIsolation()),
 		Storage:           c.GetStorage(),
+		Limits:            limitsFromProto(c.GetLimits()),
+		LimitsEnforced:    c.GetLimitsEnforced(),
 	}
+}
+
+// limitsToProto converts limits for the wire (nil for no limits).
+func limitsToProto(l environment.Limits) *turnboxv1.Limits {
+	if l == (environment.Limits{}) {
+		return nil
+	}
+	return &turnboxv1.Limits{MemoryBytes: l.MemoryBytes, Cpus: l.CPUs, Pids: l.Pids, DiskBytes: l.DiskBytes}
+}
+
+// limitsFromProto converts limits from the wire (nil: none set).
+func limitsFromProto(l *turnboxv1.Limits) environment.Limits {
+	return environment.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), DiskBytes: l.GetDiskBytes()}
 }

@@ -101,6 +101,17 @@ type Quotaer interface {
 	QuotaEnforced() bool
 }
 
+// TotalUsager is implemented by backends that can report what a volume
+// takes together with its snapshots: its live tree plus what its
+// snapshots pin (data no longer in the tree that they keep). A disk
+// limit that counts it keeps a session from growing by its quota every
+// turn. It is optional: a caller finds it by type assertion.
+type TotalUsager interface {
+	// TotalUsage reports the bytes volume and its snapshots use together
+	// (backend-defined; see each backend's documentation).
+	TotalUsage(ctx context.Context, volume string) (int64, error)
+}
+
 // Quota is a volume's space limit and usage.
 type Quota struct {
 	// LimitBytes is the limit set by SetQuota (0: none).

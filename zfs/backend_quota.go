@@ -108,3 +108,28 @@ func (b *Backend) applyRefquota(ctx context.Context, ds string, limitBytes int64
 	}
 	return nil
 }
+
+var _ snapshot.TotalUsager = (*Backend)(nil)
+
+// TotalUsage reports the used property of volume's container dataset:
+// every generation with its snapshots (what destroying the volume would
+// free; a clone's shared blocks stay charged to its origin). Like
+// referenced, it lags writes until a transaction group syncs.
+func (b *Backend) TotalUsage(ctx context.Context, volume string) (int64, error) {
+	if err := b.check(volume); err != nil {
+		return 0, err
+	}
+	v, unlock, err := b.lockVol(volume)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	ds, err := b.d.Get(ctx, []string{b.parent + "/" + v.comp}, []string{"used"}, 0)
+	if err != nil {
+		return 0, fmt.Errorf("zfs: total usage of %q: %w", volume, err)
+	}
+	if len(ds) == 0 {
+		return 0, fmt.Errorf("zfs: total usage of %q: %w", volume, ErrNotFound)
+	}
+	return ds[0].Int("used"), nil
+}

@@ -58,6 +58,7 @@ func main() {
 	dir := flag.String("dir", "", "default working directory of commands")
 	pids := flag.Int64("pids-limit", 0, "confine commands to at most `N` processes (pids cgroup at /sys/fs/cgroup/pids)")
 	nproc := flag.Int64("nproc-limit", 0, "set RLIMIT_NPROC to `N` (tasks of the agent's user, zombies included); the agent keeps CAP_SYS_RESOURCE, commands do not")
+	mem := flag.Int64("memory-limit", 0, "kill the command holding the most memory when commands hold more than `N` bytes together")
 	flag.Parse()
 
 	var opts []agent.Option
@@ -69,6 +70,9 @@ func main() {
 	}
 	if *pids > 0 {
 		opts = append(opts, agent.WithPidsLimit(*pids))
+	}
+	if *mem > 0 {
+		opts = append(opts, agent.WithMemoryLimit(*mem))
 	}
 	if *nproc > 0 {
 		opts = append(opts, agent.WithProcessLimit(*nproc))

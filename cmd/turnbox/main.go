@@ -39,7 +39,7 @@ type globals struct {
 	logger   *slog.Logger
 
 	maxSessions int
-	diskQuota   string
+	limits      limitFlags
 	idlePause   time.Duration
 	pool        int
 }
@@ -85,7 +85,9 @@ func main() {
 	pf.StringVar(&g.zfsDrv, "zfs-driver", zfs.DriverCommand, "driver of --storage zfs (and of bench's zfs backend and its raw baseline): command (the zfs command) or libzfs_core (in process; needs a build with CGO_ENABLED=1 -tags libzfs_core and kernel OpenZFS)")
 	pf.StringVar(&g.agent, "agent", "", "turnbox-agent binary (default: $TURNBOX_AGENT, next to turnbox, or on PATH)")
 	pf.IntVar(&g.maxSessions, "max-sessions", 0, "most live sessions on the host (0: unlimited)")
-	pf.StringVar(&g.diskQuota, "disk-quota", "", "default disk quota of each session's workspace, e.g. 512M or 10G (empty: none)")
+	pf.StringVar(&g.limits.disk, "disk-quota", "", "disk limit of each session's workspace and snapshots, e.g. 512M or 10G (default 10G on btrfs and zfs, none on localdisk; none: no limit)")
+	g.limits.diskFlag = "disk-quota"
+	g.limits.add(pf, "-limit", "each session's", "default: 2G memory, 1 CPU, 1024 pids; none: no limit")
 	pf.IntVar(&g.pool, "pool", 0, "keep this many sandboxes started ahead of time for new sessions and forks (0: none); bench measures create/start/fork with it too")
 	pf.DurationVar(&g.idlePause, "idle-pause", 0, "pause a session's sandbox after this long without a call; the next call resumes it (0: never)")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug|info|warn|error")
@@ -119,13 +121,14 @@ func newLogger(level string, json bool) (*slog.Logger, error) {
 
 // openHost opens the host the global flags describe.
 func (g *globals) openHost(ctx context.Context) (*embedded.Host, error) {
-	quota, err := parseSize(g.diskQuota)
+	limits, quota, err := g.limits.hostLimits()
 	if err != nil {
-		return nil, fmt.Errorf("--disk-quota: %w", err)
+		return nil, err
 	}
 	return embedded.NewHost(ctx, embedded.Config{
 		MaxSessions:      g.maxSessions,
 		DiskQuotaBytes:   quota,
+		Limits:           limits,
 		IdlePause:        g.idlePause,
 		PoolSize:         g.pool,
 		StateDir:         g.stateDir,

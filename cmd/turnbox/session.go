@@ -25,6 +25,7 @@ func sessionCmd(g *globals) *cobra.Command {
 func sessionCreateCmd(g *globals) *cobra.Command {
 	var cfg environment.SessionConfig
 	var env []string
+	var limits limitFlags
 	cmd := &cobra.Command{
 		Use:   "create [--id ID] [--from SNAPSHOT]",
 		Short: "Create a session and print its id",
@@ -39,6 +40,10 @@ func sessionCreateCmd(g *globals) *cobra.Command {
 					cfg.Env = map[string]string{}
 				}
 				cfg.Env[k] = v
+			}
+			var err error
+			if cfg.Limits, err = limits.parse(false); err != nil {
+				return err
 			}
 			// Refused before the host is opened: nothing is written.
 			if err := cfg.Validate(); err != nil {
@@ -61,6 +66,9 @@ func sessionCreateCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&cfg.FromSnapshot, "from", "", "start from this snapshot id")
 	cmd.Flags().StringVar(&cfg.Image, "image", "", "image for isolated runtimes: a name under <state-dir>/images, never a path")
 	cmd.Flags().StringArrayVar(&env, "env", nil, "KEY=VALUE added to every command's environment (repeatable)")
+	limits.add(cmd.Flags(), "", "the session's", "default: the host's; only lower")
+	limits.diskFlag = "disk"
+	cmd.Flags().StringVar(&limits.disk, "disk", "", "the session's disk limit, e.g. 1G (default: the host's; only lower)")
 	return cmd
 }
 

@@ -404,3 +404,18 @@ func BenchmarkExecTrue(b *testing.B) {
 		}
 	}
 }
+
+// TestMemoryLimit: a command past WithMemoryLimit is killed and reported
+// as OOMKilled, its tree with it; the next command and one within the
+// limit are not.
+func TestMemoryLimit(t *testing.T) {
+	c, _ := pair(t, agent.WithMemoryLimit(32<<20), agent.WithInit(false))
+	st, out, _ := run(t, c, container.Process{Args: []string{"sh", "-c", "dd if=/dev/zero of=/dev/null bs=256M count=8 2>/dev/null; echo survived"}})
+	if !st.OOMKilled || st.Code == 0 || strings.Contains(out, "survived") {
+		t.Fatalf("memory hog: %+v, output %q; want OOMKilled and no survivor", st, out)
+	}
+	st, out, _ = run(t, c, container.Process{Args: []string{"sh", "-c", "dd if=/dev/zero of=/dev/null bs=4M count=4 2>/dev/null; echo small"}})
+	if st.OOMKilled || st.Code != 0 || out != "small\n" {
+		t.Fatalf("command within the limit: %+v, output %q", st, out)
+	}
+}

@@ -36,10 +36,11 @@ type proc struct {
 	marker string // execMarkerVar=value in the command's environment
 	stdin  *stdinQueue
 
-	mu       sync.Mutex
-	timedOut bool
-	exited   bool
-	done     chan struct{} // closed after Exited was sent
+	mu        sync.Mutex
+	timedOut  bool
+	oomKilled bool // killed by the memory limit (WithMemoryLimit)
+	exited    bool
+	done      chan struct{} // closed after Exited was sent
 }
 
 // kill kills the command's process tree. timedOut marks the command as
@@ -196,7 +197,7 @@ func (s *server) exec(req execRequest) {
 		}
 		p.mu.Lock()
 		p.exited = true
-		timedOut := p.timedOut
+		timedOut, oomKilled := p.timedOut, p.oomKilled
 		p.mu.Unlock()
 
 		// Output written just before exit is still in the pipes; processes
@@ -246,6 +247,9 @@ func (s *server) exec(req execRequest) {
 		var flags byte
 		if timedOut {
 			flags |= exitFlagTimedOut
+		}
+		if oomKilled {
+			flags |= exitFlagOOM
 		}
 		s.mu.Lock()
 		delete(s.procs, req.id)
@@ -425,6 +429,7 @@ type procStat struct {
 	state   byte // R, S, T, Z, X...
 	ppid    int
 	session int
+	rss     int64 // resident bytes
 }
 
 // readStat reads /proc/pid/stat; ok is false if pid does not exist.
@@ -448,7 +453,13 @@ func readStat(pid int) (procStat, bool) {
 	if err1 != nil || err2 != nil {
 		return procStat{}, false
 	}
-	return procStat{state: f[0][0], ppid: ppid, session: sid}, true
+	st := procStat{state: f[0][0], ppid: ppid, session: sid}
+	if len(f) > 21 { // field 24, rss in pages
+		if n, err := strconv.ParseInt(f[21], 10, 64); err == nil {
+			st.rss = n * pageSize
+		}
+	}
+	return st, true
 }
 
 // zombie reports whether a process's state is zombie or dead.

@@ -75,6 +75,7 @@ type server struct {
 	links       [][2]string
 	outputGrace time.Duration
 	pidsLimit   int64
+	memLimit    int64
 	nprocLimit  int64
 	forker      *forker // nil: commands fork from any thread
 
@@ -150,6 +151,11 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 			return err
 		}
 		s.forker = f
+	}
+	if s.memLimit > 0 {
+		stop := make(chan struct{})
+		defer close(stop)
+		go s.watchMemory(stop)
 	}
 	if s.init {
 		s.reap = startReaper()

@@ -23,7 +23,14 @@
 // Network: none (loopback only) unless Spec.Network is NetworkHost.
 // Limits: CPU and memory go to the spec's linux.resources and runsc
 // applies them to the sandbox's cgroup (a per-root parent/<id> in every
-// hierarchy). Pids are limited inside: the agent confines commands to a
+// hierarchy). Memory is enforced by the agent: gVisor's own cgroupfs
+// enforces no memory limit, and the host's OOM killer, acting on the
+// cgroup of the whole sandbox, can only kill the Sentry (the sandbox
+// dies). So the agent measures its commands' resident memory while they
+// run and kills the largest command past Limits.MemoryBytes (reported as
+// ExitStatus.OOMKilled; the sandbox lives), and the host cgroup's limit
+// is Limits.MemoryBytes plus a headroom (a quarter, at least 256 MiB) as
+// a backstop. Pids are limited inside: the agent confines commands to a
 // child of gVisor's own pids cgroup and sets RLIMIT_NPROC to Pids + 64,
 // which (unlike gVisor's pids cgroup) counts zombies; it keeps
 // CAP_SYS_RESOURCE for itself and starts commands without it. Pause and Resume ask gVisor's kernel to stop and restart

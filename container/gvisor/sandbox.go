@@ -151,6 +151,13 @@ func (r *Runtime) ociSpec(spec container.Spec) *specs.Spec {
 			"-nproc-limit", strconv.FormatInt(spec.Limits.Pids+zombieReserve, 10))
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup"})
 	}
+	if spec.Limits.MemoryBytes > 0 {
+		// gVisor's cgroupfs enforces no memory limit, and at the host
+		// cgroup's limit the host kills the sandbox: the agent enforces
+		// the limit on commands, the host cgroup (see resources) is a
+		// backstop above it.
+		s.Process.Args = append(s.Process.Args, "-memory-limit", strconv.FormatInt(spec.Limits.MemoryBytes, 10))
+	}
 	if spec.Network != container.NetworkHost {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
 	}
@@ -161,6 +168,12 @@ func (r *Runtime) ociSpec(spec container.Spec) *specs.Spec {
 // RLIMIT_NPROC allows: the agent's own threads and exited processes not
 // yet reaped by their parents.
 const zombieReserve = 64
+
+// memoryHeadroom is what the sandbox's host cgroup allows beyond
+// Limits.MemoryBytes, which the agent enforces on commands: the Sentry's
+// and gofer's own memory, the in-memory overlay of the root filesystem,
+// and what a command allocates between two of the agent's measures.
+func memoryHeadroom(limit int64) int64 { return max(limit/4, 256<<20) }
 
 func resources(l container.Limits) *specs.LinuxResources {
 	res := &specs.LinuxResources{}
@@ -173,7 +186,7 @@ func resources(l container.Limits) *specs.LinuxResources {
 		res.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
 	}
 	if l.MemoryBytes > 0 {
-		m := l.MemoryBytes
+		m := l.MemoryBytes + memoryHeadroom(l.MemoryBytes)
 		res.Memory = &specs.LinuxMemory{Limit: &m}
 	}
 	// Limits.Pids is not set on the host cgroup: there the sentry's

@@ -26,6 +26,12 @@ func (s *suite) testCapsConsistent(t *testing.T) {
 	if c.Storage == "" {
 		t.Error("Storage is empty")
 	}
+	if c.Isolation == environment.IsolationNone && c.LimitsEnforced {
+		t.Error("LimitsEnforced is true on isolation none, which ignores limits")
+	}
+	if err := c.Limits.Validate(); err != nil {
+		t.Errorf("Limits: %v", err)
+	}
 	if c.Rollback && !c.Snapshots {
 		t.Error("Rollback is true but Snapshots is false: nothing to roll back to")
 	}

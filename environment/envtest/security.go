@@ -33,6 +33,9 @@ func (s *suite) securityTests() []test {
 		{"ForkBomb", s.testForkBombBounded},
 		{"KillEverything", s.testKillEverything},
 		{"AgentPipes", s.testAgentPipes},
+		{"MemoryHog", s.testMemoryHog},
+		{"LimitsRefused", s.testLimitsRefused},
+		{"DiskFillBeside", s.testDiskFillBeside},
 	}
 }
 

@@ -135,3 +135,25 @@ func (b *Backend) recoverQuotas() error {
 	}
 	return nil
 }
+
+var _ snapshot.TotalUsager = (*Backend)(nil)
+
+// TotalUsage reports volume's tree's disk usage (as Quota) plus each of
+// its snapshots' size as recorded when it was taken (a full copy's
+// usage: reflinked copies share blocks, so this overstates what they
+// pin on filesystems that reflink).
+func (b *Backend) TotalUsage(ctx context.Context, volume string) (int64, error) {
+	q, err := b.Quota(ctx, volume)
+	if err != nil {
+		return 0, err
+	}
+	snaps, err := b.Snapshots(ctx, volume)
+	if err != nil {
+		return 0, err
+	}
+	total := q.UsedBytes
+	for _, s := range snaps {
+		total += s.SizeBytes
+	}
+	return total, nil
+}

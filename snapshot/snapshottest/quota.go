@@ -235,3 +235,53 @@ func testQuota(t *testing.T, b snapshot.Backend) {
 		t.Fatalf("Quota of a re-created volume = %+v, %v; want no limit", got, err)
 	}
 }
+
+// testTotalUsage checks snapshot.TotalUsager on backends that implement
+// it: data deleted from the tree but kept by a snapshot still counts, so
+// a limit on the total bounds what snapshots pin.
+func testTotalUsage(t *testing.T, b snapshot.Backend) {
+	tu, ok := b.(snapshot.TotalUsager)
+	if !ok {
+		t.Skipf("%s does not implement snapshot.TotalUsager", b.Kind())
+	}
+	ctx := t.Context()
+	v := mustCreate(t, b, "t")
+	if q, ok := b.(snapshot.Quotaer); ok {
+		// Kernel accounting (btrfs qgroups) starts with the first limit.
+		if err := q.SetQuota(ctx, "t", 1<<30); err != nil {
+			t.Fatalf("SetQuota: %v", err)
+		}
+	}
+	if _, err := tu.TotalUsage(ctx, "missing"); !errors.Is(err, snapshot.ErrNotFound) {
+		t.Errorf("TotalUsage of a missing volume: %v, want ErrNotFound", err)
+	}
+	const pinned = 4 << 20
+	if n, stopped := writeUntil(t, v.Path, "pin", pinned); stopped || n < pinned {
+		t.Fatalf("wrote %d of %d bytes (stopped %v)", n, pinned, stopped)
+	}
+	mustSnapshot(t, b, "t", "s1")
+	ents, err := os.ReadDir(v.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(v.Path, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		syncPath(v.Path)
+		got, err := tu.TotalUsage(ctx, "t")
+		if err != nil {
+			t.Fatalf("TotalUsage: %v", err)
+		}
+		if got >= pinned {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("TotalUsage = %d after %d bytes were pinned by a snapshot and deleted from the tree; want at least %d", got, pinned, pinned)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

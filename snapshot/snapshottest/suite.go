@@ -91,6 +91,7 @@ var cases = []testCase{
 	{"TamperedPath", testTamperedPath},
 	{"SealedVolume", testSealedVolume},
 	{"SnapshotSymlinkRace", testSnapshotSymlinkRace},
+	{"TotalUsage", testTotalUsage},
 }
 
 // Run runs the conformance suite as named subtests of t. Each subtest

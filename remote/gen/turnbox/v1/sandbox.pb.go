@@ -245,8 +245,11 @@ type SessionConfig struct {
 	ToolTimeout *durationpb.Duration `protobuf:"bytes,6,opt,name=tool_timeout,json=toolTimeout,proto3" json:"tool_timeout,omitempty"`
 	// max_output_bytes caps each tool response's content (0: host default).
 	MaxOutputBytes int64 `protobuf:"varint,7,opt,name=max_output_bytes,json=maxOutputBytes,proto3" json:"max_output_bytes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// limits bounds the session's resources: unset fields take the host's
+	// defaults (Capabilities.limits); a field above the host's is refused.
+	Limits        *Limits `protobuf:"bytes,8,opt,name=limits,proto3" json:"limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionConfig) Reset() {
@@ -328,6 +331,88 @@ func (x *SessionConfig) GetMaxOutputBytes() int64 {
 	return 0
 }
 
+func (x *SessionConfig) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+// Limits bounds a session's resources. 0 means the host's default in a
+// SessionConfig, and unlimited where limits are reported.
+type Limits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// memory_bytes caps the memory of the session's commands: past it the
+	// command using the most is killed (ToolResponse.oom_killed).
+	MemoryBytes int64 `protobuf:"varint,1,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// cpus caps the session's CPU time, in cores.
+	Cpus float64 `protobuf:"fixed64,2,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	// pids caps the processes and threads of the session's commands.
+	Pids int64 `protobuf:"varint,3,opt,name=pids,proto3" json:"pids,omitempty"`
+	// disk_bytes caps the space the session's workspace takes.
+	DiskBytes     int64 `protobuf:"varint,4,opt,name=disk_bytes,json=diskBytes,proto3" json:"disk_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Limits) Reset() {
+	*x = Limits{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Limits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Limits) ProtoMessage() {}
+
+func (x *Limits) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Limits.ProtoReflect.Descriptor instead.
+func (*Limits) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Limits) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *Limits) GetCpus() float64 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *Limits) GetPids() int64 {
+	if x != nil {
+		return x.Pids
+	}
+	return 0
+}
+
+func (x *Limits) GetDiskBytes() int64 {
+	if x != nil {
+		return x.DiskBytes
+	}
+	return 0
+}
+
 // Session summarizes a session.
 type Session struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -338,14 +423,16 @@ type Session struct {
 	ParentSession  string `protobuf:"bytes,4,opt,name=parent_session,json=parentSession,proto3" json:"parent_session,omitempty"`
 	ParentSnapshot string `protobuf:"bytes,5,opt,name=parent_snapshot,json=parentSnapshot,proto3" json:"parent_snapshot,omitempty"`
 	// last_turn is the newest snapshot's turn number (0: none yet).
-	LastTurn      int64 `protobuf:"varint,6,opt,name=last_turn,json=lastTurn,proto3" json:"last_turn,omitempty"`
+	LastTurn int64 `protobuf:"varint,6,opt,name=last_turn,json=lastTurn,proto3" json:"last_turn,omitempty"`
+	// limits are the session's effective limits.
+	Limits        *Limits `protobuf:"bytes,7,opt,name=limits,proto3" json:"limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[1]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +444,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[1]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +457,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{1}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Session) GetId() string {
@@ -415,6 +502,13 @@ func (x *Session) GetLastTurn() int64 {
 	return 0
 }
 
+func (x *Session) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
 // Capabilities reports what a host's sessions can do.
 type Capabilities struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
@@ -426,14 +520,19 @@ type Capabilities struct {
 	// isolation is none, gvisor or runc.
 	Isolation string `protobuf:"bytes,6,opt,name=isolation,proto3" json:"isolation,omitempty"`
 	// storage is localdisk, btrfs or zfs.
-	Storage       string `protobuf:"bytes,7,opt,name=storage,proto3" json:"storage,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Storage string `protobuf:"bytes,7,opt,name=storage,proto3" json:"storage,omitempty"`
+	// limits are the host's default (and largest) session limits.
+	Limits *Limits `protobuf:"bytes,8,opt,name=limits,proto3" json:"limits,omitempty"`
+	// limits_enforced: the runtime enforces memory, cpus and pids (false
+	// for isolation none, which ignores them).
+	LimitsEnforced bool `protobuf:"varint,9,opt,name=limits_enforced,json=limitsEnforced,proto3" json:"limits_enforced,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[2]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +544,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[2]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +557,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{2}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Capabilities) GetSnapshots() bool {
@@ -510,6 +609,20 @@ func (x *Capabilities) GetStorage() string {
 	return ""
 }
 
+func (x *Capabilities) GetLimits() *Limits {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *Capabilities) GetLimitsEnforced() bool {
+	if x != nil {
+		return x.LimitsEnforced
+	}
+	return false
+}
+
 // ToolRequest is one tool call.
 type ToolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -528,7 +641,7 @@ type ToolRequest struct {
 
 func (x *ToolRequest) Reset() {
 	*x = ToolRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[3]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +653,7 @@ func (x *ToolRequest) String() string {
 func (*ToolRequest) ProtoMessage() {}
 
 func (x *ToolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[3]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +666,7 @@ func (x *ToolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolRequest.ProtoReflect.Descriptor instead.
 func (*ToolRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{3}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ToolRequest) GetToolCallId() string {
@@ -598,14 +711,17 @@ type ToolResponse struct {
 	Truncated bool                 `protobuf:"varint,6,opt,name=truncated,proto3" json:"truncated,omitempty"`
 	Duration  *durationpb.Duration `protobuf:"bytes,7,opt,name=duration,proto3" json:"duration,omitempty"`
 	// snapshot_id is set when the request asked for a snapshot.
-	SnapshotId    string `protobuf:"bytes,8,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	SnapshotId string `protobuf:"bytes,8,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	// oom_killed: the command was killed for exceeding the session's memory
+	// limit; the session lives on.
+	OomKilled     bool `protobuf:"varint,9,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ToolResponse) Reset() {
 	*x = ToolResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +733,7 @@ func (x *ToolResponse) String() string {
 func (*ToolResponse) ProtoMessage() {}
 
 func (x *ToolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +746,7 @@ func (x *ToolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolResponse.ProtoReflect.Descriptor instead.
 func (*ToolResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{4}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ToolResponse) GetToolCallId() string {
@@ -689,6 +805,13 @@ func (x *ToolResponse) GetSnapshotId() string {
 	return ""
 }
 
+func (x *ToolResponse) GetOomKilled() bool {
+	if x != nil {
+		return x.OomKilled
+	}
+	return false
+}
+
 // ToolProgress is output produced while a tool runs.
 type ToolProgress struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -701,7 +824,7 @@ type ToolProgress struct {
 
 func (x *ToolProgress) Reset() {
 	*x = ToolProgress{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +836,7 @@ func (x *ToolProgress) String() string {
 func (*ToolProgress) ProtoMessage() {}
 
 func (x *ToolProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +849,7 @@ func (x *ToolProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolProgress.ProtoReflect.Descriptor instead.
 func (*ToolProgress) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{5}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ToolProgress) GetToolCallId() string {
@@ -759,7 +882,7 @@ type KeepAlive struct {
 
 func (x *KeepAlive) Reset() {
 	*x = KeepAlive{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +894,7 @@ func (x *KeepAlive) String() string {
 func (*KeepAlive) ProtoMessage() {}
 
 func (x *KeepAlive) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +907,7 @@ func (x *KeepAlive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAlive.ProtoReflect.Descriptor instead.
 func (*KeepAlive) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{6}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{7}
 }
 
 // SnapshotInfo describes one snapshot of a session's workspace.
@@ -803,7 +926,7 @@ type SnapshotInfo struct {
 
 func (x *SnapshotInfo) Reset() {
 	*x = SnapshotInfo{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +938,7 @@ func (x *SnapshotInfo) String() string {
 func (*SnapshotInfo) ProtoMessage() {}
 
 func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +951,7 @@ func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
 func (*SnapshotInfo) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{7}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SnapshotInfo) GetId() string {
@@ -884,7 +1007,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1019,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1032,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{8}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ErrorInfo) GetReasons() []ErrorReason {
@@ -933,7 +1056,7 @@ type CreateSessionRequest struct {
 
 func (x *CreateSessionRequest) Reset() {
 	*x = CreateSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1068,7 @@ func (x *CreateSessionRequest) String() string {
 func (*CreateSessionRequest) ProtoMessage() {}
 
 func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1081,7 @@ func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{9}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateSessionRequest) GetConfig() *SessionConfig {
@@ -991,7 +1114,7 @@ type CreateSessionResponse struct {
 
 func (x *CreateSessionResponse) Reset() {
 	*x = CreateSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1126,7 @@ func (x *CreateSessionResponse) String() string {
 func (*CreateSessionResponse) ProtoMessage() {}
 
 func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1139,7 @@ func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionResponse.ProtoReflect.Descriptor instead.
 func (*CreateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{10}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateSessionResponse) GetSession() *Session {
@@ -1035,7 +1158,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1170,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1183,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{11}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetSessionRequest) GetSessionId() string {
@@ -1079,7 +1202,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1214,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1227,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{12}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
@@ -1122,7 +1245,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1257,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1270,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{13}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{14}
 }
 
 type ListSessionsResponse struct {
@@ -1159,7 +1282,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1294,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1307,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{14}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1203,7 +1326,7 @@ type AttachSessionRequest struct {
 
 func (x *AttachSessionRequest) Reset() {
 	*x = AttachSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1338,7 @@ func (x *AttachSessionRequest) String() string {
 func (*AttachSessionRequest) ProtoMessage() {}
 
 func (x *AttachSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1351,7 @@ func (x *AttachSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachSessionRequest.ProtoReflect.Descriptor instead.
 func (*AttachSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{15}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AttachSessionRequest) GetSessionId() string {
@@ -1247,7 +1370,7 @@ type AttachSessionResponse struct {
 
 func (x *AttachSessionResponse) Reset() {
 	*x = AttachSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1382,7 @@ func (x *AttachSessionResponse) String() string {
 func (*AttachSessionResponse) ProtoMessage() {}
 
 func (x *AttachSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1395,7 @@ func (x *AttachSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachSessionResponse.ProtoReflect.Descriptor instead.
 func (*AttachSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{16}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AttachSessionResponse) GetSession() *Session {
@@ -1291,7 +1414,7 @@ type PauseSessionRequest struct {
 
 func (x *PauseSessionRequest) Reset() {
 	*x = PauseSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1303,7 +1426,7 @@ func (x *PauseSessionRequest) String() string {
 func (*PauseSessionRequest) ProtoMessage() {}
 
 func (x *PauseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1316,7 +1439,7 @@ func (x *PauseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSessionRequest.ProtoReflect.Descriptor instead.
 func (*PauseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{17}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PauseSessionRequest) GetSessionId() string {
@@ -1334,7 +1457,7 @@ type PauseSessionResponse struct {
 
 func (x *PauseSessionResponse) Reset() {
 	*x = PauseSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1346,7 +1469,7 @@ func (x *PauseSessionResponse) String() string {
 func (*PauseSessionResponse) ProtoMessage() {}
 
 func (x *PauseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1359,7 +1482,7 @@ func (x *PauseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSessionResponse.ProtoReflect.Descriptor instead.
 func (*PauseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{18}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{19}
 }
 
 type ResumeSessionRequest struct {
@@ -1371,7 +1494,7 @@ type ResumeSessionRequest struct {
 
 func (x *ResumeSessionRequest) Reset() {
 	*x = ResumeSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1506,7 @@ func (x *ResumeSessionRequest) String() string {
 func (*ResumeSessionRequest) ProtoMessage() {}
 
 func (x *ResumeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1519,7 @@ func (x *ResumeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSessionRequest.ProtoReflect.Descriptor instead.
 func (*ResumeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{19}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResumeSessionRequest) GetSessionId() string {
@@ -1414,7 +1537,7 @@ type ResumeSessionResponse struct {
 
 func (x *ResumeSessionResponse) Reset() {
 	*x = ResumeSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1549,7 @@ func (x *ResumeSessionResponse) String() string {
 func (*ResumeSessionResponse) ProtoMessage() {}
 
 func (x *ResumeSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1562,7 @@ func (x *ResumeSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSessionResponse.ProtoReflect.Descriptor instead.
 func (*ResumeSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{20}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{21}
 }
 
 type DestroySessionRequest struct {
@@ -1451,7 +1574,7 @@ type DestroySessionRequest struct {
 
 func (x *DestroySessionRequest) Reset() {
 	*x = DestroySessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1463,7 +1586,7 @@ func (x *DestroySessionRequest) String() string {
 func (*DestroySessionRequest) ProtoMessage() {}
 
 func (x *DestroySessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1476,7 +1599,7 @@ func (x *DestroySessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySessionRequest.ProtoReflect.Descriptor instead.
 func (*DestroySessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{21}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DestroySessionRequest) GetSessionId() string {
@@ -1494,7 +1617,7 @@ type DestroySessionResponse struct {
 
 func (x *DestroySessionResponse) Reset() {
 	*x = DestroySessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1506,7 +1629,7 @@ func (x *DestroySessionResponse) String() string {
 func (*DestroySessionResponse) ProtoMessage() {}
 
 func (x *DestroySessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1519,7 +1642,7 @@ func (x *DestroySessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySessionResponse.ProtoReflect.Descriptor instead.
 func (*DestroySessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{22}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{23}
 }
 
 type ExecuteToolRequest struct {
@@ -1532,7 +1655,7 @@ type ExecuteToolRequest struct {
 
 func (x *ExecuteToolRequest) Reset() {
 	*x = ExecuteToolRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1667,7 @@ func (x *ExecuteToolRequest) String() string {
 func (*ExecuteToolRequest) ProtoMessage() {}
 
 func (x *ExecuteToolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1680,7 @@ func (x *ExecuteToolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteToolRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{23}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExecuteToolRequest) GetSessionId() string {
@@ -1583,7 +1706,7 @@ type ExecuteToolResponse struct {
 
 func (x *ExecuteToolResponse) Reset() {
 	*x = ExecuteToolResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1718,7 @@ func (x *ExecuteToolResponse) String() string {
 func (*ExecuteToolResponse) ProtoMessage() {}
 
 func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1731,7 @@ func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteToolResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{24}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExecuteToolResponse) GetResponse() *ToolResponse {
@@ -1628,7 +1751,7 @@ type ExecuteToolStreamRequest struct {
 
 func (x *ExecuteToolStreamRequest) Reset() {
 	*x = ExecuteToolStreamRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1763,7 @@ func (x *ExecuteToolStreamRequest) String() string {
 func (*ExecuteToolStreamRequest) ProtoMessage() {}
 
 func (x *ExecuteToolStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1776,7 @@ func (x *ExecuteToolStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolStreamRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteToolStreamRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{25}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ExecuteToolStreamRequest) GetSessionId() string {
@@ -1686,7 +1809,7 @@ type ExecuteToolStreamResponse struct {
 
 func (x *ExecuteToolStreamResponse) Reset() {
 	*x = ExecuteToolStreamResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1698,7 +1821,7 @@ func (x *ExecuteToolStreamResponse) String() string {
 func (*ExecuteToolStreamResponse) ProtoMessage() {}
 
 func (x *ExecuteToolStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1711,7 +1834,7 @@ func (x *ExecuteToolStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolStreamResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteToolStreamResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{26}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ExecuteToolStreamResponse) GetEvent() isExecuteToolStreamResponse_Event {
@@ -1780,7 +1903,7 @@ type TurnCompleteRequest struct {
 
 func (x *TurnCompleteRequest) Reset() {
 	*x = TurnCompleteRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1915,7 @@ func (x *TurnCompleteRequest) String() string {
 func (*TurnCompleteRequest) ProtoMessage() {}
 
 func (x *TurnCompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1928,7 @@ func (x *TurnCompleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnCompleteRequest.ProtoReflect.Descriptor instead.
 func (*TurnCompleteRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{27}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TurnCompleteRequest) GetSessionId() string {
@@ -1831,7 +1954,7 @@ type TurnCompleteResponse struct {
 
 func (x *TurnCompleteResponse) Reset() {
 	*x = TurnCompleteResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1843,7 +1966,7 @@ func (x *TurnCompleteResponse) String() string {
 func (*TurnCompleteResponse) ProtoMessage() {}
 
 func (x *TurnCompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1856,7 +1979,7 @@ func (x *TurnCompleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnCompleteResponse.ProtoReflect.Descriptor instead.
 func (*TurnCompleteResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{28}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TurnCompleteResponse) GetSnapshot() *SnapshotInfo {
@@ -1876,7 +1999,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2011,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2024,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{29}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CreateSnapshotRequest) GetSessionId() string {
@@ -1927,7 +2050,7 @@ type CreateSnapshotResponse struct {
 
 func (x *CreateSnapshotResponse) Reset() {
 	*x = CreateSnapshotResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2062,7 @@ func (x *CreateSnapshotResponse) String() string {
 func (*CreateSnapshotResponse) ProtoMessage() {}
 
 func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2075,7 @@ func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{30}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateSnapshotResponse) GetSnapshot() *SnapshotInfo {
@@ -1971,7 +2094,7 @@ type ListSnapshotsRequest struct {
 
 func (x *ListSnapshotsRequest) Reset() {
 	*x = ListSnapshotsRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2106,7 @@ func (x *ListSnapshotsRequest) String() string {
 func (*ListSnapshotsRequest) ProtoMessage() {}
 
 func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2119,7 @@ func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{31}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListSnapshotsRequest) GetSessionId() string {
@@ -2015,7 +2138,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2150,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2163,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{32}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*SnapshotInfo {
@@ -2060,7 +2183,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2195,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2208,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{33}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RollbackRequest) GetSessionId() string {
@@ -2110,7 +2233,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2122,7 +2245,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2135,7 +2258,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{34}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{35}
 }
 
 type ForkRequest struct {
@@ -2151,7 +2274,7 @@ type ForkRequest struct {
 
 func (x *ForkRequest) Reset() {
 	*x = ForkRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2286,7 @@ func (x *ForkRequest) String() string {
 func (*ForkRequest) ProtoMessage() {}
 
 func (x *ForkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2299,7 @@ func (x *ForkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkRequest.ProtoReflect.Descriptor instead.
 func (*ForkRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{35}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ForkRequest) GetSessionId() string {
@@ -2209,7 +2332,7 @@ type ForkResponse struct {
 
 func (x *ForkResponse) Reset() {
 	*x = ForkResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2344,7 @@ func (x *ForkResponse) String() string {
 func (*ForkResponse) ProtoMessage() {}
 
 func (x *ForkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2357,7 @@ func (x *ForkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkResponse.ProtoReflect.Descriptor instead.
 func (*ForkResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{36}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ForkResponse) GetSession() *Session {
@@ -2252,7 +2375,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2264,7 +2387,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2277,7 +2400,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{37}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{38}
 }
 
 type HealthResponse struct {
@@ -2292,7 +2415,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2427,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2440,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{38}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *HealthResponse) GetStatus() string {
@@ -2342,7 +2465,7 @@ type CapabilitiesRequest struct {
 
 func (x *CapabilitiesRequest) Reset() {
 	*x = CapabilitiesRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2354,7 +2477,7 @@ func (x *CapabilitiesRequest) String() string {
 func (*CapabilitiesRequest) ProtoMessage() {}
 
 func (x *CapabilitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2367,7 +2490,7 @@ func (x *CapabilitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapabilitiesRequest.ProtoReflect.Descriptor instead.
 func (*CapabilitiesRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{39}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{40}
 }
 
 type CapabilitiesResponse struct {
@@ -2379,7 +2502,7 @@ type CapabilitiesResponse struct {
 
 func (x *CapabilitiesResponse) Reset() {
 	*x = CapabilitiesResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2514,7 @@ func (x *CapabilitiesResponse) String() string {
 func (*CapabilitiesResponse) ProtoMessage() {}
 
 func (x *CapabilitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2527,7 @@ func (x *CapabilitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapabilitiesResponse.ProtoReflect.Descriptor instead.
 func (*CapabilitiesResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{40}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CapabilitiesResponse) GetCapabilities() *Capabilities {
@@ -2419,7 +2542,7 @@ var File_turnbox_v1_sandbox_proto protoreflect.FileDescriptor
 const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\n" +
 	"\x18turnbox/v1/sandbox.proto\x12\n" +
-	"turnbox.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x03\n" +
+	"turnbox.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x03\n" +
 	"\rSessionConfig\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
@@ -2428,13 +2551,20 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x03env\x18\x04 \x03(\v2\".turnbox.v1.SessionConfig.EnvEntryR\x03env\x12=\n" +
 	"\x06labels\x18\x05 \x03(\v2%.turnbox.v1.SessionConfig.LabelsEntryR\x06labels\x12<\n" +
 	"\ftool_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vtoolTimeout\x12(\n" +
-	"\x10max_output_bytes\x18\a \x01(\x03R\x0emaxOutputBytes\x1a6\n" +
+	"\x10max_output_bytes\x18\a \x01(\x03R\x0emaxOutputBytes\x12*\n" +
+	"\x06limits\x18\b \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf1\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"r\n" +
+	"\x06Limits\x12!\n" +
+	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
+	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
+	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1d\n" +
+	"\n" +
+	"disk_bytes\x18\x04 \x01(\x03R\tdiskBytes\"\x9d\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.turnbox.v1.SessionStateR\x05state\x129\n" +
@@ -2442,7 +2572,8 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12%\n" +
 	"\x0eparent_session\x18\x04 \x01(\tR\rparentSession\x12'\n" +
 	"\x0fparent_snapshot\x18\x05 \x01(\tR\x0eparentSnapshot\x12\x1b\n" +
-	"\tlast_turn\x18\x06 \x01(\x03R\blastTurn\"\xd9\x01\n" +
+	"\tlast_turn\x18\x06 \x01(\x03R\blastTurn\x12*\n" +
+	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\"\xae\x02\n" +
 	"\fCapabilities\x12\x1c\n" +
 	"\tsnapshots\x18\x01 \x01(\bR\tsnapshots\x12\x1a\n" +
 	"\brollback\x18\x02 \x01(\bR\brollback\x12\x12\n" +
@@ -2450,13 +2581,15 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x05pause\x18\x04 \x01(\bR\x05pause\x12-\n" +
 	"\x12streaming_progress\x18\x05 \x01(\bR\x11streamingProgress\x12\x1c\n" +
 	"\tisolation\x18\x06 \x01(\tR\tisolation\x12\x18\n" +
-	"\astorage\x18\a \x01(\tR\astorage\"~\n" +
+	"\astorage\x18\a \x01(\tR\astorage\x12*\n" +
+	"\x06limits\x18\b \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\x12'\n" +
+	"\x0flimits_enforced\x18\t \x01(\bR\x0elimitsEnforced\"~\n" +
 	"\vToolRequest\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x1b\n" +
 	"\ttool_name\x18\x02 \x01(\tR\btoolName\x12\x14\n" +
 	"\x05input\x18\x03 \x01(\fR\x05input\x12\x1a\n" +
-	"\bsnapshot\x18\x04 \x01(\bR\bsnapshot\"\x95\x02\n" +
+	"\bsnapshot\x18\x04 \x01(\bR\bsnapshot\"\xb4\x02\n" +
 	"\fToolResponse\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x18\n" +
@@ -2467,7 +2600,9 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\ttruncated\x18\x06 \x01(\bR\ttruncated\x125\n" +
 	"\bduration\x18\a \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x1f\n" +
 	"\vsnapshot_id\x18\b \x01(\tR\n" +
-	"snapshotId\"v\n" +
+	"snapshotId\x12\x1d\n" +
+	"\n" +
+	"oom_killed\x18\t \x01(\bR\toomKilled\"v\n" +
 	"\fToolProgress\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x120\n" +
@@ -2631,121 +2766,125 @@ func file_turnbox_v1_sandbox_proto_rawDescGZIP() []byte {
 }
 
 var file_turnbox_v1_sandbox_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_turnbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_turnbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_turnbox_v1_sandbox_proto_goTypes = []any{
 	(SessionState)(0),                 // 0: turnbox.v1.SessionState
 	(OutputStream)(0),                 // 1: turnbox.v1.OutputStream
 	(ErrorReason)(0),                  // 2: turnbox.v1.ErrorReason
 	(*SessionConfig)(nil),             // 3: turnbox.v1.SessionConfig
-	(*Session)(nil),                   // 4: turnbox.v1.Session
-	(*Capabilities)(nil),              // 5: turnbox.v1.Capabilities
-	(*ToolRequest)(nil),               // 6: turnbox.v1.ToolRequest
-	(*ToolResponse)(nil),              // 7: turnbox.v1.ToolResponse
-	(*ToolProgress)(nil),              // 8: turnbox.v1.ToolProgress
-	(*KeepAlive)(nil),                 // 9: turnbox.v1.KeepAlive
-	(*SnapshotInfo)(nil),              // 10: turnbox.v1.SnapshotInfo
-	(*ErrorInfo)(nil),                 // 11: turnbox.v1.ErrorInfo
-	(*CreateSessionRequest)(nil),      // 12: turnbox.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),     // 13: turnbox.v1.CreateSessionResponse
-	(*GetSessionRequest)(nil),         // 14: turnbox.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),        // 15: turnbox.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),       // 16: turnbox.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),      // 17: turnbox.v1.ListSessionsResponse
-	(*AttachSessionRequest)(nil),      // 18: turnbox.v1.AttachSessionRequest
-	(*AttachSessionResponse)(nil),     // 19: turnbox.v1.AttachSessionResponse
-	(*PauseSessionRequest)(nil),       // 20: turnbox.v1.PauseSessionRequest
-	(*PauseSessionResponse)(nil),      // 21: turnbox.v1.PauseSessionResponse
-	(*ResumeSessionRequest)(nil),      // 22: turnbox.v1.ResumeSessionRequest
-	(*ResumeSessionResponse)(nil),     // 23: turnbox.v1.ResumeSessionResponse
-	(*DestroySessionRequest)(nil),     // 24: turnbox.v1.DestroySessionRequest
-	(*DestroySessionResponse)(nil),    // 25: turnbox.v1.DestroySessionResponse
-	(*ExecuteToolRequest)(nil),        // 26: turnbox.v1.ExecuteToolRequest
-	(*ExecuteToolResponse)(nil),       // 27: turnbox.v1.ExecuteToolResponse
-	(*ExecuteToolStreamRequest)(nil),  // 28: turnbox.v1.ExecuteToolStreamRequest
-	(*ExecuteToolStreamResponse)(nil), // 29: turnbox.v1.ExecuteToolStreamResponse
-	(*TurnCompleteRequest)(nil),       // 30: turnbox.v1.TurnCompleteRequest
-	(*TurnCompleteResponse)(nil),      // 31: turnbox.v1.TurnCompleteResponse
-	(*CreateSnapshotRequest)(nil),     // 32: turnbox.v1.CreateSnapshotRequest
-	(*CreateSnapshotResponse)(nil),    // 33: turnbox.v1.CreateSnapshotResponse
-	(*ListSnapshotsRequest)(nil),      // 34: turnbox.v1.ListSnapshotsRequest
-	(*ListSnapshotsResponse)(nil),     // 35: turnbox.v1.ListSnapshotsResponse
-	(*RollbackRequest)(nil),           // 36: turnbox.v1.RollbackRequest
-	(*RollbackResponse)(nil),          // 37: turnbox.v1.RollbackResponse
-	(*ForkRequest)(nil),               // 38: turnbox.v1.ForkRequest
-	(*ForkResponse)(nil),              // 39: turnbox.v1.ForkResponse
-	(*HealthRequest)(nil),             // 40: turnbox.v1.HealthRequest
-	(*HealthResponse)(nil),            // 41: turnbox.v1.HealthResponse
-	(*CapabilitiesRequest)(nil),       // 42: turnbox.v1.CapabilitiesRequest
-	(*CapabilitiesResponse)(nil),      // 43: turnbox.v1.CapabilitiesResponse
-	nil,                               // 44: turnbox.v1.SessionConfig.EnvEntry
-	nil,                               // 45: turnbox.v1.SessionConfig.LabelsEntry
-	(*durationpb.Duration)(nil),       // 46: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 47: google.protobuf.Timestamp
+	(*Limits)(nil),                    // 4: turnbox.v1.Limits
+	(*Session)(nil),                   // 5: turnbox.v1.Session
+	(*Capabilities)(nil),              // 6: turnbox.v1.Capabilities
+	(*ToolRequest)(nil),               // 7: turnbox.v1.ToolRequest
+	(*ToolResponse)(nil),              // 8: turnbox.v1.ToolResponse
+	(*ToolProgress)(nil),              // 9: turnbox.v1.ToolProgress
+	(*KeepAlive)(nil),                 // 10: turnbox.v1.KeepAlive
+	(*SnapshotInfo)(nil),              // 11: turnbox.v1.SnapshotInfo
+	(*ErrorInfo)(nil),                 // 12: turnbox.v1.ErrorInfo
+	(*CreateSessionRequest)(nil),      // 13: turnbox.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),     // 14: turnbox.v1.CreateSessionResponse
+	(*GetSessionRequest)(nil),         // 15: turnbox.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),        // 16: turnbox.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),       // 17: turnbox.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),      // 18: turnbox.v1.ListSessionsResponse
+	(*AttachSessionRequest)(nil),      // 19: turnbox.v1.AttachSessionRequest
+	(*AttachSessionResponse)(nil),     // 20: turnbox.v1.AttachSessionResponse
+	(*PauseSessionRequest)(nil),       // 21: turnbox.v1.PauseSessionRequest
+	(*PauseSessionResponse)(nil),      // 22: turnbox.v1.PauseSessionResponse
+	(*ResumeSessionRequest)(nil),      // 23: turnbox.v1.ResumeSessionRequest
+	(*ResumeSessionResponse)(nil),     // 24: turnbox.v1.ResumeSessionResponse
+	(*DestroySessionRequest)(nil),     // 25: turnbox.v1.DestroySessionRequest
+	(*DestroySessionResponse)(nil),    // 26: turnbox.v1.DestroySessionResponse
+	(*ExecuteToolRequest)(nil),        // 27: turnbox.v1.ExecuteToolRequest
+	(*ExecuteToolResponse)(nil),       // 28: turnbox.v1.ExecuteToolResponse
+	(*ExecuteToolStreamRequest)(nil),  // 29: turnbox.v1.ExecuteToolStreamRequest
+	(*ExecuteToolStreamResponse)(nil), // 30: turnbox.v1.ExecuteToolStreamResponse
+	(*TurnCompleteRequest)(nil),       // 31: turnbox.v1.TurnCompleteRequest
+	(*TurnCompleteResponse)(nil),      // 32: turnbox.v1.TurnCompleteResponse
+	(*CreateSnapshotRequest)(nil),     // 33: turnbox.v1.CreateSnapshotRequest
+	(*CreateSnapshotResponse)(nil),    // 34: turnbox.v1.CreateSnapshotResponse
+	(*ListSnapshotsRequest)(nil),      // 35: turnbox.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),     // 36: turnbox.v1.ListSnapshotsResponse
+	(*RollbackRequest)(nil),           // 37: turnbox.v1.RollbackRequest
+	(*RollbackResponse)(nil),          // 38: turnbox.v1.RollbackResponse
+	(*ForkRequest)(nil),               // 39: turnbox.v1.ForkRequest
+	(*ForkResponse)(nil),              // 40: turnbox.v1.ForkResponse
+	(*HealthRequest)(nil),             // 41: turnbox.v1.HealthRequest
+	(*HealthResponse)(nil),            // 42: turnbox.v1.HealthResponse
+	(*CapabilitiesRequest)(nil),       // 43: turnbox.v1.CapabilitiesRequest
+	(*CapabilitiesResponse)(nil),      // 44: turnbox.v1.CapabilitiesResponse
+	nil,                               // 45: turnbox.v1.SessionConfig.EnvEntry
+	nil,                               // 46: turnbox.v1.SessionConfig.LabelsEntry
+	(*durationpb.Duration)(nil),       // 47: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 48: google.protobuf.Timestamp
 }
 var file_turnbox_v1_sandbox_proto_depIdxs = []int32{
-	44, // 0: turnbox.v1.SessionConfig.env:type_name -> turnbox.v1.SessionConfig.EnvEntry
-	45, // 1: turnbox.v1.SessionConfig.labels:type_name -> turnbox.v1.SessionConfig.LabelsEntry
-	46, // 2: turnbox.v1.SessionConfig.tool_timeout:type_name -> google.protobuf.Duration
-	0,  // 3: turnbox.v1.Session.state:type_name -> turnbox.v1.SessionState
-	47, // 4: turnbox.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	46, // 5: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
-	1,  // 6: turnbox.v1.ToolProgress.stream:type_name -> turnbox.v1.OutputStream
-	47, // 7: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
-	2,  // 8: turnbox.v1.ErrorInfo.reasons:type_name -> turnbox.v1.ErrorReason
-	3,  // 9: turnbox.v1.CreateSessionRequest.config:type_name -> turnbox.v1.SessionConfig
-	4,  // 10: turnbox.v1.CreateSessionResponse.session:type_name -> turnbox.v1.Session
-	4,  // 11: turnbox.v1.GetSessionResponse.session:type_name -> turnbox.v1.Session
-	4,  // 12: turnbox.v1.ListSessionsResponse.sessions:type_name -> turnbox.v1.Session
-	4,  // 13: turnbox.v1.AttachSessionResponse.session:type_name -> turnbox.v1.Session
-	6,  // 14: turnbox.v1.ExecuteToolRequest.request:type_name -> turnbox.v1.ToolRequest
-	7,  // 15: turnbox.v1.ExecuteToolResponse.response:type_name -> turnbox.v1.ToolResponse
-	6,  // 16: turnbox.v1.ExecuteToolStreamRequest.request:type_name -> turnbox.v1.ToolRequest
-	8,  // 17: turnbox.v1.ExecuteToolStreamResponse.progress:type_name -> turnbox.v1.ToolProgress
-	7,  // 18: turnbox.v1.ExecuteToolStreamResponse.response:type_name -> turnbox.v1.ToolResponse
-	9,  // 19: turnbox.v1.ExecuteToolStreamResponse.keepalive:type_name -> turnbox.v1.KeepAlive
-	10, // 20: turnbox.v1.TurnCompleteResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
-	10, // 21: turnbox.v1.CreateSnapshotResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
-	10, // 22: turnbox.v1.ListSnapshotsResponse.snapshots:type_name -> turnbox.v1.SnapshotInfo
-	3,  // 23: turnbox.v1.ForkRequest.config:type_name -> turnbox.v1.SessionConfig
-	4,  // 24: turnbox.v1.ForkResponse.session:type_name -> turnbox.v1.Session
-	5,  // 25: turnbox.v1.CapabilitiesResponse.capabilities:type_name -> turnbox.v1.Capabilities
-	12, // 26: turnbox.v1.SandboxService.CreateSession:input_type -> turnbox.v1.CreateSessionRequest
-	14, // 27: turnbox.v1.SandboxService.GetSession:input_type -> turnbox.v1.GetSessionRequest
-	16, // 28: turnbox.v1.SandboxService.ListSessions:input_type -> turnbox.v1.ListSessionsRequest
-	18, // 29: turnbox.v1.SandboxService.AttachSession:input_type -> turnbox.v1.AttachSessionRequest
-	20, // 30: turnbox.v1.SandboxService.PauseSession:input_type -> turnbox.v1.PauseSessionRequest
-	22, // 31: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
-	24, // 32: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
-	26, // 33: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
-	28, // 34: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
-	30, // 35: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
-	32, // 36: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
-	34, // 37: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
-	36, // 38: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
-	38, // 39: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
-	40, // 40: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
-	42, // 41: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
-	13, // 42: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
-	15, // 43: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
-	17, // 44: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
-	19, // 45: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
-	21, // 46: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
-	23, // 47: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
-	25, // 48: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
-	27, // 49: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
-	29, // 50: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
-	31, // 51: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
-	33, // 52: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
-	35, // 53: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
-	37, // 54: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
-	39, // 55: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
-	41, // 56: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
-	43, // 57: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
-	42, // [42:58] is the sub-list for method output_type
-	26, // [26:42] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	45, // 0: turnbox.v1.SessionConfig.env:type_name -> turnbox.v1.SessionConfig.EnvEntry
+	46, // 1: turnbox.v1.SessionConfig.labels:type_name -> turnbox.v1.SessionConfig.LabelsEntry
+	47, // 2: turnbox.v1.SessionConfig.tool_timeout:type_name -> google.protobuf.Duration
+	4,  // 3: turnbox.v1.SessionConfig.limits:type_name -> turnbox.v1.Limits
+	0,  // 4: turnbox.v1.Session.state:type_name -> turnbox.v1.SessionState
+	48, // 5: turnbox.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	4,  // 6: turnbox.v1.Session.limits:type_name -> turnbox.v1.Limits
+	4,  // 7: turnbox.v1.Capabilities.limits:type_name -> turnbox.v1.Limits
+	47, // 8: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
+	1,  // 9: turnbox.v1.ToolProgress.stream:type_name -> turnbox.v1.OutputStream
+	48, // 10: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
+	2,  // 11: turnbox.v1.ErrorInfo.reasons:type_name -> turnbox.v1.ErrorReason
+	3,  // 12: turnbox.v1.CreateSessionRequest.config:type_name -> turnbox.v1.SessionConfig
+	5,  // 13: turnbox.v1.CreateSessionResponse.session:type_name -> turnbox.v1.Session
+	5,  // 14: turnbox.v1.GetSessionResponse.session:type_name -> turnbox.v1.Session
+	5,  // 15: turnbox.v1.ListSessionsResponse.sessions:type_name -> turnbox.v1.Session
+	5,  // 16: turnbox.v1.AttachSessionResponse.session:type_name -> turnbox.v1.Session
+	7,  // 17: turnbox.v1.ExecuteToolRequest.request:type_name -> turnbox.v1.ToolRequest
+	8,  // 18: turnbox.v1.ExecuteToolResponse.response:type_name -> turnbox.v1.ToolResponse
+	7,  // 19: turnbox.v1.ExecuteToolStreamRequest.request:type_name -> turnbox.v1.ToolRequest
+	9,  // 20: turnbox.v1.ExecuteToolStreamResponse.progress:type_name -> turnbox.v1.ToolProgress
+	8,  // 21: turnbox.v1.ExecuteToolStreamResponse.response:type_name -> turnbox.v1.ToolResponse
+	10, // 22: turnbox.v1.ExecuteToolStreamResponse.keepalive:type_name -> turnbox.v1.KeepAlive
+	11, // 23: turnbox.v1.TurnCompleteResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
+	11, // 24: turnbox.v1.CreateSnapshotResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
+	11, // 25: turnbox.v1.ListSnapshotsResponse.snapshots:type_name -> turnbox.v1.SnapshotInfo
+	3,  // 26: turnbox.v1.ForkRequest.config:type_name -> turnbox.v1.SessionConfig
+	5,  // 27: turnbox.v1.ForkResponse.session:type_name -> turnbox.v1.Session
+	6,  // 28: turnbox.v1.CapabilitiesResponse.capabilities:type_name -> turnbox.v1.Capabilities
+	13, // 29: turnbox.v1.SandboxService.CreateSession:input_type -> turnbox.v1.CreateSessionRequest
+	15, // 30: turnbox.v1.SandboxService.GetSession:input_type -> turnbox.v1.GetSessionRequest
+	17, // 31: turnbox.v1.SandboxService.ListSessions:input_type -> turnbox.v1.ListSessionsRequest
+	19, // 32: turnbox.v1.SandboxService.AttachSession:input_type -> turnbox.v1.AttachSessionRequest
+	21, // 33: turnbox.v1.SandboxService.PauseSession:input_type -> turnbox.v1.PauseSessionRequest
+	23, // 34: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
+	25, // 35: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
+	27, // 36: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
+	29, // 37: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
+	31, // 38: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
+	33, // 39: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
+	35, // 40: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
+	37, // 41: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
+	39, // 42: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
+	41, // 43: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
+	43, // 44: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
+	14, // 45: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
+	16, // 46: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
+	18, // 47: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
+	20, // 48: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
+	22, // 49: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
+	24, // 50: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
+	26, // 51: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
+	28, // 52: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
+	30, // 53: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
+	32, // 54: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
+	34, // 55: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
+	36, // 56: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
+	38, // 57: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
+	40, // 58: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
+	42, // 59: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
+	44, // 60: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
+	45, // [45:61] is the sub-list for method output_type
+	29, // [29:45] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_turnbox_v1_sandbox_proto_init() }
@@ -2753,7 +2892,7 @@ func file_turnbox_v1_sandbox_proto_init() {
 	if File_turnbox_v1_sandbox_proto != nil {
 		return
 	}
-	file_turnbox_v1_sandbox_proto_msgTypes[26].OneofWrappers = []any{
+	file_turnbox_v1_sandbox_proto_msgTypes[27].OneofWrappers = []any{
 		(*ExecuteToolStreamResponse_Progress)(nil),
 		(*ExecuteToolStreamResponse_Response)(nil),
 		(*ExecuteToolStreamResponse_Keepalive)(nil),
@@ -2764,7 +2903,7 @@ func file_turnbox_v1_sandbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_turnbox_v1_sandbox_proto_rawDesc), len(file_turnbox_v1_sandbox_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   43,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
