@@ -22,6 +22,7 @@ import (
 	"github.com/turnbox/turnbox/container/gvisor"
 	"github.com/turnbox/turnbox/container/rootfs"
 	"github.com/turnbox/turnbox/internal/testenv"
+	"github.com/turnbox/turnbox/snapshot/guard"
 )
 
 var (
@@ -352,14 +353,19 @@ func TestRenameSwap(t *testing.T) {
 	if _, out, _ := sh(t, sb, "cat /workspace/f"); out != "old\n" {
 		t.Fatalf("before: %q", out)
 	}
-	sibling := filepath.Join(filepath.Dir(e.workspace), "restore")
+	// As a backend's rollback does: a tree made outside the volume's
+	// (sealed) directory, exchanged into place.
+	sibling := filepath.Join(t.TempDir(), "restore")
 	if err := os.Mkdir(sibling, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(sibling, "f"), []byte("new\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, sibling, unix.AT_FDCWD, e.workspace, unix.RENAME_EXCHANGE); err != nil {
+	err := guard.Unsealed(filepath.Dir(e.workspace), func() error {
+		return unix.Renameat2(unix.AT_FDCWD, sibling, unix.AT_FDCWD, e.workspace, unix.RENAME_EXCHANGE)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, out, _ := sh(t, sb, "cat /workspace/f"); out != "new\n" {
@@ -669,5 +675,26 @@ func TestMemoryLimitOOM(t *testing.T) {
 	}
 	if _, out, _ := sh(t, sb, "echo survived"); out != "survived\n" {
 		t.Fatalf("sandbox did not survive the memory hog: %q", out)
+	}
+}
+
+// TestVolumeDirSealed: the directory the sandbox binds at VolumeMount is
+// sealed while the sandbox lives and unsealed once it stopped.
+func TestVolumeDirSealed(t *testing.T) {
+	e := newEnv(t)
+	sb := e.start(t, e.spec("sealed"))
+	dir := filepath.Dir(e.workspace)
+	if sealed, err := guard.Sealed(dir); err != nil || !sealed {
+		t.Fatalf("while the sandbox runs: sealed=%v err=%v, want sealed", sealed, err)
+	}
+	ws := gvisor.VolumeMount + "/" + filepath.Base(e.workspace)
+	if _, out, _ := sh(t, sb, "mv "+ws+" "+gvisor.VolumeMount+"/x 2>&1; true"); !strings.Contains(out, "not permitted") {
+		t.Errorf("renaming beside the workspace from inside: %q, want 'Operation not permitted'", out)
+	}
+	if err := sb.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if sealed, err := guard.Sealed(dir); err != nil || sealed {
+		t.Fatalf("after Stop: sealed=%v err=%v, want unsealed", sealed, err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/runc"
+	"github.com/turnbox/turnbox/snapshot/guard"
 )
 
 // signalWriter records writes and closes first on the first one.
@@ -382,15 +383,20 @@ func TestRenameSwapVisible(t *testing.T) {
 	if got := mustRun(t, sb, "cat /workspace/f"); got != "old" {
 		t.Fatalf("before swap: %q", got)
 	}
-	// A rollback: a restored tree renamed into place at the same path.
-	next := spec.Workspace + ".next"
+	// A rollback: a restored tree, made outside the volume's (sealed)
+	// directory, exchanged into place at the same path.
+	next := filepath.Join(t.TempDir(), "next")
+	dir := filepath.Dir(spec.Workspace)
 	if err := os.Mkdir(next, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(next, "f"), []byte("new"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Renameat2(unix.AT_FDCWD, next, unix.AT_FDCWD, spec.Workspace, unix.RENAME_EXCHANGE); err != nil {
+	err := guard.Unsealed(dir, func() error {
+		return unix.Renameat2(unix.AT_FDCWD, next, unix.AT_FDCWD, spec.Workspace, unix.RENAME_EXCHANGE)
+	})
+	if err != nil {
 		t.Fatalf("renameat2: %v", err)
 	}
 	if got := mustRun(t, sb, "cat /workspace/f"); got != "new" {
@@ -411,10 +417,13 @@ func TestRenameSwapVisible(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(next, "f"), []byte("newer"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.RemoveAll(spec.Workspace); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(next, spec.Workspace); err != nil {
+	err = guard.Unsealed(dir, func() error {
+		if err := os.RemoveAll(spec.Workspace); err != nil {
+			return err
+		}
+		return os.Rename(next, spec.Workspace)
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if got := mustRun(t, sb, "cat /workspace/f"); got != "newer" {
@@ -767,5 +776,25 @@ func TestReap(t *testing.T) {
 	// The first runtime's handle of the reaped sandbox stops cleanly.
 	if err := gone.Stop(context.Background()); err != nil {
 		t.Errorf("Stop of a reaped sandbox: %v", err)
+	}
+}
+
+// TestVolumeDirSealed: the directory the sandbox binds at VolumeDir is
+// sealed while the sandbox lives and unsealed once it stopped.
+func TestVolumeDirSealed(t *testing.T) {
+	rt := newRuntime(t)
+	sb, spec := start(t, rt)
+	dir := filepath.Dir(spec.Workspace)
+	if sealed, err := guard.Sealed(dir); err != nil || !sealed {
+		t.Fatalf("while the sandbox runs: sealed=%v err=%v, want sealed", sealed, err)
+	}
+	if out := mustRun(t, sb, "mv /workspace "+runc.VolumeDir+"/x 2>&1; ln -s / "+runc.VolumeDir+"/y 2>&1; true"); !strings.Contains(out, "not permitted") {
+		t.Errorf("renaming beside the workspace from inside: %q, want 'Operation not permitted'", out)
+	}
+	if err := sb.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if sealed, err := guard.Sealed(dir); err != nil || sealed {
+		t.Fatalf("after Stop: sealed=%v err=%v, want unsealed", sealed, err)
 	}
 }
