@@ -41,16 +41,20 @@ func hostBait(t *testing.T) (dir string, check func(what string)) {
 	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte("host secret"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A runtime may have a thread of this process in a sandbox's
+	// namespaces for a moment while another test starts one (libcontainer
+	// does, on a thread that then exits): only a state that lasts 10 s is
+	// a failure, here and in check.
 	host, err := hoststate.Capture(filepath.Join(dir, "secret"))
+	for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		host, err = hoststate.Capture(filepath.Join(dir, "secret"))
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	return dir, func(what string) {
 		t.Helper()
-		// A runtime may have a thread of this process in a sandbox's
-		// namespaces for a moment while another test starts one
-		// (libcontainer does, on a thread that then exits): only a state
-		// that lasts is a failure.
 		err := host.Check()
 		for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
 			time.Sleep(50 * time.Millisecond)
