@@ -241,41 +241,9 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 		return nil, fmt.Errorf("gvisor: %w", err)
 	}
 
-	// The agent's stdin and stdout are pipes whose host ends we keep; its
-	// stderr (diagnostics) goes to a log file. runsc gets *os.File stdio,
-	// so exec.Cmd does not wait for copies after `run --detach` returns.
-	inR, inW, err := os.Pipe()
+	inW, outR, err := r.runDetached(ctx, spec, bundle)
 	if err != nil {
-		return nil, fmt.Errorf("gvisor: %w", err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		return nil, fmt.Errorf("gvisor: %w", err)
-	}
-	logf, err := os.OpenFile(filepath.Join(bundle, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		outR.Close()
-		outW.Close()
-		return nil, fmt.Errorf("gvisor: %w", err)
-	}
-	pidFile := filepath.Join(bundle, "sandbox.pid")
-	cmd := exec.CommandContext(ctx, r.cfg.runsc, r.RunscArgs(spec.Network, "run", "--detach", "--bundle", bundle, "--pid-file", pidFile, spec.ID)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, logf
-	r.nsMu.RLock()
-	runErr := cmd.Run()
-	r.nsMu.RUnlock()
-	inR.Close()
-	outW.Close()
-	logf.Close()
-	if runErr != nil {
-		inW.Close()
-		outR.Close()
-		log, _ := os.ReadFile(filepath.Join(bundle, "agent.log"))
-		return nil, fmt.Errorf("gvisor: runsc run %s: %v: %s", spec.ID, runErr, strings.TrimSpace(lastLines(string(log), 10)))
+		return nil, err
 	}
 	sb := &Sandbox{
 		r:         r,
@@ -294,7 +262,7 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 	}
 	// runsc wrote the sandbox process's pid (what `runsc state` reports)
 	// before `run --detach` returned.
-	if b, err := os.ReadFile(pidFile); err == nil {
+	if b, err := os.ReadFile(filepath.Join(bundle, "sandbox.pid")); err == nil {
 		sb.pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 	}
 	if r.cfg.freezer && sb.pid > 0 {
@@ -309,6 +277,48 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 	}
 	go sb.watch()
 	return sb, nil
+}
+
+// runDetached runs `runsc run --detach` for spec's bundle and returns the
+// host ends of the agent's stdin and stdout.
+func (r *Runtime) runDetached(ctx context.Context, spec container.Spec, bundle string) (inW, outR *os.File, err error) {
+	// The agent's stdin and stdout are pipes whose host ends we keep; its
+	// stderr (diagnostics) goes to a log file. runsc gets *os.File stdio,
+	// so exec.Cmd does not wait for copies after `run --detach` returns.
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, nil, fmt.Errorf("gvisor: %w", err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		return nil, nil, fmt.Errorf("gvisor: %w", err)
+	}
+	logf, err := os.OpenFile(filepath.Join(bundle, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		inR.Close()
+		inW.Close()
+		outR.Close()
+		outW.Close()
+		return nil, nil, fmt.Errorf("gvisor: %w", err)
+	}
+	pidFile := filepath.Join(bundle, "sandbox.pid")
+	cmd := exec.CommandContext(ctx, r.cfg.runsc, r.RunscArgs(spec.Network, "run", "--detach", "--bundle", bundle, "--pid-file", pidFile, spec.ID)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, logf
+	r.nsMu.RLock()
+	runErr := cmd.Run()
+	r.nsMu.RUnlock()
+	inR.Close()
+	outW.Close()
+	logf.Close()
+	if runErr != nil {
+		inW.Close()
+		outR.Close()
+		log, _ := os.ReadFile(filepath.Join(bundle, "agent.log"))
+		return nil, nil, fmt.Errorf("gvisor: runsc run %s: %v: %s", spec.ID, runErr, strings.TrimSpace(lastLines(string(log), 10)))
+	}
+	return inW, outR, nil
 }
 
 func lastLines(s string, n int) string {

@@ -78,30 +78,38 @@ func (r *Runtime) Start(ctx context.Context, spec container.Spec) (container.San
 	return s, nil
 }
 
+// claim reserves spec.ID among the live sandboxes and seals the
+// workspace's directory (container.SealVolumeDir); undo releases both.
+func (r *Runtime) claim(spec container.Spec) (undo func(), err error) {
+	r.mu.Lock()
+	if _, ok := r.live[spec.ID]; ok {
+		r.mu.Unlock()
+		return nil, fmt.Errorf("runc: sandbox %s: %w", spec.ID, os.ErrExist)
+	}
+	r.live[spec.ID] = nil // reserve the id
+	r.mu.Unlock()
+	if err := container.SealVolumeDir(spec.Workspace); err != nil {
+		r.forget(spec.ID, nil)
+		return nil, fmt.Errorf("runc: %w", err)
+	}
+	return func() {
+		_ = container.UnsealVolumeDir(spec.Workspace)
+		r.forget(spec.ID, nil)
+	}, nil
+}
+
 func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, retErr error) {
 	if err := validateSpec(spec); err != nil {
 		return nil, err
 	}
 	id := spec.ID
-	r.mu.Lock()
-	if _, ok := r.live[id]; ok {
-		r.mu.Unlock()
-		return nil, fmt.Errorf("runc: sandbox %s: %w", id, os.ErrExist)
-	}
-	r.live[id] = nil // reserve the id
-	r.mu.Unlock()
-	defer func() {
-		if retErr != nil {
-			r.forget(id, nil)
-		}
-	}()
-
-	if err := container.SealVolumeDir(spec.Workspace); err != nil {
-		return nil, fmt.Errorf("runc: %w", err)
+	undo, err := r.claim(spec)
+	if err != nil {
+		return nil, err
 	}
 	defer func() {
 		if retErr != nil {
-			_ = container.UnsealVolumeDir(spec.Workspace)
+			undo()
 		}
 	}()
 	skel := filepath.Join(r.skelRoot, id)
