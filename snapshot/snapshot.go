@@ -203,3 +203,25 @@ func ValidateQuota(limitBytes int64) error {
 	}
 	return nil
 }
+
+// SumUsage adds a volume's tree usage (Quotaer.Quota) and the SizeBytes
+// of each of its snapshots: the TotalUsage of a backend whose snapshot
+// sizes stand for what each snapshot pins.
+func SumUsage(ctx context.Context, b interface {
+	Backend
+	Quotaer
+}, volume string) (int64, error) {
+	q, err := b.Quota(ctx, volume)
+	if err != nil {
+		return 0, err
+	}
+	snaps, err := b.Snapshots(ctx, volume)
+	if err != nil {
+		return 0, err
+	}
+	total := q.UsedBytes
+	for _, s := range snaps {
+		total += s.SizeBytes
+	}
+	return total, nil
+}

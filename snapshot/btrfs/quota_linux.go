@@ -325,17 +325,5 @@ var _ snapshot.TotalUsager = (*Backend)(nil)
 // snapshots share (no snapshot holds it exclusively); a level-1 qgroup
 // holding the volume's subvolumes would count it.
 func (b *Backend) TotalUsage(ctx context.Context, volume string) (int64, error) {
-	q, err := b.Quota(ctx, volume)
-	if err != nil {
-		return 0, err
-	}
-	snaps, err := b.Snapshots(ctx, volume)
-	if err != nil {
-		return 0, err
-	}
-	total := q.UsedBytes
-	for _, s := range snaps {
-		total += s.SizeBytes
-	}
-	return total, nil
+	return snapshot.SumUsage(ctx, b, volume)
 }

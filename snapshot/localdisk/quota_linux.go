@@ -143,17 +143,5 @@ var _ snapshot.TotalUsager = (*Backend)(nil)
 // usage: reflinked copies share blocks, so this overstates what they
 // pin on filesystems that reflink).
 func (b *Backend) TotalUsage(ctx context.Context, volume string) (int64, error) {
-	q, err := b.Quota(ctx, volume)
-	if err != nil {
-		return 0, err
-	}
-	snaps, err := b.Snapshots(ctx, volume)
-	if err != nil {
-		return 0, err
-	}
-	total := q.UsedBytes
-	for _, s := range snaps {
-		total += s.SizeBytes
-	}
-	return total, nil
+	return snapshot.SumUsage(ctx, b, volume)
 }
