@@ -154,13 +154,7 @@ func TestHostileExecFrames(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, a := newHostile(t, true)
-			res := make(chan error, 1)
-			go func() {
-				_, err := c.Exec(context.Background(), container.Process{Args: []string{"true"}})
-				res <- err
-			}()
-			<-a.got
+			c, a, res := execOnHostile(t)
 			a.send(tc.frame)
 			select {
 			case err := <-res:
@@ -178,13 +172,7 @@ func TestHostileExecFrames(t *testing.T) {
 // TestHostileMessage checks that an agent's message reaches an error
 // bounded and quoted.
 func TestHostileMessage(t *testing.T) {
-	c, a := newHostile(t, true)
-	res := make(chan error, 1)
-	go func() {
-		_, err := c.Exec(context.Background(), container.Process{Args: []string{"true"}})
-		res <- err
-	}()
-	<-a.got
+	c, a, res := execOnHostile(t)
 	a.send(newFrame(MsgFailed, 1).str("\x1b[2J" + strings.Repeat("A", 100000)).bytes())
 	err := <-res
 	if !errors.Is(err, ErrStart) || len(err.Error()) > 2*maxMessage || strings.Contains(err.Error(), "\x1b") {
@@ -380,4 +368,19 @@ func FuzzClient(f *testing.F) {
 			t.Fatal("calls hang after the agent's stream ended")
 		}
 	})
+}
+
+// execOnHostile starts an Exec on a client whose fake agent drains what
+// the host sends, waits until the Exec frame went out, and returns the
+// Exec's result channel.
+func execOnHostile(t *testing.T) (*Client, *fakeAgent, <-chan error) {
+	t.Helper()
+	c, a := newHostile(t, true)
+	res := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), container.Process{Args: []string{"true"}})
+		res <- err
+	}()
+	<-a.got
+	return c, a, res
 }
