@@ -184,6 +184,17 @@ func (e *Environment) Rollback(ctx context.Context, snapshotID string) error {
 
 // Fork implements environment.Forker: a new session starting from
 // snapshotID, which must be a snapshot of this Environment's session.
+// DeleteSnapshot deletes one of the session's snapshots (see
+// environment.SnapshotDeleter). It waits for a TurnComplete or Rollback in
+// progress.
+func (e *Environment) DeleteSnapshot(ctx context.Context, snapshotID string) error {
+	s, err := e.session()
+	if err != nil {
+		return err
+	}
+	return timed(s, "delete_snapshot", func() error { return s.deleteSnapshot(ctx, snapshotID) })
+}
+
 func (e *Environment) Fork(ctx context.Context, snapshotID string, config environment.SessionConfig) (environment.Environment, error) {
 	s, err := e.session()
 	if err != nil {

@@ -98,11 +98,18 @@ func lower[T int64 | float64](host, own T) T {
 // shares every block with the tree); data becomes pinned as the tree
 // changes after it, by at most the tree's own quota. So a session holds
 // at most about twice its limit, and other sessions are not affected.
+// Where the backend's quota itself counts what snapshots pin
+// (snapshot.PinCharger: btrfs with simple quotas) the kernel holds the
+// whole session to its limit and no check is made: a snapshot takes no
+// space, and writes fail at the limit until snapshots are deleted.
 
 // totalAdmit measures the session's tree and snapshots before a snapshot
 // and refuses it when they take more than the session's disk limit.
 // Called with turnMu held.
 func (s *session) totalAdmit(ctx context.Context) error {
+	if pc, ok := s.h.storage.(snapshot.PinCharger); ok && pc.QuotaChargesPins() {
+		return nil
+	}
 	tu, ok := s.h.storage.(snapshot.TotalUsager)
 	s.mu.Lock()
 	limit := s.quota.limit
@@ -124,6 +131,6 @@ func (s *session) totalAdmit(ctx context.Context) error {
 // overTotalError is the error of a call refused because the session's
 // tree and snapshots take more than its disk limit.
 func (s *session) overTotalError(used, limit int64) error {
-	return fmt.Errorf("%w: session %s: its workspace and snapshots take %d bytes, over its disk quota of %d; delete files (space its snapshots pin is freed only as retention prunes them, or with the session)",
+	return fmt.Errorf("%w: session %s: its workspace and snapshots take %d bytes, over its disk quota of %d; delete files, or snapshots (DeleteSnapshot) to free what they pin",
 		environment.ErrLimitExceeded, s.id, used, limit)
 }

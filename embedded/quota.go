@@ -32,7 +32,10 @@ import (
 //     runs (so files can be deleted) and every call re-measures.
 //
 // Rollback to a snapshot under the quota makes room again on every
-// backend; the quota follows the session across rollbacks. Forks get
+// backend whose quota counts only the live tree; where it also counts
+// what snapshots pin (btrfs with simple quotas, snapshot.PinCharger),
+// deleting snapshots does (DeleteSnapshot). The quota follows the session
+// across rollbacks. Forks get
 // their parent's per-session quota, or the host's default.
 
 // quotaState is a session's quota bookkeeping, guarded by session.mu.
@@ -41,6 +44,14 @@ type quotaState struct {
 	used    int64 // at the last measure
 	over    bool  // the last measure found the workspace over limit
 	checked bool  // used and over are known (localdisk)
+}
+
+// quotaRemedy says how to make room under a session's disk quota.
+func (h *Host) quotaRemedy() string {
+	if pc, ok := h.storage.(snapshot.PinCharger); ok && pc.QuotaChargesPins() {
+		return "the quota counts what the session's snapshots hold too: delete snapshots (DeleteSnapshot) or files that no snapshot holds, or roll back"
+	}
+	return "delete files or roll back to an earlier snapshot"
 }
 
 // quotaer returns the storage's Quotaer, or nil.
@@ -156,8 +167,8 @@ func (s *session) measure(ctx context.Context) (snapshot.Quota, error) {
 
 // overQuotaError is the error of a call refused or reported for the quota.
 func (s *session) overQuotaError(used, limit int64) error {
-	return fmt.Errorf("%w: session %s: the workspace is over its disk quota (%d of %d bytes used); delete files or roll back to an earlier snapshot",
-		environment.ErrLimitExceeded, s.id, used, limit)
+	return fmt.Errorf("%w: session %s: the workspace is over its disk quota (%d of %d bytes used); %s",
+		environment.ErrLimitExceeded, s.id, used, limit, s.h.quotaRemedy())
 }
 
 // quotaAdmit refuses a write_file or edit_file on a session over a quota
@@ -189,8 +200,8 @@ func (s *session) quotaAdmit(ctx context.Context, params environment.ToolParams)
 	if over || used+grow > limit {
 		s.h.metrics.quotaExceeded.Inc()
 		if !over {
-			return fmt.Errorf("%w: session %s: writing %d bytes would take the workspace over its disk quota (%d of %d bytes used); delete files or roll back to an earlier snapshot",
-				environment.ErrLimitExceeded, s.id, grow, used, limit)
+			return fmt.Errorf("%w: session %s: writing %d bytes would take the workspace over its disk quota (%d of %d bytes used); %s",
+				environment.ErrLimitExceeded, s.id, grow, used, limit, s.h.quotaRemedy())
 		}
 		return s.overQuotaError(used, limit)
 	}
@@ -250,12 +261,12 @@ func (s *session) quotaAfter(ctx context.Context, params environment.ToolParams,
 	// (say which limit); a bash command that failed on it says so in its
 	// output.
 	if errors.Is(err, environment.ErrLimitExceeded) && !isBash {
-		return resp, fmt.Errorf("%w (the session's disk quota is %d bytes; delete files or roll back to an earlier snapshot)", err, limit)
+		return resp, fmt.Errorf("%w (the session's disk quota is %d bytes; %s)", err, limit, s.h.quotaRemedy())
 	}
 	if isBash && err == nil && resp != nil && resp.IsError && quotaMessage.MatchString(resp.Content) {
 		s.h.metrics.quotaExceeded.Inc()
-		qerr := fmt.Errorf("%w: session %s: a write in the command hit the workspace's disk quota of %d bytes; delete files or roll back to an earlier snapshot",
-			environment.ErrLimitExceeded, s.id, limit)
+		qerr := fmt.Errorf("%w: session %s: a write in the command hit the workspace's disk quota of %d bytes; %s",
+			environment.ErrLimitExceeded, s.id, limit, s.h.quotaRemedy())
 		s.markOverQuota(resp, qerr)
 		return resp, qerr
 	}

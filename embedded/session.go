@@ -582,12 +582,39 @@ func (s *session) prune(ctx context.Context) {
 		return
 	}
 	for _, r := range old {
-		if err := s.h.storage.DestroySnapshot(ctx, s.volume, r.BackendName); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
+		if err := s.dropSnapshot(ctx, r); err != nil {
 			s.h.log.Error("retention: destroying snapshot", "snapshot", r.ID, "err", err)
-			continue
 		}
-		_ = s.h.ledger.DeleteSnapshot(r.ID)
 	}
+}
+
+// dropSnapshot destroys the snapshot r in storage (one already gone is
+// fine) and then forgets it. Called with turnMu held.
+func (s *session) dropSnapshot(ctx context.Context, r snapshot.SnapshotRecord) error {
+	if err := s.h.storage.DestroySnapshot(ctx, s.volume, r.BackendName); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
+		return err
+	}
+	return s.h.ledger.DeleteSnapshot(r.ID)
+}
+
+// deleteSnapshot deletes the session's snapshot snapshotID.
+func (s *session) deleteSnapshot(ctx context.Context, snapshotID string) error {
+	if err := environment.ValidateSnapshotID(snapshotID); err != nil {
+		return err
+	}
+	rec, err := s.h.ledger.Snapshot(snapshotID)
+	if err != nil || rec.Session != s.id {
+		return fmt.Errorf("%w: %q is not a snapshot of session %s", environment.ErrSnapshotNotFound, snapshotID, s.id)
+	}
+	s.turnMu.Lock()
+	defer s.turnMu.Unlock()
+	if st := s.currentState(); st == environment.StateDestroyed || st == environment.StateFailed {
+		return fmt.Errorf("%w: session %s is %s", environment.ErrNotActive, s.id, st)
+	}
+	if err := s.dropSnapshot(ctx, rec); err != nil {
+		return fmt.Errorf("embedded: deleting snapshot %s: %w", snapshotID, err)
+	}
+	return nil
 }
 
 func (s *session) snapshots() ([]environment.SnapshotInfo, error) {

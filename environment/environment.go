@@ -71,6 +71,17 @@ type SnapshotLister interface {
 	ListSnapshots(ctx context.Context) ([]SnapshotInfo, error)
 }
 
+// SnapshotDeleter is implemented by environments that can delete one of
+// a session's snapshots, freeing what only it holds: the remedy when a
+// disk limit that counts what snapshots pin is reached. Deleting a
+// snapshot that forks were made from leaves the forks intact.
+type SnapshotDeleter interface {
+	// DeleteSnapshot deletes snapshotID (of this session). It fails with
+	// ErrSnapshotNotFound for an id that is not one of this session's
+	// snapshots, and ErrInvalidArgument for a malformed one.
+	DeleteSnapshot(ctx context.Context, snapshotID string) error
+}
+
 // SessionIDer is implemented by environments that expose the id of the
 // session they are bound to ("" when unbound).
 type SessionIDer interface {

@@ -80,7 +80,9 @@ type Replacer interface {
 //
 // The quota counts what the volume's tree references (its files, shared
 // copy-on-write blocks included), not its snapshots: a snapshot never
-// makes the volume's quota smaller, and destroying one never frees quota.
+// makes the volume's quota smaller, and destroying one never frees quota;
+// except on backends whose quota also charges what snapshots pin (see
+// PinCharger).
 // The quota belongs to the volume and follows it across Rollback (rolling
 // back to a snapshot larger than the quota is allowed; writes then fail
 // until files are deleted or another rollback makes room). CloneVolume
@@ -99,6 +101,19 @@ type Quotaer interface {
 	// limit is only recorded, and the caller enforces it by checking
 	// Quota after writes (localdisk).
 	QuotaEnforced() bool
+}
+
+// PinCharger is implemented by Quotaers whose quota may also count the
+// data a volume's snapshots pin (data no longer in its tree that they
+// keep), which bounds a volume's whole footprint. Under such a quota a
+// snapshot still never makes the quota smaller, but deleting a file that
+// a snapshot holds frees nothing, destroying the snapshot frees it, and a
+// rollback frees only what no snapshot holds. It is optional: a caller
+// finds it by type assertion.
+type PinCharger interface {
+	// QuotaChargesPins reports whether the quota counts what snapshots
+	// pin (it can depend on how the filesystem is set up).
+	QuotaChargesPins() bool
 }
 
 // TotalUsager is implemented by backends that can report what a volume

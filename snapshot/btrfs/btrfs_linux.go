@@ -61,10 +61,12 @@ const (
 //     before the next commit a newly created volume may be missing, never
 //     half-made.
 //   - SizeBytes comes from quota groups: a volume's is its subvolume's
-//     referenced bytes, a snapshot's its exclusive bytes (the blocks only
-//     it holds), as of the last transaction commit. Without quotas on the
-//     filesystem (SetQuota turns them on; they cost work at every commit)
-//     both are 0.
+//     referenced bytes (simple quotas: what it wrote that still exists),
+//     a snapshot's its exclusive bytes (the blocks only it holds) under
+//     full qgroups, as of the last transaction commit, and 0 under simple
+//     quotas (a snapshot writes nothing; what it pins is charged to its
+//     volume, see SetQuota). Without quotas on the filesystem (SetQuota
+//     turns them on) both are 0.
 //
 // Methods are safe for concurrent use; calls naming the same volume are
 // serialized by the Backend.
@@ -76,10 +78,13 @@ type Backend struct {
 	locks   keyedMutex
 	reaper  reaper
 	closed  atomic.Bool
-	// quotas is set once quotas are known to be on (quota_linux.go);
-	// quotaMu serializes turning them on.
+	// quotas is set once quotas are known to be on (quota_linux.go),
+	// simple with it if they are simple quotas; quotaMu serializes
+	// turning them on.
 	quotas  atomic.Bool
+	simple  atomic.Bool
 	quotaMu sync.Mutex
+	kicks   atomic.Int64 // kickCleaner calls not yet served
 }
 
 var _ snapshot.Backend = (*Backend)(nil)
@@ -393,10 +398,15 @@ func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 	if err != nil {
 		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, mapErr(err))
 	}
+	group := b.groupOf(info.id)
 	if err := deleteSubvol(b.volumePath(volume)); err != nil {
 		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, mapErr(err))
 	}
-	return b.destroyRemains(ctx, volume, []uint64{info.id})
+	if err := b.destroyRemains(ctx, volume, []uint64{info.id}); err != nil {
+		return err
+	}
+	b.dropGroup(group)
+	return nil
 }
 
 // volumeDirExists reports whether volume's directory exists.
@@ -493,8 +503,7 @@ func (b *Backend) Snapshot(ctx context.Context, volume, name string) (snapshot.S
 	if err != nil {
 		return snapshot.Snapshot{}, errors.Join(fmt.Errorf("btrfs: snapshot %s@%s: %w", volume, name, mapErr(err)), deleteSubvol(dst))
 	}
-	_, excl := b.sizes(info.id)
-	return snapshot.Snapshot{Volume: volume, Name: name, CreatedAt: info.created, SizeBytes: excl}, nil
+	return snapshot.Snapshot{Volume: volume, Name: name, CreatedAt: info.created, SizeBytes: b.snapSize(info.id)}, nil
 }
 
 // Snapshots lists a volume's snapshots, oldest first (by subvolume id,
@@ -526,8 +535,7 @@ func (b *Backend) Snapshots(ctx context.Context, volume string) ([]snapshot.Snap
 		if err != nil {
 			return nil, fmt.Errorf("btrfs: snapshots of %s: %w", volume, mapErr(err))
 		}
-		_, excl := b.sizes(info.id)
-		items = append(items, item{snapshot.Snapshot{Volume: volume, Name: e.Name(), CreatedAt: info.created, SizeBytes: excl}, info.id})
+		items = append(items, item{snapshot.Snapshot{Volume: volume, Name: e.Name(), CreatedAt: info.created, SizeBytes: b.snapSize(info.id)}, info.id})
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].id < items[j].id })
 	out := make([]snapshot.Snapshot, len(items))
@@ -592,7 +600,7 @@ func (b *Backend) replace(ctx context.Context, volume, srcVolume, name string) e
 	// there is no moment without it.
 	// (A tampered Path has no limit to carry: the rollback repairs it,
 	// and the host sets the session's quota again.)
-	if err := b.copyLimit(path, tmp); err != nil && !tampered {
+	if err := b.carryQuota(path, tmp); err != nil && !tampered {
 		return errors.Join(fmt.Errorf("btrfs: rollback %s to %s: carrying the quota over: %w", volume, name, mapErr(err)), removeTree(tmp))
 	}
 	exchange := func() error {
@@ -612,7 +620,10 @@ func (b *Backend) replace(ctx context.Context, volume, srcVolume, name string) e
 	// three times the rollback itself. The rollback has happened whatever
 	// becomes of the old tree; a tree left over is removed by New.
 	old := tmp
-	b.reaper.removeLater(old)
+	b.reaper.later(func() {
+		_ = removeTree(old)
+		b.kickCleaner()
+	})
 	if err := guard.Same(b.volumeDir(volume), workspace, id); err != nil {
 		return fmt.Errorf("btrfs: rollback %s to %s: %w", volume, name, err)
 	}
@@ -638,7 +649,29 @@ func (b *Backend) DestroySnapshot(ctx context.Context, volume, name string) erro
 	if err := deleteSubvol(p); err != nil {
 		return fmt.Errorf("btrfs: destroy snapshot %s@%s: %w", volume, name, mapErr(err))
 	}
+	b.kickCleaner()
 	return nil
+}
+
+// kickCleaner has the kernel drop deleted subvolumes now (BTRFS_IOC_SYNC
+// wakes its cleaner thread) rather than after the next periodic commit,
+// up to 30 s away, when simple quotas are on: what a deleted snapshot
+// pinned is charged to its volume until then. The kick runs in the
+// background (Close and DestroyVolume wait for it); kicks that come while
+// one runs make it run once more.
+func (b *Backend) kickCleaner() {
+	if !b.simple.Load() || b.kicks.Add(1) > 1 {
+		return
+	}
+	b.reaper.later(func() {
+		for {
+			n := b.kicks.Load()
+			_ = syncFS(b.root)
+			if b.kicks.CompareAndSwap(n, 0) {
+				return
+			}
+		}
+	})
 }
 
 // deleteSubvol deletes the subvolume at p, with one ioctl when it holds no
@@ -774,11 +807,16 @@ type reaper struct {
 // removeLater deletes p (removeTree) in a new goroutine. A failure leaves
 // p in place for New to remove.
 func (r *reaper) removeLater(p string) {
+	r.later(func() { _ = removeTree(p) })
+}
+
+// later runs fn in a new goroutine that wait waits for.
+func (r *reaper) later(fn func()) {
 	r.mu.Lock()
 	r.pending++
 	r.mu.Unlock()
 	go func() {
-		_ = removeTree(p)
+		fn()
 		r.mu.Lock()
 		r.pending--
 		if r.pending == 0 {

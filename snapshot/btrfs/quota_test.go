@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -15,21 +16,38 @@ import (
 )
 
 // Without quotas SizeBytes is 0 (documented); once SetQuota has turned
-// quotas on, a volume's SizeBytes is its referenced bytes and a
-// snapshot's its exclusive bytes.
+// quotas on, a volume's SizeBytes is its referenced bytes, and a
+// snapshot's its exclusive bytes under full qgroups or 0 under simple
+// quotas, which charge what it pins to the volume's quota instead.
 func TestSizeBytesFromQgroups(t *testing.T) {
-	b := openBackend(t, filepath.Join(btrfstest.Mount(t, 1<<30), "tb"))
+	for _, full := range []bool{false, true} {
+		t.Run(fmt.Sprintf("full=%v", full), func(t *testing.T) { testSizeBytes(t, full) })
+	}
+}
+
+func testSizeBytes(t *testing.T, full bool) {
+	mnt := btrfstest.Mount(t, 1<<30)
+	b := openBackend(t, filepath.Join(mnt, "tb"))
 	ctx := t.Context()
 	v, err := b.CreateVolume(ctx, "v")
 	if err != nil {
 		t.Fatal(err)
 	}
-	snapshottest.FillTree(t, v.Path, 32, 64<<10, 1) // 2 MiB
-	if got, _ := b.Volume(ctx, "v"); got.SizeBytes != 0 {
-		t.Fatalf("SizeBytes without quotas = %d, want 0", got.SizeBytes)
+	if full {
+		// Full qgroups count what was written before they were on.
+		snapshottest.FillTree(t, v.Path, 32, 64<<10, 1) // 2 MiB
+		if got, _ := b.Volume(ctx, "v"); got.SizeBytes != 0 {
+			t.Fatalf("SizeBytes without quotas = %d, want 0", got.SizeBytes)
+		}
+		if out, err := exec.Command("btrfs", "quota", "enable", mnt).CombinedOutput(); err != nil {
+			t.Fatalf("btrfs quota enable: %v: %s", err, out)
+		}
 	}
 	if err := b.SetQuota(ctx, "v", 1<<30); err != nil {
 		t.Fatal(err)
+	}
+	if !full {
+		snapshottest.FillTree(t, v.Path, 32, 64<<10, 1)
 	}
 	if err := btrfstest.SyncFS(v.Path); err != nil {
 		t.Fatal(err)
@@ -57,10 +75,23 @@ func TestSizeBytesFromQgroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(snaps) != 2 || snaps[0].SizeBytes < 1<<20 || snaps[1].SizeBytes <= 0 {
-		t.Fatalf("snapshot sizes = %+v, want s1 about 2 MiB (exclusive) and s2 > 0", snaps)
+	q, err := b.Quota(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("volume %d, s1 %d, s2 %d bytes", got.SizeBytes, snaps[0].SizeBytes, snaps[1].SizeBytes)
+	t.Logf("volume %d, s1 %d, s2 %d bytes; quota counts %d", got.SizeBytes, snaps[0].SizeBytes, snaps[1].SizeBytes, q.UsedBytes)
+	switch {
+	case len(snaps) != 2:
+		t.Fatalf("snapshots = %+v", snaps)
+	case full && (snaps[0].SizeBytes < 1<<20 || snaps[1].SizeBytes <= 0):
+		t.Fatalf("snapshot sizes = %+v, want s1 about 2 MiB (exclusive) and s2 > 0", snaps)
+	case full && (q.UsedBytes < 2<<20 || q.UsedBytes > 3<<20):
+		t.Fatalf("full qgroups: quota counts %d, want the live tree's 2 MiB", q.UsedBytes)
+	case !full && (snaps[0].SizeBytes != 0 || snaps[1].SizeBytes != 0):
+		t.Fatalf("simple quotas: snapshot sizes = %+v, want 0", snaps)
+	case !full && (q.UsedBytes < 4<<20 || q.UsedBytes > 5<<20):
+		t.Fatalf("simple quotas: quota counts %d, want 4 MiB (the tree and what s1 pins)", q.UsedBytes)
+	}
 }
 
 // BenchmarkQuota compares Snapshot and Rollback of a 1,000-file volume

@@ -4,6 +4,7 @@ package btrfs_test
 
 import (
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -35,5 +36,27 @@ func TestSuite(t *testing.T) {
 			}
 			return openBackend(t, root)
 		}),
+	)
+}
+
+// TestSuiteFullQgroups runs the quota cases on a filesystem where full
+// qgroups were enabled before the backend came (another tool, or a
+// kernel without simple quotas): the backend keeps them and limits each
+// volume's live tree.
+func TestSuiteFullQgroups(t *testing.T) {
+	mnt := btrfstest.Mount(t, 1<<30)
+	if out, err := exec.Command("btrfs", "quota", "enable", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("btrfs quota enable: %v: %s", err, out)
+	}
+	var n atomic.Int64
+	snapshottest.Run(t,
+		func(t *testing.T) snapshot.Backend {
+			b := openBackend(t, filepath.Join(mnt, fmt.Sprint("case", n.Add(1))))
+			if b.QuotaChargesPins() {
+				t.Fatal("QuotaChargesPins on a filesystem with full qgroups")
+			}
+			return b
+		},
+		snapshottest.WithOnly("Quota", "TotalUsage", "SizeBytes"),
 	)
 }

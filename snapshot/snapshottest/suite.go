@@ -14,6 +14,7 @@ type config struct {
 	copyOnWrite bool
 	reopen      func(t *testing.T, old snapshot.Backend) snapshot.Backend
 	skip        map[string]string
+	only        map[string]bool
 }
 
 // WithFullDisk enables the FullDisk case. newSmall returns a new, empty
@@ -52,6 +53,19 @@ func WithSkip(reason string, names ...string) Option {
 		}
 		for _, n := range names {
 			c.skip[n] = reason
+		}
+	}
+}
+
+// WithOnly runs only the named cases: for a second set-up of a backend
+// that changes what only those cases check (e.g. another quota mode).
+func WithOnly(names ...string) Option {
+	return func(c *config) {
+		if c.only == nil {
+			c.only = map[string]bool{}
+		}
+		for _, n := range names {
+			c.only[n] = true
 		}
 	}
 }
@@ -123,6 +137,9 @@ func Run(t *testing.T, newBackend func(t *testing.T) snapshot.Backend, opts ...O
 		}},
 	)
 	for _, tc := range all {
+		if c.only != nil && !c.only[tc.name] {
+			continue
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			if reason, ok := c.skip[tc.name]; ok {
 				t.Skipf("skipped by the backend's test: %s", reason)
