@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -72,9 +73,13 @@ func timeN(n int, fn func(i int) error) ([]time.Duration, error) {
 	})
 }
 
+// toolCalls numbers the benchmarks' tool calls: a repeated tool call id
+// would be answered from the host's cache, measuring nothing.
+var toolCalls atomic.Int64
+
 // tool runs one tool call and turns a tool-level error into an error.
 func tool(ctx context.Context, env environment.Environment, p environment.ToolParams) error {
-	req, err := environment.NewToolRequest("bench", p)
+	req, err := environment.NewToolRequest(fmt.Sprintf("bench-%d", toolCalls.Add(1)), p)
 	if err != nil {
 		return err
 	}

@@ -117,6 +117,13 @@ type Config struct {
 	MaxToolTimeout time.Duration
 	// MaxOutputBytes is the default output cap of a tool call.
 	MaxOutputBytes int
+	// ToolCallCacheEntries and ToolCallCacheBytes bound the cache that
+	// makes tool calls idempotent by ToolCallID: at most this many
+	// finished calls and this much of their output (defaults
+	// DefaultToolCallCacheEntries and DefaultToolCallCacheBytes). A retry
+	// of a call evicted from it runs the call again.
+	ToolCallCacheEntries int
+	ToolCallCacheBytes   int64
 	// MaxSessions bounds live sessions (0: unlimited).
 	MaxSessions int
 	// Retention prunes old unnamed snapshots after each new one (zero

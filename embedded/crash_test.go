@@ -40,7 +40,7 @@ func crashChild(dir string) {
 			environment.WriteFileParams{Path: fmt.Sprintf("turn-%d.txt", turn), Content: content},
 			environment.BashParams{Command: fmt.Sprintf("echo %d >> log.txt; dd if=/dev/zero of=blob bs=4k count=%d 2>/dev/null", turn, turn%20+1)},
 		} {
-			req, _ := environment.NewToolRequest("c", p)
+			req, _ := environment.NewToolRequest(callID(), p)
 			if _, err := e.ExecuteTool(ctx, req, nil); err != nil {
 				fmt.Println("ERROR", err)
 				os.Exit(2)

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/turnbox/turnbox/embedded"
@@ -34,9 +36,16 @@ func newHost(t *testing.T, cfg embedded.Config) *embedded.Host {
 	return h
 }
 
+// callSeq numbers the tests' tool calls: the host answers a repeated
+// tool call id from its cache instead of running the call again.
+var callSeq atomic.Int64
+
+// callID returns a tool call id no other call of the test binary uses.
+func callID() string { return "t-" + strconv.FormatInt(callSeq.Add(1), 10) }
+
 func call(t *testing.T, e environment.Environment, p environment.ToolParams) *environment.ToolResponse {
 	t.Helper()
-	req, err := environment.NewToolRequest("t", p)
+	req, err := environment.NewToolRequest(callID(), p)
 	if err != nil {
 		t.Fatal(err)
 	}

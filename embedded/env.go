@@ -124,13 +124,18 @@ func (e *Environment) Destroy(ctx context.Context) error {
 	return timed(s, "destroy", func() error { return s.destroy(ctx) })
 }
 
-// ExecuteTool implements environment.Environment.
+// ExecuteTool implements environment.Environment. It is idempotent by
+// req.ToolCallID within the session: a call repeating the id of an earlier
+// call that finished returns that call's response without running again,
+// and one racing it waits for it. Only finished calls count: one that
+// failed, or was canceled or killed before its tool finished, is forgotten
+// and its id runs again (see Config.ToolCallCacheEntries).
 func (e *Environment) ExecuteTool(ctx context.Context, req environment.ToolRequest, onProgress func(environment.ToolProgress)) (*environment.ToolResponse, error) {
 	s, err := e.session()
 	if err != nil {
 		return nil, err
 	}
-	return s.execute(ctx, req, onProgress)
+	return e.host.calls.execute(ctx, s, req, onProgress)
 }
 
 // State implements environment.Environment.

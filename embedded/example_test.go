@@ -70,9 +70,13 @@ func Example_session() {
 	}
 	defer host.Close(ctx)
 
-	// run executes one tool call on env and returns its output.
+	// run executes one tool call on env and returns its output. Each
+	// call gets its own tool call id: a repeated id is answered from the
+	// host's cache without running again.
+	calls := 0
 	run := func(env environment.Environment, p environment.ToolParams) string {
-		req, err := environment.NewToolRequest("call", p)
+		calls++
+		req, err := environment.NewToolRequest(fmt.Sprintf("call-%d", calls), p)
 		if err != nil {
 			log.Fatal(err)
 		}

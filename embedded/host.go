@@ -34,6 +34,7 @@ type Host struct {
 	caps    environment.Capabilities
 	metrics *metrics
 	pool    *pool // nil unless Config.PoolSize > 0
+	calls   *toolCalls
 
 	mu          sync.Mutex
 	sessions    map[string]*session // live (not destroyed) sessions
@@ -53,6 +54,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	h := &Host{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}}
 	h.metrics = newMetrics(h)
+	h.calls = newToolCalls(cfg.ToolCallCacheEntries, cfg.ToolCallCacheBytes, h.metrics.reg)
 	ledger, err := snapshot.OpenLedger(filepath.Join(cfg.StateDir, "ledger.db"))
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)

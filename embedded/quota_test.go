@@ -19,7 +19,7 @@ import (
 // run1 runs one tool call and returns its response and error as they are.
 func run1(t *testing.T, e environment.Environment, p environment.ToolParams) (*environment.ToolResponse, error) {
 	t.Helper()
-	req, err := environment.NewToolRequest("t", p)
+	req, err := environment.NewToolRequest(callID(), p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func stressSession(ctx context.Context, h *embedded.Host, i, turns int) error {
 		return err
 	}
 	run := func(env environment.Environment, p environment.ToolParams) (*environment.ToolResponse, error) {
-		req, err := environment.NewToolRequest("s", p)
+		req, err := environment.NewToolRequest(callID(), p)
 		if err != nil {
 			return nil, err
 		}

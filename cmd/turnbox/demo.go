@@ -48,9 +48,17 @@ Without --state-dir it uses a fresh temporary directory and removes it.`,
 }
 
 type demo struct {
-	ctx  context.Context
-	env  environment.Environment
-	step int
+	ctx   context.Context
+	env   environment.Environment
+	step  int
+	calls int // tool calls made: each gets its own tool call id
+}
+
+// callID returns a fresh tool call id: the host answers a repeated id
+// from its cache instead of running the call.
+func (d *demo) callID() string {
+	d.calls++
+	return fmt.Sprintf("demo-%d", d.calls)
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -64,7 +72,7 @@ func took(start time.Time) string {
 
 // tool runs a call, streaming bash output with a prefix, and returns it.
 func (d *demo) tool(env environment.Environment, params environment.ToolParams) (*environment.ToolResponse, error) {
-	req, err := environment.NewToolRequest(fmt.Sprintf("demo-%d", d.step), params)
+	req, err := environment.NewToolRequest(d.callID(), params)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +112,7 @@ func (d *demo) tool(env environment.Environment, params environment.ToolParams) 
 }
 
 func (d *demo) expectFile(env environment.Environment, path, want string) error {
-	resp, err := env.ExecuteTool(d.ctx, environment.ToolRequest{ToolCallID: "check", ToolName: environment.ToolReadFile,
+	resp, err := env.ExecuteTool(d.ctx, environment.ToolRequest{ToolCallID: d.callID(), ToolName: environment.ToolReadFile,
 		Input: []byte(fmt.Sprintf(`{"path":%q}`, path))}, nil)
 	if err != nil {
 		return err
