@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/embedded/ledger"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/snapshot"
 )
@@ -128,7 +129,7 @@ type Config struct {
 	MaxSessions int
 	// Retention prunes old unnamed snapshots after each new one (zero
 	// value: keep all).
-	Retention snapshot.Retention
+	Retention ledger.Retention
 	// Limits bounds each sandbox's resources (ignored by the none
 	// runtime); they are also the largest limits a session may ask for
 	// (SessionConfig.Limits only lowers them). A zero field means its

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/embedded/ledger"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/snapshot"
 )
@@ -30,7 +31,7 @@ type Host struct {
 	log     *slog.Logger
 	storage snapshot.Backend
 	runtime container.Runtime
-	ledger  *snapshot.Ledger
+	ledger  *ledger.Ledger
 	caps    environment.Capabilities
 	metrics *metrics
 	pool    *pool // nil unless Config.PoolSize > 0
@@ -55,14 +56,14 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 	h := &Host{cfg: cfg, log: cfg.Logger, sessions: map[string]*session{}}
 	h.metrics = newMetrics(h)
 	h.calls = newToolCalls(cfg.ToolCallCacheEntries, cfg.ToolCallCacheBytes, h.metrics.reg)
-	ledger, err := snapshot.OpenLedger(filepath.Join(cfg.StateDir, "ledger.db"))
+	lg, err := ledger.Open(filepath.Join(cfg.StateDir, "ledger.db"))
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
-	h.ledger = ledger
+	h.ledger = lg
 	if h.storage = cfg.Storage; h.storage == nil {
 		if h.storage, err = openStorage(ctx, &h.cfg); err != nil {
-			ledger.Close()
+			lg.Close()
 			return nil, err
 		}
 		h.ownsData = true
@@ -70,7 +71,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 	if h.runtime = cfg.Runtime; h.runtime == nil {
 		h.ownsRuntime = true
 		if h.runtime, err = openRuntime(ctx, &h.cfg); err != nil {
-			ledger.Close()
+			lg.Close()
 			if h.ownsData {
 				h.storage.Close()
 			}
@@ -160,7 +161,7 @@ func (h *Host) recover(ctx context.Context) error {
 				continue
 			}
 			s.state = environment.StateActive
-			_ = h.ledger.UpdateSession(rec.ID, func(r *snapshot.SessionRecord) error { r.State = string(s.state); return nil })
+			_ = h.ledger.UpdateSession(rec.ID, func(r *ledger.SessionRecord) error { r.State = string(s.state); return nil })
 		}
 		if err := h.reconcileSnapshots(ctx, s); err != nil {
 			h.log.Error("reconciling snapshots", "session", rec.ID, "err", err)
@@ -361,7 +362,7 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 	if err := h.checkLimits(cfg.Limits); err != nil {
 		return nil, err
 	}
-	var parent snapshot.SnapshotRecord
+	var parent ledger.SnapshotRecord
 	if cfg.FromSnapshot != "" {
 		var err error
 		if parent, err = h.ledger.Snapshot(cfg.FromSnapshot); err != nil {
@@ -410,7 +411,7 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 		parentQuota = &d
 	}
 	cfgJSON, _ := json.Marshal(cfg)
-	rec := snapshot.SessionRecord{
+	rec := ledger.SessionRecord{
 		ID: id, Volume: volume, Backend: h.storage.Kind(), Runtime: h.runtime.Kind(),
 		State: string(environment.StateCreating), Config: cfgJSON,
 		ParentSession: parent.Session, ParentSnapshot: cfg.FromSnapshot, CreatedAt: time.Now().UTC(),
@@ -432,7 +433,7 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 		if pooled != nil {
 			h.pool.giveBack(pooled)
 		}
-		if errors.Is(err, snapshot.ErrExists) {
+		if errors.Is(err, ledger.ErrExists) {
 			return fail(fmt.Errorf("%w: session %q", environment.ErrAlreadyExists, id))
 		}
 		return fail(fmt.Errorf("embedded: recording session: %w", err))
@@ -487,7 +488,7 @@ func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig,
 	if err := s.ensureSandbox(ctx); err != nil {
 		return undo(err)
 	}
-	if err := h.ledger.UpdateSession(id, func(r *snapshot.SessionRecord) error {
+	if err := h.ledger.UpdateSession(id, func(r *ledger.SessionRecord) error {
 		r.State = string(environment.StateActive)
 		return nil
 	}); err != nil {

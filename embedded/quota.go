@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 
+	"github.com/turnbox/turnbox/embedded/ledger"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/snapshot"
 )
@@ -62,7 +63,7 @@ func (h *Host) quotaer() snapshot.Quotaer {
 
 // wantQuota is the quota a session's record asks for: its own, else the
 // host's default.
-func (h *Host) wantQuota(rec snapshot.SessionRecord) int64 {
+func (h *Host) wantQuota(rec ledger.SessionRecord) int64 {
 	if rec.DiskQuotaBytes != nil {
 		return *rec.DiskQuotaBytes
 	}
@@ -93,7 +94,7 @@ func (h *Host) applyQuota(ctx context.Context, s *session, force bool) error {
 	if err := q.SetQuota(ctx, s.volume, want); err != nil {
 		return fmt.Errorf("embedded: setting the disk quota of %s: %w", s.id, err)
 	}
-	if err := h.ledger.UpdateSession(s.id, func(r *snapshot.SessionRecord) error {
+	if err := h.ledger.UpdateSession(s.id, func(r *ledger.SessionRecord) error {
 		r.AppliedDiskQuota = want
 		return nil
 	}); err != nil {
@@ -124,7 +125,7 @@ func (h *Host) SetDiskQuota(ctx context.Context, sessionID string, bytes int64) 
 	}
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
-	if err := h.ledger.UpdateSession(s.id, func(r *snapshot.SessionRecord) error {
+	if err := h.ledger.UpdateSession(s.id, func(r *ledger.SessionRecord) error {
 		r.DiskQuotaBytes = &bytes
 		return nil
 	}); err != nil {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/embedded/ledger"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/snapshot"
 )
@@ -28,7 +29,7 @@ type session struct {
 	h      *Host
 	id     string
 	volume string
-	rec    snapshot.SessionRecord
+	rec    ledger.SessionRecord
 	cfg    environment.SessionConfig
 
 	turnMu sync.Mutex
@@ -55,7 +56,7 @@ type session struct {
 	cancel context.CancelFunc
 }
 
-func (h *Host) newSession(rec snapshot.SessionRecord, vol snapshot.Volume) *session {
+func (h *Host) newSession(rec ledger.SessionRecord, vol snapshot.Volume) *session {
 	var cfg environment.SessionConfig
 	_ = json.Unmarshal(rec.Config, &cfg)
 	s := &session{h: h, id: rec.ID, volume: rec.Volume, rec: rec, cfg: cfg, vol: vol,
@@ -132,7 +133,7 @@ func (s *session) setState(st environment.SessionState) {
 	s.mu.Lock()
 	s.state = st
 	s.mu.Unlock()
-	if err := s.h.ledger.UpdateSession(s.id, func(r *snapshot.SessionRecord) error {
+	if err := s.h.ledger.UpdateSession(s.id, func(r *ledger.SessionRecord) error {
 		r.State = string(st)
 		return nil
 	}); err != nil && st != environment.StateDestroyed {
@@ -492,7 +493,7 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	if err != nil {
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
-	bname := snapshot.BackendSnapshotName(turn)
+	bname := ledger.BackendSnapshotName(turn)
 
 	s.fsMu.Lock()
 	freezeStart := time.Now()
@@ -515,7 +516,7 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 		}
 		return nil, fmt.Errorf("embedded: snapshot of %s: %w", s.id, err)
 	}
-	rec := snapshot.SnapshotRecord{Session: s.id, Turn: turn, Name: name, Volume: s.volume, BackendName: bname,
+	rec := ledger.SnapshotRecord{Session: s.id, Turn: turn, Name: name, Volume: s.volume, BackendName: bname,
 		CreatedAt: snap.CreatedAt.UTC(), SizeBytes: snap.SizeBytes}
 	if rec.CreatedAt.IsZero() {
 		rec.CreatedAt = time.Now().UTC()
@@ -524,7 +525,7 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 		_ = s.h.storage.DestroySnapshot(context.WithoutCancel(ctx), s.volume, bname)
 		return nil, fmt.Errorf("embedded: recording snapshot: %w", err)
 	}
-	rec.ID = snapshot.SnapshotID(s.id, turn)
+	rec.ID = ledger.SnapshotID(s.id, turn)
 	s.h.log.Debug("snapshot", "session", s.id, "turn", turn, "frozen", frozeFor)
 	s.h.metrics.observe("snapshot", freezeStart)
 	s.prune(ctx)
@@ -570,7 +571,7 @@ func (s *session) thaw(ctx context.Context, sb container.Sandbox) bool {
 	return true
 }
 
-func toInfo(r snapshot.SnapshotRecord) *environment.SnapshotInfo {
+func toInfo(r ledger.SnapshotRecord) *environment.SnapshotInfo {
 	return &environment.SnapshotInfo{ID: r.ID, SessionID: r.Session, Name: r.Name, Turn: r.Turn, CreatedAt: r.CreatedAt, SizeBytes: r.SizeBytes}
 }
 
@@ -590,7 +591,7 @@ func (s *session) prune(ctx context.Context) {
 
 // dropSnapshot destroys the snapshot r in storage (one already gone is
 // fine) and then forgets it. Called with turnMu held.
-func (s *session) dropSnapshot(ctx context.Context, r snapshot.SnapshotRecord) error {
+func (s *session) dropSnapshot(ctx context.Context, r ledger.SnapshotRecord) error {
 	if err := s.h.storage.DestroySnapshot(ctx, s.volume, r.BackendName); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
 		return err
 	}

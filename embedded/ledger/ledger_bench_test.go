@@ -1,4 +1,4 @@
-package snapshot_test
+package ledger_test
 
 import (
 	"encoding/binary"
@@ -15,7 +15,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 
-	"github.com/turnbox/turnbox/snapshot"
+	"github.com/turnbox/turnbox/embedded/ledger"
 )
 
 // The benchmarks compare the ledger's group commit with the write path it
@@ -32,14 +32,14 @@ import (
 
 // ledgerWriter is the part of the ledger the benchmarks drive.
 type ledgerWriter interface {
-	PutSession(snapshot.SessionRecord) error
-	AddSnapshot(snapshot.SnapshotRecord) error
+	PutSession(ledger.SessionRecord) error
+	AddSnapshot(ledger.SnapshotRecord) error
 	Close() error
 }
 
 // batchLedger is the ledger's previous write path: AddSnapshot through
 // db.Batch with MaxBatchDelay = 1 ms, PutSession through db.Update, on the
-// same bucket layout and record encoding as snapshot.Ledger.
+// same bucket layout and record encoding as ledger.Ledger.
 type batchLedger struct{ db *bolt.DB }
 
 func openBatchLedger(path string) (*batchLedger, error) {
@@ -65,11 +65,11 @@ func openBatchLedger(path string) (*batchLedger, error) {
 
 func (o *batchLedger) Close() error { return o.db.Close() }
 
-func (o *batchLedger) PutSession(rec snapshot.SessionRecord) error {
+func (o *batchLedger) PutSession(rec ledger.SessionRecord) error {
 	return o.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte("sessions"))
 		if b.Get([]byte(rec.ID)) != nil {
-			return fmt.Errorf("session %q: %w", rec.ID, snapshot.ErrExists)
+			return fmt.Errorf("session %q: %w", rec.ID, ledger.ErrExists)
 		}
 		data, err := json.Marshal(rec)
 		if err != nil {
@@ -79,20 +79,20 @@ func (o *batchLedger) PutSession(rec snapshot.SessionRecord) error {
 	})
 }
 
-func (o *batchLedger) AddSnapshot(rec snapshot.SnapshotRecord) error {
-	rec.ID = snapshot.SnapshotID(rec.Session, rec.Turn)
+func (o *batchLedger) AddSnapshot(rec ledger.SnapshotRecord) error {
+	rec.ID = ledger.SnapshotID(rec.Session, rec.Turn)
 	return o.db.Batch(func(tx *bolt.Tx) error {
 		sessions := tx.Bucket([]byte("sessions"))
 		v := sessions.Get([]byte(rec.Session))
 		if v == nil {
-			return fmt.Errorf("session %q: %w", rec.Session, snapshot.ErrNotFound)
+			return fmt.Errorf("session %q: %w", rec.Session, ledger.ErrNotFound)
 		}
-		var s snapshot.SessionRecord
+		var s ledger.SessionRecord
 		if err := json.Unmarshal(v, &s); err != nil {
 			return err
 		}
 		if rec.Turn <= s.LastTurn {
-			return fmt.Errorf("snapshot %s: turn %d is not after %d: %w", rec.ID, rec.Turn, s.LastTurn, snapshot.ErrExists)
+			return fmt.Errorf("snapshot %s: turn %d is not after %d: %w", rec.ID, rec.Turn, s.LastTurn, ledger.ErrExists)
 		}
 		sb, err := tx.Bucket([]byte("snapshots")).CreateBucketIfNotExists([]byte(rec.Session))
 		if err != nil {
@@ -149,7 +149,7 @@ func BenchmarkLedgerAddSnapshot(b *testing.B) {
 		open func(string) (ledgerWriter, error)
 	}{
 		{"batch1ms", func(p string) (ledgerWriter, error) { return openBatchLedger(p) }},
-		{"group", func(p string) (ledgerWriter, error) { return snapshot.OpenLedger(p) }},
+		{"group", func(p string) (ledgerWriter, error) { return ledger.Open(p) }},
 	}
 	for _, writers := range []int{1, 10, 50} {
 		for _, p := range paths {
@@ -170,7 +170,7 @@ func BenchmarkLedgerAddSnapshot(b *testing.B) {
 // once do.
 func benchAddSnapshot(b *testing.B, l ledgerWriter, writers int) {
 	for i := range writers {
-		if err := l.PutSession(snapshot.SessionRecord{ID: fmt.Sprint("s", i), State: "active", CreatedAt: time.Now()}); err != nil {
+		if err := l.PutSession(ledger.SessionRecord{ID: fmt.Sprint("s", i), State: "active", CreatedAt: time.Now()}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -187,8 +187,8 @@ func benchAddSnapshot(b *testing.B, l ledgerWriter, writers int) {
 			id := fmt.Sprint("s", i)
 			for turn := 1; next.Add(1) <= int64(b.N); turn++ {
 				t0 := time.Now()
-				err := l.AddSnapshot(snapshot.SnapshotRecord{
-					Session: id, Turn: turn, Volume: id, BackendName: snapshot.BackendSnapshotName(turn),
+				err := l.AddSnapshot(ledger.SnapshotRecord{
+					Session: id, Turn: turn, Volume: id, BackendName: ledger.BackendSnapshotName(turn),
 					CreatedAt: t0, SizeBytes: 4096,
 				})
 				lat[i] = append(lat[i], time.Since(t0))

@@ -1,4 +1,9 @@
-package snapshot
+// Package ledger is the durable record of a host's sessions and their
+// snapshots (turn numbers, labels, fork lineage, retention), kept in one
+// bbolt file apart from the data. Storage backends (package snapshot) know
+// volumes and snapshots by name only; which session and turn a snapshot
+// belongs to is known here.
+package ledger
 
 import (
 	"encoding/binary"
@@ -61,8 +66,18 @@ type Ledger struct {
 	closeErr  error
 }
 
-// ErrLedgerClosed: a write was made on a ledger after Close.
-var ErrLedgerClosed = errors.New("snapshot: ledger is closed")
+// Errors of the ledger; callers check them with errors.Is.
+var (
+	// ErrClosed: a write was made on a ledger after Close.
+	ErrClosed = errors.New("ledger: closed")
+	// ErrNotFound: no such session or snapshot record.
+	ErrNotFound = errors.New("not found")
+	// ErrExists: a session of that id is recorded already, or a snapshot's
+	// turn is not after the session's last.
+	ErrExists = errors.New("already exists")
+	// ErrInvalidID: a snapshot id is not of the form <session>@<turn>.
+	ErrInvalidID = errors.New("invalid snapshot id")
+)
 
 var (
 	bucketSessions  = []byte("sessions")
@@ -126,14 +141,14 @@ func SnapshotID(session string, turn int) string {
 }
 
 // ParseSnapshotID splits an id made by SnapshotID. The error wraps
-// ErrInvalidName.
+// ErrInvalidID.
 func ParseSnapshotID(id string) (session string, turn int, err error) {
 	session, t, ok := strings.Cut(id, "@")
 	if ok {
 		turn, err = strconv.Atoi(t)
 	}
 	if !ok || err != nil || turn < 1 || session == "" {
-		return "", 0, fmt.Errorf("%w: snapshot id %q: want <session>@<turn>", ErrInvalidName, id)
+		return "", 0, fmt.Errorf("%w: snapshot id %q: want <session>@<turn>", ErrInvalidID, id)
 	}
 	return session, turn, nil
 }
@@ -141,8 +156,8 @@ func ParseSnapshotID(id string) (session string, turn int, err error) {
 // BackendSnapshotName is the backend's name for a session's turn.
 func BackendSnapshotName(turn int) string { return "turn-" + strconv.Itoa(turn) }
 
-// OpenLedger opens (creating if needed) the ledger at path.
-func OpenLedger(path string) (*Ledger, error) {
+// Open opens (creating if needed) the ledger at path.
+func Open(path string) (*Ledger, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
@@ -169,7 +184,7 @@ func OpenLedger(path string) (*Ledger, error) {
 
 // Close closes the ledger file. Writes already accepted are committed
 // first (Close waits for them); writes made after Close starts fail with
-// ErrLedgerClosed, and reads fail. Calling Close again returns the first
+// ErrClosed, and reads fail. Calling Close again returns the first
 // call's result.
 func (l *Ledger) Close() error {
 	l.closeOnce.Do(func() {
@@ -239,7 +254,7 @@ func (l *Ledger) update(fn func(*bolt.Tx) error) error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return ErrLedgerClosed
+		return ErrClosed
 	}
 	l.queue = append(l.queue, w)
 	lead := !l.leading
@@ -482,7 +497,7 @@ func (l *Ledger) NextTurn(session string) (int, error) {
 }
 
 // Snapshot returns one snapshot record by id (ErrNotFound if absent,
-// ErrInvalidName if the id is malformed).
+// ErrInvalidID if the id is malformed).
 func (l *Ledger) Snapshot(id string) (SnapshotRecord, error) {
 	session, turn, err := ParseSnapshotID(id)
 	if err != nil {

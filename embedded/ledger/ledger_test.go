@@ -1,4 +1,4 @@
-package snapshot_test
+package ledger_test
 
 import (
 	"errors"
@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/turnbox/turnbox/snapshot"
+	"github.com/turnbox/turnbox/embedded/ledger"
 )
 
-func openLedger(t *testing.T, path string) *snapshot.Ledger {
+func openLedger(t *testing.T, path string) *ledger.Ledger {
 	t.Helper()
-	l, err := snapshot.OpenLedger(path)
+	l, err := ledger.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,21 +25,21 @@ func openLedger(t *testing.T, path string) *snapshot.Ledger {
 func TestLedgerSurvivesReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	l := openLedger(t, path)
-	if err := l.PutSession(snapshot.SessionRecord{ID: "s1", Volume: "s1", State: "active", CreatedAt: time.Now()}); err != nil {
+	if err := l.PutSession(ledger.SessionRecord{ID: "s1", Volume: "s1", State: "active", CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.PutSession(snapshot.SessionRecord{ID: "s1"}); !errors.Is(err, snapshot.ErrExists) {
+	if err := l.PutSession(ledger.SessionRecord{ID: "s1"}); !errors.Is(err, ledger.ErrExists) {
 		t.Fatalf("duplicate PutSession: %v, want ErrExists", err)
 	}
 	for turn := 1; turn <= 3; turn++ {
-		if err := l.AddSnapshot(snapshot.SnapshotRecord{Session: "s1", Turn: turn, Name: fmt.Sprint("n", turn), BackendName: snapshot.BackendSnapshotName(turn)}); err != nil {
+		if err := l.AddSnapshot(ledger.SnapshotRecord{Session: "s1", Turn: turn, Name: fmt.Sprint("n", turn), BackendName: ledger.BackendSnapshotName(turn)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := l.AddSnapshot(snapshot.SnapshotRecord{Session: "s1", Turn: 2}); !errors.Is(err, snapshot.ErrExists) {
+	if err := l.AddSnapshot(ledger.SnapshotRecord{Session: "s1", Turn: 2}); !errors.Is(err, ledger.ErrExists) {
 		t.Fatalf("reused turn: %v, want ErrExists", err)
 	}
-	if err := l.AddSnapshot(snapshot.SnapshotRecord{Session: "nope", Turn: 1}); !errors.Is(err, snapshot.ErrNotFound) {
+	if err := l.AddSnapshot(ledger.SnapshotRecord{Session: "nope", Turn: 1}); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("unknown session: %v, want ErrNotFound", err)
 	}
 	if err := l.Close(); err != nil {
@@ -56,10 +56,10 @@ func TestLedgerSurvivesReopen(t *testing.T) {
 	if err != nil || next != 4 {
 		t.Fatalf("NextTurn = %d, %v; want 4", next, err)
 	}
-	if _, err := l.Snapshot("s1@9"); !errors.Is(err, snapshot.ErrNotFound) {
+	if _, err := l.Snapshot("s1@9"); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("Snapshot(s1@9): %v", err)
 	}
-	if _, err := l.Snapshot("garbage"); !errors.Is(err, snapshot.ErrInvalidName) {
+	if _, err := l.Snapshot("garbage"); !errors.Is(err, ledger.ErrInvalidID) {
 		t.Fatalf("Snapshot(garbage): %v", err)
 	}
 	// Deleting a snapshot never lowers the turn counter.
@@ -72,7 +72,7 @@ func TestLedgerSurvivesReopen(t *testing.T) {
 	if err := l.DeleteSession("s1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Session("s1"); !errors.Is(err, snapshot.ErrNotFound) {
+	if _, err := l.Session("s1"); !errors.Is(err, ledger.ErrNotFound) {
 		t.Fatalf("deleted session: %v", err)
 	}
 	if snaps, _ := l.Snapshots("s1"); len(snaps) != 0 {
@@ -84,15 +84,15 @@ func TestLedgerSecondOpenFailsClearly(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	l := openLedger(t, path)
 	defer l.Close()
-	if _, err := snapshot.OpenLedger(path); err == nil {
-		t.Fatal("second OpenLedger of a locked file succeeded")
+	if _, err := ledger.Open(path); err == nil {
+		t.Fatal("second Open of a locked file succeeded")
 	}
 }
 
 func TestLedgerPrunable(t *testing.T) {
 	l := openLedger(t, filepath.Join(t.TempDir(), "ledger.db"))
 	defer l.Close()
-	if err := l.PutSession(snapshot.SessionRecord{ID: "s"}); err != nil {
+	if err := l.PutSession(ledger.SessionRecord{ID: "s"}); err != nil {
 		t.Fatal(err)
 	}
 	for turn := 1; turn <= 6; turn++ {
@@ -100,11 +100,11 @@ func TestLedgerPrunable(t *testing.T) {
 		if turn == 2 {
 			name = "keep-me"
 		}
-		if err := l.AddSnapshot(snapshot.SnapshotRecord{Session: "s", Turn: turn, Name: name}); err != nil {
+		if err := l.AddSnapshot(ledger.SnapshotRecord{Session: "s", Turn: turn, Name: name}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, err := l.Prunable("s", snapshot.Retention{KeepLast: 3, KeepNamed: true})
+	got, err := l.Prunable("s", ledger.Retention{KeepLast: 3, KeepNamed: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestLedgerPrunable(t *testing.T) {
 	if fmt.Sprint(turns) != "[1 3]" {
 		t.Fatalf("prunable turns = %v, want [1 3]", turns)
 	}
-	if got, _ := l.Prunable("s", snapshot.Retention{}); len(got) != 0 {
+	if got, _ := l.Prunable("s", ledger.Retention{}); len(got) != 0 {
 		t.Fatalf("zero policy prunes %v", got)
 	}
 }
@@ -131,12 +131,12 @@ func TestLedgerConcurrentSessions(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			id := fmt.Sprint("s", i)
-			if err := l.PutSession(snapshot.SessionRecord{ID: id}); err != nil {
+			if err := l.PutSession(ledger.SessionRecord{ID: id}); err != nil {
 				errs <- err
 				return
 			}
 			for turn := 1; turn <= turns; turn++ {
-				if err := l.AddSnapshot(snapshot.SnapshotRecord{Session: id, Turn: turn}); err != nil {
+				if err := l.AddSnapshot(ledger.SnapshotRecord{Session: id, Turn: turn}); err != nil {
 					errs <- err
 					return
 				}
@@ -173,14 +173,14 @@ func TestLedgerConcurrentSessions(t *testing.T) {
 // returned release is called, so that writes made meanwhile queue up and
 // are committed together in the next group. done yields the held write's
 // result.
-func holdCommit(t *testing.T, l *snapshot.Ledger, session string) (release func(), done <-chan error) {
+func holdCommit(t *testing.T, l *ledger.Ledger, session string) (release func(), done <-chan error) {
 	t.Helper()
 	inside := make(chan struct{})
 	gate := make(chan struct{})
 	res := make(chan error, 1)
 	var once sync.Once
 	go func() {
-		res <- l.UpdateSession(session, func(r *snapshot.SessionRecord) error {
+		res <- l.UpdateSession(session, func(r *ledger.SessionRecord) error {
 			once.Do(func() { close(inside) })
 			<-gate
 			r.State = "held"
@@ -211,16 +211,16 @@ func TestLedgerGroupIsolatesErrors(t *testing.T) {
 	l := openLedger(t, path)
 	defer l.Close()
 	const n = 30
-	if err := l.PutSession(snapshot.SessionRecord{ID: "gate"}); err != nil {
+	if err := l.PutSession(ledger.SessionRecord{ID: "gate"}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range n {
 		for _, id := range []string{fmt.Sprint("s", i), fmt.Sprint("u", i)} {
-			if err := l.PutSession(snapshot.SessionRecord{ID: id, State: "before"}); err != nil {
+			if err := l.PutSession(ledger.SessionRecord{ID: id, State: "before"}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := l.AddSnapshot(snapshot.SnapshotRecord{Session: fmt.Sprint("s", i), Turn: 1}); err != nil {
+		if err := l.AddSnapshot(ledger.SnapshotRecord{Session: fmt.Sprint("s", i), Turn: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -236,18 +236,18 @@ func TestLedgerGroupIsolatesErrors(t *testing.T) {
 	for i := range n {
 		s, u, fresh := fmt.Sprint("s", i), fmt.Sprint("u", i), fmt.Sprint("new", i)
 		calls = append(calls,
-			call{"next turn of " + s, func() error { return l.AddSnapshot(snapshot.SnapshotRecord{Session: s, Turn: 2}) }, nil},
-			call{"stale turn of " + s, func() error { return l.AddSnapshot(snapshot.SnapshotRecord{Session: s, Turn: 1}) }, snapshot.ErrExists},
-			call{"duplicate " + s, func() error { return l.PutSession(snapshot.SessionRecord{ID: s}) }, snapshot.ErrExists},
+			call{"next turn of " + s, func() error { return l.AddSnapshot(ledger.SnapshotRecord{Session: s, Turn: 2}) }, nil},
+			call{"stale turn of " + s, func() error { return l.AddSnapshot(ledger.SnapshotRecord{Session: s, Turn: 1}) }, ledger.ErrExists},
+			call{"duplicate " + s, func() error { return l.PutSession(ledger.SessionRecord{ID: s}) }, ledger.ErrExists},
 			call{"snapshot of a missing session", func() error {
-				return l.AddSnapshot(snapshot.SnapshotRecord{Session: fmt.Sprint("missing", i), Turn: 1})
-			}, snapshot.ErrNotFound},
+				return l.AddSnapshot(ledger.SnapshotRecord{Session: fmt.Sprint("missing", i), Turn: 1})
+			}, ledger.ErrNotFound},
 			call{"update of a missing session", func() error {
-				return l.UpdateSession(fmt.Sprint("missing", i), func(*snapshot.SessionRecord) error { return nil })
-			}, snapshot.ErrNotFound},
-			call{"create " + fresh, func() error { return l.PutSession(snapshot.SessionRecord{ID: fresh}) }, nil},
+				return l.UpdateSession(fmt.Sprint("missing", i), func(*ledger.SessionRecord) error { return nil })
+			}, ledger.ErrNotFound},
+			call{"create " + fresh, func() error { return l.PutSession(ledger.SessionRecord{ID: fresh}) }, nil},
 			call{"update " + u, func() error {
-				return l.UpdateSession(u, func(r *snapshot.SessionRecord) error {
+				return l.UpdateSession(u, func(r *ledger.SessionRecord) error {
 					runs[i].Add(1)
 					r.State = "after"
 					if i%2 == 1 {
@@ -275,7 +275,7 @@ func TestLedgerGroupIsolatesErrors(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		defer func() { panicked <- recover() }()
-		_ = l.UpdateSession("gate", func(*snapshot.SessionRecord) error { panic("boom") })
+		_ = l.UpdateSession("gate", func(*ledger.SessionRecord) error { panic("boom") })
 	}()
 	time.Sleep(queueWait)
 	release()
@@ -315,7 +315,7 @@ func TestLedgerGroupIsolatesErrors(t *testing.T) {
 		if _, err := l.Session(fmt.Sprint("new", i)); err != nil {
 			t.Fatalf("new%d: %v", i, err)
 		}
-		if _, err := l.Session(fmt.Sprint("missing", i)); !errors.Is(err, snapshot.ErrNotFound) {
+		if _, err := l.Session(fmt.Sprint("missing", i)); !errors.Is(err, ledger.ErrNotFound) {
 			t.Fatalf("missing%d exists after failed writes: %v", i, err)
 		}
 		u, err := l.Session(fmt.Sprint("u", i))
@@ -338,7 +338,7 @@ func TestLedgerCloseWaitsForWrites(t *testing.T) {
 	l := openLedger(t, path)
 	const n = 20
 	for _, id := range []string{"gate", "s"} {
-		if err := l.PutSession(snapshot.SessionRecord{ID: id}); err != nil {
+		if err := l.PutSession(ledger.SessionRecord{ID: id}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -349,7 +349,7 @@ func TestLedgerCloseWaitsForWrites(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = l.PutSession(snapshot.SessionRecord{ID: fmt.Sprint("w", i)})
+			results[i] = l.PutSession(ledger.SessionRecord{ID: fmt.Sprint("w", i)})
 		}()
 	}
 	time.Sleep(queueWait)
@@ -375,13 +375,13 @@ func TestLedgerCloseWaitsForWrites(t *testing.T) {
 	wg.Wait()
 
 	for name, err := range map[string]error{
-		"PutSession":     l.PutSession(snapshot.SessionRecord{ID: "late"}),
-		"UpdateSession":  l.UpdateSession("s", func(*snapshot.SessionRecord) error { return nil }),
-		"AddSnapshot":    l.AddSnapshot(snapshot.SnapshotRecord{Session: "s", Turn: 1}),
+		"PutSession":     l.PutSession(ledger.SessionRecord{ID: "late"}),
+		"UpdateSession":  l.UpdateSession("s", func(*ledger.SessionRecord) error { return nil }),
+		"AddSnapshot":    l.AddSnapshot(ledger.SnapshotRecord{Session: "s", Turn: 1}),
 		"DeleteSnapshot": l.DeleteSnapshot("s@1"),
 		"DeleteSession":  l.DeleteSession("s"),
 	} {
-		if !errors.Is(err, snapshot.ErrLedgerClosed) {
+		if !errors.Is(err, ledger.ErrClosed) {
 			t.Errorf("%s after Close: %v, want ErrLedgerClosed", name, err)
 		}
 	}
@@ -402,7 +402,7 @@ func TestLedgerCloseWaitsForWrites(t *testing.T) {
 			t.Errorf("w%d was acknowledged but is not on disk: %v", i, got)
 		case err == nil:
 			ok++
-		case !errors.Is(err, snapshot.ErrLedgerClosed):
+		case !errors.Is(err, ledger.ErrClosed):
 			t.Errorf("w%d: %v, want success or ErrLedgerClosed", i, err)
 		case got == nil:
 			t.Errorf("w%d failed with %v but was stored", i, err)
@@ -419,7 +419,7 @@ func TestLedgerCloseUnderLoad(t *testing.T) {
 	l := openLedger(t, path)
 	const writers = 30
 	for i := range writers {
-		if err := l.PutSession(snapshot.SessionRecord{ID: fmt.Sprint("s", i)}); err != nil {
+		if err := l.PutSession(ledger.SessionRecord{ID: fmt.Sprint("s", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -431,7 +431,7 @@ func TestLedgerCloseUnderLoad(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for turn := 1; ; turn++ {
-				if err := l.AddSnapshot(snapshot.SnapshotRecord{Session: fmt.Sprint("s", i), Turn: turn}); err != nil {
+				if err := l.AddSnapshot(ledger.SnapshotRecord{Session: fmt.Sprint("s", i), Turn: turn}); err != nil {
 					stopErr[i] = err
 					return
 				}
@@ -448,7 +448,7 @@ func TestLedgerCloseUnderLoad(t *testing.T) {
 	defer l.Close()
 	total := 0
 	for i := range writers {
-		if !errors.Is(stopErr[i], snapshot.ErrLedgerClosed) {
+		if !errors.Is(stopErr[i], ledger.ErrClosed) {
 			t.Errorf("writer %d stopped with %v, want ErrLedgerClosed", i, stopErr[i])
 		}
 		s, err := l.Session(fmt.Sprint("s", i))
@@ -476,12 +476,12 @@ func TestLedgerNoGoroutineLeak(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			id := fmt.Sprint("s", i)
-			if err := l.PutSession(snapshot.SessionRecord{ID: id}); err != nil {
+			if err := l.PutSession(ledger.SessionRecord{ID: id}); err != nil {
 				t.Error(err)
 				return
 			}
 			for turn := 1; turn <= 5; turn++ {
-				if err := l.AddSnapshot(snapshot.SnapshotRecord{Session: id, Turn: turn}); err != nil {
+				if err := l.AddSnapshot(ledger.SnapshotRecord{Session: id, Turn: turn}); err != nil {
 					t.Error(err)
 					return
 				}
