@@ -3,7 +3,7 @@ package embedded
 import (
 	"context"
 
-	"github.com/turnbox/turnbox/zfs"
+	"github.com/turnbox/turnbox/snapshot"
 )
 
 // ZFS volumes are mounts of their own, and two of the backend's operations
@@ -19,8 +19,8 @@ import (
 // rollbackRestartsSandbox reports whether sandboxes must be restarted
 // around a rollback or the promotion of a fork's clone.
 func (h *Host) rollbackRestartsSandbox() bool {
-	_, swapsMounts := h.storage.(*zfs.Backend)
-	return swapsMounts && h.runtime.Kind() != string(ContainerRuntimeNone)
+	ms, ok := h.storage.(snapshot.MountSwapper)
+	return ok && ms.SwapsMounts() && h.runtime.Kind() != string(ContainerRuntimeNone)
 }
 
 // stopForkSandboxes stops the sandboxes of the sessions forked from

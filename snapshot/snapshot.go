@@ -127,6 +127,21 @@ type TotalUsager interface {
 	TotalUsage(ctx context.Context, volume string) (int64, error)
 }
 
+// MountSwapper is implemented by backends whose volumes are mounts of
+// their own and which, in some operations, mount a different filesystem
+// at a volume's Path: a Rollback that swaps in a clone, or the destruction
+// of a volume others were cloned from (their clones are promoted and
+// remounted). A process with its own mount namespace made before such an
+// operation (a sandbox) keeps the old mount and does not see the change;
+// callers restart it around those operations. Backends that swap
+// directories, not mounts, do not implement it. It is optional: a caller
+// finds it by type assertion.
+type MountSwapper interface {
+	// SwapsMounts reports whether Rollback or DestroyVolume may mount
+	// another filesystem at a volume's Path.
+	SwapsMounts() bool
+}
+
 // Quota is a volume's space limit and usage.
 type Quota struct {
 	// LimitBytes is the limit set by SetQuota (0: none).
