@@ -8,9 +8,11 @@ import (
 	"time"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/runtimes"
 	"github.com/turnbox/turnbox/embedded/ledger"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/snapshot"
+	"github.com/turnbox/turnbox/snapshot/backends"
 )
 
 // StorageBackend names a storage backend.
@@ -20,11 +22,11 @@ type StorageBackend string
 const (
 	// StorageBackendLocalDisk keeps workspaces as directories and snapshots
 	// as copies (reflinked where the filesystem can). Works anywhere.
-	StorageBackendLocalDisk StorageBackend = "localdisk"
+	StorageBackendLocalDisk StorageBackend = backends.LocalDisk
 	// StorageBackendBtrfs keeps workspaces as btrfs subvolumes.
-	StorageBackendBtrfs StorageBackend = "btrfs"
+	StorageBackendBtrfs StorageBackend = backends.Btrfs
 	// StorageBackendZFS keeps workspaces as ZFS datasets.
-	StorageBackendZFS StorageBackend = "zfs"
+	StorageBackendZFS StorageBackend = backends.ZFS
 )
 
 // ContainerRuntime names a container runtime.
@@ -33,11 +35,11 @@ type ContainerRuntime string
 // Container runtimes.
 const (
 	// ContainerRuntimeGVisor runs each session in a gVisor (runsc) sandbox.
-	ContainerRuntimeGVisor ContainerRuntime = "gvisor"
+	ContainerRuntimeGVisor ContainerRuntime = runtimes.GVisor
 	// ContainerRuntimeRunc runs each session in a runc container.
-	ContainerRuntimeRunc ContainerRuntime = "runc"
+	ContainerRuntimeRunc ContainerRuntime = runtimes.Runc
 	// ContainerRuntimeNone runs commands as host processes: NO ISOLATION.
-	ContainerRuntimeNone ContainerRuntime = "none"
+	ContainerRuntimeNone ContainerRuntime = runtimes.None
 )
 
 // Defaults.

@@ -15,8 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/embedded/ledger"
 	"github.com/turnbox/turnbox/environment"
@@ -70,7 +68,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	if h.runtime = cfg.Runtime; h.runtime == nil {
 		h.ownsRuntime = true
-		if h.runtime, err = openRuntime(ctx, &h.cfg); err != nil {
+		if h.runtime, err = openRuntime(&h.cfg); err != nil {
 			lg.Close()
 			if h.ownsData {
 				h.storage.Close()
@@ -552,60 +550,4 @@ func (h *Host) Close(ctx context.Context) error {
 	}
 	errs = append(errs, h.ledger.Close())
 	return errors.Join(errs...)
-}
-
-// ImagePath returns the root filesystem directory of image name ("" for
-// the host's default image); "" on the none runtime, which uses none. name
-// is a name (environment.ValidateImageName), never a path: the image is the
-// directory of that name directly in Config.ImagesDir, and a symlink there
-// is refused. The error wraps environment.ErrInvalidArgument.
-func (h *Host) ImagePath(name string) (string, error) { return h.imagePath(name) }
-
-func (h *Host) imagePath(name string) (string, error) {
-	if name == "" {
-		name = h.cfg.DefaultImage
-	}
-	if name == "" && h.runtime.Kind() == string(ContainerRuntimeNone) {
-		return "", nil
-	}
-	if name == "" {
-		return "", fmt.Errorf("%w: no image given and the host has no default image", environment.ErrInvalidArgument)
-	}
-	if err := environment.ValidateImageName(name); err != nil {
-		return "", err
-	}
-	if h.runtime.Kind() == string(ContainerRuntimeNone) {
-		return "", nil
-	}
-	if err := checkImageDir(h.cfg.ImagesDir, name); err != nil {
-		return "", fmt.Errorf("%w: image %q: %v (build one with `turnbox image build busybox`)", environment.ErrInvalidArgument, name, err)
-	}
-	return filepath.Join(h.cfg.ImagesDir, name), nil
-}
-
-// checkImageDir checks, through descriptors, that name is a real directory
-// directly in the image store: not a symlink, not through one, not a
-// magic link.
-func checkImageDir(store, name string) error {
-	sfd, err := unix.Open(store, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("opening the image store %s: %w", store, err)
-	}
-	defer unix.Close(sfd)
-	fd, err := unix.Openat2(sfd, name, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
-	})
-	if err != nil {
-		return fmt.Errorf("not a directory in %s: %w", store, err)
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return fmt.Errorf("not a directory in %s", store)
-	}
-	return nil
 }
