@@ -35,7 +35,7 @@ func chargesPins(storage embedded.StorageBackend) bool {
 
 // runOK runs a bash command and reports its failure.
 func runOK(e environment.Environment, command string) error {
-	req, err := environment.NewToolRequest("t", environment.BashParams{Command: command})
+	req, err := environment.NewToolRequest(callID(), environment.BashParams{Command: command})
 	if err != nil {
 		return err
 	}
