@@ -74,7 +74,7 @@ func (e *Environment) session() (*session, error) {
 // Create implements environment.Environment.
 func (e *Environment) Create(ctx context.Context, config environment.SessionConfig) error {
 	return e.bind(func() (string, error) {
-		s, err := e.host.createSession(ctx, config, "")
+		s, err := e.host.createSession(ctx, config)
 		if err != nil {
 			return "", err
 		}
@@ -205,11 +205,8 @@ func (e *Environment) Fork(ctx context.Context, snapshotID string, config enviro
 	if err != nil {
 		return nil, err
 	}
-	if err := environment.ValidateSnapshotID(snapshotID); err != nil {
+	if _, err := s.ownSnapshot(snapshotID); err != nil {
 		return nil, err
-	}
-	if rec, err := e.host.ledger.Snapshot(snapshotID); err != nil || rec.Session != s.id {
-		return nil, fmt.Errorf("%w: %q is not a snapshot of session %s", environment.ErrSnapshotNotFound, snapshotID, s.id)
 	}
 	return e.host.Fork(ctx, snapshotID, config)
 }
@@ -219,7 +216,7 @@ func timed(s *session, op string, fn func() error) error {
 	start := time.Now()
 	err := fn()
 	if err == nil {
-		s.h.metrics.observe(op, start)
+		s.deps.metrics.observe(op, start)
 	}
 	return err
 }

@@ -508,53 +508,9 @@ func (w workspace) grep(ctx context.Context, p environment.GrepParams, out *outp
 	if err != nil {
 		return fmt.Errorf("%w: grep: %v", environment.ErrInvalidArgument, err)
 	}
-	maxResults := p.MaxResults
-	if maxResults == 0 {
-		maxResults = 1000
-	}
-	matches := 0
-	search := func(rel string, f *os.File) error {
-		r := bufio.NewReaderSize(f, 64<<10)
-		head, _ := r.Peek(8 << 10)
-		if bytes.IndexByte(head, 0) >= 0 {
-			return nil // binary
-		}
-		for line := 1; ; line++ {
-			b, err := r.ReadSlice('\n')
-			long := false
-			for err == bufio.ErrBufferFull {
-				long = true
-				_, err = r.ReadSlice('\n')
-			}
-			b = bytes.TrimRight(b, "\r\n")
-			if re.Match(b) {
-				if long {
-					b = append(b[:min(len(b), 2000):min(len(b), 2000)], " [line truncated]"...)
-				}
-				fmt.Fprintf(out, "%s:%d:%s\n", rel, line, b)
-				matches++
-				if matches >= maxResults {
-					out.truncated = true
-					out.note = fmt.Sprintf("\n[turnbox: stopped at max_results=%d matching lines]", maxResults)
-					return io.EOF
-				}
-				if out.full() {
-					return io.EOF
-				}
-			}
-			if err != nil {
-				return nil
-			}
-		}
-	}
-	searchOne := func(rel string, dirfd int, name string) error {
-		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return nil
-		}
-		f := os.NewFile(uintptr(fd), rel)
-		defer f.Close()
-		return search(rel, f)
+	g := &grepper{re: re, out: out, maxResults: p.MaxResults}
+	if g.maxResults == 0 {
+		g.maxResults = 1000
 	}
 	// A single file?
 	fd, err := w.openBeneath(base, unix.O_RDONLY|unix.O_NONBLOCK, 0)
@@ -565,32 +521,86 @@ func (w workspace) grep(ctx context.Context, p environment.GrepParams, out *outp
 	_ = unix.Fstat(fd, &st)
 	if st.Mode&unix.S_IFMT == unix.S_IFREG {
 		f := os.NewFile(uintptr(fd), base)
-		err := search(path.Clean(base), f)
+		err := g.search(path.Clean(base), f)
 		f.Close()
 		if err != nil && err != io.EOF {
 			return err
 		}
-	} else {
-		unix.Close(fd)
-		err = w.walk(ctx, base, func(rel string, typ uint32, dirfd int, name string) (bool, error) {
-			if typ != unix.S_IFREG {
+		return nil
+	}
+	unix.Close(fd)
+	return w.walk(ctx, base, func(rel string, typ uint32, dirfd int, name string) (bool, error) {
+		if typ != unix.S_IFREG {
+			return false, nil
+		}
+		if p.Glob != "" {
+			if ok, _ := environment.MatchGlob(p.Glob, rel); !ok {
 				return false, nil
 			}
-			if p.Glob != "" {
-				if ok, _ := environment.MatchGlob(p.Glob, rel); !ok {
-					return false, nil
-				}
+		}
+		if err := g.searchAt(rel, dirfd, name); err == io.EOF {
+			return true, nil
+		} else if err != nil {
+			return true, err
+		}
+		return false, nil
+	})
+}
+
+// grepper is one grep call's search: the expression, where matches go and
+// how many were found.
+type grepper struct {
+	re         *regexp.Regexp
+	out        *output
+	maxResults int
+	matches    int
+}
+
+// searchAt searches the regular file name in the directory dirfd (one
+// that cannot be opened is skipped). io.EOF: stop, enough found.
+func (g *grepper) searchAt(rel string, dirfd int, name string) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	return g.search(rel, f)
+}
+
+// search writes f's matching lines as rel:line:text (binary files are
+// skipped, long lines cut). io.EOF: stop, enough found.
+func (g *grepper) search(rel string, f *os.File) error {
+	r := bufio.NewReaderSize(f, 64<<10)
+	head, _ := r.Peek(8 << 10)
+	if bytes.IndexByte(head, 0) >= 0 {
+		return nil // binary
+	}
+	for line := 1; ; line++ {
+		b, err := r.ReadSlice('\n')
+		long := false
+		for err == bufio.ErrBufferFull {
+			long = true
+			_, err = r.ReadSlice('\n')
+		}
+		b = bytes.TrimRight(b, "\r\n")
+		if g.re.Match(b) {
+			if long {
+				b = append(b[:min(len(b), 2000):min(len(b), 2000)], " [line truncated]"...)
 			}
-			if err := searchOne(rel, dirfd, name); err == io.EOF {
-				return true, nil
-			} else if err != nil {
-				return true, err
+			fmt.Fprintf(g.out, "%s:%d:%s\n", rel, line, b)
+			g.matches++
+			if g.matches >= g.maxResults {
+				g.out.truncated = true
+				g.out.note = fmt.Sprintf("\n[turnbox: stopped at max_results=%d matching lines]", g.maxResults)
+				return io.EOF
 			}
-			return false, nil
-		})
+			if g.out.full() {
+				return io.EOF
+			}
+		}
 		if err != nil {
-			return err
+			return nil
 		}
 	}
-	return nil
 }

@@ -4,14 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +32,7 @@ type Host struct {
 	metrics *metrics
 	pool    *pool // nil unless Config.PoolSize > 0
 	calls   *toolCalls
+	deps    *sessionDeps // what sessions get of the host
 
 	mu          sync.Mutex
 	sessions    map[string]*session // live (not destroyed) sessions
@@ -86,10 +85,11 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		Storage:           h.storage.Kind(),
 	}
 	h.setDefaultLimits()
-	if h.cfg.DiskQuotaBytes > 0 && h.quotaer() == nil {
+	if h.cfg.DiskQuotaBytes > 0 && quotaer(h.storage) == nil {
 		h.Close(ctx)
 		return nil, fmt.Errorf("embedded: Config.DiskQuotaBytes is set but the %s storage backend cannot keep a quota (%w)", h.storage.Kind(), environment.ErrCapabilityNotSupported)
 	}
+	h.deps = h.newSessionDeps()
 	if err := h.recover(ctx); err != nil {
 		h.Close(ctx)
 		return nil, err
@@ -99,9 +99,29 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 			h.Close(ctx)
 			return nil, fmt.Errorf("embedded: Config.PoolSize needs the default image: %w", err)
 		}
-		h.pool = newPool(h, cfg.PoolSize)
+		h.pool = newPool(h.deps, cfg.PoolSize)
 	}
 	return h, nil
+}
+
+// newSessionDeps builds what the host's sessions use of it. Called once
+// the storage, runtime and limits are settled.
+func (h *Host) newSessionDeps() *sessionDeps {
+	var idlePause time.Duration
+	if h.caps.Pause {
+		idlePause = h.cfg.IdlePause
+	}
+	return &sessionDeps{
+		storage: h.storage, runtime: h.runtime, ledger: h.ledger, metrics: h.metrics, log: h.log,
+		images: images{dir: h.cfg.ImagesDir, def: h.cfg.DefaultImage, none: h.runtime.Kind() == string(ContainerRuntimeNone)},
+		sessionSettings: sessionSettings{
+			canPause: h.caps.Pause, remountRestarts: h.rollbackRestartsSandbox(), idlePause: idlePause,
+			toolTimeout: h.cfg.ToolTimeout, maxToolTimeout: h.cfg.MaxToolTimeout, maxOutputBytes: h.cfg.MaxOutputBytes,
+			limits: h.cfg.Limits, diskQuota: h.cfg.DiskQuotaBytes, retention: h.cfg.Retention,
+		},
+		stopForks: h.stopForkSandboxes,
+		forget:    h.forget,
+	}
 }
 
 // pauseProber is implemented by runtimes that know up front whether their
@@ -143,7 +163,7 @@ func (h *Host) recover(ctx context.Context) error {
 			h.log.Error("session's volume is missing; marking it failed", "session", rec.ID, "volume", rec.Volume)
 			rec.State = string(environment.StateFailed)
 		}
-		s := h.newSession(rec, vol)
+		s := newSession(h.deps, rec, vol)
 		if rec.Runtime != "" && rec.Runtime != h.runtime.Kind() {
 			// Never run a session created under isolation on a weaker
 			// runtime (or any other one) without the operator choosing it.
@@ -155,18 +175,18 @@ func (h *Host) recover(ctx context.Context) error {
 			// Crashed mid-create (the volume exists: finish) or mid-destroy
 			// (finish destroying).
 			if s.state == environment.StateDestroying {
-				h.finishDestroy(ctx, s)
+				_ = s.finishDestroy(ctx)
 				continue
 			}
 			s.state = environment.StateActive
 			_ = h.ledger.UpdateSession(rec.ID, func(r *ledger.SessionRecord) error { r.State = string(s.state); return nil })
 		}
-		if err := h.reconcileSnapshots(ctx, s); err != nil {
+		if err := s.reconcileSnapshots(ctx); err != nil {
 			h.log.Error("reconciling snapshots", "session", rec.ID, "err", err)
 		}
 		if s.state != environment.StateFailed {
 			// Re-applied only if the configuration changed it.
-			if err := h.applyQuota(ctx, s, false); err != nil {
+			if err := s.applyQuota(ctx, false); err != nil {
 				h.log.Error("applying the disk quota", "session", rec.ID, "err", err)
 			}
 		}
@@ -188,42 +208,6 @@ func (h *Host) recover(ctx context.Context) error {
 	}
 	if len(recs) > 0 {
 		h.log.Info("recovered sessions", "count", len(h.sessions))
-	}
-	return nil
-}
-
-// reconcileSnapshots deletes backend snapshots that have no ledger record
-// (a crash after the backend made them, before the ledger recorded them)
-// and drops records whose snapshot is gone.
-func (h *Host) reconcileSnapshots(ctx context.Context, s *session) error {
-	recs, err := h.ledger.Snapshots(s.id)
-	if err != nil {
-		return err
-	}
-	if s.state == environment.StateFailed {
-		return nil
-	}
-	snaps, err := h.storage.Snapshots(ctx, s.volume)
-	if err != nil {
-		return err
-	}
-	inBackend := map[string]bool{}
-	for _, sn := range snaps {
-		inBackend[sn.Name] = true
-	}
-	inLedger := map[string]bool{}
-	for _, r := range recs {
-		inLedger[r.BackendName] = true
-		if !inBackend[r.BackendName] {
-			h.log.Error("snapshot recorded in the ledger is missing from storage", "session", s.id, "snapshot", r.ID)
-			_ = h.ledger.DeleteSnapshot(r.ID)
-		}
-	}
-	for _, sn := range snaps {
-		if !inLedger[sn.Name] && strings.HasPrefix(sn.Name, "turn-") {
-			h.log.Warn("deleting unrecorded snapshot (left by a crash)", "session", s.id, "snapshot", sn.Name)
-			_ = h.storage.DestroySnapshot(ctx, s.volume, sn.Name)
-		}
 	}
 	return nil
 }
@@ -317,7 +301,7 @@ func randUint32() uint32 { return mrand.Uint32() }
 // CreateSession creates a session from cfg and returns an Environment
 // bound to it.
 func (h *Host) CreateSession(ctx context.Context, cfg environment.SessionConfig) (*Environment, error) {
-	s, err := h.createSession(ctx, cfg, "")
+	s, err := h.createSession(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -328,193 +312,20 @@ func (h *Host) CreateSession(ctx context.Context, cfg environment.SessionConfig)
 // session), sharing storage copy-on-write where the backend can.
 func (h *Host) Fork(ctx context.Context, snapshotID string, cfg environment.SessionConfig) (*Environment, error) {
 	cfg.FromSnapshot = snapshotID
-	s, err := h.createSession(ctx, cfg, snapshotID)
+	s, err := h.createSession(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	return &Environment{host: h, id: s.id}, nil
 }
 
-func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig, _ string) (s *session, err error) {
-	start := time.Now()
-	defer func() {
-		if err == nil {
-			op := "create"
-			if cfg.FromSnapshot != "" {
-				op = "fork"
-			}
-			h.metrics.observe(op, start)
-		}
-	}()
-	// Every input is checked, and the image found in the image store,
-	// before anything is recorded or written.
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	if _, err := h.imagePath(cfg.Image); err != nil {
-		return nil, err
-	}
-	if cfg.SessionID == "" {
-		cfg.SessionID = newID()
-	}
-	if err := h.checkLimits(cfg.Limits); err != nil {
-		return nil, err
-	}
-	var parent ledger.SnapshotRecord
-	if cfg.FromSnapshot != "" {
-		var err error
-		if parent, err = h.ledger.Snapshot(cfg.FromSnapshot); err != nil {
-			return nil, fmt.Errorf("%w: %q: %v", environment.ErrSnapshotNotFound, cfg.FromSnapshot, err)
-		}
-	}
-	id := cfg.SessionID
-	// A fork keeps its parent's own disk quota, if it has one.
-	var parentQuota *int64
-	if parent.Session != "" {
-		if prec, err := h.ledger.Session(parent.Session); err == nil && prec.DiskQuotaBytes != nil {
-			q := *prec.DiskQuotaBytes
-			parentQuota = &q
-		}
-	}
-
-	// A pooled sandbox brings its own volume, which the session keeps.
-	// (Claimed before h.mu: a claim may discard a dead sandbox, slowly.)
-	var pooled *pooled
-	volume := id
-	if h.poolable(cfg) {
-		if pooled = h.pool.claim(); pooled != nil {
-			volume = pooled.vol.Name
-		}
-	}
-	// Reserve the id so concurrent creates of the same id cannot race.
-	h.mu.Lock()
-	var refused error
-	switch {
-	case h.closed:
-		refused = environment.ErrClosed
-	case h.sessions[id] != nil:
-		refused = fmt.Errorf("%w: session %q", environment.ErrAlreadyExists, id)
-	case h.cfg.MaxSessions > 0 && len(h.sessions) >= h.cfg.MaxSessions:
-		refused = fmt.Errorf("%w: the host already has its maximum of %d sessions", environment.ErrLimitExceeded, h.cfg.MaxSessions)
-	}
-	if refused != nil {
-		h.mu.Unlock()
-		if pooled != nil {
-			h.pool.giveBack(pooled)
-		}
-		return nil, refused
-	}
-	if cfg.Limits.DiskBytes > 0 {
-		d := cfg.Limits.DiskBytes
-		parentQuota = &d
-	}
-	cfgJSON, _ := json.Marshal(cfg)
-	rec := ledger.SessionRecord{
-		ID: id, Volume: volume, Backend: h.storage.Kind(), Runtime: h.runtime.Kind(),
-		State: string(environment.StateCreating), Config: cfgJSON,
-		ParentSession: parent.Session, ParentSnapshot: cfg.FromSnapshot, CreatedAt: time.Now().UTC(),
-		DiskQuotaBytes: parentQuota,
-	}
-	s = h.newSession(rec, snapshot.Volume{})
-	h.sessions[id] = s
-	h.mu.Unlock()
-
-	fail := func(err error) (*session, error) {
-		h.mu.Lock()
-		delete(h.sessions, id)
-		h.mu.Unlock()
-		return nil, err
-	}
-	// Record first (state creating), then make the volume: a crash in
-	// between leaves a record without a volume, which recovery drops.
-	if err := h.ledger.PutSession(rec); err != nil {
-		if pooled != nil {
-			h.pool.giveBack(pooled)
-		}
-		if errors.Is(err, ledger.ErrExists) {
-			return fail(fmt.Errorf("%w: session %q", environment.ErrAlreadyExists, id))
-		}
-		return fail(fmt.Errorf("embedded: recording session: %w", err))
-	}
-	var vol snapshot.Volume
-	switch {
-	case pooled != nil && cfg.FromSnapshot != "":
-		// A fork: the pooled volume takes the snapshot in place, where
-		// the pooled sandbox sees it.
-		vol = pooled.vol
-		if err = h.storage.(snapshot.Replacer).ReplaceVolume(ctx, volume, parent.Volume, parent.BackendName); err != nil {
-			_ = h.ledger.DeleteSession(id)
-			h.pool.discard(pooled)
-			if errors.Is(err, snapshot.ErrNoSpace) {
-				return fail(fmt.Errorf("%w: creating the workspace: %v", environment.ErrLimitExceeded, err))
-			}
-			return fail(fmt.Errorf("embedded: filling the fork's workspace: %w", err))
-		}
-	case pooled != nil:
-		vol = pooled.vol
-	case cfg.FromSnapshot != "":
-		vol, err = h.storage.CloneVolume(ctx, volume, parent.Volume, parent.BackendName)
-	default:
-		vol, err = h.storage.CreateVolume(ctx, volume)
-	}
-	if err != nil {
-		_ = h.ledger.DeleteSession(id)
-		if errors.Is(err, snapshot.ErrExists) {
-			return fail(fmt.Errorf("%w: a volume named %q exists", environment.ErrAlreadyExists, volume))
-		}
-		if errors.Is(err, snapshot.ErrNoSpace) {
-			return fail(fmt.Errorf("%w: creating the workspace: %v", environment.ErrLimitExceeded, err))
-		}
-		return fail(fmt.Errorf("embedded: creating volume: %w", err))
-	}
-	s.mu.Lock()
-	s.vol = vol
-	if pooled != nil {
-		s.sb = pooled.sb
-		go s.watchSandbox(pooled.sb)
-	}
-	s.mu.Unlock()
-	undo := func(err error) (*session, error) {
-		_ = s.stopSandbox(context.WithoutCancel(ctx))
-		_ = h.storage.DestroyVolume(context.WithoutCancel(ctx), volume)
-		_ = h.ledger.DeleteSession(id)
-		return fail(err)
-	}
-	if err := h.applyQuota(ctx, s, false); err != nil {
-		return undo(err)
-	}
-	if err := s.ensureSandbox(ctx); err != nil {
-		return undo(err)
-	}
-	if err := h.ledger.UpdateSession(id, func(r *ledger.SessionRecord) error {
-		r.State = string(environment.StateActive)
-		return nil
-	}); err != nil {
-		return undo(fmt.Errorf("embedded: recording session: %w", err))
-	}
-	s.mu.Lock()
-	s.state = environment.StateActive
-	s.mu.Unlock()
-	s.touch()
-	h.log.Info("session created", "session", id, "from_snapshot", cfg.FromSnapshot, "pooled", pooled != nil, "took", time.Since(start))
-	return s, nil
-}
-
-// finishDestroy deletes a session's data and record. Used by Destroy and by
-// recovery of a destroy interrupted by a crash.
-func (h *Host) finishDestroy(ctx context.Context, s *session) error {
-	if err := h.storage.DestroyVolume(ctx, s.volume); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
-		return fmt.Errorf("embedded: destroying volume of %s: %w", s.id, err)
-	}
-	if err := h.ledger.DeleteSession(s.id); err != nil {
-		return fmt.Errorf("embedded: deleting ledger record of %s: %w", s.id, err)
-	}
+// forget removes the destroyed session s from the host.
+func (h *Host) forget(s *session) {
 	h.mu.Lock()
 	if h.sessions[s.id] == s {
 		delete(h.sessions, s.id)
 	}
 	h.mu.Unlock()
-	return nil
 }
 
 // Close stops intake, waits for running tool calls (until ctx is done, then
@@ -550,4 +361,20 @@ func (h *Host) Close(ctx context.Context) error {
 	}
 	errs = append(errs, h.ledger.Close())
 	return errors.Join(errs...)
+}
+
+// RestartSession stops a session's sandbox, if it has one, and starts a
+// new one on the same workspace. It is for a session that failed (its
+// sandbox died: State is failed and tool calls fail with ErrNotActive)
+// and works on an active one too (every process in the sandbox is
+// killed). The workspace and snapshots are untouched; background
+// processes are not restarted. It fails with ErrBusy while a tool call
+// runs and with ErrNotActive on a paused or destroyed session. The
+// session is active when it returns nil.
+func (h *Host) RestartSession(ctx context.Context, sessionID string) error {
+	s, err := h.lookup(sessionID)
+	if err != nil {
+		return err
+	}
+	return timed(s, "restart", func() error { return s.restart(ctx) })
 }

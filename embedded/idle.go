@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/environment"
 )
 
@@ -25,15 +24,12 @@ type idleState struct {
 	paused bool      // the sandbox is frozen by auto-pause
 }
 
-// idlePauseOn reports whether the host auto-pauses idle sessions.
-func (h *Host) idlePauseOn() bool { return h.cfg.IdlePause > 0 && h.caps.Pause }
-
 // touch records use of the session and (re)arms its idle timer.
 func (s *session) touch() {
-	if !s.h.idlePauseOn() {
+	if s.deps.idlePause <= 0 {
 		return
 	}
-	d := s.h.cfg.IdlePause
+	d := s.deps.idlePause
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.autoPause.last = time.Now()
@@ -57,7 +53,7 @@ func (s *session) idleFire() {
 	if s.life.Err() != nil {
 		return
 	}
-	d := s.h.cfg.IdlePause
+	d := s.deps.idlePause
 	s.mu.Lock()
 	if s.inflight > 0 {
 		s.rearmLocked(d) // a call runs: not idle
@@ -104,11 +100,11 @@ func (s *session) idleFire() {
 		s.autoPause.paused = false
 		s.rearmLocked(d)
 		s.mu.Unlock()
-		s.h.log.Warn("idle pause failed; will retry", "session", s.id, "err", err)
+		s.deps.log.Warn("idle pause failed; will retry", "session", s.id, "err", err)
 		return
 	}
-	s.h.metrics.idlePauses.Inc()
-	s.h.log.Debug("session idle: sandbox paused", "session", s.id, "idle_for", time.Since(s.autoPause.last), "took", time.Since(start))
+	s.deps.metrics.idlePauses.Inc()
+	s.deps.log.Debug("session idle: sandbox paused", "session", s.id, "idle_for", time.Since(s.autoPause.last), "took", time.Since(start))
 }
 
 // wake thaws a sandbox frozen by idle pause. Called by operations that
@@ -144,12 +140,12 @@ func (s *session) wakeLocked(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("embedded: resuming the idle-paused sandbox of %s: %w", s.id, err)
 		}
-		s.h.metrics.observe("idle_resume", start)
+		s.deps.metrics.observe("idle_resume", start)
 	}
 	s.mu.Lock()
 	s.autoPause.paused = false
 	s.mu.Unlock()
-	s.h.metrics.idleResumes.Inc()
+	s.deps.metrics.idleResumes.Inc()
 	s.touch()
 	return nil
 }
@@ -171,80 +167,4 @@ func (s *session) stopIdle() {
 	if s.autoPause.timer != nil {
 		s.autoPause.timer.Stop()
 	}
-}
-
-// watchSandbox marks the session failed when sb exits on its own (not by
-// stopSandbox, destroy or shutdown): its processes were killed from
-// outside, it crashed, or its agent died.
-func (s *session) watchSandbox(sb container.Sandbox) {
-	select {
-	case <-sb.Done():
-	case <-s.life.Done():
-		return
-	}
-	s.mu.Lock()
-	current, st := s.sb == sb, s.state
-	s.mu.Unlock()
-	if !current || s.life.Err() != nil {
-		return
-	}
-	s.h.metrics.sandboxDeaths.Inc()
-	if st != environment.StateActive && st != environment.StatePaused {
-		return
-	}
-	s.h.log.Error("sandbox died; session failed (Resume or Host.RestartSession starts a new sandbox, Destroy deletes the session)", "session", s.id, "err", sb.Err())
-	s.setState(environment.StateFailed)
-}
-
-// RestartSession stops a session's sandbox, if it has one, and starts a
-// new one on the same workspace. It is for a session that failed (its
-// sandbox died: State is failed and tool calls fail with ErrNotActive)
-// and works on an active one too (every process in the sandbox is
-// killed). The workspace and snapshots are untouched; background
-// processes are not restarted. It fails with ErrBusy while a tool call
-// runs and with ErrNotActive on a paused or destroyed session. The
-// session is active when it returns nil.
-func (h *Host) RestartSession(ctx context.Context, sessionID string) error {
-	s, err := h.lookup(sessionID)
-	if err != nil {
-		return err
-	}
-	return timed(s, "restart", func() error { return s.restart(ctx) })
-}
-
-func (s *session) restart(ctx context.Context) error {
-	s.turnMu.Lock()
-	defer s.turnMu.Unlock()
-	s.mu.Lock()
-	switch {
-	case s.closing:
-		s.mu.Unlock()
-		return fmt.Errorf("%w: session %s: host shutting down", environment.ErrClosed, s.id)
-	case s.mismatch != "":
-		s.mu.Unlock()
-		return fmt.Errorf("%w: session %s: %s", environment.ErrNotActive, s.id, s.mismatch)
-	case s.state != environment.StateActive && s.state != environment.StateFailed:
-		s.mu.Unlock()
-		return s.notActive()
-	case s.inflight > 0:
-		n := s.inflight
-		s.mu.Unlock()
-		return fmt.Errorf("%w: session %s has %d tool call(s) running", environment.ErrBusy, s.id, n)
-	}
-	s.mu.Unlock()
-	// Thaw an idle-paused sandbox so that it stops like a running one
-	// (best effort: a dead one cannot be thawed, and is stopped anyway).
-	_ = s.wakeLocked(ctx)
-	if err := s.stopSandbox(ctx); err != nil {
-		s.h.log.Warn("stopping the old sandbox before a restart", "session", s.id, "err", err)
-	}
-	if err := s.ensureSandbox(ctx); err != nil {
-		return err
-	}
-	if s.currentState() != environment.StateActive {
-		s.setState(environment.StateActive)
-	}
-	s.h.log.Info("session restarted", "session", s.id)
-	s.touch()
-	return nil
 }

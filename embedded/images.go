@@ -24,11 +24,21 @@ const DefaultImage = "busybox"
 // is refused. The error wraps environment.ErrInvalidArgument.
 func (h *Host) ImagePath(name string) (string, error) { return h.imagePath(name) }
 
-func (h *Host) imagePath(name string) (string, error) {
+func (h *Host) imagePath(name string) (string, error) { return h.deps.images.path(name) }
+
+// images resolves image names to root filesystems in an image store.
+type images struct {
+	dir  string // Config.ImagesDir
+	def  string // Config.DefaultImage
+	none bool   // the none runtime, which uses no root filesystem
+}
+
+// path is Host.ImagePath.
+func (im images) path(name string) (string, error) {
 	if name == "" {
-		name = h.cfg.DefaultImage
+		name = im.def
 	}
-	if name == "" && h.runtime.Kind() == string(ContainerRuntimeNone) {
+	if name == "" && im.none {
 		return "", nil
 	}
 	if name == "" {
@@ -37,13 +47,13 @@ func (h *Host) imagePath(name string) (string, error) {
 	if err := environment.ValidateImageName(name); err != nil {
 		return "", err
 	}
-	if h.runtime.Kind() == string(ContainerRuntimeNone) {
+	if im.none {
 		return "", nil
 	}
-	if err := checkImageDir(h.cfg.ImagesDir, name); err != nil {
+	if err := checkImageDir(im.dir, name); err != nil {
 		return "", fmt.Errorf("%w: image %q: %v (build one with `turnbox image build busybox`)", environment.ErrInvalidArgument, name, err)
 	}
-	return filepath.Join(h.cfg.ImagesDir, name), nil
+	return filepath.Join(im.dir, name), nil
 }
 
 // checkImageDir checks, through descriptors, that name is a real directory

@@ -24,15 +24,15 @@ func (h *Host) setDefaultLimits() {
 	switch {
 	case h.cfg.DiskQuotaBytes < 0:
 		h.cfg.DiskQuotaBytes = 0
-	case h.cfg.DiskQuotaBytes == 0 && h.quotaEnforced():
+	case h.cfg.DiskQuotaBytes == 0 && quotaEnforced(h.storage):
 		h.cfg.DiskQuotaBytes = DefaultDiskBytes
 	}
-	h.caps.Limits = h.limitsInfo(h.cfg.Limits, h.cfg.DiskQuotaBytes)
+	h.caps.Limits = limitsInfo(h.cfg.Limits, h.cfg.DiskQuotaBytes)
 	h.caps.LimitsEnforced = h.caps.Isolation != environment.IsolationNone
 }
 
 // limitsInfo is the environment form of sandbox limits and a disk quota.
-func (h *Host) limitsInfo(l container.Limits, disk int64) environment.Limits {
+func limitsInfo(l container.Limits, disk int64) environment.Limits {
 	return environment.Limits{MemoryBytes: l.MemoryBytes, CPUs: l.CPUs, Pids: l.Pids, DiskBytes: disk}
 }
 
@@ -60,7 +60,7 @@ func (h *Host) checkLimits(l environment.Limits) error {
 			return err
 		}
 	}
-	if l.DiskBytes > 0 && h.quotaer() == nil {
+	if l.DiskBytes > 0 && quotaer(h.storage) == nil {
 		return fmt.Errorf("%w: the %s storage backend cannot keep a disk limit", environment.ErrCapabilityNotSupported, h.storage.Kind())
 	}
 	return nil
@@ -69,7 +69,7 @@ func (h *Host) checkLimits(l environment.Limits) error {
 // limits is the session's sandbox limits: its config's where set and
 // below the host's (which a restart may have lowered), else the host's.
 func (s *session) limits() container.Limits {
-	l, own := s.h.cfg.Limits, s.cfg.Limits
+	l, own := s.deps.limits, s.cfg.Limits
 	return container.Limits{
 		MemoryBytes: lower(l.MemoryBytes, own.MemoryBytes),
 		CPUs:        lower(l.CPUs, own.CPUs),
@@ -107,10 +107,10 @@ func lower[T int64 | float64](host, own T) T {
 // and refuses it when they take more than the session's disk limit.
 // Called with turnMu held.
 func (s *session) totalAdmit(ctx context.Context) error {
-	if pc, ok := s.h.storage.(snapshot.PinCharger); ok && pc.QuotaChargesPins() {
+	if pc, ok := s.deps.storage.(snapshot.PinCharger); ok && pc.QuotaChargesPins() {
 		return nil
 	}
-	tu, ok := s.h.storage.(snapshot.TotalUsager)
+	tu, ok := s.deps.storage.(snapshot.TotalUsager)
 	s.mu.Lock()
 	limit := s.quota.limit
 	s.mu.Unlock()
@@ -122,7 +122,7 @@ func (s *session) totalAdmit(ctx context.Context) error {
 		return fmt.Errorf("embedded: measuring the disk usage of %s: %w", s.id, err)
 	}
 	if used > limit {
-		s.h.metrics.quotaExceeded.Inc()
+		s.deps.metrics.quotaExceeded.Inc()
 		return s.overTotalError(used, limit)
 	}
 	return nil

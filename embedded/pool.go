@@ -2,7 +2,6 @@ package embedded
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -27,7 +26,7 @@ import (
 // crash, recovery deletes their volumes (no session records them) and
 // reaps their sandboxes with every other orphan.
 type pool struct {
-	h    *Host
+	deps *sessionDeps
 	size int
 
 	ctx    context.Context
@@ -52,9 +51,9 @@ const poolVolumePrefix = "pool-"
 // poolRetryMax bounds the wait between failed refills.
 const poolRetryMax = 30 * time.Second
 
-func newPool(h *Host, size int) *pool {
+func newPool(deps *sessionDeps, size int) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pool{h: h, size: size, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	p := &pool{deps: deps, size: size, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go p.run()
 	p.kick()
 	return p
@@ -91,7 +90,7 @@ func (p *pool) run() {
 					return
 				}
 				wait = min(max(2*wait, time.Second), poolRetryMax)
-				p.h.log.Error("starting a sandbox for the pool", "err", err, "retry_in", wait)
+				p.deps.log.Error("starting a sandbox for the pool", "err", err, "retry_in", wait)
 				select {
 				case <-p.ctx.Done():
 					return
@@ -110,24 +109,24 @@ func (p *pool) run() {
 
 // make starts one pooled sandbox on a new empty volume.
 func (p *pool) make(ctx context.Context) (*pooled, error) {
-	rootfs, err := p.h.imagePath("")
+	rootfs, err := p.deps.images.path("")
 	if err != nil {
 		return nil, err
 	}
 	name := poolVolumePrefix + strings.TrimPrefix(newID(), "s-")
-	vol, err := p.h.storage.CreateVolume(ctx, name)
+	vol, err := p.deps.storage.CreateVolume(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("creating volume %s: %w", name, err)
 	}
 	start := time.Now()
-	sb, err := p.h.runtime.Start(ctx, container.Spec{
-		ID: name, RootFS: rootfs, Workspace: vol.Path, Limits: p.h.cfg.Limits, Network: container.NetworkNone,
+	sb, err := p.deps.runtime.Start(ctx, container.Spec{
+		ID: name, RootFS: rootfs, Workspace: vol.Path, Limits: p.deps.limits, Network: container.NetworkNone,
 	})
 	if err != nil {
-		_ = p.h.storage.DestroyVolume(context.WithoutCancel(ctx), name)
+		_ = p.deps.storage.DestroyVolume(context.WithoutCancel(ctx), name)
 		return nil, fmt.Errorf("starting sandbox %s: %w", name, err)
 	}
-	p.h.log.Debug("pooled sandbox started", "volume", name, "took", time.Since(start))
+	p.deps.log.Debug("pooled sandbox started", "volume", name, "took", time.Since(start))
 	return &pooled{vol: vol, sb: sb}, nil
 }
 
@@ -157,7 +156,7 @@ func (p *pool) claim() *pooled {
 		p.mu.Lock()
 		if len(p.ready) == 0 {
 			p.mu.Unlock()
-			p.h.metrics.poolClaims.WithLabelValues("miss").Inc()
+			p.deps.metrics.poolClaims.WithLabelValues("miss").Inc()
 			return nil
 		}
 		e := p.ready[0]
@@ -165,12 +164,12 @@ func (p *pool) claim() *pooled {
 		p.mu.Unlock()
 		select {
 		case <-e.sb.Done():
-			p.h.log.Warn("pooled sandbox died while waiting; discarding it", "volume", e.vol.Name, "err", e.sb.Err())
+			p.deps.log.Warn("pooled sandbox died while waiting; discarding it", "volume", e.vol.Name, "err", e.sb.Err())
 			p.discard(e)
 			continue
 		default:
 		}
-		p.h.metrics.poolClaims.WithLabelValues("hit").Inc()
+		p.deps.metrics.poolClaims.WithLabelValues("hit").Inc()
 		return e
 	}
 }
@@ -186,10 +185,10 @@ func (p *pool) giveBack(e *pooled) {
 func (p *pool) discard(e *pooled) {
 	ctx := context.Background()
 	if err := stopBounded(ctx, e.sb); err != nil {
-		p.h.log.Warn("stopping pooled sandbox", "volume", e.vol.Name, "err", err)
+		p.deps.log.Warn("stopping pooled sandbox", "volume", e.vol.Name, "err", err)
 	}
-	if err := p.h.storage.DestroyVolume(ctx, e.vol.Name); err != nil && !errors.Is(err, snapshot.ErrNotFound) {
-		p.h.log.Warn("deleting pooled volume", "volume", e.vol.Name, "err", err)
+	if err := unlessGone(p.deps.storage.DestroyVolume(ctx, e.vol.Name)); err != nil {
+		p.deps.log.Warn("deleting pooled volume", "volume", e.vol.Name, "err", err)
 	}
 }
 

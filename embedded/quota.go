@@ -47,54 +47,54 @@ type quotaState struct {
 	checked bool  // used and over are known (localdisk)
 }
 
-// quotaRemedy says how to make room under a session's disk quota.
-func (h *Host) quotaRemedy() string {
-	if pc, ok := h.storage.(snapshot.PinCharger); ok && pc.QuotaChargesPins() {
+// quotaRemedy says how to make room under a session's disk quota on b.
+func quotaRemedy(b snapshot.Backend) string {
+	if pc, ok := b.(snapshot.PinCharger); ok && pc.QuotaChargesPins() {
 		return "the quota counts what the session's snapshots hold too: delete snapshots (DeleteSnapshot) or files that no snapshot holds, or roll back"
 	}
 	return "delete files or roll back to an earlier snapshot"
 }
 
-// quotaer returns the storage's Quotaer, or nil.
-func (h *Host) quotaer() snapshot.Quotaer {
-	q, _ := h.storage.(snapshot.Quotaer)
+// quotaer returns b's Quotaer, or nil.
+func quotaer(b snapshot.Backend) snapshot.Quotaer {
+	q, _ := b.(snapshot.Quotaer)
 	return q
 }
 
 // wantQuota is the quota a session's record asks for: its own, else the
 // host's default.
-func (h *Host) wantQuota(rec ledger.SessionRecord) int64 {
+func (s *session) wantQuota(rec ledger.SessionRecord) int64 {
 	if rec.DiskQuotaBytes != nil {
 		return *rec.DiskQuotaBytes
 	}
-	return h.cfg.DiskQuotaBytes
+	return s.deps.diskQuota
 }
 
 // applyQuota gives the backend the session's quota (when it differs from
 // what was applied last, or force) and records it in the ledger.
-func (h *Host) applyQuota(ctx context.Context, s *session, force bool) error {
-	rec, err := h.ledger.Session(s.id)
+func (s *session) applyQuota(ctx context.Context, force bool) error {
+	rec, err := s.deps.ledger.Session(s.id)
 	if err != nil {
 		return fmt.Errorf("embedded: reading session %s: %w", s.id, err)
 	}
-	want := h.wantQuota(rec)
+	want := s.wantQuota(rec)
 	if want == rec.AppliedDiskQuota && !force {
 		s.mu.Lock()
 		s.quota.limit = want
 		s.mu.Unlock()
 		return nil
 	}
-	q := h.quotaer()
+	q := quotaer(s.deps.storage)
 	if q == nil {
 		if want == 0 {
 			return nil
 		}
-		return fmt.Errorf("%w: the %s storage backend cannot keep a disk quota", environment.ErrCapabilityNotSupported, h.storage.Kind())
+		return fmt.Errorf("%w: the %s storage backend cannot keep a disk quota", environment.ErrCapabilityNotSupported, s.deps.storage.Kind())
 	}
 	if err := q.SetQuota(ctx, s.volume, want); err != nil {
 		return fmt.Errorf("embedded: setting the disk quota of %s: %w", s.id, err)
 	}
-	if err := h.ledger.UpdateSession(s.id, func(r *ledger.SessionRecord) error {
+	if err := s.deps.ledger.UpdateSession(s.id, func(r *ledger.SessionRecord) error {
 		r.AppliedDiskQuota = want
 		return nil
 	}); err != nil {
@@ -120,7 +120,7 @@ func (h *Host) SetDiskQuota(ctx context.Context, sessionID string, bytes int64) 
 	if err != nil {
 		return err
 	}
-	if bytes > 0 && h.quotaer() == nil {
+	if bytes > 0 && quotaer(h.storage) == nil {
 		return fmt.Errorf("%w: the %s storage backend cannot keep a disk quota", environment.ErrCapabilityNotSupported, h.storage.Kind())
 	}
 	s.turnMu.Lock()
@@ -131,7 +131,7 @@ func (h *Host) SetDiskQuota(ctx context.Context, sessionID string, bytes int64) 
 	}); err != nil {
 		return fmt.Errorf("embedded: recording the disk quota of %s: %w", s.id, err)
 	}
-	if err := h.applyQuota(ctx, s, true); err != nil {
+	if err := s.applyQuota(ctx, true); err != nil {
 		return err
 	}
 	h.log.Info("disk quota set", "session", s.id, "bytes", bytes)
@@ -144,19 +144,19 @@ func (s *session) quotaRecorded() (limit int64, ok bool) {
 	s.mu.Lock()
 	limit = s.quota.limit
 	s.mu.Unlock()
-	return limit, limit > 0 && !s.h.quotaEnforced()
+	return limit, limit > 0 && !quotaEnforced(s.deps.storage)
 }
 
-// quotaEnforced reports whether the backend's kernel enforces quotas.
-func (h *Host) quotaEnforced() bool {
-	q := h.quotaer()
+// quotaEnforced reports whether b's kernel enforces quotas.
+func quotaEnforced(b snapshot.Backend) bool {
+	q := quotaer(b)
 	return q != nil && q.QuotaEnforced()
 }
 
 // measure reads the workspace's usage and updates the session's quota
 // state. Only for backends that record quotas.
 func (s *session) measure(ctx context.Context) (snapshot.Quota, error) {
-	q, err := s.h.quotaer().Quota(ctx, s.volume)
+	q, err := quotaer(s.deps.storage).Quota(ctx, s.volume)
 	if err != nil {
 		return q, err
 	}
@@ -169,7 +169,7 @@ func (s *session) measure(ctx context.Context) (snapshot.Quota, error) {
 // overQuotaError is the error of a call refused or reported for the quota.
 func (s *session) overQuotaError(used, limit int64) error {
 	return fmt.Errorf("%w: session %s: the workspace is over its disk quota (%d of %d bytes used); %s",
-		environment.ErrLimitExceeded, s.id, used, limit, s.h.quotaRemedy())
+		environment.ErrLimitExceeded, s.id, used, limit, quotaRemedy(s.deps.storage))
 }
 
 // quotaAdmit refuses a write_file or edit_file on a session over a quota
@@ -199,10 +199,10 @@ func (s *session) quotaAdmit(ctx context.Context, params environment.ToolParams)
 		used, over = q.UsedBytes, q.UsedBytes > limit
 	}
 	if over || used+grow > limit {
-		s.h.metrics.quotaExceeded.Inc()
+		s.deps.metrics.quotaExceeded.Inc()
 		if !over {
 			return fmt.Errorf("%w: session %s: writing %d bytes would take the workspace over its disk quota (%d of %d bytes used); %s",
-				environment.ErrLimitExceeded, s.id, grow, used, limit, s.h.quotaRemedy())
+				environment.ErrLimitExceeded, s.id, grow, used, limit, quotaRemedy(s.deps.storage))
 		}
 		return s.overQuotaError(used, limit)
 	}
@@ -230,7 +230,7 @@ func (s *session) quotaAfter(ctx context.Context, params environment.ToolParams,
 		return resp, err
 	}
 	if errors.Is(err, environment.ErrLimitExceeded) {
-		s.h.metrics.quotaExceeded.Inc()
+		s.deps.metrics.quotaExceeded.Inc()
 	}
 	if _, recorded := s.quotaRecorded(); recorded {
 		if err != nil && !errors.Is(err, environment.ErrLimitExceeded) {
@@ -241,7 +241,7 @@ func (s *session) quotaAfter(ctx context.Context, params environment.ToolParams,
 		s.mu.Unlock()
 		q, merr := s.measure(context.WithoutCancel(ctx))
 		if merr != nil {
-			s.h.log.Error("measuring the workspace for its quota", "session", s.id, "err", merr)
+			s.deps.log.Error("measuring the workspace for its quota", "session", s.id, "err", merr)
 			return resp, err
 		}
 		// A call that left the workspace over, and grew it (or took it
@@ -249,7 +249,7 @@ func (s *session) quotaAfter(ctx context.Context, params environment.ToolParams,
 		if !q.Exceeded() || err != nil || (known && wasOver && q.UsedBytes <= prev) {
 			return resp, err
 		}
-		s.h.metrics.quotaExceeded.Inc()
+		s.deps.metrics.quotaExceeded.Inc()
 		qerr := s.overQuotaError(q.UsedBytes, limit)
 		if isBash && resp != nil {
 			s.markOverQuota(resp, qerr)
@@ -262,12 +262,12 @@ func (s *session) quotaAfter(ctx context.Context, params environment.ToolParams,
 	// (say which limit); a bash command that failed on it says so in its
 	// output.
 	if errors.Is(err, environment.ErrLimitExceeded) && !isBash {
-		return resp, fmt.Errorf("%w (the session's disk quota is %d bytes; %s)", err, limit, s.h.quotaRemedy())
+		return resp, fmt.Errorf("%w (the session's disk quota is %d bytes; %s)", err, limit, quotaRemedy(s.deps.storage))
 	}
 	if isBash && err == nil && resp != nil && resp.IsError && quotaMessage.MatchString(resp.Content) {
-		s.h.metrics.quotaExceeded.Inc()
+		s.deps.metrics.quotaExceeded.Inc()
 		qerr := fmt.Errorf("%w: session %s: a write in the command hit the workspace's disk quota of %d bytes; %s",
-			environment.ErrLimitExceeded, s.id, limit, s.h.quotaRemedy())
+			environment.ErrLimitExceeded, s.id, limit, quotaRemedy(s.deps.storage))
 		s.markOverQuota(resp, qerr)
 		return resp, qerr
 	}

@@ -1,0 +1,222 @@
+package embedded
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/turnbox/turnbox/embedded/ledger"
+	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/snapshot"
+)
+
+// creation is one session being created (Host.createSession). It runs as
+// a list of steps; each step that leaves something behind registers how
+// to undo it, and when a step fails the undos run in reverse order, so a
+// failed create leaves nothing: no record, volume, sandbox, pooled
+// sandbox or reserved id. Every input is checked, and the image found,
+// before anything is recorded or written. Records come before data: the
+// session is recorded (state creating) before its volume exists, so a
+// crash in between leaves a record without a volume, which recovery
+// drops.
+type creation struct {
+	h     *Host
+	ctx   context.Context
+	cfg   environment.SessionConfig
+	start time.Time
+
+	parent ledger.SnapshotRecord // the snapshot a fork starts from
+	quota  *int64                // the session's own disk quota, if any
+	pooled *pooled               // a claimed pooled sandbox, if any
+	held   *pooled               // pooled while no one else owns it yet
+	volume string                // the session's volume name
+	rec    ledger.SessionRecord
+	s      *session
+
+	undo []func(ctx context.Context)
+}
+
+// createSession creates a session from cfg (a fork when cfg.FromSnapshot
+// is set) and returns it active, its sandbox started.
+func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig) (*session, error) {
+	c := &creation{h: h, ctx: ctx, cfg: cfg, start: time.Now()}
+	for _, step := range []func() error{
+		c.check, c.claimPooled, c.reserve, c.record, c.makeVolume, c.applyQuota, c.startSandbox, c.activate,
+	} {
+		if err := step(); err != nil {
+			c.unwind()
+			return nil, err
+		}
+	}
+	op := "create"
+	if cfg.FromSnapshot != "" {
+		op = "fork"
+	}
+	h.metrics.observe(op, c.start)
+	h.log.Info("session created", "session", c.s.id, "from_snapshot", cfg.FromSnapshot, "pooled", c.pooled != nil, "took", time.Since(c.start))
+	return c.s, nil
+}
+
+// onFailure registers fn to undo a step that succeeded.
+func (c *creation) onFailure(fn func(ctx context.Context)) { c.undo = append(c.undo, fn) }
+
+// unwind undoes the steps made so far, newest first, whatever the
+// caller's context says.
+func (c *creation) unwind() {
+	ctx := context.WithoutCancel(c.ctx)
+	for i := len(c.undo) - 1; i >= 0; i-- {
+		c.undo[i](ctx)
+	}
+}
+
+// check validates the config, picks an id and finds the parent snapshot
+// of a fork and the quota the session inherits.
+func (c *creation) check() error {
+	h := c.h
+	if err := c.cfg.Validate(); err != nil {
+		return err
+	}
+	if _, err := h.imagePath(c.cfg.Image); err != nil {
+		return err
+	}
+	if c.cfg.SessionID == "" {
+		c.cfg.SessionID = newID()
+	}
+	if err := h.checkLimits(c.cfg.Limits); err != nil {
+		return err
+	}
+	if c.cfg.FromSnapshot != "" {
+		var err error
+		if c.parent, err = h.ledger.Snapshot(c.cfg.FromSnapshot); err != nil {
+			return fmt.Errorf("%w: %q: %v", environment.ErrSnapshotNotFound, c.cfg.FromSnapshot, err)
+		}
+		// A fork keeps its parent's own disk quota, if it has one.
+		if prec, err := h.ledger.Session(c.parent.Session); err == nil && prec.DiskQuotaBytes != nil {
+			q := *prec.DiskQuotaBytes
+			c.quota = &q
+		}
+	}
+	if d := c.cfg.Limits.DiskBytes; d > 0 {
+		c.quota = &d
+	}
+	c.volume = c.cfg.SessionID
+	return nil
+}
+
+// claimPooled takes a pooled sandbox, whose volume the session then keeps.
+// (Claimed before h.mu: a claim may discard a dead sandbox, slowly.) Until
+// makeVolume hands it to the session, a failure gives it back.
+func (c *creation) claimPooled() error {
+	if !c.h.poolable(c.cfg) {
+		return nil
+	}
+	if c.pooled = c.h.pool.claim(); c.pooled == nil {
+		return nil
+	}
+	c.volume, c.held = c.pooled.vol.Name, c.pooled
+	c.onFailure(func(context.Context) {
+		if c.held != nil {
+			c.h.pool.giveBack(c.held)
+		}
+	})
+	return nil
+}
+
+// reserve adds the session to the host (state creating), so that
+// concurrent creates of the same id cannot race.
+func (c *creation) reserve() error {
+	h, id := c.h, c.cfg.SessionID
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.closed:
+		return environment.ErrClosed
+	case h.sessions[id] != nil:
+		return fmt.Errorf("%w: session %q", environment.ErrAlreadyExists, id)
+	case h.cfg.MaxSessions > 0 && len(h.sessions) >= h.cfg.MaxSessions:
+		return fmt.Errorf("%w: the host already has its maximum of %d sessions", environment.ErrLimitExceeded, h.cfg.MaxSessions)
+	}
+	cfgJSON, _ := json.Marshal(c.cfg)
+	c.rec = ledger.SessionRecord{
+		ID: id, Volume: c.volume, Backend: h.storage.Kind(), Runtime: h.runtime.Kind(),
+		State: string(environment.StateCreating), Config: cfgJSON,
+		ParentSession: c.parent.Session, ParentSnapshot: c.cfg.FromSnapshot, CreatedAt: time.Now().UTC(),
+		DiskQuotaBytes: c.quota,
+	}
+	c.s = newSession(h.deps, c.rec, snapshot.Volume{})
+	h.sessions[id] = c.s
+	c.onFailure(func(context.Context) { h.forget(c.s) })
+	return nil
+}
+
+// record writes the session's ledger record.
+func (c *creation) record() error {
+	if err := c.h.ledger.PutSession(c.rec); err != nil {
+		return fmt.Errorf("embedded: recording session %q: %w", c.rec.ID, storageError(err))
+	}
+	c.onFailure(func(context.Context) { _ = c.h.ledger.DeleteSession(c.rec.ID) })
+	return nil
+}
+
+// makeVolume makes the session's workspace: a new volume, a clone of the
+// parent snapshot, or the pooled sandbox's volume (a fork's takes the
+// snapshot in place, where the pooled sandbox sees it).
+func (c *creation) makeVolume() error {
+	h, p := c.h, c.parent
+	var vol snapshot.Volume
+	var err error
+	switch {
+	case c.pooled != nil && c.cfg.FromSnapshot != "":
+		vol = c.pooled.vol
+		if err = h.storage.(snapshot.Replacer).ReplaceVolume(c.ctx, c.volume, p.Volume, p.BackendName); err != nil {
+			h.pool.discard(c.pooled)
+			c.held = nil
+			return fmt.Errorf("embedded: filling the fork's workspace: %w", storageError(err))
+		}
+	case c.pooled != nil:
+		vol = c.pooled.vol
+	case c.cfg.FromSnapshot != "":
+		vol, err = h.storage.CloneVolume(c.ctx, c.volume, p.Volume, p.BackendName)
+	default:
+		vol, err = h.storage.CreateVolume(c.ctx, c.volume)
+	}
+	if err != nil {
+		return fmt.Errorf("embedded: creating volume %q: %w", c.volume, storageError(err))
+	}
+	c.onFailure(func(ctx context.Context) { _ = h.storage.DestroyVolume(ctx, c.volume) })
+	s := c.s
+	s.mu.Lock()
+	s.vol = vol
+	if c.pooled != nil {
+		s.sb = c.pooled.sb
+		go s.watchSandbox(c.pooled.sb)
+	}
+	s.mu.Unlock()
+	c.held = nil
+	// The session owns the pooled sandbox now; stopSandbox stops it.
+	c.onFailure(func(ctx context.Context) { _ = s.stopSandbox(ctx) })
+	return nil
+}
+
+// applyQuota gives the volume the session's disk quota.
+func (c *creation) applyQuota() error { return c.s.applyQuota(c.ctx, false) }
+
+// startSandbox starts the session's sandbox (a pooled one runs already).
+func (c *creation) startSandbox() error { return c.s.ensureSandbox(c.ctx) }
+
+// activate records the session as active.
+func (c *creation) activate() error {
+	if err := c.h.ledger.UpdateSession(c.rec.ID, func(r *ledger.SessionRecord) error {
+		r.State = string(environment.StateActive)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("embedded: recording session: %w", err)
+	}
+	s := c.s
+	s.mu.Lock()
+	s.state = environment.StateActive
+	s.mu.Unlock()
+	s.touch()
+	return nil
+}

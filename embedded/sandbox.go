@@ -1,0 +1,199 @@
+package embedded
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/environment"
+)
+
+// A session's sandbox: started on first use (or taken from the pool),
+// watched, stopped and restarted. The sandbox is the session's only part
+// that runs attacker-controlled code: every wait on it is bounded
+// (bounds.go).
+
+// shell picks bash when the sandbox has it (the tool is called bash and
+// models write bash), else sh.
+func (s *session) shell(rootfs string) string {
+	if rootfs == "" {
+		if _, err := exec.LookPath("bash"); err == nil {
+			return "bash"
+		}
+		return "sh"
+	}
+	for _, p := range []string{"bin/bash", "usr/bin/bash"} {
+		if _, err := os.Stat(filepath.Join(rootfs, p)); err == nil {
+			return "bash"
+		}
+	}
+	return "sh"
+}
+
+// ensureSandbox returns the session's running sandbox, starting one if
+// there is none (first use after a host restart) or the last one died.
+func (s *session) ensureSandbox(ctx context.Context) error {
+	_, err := s.sandbox(ctx)
+	return err
+}
+
+func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
+	s.sbMu.Lock()
+	defer s.sbMu.Unlock()
+	s.mu.Lock()
+	sb, vol := s.sb, s.vol
+	s.mu.Unlock()
+	if sb != nil {
+		select {
+		case <-sb.Done():
+			s.deps.log.Warn("sandbox died; starting a new one", "session", s.id, "err", sb.Err())
+			_ = stopBounded(ctx, sb)
+		default:
+			return sb, nil
+		}
+	}
+	rootfs, err := s.deps.images.path(s.cfg.Image)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	sb, err = s.deps.runtime.Start(ctx, container.Spec{
+		ID: s.id, RootFS: rootfs, Workspace: vol.Path, Env: s.env(), Limits: s.limits(), Network: container.NetworkNone,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("embedded: starting sandbox for %s: %w", s.id, err)
+	}
+	s.deps.log.Debug("sandbox started", "session", s.id, "took", time.Since(start))
+	s.mu.Lock()
+	s.sb = sb
+	s.mu.Unlock()
+	go s.watchSandbox(sb)
+	return sb, nil
+}
+
+// env returns the session's environment variables as KEY=value, sorted.
+// Every command gets them (a pooled sandbox was started without them).
+func (s *session) env() []string {
+	env := make([]string, 0, len(s.cfg.Env))
+	for k, v := range s.cfg.Env {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	return env
+}
+
+// currentSandbox returns the session's sandbox (nil if none runs).
+func (s *session) currentSandbox() container.Sandbox {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sb
+}
+
+func (s *session) stopSandbox(ctx context.Context) error {
+	s.sbMu.Lock()
+	defer s.sbMu.Unlock()
+	s.mu.Lock()
+	sb := s.sb
+	s.sb = nil
+	s.autoPause.paused = false // nothing left frozen
+	s.mu.Unlock()
+	if sb == nil {
+		return nil
+	}
+	return stopBounded(ctx, sb)
+}
+
+// stopBounded stops sb within stopTimeout, whatever ctx says: a cancelled
+// caller does not leave a sandbox half stopped, and one without a
+// deadline does not wait forever.
+func stopBounded(ctx context.Context, sb container.Sandbox) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
+	defer cancel()
+	return sb.Stop(ctx)
+}
+
+// killAll kills every process of sb but its agent, within
+// killAllTimeout. If the agent cannot (a fork bomb outruns it, or the
+// agent is dead or hostile), sb is stopped whole and stopped reports
+// that the caller must start a new one.
+func (s *session) killAll(ctx context.Context, sb container.Sandbox) (stopped bool, err error) {
+	kctx, cancel := context.WithTimeout(ctx, killAllTimeout)
+	err = sb.KillAll(kctx)
+	cancel()
+	switch {
+	case err == nil:
+		return false, nil
+	case ctx.Err() != nil:
+		return false, fmt.Errorf("killing processes: %w", err)
+	}
+	s.deps.log.Warn("killing the sandbox's processes failed; stopping the sandbox", "session", s.id, "err", err)
+	if err := s.stopSandbox(ctx); err != nil {
+		return false, fmt.Errorf("stopping the sandbox: %w", err)
+	}
+	return true, nil
+}
+
+// watchSandbox marks the session failed when sb exits on its own (not by
+// stopSandbox, destroy or shutdown): its processes were killed from
+// outside, it crashed, or its agent died.
+func (s *session) watchSandbox(sb container.Sandbox) {
+	select {
+	case <-sb.Done():
+	case <-s.life.Done():
+		return
+	}
+	s.mu.Lock()
+	current, st := s.sb == sb, s.state
+	s.mu.Unlock()
+	if !current || s.life.Err() != nil {
+		return
+	}
+	s.deps.metrics.sandboxDeaths.Inc()
+	if st != environment.StateActive && st != environment.StatePaused {
+		return
+	}
+	s.deps.log.Error("sandbox died; session failed (Resume or Host.RestartSession starts a new sandbox, Destroy deletes the session)", "session", s.id, "err", sb.Err())
+	s.setState(environment.StateFailed)
+}
+
+func (s *session) restart(ctx context.Context) error {
+	s.turnMu.Lock()
+	defer s.turnMu.Unlock()
+	s.mu.Lock()
+	switch {
+	case s.closing:
+		s.mu.Unlock()
+		return fmt.Errorf("%w: session %s: host shutting down", environment.ErrClosed, s.id)
+	case s.mismatch != "":
+		s.mu.Unlock()
+		return fmt.Errorf("%w: session %s: %s", environment.ErrNotActive, s.id, s.mismatch)
+	case s.state != environment.StateActive && s.state != environment.StateFailed:
+		s.mu.Unlock()
+		return s.notActive()
+	case s.inflight > 0:
+		n := s.inflight
+		s.mu.Unlock()
+		return fmt.Errorf("%w: session %s has %d tool call(s) running", environment.ErrBusy, s.id, n)
+	}
+	s.mu.Unlock()
+	// Thaw an idle-paused sandbox so that it stops like a running one
+	// (best effort: a dead one cannot be thawed, and is stopped anyway).
+	_ = s.wakeLocked(ctx)
+	if err := s.stopSandbox(ctx); err != nil {
+		s.deps.log.Warn("stopping the old sandbox before a restart", "session", s.id, "err", err)
+	}
+	if err := s.ensureSandbox(ctx); err != nil {
+		return err
+	}
+	if s.currentState() != environment.StateActive {
+		s.setState(environment.StateActive)
+	}
+	s.deps.log.Info("session restarted", "session", s.id)
+	s.touch()
+	return nil
+}
