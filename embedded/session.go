@@ -12,10 +12,11 @@ import (
 	"github.com/turnbox/turnbox/snapshot"
 )
 
-// session is one session's live state. Locks, in order: turnMu (one
-// snapshot, rollback, pause or destroy at a time), fsMu (file tools share
-// it; a snapshot or rollback holds it exclusively), mu (state fields, held
-// briefly, never across I/O), sbMu (sandbox start).
+// session is one session's live state. It reaches its host only through
+// deps. Locks, in order: turnMu (one snapshot, rollback, pause or destroy
+// at a time), fsMu (file tools share it; a snapshot or rollback holds it
+// exclusively), sbMu (sandbox start and stop), mu (state fields, held
+// briefly, never across I/O).
 type session struct {
 	deps   *sessionDeps // everything it uses of its host
 	id     string
