@@ -1,20 +1,27 @@
-package remote
+package server
 
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
 )
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func protojsonUnmarshal(b []byte, m proto.Message) error { return protojson.Unmarshal(b, m) }
 
 // fuzzServer is a Server on an embedded host with one session, "fz".
 func fuzzServer(f *testing.F) http.Handler {

@@ -1,4 +1,4 @@
-package remote
+package server
 
 import (
 	"context"
@@ -18,14 +18,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/turnbox/turnbox/embedded"
-	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
+	"github.com/turnbox/turnbox/remote"
 	"github.com/turnbox/turnbox/remote/gen/turnbox/v1/turnboxv1connect"
 )
 
 // Server defaults.
 const (
-	// DefaultMaxMessageBytes bounds each request and response message.
-	DefaultMaxMessageBytes = 16 << 20
+	// DefaultMaxMessageBytes bounds each request and response message
+	// (the client's default bound too).
+	DefaultMaxMessageBytes = remote.DefaultMaxMessageBytes
 	// DefaultMaxRequestDuration bounds every call (a client's shorter
 	// deadline wins); it exceeds embedded.DefaultMaxToolTimeout.
 	DefaultMaxRequestDuration = embedded.DefaultMaxToolTimeout + 5*time.Minute
@@ -39,21 +40,19 @@ const (
 	DefaultCompressMinBytes = 16 << 10
 )
 
-// Server serves a SandboxService over ConnectRPC (the Connect, gRPC and
-// gRPC-Web protocols) for one embedded.Host, with bearer-token auth,
-// per-request limits, idempotent tool calls and Prometheus metrics. Mount
-// Handler on an http.Server (HTTP/2, cleartext or TLS), or ServiceHandler on
-// a mux of your own.
+// Server serves turnbox.v1.SandboxService over ConnectRPC (the Connect,
+// gRPC and gRPC-Web protocols) for one embedded.Host, with bearer-token
+// auth, per-request limits and Prometheus metrics. Tool calls are
+// idempotent by tool call id because the host's are. Mount Handler on an
+// http.Server (HTTP/2, cleartext or TLS), or ServiceHandler on a mux of
+// your own.
 type Server struct {
 	host      *embedded.Host
-	svc       *localService
 	log       *slog.Logger
 	tokens    [][32]byte
 	maxMsg    int
 	maxDur    time.Duration
 	keepAlive time.Duration
-	cacheN    int
-	cacheB    int64
 	minGzip   int
 	draining  atomic.Bool
 
@@ -61,7 +60,6 @@ type Server struct {
 	calls    *prometheus.CounterVec
 	seconds  *prometheus.HistogramVec
 	inflight prometheus.Gauge
-	dedups   prometheus.Counter
 	authFail prometheus.Counter
 	// procs caches each procedure's success counter and latency
 	// observer (procedure -> *procMetrics), sparing every call the label
@@ -121,13 +119,6 @@ func WithKeepAliveInterval(d time.Duration) ServerOption {
 	}
 }
 
-// WithIdempotencyCache bounds the cache that makes ExecuteTool idempotent:
-// at most entries finished calls and bytes of their output (defaults 4096
-// and 64 MiB). A retry of a call evicted from it runs the call again.
-func WithIdempotencyCache(entries int, bytes int64) ServerOption {
-	return func(s *Server) { s.cacheN, s.cacheB = entries, bytes }
-}
-
 // WithCompressMinBytes sets the smallest response message that is sent
 // gzip-compressed to clients accepting it (DefaultCompressMinBytes); a
 // negative n never compresses.
@@ -162,7 +153,6 @@ func NewServer(host *embedded.Host, opts ...ServerOption) *Server {
 	for _, o := range opts {
 		o(s)
 	}
-	s.svc = newLocalService(host, s.cacheN, s.cacheB)
 	s.calls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "turnbox_rpc_requests_total",
 		Help: "RPCs handled, by procedure and Connect code (ok for success).",
@@ -176,16 +166,11 @@ func NewServer(host *embedded.Host, opts ...ServerOption) *Server {
 		Name: "turnbox_rpc_in_flight",
 		Help: "RPCs being handled.",
 	})
-	s.dedups = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "turnbox_rpc_tool_call_dedup_total",
-		Help: "Tool calls answered from the idempotency cache (a retry or a duplicate of a call id).",
-	})
 	s.authFail = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "turnbox_rpc_auth_failures_total",
 		Help: "Requests rejected for a missing or wrong bearer token.",
 	})
-	s.reg.MustRegister(s.calls, s.seconds, s.inflight, s.dedups, s.authFail)
-	s.svc.onDedup = s.dedups.Inc
+	s.reg.MustRegister(s.calls, s.seconds, s.inflight, s.authFail)
 	return s
 }
 
@@ -394,136 +379,4 @@ func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 		i.done(conn.Spec().Procedure, start, err)
 		return err
 	}
-}
-
-// handler adapts the local service to the generated handler interface,
-// mapping errors to Connect codes with an ErrorInfo detail.
-type handler struct {
-	turnboxv1connect.UnimplementedSandboxServiceHandler
-	s *Server
-}
-
-var _ turnboxv1connect.SandboxServiceHandler = handler{}
-
-// unary calls fn with the request's message and wraps the outcome.
-func unary[Req, Res any](ctx context.Context, r *connect.Request[Req], fn func(context.Context, *Req) (*Res, error)) (*connect.Response[Res], error) {
-	res, err := fn(ctx, r.Msg)
-	if err != nil {
-		return nil, toConnectError(err)
-	}
-	return connect.NewResponse(res), nil
-}
-
-func (h handler) CreateSession(ctx context.Context, r *connect.Request[turnboxv1.CreateSessionRequest]) (*connect.Response[turnboxv1.CreateSessionResponse], error) {
-	return unary(ctx, r, h.s.svc.CreateSession)
-}
-
-func (h handler) GetSession(ctx context.Context, r *connect.Request[turnboxv1.GetSessionRequest]) (*connect.Response[turnboxv1.GetSessionResponse], error) {
-	return unary(ctx, r, h.s.svc.GetSession)
-}
-
-func (h handler) ListSessions(ctx context.Context, r *connect.Request[turnboxv1.ListSessionsRequest]) (*connect.Response[turnboxv1.ListSessionsResponse], error) {
-	return unary(ctx, r, h.s.svc.ListSessions)
-}
-
-func (h handler) AttachSession(ctx context.Context, r *connect.Request[turnboxv1.AttachSessionRequest]) (*connect.Response[turnboxv1.AttachSessionResponse], error) {
-	return unary(ctx, r, h.s.svc.AttachSession)
-}
-
-func (h handler) PauseSession(ctx context.Context, r *connect.Request[turnboxv1.PauseSessionRequest]) (*connect.Response[turnboxv1.PauseSessionResponse], error) {
-	return unary(ctx, r, h.s.svc.PauseSession)
-}
-
-func (h handler) ResumeSession(ctx context.Context, r *connect.Request[turnboxv1.ResumeSessionRequest]) (*connect.Response[turnboxv1.ResumeSessionResponse], error) {
-	return unary(ctx, r, h.s.svc.ResumeSession)
-}
-
-func (h handler) DestroySession(ctx context.Context, r *connect.Request[turnboxv1.DestroySessionRequest]) (*connect.Response[turnboxv1.DestroySessionResponse], error) {
-	return unary(ctx, r, h.s.svc.DestroySession)
-}
-
-func (h handler) ExecuteTool(ctx context.Context, r *connect.Request[turnboxv1.ExecuteToolRequest]) (*connect.Response[turnboxv1.ExecuteToolResponse], error) {
-	return unary(ctx, r, h.s.svc.ExecuteTool)
-}
-
-// ExecuteToolStream sends progress events as the tool produces them,
-// keepalives on quiet stretches, then the response.
-func (h handler) ExecuteToolStream(ctx context.Context, r *connect.Request[turnboxv1.ExecuteToolStreamRequest], stream *connect.ServerStream[turnboxv1.ExecuteToolStreamResponse]) error {
-	var (
-		mu      sync.Mutex
-		sendErr error
-		last    = time.Now()
-	)
-	send := func(ev *turnboxv1.ExecuteToolStreamResponse) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if sendErr == nil {
-			sendErr = stream.Send(ev)
-			last = time.Now()
-		}
-		return sendErr
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(h.s.keepAlive)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				mu.Lock()
-				quiet := time.Since(last) >= h.s.keepAlive/2
-				mu.Unlock()
-				if quiet {
-					_ = send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Keepalive{Keepalive: &turnboxv1.KeepAlive{}}})
-				}
-			}
-		}
-	})
-	resp, err := h.s.svc.ExecuteToolStream(ctx, r.Msg, func(p *turnboxv1.ToolProgress) {
-		_ = send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Progress{Progress: p}})
-	})
-	close(stop)
-	wg.Wait()
-	if err != nil {
-		return toConnectError(err)
-	}
-	return send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Response{Response: resp}})
-}
-
-func (h handler) TurnComplete(ctx context.Context, r *connect.Request[turnboxv1.TurnCompleteRequest]) (*connect.Response[turnboxv1.TurnCompleteResponse], error) {
-	return unary(ctx, r, h.s.svc.TurnComplete)
-}
-
-func (h handler) CreateSnapshot(ctx context.Context, r *connect.Request[turnboxv1.CreateSnapshotRequest]) (*connect.Response[turnboxv1.CreateSnapshotResponse], error) {
-	return unary(ctx, r, h.s.svc.CreateSnapshot)
-}
-
-func (h handler) ListSnapshots(ctx context.Context, r *connect.Request[turnboxv1.ListSnapshotsRequest]) (*connect.Response[turnboxv1.ListSnapshotsResponse], error) {
-	return unary(ctx, r, h.s.svc.ListSnapshots)
-}
-
-func (h handler) Rollback(ctx context.Context, r *connect.Request[turnboxv1.RollbackRequest]) (*connect.Response[turnboxv1.RollbackResponse], error) {
-	return unary(ctx, r, h.s.svc.Rollback)
-}
-
-func (h handler) Fork(ctx context.Context, r *connect.Request[turnboxv1.ForkRequest]) (*connect.Response[turnboxv1.ForkResponse], error) {
-	return unary(ctx, r, h.s.svc.Fork)
-}
-
-func (h handler) Health(ctx context.Context, r *connect.Request[turnboxv1.HealthRequest]) (*connect.Response[turnboxv1.HealthResponse], error) {
-	res, err := h.s.svc.Health(ctx, r.Msg)
-	if err != nil {
-		return nil, toConnectError(err)
-	}
-	if h.s.draining.Load() {
-		res.Status = "NOT_SERVING"
-	}
-	return connect.NewResponse(res), nil
-}
-
-func (h handler) Capabilities(ctx context.Context, r *connect.Request[turnboxv1.CapabilitiesRequest]) (*connect.Response[turnboxv1.CapabilitiesResponse], error) {
-	return unary(ctx, r, h.s.svc.Capabilities)
 }
