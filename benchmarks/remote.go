@@ -81,7 +81,7 @@ type remoteConfig struct {
 	rate          float64
 	sharedClient  bool
 	logger        *slog.Logger
-	serverOptions []server.ServerOption
+	serverOptions []server.Option
 }
 
 // WithRemoteHost measures on h (which RemoteResults does not close)
@@ -124,7 +124,7 @@ func WithRemoteLogger(l *slog.Logger) RemoteOption {
 }
 
 // WithServerOptions passes options to the measured server.Server.
-func WithServerOptions(opts ...server.ServerOption) RemoteOption {
+func WithServerOptions(opts ...server.Option) RemoteOption {
 	return func(c *remoteConfig) { c.serverOptions = append(c.serverOptions, opts...) }
 }
 
@@ -174,7 +174,7 @@ func RemoteResults(ctx context.Context, cfg Config, opts ...RemoteOption) (_ []R
 	if err != nil {
 		return nil, fmt.Errorf("bench remote: %w", err)
 	}
-	srv := server.NewServer(h, append([]server.ServerOption{server.WithAuthTokens(benchToken), server.WithLogger(rc.logger)}, rc.serverOptions...)...)
+	srv := server.New(h, append([]server.Option{server.WithAuthTokens(benchToken), server.WithLogger(rc.logger)}, rc.serverOptions...)...)
 	hs := srv.HTTPServer(true)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()

@@ -311,9 +311,9 @@ func BenchmarkResponseGzip(b *testing.B) {
 	host := newHost(b)
 	servers := []struct {
 		name string
-		opts []server.ServerOption
+		opts []server.Option
 	}{
-		{"gzip-all", []server.ServerOption{server.WithCompressMinBytes(1)}},
+		{"gzip-all", []server.Option{server.WithCompressMinBytes(1)}},
 		{"default", nil},
 	}
 	for _, size := range []int{3, 8 << 10} {

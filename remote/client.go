@@ -46,8 +46,8 @@ func WithHTTPClient(hc connect.HTTPClient) ClientOption {
 // delay before the first retry (default 50ms, doubling, with jitter, at
 // most 2s). Only calls that are safe to repeat are retried, and only when
 // the server could not be reached (Unavailable): the reads, DestroySession,
-// and ExecuteTool and ExecuteToolStream with a tool call id (the server
-// runs a call id once). attempts 1 disables retries.
+// and ExecuteTool and ExecuteToolStream with a tool call id (the host runs
+// a tool call id once per session). attempts 1 disables retries.
 func WithRetry(attempts int, delay time.Duration) ClientOption {
 	return func(c *clientConfig) {
 		if attempts > 0 {
@@ -90,6 +90,7 @@ type authClient struct {
 	header string
 }
 
+// Do implements connect.HTTPClient.
 func (a authClient) Do(r *http.Request) (*http.Response, error) {
 	r.Header.Set("Authorization", a.header)
 	return a.next.Do(r)

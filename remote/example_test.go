@@ -34,7 +34,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer host.Close(ctx) // keeps the sessions' data
-	srv := server.NewServer(host, server.WithAuthTokens("s3cret"), server.WithLogger(quiet))
+	srv := server.New(host, server.WithAuthTokens("s3cret"), server.WithLogger(quiet))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
@@ -106,7 +106,7 @@ func Example_inProcess() {
 	}
 	defer host.Close(ctx)
 
-	hs := httptest.NewServer(server.NewServer(host, server.WithLogger(quiet)).Handler())
+	hs := httptest.NewServer(server.New(host, server.WithLogger(quiet)).Handler())
 	defer hs.Close()
 	client := remote.NewClient(hs.URL, remote.WithHTTPClient(hs.Client())) // HTTP/1.1
 	env := remote.NewNativeSandboxEnvironment(client, remote.DefaultConfig(), quiet)

@@ -54,7 +54,7 @@ type testServer struct {
 
 // startServer serves host on 127.0.0.1 (port 0 unless addr is given)
 // until the test ends.
-func startServer(tb testing.TB, host *embedded.Host, addr string, opts ...server.ServerOption) *testServer {
+func startServer(tb testing.TB, host *embedded.Host, addr string, opts ...server.Option) *testServer {
 	tb.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -63,7 +63,7 @@ func startServer(tb testing.TB, host *embedded.Host, addr string, opts ...server
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := server.NewServer(host, opts...)
+	srv := server.New(host, opts...)
 	hs := srv.HTTPServer(true) // what `turnbox serve` runs
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -70,13 +70,13 @@ func TestCompressMinBytes(t *testing.T) {
 	content := strings.Repeat("turnbox ", big/8)
 	for _, tc := range []struct {
 		name      string
-		opts      []server.ServerOption
+		opts      []server.Option
 		smallGzip bool
 		bigGzip   bool
 	}{
 		{"default", nil, false, true},
-		{"every", []server.ServerOption{server.WithCompressMinBytes(1)}, true, true},
-		{"never", []server.ServerOption{server.WithCompressMinBytes(-1)}, false, false},
+		{"every", []server.Option{server.WithCompressMinBytes(1)}, true, true},
+		{"never", []server.Option{server.WithCompressMinBytes(-1)}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startServer(t, host, "", tc.opts...)

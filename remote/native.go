@@ -65,7 +65,7 @@ const callTimeout = 30 * time.Second
 // NewClient returns it). It translates between the environment types and
 // the wire messages, and turns the server's errors back into the
 // environment sentinels. It also implements environment.Forker,
-// TurnCompleter, SnapshotLister and SessionIDer.
+// TurnCompleter, SnapshotLister, SnapshotDeleter and SessionIDer.
 //
 // Concurrency: the server holds the session's state, so every method may
 // be called from any goroutine. The environment itself keeps only its
@@ -88,11 +88,12 @@ type NativeSandboxEnvironment struct {
 }
 
 var (
-	_ environment.Environment    = (*NativeSandboxEnvironment)(nil)
-	_ environment.Forker         = (*NativeSandboxEnvironment)(nil)
-	_ environment.TurnCompleter  = (*NativeSandboxEnvironment)(nil)
-	_ environment.SnapshotLister = (*NativeSandboxEnvironment)(nil)
-	_ environment.SessionIDer    = (*NativeSandboxEnvironment)(nil)
+	_ environment.Environment     = (*NativeSandboxEnvironment)(nil)
+	_ environment.Forker          = (*NativeSandboxEnvironment)(nil)
+	_ environment.TurnCompleter   = (*NativeSandboxEnvironment)(nil)
+	_ environment.SnapshotLister  = (*NativeSandboxEnvironment)(nil)
+	_ environment.SessionIDer     = (*NativeSandboxEnvironment)(nil)
+	_ environment.SnapshotDeleter = (*NativeSandboxEnvironment)(nil)
 )
 
 // NewNativeSandboxEnvironment returns an environment, not yet bound to a
@@ -436,6 +437,21 @@ func (e *NativeSandboxEnvironment) Rollback(ctx context.Context, snapshotID stri
 		return err
 	}
 	_, err = call(ctx, "Rollback", e.service.Rollback, &turnboxv1.RollbackRequest{SessionId: id, SnapshotId: snapshotID})
+	return err
+}
+
+// DeleteSnapshot implements environment.SnapshotDeleter: it deletes
+// snapshot snapshotID of this session on the server. It fails with
+// environment.ErrSnapshotNotFound for an id that is not one of the
+// session's snapshots and environment.ErrInvalidArgument for a malformed
+// one. It is not retried: a retry of a delete that took effect would
+// report the snapshot as not found.
+func (e *NativeSandboxEnvironment) DeleteSnapshot(ctx context.Context, snapshotID string) error {
+	id, err := e.bound()
+	if err != nil {
+		return err
+	}
+	_, err = call(ctx, "DeleteSnapshot", e.service.DeleteSnapshot, &turnboxv1.DeleteSnapshotRequest{SessionId: id, SnapshotId: snapshotID})
 	return err
 }
 

@@ -63,7 +63,7 @@ the host, which keeps every session's data for the next start.`,
 				return err
 			}
 			defer closeHost(h)
-			srv := server.NewServer(h,
+			srv := server.New(h,
 				server.WithAuthTokens(tokens...),
 				server.WithMaxMessageBytes(maxMsg),
 				server.WithMaxRequestDuration(maxDur),

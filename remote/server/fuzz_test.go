@@ -38,7 +38,7 @@ func fuzzServer(f *testing.F) http.Handler {
 	if _, err := host.CreateSession(context.Background(), environment.SessionConfig{SessionID: "fz"}); err != nil {
 		f.Fatal(err)
 	}
-	return NewServer(host, WithMaxMessageBytes(1<<20), WithLogger(discardLogger())).Handler()
+	return New(host, WithMaxMessageBytes(1<<20), WithLogger(discardLogger())).Handler()
 }
 
 // post sends body to a procedure with the Connect unary protocol and

@@ -26,7 +26,6 @@ import (
 // environment.ErrSessionNotFound, except GetSession, AttachSession and
 // DestroySession, which report ErrSessionNotFound alone.
 type handler struct {
-	turnboxv1connect.UnimplementedSandboxServiceHandler
 	s *Server
 }
 
@@ -87,6 +86,7 @@ func sessionToProto(i embedded.SessionInfo) *turnboxv1.Session {
 	}
 }
 
+// CreateSession implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) CreateSession(ctx context.Context, r *connect.Request[turnboxv1.CreateSessionRequest]) (*connect.Response[turnboxv1.CreateSessionResponse], error) {
 	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.CreateSessionRequest) (*turnboxv1.CreateSessionResponse, error) {
 		caps := h.s.host.Capabilities()
@@ -115,6 +115,7 @@ func (h handler) CreateSession(ctx context.Context, r *connect.Request[turnboxv1
 	})
 }
 
+// GetSession implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) GetSession(ctx context.Context, r *connect.Request[turnboxv1.GetSessionRequest]) (*connect.Response[turnboxv1.GetSessionResponse], error) {
 	return unary(ctx, r, func(_ context.Context, req *turnboxv1.GetSessionRequest) (*turnboxv1.GetSessionResponse, error) {
 		s, err := h.info(req.GetSessionId())
@@ -125,6 +126,7 @@ func (h handler) GetSession(ctx context.Context, r *connect.Request[turnboxv1.Ge
 	})
 }
 
+// ListSessions implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) ListSessions(ctx context.Context, r *connect.Request[turnboxv1.ListSessionsRequest]) (*connect.Response[turnboxv1.ListSessionsResponse], error) {
 	return unary(ctx, r, func(context.Context, *turnboxv1.ListSessionsRequest) (*turnboxv1.ListSessionsResponse, error) {
 		infos := h.s.host.Sessions()
@@ -136,6 +138,7 @@ func (h handler) ListSessions(ctx context.Context, r *connect.Request[turnboxv1.
 	})
 }
 
+// AttachSession implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) AttachSession(ctx context.Context, r *connect.Request[turnboxv1.AttachSessionRequest]) (*connect.Response[turnboxv1.AttachSessionResponse], error) {
 	return unary(ctx, r, func(_ context.Context, req *turnboxv1.AttachSessionRequest) (*turnboxv1.AttachSessionResponse, error) {
 		s, err := h.info(req.GetSessionId())
@@ -156,6 +159,7 @@ func onSession[Res any](h handler, id string, fn func(*embedded.Environment) (*R
 	return fn(env)
 }
 
+// PauseSession implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) PauseSession(ctx context.Context, r *connect.Request[turnboxv1.PauseSessionRequest]) (*connect.Response[turnboxv1.PauseSessionResponse], error) {
 	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.PauseSessionRequest) (*turnboxv1.PauseSessionResponse, error) {
 		return onSession(h, req.GetSessionId(), func(env *embedded.Environment) (*turnboxv1.PauseSessionResponse, error) {
@@ -164,6 +168,7 @@ func (h handler) PauseSession(ctx context.Context, r *connect.Request[turnboxv1.
 	})
 }
 
+// ResumeSession implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) ResumeSession(ctx context.Context, r *connect.Request[turnboxv1.ResumeSessionRequest]) (*connect.Response[turnboxv1.ResumeSessionResponse], error) {
 	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.ResumeSessionRequest) (*turnboxv1.ResumeSessionResponse, error) {
 		return onSession(h, req.GetSessionId(), func(env *embedded.Environment) (*turnboxv1.ResumeSessionResponse, error) {
@@ -172,6 +177,7 @@ func (h handler) ResumeSession(ctx context.Context, r *connect.Request[turnboxv1
 	})
 }
 
+// DestroySession implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) DestroySession(ctx context.Context, r *connect.Request[turnboxv1.DestroySessionRequest]) (*connect.Response[turnboxv1.DestroySessionResponse], error) {
 	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.DestroySessionRequest) (*turnboxv1.DestroySessionResponse, error) {
 		env := h.s.host.NewEnvironment()
@@ -202,6 +208,7 @@ func (h handler) execute(ctx context.Context, sessionID string, pr *turnboxv1.To
 	})
 }
 
+// ExecuteTool implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) ExecuteTool(ctx context.Context, r *connect.Request[turnboxv1.ExecuteToolRequest]) (*connect.Response[turnboxv1.ExecuteToolResponse], error) {
 	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.ExecuteToolRequest) (*turnboxv1.ExecuteToolResponse, error) {
 		resp, err := h.execute(ctx, req.GetSessionId(), req.GetRequest(), nil)
@@ -265,6 +272,7 @@ func (h handler) keepAlive(stop <-chan struct{}, quiet func() bool, send func(*t
 	}
 }
 
+// TurnComplete implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) TurnComplete(ctx context.Context, r *connect.Request[turnboxv1.TurnCompleteRequest]) (*connect.Response[turnboxv1.TurnCompleteResponse], error) {
 	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.TurnCompleteRequest) (*turnboxv1.TurnCompleteResponse, error) {
 		return onSession(h, req.GetSessionId(), func(env *embedded.Environment) (*turnboxv1.TurnCompleteResponse, error) {
@@ -277,6 +285,7 @@ func (h handler) TurnComplete(ctx context.Context, r *connect.Request[turnboxv1.
 	})
 }
 
+// CreateSnapshot implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) CreateSnapshot(ctx context.Context, r *connect.Request[turnboxv1.CreateSnapshotRequest]) (*connect.Response[turnboxv1.CreateSnapshotResponse], error) {
 	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.CreateSnapshotRequest) (*turnboxv1.CreateSnapshotResponse, error) {
 		return onSession(h, req.GetSessionId(), func(env *embedded.Environment) (*turnboxv1.CreateSnapshotResponse, error) {
@@ -289,6 +298,7 @@ func (h handler) CreateSnapshot(ctx context.Context, r *connect.Request[turnboxv
 	})
 }
 
+// ListSnapshots implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) ListSnapshots(ctx context.Context, r *connect.Request[turnboxv1.ListSnapshotsRequest]) (*connect.Response[turnboxv1.ListSnapshotsResponse], error) {
 	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.ListSnapshotsRequest) (*turnboxv1.ListSnapshotsResponse, error) {
 		return onSession(h, req.GetSessionId(), func(env *embedded.Environment) (*turnboxv1.ListSnapshotsResponse, error) {
@@ -305,6 +315,7 @@ func (h handler) ListSnapshots(ctx context.Context, r *connect.Request[turnboxv1
 	})
 }
 
+// Rollback implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) Rollback(ctx context.Context, r *connect.Request[turnboxv1.RollbackRequest]) (*connect.Response[turnboxv1.RollbackResponse], error) {
 	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.RollbackRequest) (*turnboxv1.RollbackResponse, error) {
 		return onSession(h, req.GetSessionId(), func(env *embedded.Environment) (*turnboxv1.RollbackResponse, error) {
@@ -313,6 +324,16 @@ func (h handler) Rollback(ctx context.Context, r *connect.Request[turnboxv1.Roll
 	})
 }
 
+// DeleteSnapshot implements turnboxv1connect.SandboxServiceHandler.
+func (h handler) DeleteSnapshot(ctx context.Context, r *connect.Request[turnboxv1.DeleteSnapshotRequest]) (*connect.Response[turnboxv1.DeleteSnapshotResponse], error) {
+	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.DeleteSnapshotRequest) (*turnboxv1.DeleteSnapshotResponse, error) {
+		return onSession(h, req.GetSessionId(), func(env *embedded.Environment) (*turnboxv1.DeleteSnapshotResponse, error) {
+			return &turnboxv1.DeleteSnapshotResponse{}, env.DeleteSnapshot(ctx, req.GetSnapshotId())
+		})
+	})
+}
+
+// Fork implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) Fork(ctx context.Context, r *connect.Request[turnboxv1.ForkRequest]) (*connect.Response[turnboxv1.ForkResponse], error) {
 	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.ForkRequest) (*turnboxv1.ForkResponse, error) {
 		return onSession(h, req.GetSessionId(), func(env *embedded.Environment) (*turnboxv1.ForkResponse, error) {
@@ -336,6 +357,7 @@ func (h handler) Fork(ctx context.Context, r *connect.Request[turnboxv1.ForkRequ
 	})
 }
 
+// Health implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) Health(_ context.Context, _ *connect.Request[turnboxv1.HealthRequest]) (*connect.Response[turnboxv1.HealthResponse], error) {
 	status := "SERVING"
 	if h.s.draining.Load() {
@@ -344,6 +366,7 @@ func (h handler) Health(_ context.Context, _ *connect.Request[turnboxv1.HealthRe
 	return connect.NewResponse(&turnboxv1.HealthResponse{Status: status, Version: version()}), nil
 }
 
+// Capabilities implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) Capabilities(_ context.Context, _ *connect.Request[turnboxv1.CapabilitiesRequest]) (*connect.Response[turnboxv1.CapabilitiesResponse], error) {
 	return connect.NewResponse(&turnboxv1.CapabilitiesResponse{Capabilities: wire.CapabilitiesToProto(h.s.host.Capabilities())}), nil
 }

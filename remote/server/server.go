@@ -73,14 +73,14 @@ type procMetrics struct {
 	seconds prometheus.Observer
 }
 
-// ServerOption configures a Server.
-type ServerOption func(*Server)
+// Option configures a Server.
+type Option func(*Server)
 
 // WithAuthTokens makes every call (and /metrics) require the header
 // "Authorization: Bearer <token>" with one of tokens. Tokens are compared
 // in constant time and never logged. Without this option the server
 // accepts every caller: use it only on a loopback address.
-func WithAuthTokens(tokens ...string) ServerOption {
+func WithAuthTokens(tokens ...string) Option {
 	return func(s *Server) {
 		for _, t := range tokens {
 			if t = strings.TrimSpace(t); t != "" {
@@ -92,7 +92,7 @@ func WithAuthTokens(tokens ...string) ServerOption {
 
 // WithMaxMessageBytes bounds each request and response message
 // (DefaultMaxMessageBytes). A larger request fails with ResourceExhausted.
-func WithMaxMessageBytes(n int) ServerOption {
+func WithMaxMessageBytes(n int) Option {
 	return func(s *Server) {
 		if n > 0 {
 			s.maxMsg = n
@@ -101,7 +101,7 @@ func WithMaxMessageBytes(n int) ServerOption {
 }
 
 // WithMaxRequestDuration bounds every call (DefaultMaxRequestDuration).
-func WithMaxRequestDuration(d time.Duration) ServerOption {
+func WithMaxRequestDuration(d time.Duration) Option {
 	return func(s *Server) {
 		if d > 0 {
 			s.maxDur = d
@@ -111,7 +111,7 @@ func WithMaxRequestDuration(d time.Duration) ServerOption {
 
 // WithKeepAliveInterval sets how often a quiet ExecuteToolStream sends a
 // keepalive event (DefaultKeepAliveInterval).
-func WithKeepAliveInterval(d time.Duration) ServerOption {
+func WithKeepAliveInterval(d time.Duration) Option {
 	return func(s *Server) {
 		if d > 0 {
 			s.keepAlive = d
@@ -122,7 +122,7 @@ func WithKeepAliveInterval(d time.Duration) ServerOption {
 // WithCompressMinBytes sets the smallest response message that is sent
 // gzip-compressed to clients accepting it (DefaultCompressMinBytes); a
 // negative n never compresses.
-func WithCompressMinBytes(n int) ServerOption {
+func WithCompressMinBytes(n int) Option {
 	return func(s *Server) {
 		if n != 0 {
 			s.minGzip = n
@@ -131,7 +131,7 @@ func WithCompressMinBytes(n int) ServerOption {
 }
 
 // WithLogger sets the server's logger (default slog.Default()).
-func WithLogger(l *slog.Logger) ServerOption {
+func WithLogger(l *slog.Logger) Option {
 	return func(s *Server) {
 		if l != nil {
 			s.log = l
@@ -139,8 +139,8 @@ func WithLogger(l *slog.Logger) ServerOption {
 	}
 }
 
-// NewServer returns a Server for host. The server never closes the host.
-func NewServer(host *embedded.Host, opts ...ServerOption) *Server {
+// New returns a Server for host. The server never closes the host.
+func New(host *embedded.Host, opts ...Option) *Server {
 	s := &Server{
 		host:      host,
 		log:       slog.Default(),
@@ -219,11 +219,7 @@ func (s *Server) HealthHandler() http.Handler {
 // MetricsHandler serves the server's and the host's Prometheus metrics,
 // behind the same bearer tokens as the service.
 func (s *Server) MetricsHandler() http.Handler {
-	gatherers := prometheus.Gatherers{s.reg}
-	if r, ok := any(s.host).(interface{ Registry() *prometheus.Registry }); ok {
-		gatherers = append(gatherers, r.Registry())
-	}
-	h := promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{})
+	h := promhttp.HandlerFor(prometheus.Gatherers{s.reg, s.host.Registry()}, promhttp.HandlerOpts{})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.authorized(r.Header) {
 			s.authFail.Inc()
@@ -346,6 +342,7 @@ func (s *Server) procMetrics(procedure string) *procMetrics {
 	return m.(*procMetrics)
 }
 
+// WrapUnary implements connect.Interceptor.
 func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		start := time.Now()
@@ -362,10 +359,12 @@ func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
+// WrapStreamingClient implements connect.Interceptor.
 func (i *interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return next
 }
 
+// WrapStreamingHandler implements connect.Interceptor.
 func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		start := time.Now()
