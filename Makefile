@@ -55,8 +55,8 @@ unit:
 # 8-15 s here.
 FUZZTIME ?= 60000x
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzExecuteToolRequest$$' -fuzztime $(FUZZTIME) ./remote/
-	$(GO) test -run '^$$' -fuzz '^FuzzExecuteToolJSON$$' -fuzztime $(FUZZTIME) ./remote/
+	$(GO) test -run '^$$' -fuzz '^FuzzExecuteToolRequest$$' -fuzztime $(FUZZTIME) ./remote/server/
+	$(GO) test -run '^$$' -fuzz '^FuzzExecuteToolJSON$$' -fuzztime $(FUZZTIME) ./remote/server/
 
 smoke: build
 	bash remote/scripts/serve-smoke.sh $(BIN)/turnbox

@@ -15,6 +15,8 @@ import (
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/remote"
+	"github.com/turnbox/turnbox/remote/gen/turnbox/v1/turnboxv1connect"
+	"github.com/turnbox/turnbox/remote/server"
 )
 
 // Remote results. RemoteResults measures what serving a host over
@@ -79,7 +81,7 @@ type remoteConfig struct {
 	rate          float64
 	sharedClient  bool
 	logger        *slog.Logger
-	serverOptions []remote.ServerOption
+	serverOptions []server.Option
 }
 
 // WithRemoteHost measures on h (which RemoteResults does not close)
@@ -121,8 +123,8 @@ func WithRemoteLogger(l *slog.Logger) RemoteOption {
 	return func(c *remoteConfig) { c.logger = l }
 }
 
-// WithServerOptions passes options to the measured remote.Server.
-func WithServerOptions(opts ...remote.ServerOption) RemoteOption {
+// WithServerOptions passes options to the measured server.Server.
+func WithServerOptions(opts ...server.Option) RemoteOption {
 	return func(c *remoteConfig) { c.serverOptions = append(c.serverOptions, opts...) }
 }
 
@@ -130,9 +132,9 @@ func WithServerOptions(opts ...remote.ServerOption) RemoteOption {
 // production.
 const benchToken = "turnbox-bench-token-0123456789abcdef"
 
-// RemoteResults serves a host with remote.Server on a loopback listener
+// RemoteResults serves a host with server.Server on a loopback listener
 // (the http.Server of `turnbox serve`: h2c, bearer-token auth) and measures
-// ExecuteTool, TurnComplete and a read_file load through a remote.Client
+// ExecuteTool, TurnComplete and a read_file load through remote.NewClient
 // beside the same calls in process (see OpRemoteExec for the rows). By
 // default the host is a temporary one (localdisk storage, none runtime)
 // removed afterwards; WithRemoteHost measures another. cfg.N is the number
@@ -172,7 +174,7 @@ func RemoteResults(ctx context.Context, cfg Config, opts ...RemoteOption) (_ []R
 	if err != nil {
 		return nil, fmt.Errorf("bench remote: %w", err)
 	}
-	srv := remote.NewServer(h, append([]remote.ServerOption{remote.WithAuthTokens(benchToken), remote.WithLogger(rc.logger)}, rc.serverOptions...)...)
+	srv := server.New(h, append([]server.Option{server.WithAuthTokens(benchToken), server.WithLogger(rc.logger)}, rc.serverOptions...)...)
 	hs := srv.HTTPServer(true)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
@@ -188,7 +190,9 @@ func RemoteResults(ctx context.Context, cfg Config, opts ...RemoteOption) (_ []R
 		}
 	}()
 	url := "http://" + ln.Addr().String()
-	newClient := func() remote.SandboxService { return remote.NewClient(url, remote.WithBearerToken(benchToken)) }
+	newClient := func() turnboxv1connect.SandboxServiceClient {
+		return remote.NewClient(url, remote.WithBearerToken(benchToken))
+	}
 
 	caps := h.Capabilities()
 	var results []Result

@@ -14,25 +14,26 @@ import (
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/remote"
+	"github.com/turnbox/turnbox/remote/server"
 )
 
 // benchTargets returns, for one host, an embedded environment factory and
-// the same through the local adapter and through a loopback server, so a
-// single run compares them side by side.
+// the same through a loopback server over the gRPC and the Connect
+// protocols, so a single run compares them side by side.
 func benchTargets(b *testing.B, host *embedded.Host) []struct {
 	name string
 	env  func() environment.Environment
 } {
-	srv := startServer(b, host, "", remote.WithAuthTokens(testToken))
+	srv := startServer(b, host, "", server.WithAuthTokens(testToken))
 	client := remote.NewClient(srv.URL, remote.WithBearerToken(testToken))
-	local := remote.NewLocalService(host)
+	grpc := remote.NewClient(srv.URL, remote.WithBearerToken(testToken), remote.WithGRPC())
 	return []struct {
 		name string
 		env  func() environment.Environment
 	}{
 		{"embedded", func() environment.Environment { return host.NewEnvironment() }},
-		{"local", func() environment.Environment {
-			return remote.NewNativeSandboxEnvironment(local, remote.DefaultConfig(), nil)
+		{"grpc", func() environment.Environment {
+			return remote.NewNativeSandboxEnvironment(grpc, remote.DefaultConfig(), nil)
 		}},
 		{"remote", func() environment.Environment {
 			return remote.NewNativeSandboxEnvironment(client, remote.DefaultConfig(), nil)
@@ -231,7 +232,7 @@ func median(xs []float64) float64 {
 func BenchmarkReadFileLoad(b *testing.B) {
 	const sessions = 50
 	host := newHost(b)
-	srv := startServer(b, host, "", remote.WithAuthTokens(testToken))
+	srv := startServer(b, host, "", server.WithAuthTokens(testToken))
 	shared := remote.NewClient(srv.URL, remote.WithBearerToken(testToken))
 	targets := []struct {
 		name string
@@ -310,9 +311,9 @@ func BenchmarkResponseGzip(b *testing.B) {
 	host := newHost(b)
 	servers := []struct {
 		name string
-		opts []remote.ServerOption
+		opts []server.Option
 	}{
-		{"gzip-all", []remote.ServerOption{remote.WithCompressMinBytes(1)}},
+		{"gzip-all", []server.Option{server.WithCompressMinBytes(1)}},
 		{"default", nil},
 	}
 	for _, size := range []int{3, 8 << 10} {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/turnbox/turnbox/remote"
+	"github.com/turnbox/turnbox/remote/server"
 )
 
 // bufBinary finds the pinned buf: $TURNBOX_TOOLS/buf, the default tools
@@ -40,7 +40,7 @@ func TestBufCurl(t *testing.T) {
 		t.Skip("buf not found: run remote/scripts/gen.sh to install it")
 	}
 	host := newHost(t)
-	srv := startServer(t, host, "", remote.WithAuthTokens(testToken))
+	srv := startServer(t, host, "", server.WithAuthTokens(testToken))
 	curl := func(procedure, data string, extra ...string) map[string]any {
 		t.Helper()
 		args := append([]string{"curl", "--schema", "proto", "--http2-prior-knowledge",

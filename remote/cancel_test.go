@@ -10,6 +10,7 @@ import (
 
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/remote"
+	"github.com/turnbox/turnbox/remote/gen/turnbox/v1/turnboxv1connect"
 )
 
 // slowFirstRun appends a line to the workspace file runs each time it runs
@@ -19,8 +20,8 @@ import (
 const slowFirstRun = `echo run >> runs; echo start; if [ "$(wc -l < runs)" -eq 1 ]; then sleep 30; fi; echo end`
 
 // cancelClients are the protocols a client can speak to the server.
-func cancelClients(srv *testServer) map[string]remote.SandboxService {
-	return map[string]remote.SandboxService{
+func cancelClients(srv *testServer) map[string]turnboxv1connect.SandboxServiceClient {
+	return map[string]turnboxv1connect.SandboxServiceClient{
 		"connect": remote.NewClient(srv.URL),
 		"grpc":    remote.NewClient(srv.URL, remote.WithGRPC()),
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/environment/envtest"
 	"github.com/turnbox/turnbox/remote"
+	"github.com/turnbox/turnbox/remote/server"
 )
 
 // TestConformanceRemote runs the conformance suite against
@@ -14,19 +15,21 @@ import (
 // shares the host's filesystem, so the suite runs in full.
 func TestConformanceRemote(t *testing.T) {
 	host := newHost(t)
-	srv := startServer(t, host, "", remote.WithAuthTokens(testToken))
+	srv := startServer(t, host, "", server.WithAuthTokens(testToken))
 	client := remote.NewClient(srv.URL, remote.WithBearerToken(testToken))
 	envtest.Run(t, func(t *testing.T) environment.Environment {
 		return remote.NewNativeSandboxEnvironment(client, remote.DefaultConfig(), nil)
 	})
 }
 
-// TestConformanceLocal runs the suite against NativeSandboxEnvironment over
-// the in-process adapter.
-func TestConformanceLocal(t *testing.T) {
+// TestConformanceGRPC runs the suite against NativeSandboxEnvironment
+// over the same kind of server spoken to with the gRPC protocol, without
+// auth.
+func TestConformanceGRPC(t *testing.T) {
 	host := newHost(t)
-	svc := remote.NewLocalService(host)
+	srv := startServer(t, host, "")
+	client := remote.NewClient(srv.URL, remote.WithGRPC())
 	envtest.Run(t, func(t *testing.T) environment.Environment {
-		return remote.NewNativeSandboxEnvironment(svc, remote.DefaultConfig(), nil)
+		return remote.NewNativeSandboxEnvironment(client, remote.DefaultConfig(), nil)
 	})
 }

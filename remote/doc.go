@@ -1,61 +1,52 @@
-// Package remote serves turnbox sessions over ConnectRPC and drives them
-// from another process: the protobuf API turnbox.v1.SandboxService
-// (remote/proto, Go code generated with buf into remote/gen), a Server over
-// an embedded.Host, a client, and NativeSandboxEnvironment, the
-// environment.Environment that agent runtimes code against.
+// Package remote is the client of a turnbox server: NewClient (the
+// generated ConnectRPC client of turnbox.v1.SandboxService, with auth,
+// message bounds and retries) and NativeSandboxEnvironment, the
+// environment.Environment that agent runtimes code against. It imports
+// only package environment, the generated code (remote/gen, built with buf
+// from remote/proto) and connect, so a program that only talks to a
+// server links nothing of the host and builds on any GOOS
+// (TestClientDependencies checks both). The server is package
+// remote/server; wire conversions shared by both live in
+// remote/internal/wire.
 //
 // # Layers
 //
-//	agent runtime ──► NativeSandboxEnvironment ──► SandboxService
-//	                                                 ├── NewClient ──ConnectRPC──► Server ──► embedded.Host
-//	                                                 └── NewLocalService ─────────────────────► embedded.Host
+//	agent runtime ──► NativeSandboxEnvironment ──► turnboxv1connect.SandboxServiceClient (NewClient)
+//	                     ──ConnectRPC──► remote/server.Server ──► embedded.Host
 //
-// SandboxService is the RPC-level interface (generated message types in
-// and out). NewClient implements it over the network; NewLocalService
-// implements it in process over a Host, with the same semantics, so an
-// agent runtime switches between one host and many by changing one line.
-// The Server serves exactly the local service, so behaviour cannot drift
-// between the two.
+// NativeSandboxEnvironment calls the generated client directly: each
+// method converts its arguments to the wire messages, makes one call and
+// converts the answer back. To drive a host in the same process, mount
+// remote/server's Handler on an httptest.Server (see Example_inProcess) or
+// use embedded.Environment itself: both behave alike, since the server
+// only translates.
 //
-// # Server
+// # Errors
 //
-// NewServer returns a Server for a Host; Handler is an http.Handler with
-// the service, /healthz (unauthenticated) and /metrics (Prometheus). Serve
-// it over HTTP/2: cleartext (h2c) on loopback, TLS elsewhere; HTTPServer
-// returns the http.Server `turnbox serve` runs for both. Responses smaller
-// than WithCompressMinBytes (DefaultCompressMinBytes) are not compressed.
-// Every call, over any of the Connect, gRPC and gRPC-Web protocols:
+// Every failed call carries the Connect code closest to its cause and an
+// ErrorInfo detail naming the exact environment sentinels it matched on
+// the host; the client returns an *Error that errors.Is matches against
+// the same sentinels (plus ErrUnauthenticated and ErrUnavailable for the
+// transport's own failures).
 //
-//   - needs "Authorization: Bearer <token>" when the server has tokens
-//     (WithAuthTokens), else fails with code Unauthenticated;
-//   - is bounded in message size (WithMaxMessageBytes; ResourceExhausted)
-//     and duration (WithMaxRequestDuration);
-//   - fails with the Connect code closest to its cause and an ErrorInfo
-//     detail naming the exact turnbox sentinel errors, which the client
-//     turns back into errors that errors.Is matches against the same
-//     environment sentinels.
+// # Retries and idempotency
 //
-// ExecuteTool is idempotent by (session id, tool call id): a call that
-// repeats the id of a call that finished returns that call's response and
-// runs nothing. The server keeps only finished calls, in a bounded LRU
-// cache: a call that failed, or whose tool did not finish (its client
-// canceled it or its deadline passed, the server or host shut down, the
-// session was destroyed or its sandbox died), is forgotten, so a retry
-// with its id runs the tool again. A duplicate arriving while a call with
-// its id runs waits for it: it gets that call's response if it finishes,
-// and runs the tool itself if it does not. ExecuteToolStream streams progress
-// events, keepalives on quiet stretches and a final response, as a oneof
-// envelope.
+// NewClient retries, while the server is unreachable and with exponential
+// backoff and jitter, only the calls that are safe to repeat: the reads,
+// DestroySession, and ExecuteTool and ExecuteToolStream with a tool call
+// id. The host runs a tool call id once per session: a repeat of a call
+// that finished gets that call's response and runs nothing; a call that
+// failed or did not finish is forgotten, so a retry runs the tool again
+// (see embedded.Config.ToolCallCacheEntries). The same holds for every
+// path to the host, in process or over the wire.
 //
-// # Client
+// # Session state
 //
-// NewClient retries the calls that are safe to repeat while the server is
-// unreachable, with exponential backoff and jitter. NativeSandboxEnvironment
-// keeps no session state besides its session id and a destroyed flag: the
-// server holds the truth. It implements environment.Environment,
-// environment.Forker, TurnCompleter, SnapshotLister and SessionIDer, and
-// passes the envtest conformance suite both over a loopback server and in
-// process.
+// NativeSandboxEnvironment keeps no session state besides its session id,
+// a destroyed flag and the server's capabilities: the server holds the
+// truth. It implements environment.Environment, environment.Forker,
+// TurnCompleter, SnapshotLister, SnapshotDeleter and SessionIDer, and
+// passes the envtest conformance suite over a loopback server.
 //
 // # Generated code
 //

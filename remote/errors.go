@@ -9,6 +9,7 @@ import (
 
 	"github.com/turnbox/turnbox/environment"
 	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
+	"github.com/turnbox/turnbox/remote/internal/wire"
 )
 
 // Errors of the transport itself, returned by the client beside (never
@@ -21,70 +22,6 @@ var (
 	// the call. Connect code Unavailable.
 	ErrUnavailable = errors.New("remote: server unavailable")
 )
-
-// sentinel ties an environment sentinel to its wire reason and status code.
-type sentinel struct {
-	err    error
-	reason turnboxv1.ErrorReason
-	code   connect.Code
-}
-
-// sentinels is ordered by precedence: the first that an error matches
-// chooses the status code (a call on a destroyed session matches both
-// ErrNotActive and ErrSessionNotFound and is FailedPrecondition).
-var sentinels = []sentinel{
-	{environment.ErrCapabilityNotSupported, turnboxv1.ErrorReason_ERROR_REASON_CAPABILITY_NOT_SUPPORTED, connect.CodeUnimplemented},
-	{environment.ErrClosed, turnboxv1.ErrorReason_ERROR_REASON_CLOSED, connect.CodeUnavailable},
-	{environment.ErrPathEscapes, turnboxv1.ErrorReason_ERROR_REASON_PATH_ESCAPES, connect.CodeInvalidArgument},
-	{environment.ErrUnknownTool, turnboxv1.ErrorReason_ERROR_REASON_UNKNOWN_TOOL, connect.CodeInvalidArgument},
-	{environment.ErrInvalidArgument, turnboxv1.ErrorReason_ERROR_REASON_INVALID_ARGUMENT, connect.CodeInvalidArgument},
-	{environment.ErrAlreadyExists, turnboxv1.ErrorReason_ERROR_REASON_ALREADY_EXISTS, connect.CodeAlreadyExists},
-	{environment.ErrLimitExceeded, turnboxv1.ErrorReason_ERROR_REASON_LIMIT_EXCEEDED, connect.CodeResourceExhausted},
-	{environment.ErrBusy, turnboxv1.ErrorReason_ERROR_REASON_BUSY, connect.CodeAborted},
-	{environment.ErrNotActive, turnboxv1.ErrorReason_ERROR_REASON_NOT_ACTIVE, connect.CodeFailedPrecondition},
-	{environment.ErrSessionNotFound, turnboxv1.ErrorReason_ERROR_REASON_SESSION_NOT_FOUND, connect.CodeNotFound},
-	{environment.ErrSnapshotNotFound, turnboxv1.ErrorReason_ERROR_REASON_SNAPSHOT_NOT_FOUND, connect.CodeNotFound},
-	{environment.ErrNotBound, turnboxv1.ErrorReason_ERROR_REASON_NOT_BOUND, connect.CodeFailedPrecondition},
-	{environment.ErrAlreadyBound, turnboxv1.ErrorReason_ERROR_REASON_ALREADY_BOUND, connect.CodeFailedPrecondition},
-}
-
-// toConnectError turns a service error into a Connect error whose code is
-// the closest standard one and whose ErrorInfo detail lists every sentinel
-// err matches. A nil error stays nil; a Connect error passes through.
-func toConnectError(err error) error {
-	if err == nil {
-		return nil
-	}
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		return err
-	}
-	code := connect.CodeUnknown
-	info := &turnboxv1.ErrorInfo{}
-	for _, s := range sentinels {
-		if errors.Is(err, s.err) {
-			if len(info.Reasons) == 0 {
-				code = s.code
-			}
-			info.Reasons = append(info.Reasons, s.reason)
-		}
-	}
-	if len(info.Reasons) == 0 {
-		switch {
-		case errors.Is(err, context.Canceled):
-			code = connect.CodeCanceled
-		case errors.Is(err, context.DeadlineExceeded):
-			code = connect.CodeDeadlineExceeded
-		}
-	}
-	out := connect.NewError(code, err)
-	if len(info.Reasons) > 0 {
-		if d, derr := connect.NewErrorDetail(info); derr == nil {
-			out.AddDetail(d)
-		}
-	}
-	return out
-}
 
 // Error is an error the client got from the server: Error returns the
 // server's message, and errors.Is matches every sentinel the server named
@@ -108,6 +45,9 @@ func fromConnectError(ctx context.Context, procedure string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if e := (*Error)(nil); errors.As(err, &e) {
+		return err // mapped already (by NewClient's interceptor)
+	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
 		if ctx.Err() != nil {
@@ -123,9 +63,9 @@ func fromConnectError(ctx context.Context, procedure string, err error) error {
 		}
 		if info, ok := v.(*turnboxv1.ErrorInfo); ok {
 			for _, r := range info.GetReasons() {
-				for _, s := range sentinels {
-					if s.reason == r {
-						wraps = append(wraps, s.err)
+				for _, s := range wire.Sentinels {
+					if s.Reason == r {
+						wraps = append(wraps, s.Err)
 					}
 				}
 			}

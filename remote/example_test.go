@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/remote"
+	"github.com/turnbox/turnbox/remote/server"
 )
 
 // Example serves an embedded host on a loopback address and drives a
@@ -32,7 +34,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer host.Close(ctx) // keeps the sessions' data
-	srv := remote.NewServer(host, remote.WithAuthTokens("s3cret"), remote.WithLogger(quiet))
+	srv := server.New(host, server.WithAuthTokens("s3cret"), server.WithLogger(quiet))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
@@ -87,9 +89,10 @@ func Example() {
 	// active
 }
 
-// ExampleNewLocalService drives a host in process through the same
-// environment type: no network, no serialization.
-func ExampleNewLocalService() {
+// Example_inProcess drives a host in the same process through the real
+// server handler, mounted on an httptest server: the same code path as
+// over the network, without a listener of one's own to manage.
+func Example_inProcess() {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "turnbox-example-")
 	if err != nil {
@@ -103,7 +106,10 @@ func ExampleNewLocalService() {
 	}
 	defer host.Close(ctx)
 
-	env := remote.NewNativeSandboxEnvironment(remote.NewLocalService(host), remote.DefaultConfig(), quiet)
+	hs := httptest.NewServer(server.New(host, server.WithLogger(quiet)).Handler())
+	defer hs.Close()
+	client := remote.NewClient(hs.URL, remote.WithHTTPClient(hs.Client())) // HTTP/1.1
+	env := remote.NewNativeSandboxEnvironment(client, remote.DefaultConfig(), quiet)
 	if err := env.Create(ctx, environment.SessionConfig{SessionID: "demo"}); err != nil {
 		log.Fatal(err)
 	}

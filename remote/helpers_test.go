@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/turnbox/turnbox/embedded"
-	"github.com/turnbox/turnbox/remote"
+	"github.com/turnbox/turnbox/remote/server"
 )
 
 const testToken = "test-token-0123456789"
@@ -41,18 +43,18 @@ func closeHost(tb testing.TB, host *embedded.Host) {
 	}
 }
 
-// testServer is a remote.Server on a loopback listener speaking HTTP/1.1
+// testServer is a server.Server on a loopback listener speaking HTTP/1.1
 // and h2c, with the http.Server of `turnbox serve`.
 type testServer struct {
 	URL  string
 	Addr string
-	srv  *remote.Server
+	srv  *server.Server
 	hs   *http.Server
 }
 
 // startServer serves host on 127.0.0.1 (port 0 unless addr is given)
 // until the test ends.
-func startServer(tb testing.TB, host *embedded.Host, addr string, opts ...remote.ServerOption) *testServer {
+func startServer(tb testing.TB, host *embedded.Host, addr string, opts ...server.Option) *testServer {
 	tb.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -61,7 +63,7 @@ func startServer(tb testing.TB, host *embedded.Host, addr string, opts ...remote
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv := remote.NewServer(host, opts...)
+	srv := server.New(host, opts...)
 	hs := srv.HTTPServer(true) // what `turnbox serve` runs
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -79,4 +81,14 @@ func (s *testServer) kill() { _ = s.hs.Close() }
 // quietLogger drops everything below errors.
 func quietLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+// rpc makes one call through a generated client and returns the response
+// message (nil on error).
+func rpc[Req, Res any](ctx context.Context, fn func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error), req *Req) (*Res, error) {
+	resp, err := fn(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/remote"
+	"github.com/turnbox/turnbox/remote/server"
 )
 
 // TestHTTPServerProtocols: the http.Server of `turnbox serve` answers
@@ -65,17 +66,17 @@ func protocols(http1, h2c bool) *http.Protocols {
 // moves the threshold, and a negative one turns compression off.
 func TestCompressMinBytes(t *testing.T) {
 	host := newHost(t)
-	const big = remote.DefaultCompressMinBytes + 1000
+	const big = server.DefaultCompressMinBytes + 1000
 	content := strings.Repeat("turnbox ", big/8)
 	for _, tc := range []struct {
 		name      string
-		opts      []remote.ServerOption
+		opts      []server.Option
 		smallGzip bool
 		bigGzip   bool
 	}{
 		{"default", nil, false, true},
-		{"every", []remote.ServerOption{remote.WithCompressMinBytes(1)}, true, true},
-		{"never", []remote.ServerOption{remote.WithCompressMinBytes(-1)}, false, false},
+		{"every", []server.Option{server.WithCompressMinBytes(1)}, true, true},
+		{"never", []server.Option{server.WithCompressMinBytes(-1)}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := startServer(t, host, "", tc.opts...)

@@ -36,31 +36,31 @@ func TestInputsInvalidArgument(t *testing.T) {
 		"huge output":    {SessionId: "in-7", MaxOutputBytes: environment.MaxSessionOutputBytes + 1},
 		"session id ../": {SessionId: "../x"},
 	} {
-		_, err := client.CreateSession(ctx, &turnboxv1.CreateSessionRequest{Config: c})
+		_, err := rpc(ctx, client.CreateSession, &turnboxv1.CreateSessionRequest{Config: c})
 		check("CreateSession "+what, err)
 	}
-	list, err := client.ListSessions(ctx, &turnboxv1.ListSessionsRequest{})
+	list, err := rpc(ctx, client.ListSessions, &turnboxv1.ListSessionsRequest{})
 	if err != nil || len(list.GetSessions()) != 0 {
 		t.Errorf("after refused creates: sessions %v, err %v", list.GetSessions(), err)
 	}
 
-	created, err := client.CreateSession(ctx, &turnboxv1.CreateSessionRequest{Config: &turnboxv1.SessionConfig{SessionId: "in-ok"}})
+	created, err := rpc(ctx, client.CreateSession, &turnboxv1.CreateSessionRequest{Config: &turnboxv1.SessionConfig{SessionId: "in-ok"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	id := created.GetSession().GetId()
 	for _, callID := range []string{"a\x00b", strings.Repeat("c", environment.MaxToolCallIDLength+1)} {
-		_, err := client.ExecuteTool(ctx, &turnboxv1.ExecuteToolRequest{SessionId: id,
+		_, err := rpc(ctx, client.ExecuteTool, &turnboxv1.ExecuteToolRequest{SessionId: id,
 			Request: &turnboxv1.ToolRequest{ToolCallId: callID, ToolName: "write_file", Input: []byte(`{"path":"x.txt","content":"x"}`)}})
 		check("ExecuteTool with a bad tool call id", err)
 	}
-	_, err = client.Rollback(ctx, &turnboxv1.RollbackRequest{SessionId: id, SnapshotId: "../x@1"})
+	_, err = rpc(ctx, client.Rollback, &turnboxv1.RollbackRequest{SessionId: id, SnapshotId: "../x@1"})
 	check("Rollback(../x@1)", err)
-	_, err = client.Fork(ctx, &turnboxv1.ForkRequest{SessionId: id, SnapshotId: "/etc@1"})
+	_, err = rpc(ctx, client.Fork, &turnboxv1.ForkRequest{SessionId: id, SnapshotId: "/etc@1"})
 	check("Fork(/etc@1)", err)
-	_, err = client.TurnComplete(ctx, &turnboxv1.TurnCompleteRequest{SessionId: id, Label: "a\nb"})
+	_, err = rpc(ctx, client.TurnComplete, &turnboxv1.TurnCompleteRequest{SessionId: id, Label: "a\nb"})
 	check("TurnComplete with a newline in the label", err)
-	resp, err := client.ExecuteTool(ctx, &turnboxv1.ExecuteToolRequest{SessionId: id,
+	resp, err := rpc(ctx, client.ExecuteTool, &turnboxv1.ExecuteToolRequest{SessionId: id,
 		Request: &turnboxv1.ToolRequest{ToolCallId: "read", ToolName: "read_file", Input: []byte(`{"path":"x.txt"}`)}})
 	if err != nil || !resp.GetResponse().GetIsError() {
 		t.Errorf("x.txt exists after refused writes: %v %v", resp, err)

@@ -17,24 +17,24 @@ func TestLimitsOverTheWire(t *testing.T) {
 	client := remote.NewClient(srv.URL)
 	ctx := t.Context()
 	own := &turnboxv1.Limits{MemoryBytes: 256 << 20, Cpus: 0.5, Pids: 64, DiskBytes: 8 << 20}
-	if _, err := client.CreateSession(ctx, &turnboxv1.CreateSessionRequest{Config: &turnboxv1.SessionConfig{SessionId: "lim", Limits: own}}); err != nil {
+	if _, err := rpc(ctx, client.CreateSession, &turnboxv1.CreateSessionRequest{Config: &turnboxv1.SessionConfig{SessionId: "lim", Limits: own}}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := client.GetSession(ctx, &turnboxv1.GetSessionRequest{SessionId: "lim"})
+	got, err := rpc(ctx, client.GetSession, &turnboxv1.GetSessionRequest{SessionId: "lim"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if l := got.GetSession().GetLimits(); l.GetMemoryBytes() != own.MemoryBytes || l.GetCpus() != own.Cpus || l.GetPids() != own.Pids || l.GetDiskBytes() != own.DiskBytes {
 		t.Errorf("GetSession limits = %v, want %v", l, own)
 	}
-	caps, err := client.Capabilities(ctx, &turnboxv1.CapabilitiesRequest{})
+	caps, err := rpc(ctx, client.Capabilities, &turnboxv1.CapabilitiesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := host.Capabilities().Limits; caps.GetCapabilities().GetLimits().GetMemoryBytes() != want.MemoryBytes || caps.GetCapabilities().GetLimitsEnforced() {
 		t.Errorf("Capabilities limits = %v (enforced %v), want %+v, not enforced on none", caps.GetCapabilities().GetLimits(), caps.GetCapabilities().GetLimitsEnforced(), want)
 	}
-	_, err = client.CreateSession(ctx, &turnboxv1.CreateSessionRequest{Config: &turnboxv1.SessionConfig{SessionId: "neg", Limits: &turnboxv1.Limits{Pids: -1}}})
+	_, err = rpc(ctx, client.CreateSession, &turnboxv1.CreateSessionRequest{Config: &turnboxv1.SessionConfig{SessionId: "neg", Limits: &turnboxv1.Limits{Pids: -1}}})
 	if !errors.Is(err, environment.ErrInvalidArgument) {
 		t.Errorf("CreateSession with negative pids = %v, want invalid argument", err)
 	}

@@ -11,25 +11,32 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/turnbox/turnbox/embedded"
+	"connectrpc.com/connect"
+
 	"github.com/turnbox/turnbox/environment"
 	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
+	"github.com/turnbox/turnbox/remote/gen/turnbox/v1/turnboxv1connect"
+	"github.com/turnbox/turnbox/remote/internal/wire"
 )
 
-// StorageBackend names a storage backend (see embedded.StorageBackend).
-type StorageBackend = embedded.StorageBackend
+// StorageBackend names the storage backend a server's host keeps sessions
+// on, as the host reports it (environment.Capabilities.Storage).
+type StorageBackend string
 
-// ContainerRuntime names a container runtime (see embedded.ContainerRuntime).
-type ContainerRuntime = embedded.ContainerRuntime
+// ContainerRuntime names the container runtime a server's host runs
+// sessions on, as the host reports it (environment.Capabilities.Isolation).
+type ContainerRuntime string
 
-// Storage backends and container runtimes a NativeSandboxConfig can ask for.
+// Storage backends and container runtimes a NativeSandboxConfig can ask
+// for. The values are the names the host uses (package embedded's
+// StorageBackend and ContainerRuntime constants).
 const (
-	StorageBackendZFS       = embedded.StorageBackendZFS
-	StorageBackendLocalDisk = embedded.StorageBackendLocalDisk
-	StorageBackendBtrfs     = embedded.StorageBackendBtrfs
-	ContainerRuntimeGVisor  = embedded.ContainerRuntimeGVisor
-	ContainerRuntimeNone    = embedded.ContainerRuntimeNone
-	ContainerRuntimeRunc    = embedded.ContainerRuntimeRunc
+	StorageBackendZFS       StorageBackend   = "zfs"
+	StorageBackendLocalDisk StorageBackend   = "localdisk"
+	StorageBackendBtrfs     StorageBackend   = "btrfs"
+	ContainerRuntimeGVisor  ContainerRuntime = "gvisor"
+	ContainerRuntimeNone    ContainerRuntime = "none"
+	ContainerRuntimeRunc    ContainerRuntime = "runc"
 )
 
 // NativeSandboxConfig says which storage backend and container runtime the
@@ -52,25 +59,24 @@ func DefaultConfig() NativeSandboxConfig { return NativeSandboxConfig{} }
 // (AttachSession, State, Capabilities).
 const callTimeout = 30 * time.Second
 
-// NativeSandboxEnvironment adapts the ConnectRPC SandboxClient to the
-// ExecutionEnvironment interface. Wraps api.SandboxService (the RPC client
-// interface) and translates between environment-level types and RPC-level
-// types.
+// NativeSandboxEnvironment is the environment.Environment of one session
+// on a turnbox server, driven through the generated ConnectRPC client of
+// turnbox.v1.SandboxService (turnboxv1connect.SandboxServiceClient, as
+// NewClient returns it). It translates between the environment types and
+// the wire messages, and turns the server's errors back into the
+// environment sentinels. It also implements environment.Forker,
+// TurnCompleter, SnapshotLister, SnapshotDeleter and SessionIDer.
 //
-// Per §3.4 concurrency contract: NativeSandboxEnvironment delegates all
-// state management to the server-side SandboxHostService via RPC, so it does
-// not need internal locking. The sessionID is set during Create() and
-// read-only after that. A destroyed atomic.Bool tracks local Destroy
-// completion to avoid querying a deleted server-side session.
-//
-// In this package the RPC client interface is SandboxService (NewClient over
-// the network, NewLocalService in process) and the interface implemented is
-// environment.Environment, plus environment.Forker, TurnCompleter,
-// SnapshotLister and SessionIDer. Binding (Create, AttachSession) is claimed
-// with an atomic flag, so a second bind fails with
-// environment.ErrAlreadyBound instead of racing.
+// Concurrency: the server holds the session's state, so every method may
+// be called from any goroutine. The environment itself keeps only its
+// session id (set once by Create or AttachSession, claimed with an atomic
+// flag so that a second bind fails with environment.ErrAlreadyBound
+// instead of racing), a destroyed flag set by Destroy (after which State
+// reports environment.StateDestroyed without asking a server that no
+// longer knows the session), and the server's capabilities, fetched once
+// under capsOnce, its only lock.
 type NativeSandboxEnvironment struct {
-	service SandboxService
+	service turnboxv1connect.SandboxServiceClient
 	config  NativeSandboxConfig
 	logger  *slog.Logger
 
@@ -82,16 +88,19 @@ type NativeSandboxEnvironment struct {
 }
 
 var (
-	_ environment.Environment    = (*NativeSandboxEnvironment)(nil)
-	_ environment.Forker         = (*NativeSandboxEnvironment)(nil)
-	_ environment.TurnCompleter  = (*NativeSandboxEnvironment)(nil)
-	_ environment.SnapshotLister = (*NativeSandboxEnvironment)(nil)
-	_ environment.SessionIDer    = (*NativeSandboxEnvironment)(nil)
+	_ environment.Environment     = (*NativeSandboxEnvironment)(nil)
+	_ environment.Forker          = (*NativeSandboxEnvironment)(nil)
+	_ environment.TurnCompleter   = (*NativeSandboxEnvironment)(nil)
+	_ environment.SnapshotLister  = (*NativeSandboxEnvironment)(nil)
+	_ environment.SessionIDer     = (*NativeSandboxEnvironment)(nil)
+	_ environment.SnapshotDeleter = (*NativeSandboxEnvironment)(nil)
 )
 
 // NewNativeSandboxEnvironment returns an environment, not yet bound to a
-// session, whose calls go to service. A nil logger means slog.Default().
-func NewNativeSandboxEnvironment(service SandboxService, config NativeSandboxConfig, logger *slog.Logger) *NativeSandboxEnvironment {
+// session, whose calls go to service (usually NewClient's; any client made
+// with turnboxv1connect.NewSandboxServiceClient works, without NewClient's
+// retries). A nil logger means slog.Default().
+func NewNativeSandboxEnvironment(service turnboxv1connect.SandboxServiceClient, config NativeSandboxConfig, logger *slog.Logger) *NativeSandboxEnvironment {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -156,8 +165,8 @@ func (e *NativeSandboxEnvironment) Create(ctx context.Context, config environmen
 		if generated {
 			config.SessionID = newSessionID()
 		}
-		resp, err := e.service.CreateSession(ctx, &turnboxv1.CreateSessionRequest{
-			Config:                   sessionConfigToProto(config),
+		resp, err := call(ctx, "CreateSession", e.service.CreateSession, &turnboxv1.CreateSessionRequest{
+			Config:                   wire.SessionConfigToProto(config),
 			RequiredStorageBackend:   string(e.config.StorageBackend),
 			RequiredContainerRuntime: string(e.config.ContainerRuntime),
 		})
@@ -175,8 +184,8 @@ func (e *NativeSandboxEnvironment) Create(ctx context.Context, config environmen
 // outcomeUnknown reports whether a failed call may have taken effect on the
 // server anyway: it failed without a service error.
 func outcomeUnknown(err error) bool {
-	for _, s := range sentinels {
-		if errors.Is(err, s.err) {
+	for _, s := range wire.Sentinels {
+		if errors.Is(err, s.Err) {
 			return false
 		}
 	}
@@ -187,7 +196,7 @@ func outcomeUnknown(err error) bool {
 func (e *NativeSandboxEnvironment) discard(id string) {
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	_, err := e.service.DestroySession(ctx, &turnboxv1.DestroySessionRequest{SessionId: id})
+	_, err := call(ctx, "DestroySession", e.service.DestroySession, &turnboxv1.DestroySessionRequest{SessionId: id})
 	if err != nil && !errors.Is(err, environment.ErrSessionNotFound) {
 		e.logger.Warn("turnbox: could not discard a session whose creation failed", "session", id, "err", err)
 	}
@@ -203,7 +212,7 @@ func (e *NativeSandboxEnvironment) AttachSession(sessionID string) error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		defer cancel()
-		if _, err := e.service.AttachSession(ctx, &turnboxv1.AttachSessionRequest{SessionId: sessionID}); err != nil {
+		if _, err := call(ctx, "AttachSession", e.service.AttachSession, &turnboxv1.AttachSessionRequest{SessionId: sessionID}); err != nil {
 			return "", err
 		}
 		return sessionID, nil
@@ -217,7 +226,7 @@ func (e *NativeSandboxEnvironment) Pause(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = e.service.PauseSession(ctx, &turnboxv1.PauseSessionRequest{SessionId: id})
+	_, err = call(ctx, "PauseSession", e.service.PauseSession, &turnboxv1.PauseSessionRequest{SessionId: id})
 	return err
 }
 
@@ -227,7 +236,7 @@ func (e *NativeSandboxEnvironment) Resume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = e.service.ResumeSession(ctx, &turnboxv1.ResumeSessionRequest{SessionId: id})
+	_, err = call(ctx, "ResumeSession", e.service.ResumeSession, &turnboxv1.ResumeSessionRequest{SessionId: id})
 	return err
 }
 
@@ -242,7 +251,7 @@ func (e *NativeSandboxEnvironment) Destroy(ctx context.Context) error {
 	if e.destroyed.Load() {
 		return nil
 	}
-	_, err := e.service.DestroySession(ctx, &turnboxv1.DestroySessionRequest{SessionId: id})
+	_, err := call(ctx, "DestroySession", e.service.DestroySession, &turnboxv1.DestroySessionRequest{SessionId: id})
 	if err != nil && !errors.Is(err, environment.ErrSessionNotFound) {
 		return err
 	}
@@ -264,18 +273,60 @@ func (e *NativeSandboxEnvironment) ExecuteTool(ctx context.Context, req environm
 		return nil, err
 	}
 	if onProgress == nil {
-		resp, err := e.service.ExecuteTool(ctx, &turnboxv1.ExecuteToolRequest{SessionId: id, Request: toolRequestToProto(req)})
+		resp, err := call(ctx, "ExecuteTool", e.service.ExecuteTool, &turnboxv1.ExecuteToolRequest{SessionId: id, Request: wire.ToolRequestToProto(req)})
 		if err != nil {
 			return nil, err
 		}
-		return toolResponseFromProto(resp.GetResponse()), nil
+		return wire.ToolResponseFromProto(resp.GetResponse()), nil
 	}
-	resp, err := e.service.ExecuteToolStream(ctx, &turnboxv1.ExecuteToolStreamRequest{SessionId: id, Request: toolRequestToProto(req)},
-		func(p *turnboxv1.ToolProgress) { onProgress(toolProgressFromProto(p)) })
+	resp, err := e.stream(ctx, &turnboxv1.ExecuteToolStreamRequest{SessionId: id, Request: wire.ToolRequestToProto(req)}, onProgress)
+	if err != nil {
+		return nil, fromConnectError(ctx, "ExecuteToolStream", err)
+	}
+	return wire.ToolResponseFromProto(resp), nil
+}
+
+// errNoResponse: a stream that ended cleanly without its response event.
+var errNoResponse = connect.NewError(connect.CodeUnavailable, errors.New("stream ended without a response"))
+
+// stream reads an ExecuteToolStream's events: progress goes to onProgress,
+// keepalives are dropped, the response ends the call.
+func (e *NativeSandboxEnvironment) stream(ctx context.Context, req *turnboxv1.ExecuteToolStreamRequest, onProgress func(environment.ToolProgress)) (*turnboxv1.ToolResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := e.service.ExecuteToolStream(ctx, connect.NewRequest(req))
 	if err != nil {
 		return nil, err
 	}
-	return toolResponseFromProto(resp), nil
+	defer st.Close()
+	var final *turnboxv1.ToolResponse
+	for st.Receive() {
+		switch ev := st.Msg().GetEvent().(type) {
+		case *turnboxv1.ExecuteToolStreamResponse_Progress:
+			if final == nil {
+				onProgress(wire.ToolProgressFromProto(ev.Progress))
+			}
+		case *turnboxv1.ExecuteToolStreamResponse_Response:
+			final = ev.Response
+		}
+	}
+	if err := st.Err(); err != nil {
+		return nil, err
+	}
+	if final == nil {
+		return nil, errNoResponse
+	}
+	return final, nil
+}
+
+// call makes one unary call of procedure and turns its error into one
+// matching the environment sentinels the server named.
+func call[Req, Res any](ctx context.Context, procedure string, fn func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error), req *Req) (*Res, error) {
+	resp, err := fn(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, fromConnectError(ctx, procedure, err)
+	}
+	return resp.Msg, nil
 }
 
 // State queries the server for the current session state. After Destroy(),
@@ -295,7 +346,7 @@ func (e *NativeSandboxEnvironment) State() environment.SessionState {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	resp, err := e.service.GetSession(ctx, &turnboxv1.GetSessionRequest{SessionId: id})
+	resp, err := call(ctx, "GetSession", e.service.GetSession, &turnboxv1.GetSessionRequest{SessionId: id})
 	if errors.Is(err, environment.ErrSessionNotFound) {
 		return environment.StateDestroyed
 	}
@@ -303,7 +354,7 @@ func (e *NativeSandboxEnvironment) State() environment.SessionState {
 		e.logger.Warn("turnbox: reading session state", "session", id, "err", err)
 		return environment.StateFailed
 	}
-	return stateFromProto(resp.GetSession().GetState())
+	return wire.StateFromProto(resp.GetSession().GetState())
 }
 
 // Capabilities reports what the server's sessions can do. It asks the
@@ -321,7 +372,7 @@ func (e *NativeSandboxEnvironment) Capabilities() environment.Capabilities {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	resp, err := e.service.Capabilities(ctx, &turnboxv1.CapabilitiesRequest{})
+	resp, err := call(ctx, "Capabilities", e.service.Capabilities, &turnboxv1.CapabilitiesRequest{})
 	if err != nil {
 		e.logger.Warn("turnbox: reading capabilities", "err", err)
 		return environment.Capabilities{
@@ -329,7 +380,7 @@ func (e *NativeSandboxEnvironment) Capabilities() environment.Capabilities {
 			Storage:   string(e.config.StorageBackend),
 		}
 	}
-	c := capabilitiesFromProto(resp.GetCapabilities())
+	c := wire.CapabilitiesFromProto(resp.GetCapabilities())
 	e.caps.Store(&c)
 	return c
 }
@@ -341,11 +392,11 @@ func (e *NativeSandboxEnvironment) CreateSnapshot(ctx context.Context, name stri
 	if err != nil {
 		return nil, err
 	}
-	resp, err := e.service.CreateSnapshot(ctx, &turnboxv1.CreateSnapshotRequest{SessionId: id, Name: name})
+	resp, err := call(ctx, "CreateSnapshot", e.service.CreateSnapshot, &turnboxv1.CreateSnapshotRequest{SessionId: id, Name: name})
 	if err != nil {
 		return nil, err
 	}
-	return snapshotFromProto(resp.GetSnapshot()), nil
+	return wire.SnapshotFromProto(resp.GetSnapshot()), nil
 }
 
 // TurnComplete implements environment.TurnCompleter.
@@ -354,11 +405,11 @@ func (e *NativeSandboxEnvironment) TurnComplete(ctx context.Context, label strin
 	if err != nil {
 		return nil, err
 	}
-	resp, err := e.service.TurnComplete(ctx, &turnboxv1.TurnCompleteRequest{SessionId: id, Label: label})
+	resp, err := call(ctx, "TurnComplete", e.service.TurnComplete, &turnboxv1.TurnCompleteRequest{SessionId: id, Label: label})
 	if err != nil {
 		return nil, err
 	}
-	return snapshotFromProto(resp.GetSnapshot()), nil
+	return wire.SnapshotFromProto(resp.GetSnapshot()), nil
 }
 
 // ListSnapshots implements environment.SnapshotLister.
@@ -367,13 +418,13 @@ func (e *NativeSandboxEnvironment) ListSnapshots(ctx context.Context) ([]environ
 	if err != nil {
 		return nil, err
 	}
-	resp, err := e.service.ListSnapshots(ctx, &turnboxv1.ListSnapshotsRequest{SessionId: id})
+	resp, err := call(ctx, "ListSnapshots", e.service.ListSnapshots, &turnboxv1.ListSnapshotsRequest{SessionId: id})
 	if err != nil {
 		return nil, err
 	}
 	out := make([]environment.SnapshotInfo, 0, len(resp.GetSnapshots()))
 	for _, s := range resp.GetSnapshots() {
-		out = append(out, *snapshotFromProto(s))
+		out = append(out, *wire.SnapshotFromProto(s))
 	}
 	return out, nil
 }
@@ -385,7 +436,22 @@ func (e *NativeSandboxEnvironment) Rollback(ctx context.Context, snapshotID stri
 	if err != nil {
 		return err
 	}
-	_, err = e.service.Rollback(ctx, &turnboxv1.RollbackRequest{SessionId: id, SnapshotId: snapshotID})
+	_, err = call(ctx, "Rollback", e.service.Rollback, &turnboxv1.RollbackRequest{SessionId: id, SnapshotId: snapshotID})
+	return err
+}
+
+// DeleteSnapshot implements environment.SnapshotDeleter: it deletes
+// snapshot snapshotID of this session on the server. It fails with
+// environment.ErrSnapshotNotFound for an id that is not one of the
+// session's snapshots and environment.ErrInvalidArgument for a malformed
+// one. It is not retried: a retry of a delete that took effect would
+// report the snapshot as not found.
+func (e *NativeSandboxEnvironment) DeleteSnapshot(ctx context.Context, snapshotID string) error {
+	id, err := e.bound()
+	if err != nil {
+		return err
+	}
+	_, err = call(ctx, "DeleteSnapshot", e.service.DeleteSnapshot, &turnboxv1.DeleteSnapshotRequest{SessionId: id, SnapshotId: snapshotID})
 	return err
 }
 
@@ -402,7 +468,7 @@ func (e *NativeSandboxEnvironment) Fork(ctx context.Context, snapshotID string, 
 	if generated {
 		config.SessionID = newSessionID()
 	}
-	resp, err := e.service.Fork(ctx, &turnboxv1.ForkRequest{SessionId: id, SnapshotId: snapshotID, Config: sessionConfigToProto(config)})
+	resp, err := call(ctx, "Fork", e.service.Fork, &turnboxv1.ForkRequest{SessionId: id, SnapshotId: snapshotID, Config: wire.SessionConfigToProto(config)})
 	if err != nil {
 		if generated && outcomeUnknown(err) {
 			e.discard(config.SessionID)

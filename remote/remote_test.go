@@ -16,11 +16,13 @@ import (
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/remote"
 	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
+	"github.com/turnbox/turnbox/remote/gen/turnbox/v1/turnboxv1connect"
+	"github.com/turnbox/turnbox/remote/server"
 )
 
 // newEnv returns an environment bound to a new session over svc, destroyed
 // when the test ends.
-func newEnv(t *testing.T, svc remote.SandboxService) *remote.NativeSandboxEnvironment {
+func newEnv(t *testing.T, svc turnboxv1connect.SandboxServiceClient) *remote.NativeSandboxEnvironment {
 	t.Helper()
 	env := remote.NewNativeSandboxEnvironment(svc, remote.DefaultConfig(), nil)
 	if err := env.Create(t.Context(), environment.SessionConfig{}); err != nil {
@@ -45,7 +47,7 @@ func bash(t *testing.T, env environment.Environment, id, cmd string) *environmen
 
 func TestAuth(t *testing.T) {
 	host := newHost(t)
-	srv := startServer(t, host, "", remote.WithAuthTokens(testToken, "second-token"))
+	srv := startServer(t, host, "", server.WithAuthTokens(testToken, "second-token"))
 	for name, opts := range map[string][]remote.ClientOption{
 		"missing": nil,
 		"wrong":   {remote.WithBearerToken("not-the-token")},
@@ -114,16 +116,16 @@ func TestUnknownSession(t *testing.T) {
 		t.Fatalf("AttachSession(unknown) = %v (code %v)", err, connect.CodeOf(err))
 	}
 	ctx := t.Context()
-	_, err = client.ExecuteTool(ctx, &turnboxv1.ExecuteToolRequest{SessionId: "no-such-session",
+	_, err = rpc(ctx, client.ExecuteTool, &turnboxv1.ExecuteToolRequest{SessionId: "no-such-session",
 		Request: &turnboxv1.ToolRequest{ToolCallId: "c1", ToolName: "bash", Input: []byte(`{"command":"true"}`)}})
 	if !errors.Is(err, environment.ErrSessionNotFound) || !errors.Is(err, environment.ErrNotActive) {
 		t.Errorf("ExecuteTool on an unknown session = %v, want ErrNotActive and ErrSessionNotFound", err)
 	}
-	_, err = client.GetSession(ctx, &turnboxv1.GetSessionRequest{SessionId: "../etc"})
+	_, err = rpc(ctx, client.GetSession, &turnboxv1.GetSessionRequest{SessionId: "../etc"})
 	if !errors.Is(err, environment.ErrInvalidArgument) || connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Errorf("GetSession(../etc) = %v", err)
 	}
-	_, err = client.Rollback(ctx, &turnboxv1.RollbackRequest{SessionId: "nope"})
+	_, err = rpc(ctx, client.Rollback, &turnboxv1.RollbackRequest{SessionId: "nope"})
 	if !errors.Is(err, environment.ErrSessionNotFound) {
 		t.Errorf("Rollback on an unknown session = %v", err)
 	}
@@ -133,7 +135,7 @@ func TestUnknownSession(t *testing.T) {
 // same sentinel, with the documented code.
 func TestErrorsMapBack(t *testing.T) {
 	host := newHost(t)
-	srv := startServer(t, host, "", remote.WithMaxMessageBytes(64<<10))
+	srv := startServer(t, host, "", server.WithMaxMessageBytes(64<<10))
 	client := remote.NewClient(srv.URL)
 	env := newEnv(t, client)
 	ctx := t.Context()
@@ -167,7 +169,7 @@ func TestErrorsMapBack(t *testing.T) {
 	if err := env.Destroy(ctx); err != nil {
 		t.Fatal(err)
 	}
-	_, err = client.PauseSession(ctx, &turnboxv1.PauseSessionRequest{SessionId: env.SessionID()})
+	_, err = rpc(ctx, client.PauseSession, &turnboxv1.PauseSessionRequest{SessionId: env.SessionID()})
 	if !errors.Is(err, environment.ErrNotActive) || !errors.Is(err, environment.ErrSessionNotFound) || connect.CodeOf(err) != connect.CodeFailedPrecondition {
 		t.Errorf("PauseSession on a destroyed session = %v (code %v)", err, connect.CodeOf(err))
 	}
@@ -189,7 +191,7 @@ func mustRequest(t *testing.T, id string, p environment.ToolParams) environment.
 // TestMalformedRequests posts bodies no client would send.
 func TestMalformedRequests(t *testing.T) {
 	host := newHost(t)
-	srv := startServer(t, host, "", remote.WithMaxMessageBytes(1<<20))
+	srv := startServer(t, host, "", server.WithMaxMessageBytes(1<<20))
 	post := func(procedure, contentType string, body []byte) (int, string) {
 		req, _ := http.NewRequestWithContext(t.Context(), "POST", srv.URL+"/turnbox.v1.SandboxService/"+procedure, bytes.NewReader(body))
 		req.Header.Set("Content-Type", contentType)
@@ -234,7 +236,7 @@ func TestMalformedRequests(t *testing.T) {
 func TestIdempotentToolCalls(t *testing.T) {
 	host := newHost(t)
 	srv := startServer(t, host, "")
-	for name, svc := range map[string]remote.SandboxService{"remote": remote.NewClient(srv.URL), "local": remote.NewLocalService(host)} {
+	for name, svc := range map[string]turnboxv1connect.SandboxServiceClient{"remote": remote.NewClient(srv.URL), "grpc": remote.NewClient(srv.URL, remote.WithGRPC())} {
 		t.Run(name, func(t *testing.T) {
 			env := newEnv(t, svc)
 			r1 := bash(t, env, "call-1", "echo x >> f; wc -l < f")
@@ -301,7 +303,7 @@ func TestIdempotentToolCalls(t *testing.T) {
 // progress.
 func TestStreaming(t *testing.T) {
 	host := newHost(t)
-	srv := startServer(t, host, "", remote.WithKeepAliveInterval(40*time.Millisecond))
+	srv := startServer(t, host, "", server.WithKeepAliveInterval(40*time.Millisecond))
 	env := newEnv(t, remote.NewClient(srv.URL))
 	var mu sync.Mutex
 	var got []string
@@ -422,14 +424,14 @@ func TestRetryUntilServerUp(t *testing.T) {
 	srv.kill()
 	client := remote.NewClient("http://"+addr, remote.WithRetry(20, 20*time.Millisecond))
 	start := time.Now()
-	if _, err := client.CreateSession(t.Context(), &turnboxv1.CreateSessionRequest{}); !errors.Is(err, remote.ErrUnavailable) {
+	if _, err := rpc(t.Context(), client.CreateSession, &turnboxv1.CreateSessionRequest{}); !errors.Is(err, remote.ErrUnavailable) {
 		t.Errorf("CreateSession on a dead server: %v", err)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("non-idempotent CreateSession took %v: retried?", d)
 	}
 	time.AfterFunc(150*time.Millisecond, func() { startServer(t, host, addr) })
-	resp, err := client.Health(t.Context(), &turnboxv1.HealthRequest{})
+	resp, err := rpc(t.Context(), client.Health, &turnboxv1.HealthRequest{})
 	if err != nil || resp.GetStatus() != "SERVING" {
 		t.Fatalf("Health while the server comes up: %v, %v", resp, err)
 	}
@@ -467,7 +469,7 @@ func TestForkAndSnapshots(t *testing.T) {
 	if out := bash(t, env, "", "cat a").Content; out != "1\n" {
 		t.Errorf("after rollback %q", out)
 	}
-	info, err := remote.NewClient(srv.URL).ListSessions(t.Context(), &turnboxv1.ListSessionsRequest{})
+	info, err := rpc(t.Context(), remote.NewClient(srv.URL).ListSessions, &turnboxv1.ListSessionsRequest{})
 	if err != nil || len(info.GetSessions()) != 2 {
 		t.Errorf("ListSessions = %v, %v", info, err)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/turnbox/turnbox/remote"
+	"github.com/turnbox/turnbox/remote/server"
 )
 
 // serveCmd serves the host over ConnectRPC until SIGINT or SIGTERM.
@@ -63,11 +63,11 @@ the host, which keeps every session's data for the next start.`,
 				return err
 			}
 			defer closeHost(h)
-			srv := remote.NewServer(h,
-				remote.WithAuthTokens(tokens...),
-				remote.WithMaxMessageBytes(maxMsg),
-				remote.WithMaxRequestDuration(maxDur),
-				remote.WithLogger(g.logger),
+			srv := server.New(h,
+				server.WithAuthTokens(tokens...),
+				server.WithMaxMessageBytes(maxMsg),
+				server.WithMaxRequestDuration(maxDur),
+				server.WithLogger(g.logger),
 			)
 			hs := srv.HTTPServer(certFile == "") // h2c without TLS
 			scheme := "http"
@@ -111,8 +111,8 @@ the host, which keeps every session's data for the next start.`,
 	f.StringVar(&certFile, "tls-cert", "", "TLS certificate (PEM); with --tls-key, serve HTTPS instead of h2c")
 	f.StringVar(&keyFile, "tls-key", "", "TLS private key (PEM)")
 	f.StringVar(&tokenFile, "token-file", "", "file of accepted bearer tokens, one per line (also $TURNBOX_TOKEN)")
-	f.IntVar(&maxMsg, "max-message-bytes", remote.DefaultMaxMessageBytes, "largest request or response message")
-	f.DurationVar(&maxDur, "max-request-duration", remote.DefaultMaxRequestDuration, "longest call")
+	f.IntVar(&maxMsg, "max-message-bytes", server.DefaultMaxMessageBytes, "largest request or response message")
+	f.DurationVar(&maxDur, "max-request-duration", server.DefaultMaxRequestDuration, "longest call")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to let calls finish on SIGTERM")
 	f.BoolVar(&noAuth, "insecure-no-auth", false, "serve a non-loopback address without tokens")
 	return cmd

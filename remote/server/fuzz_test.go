@@ -1,20 +1,27 @@
-package remote
+package server
 
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
 )
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func protojsonUnmarshal(b []byte, m proto.Message) error { return protojson.Unmarshal(b, m) }
 
 // fuzzServer is a Server on an embedded host with one session, "fz".
 func fuzzServer(f *testing.F) http.Handler {
@@ -31,7 +38,7 @@ func fuzzServer(f *testing.F) http.Handler {
 	if _, err := host.CreateSession(context.Background(), environment.SessionConfig{SessionID: "fz"}); err != nil {
 		f.Fatal(err)
 	}
-	return NewServer(host, WithMaxMessageBytes(1<<20), WithLogger(discardLogger())).Handler()
+	return New(host, WithMaxMessageBytes(1<<20), WithLogger(discardLogger())).Handler()
 }
 
 // post sends body to a procedure with the Connect unary protocol and

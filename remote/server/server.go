@@ -1,4 +1,4 @@
-package remote
+package server
 
 import (
 	"context"
@@ -18,14 +18,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/turnbox/turnbox/embedded"
-	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
+	"github.com/turnbox/turnbox/remote"
 	"github.com/turnbox/turnbox/remote/gen/turnbox/v1/turnboxv1connect"
 )
 
 // Server defaults.
 const (
-	// DefaultMaxMessageBytes bounds each request and response message.
-	DefaultMaxMessageBytes = 16 << 20
+	// DefaultMaxMessageBytes bounds each request and response message
+	// (the client's default bound too).
+	DefaultMaxMessageBytes = remote.DefaultMaxMessageBytes
 	// DefaultMaxRequestDuration bounds every call (a client's shorter
 	// deadline wins); it exceeds embedded.DefaultMaxToolTimeout.
 	DefaultMaxRequestDuration = embedded.DefaultMaxToolTimeout + 5*time.Minute
@@ -39,21 +40,19 @@ const (
 	DefaultCompressMinBytes = 16 << 10
 )
 
-// Server serves a SandboxService over ConnectRPC (the Connect, gRPC and
-// gRPC-Web protocols) for one embedded.Host, with bearer-token auth,
-// per-request limits, idempotent tool calls and Prometheus metrics. Mount
-// Handler on an http.Server (HTTP/2, cleartext or TLS), or ServiceHandler on
-// a mux of your own.
+// Server serves turnbox.v1.SandboxService over ConnectRPC (the Connect,
+// gRPC and gRPC-Web protocols) for one embedded.Host, with bearer-token
+// auth, per-request limits and Prometheus metrics. Tool calls are
+// idempotent by tool call id because the host's are. Mount Handler on an
+// http.Server (HTTP/2, cleartext or TLS), or ServiceHandler on a mux of
+// your own.
 type Server struct {
 	host      *embedded.Host
-	svc       *localService
 	log       *slog.Logger
 	tokens    [][32]byte
 	maxMsg    int
 	maxDur    time.Duration
 	keepAlive time.Duration
-	cacheN    int
-	cacheB    int64
 	minGzip   int
 	draining  atomic.Bool
 
@@ -61,7 +60,6 @@ type Server struct {
 	calls    *prometheus.CounterVec
 	seconds  *prometheus.HistogramVec
 	inflight prometheus.Gauge
-	dedups   prometheus.Counter
 	authFail prometheus.Counter
 	// procs caches each procedure's success counter and latency
 	// observer (procedure -> *procMetrics), sparing every call the label
@@ -75,14 +73,14 @@ type procMetrics struct {
 	seconds prometheus.Observer
 }
 
-// ServerOption configures a Server.
-type ServerOption func(*Server)
+// Option configures a Server.
+type Option func(*Server)
 
 // WithAuthTokens makes every call (and /metrics) require the header
 // "Authorization: Bearer <token>" with one of tokens. Tokens are compared
 // in constant time and never logged. Without this option the server
 // accepts every caller: use it only on a loopback address.
-func WithAuthTokens(tokens ...string) ServerOption {
+func WithAuthTokens(tokens ...string) Option {
 	return func(s *Server) {
 		for _, t := range tokens {
 			if t = strings.TrimSpace(t); t != "" {
@@ -94,7 +92,7 @@ func WithAuthTokens(tokens ...string) ServerOption {
 
 // WithMaxMessageBytes bounds each request and response message
 // (DefaultMaxMessageBytes). A larger request fails with ResourceExhausted.
-func WithMaxMessageBytes(n int) ServerOption {
+func WithMaxMessageBytes(n int) Option {
 	return func(s *Server) {
 		if n > 0 {
 			s.maxMsg = n
@@ -103,7 +101,7 @@ func WithMaxMessageBytes(n int) ServerOption {
 }
 
 // WithMaxRequestDuration bounds every call (DefaultMaxRequestDuration).
-func WithMaxRequestDuration(d time.Duration) ServerOption {
+func WithMaxRequestDuration(d time.Duration) Option {
 	return func(s *Server) {
 		if d > 0 {
 			s.maxDur = d
@@ -113,7 +111,7 @@ func WithMaxRequestDuration(d time.Duration) ServerOption {
 
 // WithKeepAliveInterval sets how often a quiet ExecuteToolStream sends a
 // keepalive event (DefaultKeepAliveInterval).
-func WithKeepAliveInterval(d time.Duration) ServerOption {
+func WithKeepAliveInterval(d time.Duration) Option {
 	return func(s *Server) {
 		if d > 0 {
 			s.keepAlive = d
@@ -121,17 +119,10 @@ func WithKeepAliveInterval(d time.Duration) ServerOption {
 	}
 }
 
-// WithIdempotencyCache bounds the cache that makes ExecuteTool idempotent:
-// at most entries finished calls and bytes of their output (defaults 4096
-// and 64 MiB). A retry of a call evicted from it runs the call again.
-func WithIdempotencyCache(entries int, bytes int64) ServerOption {
-	return func(s *Server) { s.cacheN, s.cacheB = entries, bytes }
-}
-
 // WithCompressMinBytes sets the smallest response message that is sent
 // gzip-compressed to clients accepting it (DefaultCompressMinBytes); a
 // negative n never compresses.
-func WithCompressMinBytes(n int) ServerOption {
+func WithCompressMinBytes(n int) Option {
 	return func(s *Server) {
 		if n != 0 {
 			s.minGzip = n
@@ -140,7 +131,7 @@ func WithCompressMinBytes(n int) ServerOption {
 }
 
 // WithLogger sets the server's logger (default slog.Default()).
-func WithLogger(l *slog.Logger) ServerOption {
+func WithLogger(l *slog.Logger) Option {
 	return func(s *Server) {
 		if l != nil {
 			s.log = l
@@ -148,8 +139,8 @@ func WithLogger(l *slog.Logger) ServerOption {
 	}
 }
 
-// NewServer returns a Server for host. The server never closes the host.
-func NewServer(host *embedded.Host, opts ...ServerOption) *Server {
+// New returns a Server for host. The server never closes the host.
+func New(host *embedded.Host, opts ...Option) *Server {
 	s := &Server{
 		host:      host,
 		log:       slog.Default(),
@@ -162,7 +153,6 @@ func NewServer(host *embedded.Host, opts ...ServerOption) *Server {
 	for _, o := range opts {
 		o(s)
 	}
-	s.svc = newLocalService(host, s.cacheN, s.cacheB)
 	s.calls = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "turnbox_rpc_requests_total",
 		Help: "RPCs handled, by procedure and Connect code (ok for success).",
@@ -176,16 +166,11 @@ func NewServer(host *embedded.Host, opts ...ServerOption) *Server {
 		Name: "turnbox_rpc_in_flight",
 		Help: "RPCs being handled.",
 	})
-	s.dedups = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "turnbox_rpc_tool_call_dedup_total",
-		Help: "Tool calls answered from the idempotency cache (a retry or a duplicate of a call id).",
-	})
 	s.authFail = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "turnbox_rpc_auth_failures_total",
 		Help: "Requests rejected for a missing or wrong bearer token.",
 	})
-	s.reg.MustRegister(s.calls, s.seconds, s.inflight, s.dedups, s.authFail)
-	s.svc.onDedup = s.dedups.Inc
+	s.reg.MustRegister(s.calls, s.seconds, s.inflight, s.authFail)
 	return s
 }
 
@@ -234,11 +219,7 @@ func (s *Server) HealthHandler() http.Handler {
 // MetricsHandler serves the server's and the host's Prometheus metrics,
 // behind the same bearer tokens as the service.
 func (s *Server) MetricsHandler() http.Handler {
-	gatherers := prometheus.Gatherers{s.reg}
-	if r, ok := any(s.host).(interface{ Registry() *prometheus.Registry }); ok {
-		gatherers = append(gatherers, r.Registry())
-	}
-	h := promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{})
+	h := promhttp.HandlerFor(prometheus.Gatherers{s.reg, s.host.Registry()}, promhttp.HandlerOpts{})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !s.authorized(r.Header) {
 			s.authFail.Inc()
@@ -361,6 +342,7 @@ func (s *Server) procMetrics(procedure string) *procMetrics {
 	return m.(*procMetrics)
 }
 
+// WrapUnary implements connect.Interceptor.
 func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		start := time.Now()
@@ -377,10 +359,12 @@ func (i *interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
+// WrapStreamingClient implements connect.Interceptor.
 func (i *interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return next
 }
 
+// WrapStreamingHandler implements connect.Interceptor.
 func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		start := time.Now()
@@ -394,136 +378,4 @@ func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 		i.done(conn.Spec().Procedure, start, err)
 		return err
 	}
-}
-
-// handler adapts the local service to the generated handler interface,
-// mapping errors to Connect codes with an ErrorInfo detail.
-type handler struct {
-	turnboxv1connect.UnimplementedSandboxServiceHandler
-	s *Server
-}
-
-var _ turnboxv1connect.SandboxServiceHandler = handler{}
-
-// unary calls fn with the request's message and wraps the outcome.
-func unary[Req, Res any](ctx context.Context, r *connect.Request[Req], fn func(context.Context, *Req) (*Res, error)) (*connect.Response[Res], error) {
-	res, err := fn(ctx, r.Msg)
-	if err != nil {
-		return nil, toConnectError(err)
-	}
-	return connect.NewResponse(res), nil
-}
-
-func (h handler) CreateSession(ctx context.Context, r *connect.Request[turnboxv1.CreateSessionRequest]) (*connect.Response[turnboxv1.CreateSessionResponse], error) {
-	return unary(ctx, r, h.s.svc.CreateSession)
-}
-
-func (h handler) GetSession(ctx context.Context, r *connect.Request[turnboxv1.GetSessionRequest]) (*connect.Response[turnboxv1.GetSessionResponse], error) {
-	return unary(ctx, r, h.s.svc.GetSession)
-}
-
-func (h handler) ListSessions(ctx context.Context, r *connect.Request[turnboxv1.ListSessionsRequest]) (*connect.Response[turnboxv1.ListSessionsResponse], error) {
-	return unary(ctx, r, h.s.svc.ListSessions)
-}
-
-func (h handler) AttachSession(ctx context.Context, r *connect.Request[turnboxv1.AttachSessionRequest]) (*connect.Response[turnboxv1.AttachSessionResponse], error) {
-	return unary(ctx, r, h.s.svc.AttachSession)
-}
-
-func (h handler) PauseSession(ctx context.Context, r *connect.Request[turnboxv1.PauseSessionRequest]) (*connect.Response[turnboxv1.PauseSessionResponse], error) {
-	return unary(ctx, r, h.s.svc.PauseSession)
-}
-
-func (h handler) ResumeSession(ctx context.Context, r *connect.Request[turnboxv1.ResumeSessionRequest]) (*connect.Response[turnboxv1.ResumeSessionResponse], error) {
-	return unary(ctx, r, h.s.svc.ResumeSession)
-}
-
-func (h handler) DestroySession(ctx context.Context, r *connect.Request[turnboxv1.DestroySessionRequest]) (*connect.Response[turnboxv1.DestroySessionResponse], error) {
-	return unary(ctx, r, h.s.svc.DestroySession)
-}
-
-func (h handler) ExecuteTool(ctx context.Context, r *connect.Request[turnboxv1.ExecuteToolRequest]) (*connect.Response[turnboxv1.ExecuteToolResponse], error) {
-	return unary(ctx, r, h.s.svc.ExecuteTool)
-}
-
-// ExecuteToolStream sends progress events as the tool produces them,
-// keepalives on quiet stretches, then the response.
-func (h handler) ExecuteToolStream(ctx context.Context, r *connect.Request[turnboxv1.ExecuteToolStreamRequest], stream *connect.ServerStream[turnboxv1.ExecuteToolStreamResponse]) error {
-	var (
-		mu      sync.Mutex
-		sendErr error
-		last    = time.Now()
-	)
-	send := func(ev *turnboxv1.ExecuteToolStreamResponse) error {
-		mu.Lock()
-		defer mu.Unlock()
-		if sendErr == nil {
-			sendErr = stream.Send(ev)
-			last = time.Now()
-		}
-		return sendErr
-	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(h.s.keepAlive)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				mu.Lock()
-				quiet := time.Since(last) >= h.s.keepAlive/2
-				mu.Unlock()
-				if quiet {
-					_ = send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Keepalive{Keepalive: &turnboxv1.KeepAlive{}}})
-				}
-			}
-		}
-	})
-	resp, err := h.s.svc.ExecuteToolStream(ctx, r.Msg, func(p *turnboxv1.ToolProgress) {
-		_ = send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Progress{Progress: p}})
-	})
-	close(stop)
-	wg.Wait()
-	if err != nil {
-		return toConnectError(err)
-	}
-	return send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Response{Response: resp}})
-}
-
-func (h handler) TurnComplete(ctx context.Context, r *connect.Request[turnboxv1.TurnCompleteRequest]) (*connect.Response[turnboxv1.TurnCompleteResponse], error) {
-	return unary(ctx, r, h.s.svc.TurnComplete)
-}
-
-func (h handler) CreateSnapshot(ctx context.Context, r *connect.Request[turnboxv1.CreateSnapshotRequest]) (*connect.Response[turnboxv1.CreateSnapshotResponse], error) {
-	return unary(ctx, r, h.s.svc.CreateSnapshot)
-}
-
-func (h handler) ListSnapshots(ctx context.Context, r *connect.Request[turnboxv1.ListSnapshotsRequest]) (*connect.Response[turnboxv1.ListSnapshotsResponse], error) {
-	return unary(ctx, r, h.s.svc.ListSnapshots)
-}
-
-func (h handler) Rollback(ctx context.Context, r *connect.Request[turnboxv1.RollbackRequest]) (*connect.Response[turnboxv1.RollbackResponse], error) {
-	return unary(ctx, r, h.s.svc.Rollback)
-}
-
-func (h handler) Fork(ctx context.Context, r *connect.Request[turnboxv1.ForkRequest]) (*connect.Response[turnboxv1.ForkResponse], error) {
-	return unary(ctx, r, h.s.svc.Fork)
-}
-
-func (h handler) Health(ctx context.Context, r *connect.Request[turnboxv1.HealthRequest]) (*connect.Response[turnboxv1.HealthResponse], error) {
-	res, err := h.s.svc.Health(ctx, r.Msg)
-	if err != nil {
-		return nil, toConnectError(err)
-	}
-	if h.s.draining.Load() {
-		res.Status = "NOT_SERVING"
-	}
-	return connect.NewResponse(res), nil
-}
-
-func (h handler) Capabilities(ctx context.Context, r *connect.Request[turnboxv1.CapabilitiesRequest]) (*connect.Response[turnboxv1.CapabilitiesResponse], error) {
-	return unary(ctx, r, h.s.svc.Capabilities)
 }

@@ -1,4 +1,8 @@
-package remote
+// Package wire converts between the environment types and the generated
+// turnbox.v1 messages, and between the environment's sentinel errors and
+// Connect errors. The client (package remote) and the server
+// (remote/server) share it; it imports nothing of the host.
+package wire
 
 import (
 	"fmt"
@@ -7,7 +11,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
 )
@@ -16,7 +19,8 @@ import (
 // (from the wire) validates what the environment types cannot express;
 // the host validates the rest.
 
-var stateToProto = map[environment.SessionState]turnboxv1.SessionState{
+// StateToProto maps session states to their wire values.
+var StateToProto = map[environment.SessionState]turnboxv1.SessionState{
 	environment.StateCreating:   turnboxv1.SessionState_SESSION_STATE_CREATING,
 	environment.StateActive:     turnboxv1.SessionState_SESSION_STATE_ACTIVE,
 	environment.StatePaused:     turnboxv1.SessionState_SESSION_STATE_PAUSED,
@@ -25,10 +29,10 @@ var stateToProto = map[environment.SessionState]turnboxv1.SessionState{
 	environment.StateFailed:     turnboxv1.SessionState_SESSION_STATE_FAILED,
 }
 
-// stateFromProto converts a wire session state; an unknown value is
+// StateFromProto converts a wire session state; an unknown value is
 // StateFailed.
-func stateFromProto(s turnboxv1.SessionState) environment.SessionState {
-	for k, v := range stateToProto {
+func StateFromProto(s turnboxv1.SessionState) environment.SessionState {
+	for k, v := range StateToProto {
 		if v == s {
 			return k
 		}
@@ -36,20 +40,8 @@ func stateFromProto(s turnboxv1.SessionState) environment.SessionState {
 	return environment.StateFailed
 }
 
-func sessionToProto(i embedded.SessionInfo) *turnboxv1.Session {
-	return &turnboxv1.Session{
-		Id:             i.ID,
-		State:          stateToProto[i.State],
-		CreatedAt:      timestamppb.New(i.CreatedAt),
-		ParentSession:  i.ParentSession,
-		ParentSnapshot: i.ParentSnapshot,
-		LastTurn:       int64(i.LastTurn),
-		Limits:         limitsToProto(i.Limits),
-	}
-}
-
-// sessionConfigToProto converts a session config for the wire.
-func sessionConfigToProto(c environment.SessionConfig) *turnboxv1.SessionConfig {
+// SessionConfigToProto converts a session config for the wire.
+func SessionConfigToProto(c environment.SessionConfig) *turnboxv1.SessionConfig {
 	out := &turnboxv1.SessionConfig{
 		SessionId:      c.SessionID,
 		Image:          c.Image,
@@ -57,7 +49,7 @@ func sessionConfigToProto(c environment.SessionConfig) *turnboxv1.SessionConfig 
 		Env:            c.Env,
 		Labels:         c.Labels,
 		MaxOutputBytes: int64(c.MaxOutputBytes),
-		Limits:         limitsToProto(c.Limits),
+		Limits:         LimitsToProto(c.Limits),
 	}
 	if c.ToolTimeout != 0 {
 		out.ToolTimeout = durationpb.New(c.ToolTimeout)
@@ -65,16 +57,16 @@ func sessionConfigToProto(c environment.SessionConfig) *turnboxv1.SessionConfig 
 	return out
 }
 
-// sessionConfigFromProto converts a session config from the wire and
+// SessionConfigFromProto converts a session config from the wire and
 // checks it (environment.SessionConfig.Validate).
-func sessionConfigFromProto(c *turnboxv1.SessionConfig) (environment.SessionConfig, error) {
+func SessionConfigFromProto(c *turnboxv1.SessionConfig) (environment.SessionConfig, error) {
 	out := environment.SessionConfig{
 		SessionID:    c.GetSessionId(),
 		Image:        c.GetImage(),
 		FromSnapshot: c.GetFromSnapshot(),
 		Env:          c.GetEnv(),
 		Labels:       c.GetLabels(),
-		Limits:       limitsFromProto(c.GetLimits()),
+		Limits:       LimitsFromProto(c.GetLimits()),
 	}
 	if err := out.Limits.Validate(); err != nil {
 		return out, err
@@ -93,8 +85,8 @@ func sessionConfigFromProto(c *turnboxv1.SessionConfig) (environment.SessionConf
 	return out, out.Validate()
 }
 
-// toolRequestToProto converts a tool request for the wire.
-func toolRequestToProto(r environment.ToolRequest) *turnboxv1.ToolRequest {
+// ToolRequestToProto converts a tool request for the wire.
+func ToolRequestToProto(r environment.ToolRequest) *turnboxv1.ToolRequest {
 	return &turnboxv1.ToolRequest{
 		ToolCallId: r.ToolCallID,
 		ToolName:   r.ToolName,
@@ -103,13 +95,13 @@ func toolRequestToProto(r environment.ToolRequest) *turnboxv1.ToolRequest {
 	}
 }
 
-// toolRequestFromProto converts a tool request from the wire. A missing
+// ToolRequestFromProto converts a tool request from the wire. A missing
 // request is ErrInvalidArgument; the input's JSON is checked by the host.
-func toolRequestFromProto(r *turnboxv1.ToolRequest) (environment.ToolRequest, error) {
+func ToolRequestFromProto(r *turnboxv1.ToolRequest) (environment.ToolRequest, error) {
 	if r == nil {
 		return environment.ToolRequest{}, fmt.Errorf("%w: missing tool request", environment.ErrInvalidArgument)
 	}
-	// Checked before the id keys the idempotency cache.
+	// Checked here too, so that a bad id is refused before the host.
 	if err := environment.ValidateToolCallID(r.GetToolCallId()); err != nil {
 		return environment.ToolRequest{}, err
 	}
@@ -121,8 +113,8 @@ func toolRequestFromProto(r *turnboxv1.ToolRequest) (environment.ToolRequest, er
 	}, nil
 }
 
-// toolResponseToProto converts a tool response for the wire.
-func toolResponseToProto(r *environment.ToolResponse) *turnboxv1.ToolResponse {
+// ToolResponseToProto converts a tool response for the wire.
+func ToolResponseToProto(r *environment.ToolResponse) *turnboxv1.ToolResponse {
 	if r == nil {
 		return nil
 	}
@@ -139,8 +131,8 @@ func toolResponseToProto(r *environment.ToolResponse) *turnboxv1.ToolResponse {
 	}
 }
 
-// toolResponseFromProto converts a tool response from the wire.
-func toolResponseFromProto(r *turnboxv1.ToolResponse) *environment.ToolResponse {
+// ToolResponseFromProto converts a tool response from the wire.
+func ToolResponseFromProto(r *turnboxv1.ToolResponse) *environment.ToolResponse {
 	if r == nil {
 		return nil
 	}
@@ -157,8 +149,8 @@ func toolResponseFromProto(r *turnboxv1.ToolResponse) *environment.ToolResponse 
 	}
 }
 
-// toolProgressToProto converts a progress event for the wire.
-func toolProgressToProto(p environment.ToolProgress) *turnboxv1.ToolProgress {
+// ToolProgressToProto converts a progress event for the wire.
+func ToolProgressToProto(p environment.ToolProgress) *turnboxv1.ToolProgress {
 	out := &turnboxv1.ToolProgress{ToolCallId: p.ToolCallID, Data: p.Data}
 	switch p.Stream {
 	case environment.StreamStdout:
@@ -169,8 +161,8 @@ func toolProgressToProto(p environment.ToolProgress) *turnboxv1.ToolProgress {
 	return out
 }
 
-// toolProgressFromProto converts a progress event from the wire.
-func toolProgressFromProto(p *turnboxv1.ToolProgress) environment.ToolProgress {
+// ToolProgressFromProto converts a progress event from the wire.
+func ToolProgressFromProto(p *turnboxv1.ToolProgress) environment.ToolProgress {
 	out := environment.ToolProgress{ToolCallID: p.GetToolCallId(), Data: p.GetData()}
 	switch p.GetStream() {
 	case turnboxv1.OutputStream_OUTPUT_STREAM_STDOUT:
@@ -181,8 +173,8 @@ func toolProgressFromProto(p *turnboxv1.ToolProgress) environment.ToolProgress {
 	return out
 }
 
-// snapshotToProto converts snapshot metadata for the wire.
-func snapshotToProto(s *environment.SnapshotInfo) *turnboxv1.SnapshotInfo {
+// SnapshotToProto converts snapshot metadata for the wire.
+func SnapshotToProto(s *environment.SnapshotInfo) *turnboxv1.SnapshotInfo {
 	if s == nil {
 		return nil
 	}
@@ -196,8 +188,8 @@ func snapshotToProto(s *environment.SnapshotInfo) *turnboxv1.SnapshotInfo {
 	}
 }
 
-// snapshotFromProto converts snapshot metadata from the wire.
-func snapshotFromProto(s *turnboxv1.SnapshotInfo) *environment.SnapshotInfo {
+// SnapshotFromProto converts snapshot metadata from the wire.
+func SnapshotFromProto(s *turnboxv1.SnapshotInfo) *environment.SnapshotInfo {
 	if s == nil {
 		return nil
 	}
@@ -215,8 +207,8 @@ func snapshotFromProto(s *turnboxv1.SnapshotInfo) *environment.SnapshotInfo {
 	}
 }
 
-// capabilitiesToProto converts capabilities for the wire.
-func capabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
+// CapabilitiesToProto converts capabilities for the wire.
+func CapabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
 	return &turnboxv1.Capabilities{
 		Snapshots:         c.Snapshots,
 		Rollback:          c.Rollback,
@@ -225,13 +217,13 @@ func capabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
 		StreamingProgress: c.StreamingProgress,
 		Isolation:         string(c.Isolation),
 		Storage:           c.Storage,
-		Limits:            limitsToProto(c.Limits),
+		Limits:            LimitsToProto(c.Limits),
 		LimitsEnforced:    c.LimitsEnforced,
 	}
 }
 
-// capabilitiesFromProto converts capabilities from the wire.
-func capabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
+// CapabilitiesFromProto converts capabilities from the wire.
+func CapabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
 	return environment.Capabilities{
 		Snapshots:         c.GetSnapshots(),
 		Rollback:          c.GetRollback(),
@@ -240,20 +232,20 @@ func capabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
 		StreamingProgress: c.GetStreamingProgress(),
 		Isolation:         environment.IsolationKind(c.GetIsolation()),
 		Storage:           c.GetStorage(),
-		Limits:            limitsFromProto(c.GetLimits()),
+		Limits:            LimitsFromProto(c.GetLimits()),
 		LimitsEnforced:    c.GetLimitsEnforced(),
 	}
 }
 
-// limitsToProto converts limits for the wire (nil for no limits).
-func limitsToProto(l environment.Limits) *turnboxv1.Limits {
+// LimitsToProto converts limits for the wire (nil for no limits).
+func LimitsToProto(l environment.Limits) *turnboxv1.Limits {
 	if l == (environment.Limits{}) {
 		return nil
 	}
 	return &turnboxv1.Limits{MemoryBytes: l.MemoryBytes, Cpus: l.CPUs, Pids: l.Pids, DiskBytes: l.DiskBytes}
 }
 
-// limitsFromProto converts limits from the wire (nil: none set).
-func limitsFromProto(l *turnboxv1.Limits) environment.Limits {
+// LimitsFromProto converts limits from the wire (nil: none set).
+func LimitsFromProto(l *turnboxv1.Limits) environment.Limits {
 	return environment.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), DiskBytes: l.GetDiskBytes()}
 }
