@@ -235,27 +235,21 @@ func (r *Runtime) List(ctx context.Context) ([]string, error) {
 	return list, nil
 }
 
-// Reap stops and removes every sandbox under the root whose id is not in
-// keep (processes, runsc state, cgroups, bundle), and removes leaked
-// cgroups of this root.
-func (r *Runtime) Reap(ctx context.Context, keep map[string]bool) error {
+// Reap stops and removes every sandbox under the root (processes, runsc
+// state, cgroups, bundle), and removes leaked cgroups of this root. A
+// sandbox of this process that it reaps reports itself dead.
+func (r *Runtime) Reap(ctx context.Context) error {
 	ids, err := r.List(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, id := range ids {
-		if keep[id] {
-			continue
-		}
 		if err := r.destroy(ctx, id); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	for _, cg := range leakedCgroups(r.cgParent) {
-		if keep[filepath.Base(cg)] {
-			continue
-		}
 		if err := removeCgroup(cg); err != nil {
 			errs = append(errs, err)
 		}

@@ -203,21 +203,18 @@ func (r *Runtime) List(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// Reap stops and removes every sandbox under the root whose id is not in
-// keep: its processes are killed, its cgroups, libcontainer state and root
+// Reap stops and removes every sandbox under the root: its processes are
+// killed, its cgroups, libcontainer state and root
 // skeleton removed. Sandboxes of this process are stopped through their
 // handle; leftovers of a crashed process are loaded from their state (or,
 // if that is gone or corrupt, found through their cgroups) and destroyed.
-func (r *Runtime) Reap(ctx context.Context, keep map[string]bool) error {
+func (r *Runtime) Reap(ctx context.Context) error {
 	ids, err := r.List(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, id := range ids {
-		if keep[id] {
-			continue
-		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
