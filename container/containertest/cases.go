@@ -446,7 +446,7 @@ func (s *suite) testPidsLimit(t *testing.T) {
 	}
 	b := s.start(t, func(sp *container.Spec) { sp.Limits.Pids = 64 })
 	st, err := b.sb.Exec(ctxT(t), container.Process{
-		Args: []string{"sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 2"}, Timeout: 5 * time.Second,
+		Args: []string{"sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 5"}, Timeout: 2 * time.Second,
 	})
 	if err != nil {
 		t.Fatalf("fork bomb: %v", err)

@@ -62,7 +62,7 @@ func newRuntime(t testing.TB, opts ...runc.Option) *runc.Runtime {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := rt.Reap(context.Background(), nil); err != nil {
+		if err := rt.Reap(context.Background()); err != nil {
 			t.Errorf("Reap at cleanup: %v", err)
 		}
 	})
