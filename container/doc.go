@@ -13,4 +13,10 @@
 //     fork+exec inside the sandbox, not a new runsc process.
 //   - runc: a runc container per session through libcontainer, with the same
 //     agent.
+//
+// gvisor and runc share the agent-backed sandbox of package
+// container/agentbox (Exec, KillAll, Idle, OOM detection); every sandbox
+// keeps its Status in a Lifecycle, so Pause, Stop and a sandbox's death
+// mean the same on every runtime. Package container/containertest is the
+// conformance suite each runtime runs against itself.
 package container

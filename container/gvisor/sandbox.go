@@ -188,7 +188,11 @@ func resources(l container.Limits) *specs.LinuxResources {
 // Start starts a sandbox: it writes the OCI bundle, runs `runsc run
 // --detach` with the agent as init and waits until the agent answers.
 func (r *Runtime) Start(ctx context.Context, spec container.Spec) (container.Sandbox, error) {
-	return r.StartSandbox(ctx, spec)
+	sb, err := r.StartSandbox(ctx, spec)
+	if err != nil {
+		return nil, err // not a nil *Sandbox in a non-nil interface
+	}
+	return sb, nil
 }
 
 // StartSandbox is Start returning the concrete type.
