@@ -48,12 +48,22 @@ type Sandbox struct {
 
 // New returns a starting sandbox with id, talking to its agent through
 // client. kind ("gvisor", "runc") prefixes its errors. The runtime calls
-// Started once the agent answered.
+// Started once the agent answered; until then a lost agent is the
+// runtime's to notice (its Ping fails).
 func New(kind, id string, client *agent.Client, ops Ops) *Sandbox {
 	label := fmt.Sprintf("%s: sandbox %s", kind, id)
-	s := &Sandbox{Lifecycle: container.NewLifecycle(label), id: id, label: label, client: client, ops: ops}
+	return &Sandbox{Lifecycle: container.NewLifecycle(label), id: id, label: label, client: client, ops: ops}
+}
+
+// Started moves the starting sandbox to running (see
+// container.Lifecycle.Started) and from then on calls Ops.Lost if the
+// agent connection ends. Everything Ops.Lost reads must be set before.
+func (s *Sandbox) Started() error {
+	if err := s.Lifecycle.Started(); err != nil {
+		return err
+	}
 	go s.watchAgent()
-	return s
+	return nil
 }
 
 // SetMemoryCgroup names the host memory cgroup whose OOM kills Exec

@@ -239,6 +239,16 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 		return nil, err
 	}
 	sb := &Sandbox{r: r, workspace: spec.Workspace, network: spec.Network}
+	// runsc wrote the sandbox process's pid (what `runsc state` reports)
+	// before `run --detach` returned.
+	if b, err := os.ReadFile(filepath.Join(bundle, "sandbox.pid")); err == nil {
+		sb.pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if r.cfg.freezer && sb.pid > 0 {
+		if f, err := findFreezer(sb.pid); err == nil {
+			sb.frz = f
+		}
+	}
 	client := agent.NewClient(outR, inW)
 	sb.Sandbox = agentbox.New(Kind, spec.ID, client, agentbox.Ops{
 		Freeze: sb.freeze, Teardown: sb.teardown, Lost: sb.lost,
@@ -249,16 +259,6 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 		client.Close()
 		log, _ := os.ReadFile(filepath.Join(bundle, "agent.log"))
 		return nil, fmt.Errorf("gvisor: agent in %s did not answer: %w; agent log: %s", spec.ID, err, strings.TrimSpace(lastLines(string(log), 10)))
-	}
-	// runsc wrote the sandbox process's pid (what `runsc state` reports)
-	// before `run --detach` returned.
-	if b, err := os.ReadFile(filepath.Join(bundle, "sandbox.pid")); err == nil {
-		sb.pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-	}
-	if r.cfg.freezer && sb.pid > 0 {
-		if f, err := findFreezer(sb.pid); err == nil {
-			sb.frz = f
-		}
 	}
 	if spec.Limits.MemoryBytes > 0 && sb.pid > 0 {
 		if dir, _, err := cgroup.Dir(sb.pid, "memory", "memory.events"); err == nil {
