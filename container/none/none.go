@@ -261,17 +261,11 @@ func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 	cmd.WaitDelay = 250 * time.Millisecond
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 
-	var execCgroup string
-	if s.cgroup != "" {
-		execCgroup = filepath.Join(s.cgroup, "x"+strconv.FormatUint(s.seq.Add(1), 10))
-		if err := os.Mkdir(execCgroup, 0o755); err != nil {
-			return container.ExitStatus{}, fmt.Errorf("none: creating exec cgroup: %w", err)
-		}
-		fd, err := os.Open(execCgroup)
-		if err != nil {
-			_ = os.Remove(execCgroup)
-			return container.ExitStatus{}, fmt.Errorf("none: opening exec cgroup: %w", err)
-		}
+	execCgroup, fd, err := s.newExecCgroup()
+	if err != nil {
+		return container.ExitStatus{}, err
+	}
+	if fd != nil {
 		defer fd.Close()
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = int(fd.Fd())
@@ -291,34 +285,7 @@ func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 	s.procs[pgid] = struct{}{}
 	s.mu.Unlock()
 
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	var timedOut bool
-	var werr error
-	select {
-	case werr = <-waitErr:
-	case <-runCtx.Done():
-		timedOut = true
-		s.killTree(execCgroup, pgid)
-		werr = <-waitErr
-	}
-	st := container.ExitStatus{TimedOut: timedOut, Duration: time.Since(start)}
-	if cmd.ProcessState != nil {
-		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
-		switch {
-		case ws.Signaled():
-			st.Code = 128 + int(ws.Signal())
-		default:
-			st.Code = ws.ExitStatus()
-		}
-	} else if werr != nil {
-		return st, fmt.Errorf("none: waiting for %q: %w", p.Args[0], werr)
-	}
-	if timedOut {
-		// The tree is gone; wait for the cgroup to empty so the caller sees
-		// no survivors.
-		waitEmpty(context.Background(), execCgroup)
-	}
+	st, err := s.await(runCtx, cmd, execCgroup, start)
 	s.mu.Lock()
 	delete(s.procs, pgid)
 	s.mu.Unlock()
@@ -326,6 +293,56 @@ func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 		// Fails (EBUSY) while background processes remain: they stay in
 		// the cgroup and are removed by KillAll or Stop.
 		_ = os.Remove(execCgroup)
+	}
+	return st, err
+}
+
+// newExecCgroup makes the cgroup of one command under the sandbox's and
+// opens it for clone3's CLONE_INTO_CGROUP; "" and nil without cgroups.
+func (s *sandbox) newExecCgroup() (string, *os.File, error) {
+	if s.cgroup == "" {
+		return "", nil, nil
+	}
+	dir := filepath.Join(s.cgroup, "x"+strconv.FormatUint(s.seq.Add(1), 10))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", nil, fmt.Errorf("none: creating exec cgroup: %w", err)
+	}
+	fd, err := os.Open(dir)
+	if err != nil {
+		_ = os.Remove(dir)
+		return "", nil, fmt.Errorf("none: opening exec cgroup: %w", err)
+	}
+	return dir, fd, nil
+}
+
+// await waits for the started cmd, killing its tree (in cgroup cg, or
+// its process group) when ctx ends, and returns how it ended.
+func (s *sandbox) await(ctx context.Context, cmd *exec.Cmd, cg string, start time.Time) (container.ExitStatus, error) {
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	var timedOut bool
+	var werr error
+	select {
+	case werr = <-waitErr:
+	case <-ctx.Done():
+		timedOut = true
+		s.killTree(cg, cmd.Process.Pid)
+		werr = <-waitErr
+	}
+	st := container.ExitStatus{TimedOut: timedOut, Duration: time.Since(start)}
+	if cmd.ProcessState == nil {
+		return st, fmt.Errorf("none: waiting for %q: %w", cmd.Args[0], werr)
+	}
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		st.Code = 128 + int(ws.Signal())
+	} else {
+		st.Code = ws.ExitStatus()
+	}
+	if timedOut {
+		// The tree is gone; wait for the cgroup to empty so the caller sees
+		// no survivors.
+		waitEmpty(context.Background(), cg)
 	}
 	return st, nil
 }

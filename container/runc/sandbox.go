@@ -151,46 +151,70 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 		}
 	}()
 
-	inR, inW, err := os.Pipe()
+	p, stdio, err := runAgent(c, agentArgs, agentEnv(spec))
+	if err != nil {
+		return nil, fmt.Errorf("runc: start container %s: %w", id, err)
+	}
+	s, err := r.attach(ctx, spec, c, p, stdio, skel)
 	if err != nil {
 		return nil, err
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		return nil, err
+	destroy, cleanupSkel = false, false
+	r.mu.Lock()
+	r.live[id] = s
+	r.mu.Unlock()
+	return s, nil
+}
+
+// agentStdio holds the host's ends of the agent's stdin, stdout and
+// stderr.
+type agentStdio struct{ in, out, err *os.File }
+
+// runAgent starts the agent as container c's init, its stdio on three
+// pipes, and returns the process and the host's ends.
+func runAgent(c *libcontainer.Container, args, env []string) (*libcontainer.Process, agentStdio, error) {
+	var host, child [3]*os.File
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			if f != nil {
+				f.Close()
+			}
+		}
 	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		outR.Close()
-		outW.Close()
-		return nil, err
+	for i := range host {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(host[:])
+			closeAll(child[:])
+			return nil, agentStdio{}, err
+		}
+		if i == 0 { // stdin: the agent reads
+			child[i], host[i] = r, w
+		} else {
+			host[i], child[i] = r, w
+		}
 	}
 	p := &libcontainer.Process{
-		Args:   agentArgs,
-		Env:    agentEnv(spec),
-		Cwd:    "/",
-		Stdin:  inR,
-		Stdout: outW,
-		Stderr: errW,
-		Init:   true,
+		Args: args, Env: env, Cwd: "/",
+		Stdin: child[0], Stdout: child[1], Stderr: child[2],
+		Init: true,
 	}
-	runErr := c.Run(p)
+	err := c.Run(p)
 	// The container holds its own copies of the child ends.
-	inR.Close()
-	outW.Close()
-	errW.Close()
-	if runErr != nil {
-		inW.Close()
-		outR.Close()
-		errR.Close()
-		return nil, fmt.Errorf("runc: start container %s: %w", id, runErr)
+	closeAll(child[:])
+	if err != nil {
+		closeAll(host[:])
+		return nil, agentStdio{}, err
 	}
+	return p, agentStdio{in: host[0], out: host[1], err: host[2]}, nil
+}
+
+// attach makes the Sandbox of container c, whose agent p runs, and waits
+// until the agent answers; on failure it kills the container (Start's
+// deferred cleanup removes the rest).
+func (r *Runtime) attach(ctx context.Context, spec container.Spec, c *libcontainer.Container, p *libcontainer.Process, stdio agentStdio, skel string) (*Sandbox, error) {
 	s := &Sandbox{rt: r, c: c, proc: p, skel: skel, workspace: spec.Workspace, stderr: newTailBuffer(4 << 10)}
-	s.Sandbox = agentbox.New("runc", id, agent.NewClient(outR, inW), agentbox.Ops{
+	s.Sandbox = agentbox.New("runc", spec.ID, agent.NewClient(stdio.out, stdio.in), agentbox.Ops{
 		Freeze: s.freeze, Teardown: s.teardown, Lost: s.lost,
 	})
 	if spec.Limits.MemoryBytes > 0 {
@@ -203,8 +227,8 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 		}
 	}
 	go func() {
-		_, _ = io.Copy(s.stderr, errR)
-		errR.Close()
+		_, _ = io.Copy(s.stderr, stdio.err)
+		stdio.err.Close()
 	}()
 	go s.wait()
 
@@ -220,16 +244,12 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 	}
 	if err := s.Client().Ping(pctx); err != nil {
 		s.abort()
-		return nil, fmt.Errorf("runc: agent of %s did not answer: %w (agent stderr: %q)", id, err, s.stderr.String())
+		return nil, fmt.Errorf("runc: agent of %s did not answer: %w (agent stderr: %q)", spec.ID, err, s.stderr.String())
 	}
 	if err := s.Started(); err != nil {
 		s.abort()
 		return nil, err
 	}
-	destroy, cleanupSkel = false, false
-	r.mu.Lock()
-	r.live[id] = s
-	r.mu.Unlock()
 	return s, nil
 }
 
