@@ -19,11 +19,11 @@ import (
 // signals come back, and a command that cannot start is an error.
 func (s *suite) testExecExitCodes(t *testing.T) {
 	b := s.start(t, nil)
-	st, out, errs := sh(t, b.sb, "echo hello; echo oops >&2; exit 7")
+	st, out, errs := Sh(t, b.sb, "echo hello; echo oops >&2; exit 7")
 	if st.Code != 7 || out != "hello\n" || errs != "oops\n" || st.TimedOut || st.OOMKilled {
 		t.Errorf("exit 7: %+v stdout %q stderr %q", st, out, errs)
 	}
-	if st, _, _ := sh(t, b.sb, "kill -9 $$"); st.Code != 137 || st.OOMKilled {
+	if st, _, _ := Sh(t, b.sb, "kill -9 $$"); st.Code != 137 || st.OOMKilled {
 		t.Errorf("kill -9: %+v, want code 137 and no OOM", st)
 	}
 	st, err := b.sb.Exec(ctxT(t), container.Process{Args: []string{"/no/such/program"}})
@@ -36,7 +36,7 @@ func (s *suite) testExecExitCodes(t *testing.T) {
 	if _, err := b.sb.Exec(ctxT(t), container.Process{}); !errors.Is(err, container.ErrInvalidSpec) {
 		t.Errorf("empty Args: %v, want ErrInvalidSpec", err)
 	}
-	if got := mustSh(t, b.sb, "echo still"); got != "still\n" {
+	if got := MustSh(t, b.sb, "echo still"); got != "still\n" {
 		t.Errorf("after the failures: %q", got)
 	}
 }
@@ -44,7 +44,7 @@ func (s *suite) testExecExitCodes(t *testing.T) {
 // testStreamsBeforeExit: output reaches the writer while the command runs.
 func (s *suite) testStreamsBeforeExit(t *testing.T) {
 	b := s.start(t, nil)
-	var out syncBuffer
+	var out Buffer
 	done := make(chan error, 1)
 	go func() {
 		_, err := b.sb.Exec(ctxT(t), container.Process{
@@ -80,14 +80,14 @@ func (s *suite) testStreamsBeforeExit(t *testing.T) {
 // it, and Dir (absolute or relative to the workspace; never outside).
 func (s *suite) testEnvAndDir(t *testing.T) {
 	b := s.start(t, nil)
-	if got := mustSh(t, b.sb, "echo $TURNBOX_SUITE"); got != "base\n" {
+	if got := MustSh(t, b.sb, "echo $TURNBOX_SUITE"); got != "base\n" {
 		t.Errorf("spec Env: %q", got)
 	}
 	if err := os.MkdirAll(filepath.Join(b.ws, "sub", "dir"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for i, dir := range []string{"/workspace/sub/dir", "sub/dir"} {
-		var out syncBuffer
+		var out Buffer
 		name := fmt.Sprintf("here%d", i)
 		st, err := b.sb.Exec(ctxT(t), container.Process{
 			Args: []string{"sh", "-c", "echo $X $TURNBOX_SUITE; echo hi > " + name},
@@ -116,14 +116,14 @@ func (s *suite) testWorkspaceVisibility(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(b.ws, "from-host"), []byte("host\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustSh(t, b.sb, "cat from-host; echo sandbox > from-sandbox"); got != "host\n" {
+	if got := MustSh(t, b.sb, "cat from-host; echo sandbox > from-sandbox"); got != "host\n" {
 		t.Errorf("host file inside: %q", got)
 	}
 	if got, err := os.ReadFile(filepath.Join(b.ws, "from-sandbox")); err != nil || string(got) != "sandbox\n" {
 		t.Errorf("sandbox file on the host: %q %v", got, err)
 	}
 	swapWorkspace(t, b.ws, map[string]string{"f": "new\n"})
-	if got := mustSh(t, b.sb, "cat f; echo w > g"); got != "new\n" {
+	if got := MustSh(t, b.sb, "cat f; echo w > g"); got != "new\n" {
 		t.Errorf("after the workspace was exchanged the sandbox sees %q, want new", got)
 	}
 	if got, err := os.ReadFile(filepath.Join(b.ws, "g")); err != nil || string(got) != "w\n" {
@@ -138,7 +138,7 @@ func (s *suite) testConcurrentExecs(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 12 {
 		wg.Go(func() {
-			var out syncBuffer
+			var out Buffer
 			st, err := b.sb.Exec(ctxT(t), container.Process{Args: []string{"sh", "-c", fmt.Sprintf("sleep 0.2; echo %d; exit %d", i, i%5)}, Stdout: &out})
 			if err != nil || st.Code != i%5 || out.String() != fmt.Sprintf("%d\n", i) {
 				t.Errorf("exec %d: %+v %v %q", i, st, err, out.String())
@@ -152,7 +152,7 @@ func (s *suite) testConcurrentExecs(t *testing.T) {
 // started, a process that left its session included, promptly.
 func (s *suite) testTimeoutKillsTree(t *testing.T) {
 	b := s.start(t, nil)
-	var out syncBuffer
+	var out Buffer
 	start := time.Now()
 	st, err := b.sb.Exec(ctxT(t), container.Process{
 		Args:   []string{"sh", "-c", "(" + ticker("t1") + ") & setsid sh -c '" + ticker("t2") + "' & echo started; wait"},
@@ -191,7 +191,7 @@ func (s *suite) testKillAll(t *testing.T) {
 			}
 		})
 	}
-	mustSh(t, b.sb, "setsid sh -c '"+ticker("daemon")+"' >/dev/null 2>&1 </dev/null &")
+	MustSh(t, b.sb, "setsid sh -c '"+ticker("daemon")+"' >/dev/null 2>&1 </dev/null &")
 	for _, f := range []string{"k0", "k1", "k2", "daemon"} {
 		waitGrowing(t, filepath.Join(b.ws, f))
 	}
@@ -202,7 +202,7 @@ func (s *suite) testKillAll(t *testing.T) {
 	for _, f := range []string{"k0", "k1", "k2", "daemon"} {
 		waitStill(t, filepath.Join(b.ws, f), "after KillAll")
 	}
-	if got := mustSh(t, b.sb, "echo alive"); got != "alive\n" {
+	if got := MustSh(t, b.sb, "echo alive"); got != "alive\n" {
 		t.Errorf("after KillAll: %q", got)
 	}
 	wantStatus(t, b.sb, container.StatusRunning)
@@ -217,7 +217,7 @@ func pauseOrSkip(t *testing.T, sb container.Sandbox) {
 		if rerr := sb.Resume(ctxT(t)); !errors.Is(rerr, container.ErrUnsupported) {
 			t.Errorf("Resume on a runtime without Pause: %v, want ErrUnsupported", rerr)
 		}
-		if got := mustSh(t, sb, "echo up"); got != "up\n" {
+		if got := MustSh(t, sb, "echo up"); got != "up\n" {
 			t.Errorf("after an unsupported Pause: %q", got)
 		}
 		t.Skipf("Pause: %v", err)
@@ -276,7 +276,7 @@ func (s *suite) testPauseResume(t *testing.T) {
 	if err := <-running; err != nil {
 		t.Errorf("the command that was paused: %v", err)
 	}
-	if got := mustSh(t, b.sb, "echo thawed"); got != "thawed\n" {
+	if got := MustSh(t, b.sb, "echo thawed"); got != "thawed\n" {
 		t.Errorf("after Resume: %q", got)
 	}
 }
@@ -406,7 +406,7 @@ func (s *suite) testIdle(t *testing.T) {
 		}
 	}
 	waitIdle(true, "at start")
-	mustSh(t, b.sb, "setsid sleep 1000 >/dev/null 2>&1 </dev/null &")
+	MustSh(t, b.sb, "setsid sleep 1000 >/dev/null 2>&1 </dev/null &")
 	waitIdle(false, "with a background process")
 	if err := b.sb.KillAll(ctxT(t)); err != nil {
 		t.Fatal(err)
@@ -457,7 +457,7 @@ func (s *suite) testPidsLimit(t *testing.T) {
 	if err := b.sb.KillAll(ctxT(t)); err != nil {
 		t.Fatalf("KillAll after the fork bomb: %v", err)
 	}
-	if got := mustSh(t, b.sb, "echo survived"); got != "survived\n" {
+	if got := MustSh(t, b.sb, "echo survived"); got != "survived\n" {
 		t.Errorf("after the fork bomb: %q", got)
 	}
 	wantStatus(t, b.sb, container.StatusRunning)
@@ -479,7 +479,7 @@ func (s *suite) testMemoryLimit(t *testing.T) {
 	if st.Code == 0 || st.TimedOut || !st.OOMKilled {
 		t.Errorf("memory hog: %+v, want killed and OOMKilled", st)
 	}
-	if got := mustSh(t, b.sb, "echo survived"); got != "survived\n" {
+	if got := MustSh(t, b.sb, "echo survived"); got != "survived\n" {
 		t.Errorf("after the memory hog: %q", got)
 	}
 }
@@ -497,7 +497,7 @@ func (s *suite) testSealedVolumeDir(t *testing.T) {
 		t.Fatalf("while the sandbox runs: sealed=%v err=%v, want sealed", sealed, err)
 	}
 	m := s.cfg.volumeMount
-	out := mustSh(t, b.sb, "mv "+m+"/"+filepath.Base(b.ws)+" "+m+"/x 2>&1; ln -s / "+m+"/y 2>&1; true")
+	out := MustSh(t, b.sb, "mv "+m+"/"+filepath.Base(b.ws)+" "+m+"/x 2>&1; ln -s / "+m+"/y 2>&1; true")
 	if strings.Count(out, "not permitted") != 2 {
 		t.Errorf("renaming and linking beside the workspace from inside: %q, want 'Operation not permitted' twice", out)
 	}

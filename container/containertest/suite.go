@@ -184,35 +184,38 @@ func sandboxID(t *testing.T) string {
 	return "ct" + strconv.Itoa(n) + "-" + strings.Trim(name, "-")
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
+// Buffer is a bytes.Buffer safe for a writer and a reader at once: the
+// Stdout or Stderr of an Exec that a test reads while the command runs.
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (s *Buffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+// String returns what was written so far.
+func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
 }
 
-// sh runs script with sh -c in the workspace and returns its status,
-// stdout and stderr; an Exec error fails the test.
-func sh(t *testing.T, sb container.Sandbox, script string) (container.ExitStatus, string, string) {
+// Sh runs script with sh -c in the workspace of sb and returns its
+// status, stdout and stderr; an Exec error fails the test.
+func Sh(t testing.TB, sb container.Sandbox, script string) (container.ExitStatus, string, string) {
 	t.Helper()
-	var out, errb syncBuffer
+	var out, errb Buffer
 	st, err := sb.Exec(ctxT(t), container.Process{Args: []string{"sh", "-c", script}, Stdout: &out, Stderr: &errb})
 	if err != nil {
 		t.Fatalf("Exec %q: %v", script, err)
@@ -220,10 +223,10 @@ func sh(t *testing.T, sb container.Sandbox, script string) (container.ExitStatus
 	return st, out.String(), errb.String()
 }
 
-// mustSh is sh for a script that must exit 0; it returns stdout.
-func mustSh(t *testing.T, sb container.Sandbox, script string) string {
+// MustSh is Sh for a script that must exit 0; it returns stdout.
+func MustSh(t testing.TB, sb container.Sandbox, script string) string {
 	t.Helper()
-	st, out, errs := sh(t, sb, script)
+	st, out, errs := Sh(t, sb, script)
 	if st.Code != 0 {
 		t.Fatalf("%q: %+v, stdout %q, stderr %q", script, st, out, errs)
 	}

@@ -1,7 +1,6 @@
 package gvisor_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -98,33 +97,6 @@ func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func sh(t testing.TB, sb container.Sandbox, script string) (container.ExitStatus, string, string) {
-	t.Helper()
-	var out, errb syncBuffer
-	st, err := sb.Exec(ctxT(t), container.Process{Args: []string{"sh", "-c", script}, Stdout: &out, Stderr: &errb})
-	if err != nil {
-		t.Fatalf("Exec %q: %v", script, err)
-	}
-	return st, out.String(), errb.String()
 }
 
 // TestCgroupFreezer: WithCgroupFreezer(true) pauses through the cgroup's
@@ -264,7 +236,7 @@ func TestCheckpoint(t *testing.T) {
 	if len(ents) == 0 {
 		t.Fatal("empty checkpoint image")
 	}
-	if _, out, _ := sh(t, sb, "echo still"); out != "still\n" {
+	if _, out, _ := containertest.Sh(t, sb, "echo still"); out != "still\n" {
 		t.Fatal("sandbox not running after checkpoint")
 	}
 }
@@ -297,38 +269,38 @@ func TestSecurityIsolation(t *testing.T) {
 
 	// A host file outside the rootfs and the workspace is not reachable,
 	// by its host path or by escaping the volume mount.
-	_, out, _ := sh(t, sb, "cat "+secret+" 2>&1; cat /workspace/../../"+filepath.Base(secretDir)+"/secret 2>&1; cat /.turnbox/vol/../../secret 2>&1; grep -rs TOPSECRET /.turnbox /workspace /etc /root /tmp /home /var | head -1")
+	_, out, _ := containertest.Sh(t, sb, "cat "+secret+" 2>&1; cat /workspace/../../"+filepath.Base(secretDir)+"/secret 2>&1; cat /.turnbox/vol/../../secret 2>&1; grep -rs TOPSECRET /.turnbox /workspace /etc /root /tmp /home /var | head -1")
 	if strings.Contains(out, "TOPSECRET") {
 		t.Fatalf("sandbox read a host file: %q", out)
 	}
 
 	// Only the sandbox's processes are visible.
-	_, out, _ = sh(t, sb, "ls /proc | grep -c '^[0-9]'")
+	_, out, _ = containertest.Sh(t, sb, "ls /proc | grep -c '^[0-9]'")
 	if n, _ := strconv.Atoi(strings.TrimSpace(out)); n == 0 || n > 5 {
 		t.Fatalf("sandbox sees %s processes", out)
 	}
-	_, out, _ = sh(t, sb, "cat /proc/1/cmdline | tr '\\0' ' '")
+	_, out, _ = containertest.Sh(t, sb, "cat /proc/1/cmdline | tr '\\0' ' '")
 	if !strings.HasPrefix(out, gvisor.AgentPath) {
 		t.Fatalf("pid 1 is %q, want the agent", out)
 	}
-	_, out, _ = sh(t, sb, "for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr '\\0' ' '; echo; done")
+	_, out, _ = containertest.Sh(t, sb, "for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr '\\0' ' '; echo; done")
 	if strings.Contains(out, "runsc") || strings.Contains(out, "go test") {
 		t.Fatalf("host processes visible:\n%s", out)
 	}
 	// Kernel is gVisor's, not the host's.
-	if _, out, _ = sh(t, sb, "dmesg 2>/dev/null | head -1; uname -r"); strings.Contains(out, "6.18") && !strings.Contains(out, "gVisor") {
+	if _, out, _ = containertest.Sh(t, sb, "dmesg 2>/dev/null | head -1; uname -r"); strings.Contains(out, "6.18") && !strings.Contains(out, "gVisor") {
 		t.Logf("uname/dmesg inside: %q", out)
 	}
 
 	// Network none: loopback only.
-	_, out, _ = sh(t, sb, "ls /sys/class/net 2>/dev/null || cat /proc/net/dev")
+	_, out, _ = containertest.Sh(t, sb, "ls /sys/class/net 2>/dev/null || cat /proc/net/dev")
 	if f := strings.Fields(out); len(f) != 1 || f[0] != "lo" {
 		if !strings.Contains(out, "lo:") || strings.Count(out, ":") != 1 {
 			t.Fatalf("network interfaces: %q", out)
 		}
 	}
 	// The rootfs is not writable from the sandbox on the host.
-	sh(t, sb, "rm -f /bin/ls; echo x > /bin/new")
+	containertest.Sh(t, sb, "rm -f /bin/ls; echo x > /bin/new")
 	if _, err := os.Lstat(filepath.Join(e.rootfs, "bin/ls")); err != nil {
 		t.Fatalf("sandbox removed a rootfs file on the host: %v", err)
 	}
@@ -342,7 +314,7 @@ func TestNetworkHost(t *testing.T) {
 	spec := e.spec("nethost")
 	spec.Network = container.NetworkHost
 	sb := e.start(t, spec)
-	_, out, _ := sh(t, sb, "cat /proc/net/dev")
+	_, out, _ := containertest.Sh(t, sb, "cat /proc/net/dev")
 	if strings.Count(out, ":") < 2 {
 		t.Fatalf("host network shows only %q", out)
 	}
@@ -356,7 +328,7 @@ func TestPidsLimitContainsForkBomb(t *testing.T) {
 
 	// Commands must not hold CAP_SYS_RESOURCE (bit 24), which would
 	// exempt them from the sandbox's RLIMIT_NPROC.
-	if _, out, _ := sh(t, sb, "grep -E '^Cap(Eff|Bnd)' /proc/self/status"); strings.Count(out, "\n") != 2 {
+	if _, out, _ := containertest.Sh(t, sb, "grep -E '^Cap(Eff|Bnd)' /proc/self/status"); strings.Count(out, "\n") != 2 {
 		t.Fatalf("capabilities: %q", out)
 	} else {
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -411,7 +383,7 @@ func TestPidsLimitContainsForkBomb(t *testing.T) {
 		t.Fatalf("KillAll after fork bomb: %v", err)
 	}
 	t.Logf("KillAll after the fork bomb took %v", time.Since(killStart))
-	if _, out, _ := sh(t, sb, "echo survived"); out != "survived\n" {
+	if _, out, _ := containertest.Sh(t, sb, "echo survived"); out != "survived\n" {
 		t.Fatalf("sandbox did not survive the fork bomb: %q", out)
 	}
 	select {

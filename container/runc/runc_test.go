@@ -21,7 +21,7 @@ import (
 // sleepers returns the number of sleep processes in the sandbox.
 func sleepers(t *testing.T, sb container.Sandbox) int {
 	t.Helper()
-	st, out, _ := run(t, sb, "cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$'")
+	st, out, _ := containertest.Sh(t, sb, "cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^sleep$'")
 	if st.Code > 1 {
 		t.Fatalf("counting sleepers: %+v", st)
 	}
@@ -123,11 +123,11 @@ func TestLimitsApplied(t *testing.T) {
 		}
 	}
 	// Commands run in the agent's command cgroup, the agent outside it.
-	if got := mustRun(t, sb, "grep pids /proc/self/cgroup"); !strings.HasSuffix(strings.TrimSpace(got), "/sandbox/turnbox-exec") {
+	if got := containertest.MustSh(t, sb, "grep pids /proc/self/cgroup"); !strings.HasSuffix(strings.TrimSpace(got), "/sandbox/turnbox-exec") {
 		t.Errorf("command's pids cgroup: %q", got)
 	}
 	// The sandbox cannot raise the limit that binds it.
-	if st, _, _ := run(t, sb, "ls /sys/fs/cgroup/pids/../pids.max || echo 100000 > /sys/fs/cgroup/x"); st.Code == 0 {
+	if st, _, _ := containertest.Sh(t, sb, "ls /sys/fs/cgroup/pids/../pids.max || echo 100000 > /sys/fs/cgroup/x"); st.Code == 0 {
 		t.Error("outer pids cgroup reachable or cgroup tmpfs writable")
 	}
 }
@@ -246,7 +246,7 @@ func TestStartErrors(t *testing.T) {
 	if _, err := rt.Start(context.Background(), good); !errors.Is(err, os.ErrExist) {
 		t.Errorf("duplicate id: %v, want ErrExist", err)
 	}
-	if got := mustRun(t, sb, "echo ok"); got != "ok\n" {
+	if got := containertest.MustSh(t, sb, "echo ok"); got != "ok\n" {
 		t.Errorf("first sandbox after a duplicate Start: %q", got)
 	}
 }
