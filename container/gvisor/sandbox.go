@@ -46,32 +46,14 @@ func validate(spec container.Spec) error {
 	if !idPattern.MatchString(spec.ID) {
 		return fmt.Errorf("%w: id %q (want %s)", container.ErrInvalidSpec, spec.ID, idPattern)
 	}
-	for what, p := range map[string]string{"RootFS": spec.RootFS, "Workspace": spec.Workspace} {
-		if !filepath.IsAbs(p) {
-			return fmt.Errorf("%w: %s %q is not an absolute path", container.ErrInvalidSpec, what, p)
-		}
-		fi, err := os.Stat(p)
-		if err != nil || !fi.IsDir() {
-			return fmt.Errorf("%w: %s %q is not a directory", container.ErrInvalidSpec, what, p)
-		}
-	}
-	if filepath.Clean(spec.Workspace) == "/" {
-		return fmt.Errorf("%w: Workspace cannot be /", container.ErrInvalidSpec)
+	if err := container.CheckIsolatedSpec(spec); err != nil {
+		return err
 	}
 	// runsc creates a missing mount point in the root's host directory:
 	// an image must bring its own, so a sandbox start never writes into
 	// the image.
 	if err := rootfs.CheckMountpoints(spec.RootFS); err != nil {
 		return fmt.Errorf("%w: %v", container.ErrInvalidSpec, err)
-	}
-	switch spec.Network {
-	case "", container.NetworkNone, container.NetworkHost:
-	default:
-		return fmt.Errorf("%w: network %q", container.ErrInvalidSpec, spec.Network)
-	}
-	l := spec.Limits
-	if l.CPUs < 0 || l.MemoryBytes < 0 || l.Pids < 0 {
-		return fmt.Errorf("%w: negative limit", container.ErrInvalidSpec)
 	}
 	return nil
 }

@@ -286,33 +286,7 @@ func validateSpec(spec container.Spec) error {
 	if !validID(spec.ID) {
 		return fmt.Errorf("%w: id %q (letters, digits, _ + - . only)", container.ErrInvalidSpec, spec.ID)
 	}
-	if !filepath.IsAbs(spec.RootFS) {
-		return fmt.Errorf("%w: RootFS %q must be an absolute path", container.ErrInvalidSpec, spec.RootFS)
-	}
-	if fi, err := os.Stat(spec.RootFS); err != nil || !fi.IsDir() {
-		return fmt.Errorf("%w: RootFS %q is not a directory", container.ErrInvalidSpec, spec.RootFS)
-	}
-	if !filepath.IsAbs(spec.Workspace) || filepath.Clean(spec.Workspace) == "/" {
-		return fmt.Errorf("%w: Workspace %q must be an absolute path below /", container.ErrInvalidSpec, spec.Workspace)
-	}
-	if fi, err := os.Stat(spec.Workspace); err != nil || !fi.IsDir() {
-		return fmt.Errorf("%w: Workspace %q is not a directory", container.ErrInvalidSpec, spec.Workspace)
-	}
-	switch spec.Network {
-	case "", container.NetworkNone, container.NetworkHost:
-	default:
-		return fmt.Errorf("%w: network %q", container.ErrInvalidSpec, spec.Network)
-	}
-	l := spec.Limits
-	if l.CPUs < 0 || l.MemoryBytes < 0 || l.Pids < 0 {
-		return fmt.Errorf("%w: negative limit", container.ErrInvalidSpec)
-	}
-	for _, e := range spec.Env {
-		if !strings.Contains(e, "=") {
-			return fmt.Errorf("%w: env entry %q is not KEY=value", container.ErrInvalidSpec, e)
-		}
-	}
-	return nil
+	return container.CheckIsolatedSpec(spec)
 }
 
 // wait waits for the agent (the container's init) to exit; all other
