@@ -7,11 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -227,12 +228,7 @@ func (r *Runtime) List(ctx context.Context) ([]string, error) {
 			ids[e.Name()] = true
 		}
 	}
-	list := make([]string, 0, len(ids))
-	for id := range ids {
-		list = append(list, id)
-	}
-	sort.Strings(list)
-	return list, nil
+	return slices.Sorted(maps.Keys(ids)), nil
 }
 
 // Reap stops and removes every sandbox under the root (processes, runsc

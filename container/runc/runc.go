@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -195,12 +196,7 @@ func (r *Runtime) List(ctx context.Context) ([]string, error) {
 		seen[id] = true
 	}
 	r.mu.Unlock()
-	ids := make([]string, 0, len(seen))
-	for id := range seen {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids, nil
+	return slices.Sorted(maps.Keys(seen)), nil
 }
 
 // Reap stops and removes every sandbox under the root: its processes are
