@@ -194,21 +194,30 @@ func TestStopCleansUp(t *testing.T) {
 	}
 }
 
-// TestReap: Reap removes every sandbox under the root, running ones
-// included, which then report themselves dead.
+// TestReap plays the documented restart path: a second runtime on the
+// same root (a restarted host) reaps every sandbox the first one started,
+// whose handles then report themselves dead, and starts a fresh sandbox
+// for the same session.
 func TestReap(t *testing.T) {
 	e := newEnv(t)
 	a := e.start(t, e.spec("one"))
 	b := e.start(t, e.spec("two"))
-	ids, err := e.rt.List(ctxT(t))
+	rt2, err := gvisor.New(gvisor.WithRunsc(e.runsc), gvisor.WithAgent(agenttest.Build(t)), gvisor.WithRoot(e.rt.Root()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := rt2.List(ctxT(t))
 	if err != nil || strings.Join(ids, ",") != "one,two" {
 		t.Fatalf("List = %v %v", ids, err)
 	}
-	if err := e.rt.Reap(ctxT(t)); err != nil {
+	if err := rt2.Reap(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	if ids, _ = e.rt.List(ctxT(t)); len(ids) != 0 {
+	if ids, _ = rt2.List(ctxT(t)); len(ids) != 0 {
 		t.Fatalf("after Reap: %v", ids)
+	}
+	if p := runscProcs(e.rt.Root()); len(p) > 0 {
+		t.Fatalf("runsc processes left after Reap: %v", p)
 	}
 	for _, sb := range []*gvisor.Sandbox{a, b} {
 		select {
@@ -222,6 +231,14 @@ func TestReap(t *testing.T) {
 		if d := cgroupDirs(sb.ID()); len(d) > 0 {
 			t.Fatalf("cgroups left: %v", d)
 		}
+	}
+	sb, err := rt2.Start(ctxT(t), e.spec("one"))
+	if err != nil {
+		t.Fatalf("a fresh sandbox for a reaped session: %v", err)
+	}
+	t.Cleanup(func() { _ = sb.Stop(context.Background()) })
+	if got := containertest.MustSh(t, sb, "echo fresh"); got != "fresh\n" {
+		t.Fatalf("fresh sandbox: %q", got)
 	}
 }
 
