@@ -201,6 +201,7 @@ var (
 	_ container.StatusReporter = (*sandbox)(nil)
 )
 
+// ID returns the sandbox's id.
 func (s *sandbox) ID() string { return s.spec.ID }
 
 // hostDir maps a Process's Dir (see container.SandboxDir) to the host
@@ -227,6 +228,8 @@ func (s *sandbox) env(extra []string) []string {
 	return append(env, "PATH="+defaultPath)
 }
 
+// Exec runs p as a host process in its own session (and cgroup, when
+// the runtime has cgroups) and waits for it; see container.Sandbox.
 func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.ExitStatus, error) {
 	if len(p.Args) == 0 || p.Args[0] == "" {
 		return container.ExitStatus{}, fmt.Errorf("%w: empty command", container.ErrInvalidSpec)
@@ -358,6 +361,7 @@ func (s *sandbox) killTree(cg string, pgid int) {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
+// KillAll kills every command and what it left; ErrPaused while paused.
 func (s *sandbox) KillAll(ctx context.Context) error {
 	if err := s.Require(container.StatusRunning); err != nil {
 		return err
@@ -401,8 +405,10 @@ func (s *sandbox) Idle(ctx context.Context) (bool, error) {
 	return strings.Contains(string(b), "populated 0"), nil
 }
 
+// Pause freezes the sandbox's cgroup (ErrUnsupported without cgroups).
 func (s *sandbox) Pause(ctx context.Context) error { return s.freeze(ctx, true) }
 
+// Resume thaws a paused sandbox.
 func (s *sandbox) Resume(ctx context.Context) error { return s.freeze(ctx, false) }
 
 func (s *sandbox) freeze(ctx context.Context, frozen bool) error {
