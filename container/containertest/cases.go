@@ -186,8 +186,13 @@ func (s *suite) testKillAll(t *testing.T) {
 	for i := range 3 {
 		wg.Go(func() {
 			st, err := b.sb.Exec(ctxT(t), container.Process{Args: []string{"sh", "-c", fmt.Sprintf("(%s) & wait", ticker(fmt.Sprintf("k%d", i)))}})
-			if err != nil || st.Code != 137 {
-				t.Errorf("a killed command: %+v %v, want code 137", st, err)
+			// SIGKILL (137). gVisor may hang up the command first (129):
+			// its ProcessGroup.handleOrphan sends SIGHUP and SIGCONT to
+			// a group without ancestors whenever a member exits while
+			// another is stopped (KillAll stops all, then kills), where
+			// Linux does only when the group becomes orphaned.
+			if err != nil || (st.Code != 137 && st.Code != 129) {
+				t.Errorf("a killed command: %+v %v, want code 137 (or 129)", st, err)
 			}
 		})
 	}
