@@ -12,19 +12,30 @@ const WorkspaceDir = "/workspace"
 
 // Runtime starts sandboxes. One sandbox serves one session for the session's
 // life; commands run in it through Exec. Implementations keep their state
-// under a root directory so a restarted host can list and reap sandboxes a
-// crashed one left behind. Safe for concurrent use.
+// under a root directory so that a restarted host can find what a crashed
+// one left behind. Safe for concurrent use.
+//
+// A restarted host never reattaches to a sandbox: the only channel to a
+// sandbox is its agent's pipes, which died with the process that started
+// it. The one path is: open the runtime on the same root, call Reap once
+// before starting any sandbox, and start a fresh sandbox for each session
+// on its first use (embedded.Host does this in its recovery). The
+// workspace lives in the storage backend, not in the sandbox, so nothing
+// of a session is lost but its running processes.
 type Runtime interface {
 	// Kind names the runtime: "none", "gvisor" or "runc".
 	Kind() string
 	// Start starts a sandbox and returns once it accepts Exec calls.
 	Start(ctx context.Context, spec Spec) (Sandbox, error)
 	// List returns the ids of sandboxes this runtime's root knows of,
-	// including ones left by an earlier process.
+	// including ones left by an earlier process (tests and operators use it
+	// to find leftovers).
 	List(ctx context.Context) ([]string, error)
 	// Reap stops and cleans up (processes, cgroups, mounts, state) every
-	// sandbox under this runtime's root whose id is not in keep.
-	Reap(ctx context.Context, keep map[string]bool) error
+	// sandbox under this runtime's root: those an earlier process left and
+	// any this one started that still run. A host calls it once at start,
+	// before its first Start (see above).
+	Reap(ctx context.Context) error
 }
 
 // Spec describes a sandbox to start.
@@ -67,6 +78,16 @@ const (
 
 // Sandbox is one running sandbox. Safe for concurrent use: several Exec
 // calls may run at once.
+//
+// Every runtime's sandboxes follow the same status machine (see Status;
+// they implement StatusReporter). Pause means the same everywhere: Exec,
+// KillAll and Idle on a paused sandbox return ErrPaused at once (they
+// neither block until Resume nor start anything); a command already
+// running when Pause comes is frozen with the rest and goes on after
+// Resume. Pausing a paused sandbox or resuming a running one does
+// nothing. A runtime that cannot freeze returns ErrUnsupported from Pause
+// and Resume. On a stopped or dead sandbox every call but Stop, Done and
+// Err returns an error wrapping ErrNotRunning.
 type Sandbox interface {
 	// ID is the sandbox's id.
 	ID() string
@@ -81,12 +102,13 @@ type Sandbox interface {
 	// started after a snapshot survives.
 	KillAll(ctx context.Context) error
 	// Pause freezes every process in the sandbox; ErrUnsupported if the
-	// runtime cannot.
+	// runtime cannot. See above for what Exec does meanwhile.
 	Pause(ctx context.Context) error
 	// Resume thaws a paused sandbox.
 	Resume(ctx context.Context) error
-	// Stop kills the sandbox and releases its runtime resources. The
-	// workspace is left untouched. Stop on a stopped sandbox is a no-op.
+	// Stop kills the sandbox (paused or not) and releases its runtime
+	// resources. The workspace is left untouched. A second Stop waits for
+	// the first and returns its result.
 	Stop(ctx context.Context) error
 	// Done is closed when the sandbox has exited, by Stop or on its own
 	// (a killed agent, a crash). Err then says why.
@@ -103,7 +125,8 @@ type Process struct {
 	// Env is added to the sandbox's base environment ("KEY=value").
 	Env []string
 	// Dir is the working directory inside the sandbox (default
-	// WorkspaceDir). It must be WorkspaceDir or below it.
+	// WorkspaceDir; a relative Dir is taken relative to it). It must be
+	// WorkspaceDir or below it (see SandboxDir).
 	Dir string
 	// Stdin is the command's standard input (nil: empty).
 	Stdin io.Reader
@@ -145,8 +168,8 @@ var (
 	ErrUnsupported = errors.New("not supported by this runtime")
 	// ErrNotRunning: the sandbox has stopped or died.
 	ErrNotRunning = errors.New("sandbox not running")
-	// ErrPaused: the sandbox is paused; Exec does not start commands in a
-	// frozen sandbox.
+	// ErrPaused: the sandbox is paused; Exec, KillAll and Idle return it
+	// on every runtime instead of waiting for Resume.
 	ErrPaused = errors.New("sandbox paused")
 	// ErrRuntimeMissing: the runtime's binary or kernel support is absent.
 	ErrRuntimeMissing = errors.New("container runtime not available")

@@ -13,4 +13,34 @@
 //     fork+exec inside the sandbox, not a new runsc process.
 //   - runc: a runc container per session through libcontainer, with the same
 //     agent.
+//
+// # Status
+//
+// Every sandbox keeps its Status in a Lifecycle:
+//
+//	starting ─► running ◄─► paused
+//	   └───────────┴───────────┴──► failed   (died on its own)
+//	any of them ──► stopping ──► stopped     (Stop)
+//
+// Each operation names the statuses it accepts (Lifecycle.Require), so
+// Pause, Stop and a sandbox's death mean the same on every runtime: Exec,
+// KillAll and Idle need running, and return ErrPaused at once on a paused
+// sandbox and ErrNotRunning on any other.
+//
+// # Shared parts
+//
+// gvisor and runc share the agent-backed sandbox of package
+// container/agentbox (Exec with the Dir check and OOM detection, KillAll,
+// Idle, noticing a lost agent); each supplies only how to freeze and tear
+// down (agentbox.Ops). Package container/containertest is the conformance
+// suite each runtime runs against itself.
+//
+// # Restart
+//
+// A restarted host never reattaches a sandbox: its only channel, the
+// agent's pipes, died with the process that started it. It opens the
+// runtime on the same root and calls Runtime.Reap once before any Start;
+// each session then starts a fresh sandbox on first use. The workspace
+// lives in the storage backend, so a session loses only its running
+// processes.
 package container

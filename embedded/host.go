@@ -203,7 +203,7 @@ func (h *Host) recover(ctx context.Context) error {
 	}
 	// Every sandbox of an earlier process is an orphan: its agent's pipes
 	// died with that process. Sessions start a fresh one on first use.
-	if err := h.runtime.Reap(ctx, nil); err != nil {
+	if err := h.runtime.Reap(ctx); err != nil {
 		h.log.Error("reaping orphaned sandboxes", "err", err)
 	}
 	if len(recs) > 0 {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/agent"
+	"github.com/turnbox/turnbox/container/containertest"
 )
 
 // pair runs an agent in-process over two os.Pipe pairs and returns a
@@ -57,22 +58,7 @@ func ctxT(t *testing.T) context.Context {
 }
 
 // syncBuffer is a bytes.Buffer safe for a writer and a concurrent reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = containertest.Buffer
 
 func run(t *testing.T, c *agent.Client, p container.Process) (container.ExitStatus, string, string) {
 	t.Helper()

@@ -186,10 +186,10 @@ func BenchPauseResume(b *testing.B, r *Runtime, spec container.Spec, mode PauseM
 // PauseResumeOnce pauses and resumes sb once in the given mode.
 func (r *Runtime) PauseResumeOnce(ctx context.Context, sb *Sandbox, mode PauseMode) error {
 	if mode == PauseRunscCLI {
-		if _, err := r.runsc(ctx, "pause", sb.id); err != nil {
+		if _, err := r.runsc(ctx, "pause", sb.ID()); err != nil {
 			return err
 		}
-		_, err := r.runsc(ctx, "resume", sb.id)
+		_, err := r.runsc(ctx, "resume", sb.ID())
 		return err
 	}
 	if err := sb.Pause(ctx); err != nil {

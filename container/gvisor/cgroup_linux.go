@@ -1,7 +1,6 @@
 package gvisor
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -9,35 +8,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
+
 	"github.com/turnbox/turnbox/container/cgroup"
 )
 
 // hierarchies returns the mount points of every cgroup hierarchy (v1
-// controllers and the v2 unified one).
+// controllers and the v2 unified one), or nil if the mount table cannot
+// be read.
 func hierarchies() []string {
-	f, err := os.Open("/proc/self/mountinfo")
+	mounts, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("cgroup", "cgroup2"))
 	if err != nil {
 		return nil
 	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// ... mountpoint ... - fstype source options
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+1 >= len(fields) || len(fields) < 5 {
-			continue
-		}
-		if t := fields[sep+1]; t == "cgroup" || t == "cgroup2" {
-			out = append(out, fields[4])
-		}
+	out := make([]string, 0, len(mounts))
+	for _, m := range mounts {
+		out = append(out, m.Mountpoint)
 	}
 	return out
 }

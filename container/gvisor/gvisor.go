@@ -7,11 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -227,35 +228,24 @@ func (r *Runtime) List(ctx context.Context) ([]string, error) {
 			ids[e.Name()] = true
 		}
 	}
-	list := make([]string, 0, len(ids))
-	for id := range ids {
-		list = append(list, id)
-	}
-	sort.Strings(list)
-	return list, nil
+	return slices.Sorted(maps.Keys(ids)), nil
 }
 
-// Reap stops and removes every sandbox under the root whose id is not in
-// keep (processes, runsc state, cgroups, bundle), and removes leaked
-// cgroups of this root.
-func (r *Runtime) Reap(ctx context.Context, keep map[string]bool) error {
+// Reap stops and removes every sandbox under the root (processes, runsc
+// state, cgroups, bundle), and removes leaked cgroups of this root. A
+// sandbox of this process that it reaps reports itself dead.
+func (r *Runtime) Reap(ctx context.Context) error {
 	ids, err := r.List(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, id := range ids {
-		if keep[id] {
-			continue
-		}
 		if err := r.destroy(ctx, id); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	for _, cg := range leakedCgroups(r.cgParent) {
-		if keep[filepath.Base(cg)] {
-			continue
-		}
 		if err := removeCgroup(cg); err != nil {
 			errs = append(errs, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/containertest"
 	"github.com/turnbox/turnbox/internal/hoststate"
 )
 
@@ -27,7 +28,7 @@ func TestHostNamespacesUntouched(t *testing.T) {
 		check("starting " + id)
 	}
 	for _, sb := range sbs {
-		if st, out, errs := sh(t, sb, "echo x > /workspace/f-$$ && cat /proc/self/mountinfo >/dev/null"); st.Code != 0 {
+		if st, out, errs := containertest.Sh(t, sb, "echo x > /workspace/f-$$ && cat /proc/self/mountinfo >/dev/null"); st.Code != 0 {
 			t.Fatalf("exec: %+v %q %q", st, out, errs)
 		}
 	}
@@ -42,7 +43,7 @@ func TestHostNamespacesUntouched(t *testing.T) {
 		if err := sb.Resume(ctxT(t)); err != nil {
 			t.Fatalf("Resume: %v", err)
 		}
-		if st, _, errs := sh(t, sb, "true"); st.Code != 0 {
+		if st, _, errs := containertest.Sh(t, sb, "true"); st.Code != 0 {
 			t.Fatalf("exec after Resume: %+v %q", st, errs)
 		}
 	}

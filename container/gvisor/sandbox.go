@@ -3,7 +3,6 @@ package gvisor
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -20,69 +18,42 @@ import (
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/agent"
+	"github.com/turnbox/turnbox/container/agentbox"
 	"github.com/turnbox/turnbox/container/cgroup"
 	"github.com/turnbox/turnbox/container/rootfs"
 )
 
-// Sandbox is a running gVisor sandbox. It implements container.Sandbox and
-// container.Checkpointer.
+// Sandbox is a running gVisor sandbox. It implements container.Sandbox,
+// container.IdleChecker, container.StatusReporter and
+// container.Checkpointer; Exec, KillAll, Idle and the status machine are
+// agentbox.Sandbox's.
 type Sandbox struct {
+	*agentbox.Sandbox
 	r         *Runtime
-	id        string
 	workspace string // host path; its directory is sealed while the sandbox lives
 	network   container.Network
-	client    *agent.Client
 	pid       int      // runsc-sandbox process
 	frz       *freezer // nil: the control socket (or the runsc CLI)
-	// memCgroup is the sandbox's memory cgroup on the host when it has a
-	// memory limit ("" otherwise): the host's OOM killer acts there.
-	memCgroup string
-
-	mu      sync.Mutex // serializes Pause, Resume, Stop, Checkpoint
-	stopped bool
-	paused  bool
-
-	done    chan struct{}
-	errMu   sync.Mutex
-	err     error
-	closeMu sync.Once
 }
 
 var (
 	_ container.Sandbox      = (*Sandbox)(nil)
 	_ container.Checkpointer = (*Sandbox)(nil)
+	_ container.IdleChecker  = (*Sandbox)(nil)
 )
 
 func validate(spec container.Spec) error {
 	if !idPattern.MatchString(spec.ID) {
 		return fmt.Errorf("%w: id %q (want %s)", container.ErrInvalidSpec, spec.ID, idPattern)
 	}
-	for what, p := range map[string]string{"RootFS": spec.RootFS, "Workspace": spec.Workspace} {
-		if !filepath.IsAbs(p) {
-			return fmt.Errorf("%w: %s %q is not an absolute path", container.ErrInvalidSpec, what, p)
-		}
-		fi, err := os.Stat(p)
-		if err != nil || !fi.IsDir() {
-			return fmt.Errorf("%w: %s %q is not a directory", container.ErrInvalidSpec, what, p)
-		}
-	}
-	if filepath.Clean(spec.Workspace) == "/" {
-		return fmt.Errorf("%w: Workspace cannot be /", container.ErrInvalidSpec)
+	if err := container.CheckIsolatedSpec(spec); err != nil {
+		return err
 	}
 	// runsc creates a missing mount point in the root's host directory:
 	// an image must bring its own, so a sandbox start never writes into
 	// the image.
 	if err := rootfs.CheckMountpoints(spec.RootFS); err != nil {
 		return fmt.Errorf("%w: %v", container.ErrInvalidSpec, err)
-	}
-	switch spec.Network {
-	case "", container.NetworkNone, container.NetworkHost:
-	default:
-		return fmt.Errorf("%w: network %q", container.ErrInvalidSpec, spec.Network)
-	}
-	l := spec.Limits
-	if l.CPUs < 0 || l.MemoryBytes < 0 || l.Pids < 0 {
-		return fmt.Errorf("%w: negative limit", container.ErrInvalidSpec)
 	}
 	return nil
 }
@@ -199,7 +170,11 @@ func resources(l container.Limits) *specs.LinuxResources {
 // Start starts a sandbox: it writes the OCI bundle, runs `runsc run
 // --detach` with the agent as init and waits until the agent answers.
 func (r *Runtime) Start(ctx context.Context, spec container.Spec) (container.Sandbox, error) {
-	return r.StartSandbox(ctx, spec)
+	sb, err := r.StartSandbox(ctx, spec)
+	if err != nil {
+		return nil, err // not a nil *Sandbox in a non-nil interface
+	}
+	return sb, nil
 }
 
 // StartSandbox is Start returning the concrete type.
@@ -245,21 +220,7 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 	if err != nil {
 		return nil, err
 	}
-	sb := &Sandbox{
-		r:         r,
-		id:        spec.ID,
-		workspace: spec.Workspace,
-		network:   spec.Network,
-		client:    agent.NewClient(outR, inW),
-		done:      make(chan struct{}),
-	}
-	pctx, cancel := context.WithTimeout(ctx, r.cfg.startTimeout)
-	defer cancel()
-	if err := sb.client.Ping(pctx); err != nil {
-		sb.client.Close()
-		log, _ := os.ReadFile(filepath.Join(bundle, "agent.log"))
-		return nil, fmt.Errorf("gvisor: agent in %s did not answer: %w; agent log: %s", spec.ID, err, strings.TrimSpace(lastLines(string(log), 10)))
-	}
+	sb := &Sandbox{r: r, workspace: spec.Workspace, network: spec.Network}
 	// runsc wrote the sandbox process's pid (what `runsc state` reports)
 	// before `run --detach` returned.
 	if b, err := os.ReadFile(filepath.Join(bundle, "sandbox.pid")); err == nil {
@@ -270,12 +231,26 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 			sb.frz = f
 		}
 	}
+	client := agent.NewClient(outR, inW)
+	sb.Sandbox = agentbox.New(Kind, spec.ID, client, agentbox.Ops{
+		Freeze: sb.freeze, Teardown: sb.teardown, Lost: sb.lost,
+	})
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.startTimeout)
+	defer cancel()
+	if err := client.Ping(pctx); err != nil {
+		client.Close()
+		log, _ := os.ReadFile(filepath.Join(bundle, "agent.log"))
+		return nil, fmt.Errorf("gvisor: agent in %s did not answer: %w; agent log: %s", spec.ID, err, strings.TrimSpace(lastLines(string(log), 10)))
+	}
 	if spec.Limits.MemoryBytes > 0 && sb.pid > 0 {
 		if dir, _, err := cgroup.Dir(sb.pid, "memory", "memory.events"); err == nil {
-			sb.memCgroup = dir
+			sb.SetMemoryCgroup(dir)
 		}
 	}
-	go sb.watch()
+	if err := sb.Started(); err != nil {
+		client.Close()
+		return nil, err
+	}
 	return sb, nil
 }
 
@@ -329,178 +304,62 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// watch closes Done when the agent connection ends, and kills the
-// sandbox process unless Stop ended it.
-func (s *Sandbox) watch() {
-	<-s.client.Done()
-	s.mu.Lock()
-	stopped := s.stopped
-	s.mu.Unlock()
-	if !stopped {
-		s.setErr(fmt.Errorf("gvisor: sandbox %s died: %w", s.id, s.client.Err()))
-		// The host gave up on the agent (or it exited): nothing of the
-		// sandbox is left running until Stop.
-		s.killSandboxProcess()
-	}
-	s.closeDone()
+// lost kills the sandbox process once the host gave up on the agent (or
+// it exited), so nothing of the sandbox runs unwatched until Stop.
+func (s *Sandbox) lost() {
+	s.killSandboxProcess()
+	s.Exited(fmt.Errorf("agent connection: %w", s.Client().Err()))
 }
-
-func (s *Sandbox) setErr(err error) {
-	s.errMu.Lock()
-	if s.err == nil {
-		s.err = err
-	}
-	s.errMu.Unlock()
-}
-
-func (s *Sandbox) closeDone() { s.closeMu.Do(func() { close(s.done) }) }
-
-// ID returns the sandbox's id.
-func (s *Sandbox) ID() string { return s.id }
 
 // Pid returns the host pid of the sandbox's runsc-sandbox process (0 if
 // unknown).
 func (s *Sandbox) Pid() int { return s.pid }
 
 // UsesCgroupFreezer reports whether Pause and Resume freeze the cgroup
-// directly (true) or run the runsc CLI (false).
+// directly (true) or use the sandbox's control socket (false).
 func (s *Sandbox) UsesCgroupFreezer() bool { return s.frz != nil }
 
-// Done is closed when the sandbox has exited.
-func (s *Sandbox) Done() <-chan struct{} { return s.done }
-
-// Err says why the sandbox died; nil while it runs and after Stop.
-func (s *Sandbox) Err() error {
-	s.errMu.Lock()
-	defer s.errMu.Unlock()
-	return s.err
-}
-
-// Client returns the agent client of the sandbox.
-func (s *Sandbox) Client() *agent.Client { return s.client }
-
-// sandboxDir maps p.Dir to a directory inside the sandbox: empty means
-// WorkspaceDir, a relative path is taken relative to it, and the result
-// must be WorkspaceDir or below it.
-func sandboxDir(dir string) (string, error) {
-	if dir == "" {
-		return container.WorkspaceDir, nil
-	}
-	if !path.IsAbs(dir) {
-		dir = path.Join(container.WorkspaceDir, dir)
-	}
-	dir = path.Clean(dir)
-	if dir != container.WorkspaceDir && !strings.HasPrefix(dir, container.WorkspaceDir+"/") {
-		return "", fmt.Errorf("%w: Dir %q is outside %s", container.ErrInvalidSpec, dir, container.WorkspaceDir)
-	}
-	return dir, nil
-}
-
-// Exec runs a command through the agent.
-func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.ExitStatus, error) {
-	dir, err := sandboxDir(p.Dir)
-	if err != nil {
-		return container.ExitStatus{}, err
-	}
-	p.Dir = dir
-	select {
-	case <-s.done:
-		if err := s.Err(); err != nil {
-			return container.ExitStatus{}, err
-		}
-		return container.ExitStatus{}, fmt.Errorf("gvisor: sandbox %s stopped: %w", s.id, container.ErrNotRunning)
-	default:
-	}
-	before := cgroup.OOMKills(s.memCgroup)
-	st, err := s.client.Exec(ctx, p)
-	if err != nil && errors.Is(err, container.ErrNotRunning) {
-		return st, fmt.Errorf("gvisor: sandbox %s: %w", s.id, err)
-	}
-	// gVisor has no OOM killer of its own: at the memory limit the host's
-	// kills the systrap stub process that holds the command's address
-	// space, and the Sentry kills the command with SIGKILL.
-	if err == nil && st.Code == 128+int(syscall.SIGKILL) && before >= 0 && cgroup.OOMKills(s.memCgroup) > before {
-		st.OOMKilled = true
-	}
-	return st, err
-}
-
-// Idle implements container.IdleChecker through the agent.
-func (s *Sandbox) Idle(ctx context.Context) (bool, error) { return s.client.Idle(ctx) }
-
-// KillAll kills every process in the sandbox but the agent.
-func (s *Sandbox) KillAll(ctx context.Context) error {
-	return s.client.KillAll(ctx)
-}
-
-// Pause freezes the sandbox: gVisor's kernel stops every task, through
-// the sandbox's control socket (the call `runsc pause` makes), or its
-// cgroup's freezer when WithCgroupFreezer(true) found it.
-func (s *Sandbox) Pause(ctx context.Context) error { return s.setPaused(ctx, true) }
-
-// Resume thaws a paused sandbox.
-func (s *Sandbox) Resume(ctx context.Context) error { return s.setPaused(ctx, false) }
-
-func (s *Sandbox) setPaused(ctx context.Context, pause bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		return fmt.Errorf("gvisor: sandbox %s: %w", s.id, container.ErrNotRunning)
-	}
-	if s.paused == pause {
-		return nil
-	}
+// freeze is agentbox.Ops.Freeze: gVisor's kernel stops every task,
+// through the sandbox's control socket (the call `runsc pause` makes), or
+// its cgroup's freezer when WithCgroupFreezer(true) found it.
+func (s *Sandbox) freeze(ctx context.Context, pause bool) error {
 	var err error
 	switch {
 	case s.frz != nil:
 		err = s.frz.set(pause)
 	case pause:
-		err = s.r.control(ctx, s.id, ctlPause)
+		err = s.r.control(ctx, s.ID(), ctlPause)
 	default:
-		err = s.r.control(ctx, s.id, ctlResume)
+		err = s.r.control(ctx, s.ID(), ctlResume)
 	}
 	if err != nil {
-		return fmt.Errorf("gvisor: sandbox %s: %w", s.id, err)
+		return fmt.Errorf("gvisor: sandbox %s: %w", s.ID(), err)
 	}
-	s.paused = pause
 	return nil
 }
 
 // Checkpoint saves the sandbox's state to dir (runsc checkpoint
 // --leave-running); the sandbox keeps running.
 func (s *Sandbox) Checkpoint(ctx context.Context, dir string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopped {
-		return fmt.Errorf("gvisor: sandbox %s: %w", s.id, container.ErrNotRunning)
-	}
-	if s.paused {
-		return fmt.Errorf("gvisor: sandbox %s is paused; resume it before a checkpoint", s.id)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("gvisor: %w", err)
-	}
-	if _, err := s.r.runsc(ctx, "checkpoint", "--image-path", dir, "--leave-running", s.id); err != nil {
-		return fmt.Errorf("gvisor: %w", err)
-	}
-	return nil
+	return s.While(func() error {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("gvisor: %w", err)
+		}
+		if _, err := s.r.runsc(ctx, "checkpoint", "--image-path", dir, "--leave-running", s.ID()); err != nil {
+			return fmt.Errorf("gvisor: %w", err)
+		}
+		return nil
+	}, container.StatusRunning)
 }
 
-// Stop kills the sandbox and removes its runsc state, cgroups and bundle.
-// The workspace is left untouched. Stop on a stopped sandbox is a no-op.
-func (s *Sandbox) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
-		return nil
-	}
-	s.stopped = true
-	if s.paused && s.frz != nil {
+// teardown is agentbox.Ops.Teardown: it kills the sandbox and removes its
+// runsc state, cgroups and bundle, then unseals the volume's directory.
+func (s *Sandbox) teardown(ctx context.Context, prev container.Status) error {
+	if prev == container.StatusPaused && s.frz != nil {
 		// A frozen sandbox cannot die; thaw it first.
 		_ = s.frz.set(false)
 	}
-	s.mu.Unlock()
-	s.client.Close()
+	s.Client().Close()
 	err := s.destroyBounded(ctx)
 	if err != nil && s.killSandboxProcess() {
 		// runsc did not finish in time: the sandbox process is dead now,
@@ -510,7 +369,6 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	if err == nil {
 		err = container.UnsealVolumeDir(s.workspace)
 	}
-	s.closeDone()
 	return err
 }
 
@@ -521,7 +379,7 @@ const stopTimeout = 20 * time.Second
 func (s *Sandbox) destroyBounded(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopTimeout)
 	defer cancel()
-	return s.r.destroy(dctx, s.id)
+	return s.r.destroy(dctx, s.ID())
 }
 
 // killSandboxProcess sends SIGKILL to the runsc sandbox process, if it is
@@ -532,7 +390,7 @@ func (s *Sandbox) killSandboxProcess() bool {
 		return false
 	}
 	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(s.pid) + "/cmdline")
-	if err != nil || !slices.Contains(strings.Split(string(cmdline), "\x00"), s.id) {
+	if err != nil || !slices.Contains(strings.Split(string(cmdline), "\x00"), s.ID()) {
 		return false
 	}
 	return syscall.Kill(s.pid, syscall.SIGKILL) == nil

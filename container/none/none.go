@@ -117,7 +117,7 @@ func (r *Runtime) Start(ctx context.Context, spec container.Spec) (container.San
 	if err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("%w: workspace %q is not a directory", container.ErrInvalidSpec, spec.Workspace)
 	}
-	s := &sandbox{rt: r, spec: spec, done: make(chan struct{}), procs: map[int]struct{}{}}
+	s := &sandbox{Lifecycle: container.NewLifecycle("none: sandbox " + spec.ID), rt: r, spec: spec, procs: map[int]struct{}{}}
 	if r.cgroupRoot != "" {
 		s.cgroup = filepath.Join(r.cgroupRoot, spec.ID)
 		if _, err := os.Stat(s.cgroup); err == nil {
@@ -129,6 +129,9 @@ func (r *Runtime) Start(ctx context.Context, spec container.Spec) (container.San
 		if err := os.Mkdir(s.cgroup, 0o755); err != nil {
 			return nil, fmt.Errorf("none: creating cgroup: %w", err)
 		}
+	}
+	if err := s.Started(); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -153,17 +156,14 @@ func (r *Runtime) List(ctx context.Context) ([]string, error) {
 }
 
 // Reap implements container.Runtime: kills the processes of every sandbox
-// cgroup not in keep and removes the cgroup.
-func (r *Runtime) Reap(ctx context.Context, keep map[string]bool) error {
+// cgroup under the root and removes the cgroup.
+func (r *Runtime) Reap(ctx context.Context) error {
 	ids, err := r.List(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, id := range ids {
-		if keep[id] {
-			continue
-		}
 		r.log.Info("none: reaping orphaned sandbox", "sandbox", id)
 		if err := removeCgroupTree(ctx, filepath.Join(r.cgroupRoot, id)); err != nil {
 			errs = append(errs, err)
@@ -172,47 +172,47 @@ func (r *Runtime) Reap(ctx context.Context, keep map[string]bool) error {
 	return errors.Join(errs...)
 }
 
+// sandbox is a none sandbox. Its status is the embedded Lifecycle's; a
+// none sandbox never dies on its own, so Err stays nil.
+//
+// Locks, in order: startMu, the Lifecycle's, mu.
 type sandbox struct {
+	*container.Lifecycle
 	rt     *Runtime
 	spec   container.Spec
 	cgroup string // "" without cgroups
 
 	seq atomic.Uint64
 	// startMu orders process creation against freezing: Exec holds it for
-	// reading from its checks until the child has exec'd, Pause for
-	// writing. A child cloned into a frozen cgroup would never reach exec,
-	// and the Go thread waiting for it could never be stopped, hanging
-	// the whole process.
+	// reading from its status check until the child has exec'd, Pause and
+	// Resume for writing across the freeze and the status change. A child
+	// cloned into a frozen cgroup would never reach exec, and the Go
+	// thread waiting for it could never be stopped, hanging the whole
+	// process.
 	startMu sync.RWMutex
-	paused  bool // guarded by startMu
 
-	mu      sync.Mutex
-	procs   map[int]struct{} // pgids of running commands (fallback kill)
-	stopped bool
-	done    chan struct{}
+	mu    sync.Mutex
+	procs map[int]struct{} // pgids of running commands (fallback kill)
 }
 
+var (
+	_ container.Sandbox        = (*sandbox)(nil)
+	_ container.IdleChecker    = (*sandbox)(nil)
+	_ container.StatusReporter = (*sandbox)(nil)
+)
+
+// ID returns the sandbox's id.
 func (s *sandbox) ID() string { return s.spec.ID }
 
-func (s *sandbox) Done() <-chan struct{} { return s.done }
-
-func (s *sandbox) Err() error { return nil }
-
-// hostDir maps a sandbox path at or below container.WorkspaceDir to the
-// host workspace.
+// hostDir maps a Process's Dir (see container.SandboxDir) to the host
+// workspace.
 func (s *sandbox) hostDir(dir string) (string, error) {
-	if dir == "" {
-		return s.spec.Workspace, nil
+	dir, err := container.SandboxDir(dir)
+	if err != nil {
+		return "", err
 	}
-	clean := filepath.Clean(dir)
-	if clean == container.WorkspaceDir {
-		return s.spec.Workspace, nil
-	}
-	rel, ok := strings.CutPrefix(clean, container.WorkspaceDir+"/")
-	if !ok {
-		return "", fmt.Errorf("%w: working directory %q is not under %s", container.ErrInvalidSpec, dir, container.WorkspaceDir)
-	}
-	return filepath.Join(s.spec.Workspace, rel), nil
+	rel, _ := strings.CutPrefix(dir, container.WorkspaceDir)
+	return filepath.Join(s.spec.Workspace, filepath.FromSlash(rel)), nil
 }
 
 func (s *sandbox) env(extra []string) []string {
@@ -228,6 +228,8 @@ func (s *sandbox) env(extra []string) []string {
 	return append(env, "PATH="+defaultPath)
 }
 
+// Exec runs p as a host process in its own session (and cgroup, when
+// the runtime has cgroups) and waits for it; see container.Sandbox.
 func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.ExitStatus, error) {
 	if len(p.Args) == 0 || p.Args[0] == "" {
 		return container.ExitStatus{}, fmt.Errorf("%w: empty command", container.ErrInvalidSpec)
@@ -243,14 +245,8 @@ func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 			s.startMu.RUnlock()
 		}
 	}()
-	if s.paused {
-		return container.ExitStatus{}, fmt.Errorf("none: sandbox %s: %w", s.spec.ID, container.ErrPaused)
-	}
-	s.mu.Lock()
-	stopped := s.stopped
-	s.mu.Unlock()
-	if stopped {
-		return container.ExitStatus{}, fmt.Errorf("none: sandbox %s: %w", s.spec.ID, container.ErrNotRunning)
+	if err := s.Require(container.StatusRunning); err != nil {
+		return container.ExitStatus{}, err
 	}
 
 	runCtx, cancel := ctx, context.CancelFunc(func() {})
@@ -268,17 +264,11 @@ func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 	cmd.WaitDelay = 250 * time.Millisecond
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 
-	var execCgroup string
-	if s.cgroup != "" {
-		execCgroup = filepath.Join(s.cgroup, "x"+strconv.FormatUint(s.seq.Add(1), 10))
-		if err := os.Mkdir(execCgroup, 0o755); err != nil {
-			return container.ExitStatus{}, fmt.Errorf("none: creating exec cgroup: %w", err)
-		}
-		fd, err := os.Open(execCgroup)
-		if err != nil {
-			_ = os.Remove(execCgroup)
-			return container.ExitStatus{}, fmt.Errorf("none: opening exec cgroup: %w", err)
-		}
+	execCgroup, fd, err := s.newExecCgroup()
+	if err != nil {
+		return container.ExitStatus{}, err
+	}
+	if fd != nil {
 		defer fd.Close()
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = int(fd.Fd())
@@ -298,34 +288,7 @@ func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 	s.procs[pgid] = struct{}{}
 	s.mu.Unlock()
 
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	var timedOut bool
-	var werr error
-	select {
-	case werr = <-waitErr:
-	case <-runCtx.Done():
-		timedOut = true
-		s.killTree(execCgroup, pgid)
-		werr = <-waitErr
-	}
-	st := container.ExitStatus{TimedOut: timedOut, Duration: time.Since(start)}
-	if cmd.ProcessState != nil {
-		ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
-		switch {
-		case ws.Signaled():
-			st.Code = 128 + int(ws.Signal())
-		default:
-			st.Code = ws.ExitStatus()
-		}
-	} else if werr != nil {
-		return st, fmt.Errorf("none: waiting for %q: %w", p.Args[0], werr)
-	}
-	if timedOut {
-		// The tree is gone; wait for the cgroup to empty so the caller sees
-		// no survivors.
-		waitEmpty(context.Background(), execCgroup)
-	}
+	st, err := s.await(runCtx, cmd, execCgroup, start)
 	s.mu.Lock()
 	delete(s.procs, pgid)
 	s.mu.Unlock()
@@ -333,6 +296,56 @@ func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 		// Fails (EBUSY) while background processes remain: they stay in
 		// the cgroup and are removed by KillAll or Stop.
 		_ = os.Remove(execCgroup)
+	}
+	return st, err
+}
+
+// newExecCgroup makes the cgroup of one command under the sandbox's and
+// opens it for clone3's CLONE_INTO_CGROUP; "" and nil without cgroups.
+func (s *sandbox) newExecCgroup() (string, *os.File, error) {
+	if s.cgroup == "" {
+		return "", nil, nil
+	}
+	dir := filepath.Join(s.cgroup, "x"+strconv.FormatUint(s.seq.Add(1), 10))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return "", nil, fmt.Errorf("none: creating exec cgroup: %w", err)
+	}
+	fd, err := os.Open(dir)
+	if err != nil {
+		_ = os.Remove(dir)
+		return "", nil, fmt.Errorf("none: opening exec cgroup: %w", err)
+	}
+	return dir, fd, nil
+}
+
+// await waits for the started cmd, killing its tree (in cgroup cg, or
+// its process group) when ctx ends, and returns how it ended.
+func (s *sandbox) await(ctx context.Context, cmd *exec.Cmd, cg string, start time.Time) (container.ExitStatus, error) {
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	var timedOut bool
+	var werr error
+	select {
+	case werr = <-waitErr:
+	case <-ctx.Done():
+		timedOut = true
+		s.killTree(cg, cmd.Process.Pid)
+		werr = <-waitErr
+	}
+	st := container.ExitStatus{TimedOut: timedOut, Duration: time.Since(start)}
+	if cmd.ProcessState == nil {
+		return st, fmt.Errorf("none: waiting for %q: %w", cmd.Args[0], werr)
+	}
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if ws.Signaled() {
+		st.Code = 128 + int(ws.Signal())
+	} else {
+		st.Code = ws.ExitStatus()
+	}
+	if timedOut {
+		// The tree is gone; wait for the cgroup to empty so the caller sees
+		// no survivors.
+		waitEmpty(context.Background(), cg)
 	}
 	return st, nil
 }
@@ -348,7 +361,15 @@ func (s *sandbox) killTree(cg string, pgid int) {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
+// KillAll kills every command and what it left; ErrPaused while paused.
 func (s *sandbox) KillAll(ctx context.Context) error {
+	if err := s.Require(container.StatusRunning); err != nil {
+		return err
+	}
+	return s.killAll(ctx)
+}
+
+func (s *sandbox) killAll(ctx context.Context) error {
 	if s.cgroup != "" {
 		if err := os.WriteFile(filepath.Join(s.cgroup, "cgroup.kill"), []byte("1"), 0); err != nil {
 			return fmt.Errorf("none: killing sandbox %s: %w", s.spec.ID, err)
@@ -371,6 +392,9 @@ func (s *sandbox) KillAll(ctx context.Context) error {
 // cgroup is unpopulated; without, no command is running (background
 // processes cannot be seen then, so it reports busy if any ever ran).
 func (s *sandbox) Idle(ctx context.Context) (bool, error) {
+	if err := s.Require(container.StatusRunning); err != nil {
+		return false, err
+	}
 	if s.cgroup == "" {
 		return false, nil
 	}
@@ -381,8 +405,10 @@ func (s *sandbox) Idle(ctx context.Context) (bool, error) {
 	return strings.Contains(string(b), "populated 0"), nil
 }
 
+// Pause freezes the sandbox's cgroup (ErrUnsupported without cgroups).
 func (s *sandbox) Pause(ctx context.Context) error { return s.freeze(ctx, true) }
 
+// Resume thaws a paused sandbox.
 func (s *sandbox) Resume(ctx context.Context) error { return s.freeze(ctx, false) }
 
 func (s *sandbox) freeze(ctx context.Context, frozen bool) error {
@@ -397,31 +423,34 @@ func (s *sandbox) freeze(ctx context.Context, frozen bool) error {
 	// cgroup freezes (see startMu).
 	s.startMu.Lock()
 	defer s.startMu.Unlock()
-	if err := os.WriteFile(filepath.Join(s.cgroup, "cgroup.freeze"), []byte(v), 0); err != nil {
-		return fmt.Errorf("none: freeze=%s on %s: %w", v, s.spec.ID, err)
-	}
-	s.paused = frozen
-	// The write returns before every task has stopped; wait for the
-	// kernel to report the cgroup settled.
-	return pollEvents(ctx, s.cgroup, want)
+	return s.SetPaused(frozen, func() error {
+		if err := os.WriteFile(filepath.Join(s.cgroup, "cgroup.freeze"), []byte(v), 0); err != nil {
+			return fmt.Errorf("none: freeze=%s on %s: %w", v, s.spec.ID, err)
+		}
+		// The write returns before every task has stopped; wait for the
+		// kernel to report the cgroup settled.
+		err := pollEvents(ctx, s.cgroup, want)
+		if err != nil && frozen {
+			// Still running as far as Exec knows: thaw what froze.
+			_ = os.WriteFile(filepath.Join(s.cgroup, "cgroup.freeze"), []byte("0"), 0)
+		}
+		return err
+	})
 }
 
+// Stop kills every process of the sandbox (thawing it first) and removes
+// its cgroup. A second Stop waits for the first and returns its result.
 func (s *sandbox) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
-		return nil
+	_, first, err := s.BeginStop(ctx)
+	if !first {
+		return err
 	}
-	s.stopped = true
-	s.mu.Unlock()
-	var err error
 	if s.cgroup != "" {
 		err = removeCgroupTree(ctx, s.cgroup)
 	} else {
-		err = s.KillAll(ctx)
+		err = s.killAll(ctx)
 	}
-	close(s.done)
-	return err
+	return s.EndStop(err)
 }
 
 // pollEvents waits until cgroup.events contains line (e.g. "populated 0").

@@ -1,7 +1,6 @@
 package none_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/containertest"
 	"github.com/turnbox/turnbox/container/none"
 	"github.com/turnbox/turnbox/internal/testenv"
 )
@@ -35,101 +35,30 @@ func start(t *testing.T, opts ...none.Option) (*none.Runtime, container.Sandbox,
 	return rt, sb, ws
 }
 
-func run(t *testing.T, sb container.Sandbox, script string, timeout time.Duration) (string, container.ExitStatus) {
-	t.Helper()
-	var out bytes.Buffer
-	st, err := sb.Exec(context.Background(), container.Process{Args: []string{"sh", "-c", script}, Stdout: &out, Stderr: &out, Timeout: timeout})
-	if err != nil {
-		t.Fatalf("exec %q: %v", script, err)
-	}
-	return out.String(), st
-}
-
-func TestExecBasics(t *testing.T) {
-	_, sb, ws := start(t)
-	out, st := run(t, sb, `echo "$FOO"; pwd; exit 3`, 0)
-	if st.Code != 3 || out != "bar\n"+ws+"\n" {
-		t.Fatalf("got code %d out %q", st.Code, out)
-	}
-	if _, err := sb.Exec(context.Background(), container.Process{Args: []string{"true"}, Dir: "/etc"}); err == nil {
-		t.Fatal("exec with a dir outside the workspace succeeded")
-	}
-}
-
-func TestTimeoutKillsTree(t *testing.T) {
-	rt, sb, ws := start(t)
-	// The grandchild escapes the process group with setsid; only the cgroup
-	// catches it.
-	script := `setsid sh -c 'echo $$ > grandchild.pid; exec sleep 60' & sleep 60`
-	if !rt.CgroupsEnabled() {
-		script = `sh -c 'echo $$ > grandchild.pid; exec sleep 60' & sleep 60`
-	}
-	begin := time.Now()
-	_, st := run(t, sb, script, 300*time.Millisecond)
-	if !st.TimedOut || time.Since(begin) > 5*time.Second {
-		t.Fatalf("timed out=%v after %v", st.TimedOut, time.Since(begin))
-	}
-	pid, err := os.ReadFile(filepath.Join(ws, "grandchild.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if alive(strings.TrimSpace(string(pid))) {
-		t.Fatalf("grandchild %s survived the timeout", pid)
-	}
-}
-
-func TestPauseFreezes(t *testing.T) {
-	testenv.RequireRoot(t)
-	rt, sb, ws := start(t)
-	testenv.Require(t, rt.CgroupsEnabled(), "a writable cgroup v2 hierarchy at "+none.DefaultCgroupRoot)
-	ctx := context.Background()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = sb.Exec(ctx, container.Process{Args: []string{"sh", "-c", `i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo $i > counter; sleep 0.01; done`}})
-	}()
-	// Wait until the writer runs (a loaded machine may take a while to
-	// start it), then freeze it.
-	counter := filepath.Join(ws, "counter")
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if b, _ := os.ReadFile(counter); len(b) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the counter loop did not start within 10 s")
-		}
-	}
-	if err := sb.Pause(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// A writer frozen between `>` truncating the file and echo writing it
-	// leaves it empty: equal reads are what a freeze guarantees.
-	a, _ := os.ReadFile(counter)
-	time.Sleep(300 * time.Millisecond)
-	b, _ := os.ReadFile(counter)
-	if string(a) != string(b) {
-		t.Fatalf("counter moved while paused: %q -> %q", a, b)
-	}
-	if err := sb.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		c, _ := os.ReadFile(counter)
-		if len(c) > 0 && string(c) != string(b) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("counter did not move within 5 s of resume: %q", c)
-		}
-	}
-	if err := sb.KillAll(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("KillAll did not end the running command")
-	}
+// TestSuite runs the container conformance suite on the none runtime with
+// cgroups (root) and without.
+func TestSuite(t *testing.T) {
+	t.Run("Cgroups", func(t *testing.T) {
+		containertest.Run(t, func(t *testing.T) container.Runtime {
+			testenv.RequireRoot(t)
+			rt, err := none.New()
+			if err != nil {
+				t.Fatal(err)
+			}
+			testenv.Require(t, rt.CgroupsEnabled(), "a writable cgroup v2 hierarchy at "+none.DefaultCgroupRoot)
+			return rt
+		})
+	})
+	t.Run("NoCgroups", func(t *testing.T) {
+		containertest.Run(t, func(t *testing.T) container.Runtime {
+			rt, err := none.New(none.WithCgroupRoot(""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rt
+		}, containertest.WithSkip("without cgroups a process that left its session escapes the kill, and idleness cannot be seen (documented in package none)",
+			"TimeoutKillsTree", "KillAllKeepsSandbox", "Idle"))
+	})
 }
 
 func TestReapOrphans(t *testing.T) {
@@ -147,7 +76,7 @@ func TestReapOrphans(t *testing.T) {
 	if err != nil || !contains(ids, sb.ID()) {
 		t.Fatalf("List = %v, %v; want %s", ids, err, sb.ID())
 	}
-	if err := rt.Reap(ctx, map[string]bool{}); err != nil {
+	if err := rt.Reap(ctx); err != nil {
 		t.Fatal(err)
 	}
 	ids, _ = rt.List(ctx)

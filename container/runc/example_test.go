@@ -20,7 +20,7 @@ func Example() {
 	}
 	ctx := context.Background()
 	// Remove sandboxes a crashed process left behind.
-	if err := rt.Reap(ctx, nil); err != nil {
+	if err := rt.Reap(ctx); err != nil {
 		log.Print(err)
 	}
 	sb, err := rt.Start(ctx, container.Spec{

@@ -19,3 +19,9 @@ func BaselineSpec(s container.Spec, skel, agent, cgroupPath string, args []strin
 	spec.Process.Rlimits = nil
 	return spec, nil
 }
+
+// InitPid returns the host pid of a runc sandbox's init (its agent).
+func InitPid(sb container.Sandbox) int {
+	pid, _ := sb.(*Sandbox).proc.Pid()
+	return pid
+}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/containertest"
 	"github.com/turnbox/turnbox/container/runc"
 	"github.com/turnbox/turnbox/internal/hoststate"
 )
@@ -64,7 +65,7 @@ func TestHostNamespacesUntouched(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, sb := range sbs {
-		mustRun(t, sb, "echo x > /workspace/f && cat /workspace/f /proc/self/mountinfo >/dev/null")
+		containertest.MustSh(t, sb, "echo x > /workspace/f && cat /workspace/f /proc/self/mountinfo >/dev/null")
 	}
 	check("exec")
 	for _, sb := range sbs {
@@ -77,7 +78,7 @@ func TestHostNamespacesUntouched(t *testing.T) {
 		if err := sb.Resume(ctx); err != nil {
 			t.Fatalf("Resume: %v", err)
 		}
-		mustRun(t, sb, "true")
+		containertest.MustSh(t, sb, "true")
 	}
 	check("resume and exec")
 	// The leftover checks see what a running sandbox has.

@@ -1,7 +1,6 @@
 package runc_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -62,7 +61,7 @@ func newRuntime(t testing.TB, opts ...runc.Option) *runc.Runtime {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := rt.Reap(context.Background(), nil); err != nil {
+		if err := rt.Reap(context.Background()); err != nil {
 			t.Errorf("Reap at cleanup: %v", err)
 		}
 	})
@@ -133,33 +132,6 @@ func start(t testing.TB, rt *runc.Runtime, opts ...sandboxOpt) (container.Sandbo
 		}
 	})
 	return sb, spec
-}
-
-// run runs a shell command and returns its exit status, stdout and stderr.
-func run(t testing.TB, sb container.Sandbox, script string) (container.ExitStatus, string, string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	st, err := sb.Exec(ctx, container.Process{
-		Args:   []string{"sh", "-c", script},
-		Stdout: &out,
-		Stderr: &errb,
-	})
-	if err != nil {
-		t.Fatalf("Exec %q: %v", script, err)
-	}
-	return st, out.String(), errb.String()
-}
-
-// mustRun runs a shell command that must succeed and returns its stdout.
-func mustRun(t testing.TB, sb container.Sandbox, script string) string {
-	t.Helper()
-	st, out, errs := run(t, sb, script)
-	if st.Code != 0 {
-		t.Fatalf("%q: exit %d, stdout %q, stderr %q", script, st.Code, out, errs)
-	}
-	return out
 }
 
 // newRuntimeAt returns a second runtime on an existing root.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -195,29 +196,21 @@ func (r *Runtime) List(ctx context.Context) ([]string, error) {
 		seen[id] = true
 	}
 	r.mu.Unlock()
-	ids := make([]string, 0, len(seen))
-	for id := range seen {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids, nil
+	return slices.Sorted(maps.Keys(seen)), nil
 }
 
-// Reap stops and removes every sandbox under the root whose id is not in
-// keep: its processes are killed, its cgroups, libcontainer state and root
+// Reap stops and removes every sandbox under the root: its processes are
+// killed, its cgroups, libcontainer state and root
 // skeleton removed. Sandboxes of this process are stopped through their
 // handle; leftovers of a crashed process are loaded from their state (or,
 // if that is gone or corrupt, found through their cgroups) and destroyed.
-func (r *Runtime) Reap(ctx context.Context, keep map[string]bool) error {
+func (r *Runtime) Reap(ctx context.Context) error {
 	ids, err := r.List(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, id := range ids {
-		if keep[id] {
-			continue
-		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}

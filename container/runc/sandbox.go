@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,7 +17,7 @@ import (
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/agent"
-	"github.com/turnbox/turnbox/container/cgroup"
+	"github.com/turnbox/turnbox/container/agentbox"
 )
 
 // startTimeout bounds the wait for a new agent's first answer when Start's
@@ -27,33 +26,24 @@ const startTimeout = 10 * time.Second
 
 // Sandbox is a running runc sandbox: a libcontainer container whose init
 // is the turnbox agent, talking to the host over its stdin and stdout.
-// Safe for concurrent use.
+// Exec, KillAll, Idle and the status machine are agentbox.Sandbox's. Safe
+// for concurrent use.
 type Sandbox struct {
-	rt     *Runtime
-	id     string
-	c      *libcontainer.Container
-	proc   *libcontainer.Process
-	client *agent.Client
-	skel   string
+	*agentbox.Sandbox
+	rt   *Runtime
+	c    *libcontainer.Container
+	proc *libcontainer.Process
+	skel string
 	// workspace is the host path of the workspace; its directory is
 	// sealed while the sandbox lives (container.SealVolumeDir).
 	workspace string
-	// memCgroup is the memory cgroup's directory when a memory limit is
-	// set ("" otherwise); OOM kills are read from it.
-	memCgroup string
 	stderr    *tailBuffer
-
-	done chan struct{}
-
-	mu       sync.Mutex
-	err      error // why the sandbox died; nil after a clean Stop
-	stopping bool
-	stopped  bool
-	stopErr  error
-	stopDone chan struct{} // closed when the first Stop finishes
 }
 
-var _ container.Sandbox = (*Sandbox)(nil)
+var (
+	_ container.Sandbox     = (*Sandbox)(nil)
+	_ container.IdleChecker = (*Sandbox)(nil)
+)
 
 // Start starts a sandbox and returns once its agent answers.
 //
@@ -161,70 +151,86 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 		}
 	}()
 
-	inR, inW, err := os.Pipe()
+	p, stdio, err := runAgent(c, agentArgs, agentEnv(spec))
+	if err != nil {
+		return nil, fmt.Errorf("runc: start container %s: %w", id, err)
+	}
+	s, err := r.attach(ctx, spec, c, p, stdio, skel)
 	if err != nil {
 		return nil, err
 	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		return nil, err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		outR.Close()
-		outW.Close()
-		return nil, err
-	}
-	p := &libcontainer.Process{
-		Args:   agentArgs,
-		Env:    agentEnv(spec),
-		Cwd:    "/",
-		Stdin:  inR,
-		Stdout: outW,
-		Stderr: errW,
-		Init:   true,
-	}
-	runErr := c.Run(p)
-	// The container holds its own copies of the child ends.
-	inR.Close()
-	outW.Close()
-	errW.Close()
-	if runErr != nil {
-		inW.Close()
-		outR.Close()
-		errR.Close()
-		return nil, fmt.Errorf("runc: start container %s: %w", id, runErr)
-	}
-	s := &Sandbox{
-		rt:        r,
-		id:        id,
-		c:         c,
-		proc:      p,
-		client:    agent.NewClient(outR, inW),
-		skel:      skel,
-		workspace: spec.Workspace,
-		stderr:    newTailBuffer(4 << 10),
-		done:      make(chan struct{}),
-		stopDone:  make(chan struct{}),
-	}
-	if spec.Limits.MemoryBytes > 0 {
-		if st, err := c.State(); err == nil {
-			s.memCgroup = st.CgroupPaths["memory"]
-			if s.memCgroup == "" {
-				s.memCgroup = st.CgroupPaths[""]
+	destroy, cleanupSkel = false, false
+	r.mu.Lock()
+	r.live[id] = s
+	r.mu.Unlock()
+	return s, nil
+}
+
+// agentStdio holds the host's ends of the agent's stdin, stdout and
+// stderr.
+type agentStdio struct{ in, out, err *os.File }
+
+// runAgent starts the agent as container c's init, its stdio on three
+// pipes, and returns the process and the host's ends.
+func runAgent(c *libcontainer.Container, args, env []string) (*libcontainer.Process, agentStdio, error) {
+	var host, child [3]*os.File
+	closeAll := func(fs []*os.File) {
+		for _, f := range fs {
+			if f != nil {
+				f.Close()
 			}
 		}
 	}
+	for i := range host {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(host[:])
+			closeAll(child[:])
+			return nil, agentStdio{}, err
+		}
+		if i == 0 { // stdin: the agent reads
+			child[i], host[i] = r, w
+		} else {
+			host[i], child[i] = r, w
+		}
+	}
+	p := &libcontainer.Process{
+		Args: args, Env: env, Cwd: "/",
+		Stdin: child[0], Stdout: child[1], Stderr: child[2],
+		Init: true,
+	}
+	err := c.Run(p)
+	// The container holds its own copies of the child ends.
+	closeAll(child[:])
+	if err != nil {
+		closeAll(host[:])
+		return nil, agentStdio{}, err
+	}
+	return p, agentStdio{in: host[0], out: host[1], err: host[2]}, nil
+}
+
+// attach makes the Sandbox of container c, whose agent p runs, and waits
+// until the agent answers; on failure it kills the container (Start's
+// deferred cleanup removes the rest).
+func (r *Runtime) attach(ctx context.Context, spec container.Spec, c *libcontainer.Container, p *libcontainer.Process, stdio agentStdio, skel string) (*Sandbox, error) {
+	s := &Sandbox{rt: r, c: c, proc: p, skel: skel, workspace: spec.Workspace, stderr: newTailBuffer(4 << 10)}
+	s.Sandbox = agentbox.New("runc", spec.ID, agent.NewClient(stdio.out, stdio.in), agentbox.Ops{
+		Freeze: s.freeze, Teardown: s.teardown, Lost: s.lost,
+	})
+	if spec.Limits.MemoryBytes > 0 {
+		if st, err := c.State(); err == nil {
+			mem := st.CgroupPaths["memory"]
+			if mem == "" {
+				mem = st.CgroupPaths[""]
+			}
+			s.SetMemoryCgroup(mem)
+		}
+	}
 	go func() {
-		_, _ = io.Copy(s.stderr, errR)
-		errR.Close()
+		_, _ = io.Copy(s.stderr, stdio.err)
+		stdio.err.Close()
 	}()
 	go s.wait()
-	go s.killOnLostAgent()
 
 	pctx := ctx
 	if _, ok := ctx.Deadline(); !ok {
@@ -236,14 +242,14 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 		s.abort()
 		return nil, err
 	}
-	if err := s.client.Ping(pctx); err != nil {
+	if err := s.Client().Ping(pctx); err != nil {
 		s.abort()
-		return nil, fmt.Errorf("runc: agent of %s did not answer: %w (agent stderr: %q)", id, err, s.stderr.String())
+		return nil, fmt.Errorf("runc: agent of %s did not answer: %w (agent stderr: %q)", spec.ID, err, s.stderr.String())
 	}
-	destroy, cleanupSkel = false, false
-	r.mu.Lock()
-	r.live[id] = s
-	r.mu.Unlock()
+	if err := s.Started(); err != nil {
+		s.abort()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -253,10 +259,10 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 func (s *Sandbox) leftSandbox() error {
 	pid, err := s.proc.Pid()
 	if err != nil {
-		return fmt.Errorf("runc: start container %s: %w", s.id, err)
+		return fmt.Errorf("runc: start container %s: %w", s.ID(), err)
 	}
 	if err := waitThreadsLeft(pid); err != nil {
-		return fmt.Errorf("runc: start container %s: %w", s.id, err)
+		return fmt.Errorf("runc: start container %s: %w", s.ID(), err)
 	}
 	return nil
 }
@@ -265,8 +271,8 @@ func (s *Sandbox) leftSandbox() error {
 // agent to exit; Start's deferred cleanup destroys the rest.
 func (s *Sandbox) abort() {
 	_ = s.c.Signal(syscall.SIGKILL)
-	<-s.done
-	s.client.Close()
+	<-s.Done()
+	s.Client().Close()
 }
 
 // agentEnv is the agent's environment, which is also every command's base
@@ -280,184 +286,51 @@ func validateSpec(spec container.Spec) error {
 	if !validID(spec.ID) {
 		return fmt.Errorf("%w: id %q (letters, digits, _ + - . only)", container.ErrInvalidSpec, spec.ID)
 	}
-	if !filepath.IsAbs(spec.RootFS) {
-		return fmt.Errorf("%w: RootFS %q must be an absolute path", container.ErrInvalidSpec, spec.RootFS)
-	}
-	if fi, err := os.Stat(spec.RootFS); err != nil || !fi.IsDir() {
-		return fmt.Errorf("%w: RootFS %q is not a directory", container.ErrInvalidSpec, spec.RootFS)
-	}
-	if !filepath.IsAbs(spec.Workspace) || filepath.Clean(spec.Workspace) == "/" {
-		return fmt.Errorf("%w: Workspace %q must be an absolute path below /", container.ErrInvalidSpec, spec.Workspace)
-	}
-	if fi, err := os.Stat(spec.Workspace); err != nil || !fi.IsDir() {
-		return fmt.Errorf("%w: Workspace %q is not a directory", container.ErrInvalidSpec, spec.Workspace)
-	}
-	switch spec.Network {
-	case "", container.NetworkNone, container.NetworkHost:
-	default:
-		return fmt.Errorf("%w: network %q", container.ErrInvalidSpec, spec.Network)
-	}
-	l := spec.Limits
-	if l.CPUs < 0 || l.MemoryBytes < 0 || l.Pids < 0 {
-		return fmt.Errorf("%w: negative limit", container.ErrInvalidSpec)
-	}
-	for _, e := range spec.Env {
-		if !strings.Contains(e, "=") {
-			return fmt.Errorf("%w: env entry %q is not KEY=value", container.ErrInvalidSpec, e)
-		}
-	}
-	return nil
+	return container.CheckIsolatedSpec(spec)
 }
 
 // wait waits for the agent (the container's init) to exit; all other
 // processes of the sandbox die with it.
 func (s *Sandbox) wait() {
 	ps, werr := s.proc.Wait()
-	s.mu.Lock()
-	if !s.stopping {
-		how := "exited"
-		if ps != nil {
-			how = ps.String()
-		} else if werr != nil {
-			how = werr.Error()
-		}
-		msg := fmt.Sprintf("runc: sandbox %s: agent %s", s.id, how)
-		if cerr := s.client.Err(); cerr != nil {
-			msg += fmt.Sprintf(" (agent connection: %v)", cerr)
-		}
-		if t := s.stderr.String(); t != "" {
-			msg += fmt.Sprintf(" (stderr: %q)", t)
-		}
-		s.err = fmt.Errorf("%s: %w", msg, container.ErrNotRunning)
+	how := "exited"
+	if ps != nil {
+		how = ps.String()
+	} else if werr != nil {
+		how = werr.Error()
 	}
-	s.mu.Unlock()
-	s.client.Close()
-	close(s.done)
+	msg := fmt.Sprintf("runc: sandbox %s: agent %s", s.ID(), how)
+	if cerr := s.Client().Err(); cerr != nil {
+		msg += fmt.Sprintf(" (agent connection: %v)", cerr)
+	}
+	if t := s.stderr.String(); t != "" {
+		msg += fmt.Sprintf(" (stderr: %q)", t)
+	}
+	s.Exited(fmt.Errorf("%s: %w", msg, container.ErrNotRunning))
+	s.Client().Close()
 }
 
-// killOnLostAgent kills the container when the connection to its agent
-// ends while it runs (the agent broke the protocol, stopped reading or
-// did not report a killed command): a sandbox whose agent the host gave
-// up on is not left running. wait then reports it dead.
-func (s *Sandbox) killOnLostAgent() {
+// lost is agentbox.Ops.Lost: the connection to the agent ended while the
+// sandbox runs (the agent broke the protocol, stopped reading or did not
+// report a killed command), so the container is killed; wait then
+// reports it dead.
+func (s *Sandbox) lost() {
 	select {
-	case <-s.client.Done():
-	case <-s.done:
-		return
-	}
-	s.mu.Lock()
-	stopping := s.stopping
-	s.mu.Unlock()
-	if !stopping && !s.isDone() {
+	case <-s.Done():
+	default:
 		_ = s.c.Signal(syscall.SIGKILL)
 	}
 }
 
-// ID returns the sandbox's id.
-func (s *Sandbox) ID() string { return s.id }
-
-// Done is closed when the sandbox's agent has exited (by Stop or not).
-// A sandbox that died on its own still holds its cgroups and state until
-// Stop (or the runtime's Reap).
-func (s *Sandbox) Done() <-chan struct{} { return s.done }
-
-// Err is nil while the sandbox runs and after a clean Stop; otherwise it
-// wraps container.ErrNotRunning and says how the agent ended.
-func (s *Sandbox) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
-func (s *Sandbox) notRunning() error {
-	if err := s.Err(); err != nil {
-		return err
-	}
-	return fmt.Errorf("runc: sandbox %s stopped: %w", s.id, container.ErrNotRunning)
-}
-
-func (s *Sandbox) isDone() bool {
-	select {
-	case <-s.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// Exec runs a command through the agent: a fork+exec inside the sandbox.
-// Its whole process tree is killed when ctx is done or p.Timeout passes.
-// With a memory limit, a command killed by SIGKILL while the sandbox's
-// memory cgroup recorded an OOM kill is reported as OOMKilled.
-func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.ExitStatus, error) {
-	if len(p.Args) == 0 {
-		return container.ExitStatus{}, fmt.Errorf("%w: empty Args", container.ErrInvalidSpec)
-	}
-	if p.Dir != "" {
-		d := path.Clean(p.Dir)
-		if !path.IsAbs(p.Dir) || (d != container.WorkspaceDir && !strings.HasPrefix(d, container.WorkspaceDir+"/")) {
-			return container.ExitStatus{}, fmt.Errorf("%w: Dir %q must be %s or below it", container.ErrInvalidSpec, p.Dir, container.WorkspaceDir)
+// freeze is agentbox.Ops.Freeze: the cgroup freezer stops every process
+// of the sandbox, the agent included.
+func (s *Sandbox) freeze(ctx context.Context, pause bool) error {
+	if !pause {
+		err := s.c.Resume()
+		if err == nil || errors.Is(err, libcontainer.ErrNotPaused) {
+			return nil
 		}
-		p.Dir = d
-	}
-	if s.isDone() {
-		return container.ExitStatus{}, s.notRunning()
-	}
-	// The working directory is reached through the /workspace symlink, so
-	// getcwd(2) answers with the path inside VolumeDir; PWD makes shells
-	// (and anything that trusts PWD) show the /workspace path.
-	if !hasEnv(p.Env, "PWD") {
-		dir := p.Dir
-		if dir == "" {
-			dir = container.WorkspaceDir
-		}
-		p.Env = append([]string{"PWD=" + dir}, p.Env...)
-	}
-	before := cgroup.OOMKills(s.memCgroup)
-	st, err := s.client.Exec(ctx, p)
-	if err != nil {
-		if s.isDone() || errors.Is(err, container.ErrNotRunning) {
-			if s.isDone() {
-				return st, fmt.Errorf("%w (%v)", s.notRunning(), err)
-			}
-			return st, err
-		}
-		return st, err
-	}
-	if !st.OOMKilled && st.Code == 128+int(syscall.SIGKILL) && before >= 0 && cgroup.OOMKills(s.memCgroup) > before {
-		st.OOMKilled = true
-	}
-	return st, nil
-}
-
-// Idle implements container.IdleChecker through the agent.
-func (s *Sandbox) Idle(ctx context.Context) (bool, error) {
-	if s.isDone() {
-		return false, s.notRunning()
-	}
-	return s.client.Idle(ctx)
-}
-
-// KillAll kills every process in the sandbox but the agent and waits for
-// them to exit.
-func (s *Sandbox) KillAll(ctx context.Context) error {
-	if s.isDone() {
-		return s.notRunning()
-	}
-	if err := s.client.KillAll(ctx); err != nil {
-		if s.isDone() {
-			return fmt.Errorf("%w (%v)", s.notRunning(), err)
-		}
-		return err
-	}
-	return nil
-}
-
-// Pause freezes every process of the sandbox, the agent included, with
-// the cgroup freezer. Exec calls block until Resume.
-func (s *Sandbox) Pause(ctx context.Context) error {
-	if s.isDone() {
-		return s.notRunning()
+		return fmt.Errorf("runc: resume %s: %w", s.ID(), err)
 	}
 	// The v1 freezer can fail to settle while tasks keep forking ("unable
 	// to freeze"); libcontainer thaws again then, so a retry is safe. Under
@@ -465,87 +338,46 @@ func (s *Sandbox) Pause(ctx context.Context) error {
 	var err error
 	delay := 10 * time.Millisecond
 	for attempt := 0; attempt < 6; attempt++ {
-		if err = s.c.Pause(); err == nil {
-			return nil
-		}
-		if errors.Is(err, libcontainer.ErrNotRunning) {
-			return fmt.Errorf("%w (%v)", s.notRunning(), err)
+		if err = s.c.Pause(); err == nil || errors.Is(err, libcontainer.ErrNotRunning) {
+			break
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("runc: pause %s: %w (%v)", s.id, ctx.Err(), err)
+			return fmt.Errorf("runc: pause %s: %w (%v)", s.ID(), ctx.Err(), err)
 		case <-time.After(delay):
 		}
 		delay *= 2
 	}
-	return fmt.Errorf("runc: pause %s: %w", s.id, err)
-}
-
-// Resume thaws a paused sandbox; it is a no-op on a running one.
-func (s *Sandbox) Resume(ctx context.Context) error {
-	if s.isDone() {
-		return s.notRunning()
-	}
-	if err := s.c.Resume(); err != nil {
-		if errors.Is(err, libcontainer.ErrNotPaused) {
-			return nil
-		}
-		if errors.Is(err, libcontainer.ErrNotRunning) {
-			return fmt.Errorf("%w (%v)", s.notRunning(), err)
-		}
-		return fmt.Errorf("runc: resume %s: %w", s.id, err)
+	if err != nil {
+		return fmt.Errorf("runc: pause %s: %w", s.ID(), err)
 	}
 	return nil
 }
 
-// Stop kills the sandbox (paused or not), waits for its processes to exit
-// and removes its cgroups, libcontainer state and root skeleton. The
-// workspace is untouched. Stop on a stopped sandbox returns the first
-// Stop's result; it also cleans up after a sandbox that died on its own.
-func (s *Sandbox) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	if s.stopping {
-		s.mu.Unlock()
-		select {
-		case <-s.stopDone:
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return s.stopErr
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	s.stopping = true
-	s.mu.Unlock()
-
-	err := s.stop(ctx)
-	s.mu.Lock()
-	s.stopped = true
-	s.stopErr = err
-	s.mu.Unlock()
-	close(s.stopDone)
-	return err
-}
-
-func (s *Sandbox) stop(ctx context.Context) error {
-	var errs []error
-	if !s.isDone() {
+// teardown is agentbox.Ops.Teardown: it kills the sandbox (paused or
+// not), waits for its processes to exit and removes its cgroups,
+// libcontainer state and root skeleton. It also cleans up after a sandbox
+// that died on its own.
+func (s *Sandbox) teardown(ctx context.Context, _ container.Status) error {
+	var killErr error
+	select {
+	case <-s.Done():
+	default:
 		// SIGKILL to a pid namespace's init kills the whole namespace;
 		// libcontainer also thaws a frozen cgroup so the kill lands.
-		if err := s.c.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) && !s.isDone() {
-			errs = append(errs, fmt.Errorf("runc: kill %s: %w", s.id, err))
-		}
+		killErr = s.c.Signal(syscall.SIGKILL)
 	}
 	select {
-	case <-s.done:
+	case <-s.Done():
 	case <-ctx.Done():
-		return ctx.Err()
+		return fmt.Errorf("runc: stop %s: %w (kill: %v)", s.ID(), ctx.Err(), killErr)
 	}
+	var errs []error
 	if err := s.c.Destroy(); err != nil {
-		errs = append(errs, fmt.Errorf("runc: destroy %s: %w", s.id, err))
+		errs = append(errs, fmt.Errorf("runc: destroy %s: %w", s.ID(), err))
 	}
 	// Destroy removes the cgroups; this catches any it could not.
-	if err := s.rt.removeCgroups(ctx, s.id); err != nil {
+	if err := s.rt.removeCgroups(ctx, s.ID()); err != nil {
 		errs = append(errs, err)
 	}
 	if err := os.RemoveAll(s.skel); err != nil {
@@ -555,7 +387,7 @@ func (s *Sandbox) stop(ctx context.Context) error {
 		// Every process of the sandbox is gone: nothing sees the volume.
 		errs = append(errs, container.UnsealVolumeDir(s.workspace))
 	}
-	s.rt.forget(s.id, s)
+	s.rt.forget(s.ID(), s)
 	return errors.Join(errs...)
 }
 
@@ -631,13 +463,4 @@ func (t *tailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return strings.TrimSpace(string(t.b))
-}
-
-func hasEnv(env []string, key string) bool {
-	for _, e := range env {
-		if k, _, _ := strings.Cut(e, "="); k == key {
-			return true
-		}
-	}
-	return false
 }

@@ -1,0 +1,41 @@
+package container
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// CheckIsolatedSpec checks the parts of spec that every isolated runtime
+// (gvisor, runc) requires alike: RootFS and Workspace are absolute paths
+// of existing directories (Workspace not /), Network is known, no limit
+// is negative and every Env entry is KEY=value. The id's rule is the
+// runtime's. The error wraps ErrInvalidSpec.
+func CheckIsolatedSpec(spec Spec) error {
+	for what, p := range map[string]string{"RootFS": spec.RootFS, "Workspace": spec.Workspace} {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("%w: %s %q is not an absolute path", ErrInvalidSpec, what, p)
+		}
+		if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+			return fmt.Errorf("%w: %s %q is not a directory", ErrInvalidSpec, what, p)
+		}
+	}
+	if filepath.Clean(spec.Workspace) == "/" {
+		return fmt.Errorf("%w: Workspace cannot be /", ErrInvalidSpec)
+	}
+	switch spec.Network {
+	case "", NetworkNone, NetworkHost:
+	default:
+		return fmt.Errorf("%w: network %q", ErrInvalidSpec, spec.Network)
+	}
+	if l := spec.Limits; l.CPUs < 0 || l.MemoryBytes < 0 || l.Pids < 0 {
+		return fmt.Errorf("%w: negative limit", ErrInvalidSpec)
+	}
+	for _, e := range spec.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return fmt.Errorf("%w: env entry %q is not KEY=value", ErrInvalidSpec, e)
+		}
+	}
+	return nil
+}
