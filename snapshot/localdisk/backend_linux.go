@@ -207,7 +207,7 @@ func (b *Backend) begin(ctx context.Context, lockNames []string, names ...string
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return b.locks.lock(lockNames...), nil
+	return b.locks.Lock(lockNames...), nil
 }
 
 func (b *Backend) volumeExists(v string) (bool, error) {
