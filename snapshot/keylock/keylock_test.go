@@ -13,6 +13,18 @@ func (s *Set) size() int {
 	return len(s.m)
 }
 
+// within fails t unless f returns within d.
+func within(t *testing.T, d time.Duration, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatal(what)
+	}
+}
+
 func TestSameKeyExcludes(t *testing.T) {
 	var s Set
 	unlock := s.Lock("a")
@@ -37,30 +49,12 @@ func TestSameKeyExcludes(t *testing.T) {
 func TestOtherKeysDoNotWait(t *testing.T) {
 	var s Set
 	defer s.Lock("a", "b")()
-	done := make(chan struct{})
-	go func() {
-		s.Lock("c")()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Lock of another key waited for a held one")
-	}
+	within(t, 5*time.Second, "Lock of another key waited for a held one", func() { s.Lock("c")() })
 }
 
 func TestDuplicateKeysLockOnce(t *testing.T) {
 	var s Set
-	done := make(chan struct{})
-	go func() {
-		s.Lock("a", "a", "b", "a")()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Lock deadlocked on a key named twice")
-	}
+	within(t, 5*time.Second, "Lock deadlocked on a key named twice", func() { s.Lock("a", "a", "b", "a")() })
 	if n := s.size(); n != 0 {
 		t.Fatalf("%d entries left after unlock, want 0", n)
 	}
@@ -106,13 +100,7 @@ func TestOppositeOrders(t *testing.T) {
 			}
 		}()
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("deadlock: goroutines locking the same keys in opposite orders did not finish")
-	}
+	within(t, 30*time.Second, "deadlock: goroutines locking the same keys in opposite orders did not finish", wg.Wait)
 	if n := s.size(); n != 0 {
 		t.Fatalf("%d entries left after every unlock, want 0", n)
 	}
