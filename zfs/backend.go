@@ -119,8 +119,8 @@ type vol struct {
 	// gone: the volume was destroyed; a caller that was waiting for
 	// lock gets ErrNotFound.
 	gone bool
-	// reaping tracks this volume's share of Backend.reaping; it is only
-	// added to under lock, so DestroyVolume can wait for it holding lock.
+	// reaping counts this volume's share of Backend.reaping (see
+	// Backend's Locking).
 	reaping sync.WaitGroup
 }
 
