@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -65,17 +62,80 @@ func (s *server) failed(id uint64, format string, args ...any) {
 	_ = s.fw.write(newFrame(MsgFailed, id).str(fmt.Sprintf(format, args...)).bytes())
 }
 
+// exec runs a command for MsgExec: it starts it (spawn, in
+// exec_spawn_linux.go), streams its output as MsgOutput frames
+// (exec_drain_linux.go), and once it exited (exec_wait_linux.go) and its
+// output is drained, sends MsgExited. A command that cannot start gets
+// MsgFailed.
 func (s *server) exec(req execRequest) {
-	if len(req.args) == 0 {
-		s.failed(req.id, "empty args")
+	c, err := s.prepare(req)
+	if err != nil {
+		s.failed(req.id, "%v", err)
 		return
+	}
+	pp, err := s.newPipes(req.stdin)
+	if err != nil {
+		s.failed(req.id, "%v", err)
+		return
+	}
+	p := &proc{s: s, id: req.id, marker: c.marker, done: make(chan struct{})}
+	if req.stdin {
+		p.stdin = newStdinQueue()
+	}
+	start := time.Now()
+	pid, waitCh, err := s.spawn(c, pp)
+	pp.closeChild()
+	if err != nil {
+		pp.closeOurs()
+		s.failed(req.id, "start %s: %v", req.args[0], err)
+		return
+	}
+	p.pid = pid
+	s.mu.Lock()
+	s.procs[req.id] = p
+	s.mu.Unlock()
+	s.trackSession(pid)
+
+	if p.stdin != nil {
+		go p.stdin.pump(pp.in)
+	}
+	out := s.startOutput(req.id, pp.out, pp.err)
+	var timer *time.Timer
+	if req.timeout > 0 {
+		timer = time.AfterFunc(req.timeout, func() { p.kill(true) })
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ws := waitExit(pid, waitCh)
+		dur := time.Since(start)
+		if timer != nil {
+			timer.Stop()
+		}
+		s.finish(p, ws, dur, out)
+	}()
+}
+
+// command is a command ready to start: its resolved program, arguments,
+// environment (with its marker, execMarkerVar=value) and directory.
+type command struct {
+	path   string
+	args   []string
+	env    []string
+	dir    string
+	marker string
+}
+
+// prepare checks req and resolves its program, directory and environment.
+func (s *server) prepare(req execRequest) (*command, error) {
+	if len(req.args) == 0 {
+		return nil, errors.New("empty args")
 	}
 	s.mu.Lock()
 	_, dup := s.procs[req.id]
 	s.mu.Unlock()
 	if dup {
-		s.failed(req.id, "duplicate request id %d", req.id)
-		return
+		return nil, fmt.Errorf("duplicate request id %d", req.id)
 	}
 	dir := req.dir
 	if dir == "" {
@@ -88,284 +148,44 @@ func (s *server) exec(req execRequest) {
 	env = append(env, marker)
 	path, err := lookPath(req.args[0], envValue(env, "PATH"), dir)
 	if err != nil {
-		s.failed(req.id, "%v", err)
-		return
+		return nil, err
 	}
+	return &command{path: path, args: req.args, env: env, dir: dir, marker: marker}, nil
+}
 
-	pp, err := s.newPipes(req.stdin)
-	if err != nil {
-		s.failed(req.id, "%v", err)
-		return
-	}
-	attr := &syscall.ProcAttr{
-		Dir:   dir,
-		Env:   env,
-		Files: []uintptr{uintptr(pp.child[0]), uintptr(pp.child[1]), uintptr(pp.child[2])},
-		Sys:   &syscall.SysProcAttr{Setsid: true},
-	}
-
-	p := &proc{s: s, id: req.id, marker: marker, done: make(chan struct{})}
-	if req.stdin {
-		p.stdin = newStdinQueue()
-	}
-	start := time.Now()
-	var pid int
-	var waitCh chan syscall.WaitStatus
-	launched := false
-	if l := s.launcher(); l != nil {
-		pid, waitCh, err = l.spawn(path, req.args, env, dir, pp.child)
-		switch {
-		case errors.Is(err, errLauncherGone):
-			// It never saw the request: start a new one for the next
-			// command and start this one here.
-			s.launcherGone(l, err)
-		case errors.Is(err, errLauncherLost):
-			// The command may run (it may have killed the launcher
-			// itself): it carries the marker.
-			launched = true
-			if found := findMarked(marker); found > 0 {
-				pid, err = found, nil
-				waitCh = make(chan syscall.WaitStatus, 1)
-				s.reap.adopt(pid, waitCh)
-			} else {
-				err = fmt.Errorf("%w; the command is not running (it may have run and exited)", err)
-			}
-		default:
-			launched = true
-		}
-	}
-	switch {
-	case launched:
-	case s.reap != nil:
-		// Hold the reaper's lock across fork so that the child's exit
-		// cannot be reaped before we have registered for it.
-		s.reap.mu.Lock()
-		pid, err = s.forkExec(path, req.args, attr)
-		if err == nil {
-			waitCh = make(chan syscall.WaitStatus, 1)
-			s.reap.waiters[pid] = waitCh
-		}
-		s.reap.mu.Unlock()
-	default:
-		pid, err = s.forkExec(path, req.args, attr)
-	}
-	pp.closeChild()
-	if err != nil {
-		pp.closeOurs()
-		s.failed(req.id, "start %s: %v", req.args[0], err)
-		return
-	}
-	inW, outR, errR := pp.in, pp.out, pp.err
-	p.pid = pid
-	s.mu.Lock()
-	s.procs[req.id] = p
-	s.mu.Unlock()
-	s.trackSession(pid)
-
+// finish reports the exit of p, whose status is ws, after its output
+// drained: MsgExited with its code or signal, flags and duration.
+func (s *server) finish(p *proc, ws syscall.WaitStatus, dur time.Duration, out *output) {
+	p.mu.Lock()
+	p.exited = true
+	timedOut, oomKilled := p.timedOut, p.oomKilled
+	p.mu.Unlock()
+	out.drain(s.outputGrace)
 	if p.stdin != nil {
-		go p.stdin.pump(inW)
+		p.stdin.close()
 	}
-	var readers sync.WaitGroup
-	var progress atomic.Int64 // bytes read from both pipes and sent
-	var inFlight atomic.Int64 // chunks read and not yet sent
-	readers.Add(2)
-	go s.readOutput(req.id, StreamStdout, outR, &readers, &progress, &inFlight)
-	go s.readOutput(req.id, StreamStderr, errR, &readers, &progress, &inFlight)
-
-	var timer *time.Timer
-	if req.timeout > 0 {
-		timer = time.AfterFunc(req.timeout, func() { p.kill(true) })
+	var code int64
+	var sig uint64
+	switch {
+	case ws.Exited():
+		code = int64(ws.ExitStatus())
+	case ws.Signaled():
+		sig = uint64(ws.Signal())
+		code = 128 + int64(sig)
 	}
-
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		var ws syscall.WaitStatus
-		if waitCh != nil {
-			ws = <-waitCh
-		} else {
-			for {
-				_, err := syscall.Wait4(pid, &ws, 0, nil)
-				if err != syscall.EINTR {
-					break
-				}
-			}
-		}
-		dur := time.Since(start)
-		if timer != nil {
-			timer.Stop()
-		}
-		p.mu.Lock()
-		p.exited = true
-		timedOut, oomKilled := p.timedOut, p.oomKilled
-		p.mu.Unlock()
-
-		// Output written just before exit is still in the pipes; processes
-		// left in the background may hold them open for longer. Read until
-		// both pipes end, or for a short grace period.
-		// Output still flowing is never cut off: the pipes are closed
-		// only after a grace period in which nothing was read, no chunk
-		// was on its way to the host and both pipes were empty (so a
-		// reader the scheduler starved, or one waiting on a slow host,
-		// does not look idle).
-		drained := make(chan struct{})
-		go func() { readers.Wait(); close(drained) }()
-		tick := time.NewTicker(s.outputGrace)
-		last := progress.Load()
-	drain:
-		for {
-			select {
-			case <-drained:
-				break drain
-			case <-tick.C:
-				if now := progress.Load(); now != last || inFlight.Load() > 0 || unread(outR) > 0 || unread(errR) > 0 {
-					last = now
-					continue
-				}
-				outR.Close()
-				errR.Close()
-				<-drained
-				break drain
-			}
-		}
-		tick.Stop()
-		outR.Close()
-		errR.Close()
-		if p.stdin != nil {
-			p.stdin.close()
-		}
-
-		var code int64
-		var sig uint64
-		switch {
-		case ws.Exited():
-			code = int64(ws.ExitStatus())
-		case ws.Signaled():
-			sig = uint64(ws.Signal())
-			code = 128 + int64(sig)
-		}
-		var flags byte
-		if timedOut {
-			flags |= exitFlagTimedOut
-		}
-		if oomKilled {
-			flags |= exitFlagOOM
-		}
-		s.mu.Lock()
-		delete(s.procs, req.id)
-		s.mu.Unlock()
-		_ = s.fw.write(newFrame(MsgExited, req.id).varint(code).uvarint(sig).byte1(flags).uvarint(uint64(dur)).bytes())
-		close(p.done)
-		s.ensureLauncher()
-	}()
-}
-
-// pipes are a command's standard streams. child holds the command's ends
-// (stdin, stdout, stderr): plain blocking descriptors, closed once the
-// command started. The agent's ends go through the runtime's poller: in
-// (nil without stdin, when the command reads /dev/null), out and err.
-// (os.Pipe would put both ends through the poller, and each system call
-// is a trap in gVisor.)
-type pipes struct {
-	child        [3]int
-	ownStdin     bool // child[0] is a pipe, not the shared /dev/null
-	in, out, err *os.File
-}
-
-func (s *server) newPipes(stdin bool) (*pipes, error) {
-	p := &pipes{child: [3]int{-1, -1, -1}}
-	var err error
-	if stdin {
-		var fds [2]int
-		if err = unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
-			return nil, fmt.Errorf("stdin pipe: %w", err)
-		}
-		p.child[0], p.ownStdin = fds[0], true
-		if p.in, err = pollable(fds[1], "stdin"); err != nil {
-			p.closeChild()
-			return nil, err
-		}
-	} else if p.child[0], err = s.devNull(); err != nil {
-		return nil, err
+	var flags byte
+	if timedOut {
+		flags |= exitFlagTimedOut
 	}
-	for i, f := range []**os.File{&p.out, &p.err} {
-		var fds [2]int
-		if err = unix.Pipe2(fds[:], unix.O_CLOEXEC); err == nil {
-			p.child[1+i] = fds[1]
-			*f, err = pollable(fds[0], "output")
-		}
-		if err != nil {
-			p.closeChild()
-			p.closeOurs()
-			return nil, fmt.Errorf("output pipe: %w", err)
-		}
+	if oomKilled {
+		flags |= exitFlagOOM
 	}
-	return p, nil
-}
-
-// pollable makes fd non-blocking and an *os.File on the runtime's poller.
-func pollable(fd int, name string) (*os.File, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	return os.NewFile(uintptr(fd), name), nil
-}
-
-func (p *pipes) closeChild() {
-	for i, fd := range p.child {
-		if fd >= 0 && (i > 0 || p.ownStdin) {
-			unix.Close(fd)
-		}
-		p.child[i] = -1
-	}
-}
-
-func (p *pipes) closeOurs() {
-	for _, f := range []*os.File{p.in, p.out, p.err} {
-		if f != nil {
-			f.Close()
-		}
-	}
-}
-
-// devNull returns a descriptor of /dev/null, opened once, for commands
-// without stdin.
-func (s *server) devNull() (int, error) {
-	s.nullOnce.Do(func() {
-		s.nullFD, s.nullErr = unix.Open(os.DevNull, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	})
-	if s.nullErr != nil {
-		return -1, fmt.Errorf("open %s: %w", os.DevNull, s.nullErr)
-	}
-	return s.nullFD, nil
-}
-
-func (s *server) forkExec(path string, args []string, attr *syscall.ProcAttr) (int, error) {
-	if s.forker != nil {
-		return s.forker.forkExec(path, args, attr)
-	}
-	return syscall.ForkExec(path, args, attr)
-}
-
-func (s *server) readOutput(id uint64, stream byte, r *os.File, wg *sync.WaitGroup, progress, inFlight *atomic.Int64) {
-	defer wg.Done()
-	buf := make([]byte, outputChunk)
-	for {
-		n, err := r.Read(buf)
-		if n > 0 {
-			inFlight.Add(1)
-			werr := s.fw.write(newFrame(MsgOutput, id).byte1(stream).raw(buf[:n]).bytes())
-			progress.Add(int64(n))
-			inFlight.Add(-1)
-			if werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
+	s.mu.Lock()
+	delete(s.procs, p.id)
+	s.mu.Unlock()
+	_ = s.fw.write(newFrame(MsgExited, p.id).varint(code).uvarint(sig).byte1(flags).uvarint(uint64(dur)).bytes())
+	close(p.done)
+	s.ensureLauncher()
 }
 
 // trackSession remembers a command's session (its pid: commands run with
@@ -679,104 +499,6 @@ func treeMembers(sid int, marker string) []int {
 	return out
 }
 
-// reaper reaps every child of an init agent and hands the statuses of its
-// commands to their waiters.
-type reaper struct {
-	mu      sync.Mutex
-	waiters map[int]chan syscall.WaitStatus
-	// unclaimed keeps the statuses of the last reaped processes nobody
-	// waited for (oldest first in order), so that adopt finds a command
-	// of a dead launcher that was reaped before it was adopted.
-	unclaimed map[int]syscall.WaitStatus
-	order     []int
-	sig       chan os.Signal
-	quit      chan struct{}
-}
-
-// maxUnclaimed bounds reaper.unclaimed.
-const maxUnclaimed = 4096
-
-func startReaper() *reaper {
-	r := &reaper{
-		waiters:   make(map[int]chan syscall.WaitStatus),
-		unclaimed: make(map[int]syscall.WaitStatus),
-		sig:       make(chan os.Signal, 1),
-		quit:      make(chan struct{}),
-	}
-	signal.Notify(r.sig, syscall.SIGCHLD)
-	go r.loop()
-	return r
-}
-
-func (r *reaper) loop() {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		for {
-			var ws syscall.WaitStatus
-			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
-			if err != nil || pid <= 0 {
-				break
-			}
-			r.mu.Lock()
-			ch := r.waiters[pid]
-			delete(r.waiters, pid)
-			if ch == nil {
-				if len(r.order) >= maxUnclaimed {
-					delete(r.unclaimed, r.order[0])
-					r.order = r.order[1:]
-				}
-				r.unclaimed[pid] = ws
-				r.order = append(r.order, pid)
-			}
-			r.mu.Unlock()
-			if ch != nil {
-				ch <- ws
-			}
-		}
-		select {
-		case <-r.sig:
-		case <-tick.C:
-		case <-r.quit:
-			return
-		}
-	}
-}
-
-// forget drops a stale unclaimed status of pid: a new process has it now.
-func (r *reaper) forget(pid int) {
-	r.mu.Lock()
-	delete(r.unclaimed, pid)
-	r.mu.Unlock()
-}
-
-// adopt makes ch receive the wait status of pid, a process that became
-// the agent's child when its parent (a launcher) died.
-func (r *reaper) adopt(pid int, ch chan syscall.WaitStatus) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if ws, ok := r.unclaimed[pid]; ok {
-		delete(r.unclaimed, pid)
-		ch <- ws
-		return
-	}
-	r.waiters[pid] = ch
-	// Wake the loop: the process may have become a zombie child of ours
-	// before this call, with its SIGCHLD already handled.
-	select {
-	case r.sig <- syscall.SIGCHLD:
-	default:
-	}
-}
-
-func (r *reaper) stop() {
-	signal.Stop(r.sig)
-	close(r.quit)
-}
-
 // mergeEnv returns base with extra added, later entries replacing earlier
 // ones with the same key.
 func mergeEnv(base, extra []string) []string {
@@ -858,17 +580,4 @@ func hasEnv(pid int, kv string) bool {
 		env = rest
 	}
 	return false
-}
-
-// unread returns how many bytes wait in pipe r (FIONREAD, named TIOCINQ on
-// Linux), without taking
-// the descriptor out of the runtime poller as File.Fd would.
-func unread(r *os.File) int {
-	rc, err := r.SyscallConn()
-	if err != nil {
-		return 0
-	}
-	n := 0
-	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
-	return n
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/turnbox/turnbox/snapshot"
 	"github.com/turnbox/turnbox/snapshot/guard"
+	"github.com/turnbox/turnbox/snapshot/keylock"
 )
 
 // Kind is the name Backend.Kind returns.
@@ -75,9 +76,12 @@ type Backend struct {
 	volumes string // <root>/volumes
 	snaps   string // <root>/snapshots
 	opts    options
-	locks   keyedMutex
-	reaper  reaper
-	closed  atomic.Bool
+	// Lock order: a volume's lock in locks before quotaMu (SetQuota
+	// turns quotas on holding the volume's lock); reaper.mu is taken
+	// last, and no other lock is taken while it is held.
+	locks  keylock.Set
+	reaper reaper
+	closed atomic.Bool
 	// quotas is set once quotas are known to be on (quota_linux.go),
 	// simple with it if they are simple quotas; quotaMu serializes
 	// turning them on.
@@ -270,7 +274,7 @@ func (b *Backend) CreateVolume(ctx context.Context, volume string) (snapshot.Vol
 	if err := b.begin(ctx, volume); err != nil {
 		return snapshot.Volume{}, err
 	}
-	defer b.locks.lock(volume)()
+	defer b.locks.Lock(volume)()
 	return b.makeVolume(volume, func(dst string) error {
 		if err := cbtrfs.SubvolCreate(dst); err != nil {
 			return fmt.Errorf("btrfs: create volume %s: %w", volume, mapErr(err))
@@ -286,7 +290,7 @@ func (b *Backend) CloneVolume(ctx context.Context, volume, srcVolume, srcSnapsho
 	if err := b.begin(ctx, volume, srcVolume, srcSnapshot); err != nil {
 		return snapshot.Volume{}, err
 	}
-	defer b.locks.lock(volume, srcVolume)()
+	defer b.locks.Lock(volume, srcVolume)()
 	src := b.snapPath(srcVolume, srcSnapshot)
 	if !b.volumeExists(srcVolume) {
 		return snapshot.Volume{}, fmt.Errorf("btrfs: clone %s: volume %s: %w", volume, srcVolume, snapshot.ErrNotFound)
@@ -380,7 +384,7 @@ func (b *Backend) DestroyVolume(ctx context.Context, volume string) error {
 	if err := b.begin(ctx, volume); err != nil {
 		return err
 	}
-	defer b.locks.lock(volume)()
+	defer b.locks.Lock(volume)()
 	if err := guard.Unseal(b.volumeDir(volume)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("btrfs: destroy volume %s: %w", volume, mapErr(err))
 	}
@@ -483,7 +487,7 @@ func (b *Backend) Snapshot(ctx context.Context, volume, name string) (snapshot.S
 	if err := b.begin(ctx, volume, name); err != nil {
 		return snapshot.Snapshot{}, err
 	}
-	defer b.locks.lock(volume)()
+	defer b.locks.Lock(volume)()
 	ws, err := b.openWorkspace(volume)
 	if err != nil {
 		return snapshot.Snapshot{}, fmt.Errorf("btrfs: snapshot %s@%s: volume: %w", volume, name, mapErr(err))
@@ -514,7 +518,7 @@ func (b *Backend) Snapshots(ctx context.Context, volume string) ([]snapshot.Snap
 	if err := b.begin(ctx, volume); err != nil {
 		return nil, err
 	}
-	defer b.locks.lock(volume)()
+	defer b.locks.Lock(volume)()
 	if !b.volumeExists(volume) {
 		return nil, fmt.Errorf("btrfs: snapshots of %s: %w", volume, snapshot.ErrNotFound)
 	}
@@ -568,7 +572,7 @@ func (b *Backend) replace(ctx context.Context, volume, srcVolume, name string) e
 	if err := b.begin(ctx, volume, srcVolume, name); err != nil {
 		return err
 	}
-	defer b.locks.lock(volume, srcVolume)()
+	defer b.locks.Lock(volume, srcVolume)()
 	path := b.volumePath(volume)
 	ws, err := b.openWorkspace(volume)
 	tampered := errors.Is(err, snapshot.ErrTampered) && b.volumeDirExists(volume)
@@ -641,7 +645,7 @@ func (b *Backend) DestroySnapshot(ctx context.Context, volume, name string) erro
 	if err := b.begin(ctx, volume, name); err != nil {
 		return err
 	}
-	defer b.locks.lock(volume)()
+	defer b.locks.Lock(volume)()
 	p := b.snapPath(volume, name)
 	if _, err := os.Lstat(p); err != nil {
 		return fmt.Errorf("btrfs: destroy snapshot %s@%s: %w", volume, name, mapErr(err))
@@ -739,61 +743,6 @@ func mapErr(err error) error {
 		return fmt.Errorf("%w: %w", snapshot.ErrBusy, err)
 	}
 	return err
-}
-
-// keyedMutex serializes operations per volume name.
-type keyedMutex struct {
-	mu sync.Mutex
-	m  map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	mu   sync.Mutex
-	refs int
-}
-
-// lock locks every distinct name in a fixed (sorted) order, so two calls
-// naming the same pair never deadlock, and returns the unlock function.
-func (k *keyedMutex) lock(names ...string) func() {
-	names = append([]string(nil), names...)
-	sort.Strings(names)
-	uniq := names[:0]
-	for i, n := range names {
-		if i == 0 || n != names[i-1] {
-			uniq = append(uniq, n)
-		}
-	}
-	entries := make([]*keyedEntry, len(uniq))
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = make(map[string]*keyedEntry)
-	}
-	for i, n := range uniq {
-		e := k.m[n]
-		if e == nil {
-			e = &keyedEntry{}
-			k.m[n] = e
-		}
-		e.refs++
-		entries[i] = e
-	}
-	k.mu.Unlock()
-	for _, e := range entries {
-		e.mu.Lock()
-	}
-	return func() {
-		for i := len(entries) - 1; i >= 0; i-- {
-			entries[i].mu.Unlock()
-		}
-		k.mu.Lock()
-		for i, n := range uniq {
-			entries[i].refs--
-			if entries[i].refs == 0 {
-				delete(k.m, n)
-			}
-		}
-		k.mu.Unlock()
-	}
 }
 
 // reaper deletes trees in the background and lets callers wait for all

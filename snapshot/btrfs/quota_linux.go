@@ -59,7 +59,7 @@ func (b *Backend) SetQuota(ctx context.Context, volume string, limitBytes int64)
 	if err := b.begin(ctx, volume); err != nil {
 		return err
 	}
-	defer b.locks.lock(volume)()
+	defer b.locks.Lock(volume)()
 	path := b.volumePath(volume)
 	if _, err := os.Lstat(path); err != nil {
 		return fmt.Errorf("btrfs: quota of %s: %w", volume, mapErr(err))

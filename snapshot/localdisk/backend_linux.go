@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/snapshot"
@@ -207,7 +208,7 @@ func (b *Backend) begin(ctx context.Context, lockNames []string, names ...string
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return b.locks.lock(lockNames...), nil
+	return b.locks.Lock(lockNames...), nil
 }
 
 func (b *Backend) volumeExists(v string) (bool, error) {
@@ -821,49 +822,16 @@ func notMounted(dir string) error {
 // mountsUnder returns the mount points strictly inside dir, from
 // /proc/self/mountinfo (none if it cannot be read).
 func mountsUnder(dir string) []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	prefix := filepath.Clean(dir) + "/"
+	mounts, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return !strings.HasPrefix(m.Mountpoint, prefix), false
+	})
 	if err != nil {
 		return nil
 	}
-	prefix := filepath.Clean(dir) + "/"
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		if mp := unescapeMountinfo(f[4]); strings.HasPrefix(mp, prefix) {
-			out = append(out, mp)
-		}
+	out := make([]string, len(mounts))
+	for i, m := range mounts {
+		out[i] = m.Mountpoint
 	}
 	return out
-}
-
-// unescapeMountinfo decodes the octal escapes (\040 for a space, ...) of a
-// mountinfo path.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range []byte(s[i+1 : i+4]) {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + (c - '0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

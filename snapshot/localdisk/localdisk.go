@@ -2,9 +2,9 @@ package localdisk
 
 import (
 	"os"
-	"sort"
-	"sync"
 	"sync/atomic"
+
+	"github.com/turnbox/turnbox/snapshot/keylock"
 )
 
 // Kind is what Backend.Kind returns.
@@ -67,7 +67,7 @@ type Backend struct {
 	lockFile *os.File // flock held on root while open
 	closed   atomic.Bool
 
-	locks nameLocks
+	locks keylock.Set // per volume name
 
 	reflink atomic.Int32
 
@@ -89,56 +89,5 @@ func (b *Backend) Stats() Stats {
 		HardLinks:      b.hardLinks.Load(),
 		SpecialSkipped: b.specialSkipped.Load(),
 		XattrsSkipped:  b.xattrsSkipped.Load(),
-	}
-}
-
-// nameLocks is a set of mutexes by name, created on demand and dropped
-// when unused.
-type nameLocks struct {
-	mu sync.Mutex
-	m  map[string]*nameLock
-}
-
-type nameLock struct {
-	mu   sync.Mutex
-	refs int
-}
-
-// lock locks every name (in sorted order, so two callers never deadlock)
-// and returns the function that unlocks them.
-func (l *nameLocks) lock(names ...string) (unlock func()) {
-	names = append([]string(nil), names...)
-	sort.Strings(names)
-	var held []*nameLock
-	var heldNames []string
-	for i, n := range names {
-		if i > 0 && names[i-1] == n {
-			continue
-		}
-		l.mu.Lock()
-		if l.m == nil {
-			l.m = map[string]*nameLock{}
-		}
-		e := l.m[n]
-		if e == nil {
-			e = &nameLock{}
-			l.m[n] = e
-		}
-		e.refs++
-		l.mu.Unlock()
-		e.mu.Lock()
-		held = append(held, e)
-		heldNames = append(heldNames, n)
-	}
-	return func() {
-		for i := len(held) - 1; i >= 0; i-- {
-			held[i].mu.Unlock()
-			l.mu.Lock()
-			held[i].refs--
-			if held[i].refs == 0 {
-				delete(l.m, heldNames[i])
-			}
-			l.mu.Unlock()
-		}
 	}
 }
