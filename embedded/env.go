@@ -187,8 +187,6 @@ func (e *Environment) Rollback(ctx context.Context, snapshotID string) error {
 	return timed(s, "rollback", func() error { return s.rollback(ctx, snapshotID) })
 }
 
-// Fork implements environment.Forker: a new session starting from
-// snapshotID, which must be a snapshot of this Environment's session.
 // DeleteSnapshot deletes one of the session's snapshots (see
 // environment.SnapshotDeleter). It waits for a TurnComplete or Rollback in
 // progress.
@@ -200,6 +198,8 @@ func (e *Environment) DeleteSnapshot(ctx context.Context, snapshotID string) err
 	return timed(s, "delete_snapshot", func() error { return s.deleteSnapshot(ctx, snapshotID) })
 }
 
+// Fork implements environment.Forker: a new session starting from
+// snapshotID, which must be a snapshot of this Environment's session.
 func (e *Environment) Fork(ctx context.Context, snapshotID string, config environment.SessionConfig) (environment.Environment, error) {
 	s, err := e.session()
 	if err != nil {
