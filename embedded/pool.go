@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/snapshot"
@@ -76,7 +78,7 @@ func (p *pool) short() bool {
 
 func (p *pool) run() {
 	defer close(p.done)
-	wait := time.Duration(0)
+	retry := &backoff.ExponentialBackOff{InitialInterval: time.Second, Multiplier: 2, MaxInterval: poolRetryMax}
 	for {
 		select {
 		case <-p.ctx.Done():
@@ -89,7 +91,7 @@ func (p *pool) run() {
 				if p.ctx.Err() != nil {
 					return
 				}
-				wait = min(max(2*wait, time.Second), poolRetryMax)
+				wait := retry.NextBackOff()
 				p.deps.log.Error("starting a sandbox for the pool", "err", err, "retry_in", wait)
 				select {
 				case <-p.ctx.Done():
@@ -98,7 +100,7 @@ func (p *pool) run() {
 				}
 				continue
 			}
-			wait = 0
+			retry.Reset()
 			if !p.put(e) {
 				p.discard(e)
 				return

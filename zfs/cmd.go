@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/cenkalti/backoff/v5"
 )
 
 // CommandDriver runs the zfs command. It uses only syntax that both
@@ -93,24 +95,27 @@ func runCommand(ctx context.Context, prog string, args ...string) ([]byte, error
 // unmount around it failed), so a retry that finds its source gone checks
 // whether an earlier attempt did the job: done reports that.
 func (d *CommandDriver) retryBusy(ctx context.Context, done func() bool, args ...string) error {
-	var err error
-	delay := 20 * time.Millisecond
-	for i := 0; ; i++ {
-		_, err = d.Run(ctx, args...)
-		if i > 0 && errors.Is(err, ErrNotFound) && done != nil && done() {
-			return nil
+	tries := 0
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		tries++
+		_, err := d.Run(ctx, args...)
+		switch {
+		case err == nil:
+			return struct{}{}, nil
+		case tries > 1 && errors.Is(err, ErrNotFound) && done != nil && done():
+			return struct{}{}, nil
+		case !errors.Is(err, ErrBusy) || errors.Is(err, ErrNotNewest) || strings.Contains(err.Error(), "dependent clones"):
+			return struct{}{}, backoff.Permanent(err)
 		}
-		if err == nil || !errors.Is(err, ErrBusy) || errors.Is(err, ErrNotNewest) || i >= d.busyRetries ||
-			strings.Contains(err.Error(), "dependent clones") {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 500*time.Millisecond)
-	}
+		return struct{}{}, err
+	}, backoff.WithBackOff(busyBackOff()), backoff.WithMaxTries(uint(d.busyRetries)+1), backoff.WithMaxElapsedTime(0))
+	return err
+}
+
+// busyBackOff is the wait between tries of a busy zfs command: 20 ms,
+// doubling to at most 500 ms.
+func busyBackOff() *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{InitialInterval: 20 * time.Millisecond, Multiplier: 2, MaxInterval: 500 * time.Millisecond}
 }
 
 // propArgs renders props as sorted "-o k=v" pairs.

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	cbtrfs "github.com/containerd/btrfs/v2"
 	"golang.org/x/sys/unix"
 
@@ -446,26 +448,31 @@ func (b *Backend) waitCleaned(ctx context.Context, ids []uint64) error {
 	if err := syncFS(b.root); err != nil {
 		return err
 	}
-	delay := time.Millisecond
+	poll := &backoff.ExponentialBackOff{InitialInterval: time.Millisecond, Multiplier: 2, MaxInterval: 50 * time.Millisecond}
 	for _, id := range ids {
-		for {
+		_, err := backoff.Retry(ctx, func() (struct{}, error) {
 			exists, err := rootItemExists(b.root, id)
-			if err != nil {
-				return err
+			switch {
+			case err != nil:
+				return struct{}{}, backoff.Permanent(err)
+			case exists:
+				return struct{}{}, errStillThere
 			}
-			if !exists {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(delay):
-			}
-			delay = min(2*delay, 50*time.Millisecond)
+			return struct{}{}, nil
+		}, backoff.WithBackOff(poll), backoff.WithMaxElapsedTime(0))
+		switch {
+		case ctx.Err() != nil:
+			return nil // the caller's bound: it goes on without waiting
+		case err != nil:
+			return err
 		}
 	}
 	return syncFS(b.root)
 }
+
+// errStillThere is waitCleaned's retry signal: the subvolume is not
+// cleaned yet.
+var errStillThere = errors.New("btrfs: subvolume not cleaned yet")
 
 // removeRemains deletes volume's directory and snapshots once its
 // workspace is gone. The caller holds volume's lock.
