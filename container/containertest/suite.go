@@ -28,7 +28,6 @@ type Option func(*config)
 
 type config struct {
 	rootfs      func(t *testing.T) string
-	env         []string
 	kill        func(t *testing.T, sb container.Sandbox)
 	limits      bool
 	volumeMount string

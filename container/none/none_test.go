@@ -94,18 +94,6 @@ func contains(ss []string, s string) bool {
 	return false
 }
 
-// alive reports whether pid is a live process (not gone, not a zombie
-// waiting for its new parent to reap it).
-func alive(pid string) bool {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
-
 // Pause racing the start of commands must neither hang the process (a
 // child cloned into a frozen cgroup never execs) nor start a command in a
 // frozen sandbox: each Exec either runs or fails with ErrPaused.

@@ -105,10 +105,6 @@ func withNetwork(n container.Network) sandboxOpt {
 	return func(s *container.Spec) { s.Network = n }
 }
 
-func withEnv(env ...string) sandboxOpt {
-	return func(s *container.Spec) { s.Env = env }
-}
-
 // start starts a sandbox stopped at the test's end.
 func start(t testing.TB, rt *runc.Runtime, opts ...sandboxOpt) (container.Sandbox, container.Spec) {
 	t.Helper()

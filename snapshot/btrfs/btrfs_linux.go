@@ -760,12 +760,6 @@ type reaper struct {
 	pending int
 }
 
-// removeLater deletes p (removeTree) in a new goroutine. A failure leaves
-// p in place for New to remove.
-func (r *reaper) removeLater(p string) {
-	r.later(func() { _ = removeTree(p) })
-}
-
 // later runs fn in a new goroutine that wait waits for.
 func (r *reaper) later(fn func()) {
 	r.mu.Lock()

@@ -191,7 +191,9 @@ func (b *Backend) enableQuotas() error {
 		// Simple quotas skip extents from before the generation that
 		// enabled them, when charged and when freed alike: commit, so that
 		// no write after this call shares that generation.
-		err = syncFS(b.root)
+		if err := syncFS(b.root); err != nil {
+			return err
+		}
 	} else if errors.Is(err, unix.EINVAL) {
 		if err := quotaCtl(b.root, quotaCtlEnableFull); err != nil {
 			return err
