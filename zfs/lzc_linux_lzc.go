@@ -368,6 +368,15 @@ func (d *LZCDriver) Create(ctx context.Context, name string, opts CreateOptions)
 	if err := ValidateDataset(name); err != nil {
 		return err
 	}
+	return d.makeDataset(ctx, name, opts, func(cs *cstrs, props *C.nvlist_t) error {
+		return errnoErr("create", name, C.lzc_create(cs.add(name), C.LZC_DATSET_TYPE_ZFS, props, nil, 0))
+	})
+}
+
+// makeDataset is what Create and Clone share: name's missing parents (if
+// opts asks), its properties, the call that makes it, and its
+// mount.
+func (d *LZCDriver) makeDataset(ctx context.Context, name string, opts CreateOptions, call func(cs *cstrs, props *C.nvlist_t) error) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
@@ -383,7 +392,7 @@ func (d *LZCDriver) Create(ctx context.Context, name string, opts CreateOptions)
 		return err
 	}
 	defer C.tb_free(props)
-	if err := errnoErr("create", name, C.lzc_create(cs.add(name), C.LZC_DATSET_TYPE_ZFS, props, nil, 0)); err != nil {
+	if err := call(&cs, props); err != nil {
 		return err
 	}
 	return d.mountNew(ctx, name)
@@ -484,25 +493,9 @@ func (d *LZCDriver) Clone(ctx context.Context, snap, name string, opts CreateOpt
 	if err := ValidateDataset(name); err != nil {
 		return err
 	}
-	if err := ctxErr(ctx); err != nil {
-		return err
-	}
-	if opts.Parents {
-		if err := d.ensureParents(ctx, name); err != nil {
-			return err
-		}
-	}
-	var cs cstrs
-	defer cs.free()
-	props, err := propsNVL(opts.Props, &cs)
-	if err != nil {
-		return err
-	}
-	defer C.tb_free(props)
-	if err := errnoErr("clone", snap+" "+name, C.lzc_clone(cs.add(name), cs.add(snap), props)); err != nil {
-		return err
-	}
-	return d.mountNew(ctx, name)
+	return d.makeDataset(ctx, name, opts, func(cs *cstrs, props *C.nvlist_t) error {
+		return errnoErr("clone", snap+" "+name, C.lzc_clone(cs.add(name), cs.add(snap), props))
+	})
 }
 
 // Rollback calls lzc_rollback_to, which refuses (ErrNotNewest) unless
