@@ -170,15 +170,53 @@ func RemoteResults(ctx context.Context, cfg Config, opts ...RemoteOption) (_ []R
 		defer func() { err = errors.Join(err, h.Close(context.WithoutCancel(ctx))) }()
 	}
 
+	url, stop, err := serveLoopback(ctx, h, rc)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if e := stop(); e != nil {
+			err = errors.Join(err, e)
+		}
+	}()
+	rb := &remoteBench{ctx: ctx, rc: rc, h: h, url: url, caps: h.Capabilities()}
+
+	// One session each way for the unary ops.
+	local := h.NewEnvironment()
+	rem := remote.NewNativeSandboxEnvironment(rb.newClient(), remote.DefaultConfig(), rc.logger)
+	for _, env := range []environment.Environment{local, rem} {
+		if err := env.Create(ctx, environment.SessionConfig{}); err != nil {
+			return nil, fmt.Errorf("bench remote: create: %w", err)
+		}
+		defer env.Destroy(context.WithoutCancel(ctx))
+	}
+	for _, env := range []environment.Environment{local, rem} {
+		if err := rb.call(env, environment.WriteFileParams{Path: "small.txt", Content: "abc"}); err != nil {
+			return nil, fmt.Errorf("bench remote: %w", err)
+		}
+	}
+	if err := rb.unary(cfg.N, local, rem); err != nil {
+		return nil, err
+	}
+	if err := rb.loads(); err != nil {
+		return nil, err
+	}
+	return rb.results, nil
+}
+
+// serveLoopback serves h with server.Server on a loopback listener and
+// returns its URL and stop, which drains and shuts the server down and
+// returns the error it stopped serving with, if not the usual one.
+func serveLoopback(ctx context.Context, h *embedded.Host, rc remoteConfig) (url string, stop func() error, err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return nil, fmt.Errorf("bench remote: %w", err)
+		return "", nil, fmt.Errorf("bench remote: %w", err)
 	}
 	srv := server.New(h, append([]server.Option{server.WithAuthTokens(benchToken), server.WithLogger(rc.logger)}, rc.serverOptions...)...)
 	hs := srv.HTTPServer(true)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-	defer func() {
+	stop = func() error {
 		srv.Drain()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -186,111 +224,119 @@ func RemoteResults(ctx context.Context, cfg Config, opts ...RemoteOption) (_ []R
 			_ = hs.Close()
 		}
 		if e := <-serveErr; !errors.Is(e, http.ErrServerClosed) {
-			err = errors.Join(err, fmt.Errorf("bench remote: serve: %w", e))
-		}
-	}()
-	url := "http://" + ln.Addr().String()
-	newClient := func() turnboxv1connect.SandboxServiceClient {
-		return remote.NewClient(url, remote.WithBearerToken(benchToken))
-	}
-
-	caps := h.Capabilities()
-	var results []Result
-	add := func(r Result, baseline string) {
-		r.Backend, r.Runtime, r.Baseline = caps.Storage, string(caps.Isolation), baseline
-		results = append(results, r)
-	}
-
-	// One session each way for the unary ops.
-	local := h.NewEnvironment()
-	rem := remote.NewNativeSandboxEnvironment(newClient(), remote.DefaultConfig(), rc.logger)
-	for _, env := range []environment.Environment{local, rem} {
-		if err := env.Create(ctx, environment.SessionConfig{}); err != nil {
-			return nil, fmt.Errorf("bench remote: create: %w", err)
-		}
-		defer env.Destroy(context.WithoutCancel(ctx))
-	}
-	var seq atomic.Int64
-	call := func(env environment.Environment, p environment.ToolParams) error {
-		req, err := environment.NewToolRequest(fmt.Sprintf("bench-%d", seq.Add(1)), p)
-		if err != nil {
-			return err
-		}
-		resp, err := env.ExecuteTool(ctx, req, nil)
-		if err != nil {
-			return err
-		}
-		if resp.IsError {
-			return fmt.Errorf("%s failed: %s", req.ToolName, resp.Content)
+			return fmt.Errorf("bench remote: serve: %w", e)
 		}
 		return nil
 	}
-	for _, env := range []environment.Environment{local, rem} {
-		if err := call(env, environment.WriteFileParams{Path: "small.txt", Content: "abc"}); err != nil {
-			return nil, fmt.Errorf("bench remote: %w", err)
-		}
-	}
+	return "http://" + ln.Addr().String(), stop, nil
+}
 
+// remoteBench is one RemoteResults run: the host, the URL serving it and
+// the rows measured so far.
+type remoteBench struct {
+	ctx     context.Context
+	rc      remoteConfig
+	h       *embedded.Host
+	url     string
+	caps    environment.Capabilities
+	seq     atomic.Int64 // numbers the tool call ids
+	results []Result
+}
+
+// newClient returns a client of the served host (its own connection).
+func (rb *remoteBench) newClient() turnboxv1connect.SandboxServiceClient {
+	return remote.NewClient(rb.url, remote.WithBearerToken(benchToken))
+}
+
+// add records r as a row of the host's backend and runtime.
+func (rb *remoteBench) add(r Result, baseline string) {
+	r.Backend, r.Runtime, r.Baseline = rb.caps.Storage, string(rb.caps.Isolation), baseline
+	rb.results = append(rb.results, r)
+}
+
+// call runs one tool call on env under a fresh id; a tool error is an
+// error.
+func (rb *remoteBench) call(env environment.Environment, p environment.ToolParams) error {
+	req, err := environment.NewToolRequest(fmt.Sprintf("bench-%d", rb.seq.Add(1)), p)
+	if err != nil {
+		return err
+	}
+	resp, err := env.ExecuteTool(rb.ctx, req, nil)
+	if err != nil {
+		return err
+	}
+	if resp.IsError {
+		return fmt.Errorf("%s failed: %s", req.ToolName, resp.Content)
+	}
+	return nil
+}
+
+// unary measures the unary ops n times each, local and rem interleaved,
+// and adds their remote, embedded and overhead rows.
+func (rb *remoteBench) unary(n int, local, rem environment.Environment) error {
 	unary := []struct {
 		op     string
 		before func(env environment.Environment, i int) error
 		run    func(env environment.Environment) error
 	}{
 		{OpRemoteExec, nil, func(env environment.Environment) error {
-			return call(env, environment.BashParams{Command: "true"})
+			return rb.call(env, environment.BashParams{Command: "true"})
 		}},
 		{OpRemoteReadFile, nil, func(env environment.Environment) error {
-			return call(env, environment.ReadFileParams{Path: "small.txt"})
+			return rb.call(env, environment.ReadFileParams{Path: "small.txt"})
 		}},
 		{OpRemoteTurnComplete, func(env environment.Environment, i int) error {
-			return call(env, environment.WriteFileParams{Path: "turn.txt", Content: fmt.Sprint(i)})
+			return rb.call(env, environment.WriteFileParams{Path: "turn.txt", Content: fmt.Sprint(i)})
 		}, func(env environment.Environment) error {
-			_, err := env.(environment.TurnCompleter).TurnComplete(ctx, "")
+			_, err := env.(environment.TurnCompleter).TurnComplete(rb.ctx, "")
 			return err
 		}},
 	}
 	for _, u := range unary {
-		emb, rmt, diff, err := interleave(cfg.N, local, rem, u.before, u.run)
+		emb, rmt, diff, err := interleave(n, local, rem, u.before, u.run)
 		if err != nil {
-			return nil, fmt.Errorf("bench %s: %w", u.op, err)
+			return fmt.Errorf("bench %s: %w", u.op, err)
 		}
-		add(Latencies(u.op, rmt), "")
-		add(Latencies(u.op, emb), BaselineEmbedded)
-		add(Latencies(u.op+OverheadSuffix, diff), "")
+		rb.add(Latencies(u.op, rmt), "")
+		rb.add(Latencies(u.op, emb), BaselineEmbedded)
+		rb.add(Latencies(u.op+OverheadSuffix, diff), "")
 	}
+	return nil
+}
 
-	// The loads: rc.sessions sessions, one goroutine each, embedded
-	// first.
-	shared := newClient()
+// loads runs the closed-loop and the fixed-rate read_file loads:
+// rc.sessions sessions, one goroutine each, embedded first.
+func (rb *remoteBench) loads() error {
+	shared := rb.newClient()
 	for _, op := range []string{OpRemoteReadFileLoad, OpRemoteReadFileRate} {
 		rate := 0.0
 		if op == OpRemoteReadFileRate {
-			rate = rc.rate
+			rate = rb.rc.rate
 		}
 		for _, remoteSide := range []bool{false, true} {
-			envs := make([]environment.Environment, rc.sessions)
+			envs := make([]environment.Environment, rb.rc.sessions)
 			for i := range envs {
 				if !remoteSide {
-					envs[i] = h.NewEnvironment()
-				} else if rc.sharedClient {
-					envs[i] = remote.NewNativeSandboxEnvironment(shared, remote.DefaultConfig(), rc.logger)
+					envs[i] = rb.h.NewEnvironment()
+				} else if rb.rc.sharedClient {
+					envs[i] = remote.NewNativeSandboxEnvironment(shared, remote.DefaultConfig(), rb.rc.logger)
 				} else {
-					envs[i] = remote.NewNativeSandboxEnvironment(newClient(), remote.DefaultConfig(), rc.logger)
+					envs[i] = remote.NewNativeSandboxEnvironment(rb.newClient(), remote.DefaultConfig(), rb.rc.logger)
 				}
 			}
-			r, err := load(ctx, envs, rc.duration, rate, call)
+			r, err := load(rb.ctx, envs, rb.rc.duration, rate, rb.call)
 			if err != nil {
-				return nil, fmt.Errorf("bench %s: %w", op, err)
+				return fmt.Errorf("bench %s: %w", op, err)
 			}
 			r.Op = op
 			if remoteSide {
-				add(r, "")
+				rb.add(r, "")
 			} else {
-				add(r, BaselineEmbedded)
+				rb.add(r, BaselineEmbedded)
 			}
 		}
 	}
-	return results, nil
+	return nil
 }
 
 // interleave runs before (if any, untimed) and then run on a and b, n

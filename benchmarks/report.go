@@ -181,76 +181,13 @@ func opOrder(op string) int {
 // and ratios, the scaling series, and what was not measured.
 func WriteMarkdown(w io.Writer, r Report) error {
 	var b strings.Builder
-	m := r.Machine
-	b.WriteString("# turnbox benchmarks\n\n")
-	fmt.Fprintf(&b, "Measured %s on %s/%s, %d CPUs", m.When.Format("2006-01-02 15:04 MST"), m.OS, m.Arch, m.CPUs)
-	if m.CPUModel != "" {
-		fmt.Fprintf(&b, " (%s)", m.CPUModel)
-	}
-	if m.MemoryBytes > 0 {
-		fmt.Fprintf(&b, ", %.0f GiB RAM", float64(m.MemoryBytes)/(1<<30))
-	}
-	fmt.Fprintf(&b, ", Linux %s; load average %.2f %.2f %.2f at the start.", m.Kernel, m.LoadAvg[0], m.LoadAvg[1], m.LoadAvg[2])
-	if m.Note != "" {
-		fmt.Fprintf(&b, " **%s**", m.Note)
-	}
-	c := r.Config
-	fmt.Fprintf(&b, "\n\nTimes in milliseconds: p50 (median) and p99 of n runs. Matrix workspace: %d files of %d bytes. "+
-		"Ratio = baseline p50 / turnbox p50, both from this run: how many times longer the baseline takes (above 1×: turnbox is faster). "+
-		"Storage baselines (full-copy, raw) do not depend on the runtime and are measured once per backend.", c.Files, c.FileSize)
-	if c.ZFSDriver != "" {
-		fmt.Fprintf(&b, " zfs through the **%s** driver; its raw baseline is that driver's bare calls (%s).", c.ZFSDriver, zfsRawWhat(c.ZFSDriver))
-	}
-	b.WriteString("\n")
-
+	writeMDHeader(&b, r)
 	combos := r.combos()
 	comps := r.Comparisons()
 	if len(combos) > 0 {
-		b.WriteString("\n## Medians per backend × runtime (p50 ms)\n\n| op |")
-		for _, k := range combos {
-			fmt.Fprintf(&b, " %s × %s |", k[0], k[1])
-		}
-		b.WriteString("\n|---|" + strings.Repeat("---:|", len(combos)) + "\n")
-		ops := slices.Clone(Ops)
-		for _, res := range r.Results {
-			if res.Series == "" && res.Baseline == "" && !slices.Contains(ops, res.Op) {
-				ops = append(ops, res.Op) // ops added by other measurements
-			}
-		}
-		for _, op := range ops {
-			row := "| " + op + " |"
-			found := false
-			for _, k := range combos {
-				v := "–"
-				for _, res := range r.Results {
-					if res.Series == "" && res.Baseline == "" && res.Op == op && res.Backend == k[0] && res.Runtime == k[1] {
-						v, found = ms(res.P50MS), true
-					}
-				}
-				row += " " + v + " |"
-			}
-			if found {
-				b.WriteString(row + "\n")
-			}
-		}
-		for _, k := range combos {
-			fmt.Fprintf(&b, "\n## %s × %s\n\n", k[0], k[1])
-			b.WriteString("| op | n | p50 | p99 | baseline | baseline n | baseline p50 | baseline p99 | ratio |\n")
-			b.WriteString("|---|---:|---:|---:|---|---:|---:|---:|---:|\n")
-			var rows []Comparison
-			for _, cmp := range comps {
-				t := cmp.Turnbox
-				if t.Series == "" && t.Backend == k[0] && t.Runtime == k[1] {
-					rows = append(rows, cmp)
-				}
-			}
-			slices.SortStableFunc(rows, func(a, b Comparison) int { return opOrder(a.Turnbox.Op) - opOrder(b.Turnbox.Op) })
-			for _, cmp := range rows {
-				writeComparison(&b, cmp)
-			}
-		}
+		writeMDMedians(&b, r.Results, combos)
+		writeMDCombos(&b, comps, combos)
 	}
-
 	var sizes, sessions []Comparison
 	for _, cmp := range comps {
 		switch cmp.Turnbox.Series {
@@ -260,60 +197,157 @@ func WriteMarkdown(w io.Writer, r Report) error {
 			sessions = append(sessions, cmp)
 		}
 	}
-	if len(sizes) > 0 {
-		t := sizes[0].Turnbox
-		fmt.Fprintf(&b, "\n## Workspace size series (%s × %s)\n\n", t.Backend, t.Runtime)
-		if r.Series.FileSize > 0 {
-			fmt.Fprintf(&b, "Workspaces of files of %d bytes, 100 to a directory; the raw baseline on a tree of the same size.\n\n", r.Series.FileSize)
-		}
-		b.WriteString("| op | files | n | p50 | p99 | baseline | baseline p50 | baseline p99 | ratio |\n")
-		b.WriteString("|---|---:|---:|---:|---:|---|---:|---:|---:|\n")
-		slices.SortStableFunc(sizes, func(a, b Comparison) int { return opOrder(a.Turnbox.Op) - opOrder(b.Turnbox.Op) })
-		for _, cmp := range sizes {
-			t := cmp.Turnbox
-			if len(cmp.Baselines) == 0 {
-				fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | | | | |\n", t.Op, t.Files, t.N, ms(t.P50MS), ms(t.P99MS))
-			}
-			for _, bl := range cmp.Baselines {
-				fmt.Fprintf(&b, "| %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", t.Op, t.Files, t.N, ms(t.P50MS), ms(t.P99MS),
-					bl.Baseline, ms(bl.P50MS), ms(bl.P99MS), ratio(Ratio(t, bl)))
-			}
-		}
-	}
-	if len(sessions) > 0 {
-		t := sessions[0].Turnbox
-		fmt.Fprintf(&b, "\n## Concurrent sessions (%s × %s)\n\n", t.Backend, t.Runtime)
-		b.WriteString("Each session runs write_file + TurnComplete cycles in parallel with the others; the latencies are TurnComplete's, the throughput counts cycles per second of wall time. The raw baseline (btrfs) runs as many goroutines, each writing one file and taking a bare snapshot ioctl of its own subvolume per cycle.\n\n")
-		b.WriteString("| op | sessions | files | n | p50 | p99 | cycles/s | raw p50 | raw p99 | raw cycles/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-		for _, cmp := range sessions {
-			t := cmp.Turnbox
-			raw := "| | | |"
-			for _, bl := range cmp.Baselines {
-				if bl.Baseline == BaselineRaw {
-					raw = fmt.Sprintf("| %s | %s | %.1f |", ms(bl.P50MS), ms(bl.P99MS), bl.OpsPerSec)
-				}
-			}
-			fmt.Fprintf(&b, "| %s | %d | %d | %d | %s | %s | %.1f %s\n", t.Op, t.Sessions, t.Files, t.N, ms(t.P50MS), ms(t.P99MS), t.OpsPerSec, raw)
-		}
-	}
-	if len(r.Skipped) > 0 {
-		b.WriteString("\n## Not measured\n\n| backend | runtime | op | why |\n|---|---|---|---|\n")
-		for _, s := range r.Skipped {
-			why := s.Reason
-			if s.Failed {
-				why = "FAILED: " + why
-			}
-			op := s.Op
-			if op == "" {
-				op = "(all)"
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", s.Backend, s.Runtime, op, mdCell(why))
-		}
-	}
+	writeMDSizeSeries(&b, sizes, r.Series.FileSize)
+	writeMDSessionsSeries(&b, sessions)
+	writeMDSkipped(&b, r.Skipped)
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return fmt.Errorf("benchmarks: writing Markdown: %w", err)
 	}
 	return nil
+}
+
+// writeMDHeader writes the title, the machine and how to read the tables.
+func writeMDHeader(b *strings.Builder, r Report) {
+	m := r.Machine
+	b.WriteString("# turnbox benchmarks\n\n")
+	fmt.Fprintf(b, "Measured %s on %s/%s, %d CPUs", m.When.Format("2006-01-02 15:04 MST"), m.OS, m.Arch, m.CPUs)
+	if m.CPUModel != "" {
+		fmt.Fprintf(b, " (%s)", m.CPUModel)
+	}
+	if m.MemoryBytes > 0 {
+		fmt.Fprintf(b, ", %.0f GiB RAM", float64(m.MemoryBytes)/(1<<30))
+	}
+	fmt.Fprintf(b, ", Linux %s; load average %.2f %.2f %.2f at the start.", m.Kernel, m.LoadAvg[0], m.LoadAvg[1], m.LoadAvg[2])
+	if m.Note != "" {
+		fmt.Fprintf(b, " **%s**", m.Note)
+	}
+	c := r.Config
+	fmt.Fprintf(b, "\n\nTimes in milliseconds: p50 (median) and p99 of n runs. Matrix workspace: %d files of %d bytes. "+
+		"Ratio = baseline p50 / turnbox p50, both from this run: how many times longer the baseline takes (above 1×: turnbox is faster). "+
+		"Storage baselines (full-copy, raw) do not depend on the runtime and are measured once per backend.", c.Files, c.FileSize)
+	if c.ZFSDriver != "" {
+		fmt.Fprintf(b, " zfs through the **%s** driver; its raw baseline is that driver's bare calls (%s).", c.ZFSDriver, zfsRawWhat(c.ZFSDriver))
+	}
+	b.WriteString("\n")
+}
+
+// writeMDMedians writes the summary table: each op's p50 per combination,
+// leaving out ops measured on none of them.
+func writeMDMedians(b *strings.Builder, results []Result, combos [][2]string) {
+	b.WriteString("\n## Medians per backend × runtime (p50 ms)\n\n| op |")
+	for _, k := range combos {
+		fmt.Fprintf(b, " %s × %s |", k[0], k[1])
+	}
+	b.WriteString("\n|---|" + strings.Repeat("---:|", len(combos)) + "\n")
+	ops := slices.Clone(Ops)
+	for _, res := range results {
+		if res.Series == "" && res.Baseline == "" && !slices.Contains(ops, res.Op) {
+			ops = append(ops, res.Op) // ops added by other measurements
+		}
+	}
+	for _, op := range ops {
+		row := "| " + op + " |"
+		found := false
+		for _, k := range combos {
+			v := "–"
+			for _, res := range results {
+				if res.Series == "" && res.Baseline == "" && res.Op == op && res.Backend == k[0] && res.Runtime == k[1] {
+					v, found = ms(res.P50MS), true
+				}
+			}
+			row += " " + v + " |"
+		}
+		if found {
+			b.WriteString(row + "\n")
+		}
+	}
+}
+
+// writeMDCombos writes one table per combination: its ops in Ops order,
+// each beside its baselines and their ratios.
+func writeMDCombos(b *strings.Builder, comps []Comparison, combos [][2]string) {
+	for _, k := range combos {
+		fmt.Fprintf(b, "\n## %s × %s\n\n", k[0], k[1])
+		b.WriteString("| op | n | p50 | p99 | baseline | baseline n | baseline p50 | baseline p99 | ratio |\n")
+		b.WriteString("|---|---:|---:|---:|---|---:|---:|---:|---:|\n")
+		var rows []Comparison
+		for _, cmp := range comps {
+			t := cmp.Turnbox
+			if t.Series == "" && t.Backend == k[0] && t.Runtime == k[1] {
+				rows = append(rows, cmp)
+			}
+		}
+		slices.SortStableFunc(rows, func(a, b Comparison) int { return opOrder(a.Turnbox.Op) - opOrder(b.Turnbox.Op) })
+		for _, cmp := range rows {
+			writeComparison(b, cmp)
+		}
+	}
+}
+
+// writeMDSizeSeries writes the workspace size series, if measured; it
+// sorts sizes in place.
+func writeMDSizeSeries(b *strings.Builder, sizes []Comparison, fileSize int) {
+	if len(sizes) == 0 {
+		return
+	}
+	t := sizes[0].Turnbox
+	fmt.Fprintf(b, "\n## Workspace size series (%s × %s)\n\n", t.Backend, t.Runtime)
+	if fileSize > 0 {
+		fmt.Fprintf(b, "Workspaces of files of %d bytes, 100 to a directory; the raw baseline on a tree of the same size.\n\n", fileSize)
+	}
+	b.WriteString("| op | files | n | p50 | p99 | baseline | baseline p50 | baseline p99 | ratio |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---|---:|---:|---:|\n")
+	slices.SortStableFunc(sizes, func(a, b Comparison) int { return opOrder(a.Turnbox.Op) - opOrder(b.Turnbox.Op) })
+	for _, cmp := range sizes {
+		t := cmp.Turnbox
+		if len(cmp.Baselines) == 0 {
+			fmt.Fprintf(b, "| %s | %d | %d | %s | %s | | | | |\n", t.Op, t.Files, t.N, ms(t.P50MS), ms(t.P99MS))
+		}
+		for _, bl := range cmp.Baselines {
+			fmt.Fprintf(b, "| %s | %d | %d | %s | %s | %s | %s | %s | %s |\n", t.Op, t.Files, t.N, ms(t.P50MS), ms(t.P99MS),
+				bl.Baseline, ms(bl.P50MS), ms(bl.P99MS), ratio(Ratio(t, bl)))
+		}
+	}
+}
+
+// writeMDSessionsSeries writes the concurrent sessions series, if measured.
+func writeMDSessionsSeries(b *strings.Builder, sessions []Comparison) {
+	if len(sessions) == 0 {
+		return
+	}
+	t := sessions[0].Turnbox
+	fmt.Fprintf(b, "\n## Concurrent sessions (%s × %s)\n\n", t.Backend, t.Runtime)
+	b.WriteString("Each session runs write_file + TurnComplete cycles in parallel with the others; the latencies are TurnComplete's, the throughput counts cycles per second of wall time. The raw baseline (btrfs) runs as many goroutines, each writing one file and taking a bare snapshot ioctl of its own subvolume per cycle.\n\n")
+	b.WriteString("| op | sessions | files | n | p50 | p99 | cycles/s | raw p50 | raw p99 | raw cycles/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, cmp := range sessions {
+		t := cmp.Turnbox
+		raw := "| | | |"
+		for _, bl := range cmp.Baselines {
+			if bl.Baseline == BaselineRaw {
+				raw = fmt.Sprintf("| %s | %s | %.1f |", ms(bl.P50MS), ms(bl.P99MS), bl.OpsPerSec)
+			}
+		}
+		fmt.Fprintf(b, "| %s | %d | %d | %d | %s | %s | %.1f %s\n", t.Op, t.Sessions, t.Files, t.N, ms(t.P50MS), ms(t.P99MS), t.OpsPerSec, raw)
+	}
+}
+
+// writeMDSkipped writes what was not measured, and why, if anything.
+func writeMDSkipped(b *strings.Builder, skipped []Skip) {
+	if len(skipped) == 0 {
+		return
+	}
+	b.WriteString("\n## Not measured\n\n| backend | runtime | op | why |\n|---|---|---|---|\n")
+	for _, s := range skipped {
+		why := s.Reason
+		if s.Failed {
+			why = "FAILED: " + why
+		}
+		op := s.Op
+		if op == "" {
+			op = "(all)"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", s.Backend, s.Runtime, op, mdCell(why))
+	}
 }
 
 // zfsRawWhat says what RawZFS times through the named driver.

@@ -100,18 +100,7 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 	s.Config.Logger = log
 	s.Config = s.Config.withDefaults()
 	rep := NewReport()
-	rep.Config = s.Config
-	rep.Config.ZFSDriver = ""
-	for _, c := range s.Combos {
-		if c.Storage == embedded.StorageBackendZFS {
-			// The driver embedded opens for these hosts ("" is the
-			// command driver), so the report tells runs apart.
-			rep.Config.ZFSDriver = s.Host.ZFSDriver
-			if rep.Config.ZFSDriver == "" {
-				rep.Config.ZFSDriver = zfs.DriverCommand
-			}
-		}
-	}
+	rep.Config = s.reportConfig()
 	base := s.Host.StateDir
 	if base == "" {
 		d, err := os.MkdirTemp("", "turnbox-bench-")
@@ -121,11 +110,54 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 		defer os.RemoveAll(d)
 		base = d
 	}
+	failed, err := s.runCombos(ctx, &rep, base, log)
+	if err != nil {
+		return rep, err
+	}
+	failed = append(failed, s.runSeries(ctx, &rep, base, log)...)
+	if s.Remote {
+		log.Info("bench: remote (loopback ConnectRPC) beside embedded")
+		// localdisk × none in a temporary directory: the rows measure
+		// the network hop, not a runtime.
+		res, err := RemoteResults(ctx, s.Config)
+		rep.Results = append(rep.Results, res...)
+		if err != nil {
+			failed = append(failed, fmt.Errorf("remote: %w", err))
+		}
+	}
+	if len(failed) > 0 {
+		return rep, fmt.Errorf("%w: %w", ErrFailed, errors.Join(failed...))
+	}
+	return rep, nil
+}
+
+// reportConfig is the Config the report records: s.Config with the zfs
+// driver named when a combination runs on zfs.
+func (s Suite) reportConfig() Config {
+	cfg := s.Config
+	cfg.ZFSDriver = ""
+	for _, c := range s.Combos {
+		if c.Storage == embedded.StorageBackendZFS {
+			// The driver embedded opens for these hosts ("" is the
+			// command driver), so the report tells runs apart.
+			cfg.ZFSDriver = s.Host.ZFSDriver
+			if cfg.ZFSDriver == "" {
+				cfg.ZFSDriver = zfs.DriverCommand
+			}
+		}
+	}
+	return cfg
+}
+
+// runCombos measures each combination (and its pooled host when s.Pool is
+// set) into rep under base. It returns the measurements that broke, or
+// the context's error when it ended between combinations.
+func (s Suite) runCombos(ctx context.Context, rep *Report, base string, log *slog.Logger) ([]error, error) {
 	var failed []error
 	storageDone := map[embedded.StorageBackend]bool{}
 	for i, c := range s.Combos {
 		if ctx.Err() != nil {
-			return rep, ctx.Err()
+			return failed, ctx.Err()
 		}
 		cfg := s.Config
 		cfg.SkipStorageBaselines = storageDone[c.Storage]
@@ -158,6 +190,13 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 		}
 		log.Info("bench: combination done", "storage", c.Storage, "runtime", c.Runtime, "took", time.Since(t0).Round(time.Millisecond))
 	}
+	return failed, nil
+}
+
+// runSeries runs the workspace size and concurrent sessions series the
+// suite names into rep under base, and returns the ones that broke.
+func (s Suite) runSeries(ctx context.Context, rep *Report, base string, log *slog.Logger) []error {
+	var failed []error
 	rt := s.SeriesRuntime
 	if rt == "" {
 		rt = embedded.ContainerRuntimeNone
@@ -199,20 +238,7 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 			failed = append(failed, fmt.Errorf("sessions series: %w", err))
 		}
 	}
-	if s.Remote {
-		log.Info("bench: remote (loopback ConnectRPC) beside embedded")
-		// localdisk × none in a temporary directory: the rows measure
-		// the network hop, not a runtime.
-		res, err := RemoteResults(ctx, s.Config)
-		rep.Results = append(rep.Results, res...)
-		if err != nil {
-			failed = append(failed, fmt.Errorf("remote: %w", err))
-		}
-	}
-	if len(failed) > 0 {
-		return rep, fmt.Errorf("%w: %w", ErrFailed, errors.Join(failed...))
-	}
-	return rep, nil
+	return failed
 }
 
 func tagSkips(skips []Skip, what string) []Skip {

@@ -14,19 +14,22 @@ import (
 	"github.com/turnbox/turnbox/embedded"
 )
 
+// benchOpts are the bench command's flags.
+type benchOpts struct {
+	cfg                  benchmarks.Config
+	asJSON, matrix, both bool
+	remoteToo            bool
+	out, note, from      string
+	backends, runtimes   []string
+	seriesFiles          []int
+	seriesSessions       []int
+	seriesFileSize       int
+	seriesTurns          int
+	seriesRuntime        string
+}
+
 func benchCmd(g *globals) *cobra.Command {
-	var (
-		cfg                  benchmarks.Config
-		asJSON, matrix, both bool
-		remoteToo            bool
-		out, note, from      string
-		backends, runtimes   []string
-		seriesFiles          []int
-		seriesSessions       []int
-		seriesFileSize       int
-		seriesTurns          int
-		seriesRuntime        string
-	)
+	var o benchOpts
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure every headline operation beside baselines; write a report with a chart",
@@ -68,114 +71,139 @@ baselines) and DIR/chart.svg; --json prints the JSON; otherwise a table.
 --from FILE --out DIR renders an earlier report.json again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if from != "" {
-				// Render an earlier run's report again; measure nothing.
-				if out == "" {
-					return errors.New("bench: --from needs --out")
-				}
-				rep, err := benchmarks.ReadReport(from)
-				if err != nil {
-					return err
-				}
-				if cmd.Flags().Changed("note") {
-					rep.Machine.Note = note
-				}
-				return benchmarks.WriteDir(out, rep)
+			if o.from != "" {
+				return o.rerender(cmd)
 			}
-			if cfg.N < 1 || cfg.Files < 0 || cfg.FileSize < 1 || cfg.ExecN < 0 {
-				return fmt.Errorf("bench: --n must be at least 1, --files at least 0, --file-size at least 1, --exec-n at least 0")
-			}
-			s := benchmarks.Suite{Config: cfg, Logger: g.logger}
-			combos, err := benchCombos(g, matrix, backends, runtimes)
+			s, err := o.suite(cmd, g)
 			if err != nil {
 				return err
 			}
-			s.Combos = combos
-			if cmd.Flags().Changed("state-dir") || os.Getenv("TURNBOX_STATE_DIR") != "" {
-				s.Host.StateDir = g.stateDir
-			}
-			// Hosts log at warn at most: their per-session lines would bury
-			// the bench's progress (shown with --log-level info).
-			hostLog := g.logger
-			if g.logLevel != "warn" && g.logLevel != "error" {
-				if l, err := newLogger("warn", g.logJSON); err == nil {
-					hostLog = l
-				}
-			}
-			s.Host.AgentPath, s.Host.DefaultImage, s.Host.Logger = g.agent, g.image, hostLog
-			s.Host.StorageRoot, s.Host.ZFSDataset, s.Host.ZFSDriver = g.root, g.dataset, g.zfsDrv
-			if both || cmd.Flags().Changed("series-files") {
-				s.SeriesFiles = seriesFiles
-			}
-			if both || cmd.Flags().Changed("series-sessions") {
-				s.SeriesSessions = seriesSessions
-			}
-			for _, n := range append(append([]int(nil), s.SeriesFiles...), s.SeriesSessions...) {
-				if n < 1 {
-					return fmt.Errorf("bench: series sizes and session counts must be at least 1, got %d", n)
-				}
-			}
-			s.SeriesFileSize, s.SeriesTurns = seriesFileSize, seriesTurns
-			s.SeriesRuntime = embedded.ContainerRuntime(seriesRuntime)
-			s.Remote = remoteToo
-			if g.pool < 0 {
-				return fmt.Errorf("bench: --pool must be at least 0")
-			}
-			s.Pool = g.pool
-
-			rep, runErr := s.Run(cmd.Context())
-			rep.Machine.Note = note
-			if runErr != nil && !errors.Is(runErr, benchmarks.ErrFailed) {
-				return runErr
-			}
-			if out != "" {
-				if err := benchmarks.WriteDir(out, rep); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s/%s, %s, %s\n", out, benchmarks.ReportJSON, benchmarks.ReportMD, benchmarks.ReportChart)
-			}
-			switch {
-			case asJSON:
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
-					return err
-				}
-			case out == "":
-				if err := printTable(cmd.OutOrStdout(), rep); err != nil {
-					return err
-				}
-			}
-			for _, sk := range rep.Skipped {
-				what := "not measured"
-				if sk.Failed {
-					what = "FAILED"
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "bench: %s: %s×%s %s: %s\n", what, sk.Backend, sk.Runtime, sk.Op, sk.Reason)
-			}
-			return runErr
+			return o.run(cmd, s)
 		},
 	}
-	f := cmd.Flags()
-	f.IntVar(&cfg.Files, "files", 1000, "files in the synthetic workspace")
-	f.IntVar(&cfg.FileSize, "file-size", 10<<10, "bytes per file")
-	f.IntVarP(&cfg.N, "n", "n", 30, "timed runs per operation")
-	f.IntVar(&cfg.ExecN, "exec-n", 0, "timed runs of exec and its per-call baselines (default max(n, 50))")
-	f.BoolVar(&asJSON, "json", false, "print the JSON report")
-	f.StringVar(&out, "out", "", "write report.json, report.md and chart.svg into this directory")
-	f.StringVar(&from, "from", "", "render this report.json again into --out (no measuring)")
-	f.StringVar(&note, "note", "", "a note on the machine for the report (e.g. \"shared, loaded machine\")")
-	f.BoolVar(&matrix, "matrix", false, "measure every storage backend × runtime (skipping, in the report, those that cannot run here)")
-	f.StringSliceVar(&backends, "backends", nil, "storage backends to measure (localdisk,btrfs,zfs; default --storage)")
-	f.StringSliceVar(&runtimes, "runtimes", nil, "runtimes to measure (none,gvisor,runc; default --runtime)")
-	f.BoolVar(&remoteToo, "remote", false, "also measure remote (loopback ConnectRPC) ExecuteTool, read_file and TurnComplete beside embedded, and a 50-session read_file load")
-	f.BoolVar(&both, "series", false, "also run the workspace-size and concurrent-sessions series on btrfs")
-	f.IntSliceVar(&seriesFiles, "series-files", []int{1000, 10000, 100000}, "workspace sizes (files) of the size series")
-	f.IntVar(&seriesFileSize, "series-file-size", 1<<10, "bytes per file in the size series")
-	f.IntSliceVar(&seriesSessions, "series-sessions", []int{1, 10, 50}, "concurrent session counts of the sessions series")
-	f.IntVar(&seriesTurns, "series-turns", 0, "cycles per session in the sessions series (default max(n/sessions, 5))")
-	f.StringVar(&seriesRuntime, "series-runtime", "none", "runtime of both series: none|gvisor|runc")
+	o.register(cmd)
 	return cmd
+}
+
+// register defines the bench flags on cmd.
+func (o *benchOpts) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.IntVar(&o.cfg.Files, "files", 1000, "files in the synthetic workspace")
+	f.IntVar(&o.cfg.FileSize, "file-size", 10<<10, "bytes per file")
+	f.IntVarP(&o.cfg.N, "n", "n", 30, "timed runs per operation")
+	f.IntVar(&o.cfg.ExecN, "exec-n", 0, "timed runs of exec and its per-call baselines (default max(n, 50))")
+	f.BoolVar(&o.asJSON, "json", false, "print the JSON report")
+	f.StringVar(&o.out, "out", "", "write report.json, report.md and chart.svg into this directory")
+	f.StringVar(&o.from, "from", "", "render this report.json again into --out (no measuring)")
+	f.StringVar(&o.note, "note", "", "a note on the machine for the report (e.g. \"shared, loaded machine\")")
+	f.BoolVar(&o.matrix, "matrix", false, "measure every storage backend × runtime (skipping, in the report, those that cannot run here)")
+	f.StringSliceVar(&o.backends, "backends", nil, "storage backends to measure (localdisk,btrfs,zfs; default --storage)")
+	f.StringSliceVar(&o.runtimes, "runtimes", nil, "runtimes to measure (none,gvisor,runc; default --runtime)")
+	f.BoolVar(&o.remoteToo, "remote", false, "also measure remote (loopback ConnectRPC) ExecuteTool, read_file and TurnComplete beside embedded, and a 50-session read_file load")
+	f.BoolVar(&o.both, "series", false, "also run the workspace-size and concurrent-sessions series on btrfs")
+	f.IntSliceVar(&o.seriesFiles, "series-files", []int{1000, 10000, 100000}, "workspace sizes (files) of the size series")
+	f.IntVar(&o.seriesFileSize, "series-file-size", 1<<10, "bytes per file in the size series")
+	f.IntSliceVar(&o.seriesSessions, "series-sessions", []int{1, 10, 50}, "concurrent session counts of the sessions series")
+	f.IntVar(&o.seriesTurns, "series-turns", 0, "cycles per session in the sessions series (default max(n/sessions, 5))")
+	f.StringVar(&o.seriesRuntime, "series-runtime", "none", "runtime of both series: none|gvisor|runc")
+}
+
+// rerender renders an earlier run's report again (--from); it measures
+// nothing.
+func (o *benchOpts) rerender(cmd *cobra.Command) error {
+	if o.out == "" {
+		return errors.New("bench: --from needs --out")
+	}
+	rep, err := benchmarks.ReadReport(o.from)
+	if err != nil {
+		return err
+	}
+	if cmd.Flags().Changed("note") {
+		rep.Machine.Note = o.note
+	}
+	return benchmarks.WriteDir(o.out, rep)
+}
+
+// suite checks the flags and returns the suite they ask for.
+func (o *benchOpts) suite(cmd *cobra.Command, g *globals) (benchmarks.Suite, error) {
+	cfg := o.cfg
+	if cfg.N < 1 || cfg.Files < 0 || cfg.FileSize < 1 || cfg.ExecN < 0 {
+		return benchmarks.Suite{}, fmt.Errorf("bench: --n must be at least 1, --files at least 0, --file-size at least 1, --exec-n at least 0")
+	}
+	s := benchmarks.Suite{Config: cfg, Logger: g.logger}
+	combos, err := benchCombos(g, o.matrix, o.backends, o.runtimes)
+	if err != nil {
+		return benchmarks.Suite{}, err
+	}
+	s.Combos = combos
+	if cmd.Flags().Changed("state-dir") || os.Getenv("TURNBOX_STATE_DIR") != "" {
+		s.Host.StateDir = g.stateDir
+	}
+	// Hosts log at warn at most: their per-session lines would bury
+	// the bench's progress (shown with --log-level info).
+	hostLog := g.logger
+	if g.logLevel != "warn" && g.logLevel != "error" {
+		if l, err := newLogger("warn", g.logJSON); err == nil {
+			hostLog = l
+		}
+	}
+	s.Host.AgentPath, s.Host.DefaultImage, s.Host.Logger = g.agent, g.image, hostLog
+	s.Host.StorageRoot, s.Host.ZFSDataset, s.Host.ZFSDriver = g.root, g.dataset, g.zfsDrv
+	if o.both || cmd.Flags().Changed("series-files") {
+		s.SeriesFiles = o.seriesFiles
+	}
+	if o.both || cmd.Flags().Changed("series-sessions") {
+		s.SeriesSessions = o.seriesSessions
+	}
+	for _, n := range append(append([]int(nil), s.SeriesFiles...), s.SeriesSessions...) {
+		if n < 1 {
+			return benchmarks.Suite{}, fmt.Errorf("bench: series sizes and session counts must be at least 1, got %d", n)
+		}
+	}
+	s.SeriesFileSize, s.SeriesTurns = o.seriesFileSize, o.seriesTurns
+	s.SeriesRuntime = embedded.ContainerRuntime(o.seriesRuntime)
+	s.Remote = o.remoteToo
+	if g.pool < 0 {
+		return benchmarks.Suite{}, fmt.Errorf("bench: --pool must be at least 0")
+	}
+	s.Pool = g.pool
+	return s, nil
+}
+
+// run runs s and writes its report where the flags say, then lists what
+// was not measured.
+func (o *benchOpts) run(cmd *cobra.Command, s benchmarks.Suite) error {
+	rep, runErr := s.Run(cmd.Context())
+	rep.Machine.Note = o.note
+	if runErr != nil && !errors.Is(runErr, benchmarks.ErrFailed) {
+		return runErr
+	}
+	if o.out != "" {
+		if err := benchmarks.WriteDir(o.out, rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s/%s, %s, %s\n", o.out, benchmarks.ReportJSON, benchmarks.ReportMD, benchmarks.ReportChart)
+	}
+	switch {
+	case o.asJSON:
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	case o.out == "":
+		if err := printTable(cmd.OutOrStdout(), rep); err != nil {
+			return err
+		}
+	}
+	for _, sk := range rep.Skipped {
+		what := "not measured"
+		if sk.Failed {
+			what = "FAILED"
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "bench: %s: %s×%s %s: %s\n", what, sk.Backend, sk.Runtime, sk.Op, sk.Reason)
+	}
+	return runErr
 }
 
 // benchCombos returns the combinations the flags ask for.

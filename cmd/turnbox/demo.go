@@ -143,62 +143,14 @@ func runDemo(ctx context.Context, h *embedded.Host) error {
 	defer env.Destroy(context.WithoutCancel(ctx))
 	fmt.Printf("    session %s %s\n", env.SessionID(), took(start))
 
-	d.say("turn 1: write_file notes.txt, run a command with streamed output")
-	if _, err := d.tool(env, environment.WriteFileParams{Path: "notes.txt", Content: "version 1\n"}); err != nil {
-		return err
-	}
-	if _, err := d.tool(env, environment.BashParams{Command: `echo "$GREETING"; for i in 1 2 3; do echo "working $i"; sleep 0.1; done; wc -l notes.txt`}); err != nil {
-		return err
-	}
-	start = time.Now()
-	t1, err := env.TurnComplete(ctx, "first draft")
+	t1, t2, err := d.turns(env)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("    turn complete: snapshot %s (turn %d) %s\n", t1.ID, t1.Turn, took(start))
-
-	d.say("turn 2: edit_file, append with bash, snapshot")
-	if _, err := d.tool(env, environment.EditFileParams{Path: "notes.txt", OldString: "version 1", NewString: "version 2"}); err != nil {
+	if err := d.rollTo(env, "roll back to turn 1", "rolled back", t1.ID, "version 1\n", environment.ListFilesParams{Pattern: "**"}); err != nil {
 		return err
 	}
-	if _, err := d.tool(env, environment.BashParams{Command: `mkdir -p src && echo 'package main' > src/main.go && echo "more" >> notes.txt`}); err != nil {
-		return err
-	}
-	start = time.Now()
-	t2, err := env.TurnComplete(ctx, "")
-	if err != nil {
-		return err
-	}
-	fmt.Printf("    turn complete: snapshot %s (turn %d) %s\n", t2.ID, t2.Turn, took(start))
-
-	d.say("turn 3: the agent breaks things")
-	if _, err := d.tool(env, environment.BashParams{Command: `rm -rf notes.txt src && ls -A | wc -l`}); err != nil {
-		return err
-	}
-
-	d.say("roll back to turn 1")
-	start = time.Now()
-	if err := env.Rollback(ctx, t1.ID); err != nil {
-		return err
-	}
-	fmt.Printf("    rolled back %s\n", took(start))
-	if err := d.expectFile(env, "notes.txt", "version 1\n"); err != nil {
-		return err
-	}
-	if _, err := d.tool(env, environment.ListFilesParams{Pattern: "**"}); err != nil {
-		return err
-	}
-
-	d.say("roll forward to turn 2 (newer snapshots survive a rollback)")
-	start = time.Now()
-	if err := env.Rollback(ctx, t2.ID); err != nil {
-		return err
-	}
-	fmt.Printf("    rolled forward %s\n", took(start))
-	if err := d.expectFile(env, "notes.txt", "version 2\nmore\n"); err != nil {
-		return err
-	}
-	if _, err := d.tool(env, environment.GrepParams{Pattern: "package"}); err != nil {
+	if err := d.rollTo(env, "roll forward to turn 2 (newer snapshots survive a rollback)", "rolled forward", t2.ID, "version 2\nmore\n", environment.GrepParams{Pattern: "package"}); err != nil {
 		return err
 	}
 
@@ -210,13 +162,7 @@ func runDemo(ctx context.Context, h *embedded.Host) error {
 	}
 	defer forked.Destroy(context.WithoutCancel(ctx))
 	fmt.Printf("    forked %s\n", took(start))
-	if _, err := d.tool(forked, environment.WriteFileParams{Path: "notes.txt", Content: "the fork's own version\n"}); err != nil {
-		return err
-	}
-	if err := d.expectFile(forked, "notes.txt", "the fork's own version\n"); err != nil {
-		return err
-	}
-	if err := d.expectFile(env, "notes.txt", "version 2\nmore\n"); err != nil {
+	if err := d.checkFork(env, forked); err != nil {
 		return err
 	}
 
@@ -238,4 +184,74 @@ func runDemo(ctx context.Context, h *embedded.Host) error {
 	fmt.Printf("    destroyed %s; state %s\n", took(start), env.State())
 	fmt.Printf("\ndemo finished in %s: all checks passed\n", time.Since(begin).Round(time.Millisecond))
 	return nil
+}
+
+// turns plays the agent's three turns on env: two it snapshots, whose
+// snapshots it returns, and one that breaks things.
+func (d *demo) turns(env *embedded.Environment) (t1, t2 *environment.SnapshotInfo, err error) {
+	d.say("turn 1: write_file notes.txt, run a command with streamed output")
+	if _, err := d.tool(env, environment.WriteFileParams{Path: "notes.txt", Content: "version 1\n"}); err != nil {
+		return nil, nil, err
+	}
+	if _, err := d.tool(env, environment.BashParams{Command: `echo "$GREETING"; for i in 1 2 3; do echo "working $i"; sleep 0.1; done; wc -l notes.txt`}); err != nil {
+		return nil, nil, err
+	}
+	if t1, err = d.turnComplete(env, "first draft"); err != nil {
+		return nil, nil, err
+	}
+
+	d.say("turn 2: edit_file, append with bash, snapshot")
+	if _, err := d.tool(env, environment.EditFileParams{Path: "notes.txt", OldString: "version 1", NewString: "version 2"}); err != nil {
+		return nil, nil, err
+	}
+	if _, err := d.tool(env, environment.BashParams{Command: `mkdir -p src && echo 'package main' > src/main.go && echo "more" >> notes.txt`}); err != nil {
+		return nil, nil, err
+	}
+	if t2, err = d.turnComplete(env, ""); err != nil {
+		return nil, nil, err
+	}
+
+	d.say("turn 3: the agent breaks things")
+	if _, err := d.tool(env, environment.BashParams{Command: `rm -rf notes.txt src && ls -A | wc -l`}); err != nil {
+		return nil, nil, err
+	}
+	return t1, t2, nil
+}
+
+// turnComplete snapshots env's turn under label and prints the snapshot.
+func (d *demo) turnComplete(env *embedded.Environment, label string) (*environment.SnapshotInfo, error) {
+	start := time.Now()
+	t, err := env.TurnComplete(d.ctx, label)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Printf("    turn complete: snapshot %s (turn %d) %s\n", t.ID, t.Turn, took(start))
+	return t, nil
+}
+
+// rollTo announces step, rolls env to snapshot id, reports it as done,
+// checks notes.txt holds want and runs the tool call then.
+func (d *demo) rollTo(env *embedded.Environment, step, done, id, want string, then environment.ToolParams) error {
+	d.say("%s", step)
+	start := time.Now()
+	if err := env.Rollback(d.ctx, id); err != nil {
+		return err
+	}
+	fmt.Printf("    %s %s\n", done, took(start))
+	if err := d.expectFile(env, "notes.txt", want); err != nil {
+		return err
+	}
+	_, err := d.tool(env, then)
+	return err
+}
+
+// checkFork writes to the fork and checks that env does not see it.
+func (d *demo) checkFork(env *embedded.Environment, forked environment.Environment) error {
+	if _, err := d.tool(forked, environment.WriteFileParams{Path: "notes.txt", Content: "the fork's own version\n"}); err != nil {
+		return err
+	}
+	if err := d.expectFile(forked, "notes.txt", "the fork's own version\n"); err != nil {
+		return err
+	}
+	return d.expectFile(env, "notes.txt", "version 2\nmore\n")
 }
