@@ -153,9 +153,9 @@ func RemoteResults(ctx context.Context, cfg Config, opts ...RemoteOption) (_ []R
 	}
 	h := rc.host
 	if h == nil {
-		dir, err := os.MkdirTemp("", "turnbox-bench-remote-")
-		if err != nil {
-			return nil, err
+		dir, derr := os.MkdirTemp("", "turnbox-bench-remote-")
+		if derr != nil {
+			return nil, derr
 		}
 		defer os.RemoveAll(dir)
 		h, err = embedded.NewHost(ctx, embedded.Config{
