@@ -175,4 +175,6 @@ var (
 	ErrRuntimeMissing = errors.New("container runtime not available")
 	// ErrInvalidSpec: a Spec or Process is malformed.
 	ErrInvalidSpec = errors.New("invalid sandbox spec")
+	// ErrProcessDone: the process has ended (see RunningProcess).
+	ErrProcessDone = errors.New("process has ended")
 )
