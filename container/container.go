@@ -46,13 +46,34 @@ type Spec struct {
 	// Ignored by the none runtime.
 	RootFS string
 	// Workspace is the host directory mounted read-write at WorkspaceDir.
+	// With Root set it must be Root's directory "workspace".
 	Workspace string
+	// Root, if set, is the host directory of the session's own root tree
+	// (a writable root): on gvisor and runc every command runs chrooted
+	// into it, with its own /proc, /dev and /sys mounted by the agent,
+	// and WorkspaceDir is its directory "workspace". Its parent directory
+	// is what the runtime binds (and seals) instead of Workspace's. The
+	// none runtime ignores it (commands run in Workspace on the host).
+	// RootFS then is only the agent's outer root, never seen by commands.
+	Root string
+	// ReadOnlyRoot makes Root read-only to commands except for its
+	// workspace (writes elsewhere fail with EROFS). Needs Root.
+	ReadOnlyRoot bool
 	// Env is the base environment of every command ("KEY=value").
 	Env []string
 	// Limits bounds the sandbox's resources (zero fields: unlimited).
 	Limits Limits
 	// Network selects the sandbox's network (default NetworkNone).
 	Network Network
+}
+
+// VolumeTree is the host directory whose parent a runtime binds into
+// the sandbox and seals: Root when set, else Workspace.
+func (s Spec) VolumeTree() string {
+	if s.Root != "" {
+		return s.Root
+	}
+	return s.Workspace
 }
 
 // Limits bounds a sandbox's resources.
@@ -126,7 +147,9 @@ type Process struct {
 	Env []string
 	// Dir is the working directory inside the sandbox (default
 	// WorkspaceDir; a relative Dir is taken relative to it). It must be
-	// WorkspaceDir or below it (see SandboxDir).
+	// WorkspaceDir or below it (see SandboxDir), except in a sandbox
+	// with its own root (Spec.Root), where any absolute path of that
+	// root is allowed (see RootDir).
 	Dir string
 	// Stdin is the command's standard input (nil: empty).
 	Stdin io.Reader

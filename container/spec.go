@@ -24,6 +24,9 @@ func CheckIsolatedSpec(spec Spec) error {
 	if filepath.Clean(spec.Workspace) == "/" {
 		return fmt.Errorf("%w: Workspace cannot be /", ErrInvalidSpec)
 	}
+	if err := checkRoot(spec); err != nil {
+		return err
+	}
 	switch spec.Network {
 	case "", NetworkNone, NetworkHost:
 	default:
@@ -36,6 +39,28 @@ func CheckIsolatedSpec(spec Spec) error {
 		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
 			return fmt.Errorf("%w: env entry %q is not KEY=value", ErrInvalidSpec, e)
 		}
+	}
+	return nil
+}
+
+// checkRoot checks Spec.Root: absent (then ReadOnlyRoot is refused), or
+// an absolute directory other than / whose "workspace" is Workspace.
+func checkRoot(spec Spec) error {
+	if spec.Root == "" {
+		if spec.ReadOnlyRoot {
+			return fmt.Errorf("%w: ReadOnlyRoot needs Root", ErrInvalidSpec)
+		}
+		return nil
+	}
+	root := filepath.Clean(spec.Root)
+	if !filepath.IsAbs(root) || root == "/" {
+		return fmt.Errorf("%w: Root %q is not an absolute path below /", ErrInvalidSpec, spec.Root)
+	}
+	if fi, err := os.Lstat(root); err != nil || !fi.IsDir() {
+		return fmt.Errorf("%w: Root %q is not a directory", ErrInvalidSpec, spec.Root)
+	}
+	if filepath.Clean(spec.Workspace) != filepath.Join(root, "workspace") {
+		return fmt.Errorf("%w: Workspace %q is not Root's directory workspace", ErrInvalidSpec, spec.Workspace)
 	}
 	return nil
 }

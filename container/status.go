@@ -249,3 +249,20 @@ func SandboxDir(dir string) (string, error) {
 	}
 	return dir, nil
 }
+
+// RootDir maps a Process's Dir to a directory inside a sandbox with its
+// own root (Spec.Root): "" is WorkspaceDir, a relative path is taken
+// relative to it, and an absolute path is any directory of the root
+// (the chroot keeps it there). A NUL byte is ErrInvalidSpec.
+func RootDir(dir string) (string, error) {
+	if strings.IndexByte(dir, 0) >= 0 {
+		return "", fmt.Errorf("%w: Dir contains a NUL byte", ErrInvalidSpec)
+	}
+	if dir == "" {
+		return WorkspaceDir, nil
+	}
+	if !path.IsAbs(dir) {
+		dir = path.Join(WorkspaceDir, dir)
+	}
+	return path.Clean(dir), nil
+}

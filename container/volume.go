@@ -3,6 +3,7 @@ package container
 import (
 	"errors"
 	"fmt"
+	"path"
 	"path/filepath"
 
 	"github.com/turnbox/turnbox/snapshot/guard"
@@ -28,4 +29,21 @@ func SealVolumeDir(workspace string) error {
 // UnsealVolumeDir lifts SealVolumeDir once no sandbox sees workspace.
 func UnsealVolumeDir(workspace string) error {
 	return guard.Unseal(filepath.Dir(workspace))
+}
+
+// AgentRootArgs are the agent's flags (cmd/turnbox-agent) that give
+// commands their view of the volume, which the runtime binds at
+// volMount (the parent of spec.VolumeTree): with Spec.Root, commands
+// run chrooted into the tree; without, /workspace is a link into it.
+// Both start commands in WorkspaceDir.
+func AgentRootArgs(spec Spec, volMount string) []string {
+	tree := path.Join(volMount, filepath.Base(filepath.Clean(spec.VolumeTree())))
+	if spec.Root == "" {
+		return []string{"-link", WorkspaceDir + "=" + tree, "-dir", WorkspaceDir}
+	}
+	args := []string{"-root", tree, "-dir", WorkspaceDir}
+	if spec.ReadOnlyRoot {
+		args = append(args, "-root-readonly")
+	}
+	return args
 }

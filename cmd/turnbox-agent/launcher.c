@@ -48,6 +48,7 @@ enum {
 	stageChdir = 4,
 	stageExec = 5,
 	stageRequest = 6,
+	stageChroot = 7,
 
 	maxPayload = 8 << 20,
 };
@@ -60,6 +61,8 @@ struct reply {
 };
 
 static int sock = -1;
+// root is the directory commands are chrooted into (NULL: none).
+static const char *root;
 
 // The vfork child shares our memory: it leaves why it failed here.
 static volatile int child_errno, child_stage;
@@ -214,6 +217,10 @@ static int serve_one(void) {
 					goto fail;
 				}
 			}
+			if (root != NULL && chroot(root) < 0) {
+				child_stage = stageChroot;
+				goto fail;
+			}
 			if (dir[0] != 0 && chdir(dir) < 0) {
 				child_stage = stageChdir;
 				goto fail;
@@ -284,6 +291,11 @@ __attribute__((constructor)) static void turnbox_launcher(void) {
 	const char *v = getenv("TURNBOX_LAUNCHER_FD");
 	if (v == NULL || v[0] == 0)
 		return;
+	// Commands are chrooted here (agent.WithRoot), each on its own: a
+	// rollback renames a new tree into place at this path.
+	root = getenv("TURNBOX_LAUNCHER_ROOT");
+	if (root != NULL && root[0] == 0)
+		root = NULL;
 	char *end;
 	long fd = strtol(v, &end, 10);
 	if (*end != 0 || fd < 3)

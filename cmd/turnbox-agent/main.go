@@ -14,6 +14,11 @@
 //	-link LINK=TARGET  create symlink LINK -> TARGET before serving
 //	                   (repeatable; e.g. /workspace=/.turnbox/vol/ws)
 //	-dir DIR           default working directory of commands
+//	-root DIR          run commands chrooted into DIR, with /proc, /dev
+//	                   and /sys mounted there (needs CAP_SYS_ADMIN,
+//	                   which commands do not get)
+//	-root-readonly     with -root: the root is read-only to commands but
+//	                   for its /workspace
 //	-pids-limit N      confine commands to N processes (pids cgroup)
 //	-nproc-limit N     RLIMIT_NPROC N for the sandbox's user, zombies
 //	                   included (the agent needs CAP_SYS_RESOURCE)
@@ -56,6 +61,8 @@ func main() {
 	var ls links
 	flag.Var(&ls, "link", "create symlink `LINK=TARGET` before serving (repeatable)")
 	dir := flag.String("dir", "", "default working directory of commands")
+	root := flag.String("root", "", "run commands chrooted into `DIR` (the agent mounts /proc, /dev and /sys there)")
+	rootRO := flag.Bool("root-readonly", false, "with -root: bind the root read-only but for its /workspace")
 	pids := flag.Int64("pids-limit", 0, "confine commands to at most `N` processes (pids cgroup at /sys/fs/cgroup/pids)")
 	nproc := flag.Int64("nproc-limit", 0, "set RLIMIT_NPROC to `N` (tasks of the agent's user, zombies included); the agent keeps CAP_SYS_RESOURCE, commands do not")
 	mem := flag.Int64("memory-limit", 0, "kill the command holding the most memory when commands hold more than `N` bytes together")
@@ -67,6 +74,9 @@ func main() {
 	}
 	if *dir != "" {
 		opts = append(opts, agent.WithDefaultDir(*dir))
+	}
+	if *root != "" {
+		opts = append(opts, agent.WithRoot(*root, *rootRO))
 	}
 	if *pids > 0 {
 		opts = append(opts, agent.WithPidsLimit(*pids))

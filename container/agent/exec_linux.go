@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // defaultPath is the PATH used when a command's environment has none.
@@ -146,7 +148,7 @@ func (s *server) prepare(req execRequest) (*command, error) {
 	marker := execMarkerVar + "=" + s.nonce + "-" + strconv.FormatUint(req.id, 10)
 	env := mergeEnv(s.baseEnv, append([]string{"PWD=" + dir}, req.env...))
 	env = append(env, marker)
-	path, err := lookPath(req.args[0], envValue(env, "PATH"), dir)
+	path, err := lookPath(req.args[0], envValue(env, "PATH"), dir, s.rootDir())
 	if err != nil {
 		return nil, err
 	}
@@ -526,13 +528,13 @@ func envValue(env []string, key string) string {
 }
 
 // lookPath finds a command like a shell does, with the command's own PATH.
-func lookPath(name, path, dir string) (string, error) {
+func lookPath(name, path, dir, root string) (string, error) {
 	if strings.Contains(name, "/") {
 		p := name
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(dir, p)
 		}
-		if err := executable(p); err != nil {
+		if err := executable(root, p); err != nil {
 			return "", fmt.Errorf("%s: %w", name, err)
 		}
 		return p, nil
@@ -548,19 +550,19 @@ func lookPath(name, path, dir string) (string, error) {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(dir, p)
 		}
-		if executable(p) == nil {
+		if executable(root, p) == nil {
 			return p, nil
 		}
 	}
 	return "", fmt.Errorf("%s: executable file not found in PATH", name)
 }
 
-func executable(p string) error {
-	fi, err := os.Stat(p)
+func executable(root, p string) error {
+	mode, err := statIn(root, p)
 	if err != nil {
 		return err
 	}
-	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
+	if mode&unix.S_IFMT == unix.S_IFDIR || mode&0o111 == 0 {
 		return fmt.Errorf("permission denied")
 	}
 	return nil

@@ -15,6 +15,13 @@ import (
 // else forked here and waited for with wait4. waitCh delivers the exit
 // status; it is nil in the last case (see waitExit).
 func (s *server) spawn(c *command, pp *pipes) (pid int, waitCh chan syscall.WaitStatus, err error) {
+	if s.root != nil {
+		// Its own /proc, /dev and /sys (again after a rollback) before
+		// the command is chrooted there.
+		if err := s.root.ensure(); err != nil {
+			return 0, nil, err
+		}
+	}
 	if l := s.launcher(); l != nil {
 		pid, waitCh, launched, err := s.spawnLaunched(l, c, pp)
 		if launched {
@@ -25,7 +32,7 @@ func (s *server) spawn(c *command, pp *pipes) (pid int, waitCh chan syscall.Wait
 		Dir:   c.dir,
 		Env:   c.env,
 		Files: []uintptr{uintptr(pp.child[0]), uintptr(pp.child[1]), uintptr(pp.child[2])},
-		Sys:   &syscall.SysProcAttr{Setsid: true},
+		Sys:   &syscall.SysProcAttr{Setsid: true, Chroot: s.rootDir()},
 	}
 	fork := func() (int, error) { return s.forkExec(c.path, c.args, attr) }
 	if s.reap != nil {

@@ -21,6 +21,10 @@ import (
 
 const EnvLauncherFD = "TURNBOX_LAUNCHER_FD"
 
+// EnvLauncherRoot, when set for a launcher, is the directory it chroots
+// each command into (WithRoot) before the command's chdir.
+const EnvLauncherRoot = "TURNBOX_LAUNCHER_ROOT"
+
 // WithLauncher makes an init agent start its commands through a launcher
 // process: exe, the agent binary built with cgo, started once with
 // EnvLauncherFD set. The launcher starts each command with vfork+execve
@@ -45,7 +49,7 @@ const (
 	launchExited  = 3
 )
 
-var launchStages = map[uint32]string{1: "fork", 2: "setsid", 3: "dup", 4: "chdir", 5: "exec", 6: "request"}
+var launchStages = map[uint32]string{1: "fork", 2: "setsid", 3: "dup", 4: "chdir", 5: "exec", 6: "request", 7: "chroot"}
 
 // errLauncherGone reports that the launcher was gone before it could read
 // a request: the command did not start, and a new launcher may.
@@ -81,7 +85,7 @@ type launchReply struct {
 
 // startLauncher starts exe as a launcher with fork (the forker's, so that
 // it inherits the commands' cgroup and capabilities).
-func startLauncher(exe string, fork func(string, []string, *syscall.ProcAttr) (int, error), reap *reaper) (*launcher, error) {
+func startLauncher(exe, root string, fork func(string, []string, *syscall.ProcAttr) (int, error), reap *reaper) (*launcher, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("agent: launcher socket: %w", err)
@@ -96,6 +100,9 @@ func startLauncher(exe string, fork func(string, []string, *syscall.ProcAttr) (i
 		Dir:   "/",
 		Env:   []string{EnvLauncherFD + "=3"},
 		Files: []uintptr{null.Fd(), null.Fd(), 2, uintptr(fds[1])},
+	}
+	if root != "" {
+		attr.Env = append(attr.Env, EnvLauncherRoot+"="+root)
 	}
 	pid, err := fork(exe, []string{"turnbox-agent-launcher"}, attr)
 	null.Close()
@@ -312,7 +319,7 @@ func (s *server) ensureLauncher() {
 }
 
 func (s *server) startLauncher() {
-	l, err := startLauncher(s.launchExe, s.forkExec, s.reap)
+	l, err := startLauncher(s.launchExe, s.rootDir(), s.forkExec, s.reap)
 	s.launchMu.Lock()
 	defer s.launchMu.Unlock()
 	s.launchStarting = false

@@ -88,8 +88,10 @@ type forkResult struct {
 
 // startForker starts the forking thread. cg may be nil; dropResource
 // drops CAP_SYS_RESOURCE from the thread's bounding set, so commands
-// (which run as root in a sandbox) do not get it back through execve.
-func startForker(cg *pidsCgroup, dropResource bool) (*forker, error) {
+// (which run as root in a sandbox) do not get it back through execve;
+// dropAdmin drops CAP_SYS_ADMIN (which the agent keeps for the mounts of
+// WithRoot) from its bounding and inheritable sets alike.
+func startForker(cg *pidsCgroup, dropResource, dropAdmin bool) (*forker, error) {
 	f := &forker{reqs: make(chan forkReq)}
 	ready := make(chan error, 1)
 	go func() {
@@ -104,6 +106,12 @@ func startForker(cg *pidsCgroup, dropResource bool) (*forker, error) {
 		if dropResource {
 			if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_SYS_RESOURCE, 0, 0, 0); err != nil {
 				ready <- fmt.Errorf("agent: drop CAP_SYS_RESOURCE for commands: %w", err)
+				return
+			}
+		}
+		if dropAdmin {
+			if err := dropCap(unix.CAP_SYS_ADMIN); err != nil {
+				ready <- fmt.Errorf("agent: drop CAP_SYS_ADMIN for commands: %w", err)
 				return
 			}
 		}
@@ -146,4 +154,27 @@ func limitProcesses(n int64) error {
 		return fmt.Errorf("agent: set RLIMIT_NPROC: %w", err)
 	}
 	return nil
+}
+
+// dropCap drops capability c from the calling thread's bounding,
+// inheritable and ambient sets, so that nothing it executes gets c back
+// (a root command's permitted set is its bounding set plus the
+// inheritable one). The thread keeps c in its effective set, unused.
+func dropCap(c int) error {
+	if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+		return err
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_LOWER, uintptr(c), 0, 0); err != nil && err != unix.EINVAL {
+		return err
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return err
+	}
+	if data[c/32].Inheritable&(1<<(c%32)) == 0 {
+		return nil
+	}
+	data[c/32].Inheritable &^= 1 << (c % 32)
+	return unix.Capset(&hdr, &data[0])
 }

@@ -77,7 +77,8 @@ type server struct {
 	pidsLimit   int64
 	memLimit    int64
 	nprocLimit  int64
-	forker      *forker // nil: commands fork from any thread
+	forker      *forker   // nil: commands fork from any thread
+	root        *rootTree // nil: commands run in the agent's root
 
 	nullOnce sync.Once
 	nullFD   int
@@ -122,6 +123,9 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 	if !s.initSet {
 		s.init = os.Getpid() == 1
 	}
+	if s.defaultDir == "" && s.root != nil {
+		s.defaultDir = "/workspace"
+	}
 	if s.defaultDir == "" {
 		s.defaultDir = "/"
 		if fi, err := os.Stat("/workspace"); err == nil && fi.IsDir() {
@@ -133,7 +137,7 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 			return err
 		}
 	}
-	if s.pidsLimit > 0 || s.nprocLimit > 0 {
+	if s.pidsLimit > 0 || s.nprocLimit > 0 || s.root != nil {
 		var cg *pidsCgroup
 		if s.pidsLimit > 0 {
 			var err error
@@ -146,7 +150,7 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 				return err
 			}
 		}
-		f, err := startForker(cg, s.nprocLimit > 0)
+		f, err := startForker(cg, s.nprocLimit > 0, s.root != nil)
 		if err != nil {
 			return err
 		}

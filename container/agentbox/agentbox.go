@@ -32,6 +32,10 @@ type Ops struct {
 	// under way: the runtime kills what is left of the sandbox and calls
 	// Exited, so nothing runs that the host no longer watches. May be nil.
 	Lost func()
+	// OwnRoot says commands run chrooted into the session's own root
+	// (container.Spec.Root): a Process's Dir may then be any absolute
+	// path of that root (container.RootDir), not only the workspace.
+	OwnRoot bool
 }
 
 // Sandbox is an agent-backed sandbox. It implements container.Sandbox,
@@ -120,7 +124,7 @@ func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 	if len(p.Args) == 0 || p.Args[0] == "" {
 		return container.ExitStatus{}, fmt.Errorf("%w: empty Args", container.ErrInvalidSpec)
 	}
-	dir, err := container.SandboxDir(p.Dir)
+	dir, err := s.SandboxDir(p.Dir)
 	if err != nil {
 		return container.ExitStatus{}, err
 	}
@@ -149,6 +153,16 @@ func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 		st.OOMKilled = true
 	}
 	return st, nil
+}
+
+// SandboxDir maps a Process's Dir to the directory a command starts in:
+// container.RootDir in a sandbox with its own root, else
+// container.SandboxDir.
+func (s *Sandbox) SandboxDir(dir string) (string, error) {
+	if s.ops.OwnRoot {
+		return container.RootDir(dir)
+	}
+	return container.SandboxDir(dir)
 }
 
 // Idle implements container.IdleChecker through the agent.

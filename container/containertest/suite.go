@@ -31,6 +31,7 @@ type config struct {
 	kill        func(t *testing.T, sb container.Sandbox)
 	limits      bool
 	volumeMount string
+	ownRoot     bool
 	skip        map[string]string
 }
 
@@ -109,7 +110,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) container.Runtime, opts ...
 	for _, o := range opts {
 		o(&s.cfg)
 	}
-	for _, c := range cases {
+	for _, c := range append(cases[:len(cases):len(cases)], rootCases...) {
 		t.Run(c.name, func(t *testing.T) {
 			if why, ok := s.cfg.skip[c.name]; ok {
 				t.Skipf("skipped by the runtime: %s", why)

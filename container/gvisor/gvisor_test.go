@@ -272,7 +272,8 @@ func TestSuite(t *testing.T) {
 			}
 		}),
 		containertest.WithLimits(),
-		containertest.WithSealedVolume(gvisor.VolumeMount))
+		containertest.WithSealedVolume(gvisor.VolumeMount),
+		containertest.WithOwnRoot())
 }
 
 func TestSecurityIsolation(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -30,7 +29,7 @@ import (
 type Sandbox struct {
 	*agentbox.Sandbox
 	r         *Runtime
-	workspace string // host path; its directory is sealed while the sandbox lives
+	workspace string // host path (Spec.VolumeTree); its directory is sealed while the sandbox lives
 	network   container.Network
 	pid       int      // runsc-sandbox process
 	frz       *freezer // nil: the control socket (or the runsc CLI)
@@ -60,7 +59,7 @@ func validate(spec container.Spec) error {
 
 // ociSpec builds the OCI runtime spec of a sandbox.
 func (r *Runtime) ociSpec(spec container.Spec) *specs.Spec {
-	ws := filepath.Clean(spec.Workspace)
+	ws := filepath.Clean(spec.VolumeTree())
 	env := []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=/root",
@@ -75,15 +74,16 @@ func (r *Runtime) ociSpec(spec container.Spec) *specs.Spec {
 	if spec.Limits.Pids > 0 {
 		caps = append(caps, "CAP_SYS_RESOURCE") // the agent's only; see below
 	}
+	if spec.Root != "" {
+		caps = append(caps, "CAP_SYS_ADMIN") // the agent's only (agent.WithRoot)
+	}
 	s := &specs.Spec{
 		Version: specs.Version,
 		Process: &specs.Process{
 			User: specs.User{UID: 0, GID: 0},
-			Args: []string{AgentPath,
-				"-link", container.WorkspaceDir + "=" + path.Join(VolumeMount, filepath.Base(ws)),
-				"-dir", container.WorkspaceDir},
-			Env: env,
-			Cwd: "/",
+			Args: append([]string{AgentPath}, container.AgentRootArgs(spec, VolumeMount)...),
+			Env:  env,
+			Cwd:  "/",
 			Capabilities: &specs.LinuxCapabilities{
 				Bounding: caps, Effective: caps, Permitted: caps,
 			},
@@ -188,12 +188,12 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 	if r.known(spec.ID) {
 		return nil, fmt.Errorf("gvisor: sandbox %q already exists under %s", spec.ID, r.cfg.root)
 	}
-	if err := container.SealVolumeDir(spec.Workspace); err != nil {
+	if err := container.SealVolumeDir(spec.VolumeTree()); err != nil {
 		return nil, fmt.Errorf("gvisor: %w", err)
 	}
 	defer func() {
 		if retErr != nil {
-			_ = container.UnsealVolumeDir(spec.Workspace)
+			_ = container.UnsealVolumeDir(spec.VolumeTree())
 		}
 	}()
 	bundle := filepath.Join(r.bundleDir, spec.ID)
@@ -220,7 +220,7 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 	if err != nil {
 		return nil, err
 	}
-	sb := &Sandbox{r: r, workspace: spec.Workspace, network: spec.Network}
+	sb := &Sandbox{r: r, workspace: spec.VolumeTree(), network: spec.Network}
 	// runsc wrote the sandbox process's pid (what `runsc state` reports)
 	// before `run --detach` returned.
 	if b, err := os.ReadFile(filepath.Join(bundle, "sandbox.pid")); err == nil {
@@ -233,7 +233,7 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 	}
 	client := agent.NewClient(outR, inW)
 	sb.Sandbox = agentbox.New(Kind, spec.ID, client, agentbox.Ops{
-		Freeze: sb.freeze, Teardown: sb.teardown, Lost: sb.lost,
+		Freeze: sb.freeze, Teardown: sb.teardown, Lost: sb.lost, OwnRoot: spec.Root != "",
 	})
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.startTimeout)
 	defer cancel()

@@ -94,7 +94,8 @@ func TestSuite(t *testing.T) {
 			}
 		}),
 		containertest.WithLimits(),
-		containertest.WithSealedVolume(runc.VolumeDir))
+		containertest.WithSealedVolume(runc.VolumeDir),
+		containertest.WithOwnRoot())
 }
 
 func TestLimitsApplied(t *testing.T) {

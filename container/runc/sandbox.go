@@ -78,12 +78,12 @@ func (r *Runtime) claim(spec container.Spec) (undo func(), err error) {
 	}
 	r.live[spec.ID] = nil // reserve the id
 	r.mu.Unlock()
-	if err := container.SealVolumeDir(spec.Workspace); err != nil {
+	if err := container.SealVolumeDir(spec.VolumeTree()); err != nil {
 		r.forget(spec.ID, nil)
 		return nil, fmt.Errorf("runc: %w", err)
 	}
 	return func() {
-		_ = container.UnsealVolumeDir(spec.Workspace)
+		_ = container.UnsealVolumeDir(spec.VolumeTree())
 		r.forget(spec.ID, nil)
 	}, nil
 }
@@ -109,7 +109,7 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 	if _, err := os.Lstat(filepath.Join(r.stateRoot, id)); err == nil {
 		return nil, fmt.Errorf("runc: sandbox %s: leftover container state (Reap it): %w", id, os.ErrExist)
 	}
-	binds, err := buildSkeleton(skel, spec.RootFS, spec.Workspace, r.agent)
+	binds, err := buildSkeleton(skel, spec.RootFS, spec.VolumeTree(), r.agent)
 	if err != nil {
 		_ = os.RemoveAll(skel)
 		return nil, err
@@ -120,7 +120,7 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 			_ = os.RemoveAll(skel)
 		}
 	}()
-	agentArgs := []string{AgentPath, "-dir", container.WorkspaceDir}
+	agentArgs := append([]string{AgentPath}, container.AgentRootArgs(spec, VolumeDir)...)
 	var pidsDir string
 	if spec.Limits.Pids > 0 {
 		if pidsDir, err = r.pidsSetup(id, spec.Limits.Pids); err != nil {
@@ -213,9 +213,9 @@ func runAgent(c *libcontainer.Container, args, env []string) (*libcontainer.Proc
 // until the agent answers; on failure it kills the container (Start's
 // deferred cleanup removes the rest).
 func (r *Runtime) attach(ctx context.Context, spec container.Spec, c *libcontainer.Container, p *libcontainer.Process, stdio agentStdio, skel string) (*Sandbox, error) {
-	s := &Sandbox{rt: r, c: c, proc: p, skel: skel, workspace: spec.Workspace, stderr: newTailBuffer(4 << 10)}
+	s := &Sandbox{rt: r, c: c, proc: p, skel: skel, workspace: spec.VolumeTree(), stderr: newTailBuffer(4 << 10)}
 	s.Sandbox = agentbox.New("runc", spec.ID, agent.NewClient(stdio.out, stdio.in), agentbox.Ops{
-		Freeze: s.freeze, Teardown: s.teardown, Lost: s.lost,
+		Freeze: s.freeze, Teardown: s.teardown, Lost: s.lost, OwnRoot: spec.Root != "",
 	})
 	if spec.Limits.MemoryBytes > 0 {
 		if st, err := c.State(); err == nil {

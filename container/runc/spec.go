@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 
@@ -166,6 +167,16 @@ func ociSpec(s container.Spec, skel, cgroupPath, pidsCgroup string, binds []spec
 	env := []string{defaultPath, "HOME=/root", "TERM=dumb"}
 	env = append(env, s.Env...)
 	caps := append([]string(nil), capabilities...)
+	denied := deniedSyscalls
+	if s.Root != "" {
+		// The agent's alone (agent.WithRoot): it bind-mounts /proc, /dev
+		// and /sys into the session's root. Commands start without
+		// CAP_SYS_ADMIN in any set, so mount(2) stays refused to them
+		// (and unshare, which could give it back in a user namespace,
+		// stays denied).
+		caps = append(caps, "CAP_SYS_ADMIN")
+		denied = slices.DeleteFunc(slices.Clone(denied), func(n string) bool { return n == "mount" })
+	}
 	spec := &specs.Spec{
 		Version: specs.Version,
 		Root:    &specs.Root{Path: skel, Readonly: true},
@@ -242,7 +253,7 @@ func ociSpec(s container.Spec, skel, cgroupPath, pidsCgroup string, binds []spec
 		spec.Linux.Seccomp = &specs.LinuxSeccomp{
 			DefaultAction: specs.ActAllow,
 			Syscalls: []specs.LinuxSyscall{{
-				Names:    deniedSyscalls,
+				Names:    denied,
 				Action:   specs.ActErrno,
 				ErrnoRet: ptr(uint(1)), // EPERM
 			}},
