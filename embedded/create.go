@@ -31,8 +31,11 @@ type creation struct {
 	pooled *pooled               // a claimed pooled sandbox, if any
 	held   *pooled               // pooled while no one else owns it yet
 	volume string                // the session's volume name
-	rec    ledger.SessionRecord
-	s      *session
+	// rootTree: the volume holds the session's whole root (see
+	// imagevol.go); a fork's follows its parent's.
+	rootTree bool
+	rec      ledger.SessionRecord
+	s        *session
 
 	undo []func(ctx context.Context)
 }
@@ -83,6 +86,7 @@ func (c *creation) check() error {
 	if c.cfg.SessionID == "" {
 		c.cfg.SessionID = newID()
 	}
+	c.rootTree = true
 	if err := h.checkLimits(c.cfg.Limits); err != nil {
 		return err
 	}
@@ -91,10 +95,14 @@ func (c *creation) check() error {
 		if c.parent, err = h.ledger.Snapshot(c.cfg.FromSnapshot); err != nil {
 			return fmt.Errorf("%w: %q: %v", environment.ErrSnapshotNotFound, c.cfg.FromSnapshot, err)
 		}
-		// A fork keeps its parent's own disk quota, if it has one.
-		if prec, err := h.ledger.Session(c.parent.Session); err == nil && prec.DiskQuotaBytes != nil {
-			q := *prec.DiskQuotaBytes
-			c.quota = &q
+		// A fork keeps its parent's own disk quota, if it has one, and
+		// its volume's layout.
+		if prec, err := h.ledger.Session(c.parent.Session); err == nil {
+			if prec.DiskQuotaBytes != nil {
+				q := *prec.DiskQuotaBytes
+				c.quota = &q
+			}
+			c.rootTree = prec.RootTree
 		}
 	}
 	if d := c.cfg.Limits.DiskBytes; d > 0 {
@@ -108,7 +116,8 @@ func (c *creation) check() error {
 // (Claimed before h.mu: a claim may discard a dead sandbox, slowly.) Until
 // makeVolume hands it to the session, a failure gives it back.
 func (c *creation) claimPooled() error {
-	if !c.h.poolable(c.cfg) {
+	// Pooled sandboxes run in their own root, read-write.
+	if !c.h.poolable(c.cfg) || !c.rootTree || c.cfg.ReadOnlyRoot {
 		return nil
 	}
 	if c.pooled = c.h.pool.claim(); c.pooled == nil {
@@ -142,7 +151,7 @@ func (c *creation) reserve() error {
 		ID: id, Volume: c.volume, Backend: h.storage.Kind(), Runtime: h.runtime.Kind(),
 		State: string(environment.StateCreating), Config: cfgJSON,
 		ParentSession: c.parent.Session, ParentSnapshot: c.cfg.FromSnapshot, CreatedAt: time.Now().UTC(),
-		DiskQuotaBytes: c.quota,
+		DiskQuotaBytes: c.quota, RootTree: c.rootTree,
 	}
 	c.s = newSession(h.deps, c.rec, snapshot.Volume{})
 	h.sessions[id] = c.s
@@ -159,9 +168,10 @@ func (c *creation) record() error {
 	return nil
 }
 
-// makeVolume makes the session's workspace: a new volume, a clone of the
-// parent snapshot, or the pooled sandbox's volume (a fork's takes the
-// snapshot in place, where the pooled sandbox sees it).
+// makeVolume makes the session's volume, its root tree: a clone of its
+// image's base volume, a clone of the parent snapshot, or the pooled
+// sandbox's volume (a fork's takes the snapshot in place, where the
+// pooled sandbox sees it).
 func (c *creation) makeVolume() error {
 	h, p := c.h, c.parent
 	var vol snapshot.Volume
@@ -179,7 +189,7 @@ func (c *creation) makeVolume() error {
 	case c.cfg.FromSnapshot != "":
 		vol, err = h.storage.CloneVolume(c.ctx, c.volume, p.Volume, p.BackendName)
 	default:
-		vol, err = h.storage.CreateVolume(c.ctx, c.volume)
+		vol, err = h.deps.newRootVolume(c.ctx, c.volume, c.cfg.Image)
 	}
 	if err != nil {
 		return fmt.Errorf("embedded: creating volume %q: %w", c.volume, storageError(err))

@@ -26,6 +26,9 @@ type sessionDeps struct {
 	metrics *metrics
 	log     *slog.Logger
 	images  images
+	// imageVols makes the images' base volumes that session roots
+	// clone.
+	imageVols *imageVolumes
 	sessionSettings
 
 	// stopForks stops the sandboxes of the sessions forked from session

@@ -21,6 +21,9 @@ import (
 func (s *session) workspace() workspace {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.rec.RootTree {
+		return workspace{root: workspacePath(s.vol.Path, true), tree: s.vol.Path}
+	}
 	return workspace{root: s.vol.Path}
 }
 

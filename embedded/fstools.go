@@ -43,6 +43,10 @@ func failf(format string, args ...any) error { return &toolError{fmt.Sprintf(for
 // workspace is a session's workspace as the file tools see it.
 type workspace struct {
 	root string // host path of the workspace tree
+	// tree is the host path of the session's root tree holding the
+	// workspace as its directory "workspace" ("": root is the volume's
+	// tree itself, an older session's).
+	tree string
 }
 
 // rel turns a tool's path into a path relative to the workspace root.
@@ -122,16 +126,40 @@ func (w workspace) resolveLink(rel string) (string, error) {
 	return out, nil
 }
 
-// openRoot opens the workspace's root relative to its parent directory,
-// never through a symlink (see snapshot/guard): a sandbox that sees the
-// parent can only make the open fail (snapshot.ErrTampered), not point it
-// anywhere else.
+// openRoot opens the workspace's root. The volume's tree is opened
+// relative to its parent directory, never through a symlink (see
+// snapshot/guard): a sandbox that sees the parent can only make the open
+// fail (snapshot.ErrTampered), not point it anywhere else. In a root
+// tree the workspace is then resolved as the sandbox would, inside the
+// tree (the sandbox may have made it a link): never out of it.
 func (w workspace) openRoot() (int, error) {
-	fd, err := guard.OpenDirFD(filepath.Dir(w.root), filepath.Base(w.root))
+	vol := w.root
+	if w.tree != "" {
+		vol = w.tree
+	}
+	fd, err := guard.OpenDirFD(filepath.Dir(vol), filepath.Base(vol))
 	if err != nil {
 		return -1, fmt.Errorf("opening workspace: %w", err)
 	}
-	return fd, nil
+	if w.tree == "" {
+		return fd, nil
+	}
+	defer unix.Close(fd)
+	how := &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	}
+	for range 16 {
+		wfd, err := unix.Openat2(fd, rootWorkspace, how)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return -1, fmt.Errorf("opening workspace in the session's root: %w", err)
+		}
+		return wfd, nil
+	}
+	return -1, errors.New("opening workspace in the session's root: kept racing with concurrent renames")
 }
 
 // openBeneath opens rel under the workspace root with the kernel's

@@ -83,6 +83,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		StreamingProgress: true,
 		Isolation:         environment.IsolationKind(h.runtime.Kind()),
 		Storage:           h.storage.Kind(),
+		WritableRoot:      h.runtime.Kind() != string(ContainerRuntimeNone),
 	}
 	h.setDefaultLimits()
 	if h.cfg.DiskQuotaBytes > 0 && quotaer(h.storage) == nil {
@@ -113,7 +114,8 @@ func (h *Host) newSessionDeps() *sessionDeps {
 	}
 	return &sessionDeps{
 		storage: h.storage, runtime: h.runtime, ledger: h.ledger, metrics: h.metrics, log: h.log,
-		images: images{dir: h.cfg.ImagesDir, def: h.cfg.DefaultImage, none: h.runtime.Kind() == string(ContainerRuntimeNone)},
+		images:    images{dir: h.cfg.ImagesDir, def: h.cfg.DefaultImage, none: h.runtime.Kind() == string(ContainerRuntimeNone)},
+		imageVols: &imageVolumes{storage: h.storage, log: h.log},
 		sessionSettings: sessionSettings{
 			canPause: h.caps.Pause, remountRestarts: h.rollbackRestartsSandbox(), idlePause: idlePause,
 			toolTimeout: h.cfg.ToolTimeout, maxToolTimeout: h.cfg.MaxToolTimeout, maxOutputBytes: h.cfg.MaxOutputBytes,
@@ -194,7 +196,7 @@ func (h *Host) recover(ctx context.Context) error {
 		s.touch()
 	}
 	for _, v := range vols {
-		if !known[v.Name] {
+		if !known[v.Name] && !isImageVolume(v.Name) {
 			h.log.Warn("deleting volume with no session in the ledger (left by a crash during create)", "volume", v.Name)
 			if err := h.storage.DestroyVolume(ctx, v.Name); err != nil {
 				h.log.Error("deleting orphaned volume", "volume", v.Name, "err", err)

@@ -109,20 +109,22 @@ func (p *pool) run() {
 	}
 }
 
-// make starts one pooled sandbox on a new empty volume.
+// make starts one pooled sandbox on a new root volume (a clone of the
+// default image's base volume).
 func (p *pool) make(ctx context.Context) (*pooled, error) {
 	rootfs, err := p.deps.images.path("")
 	if err != nil {
 		return nil, err
 	}
 	name := poolVolumePrefix + strings.TrimPrefix(newID(), "s-")
-	vol, err := p.deps.storage.CreateVolume(ctx, name)
+	vol, err := p.deps.newRootVolume(ctx, name, "")
 	if err != nil {
 		return nil, fmt.Errorf("creating volume %s: %w", name, err)
 	}
 	start := time.Now()
 	sb, err := p.deps.runtime.Start(ctx, container.Spec{
-		ID: name, RootFS: rootfs, Workspace: vol.Path, Limits: p.deps.limits, Network: container.NetworkNone,
+		ID: name, RootFS: rootfs, Root: vol.Path, Workspace: workspacePath(vol.Path, true),
+		Limits: p.deps.limits, Network: container.NetworkNone,
 	})
 	if err != nil {
 		_ = p.deps.storage.DestroyVolume(context.WithoutCancel(ctx), name)

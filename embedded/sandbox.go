@@ -62,9 +62,13 @@ func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
 		return nil, err
 	}
 	start := time.Now()
-	sb, err = s.deps.runtime.Start(ctx, container.Spec{
+	spec := container.Spec{
 		ID: s.id, RootFS: rootfs, Workspace: vol.Path, Env: s.env(), Limits: s.limits(), Network: container.NetworkNone,
-	})
+	}
+	if s.rec.RootTree {
+		spec.Root, spec.Workspace, spec.ReadOnlyRoot = vol.Path, workspacePath(vol.Path, true), s.cfg.ReadOnlyRoot
+	}
+	sb, err = s.deps.runtime.Start(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: starting sandbox for %s: %w", s.id, err)
 	}

@@ -63,7 +63,7 @@ func (s *session) info() SessionInfo {
 	defer s.mu.Unlock()
 	last, _ := s.deps.ledger.NextTurn(s.id)
 	return SessionInfo{ID: s.id, State: s.state, CreatedAt: s.rec.CreatedAt, ParentSession: s.rec.ParentSession,
-		ParentSnapshot: s.rec.ParentSnapshot, LastTurn: max(last-1, 0), Path: s.vol.Path,
+		ParentSnapshot: s.rec.ParentSnapshot, LastTurn: max(last-1, 0), Path: workspacePath(s.vol.Path, s.rec.RootTree),
 		IdlePaused: s.autoPause.paused, DiskQuotaBytes: s.quota.limit, DiskUsedBytes: s.quota.used,
 		Limits: limitsInfo(s.limits(), s.quota.limit)}
 }

@@ -140,6 +140,11 @@ type Capabilities struct {
 	// isolates nothing and ignores them). DiskBytes is enforced by the
 	// storage backend on every runtime.
 	LimitsEnforced bool `json:"limits_enforced"`
+	// WritableRoot: a session's whole root filesystem is its own (a
+	// copy-on-write clone of its image) and writable outside /workspace
+	// (unless SessionConfig.ReadOnlyRoot); snapshots, Rollback and Fork
+	// cover all of it. False where commands run on the host (none).
+	WritableRoot bool `json:"writable_root"`
 }
 
 // Limits bounds one session's resources so that it cannot take the
@@ -177,6 +182,10 @@ type SessionConfig struct {
 	// the host's default image): a name in the host's image store, never a
 	// path (ValidateImageName). Ignored by IsolationNone once validated.
 	Image string `json:"image,omitempty"`
+	// ReadOnlyRoot makes the session's root filesystem read-only to its
+	// commands except for /workspace (writes elsewhere fail with EROFS),
+	// where Capabilities.WritableRoot; ignored elsewhere.
+	ReadOnlyRoot bool `json:"read_only_root,omitempty"`
 	// FromSnapshot, if set, starts the workspace as a copy of that snapshot
 	// (an id returned by CreateSnapshot, of any session on the same host).
 	FromSnapshot string `json:"from_snapshot,omitempty"`

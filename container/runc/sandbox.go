@@ -120,7 +120,11 @@ func (r *Runtime) start(ctx context.Context, spec container.Spec) (_ *Sandbox, r
 			_ = os.RemoveAll(skel)
 		}
 	}()
-	agentArgs := append([]string{AgentPath}, container.AgentRootArgs(spec, VolumeDir)...)
+	// Without its own root /workspace is the skeleton's link.
+	agentArgs := []string{AgentPath, "-dir", container.WorkspaceDir}
+	if spec.Root != "" {
+		agentArgs = append([]string{AgentPath}, container.AgentRootArgs(spec, VolumeDir)...)
+	}
 	var pidsDir string
 	if spec.Limits.Pids > 0 {
 		if pidsDir, err = r.pidsSetup(id, spec.Limits.Pids); err != nil {

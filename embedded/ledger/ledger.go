@@ -114,6 +114,10 @@ type SessionRecord struct {
 	// the session's volume (0: none), so a restarted host re-applies a
 	// quota only when its configuration changed it.
 	AppliedDiskQuota int64 `json:"applied_disk_quota,omitempty"`
+	// RootTree: the volume holds the session's whole root filesystem,
+	// its workspace the directory "workspace" in it. False for sessions
+	// of older hosts, whose volume is the workspace itself.
+	RootTree bool `json:"root_tree,omitempty"`
 }
 
 // SnapshotRecord is a snapshot as the ledger keeps it.
