@@ -65,6 +65,7 @@ func sessionCreateCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&cfg.SessionID, "id", "", "session id (default: generated)")
 	cmd.Flags().StringVar(&cfg.FromSnapshot, "from", "", "start from this snapshot id")
 	cmd.Flags().StringVar(&cfg.Image, "image", "", "image for isolated runtimes: a name under <state-dir>/images, never a path")
+	cmd.Flags().BoolVar(&cfg.ReadOnlyRoot, "read-only-root", false, "make the session's root filesystem read-only to its commands but for /workspace")
 	cmd.Flags().StringArrayVar(&env, "env", nil, "KEY=VALUE added to every command's environment (repeatable)")
 	limits.add(cmd.Flags(), "", "the session's", "default: the host's; only lower")
 	limits.diskFlag = "disk"

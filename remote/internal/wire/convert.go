@@ -50,6 +50,7 @@ func SessionConfigToProto(c environment.SessionConfig) *turnboxv1.SessionConfig 
 		Labels:         c.Labels,
 		MaxOutputBytes: int64(c.MaxOutputBytes),
 		Limits:         LimitsToProto(c.Limits),
+		ReadOnlyRoot:   c.ReadOnlyRoot,
 	}
 	if c.ToolTimeout != 0 {
 		out.ToolTimeout = durationpb.New(c.ToolTimeout)
@@ -67,6 +68,7 @@ func SessionConfigFromProto(c *turnboxv1.SessionConfig) (environment.SessionConf
 		Env:          c.GetEnv(),
 		Labels:       c.GetLabels(),
 		Limits:       LimitsFromProto(c.GetLimits()),
+		ReadOnlyRoot: c.GetReadOnlyRoot(),
 	}
 	if err := out.Limits.Validate(); err != nil {
 		return out, err
@@ -219,6 +221,7 @@ func CapabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
 		Storage:           c.Storage,
 		Limits:            LimitsToProto(c.Limits),
 		LimitsEnforced:    c.LimitsEnforced,
+		WritableRoot:      c.WritableRoot,
 	}
 }
 
@@ -234,6 +237,7 @@ func CapabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
 		Storage:           c.GetStorage(),
 		Limits:            LimitsFromProto(c.GetLimits()),
 		LimitsEnforced:    c.GetLimitsEnforced(),
+		WritableRoot:      c.GetWritableRoot(),
 	}
 }
 

@@ -247,7 +247,10 @@ type SessionConfig struct {
 	MaxOutputBytes int64 `protobuf:"varint,7,opt,name=max_output_bytes,json=maxOutputBytes,proto3" json:"max_output_bytes,omitempty"`
 	// limits bounds the session's resources: unset fields take the host's
 	// defaults (Capabilities.limits); a field above the host's is refused.
-	Limits        *Limits `protobuf:"bytes,8,opt,name=limits,proto3" json:"limits,omitempty"`
+	Limits *Limits `protobuf:"bytes,8,opt,name=limits,proto3" json:"limits,omitempty"`
+	// read_only_root makes the session's root filesystem read-only to its
+	// commands but for /workspace (Capabilities.writable_root hosts).
+	ReadOnlyRoot  bool `protobuf:"varint,20,opt,name=read_only_root,json=readOnlyRoot,proto3" json:"read_only_root,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -336,6 +339,13 @@ func (x *SessionConfig) GetLimits() *Limits {
 		return x.Limits
 	}
 	return nil
+}
+
+func (x *SessionConfig) GetReadOnlyRoot() bool {
+	if x != nil {
+		return x.ReadOnlyRoot
+	}
+	return false
 }
 
 // Limits bounds a session's resources. 0 means the host's default in a
@@ -526,8 +536,11 @@ type Capabilities struct {
 	// limits_enforced: the runtime enforces memory, cpus and pids (false
 	// for isolation none, which ignores them).
 	LimitsEnforced bool `protobuf:"varint,9,opt,name=limits_enforced,json=limitsEnforced,proto3" json:"limits_enforced,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// writable_root: a session's whole root filesystem is its own,
+	// writable and covered by snapshots, rollback and fork.
+	WritableRoot  bool `protobuf:"varint,20,opt,name=writable_root,json=writableRoot,proto3" json:"writable_root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Capabilities) Reset() {
@@ -619,6 +632,13 @@ func (x *Capabilities) GetLimits() *Limits {
 func (x *Capabilities) GetLimitsEnforced() bool {
 	if x != nil {
 		return x.LimitsEnforced
+	}
+	return false
+}
+
+func (x *Capabilities) GetWritableRoot() bool {
+	if x != nil {
+		return x.WritableRoot
 	}
 	return false
 }
@@ -2630,7 +2650,7 @@ var File_turnbox_v1_sandbox_proto protoreflect.FileDescriptor
 const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\n" +
 	"\x18turnbox/v1/sandbox.proto\x12\n" +
-	"turnbox.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x03\n" +
+	"turnbox.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x04\n" +
 	"\rSessionConfig\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
@@ -2640,7 +2660,8 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x06labels\x18\x05 \x03(\v2%.turnbox.v1.SessionConfig.LabelsEntryR\x06labels\x12<\n" +
 	"\ftool_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vtoolTimeout\x12(\n" +
 	"\x10max_output_bytes\x18\a \x01(\x03R\x0emaxOutputBytes\x12*\n" +
-	"\x06limits\x18\b \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\x1a6\n" +
+	"\x06limits\x18\b \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\x12$\n" +
+	"\x0eread_only_root\x18\x14 \x01(\bR\freadOnlyRoot\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -2661,7 +2682,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x0eparent_session\x18\x04 \x01(\tR\rparentSession\x12'\n" +
 	"\x0fparent_snapshot\x18\x05 \x01(\tR\x0eparentSnapshot\x12\x1b\n" +
 	"\tlast_turn\x18\x06 \x01(\x03R\blastTurn\x12*\n" +
-	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\"\xae\x02\n" +
+	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\"\xd3\x02\n" +
 	"\fCapabilities\x12\x1c\n" +
 	"\tsnapshots\x18\x01 \x01(\bR\tsnapshots\x12\x1a\n" +
 	"\brollback\x18\x02 \x01(\bR\brollback\x12\x12\n" +
@@ -2671,7 +2692,8 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\tisolation\x18\x06 \x01(\tR\tisolation\x12\x18\n" +
 	"\astorage\x18\a \x01(\tR\astorage\x12*\n" +
 	"\x06limits\x18\b \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\x12'\n" +
-	"\x0flimits_enforced\x18\t \x01(\bR\x0elimitsEnforced\"~\n" +
+	"\x0flimits_enforced\x18\t \x01(\bR\x0elimitsEnforced\x12#\n" +
+	"\rwritable_root\x18\x14 \x01(\bR\fwritableRoot\"~\n" +
 	"\vToolRequest\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x1b\n" +
