@@ -3,12 +3,14 @@ package embedded_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/snapshot"
 )
 
 // Config.PoolSize: new sessions and forks take started sandboxes (each on a volume of
@@ -127,9 +129,9 @@ func testPool(t *testing.T, storage embedded.StorageBackend, rt embedded.Contain
 	}
 
 	waitUntil(t, "the pool to refill", 2*time.Minute, full)
-	vols, err := h.Storage().Volumes(ctx)
+	vols, err := sessionVolumes(ctx, h)
 	if err != nil || len(vols) != 5 {
-		t.Fatalf("volumes with 3 sessions and 2 pooled sandboxes: %+v, %v", vols, err)
+		t.Fatalf("volumes with 3 sessions and 2 pooled sandboxes (and the image's): %+v, %v", vols, err)
 	}
 
 	closed = true
@@ -138,7 +140,7 @@ func testPool(t *testing.T, storage embedded.StorageBackend, rt embedded.Contain
 	}
 	cfg.PoolSize = 0
 	h2 := openCheckedHost(t, cfg)
-	vols, err = h2.Storage().Volumes(ctx)
+	vols, err = sessionVolumes(ctx, h2)
 	if err != nil || len(vols) != 3 {
 		t.Fatalf("volumes after Close and reopen: %+v, %v; want the 3 sessions' only", vols, err)
 	}
@@ -171,4 +173,10 @@ func TestPoolRefusedCreateGivesBack(t *testing.T) {
 	if err != nil || len(vols) != 2 {
 		t.Fatalf("volumes: %+v, %v; want the session's and the pooled one", vols, err)
 	}
+}
+
+// sessionVolumes lists h's volumes but the images' base volumes.
+func sessionVolumes(ctx context.Context, h *embedded.Host) ([]snapshot.Volume, error) {
+	vols, err := h.Storage().Volumes(ctx)
+	return slices.DeleteFunc(vols, func(v snapshot.Volume) bool { return strings.HasPrefix(v.Name, "image.") }), err
 }

@@ -133,4 +133,17 @@ func checkNoCreateLeak(t *testing.T, cfg embedded.Config) {
 	if images != 1 {
 		t.Errorf("%d image volumes, want 1 (the default image's)", images)
 	}
+	// A killed host leaves its sessions' directories sealed until a
+	// sandbox of theirs stops or they are destroyed: destroy them, so the
+	// next round starts from the image volume alone (and the test's
+	// directory can be removed).
+	for id := range sessions {
+		e := h.NewEnvironment()
+		if err := e.AttachSession(id); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Destroy(ctx); err != nil {
+			t.Errorf("Destroy %s: %v", id, err)
+		}
+	}
 }

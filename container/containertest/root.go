@@ -87,6 +87,11 @@ tb-tool; test -c /dev/null; test -d /proc/self; test -d /sys/kernel`)
 	if m := hostMountsUnder(t, tree); len(m) > 0 {
 		t.Errorf("the sandbox's mounts show on the host: %v", m)
 	}
+	// chroot is not the boundary (a root command with CAP_SYS_CHROOT can
+	// leave it for the agent's root): the volume's directory stays sealed.
+	if sealed, err := guard.Sealed(filepath.Dir(tree)); err != nil || !sealed {
+		t.Errorf("the root tree's directory: sealed=%v err=%v, want sealed", sealed, err)
+	}
 }
 
 // hostMountsUnder lists the host's mount points at or below dir.
