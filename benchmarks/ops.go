@@ -96,10 +96,13 @@ func tool(ctx context.Context, env environment.Environment, p environment.ToolPa
 // fixture is a running session with a filled workspace and the snapshots
 // the ops take.
 type fixture struct {
-	h     *embedded.Host
-	env   *embedded.Environment
-	path  string
-	snaps []string
+	h    *embedded.Host
+	env  *embedded.Environment
+	path string // host path of the workspace
+	// volume is the host path of the session's volume tree (its root;
+	// the workspace itself for an older layout).
+	volume string
+	snaps  []string
 }
 
 // newFixture creates a session and fills its workspace with files files
@@ -116,7 +119,10 @@ func newFixture(ctx context.Context, h *embedded.Host, files, size int) (*fixtur
 		f.close()
 		return nil, err
 	}
-	f.path = info.Path
+	f.path, f.volume = info.Path, info.Path
+	if info.Root != "" {
+		f.volume = info.Root
+	}
 	if err := Fill(info.Path, files, size); err != nil {
 		f.close()
 		return nil, err
@@ -502,7 +508,7 @@ func runtimeBaselines(ctx context.Context, h *embedded.Host, f *fixture, cfg Con
 // storageBaselines measures full-copy and the raw backend operations on
 // the same filesystem; their Runtime is "" (they do not depend on it).
 func storageBaselines(ctx context.Context, h *embedded.Host, f *fixture, cfg Config, c *collector) error {
-	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Dir(f.path)), ".bench-copy-")
+	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Dir(f.volume)), ".bench-copy-")
 	if err != nil {
 		return fmt.Errorf("bench full-copy: %w", err)
 	}

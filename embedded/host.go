@@ -236,6 +236,10 @@ type SessionInfo struct {
 	ParentSnapshot string                   `json:"parent_snapshot,omitempty"`
 	LastTurn       int                      `json:"last_turn"`
 	Path           string                   `json:"path"`
+	// Root is the host path of the session's root tree, which holds the
+	// workspace (Path) as its directory "workspace"; "" for sessions of
+	// older hosts, whose volume is the workspace.
+	Root string `json:"root,omitempty"`
 	// IdlePaused: the session is active but its sandbox is frozen by
 	// Config.IdlePause; the next call thaws it.
 	IdlePaused bool `json:"idle_paused,omitempty"`

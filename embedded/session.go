@@ -64,8 +64,18 @@ func (s *session) info() SessionInfo {
 	last, _ := s.deps.ledger.NextTurn(s.id)
 	return SessionInfo{ID: s.id, State: s.state, CreatedAt: s.rec.CreatedAt, ParentSession: s.rec.ParentSession,
 		ParentSnapshot: s.rec.ParentSnapshot, LastTurn: max(last-1, 0), Path: workspacePath(s.vol.Path, s.rec.RootTree),
+		Root:       s.rootPath(),
 		IdlePaused: s.autoPause.paused, DiskQuotaBytes: s.quota.limit, DiskUsedBytes: s.quota.used,
 		Limits: limitsInfo(s.limits(), s.quota.limit)}
+}
+
+// rootPath is the host path of the session's root tree ("" for an
+// older session's volume, which is its workspace). Called with s.mu held.
+func (s *session) rootPath() string {
+	if s.rec.RootTree {
+		return s.vol.Path
+	}
+	return ""
 }
 
 func (s *session) currentState() environment.SessionState {

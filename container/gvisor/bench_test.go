@@ -1,7 +1,13 @@
 package gvisor_test
 
 import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/turnbox/turnbox/container"
 
@@ -46,4 +52,41 @@ func BenchmarkPauseResume(b *testing.B) {
 	b.Run("control-socket", func(b *testing.B) { gvisor.BenchPauseResume(b, e.rt, e.spec("bpk"), gvisor.PauseControl) })
 	b.Run("cgroup-freezer", func(b *testing.B) { gvisor.BenchPauseResume(b, e.rt, e.spec("bpf"), gvisor.PauseCgroupFreezer) })
 	b.Run("runsc-cli", func(b *testing.B) { gvisor.BenchPauseResume(b, e.rt, e.spec("bpc"), gvisor.PauseRunscCLI) })
+}
+
+// BenchmarkExecOwnRoot compares an Exec of `true` in a sandbox whose
+// commands run in the image (the older layout) with one whose commands
+// run chrooted into their own root in the bound volume (container.Spec
+// Root), interleaved call by call so that both see the same load.
+func BenchmarkExecOwnRoot(b *testing.B) {
+	e := newEnv(b)
+	tree := filepath.Join(b.TempDir(), "rvol", "tree")
+	if err := os.MkdirAll(filepath.Dir(tree), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", e.rootfs, tree).CombinedOutput(); err != nil {
+		b.Fatalf("%v: %s", err, out)
+	}
+	rootSpec := e.spec("bexecroot")
+	rootSpec.Root, rootSpec.Workspace = tree, filepath.Join(tree, "workspace")
+	sbs := []*gvisor.Sandbox{e.start(b, e.spec("bexecimg")), e.start(b, rootSpec)}
+	ctx := context.Background()
+	trips := make([][]time.Duration, len(sbs))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j, sb := range sbs {
+			t0 := time.Now()
+			if st, err := sb.Exec(ctx, container.Process{Args: []string{"true"}}); err != nil || st.Code != 0 {
+				b.Fatalf("exec: %+v %v", st, err)
+			}
+			trips[j] = append(trips[j], time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	for j, name := range []string{"image", "own-root"} {
+		d := slices.Clone(trips[j])
+		slices.Sort(d)
+		b.ReportMetric(float64(d[len(d)/2])/1e6, name+"-p50-ms")
+		b.ReportMetric(float64(d[len(d)*9/10])/1e6, name+"-p90-ms")
+	}
 }
