@@ -99,6 +99,15 @@ func (s *suite) testRootReadOnly(t *testing.T) {
 	if got := s.sh(t, env, "cat /workspace/tool.txt"); got != "t" {
 		t.Errorf("tool write seen by a command: %q", got)
 	}
+	// A rollback brings a new tree: still read-only but for /workspace.
+	snap := s.snapshot(t, env, "ro")
+	s.write(t, env, "later.txt", "l")
+	s.rollback(t, env, snap.ID)
+	s.wantMissing(t, env, "later.txt")
+	resp = s.call(t, env, environment.BashParams{Command: "echo x > /etc/tb-ro; echo y > /workspace/after && cat /workspace/after"})
+	if !strings.Contains(resp.Content, "Read-only file system") || !strings.HasSuffix(resp.Content, "y\n") {
+		t.Errorf("after a rollback: %q, want /etc read-only and /workspace writable", clip(resp.Content))
+	}
 }
 
 // testRootHostInvisible: a command does not see the host's files.
