@@ -166,17 +166,7 @@ func buildSkeleton(dir, image, workspace, agent string) ([]specs.Mount, error) {
 func ociSpec(s container.Spec, skel, cgroupPath, pidsCgroup string, binds []specs.Mount, withSeccomp bool) *specs.Spec {
 	env := []string{defaultPath, "HOME=/root", "TERM=dumb"}
 	env = append(env, s.Env...)
-	caps := append([]string(nil), capabilities...)
-	denied := deniedSyscalls
-	if s.Root != "" {
-		// The agent's alone (agent.WithRoot): it bind-mounts /proc, /dev
-		// and /sys into the session's root. Commands start without
-		// CAP_SYS_ADMIN in any set, so mount(2) stays refused to them
-		// (and unshare, which could give it back in a user namespace,
-		// stays denied).
-		caps = append(caps, "CAP_SYS_ADMIN")
-		denied = slices.DeleteFunc(slices.Clone(denied), func(n string) bool { return n == "mount" })
-	}
+	caps, denied := privileges(s)
 	spec := &specs.Spec{
 		Version: specs.Version,
 		Root:    &specs.Root{Path: skel, Readonly: true},
@@ -260,6 +250,23 @@ func ociSpec(s container.Spec, skel, cgroupPath, pidsCgroup string, binds []spec
 		}
 	}
 	return spec
+}
+
+// privileges returns the capabilities of a sandbox's processes and the
+// system calls its seccomp filter denies. With its own root (Spec.Root)
+// the agent also holds CAP_SYS_ADMIN, to bind-mount /proc, /dev and /sys
+// into the session's root, and mount(2) is allowed; commands start
+// without CAP_SYS_ADMIN in any set (agent.WithRoot), so mount stays
+// refused to them, and unshare, which could give it back in a user
+// namespace, stays denied.
+func privileges(s container.Spec) (caps, denied []string) {
+	caps = append([]string(nil), capabilities...)
+	if s.Root == "" {
+		return caps, deniedSyscalls
+	}
+	caps = append(caps, "CAP_SYS_ADMIN")
+	denied = slices.DeleteFunc(slices.Clone(deniedSyscalls), func(n string) bool { return n == "mount" })
+	return caps, denied
 }
 
 // nofile is the sandbox's open-file limit: 1<<20, or the host's hard
