@@ -1,7 +1,9 @@
 // Package container isolates a session's commands from the host. A Runtime
 // starts one long-lived Sandbox per session, with a read-only root
-// filesystem and the session's volume at /workspace; commands run in it with
-// Exec, which streams output and kills the whole process tree on timeout.
+// filesystem and the session's volume at /workspace, or (Spec.Root) with
+// the session's own root tree, writable, holding its workspace; commands
+// run in it with Exec, which streams output and kills the whole process
+// tree on timeout.
 //
 // Implementations live in subpackages:
 //

@@ -20,6 +20,12 @@
 // the new tree at once. Processes whose cwd is in the old tree keep it:
 // callers KillAll as part of a rollback.
 //
+// With Spec.Root the bound directory is the parent of the session's own
+// root tree, and the agent (-root) runs every command chrooted into it,
+// with /proc, /dev and /sys bind-mounted there by the agent, which alone
+// holds CAP_SYS_ADMIN (see agent.WithRoot); the image is then only the
+// agent's root.
+//
 // Network: none (loopback only) unless Spec.Network is NetworkHost.
 // Limits: CPU and memory go to the spec's linux.resources and runsc
 // applies them to the sandbox's cgroup (a per-root parent/<id> in every
