@@ -86,7 +86,7 @@ func (c *creation) check() error {
 	if c.cfg.SessionID == "" {
 		c.cfg.SessionID = newID()
 	}
-	c.rootTree = true
+	c.rootTree = newSessionsRootTree
 	if err := h.checkLimits(c.cfg.Limits); err != nil {
 		return err
 	}
@@ -188,8 +188,10 @@ func (c *creation) makeVolume() error {
 		vol = c.pooled.vol
 	case c.cfg.FromSnapshot != "":
 		vol, err = h.storage.CloneVolume(c.ctx, c.volume, p.Volume, p.BackendName)
-	default:
+	case c.rootTree:
 		vol, err = h.deps.newRootVolume(c.ctx, c.volume, c.cfg.Image)
+	default:
+		vol, err = h.storage.CreateVolume(c.ctx, c.volume) // older hosts' layout
 	}
 	if err != nil {
 		return fmt.Errorf("embedded: creating volume %q: %w", c.volume, storageError(err))

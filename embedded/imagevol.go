@@ -42,6 +42,11 @@ const (
 	defaultUserID = 1000
 )
 
+// newSessionsRootTree says whether new sessions (not forks) keep their
+// whole root in their volume. Always true but in tests, which set it
+// false to make sessions as older hosts did.
+var newSessionsRootTree = true
+
 // imageVolumes makes and finds images' base volumes. Safe for concurrent
 // use.
 type imageVolumes struct {
