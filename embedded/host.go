@@ -95,6 +95,10 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		h.Close(ctx)
 		return nil, err
 	}
+	if err := h.ensureDefaultImageVolume(ctx); err != nil {
+		h.Close(ctx)
+		return nil, err
+	}
 	if cfg.PoolSize > 0 {
 		if _, err := h.imagePath(""); err != nil {
 			h.Close(ctx)

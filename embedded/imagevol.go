@@ -148,6 +148,18 @@ func makeRootDirs(tree string) error {
 	return nil
 }
 
+// ensureDefaultImageVolume makes the default image's base volume at host
+// start (isolated runtimes only), so that the first create is a clone
+// like the others. Other images get theirs on first use.
+func (h *Host) ensureDefaultImageVolume(ctx context.Context) error {
+	dir, err := h.deps.images.path("")
+	if err != nil || dir == "" {
+		return nil // no default image: every create names one
+	}
+	_, err = h.deps.imageVols.base(ctx, h.deps.images.def, dir)
+	return err
+}
+
 // newRootVolume makes volume name a new session root: a clone of the
 // base volume of image (the host's default if "") or, on the none
 // runtime, which has no images, an empty volume with a workspace.

@@ -54,7 +54,7 @@ func TestImageStore(t *testing.T) {
 			if ss := h.Sessions(); len(ss) != 0 {
 				t.Errorf("refused creates left sessions: %+v", ss)
 			}
-			if vols, err := h.Storage().Volumes(t.Context()); err != nil || len(vols) != 0 {
+			if vols, err := sessionVolumes(t.Context(), h); err != nil || len(vols) != 0 {
 				t.Errorf("refused creates left volumes: %v %v", vols, err)
 			}
 			if exists(filepath.Join(decoy, ".turnbox")) || (!rootHad && exists("/.turnbox")) {

@@ -23,6 +23,7 @@ const createCrashChildEnv = "TURNBOX_CREATE_CRASH_CHILD"
 func createCrashChild(arg string) {
 	dir, agentPath, _ := strings.Cut(arg, ",")
 	ctx := context.Background()
+	fmt.Println("BOOT")
 	h, err := embedded.NewHost(ctx, embedded.Config{StateDir: dir, ContainerRuntime: embedded.ContainerRuntimeRunc, AgentPath: agentPath, Logger: quietLogger()})
 	if err != nil {
 		fmt.Println("ERROR", err)
@@ -50,15 +51,20 @@ func TestCrashMidCreateRoot(t *testing.T) {
 		return
 	}
 	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, embedded.ContainerRuntimeRunc)
-	for i, creates := range []int{0, 0, 2} {
-		runCreateCrashChild(t, cfg, creates, time.Duration(i*3)*time.Millisecond)
+	// Killed while the host starts (and makes the default image's base
+	// volume: ~20-200 ms here), then while it creates sessions.
+	for _, r := range []struct {
+		lines int
+		delay time.Duration
+	}{{0, 30 * time.Millisecond}, {0, 90 * time.Millisecond}, {1, 0}, {3, 2 * time.Millisecond}} {
+		runCreateCrashChild(t, cfg, r.lines, r.delay)
 		checkNoCreateLeak(t, cfg)
 	}
 }
 
 // runCreateCrashChild runs a create-crash child and kills it delay after
-// it made creates sessions (0: after it started).
-func runCreateCrashChild(t *testing.T, cfg embedded.Config, creates int, delay time.Duration) {
+// it printed lines+1 lines (BOOT, STARTED, then one per session).
+func runCreateCrashChild(t *testing.T, cfg embedded.Config, lines int, delay time.Duration) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashMidCreateRoot$")
 	cmd.Env = append(os.Environ(), createCrashChildEnv+"="+cfg.StateDir+","+cfg.AgentPath)
@@ -78,7 +84,7 @@ func runCreateCrashChild(t *testing.T, cfg embedded.Config, creates int, delay t
 			_ = cmd.Wait()
 			t.Fatalf("child: %s", line)
 		}
-		if n++; n >= creates {
+		if n++; n >= lines {
 			time.Sleep(delay)
 			_ = cmd.Process.Signal(syscall.SIGKILL)
 			break

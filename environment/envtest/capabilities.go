@@ -29,6 +29,9 @@ func (s *suite) testCapsConsistent(t *testing.T) {
 	if c.Isolation == environment.IsolationNone && c.LimitsEnforced {
 		t.Error("LimitsEnforced is true on isolation none, which ignores limits")
 	}
+	if c.Isolation == environment.IsolationNone && c.WritableRoot {
+		t.Error("WritableRoot is true on isolation none, whose commands run on the host")
+	}
 	if err := c.Limits.Validate(); err != nil {
 		t.Errorf("Limits: %v", err)
 	}
