@@ -529,12 +529,17 @@ func envValue(env []string, key string) string {
 
 // lookPath finds a command like a shell does, with the command's own PATH.
 func lookPath(name, path, dir, root string) (string, error) {
+	st, err := newStatter(root)
+	if err != nil {
+		return "", err
+	}
+	defer st.close()
 	if strings.Contains(name, "/") {
 		p := name
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(dir, p)
 		}
-		if err := executable(root, p); err != nil {
+		if err := st.executable(p); err != nil {
 			return "", fmt.Errorf("%s: %w", name, err)
 		}
 		return p, nil
@@ -550,15 +555,15 @@ func lookPath(name, path, dir, root string) (string, error) {
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(dir, p)
 		}
-		if executable(root, p) == nil {
+		if st.executable(p) == nil {
 			return p, nil
 		}
 	}
 	return "", fmt.Errorf("%s: executable file not found in PATH", name)
 }
 
-func executable(root, p string) error {
-	mode, err := statIn(root, p)
+func (st statter) executable(p string) error {
+	mode, err := st.stat(p)
 	if err != nil {
 		return err
 	}

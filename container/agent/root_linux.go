@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -218,34 +219,55 @@ func (s *server) rootDir() string {
 	return s.root.dir
 }
 
-// statIn returns the mode of the file p names inside root (following
-// links as a command chrooted there would), or outside any root when root
-// is "". Where openat2 is missing (older gVisor) the links of the tree
-// are followed from the agent's own root instead: the answer only picks
-// the program to run, which then runs in the chroot.
-func statIn(root, p string) (uint32, error) {
-	var st unix.Stat_t
+// statter stats files as a command chrooted into a root would see them
+// (following links inside it), or in the agent's own root.
+type statter struct {
+	rootFD int // -1: no root
+	root   string
+}
+
+// noOpenat2 is set once openat2 failed with ENOSYS (older gVisor).
+var noOpenat2 atomic.Bool
+
+// newStatter opens root ("" for none) once for a lookup's stats.
+func newStatter(root string) (statter, error) {
 	if root == "" {
-		err := unix.Stat(p, &st)
-		return st.Mode, err
+		return statter{rootFD: -1}, nil
 	}
-	rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return 0, err
+		return statter{}, fmt.Errorf("agent: opening the root %s: %w", root, err)
 	}
-	defer unix.Close(rfd)
-	fd, err := unix.Openat2(rfd, strings.TrimLeft(p, "/"), &unix.OpenHow{
+	return statter{rootFD: fd, root: root}, nil
+}
+
+func (st statter) close() {
+	if st.rootFD >= 0 {
+		unix.Close(st.rootFD)
+	}
+}
+
+// stat returns the mode of the file p names. Where openat2 is missing the
+// links of the tree are followed from the agent's own root instead: the
+// answer only picks the program to run, which then runs in the chroot.
+func (st statter) stat(p string) (uint32, error) {
+	var s unix.Stat_t
+	if st.rootFD < 0 || noOpenat2.Load() {
+		err := unix.Stat(filepath.Join(st.root, p), &s)
+		return s.Mode, err
+	}
+	fd, err := unix.Openat2(st.rootFD, strings.TrimLeft(p, "/"), &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	})
 	if errors.Is(err, unix.ENOSYS) {
-		err = unix.Stat(filepath.Join(root, p), &st)
-		return st.Mode, err
+		noOpenat2.Store(true)
+		return st.stat(p)
 	}
 	if err != nil {
 		return 0, err
 	}
 	defer unix.Close(fd)
-	err = unix.Fstat(fd, &st)
-	return st.Mode, err
+	err = unix.Fstat(fd, &s)
+	return s.Mode, err
 }
