@@ -27,14 +27,19 @@ import (
 // CAP_SYS_ADMIN for the mounts and CAP_SYS_CHROOT; commands start with
 // CAP_SYS_ADMIN dropped from every capability set (see startForker).
 func WithRoot(dir string, readOnly bool) Option {
-	return func(s *server) { s.root = &rootTree{dir: filepath.Clean(dir), readOnly: readOnly} }
+	return func(s *server) { s.root = &rootTree{dir: filepath.Clean(dir), readOnly: readOnly, vol: -1} }
 }
 
 // rootTree is the commands' root (WithRoot).
 type rootTree struct {
 	dir      string
 	readOnly bool
-	mu       sync.Mutex // serializes ensure
+	mu       sync.Mutex // serializes ensure; guards vol
+	// vol is a descriptor of the tree's directory (the volume bind,
+	// sealed: its entries never change but by the host's exchange),
+	// opened on first use so that each check walks one name, not the
+	// whole path (in gVisor each component is revalidated with the host).
+	vol int
 }
 
 // rootMounts are the mounts the agent makes in the tree, from its own
@@ -53,15 +58,32 @@ var rootMounts = []struct {
 func (r *rootTree) ensure() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	fd, err := unix.Open(r.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := r.openTree()
 	if err != nil {
-		return fmt.Errorf("agent: opening the root %s: %w", r.dir, err)
+		return err
 	}
 	defer unix.Close(fd)
 	if hasProc(fd) {
 		return nil
 	}
 	return r.setup(fd)
+}
+
+// openTree opens the tree (the topmost mount on it). Called with r.mu
+// held.
+func (r *rootTree) openTree() (int, error) {
+	if r.vol < 0 {
+		fd, err := unix.Open(filepath.Dir(r.dir), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return -1, fmt.Errorf("agent: opening %s: %w", filepath.Dir(r.dir), err)
+		}
+		r.vol = fd
+	}
+	fd, err := unix.Openat(r.vol, filepath.Base(r.dir), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("agent: opening the root %s: %w", r.dir, err)
+	}
+	return fd, nil
 }
 
 // hasProc reports whether the tree's proc is a mounted procfs (not
@@ -106,9 +128,9 @@ func (r *rootTree) bindReadOnly(fd int) (int, error) {
 	if err := unix.Mount(fdPath(fd), fdPath(fd), "", unix.MS_BIND, ""); err != nil {
 		return -1, fmt.Errorf("agent: binding the root %s: %w", r.dir, err)
 	}
-	top, err := unix.Open(r.dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	top, err := r.openTree()
 	if err != nil {
-		return -1, fmt.Errorf("agent: opening the root %s: %w", r.dir, err)
+		return -1, err
 	}
 	if err := remount(top, unix.MS_RDONLY); err != nil {
 		unix.Close(top)
