@@ -13,9 +13,15 @@
 // Protocol (host byte order; the agent is the peer on the same machine),
 // over a SOCK_STREAM unix socket; see container/agent/launch_linux.go:
 //
-//   request: u32 payload length | u32 argc | u32 envc | u32 0
+//   request: u32 payload length | u32 argc | u32 envc | u32 flags
 //            with SCM_RIGHTS: the command's stdin, stdout and stderr,
-//            then the payload: path NUL dir NUL argv NUL... envp NUL...
+//            then the payload: with flag 2 (user), u32 uid | u32 gid |
+//            u32 ngroups | u32 groups[ngroups]; then
+//            path NUL dir NUL argv NUL... envp NUL...
+//            Flag 1 (ctty): stdin is a PTY to make the controlling
+//            terminal. The child runs setsid, dup2, TIOCSCTTY, setgroups,
+//            setgid, setuid, chdir, execve, in that order (as Go's
+//            fork path with the same SysProcAttr).
 //   reply:   u32 kind | i32 pid | i32 value | u32 stage
 //            kind 1 started (pid), 2 failed (value errno, stage), 3 exited
 //            (pid, value wait status). Started or failed answers each
@@ -31,7 +37,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -48,6 +56,12 @@ enum {
 	stageChdir = 4,
 	stageExec = 5,
 	stageRequest = 6,
+	stageCtty = 7,
+	stageUser = 8,
+
+	flagCtty = 1,
+	flagUser = 2,
+	maxGroups = 65536,
 
 	maxPayload = 8 << 20,
 };
@@ -136,6 +150,37 @@ static char *next(char **p, char *end) {
 	return s;
 }
 
+// cred is the user of a request (flag user): groups points into the
+// payload.
+struct cred {
+	uint32_t uid, gid, ngroups;
+	gid_t *groups;
+};
+
+_Static_assert(sizeof(gid_t) == sizeof(uint32_t), "gid_t is 32 bits");
+
+// read_cred reads the user's ids at *p and moves *p past them; -1 if the
+// payload ends first or holds too many groups.
+static int read_cred(char **p, char *end, struct cred *cr) {
+	uint32_t head[3];
+	if ((size_t)(end - *p) < sizeof head)
+		return -1;
+	memcpy(head, *p, sizeof head);
+	*p += sizeof head;
+	cr->uid = head[0];
+	cr->gid = head[1];
+	cr->ngroups = head[2];
+	if (cr->ngroups > maxGroups || (size_t)(end - *p) < (size_t)cr->ngroups * sizeof(uint32_t))
+		return -1;
+	// gid_t is 32 bits, as the agent sends them; copy for alignment.
+	cr->groups = malloc((size_t)cr->ngroups * sizeof(gid_t) + 1);
+	if (cr->groups == NULL)
+		_exit(1);
+	memcpy(cr->groups, *p, (size_t)cr->ngroups * sizeof(uint32_t));
+	*p += (size_t)cr->ngroups * sizeof(uint32_t);
+	return 0;
+}
+
 // serve_one reads one request and starts its command. It returns -1 when
 // the agent closed the socket.
 static int serve_one(void) {
@@ -170,7 +215,7 @@ static int serve_one(void) {
 	}
 	if ((size_t)n < sizeof hdr && read_full((char *)hdr + n, sizeof hdr - (size_t)n) < 0)
 		return -1;
-	uint32_t len = hdr[0], argc = hdr[1], envc = hdr[2];
+	uint32_t len = hdr[0], argc = hdr[1], envc = hdr[2], flags = hdr[3];
 	if (len > maxPayload || argc == 0 || argc > len || envc > len) {
 		// The stream cannot be resynchronised: give up, the agent
 		// falls back to starting commands itself.
@@ -185,8 +230,10 @@ static int serve_one(void) {
 		return -1;
 	payload[len] = 0;
 	char *p = payload, *end = payload + len;
-	char *path = next(&p, end), *dir = next(&p, end);
-	int ok = path != NULL && dir != NULL && nfds == 3;
+	struct cred cr = {0};
+	int ok = (flags & flagUser) == 0 || read_cred(&p, end, &cr) == 0;
+	char *path = ok ? next(&p, end) : NULL, *dir = ok ? next(&p, end) : NULL;
+	ok = ok && path != NULL && dir != NULL && nfds == 3;
 	for (uint32_t i = 0; ok && i < argc; i++)
 		ok = (argv[i] = next(&p, end)) != NULL;
 	for (uint32_t i = 0; ok && i < envc; i++)
@@ -214,6 +261,20 @@ static int serve_one(void) {
 					goto fail;
 				}
 			}
+			if ((flags & flagCtty) != 0 && ioctl(0, TIOCSCTTY, 0) < 0) {
+				child_stage = stageCtty;
+				goto fail;
+			}
+			// Raw system calls: glibc's wrappers would try to change
+			// the ids of every thread of the process, whose memory this
+			// vfork child shares.
+			if ((flags & flagUser) != 0 &&
+			    (syscall(SYS_setgroups, (long)cr.ngroups, cr.groups) < 0 ||
+			     syscall(SYS_setgid, (long)cr.gid) < 0 ||
+			     syscall(SYS_setuid, (long)cr.uid) < 0)) {
+				child_stage = stageUser;
+				goto fail;
+			}
 			if (dir[0] != 0 && chdir(dir) < 0) {
 				child_stage = stageChdir;
 				goto fail;
@@ -237,6 +298,7 @@ static int serve_one(void) {
 	}
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
+	free(cr.groups);
 	free(payload);
 	free(argv);
 	free(envp);

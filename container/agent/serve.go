@@ -74,6 +74,7 @@ type server struct {
 	initSet     bool
 	links       [][2]string
 	outputGrace time.Duration
+	etcDir      string // where users are looked up: passwd, group
 	pidsLimit   int64
 	memLimit    int64
 	nprocLimit  int64
@@ -112,6 +113,7 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 	s := &server{
 		baseEnv:     os.Environ(),
 		outputGrace: 100 * time.Millisecond,
+		etcDir:      "/etc",
 		fw:          &frameWriter{w: w},
 		procs:       make(map[uint64]*proc),
 		nonce:       strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(os.Getpid()),
@@ -219,38 +221,14 @@ func (s *server) handle(f frame) {
 			s.reply(f.id, nil)
 		}
 	case MsgExec:
-		d := decoder{b: f.body}
-		req := execRequest{
-			id:      f.id,
-			args:    d.strs(),
-			env:     d.strs(),
-			dir:     d.str(),
-			timeout: time.Duration(d.uvarint()),
-		}
-		req.stdin = d.byte1()&execFlagStdin != 0
-		if d.err != nil {
-			_ = s.fw.write(newFrame(MsgFailed, f.id).str(d.err.Error()).bytes())
+		req, err := decodeExec(f)
+		if err != nil {
+			s.failed(f.id, err)
 			return
 		}
 		s.exec(req)
-	case MsgStdin, MsgStdinClose:
-		s.mu.Lock()
-		p := s.procs[f.id]
-		s.mu.Unlock()
-		if p != nil && p.stdin != nil {
-			if f.typ == MsgStdin {
-				p.stdin.push(f.body)
-			} else {
-				p.stdin.close()
-			}
-		}
-	case MsgKill:
-		s.mu.Lock()
-		p := s.procs[f.id]
-		s.mu.Unlock()
-		if p != nil {
-			p.kill(true)
-		}
+	case MsgStdin, MsgStdinClose, MsgKill, MsgSignal, MsgResize:
+		s.handleControl(f)
 	case MsgKillAll:
 		s.wg.Add(1)
 		go func() {
@@ -294,9 +272,10 @@ func (q *stdinQueue) close() {
 }
 
 // pump writes queued data to w until the queue is closed and empty, or a
-// write fails; then it closes w.
-func (q *stdinQueue) pump(w io.WriteCloser) {
-	defer w.Close()
+// write fails; then it calls end (which closes a pipe, or writes a PTY's
+// end-of-file character).
+func (q *stdinQueue) pump(w io.Writer, end func()) {
+	defer end()
 	for {
 		q.mu.Lock()
 		for len(q.bufs) == 0 && !q.closed {
