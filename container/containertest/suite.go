@@ -32,6 +32,7 @@ type config struct {
 	limits      bool
 	volumeMount string
 	skip        map[string]string
+	noProcesses string // why the process cases are skipped
 }
 
 // WithRootFS sets the root filesystem of the suite's sandboxes: rootfs
@@ -109,7 +110,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) container.Runtime, opts ...
 	for _, o := range opts {
 		o(&s.cfg)
 	}
-	for _, c := range cases {
+	for _, c := range append(cases[:len(cases):len(cases)], processCases...) {
 		t.Run(c.name, func(t *testing.T) {
 			if why, ok := s.cfg.skip[c.name]; ok {
 				t.Skipf("skipped by the runtime: %s", why)

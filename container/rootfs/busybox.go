@@ -62,6 +62,11 @@ func BuildBusybox(dir string) error {
 			return fmt.Errorf("rootfs: %w", err)
 		}
 	}
+	// The image's root is the sandbox's /: every user must traverse it
+	// (dir may come from os.MkdirTemp, which makes it 0700).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
 	for _, d := range []string{"tmp", "var/tmp"} {
 		if err := os.Chmod(filepath.Join(dir, d), 0o1777); err != nil {
 			return fmt.Errorf("rootfs: %w", err)

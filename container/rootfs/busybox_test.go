@@ -15,9 +15,15 @@ import (
 func TestBuildBusybox(t *testing.T) {
 	_, err := rootfs.FindBusybox()
 	testenv.Require(t, err == nil, "static busybox (apt install busybox-static)")
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp(t.TempDir(), "img") // 0700, as callers make it
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := rootfs.BuildBusybox(dir); err != nil {
 		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("image root: %v %v, want mode 0755 (every user traverses /)", fi.Mode(), err)
 	}
 	// Building twice is fine (replaces).
 	if err := rootfs.BuildBusybox(dir); err != nil {
