@@ -1,7 +1,8 @@
 // Package agentbox is the part of a sandbox that the gvisor and runc
 // runtimes share: a sandbox whose init is the turnbox agent (package
 // container/agent), reached over one pipe pair. It runs commands (Exec,
-// with OOM detection from the host's memory cgroup), kills them (KillAll),
+// with OOM detection from the host's memory cgroup), starts processes
+// that outlive a call (container.ProcessStarter), kills them (KillAll),
 // answers Idle, and keeps the sandbox's status (container.Lifecycle). The
 // runtime supplies what differs through Ops: how to freeze, how to tear
 // down, and what to do when the agent connection is lost.
@@ -34,7 +35,8 @@ type Ops struct {
 }
 
 // Sandbox is an agent-backed sandbox. It implements container.Sandbox,
-// container.IdleChecker and container.StatusReporter; runtimes embed it.
+// container.ProcessStarter, container.IdleChecker and
+// container.StatusReporter; runtimes embed it.
 // Safe for concurrent use.
 type Sandbox struct {
 	*container.Lifecycle

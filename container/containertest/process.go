@@ -30,15 +30,21 @@ var processCases = []testCase{
 	{"ProcessInvalid", (*suite).testProcessInvalid},
 	{"ProcessDone", (*suite).testProcessDone},
 	{"ProcessWaitCanceled", (*suite).testProcessWaitCanceled},
+	{"ProcessStatus", (*suite).testProcessStatus},
 }
 
-// starter starts a sandbox and returns it with its ProcessStarter.
-func (s *suite) starter(t *testing.T) (box, container.ProcessStarter) {
+// starter starts a sandbox (with spec tweaked by edit, if any) and
+// returns it with its ProcessStarter.
+func (s *suite) starter(t *testing.T, edit ...func(*container.Spec)) (box, container.ProcessStarter) {
 	t.Helper()
 	if s.cfg.noProcesses != "" {
 		t.Skipf("skipped by the runtime: %s", s.cfg.noProcesses)
 	}
-	b := s.start(t, nil)
+	b := s.start(t, func(spec *container.Spec) {
+		for _, e := range edit {
+			e(spec)
+		}
+	})
 	ps, ok := b.sb.(container.ProcessStarter)
 	if !ok {
 		t.Fatalf("%T does not implement container.ProcessStarter", b.sb)
@@ -207,9 +213,14 @@ func (s *suite) testProcessPTY(t *testing.T) {
 }
 
 // testProcessUser: User runs the process as a user of the image (its
-// ids, groups and home) or as numeric ids.
+// ids, groups and home) or as numeric ids; under a pids limit too, where
+// runtimes may start commands another way.
 func (s *suite) testProcessUser(t *testing.T) {
-	_, ps := s.starter(t)
+	_, ps := s.starter(t, func(spec *container.Spec) {
+		if s.cfg.limits {
+			spec.Limits.Pids = 256
+		}
+	})
 	for user, want := range map[string]string{
 		"user":      "1000 1000 /home/user user\n",
 		"1234:1234": "1234 1234 /\n",
@@ -304,5 +315,40 @@ func (s *suite) testProcessWaitCanceled(t *testing.T) {
 	case <-rp.Done():
 		t.Fatal("Done after a canceled Wait")
 	default:
+	}
+}
+
+// testProcessStatus: StartProcess on a paused sandbox fails with
+// ErrPaused (where Pause is supported), on a stopped one with
+// ErrNotRunning; a process started before Pause goes on after Resume.
+func (s *suite) testProcessStatus(t *testing.T) {
+	b, ps := s.starter(t)
+	spec := container.ProcessSpec{Process: container.Process{Args: []string{"true"}}}
+	rp := startProc(t, ps, container.ProcessSpec{Process: container.Process{Args: []string{"sh", "-c", ticker("tick")}}})
+	p := filepath.Join(b.ws, "tick")
+	waitGrowing(t, p)
+	err := b.sb.Pause(ctxT(t))
+	switch {
+	case errors.Is(err, container.ErrUnsupported):
+		t.Log("Pause unsupported: the paused case is skipped")
+	case err != nil:
+		t.Fatal(err)
+	default:
+		if rp, err := ps.StartProcess(ctxT(t), spec); !errors.Is(err, container.ErrPaused) {
+			t.Errorf("StartProcess on a paused sandbox: %v %v, want ErrPaused", rp, err)
+		}
+		if err := b.sb.Resume(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		waitGrowing(t, p)
+	}
+	if err := b.sb.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if rp, err := ps.StartProcess(ctxT(t), spec); !errors.Is(err, container.ErrNotRunning) {
+		t.Errorf("StartProcess on a stopped sandbox: %v %v, want ErrNotRunning", rp, err)
+	}
+	if _, err := rp.Wait(ctxT(t)); !errors.Is(err, container.ErrNotRunning) {
+		t.Errorf("Wait for a process of a stopped sandbox: %v, want ErrNotRunning", err)
 	}
 }
