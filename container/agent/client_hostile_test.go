@@ -353,18 +353,30 @@ func FuzzClient(f *testing.F) {
 	f.Add(newFrame(MsgOutput, 2).byte1(StreamStdout).raw([]byte("hi")).bytes())
 	f.Add(newFrame(MsgExited, 2).varint(0).uvarint(0).byte1(0).uvarint(5).bytes())
 	f.Add(newFrame(MsgFailed, 2).str("no").byte1(FailStart).bytes())
-	f.Add(newFrame(MsgStarted, 2).uvarint(5).bytes())
+	f.Add(newFrame(MsgStarted, 3).uvarint(5).bytes())
+	f.Add(append(newFrame(MsgStarted, 3).uvarint(5).bytes(), newFrame(MsgOutput, 3).byte1(StreamStdout).raw([]byte("x")).bytes()...))
 	f.Add(rawFrame(MaxFrameSize+1, nil))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, a := newHostile(t, true)
 		var wg sync.WaitGroup
-		wg.Add(2)
+		wg.Add(3)
 		go func() { defer wg.Done(); _ = c.Ping(context.Background()) }()
 		<-a.got
 		go func() {
 			defer wg.Done()
 			var out bytes.Buffer
 			_, _ = c.Exec(context.Background(), container.Process{Args: []string{"x"}, Stdout: &out, Stderr: &out})
+		}()
+		<-a.got
+		go func() {
+			defer wg.Done()
+			var out bytes.Buffer
+			rp, err := c.StartProcess(context.Background(), container.ProcessSpec{
+				Process: container.Process{Args: []string{"x"}, Stdout: &out}, PTY: &container.TermSize{}})
+			if err == nil {
+				_ = rp.WriteStdin(context.Background(), []byte("x"))
+				_, _ = rp.Wait(context.Background())
+			}
 		}()
 		<-a.got
 		a.send(data)
