@@ -98,3 +98,57 @@ func (p *process) Wait(ctx context.Context) (container.ExitStatus, error) {
 	})
 	return p.st, p.err
 }
+
+// usable returns container.ErrPaused while the sandbox is paused (its
+// agent is frozen: a Kill it cannot answer would end the connection after
+// the kill grace) and container.ErrNotRunning once it stopped; nil when
+// the sandbox runs or the process has ended (the agent's process then
+// reports container.ErrProcessDone).
+func (p *process) usable() error {
+	select {
+	case <-p.Done():
+		return nil
+	default:
+	}
+	return p.sb.Require(container.StatusRunning)
+}
+
+// WriteStdin writes to the process's stdin (see container.RunningProcess).
+func (p *process) WriteStdin(ctx context.Context, b []byte) error {
+	if err := p.usable(); err != nil {
+		return err
+	}
+	return p.RunningProcess.WriteStdin(ctx, b)
+}
+
+// CloseStdin closes the process's stdin.
+func (p *process) CloseStdin(ctx context.Context) error {
+	if err := p.usable(); err != nil {
+		return err
+	}
+	return p.RunningProcess.CloseStdin(ctx)
+}
+
+// Signal sends sig to the process alone.
+func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
+	if err := p.usable(); err != nil {
+		return err
+	}
+	return p.RunningProcess.Signal(ctx, sig)
+}
+
+// Kill kills the process's tree.
+func (p *process) Kill(ctx context.Context) error {
+	if err := p.usable(); err != nil {
+		return err
+	}
+	return p.RunningProcess.Kill(ctx)
+}
+
+// Resize changes the size of the process's PTY.
+func (p *process) Resize(ctx context.Context, size container.TermSize) error {
+	if err := p.usable(); err != nil {
+		return err
+	}
+	return p.RunningProcess.Resize(ctx, size)
+}

@@ -318,9 +318,10 @@ func (s *suite) testProcessWaitCanceled(t *testing.T) {
 	}
 }
 
-// testProcessStatus: StartProcess on a paused sandbox fails with
-// ErrPaused (where Pause is supported), on a stopped one with
-// ErrNotRunning; a process started before Pause goes on after Resume.
+// testProcessStatus: StartProcess, Signal and Kill on a paused sandbox
+// fail with ErrPaused (where Pause is supported), StartProcess on a
+// stopped one with ErrNotRunning; a process started before Pause goes on
+// after Resume.
 func (s *suite) testProcessStatus(t *testing.T) {
 	b, ps := s.starter(t)
 	spec := container.ProcessSpec{Process: container.Process{Args: []string{"true"}}}
@@ -336,6 +337,14 @@ func (s *suite) testProcessStatus(t *testing.T) {
 	default:
 		if rp, err := ps.StartProcess(ctxT(t), spec); !errors.Is(err, container.ErrPaused) {
 			t.Errorf("StartProcess on a paused sandbox: %v %v, want ErrPaused", rp, err)
+		}
+		// The frozen sandbox cannot act on its processes: calls say so
+		// rather than wait for it.
+		if err := rp.Signal(ctxT(t), syscall.SIGTERM); !errors.Is(err, container.ErrPaused) {
+			t.Errorf("Signal on a paused sandbox: %v, want ErrPaused", err)
+		}
+		if err := rp.Kill(ctxT(t)); !errors.Is(err, container.ErrPaused) {
+			t.Errorf("Kill on a paused sandbox: %v, want ErrPaused", err)
 		}
 		if err := b.sb.Resume(ctxT(t)); err != nil {
 			t.Fatal(err)
