@@ -181,13 +181,82 @@ static int read_cred(char **p, char *end, struct cred *cr) {
 	return 0;
 }
 
-// serve_one reads one request and starts its command. It returns -1 when
-// the agent closed the socket.
-static int serve_one(void) {
-	uint32_t hdr[4];
-	int fds[3] = {-1, -1, -1};
-	char cbuf[CMSG_SPACE(sizeof fds)];
-	struct iovec iov = {hdr, sizeof hdr};
+// request is a decoded request; its strings point into its payload.
+struct request {
+	int fds[3];
+	uint32_t flags;
+	struct cred cr;
+	char *path, *dir;
+	char **argv, **envp;
+};
+
+// exec_child runs in the vfork child: it sets up the command as asked and
+// executes it, leaving why it failed in child_stage and child_errno.
+__attribute__((noreturn)) static void exec_child(const struct request *r) {
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (setsid() < 0) {
+		child_stage = stageSetsid;
+		goto fail;
+	}
+	for (int i = 0; i < 3; i++) {
+		// The received descriptors are above 2 (ours are open) and
+		// close on exec; dup2 makes inheritable copies.
+		if (dup2(r->fds[i], i) < 0) {
+			child_stage = stageDup;
+			goto fail;
+		}
+	}
+	if ((r->flags & flagCtty) != 0 && ioctl(0, TIOCSCTTY, 0) < 0) {
+		child_stage = stageCtty;
+		goto fail;
+	}
+	// Raw system calls: glibc's wrappers would try to change the ids of
+	// every thread of the process, whose memory this vfork child shares.
+	if ((r->flags & flagUser) != 0 &&
+	    (syscall(SYS_setgroups, (long)r->cr.ngroups, r->cr.groups) < 0 ||
+	     syscall(SYS_setgid, (long)r->cr.gid) < 0 ||
+	     syscall(SYS_setuid, (long)r->cr.uid) < 0)) {
+		child_stage = stageUser;
+		goto fail;
+	}
+	if (r->dir[0] != 0 && chdir(r->dir) < 0) {
+		child_stage = stageChdir;
+		goto fail;
+	}
+	execve(r->path, r->argv, r->envp);
+	child_stage = stageExec;
+fail:
+	child_errno = errno;
+	_exit(127);
+}
+
+// spawn starts r's command with vfork and answers started or failed.
+static void spawn(const struct request *r) {
+	child_errno = 0;
+	child_stage = 0;
+	pid_t pid = vfork();
+	if (pid == 0)
+		exec_child(r);
+	if (pid < 0) {
+		send_reply(kindFailed, 0, errno, stageFork);
+	} else if (child_stage != 0) {
+		int status;
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+		}
+		send_reply(kindFailed, 0, child_errno, (uint32_t)child_stage);
+	} else {
+		send_reply(kindStarted, pid, 0, 0);
+	}
+}
+
+// recv_header reads a request's header and the descriptors sent with it
+// (the first three are kept in fds, counted in *nfds; more are closed).
+// It returns -1 when the agent closed the socket.
+static int recv_header(uint32_t hdr[4], int fds[3], int *nfds) {
+	char cbuf[CMSG_SPACE(3 * sizeof(int))];
+	struct iovec iov = {hdr, 4 * sizeof(uint32_t)};
 	struct msghdr msg = {0};
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
@@ -199,7 +268,6 @@ static int serve_one(void) {
 	} while (n < 0 && errno == EINTR);
 	if (n <= 0)
 		return -1;
-	int nfds = 0;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -207,101 +275,68 @@ static int serve_one(void) {
 		for (int i = 0; i < got; i++) {
 			int fd;
 			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-			if (nfds < 3)
-				fds[nfds++] = fd;
+			if (*nfds < 3)
+				fds[(*nfds)++] = fd;
 			else
 				close(fd);
 		}
 	}
-	if ((size_t)n < sizeof hdr && read_full((char *)hdr + n, sizeof hdr - (size_t)n) < 0)
+	size_t size = 4 * sizeof(uint32_t);
+	if ((size_t)n < size && read_full((char *)hdr + n, size - (size_t)n) < 0)
 		return -1;
-	uint32_t len = hdr[0], argc = hdr[1], envc = hdr[2], flags = hdr[3];
+	return 0;
+}
+
+// parse splits the payload into r's user, path, dir, argv and envp; -1
+// if it does not hold them all.
+static int parse(char *payload, uint32_t len, uint32_t argc, uint32_t envc, struct request *r) {
+	char *p = payload, *end = payload + len;
+	if ((r->flags & flagUser) != 0 && read_cred(&p, end, &r->cr) < 0)
+		return -1;
+	if ((r->path = next(&p, end)) == NULL || (r->dir = next(&p, end)) == NULL)
+		return -1;
+	for (uint32_t i = 0; i < argc; i++)
+		if ((r->argv[i] = next(&p, end)) == NULL)
+			return -1;
+	for (uint32_t i = 0; i < envc; i++)
+		if ((r->envp[i] = next(&p, end)) == NULL)
+			return -1;
+	return 0;
+}
+
+// serve_one reads one request and starts its command. It returns -1 when
+// the agent closed the socket.
+static int serve_one(void) {
+	uint32_t hdr[4];
+	struct request r = {{-1, -1, -1}, 0, {0}, NULL, NULL, NULL, NULL};
+	int nfds = 0;
+	if (recv_header(hdr, r.fds, &nfds) < 0)
+		return -1;
+	uint32_t len = hdr[0], argc = hdr[1], envc = hdr[2];
+	r.flags = hdr[3];
 	if (len > maxPayload || argc == 0 || argc > len || envc > len) {
 		// The stream cannot be resynchronised: give up, the agent
 		// falls back to starting commands itself.
 		return -1;
 	}
 	char *payload = malloc((size_t)len + 1);
-	char **argv = calloc((size_t)argc + 1, sizeof(char *));
-	char **envp = calloc((size_t)envc + 1, sizeof(char *));
-	if (payload == NULL || argv == NULL || envp == NULL)
+	r.argv = calloc((size_t)argc + 1, sizeof(char *));
+	r.envp = calloc((size_t)envc + 1, sizeof(char *));
+	if (payload == NULL || r.argv == NULL || r.envp == NULL)
 		_exit(1);
 	if (read_full(payload, len) < 0)
 		return -1;
 	payload[len] = 0;
-	char *p = payload, *end = payload + len;
-	struct cred cr = {0};
-	int ok = (flags & flagUser) == 0 || read_cred(&p, end, &cr) == 0;
-	char *path = ok ? next(&p, end) : NULL, *dir = ok ? next(&p, end) : NULL;
-	ok = ok && path != NULL && dir != NULL && nfds == 3;
-	for (uint32_t i = 0; ok && i < argc; i++)
-		ok = (argv[i] = next(&p, end)) != NULL;
-	for (uint32_t i = 0; ok && i < envc; i++)
-		ok = (envp[i] = next(&p, end)) != NULL;
-	if (!ok) {
+	if (nfds != 3 || parse(payload, len, argc, envc, &r) < 0)
 		send_reply(kindFailed, 0, EINVAL, stageRequest);
-	} else {
-		child_errno = 0;
-		child_stage = 0;
-		pid_t pid = vfork();
-		if (pid == 0) {
-			sigset_t none;
-			sigemptyset(&none);
-			sigprocmask(SIG_SETMASK, &none, NULL);
-			if (setsid() < 0) {
-				child_stage = stageSetsid;
-				goto fail;
-			}
-			for (int i = 0; i < 3; i++) {
-				// The received descriptors are above 2 (ours
-				// are open) and close on exec; dup2 makes
-				// inheritable copies.
-				if (dup2(fds[i], i) < 0) {
-					child_stage = stageDup;
-					goto fail;
-				}
-			}
-			if ((flags & flagCtty) != 0 && ioctl(0, TIOCSCTTY, 0) < 0) {
-				child_stage = stageCtty;
-				goto fail;
-			}
-			// Raw system calls: glibc's wrappers would try to change
-			// the ids of every thread of the process, whose memory this
-			// vfork child shares.
-			if ((flags & flagUser) != 0 &&
-			    (syscall(SYS_setgroups, (long)cr.ngroups, cr.groups) < 0 ||
-			     syscall(SYS_setgid, (long)cr.gid) < 0 ||
-			     syscall(SYS_setuid, (long)cr.uid) < 0)) {
-				child_stage = stageUser;
-				goto fail;
-			}
-			if (dir[0] != 0 && chdir(dir) < 0) {
-				child_stage = stageChdir;
-				goto fail;
-			}
-			execve(path, argv, envp);
-			child_stage = stageExec;
-		fail:
-			child_errno = errno;
-			_exit(127);
-		}
-		if (pid < 0) {
-			send_reply(kindFailed, 0, errno, stageFork);
-		} else if (child_stage != 0) {
-			int status;
-			while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-			}
-			send_reply(kindFailed, 0, child_errno, (uint32_t)child_stage);
-		} else {
-			send_reply(kindStarted, pid, 0, 0);
-		}
-	}
+	else
+		spawn(&r);
 	for (int i = 0; i < nfds; i++)
-		close(fds[i]);
-	free(cr.groups);
+		close(r.fds[i]);
+	free(r.cr.groups);
 	free(payload);
-	free(argv);
-	free(envp);
+	free(r.argv);
+	free(r.envp);
 	return 0;
 }
 
