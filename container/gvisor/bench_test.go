@@ -29,6 +29,13 @@ func BenchmarkProcessStart(b *testing.B) {
 	containertest.BenchProcessStart(b, e.start(b, e.spec("bproc")))
 }
 
+// BenchmarkPTYEcho measures a keystroke's echo through a PTY (see
+// containertest.BenchPTYEcho).
+func BenchmarkPTYEcho(b *testing.B) {
+	e := newEnv(b)
+	containertest.BenchPTYEcho(b, e.start(b, e.spec("bpty")))
+}
+
 func BenchmarkStartToFirstExec(b *testing.B) {
 	e := newEnv(b)
 	b.Run("no-limits", func(b *testing.B) { gvisor.BenchStart(b, e.rt, e.spec("bstart")) })

@@ -36,6 +36,13 @@ func BenchmarkProcessStart(b *testing.B) {
 	containertest.BenchProcessStart(b, sb)
 }
 
+// BenchmarkPTYEcho measures a keystroke's echo through a PTY (see
+// containertest.BenchPTYEcho).
+func BenchmarkPTYEcho(b *testing.B) {
+	sb, _ := start(b, newRuntime(b))
+	containertest.BenchPTYEcho(b, sb)
+}
+
 // BenchmarkExec measures an Exec round trip of `true` through the agent
 // and, for comparison in the same run, a `runc exec` process per call into
 // a running container made with the runc binary.
