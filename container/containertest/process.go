@@ -361,3 +361,22 @@ func (s *suite) testProcessStatus(t *testing.T) {
 		t.Errorf("Wait for a process of a stopped sandbox: %v, want ErrNotRunning", err)
 	}
 }
+
+// processMemoryLimit: a started process past the memory limit is
+// reported OOMKilled, as an Exec is (part of the MemoryLimit case, on its
+// sandbox).
+func (s *suite) processMemoryLimit(t *testing.T, b box) {
+	ps, ok := b.sb.(container.ProcessStarter)
+	if s.cfg.noProcesses != "" || !ok {
+		return
+	}
+	rp := startProc(t, ps, container.ProcessSpec{Process: container.Process{
+		Args: []string{"sh", "-c", "x=0123456789abcdef; while true; do x=$x$x; done"}, Timeout: 60 * time.Second,
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 70*time.Second)
+	defer cancel()
+	st, err := rp.Wait(ctx)
+	if err != nil || st.Code == 0 || st.TimedOut || !st.OOMKilled {
+		t.Errorf("memory hog started as a process: %+v %v, want killed and OOMKilled", st, err)
+	}
+}
