@@ -98,7 +98,7 @@ func (s *server) exec(req execRequest) {
 	}
 	p := &proc{s: s, id: req.id, marker: c.marker, done: make(chan struct{})}
 	if req.stdin || req.pty {
-		p.stdin = newStdinQueue()
+		p.stdin = newStdinQueue(pp.in)
 	}
 	if req.pty {
 		p.pty = pp.out

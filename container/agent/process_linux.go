@@ -160,3 +160,33 @@ func (s *server) handleControl(f frame) {
 		}
 	}
 }
+
+// nonblockingWriter returns a function that writes what it can of b to
+// f without waiting and returns how much it wrote (errors, EAGAIN
+// included, stop it: the pump's write then meets them). nil if f is nil
+// or not a pollable file.
+func nonblockingWriter(f *os.File) func(b []byte) int {
+	if f == nil {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return func(b []byte) int {
+		n := 0
+		_ = rc.Control(func(fd uintptr) {
+			for n < len(b) {
+				k, err := unix.Write(int(fd), b[n:])
+				if err == unix.EINTR {
+					continue
+				}
+				if err != nil || k <= 0 {
+					return
+				}
+				n += k
+			}
+		})
+		return n
+	}
+}

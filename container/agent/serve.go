@@ -241,25 +241,48 @@ func (s *server) handle(f frame) {
 }
 
 // stdinQueue feeds a command's stdin from frames without ever blocking
-// the connection's read loop.
+// the connection's read loop. When nothing is queued or being written,
+// push writes at once without blocking (direct), which spares a hand-off
+// to the pump goroutine (a keystroke's echo through a PTY waits on it);
+// what does not fit is queued for the pump.
 type stdinQueue struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	bufs   [][]byte
-	closed bool
+	mu      sync.Mutex
+	cond    *sync.Cond
+	bufs    [][]byte
+	closed  bool
+	writing bool               // a write is under way (push's or the pump's)
+	direct  func(b []byte) int // non-blocking write; nil: always queue
 }
 
-func newStdinQueue() *stdinQueue {
-	q := &stdinQueue{}
+// newStdinQueue returns a queue for stdin w, written by the pump and, when
+// w is a pollable file, directly by push.
+func newStdinQueue(w *os.File) *stdinQueue {
+	q := &stdinQueue{direct: nonblockingWriter(w)}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
 
+// push queues b, or writes what it can of it at once. Only the
+// connection's read loop calls it, so the queue stays empty while it
+// writes and the order of the bytes is kept.
 func (q *stdinQueue) push(b []byte) {
 	q.mu.Lock()
-	if !q.closed {
-		q.bufs = append(q.bufs, b)
+	if q.closed {
+		q.mu.Unlock()
+		return
 	}
+	if q.direct != nil && len(q.bufs) == 0 && !q.writing {
+		q.writing = true
+		q.mu.Unlock()
+		n := q.direct(b)
+		q.mu.Lock()
+		q.writing = false
+		if b = b[n:]; len(b) == 0 || q.closed {
+			q.mu.Unlock()
+			return
+		}
+	}
+	q.bufs = append(q.bufs, b)
 	q.mu.Unlock()
 	q.cond.Signal()
 }
@@ -278,7 +301,7 @@ func (q *stdinQueue) pump(w io.Writer, end func()) {
 	defer end()
 	for {
 		q.mu.Lock()
-		for len(q.bufs) == 0 && !q.closed {
+		for (len(q.bufs) == 0 || q.writing) && !q.closed {
 			q.cond.Wait()
 		}
 		if len(q.bufs) == 0 {
@@ -287,12 +310,16 @@ func (q *stdinQueue) pump(w io.Writer, end func()) {
 		}
 		b := q.bufs[0]
 		q.bufs = q.bufs[1:]
+		q.writing = true
 		q.mu.Unlock()
-		if _, err := w.Write(b); err != nil {
-			q.close()
-			q.mu.Lock()
-			q.bufs = nil
-			q.mu.Unlock()
+		_, err := w.Write(b)
+		q.mu.Lock()
+		q.writing = false
+		if err != nil {
+			q.closed, q.bufs = true, nil
+		}
+		q.mu.Unlock()
+		if err != nil {
 			return
 		}
 	}
