@@ -163,6 +163,10 @@ type Process struct {
 type ExitStatus struct {
 	// Code is the exit code; 128+n when killed by signal n.
 	Code int
+	// Signal is the signal that ended the command, 0 if it exited (a
+	// shell that reports a signal through its own exit code 128+n has
+	// Code 128+n and Signal 0).
+	Signal int
 	// TimedOut reports that the timeout or ctx killed the command.
 	TimedOut bool
 	// OOMKilled reports that the memory limit killed the command.

@@ -13,9 +13,16 @@
 // Protocol (host byte order; the agent is the peer on the same machine),
 // over a SOCK_STREAM unix socket; see container/agent/launch_linux.go:
 //
-//   request: u32 payload length | u32 argc | u32 envc | u32 0
+//   request: u32 payload length | u32 argc | u32 envc | u32 flags
 //            with SCM_RIGHTS: the command's stdin, stdout and stderr,
-//            then the payload: path NUL dir NUL argv NUL... envp NUL...
+//            then the payload: with flag 2 (user), u32 uid | u32 gid |
+//            u32 ngroups | u32 groups[ngroups]; then
+//            path NUL dir NUL argv NUL... envp NUL...
+//            Flag 1 (ctty): stdin is a PTY to make the controlling
+//            terminal. The child runs setsid, dup2, TIOCSCTTY, chroot (to
+//            $TURNBOX_LAUNCHER_ROOT when set), setgroups,
+//            setgid, setuid, chdir, execve, in that order (as Go's
+//            fork path with the same SysProcAttr).
 //   reply:   u32 kind | i32 pid | i32 value | u32 stage
 //            kind 1 started (pid), 2 failed (value errno, stage), 3 exited
 //            (pid, value wait status). Started or failed answers each
@@ -31,7 +38,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -48,7 +57,13 @@ enum {
 	stageChdir = 4,
 	stageExec = 5,
 	stageRequest = 6,
-	stageChroot = 7,
+	stageCtty = 7,
+	stageUser = 8,
+	stageChroot = 9,
+
+	flagCtty = 1,
+	flagUser = 2,
+	maxGroups = 65536,
 
 	maxPayload = 8 << 20,
 };
@@ -61,11 +76,11 @@ struct reply {
 };
 
 static int sock = -1;
-// root is the directory commands are chrooted into (NULL: none).
-static const char *root;
 
 // The vfork child shares our memory: it leaves why it failed here.
 static volatile int child_errno, child_stage;
+// root is the directory commands are chrooted into (NULL: none).
+static const char *root;
 
 static void send_reply(uint32_t kind, int32_t pid, int32_t value, uint32_t stage) {
 	struct reply r = {kind, pid, value, stage};
@@ -139,13 +154,118 @@ static char *next(char **p, char *end) {
 	return s;
 }
 
-// serve_one reads one request and starts its command. It returns -1 when
-// the agent closed the socket.
-static int serve_one(void) {
-	uint32_t hdr[4];
-	int fds[3] = {-1, -1, -1};
-	char cbuf[CMSG_SPACE(sizeof fds)];
-	struct iovec iov = {hdr, sizeof hdr};
+// cred is the user of a request (flag user): groups points into the
+// payload.
+struct cred {
+	uint32_t uid, gid, ngroups;
+	gid_t *groups;
+};
+
+_Static_assert(sizeof(gid_t) == sizeof(uint32_t), "gid_t is 32 bits");
+
+// read_cred reads the user's ids at *p and moves *p past them; -1 if the
+// payload ends first or holds too many groups.
+static int read_cred(char **p, char *end, struct cred *cr) {
+	uint32_t head[3];
+	if ((size_t)(end - *p) < sizeof head)
+		return -1;
+	memcpy(head, *p, sizeof head);
+	*p += sizeof head;
+	cr->uid = head[0];
+	cr->gid = head[1];
+	cr->ngroups = head[2];
+	if (cr->ngroups > maxGroups || (size_t)(end - *p) < (size_t)cr->ngroups * sizeof(uint32_t))
+		return -1;
+	// gid_t is 32 bits, as the agent sends them; copy for alignment.
+	cr->groups = malloc((size_t)cr->ngroups * sizeof(gid_t) + 1);
+	if (cr->groups == NULL)
+		_exit(1);
+	memcpy(cr->groups, *p, (size_t)cr->ngroups * sizeof(uint32_t));
+	*p += (size_t)cr->ngroups * sizeof(uint32_t);
+	return 0;
+}
+
+// request is a decoded request; its strings point into its payload.
+struct request {
+	int fds[3];
+	uint32_t flags;
+	struct cred cr;
+	char *path, *dir;
+	char **argv, **envp;
+};
+
+// exec_child runs in the vfork child: it sets up the command as asked and
+// executes it, leaving why it failed in child_stage and child_errno.
+__attribute__((noreturn)) static void exec_child(const struct request *r) {
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (setsid() < 0) {
+		child_stage = stageSetsid;
+		goto fail;
+	}
+	for (int i = 0; i < 3; i++) {
+		// The received descriptors are above 2 (ours are open) and
+		// close on exec; dup2 makes inheritable copies.
+		if (dup2(r->fds[i], i) < 0) {
+			child_stage = stageDup;
+			goto fail;
+		}
+	}
+	if ((r->flags & flagCtty) != 0 && ioctl(0, TIOCSCTTY, 0) < 0) {
+		child_stage = stageCtty;
+		goto fail;
+	}
+	// Before the user changes: chroot needs CAP_SYS_CHROOT.
+	if (root != NULL && chroot(root) < 0) {
+		child_stage = stageChroot;
+		goto fail;
+	}
+	// Raw system calls: glibc's wrappers would try to change the ids of
+	// every thread of the process, whose memory this vfork child shares.
+	if ((r->flags & flagUser) != 0 &&
+	    (syscall(SYS_setgroups, (long)r->cr.ngroups, r->cr.groups) < 0 ||
+	     syscall(SYS_setgid, (long)r->cr.gid) < 0 ||
+	     syscall(SYS_setuid, (long)r->cr.uid) < 0)) {
+		child_stage = stageUser;
+		goto fail;
+	}
+	if (r->dir[0] != 0 && chdir(r->dir) < 0) {
+		child_stage = stageChdir;
+		goto fail;
+	}
+	execve(r->path, r->argv, r->envp);
+	child_stage = stageExec;
+fail:
+	child_errno = errno;
+	_exit(127);
+}
+
+// spawn starts r's command with vfork and answers started or failed.
+static void spawn(const struct request *r) {
+	child_errno = 0;
+	child_stage = 0;
+	pid_t pid = vfork();
+	if (pid == 0)
+		exec_child(r);
+	if (pid < 0) {
+		send_reply(kindFailed, 0, errno, stageFork);
+	} else if (child_stage != 0) {
+		int status;
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+		}
+		send_reply(kindFailed, 0, child_errno, (uint32_t)child_stage);
+	} else {
+		send_reply(kindStarted, pid, 0, 0);
+	}
+}
+
+// recv_header reads a request's header and the descriptors sent with it
+// (the first three are kept in fds, counted in *nfds; more are closed).
+// It returns -1 when the agent closed the socket.
+static int recv_header(uint32_t hdr[4], int fds[3], int *nfds) {
+	char cbuf[CMSG_SPACE(3 * sizeof(int))];
+	struct iovec iov = {hdr, 4 * sizeof(uint32_t)};
 	struct msghdr msg = {0};
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
@@ -157,7 +277,6 @@ static int serve_one(void) {
 	} while (n < 0 && errno == EINTR);
 	if (n <= 0)
 		return -1;
-	int nfds = 0;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -165,88 +284,68 @@ static int serve_one(void) {
 		for (int i = 0; i < got; i++) {
 			int fd;
 			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-			if (nfds < 3)
-				fds[nfds++] = fd;
+			if (*nfds < 3)
+				fds[(*nfds)++] = fd;
 			else
 				close(fd);
 		}
 	}
-	if ((size_t)n < sizeof hdr && read_full((char *)hdr + n, sizeof hdr - (size_t)n) < 0)
+	size_t size = 4 * sizeof(uint32_t);
+	if ((size_t)n < size && read_full((char *)hdr + n, size - (size_t)n) < 0)
+		return -1;
+	return 0;
+}
+
+// parse splits the payload into r's user, path, dir, argv and envp; -1
+// if it does not hold them all.
+static int parse(char *payload, uint32_t len, uint32_t argc, uint32_t envc, struct request *r) {
+	char *p = payload, *end = payload + len;
+	if ((r->flags & flagUser) != 0 && read_cred(&p, end, &r->cr) < 0)
+		return -1;
+	if ((r->path = next(&p, end)) == NULL || (r->dir = next(&p, end)) == NULL)
+		return -1;
+	for (uint32_t i = 0; i < argc; i++)
+		if ((r->argv[i] = next(&p, end)) == NULL)
+			return -1;
+	for (uint32_t i = 0; i < envc; i++)
+		if ((r->envp[i] = next(&p, end)) == NULL)
+			return -1;
+	return 0;
+}
+
+// serve_one reads one request and starts its command. It returns -1 when
+// the agent closed the socket.
+static int serve_one(void) {
+	uint32_t hdr[4];
+	struct request r = {{-1, -1, -1}, 0, {0}, NULL, NULL, NULL, NULL};
+	int nfds = 0;
+	if (recv_header(hdr, r.fds, &nfds) < 0)
 		return -1;
 	uint32_t len = hdr[0], argc = hdr[1], envc = hdr[2];
+	r.flags = hdr[3];
 	if (len > maxPayload || argc == 0 || argc > len || envc > len) {
 		// The stream cannot be resynchronised: give up, the agent
 		// falls back to starting commands itself.
 		return -1;
 	}
 	char *payload = malloc((size_t)len + 1);
-	char **argv = calloc((size_t)argc + 1, sizeof(char *));
-	char **envp = calloc((size_t)envc + 1, sizeof(char *));
-	if (payload == NULL || argv == NULL || envp == NULL)
+	r.argv = calloc((size_t)argc + 1, sizeof(char *));
+	r.envp = calloc((size_t)envc + 1, sizeof(char *));
+	if (payload == NULL || r.argv == NULL || r.envp == NULL)
 		_exit(1);
 	if (read_full(payload, len) < 0)
 		return -1;
 	payload[len] = 0;
-	char *p = payload, *end = payload + len;
-	char *path = next(&p, end), *dir = next(&p, end);
-	int ok = path != NULL && dir != NULL && nfds == 3;
-	for (uint32_t i = 0; ok && i < argc; i++)
-		ok = (argv[i] = next(&p, end)) != NULL;
-	for (uint32_t i = 0; ok && i < envc; i++)
-		ok = (envp[i] = next(&p, end)) != NULL;
-	if (!ok) {
+	if (nfds != 3 || parse(payload, len, argc, envc, &r) < 0)
 		send_reply(kindFailed, 0, EINVAL, stageRequest);
-	} else {
-		child_errno = 0;
-		child_stage = 0;
-		pid_t pid = vfork();
-		if (pid == 0) {
-			sigset_t none;
-			sigemptyset(&none);
-			sigprocmask(SIG_SETMASK, &none, NULL);
-			if (setsid() < 0) {
-				child_stage = stageSetsid;
-				goto fail;
-			}
-			for (int i = 0; i < 3; i++) {
-				// The received descriptors are above 2 (ours
-				// are open) and close on exec; dup2 makes
-				// inheritable copies.
-				if (dup2(fds[i], i) < 0) {
-					child_stage = stageDup;
-					goto fail;
-				}
-			}
-			if (root != NULL && chroot(root) < 0) {
-				child_stage = stageChroot;
-				goto fail;
-			}
-			if (dir[0] != 0 && chdir(dir) < 0) {
-				child_stage = stageChdir;
-				goto fail;
-			}
-			execve(path, argv, envp);
-			child_stage = stageExec;
-		fail:
-			child_errno = errno;
-			_exit(127);
-		}
-		if (pid < 0) {
-			send_reply(kindFailed, 0, errno, stageFork);
-		} else if (child_stage != 0) {
-			int status;
-			while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-			}
-			send_reply(kindFailed, 0, child_errno, (uint32_t)child_stage);
-		} else {
-			send_reply(kindStarted, pid, 0, 0);
-		}
-	}
+	else
+		spawn(&r);
 	for (int i = 0; i < nfds; i++)
-		close(fds[i]);
+		close(r.fds[i]);
+	free(r.cr.groups);
 	free(payload);
-	free(argv);
-	free(envp);
+	free(r.argv);
+	free(r.envp);
 	return 0;
 }
 

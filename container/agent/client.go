@@ -20,6 +20,12 @@ import (
 // the program does not exist). Errors from Client.Exec wrap it.
 var ErrStart = errors.New("agent: command could not be started")
 
+// ErrVersion reports an agent that speaks another protocol version than
+// this client (see ProtocolVersion): the agent binary in use was built
+// from another turnbox. The connection ends; its error wraps ErrVersion
+// and container.ErrNotRunning.
+var ErrVersion = errors.New("agent: protocol version mismatch")
+
 // ErrClosed is the error of a client closed by Close. It wraps
 // container.ErrNotRunning.
 var ErrClosed = fmt.Errorf("agent: client closed: %w", container.ErrNotRunning)
@@ -202,10 +208,13 @@ func (c *Client) dispatch(f frame) error {
 	switch f.typ {
 	case MsgHello:
 		d := decoder{b: f.body}
-		d.uvarint()
+		version := d.uvarint()
 		pid := d.uvarint()
 		if d.err != nil || pid == 0 || pid > 1<<22 || f.id != 0 {
 			return fmt.Errorf("%w: malformed Hello", ErrProtocol)
+		}
+		if version != ProtocolVersion {
+			return fmt.Errorf("%w: the agent speaks protocol version %d, this host version %d: rebuild turnbox-agent from this turnbox", ErrVersion, version, ProtocolVersion)
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -217,7 +226,7 @@ func (c *Client) dispatch(f frame) error {
 		c.agentPID = int(pid)
 		close(c.hello)
 		return nil
-	case MsgOutput, MsgExited, MsgFailed, MsgReply:
+	case MsgOutput, MsgExited, MsgFailed, MsgReply, MsgStarted:
 	default:
 		return fmt.Errorf("%w: unexpected frame type %v", ErrProtocol, f.typ)
 	}
@@ -356,26 +365,11 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 	if p.Stdin != nil {
 		flags |= execFlagStdin
 	}
-	timeout := p.Timeout
-	if timeout < 0 {
-		timeout = 0
-	}
-	req := newFrame(MsgExec, id).strs(p.Args).strs(p.Env).str(p.Dir).
-		uvarint(uint64(timeout)).byte1(flags).bytes()
-	if err := c.send(req); err != nil {
+	if err := c.send(execFrame(id, p, flags, "", nil)); err != nil {
 		return container.ExitStatus{}, err
 	}
-
-	// A command with a Timeout is killed by the agent then; if the agent
-	// has not reported its end a grace period later, the host gives up on
-	// the agent.
-	var hostTimeout <-chan time.Time
-	grace := c.bounds.killGrace
-	if p.Timeout > 0 && p.Timeout < math.MaxInt64-grace {
-		t := time.NewTimer(p.Timeout + grace)
-		defer t.Stop()
-		hostTimeout = t.C
-	}
+	hostTimeout, stop := c.hostTimer(p.Timeout)
+	defer stop()
 	stdinDone := make(chan struct{})
 	defer close(stdinDone)
 	if p.Stdin != nil {
@@ -384,37 +378,79 @@ func (c *Client) Exec(ctx context.Context, p container.Process) (container.ExitS
 		// command fails to start, the agent drops it).
 		go c.copyStdin(id, p.Stdin, stdinDone)
 	}
-	return c.execWait(ctx, id, cl, p, hostTimeout)
+	r := &run{c: c, id: id, cl: cl, p: p}
+	return r.wait(ctx, hostTimeout)
 }
 
-// execWait handles an Exec call's frames until it ends: the command's
-// exit, its failure to start, the connection's end, or the host's bounds
-// (hostTimeout, then a grace period after a Kill).
-func (c *Client) execWait(ctx context.Context, id uint64, cl *call, p container.Process, hostTimeout <-chan time.Time) (container.ExitStatus, error) {
+// execFrame encodes an Exec request (see MsgExec).
+func execFrame(id uint64, p container.Process, flags byte, user string, size *container.TermSize) []byte {
+	timeout := p.Timeout
+	if timeout < 0 {
+		timeout = 0
+	}
+	var rows, cols uint64
+	if size != nil {
+		rows, cols = uint64(size.Rows), uint64(size.Cols)
+	}
+	return newFrame(MsgExec, id).strs(p.Args).strs(p.Env).str(p.Dir).
+		uvarint(uint64(timeout)).byte1(flags).str(user).uvarint(rows).uvarint(cols).bytes()
+}
+
+// hostTimer returns a channel that fires a grace period after a
+// command's timeout: the agent kills a command at its Timeout; if it has
+// not reported its end a grace period later, the host gives up on the
+// agent. Without a timeout the channel is nil. stop releases the timer.
+func (c *Client) hostTimer(timeout time.Duration) (<-chan time.Time, func()) {
 	grace := c.bounds.killGrace
+	if timeout <= 0 || timeout >= math.MaxInt64-grace {
+		return nil, func() {}
+	}
+	t := time.NewTimer(timeout + grace)
+	return t.C, func() { t.Stop() }
+}
+
+// run is the host's side of one command: it handles the command's frames
+// until it ends.
+type run struct {
+	c  *Client
+	id uint64
+	cl *call
+	p  container.Process // output writers and Timeout
+	// onStart, if not nil, gets the pid of MsgStarted, which must come
+	// (once) before any other event of the command.
+	onStart func(pid int)
+	started bool
+}
+
+// wait handles the command's frames until it ends: the command's exit,
+// its failure to start, the connection's end, or the host's bounds
+// (hostTimeout, then a grace period after a Kill). When ctx is done it
+// asks the agent to kill the command, once.
+func (r *run) wait(ctx context.Context, hostTimeout <-chan time.Time) (container.ExitStatus, error) {
+	c, grace := r.c, r.c.bounds.killGrace
 	ctxDone := ctx.Done()
 	var killDeadline <-chan time.Time
 	var killed bool
 	dead := false
 	for {
 		for {
-			f, ok := cl.pop()
+			f, ok := r.cl.pop()
 			if !ok {
 				break
 			}
-			if st, end, err := c.execEvent(f, p, killed); end {
+			if st, end, err := r.event(f, killed); end {
 				return st, err
 			}
 		}
 		select {
-		case <-cl.notify:
+		case <-r.cl.notify:
 			continue
 		case <-ctxDone:
 		case <-hostTimeout:
 			// The agent should have killed the command and reported it
 			// a grace period ago: kill it (best effort) and give up.
-			_ = c.send(newFrame(MsgKill, id).bytes())
-			c.protocolError(fmt.Errorf("agent: command not reported ended %v after its %v timeout: %w", grace, p.Timeout, ErrNoAnswer))
+			_ = c.send(newFrame(MsgKill, r.id).bytes())
+			c.protocolError(fmt.Errorf("agent: command not reported ended %v after its %v timeout: %w", grace, r.p.Timeout, ErrNoAnswer))
 			return container.ExitStatus{TimedOut: true}, c.Err()
 		case <-killDeadline:
 			// An agent that does not report a killed command is starved,
@@ -429,14 +465,14 @@ func (c *Client) execWait(ctx context.Context, id uint64, cl *call, p container.
 				return container.ExitStatus{}, c.Err()
 			}
 			dead = true
-			wake(cl.notify)
+			wake(r.cl.notify)
 			continue
 		}
 		// The context ended: kill, once.
 		ctxDone = nil
 		if !killed {
 			killed = true
-			if err := c.send(newFrame(MsgKill, id).bytes()); err != nil {
+			if err := c.send(newFrame(MsgKill, r.id).bytes()); err != nil {
 				return container.ExitStatus{}, err
 			}
 			killDeadline = time.After(grace)
@@ -444,20 +480,33 @@ func (c *Client) execWait(ctx context.Context, id uint64, cl *call, p container.
 	}
 }
 
-// execEvent handles one frame of an Exec call; end reports that the call
-// is over with st and err. A malformed frame ends the connection.
-func (c *Client) execEvent(f frame, p container.Process, killed bool) (st container.ExitStatus, end bool, err error) {
+// event handles one frame of the command; end reports that the call is
+// over with st and err. A malformed frame ends the connection.
+func (r *run) event(f frame, killed bool) (st container.ExitStatus, end bool, err error) {
 	d := decoder{b: f.body}
-	switch f.typ {
-	case MsgOutput:
+	if r.onStart != nil && !r.started && f.typ != MsgStarted && f.typ != MsgFailed {
+		d.err = fmt.Errorf("%w: %v frame before Started", ErrProtocol, f.typ)
+	}
+	switch {
+	case d.err != nil:
+	case f.typ == MsgStarted && r.onStart != nil && !r.started:
+		pid := d.uvarint()
+		if d.err == nil && (pid == 0 || pid > 1<<22) {
+			d.err = fmt.Errorf("%w: Started with pid %d", ErrProtocol, pid)
+		}
+		if d.err == nil {
+			r.started = true
+			r.onStart(int(pid))
+		}
+	case f.typ == MsgOutput:
 		stream := d.byte1()
 		data := d.rest()
 		var w io.Writer
 		switch stream {
 		case StreamStdout:
-			w = p.Stdout
+			w = r.p.Stdout
 		case StreamStderr:
-			w = p.Stderr
+			w = r.p.Stderr
 		default:
 			d.fail()
 		}
@@ -466,26 +515,42 @@ func (c *Client) execEvent(f frame, p container.Process, killed bool) (st contai
 			// dropped, as with a nil writer.
 			_, _ = w.Write(data)
 		}
-	case MsgExited:
+	case f.typ == MsgExited:
 		st, d.err = decodeExit(&d)
 		if d.err == nil {
 			st.TimedOut = st.TimedOut || killed
 			return st, true, nil
 		}
-	case MsgFailed:
-		msg := message(d.str())
-		if d.err == nil {
-			return container.ExitStatus{}, true, fmt.Errorf("%w: %s", ErrStart, msg)
+	case f.typ == MsgFailed:
+		if err := decodeFailed(&d); d.err == nil {
+			return container.ExitStatus{}, true, err
 		}
 	default:
 		d.err = fmt.Errorf("%w: %v frame for a command", ErrProtocol, f.typ)
 	}
 	if d.err != nil {
 		err := fmt.Errorf("agent: %v frame: %w", f.typ, d.err)
-		c.protocolError(err)
-		return container.ExitStatus{}, true, c.Err()
+		r.c.protocolError(err)
+		return container.ExitStatus{}, true, r.c.Err()
 	}
 	return container.ExitStatus{}, false, nil
+}
+
+// decodeFailed decodes a Failed body into the call's error: it wraps
+// ErrStart, and container.ErrInvalidSpec for FailInvalid.
+func decodeFailed(d *decoder) error {
+	msg := message(d.str())
+	reason := d.byte1()
+	switch {
+	case d.err != nil:
+		return nil
+	case reason == FailInvalid:
+		return fmt.Errorf("%w: %w: %s", ErrStart, container.ErrInvalidSpec, msg)
+	case reason == FailStart:
+		return fmt.Errorf("%w: %s", ErrStart, msg)
+	}
+	d.err = fmt.Errorf("%w: Failed with reason %d", ErrProtocol, reason)
+	return nil
 }
 
 // decodeExit decodes and checks an Exited body.
@@ -502,6 +567,7 @@ func decodeExit(d *decoder) (container.ExitStatus, error) {
 	}
 	st := container.ExitStatus{
 		Code:      int(code),
+		Signal:    int(sig),
 		TimedOut:  fl&exitFlagTimedOut != 0,
 		OOMKilled: fl&exitFlagOOM != 0,
 		Duration:  time.Duration(dur),

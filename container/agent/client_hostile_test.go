@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -103,8 +104,12 @@ func TestHostileFrames(t *testing.T) {
 		{"reply id 0", newFrame(MsgReply, 0).str("").bytes(), ErrProtocol},
 		{"hello with garbage", newFrame(MsgHello, 0).raw([]byte{0xff}).bytes(), ErrProtocol},
 		{"hello with huge pid", newFrame(MsgHello, 0).uvarint(ProtocolVersion).uvarint(1 << 40).bytes(), ErrProtocol},
-		{"second hello", append(newFrame(MsgHello, 0).uvarint(2).uvarint(1).bytes(),
-			newFrame(MsgHello, 0).uvarint(2).uvarint(1).bytes()...), ErrProtocol},
+		{"second hello", append(newFrame(MsgHello, 0).uvarint(ProtocolVersion).uvarint(1).bytes(),
+			newFrame(MsgHello, 0).uvarint(ProtocolVersion).uvarint(1).bytes()...), ErrProtocol},
+		{"version 2 hello", newFrame(MsgHello, 0).uvarint(2).uvarint(1).bytes(), ErrVersion},
+		{"version 4 hello", newFrame(MsgHello, 0).uvarint(4).uvarint(1).bytes(), ErrVersion},
+		{"started for a ping", newFrame(MsgStarted, 1).uvarint(5).bytes(), ErrProtocol},
+		{"host-to-agent signal", newFrame(MsgSignal, 1).uvarint(9).bytes(), ErrProtocol},
 		{"reply with bad string", newFrame(MsgReply, 1).uvarint(1 << 30).bytes(), ErrProtocol},
 		{"output for a ping", newFrame(MsgOutput, 1).byte1(StreamStdout).raw([]byte("x")).bytes(), ErrProtocol},
 		{"stops mid-frame", rawFrame(100, []byte{byte(MsgReply), 1, 0}), nil},
@@ -151,6 +156,9 @@ func TestHostileExecFrames(t *testing.T) {
 		{"empty output", newFrame(MsgOutput, 1).bytes()},
 		{"reply to exec", newFrame(MsgReply, 1).str("").bytes()},
 		{"failed with bad string", newFrame(MsgFailed, 1).uvarint(500).raw([]byte("short")).bytes()},
+		{"failed without reason", newFrame(MsgFailed, 1).str("no").bytes()},
+		{"failed with unknown reason", newFrame(MsgFailed, 1).str("no").byte1(7).bytes()},
+		{"started for an exec", newFrame(MsgStarted, 1).uvarint(5).bytes()},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,7 +181,7 @@ func TestHostileExecFrames(t *testing.T) {
 // bounded and quoted.
 func TestHostileMessage(t *testing.T) {
 	c, a, res := execOnHostile(t)
-	a.send(newFrame(MsgFailed, 1).str("\x1b[2J" + strings.Repeat("A", 100000)).bytes())
+	a.send(newFrame(MsgFailed, 1).str("\x1b[2J" + strings.Repeat("A", 100000)).byte1(FailStart).bytes())
 	err := <-res
 	if !errors.Is(err, ErrStart) || len(err.Error()) > 2*maxMessage || strings.Contains(err.Error(), "\x1b") {
 		t.Fatalf("Exec: %d-byte error %.80q, want ErrStart, bounded, quoted", len(err.Error()), err)
@@ -344,18 +352,31 @@ func FuzzClient(f *testing.F) {
 	f.Add(newFrame(MsgReply, 1).str("").bytes())
 	f.Add(newFrame(MsgOutput, 2).byte1(StreamStdout).raw([]byte("hi")).bytes())
 	f.Add(newFrame(MsgExited, 2).varint(0).uvarint(0).byte1(0).uvarint(5).bytes())
-	f.Add(newFrame(MsgFailed, 2).str("no").bytes())
+	f.Add(newFrame(MsgFailed, 2).str("no").byte1(FailStart).bytes())
+	f.Add(newFrame(MsgStarted, 3).uvarint(5).bytes())
+	f.Add(append(newFrame(MsgStarted, 3).uvarint(5).bytes(), newFrame(MsgOutput, 3).byte1(StreamStdout).raw([]byte("x")).bytes()...))
 	f.Add(rawFrame(MaxFrameSize+1, nil))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, a := newHostile(t, true)
 		var wg sync.WaitGroup
-		wg.Add(2)
+		wg.Add(3)
 		go func() { defer wg.Done(); _ = c.Ping(context.Background()) }()
 		<-a.got
 		go func() {
 			defer wg.Done()
 			var out bytes.Buffer
 			_, _ = c.Exec(context.Background(), container.Process{Args: []string{"x"}, Stdout: &out, Stderr: &out})
+		}()
+		<-a.got
+		go func() {
+			defer wg.Done()
+			var out bytes.Buffer
+			rp, err := c.StartProcess(context.Background(), container.ProcessSpec{
+				Process: container.Process{Args: []string{"x"}, Stdout: &out}, PTY: &container.TermSize{}})
+			if err == nil {
+				_ = rp.WriteStdin(context.Background(), []byte("x"))
+				_, _ = rp.Wait(context.Background())
+			}
 		}()
 		<-a.got
 		a.send(data)
@@ -383,4 +404,128 @@ func execOnHostile(t *testing.T) (*Client, *fakeAgent, <-chan error) {
 	}()
 	<-a.got
 	return c, a, res
+}
+
+// TestOldAgentRefused: an agent announcing protocol version 2 ends the
+// connection with an error that wraps ErrVersion, names both versions and
+// says what to do; a call in flight fails with it.
+func TestOldAgentRefused(t *testing.T) {
+	c, a, res := execOnHostile(t)
+	a.send(newFrame(MsgHello, 0).uvarint(2).uvarint(1).bytes())
+	waitDone(t, c, ErrVersion)
+	msg := c.Err().Error()
+	for _, want := range []string{"version 2", "version 3", "rebuild turnbox-agent"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not say %q", msg, want)
+		}
+	}
+	if err := <-res; !errors.Is(err, ErrVersion) || !errors.Is(err, container.ErrNotRunning) {
+		t.Errorf("Exec on an old agent: %v, want ErrVersion and ErrNotRunning", err)
+	}
+}
+
+// startOnHostile starts a StartProcess on a client whose fake agent
+// drains what the host sends and returns its result channel once the
+// Exec frame went out.
+func startOnHostile(t *testing.T) (*Client, *fakeAgent, <-chan startResult) {
+	t.Helper()
+	c, a := newHostile(t, true)
+	res := make(chan startResult, 1)
+	go func() {
+		rp, err := c.StartProcess(context.Background(), container.ProcessSpec{Process: container.Process{Args: []string{"sleep", "9"}}})
+		res <- startResult{rp, err}
+	}()
+	f := <-a.got
+	if f.typ != MsgExec {
+		t.Fatalf("first frame %v, want Exec", f.typ)
+	}
+	return c, a, res
+}
+
+type startResult struct {
+	rp  container.RunningProcess
+	err error
+}
+
+// TestHostileStartFrames feeds a start bad frames: StartProcess fails
+// with ErrProtocol and ErrNotRunning and the connection ends.
+func TestHostileStartFrames(t *testing.T) {
+	cases := []struct {
+		name  string
+		frame []byte
+	}{
+		{"output before started", newFrame(MsgOutput, 1).byte1(StreamStdout).raw([]byte("x")).bytes()},
+		{"exited before started", newFrame(MsgExited, 1).varint(0).uvarint(0).byte1(0).uvarint(1).bytes()},
+		{"started with pid 0", newFrame(MsgStarted, 1).uvarint(0).bytes()},
+		{"started with huge pid", newFrame(MsgStarted, 1).uvarint(1 << 40).bytes()},
+		{"started without pid", newFrame(MsgStarted, 1).bytes()},
+		{"reply to a start", newFrame(MsgReply, 1).str("").bytes()},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, a, res := startOnHostile(t)
+			a.send(tc.frame)
+			select {
+			case r := <-res:
+				if r.rp != nil || !errors.Is(r.err, ErrProtocol) || !errors.Is(r.err, container.ErrNotRunning) {
+					t.Fatalf("StartProcess: %v %v, want ErrProtocol and ErrNotRunning", r.rp, r.err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("StartProcess hangs on a bad frame")
+			}
+			waitDone(t, c, ErrProtocol)
+		})
+	}
+}
+
+// TestHostileRunningProcess: a second Started ends the connection and
+// Wait reports it; a silent start is bounded and killed; FailInvalid is
+// ErrInvalidSpec and keeps the connection.
+func TestHostileRunningProcess(t *testing.T) {
+	t.Run("second started", func(t *testing.T) {
+		c, a, res := startOnHostile(t)
+		a.send(newFrame(MsgStarted, 1).uvarint(42).bytes())
+		r := <-res
+		if r.err != nil || r.rp.PID() != 42 {
+			t.Fatalf("StartProcess: %v, pid %v", r.err, r.rp)
+		}
+		a.send(newFrame(MsgStarted, 1).uvarint(43).bytes())
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := r.rp.Wait(ctx); !errors.Is(err, ErrProtocol) {
+			t.Fatalf("Wait: %v, want ErrProtocol", err)
+		}
+		waitDone(t, c, ErrProtocol)
+		if err := r.rp.Signal(ctx, syscall.SIGTERM); !errors.Is(err, container.ErrProcessDone) {
+			t.Errorf("Signal after the end: %v, want ErrProcessDone", err)
+		}
+	})
+	t.Run("silent", func(t *testing.T) {
+		c, a, res := startOnHostile(t)
+		start := time.Now()
+		r := <-res
+		if !errors.Is(r.err, ErrNoAnswer) || time.Since(start) > 3*time.Second {
+			t.Fatalf("StartProcess on a silent agent: %v after %v, want ErrNoAnswer within its bound", r.err, time.Since(start))
+		}
+		select {
+		case f := <-a.got:
+			if f.typ != MsgKill || f.id != 1 {
+				t.Fatalf("after the failed start the host sent %v for %d, want Kill for 1", f.typ, f.id)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the host did not kill the process it gave up on")
+		}
+		waitDone(t, c, ErrNoAnswer) // nor did the agent report the kill
+	})
+	t.Run("invalid", func(t *testing.T) {
+		c, a, res := startOnHostile(t)
+		a.send(newFrame(MsgFailed, 1).str("unknown user").byte1(FailInvalid).bytes())
+		r := <-res
+		if !errors.Is(r.err, container.ErrInvalidSpec) || !errors.Is(r.err, ErrStart) {
+			t.Fatalf("StartProcess: %v, want ErrInvalidSpec and ErrStart", r.err)
+		}
+		if c.Err() != nil {
+			t.Fatalf("a Failed frame ended the connection: %v", c.Err())
+		}
+	})
 }

@@ -16,6 +16,16 @@
 //	host  -> agent: Kill (id 7)       kills the command's process tree
 //	host  -> agent: KillAll, Ping     answered by Reply
 //
+// A process that outlives its call (Client.StartProcess) is the same
+// Exec with more fields: a user (resolved by the agent in the sandbox's
+// /etc/passwd and /etc/group), a pseudo-terminal and its size, and a
+// request for MsgStarted{pid}, which the agent sends before any output.
+// Stdin, StdinClose, Signal, Resize and Kill then act on it by its id.
+// A plain Exec asks for no start report: it costs the hot path nothing.
+//
+// The agent announces ProtocolVersion in its Hello; a client refuses any
+// other version (ErrVersion): agent and host are built from one tree.
+//
 // Every command runs in its own session (setsid). A timeout or Kill sends
 // SIGKILL to the command's process group and to every process whose
 // session id is the command's, found through /proc, so a whole tree dies
@@ -31,6 +41,7 @@
 // # Client
 //
 // NewClient wraps the host's ends of the agent's stdio. Client.Exec has the
-// semantics of container.Sandbox.Exec; when the agent dies, Done is closed
-// and calls fail with errors wrapping container.ErrNotRunning.
+// semantics of container.Sandbox.Exec, Client.StartProcess those of
+// container.ProcessStarter; when the agent dies, Done is closed and calls
+// fail with errors wrapping container.ErrNotRunning.
 package agent

@@ -10,7 +10,8 @@ import (
 )
 
 // output is a running command's stdout and stderr, read by two
-// goroutines (readOutput) that send what they read as MsgOutput frames.
+// goroutines (readOutput) that send what they read as MsgOutput frames;
+// or a PTY master (err nil), read by one.
 type output struct {
 	out, err *os.File
 	readers  sync.WaitGroup
@@ -21,9 +22,12 @@ type output struct {
 // startOutput starts reading a command's stdout and stderr.
 func (s *server) startOutput(id uint64, outR, errR *os.File) *output {
 	o := &output{out: outR, err: errR}
-	o.readers.Add(2)
+	o.readers.Add(1)
 	go s.readOutput(id, StreamStdout, outR, &o.readers, &o.progress, &o.inFlight)
-	go s.readOutput(id, StreamStderr, errR, &o.readers, &o.progress, &o.inFlight)
+	if errR != nil {
+		o.readers.Add(1)
+		go s.readOutput(id, StreamStderr, errR, &o.readers, &o.progress, &o.inFlight)
+	}
 	return o
 }
 
@@ -51,15 +55,20 @@ wait:
 				last = now
 				continue
 			}
-			o.out.Close()
-			o.err.Close()
+			o.close()
 			<-drained
 			break wait
 		}
 	}
 	tick.Stop()
+	o.close()
+}
+
+func (o *output) close() {
 	o.out.Close()
-	o.err.Close()
+	if o.err != nil {
+		o.err.Close()
+	}
 }
 
 func (s *server) readOutput(id uint64, stream byte, r *os.File, wg *sync.WaitGroup, progress, inFlight *atomic.Int64) {
@@ -86,6 +95,9 @@ func (s *server) readOutput(id uint64, stream byte, r *os.File, wg *sync.WaitGro
 // Linux), without taking
 // the descriptor out of the runtime poller as File.Fd would.
 func unread(r *os.File) int {
+	if r == nil {
+		return 0
+	}
 	rc, err := r.SyscallConn()
 	if err != nil {
 		return 0

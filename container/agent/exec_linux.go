@@ -25,6 +25,11 @@ type execRequest struct {
 	dir     string
 	timeout time.Duration
 	stdin   bool
+	user    string // "" for the agent's own
+	pty     bool
+	report  bool // answer MsgStarted once it runs
+	rows    uint16
+	cols    uint16
 }
 
 // proc is a running command.
@@ -34,6 +39,7 @@ type proc struct {
 	pid    int
 	marker string // execMarkerVar=value in the command's environment
 	stdin  *stdinQueue
+	pty    *os.File // the PTY master, nil without one
 
 	mu        sync.Mutex
 	timedOut  bool
@@ -60,36 +66,51 @@ func (p *proc) kill(timedOut bool) {
 // session and scrubs its environment escapes; KillAll still kills it.)
 const execMarkerVar = "TURNBOX_EXEC_ID"
 
-func (s *server) failed(id uint64, format string, args ...any) {
-	_ = s.fw.write(newFrame(MsgFailed, id).str(fmt.Sprintf(format, args...)).bytes())
+// failed sends MsgFailed for request id: FailInvalid if err wraps
+// errInvalid, else FailStart.
+func (s *server) failed(id uint64, err error) {
+	reason := FailStart
+	if errors.Is(err, errInvalid) {
+		reason = FailInvalid
+	}
+	_ = s.fw.write(newFrame(MsgFailed, id).str(err.Error()).byte1(reason).bytes())
 }
 
 // exec runs a command for MsgExec: it starts it (spawn, in
 // exec_spawn_linux.go), streams its output as MsgOutput frames
 // (exec_drain_linux.go), and once it exited (exec_wait_linux.go) and its
 // output is drained, sends MsgExited. A command that cannot start gets
-// MsgFailed.
+// MsgFailed; one whose Exec asked for it gets MsgStarted before its
+// output.
 func (s *server) exec(req execRequest) {
 	c, err := s.prepare(req)
 	if err != nil {
-		s.failed(req.id, "%v", err)
+		s.failed(req.id, err)
 		return
 	}
-	pp, err := s.newPipes(req.stdin)
+	var pp *pipes
+	if req.pty {
+		pp, err = s.newPTY(req, c)
+	} else {
+		pp, err = s.newPipes(req.stdin)
+	}
 	if err != nil {
-		s.failed(req.id, "%v", err)
+		s.failed(req.id, err)
 		return
 	}
 	p := &proc{s: s, id: req.id, marker: c.marker, done: make(chan struct{})}
-	if req.stdin {
-		p.stdin = newStdinQueue()
+	if req.stdin || req.pty {
+		p.stdin = newStdinQueue(pp.in)
+	}
+	if req.pty {
+		p.pty = pp.out
 	}
 	start := time.Now()
 	pid, waitCh, err := s.spawn(c, pp)
 	pp.closeChild()
 	if err != nil {
 		pp.closeOurs()
-		s.failed(req.id, "start %s: %v", req.args[0], err)
+		s.failed(req.id, fmt.Errorf("start %s: %w", req.args[0], err))
 		return
 	}
 	p.pid = pid
@@ -97,9 +118,15 @@ func (s *server) exec(req execRequest) {
 	s.procs[req.id] = p
 	s.mu.Unlock()
 	s.trackSession(pid)
-
+	if req.report {
+		_ = s.fw.write(newFrame(MsgStarted, req.id).uvarint(uint64(pid)).bytes())
+	}
 	if p.stdin != nil {
-		go p.stdin.pump(pp.in)
+		end := func() { pp.in.Close() }
+		if req.pty {
+			end = ptyEOF(pp.in)
+		}
+		go p.stdin.pump(pp.in, end)
 	}
 	out := s.startOutput(req.id, pp.out, pp.err)
 	var timer *time.Timer
@@ -126,12 +153,14 @@ type command struct {
 	env    []string
 	dir    string
 	marker string
+	cred   *credential // nil: the agent's own user
+	ctty   bool        // stdin is a PTY to make the controlling terminal
 }
 
 // prepare checks req and resolves its program, directory and environment.
 func (s *server) prepare(req execRequest) (*command, error) {
 	if len(req.args) == 0 {
-		return nil, errors.New("empty args")
+		return nil, fmt.Errorf("%w: empty args", errInvalid)
 	}
 	s.mu.Lock()
 	_, dup := s.procs[req.id]
@@ -146,13 +175,23 @@ func (s *server) prepare(req execRequest) (*command, error) {
 	// PWD keeps the logical path when dir goes through a symlink (as
 	// /workspace does in a sandbox), like a shell's cd.
 	marker := execMarkerVar + "=" + s.nonce + "-" + strconv.FormatUint(req.id, 10)
-	env := mergeEnv(s.baseEnv, append([]string{"PWD=" + dir}, req.env...))
+	extra := []string{"PWD=" + dir}
+	var cred *credential
+	if req.user != "" {
+		var err error
+		// Users are the commands' own: those of their root's /etc.
+		if cred, err = resolveUser(filepath.Join(s.rootDir(), s.etcDir), req.user); err != nil {
+			return nil, err
+		}
+		extra = append(extra, cred.env()...)
+	}
+	env := mergeEnv(s.baseEnv, append(extra, req.env...))
 	env = append(env, marker)
 	path, err := lookPath(req.args[0], envValue(env, "PATH"), dir, s.rootDir())
 	if err != nil {
 		return nil, err
 	}
-	return &command{path: path, args: req.args, env: env, dir: dir, marker: marker}, nil
+	return &command{path: path, args: req.args, env: env, dir: dir, marker: marker, cred: cred, ctty: req.pty}, nil
 }
 
 // finish reports the exit of p, whose status is ws, after its output

@@ -32,7 +32,7 @@ func (s *server) spawn(c *command, pp *pipes) (pid int, waitCh chan syscall.Wait
 		Dir:   c.dir,
 		Env:   c.env,
 		Files: []uintptr{uintptr(pp.child[0]), uintptr(pp.child[1]), uintptr(pp.child[2])},
-		Sys:   &syscall.SysProcAttr{Setsid: true, Chroot: s.rootDir()},
+		Sys:   c.sysProcAttr(s.rootDir()),
 	}
 	fork := func() (int, error) { return s.forkExec(c.path, c.args, attr) }
 	if s.reap != nil {
@@ -45,7 +45,7 @@ func (s *server) spawn(c *command, pp *pipes) (pid int, waitCh chan syscall.Wait
 // spawnLaunched asks launcher l to start c. launched is false when l
 // never saw the request (it is gone): spawn then starts c itself.
 func (s *server) spawnLaunched(l *launcher, c *command, pp *pipes) (pid int, waitCh chan syscall.WaitStatus, launched bool, err error) {
-	pid, waitCh, err = l.spawn(c.path, c.args, c.env, c.dir, pp.child)
+	pid, waitCh, err = l.spawn(c, pp.child)
 	switch {
 	case errors.Is(err, errLauncherGone):
 		// It never saw the request: start a new one for the next
@@ -65,15 +65,32 @@ func (s *server) spawnLaunched(l *launcher, c *command, pp *pipes) (pid int, wai
 	return pid, waitCh, true, err
 }
 
+// sysProcAttr returns the attributes of c's child process for Go's fork
+// path: a new session; the PTY on its stdin as its controlling terminal;
+// its user. The launcher's request (launcher.spawn) carries the same, and
+// launcher.c applies them in the same order.
+func (c *command) sysProcAttr(root string) *syscall.SysProcAttr {
+	a := &syscall.SysProcAttr{Setsid: true, Chroot: root}
+	if c.ctty {
+		a.Setctty, a.Ctty = true, 0
+	}
+	if c.cred != nil {
+		a.Credential = &syscall.Credential{Uid: c.cred.uid, Gid: c.cred.gid, Groups: c.cred.groups}
+	}
+	return a
+}
+
 // pipes are a command's standard streams. child holds the command's ends
 // (stdin, stdout, stderr): plain blocking descriptors, closed once the
 // command started. The agent's ends go through the runtime's poller: in
 // (nil without stdin, when the command reads /dev/null), out and err.
 // (os.Pipe would put both ends through the poller, and each system call
-// is a trap in gVisor.)
+// is a trap in gVisor.) For a PTY, child holds the slave three times, in
+// and out are the master and err is nil.
 type pipes struct {
 	child        [3]int
 	ownStdin     bool // child[0] is a pipe, not the shared /dev/null
+	pty          bool
 	in, out, err *os.File
 }
 
@@ -119,7 +136,7 @@ func pollable(fd int, name string) (*os.File, error) {
 
 func (p *pipes) closeChild() {
 	for i, fd := range p.child {
-		if fd >= 0 && (i > 0 || p.ownStdin) {
+		if fd >= 0 && (i > 0 || p.ownStdin) && (i == 0 || !p.pty) {
 			unix.Close(fd)
 		}
 		p.child[i] = -1
@@ -129,7 +146,7 @@ func (p *pipes) closeChild() {
 func (p *pipes) closeOurs() {
 	for _, f := range []*os.File{p.in, p.out, p.err} {
 		if f != nil {
-			f.Close()
+			f.Close() // the PTY master twice: the second fails, harmlessly
 		}
 	}
 }

@@ -49,7 +49,13 @@ const (
 	launchExited  = 3
 )
 
-var launchStages = map[uint32]string{1: "fork", 2: "setsid", 3: "dup", 4: "chdir", 5: "exec", 6: "request", 7: "chroot"}
+var launchStages = map[uint32]string{1: "fork", 2: "setsid", 3: "dup", 4: "chdir", 5: "exec", 6: "request", 7: "controlling terminal", 8: "user", 9: "chroot"}
+
+// Flags of a launcher request (its header's fourth word).
+const (
+	launchFlagCtty = 1 << 0 // make stdin (a PTY) the controlling terminal
+	launchFlagUser = 1 << 1 // the payload starts with uid, gid, ngroups, groups
+)
 
 // errLauncherGone reports that the launcher was gone before it could read
 // a request: the command did not start, and a new launcher may.
@@ -215,28 +221,13 @@ func (l *launcher) send(msg, rights []byte) (sent int, err error) {
 	return sent, err
 }
 
-// spawn starts path with args, env and working directory dir, with
-// files as its stdin, stdout and stderr, in a new session. It returns the
-// command's pid and a channel that receives its wait status. The error
-// wraps errLauncherGone if the launcher was gone before it read the
-// request.
-func (l *launcher) spawn(path string, args, env []string, dir string, files [3]int) (int, chan syscall.WaitStatus, error) {
-	size := len(path) + len(dir) + 2
-	for _, s := range args {
-		size += len(s) + 1
-	}
-	for _, s := range env {
-		size += len(s) + 1
-	}
-	msg := make([]byte, 16, 16+size)
-	binary.NativeEndian.PutUint32(msg[0:], uint32(size))
-	binary.NativeEndian.PutUint32(msg[4:], uint32(len(args)))
-	binary.NativeEndian.PutUint32(msg[8:], uint32(len(env)))
-	for _, s := range append(append([]string{path, dir}, args...), env...) {
-		msg = append(msg, s...)
-		msg = append(msg, 0)
-	}
-
+// spawn starts c with files as its stdin, stdout and stderr, with the
+// attributes of c.sysProcAttr (a new session, its controlling terminal,
+// its user). It returns the command's pid and a channel that receives its
+// wait status. The error wraps errLauncherGone if the launcher was gone
+// before it read the request.
+func (l *launcher) spawn(c *command, files [3]int) (int, chan syscall.WaitStatus, error) {
+	msg := launchRequest(c)
 	l.reqMu.Lock()
 	defer l.reqMu.Unlock()
 	if !l.alive() {
@@ -278,6 +269,44 @@ func (l *launcher) spawn(path string, args, env []string, dir string, files [3]i
 	}
 	l.mu.Unlock()
 	return r.pid, ch, nil
+}
+
+// launchRequest encodes c as a launcher request: header, then payload
+// (the user's ids if any, then path NUL dir NUL argv NUL... envp NUL...).
+func launchRequest(c *command) []byte {
+	size := len(c.path) + len(c.dir) + 2
+	for _, s := range c.args {
+		size += len(s) + 1
+	}
+	for _, s := range c.env {
+		size += len(s) + 1
+	}
+	var flags uint32
+	if c.ctty {
+		flags |= launchFlagCtty
+	}
+	if c.cred != nil {
+		flags |= launchFlagUser
+		size += 12 + 4*len(c.cred.groups)
+	}
+	msg := make([]byte, 16, 16+size)
+	binary.NativeEndian.PutUint32(msg[0:], uint32(size))
+	binary.NativeEndian.PutUint32(msg[4:], uint32(len(c.args)))
+	binary.NativeEndian.PutUint32(msg[8:], uint32(len(c.env)))
+	binary.NativeEndian.PutUint32(msg[12:], flags)
+	if cr := c.cred; cr != nil {
+		msg = binary.NativeEndian.AppendUint32(msg, cr.uid)
+		msg = binary.NativeEndian.AppendUint32(msg, cr.gid)
+		msg = binary.NativeEndian.AppendUint32(msg, uint32(len(cr.groups)))
+		for _, g := range cr.groups {
+			msg = binary.NativeEndian.AppendUint32(msg, g)
+		}
+	}
+	for _, s := range append(append([]string{c.path, c.dir}, c.args...), c.env...) {
+		msg = append(msg, s...)
+		msg = append(msg, 0)
+	}
+	return msg
 }
 
 // close ends the launcher: it exits when its socket closes.

@@ -13,8 +13,10 @@ import (
 // it in its Hello frame.
 // Version 2 dropped Started (version 1 reported each command's pid before
 // its output): nothing used it, and writing it competed for the CPU with
-// the command's start.
-const ProtocolVersion = 2
+// the command's start. Version 3 added processes that live beyond one
+// call: Exec's user, PTY and start-report fields, MsgStarted (on request
+// only), MsgSignal, MsgResize, and MsgFailed's reason.
+const ProtocolVersion = 3
 
 // MaxFrameSize bounds a frame's length (type, id and body). Frames larger
 // than this are a protocol error.
@@ -36,13 +38,19 @@ type MsgType byte
 const (
 	// MsgExec starts a command. Body: args (strings), env (strings), dir
 	// (string), timeout in nanoseconds (uvarint), flags (byte; bit 0: the
-	// host will send stdin). The agent answers with MsgFailed, or with
-	// MsgOutput events and finally MsgExited. It registers the command
-	// before it reads the next frame, so MsgStdin may follow at once.
+	// host will send stdin; bit 1: run in a new pseudo-terminal; bit 2:
+	// report the start with MsgStarted), user (string, "" for the agent's
+	// own; resolved in the sandbox's /etc/passwd and /etc/group), PTY
+	// rows and cols (uvarint each). The agent answers with MsgFailed, or
+	// with MsgStarted (if asked), MsgOutput events and finally MsgExited.
+	// It registers the command before it reads the next frame, so MsgStdin
+	// may follow at once.
 	MsgExec MsgType = 0x01
-	// MsgStdin carries bytes for a command's standard input. Body: data.
+	// MsgStdin carries bytes for a command's standard input (a PTY's
+	// master). Body: data.
 	MsgStdin MsgType = 0x02
-	// MsgStdinClose closes a command's standard input. Body: empty.
+	// MsgStdinClose closes a command's standard input; for a PTY it writes
+	// the terminal's end-of-file character (VEOF). Body: empty.
 	MsgStdinClose MsgType = 0x03
 	// MsgKill kills a command's whole process tree (its process group and
 	// every process in its session). The command's MsgExited reports
@@ -58,6 +66,12 @@ const (
 	// init: in the whole sandbox; otherwise: left by its commands). The
 	// MsgReply message is empty when idle, else says what runs.
 	MsgIdle MsgType = 0x07
+	// MsgSignal sends a signal to a command's process alone (not its
+	// tree). Body: signal number (uvarint, 1 to 64).
+	MsgSignal MsgType = 0x08
+	// MsgResize sets the size of a command's PTY (TIOCSWINSZ on its
+	// master; the kernel sends SIGWINCH). Body: rows, cols (uvarint each).
+	MsgResize MsgType = 0x09
 )
 
 // Agent-to-host messages.
@@ -74,11 +88,24 @@ const (
 	// OOM-killed), duration in nanoseconds (uvarint).
 	MsgExited MsgType = 0x43
 	// MsgFailed reports that a command could not be started. Body:
-	// message (string).
+	// message (string), reason (byte: FailStart, or FailInvalid for a
+	// request the agent refuses, such as an unknown user).
 	MsgFailed MsgType = 0x44
 	// MsgReply answers MsgPing and MsgKillAll. Body: error message
 	// (string, empty on success).
 	MsgReply MsgType = 0x45
+	// MsgStarted reports that a command whose Exec asked for it runs.
+	// Body: its pid in the sandbox (uvarint).
+	MsgStarted MsgType = 0x46
+)
+
+// Reasons in MsgFailed.
+const (
+	// FailStart: the command could not be started (no such program...).
+	FailStart byte = 0
+	// FailInvalid: the request is invalid in this sandbox (unknown user,
+	// no PTY device).
+	FailInvalid byte = 1
 )
 
 // Output streams in MsgOutput.
@@ -90,15 +117,18 @@ const (
 // Flag bits.
 const (
 	execFlagStdin    byte = 1 << 0
+	execFlagPTY      byte = 1 << 1
+	execFlagReport   byte = 1 << 2
 	exitFlagTimedOut byte = 1 << 0
 	exitFlagOOM      byte = 1 << 1
 )
 
 var msgNames = map[MsgType]string{
 	MsgExec: "Exec", MsgStdin: "Stdin", MsgStdinClose: "StdinClose",
-	MsgKill: "Kill", MsgKillAll: "KillAll", MsgPing: "Ping",
-	MsgHello: "Hello", MsgOutput: "Output",
-	MsgExited: "Exited", MsgFailed: "Failed", MsgReply: "Reply",
+	MsgKill: "Kill", MsgKillAll: "KillAll", MsgPing: "Ping", MsgIdle: "Idle",
+	MsgSignal: "Signal", MsgResize: "Resize",
+	MsgHello: "Hello", MsgOutput: "Output", MsgExited: "Exited",
+	MsgFailed: "Failed", MsgReply: "Reply", MsgStarted: "Started",
 }
 
 // String returns the message type's name.

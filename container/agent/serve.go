@@ -74,6 +74,7 @@ type server struct {
 	initSet     bool
 	links       [][2]string
 	outputGrace time.Duration
+	etcDir      string // where users are looked up: passwd, group
 	pidsLimit   int64
 	memLimit    int64
 	nprocLimit  int64
@@ -113,6 +114,7 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 	s := &server{
 		baseEnv:     os.Environ(),
 		outputGrace: 100 * time.Millisecond,
+		etcDir:      "/etc",
 		fw:          &frameWriter{w: w},
 		procs:       make(map[uint64]*proc),
 		nonce:       strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(os.Getpid()),
@@ -223,38 +225,14 @@ func (s *server) handle(f frame) {
 			s.reply(f.id, nil)
 		}
 	case MsgExec:
-		d := decoder{b: f.body}
-		req := execRequest{
-			id:      f.id,
-			args:    d.strs(),
-			env:     d.strs(),
-			dir:     d.str(),
-			timeout: time.Duration(d.uvarint()),
-		}
-		req.stdin = d.byte1()&execFlagStdin != 0
-		if d.err != nil {
-			_ = s.fw.write(newFrame(MsgFailed, f.id).str(d.err.Error()).bytes())
+		req, err := decodeExec(f)
+		if err != nil {
+			s.failed(f.id, err)
 			return
 		}
 		s.exec(req)
-	case MsgStdin, MsgStdinClose:
-		s.mu.Lock()
-		p := s.procs[f.id]
-		s.mu.Unlock()
-		if p != nil && p.stdin != nil {
-			if f.typ == MsgStdin {
-				p.stdin.push(f.body)
-			} else {
-				p.stdin.close()
-			}
-		}
-	case MsgKill:
-		s.mu.Lock()
-		p := s.procs[f.id]
-		s.mu.Unlock()
-		if p != nil {
-			p.kill(true)
-		}
+	case MsgStdin, MsgStdinClose, MsgKill, MsgSignal, MsgResize:
+		s.handleControl(f)
 	case MsgKillAll:
 		s.wg.Add(1)
 		go func() {
@@ -267,25 +245,48 @@ func (s *server) handle(f frame) {
 }
 
 // stdinQueue feeds a command's stdin from frames without ever blocking
-// the connection's read loop.
+// the connection's read loop. When nothing is queued or being written,
+// push writes at once without blocking (direct), which spares a hand-off
+// to the pump goroutine (a keystroke's echo through a PTY waits on it);
+// what does not fit is queued for the pump.
 type stdinQueue struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	bufs   [][]byte
-	closed bool
+	mu      sync.Mutex
+	cond    *sync.Cond
+	bufs    [][]byte
+	closed  bool
+	writing bool               // a write is under way (push's or the pump's)
+	direct  func(b []byte) int // non-blocking write; nil: always queue
 }
 
-func newStdinQueue() *stdinQueue {
-	q := &stdinQueue{}
+// newStdinQueue returns a queue for stdin w, written by the pump and, when
+// w is a pollable file, directly by push.
+func newStdinQueue(w *os.File) *stdinQueue {
+	q := &stdinQueue{direct: nonblockingWriter(w)}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
 
+// push queues b, or writes what it can of it at once. Only the
+// connection's read loop calls it, so the queue stays empty while it
+// writes and the order of the bytes is kept.
 func (q *stdinQueue) push(b []byte) {
 	q.mu.Lock()
-	if !q.closed {
-		q.bufs = append(q.bufs, b)
+	if q.closed {
+		q.mu.Unlock()
+		return
 	}
+	if q.direct != nil && len(q.bufs) == 0 && !q.writing {
+		q.writing = true
+		q.mu.Unlock()
+		n := q.direct(b)
+		q.mu.Lock()
+		q.writing = false
+		if b = b[n:]; len(b) == 0 || q.closed {
+			q.mu.Unlock()
+			return
+		}
+	}
+	q.bufs = append(q.bufs, b)
 	q.mu.Unlock()
 	q.cond.Signal()
 }
@@ -298,12 +299,13 @@ func (q *stdinQueue) close() {
 }
 
 // pump writes queued data to w until the queue is closed and empty, or a
-// write fails; then it closes w.
-func (q *stdinQueue) pump(w io.WriteCloser) {
-	defer w.Close()
+// write fails; then it calls end (which closes a pipe, or writes a PTY's
+// end-of-file character).
+func (q *stdinQueue) pump(w io.Writer, end func()) {
+	defer end()
 	for {
 		q.mu.Lock()
-		for len(q.bufs) == 0 && !q.closed {
+		for (len(q.bufs) == 0 || q.writing) && !q.closed {
 			q.cond.Wait()
 		}
 		if len(q.bufs) == 0 {
@@ -312,12 +314,16 @@ func (q *stdinQueue) pump(w io.WriteCloser) {
 		}
 		b := q.bufs[0]
 		q.bufs = q.bufs[1:]
+		q.writing = true
 		q.mu.Unlock()
-		if _, err := w.Write(b); err != nil {
-			q.close()
-			q.mu.Lock()
-			q.bufs = nil
-			q.mu.Unlock()
+		_, err := w.Write(b)
+		q.mu.Lock()
+		q.writing = false
+		if err != nil {
+			q.closed, q.bufs = true, nil
+		}
+		q.mu.Unlock()
+		if err != nil {
 			return
 		}
 	}

@@ -1,7 +1,8 @@
 // Package agentbox is the part of a sandbox that the gvisor and runc
 // runtimes share: a sandbox whose init is the turnbox agent (package
 // container/agent), reached over one pipe pair. It runs commands (Exec,
-// with OOM detection from the host's memory cgroup), kills them (KillAll),
+// with OOM detection from the host's memory cgroup), starts processes
+// that outlive a call (container.ProcessStarter), kills them (KillAll),
 // answers Idle, and keeps the sandbox's status (container.Lifecycle). The
 // runtime supplies what differs through Ops: how to freeze, how to tear
 // down, and what to do when the agent connection is lost.
@@ -12,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"syscall"
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/agent"
@@ -39,7 +39,8 @@ type Ops struct {
 }
 
 // Sandbox is an agent-backed sandbox. It implements container.Sandbox,
-// container.IdleChecker and container.StatusReporter; runtimes embed it.
+// container.ProcessStarter, container.IdleChecker and
+// container.StatusReporter; runtimes embed it.
 // Safe for concurrent use.
 type Sandbox struct {
 	*container.Lifecycle
@@ -121,21 +122,9 @@ func (s *Sandbox) notRunning(cause error) error {
 // container.ErrPaused; a command already running when Pause comes is
 // frozen with the rest and goes on after Resume.
 func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.ExitStatus, error) {
-	if len(p.Args) == 0 || p.Args[0] == "" {
-		return container.ExitStatus{}, fmt.Errorf("%w: empty Args", container.ErrInvalidSpec)
-	}
-	dir, err := s.SandboxDir(p.Dir)
+	p, err := s.checkProcess(p)
 	if err != nil {
 		return container.ExitStatus{}, err
-	}
-	p.Dir = dir
-	if err := s.Require(container.StatusRunning); err != nil {
-		return container.ExitStatus{}, err
-	}
-	// The workspace is a symlink into the volume mount, so getcwd(2)
-	// answers with that path; PWD makes shells show the /workspace one.
-	if !hasEnv(p.Env, "PWD") {
-		p.Env = append([]string{"PWD=" + dir}, p.Env...)
 	}
 	before := cgroup.OOMKills(s.memCgroup)
 	st, err := s.client.Exec(ctx, p)
@@ -145,13 +134,7 @@ func (s *Sandbox) Exec(ctx context.Context, p container.Process) (container.Exit
 		}
 		return st, err
 	}
-	// gVisor has no OOM killer of its own (the host's kills the systrap
-	// stub holding the command's memory, the Sentry then the command) and
-	// runc's kernel one acts in the cgroup: both show as SIGKILL plus a
-	// new oom_kill in the cgroup.
-	if !st.OOMKilled && st.Code == 128+int(syscall.SIGKILL) && before >= 0 && cgroup.OOMKills(s.memCgroup) > before {
-		st.OOMKilled = true
-	}
+	st.OOMKilled = s.oomKilled(st, before)
 	return st, nil
 }
 

@@ -487,6 +487,7 @@ func (s *suite) testMemoryLimit(t *testing.T) {
 	if got := MustSh(t, b.sb, "echo survived"); got != "survived\n" {
 		t.Errorf("after the memory hog: %q", got)
 	}
+	s.processMemoryLimit(t, b)
 }
 
 // testSealedVolumeDir: the workspace's directory is sealed while the

@@ -33,6 +33,7 @@ type config struct {
 	volumeMount string
 	ownRoot     bool
 	skip        map[string]string
+	noProcesses string // why the process cases are skipped
 }
 
 // WithRootFS sets the root filesystem of the suite's sandboxes: rootfs
@@ -110,7 +111,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) container.Runtime, opts ...
 	for _, o := range opts {
 		o(&s.cfg)
 	}
-	for _, c := range append(cases[:len(cases):len(cases)], rootCases...) {
+	for _, c := range append(append(cases[:len(cases):len(cases)], rootCases...), processCases...) {
 		t.Run(c.name, func(t *testing.T) {
 			if why, ok := s.cfg.skip[c.name]; ok {
 				t.Skipf("skipped by the runtime: %s", why)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/containertest"
 
 	"github.com/turnbox/turnbox/container/gvisor"
 )
@@ -25,6 +26,20 @@ func BenchmarkExec(b *testing.B) {
 	b.Run("agent-no-launcher", func(b *testing.B) { gvisor.BenchExec(b, e.rt, withoutLauncher(e.spec("bexecn"))) })
 	b.Run("runsc-exec", func(b *testing.B) { gvisor.BenchRunscExec(b, e.rt, e.spec("brexec")) })
 	b.Run("runsc-run", func(b *testing.B) { gvisor.BenchRunscRun(b, e.rt, e.spec("brrun")) })
+}
+
+// BenchmarkProcessStart compares starting a background process up to its
+// pid with a one-shot Exec of true (see containertest.BenchProcessStart).
+func BenchmarkProcessStart(b *testing.B) {
+	e := newEnv(b)
+	containertest.BenchProcessStart(b, e.start(b, e.spec("bproc")))
+}
+
+// BenchmarkPTYEcho measures a keystroke's echo through a PTY (see
+// containertest.BenchPTYEcho).
+func BenchmarkPTYEcho(b *testing.B) {
+	e := newEnv(b)
+	containertest.BenchPTYEcho(b, e.start(b, e.spec("bpty")))
 }
 
 func BenchmarkStartToFirstExec(b *testing.B) {

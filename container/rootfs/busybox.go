@@ -49,7 +49,9 @@ func isStatic(p string) (bool, error) {
 // bin/ for each of its applets, the usual empty top-level directories
 // (proc, sys, dev, tmp, etc, workspace, ...), and small etc/passwd,
 // etc/group and etc/hosts files, and the runtimes' mount points under
-// /.turnbox. Existing files are replaced.
+// /.turnbox. Besides root (home /root) the image has a default non-root
+// user, DefaultUser (uid and gid DefaultUID, home /home/user, shell
+// /bin/sh), whose home directory it owns. Existing files are replaced.
 func BuildBusybox(dir string) error {
 	src, err := FindBusybox()
 	if err != nil {
@@ -59,6 +61,11 @@ func BuildBusybox(dir string) error {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return fmt.Errorf("rootfs: %w", err)
 		}
+	}
+	// The image's root is the sandbox's /: every user must traverse it
+	// (dir may come from os.MkdirTemp, which makes it 0700).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
 	}
 	for _, d := range []string{"tmp", "var/tmp"} {
 		if err := os.Chmod(filepath.Join(dir, d), 0o1777); err != nil {
@@ -86,16 +93,50 @@ func BuildBusybox(dir string) error {
 		}
 	}
 	files := map[string]string{
-		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-		"etc/group":  "root:x:0:\nnogroup:x:65534:\n",
-		"etc/hosts":  "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
+		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n" +
+			"user:x:1000:1000:user:/home/user:/bin/sh\n" +
+			"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+		"etc/group": "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n",
+		"etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
 			return fmt.Errorf("rootfs: %w", err)
 		}
 	}
+	if err := makeHome(dir); err != nil {
+		return err
+	}
 	return makeMountpoints(dir)
+}
+
+// DefaultUser is the non-root user of images built by BuildBusybox, and
+// DefaultUID its uid and gid.
+const (
+	DefaultUser = "user"
+	DefaultUID  = 1000
+)
+
+// makeHome creates /home/user in the image, owned by DefaultUID when the
+// builder is root (others cannot give files away; the image is then
+// owned by its builder as a whole). An entry there that is not a
+// directory (a symlink out of the image, say) is refused rather than
+// followed.
+func makeHome(dir string) error {
+	p := filepath.Join(dir, "home", DefaultUser)
+	if err := os.Mkdir(p, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	if fi, err := os.Lstat(p); err != nil || !fi.IsDir() {
+		return fmt.Errorf("rootfs: the image's /home/%s is not a directory", DefaultUser)
+	}
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	if err := os.Lchown(p, DefaultUID, DefaultUID); err != nil {
+		return fmt.Errorf("rootfs: %w", err)
+	}
+	return nil
 }
 
 // MountpointDirs and MountpointFiles are the mount points the runtimes

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/turnbox/turnbox/container/rootfs"
@@ -14,9 +15,15 @@ import (
 func TestBuildBusybox(t *testing.T) {
 	_, err := rootfs.FindBusybox()
 	testenv.Require(t, err == nil, "static busybox (apt install busybox-static)")
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp(t.TempDir(), "img") // 0700, as callers make it
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := rootfs.BuildBusybox(dir); err != nil {
 		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("image root: %v %v, want mode 0755 (every user traverses /)", fi.Mode(), err)
 	}
 	// Building twice is fine (replaces).
 	if err := rootfs.BuildBusybox(dir); err != nil {
@@ -31,6 +38,21 @@ func TestBuildBusybox(t *testing.T) {
 	// nothing into the image.
 	if err := rootfs.CheckMountpoints(dir); err != nil {
 		t.Error(err)
+	}
+	// The default user: in passwd and group, with a home of its own.
+	passwd, _ := os.ReadFile(filepath.Join(dir, "etc/passwd"))
+	group, _ := os.ReadFile(filepath.Join(dir, "etc/group"))
+	if !strings.Contains(string(passwd), "\nuser:x:1000:1000:user:/home/user:/bin/sh\n") ||
+		!strings.Contains(string(passwd), "root:x:0:0:root:/root:/bin/sh\n") ||
+		!strings.Contains(string(group), "\nuser:x:1000:\n") {
+		t.Errorf("passwd %q, group %q: want root and user 1000", passwd, group)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, "home/user"))
+	if err != nil || !fi.IsDir() {
+		t.Fatalf("home/user: %v %v", fi, err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); os.Geteuid() == 0 && (st.Uid != rootfs.DefaultUID || st.Gid != rootfs.DefaultUID) {
+		t.Errorf("home/user owned by %d:%d, want %d", st.Uid, st.Gid, rootfs.DefaultUID)
 	}
 	out, err := exec.Command(filepath.Join(dir, "bin/sh"), "-c", "echo ok").Output()
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {

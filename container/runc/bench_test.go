@@ -12,6 +12,7 @@ import (
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/agent/agenttest"
+	"github.com/turnbox/turnbox/container/containertest"
 	"github.com/turnbox/turnbox/container/runc"
 	"github.com/turnbox/turnbox/internal/testenv"
 )
@@ -26,6 +27,20 @@ func (m *medians) report(b *testing.B, unit string) {
 	s := slices.Clone(*m)
 	slices.Sort(s)
 	b.ReportMetric(float64(s[len(s)/2].Microseconds())/1000, unit)
+}
+
+// BenchmarkProcessStart compares starting a background process up to its
+// pid with a one-shot Exec of true (see containertest.BenchProcessStart).
+func BenchmarkProcessStart(b *testing.B) {
+	sb, _ := start(b, newRuntime(b))
+	containertest.BenchProcessStart(b, sb)
+}
+
+// BenchmarkPTYEcho measures a keystroke's echo through a PTY (see
+// containertest.BenchPTYEcho).
+func BenchmarkPTYEcho(b *testing.B) {
+	sb, _ := start(b, newRuntime(b))
+	containertest.BenchPTYEcho(b, sb)
 }
 
 // BenchmarkExec measures an Exec round trip of `true` through the agent
