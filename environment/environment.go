@@ -140,6 +140,11 @@ type Capabilities struct {
 	// isolates nothing and ignores them). DiskBytes is enforced by the
 	// storage backend on every runtime.
 	LimitsEnforced bool `json:"limits_enforced"`
+	// Processes: the Environment implements ProcessRunner and its
+	// sandboxes run processes that live between calls.
+	Processes bool `json:"processes"`
+	// PTY: ProcessRunner can run a process in a pseudo-terminal.
+	PTY bool `json:"pty"`
 }
 
 // Limits bounds one session's resources so that it cannot take the
