@@ -83,6 +83,8 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		StreamingProgress: true,
 		Isolation:         environment.IsolationKind(h.runtime.Kind()),
 		Storage:           h.storage.Kind(),
+		Processes:         runtimeHasProcesses(h.runtime.Kind()),
+		PTY:               runtimeHasProcesses(h.runtime.Kind()),
 	}
 	h.setDefaultLimits()
 	if h.cfg.DiskQuotaBytes > 0 && quotaer(h.storage) == nil {
@@ -118,6 +120,7 @@ func (h *Host) newSessionDeps() *sessionDeps {
 			canPause: h.caps.Pause, remountRestarts: h.rollbackRestartsSandbox(), idlePause: idlePause,
 			toolTimeout: h.cfg.ToolTimeout, maxToolTimeout: h.cfg.MaxToolTimeout, maxOutputBytes: h.cfg.MaxOutputBytes,
 			limits: h.cfg.Limits, diskQuota: h.cfg.DiskQuotaBytes, retention: h.cfg.Retention,
+			maxProcs: h.cfg.MaxProcesses, maxEndedProcs: h.cfg.MaxEndedProcesses, procOutputBytes: h.cfg.ProcessOutputBytes,
 		},
 		stopForks: h.stopForkSandboxes,
 		forget:    h.forget,
