@@ -128,6 +128,7 @@ func ToolResponseToProto(r *environment.ToolResponse) *turnboxv1.ToolResponse {
 		Duration:   durationpb.New(r.Duration),
 		SnapshotId: r.SnapshotID,
 		OomKilled:  r.OOMKilled,
+		Pid:        int32(r.PID),
 	}
 }
 
@@ -146,6 +147,7 @@ func ToolResponseFromProto(r *turnboxv1.ToolResponse) *environment.ToolResponse 
 		Duration:   r.GetDuration().AsDuration(),
 		SnapshotID: r.GetSnapshotId(),
 		OOMKilled:  r.GetOomKilled(),
+		PID:        int(r.GetPid()),
 	}
 }
 
@@ -219,6 +221,8 @@ func CapabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
 		Storage:           c.Storage,
 		Limits:            LimitsToProto(c.Limits),
 		LimitsEnforced:    c.LimitsEnforced,
+		Processes:         c.Processes,
+		Pty:               c.PTY,
 	}
 }
 
@@ -234,6 +238,8 @@ func CapabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
 		Storage:           c.GetStorage(),
 		Limits:            LimitsFromProto(c.GetLimits()),
 		LimitsEnforced:    c.GetLimitsEnforced(),
+		Processes:         c.GetProcesses(),
+		PTY:               c.GetPty(),
 	}
 }
 
