@@ -35,7 +35,11 @@ func newProcTable(live, ended, ring int) *procTable {
 	return &procTable{maxLive: live, maxEnded: ended, ringBytes: ring, procs: map[int]*proc{}}
 }
 
-// chunk is one write of output, at absolute offset off.
+// coalesceBytes is the size up to which consecutive writes of one stream
+// share a chunk.
+const coalesceBytes = 4 << 10
+
+// chunk is output of one stream at absolute offset off.
 type chunk struct {
 	off    int64
 	stream string
@@ -87,11 +91,21 @@ func (w procWriter) Write(b []byte) (int, error) {
 		return 0, nil
 	}
 	p := w.p
-	data := append([]byte(nil), b[max(0, len(b)-p.max):]...)
+	data := b[max(0, len(b)-p.max):] // a write larger than the ring keeps its tail
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.total += int64(len(b) - len(data)) // a write larger than the ring keeps its tail
-	p.chunks = append(p.chunks, chunk{off: p.total, stream: w.stream, data: data})
+	p.total += int64(len(b) - len(data))
+	if n := len(p.chunks); n > 0 && len(data) == len(b) && p.chunks[n-1].stream == w.stream && len(p.chunks[n-1].data)+len(data) <= coalesceBytes {
+		// Small writes share a chunk, so that a flood of one-byte writes
+		// costs bytes, not chunk headers. Appending never changes bytes
+		// a reader holds: readers' slices end at the old length.
+		last := &p.chunks[n-1]
+		last.data = append(last.data, data...)
+	} else {
+		c := make([]byte, len(data), max(len(data), min(coalesceBytes, 512)))
+		copy(c, data)
+		p.chunks = append(p.chunks, chunk{off: p.total, stream: w.stream, data: c})
+	}
 	p.held += len(data)
 	p.total += int64(len(data))
 	for p.held > p.max {
@@ -129,7 +143,7 @@ func (p *proc) read(off int64) (evs []environment.ProcessEvent, next int64, exit
 		if end <= off {
 			continue
 		}
-		data := c.data[off-c.off:]
+		data := c.data[off-c.off : len(c.data) : len(c.data)] // cap = len: a reader that appends cannot write into the ring
 		evs = append(evs, environment.ProcessEvent{Offset: off, Stream: c.stream, Data: data})
 		off, n = end, n+len(data)
 		if n >= 64<<10 {
