@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/agentbox"
 	"github.com/turnbox/turnbox/environment"
 )
 
@@ -20,12 +21,17 @@ import (
 var _ environment.ProcessRunner = (*Environment)(nil)
 
 // runtimeHasProcesses reports whether a runtime's sandboxes implement
-// container.ProcessStarter, with PTYs. A sandbox that turns out not to
-// makes every process call fail with ErrCapabilityNotSupported.
+// container.ProcessStarter (with PTYs): none's do; gvisor's and runc's
+// are agentbox sandboxes, which do once agentbox implements it (asked of
+// the type, so the answer follows the code). A sandbox that turns out
+// not to makes process calls fail with ErrCapabilityNotSupported.
 func runtimeHasProcesses(kind string) bool {
 	switch ContainerRuntime(kind) {
-	case ContainerRuntimeNone, ContainerRuntimeGVisor, ContainerRuntimeRunc:
+	case ContainerRuntimeNone:
 		return true
+	case ContainerRuntimeGVisor, ContainerRuntimeRunc:
+		_, ok := any((*agentbox.Sandbox)(nil)).(container.ProcessStarter)
+		return ok
 	}
 	return false
 }
