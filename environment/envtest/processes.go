@@ -24,6 +24,8 @@ func (s *suite) processTests() []test {
 		{"NotFoundAndBadInput", s.testProcErrors},
 		{"BashPIDFollowable", s.testProcBashPID},
 		{"RollbackEndsWithReason", s.testProcRollback},
+		{"Timeout", s.testProcTimeout},
+		{"PauseFreezes", s.testProcPause},
 	}
 }
 
@@ -376,5 +378,49 @@ func (s *suite) testProcRollback(t *testing.T) {
 	exit := s.waitExit(t, pr, info.PID)
 	if !exit.Killed || !strings.Contains(exit.Reason, "rollback") || !strings.Contains(exit.Reason, snap.ID) {
 		t.Fatalf("after Rollback: %+v, want Killed with a reason naming the rollback to %s", exit, snap.ID)
+	}
+}
+
+// testProcTimeout: Timeout kills the process tree and says so.
+func (s *suite) testProcTimeout(t *testing.T) {
+	_, pr := s.runner(t)
+	info := s.start(t, pr, environment.ProcessConfig{Args: []string{"sleep", "30"}, Timeout: 200 * time.Millisecond})
+	exit := s.waitExit(t, pr, info.PID)
+	if !exit.TimedOut || exit.Killed {
+		t.Fatalf("after its timeout: %+v, want TimedOut (and not Killed, which names the host's kills)", exit)
+	}
+}
+
+// testProcPause: Pause freezes processes: control calls fail with
+// ErrNotActive and change nothing; after Resume all goes on.
+func (s *suite) testProcPause(t *testing.T) {
+	env, pr := s.runner(t)
+	if !env.Capabilities().Pause {
+		t.Skip("Capabilities.Pause is false")
+	}
+	info := s.start(t, pr, environment.ProcessConfig{Args: []string{"cat"}, Stdin: true})
+	ctx, cancel := s.ctx(t)
+	defer cancel()
+	if err := env.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "SendInput while paused", pr.SendInput(ctx, info.PID, []byte("lost\n")), environment.ErrNotActive)
+	wantErr(t, "SignalProcess while paused", pr.SignalProcess(ctx, info.PID, int(syscall.SIGTERM)), environment.ErrNotActive)
+	_, err := pr.StartProcess(ctx, environment.ProcessConfig{Args: []string{"true"}})
+	wantErr(t, "StartProcess while paused", err, environment.ErrNotActive)
+	if _, err := pr.ListProcesses(ctx); err != nil {
+		t.Errorf("ListProcesses while paused: %v", err)
+	}
+	if err := env.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pr.SendInput(ctx, info.PID, []byte("after\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := pr.CloseInput(ctx, info.PID); err != nil {
+		t.Fatal(err)
+	}
+	if out, exit := s.follow(t, pr, info.PID, 0, ""); out != "after\n" || exit.Code != 0 {
+		t.Fatalf("after Resume: %q exit %+v, want only \"after\\n\" and code 0", out, exit)
 	}
 }
