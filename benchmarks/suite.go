@@ -85,6 +85,9 @@ type Suite struct {
 	// read_file load, on a localdisk host with the none runtime served
 	// over loopback.
 	Remote bool
+	// Processes adds ProcessResults (process_start beside exec-true, and
+	// remote_pty_echo) on localdisk for each runtime of Combos.
+	Processes bool
 	// Logger receives progress (nil: discarded).
 	Logger *slog.Logger
 }
@@ -124,6 +127,9 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 		if err != nil {
 			failed = append(failed, fmt.Errorf("remote: %w", err))
 		}
+	}
+	if s.Processes {
+		failed = append(failed, s.runProcesses(ctx, &rep, log)...)
 	}
 	if len(failed) > 0 {
 		return rep, fmt.Errorf("%w: %w", ErrFailed, errors.Join(failed...))

@@ -63,6 +63,14 @@ const (
 	// storage backend enforces quotas in the kernel (btrfs, zfs): 10 GiB
 	// per session.
 	DefaultDiskBytes = 10 << 30
+	// DefaultMaxProcesses is Config.MaxProcesses when it is zero.
+	DefaultMaxProcesses = 64
+	// DefaultMaxEndedProcesses is Config.MaxEndedProcesses when it is
+	// zero.
+	DefaultMaxEndedProcesses = 64
+	// DefaultProcessOutputBytes is Config.ProcessOutputBytes when it is
+	// zero: with the defaults above, at most 32 MiB per session.
+	DefaultProcessOutputBytes = 256 << 10
 	// MaxFileBytes bounds the files edit_file rewrites (read_file streams
 	// and is bounded by the output cap instead).
 	MaxFileBytes = 64 << 20
@@ -161,6 +169,20 @@ type Config struct {
 	// error (unlike an explicit Pause). It needs a runtime that can pause
 	// (Capabilities.Pause); otherwise it is ignored.
 	IdlePause time.Duration
+	// MaxProcesses bounds the running processes a session started
+	// through ProcessRunner (default DefaultMaxProcesses); a start past it
+	// fails with ErrLimitExceeded. Running bash tool calls count toward
+	// it but are never refused by it.
+	MaxProcesses int
+	// MaxEndedProcesses bounds the ended processes a session keeps, with
+	// their exit and output tail (default DefaultMaxEndedProcesses); the
+	// oldest are forgotten first.
+	MaxEndedProcesses int
+	// ProcessOutputBytes bounds the output the host holds per process,
+	// its newest bytes (default DefaultProcessOutputBytes). Host memory
+	// for processes is at most (MaxProcesses + MaxEndedProcesses + running
+	// bash calls) x ProcessOutputBytes per session.
+	ProcessOutputBytes int
 	// Logger receives the host's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -196,6 +218,18 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.MaxProcesses < 0 || c.MaxEndedProcesses < 0 || c.ProcessOutputBytes < 0 {
+		return fmt.Errorf("embedded: negative Config.MaxProcesses, MaxEndedProcesses or ProcessOutputBytes")
+	}
+	if c.MaxProcesses == 0 {
+		c.MaxProcesses = DefaultMaxProcesses
+	}
+	if c.MaxEndedProcesses == 0 {
+		c.MaxEndedProcesses = DefaultMaxEndedProcesses
+	}
+	if c.ProcessOutputBytes == 0 {
+		c.ProcessOutputBytes = DefaultProcessOutputBytes
 	}
 	c.Limits.Pids = orDefault(c.Limits.Pids, DefaultPids)
 	c.Limits.MemoryBytes = orDefault(c.Limits.MemoryBytes, DefaultMemoryBytes)

@@ -59,6 +59,9 @@ type sessionSettings struct {
 	diskQuota int64
 	// retention is Config.Retention.
 	retention ledger.Retention
+	// maxProcs, maxEndedProcs and procOutputBytes: Config's MaxProcesses,
+	// MaxEndedProcesses and ProcessOutputBytes.
+	maxProcs, maxEndedProcs, procOutputBytes int
 }
 
 // storageError maps what storage (a backend or the ledger) reports to the

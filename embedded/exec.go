@@ -194,22 +194,33 @@ func (w streamWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// commandDir maps a command's working directory (relative to the
+// workspace, or absolute in it) to the sandbox's path, checking through
+// descriptors that it is a directory of the workspace.
+func (s *session) commandDir(workdir string) (string, error) {
+	if workdir == "" {
+		return container.WorkspaceDir, nil
+	}
+	ws := s.workspace()
+	rel, err := ws.rel(workdir)
+	if err != nil {
+		return "", err
+	}
+	fd, err := ws.openBeneath(rel, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return "", err
+	}
+	unix.Close(fd)
+	if clean := path.Clean(rel); clean != "." {
+		return container.WorkspaceDir + "/" + clean, nil
+	}
+	return container.WorkspaceDir, nil
+}
+
 func (s *session) bash(ctx context.Context, callID string, p environment.BashParams, out *output, onProgress func(environment.ToolProgress), resp *environment.ToolResponse) error {
-	dir := container.WorkspaceDir
-	if p.Workdir != "" {
-		ws := s.workspace()
-		rel, err := ws.rel(p.Workdir)
-		if err != nil {
-			return err
-		}
-		fd, err := ws.openBeneath(rel, unix.O_PATH|unix.O_DIRECTORY, 0)
-		if err != nil {
-			return err
-		}
-		unix.Close(fd)
-		if clean := path.Clean(rel); clean != "." {
-			dir = container.WorkspaceDir + "/" + clean
-		}
+	dir, err := s.commandDir(p.Workdir)
+	if err != nil {
+		return err
 	}
 	sb, err := s.sandbox(ctx)
 	if err != nil {
@@ -218,14 +229,14 @@ func (s *session) bash(ctx context.Context, callID string, p environment.BashPar
 	st := &streamer{out: out, onProgress: onProgress, id: callID}
 	timeout := s.toolTimeout(p.TimeoutMS)
 	rootfs, _ := s.deps.images.path(s.cfg.Image)
-	status, err := sb.Exec(ctx, container.Process{
+	status, err := s.execTracked(ctx, sb, callID, container.Process{
 		Args:    []string{s.shell(rootfs), "-c", p.Command},
 		Env:     s.env(),
 		Dir:     dir,
 		Stdout:  streamWriter{st, environment.StreamStdout},
 		Stderr:  streamWriter{st, environment.StreamStderr},
 		Timeout: timeout,
-	})
+	}, resp)
 	st.mu.Lock()
 	st.done = true
 	st.mu.Unlock()

@@ -84,6 +84,11 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		Isolation:         environment.IsolationKind(h.runtime.Kind()),
 		Storage:           h.storage.Kind(),
 		WritableRoot:      h.runtime.Kind() != string(ContainerRuntimeNone),
+		// Every runtime's sandboxes are container.ProcessStarters; one
+		// that is not makes process calls fail with
+		// ErrCapabilityNotSupported.
+		Processes: true,
+		PTY:       true,
 	}
 	h.setDefaultLimits()
 	if h.cfg.DiskQuotaBytes > 0 && quotaer(h.storage) == nil {
@@ -124,6 +129,7 @@ func (h *Host) newSessionDeps() *sessionDeps {
 			canPause: h.caps.Pause, remountRestarts: h.rollbackRestartsSandbox(), idlePause: idlePause,
 			toolTimeout: h.cfg.ToolTimeout, maxToolTimeout: h.cfg.MaxToolTimeout, maxOutputBytes: h.cfg.MaxOutputBytes,
 			limits: h.cfg.Limits, diskQuota: h.cfg.DiskQuotaBytes, retention: h.cfg.Retention,
+			maxProcs: h.cfg.MaxProcesses, maxEndedProcs: h.cfg.MaxEndedProcesses, procOutputBytes: h.cfg.ProcessOutputBytes,
 		},
 		stopForks: h.stopForkSandboxes,
 		forget:    h.forget,

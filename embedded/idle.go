@@ -54,8 +54,9 @@ func (s *session) idleFire() {
 		return
 	}
 	d := s.deps.idlePause
+	live := s.procs.live() // running processes keep a session awake
 	s.mu.Lock()
-	if s.inflight > 0 {
+	if s.inflight > 0 || live > 0 {
 		s.rearmLocked(d) // a call runs: not idle
 		s.mu.Unlock()
 		return

@@ -109,6 +109,7 @@ func (s *session) stopSandbox(ctx context.Context) error {
 	if sb == nil {
 		return nil
 	}
+	s.procs.killing("killed: the sandbox was stopped")
 	return stopBounded(ctx, sb)
 }
 
@@ -188,6 +189,7 @@ func (s *session) restart(ctx context.Context) error {
 	// Thaw an idle-paused sandbox so that it stops like a running one
 	// (best effort: a dead one cannot be thawed, and is stopped anyway).
 	_ = s.wakeLocked(ctx)
+	s.procs.killing("killed: the session's sandbox was restarted")
 	if err := s.stopSandbox(ctx); err != nil {
 		s.deps.log.Warn("stopping the old sandbox before a restart", "session", s.id, "err", err)
 	}

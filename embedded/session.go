@@ -44,6 +44,10 @@ type session struct {
 
 	sbMu sync.Mutex
 
+	// procs are the session's processes (proctable.go; its own locks,
+	// never taken with mu held).
+	procs *procTable
+
 	life   context.Context // canceled on Destroy and on host shutdown
 	cancel context.CancelFunc
 }
@@ -54,6 +58,7 @@ func newSession(deps *sessionDeps, rec ledger.SessionRecord, vol snapshot.Volume
 	s := &session{deps: deps, id: rec.ID, volume: rec.Volume, rec: rec, cfg: cfg, vol: vol,
 		state: environment.SessionState(rec.State)}
 	s.idle = sync.NewCond(&s.mu)
+	s.procs = newProcTable(deps.maxProcs, deps.maxEndedProcs, deps.procOutputBytes)
 	s.life, s.cancel = context.WithCancel(context.Background())
 	return s
 }
@@ -228,6 +233,7 @@ func (s *session) destroy(ctx context.Context) error {
 	if s.currentState() == environment.StateDestroyed {
 		return nil // a concurrent Destroy finished first
 	}
+	s.procs.killing("killed: session destroyed")
 	if err := s.stopSandbox(ctx); err != nil {
 		s.deps.log.Error("stopping sandbox", "session", s.id, "err", err)
 	}
@@ -268,5 +274,6 @@ func (s *session) shutdown(ctx context.Context) error {
 	defer s.turnMu.Unlock()
 	s.cancel()
 	s.stopIdle()
+	s.procs.killing("killed: host shut down")
 	return s.stopSandbox(context.WithoutCancel(ctx))
 }

@@ -261,6 +261,7 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 	// mount namespace sees: it keeps the old mount. Such a sandbox is
 	// stopped before the rollback and started again after it.
 	restart := sb != nil && s.deps.remountRestarts
+	s.procs.killing("killed by rollback to " + snapshotID)
 	switch {
 	case restart:
 		if err := s.stopSandbox(ctx); err != nil {

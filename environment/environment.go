@@ -145,6 +145,11 @@ type Capabilities struct {
 	// (unless SessionConfig.ReadOnlyRoot); snapshots, Rollback and Fork
 	// cover all of it. False where commands run on the host (none).
 	WritableRoot bool `json:"writable_root"`
+	// Processes: the Environment implements ProcessRunner and its
+	// sandboxes run processes that live between calls.
+	Processes bool `json:"processes"`
+	// PTY: ProcessRunner can run a process in a pseudo-terminal.
+	PTY bool `json:"pty"`
 }
 
 // Limits bounds one session's resources so that it cannot take the

@@ -74,6 +74,10 @@ type ToolResponse struct {
 	Duration time.Duration `json:"duration"`
 	// SnapshotID is the snapshot taken after the call, if one was asked for.
 	SnapshotID string `json:"snapshot_id,omitempty"`
+	// PID is the bash command's process id inside the sandbox, where the
+	// environment implements ProcessRunner (0 otherwise): its output can
+	// be followed later with AttachProcess.
+	PID int `json:"pid,omitempty"`
 }
 
 // Progress streams.

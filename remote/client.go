@@ -103,7 +103,8 @@ func (a authClient) Do(r *http.Request) (*http.Response, error) {
 // Connect errors; NativeSandboxEnvironment turns them into errors that
 // match the environment sentinels the server named (see Error).
 //
-// The client is safe for concurrent use. Share one among all the sessions
+// The client also implements ProcessServiceProvider (ProcessService on
+// the same server). The client is safe for concurrent use. Share one among all the sessions
 // on a server: their calls then share one HTTP/2 connection, which costs
 // less CPU per call than a client (and a connection) per session (see
 // docs/remote.md).
@@ -126,5 +127,9 @@ func NewClient(baseURL string, opts ...ClientOption) turnboxv1connect.SandboxSer
 	if cfg.grpc {
 		copts = append(copts, connect.WithGRPC())
 	}
-	return turnboxv1connect.NewSandboxServiceClient(hc, strings.TrimRight(baseURL, "/"), copts...)
+	base := strings.TrimRight(baseURL, "/")
+	return &serviceClient{
+		SandboxServiceClient: turnboxv1connect.NewSandboxServiceClient(hc, base, copts...),
+		procs:                turnboxv1connect.NewProcessServiceClient(hc, base, copts...),
+	}
 }

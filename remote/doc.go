@@ -9,6 +9,11 @@
 // remote/server; wire conversions shared by both live in
 // remote/internal/wire.
 //
+// NewClient's client also reaches turnbox.v1.ProcessService
+// (ProcessServiceProvider), so NativeSandboxEnvironment implements
+// environment.ProcessRunner; its StartAndFollow starts a process and
+// follows its output in one round trip.
+//
 // # Layers
 //
 //	agent runtime ──► NativeSandboxEnvironment ──► turnboxv1connect.SandboxServiceClient (NewClient)

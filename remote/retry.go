@@ -17,8 +17,9 @@ import (
 
 // retrier is NewClient's interceptor. It tries a call again while the
 // server cannot be reached, if the call is safe to repeat (idempotent):
-// the reads, DestroySession, and ExecuteTool and ExecuteToolStream with a
-// tool call id (the host runs a tool call id once). A stream is tried
+// the reads (ListProcesses, AttachProcess and WaitProcess among them),
+// DestroySession, and ExecuteTool and ExecuteToolStream with a tool call
+// id (the host runs a tool call id once). A stream is tried
 // again only if it failed before its first event. The error that ends a
 // call is turned into an *Error matching the sentinels the server named.
 type retrier struct {
@@ -36,7 +37,10 @@ func idempotent(procedure string, msg any) bool {
 		turnboxv1connect.SandboxServiceDestroySessionProcedure,
 		turnboxv1connect.SandboxServiceListSnapshotsProcedure,
 		turnboxv1connect.SandboxServiceHealthProcedure,
-		turnboxv1connect.SandboxServiceCapabilitiesProcedure:
+		turnboxv1connect.SandboxServiceCapabilitiesProcedure,
+		turnboxv1connect.ProcessServiceListProcessesProcedure,
+		turnboxv1connect.ProcessServiceAttachProcessProcedure,
+		turnboxv1connect.ProcessServiceWaitProcessProcedure:
 		return true
 	case turnboxv1connect.SandboxServiceExecuteToolProcedure,
 		turnboxv1connect.SandboxServiceExecuteToolStreamProcedure:

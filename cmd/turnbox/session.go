@@ -19,6 +19,7 @@ func sessionCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "session", Short: "Create, use and remove sessions on the state directory"}
 	cmd.AddCommand(sessionCreateCmd(g), sessionExecCmd(g), sessionSnapshotCmd(g), sessionSnapshotsCmd(g),
 		sessionRollbackCmd(g), sessionForkCmd(g), sessionLsCmd(g), sessionRmCmd(g))
+	cmd.AddCommand(sessionProcessCmds(g)...)
 	return cmd
 }
 

@@ -229,75 +229,17 @@ func (s *sandbox) env(extra []string) []string {
 }
 
 // Exec runs p as a host process in its own session (and cgroup, when
-// the runtime has cgroups) and waits for it; see container.Sandbox.
+// the runtime has cgroups) and waits for it; see container.Sandbox. It is
+// StartProcess followed by Wait, killing the tree when ctx ends.
 func (s *sandbox) Exec(ctx context.Context, p container.Process) (container.ExitStatus, error) {
-	if len(p.Args) == 0 || p.Args[0] == "" {
-		return container.ExitStatus{}, fmt.Errorf("%w: empty command", container.ErrInvalidSpec)
-	}
-	dir, err := s.hostDir(p.Dir)
+	pr, err := s.start(container.ProcessSpec{Process: p}, p.Stdin)
 	if err != nil {
 		return container.ExitStatus{}, err
 	}
-	s.startMu.RLock()
-	started := false
-	defer func() {
-		if !started {
-			s.startMu.RUnlock()
-		}
-	}()
-	if err := s.Require(container.StatusRunning); err != nil {
-		return container.ExitStatus{}, err
-	}
-
-	runCtx, cancel := ctx, context.CancelFunc(func() {})
-	if p.Timeout > 0 {
-		runCtx, cancel = context.WithTimeout(ctx, p.Timeout)
-	}
-	defer cancel()
-
-	cmd := exec.Command(p.Args[0], p.Args[1:]...)
-	cmd.Dir = dir
-	cmd.Env = s.env(p.Env)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.Stdin, p.Stdout, p.Stderr
-	// A background process that keeps stdout open must not hold the call
-	// forever once the command itself has exited.
-	cmd.WaitDelay = 250 * time.Millisecond
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-
-	execCgroup, fd, err := s.newExecCgroup()
-	if err != nil {
-		return container.ExitStatus{}, err
-	}
-	if fd != nil {
-		defer fd.Close()
-		cmd.SysProcAttr.UseCgroupFD = true
-		cmd.SysProcAttr.CgroupFD = int(fd.Fd())
-	}
-
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		if execCgroup != "" {
-			_ = os.Remove(execCgroup)
-		}
-		return container.ExitStatus{}, fmt.Errorf("none: starting %q: %w", p.Args[0], err)
-	}
-	started = true
-	s.startMu.RUnlock()
-	pgid := cmd.Process.Pid
-	s.mu.Lock()
-	s.procs[pgid] = struct{}{}
-	s.mu.Unlock()
-
-	st, err := s.await(runCtx, cmd, execCgroup, start)
-	s.mu.Lock()
-	delete(s.procs, pgid)
-	s.mu.Unlock()
-	if execCgroup != "" {
-		// Fails (EBUSY) while background processes remain: they stay in
-		// the cgroup and are removed by KillAll or Stop.
-		_ = os.Remove(execCgroup)
-	}
-	return st, err
+	stop := context.AfterFunc(ctx, pr.kill)
+	defer stop()
+	<-pr.done
+	return pr.st, pr.err
 }
 
 // newExecCgroup makes the cgroup of one command under the sandbox's and

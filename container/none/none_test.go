@@ -35,10 +35,6 @@ func start(t *testing.T, opts ...none.Option) (*none.Runtime, container.Sandbox,
 	return rt, sb, ws
 }
 
-// noProcesses skips the process cases until none's sandboxes implement
-// container.ProcessStarter (work in progress on another branch).
-var noProcesses = containertest.WithoutProcesses("container/none has no ProcessStarter yet")
-
 // TestSuite runs the container conformance suite on the none runtime with
 // cgroups (root) and without.
 func TestSuite(t *testing.T) {
@@ -51,7 +47,7 @@ func TestSuite(t *testing.T) {
 			}
 			testenv.Require(t, rt.CgroupsEnabled(), "a writable cgroup v2 hierarchy at "+none.DefaultCgroupRoot)
 			return rt
-		}, noProcesses)
+		})
 	})
 	t.Run("NoCgroups", func(t *testing.T) {
 		containertest.Run(t, func(t *testing.T) container.Runtime {
@@ -61,7 +57,7 @@ func TestSuite(t *testing.T) {
 			}
 			return rt
 		}, containertest.WithSkip("without cgroups a process that left its session escapes the kill, and idleness cannot be seen (documented in package none)",
-			"TimeoutKillsTree", "KillAllKeepsSandbox", "Idle"), noProcesses)
+			"TimeoutKillsTree", "KillAllKeepsSandbox", "Idle"))
 	})
 }
 

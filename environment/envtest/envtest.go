@@ -122,6 +122,7 @@ func Run(t *testing.T, factory Factory, opts ...Option) {
 		{"Concurrency", s.concurrencyTests()},
 		{"Security", s.securityTests()},
 		{"Root", s.rootTests()},
+		{"Processes", s.processTests()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

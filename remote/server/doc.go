@@ -27,4 +27,9 @@
 // host's tool calls are (embedded.Config.ToolCallCacheEntries): the server
 // keeps no cache of its own. ExecuteToolStream streams progress events,
 // keepalives on quiet stretches and a final response, as a oneof envelope.
+//
+// Handler also serves turnbox.v1.ProcessService (ProcessServiceHandler,
+// process.proto), with the same auth and limits: the session's processes
+// (environment.ProcessRunner). StartAndFollow starts a process and
+// streams it in one call; AttachProcess streams with keepalives.
 package server

@@ -258,18 +258,9 @@ func (h handler) ExecuteToolStream(ctx context.Context, r *connect.Request[turnb
 // keepAlive sends a keepalive event whenever the stream was quiet for
 // about the keepalive interval, until stop is closed.
 func (h handler) keepAlive(stop <-chan struct{}, quiet func() bool, send func(*turnboxv1.ExecuteToolStreamResponse) error) {
-	t := time.NewTicker(h.s.keepAlive)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-			if quiet() {
-				_ = send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Keepalive{Keepalive: &turnboxv1.KeepAlive{}}})
-			}
-		}
-	}
+	keepAliveLoop(h.s.keepAlive, stop, quiet, func() {
+		_ = send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Keepalive{Keepalive: &turnboxv1.KeepAlive{}}})
+	})
 }
 
 // TurnComplete implements turnboxv1connect.SandboxServiceHandler.

@@ -177,17 +177,23 @@ func New(host *embedded.Host, opts ...Option) *Server {
 // ServiceHandler returns the path and handler of turnbox.v1.SandboxService,
 // with auth, limits and metrics, to mount on a mux.
 func (s *Server) ServiceHandler() (string, http.Handler) {
+	return turnboxv1connect.NewSandboxServiceHandler(handler{s: s}, s.handlerOptions()...)
+}
+
+// handlerOptions are every service's auth, limits, compression and
+// panic recovery.
+func (s *Server) handlerOptions() []connect.HandlerOption {
 	minGzip := s.minGzip
 	if minGzip < 0 {
 		minGzip = math.MaxInt
 	}
-	return turnboxv1connect.NewSandboxServiceHandler(handler{s: s},
+	return []connect.HandlerOption{
 		connect.WithInterceptors(&interceptor{s: s}),
 		connect.WithReadMaxBytes(s.maxMsg),
 		connect.WithSendMaxBytes(s.maxMsg),
 		connect.WithCompressMinBytes(minGzip),
 		connect.WithRecover(s.recovered),
-	)
+	}
 }
 
 // Handler returns a mux with the service, /healthz (no auth: 200 while
@@ -196,6 +202,8 @@ func (s *Server) ServiceHandler() (string, http.Handler) {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	path, h := s.ServiceHandler()
+	mux.Handle(path, h)
+	path, h = s.ProcessServiceHandler()
 	mux.Handle(path, h)
 	mux.Handle("/healthz", s.HealthHandler())
 	mux.Handle("/metrics", s.MetricsHandler())

@@ -130,6 +130,7 @@ func ToolResponseToProto(r *environment.ToolResponse) *turnboxv1.ToolResponse {
 		Duration:   durationpb.New(r.Duration),
 		SnapshotId: r.SnapshotID,
 		OomKilled:  r.OOMKilled,
+		Pid:        int32(r.PID),
 	}
 }
 
@@ -148,6 +149,7 @@ func ToolResponseFromProto(r *turnboxv1.ToolResponse) *environment.ToolResponse 
 		Duration:   r.GetDuration().AsDuration(),
 		SnapshotID: r.GetSnapshotId(),
 		OOMKilled:  r.GetOomKilled(),
+		PID:        int(r.GetPid()),
 	}
 }
 
@@ -222,6 +224,8 @@ func CapabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
 		Limits:            LimitsToProto(c.Limits),
 		LimitsEnforced:    c.LimitsEnforced,
 		WritableRoot:      c.WritableRoot,
+		Processes:         c.Processes,
+		Pty:               c.PTY,
 	}
 }
 
@@ -238,6 +242,8 @@ func CapabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
 		Limits:            LimitsFromProto(c.GetLimits()),
 		LimitsEnforced:    c.GetLimitsEnforced(),
 		WritableRoot:      c.GetWritableRoot(),
+		Processes:         c.GetProcesses(),
+		PTY:               c.GetPty(),
 	}
 }
 

@@ -33,6 +33,7 @@ var Sentinels = []Sentinel{
 	{environment.ErrNotActive, turnboxv1.ErrorReason_ERROR_REASON_NOT_ACTIVE, connect.CodeFailedPrecondition},
 	{environment.ErrSessionNotFound, turnboxv1.ErrorReason_ERROR_REASON_SESSION_NOT_FOUND, connect.CodeNotFound},
 	{environment.ErrSnapshotNotFound, turnboxv1.ErrorReason_ERROR_REASON_SNAPSHOT_NOT_FOUND, connect.CodeNotFound},
+	{environment.ErrProcessNotFound, turnboxv1.ErrorReason_ERROR_REASON_PROCESS_NOT_FOUND, connect.CodeNotFound},
 	{environment.ErrNotBound, turnboxv1.ErrorReason_ERROR_REASON_NOT_BOUND, connect.CodeFailedPrecondition},
 	{environment.ErrAlreadyBound, turnboxv1.ErrorReason_ERROR_REASON_ALREADY_BOUND, connect.CodeFailedPrecondition},
 }

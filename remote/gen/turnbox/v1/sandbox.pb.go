@@ -162,6 +162,8 @@ const (
 	ErrorReason_ERROR_REASON_BUSY                     ErrorReason = 11
 	ErrorReason_ERROR_REASON_LIMIT_EXCEEDED           ErrorReason = 12
 	ErrorReason_ERROR_REASON_CLOSED                   ErrorReason = 13
+	// PROCESS_NOT_FOUND: no process with that pid (ProcessService).
+	ErrorReason_ERROR_REASON_PROCESS_NOT_FOUND ErrorReason = 20
 )
 
 // Enum value maps for ErrorReason.
@@ -181,6 +183,7 @@ var (
 		11: "ERROR_REASON_BUSY",
 		12: "ERROR_REASON_LIMIT_EXCEEDED",
 		13: "ERROR_REASON_CLOSED",
+		20: "ERROR_REASON_PROCESS_NOT_FOUND",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":              0,
@@ -197,6 +200,7 @@ var (
 		"ERROR_REASON_BUSY":                     11,
 		"ERROR_REASON_LIMIT_EXCEEDED":           12,
 		"ERROR_REASON_CLOSED":                   13,
+		"ERROR_REASON_PROCESS_NOT_FOUND":        20,
 	}
 )
 
@@ -538,7 +542,11 @@ type Capabilities struct {
 	LimitsEnforced bool `protobuf:"varint,9,opt,name=limits_enforced,json=limitsEnforced,proto3" json:"limits_enforced,omitempty"`
 	// writable_root: a session's whole root filesystem is its own,
 	// writable and covered by snapshots, rollback and fork.
-	WritableRoot  bool `protobuf:"varint,20,opt,name=writable_root,json=writableRoot,proto3" json:"writable_root,omitempty"`
+	WritableRoot bool `protobuf:"varint,20,opt,name=writable_root,json=writableRoot,proto3" json:"writable_root,omitempty"`
+	// processes: ProcessService works on this host.
+	Processes bool `protobuf:"varint,21,opt,name=processes,proto3" json:"processes,omitempty"`
+	// pty: ProcessService can run a process in a pseudo-terminal.
+	Pty           bool `protobuf:"varint,22,opt,name=pty,proto3" json:"pty,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -643,6 +651,20 @@ func (x *Capabilities) GetWritableRoot() bool {
 	return false
 }
 
+func (x *Capabilities) GetProcesses() bool {
+	if x != nil {
+		return x.Processes
+	}
+	return false
+}
+
+func (x *Capabilities) GetPty() bool {
+	if x != nil {
+		return x.Pty
+	}
+	return false
+}
+
 // ToolRequest is one tool call.
 type ToolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -734,7 +756,10 @@ type ToolResponse struct {
 	SnapshotId string `protobuf:"bytes,8,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
 	// oom_killed: the command was killed for exceeding the session's memory
 	// limit; the session lives on.
-	OomKilled     bool `protobuf:"varint,9,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	OomKilled bool `protobuf:"varint,9,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	// pid is a bash command's process id in the sandbox, followable with
+	// ProcessService.AttachProcess (0 where the host runs no processes).
+	Pid           int32 `protobuf:"varint,20,opt,name=pid,proto3" json:"pid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -830,6 +855,13 @@ func (x *ToolResponse) GetOomKilled() bool {
 		return x.OomKilled
 	}
 	return false
+}
+
+func (x *ToolResponse) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
 }
 
 // ToolProgress is output produced while a tool runs.
@@ -2682,7 +2714,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x0eparent_session\x18\x04 \x01(\tR\rparentSession\x12'\n" +
 	"\x0fparent_snapshot\x18\x05 \x01(\tR\x0eparentSnapshot\x12\x1b\n" +
 	"\tlast_turn\x18\x06 \x01(\x03R\blastTurn\x12*\n" +
-	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\"\xd3\x02\n" +
+	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\"\x83\x03\n" +
 	"\fCapabilities\x12\x1c\n" +
 	"\tsnapshots\x18\x01 \x01(\bR\tsnapshots\x12\x1a\n" +
 	"\brollback\x18\x02 \x01(\bR\brollback\x12\x12\n" +
@@ -2693,13 +2725,15 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\astorage\x18\a \x01(\tR\astorage\x12*\n" +
 	"\x06limits\x18\b \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\x12'\n" +
 	"\x0flimits_enforced\x18\t \x01(\bR\x0elimitsEnforced\x12#\n" +
-	"\rwritable_root\x18\x14 \x01(\bR\fwritableRoot\"~\n" +
+	"\rwritable_root\x18\x14 \x01(\bR\fwritableRoot\x12\x1c\n" +
+	"\tprocesses\x18\x15 \x01(\bR\tprocesses\x12\x10\n" +
+	"\x03pty\x18\x16 \x01(\bR\x03pty\"~\n" +
 	"\vToolRequest\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x1b\n" +
 	"\ttool_name\x18\x02 \x01(\tR\btoolName\x12\x14\n" +
 	"\x05input\x18\x03 \x01(\fR\x05input\x12\x1a\n" +
-	"\bsnapshot\x18\x04 \x01(\bR\bsnapshot\"\xb4\x02\n" +
+	"\bsnapshot\x18\x04 \x01(\bR\bsnapshot\"\xc6\x02\n" +
 	"\fToolResponse\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x18\n" +
@@ -2712,7 +2746,8 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\vsnapshot_id\x18\b \x01(\tR\n" +
 	"snapshotId\x12\x1d\n" +
 	"\n" +
-	"oom_killed\x18\t \x01(\bR\toomKilled\"v\n" +
+	"oom_killed\x18\t \x01(\bR\toomKilled\x12\x10\n" +
+	"\x03pid\x18\x14 \x01(\x05R\x03pid\"v\n" +
 	"\fToolProgress\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x120\n" +
@@ -2832,7 +2867,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\fOutputStream\x12\x1d\n" +
 	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
-	"\x14OUTPUT_STREAM_STDERR\x10\x02*\xcb\x03\n" +
+	"\x14OUTPUT_STREAM_STDERR\x10\x02*\xef\x03\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12)\n" +
 	"%ERROR_REASON_CAPABILITY_NOT_SUPPORTED\x10\x01\x12\"\n" +
@@ -2848,7 +2883,8 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x12\x15\n" +
 	"\x11ERROR_REASON_BUSY\x10\v\x12\x1f\n" +
 	"\x1bERROR_REASON_LIMIT_EXCEEDED\x10\f\x12\x17\n" +
-	"\x13ERROR_REASON_CLOSED\x10\r2\xab\v\n" +
+	"\x13ERROR_REASON_CLOSED\x10\r\x12\"\n" +
+	"\x1eERROR_REASON_PROCESS_NOT_FOUND\x10\x142\xab\v\n" +
 	"\x0eSandboxService\x12T\n" +
 	"\rCreateSession\x12 .turnbox.v1.CreateSessionRequest\x1a!.turnbox.v1.CreateSessionResponse\x12P\n" +
 	"\n" +
