@@ -41,6 +41,8 @@ type session struct {
 	// quota and autoPause: quota.go and idle.go.
 	quota     quotaState
 	autoPause idleState
+	// watches: the file API's directory watches (files_watch.go).
+	watches watchSet
 
 	sbMu sync.Mutex
 

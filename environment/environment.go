@@ -140,6 +140,9 @@ type Capabilities struct {
 	// isolates nothing and ignores them). DiskBytes is enforced by the
 	// storage backend on every runtime.
 	LimitsEnforced bool `json:"limits_enforced"`
+	// Files: the Environment implements FileSystem (binary upload and
+	// download, stat, list, mkdir, move, remove, watch).
+	Files bool `json:"files"`
 }
 
 // Limits bounds one session's resources so that it cannot take the

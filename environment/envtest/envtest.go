@@ -121,6 +121,7 @@ func Run(t *testing.T, factory Factory, opts ...Option) {
 		{"Snapshots", s.snapshotTests()},
 		{"Concurrency", s.concurrencyTests()},
 		{"Security", s.securityTests()},
+		{"Files", s.fileTests()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
