@@ -99,7 +99,9 @@ func (a authClient) Do(r *http.Request) (*http.Response, error) {
 // NewClient returns the generated ConnectRPC client of
 // turnbox.v1.SandboxService for the server at baseURL (e.g.
 // "http://127.0.0.1:7420"), with the bearer token, message bound and
-// retries of opts. Pass it to NewNativeSandboxEnvironment. Its errors are
+// retries of opts. The client also carries the file API's client
+// (turnbox.v1.FilesService and the upload and download streams), which a
+// NativeSandboxEnvironment made with it uses for environment.FileSystem. Pass it to NewNativeSandboxEnvironment. Its errors are
 // Connect errors; NativeSandboxEnvironment turns them into errors that
 // match the environment sentinels the server named (see Error).
 //
@@ -126,5 +128,9 @@ func NewClient(baseURL string, opts ...ClientOption) turnboxv1connect.SandboxSer
 	if cfg.grpc {
 		copts = append(copts, connect.WithGRPC())
 	}
-	return turnboxv1connect.NewSandboxServiceClient(hc, strings.TrimRight(baseURL, "/"), copts...)
+	base := strings.TrimRight(baseURL, "/")
+	return serviceClient{
+		SandboxServiceClient: turnboxv1connect.NewSandboxServiceClient(hc, base, copts...),
+		files:                &filesClient{rpc: turnboxv1connect.NewFilesServiceClient(hc, base, copts...), http: hc, base: base},
+	}
 }

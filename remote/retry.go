@@ -36,7 +36,10 @@ func idempotent(procedure string, msg any) bool {
 		turnboxv1connect.SandboxServiceDestroySessionProcedure,
 		turnboxv1connect.SandboxServiceListSnapshotsProcedure,
 		turnboxv1connect.SandboxServiceHealthProcedure,
-		turnboxv1connect.SandboxServiceCapabilitiesProcedure:
+		turnboxv1connect.SandboxServiceCapabilitiesProcedure,
+		turnboxv1connect.FilesServiceStatProcedure,
+		turnboxv1connect.FilesServiceListDirProcedure,
+		turnboxv1connect.FilesServiceWatchProcedure:
 		return true
 	case turnboxv1connect.SandboxServiceExecuteToolProcedure,
 		turnboxv1connect.SandboxServiceExecuteToolStreamProcedure:

@@ -219,6 +219,7 @@ func CapabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
 		Storage:           c.Storage,
 		Limits:            LimitsToProto(c.Limits),
 		LimitsEnforced:    c.LimitsEnforced,
+		Files:             c.Files,
 	}
 }
 
@@ -234,6 +235,7 @@ func CapabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
 		Storage:           c.GetStorage(),
 		Limits:            LimitsFromProto(c.GetLimits()),
 		LimitsEnforced:    c.GetLimitsEnforced(),
+		Files:             c.GetFiles(),
 	}
 }
 

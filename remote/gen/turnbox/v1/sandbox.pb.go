@@ -162,6 +162,10 @@ const (
 	ErrorReason_ERROR_REASON_BUSY                     ErrorReason = 11
 	ErrorReason_ERROR_REASON_LIMIT_EXCEEDED           ErrorReason = 12
 	ErrorReason_ERROR_REASON_CLOSED                   ErrorReason = 13
+	// The file API's (files.proto).
+	ErrorReason_ERROR_REASON_FILE_NOT_FOUND ErrorReason = 20
+	ErrorReason_ERROR_REASON_FILE_EXISTS    ErrorReason = 21
+	ErrorReason_ERROR_REASON_WATCH_ENDED    ErrorReason = 22
 )
 
 // Enum value maps for ErrorReason.
@@ -181,6 +185,9 @@ var (
 		11: "ERROR_REASON_BUSY",
 		12: "ERROR_REASON_LIMIT_EXCEEDED",
 		13: "ERROR_REASON_CLOSED",
+		20: "ERROR_REASON_FILE_NOT_FOUND",
+		21: "ERROR_REASON_FILE_EXISTS",
+		22: "ERROR_REASON_WATCH_ENDED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":              0,
@@ -197,6 +204,9 @@ var (
 		"ERROR_REASON_BUSY":                     11,
 		"ERROR_REASON_LIMIT_EXCEEDED":           12,
 		"ERROR_REASON_CLOSED":                   13,
+		"ERROR_REASON_FILE_NOT_FOUND":           20,
+		"ERROR_REASON_FILE_EXISTS":              21,
+		"ERROR_REASON_WATCH_ENDED":              22,
 	}
 )
 
@@ -526,8 +536,10 @@ type Capabilities struct {
 	// limits_enforced: the runtime enforces memory, cpus and pids (false
 	// for isolation none, which ignores them).
 	LimitsEnforced bool `protobuf:"varint,9,opt,name=limits_enforced,json=limitsEnforced,proto3" json:"limits_enforced,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// files: the file API (FilesService, upload and download) is served.
+	Files         bool `protobuf:"varint,20,opt,name=files,proto3" json:"files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Capabilities) Reset() {
@@ -619,6 +631,13 @@ func (x *Capabilities) GetLimits() *Limits {
 func (x *Capabilities) GetLimitsEnforced() bool {
 	if x != nil {
 		return x.LimitsEnforced
+	}
+	return false
+}
+
+func (x *Capabilities) GetFiles() bool {
+	if x != nil {
+		return x.Files
 	}
 	return false
 }
@@ -2661,7 +2680,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x0eparent_session\x18\x04 \x01(\tR\rparentSession\x12'\n" +
 	"\x0fparent_snapshot\x18\x05 \x01(\tR\x0eparentSnapshot\x12\x1b\n" +
 	"\tlast_turn\x18\x06 \x01(\x03R\blastTurn\x12*\n" +
-	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\"\xae\x02\n" +
+	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\"\xc4\x02\n" +
 	"\fCapabilities\x12\x1c\n" +
 	"\tsnapshots\x18\x01 \x01(\bR\tsnapshots\x12\x1a\n" +
 	"\brollback\x18\x02 \x01(\bR\brollback\x12\x12\n" +
@@ -2671,7 +2690,8 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\tisolation\x18\x06 \x01(\tR\tisolation\x12\x18\n" +
 	"\astorage\x18\a \x01(\tR\astorage\x12*\n" +
 	"\x06limits\x18\b \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\x12'\n" +
-	"\x0flimits_enforced\x18\t \x01(\bR\x0elimitsEnforced\"~\n" +
+	"\x0flimits_enforced\x18\t \x01(\bR\x0elimitsEnforced\x12\x14\n" +
+	"\x05files\x18\x14 \x01(\bR\x05files\"~\n" +
 	"\vToolRequest\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x1b\n" +
@@ -2810,7 +2830,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\fOutputStream\x12\x1d\n" +
 	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
-	"\x14OUTPUT_STREAM_STDERR\x10\x02*\xcb\x03\n" +
+	"\x14OUTPUT_STREAM_STDERR\x10\x02*\xa8\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12)\n" +
 	"%ERROR_REASON_CAPABILITY_NOT_SUPPORTED\x10\x01\x12\"\n" +
@@ -2826,7 +2846,10 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x12\x15\n" +
 	"\x11ERROR_REASON_BUSY\x10\v\x12\x1f\n" +
 	"\x1bERROR_REASON_LIMIT_EXCEEDED\x10\f\x12\x17\n" +
-	"\x13ERROR_REASON_CLOSED\x10\r2\xab\v\n" +
+	"\x13ERROR_REASON_CLOSED\x10\r\x12\x1f\n" +
+	"\x1bERROR_REASON_FILE_NOT_FOUND\x10\x14\x12\x1c\n" +
+	"\x18ERROR_REASON_FILE_EXISTS\x10\x15\x12\x1c\n" +
+	"\x18ERROR_REASON_WATCH_ENDED\x10\x162\xab\v\n" +
 	"\x0eSandboxService\x12T\n" +
 	"\rCreateSession\x12 .turnbox.v1.CreateSessionRequest\x1a!.turnbox.v1.CreateSessionResponse\x12P\n" +
 	"\n" +
