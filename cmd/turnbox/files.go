@@ -202,4 +202,3 @@ func printFileInfos(list []environment.FileInfo, asJSON bool) error {
 	}
 	return tw.Flush()
 }
-
