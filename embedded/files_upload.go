@@ -137,30 +137,38 @@ func writeTempAndRename(ctx context.Context, dfd int, base, display string, r io
 	return fi, nil
 }
 
-// copyBounded copies r to f through one bounded buffer, checking ctx
-// between chunks and failing with ErrLimitExceeded past room (if >= 0).
+// copyBounded copies r to f through one bounded buffer (or r's own
+// WriteTo, which spares a copy), checking ctx between writes and failing
+// with ErrLimitExceeded past room (if >= 0).
 func copyBounded(ctx context.Context, f *os.File, r io.Reader, room int64, display string) error {
-	buf := make([]byte, uploadBufBytes)
-	var written int64
-	for {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("upload of %s: %w", display, context.Cause(ctx))
-		}
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 {
-			written += int64(n)
-			if room >= 0 && written > room {
-				return fmt.Errorf("%w: upload of %s: more than the %d bytes left under the session's disk quota", environment.ErrLimitExceeded, display, room)
-			}
-			if _, err := f.Write(buf[:n]); err != nil {
-				return err
-			}
-		}
-		switch {
-		case rerr == io.EOF || rerr == io.ErrUnexpectedEOF:
-			return nil
-		case rerr != nil:
-			return fmt.Errorf("upload of %s: reading the content: %w", display, rerr)
-		}
+	w := &boundedWriter{ctx: ctx, f: f, room: room, display: display}
+	_, err := io.CopyBuffer(w, r, make([]byte, uploadBufBytes))
+	if err != nil && !errors.Is(err, environment.ErrLimitExceeded) && w.werr == nil && ctx.Err() == nil {
+		return fmt.Errorf("upload of %s: reading the content: %w", display, err)
 	}
+	return err
+}
+
+// boundedWriter writes an upload's bytes to its temporary file.
+type boundedWriter struct {
+	ctx     context.Context
+	f       *os.File
+	room    int64 // bytes allowed (< 0: no bound of the host's)
+	written int64
+	display string
+	werr    error // the file's own write error
+}
+
+// Write implements io.Writer.
+func (w *boundedWriter) Write(p []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("upload of %s: %w", w.display, context.Cause(w.ctx))
+	}
+	w.written += int64(len(p))
+	if w.room >= 0 && w.written > w.room {
+		return 0, fmt.Errorf("%w: upload of %s: more than the %d bytes left under the session's disk quota", environment.ErrLimitExceeded, w.display, w.room)
+	}
+	n, err := w.f.Write(p)
+	w.werr = err
+	return n, err
 }
