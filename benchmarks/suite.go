@@ -85,6 +85,10 @@ type Suite struct {
 	// read_file load, on a localdisk host with the none runtime served
 	// over loopback.
 	Remote bool
+	// Files adds FileThroughput: upload and download of a 100 MB file
+	// through the embedded and the remote API beside a raw baseline, on a
+	// localdisk host with the none runtime.
+	Files bool
 	// Logger receives progress (nil: discarded).
 	Logger *slog.Logger
 }
@@ -123,6 +127,14 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 		rep.Results = append(rep.Results, res...)
 		if err != nil {
 			failed = append(failed, fmt.Errorf("remote: %w", err))
+		}
+	}
+	if s.Files {
+		log.Info("bench: file upload and download throughput")
+		res, err := FileThroughput(ctx, nil, FileThroughputBytes, 0)
+		rep.Results = append(rep.Results, res...)
+		if err != nil {
+			failed = append(failed, fmt.Errorf("files: %w", err))
 		}
 	}
 	if len(failed) > 0 {
