@@ -24,19 +24,30 @@ import (
 const watchMask = unix.IN_CREATE | unix.IN_MODIFY | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO |
 	unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR | unix.IN_EXCL_UNLINK
 
+// MaxSessionWatches bounds the watches running at once on one session
+// (each holds an inotify instance, of which the host has a few hundred
+// for all sessions).
+const MaxSessionWatches = 16
+
 // watchSet is a session's running watches, ended together by a rollback.
 type watchSet struct {
 	mu sync.Mutex
 	m  map[*dirWatch]struct{}
 }
 
-func (ws *watchSet) add(w *dirWatch) {
+// reserve admits one more watch, or fails with ErrLimitExceeded; the
+// reservation is w's, filled by add or dropped by remove.
+func (ws *watchSet) reserve(w *dirWatch) error {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
+	if len(ws.m) >= MaxSessionWatches {
+		return fmt.Errorf("%w: %d watches already run on this session; close one", environment.ErrLimitExceeded, len(ws.m))
+	}
 	if ws.m == nil {
 		ws.m = map[*dirWatch]struct{}{}
 	}
 	ws.m[w] = struct{}{}
+	return nil
 }
 
 func (ws *watchSet) remove(w *dirWatch) {
@@ -91,12 +102,15 @@ func (s *session) watchDir(ctx context.Context, p string, opts environment.Watch
 	}
 	w := &dirWatch{events: make(chan environment.FileEvent, cmp0(opts.QueueSize, environment.DefaultWatchQueue)),
 		root: -1, recursive: opts.Recursive, wds: map[int]watchedDir{}}
+	if err := s.watches.reserve(w); err != nil {
+		return nil, err
+	}
 	err = s.fileOp(func(root int) error { return w.start(root, path.Clean(rel), p) })
 	if err != nil {
+		s.watches.remove(w)
 		w.release()
 		return nil, fileErr(p, err)
 	}
-	s.watches.add(w)
 	stopCtx := context.AfterFunc(ctx, func() { w.end(context.Cause(ctx)) })
 	stopLife := context.AfterFunc(s.life, func() {
 		w.end(fmt.Errorf("%w: session %s was destroyed or shut down (%w)", environment.ErrNotActive, s.id, environment.ErrSessionNotFound))
@@ -106,6 +120,7 @@ func (s *session) watchDir(ctx context.Context, p string, opts environment.Watch
 		stopCtx()
 		stopLife()
 		s.watches.remove(w)
+		close(w.events) // last: a reader that saw it end can watch again
 	}()
 	return w, nil
 }
@@ -188,9 +203,8 @@ func (w *dirWatch) addTree(rel, display string) {
 	}
 }
 
-// run reads inotify events until the watch ends, then closes Events.
+// run reads inotify events until the watch ends.
 func (w *dirWatch) run() {
-	defer close(w.events)
 	defer w.release()
 	buf := make([]byte, 64<<10)
 	for {
