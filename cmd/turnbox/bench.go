@@ -100,7 +100,7 @@ func (o *benchOpts) register(cmd *cobra.Command) {
 	f.StringSliceVar(&o.backends, "backends", nil, "storage backends to measure (localdisk,btrfs,zfs; default --storage)")
 	f.StringSliceVar(&o.runtimes, "runtimes", nil, "runtimes to measure (none,gvisor,runc; default --runtime)")
 	f.BoolVar(&o.remoteToo, "remote", false, "also measure remote (loopback ConnectRPC) ExecuteTool, read_file and TurnComplete beside embedded, and a 50-session read_file load")
-	f.BoolVar(&o.filesToo, "files", false, "also measure upload and download of a 100 MB file through the embedded and remote (loopback) file API beside plain file I/O")
+	f.BoolVar(&o.filesToo, "file-io", false, "also measure upload and download of a 100 MB file through the embedded and remote (loopback) file API beside plain file I/O")
 	f.BoolVar(&o.both, "series", false, "also run the workspace-size and concurrent-sessions series on btrfs")
 	f.IntSliceVar(&o.seriesFiles, "series-files", []int{1000, 10000, 100000}, "workspace sizes (files) of the size series")
 	f.IntVar(&o.seriesFileSize, "series-file-size", 1<<10, "bytes per file in the size series")
