@@ -78,9 +78,10 @@ type dirWatch struct {
 	root      int      // the workspace root, held for the watch's life
 	recursive bool
 	wds       map[int]watchedDir
-	top       int // the watched directory's wd
-	overflow  bool
+	top       int                    // the watched directory's wd
+	overflow  bool                   // events were dropped since the last one queued
 	pending   *environment.FileEvent // a rename's first half
+	lastSent  environment.FileEvent  // the newest event queued
 	cookie    uint32
 
 	mu  sync.Mutex
@@ -100,7 +101,7 @@ func (s *session) watchDir(ctx context.Context, p string, opts environment.Watch
 	if err != nil {
 		return nil, err
 	}
-	w := &dirWatch{events: make(chan environment.FileEvent, cmp0(opts.QueueSize, environment.DefaultWatchQueue)),
+	w := &dirWatch{events: make(chan environment.FileEvent, cmp0(opts.QueueSize, environment.DefaultWatchQueue)+1),
 		root: -1, recursive: opts.Recursive, wds: map[int]watchedDir{}}
 	if err := s.watches.reserve(w); err != nil {
 		return nil, err
@@ -306,22 +307,32 @@ func (w *dirWatch) flushRename() {
 	}
 }
 
-// send queues ev without blocking: with the queue full, ev is dropped
-// and an overflow event goes first once there is room.
+// send queues ev without blocking. The channel has one slot more than
+// the queue's size, kept for an overflow event: with the queue full, ev
+// is dropped and an overflow event is queued at once behind what the
+// reader has yet to take (one per loss, until an event gets through
+// again). A write event equal to the newest one queued, while the reader
+// has not taken it yet (the queue is first in, first out: while it is
+// not empty it holds the newest event), is coalesced with it: a large
+// write is one event, not one per write call.
 func (w *dirWatch) send(ev environment.FileEvent) {
-	if w.overflow {
-		select {
-		case w.events <- environment.FileEvent{Kind: environment.EventOverflow}:
-			w.overflow = false
-		default:
-			return
+	if ev.Kind == environment.EventWrite && ev == w.lastSent && len(w.events) > 0 {
+		return
+	}
+	if len(w.events) >= cap(w.events)-1 {
+		if !w.overflow {
+			w.overflow = true
+			ov := environment.FileEvent{Kind: environment.EventOverflow}
+			select {
+			case w.events <- ov:
+				w.lastSent = ov
+			default: // the spare slot is taken (by an earlier overflow)
+			}
 		}
+		return
 	}
-	select {
-	case w.events <- ev:
-	default:
-		w.overflow = true
-	}
+	w.events <- ev // room: only this goroutine sends
+	w.lastSent, w.overflow = ev, false
 }
 
 // end ends the watch with err (the first reason wins).
