@@ -160,7 +160,8 @@ type WatchOptions struct {
 	Recursive bool `json:"recursive,omitempty"`
 	// QueueSize bounds the events waiting for the reader (0:
 	// DefaultWatchQueue; at most MaxWatchQueue). When the queue is full,
-	// events are dropped and an EventOverflow follows once there is room.
+	// events are dropped and one EventOverflow is queued behind the
+	// events waiting, at once.
 	QueueSize int `json:"queue_size,omitempty"`
 }
 
