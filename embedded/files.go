@@ -291,12 +291,31 @@ func (s *session) move(src, dst string, overwrite bool) error {
 			return err
 		}
 		defer unix.Close(dfd)
-		flags := uint(unix.RENAME_NOREPLACE)
 		if overwrite {
-			flags = 0
+			return unix.Renameat(sfd, sbase, dfd, dbase)
 		}
-		return unix.Renameat2(sfd, sbase, dfd, dbase, flags)
+		return renameNoReplace(sfd, sbase, dfd, dbase)
 	}))
+}
+
+// renameNoReplace renames without replacing an existing target:
+// renameat2(RENAME_NOREPLACE), or, on a filesystem without the flag
+// (EINVAL: FUSE, zfs-fuse), a check then a plain rename. That fallback
+// can replace a target the sandbox creates between the two calls; the
+// rename stays within the directories already opened beneath the root.
+func renameNoReplace(sfd int, sbase string, dfd int, dbase string) error {
+	err := unix.Renameat2(sfd, sbase, dfd, dbase, unix.RENAME_NOREPLACE)
+	if err != unix.EINVAL {
+		return err
+	}
+	var st unix.Stat_t
+	switch err := unix.Fstatat(dfd, dbase, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil:
+		return unix.EEXIST
+	case err != unix.ENOENT:
+		return err
+	}
+	return unix.Renameat(sfd, sbase, dfd, dbase)
 }
 
 // remove implements Remove on the session.
