@@ -95,8 +95,11 @@ type FileType string
 
 // File types.
 const (
-	TypeFile    FileType = "file"
-	TypeDir     FileType = "dir"
+	// TypeFile: a regular file.
+	TypeFile FileType = "file"
+	// TypeDir: a directory.
+	TypeDir FileType = "dir"
+	// TypeSymlink: a symbolic link (never followed by Stat and ListDir).
 	TypeSymlink FileType = "symlink"
 	// TypeOther: a FIFO, socket or device node.
 	TypeOther FileType = "other"
@@ -114,8 +117,9 @@ type FileInfo struct {
 	// (fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky), not the
 	// type.
 	Mode fs.FileMode `json:"mode"`
-	// UID and GID own the entry (as numbers of the sandbox's view).
+	// UID owns the entry (a number of the sandbox's view).
 	UID uint32 `json:"uid"`
+	// GID is the entry's group.
 	GID uint32 `json:"gid"`
 	// ModTime is the last modification time.
 	ModTime time.Time `json:"mod_time"`
@@ -178,8 +182,12 @@ type FileEventKind string
 
 // File event kinds.
 const (
+	// EventCreate: an entry was created in a watched directory.
 	EventCreate FileEventKind = "create"
-	EventWrite  FileEventKind = "write"
+	// EventWrite: a file's content was written (repeated writes the
+	// reader has not taken yet may be merged into one event).
+	EventWrite FileEventKind = "write"
+	// EventRemove: an entry was removed.
 	EventRemove FileEventKind = "remove"
 	// EventRename: Path is the new name, OldPath the old one; one of them
 	// is empty when the entry moved in from, or out to, an unwatched
@@ -192,6 +200,7 @@ const (
 
 // FileEvent is one change seen by a watch.
 type FileEvent struct {
+	// Kind says what happened.
 	Kind FileEventKind `json:"kind"`
 	// Path is the entry's sandbox path (under the watched directory, in
 	// the form the caller named it).

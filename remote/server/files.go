@@ -24,7 +24,9 @@ import (
 // File API paths served as plain HTTP streams beside FilesService (see
 // files.proto).
 const (
-	UploadPath   = "/" + turnboxv1connect.FilesServiceName + "/Upload"
+	// UploadPath takes PUT ?session=ID&path=P[&mode=0644] with the bytes.
+	UploadPath = "/" + turnboxv1connect.FilesServiceName + "/Upload"
+	// DownloadPath takes GET ?session=ID&path=P and answers the bytes.
 	DownloadPath = "/" + turnboxv1connect.FilesServiceName + "/Download"
 	// FileInfoHeader carries a download's FileInfo (protojson).
 	FileInfoHeader = "Turnbox-File-Info"
