@@ -64,7 +64,9 @@ type FileSystem interface {
 	Upload(ctx context.Context, path string, r io.Reader, opts UploadOptions) (*FileInfo, error)
 	// Download opens the regular file path (symlinks beneath the root are
 	// followed) for streaming and describes it. The caller must Close
-	// the reader; it also fails once the session is destroyed.
+	// the reader; it also fails once the session is destroyed. An
+	// implementation may end the stream when ctx ends (the remote one
+	// does): keep ctx alive while reading.
 	Download(ctx context.Context, path string) (io.ReadCloser, *FileInfo, error)
 	// WatchDir watches the directory path for changes (and, with
 	// opts.Recursive, its subdirectories, up to MaxWatchDirs of them).
