@@ -26,7 +26,7 @@ func (s *suite) fileTests() []test {
 		{"MkdirMoveRemove", s.testFilesMkdirMoveRemove},
 		{"ListDir", s.testFilesListDir},
 		{"Escapes", s.testFilesEscapes},
-		{"UploadRace", s.testFilesUploadRace},
+		{"Race", s.testFilesRace},
 		{"Watch", s.testFilesWatch},
 		{"WatchEndsOnRollback", s.testFilesWatchRollback},
 		{"UploadDiskLimit", s.testFilesDiskLimit},
@@ -314,38 +314,81 @@ func (s *suite) testFilesEscapes(t *testing.T) {
 	}
 }
 
-// testFilesUploadRace: uploads through a symlink flipped between a
-// directory inside and one outside never land outside.
-func (s *suite) testFilesUploadRace(t *testing.T) {
+// testFilesRace: while a command flips a symlink between a directory
+// inside and one outside, and swaps a directory of a tree for a symlink
+// to outside, uploads, downloads, stats, listings and recursive removes
+// through them never read, list, write or delete anything outside.
+func (s *suite) testFilesRace(t *testing.T) {
 	if !s.cfg.hostLocal {
 		t.Skip("needs to see the host filesystem")
 	}
 	env, fsys := s.fileSession(t)
 	dir := t.TempDir()
-	s.sh(t, env, "mkdir -p inside && ln -s inside flip")
+	if err := os.MkdirAll(filepath.Join(dir, "victim"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"bait.txt", "victim/keep.txt"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("host-bait"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.sh(t, env, "mkdir -p inside && echo inside > inside/bait.txt && ln -s inside flip")
 	var wg sync.WaitGroup
+	var flips string
 	wg.Go(func() {
-		s.sh(t, env, `end=$(($(date +%s)+2)); while [ "$(date +%s)" -lt $end ]; do ln -sfn `+quote(dir)+` flip; ln -sfn inside flip; done`)
+		flips = s.sh(t, env, `n=0; end=$(($(date +%s)+2)); while [ "$(date +%s)" -lt $end ]; do
+ln -sfn `+quote(dir)+` flip 2>/dev/null || rm -rf flip; ln -sfn inside flip 2>/dev/null || rm -rf flip
+mkdir -p tree/sub/deep 2>/dev/null && touch tree/sub/deep/f 2>/dev/null; rm -rf tree/sub; ln -sfn `+quote(dir)+` tree/sub 2>/dev/null; rm -f tree/sub; n=$((n+1)); done 2>/dev/null; echo $n`)
 	})
 	deadline := time.Now().Add(2 * time.Second)
-	var landed, escaped int
-	for time.Now().Before(deadline) {
+	var ok, escaped int
+	for i := 0; time.Now().Before(deadline); i++ {
 		ctx, cancel := s.ctx(t)
-		_, err := fsys.Upload(ctx, "flip/race.bin", strings.NewReader("envtest escaped"), environment.UploadOptions{})
+		var err error
+		switch i % 5 {
+		case 0:
+			_, err = fsys.Upload(ctx, "flip/race.bin", strings.NewReader("envtest escaped"), environment.UploadOptions{})
+		case 1:
+			var rc io.ReadCloser
+			if rc, _, err = fsys.Download(ctx, "flip/bait.txt"); err == nil {
+				b, _ := io.ReadAll(rc)
+				rc.Close()
+				if strings.Contains(string(b), "host-bait") {
+					t.Error("a download through a flipping symlink read a host file")
+				}
+			}
+		case 2:
+			var list []environment.FileInfo
+			list, err = fsys.ListDir(ctx, "flip", environment.ListOptions{Depth: 3})
+			for _, fi := range list {
+				if strings.Contains(fi.Path, "victim") {
+					t.Errorf("a listing through a flipping symlink saw %s", fi.Path)
+				}
+			}
+		case 3:
+			err = fsys.Remove(ctx, "tree", true)
+		case 4:
+			var fi *environment.FileInfo
+			if fi, err = fsys.Stat(ctx, "flip/victim"); err == nil {
+				t.Errorf("Stat through a flipping symlink found %+v", fi)
+			}
+		}
 		cancel()
 		switch {
 		case err == nil:
-			landed++
+			ok++
 		case errors.Is(err, environment.ErrPathEscapes):
 			escaped++
 		}
 	}
 	wg.Wait()
-	t.Logf("%d uploads landed inside, %d refused as escapes", landed, escaped)
-	if entries, _ := os.ReadDir(dir); len(entries) > 0 {
-		t.Errorf("an upload through a flipping symlink landed outside the workspace: %v", entries)
+	t.Logf("%d calls succeeded inside, %d refused as escapes, %s flips", ok, escaped, strings.TrimSpace(flips))
+	for _, f := range []string{"bait.txt", "victim/keep.txt"} {
+		if b, err := os.ReadFile(filepath.Join(dir, f)); err != nil || string(b) != "host-bait" {
+			t.Errorf("the host file %s was changed or removed: %q, %v", f, b, err)
+		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "race.bin")); err == nil {
-		t.Error("race.bin exists outside the workspace")
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("something landed outside the workspace: %v", entries)
 	}
 }
