@@ -109,6 +109,9 @@ type Result struct {
 	// OpsPerSec is the sustained throughput of a load run (0 when the
 	// result is a latency series only).
 	OpsPerSec float64 `json:"ops_per_s,omitempty"`
+	// MBPerSec is a transfer's throughput at the median (10^6 bytes per
+	// second; the file API's rows, FileThroughput).
+	MBPerSec float64 `json:"mb_per_s,omitempty"`
 	// Series is "" for the backend × runtime matrix, else the scaling
 	// series the result belongs to (SeriesFiles, SeriesSessions).
 	Series string `json:"series,omitempty"`

@@ -88,6 +88,10 @@ type Suite struct {
 	// Processes adds ProcessResults (process_start beside exec-true, and
 	// remote_pty_echo) on localdisk for each runtime of Combos.
 	Processes bool
+	// Files adds FileThroughput: upload and download of a 100 MB file
+	// through the embedded and the remote API beside a raw baseline, on a
+	// localdisk host with the none runtime.
+	Files bool
 	// Logger receives progress (nil: discarded).
 	Logger *slog.Logger
 }
@@ -130,6 +134,14 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 	}
 	if s.Processes {
 		failed = append(failed, s.runProcesses(ctx, &rep, log)...)
+	}
+	if s.Files {
+		log.Info("bench: file upload and download throughput")
+		res, err := FileThroughput(ctx, nil, FileThroughputBytes, 0)
+		rep.Results = append(rep.Results, res...)
+		if err != nil {
+			failed = append(failed, fmt.Errorf("files: %w", err))
+		}
 	}
 	if len(failed) > 0 {
 		return rep, fmt.Errorf("%w: %w", ErrFailed, errors.Join(failed...))

@@ -34,11 +34,23 @@ const resolveFlags = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
 // errToolFailed marks failures that are the tool's result (the file does
 // not exist, old_string not found): they become IsError responses, not Go
 // errors.
-type toolError struct{ msg string }
+type toolError struct {
+	msg   string
+	errno unix.Errno // the syscall's error, when one caused it
+}
 
 func (e *toolError) Error() string { return e.msg }
 
-func failf(format string, args ...any) error { return &toolError{fmt.Sprintf(format, args...)} }
+// Unwrap returns the syscall error behind the failure (nil if none), for
+// callers that map it to the contract's errors (files.go).
+func (e *toolError) Unwrap() error {
+	if e.errno == 0 {
+		return nil
+	}
+	return e.errno
+}
+
+func failf(format string, args ...any) error { return &toolError{msg: fmt.Sprintf(format, args...)} }
 
 // workspace is a session's workspace as the file tools see it.
 type workspace struct {
@@ -162,6 +174,16 @@ func (w workspace) openRoot() (int, error) {
 	return -1, errors.New("opening workspace in the session's root: kept racing with concurrent renames")
 }
 
+// openTree opens the session's root tree (identity checked like
+// openRoot's); w must have one.
+func (w workspace) openTree() (int, error) {
+	fd, err := guard.OpenDirFD(filepath.Dir(w.tree), filepath.Base(w.tree))
+	if err != nil {
+		return -1, fmt.Errorf("opening the session's root: %w", err)
+	}
+	return fd, nil
+}
+
 // openBeneath opens rel under the workspace root with the kernel's
 // containment checks.
 func (w workspace) openBeneath(rel string, flags int, mode uint32) (int, error) {
@@ -193,15 +215,15 @@ func mapPathErr(rel string, err error) error {
 	case errors.Is(err, unix.EXDEV):
 		return fmt.Errorf("%w: %q", environment.ErrPathEscapes, rel)
 	case errors.Is(err, unix.ENOENT):
-		return failf("%s: no such file or directory", rel)
+		return &toolError{rel + ": no such file or directory", unix.ENOENT}
 	case errors.Is(err, unix.ENOTDIR):
-		return failf("%s: a path component is not a directory", rel)
+		return &toolError{rel + ": a path component is not a directory", unix.ENOTDIR}
 	case errors.Is(err, unix.EISDIR):
-		return failf("%s: is a directory", rel)
+		return &toolError{rel + ": is a directory", unix.EISDIR}
 	case errors.Is(err, unix.ELOOP):
-		return failf("%s: too many levels of symbolic links", rel)
+		return &toolError{rel + ": too many levels of symbolic links", unix.ELOOP}
 	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-		return failf("%s: permission denied", rel)
+		return &toolError{rel + ": permission denied", unix.EACCES}
 	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
 		return fmt.Errorf("%w: %s: no space left in the workspace", environment.ErrLimitExceeded, rel)
 	}

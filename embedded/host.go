@@ -81,6 +81,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		Fork:              true,
 		Pause:             runtimeCanPause(h.runtime),
 		StreamingProgress: true,
+		Files:             true,
 		Isolation:         environment.IsolationKind(h.runtime.Kind()),
 		Storage:           h.storage.Kind(),
 		WritableRoot:      h.runtime.Kind() != string(ContainerRuntimeNone),

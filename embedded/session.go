@@ -16,7 +16,8 @@ import (
 // deps. Locks, in order: turnMu (one snapshot, rollback, pause or destroy
 // at a time), fsMu (file tools share it; a snapshot or rollback holds it
 // exclusively), sbMu (sandbox start and stop), mu (state fields, held
-// briefly, never across I/O).
+// briefly, never across I/O). watches has a lock of its own, a leaf:
+// nothing else is taken while it is held.
 type session struct {
 	deps   *sessionDeps // everything it uses of its host
 	id     string
@@ -41,6 +42,8 @@ type session struct {
 	// quota and autoPause: quota.go and idle.go.
 	quota     quotaState
 	autoPause idleState
+	// watches: the file API's directory watches (files_watch.go).
+	watches watchSet
 
 	sbMu sync.Mutex
 

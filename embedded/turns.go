@@ -242,6 +242,7 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 	}
 	s.rollingBack = true
 	s.mu.Unlock()
+	s.endWatches()
 	defer func() {
 		s.mu.Lock()
 		s.rollingBack = false

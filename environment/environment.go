@@ -150,6 +150,9 @@ type Capabilities struct {
 	Processes bool `json:"processes"`
 	// PTY: ProcessRunner can run a process in a pseudo-terminal.
 	PTY bool `json:"pty"`
+	// Files: the Environment implements FileSystem (binary upload and
+	// download, stat, list, mkdir, move, remove, watch).
+	Files bool `json:"files"`
 }
 
 // Limits bounds one session's resources so that it cannot take the

@@ -84,6 +84,20 @@ func defaultHTTPClient() *http.Client {
 	return &http.Client{Transport: tr}
 }
 
+// streamHTTPClient is the default client of the file streams: HTTP/1.1
+// (over TLS for https:// URLs), with large socket buffers' worth of
+// read and write buffering.
+func streamHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	var p http.Protocols
+	p.SetHTTP1(true)
+	tr.Protocols = &p
+	tr.MaxIdleConnsPerHost = 4
+	tr.WriteBufferSize, tr.ReadBufferSize = 256<<10, 256<<10
+	tr.DisableCompression = true
+	return &http.Client{Transport: tr}
+}
+
 // authClient adds the bearer token to every request.
 type authClient struct {
 	next   connect.HTTPClient
@@ -99,7 +113,9 @@ func (a authClient) Do(r *http.Request) (*http.Response, error) {
 // NewClient returns the generated ConnectRPC client of
 // turnbox.v1.SandboxService for the server at baseURL (e.g.
 // "http://127.0.0.1:7420"), with the bearer token, message bound and
-// retries of opts. Pass it to NewNativeSandboxEnvironment. Its errors are
+// retries of opts. The client also carries the file API's client
+// (turnbox.v1.FilesService and the upload and download streams), which a
+// NativeSandboxEnvironment made with it uses for environment.FileSystem. Pass it to NewNativeSandboxEnvironment. Its errors are
 // Connect errors; NativeSandboxEnvironment turns them into errors that
 // match the environment sentinels the server named (see Error).
 //
@@ -113,12 +129,21 @@ func NewClient(baseURL string, opts ...ClientOption) turnboxv1connect.SandboxSer
 	for _, o := range opts {
 		o(&cfg)
 	}
+	// The file streams (upload, download) go over the same client unless
+	// it is the default one: then over HTTP/1.1 connections of their own,
+	// which move bulk bytes with less CPU than HTTP/2's framing and flow
+	// control (see docs/files.md).
+	var streams connect.HTTPClient
 	if cfg.httpClient == nil {
-		cfg.httpClient = defaultHTTPClient()
+		cfg.httpClient, streams = defaultHTTPClient(), streamHTTPClient()
 	}
 	hc := cfg.httpClient
+	if streams == nil {
+		streams = hc
+	}
 	if cfg.token != "" {
 		hc = authClient{next: hc, header: "Bearer " + cfg.token}
+		streams = authClient{next: streams, header: "Bearer " + cfg.token}
 	}
 	copts := []connect.ClientOption{
 		connect.WithReadMaxBytes(cfg.maxMsg),
@@ -131,5 +156,16 @@ func NewClient(baseURL string, opts ...ClientOption) turnboxv1connect.SandboxSer
 	return &serviceClient{
 		SandboxServiceClient: turnboxv1connect.NewSandboxServiceClient(hc, base, copts...),
 		procs:                turnboxv1connect.NewProcessServiceClient(hc, base, copts...),
+		files:                &filesClient{rpc: turnboxv1connect.NewFilesServiceClient(hc, base, copts...), http: streams, base: base},
 	}
+}
+
+// serviceClient is what NewClient returns: the generated SandboxService
+// client plus the ProcessService client and the file API's client of the
+// same server, connection and token, which NativeSandboxEnvironment finds
+// through ProcessServiceProvider and filesProvider.
+type serviceClient struct {
+	turnboxv1connect.SandboxServiceClient
+	procs turnboxv1connect.ProcessServiceClient
+	files *filesClient
 }

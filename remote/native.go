@@ -65,8 +65,9 @@ const callTimeout = 30 * time.Second
 // NewClient returns it). It translates between the environment types and
 // the wire messages, and turns the server's errors back into the
 // environment sentinels. It also implements environment.Forker,
-// TurnCompleter, SnapshotLister, SnapshotDeleter, SessionIDer and
-// environment.ProcessRunner (process.go).
+// TurnCompleter, SnapshotLister, SnapshotDeleter, SessionIDer and, with a
+// client made by NewClient, environment.ProcessRunner (process.go) and
+// FileSystem (files.go).
 //
 // Concurrency: the server holds the session's state, so every method may
 // be called from any goroutine. The environment itself keeps only its
@@ -383,6 +384,7 @@ func (e *NativeSandboxEnvironment) Capabilities() environment.Capabilities {
 	}
 	c := wire.CapabilitiesFromProto(resp.GetCapabilities())
 	e.maskProcesses(&c)
+	c.Files = c.Files && e.hasFiles()
 	e.caps.Store(&c)
 	return c
 }

@@ -24,12 +24,6 @@ type ProcessServiceProvider interface {
 	ProcessService() turnboxv1connect.ProcessServiceClient
 }
 
-// serviceClient is NewClient's client: both services of one server.
-type serviceClient struct {
-	turnboxv1connect.SandboxServiceClient
-	procs turnboxv1connect.ProcessServiceClient
-}
-
 // ProcessService implements ProcessServiceProvider.
 func (c *serviceClient) ProcessService() turnboxv1connect.ProcessServiceClient { return c.procs }
 

@@ -40,7 +40,10 @@ func idempotent(procedure string, msg any) bool {
 		turnboxv1connect.SandboxServiceCapabilitiesProcedure,
 		turnboxv1connect.ProcessServiceListProcessesProcedure,
 		turnboxv1connect.ProcessServiceAttachProcessProcedure,
-		turnboxv1connect.ProcessServiceWaitProcessProcedure:
+		turnboxv1connect.ProcessServiceWaitProcessProcedure,
+		turnboxv1connect.FilesServiceStatProcedure,
+		turnboxv1connect.FilesServiceListDirProcedure,
+		turnboxv1connect.FilesServiceWatchProcedure:
 		return true
 	case turnboxv1connect.SandboxServiceExecuteToolProcedure,
 		turnboxv1connect.SandboxServiceExecuteToolStreamProcedure:

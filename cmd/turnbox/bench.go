@@ -18,7 +18,7 @@ import (
 type benchOpts struct {
 	cfg                  benchmarks.Config
 	asJSON, matrix, both bool
-	remoteToo            bool
+	remoteToo, filesToo  bool
 	processes            bool
 	out, note, from      string
 	backends, runtimes   []string
@@ -102,6 +102,7 @@ func (o *benchOpts) register(cmd *cobra.Command) {
 	f.StringSliceVar(&o.runtimes, "runtimes", nil, "runtimes to measure (none,gvisor,runc; default --runtime)")
 	f.BoolVar(&o.remoteToo, "remote", false, "also measure remote (loopback ConnectRPC) ExecuteTool, read_file and TurnComplete beside embedded, and a 50-session read_file load")
 	f.BoolVar(&o.processes, "processes", false, "also measure a background process start (pid) beside a one-shot bash true, and PTY keystroke echo through the remote API on loopback, per runtime")
+	f.BoolVar(&o.filesToo, "file-io", false, "also measure upload and download of a 100 MB file through the embedded and remote (loopback) file API beside plain file I/O")
 	f.BoolVar(&o.both, "series", false, "also run the workspace-size and concurrent-sessions series on btrfs")
 	f.IntSliceVar(&o.seriesFiles, "series-files", []int{1000, 10000, 100000}, "workspace sizes (files) of the size series")
 	f.IntVar(&o.seriesFileSize, "series-file-size", 1<<10, "bytes per file in the size series")
@@ -166,6 +167,7 @@ func (o *benchOpts) suite(cmd *cobra.Command, g *globals) (benchmarks.Suite, err
 	s.SeriesRuntime = embedded.ContainerRuntime(o.seriesRuntime)
 	s.Remote = o.remoteToo
 	s.Processes = o.processes
+	s.Files = o.filesToo
 	if g.pool < 0 {
 		return benchmarks.Suite{}, fmt.Errorf("bench: --pool must be at least 0")
 	}

@@ -18,7 +18,8 @@ import (
 func sessionCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "session", Short: "Create, use and remove sessions on the state directory"}
 	cmd.AddCommand(sessionCreateCmd(g), sessionExecCmd(g), sessionSnapshotCmd(g), sessionSnapshotsCmd(g),
-		sessionRollbackCmd(g), sessionForkCmd(g), sessionLsCmd(g), sessionRmCmd(g))
+		sessionRollbackCmd(g), sessionForkCmd(g), sessionLsCmd(g), sessionRmCmd(g),
+		sessionCpCmd(g), sessionStatCmd(g))
 	cmd.AddCommand(sessionProcessCmds(g)...)
 	return cmd
 }
@@ -226,11 +227,15 @@ func sessionForkCmd(g *globals) *cobra.Command {
 
 func sessionLsCmd(g *globals) *cobra.Command {
 	var asJSON bool
+	var depth int
 	cmd := &cobra.Command{
-		Use:   "ls",
-		Short: "List sessions",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:   "ls [SESSION [PATH]]",
+		Short: "List sessions, or with SESSION the files of a session's directory (files.go)",
+		Args:  cobra.MaximumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return g.lsFiles(cmd.Context(), args, depth, asJSON)
+			}
 			h, err := g.openHost(cmd.Context())
 			if err != nil {
 				return err
@@ -251,6 +256,7 @@ func sessionLsCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().IntVar(&depth, "depth", 1, "with SESSION: how many directory levels to list")
 	return cmd
 }
 

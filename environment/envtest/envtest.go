@@ -123,6 +123,7 @@ func Run(t *testing.T, factory Factory, opts ...Option) {
 		{"Security", s.securityTests()},
 		{"Root", s.rootTests()},
 		{"Processes", s.processTests()},
+		{"Files", s.fileTests()},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

@@ -196,7 +196,8 @@ func (s *Server) handlerOptions() []connect.HandlerOption {
 	}
 }
 
-// Handler returns a mux with the service, /healthz (no auth: 200 while
+// Handler returns a mux with the service, the file service and its
+// upload and download streams (FilesHandler), /healthz (no auth: 200 while
 // serving, 503 once draining) and /metrics (Prometheus; auth like the
 // service).
 func (s *Server) Handler() http.Handler {
@@ -205,6 +206,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(path, h)
 	path, h = s.ProcessServiceHandler()
 	mux.Handle(path, h)
+	fpath, fh := s.FilesHandler()
+	mux.Handle(fpath, fh)
 	mux.Handle("/healthz", s.HealthHandler())
 	mux.Handle("/metrics", s.MetricsHandler())
 	return mux

@@ -226,6 +226,7 @@ func CapabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
 		WritableRoot:      c.WritableRoot,
 		Processes:         c.Processes,
 		Pty:               c.PTY,
+		Files:             c.Files,
 	}
 }
 
@@ -244,6 +245,7 @@ func CapabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
 		WritableRoot:      c.GetWritableRoot(),
 		Processes:         c.GetProcesses(),
 		PTY:               c.GetPty(),
+		Files:             c.GetFiles(),
 	}
 }
 

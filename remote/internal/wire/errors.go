@@ -36,6 +36,9 @@ var Sentinels = []Sentinel{
 	{environment.ErrProcessNotFound, turnboxv1.ErrorReason_ERROR_REASON_PROCESS_NOT_FOUND, connect.CodeNotFound},
 	{environment.ErrNotBound, turnboxv1.ErrorReason_ERROR_REASON_NOT_BOUND, connect.CodeFailedPrecondition},
 	{environment.ErrAlreadyBound, turnboxv1.ErrorReason_ERROR_REASON_ALREADY_BOUND, connect.CodeFailedPrecondition},
+	{environment.ErrFileNotFound, turnboxv1.ErrorReason_ERROR_REASON_FILE_NOT_FOUND, connect.CodeNotFound},
+	{environment.ErrFileExists, turnboxv1.ErrorReason_ERROR_REASON_FILE_EXISTS, connect.CodeAlreadyExists},
+	{environment.ErrWatchEnded, turnboxv1.ErrorReason_ERROR_REASON_WATCH_ENDED, connect.CodeAborted},
 }
 
 // ToConnectError turns a service error into a Connect error whose code is

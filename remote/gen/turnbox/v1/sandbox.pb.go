@@ -164,6 +164,10 @@ const (
 	ErrorReason_ERROR_REASON_CLOSED                   ErrorReason = 13
 	// PROCESS_NOT_FOUND: no process with that pid (ProcessService).
 	ErrorReason_ERROR_REASON_PROCESS_NOT_FOUND ErrorReason = 20
+	// The file API's (files.proto).
+	ErrorReason_ERROR_REASON_FILE_NOT_FOUND ErrorReason = 21
+	ErrorReason_ERROR_REASON_FILE_EXISTS    ErrorReason = 22
+	ErrorReason_ERROR_REASON_WATCH_ENDED    ErrorReason = 23
 )
 
 // Enum value maps for ErrorReason.
@@ -184,6 +188,9 @@ var (
 		12: "ERROR_REASON_LIMIT_EXCEEDED",
 		13: "ERROR_REASON_CLOSED",
 		20: "ERROR_REASON_PROCESS_NOT_FOUND",
+		21: "ERROR_REASON_FILE_NOT_FOUND",
+		22: "ERROR_REASON_FILE_EXISTS",
+		23: "ERROR_REASON_WATCH_ENDED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":              0,
@@ -201,6 +208,9 @@ var (
 		"ERROR_REASON_LIMIT_EXCEEDED":           12,
 		"ERROR_REASON_CLOSED":                   13,
 		"ERROR_REASON_PROCESS_NOT_FOUND":        20,
+		"ERROR_REASON_FILE_NOT_FOUND":           21,
+		"ERROR_REASON_FILE_EXISTS":              22,
+		"ERROR_REASON_WATCH_ENDED":              23,
 	}
 )
 
@@ -546,7 +556,9 @@ type Capabilities struct {
 	// processes: ProcessService works on this host.
 	Processes bool `protobuf:"varint,21,opt,name=processes,proto3" json:"processes,omitempty"`
 	// pty: ProcessService can run a process in a pseudo-terminal.
-	Pty           bool `protobuf:"varint,22,opt,name=pty,proto3" json:"pty,omitempty"`
+	Pty bool `protobuf:"varint,22,opt,name=pty,proto3" json:"pty,omitempty"`
+	// files: the file API (FilesService, upload and download) is served.
+	Files         bool `protobuf:"varint,23,opt,name=files,proto3" json:"files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -661,6 +673,13 @@ func (x *Capabilities) GetProcesses() bool {
 func (x *Capabilities) GetPty() bool {
 	if x != nil {
 		return x.Pty
+	}
+	return false
+}
+
+func (x *Capabilities) GetFiles() bool {
+	if x != nil {
+		return x.Files
 	}
 	return false
 }
@@ -2714,7 +2733,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x0eparent_session\x18\x04 \x01(\tR\rparentSession\x12'\n" +
 	"\x0fparent_snapshot\x18\x05 \x01(\tR\x0eparentSnapshot\x12\x1b\n" +
 	"\tlast_turn\x18\x06 \x01(\x03R\blastTurn\x12*\n" +
-	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\"\x83\x03\n" +
+	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\"\x99\x03\n" +
 	"\fCapabilities\x12\x1c\n" +
 	"\tsnapshots\x18\x01 \x01(\bR\tsnapshots\x12\x1a\n" +
 	"\brollback\x18\x02 \x01(\bR\brollback\x12\x12\n" +
@@ -2727,7 +2746,8 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x0flimits_enforced\x18\t \x01(\bR\x0elimitsEnforced\x12#\n" +
 	"\rwritable_root\x18\x14 \x01(\bR\fwritableRoot\x12\x1c\n" +
 	"\tprocesses\x18\x15 \x01(\bR\tprocesses\x12\x10\n" +
-	"\x03pty\x18\x16 \x01(\bR\x03pty\"~\n" +
+	"\x03pty\x18\x16 \x01(\bR\x03pty\x12\x14\n" +
+	"\x05files\x18\x17 \x01(\bR\x05files\"~\n" +
 	"\vToolRequest\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x1b\n" +
@@ -2867,7 +2887,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\fOutputStream\x12\x1d\n" +
 	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
-	"\x14OUTPUT_STREAM_STDERR\x10\x02*\xef\x03\n" +
+	"\x14OUTPUT_STREAM_STDERR\x10\x02*\xcc\x04\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12)\n" +
 	"%ERROR_REASON_CAPABILITY_NOT_SUPPORTED\x10\x01\x12\"\n" +
@@ -2884,7 +2904,10 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x11ERROR_REASON_BUSY\x10\v\x12\x1f\n" +
 	"\x1bERROR_REASON_LIMIT_EXCEEDED\x10\f\x12\x17\n" +
 	"\x13ERROR_REASON_CLOSED\x10\r\x12\"\n" +
-	"\x1eERROR_REASON_PROCESS_NOT_FOUND\x10\x142\xab\v\n" +
+	"\x1eERROR_REASON_PROCESS_NOT_FOUND\x10\x14\x12\x1f\n" +
+	"\x1bERROR_REASON_FILE_NOT_FOUND\x10\x15\x12\x1c\n" +
+	"\x18ERROR_REASON_FILE_EXISTS\x10\x16\x12\x1c\n" +
+	"\x18ERROR_REASON_WATCH_ENDED\x10\x172\xab\v\n" +
 	"\x0eSandboxService\x12T\n" +
 	"\rCreateSession\x12 .turnbox.v1.CreateSessionRequest\x1a!.turnbox.v1.CreateSessionResponse\x12P\n" +
 	"\n" +
