@@ -218,11 +218,20 @@ func (s *suite) testProcessPTY(t *testing.T) {
 // runtimes may start commands another way. Without an image (none) the
 // host's accounts apply: only numeric ids are checked, as root.
 func (s *suite) testProcessUser(t *testing.T) {
-	_, ps := s.starter(t, func(spec *container.Spec) {
+	b, ps := s.starter(t, func(spec *container.Spec) {
 		if s.cfg.limits {
 			spec.Limits.Pids = 256
 		}
 	})
+	if s.cfg.rootfs == nil {
+		// Host processes start in the workspace, under the test's
+		// private temporary directories: let other users in.
+		for d := b.ws; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+			if err := os.Chmod(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	cases := map[string]string{"1234:1234": "1234 1234 /\n"}
 	if s.cfg.rootfs != nil {
 		cases["user"] = "1000 1000 /home/user user\n"

@@ -280,7 +280,7 @@ func (s *sandbox) await(ctx context.Context, cmd *exec.Cmd, cg string, start tim
 	}
 	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if ws.Signaled() {
-		st.Code = 128 + int(ws.Signal())
+		st.Code, st.Signal = 128+int(ws.Signal()), int(ws.Signal())
 	} else {
 		st.Code = ws.ExitStatus()
 	}

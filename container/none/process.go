@@ -57,12 +57,12 @@ func (s *sandbox) start(spec container.ProcessSpec, stdin io.Reader) (*process, 
 	if err != nil {
 		return nil, err
 	}
-	cred, err := credential(spec.User)
+	cred, userEnv, err := credential(spec.User)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(p.Args[0], p.Args[1:]...)
-	cmd.Dir, cmd.Env = dir, s.env(p.Env)
+	cmd.Dir, cmd.Env = dir, s.env(append(userEnv, p.Env...))
 	cmd.WaitDelay = 250 * time.Millisecond
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
 	pr := &process{s: s, cmd: cmd, done: make(chan struct{})}
@@ -159,6 +159,11 @@ func (pr *process) run(ctx context.Context, out io.Writer, start time.Time) {
 	}
 	pr.st, pr.err = pr.s.await(ctx, pr.cmd, pr.cg, start)
 	pr.kill()
+	if st := pr.s.Status(); pr.err == nil && st != container.StatusRunning && st != container.StatusPaused {
+		// Killed by Stop (or with a dead sandbox): as on every runtime,
+		// a process of a sandbox that is gone reports that.
+		pr.err = fmt.Errorf("none: process %d: %w", pr.PID(), container.ErrNotRunning)
+	}
 	if copied != nil {
 		select {
 		case <-copied:
@@ -186,32 +191,37 @@ func (pr *process) run(ctx context.Context, out io.Writer, start time.Time) {
 	close(pr.done)
 }
 
-// credential maps a ProcessSpec.User to host credentials: only a root
-// host process can switch users.
-func credential(u string) (*syscall.Credential, error) {
+// credential maps a ProcessSpec.User to host credentials and the
+// environment that goes with them: only a root host process can switch
+// users.
+func credential(u string) (*syscall.Credential, []string, error) {
 	if u == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("none: running as user %q needs a root host process: %w", u, container.ErrUnsupported)
+		return nil, nil, fmt.Errorf("none: running as user %q needs a root host process: %w", u, container.ErrUnsupported)
 	}
 	name, group, _ := strings.Cut(u, ":")
 	uid, err := strconv.ParseUint(name, 10, 32)
 	gid := uid
+	// As the agent does: the user's HOME, USER and LOGNAME when the host
+	// knows it, else HOME=/.
+	env := []string{"HOME=/"}
 	if err != nil {
 		pw, lerr := user.Lookup(name)
 		if lerr != nil {
-			return nil, fmt.Errorf("%w: unknown user %q", container.ErrInvalidSpec, u)
+			return nil, nil, fmt.Errorf("%w: unknown user %q", container.ErrInvalidSpec, u)
 		}
 		uid, _ = strconv.ParseUint(pw.Uid, 10, 32)
 		gid, _ = strconv.ParseUint(pw.Gid, 10, 32)
+		env = []string{"HOME=" + pw.HomeDir, "USER=" + pw.Username, "LOGNAME=" + pw.Username}
 	}
 	if group != "" {
 		if gid, err = strconv.ParseUint(group, 10, 32); err != nil {
-			return nil, fmt.Errorf("%w: bad group in user %q", container.ErrInvalidSpec, u)
+			return nil, nil, fmt.Errorf("%w: bad group in user %q", container.ErrInvalidSpec, u)
 		}
 	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, env, nil
 }
 
 // PID implements container.RunningProcess.
@@ -220,12 +230,15 @@ func (pr *process) PID() int { return pr.cmd.Process.Pid }
 // Done implements container.RunningProcess.
 func (pr *process) Done() <-chan struct{} { return pr.done }
 
+// ended fails once the process has ended, and while its sandbox is not
+// running: a paused sandbox's processes are frozen (ErrPaused), a stopped
+// one's gone (ErrNotRunning), as on every runtime.
 func (pr *process) ended() error {
 	select {
 	case <-pr.done:
 		return fmt.Errorf("none: process %d: %w", pr.PID(), container.ErrProcessDone)
 	default:
-		return nil
+		return pr.s.Require(container.StatusRunning)
 	}
 }
 
