@@ -61,6 +61,17 @@ func (s *session) resolveSandboxPath(p string) (string, error) {
 	return s.workspace().rel(p)
 }
 
+// resolveChangeablePath is resolveSandboxPath for a path that Move or
+// Remove changes: the workspace itself (and the root) are refused with
+// ErrInvalidArgument, since tools and commands start in it.
+func (s *session) resolveChangeablePath(p string) (string, error) {
+	rel, err := s.resolveSandboxPath(p)
+	if err == nil && (rel == "." || (s.ownRoot() && rel == rootWorkspace)) {
+		err = fmt.Errorf("%w: %q is the workspace or the root, which cannot be moved or removed", environment.ErrInvalidArgument, p)
+	}
+	return rel, err
+}
+
 // ownRoot reports whether the session's commands run in its own root
 // tree: it has one and the runtime isolates (none runs commands on the
 // host, whose / is not the tree's).
@@ -299,11 +310,11 @@ func (s *session) makeDir(p string, parents bool) error {
 
 // move implements Move on the session.
 func (s *session) move(src, dst string, overwrite bool) error {
-	srel, err := s.resolveSandboxPath(src)
+	srel, err := s.resolveChangeablePath(src)
 	if err != nil {
 		return err
 	}
-	drel, err := s.resolveSandboxPath(dst)
+	drel, err := s.resolveChangeablePath(dst)
 	if err != nil {
 		return err
 	}
@@ -347,7 +358,7 @@ func renameNoReplace(sfd int, sbase string, dfd int, dbase string) error {
 
 // remove implements Remove on the session.
 func (s *session) remove(ctx context.Context, p string, recursive bool) error {
-	rel, err := s.resolveSandboxPath(p)
+	rel, err := s.resolveChangeablePath(p)
 	if err != nil {
 		return err
 	}
