@@ -31,7 +31,9 @@ func (s *Sandbox) StartProcess(ctx context.Context, spec container.ProcessSpec) 
 		}
 		return nil, err
 	}
-	return &process{RunningProcess: rp, sb: s, oomBefore: before}, nil
+	proc := &process{RunningProcess: rp, sb: s, oomBefore: before, done: make(chan struct{})}
+	go proc.watch()
+	return proc, nil
 }
 
 // checkProcess checks p as Exec and StartProcess do and returns it with
@@ -73,10 +75,27 @@ type process struct {
 	sb        *Sandbox
 	oomBefore int64
 
+	done chan struct{} // closed by watch once gone is set
+	gone bool          // the process ended while its sandbox was stopping or gone
+
 	once sync.Once
 	st   container.ExitStatus
 	err  error
 }
+
+// watch records, when the process ends, whether its sandbox was going
+// away then: a process killed by Stop (or with a dead sandbox) reports
+// container.ErrNotRunning from Wait, as on every runtime, even when the
+// agent could still report its exit.
+func (p *process) watch() {
+	<-p.RunningProcess.Done()
+	st := p.sb.Status()
+	p.gone = st != container.StatusRunning && st != container.StatusPaused
+	close(p.done)
+}
+
+// Done is closed when Wait would return without blocking.
+func (p *process) Done() <-chan struct{} { return p.done }
 
 // Wait waits for the process's end; the status is computed once, so every
 // Wait reports the same.
@@ -88,6 +107,9 @@ func (p *process) Wait(ctx context.Context) (container.ExitStatus, error) {
 	}
 	p.once.Do(func() {
 		p.st, p.err = p.RunningProcess.Wait(context.Background())
+		if p.err == nil && p.gone {
+			p.err = fmt.Errorf("agentbox: process %d ended with its sandbox: %w", p.PID(), container.ErrNotRunning)
+		}
 		if p.err != nil {
 			if nr := p.sb.notRunning(p.err); nr != nil {
 				p.err = nr
