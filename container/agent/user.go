@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // errInvalid marks a request the agent refuses as invalid in this
@@ -46,7 +47,8 @@ type account []string
 // readAccounts returns the entries of an /etc/passwd-like file that have
 // at least fields fields; a missing file has none.
 func readAccounts(path string, fields int) ([]account, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO planted as /etc/passwd must not hang the agent.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
