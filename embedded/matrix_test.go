@@ -87,8 +87,15 @@ func TestConformanceMatrix(t *testing.T) {
 			if got := h.Capabilities(); string(got.Isolation) != string(c.runtime) || got.Storage != string(c.storage) {
 				t.Fatalf("capabilities %+v, want %s on %s", got, c.runtime, c.storage)
 			}
-			envtest.Run(t, func(t *testing.T) environment.Environment { return h.NewEnvironment() },
-				envtest.WithPropertyChecks(4))
+			opts := []envtest.Option{envtest.WithPropertyChecks(4)}
+			if c.storage == embedded.StorageBackendZFS && !zfstest.Kernel() {
+				// Seen once in CI: zfs-fuse segfaulted (pthread_mutex_lock
+				// on a freed object) while this rename storm ran beside
+				// other file calls, and every later zfs test failed. The
+				// VM runs the same suite on kernel OpenZFS.
+				opts = append(opts, envtest.WithoutTests("zfs-fuse crashes under concurrent rename storms; kernel OpenZFS (the VM) runs it", "Files/Race"))
+			}
+			envtest.Run(t, func(t *testing.T) environment.Environment { return h.NewEnvironment() }, opts...)
 		})
 	}
 }

@@ -31,6 +31,7 @@ type config struct {
 	steps       int
 	hostLocal   bool
 	sessionHook func(*environment.SessionConfig)
+	skip        map[string]string // "Group/Test" -> why it cannot run here
 }
 
 func defaultConfig() config {
@@ -39,6 +40,20 @@ func defaultConfig() config {
 		checks:    12,
 		steps:     25,
 		hostLocal: true,
+	}
+}
+
+// WithoutTests declares tests ("Group/Test", e.g. "Files/Race") that the
+// implementation under test cannot run, and why: they are skipped with
+// that reason in the test output, never silently.
+func WithoutTests(reason string, names ...string) Option {
+	return func(c *config) {
+		if c.skip == nil {
+			c.skip = map[string]string{}
+		}
+		for _, n := range names {
+			c.skip[n] = reason
+		}
 	}
 }
 
@@ -129,6 +144,9 @@ func Run(t *testing.T, factory Factory, opts ...Option) {
 		t.Run(g.name, func(t *testing.T) {
 			for _, tc := range g.tests {
 				t.Run(tc.name, func(t *testing.T) {
+					if why, ok := s.cfg.skip[g.name+"/"+tc.name]; ok {
+						t.Skipf("declared by the implementation: %s", why)
+					}
 					t.Parallel()
 					tc.fn(t)
 				})
