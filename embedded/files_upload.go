@@ -120,18 +120,7 @@ func writeTempAndRename(ctx context.Context, dfd int, base, display string, r io
 	if werr == nil {
 		fi, werr = infoAt(fd, "", display)
 	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = unix.Renameat(dfd, tmp, dfd, base)
-	}
-	if werr != nil {
-		_ = unix.Unlinkat(dfd, tmp, 0)
-		var pe *os.PathError
-		if errors.As(werr, &pe) {
-			werr = pe.Err
-		}
+	if werr = commitTemp(f, dfd, tmp, base, werr); werr != nil {
 		return environment.FileInfo{}, werr
 	}
 	return fi, nil

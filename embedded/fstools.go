@@ -355,18 +355,7 @@ func (w workspace) writeAtomic(rel string, content []byte) error {
 	if werr == nil {
 		werr = f.Chmod(os.FileMode(mode & 0o777))
 	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = unix.Renameat(dfd, tmp, dfd, base)
-	}
-	if werr != nil {
-		_ = unix.Unlinkat(dfd, tmp, 0)
-		var pe *os.PathError
-		if errors.As(werr, &pe) {
-			werr = pe.Err
-		}
+	if werr = commitTemp(f, dfd, tmp, base, werr); werr != nil {
 		return mapPathErr(rel, werr)
 	}
 	return nil
@@ -653,4 +642,24 @@ func (g *grepper) search(rel string, f *os.File) error {
 			return nil
 		}
 	}
+}
+
+// commitTemp finishes a file written as tmp in dfd: it closes f and, if
+// writing went well (werr nil), renames tmp over base. On any failure tmp
+// is removed and the error returned, unwrapped from *os.PathError.
+func commitTemp(f *os.File, dfd int, tmp, base string, werr error) error {
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = unix.Renameat(dfd, tmp, dfd, base)
+	}
+	if werr != nil {
+		_ = unix.Unlinkat(dfd, tmp, 0)
+		var pe *os.PathError
+		if errors.As(werr, &pe) {
+			werr = pe.Err
+		}
+	}
+	return werr
 }
