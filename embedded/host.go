@@ -263,6 +263,11 @@ type SessionInfo struct {
 	// DiskBytes is DiskQuotaBytes). The none runtime does not enforce
 	// memory, CPU and pids (Capabilities.LimitsEnforced).
 	Limits environment.Limits `json:"limits"`
+	// Image is the image the session was made from as its config named
+	// it ("" for the host's default image).
+	Image string `json:"image,omitempty"`
+	// Labels are the session's labels (SessionConfig.Labels; a copy).
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Sessions lists the host's sessions, sorted by id.

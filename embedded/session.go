@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sync"
 
 	"github.com/turnbox/turnbox/container"
@@ -74,7 +75,7 @@ func (s *session) info() SessionInfo {
 		ParentSnapshot: s.rec.ParentSnapshot, LastTurn: max(last-1, 0), Path: workspacePath(s.vol.Path, s.rec.RootTree),
 		Root:       s.rootPath(),
 		IdlePaused: s.autoPause.paused, DiskQuotaBytes: s.quota.limit, DiskUsedBytes: s.quota.used,
-		Limits: limitsInfo(s.limits(), s.quota.limit)}
+		Limits: limitsInfo(s.limits(), s.quota.limit), Image: s.cfg.Image, Labels: maps.Clone(s.cfg.Labels)}
 }
 
 // rootPath is the host path of the session's root tree ("" for an
