@@ -6,7 +6,7 @@ BIN      ?= bin
 TAGS     ?= seccomp
 TESTFLAGS ?= -race -count=1 -timeout 40m -tags $(TAGS)
 
-.PHONY: all build demo deps test check lint unit fuzz smoke bench clean generate generate
+.PHONY: all build demo deps test check lint unit fuzz smoke test-e2b bench clean generate
 
 all: build
 
@@ -24,11 +24,12 @@ deps:
 
 # The whole suite: system dependencies, then lint and every test with -race,
 # the fuzz targets for a bounded time, a smoke test of `turnbox serve`
-# spoken to by buf curl (a client not written in Go), and the zfs suites on
-# real kernel OpenZFS in a qemu VM (test-zfs).
+# spoken to by buf curl (a client not written in Go), the unmodified e2b SDK
+# against `turnbox serve --e2b` (test-e2b), and the zfs suites on real
+# kernel OpenZFS in a qemu VM (test-zfs).
 test: deps check test-zfs
 
-check: lint unit fuzz smoke
+check: lint unit fuzz smoke test-e2b
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -60,6 +61,11 @@ fuzz:
 
 smoke: build
 	bash remote/scripts/serve-smoke.sh $(BIN)/turnbox
+
+# The unmodified e2b SDK (npm, two pinned versions) against `turnbox serve
+# --e2b` on gVisor: see clients/e2b-conformance and docs/e2b.md.
+test-e2b: build
+	bash scripts/test-e2b.sh $(BIN)/turnbox
 
 # The benchmark report: every storage backend × runtime that runs here
 # (the others are listed as skipped), each beside its baselines, then the

@@ -67,4 +67,8 @@ if [ -x "$here/zfs/scripts/fetch-libzfs-dev.sh" ] || [ -f "$here/zfs/scripts/fet
   log "OpenZFS development headers"
   bash "$here/zfs/scripts/fetch-libzfs-dev.sh" >/dev/null || die "fetching libzfs development headers"
 fi
+# The e2b conformance run (scripts/test-e2b.sh) uses the machine's Node.js
+# and npm with the SDK from the npm registry.
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a==20&&b>=18)?0:1)' 2>/dev/null ||
+  die "Node.js >= 20.18.1 with npm is required for the e2b conformance run (test-e2b)"
 log "dependencies ready"
