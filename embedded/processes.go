@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"path"
 	"slices"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/environment"
@@ -74,7 +77,7 @@ func (s *session) startProcess(ctx context.Context, cfg environment.ProcessConfi
 	if err := s.procs.admit(); err != nil {
 		return nil, err
 	}
-	dir, err := s.commandDir(cfg.Cwd)
+	dir, err := s.processDir(cfg.Cwd)
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +111,32 @@ func (s *session) startProcess(ctx context.Context, cfg environment.ProcessConfi
 	go s.procs.watch(p, sb)
 	info := p.snapshot()
 	return &info, nil
+}
+
+// processDir is the directory a process starts in: commandDir's, except
+// that a session with its own root also takes an absolute directory
+// anywhere in that root (ProcessConfig.Cwd is "absolute in the sandbox").
+// The check only makes a missing directory a clear error: the sandbox
+// itself changes into the directory, so nothing on the host follows it.
+func (s *session) processDir(cwd string) (string, error) {
+	if !path.IsAbs(cwd) || !s.ownRoot() {
+		return s.commandDir(cwd)
+	}
+	rel, err := s.resolveSandboxPath(cwd)
+	if err != nil {
+		return "", err
+	}
+	root, err := s.workspace().openTree()
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(root)
+	fd, err := openat2(root, rel, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return "", fileErr(cwd, err)
+	}
+	unix.Close(fd)
+	return path.Clean("/" + rel), nil
 }
 
 // processEnv is the session's environment with extra added, sorted.
