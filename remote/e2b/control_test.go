@@ -299,7 +299,7 @@ func TestControlCreateRefusesBadInput(t *testing.T) {
 		map[string]any{"envVars": map[string]string{"BAD=NAME": "x"}},
 		map[string]any{"templateID": "../etc"},
 		`{"templateID":`,
-		map[string]any{"metadata": map[string]string{"big": strings.Repeat("x", 5000)}},
+		map[string]any{"ignoredField": strings.Repeat("x", 5000)}, // over WithMaxMessageBytes
 	}
 	for _, b := range bad {
 		c.expect(c.do("POST", "/v2/sandboxes", b), http.StatusBadRequest, "create "+string(mustJSON(t, b)))

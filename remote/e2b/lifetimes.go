@@ -51,6 +51,22 @@ func newLifetimes(expire func(id string)) *lifetimes {
 func (l *lifetimes) set(id string, d time.Duration) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.setLocked(id, d)
+}
+
+// extend moves sandbox id's deadline to now+d unless it is later already
+// (connect and resume never shorten a lifetime).
+func (l *lifetimes) extend(id string, d time.Duration) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cur := l.deadline[id]; cur != nil && cur.at.After(time.Now().Add(d)) {
+		return cur.at
+	}
+	return l.setLocked(id, d)
+}
+
+// setLocked is set with l.mu held.
+func (l *lifetimes) setLocked(id string, d time.Duration) time.Time {
 	at := time.Now().Add(d)
 	if l.closed {
 		return at
@@ -62,18 +78,6 @@ func (l *lifetimes) set(id string, d time.Duration) time.Time {
 	dl.timer = time.AfterFunc(d, func() { l.fire(id, dl) })
 	l.deadline[id] = dl
 	return at
-}
-
-// extend moves sandbox id's deadline to now+d unless it is later already
-// (connect and resume never shorten a lifetime).
-func (l *lifetimes) extend(id string, d time.Duration) time.Time {
-	l.mu.Lock()
-	cur := l.deadline[id]
-	l.mu.Unlock()
-	if cur != nil && cur.at.After(time.Now().Add(d)) {
-		return cur.at
-	}
-	return l.set(id, d)
 }
 
 // clear removes sandbox id's deadline (a paused or destroyed sandbox).
