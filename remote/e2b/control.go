@@ -369,7 +369,9 @@ func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) {
 
 // connectSandbox serves connect and resume: a paused (or failed) sandbox
 // is resumed (201), a running one is left as it is (200); either way its
-// deadline moves to at least now+timeout.
+// deadline moves to at least now+timeout (DefaultTimeout when the body
+// gives none, except for sessions made through turnbox's API, which keep
+// having none).
 func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request) {
 	var req timeoutRequest
 	if err := s.readJSON(w, r, &req); err != nil {
@@ -397,7 +399,11 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request) {
 		}
 		status = http.StatusCreated
 	}
-	s.life.extend(info.ID, ttl)
+	// A session made through turnbox's API gets a deadline only when
+	// the client asks for one.
+	if _, e2bMade := info.Labels[labelTemplate]; e2bMade || req.Timeout != nil {
+		s.life.extend(info.ID, ttl)
+	}
 	writeJSON(w, status, s.sandboxAnswer(info.ID, templateOf(info)))
 }
 

@@ -73,9 +73,15 @@ func pausableHost(t *testing.T) *embedded.Host {
 	if h := noneHost(t); h.Capabilities().Pause {
 		return h
 	}
+	return openTestHost(t, gvisorConfig(t))
+}
+
+// gvisorConfig is a host config with gVisor (skipped without it, unless
+// CI=1).
+func gvisorConfig(t *testing.T) embedded.Config {
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "runsc")
-	return openTestHost(t, embedded.Config{ContainerRuntime: embedded.ContainerRuntimeGVisor, AgentPath: agenttest.Build(t)})
+	return embedded.Config{ContainerRuntime: embedded.ContainerRuntimeGVisor, AgentPath: agenttest.Build(t)}
 }
 
 // serve starts an e2b.Server for host over httptest.
@@ -561,8 +567,13 @@ func TestControlRestartGivesFreshDeadline(t *testing.T) {
 	if left < e2b.DefaultTimeout-time.Minute || left > e2b.DefaultTimeout {
 		t.Fatalf("after a restart the sandbox ends in %v, want about %v", left, e2b.DefaultTimeout)
 	}
+	c2.expect(c2.do("POST", "/v2/sandboxes/own/connect", nil), http.StatusOK, "connect a turnbox session")
 	if left := time.Until(c2.get("own").EndAt); left > time.Second {
 		t.Fatalf("a turnbox session got a deadline %v away", left)
+	}
+	c2.expect(c2.do("POST", "/sandboxes/own/timeout", map[string]any{"timeout": 600}), http.StatusNoContent, "setTimeout on a turnbox session")
+	if left := time.Until(c2.get("own").EndAt); left < 590*time.Second || left > 600*time.Second {
+		t.Fatalf("setTimeout 600 on a turnbox session: ends in %v", left)
 	}
 }
 
@@ -598,4 +609,27 @@ func TestControlPauseConnectTimeoutPause(t *testing.T) {
 	}
 	kill := c.create(map[string]any{"timeout": 1})
 	waitFor(t, 30*time.Second, "the kill sandbox is destroyed at its deadline", func() bool { return gone(host, kill.SandboxID) })
+}
+
+// TestControlSandboxRunsBash: a sandbox of the default (busybox) image
+// runs /bin/bash -l -c, as E2B's commands.run does, when the host has
+// bash-static.
+func TestControlSandboxRunsBash(t *testing.T) {
+	_, err := os.Stat("/bin/bash-static")
+	testenv.Require(t, err == nil, "/bin/bash-static (apt install bash-static)")
+	host := openTestHost(t, gvisorConfig(t))
+	c := serve(t, host)
+	sb := c.create(nil)
+	env := host.NewEnvironment()
+	if err := env.AttachSession(sb.SandboxID); err != nil {
+		t.Fatal(err)
+	}
+	req, err := environment.NewToolRequest("b1", environment.BashParams{Command: `/bin/bash -l -c 'echo "bash ${BASH_VERSINFO[0]}"'`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := env.ExecuteTool(context.Background(), req, nil)
+	if err != nil || !regexp.MustCompile(`^bash [0-9]+\n?$`).MatchString(resp.Content) {
+		t.Fatalf("/bin/bash in the sandbox: %+v, %v", resp, err)
+	}
 }
