@@ -34,11 +34,11 @@ type e2bFlags struct {
 	keyCount  int // API keys loaded, for the banner
 }
 
-func (f *e2bFlags) register(fs *pflag.FlagSet) {
-	fs.BoolVar(&f.enabled, "e2b", false, "also serve E2B's control plane and envd API on the same listener")
-	fs.StringVar(&f.keyFile, "e2b-api-key-file", "", "file of accepted E2B API keys, one per line (also $TURNBOX_E2B_API_KEY)")
-	fs.StringVar(&f.domain, "e2b-domain", "", "domain of sandbox host names <port>-<sandbox id>.<domain> (none: clients set E2B_SANDBOX_URL)")
-	fs.StringArrayVar(&f.templates, "e2b-template", nil, "map an E2B template id to an image, NAME=IMAGE (repeatable)")
+func (f *e2bFlags) register(flags *pflag.FlagSet) {
+	flags.BoolVar(&f.enabled, "e2b", false, "also serve E2B's control plane and envd API on the same listener")
+	flags.StringVar(&f.keyFile, "e2b-api-key-file", "", "file of accepted E2B API keys, one per line (also $TURNBOX_E2B_API_KEY)")
+	flags.StringVar(&f.domain, "e2b-domain", "", "domain of sandbox host names <port>-<sandbox id>.<domain> (none: clients set E2B_SANDBOX_URL)")
+	flags.StringArrayVar(&f.templates, "e2b-template", nil, "map an E2B template id to an image, NAME=IMAGE (repeatable)")
 }
 
 // server builds the E2B server for h, or returns nil when --e2b is not
