@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"runtime"
 	"strings"
 	"time"
@@ -500,24 +501,38 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, pg)
 }
 
-// parseMetadataFilter parses list's metadata filter: "k=v&k2=v2" with
-// keys and values URL-encoded (as the SDKs send it, inside the query
-// parameter).
+// parseMetadataFilter parses list's metadata filter. The JS SDK sends
+// each key and value percent-encoded (encodeURIComponent), then the pairs
+// form-encoded ("k=v&k2=v2") as the parameter's value; so after the
+// form decoding each key and value is percent-decoded once more. A key
+// or value that does not percent-decode (a client that encoded it once
+// only, with a literal '%') is taken as it is.
 func parseMetadataFilter(raw string) (map[string]string, error) {
 	want := map[string]string{}
 	if raw == "" {
 		return want, nil
 	}
-	for pair := range strings.SplitSeq(raw, "&") {
-		k, v, _ := strings.Cut(pair, "=")
-		key, err1 := urlUnescape(k)
-		val, err2 := urlUnescape(v)
-		if err := errors.Join(err1, err2); err != nil || key == "" {
+	pairs, err := url.ParseQuery(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: bad metadata filter %q: %v", environment.ErrInvalidArgument, raw, err)
+	}
+	for k, vs := range pairs {
+		key := decodeComponent(k)
+		if key == "" || len(vs) != 1 {
 			return nil, fmt.Errorf("%w: bad metadata filter %q", environment.ErrInvalidArgument, raw)
 		}
-		want[key] = val
+		want[key] = decodeComponent(vs[0])
 	}
 	return want, nil
+}
+
+// decodeComponent undoes encodeURIComponent, leaving s as it is when it
+// is not percent-encoded.
+func decodeComponent(s string) string {
+	if d, err := url.PathUnescape(s); err == nil {
+		return d
+	}
+	return s
 }
 
 // hasMetadata reports whether md has every pair of want.

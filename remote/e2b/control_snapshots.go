@@ -226,9 +226,6 @@ func paginate[T any](w http.ResponseWriter, q url.Values, items []T, key func(T)
 	return items, nil
 }
 
-// urlUnescape decodes one URL-encoded key or value of a filter.
-func urlUnescape(s string) (string, error) { return url.QueryUnescape(s) }
-
 // cloneLabels copies labels (nil gives an empty map).
 func cloneLabels(labels map[string]string) map[string]string {
 	out := maps.Clone(labels)

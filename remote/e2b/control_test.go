@@ -345,9 +345,10 @@ func TestControlListFiltersAndPages(t *testing.T) {
 		want[sb.SandboxID] = true
 	}
 	other := c.create(map[string]any{"metadata": map[string]string{"team": "z"}})
-	// The SDK's encoding: each key and value URL-encoded, joined as a
-	// query string, sent as the metadata parameter.
-	filter := url.QueryEscape(url.QueryEscape("team") + "=" + url.QueryEscape("a b&c"))
+	// The JS SDK's encoding: each key and value encodeURIComponent'd,
+	// the pairs form-encoded, sent as the metadata parameter.
+	component := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
+	filter := url.QueryEscape(url.Values{component("team"): {component("a b&c")}}.Encode())
 	got := map[string]bool{}
 	token, pages := "", 0
 	for {
@@ -388,7 +389,13 @@ func TestControlListFiltersAndPages(t *testing.T) {
 	if len(paused) != 0 {
 		t.Fatalf("paused list = %+v", paused)
 	}
-	for _, q := range []string{"state=bogus", "limit=0", "limit=x", "metadata=%25zz"} {
+	// A filter encoded once only (as Python's urlencode does) matches too.
+	var once []detail
+	c.expect(c.do("GET", "/v2/sandboxes?metadata="+url.QueryEscape("team=z"), nil), http.StatusOK, "list once-encoded").decode(t, &once)
+	if len(once) != 1 || once[0].SandboxID != other.SandboxID {
+		t.Fatalf("once-encoded filter: %+v", once)
+	}
+	for _, q := range []string{"state=bogus", "limit=0", "limit=x", "metadata=%3Dx", "metadata=" + url.QueryEscape("a=1&a=2")} {
 		c.expect(c.do("GET", "/v2/sandboxes?"+q, nil), http.StatusBadRequest, "list "+q)
 	}
 }
