@@ -12,7 +12,7 @@ STATICCHECK_VERSION=v0.8.2
 CACHE=${TURNBOX_CACHE:-/var/cache/turnbox}
 APT_PACKAGES=(
   gcc libc6-dev linux-libc-dev pkg-config libseccomp-dev
-  btrfs-progs zfs-fuse fuse runc busybox-static xfsprogs e2fsprogs util-linux
+  btrfs-progs zfs-fuse fuse runc busybox-static bash-static xfsprogs e2fsprogs util-linux
   iproute2 procps psmisc
 )
 

@@ -23,6 +23,7 @@ func serveCmd(g *globals) *cobra.Command {
 		maxMsg                               int
 		maxDur, shutdownTimeout              time.Duration
 		noAuth                               bool
+		e2bf                                 e2bFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE]",
@@ -38,7 +39,12 @@ unless --insecure-no-auth.
 
 On SIGINT or SIGTERM the server stops accepting connections, lets calls in
 progress (streams included) finish for up to --shutdown-timeout, then closes
-the host, which keeps every session's data for the next start.`,
+the host, which keeps every session's data for the next start.
+
+With --e2b the same listener also serves E2B's API, so that the unmodified
+E2B SDKs drive the host's sessions: the control plane (X-API-KEY; keys from
+--e2b-api-key-file and $TURNBOX_E2B_API_KEY, required) and envd (per-sandbox
+access tokens derived from <state-dir>/e2b-secret, made on first use).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tokens, err := loadTokens(tokenFile)
@@ -75,12 +81,24 @@ the host, which keeps every session's data for the next start.`,
 				scheme = "https"
 				hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 			}
+			es, err := e2bf.server(h, g.stateDir, maxMsg, maxDur, g.logger)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			if es != nil {
+				defer es.Close() // before closeHost: stops the sandbox deadlines
+				hs.Handler = es.Handler(hs.Handler)
+			}
 			auth := fmt.Sprintf("%d token(s)", len(tokens))
 			if len(tokens) == 0 {
 				auth = "NO AUTH"
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "turnbox: serving %s://%s (%s; storage %s, runtime %s)\n",
 				scheme, ln.Addr(), auth, h.Capabilities().Storage, h.Capabilities().Isolation)
+			if es != nil {
+				fmt.Fprint(cmd.ErrOrStderr(), e2bf.banner(scheme+"://"+ln.Addr().String()))
+			}
 
 			errc := make(chan error, 1)
 			go func() {
@@ -115,39 +133,49 @@ the host, which keeps every session's data for the next start.`,
 	f.DurationVar(&maxDur, "max-request-duration", server.DefaultMaxRequestDuration, "longest call")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to let calls finish on SIGTERM")
 	f.BoolVar(&noAuth, "insecure-no-auth", false, "serve a non-loopback address without tokens")
+	e2bf.register(f)
 	return cmd
 }
 
 // loadTokens reads the accepted tokens from file (if given) and
 // $TURNBOX_TOKEN. It never prints a token.
 func loadTokens(file string) ([]string, error) {
-	var tokens []string
-	if t := strings.TrimSpace(os.Getenv("TURNBOX_TOKEN")); t != "" {
-		tokens = append(tokens, t)
+	return loadKeys("TURNBOX_TOKEN", "--token-file", file)
+}
+
+// loadKeys reads secrets, one per line ('#' starts a comment), from file
+// (if given; named flag in errors) and the environment variable env. It
+// never prints one.
+func loadKeys(env, flag, file string) ([]string, error) {
+	var keys []string
+	if t := strings.TrimSpace(os.Getenv(env)); t != "" {
+		keys = append(keys, t)
 	}
 	if file == "" {
-		return tokens, nil
+		return keys, nil
 	}
 	f, err := os.Open(file)
 	if err != nil {
-		return nil, fmt.Errorf("--token-file: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
+	n := 0
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		tokens = append(tokens, line)
+		keys = append(keys, line)
+		n++
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("--token-file: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
-	if len(tokens) == 0 {
-		return nil, fmt.Errorf("--token-file %s holds no token", file)
+	if n == 0 {
+		return nil, fmt.Errorf("%s %s holds no key", flag, file)
 	}
-	return tokens, nil
+	return keys, nil
 }
 
 // isLoopback reports whether addr is a loopback address.

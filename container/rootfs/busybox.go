@@ -44,9 +44,25 @@ func isStatic(p string) (bool, error) {
 	return true, nil
 }
 
+// BashStaticCandidates are the paths of a static bash (Debian's
+// bash-static) that BuildBusybox copies into images as /bin/bash.
+var BashStaticCandidates = []string{"/bin/bash-static", "/usr/bin/bash-static"}
+
+// findBashStatic returns the path of a statically linked bash on the
+// host, or "" when there is none.
+func findBashStatic() string {
+	for _, p := range BashStaticCandidates {
+		if static, err := isStatic(p); err == nil && static {
+			return p
+		}
+	}
+	return ""
+}
+
 // BuildBusybox builds a minimal root filesystem in dir (created if
 // needed): bin/busybox copied from the host's static busybox, a symlink in
-// bin/ for each of its applets, the usual empty top-level directories
+// bin/ for each of its applets, bin/bash when the host has a static bash
+// (BashStaticCandidates: E2B's clients run commands with /bin/bash), the usual empty top-level directories
 // (proc, sys, dev, tmp, etc, workspace, ...), and small etc/passwd,
 // etc/group and etc/hosts files, and the runtimes' mount points under
 // /.turnbox. Besides root (home /root) the image has a default non-root
@@ -90,6 +106,12 @@ func BuildBusybox(dir string) error {
 		}
 		if err := os.Symlink("busybox", link); err != nil {
 			return fmt.Errorf("rootfs: %w", err)
+		}
+	}
+	if bash := findBashStatic(); bash != "" {
+		// Replaces a bash applet's link, if busybox has one.
+		if err := copyFile(bash, filepath.Join(dir, "bin", "bash"), 0o755); err != nil {
+			return err
 		}
 	}
 	files := map[string]string{
@@ -217,7 +239,7 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	}
 	if _, err := io.Copy(out, in); err != nil {
 		out.Close()
-		return fmt.Errorf("rootfs: copy busybox: %w", err)
+		return fmt.Errorf("rootfs: copy %s: %w", src, err)
 	}
 	if err := out.Close(); err != nil {
 		return fmt.Errorf("rootfs: %w", err)

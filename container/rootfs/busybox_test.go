@@ -59,3 +59,30 @@ func TestBuildBusybox(t *testing.T) {
 		t.Fatalf("sh from rootfs: %q %v", out, err)
 	}
 }
+
+// TestBuildBusyboxAddsBash: with the host's bash-static, the image has a
+// real /bin/bash (E2B's clients run /bin/bash -l -c CMD), not a link.
+func TestBuildBusyboxAddsBash(t *testing.T) {
+	_, err := rootfs.FindBusybox()
+	testenv.Require(t, err == nil, "static busybox (apt install busybox-static)")
+	var bash string
+	for _, p := range rootfs.BashStaticCandidates {
+		if _, err := os.Stat(p); err == nil {
+			bash = p
+			break
+		}
+	}
+	testenv.Require(t, bash != "", "static bash (apt install bash-static)")
+	dir := t.TempDir()
+	if err := rootfs.BuildBusybox(dir); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, "bin/bash"))
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("bin/bash: %v %v, want a regular 0755 file", fi, err)
+	}
+	out, err := exec.Command(filepath.Join(dir, "bin/bash"), "-c", `echo "${BASH_VERSINFO[0]}"`).Output()
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		t.Fatalf("bash from rootfs: %q %v", out, err)
+	}
+}

@@ -59,6 +59,7 @@ type Server struct {
 	keepAlive time.Duration
 	maxTTL    time.Duration
 	templates map[string]string
+	life      *lifetimes // sandbox deadlines
 }
 
 // Option configures a Server.
@@ -165,11 +166,15 @@ func New(host *embedded.Host, opts ...Option) (*Server, error) {
 	if len(s.secret) < 32 {
 		return nil, errors.New("e2b: the access-token secret must be at least 32 bytes")
 	}
+	s.life = newLifetimes(s.expire)
+	s.armRecovered()
 	return s, nil
 }
 
-// Close stops the server's background work. It does not close the host.
-func (s *Server) Close() {}
+// Close stops the server's background work: it disarms every sandbox
+// deadline and waits for on-timeout actions already running. It does not
+// close the host; the server's handlers must not be used after it.
+func (s *Server) Close() { s.life.stop() }
 
 // Handler returns a handler that serves E2B's requests and passes every
 // other request to next: a request with an E2b-Sandbox-Id header or a
