@@ -2,10 +2,12 @@ package e2b
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,10 +88,13 @@ func (r *fsRig) fsClient(id string, json bool) filesystempbconnect.FilesystemCli
 	return filesystempbconnect.NewFilesystemClient(r.hs.Client(), r.hs.URL, opts...)
 }
 
+// fsShCalls numbers fsSh's tool calls (ids must be unique).
+var fsShCalls atomic.Int64
+
 // fsSh runs a command in sandbox env as root and returns its output.
 func fsSh(t *testing.T, env environment.Environment, cmd string) string {
 	t.Helper()
-	req, err := environment.NewToolRequest("c", environment.BashParams{Command: cmd})
+	req, err := environment.NewToolRequest(fmt.Sprintf("sh-%d", fsShCalls.Add(1)), environment.BashParams{Command: cmd})
 	if err != nil {
 		t.Fatal(err)
 	}
