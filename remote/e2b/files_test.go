@@ -39,9 +39,9 @@ func (r *fsRig) filesReq(t *testing.T, id, method, path string, q url.Values, bo
 	return resp
 }
 
-// wantStatus fails unless resp has status (and, for an error, E2B's JSON
+// fsWantStatus fails unless resp has status (and, for an error, E2B's JSON
 // body with the same code).
-func wantStatus(t *testing.T, what string, resp *http.Response, status int) []byte {
+func fsWantStatus(t *testing.T, what string, resp *http.Response, status int) []byte {
 	t.Helper()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != status {
@@ -57,8 +57,8 @@ func wantStatus(t *testing.T, what string, resp *http.Response, status int) []by
 	return b
 }
 
-// allBytes is every byte value, many times.
-func allBytes() []byte {
+// fsAllBytes is every byte value, many times.
+func fsAllBytes() []byte {
 	b := make([]byte, 256*1024)
 	for i := range b {
 		b[i] = byte(i*7 + i/256)
@@ -66,7 +66,7 @@ func allBytes() []byte {
 	return b
 }
 
-func gzipped(t *testing.T, b []byte) []byte {
+func fsGzipped(t *testing.T, b []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
@@ -87,11 +87,11 @@ func gzipped(t *testing.T, b []byte) []byte {
 func TestFilesUploadDownload(t *testing.T) {
 	r := newFSRig(t, environment.Limits{})
 	ctx := t.Context()
-	data := allBytes()
+	data := fsAllBytes()
 	oct := http.Header{"Content-Type": {"application/octet-stream"}}
 	resp := r.filesReq(t, r.id, "POST", "/files", url.Values{"path": {"new/dir/bin.dat"}}, bytes.NewReader(data), oct)
 	var got []uploaded
-	if err := json.Unmarshal(wantStatus(t, "octet-stream upload", resp, 200), &got); err != nil || len(got) != 1 ||
+	if err := json.Unmarshal(fsWantStatus(t, "octet-stream upload", resp, 200), &got); err != nil || len(got) != 1 ||
 		got[0] != (uploaded{Path: "/home/user/new/dir/bin.dat", Name: "bin.dat", Type: "file"}) {
 		t.Errorf("octet-stream upload answered %+v %v", got, err)
 	}
@@ -104,8 +104,8 @@ func TestFilesUploadDownload(t *testing.T) {
 		t.Errorf("the user cannot append to its uploaded file: %q", out)
 	}
 	gz := http.Header{"Content-Type": {"application/octet-stream"}, "Content-Encoding": {"gzip"}}
-	resp = r.filesReq(t, r.id, "POST", "/files", url.Values{"path": {"/tmp/gz.dat"}, "username": {"root"}}, bytes.NewReader(gzipped(t, data)), gz)
-	wantStatus(t, "gzip upload", resp, 200)
+	resp = r.filesReq(t, r.id, "POST", "/files", url.Values{"path": {"/tmp/gz.dat"}, "username": {"root"}}, bytes.NewReader(fsGzipped(t, data)), gz)
+	fsWantStatus(t, "gzip upload", resp, 200)
 	if fi, err := r.env.Stat(ctx, "/tmp/gz.dat"); err != nil || fi.UID != 0 {
 		t.Errorf("upload as root: %+v %v, want uid 0", fi, err)
 	}
@@ -118,18 +118,18 @@ func TestFilesUploadDownload(t *testing.T) {
 	}
 	_ = mw.Close()
 	resp = r.filesReq(t, r.id, "POST", "/files", nil, &mp, http.Header{"Content-Type": {mw.FormDataContentType()}})
-	if err := json.Unmarshal(wantStatus(t, "multipart upload", resp, 200), &got); err != nil || len(got) != 2 ||
+	if err := json.Unmarshal(fsWantStatus(t, "multipart upload", resp, 200), &got); err != nil || len(got) != 2 ||
 		got[0].Path != "/home/user/m/one.txt" || got[1].Path != "/home/user/m/two.txt" {
 		t.Errorf("multipart upload answered %+v %v", got, err)
 	}
 
 	resp = r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"/tmp/gz.dat"}}, nil, nil)
-	if b := wantStatus(t, "download", resp, 200); !bytes.Equal(b, data) || resp.Header.Get("Content-Type") != "application/octet-stream" ||
+	if b := fsWantStatus(t, "download", resp, 200); !bytes.Equal(b, data) || resp.Header.Get("Content-Type") != "application/octet-stream" ||
 		resp.ContentLength != int64(len(data)) {
 		t.Errorf("download: %d bytes (%q, length %d), want the %d uploaded", len(b), resp.Header.Get("Content-Type"), resp.ContentLength, len(data))
 	}
 	resp = r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"/tmp/gz.dat"}}, nil, http.Header{"Accept-Encoding": {"gzip"}})
-	b := wantStatus(t, "gzip download", resp, 200)
+	b := fsWantStatus(t, "gzip download", resp, 200)
 	zr, err := gzip.NewReader(bytes.NewReader(b))
 	if err != nil || resp.Header.Get("Content-Encoding") != "gzip" {
 		t.Fatalf("gzip download: %v, Content-Encoding %q", err, resp.Header.Get("Content-Encoding"))
@@ -138,20 +138,20 @@ func TestFilesUploadDownload(t *testing.T) {
 		t.Errorf("gzip download: %d bytes, %v", len(plain), err)
 	}
 	resp = r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"m/one.txt"}}, nil, nil)
-	if b := wantStatus(t, "download of a multipart file", resp, 200); string(b) != "content of m/one.txt" {
+	if b := fsWantStatus(t, "download of a multipart file", resp, 200); string(b) != "content of m/one.txt" {
 		t.Errorf("m/one.txt = %q", b)
 	}
 
 	fsSh(t, r.env, "ln -s /etc /home/user/etclink")
-	wantStatus(t, "download of a missing file", r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"nope"}}, nil, nil), 404)
-	wantStatus(t, "download of a directory", r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"new"}}, nil, nil), 400)
-	wantStatus(t, "download through a link out", r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"etclink/passwd"}}, nil, nil), 400)
+	fsWantStatus(t, "download of a missing file", r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"nope"}}, nil, nil), 404)
+	fsWantStatus(t, "download of a directory", r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"new"}}, nil, nil), 400)
+	fsWantStatus(t, "download through a link out", r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"etclink/passwd"}}, nil, nil), 400)
 	resp = r.filesReq(t, r.id, "POST", "/files", url.Values{"path": {"etclink/x"}}, strings.NewReader("x"), oct)
-	wantStatus(t, "upload through a link out", resp, 400)
-	wantStatus(t, "download as an unknown user", r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"/tmp/gz.dat"}, "username": {"nobody9"}}, nil, nil), 400)
-	wantStatus(t, "octet-stream upload without a path", r.filesReq(t, r.id, "POST", "/files", nil, strings.NewReader("x"), oct), 400)
+	fsWantStatus(t, "upload through a link out", resp, 400)
+	fsWantStatus(t, "download as an unknown user", r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"/tmp/gz.dat"}, "username": {"nobody9"}}, nil, nil), 400)
+	fsWantStatus(t, "octet-stream upload without a path", r.filesReq(t, r.id, "POST", "/files", nil, strings.NewReader("x"), oct), 400)
 	bad := http.Header{"X-Access-Token": {"tbx_wrong"}}
-	wantStatus(t, "download with a bad token", r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"/tmp/gz.dat"}}, nil, bad), 401)
+	fsWantStatus(t, "download with a bad token", r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"/tmp/gz.dat"}}, nil, bad), 401)
 	if resp := r.filesReq(t, r.id, "GET", "/health", nil, nil, nil); resp.StatusCode != http.StatusNoContent {
 		t.Errorf("/health: %d, want 204", resp.StatusCode)
 	}
@@ -163,7 +163,7 @@ func TestFilesUploadDiskLimit(t *testing.T) {
 	r := newFSRig(t, environment.Limits{DiskBytes: 1 << 20})
 	big := bytes.Repeat([]byte("x"), 4<<20)
 	resp := r.filesReq(t, r.id, "POST", "/files", url.Values{"path": {"big.dat"}}, bytes.NewReader(big), http.Header{"Content-Type": {"application/octet-stream"}})
-	wantStatus(t, "upload past the disk limit", resp, http.StatusInsufficientStorage)
+	fsWantStatus(t, "upload past the disk limit", resp, http.StatusInsufficientStorage)
 	if _, err := r.env.Stat(t.Context(), "/home/user/big.dat"); !errors.Is(err, environment.ErrFileNotFound) {
 		t.Errorf("the refused upload left a file: %v", err)
 	}

@@ -11,8 +11,8 @@ import (
 	fspb "github.com/turnbox/turnbox/remote/gen/envd/filesystem"
 )
 
-// wantCode fails unless err is a Connect error with code.
-func wantCode(t *testing.T, what string, err error, code connect.Code) {
+// fsWantCode fails unless err is a Connect error with code.
+func fsWantCode(t *testing.T, what string, err error, code connect.Code) {
 	t.Helper()
 	if connect.CodeOf(err) != code {
 		t.Errorf("%s: err = %v, want code %v", what, err, code)
@@ -45,9 +45,9 @@ func TestFilesystemService(t *testing.T) {
 				}
 			}
 			_, err = c.MakeDir(ctx, connect.NewRequest(&fspb.MakeDirRequest{Path: dir + "/a"}))
-			wantCode(t, "MakeDir of an existing directory", err, connect.CodeAlreadyExists)
+			fsWantCode(t, "MakeDir of an existing directory", err, connect.CodeAlreadyExists)
 			_, err = c.MakeDir(ctx, connect.NewRequest(&fspb.MakeDirRequest{Path: "f.txt"}))
-			wantCode(t, "MakeDir over a file", err, connect.CodeInvalidArgument)
+			fsWantCode(t, "MakeDir over a file", err, connect.CodeInvalidArgument)
 
 			st, err := c.Stat(ctx, connect.NewRequest(&fspb.StatRequest{Path: "/home/user/f.txt"}))
 			if err != nil {
@@ -62,11 +62,11 @@ func TestFilesystemService(t *testing.T) {
 				t.Errorf("Stat(etclink) = %v %v, want a symlink to /etc", e, err)
 			}
 			_, err = c.Stat(ctx, connect.NewRequest(&fspb.StatRequest{Path: "missing"}))
-			wantCode(t, "Stat(missing)", err, connect.CodeNotFound)
+			fsWantCode(t, "Stat(missing)", err, connect.CodeNotFound)
 			_, err = c.Stat(ctx, connect.NewRequest(&fspb.StatRequest{Path: "etclink/passwd"}))
-			wantCode(t, "Stat through a link out of the root", err, connect.CodeInvalidArgument)
+			fsWantCode(t, "Stat through a link out of the root", err, connect.CodeInvalidArgument)
 			_, err = c.Stat(ctx, connect.NewRequest(&fspb.StatRequest{Path: "up/etc/passwd"}))
-			wantCode(t, "Stat through a relative link out of the root", err, connect.CodeInvalidArgument)
+			fsWantCode(t, "Stat through a relative link out of the root", err, connect.CodeInvalidArgument)
 
 			ls, err := c.ListDir(ctx, connect.NewRequest(&fspb.ListDirRequest{Path: dir}))
 			if err != nil || len(ls.Msg.GetEntries()) != 1 || ls.Msg.GetEntries()[0].GetPath() != "/home/user/"+dir+"/a" {
@@ -94,7 +94,7 @@ func TestFilesystemService(t *testing.T) {
 				t.Errorf("Remove of a missing path: %v, want none (as envd)", err)
 			}
 			_, err = c.Remove(ctx, connect.NewRequest(&fspb.RemoveRequest{Path: "etclink/passwd"}))
-			wantCode(t, "Remove through a link out of the root", err, connect.CodeInvalidArgument)
+			fsWantCode(t, "Remove through a link out of the root", err, connect.CodeInvalidArgument)
 		})
 	}
 }

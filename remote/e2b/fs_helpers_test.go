@@ -81,7 +81,7 @@ func (r *fsRig) headers(id string) http.Header {
 // fsClient is a filesystem.Filesystem client of sandbox id, in JSON (as
 // the JS SDK) or binary.
 func (r *fsRig) fsClient(id string, json bool) filesystempbconnect.FilesystemClient {
-	opts := []connect.ClientOption{connect.WithInterceptors(headerInterceptor(r.headers(id)))}
+	opts := []connect.ClientOption{connect.WithInterceptors(fsHeaders(r.headers(id)))}
 	if json {
 		opts = append(opts, connect.WithProtoJSON())
 	}
@@ -105,23 +105,23 @@ func fsSh(t *testing.T, env environment.Environment, cmd string) string {
 	return resp.Content
 }
 
-// headerInterceptor adds h to every request.
-type headerInterceptor http.Header
+// fsHeaders adds h to every request.
+type fsHeaders http.Header
 
-func (h headerInterceptor) set(dst http.Header) {
+func (h fsHeaders) set(dst http.Header) {
 	for k, v := range h {
 		dst[k] = v
 	}
 }
 
-func (h headerInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+func (h fsHeaders) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		h.set(req.Header())
 		return next(ctx, req)
 	}
 }
 
-func (h headerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+func (h fsHeaders) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
 		conn := next(ctx, spec)
 		h.set(conn.RequestHeader())
@@ -129,6 +129,6 @@ func (h headerInterceptor) WrapStreamingClient(next connect.StreamingClientFunc)
 	}
 }
 
-func (h headerInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+func (h fsHeaders) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }

@@ -34,8 +34,8 @@ func streamKeepAlive(h http.Header, def time.Duration) time.Duration {
 // watchEvents converts one event of a watch of dir into envd's events,
 // named relative to dir: a rename is a RENAME of the old name and a
 // CREATE of the new one (as envd reports them); an overflow has no
-// envd form. With entry, entries that still exist are described.
-func watchEvents(ctx context.Context, u *userFS, dir string, ev environment.FileEvent, entry bool) []*fspb.FilesystemEvent {
+// envd form. With names, entries that still exist are described.
+func watchEvents(ctx context.Context, u *userFS, dir string, ev environment.FileEvent, names *idNames) []*fspb.FilesystemEvent {
 	var out []*fspb.FilesystemEvent
 	add := func(p string, t fspb.EventType) {
 		name := strings.TrimPrefix(strings.TrimPrefix(p, dir), "/")
@@ -43,8 +43,8 @@ func watchEvents(ctx context.Context, u *userFS, dir string, ev environment.File
 			return
 		}
 		e := &fspb.FilesystemEvent{Name: name, Type: t}
-		if entry && t != fspb.EventType_EVENT_TYPE_REMOVE && t != fspb.EventType_EVENT_TYPE_RENAME {
-			if info, err := statEntry(ctx, u.env, p, newIDNames(u.env)); err == nil {
+		if names != nil && t != fspb.EventType_EVENT_TYPE_REMOVE && t != fspb.EventType_EVENT_TYPE_RENAME {
+			if info, err := statEntry(ctx, u.env, p, names); err == nil {
 				e.Entry = info
 			}
 		}
@@ -62,6 +62,16 @@ func watchEvents(ctx context.Context, u *userFS, dir string, ev environment.File
 		add(ev.Path, fspb.EventType_EVENT_TYPE_CREATE)
 	}
 	return out
+}
+
+// entryNames is a fresh owner-name cache for a watch's entries (nil
+// without include_entry). Watches renew it now and then, so that users
+// the sandbox adds get their names.
+func entryNames(u *userFS, entry bool) *idNames {
+	if !entry {
+		return nil
+	}
+	return newIDNames(u.env)
 }
 
 // watchEnd is the outcome of a stream whose watch ended: none when the
@@ -92,18 +102,20 @@ func (f *fsService) WatchDir(ctx context.Context, req *connect.Request[fspb.Watc
 	}
 	tick := time.NewTicker(streamKeepAlive(req.Header(), f.s.keepAlive))
 	defer tick.Stop()
+	names := entryNames(u, req.Msg.GetIncludeEntry())
 	for {
 		select {
 		case ev, ok := <-w.Events():
 			if !ok {
 				return watchEnd(ctx, w.Err())
 			}
-			for _, e := range watchEvents(ctx, u, p, ev, req.Msg.GetIncludeEntry()) {
+			for _, e := range watchEvents(ctx, u, p, ev, names) {
 				if err := stream.Send(&fspb.WatchDirResponse{Event: &fspb.WatchDirResponse_Filesystem{Filesystem: e}}); err != nil {
 					return err
 				}
 			}
 		case <-tick.C:
+			names = entryNames(u, req.Msg.GetIncludeEntry())
 			if err := stream.Send(&fspb.WatchDirResponse{Event: &fspb.WatchDirResponse_Keepalive{Keepalive: &fspb.WatchDirResponse_KeepAlive{}}}); err != nil {
 				return err
 			}
@@ -232,13 +244,14 @@ func (f *fsService) CreateWatcher(ctx context.Context, req *connect.Request[fspb
 func (pw *polledWatcher) pump(ctx context.Context, u *userFS, dir string, entry bool) {
 	idle := time.NewTicker(watcherIdle / 10)
 	defer idle.Stop()
+	names := entryNames(u, entry)
 	for {
 		select {
 		case ev, ok := <-pw.w.Events():
 			if !ok {
 				return
 			}
-			evs := watchEvents(ctx, u, dir, ev, entry)
+			evs := watchEvents(ctx, u, dir, ev, names)
 			pw.mu.Lock()
 			for _, e := range evs {
 				if len(pw.events) >= maxPolledEvents {
@@ -249,6 +262,7 @@ func (pw *polledWatcher) pump(ctx context.Context, u *userFS, dir string, entry 
 			}
 			pw.mu.Unlock()
 		case <-idle.C:
+			names = entryNames(u, entry)
 			pw.mu.Lock()
 			stale := time.Since(pw.polled) > watcherIdle
 			pw.mu.Unlock()

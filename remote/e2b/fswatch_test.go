@@ -63,7 +63,7 @@ func TestWatchDir(t *testing.T) {
 	if stream.Receive() {
 		t.Errorf("WatchDir of a missing directory sent %v", stream.Msg())
 	}
-	wantCode(t, "WatchDir of a missing directory", stream.Err(), connect.CodeNotFound)
+	fsWantCode(t, "WatchDir of a missing directory", stream.Err(), connect.CodeNotFound)
 }
 
 // TestPolledWatcher: CreateWatcher queues a command's write for
@@ -94,12 +94,12 @@ func TestPolledWatcher(t *testing.T) {
 	}
 	oc := r.fsClient(other, true)
 	_, err = oc.GetWatcherEvents(ctx, connect.NewRequest(&fspb.GetWatcherEventsRequest{WatcherId: id}))
-	wantCode(t, "another sandbox's GetWatcherEvents", err, connect.CodeNotFound)
+	fsWantCode(t, "another sandbox's GetWatcherEvents", err, connect.CodeNotFound)
 	_, err = oc.RemoveWatcher(ctx, connect.NewRequest(&fspb.RemoveWatcherRequest{WatcherId: id}))
-	wantCode(t, "another sandbox's RemoveWatcher", err, connect.CodeNotFound)
+	fsWantCode(t, "another sandbox's RemoveWatcher", err, connect.CodeNotFound)
 	if _, err := c.RemoveWatcher(ctx, connect.NewRequest(&fspb.RemoveWatcherRequest{WatcherId: id})); err != nil {
 		t.Fatalf("RemoveWatcher: %v", err)
 	}
 	_, err = c.GetWatcherEvents(ctx, connect.NewRequest(&fspb.GetWatcherEventsRequest{WatcherId: id}))
-	wantCode(t, "GetWatcherEvents after RemoveWatcher", err, connect.CodeNotFound)
+	fsWantCode(t, "GetWatcherEvents after RemoveWatcher", err, connect.CodeNotFound)
 }
