@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	fspb "github.com/turnbox/turnbox/remote/gen/envd/filesystem"
 )
@@ -129,8 +130,10 @@ func (f *fsService) WatchDir(ctx context.Context, req *connect.Request[fspb.Watc
 const (
 	// maxPolledWatchers bounds the polled watchers of one server.
 	maxPolledWatchers = 256
-	// maxSandboxWatchers bounds the polled watchers of one sandbox.
-	maxSandboxWatchers = 32
+	// maxSandboxWatchers bounds the polled watchers of one sandbox:
+	// half the watches a session may run, so that WatchDir streams keep
+	// room.
+	maxSandboxWatchers = embedded.MaxSessionWatches / 2
 	// maxPolledEvents bounds the events a watcher keeps between polls
 	// (later ones are dropped until the next poll).
 	maxPolledEvents = 4096

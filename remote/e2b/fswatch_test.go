@@ -103,3 +103,32 @@ func TestPolledWatcher(t *testing.T) {
 	_, err = c.GetWatcherEvents(ctx, connect.NewRequest(&fspb.GetWatcherEventsRequest{WatcherId: id}))
 	fsWantCode(t, "GetWatcherEvents after RemoveWatcher", err, connect.CodeNotFound)
 }
+
+// TestPolledWatcherBounds: a sandbox holds at most maxSandboxWatchers
+// polled watchers (then ResourceExhausted), and its watchers leave the
+// table when it is destroyed.
+func TestPolledWatcherBounds(t *testing.T) {
+	r := newFSRig(t, environment.Limits{})
+	id, env := r.sandbox(t, "boundbox", environment.Limits{})
+	svc := &fsService{s: r.srv, watchers: newWatcherTable(r.srv)}
+	ctx := withSandboxID(t.Context(), id)
+	for i := 0; i < maxSandboxWatchers; i++ {
+		if _, err := svc.CreateWatcher(ctx, connect.NewRequest(&fspb.CreateWatcherRequest{Path: "/tmp"})); err != nil {
+			t.Fatalf("watcher %d: %v", i, err)
+		}
+	}
+	_, err := svc.CreateWatcher(ctx, connect.NewRequest(&fspb.CreateWatcherRequest{Path: "/tmp"}))
+	fsWantCode(t, "one watcher too many", err, connect.CodeResourceExhausted)
+	if err := env.Destroy(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	n := -1
+	for deadline := time.Now().Add(10 * time.Second); n != 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		svc.watchers.mu.Lock()
+		n = len(svc.watchers.byID)
+		svc.watchers.mu.Unlock()
+	}
+	if n != 0 {
+		t.Errorf("%d watchers of a destroyed sandbox are still in the table", n)
+	}
+}
