@@ -172,6 +172,9 @@ func (u *userFS) mkdirAll(ctx context.Context, p string) error {
 // Move implements filesystem.Filesystem: it renames source to
 // destination, replacing an existing destination as rename(2) does.
 func (f *fsService) Move(ctx context.Context, req *connect.Request[fspb.MoveRequest]) (*connect.Response[fspb.MoveResponse], error) {
+	if err := needPath(req.Msg.GetSource(), req.Msg.GetDestination()); err != nil {
+		return nil, err
+	}
 	u, src, err := f.userPath(ctx, req.Header(), req.Msg.GetSource())
 	if err != nil {
 		return nil, connectError(err)
@@ -212,10 +215,24 @@ func (f *fsService) ListDir(ctx context.Context, req *connect.Request[fspb.ListD
 	return connect.NewResponse(out), nil
 }
 
+// needPath refuses an empty path where one would name the user's home
+// (Move, Remove): a missing field must not remove or move the home.
+func needPath(paths ...string) error {
+	for _, p := range paths {
+		if p == "" {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%w: empty path", environment.ErrInvalidArgument))
+		}
+	}
+	return nil
+}
+
 // Remove implements filesystem.Filesystem: it deletes an entry, a
 // directory with all it holds (never following symlinks). As envd, a
 // path that does not exist is no error.
 func (f *fsService) Remove(ctx context.Context, req *connect.Request[fspb.RemoveRequest]) (*connect.Response[fspb.RemoveResponse], error) {
+	if err := needPath(req.Msg.GetPath()); err != nil {
+		return nil, err
+	}
 	u, p, err := f.userPath(ctx, req.Header(), req.Msg.GetPath())
 	if err != nil {
 		return nil, connectError(err)

@@ -93,6 +93,13 @@ func TestFilesystemService(t *testing.T) {
 			if _, err := c.Remove(ctx, connect.NewRequest(&fspb.RemoveRequest{Path: dir})); err != nil {
 				t.Errorf("Remove of a missing path: %v, want none (as envd)", err)
 			}
+			_, err = c.Remove(ctx, connect.NewRequest(&fspb.RemoveRequest{}))
+			fsWantCode(t, "Remove without a path (the home)", err, connect.CodeInvalidArgument)
+			_, err = c.Move(ctx, connect.NewRequest(&fspb.MoveRequest{Destination: "elsewhere"}))
+			fsWantCode(t, "Move without a source (the home)", err, connect.CodeInvalidArgument)
+			if _, err := r.env.Stat(ctx, "/home/user/f.txt"); err != nil {
+				t.Errorf("the home lost f.txt: %v", err)
+			}
 			_, err = c.Remove(ctx, connect.NewRequest(&fspb.RemoveRequest{Path: "etclink/passwd"}))
 			fsWantCode(t, "Remove through a link out of the root", err, connect.CodeInvalidArgument)
 		})
