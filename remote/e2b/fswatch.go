@@ -101,7 +101,8 @@ func (f *fsService) WatchDir(ctx context.Context, req *connect.Request[fspb.Watc
 	if err := stream.Send(&fspb.WatchDirResponse{Event: &fspb.WatchDirResponse_Start{Start: &fspb.WatchDirResponse_StartEvent{}}}); err != nil {
 		return err
 	}
-	tick := time.NewTicker(streamKeepAlive(req.Header(), f.s.keepAlive))
+	every := streamKeepAlive(req.Header(), f.s.keepAlive)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	names := entryNames(u, req.Msg.GetIncludeEntry())
 	for {
@@ -114,6 +115,7 @@ func (f *fsService) WatchDir(ctx context.Context, req *connect.Request[fspb.Watc
 				if err := stream.Send(&fspb.WatchDirResponse{Event: &fspb.WatchDirResponse_Filesystem{Filesystem: e}}); err != nil {
 					return err
 				}
+				tick.Reset(every) // keepalives only on a quiet stream
 			}
 		case <-tick.C:
 			names = entryNames(u, req.Msg.GetIncludeEntry())
