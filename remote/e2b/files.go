@@ -116,53 +116,48 @@ type uploaded struct {
 
 // serveUpload writes the request's files, streamed: multipart/form-data
 // (each "file" part; its file name is its path when the query names
-// none) or the raw body (application/octet-stream, gzip Content-Encoding
-// allowed, the path from the query). Files and the directories made for
-// them belong to the user. It answers [{path, name, type}].
+// none) or the raw body (application/octet-stream, the path from the
+// query); either may be sent with Content-Encoding gzip. Files and the
+// directories made for them belong to the user. It answers
+// [{path, name, type}].
 func (s *Server) serveUpload(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
 	u, err := s.filesUser(ctx, r)
 	if err != nil {
 		return err
 	}
 	qpath := r.URL.Query().Get("path")
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil && r.Header.Get("Content-Type") != "" {
-		return fmt.Errorf("%w: Content-Type: %v", environment.ErrInvalidArgument, err)
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "application/octet-stream" && !strings.HasPrefix(mt, "multipart/") {
+		return fmt.Errorf("%w: Content-Type %q: want multipart/form-data or application/octet-stream", environment.ErrInvalidArgument, r.Header.Get("Content-Type"))
+	}
+	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			return fmt.Errorf("%w: gzip body: %v", environment.ErrInvalidArgument, err)
+		}
+		defer zr.Close()
+		r.Body = zr
+	default:
+		return fmt.Errorf("%w: Content-Encoding %q: want gzip or none", environment.ErrInvalidArgument, enc)
 	}
 	var out []uploaded
-	if mt == "multipart/form-data" {
-		out, err = s.uploadMultipart(ctx, u, r, qpath)
-	} else {
+	if mt == "application/octet-stream" {
+		if qpath == "" {
+			return fmt.Errorf("%w: an octet-stream upload needs a path", environment.ErrInvalidArgument)
+		}
 		var one uploaded
-		one, err = s.uploadBody(ctx, u, r, qpath)
+		one, err = u.upload(ctx, qpath, r.Body)
 		out = []uploaded{one}
+	} else {
+		out, err = s.uploadMultipart(ctx, u, r, qpath)
 	}
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
-}
-
-// uploadBody writes the raw request body to qpath.
-func (s *Server) uploadBody(ctx context.Context, u *userFS, r *http.Request, qpath string) (uploaded, error) {
-	if qpath == "" {
-		return uploaded{}, fmt.Errorf("%w: an octet-stream upload needs a path", environment.ErrInvalidArgument)
-	}
-	var body io.Reader = r.Body
-	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
-	case "", "identity":
-	case "gzip":
-		zr, err := gzip.NewReader(r.Body)
-		if err != nil {
-			return uploaded{}, fmt.Errorf("%w: gzip body: %v", environment.ErrInvalidArgument, err)
-		}
-		defer zr.Close()
-		body = zr
-	default:
-		return uploaded{}, fmt.Errorf("%w: Content-Encoding %q: want gzip or none", environment.ErrInvalidArgument, enc)
-	}
-	return u.upload(ctx, qpath, body)
 }
 
 // uploadMultipart writes each "file" part of a multipart body.
@@ -193,6 +188,11 @@ func (s *Server) uploadMultipart(ctx context.Context, u *userFS, r *http.Request
 		}
 		if p == "" {
 			return out, fmt.Errorf("%w: a file part names no path and the request no path", environment.ErrInvalidArgument)
+		}
+		for _, o := range out {
+			if abs, _ := u.abs(p); o.Path == abs {
+				return out, fmt.Errorf("%w: %s twice in one upload", environment.ErrInvalidArgument, abs)
+			}
 		}
 		one, err := u.upload(ctx, p, part)
 		part.Close()

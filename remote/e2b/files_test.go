@@ -79,6 +79,26 @@ func fsGzipped(t *testing.T, b []byte) []byte {
 	return buf.Bytes()
 }
 
+// fsMultipart is a multipart/form-data body with one "file" part per
+// path (named by its file name), and its Content-Type.
+func fsMultipart(t *testing.T, paths ...string) ([]byte, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	_ = mw.WriteField("other", "ignored")
+	for _, p := range paths {
+		fw, err := mw.CreateFormFile("file", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = fw.Write([]byte("content of " + p))
+	}
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), mw.FormDataContentType()
+}
+
 // TestFilesUploadDownload: octet-stream (plain and gzip) and multipart
 // uploads (several parts, each part's file name its path) write the bytes
 // as the user's files, in new directories that are the user's; download
@@ -110,18 +130,17 @@ func TestFilesUploadDownload(t *testing.T) {
 		t.Errorf("upload as root: %+v %v, want uid 0", fi, err)
 	}
 
-	var mp bytes.Buffer
-	mw := multipart.NewWriter(&mp)
-	for _, p := range []string{"m/one.txt", "/home/user/m/two.txt"} {
-		fw, _ := mw.CreateFormFile("file", p)
-		_, _ = fw.Write([]byte("content of " + p))
-	}
-	_ = mw.Close()
-	resp = r.filesReq(t, r.id, "POST", "/files", nil, &mp, http.Header{"Content-Type": {mw.FormDataContentType()}})
-	if err := json.Unmarshal(fsWantStatus(t, "multipart upload", resp, 200), &got); err != nil || len(got) != 2 ||
+	body, ctype := fsMultipart(t, "m/one.txt", "/home/user/m/two.txt")
+	resp = r.filesReq(t, r.id, "POST", "/files", nil, bytes.NewReader(fsGzipped(t, body)), http.Header{"Content-Type": {ctype}, "Content-Encoding": {"gzip"}})
+	if err := json.Unmarshal(fsWantStatus(t, "gzip multipart upload", resp, 200), &got); err != nil || len(got) != 2 ||
 		got[0].Path != "/home/user/m/one.txt" || got[1].Path != "/home/user/m/two.txt" {
 		t.Errorf("multipart upload answered %+v %v", got, err)
 	}
+	body, ctype = fsMultipart(t, "dup.txt", "/home/user/dup.txt")
+	resp = r.filesReq(t, r.id, "POST", "/files", nil, bytes.NewReader(body), http.Header{"Content-Type": {ctype}})
+	fsWantStatus(t, "multipart upload naming a path twice", resp, 400)
+	resp = r.filesReq(t, r.id, "POST", "/files", url.Values{"path": {"plain.txt"}}, strings.NewReader("x"), http.Header{"Content-Type": {"text/plain"}})
+	fsWantStatus(t, "upload of text/plain", resp, 400)
 
 	resp = r.filesReq(t, r.id, "GET", "/files", url.Values{"path": {"/tmp/gz.dat"}}, nil, nil)
 	if b := fsWantStatus(t, "download", resp, 200); !bytes.Equal(b, data) || resp.Header.Get("Content-Type") != "application/octet-stream" ||
