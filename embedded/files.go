@@ -518,6 +518,35 @@ func (e *Environment) Remove(ctx context.Context, p string, recursive bool) erro
 	return s.remove(ctx, p, recursive)
 }
 
+var _ environment.OwnerChanger = (*Environment)(nil)
+
+// Chown implements environment.OwnerChanger: it sets the owner of path
+// (never following a final symlink), resolved like every path of the
+// file API.
+func (e *Environment) Chown(ctx context.Context, p string, owner environment.FileOwner) error {
+	s, err := e.session()
+	if err != nil {
+		return err
+	}
+	return s.chown(p, owner)
+}
+
+// chown implements Chown on the session.
+func (s *session) chown(p string, owner environment.FileOwner) error {
+	rel, err := s.resolveSandboxPath(p)
+	if err != nil {
+		return err
+	}
+	return fileErr(p, s.fileOp(func(root int) error {
+		dfd, base, err := parentAt(root, rel)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(dfd)
+		return unix.Fchownat(dfd, base, int(owner.UID), int(owner.GID), unix.AT_SYMLINK_NOFOLLOW)
+	}))
+}
+
 // Upload implements environment.FileSystem. It holds off TurnComplete and
 // Rollback while it writes (like a write_file call), so a snapshot never
 // holds its temporary file.

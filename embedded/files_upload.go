@@ -49,7 +49,7 @@ func (s *session) upload(ctx context.Context, p string, r io.Reader, opts enviro
 			return err
 		}
 		defer unix.Close(dfd)
-		fi, err = writeTempAndRename(ctx, dfd, base, p, r, opts.Mode, room)
+		fi, err = writeTempAndRename(ctx, dfd, base, p, r, opts, room)
 		return err
 	})
 	if _, recorded := s.quotaRecorded(); recorded {
@@ -91,8 +91,10 @@ func (s *session) uploadRoom(ctx context.Context) (int64, error) {
 }
 
 // writeTempAndRename streams r into a new temporary file in dfd and
-// renames it to base. room >= 0 bounds the bytes written.
-func writeTempAndRename(ctx context.Context, dfd int, base, display string, r io.Reader, mode fs.FileMode, room int64) (environment.FileInfo, error) {
+// renames it to base, with opts' mode and owner. room >= 0 bounds the
+// bytes written.
+func writeTempAndRename(ctx context.Context, dfd int, base, display string, r io.Reader, opts environment.UploadOptions, room int64) (environment.FileInfo, error) {
+	mode := opts.Mode
 	perm := uint32(mode.Perm())
 	var st unix.Stat_t
 	if err := unix.Fstatat(dfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
@@ -113,6 +115,10 @@ func writeTempAndRename(ctx context.Context, dfd int, base, display string, r io
 	}
 	f := os.NewFile(uintptr(fd), tmp)
 	werr := copyBounded(ctx, f, r, room, display)
+	if werr == nil && opts.Owner != nil {
+		// Before the chmod: a chown clears setuid and setgid bits.
+		werr = f.Chown(int(opts.Owner.UID), int(opts.Owner.GID))
+	}
 	if werr == nil {
 		werr = f.Chmod(fs.FileMode(perm))
 	}

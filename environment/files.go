@@ -149,6 +149,28 @@ type UploadOptions struct {
 	// Mode is the new file's permission bits (0: keep an existing
 	// file's, else 0644). Only fs.ModePerm bits are allowed.
 	Mode fs.FileMode `json:"mode,omitempty"`
+	// Owner, when set, owns the new file (applied to the temporary file
+	// before it is renamed into place, so the file never appears with
+	// another owner). Nil: the host's default (the uid it writes as).
+	Owner *FileOwner `json:"owner,omitempty"`
+}
+
+// FileOwner is a file's numeric owner and group, as the sandbox sees
+// them (the numbers of the sandbox's /etc/passwd and /etc/group).
+type FileOwner struct {
+	// UID is the owning user.
+	UID uint32 `json:"uid"`
+	// GID is the owning group.
+	GID uint32 `json:"gid"`
+}
+
+// OwnerChanger is implemented by file systems that can change an entry's
+// owner (for clients that act as a sandbox user, such as the E2B API).
+type OwnerChanger interface {
+	// Chown sets path's owner and group without following a final
+	// symlink (lchown semantics). path is confined like every path of
+	// FileSystem (ErrPathEscapes, ErrFileNotFound, ErrInvalidArgument).
+	Chown(ctx context.Context, path string, owner FileOwner) error
 }
 
 // Validate reports mode bits beyond the permissions (ErrInvalidArgument).

@@ -146,6 +146,9 @@ func (e *NativeSandboxEnvironment) Upload(ctx context.Context, path string, r io
 	if opts.Mode != 0 {
 		q.Set("mode", strconv.FormatUint(uint64(opts.Mode.Perm()), 8))
 	}
+	if opts.Owner != nil {
+		q.Set("owner", fmt.Sprintf("%d:%d", opts.Owner.UID, opts.Owner.GID))
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, fc.base+uploadPath+"?"+q.Encode(), io.NopCloser(r))
 	if err != nil {
 		return nil, err

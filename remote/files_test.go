@@ -55,10 +55,15 @@ func TestFilesStreamsAuth(t *testing.T) {
 	if _, err := fsys.Upload(t.Context(), "/etc/x", strings.NewReader("x"), environment.UploadOptions{}); !errors.Is(err, environment.ErrPathEscapes) {
 		t.Errorf("Upload outside: %v, want ErrPathEscapes", err)
 	}
-	req := httpRequest(t, http.MethodPut, srv.URL+server.UploadPath+"?session=files-auth&path=m.txt&mode=9", strings.NewReader("x"))
-	req.Header.Set("Authorization", "Bearer "+testToken)
-	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusBadRequest || resp.Header.Get(server.ErrorInfoHeader) == "" {
-		t.Errorf("an upload with a bad mode: %v %v, want 400 with an ErrorInfo", resp, err)
+	for _, q := range []string{"mode=9", "owner=1000", "owner=x:1", "owner=1:-1", "owner=4294967296:0"} {
+		req := httpRequest(t, http.MethodPut, srv.URL+server.UploadPath+"?session=files-auth&path=m.txt&"+q, strings.NewReader("x"))
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusBadRequest || resp.Header.Get(server.ErrorInfoHeader) == "" {
+			t.Errorf("an upload with %s: %v %v, want 400 with an ErrorInfo", q, resp, err)
+		}
+	}
+	if _, err := good.Stat(t.Context(), "m.txt"); !errors.Is(err, environment.ErrFileNotFound) {
+		t.Errorf("a refused upload wrote m.txt (Stat: %v)", err)
 	}
 }
 

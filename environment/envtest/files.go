@@ -31,6 +31,7 @@ func (s *suite) fileTests() []test {
 		{"Watch", s.testFilesWatch},
 		{"WatchEndsOnRollback", s.testFilesWatchRollback},
 		{"UploadDiskLimit", s.testFilesDiskLimit},
+		{"Owner", s.testFilesOwner},
 	}
 }
 

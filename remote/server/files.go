@@ -24,7 +24,7 @@ import (
 // File API paths served as plain HTTP streams beside FilesService (see
 // files.proto).
 const (
-	// UploadPath takes PUT ?session=ID&path=P[&mode=0644] with the bytes.
+	// UploadPath takes PUT ?session=ID&path=P[&mode=0644][&owner=UID:GID] with the bytes.
 	UploadPath = "/" + turnboxv1connect.FilesServiceName + "/Upload"
 	// DownloadPath takes GET ?session=ID&path=P and answers the bytes.
 	DownloadPath = "/" + turnboxv1connect.FilesServiceName + "/Download"
@@ -224,6 +224,17 @@ func fileArgs(r *http.Request) (session, path string, err error) {
 	return session, path, nil
 }
 
+// parseOwner parses an upload's owner "uid:gid" (decimal numbers).
+func parseOwner(s string) (environment.FileOwner, error) {
+	u, g, ok := strings.Cut(s, ":")
+	uid, err1 := strconv.ParseUint(u, 10, 32)
+	gid, err2 := strconv.ParseUint(g, 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return environment.FileOwner{}, fmt.Errorf("%w: owner %q: want uid:gid", environment.ErrInvalidArgument, s)
+	}
+	return environment.FileOwner{UID: uint32(uid), GID: uint32(gid)}, nil
+}
+
 // serveUpload streams the request body into a file of the session.
 func (s *Server) serveUpload(ctx context.Context, w http.ResponseWriter, r *http.Request) error {
 	id, p, err := fileArgs(r)
@@ -237,6 +248,13 @@ func (s *Server) serveUpload(ctx context.Context, w http.ResponseWriter, r *http
 			return fmt.Errorf("%w: mode %q: want octal permission bits", environment.ErrInvalidArgument, m)
 		}
 		opts.Mode = iofs.FileMode(n)
+	}
+	if o := r.URL.Query().Get("owner"); o != "" {
+		owner, err := parseOwner(o)
+		if err != nil {
+			return err
+		}
+		opts.Owner = &owner
 	}
 	fsys, err := filesHandler{h: handler{s: s}}.fs(id)
 	if err != nil {
