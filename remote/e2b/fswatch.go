@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,19 +16,6 @@ import (
 	"github.com/turnbox/turnbox/environment"
 	fspb "github.com/turnbox/turnbox/remote/gen/envd/filesystem"
 )
-
-// keepAliveHeader is the header in which E2B's clients ask for the
-// keepalive interval of a stream, in seconds.
-const keepAliveHeader = "Keepalive-Ping-Interval"
-
-// streamKeepAlive is the keepalive interval of a stream: the client's
-// (1 s to 1 h), else def.
-func streamKeepAlive(h http.Header, def time.Duration) time.Duration {
-	if n, err := strconv.Atoi(h.Get(keepAliveHeader)); err == nil && n >= 1 && n <= 3600 {
-		return time.Duration(n) * time.Second
-	}
-	return def
-}
 
 // watchEvents converts one event of a watch of dir into envd's events,
 // named relative to dir: a rename is a RENAME of the old name and a
@@ -101,7 +86,7 @@ func (f *fsService) WatchDir(ctx context.Context, req *connect.Request[fspb.Watc
 	if err := stream.Send(&fspb.WatchDirResponse{Event: &fspb.WatchDirResponse_Start{Start: &fspb.WatchDirResponse_StartEvent{}}}); err != nil {
 		return err
 	}
-	every := streamKeepAlive(req.Header(), f.s.keepAlive)
+	every := f.s.keepAliveInterval(req.Header())
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	names := entryNames(u, req.Msg.GetIncludeEntry())
