@@ -203,7 +203,10 @@ step('errors: 404, 401, sandbox timeout', async () => {
   const short = await Sandbox.create({ timeoutMs: 2000 })
   made.push(short.sandboxId)
   await waitFor('the short-lived sandbox to be killed', async () => !(await short.isRunning()), 15_000)
-  await rejects(short.commands.run('true'), TimeoutError, 'a call to a timed-out sandbox')
+  // What E2B's proxy answers for a sandbox past its end (502), as the SDK
+  // maps it: a start is SandboxNotFoundError, other calls TimeoutError.
+  await rejects(short.commands.run('true'), SandboxNotFoundError, 'a command in a timed-out sandbox')
+  await rejects(short.files.read('/etc/hostname'), TimeoutError, 'a file read in a timed-out sandbox')
 })
 
 step('kill', async () => {
