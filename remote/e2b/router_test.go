@@ -136,6 +136,26 @@ func TestEnvdRouting(t *testing.T) {
 	if code, _ := do("routed1", s.accessToken("routed2"), "/health"); code != http.StatusUnauthorized {
 		t.Errorf("another sandbox's token: %d, want 401", code)
 	}
+	if code, _ := do("routed1", s.accessToken("routed1"), "/health"); code != http.StatusNoContent {
+		t.Errorf("routed by header: %d, want envd's 204", code)
+	}
+	// Routed by host name when the server has a domain.
+	byHost, _ := New(host, WithAccessTokenSecret(testSecret), WithDomain("SB.Example.test."))
+	for hostName, want := range map[string]int{
+		"49983-routed1.sb.example.test": http.StatusNoContent,
+		"49983-nosuch.sb.example.test":  http.StatusBadGateway,
+		"3000-routed1.sb.example.test":  http.StatusBadGateway, // no exposed ports yet
+		"sb.example.test":               http.StatusTeapot,
+	} {
+		req := httptest.NewRequest(http.MethodGet, "/health", nil)
+		req.Host = hostName
+		req.Header.Set("X-Access-Token", s.accessToken("routed1"))
+		rec := httptest.NewRecorder()
+		byHost.Handler(next).ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("host %s: %d, want %d", hostName, rec.Code, want)
+		}
+	}
 	if err := env.Pause(context.Background()); err != nil {
 		t.Fatal(err)
 	}
