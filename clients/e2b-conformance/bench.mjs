@@ -4,9 +4,10 @@
 //
 //   node bench.mjs <sdk package> [runs]
 //
-// Measures, alternating the two clients run by run:
+// Measures, alternating the clients run by run:
 //   run-true:  the SDK's commands.run('true') (/bin/bash -l -c true as
-//              user) vs turnbox's ProcessService/StartAndFollow of the same
+//              user), the same envd Start request over fetch without the
+//              SDK, and turnbox's ProcessService/StartAndFollow of the same
 //              argv as the same user, on the same session id.
 //   create:    the SDK's Sandbox.create() vs SandboxService/CreateSession,
 //              each followed by a kill that is not timed; the next create
@@ -31,16 +32,21 @@ async function call(service, method, body) {
   return out
 }
 
-// follow makes a server-streaming Connect JSON call and returns its
+// follow makes a server-streaming Connect JSON call of turnbox's API
+// and returns its messages.
+const follow = (service, method, body) =>
+  stream(`turnbox.v1.${service}/${method}`, body, token ? { Authorization: `Bearer ${token}` } : {})
+
+// stream makes a server-streaming Connect JSON call and returns its
 // messages (each frame: flags byte, big-endian length, JSON).
-async function follow(service, method, body) {
+async function stream(procedure, body, headers) {
   const json = Buffer.from(JSON.stringify(body))
   const frame = Buffer.alloc(5 + json.length)
   frame.writeUInt32BE(json.length, 1)
   json.copy(frame, 5)
-  const res = await fetch(`${base}/turnbox.v1.${service}/${method}`, {
+  const res = await fetch(`${base}/${procedure}`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/connect+json', ...(token && { Authorization: `Bearer ${token}` }) },
+    headers: { 'Content-Type': 'application/connect+json', ...headers },
     body: frame,
   })
   const buf = Buffer.from(await res.arrayBuffer())
@@ -51,7 +57,7 @@ async function follow(service, method, body) {
     const msg = JSON.parse(buf.subarray(off + 5, off + 5 + n).toString())
     off += 5 + n
     if (flags & 2) {
-      if (msg.error) throw new Error(`${method}: ${JSON.stringify(msg.error)}`)
+      if (msg.error) throw new Error(`${procedure}: ${JSON.stringify(msg.error)}`)
       break
     }
     msgs.push(msg)
@@ -84,15 +90,27 @@ async function poolFull() {
 
 const sbx = await Sandbox.create({ timeoutMs: 600_000 })
 const argv = ['/bin/bash', '-l', '-c', 'true']
+// envdRaw is the SDK's request without the SDK: the same Start call,
+// headers and body, over fetch.
+const envdRaw = () =>
+  stream('process.Process/Start', { process: { cmd: argv[0], args: argv.slice(1) }, stdin: false }, {
+    'E2b-Sandbox-Id': sbx.sandboxId,
+    'X-Access-Token': sbx.envdAccessToken,
+    'Keepalive-Ping-Interval': '50',
+  })
+const own = () => follow('ProcessService', 'StartAndFollow', { sessionId: sbx.sandboxId, config: { args: argv, user: 'user' } })
 const sdkRun = []
+const rawRun = []
 const ownRun = []
 for (let i = 0; i < 5; i++) {
   await sbx.commands.run('true')
-  await follow('ProcessService', 'StartAndFollow', { sessionId: sbx.sandboxId, config: { args: argv, user: 'user' } })
+  await envdRaw()
+  await own()
 }
 for (let i = 0; i < runs; i++) {
   sdkRun.push(await timed(() => sbx.commands.run('true')))
-  ownRun.push(await timed(() => follow('ProcessService', 'StartAndFollow', { sessionId: sbx.sandboxId, config: { args: argv, user: 'user' } })))
+  rawRun.push(await timed(envdRaw))
+  ownRun.push(await timed(own))
 }
 await sbx.kill()
 
@@ -112,7 +130,7 @@ for (let i = 0; i < creates; i++) {
 
 const report = {
   sdk: sdkName,
-  run_true_ms: { e2b_sdk: stats(sdkRun), turnbox_api: stats(ownRun) },
+  run_true_ms: { e2b_sdk: stats(sdkRun), envd_without_sdk: stats(rawRun), turnbox_api: stats(ownRun) },
   create_ms: { e2b_sdk: stats(sdkCreate), turnbox_api: stats(ownCreate) },
 }
 report.run_true_ms.sdk_minus_turnbox_median = +(report.run_true_ms.e2b_sdk.median - report.run_true_ms.turnbox_api.median).toFixed(2)
