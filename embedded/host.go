@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	mrand "math/rand/v2"
 	"path/filepath"
 	"sort"
@@ -293,6 +294,22 @@ func (h *Host) Session(id string) (SessionInfo, error) {
 		return SessionInfo{}, err
 	}
 	return s.info(), nil
+}
+
+// SessionConfig returns the configuration session id was created with (a
+// copy; SessionID is the session's id). A fork made to continue the
+// session elsewhere starts from it: its Env is not in SessionInfo, which
+// lists and logs carry.
+func (h *Host) SessionConfig(id string) (environment.SessionConfig, error) {
+	s, err := h.lookup(id)
+	if err != nil {
+		return environment.SessionConfig{}, err
+	}
+	cfg := s.cfg
+	cfg.SessionID = s.id
+	cfg.Env = maps.Clone(cfg.Env)
+	cfg.Labels = maps.Clone(cfg.Labels)
+	return cfg, nil
 }
 
 func (h *Host) lookup(id string) (*session, error) {

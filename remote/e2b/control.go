@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -243,12 +244,14 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 	}
 	cfg := environment.SessionConfig{Env: req.EnvVars, Labels: labels}
 	if isSnapshotID(template) {
-		parent, err := s.host.Session(snapshotSession(template))
+		parent, err := s.host.SessionConfig(snapshotSession(template))
 		if err != nil {
 			fail(w, fmt.Errorf("%w: template %q", environment.ErrSnapshotNotFound, template))
 			return
 		}
-		cfg.FromSnapshot, cfg.Image = template, parent.Image
+		// The sandbox continues its parent's: the parent's environment,
+		// with the request's envVars over it.
+		cfg.FromSnapshot, cfg.Image, cfg.Env = template, parent.Image, mergeEnv(parent.Env, req.EnvVars)
 	} else if img, ok := s.templates[template]; ok {
 		cfg.Image = img
 	} else {
@@ -260,6 +263,16 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, s.sandboxAnswer(id, template))
+}
+
+// mergeEnv is base with over's variables set over it.
+func mergeEnv(base, over map[string]string) map[string]string {
+	if len(base) == 0 {
+		return over
+	}
+	out := maps.Clone(base)
+	maps.Copy(out, over)
+	return out
 }
 
 // createStatus is the status of a failed create: a host at its session

@@ -170,6 +170,11 @@ func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
+	parent, err := s.host.SessionConfig(info.ID)
+	if err != nil {
+		fail(w, err)
+		return
+	}
 	snap, err := env.CreateSnapshot(r.Context(), forkSnapshotName)
 	if err != nil {
 		fail(w, err)
@@ -181,7 +186,7 @@ func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request) {
 	labels[labelOnTimeout] = cmp.Or(labels[labelOnTimeout], onTimeoutKill)
 	results := make([]forkResult, 0, count)
 	for range count {
-		cfg := environment.SessionConfig{FromSnapshot: snap.ID, Image: info.Image, Labels: labels}
+		cfg := environment.SessionConfig{FromSnapshot: snap.ID, Image: info.Image, Labels: labels, Env: parent.Env}
 		id, err := s.start(r.Context(), cfg, ttl)
 		if err != nil {
 			code := createStatus(err)

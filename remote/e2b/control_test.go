@@ -438,7 +438,7 @@ type snapshotJSON struct {
 
 func TestControlSnapshotThenCreateFromIt(t *testing.T) {
 	c := serve(t, noneHost(t))
-	sb := c.create(map[string]any{"metadata": map[string]string{"k": "v"}})
+	sb := c.create(map[string]any{"metadata": map[string]string{"k": "v"}, "envVars": map[string]string{"A": "1", "B": "1"}})
 	writeFile(t, c.host, sb.SandboxID, "before.txt", "kept")
 	var snap snapshotJSON
 	c.expect(c.do("POST", "/sandboxes/"+sb.SandboxID+"/snapshots", map[string]string{"name": "snap1"}), http.StatusCreated, "snapshot").decode(t, &snap)
@@ -455,7 +455,10 @@ func TestControlSnapshotThenCreateFromIt(t *testing.T) {
 	if len(listed) != 0 {
 		t.Fatalf("name filter: %+v", listed)
 	}
-	from := c.create(map[string]any{"templateID": snap.SnapshotID})
+	from := c.create(map[string]any{"templateID": snap.SnapshotID, "envVars": map[string]string{"B": "2"}})
+	if cfg, err := c.host.SessionConfig(from.SandboxID); err != nil || cfg.Env["A"] != "1" || cfg.Env["B"] != "2" {
+		t.Fatalf("sandbox from a snapshot: env %v (%v), want the parent's with the request's over it", cfg.Env, err)
+	}
 	if got := readFile(t, c.host, from.SandboxID, "before.txt"); got != "kept" {
 		t.Fatalf("before.txt in the new sandbox = %q", got)
 	}
@@ -496,7 +499,7 @@ func TestControlSnapshotPages(t *testing.T) {
 
 func TestControlFork(t *testing.T) {
 	c := serve(t, noneHost(t))
-	sb := c.create(map[string]any{"metadata": map[string]string{"k": "v"}})
+	sb := c.create(map[string]any{"metadata": map[string]string{"k": "v"}, "envVars": map[string]string{"A": "1"}})
 	writeFile(t, c.host, sb.SandboxID, "f.txt", "forked")
 	var results []struct {
 		Sandbox *created `json:"sandbox"`
@@ -518,6 +521,9 @@ func TestControlFork(t *testing.T) {
 		}
 		if d := c.get(id); d.Metadata["k"] != "v" || d.State != "running" || time.Until(d.EndAt) > 61*time.Second {
 			t.Fatalf("fork detail %+v", d)
+		}
+		if cfg, err := c.host.SessionConfig(id); err != nil || cfg.Env["A"] != "1" {
+			t.Fatalf("fork %s: env %v (%v), want the parent's", id, cfg.Env, err)
 		}
 	}
 	for _, n := range []int{0, -1, 17} {
