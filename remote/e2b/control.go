@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,16 +55,27 @@ type sandboxDetail struct {
 	EnvdVersion     string            `json:"envdVersion"`
 	EnvdAccessToken string            `json:"envdAccessToken,omitempty"`
 	Domain          *string           `json:"domain"`
+	Lifecycle       lifecycleJSON     `json:"lifecycle"`
+}
+
+// lifecycleJSON is what a sandbox does at its deadline and on a request
+// while paused.
+type lifecycleJSON struct {
+	OnTimeout  string `json:"onTimeout"`
+	AutoResume bool   `json:"autoResume"`
 }
 
 // createRequest is the body of create; fields the server does not act
 // on (network, mcp, volume mounts, ...) are ignored.
 type createRequest struct {
-	TemplateID string            `json:"templateID"`
-	Timeout    *int64            `json:"timeout"`
-	AutoPause  bool              `json:"autoPause"`
-	Metadata   map[string]string `json:"metadata"`
-	EnvVars    map[string]string `json:"envVars"`
+	TemplateID string `json:"templateID"`
+	Timeout    *int64 `json:"timeout"`
+	AutoPause  bool   `json:"autoPause"`
+	AutoResume *struct {
+		Enabled bool `json:"enabled"`
+	} `json:"autoResume"`
+	Metadata map[string]string `json:"metadata"`
+	EnvVars  map[string]string `json:"envVars"`
 }
 
 // timeoutRequest is the body of connect, resume and setTimeout.
@@ -242,6 +254,13 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
+	if req.AutoResume != nil && req.AutoResume.Enabled {
+		if !req.AutoPause {
+			fail(w, fmt.Errorf("%w: autoResume needs autoPause (the pause on timeout)", environment.ErrInvalidArgument))
+			return
+		}
+		labels[labelAutoResume] = strconv.FormatInt(int64(ttl/time.Second), 10)
+	}
 	cfg := environment.SessionConfig{Env: req.EnvVars, Labels: labels}
 	if isSnapshotID(template) {
 		parent, err := s.host.SessionConfig(snapshotSession(template))
@@ -349,6 +368,7 @@ func (s *Server) detail(info embedded.SessionInfo) sandboxDetail {
 		StartedAt: info.CreatedAt.UTC(), EndAt: end.UTC(), State: state, CPUCount: cpus,
 		MemoryMB: info.Limits.MemoryBytes >> 20, DiskSizeMB: info.Limits.DiskBytes >> 20,
 		Metadata: metadata(info.Labels), EnvdVersion: EnvdVersion, Domain: s.domainJSON(),
+		Lifecycle: lifecycleJSON{OnTimeout: cmp.Or(info.Labels[labelOnTimeout], onTimeoutKill), AutoResume: info.Labels[labelAutoResume] != ""},
 	}
 }
 

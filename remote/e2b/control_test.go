@@ -182,6 +182,10 @@ type detail struct {
 	CPUCount        int               `json:"cpuCount"`
 	EnvdAccessToken string            `json:"envdAccessToken"`
 	EnvdVersion     string            `json:"envdVersion"`
+	Lifecycle       struct {
+		OnTimeout  string `json:"onTimeout"`
+		AutoResume bool   `json:"autoResume"`
+	} `json:"lifecycle"`
 }
 
 // create makes a sandbox through the control plane.
@@ -622,6 +626,41 @@ func TestControlPauseConnectTimeoutPause(t *testing.T) {
 	}
 	kill := c.create(map[string]any{"timeout": 1})
 	waitFor(t, 30*time.Second, "the kill sandbox is destroyed at its deadline", func() bool { return gone(host, kill.SandboxID) })
+
+	// autoResume: an envd request with the sandbox's token resumes it;
+	// one without is refused and leaves it paused.
+	c.expect(c.do("POST", "/v2/sandboxes", map[string]any{"autoResume": map[string]bool{"enabled": true}}), http.StatusBadRequest, "autoResume without autoPause")
+	ar := c.create(map[string]any{"timeout": 1, "autoPause": true, "autoResume": map[string]bool{"enabled": true}})
+	if d := c.get(ar.SandboxID); d.Lifecycle.OnTimeout != "pause" || !d.Lifecycle.AutoResume {
+		t.Fatalf("lifecycle %+v", d.Lifecycle)
+	}
+	waitFor(t, 30*time.Second, "the autoResume sandbox pauses at its deadline", func() bool {
+		return c.get(ar.SandboxID).State == "paused"
+	})
+	health := func(token string) int {
+		req, _ := http.NewRequest(http.MethodGet, c.url+"/health", nil)
+		req.Header.Set("E2b-Sandbox-Id", ar.SandboxID)
+		req.Header.Set("X-Access-Token", token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if code := health("wrong"); code != http.StatusUnauthorized || c.get(ar.SandboxID).State != "paused" {
+		t.Fatalf("a request with a wrong token: %d, state %s", code, c.get(ar.SandboxID).State)
+	}
+	if code := health(ar.EnvdAccessToken); code != http.StatusNoContent {
+		t.Fatalf("an envd request to the paused autoResume sandbox: %d", code)
+	}
+	if d := c.get(ar.SandboxID); d.State != "running" || time.Until(d.EndAt) <= 0 {
+		t.Fatalf("after auto-resume: %+v", d)
+	}
+	c.expect(c.do("POST", "/sandboxes/"+ar.SandboxID+"/pause", nil), http.StatusNoContent, "pause the autoResume sandbox")
+	if code := health(sb.EnvdAccessToken); code != http.StatusUnauthorized {
+		t.Fatalf("another sandbox's token: %d", code)
+	}
 }
 
 // TestControlSandboxRunsBash: a sandbox of the default (busybox) image

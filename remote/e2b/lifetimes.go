@@ -3,9 +3,11 @@ package e2b
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"time"
 
+	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 )
 
@@ -18,6 +20,10 @@ const (
 	labelOnTimeout = labelPrefix + "on-timeout" // what the deadline does: onTimeoutKill or onTimeoutPause
 	onTimeoutKill  = "kill"
 	onTimeoutPause = "pause"
+	// labelAutoResume, set to the create request's timeout in seconds,
+	// makes an envd request to the paused sandbox resume it with that
+	// lifetime (E2B's lifecycle.autoResume).
+	labelAutoResume = labelPrefix + "auto-resume"
 )
 
 // expireTimeout bounds the pause or destroy a deadline runs.
@@ -177,4 +183,27 @@ func (s *Server) armRecovered() {
 			s.life.set(info.ID, min(DefaultTimeout, s.maxTTL))
 		}
 	}
+}
+
+// autoResume resumes paused sandbox id for an envd request when it was
+// created with autoResume, giving it the lifetime it was created with. It
+// reports whether the sandbox is active afterwards (a concurrent resume
+// counts).
+func (s *Server) autoResume(ctx context.Context, info embedded.SessionInfo) bool {
+	secs, err := strconv.ParseInt(info.Labels[labelAutoResume], 10, 64)
+	if err != nil || info.State != environment.StatePaused {
+		return false
+	}
+	env, err := s.attach(info.ID)
+	if err == nil {
+		err = env.Resume(ctx)
+	}
+	if err != nil && s.state(info.ID) != environment.StateActive {
+		s.log.Warn("e2b: auto-resuming a paused sandbox failed", "sandbox", info.ID, "err", err)
+		return false
+	}
+	ttl, _ := s.ttl(&secs)
+	s.life.extend(info.ID, ttl)
+	s.log.Info("e2b: sandbox resumed by a request (autoResume)", "sandbox", info.ID)
+	return true
 }

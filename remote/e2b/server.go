@@ -315,7 +315,7 @@ func (s *Server) envdHandler() http.Handler {
 			writeJSONError(w, http.StatusUnauthorized, "missing or invalid access token")
 			return
 		}
-		if info.State != environment.StateActive {
+		if info.State != environment.StateActive && !s.autoResume(r.Context(), info) {
 			writeJSONError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %q is %s", id, info.State))
 			return
 		}
