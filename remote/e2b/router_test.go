@@ -6,13 +6,19 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
+	processpb "github.com/turnbox/turnbox/remote/gen/envd/process"
+	"github.com/turnbox/turnbox/remote/gen/envd/process/processpbconnect"
+	"github.com/turnbox/turnbox/remote/server"
 )
 
 var testSecret = bytes.Repeat([]byte{7}, 32)
@@ -177,4 +183,38 @@ func newRouterHost(tb testing.TB) *embedded.Host {
 		_ = host.Close(ctx)
 	})
 	return host
+}
+
+// TestEnvdOverH2C: envd's Connect services over cleartext HTTP/2 (prior
+// knowledge), on the http.Server `turnbox serve` runs, in the binary and
+// gRPC protocols too.
+func TestEnvdOverH2C(t *testing.T) {
+	host := newRouterHost(t)
+	s, err := New(host, WithAccessTokenSecret(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := host.CreateSession(context.Background(), environment.SessionConfig{SessionID: "h2c1"}); err != nil {
+		t.Fatal(err)
+	}
+	hs := server.New(host).HTTPServer(true)
+	hs.Handler = s.Handler(hs.Handler)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() { _ = hs.Close() })
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	client := &http.Client{Transport: &http.Transport{Protocols: &p}}
+	for name, opt := range map[string]connect.ClientOption{"connect": connect.WithProtoJSON(), "grpc": connect.WithGRPC()} {
+		pc := processpbconnect.NewProcessClient(client, "http://"+ln.Addr().String(), opt)
+		req := connect.NewRequest(&processpb.ListRequest{})
+		req.Header().Set("E2b-Sandbox-Id", "h2c1")
+		req.Header().Set("X-Access-Token", s.accessToken("h2c1"))
+		if _, err := pc.List(context.Background(), req); err != nil {
+			t.Fatalf("%s over h2c: %v", name, err)
+		}
+	}
 }
