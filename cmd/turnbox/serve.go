@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -16,19 +18,8 @@ import (
 	"github.com/turnbox/turnbox/remote/server"
 )
 
-// serveCmd serves the host over ConnectRPC until SIGINT or SIGTERM.
-func serveCmd(g *globals) *cobra.Command {
-	var (
-		listen, certFile, keyFile, tokenFile string
-		maxMsg                               int
-		maxDur, shutdownTimeout              time.Duration
-		noAuth                               bool
-		e2bf                                 e2bFlags
-	)
-	cmd := &cobra.Command{
-		Use:   "serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE]",
-		Short: "Serve the host's sessions over ConnectRPC (HTTP/2; h2c without TLS)",
-		Long: `Serve the host's sessions over ConnectRPC: turnbox.v1.SandboxService (Connect,
+// serveLong is serve's help.
+const serveLong = `Serve the host's sessions over ConnectRPC: turnbox.v1.SandboxService (Connect,
 gRPC and gRPC-Web protocols), /healthz (no auth) and /metrics (Prometheus).
 
 Without --tls-cert/--tls-key the server speaks cleartext HTTP/2 (h2c) and
@@ -44,8 +35,22 @@ the host, which keeps every session's data for the next start.
 With --e2b the same listener also serves E2B's API, so that the unmodified
 E2B SDKs drive the host's sessions: the control plane (X-API-KEY; keys from
 --e2b-api-key-file and $TURNBOX_E2B_API_KEY, required) and envd (per-sandbox
-access tokens derived from <state-dir>/e2b-secret, made on first use).`,
-		Args: cobra.NoArgs,
+access tokens derived from <state-dir>/e2b-secret, made on first use).`
+
+// serveCmd serves the host over ConnectRPC until SIGINT or SIGTERM.
+func serveCmd(g *globals) *cobra.Command {
+	var (
+		listen, certFile, keyFile, tokenFile string
+		maxMsg                               int
+		maxDur, shutdownTimeout              time.Duration
+		noAuth                               bool
+		e2bf                                 e2bFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "serve [--listen ADDR] [--tls-cert FILE --tls-key FILE] [--token-file FILE]",
+		Short: "Serve the host's sessions over ConnectRPC (HTTP/2; h2c without TLS)",
+		Long:  serveLong,
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tokens, err := loadTokens(tokenFile)
 			if err != nil {
@@ -54,13 +59,9 @@ access tokens derived from <state-dir>/e2b-secret, made on first use).`,
 			if (certFile == "") != (keyFile == "") {
 				return errors.New("--tls-cert and --tls-key go together")
 			}
-			ln, err := net.Listen("tcp", listen)
+			ln, err := listenChecked(listen, len(tokens) > 0 || noAuth)
 			if err != nil {
 				return err
-			}
-			if len(tokens) == 0 && !noAuth && !isLoopback(ln.Addr()) {
-				ln.Close()
-				return fmt.Errorf("refusing to serve %s without auth tokens: give --token-file or TURNBOX_TOKEN (or --insecure-no-auth)", ln.Addr())
 			}
 			ctx := cmd.Context()
 			h, err := g.openHost(ctx)
@@ -99,29 +100,8 @@ access tokens derived from <state-dir>/e2b-secret, made on first use).`,
 			if es != nil {
 				fmt.Fprint(cmd.ErrOrStderr(), e2bf.banner(scheme+"://"+ln.Addr().String()))
 			}
-
-			errc := make(chan error, 1)
-			go func() {
-				if certFile != "" {
-					errc <- hs.ServeTLS(ln, certFile, keyFile)
-				} else {
-					errc <- hs.Serve(ln)
-				}
-			}()
-			select {
-			case err := <-errc:
-				return err
-			case <-ctx.Done():
-			}
-			fmt.Fprintln(cmd.ErrOrStderr(), "turnbox: shutting down: draining calls in progress")
-			srv.Drain()
-			sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-			defer cancel()
-			if err := hs.Shutdown(sctx); err != nil {
-				g.logger.Warn("calls still running at the shutdown timeout; closing their connections", "err", err)
-				_ = hs.Close()
-			}
-			return nil // the deferred closeHost keeps the sessions' data
+			// The deferred closeHost keeps the sessions' data.
+			return serveUntilDone(ctx, cmd, hs, ln, certFile, keyFile, srv.Drain, shutdownTimeout, g.logger)
 		},
 	}
 	f := cmd.Flags()
@@ -135,6 +115,49 @@ access tokens derived from <state-dir>/e2b-secret, made on first use).`,
 	f.BoolVar(&noAuth, "insecure-no-auth", false, "serve a non-loopback address without tokens")
 	e2bf.register(f)
 	return cmd
+}
+
+// listenChecked listens on addr, refusing a non-loopback address unless
+// authed (the server has tokens, or the user said --insecure-no-auth).
+func listenChecked(addr string, authed bool) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if !authed && !isLoopback(ln.Addr()) {
+		ln.Close()
+		return nil, fmt.Errorf("refusing to serve %s without auth tokens: give --token-file or TURNBOX_TOKEN (or --insecure-no-auth)", ln.Addr())
+	}
+	return ln, nil
+}
+
+// serveUntilDone serves hs on ln (TLS when certFile is set) until ctx
+// ends, then drains (drain marks the server as shutting down), lets
+// calls in progress finish for up to timeout and closes what is left.
+func serveUntilDone(ctx context.Context, cmd *cobra.Command, hs *http.Server, ln net.Listener, certFile, keyFile string,
+	drain func(), timeout time.Duration, log *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() {
+		if certFile != "" {
+			errc <- hs.ServeTLS(ln, certFile, keyFile)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	fmt.Fprintln(cmd.ErrOrStderr(), "turnbox: shutting down: draining calls in progress")
+	drain()
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		log.Warn("calls still running at the shutdown timeout; closing their connections", "err", err)
+		_ = hs.Close()
+	}
+	return nil
 }
 
 // loadTokens reads the accepted tokens from file (if given) and
