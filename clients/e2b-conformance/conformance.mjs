@@ -195,6 +195,45 @@ step('snapshot, sandbox from snapshot', async () => {
   assert.equal(await child.kill(), true)
 })
 
+step('fork count 2, setTimeout', async () => {
+  await ctx.sbx.files.write('/home/user/forked.txt', 'from the parent\n')
+  const forks = await ctx.sbx.fork({ count: 2, timeoutMs: 120_000 })
+  assert.equal(forks.length, 2)
+  for (const f of forks) {
+    assert.ok(!(f instanceof Error), `a fork failed: ${f?.message}`)
+    made.push(f.sandboxId)
+    assert.equal(await f.files.read('/home/user/forked.txt'), 'from the parent\n')
+    assert.equal((await f.commands.run('echo $GREETING')).stdout, 'hello\n', 'a fork keeps the envs')
+  }
+  await forks[0].files.write('/home/user/forked.txt', 'changed in fork 0\n')
+  assert.equal(await forks[1].files.read('/home/user/forked.txt'), 'from the parent\n', 'forks are independent')
+  for (const f of forks) assert.equal(await f.kill(), true)
+  const before = (await ctx.sbx.getInfo()).endAt
+  await ctx.sbx.setTimeout(900_000)
+  assert.ok((await ctx.sbx.getInfo()).endAt > before, 'setTimeout moved endAt')
+})
+
+// turnbox's own API (Connect JSON) on the same session id: a per-turn
+// snapshot, a change, and a rollback in place, seen through the SDK.
+step("turnbox's TurnComplete and Rollback on the sandbox's id", async () => {
+  const call = async (method, body) => {
+    const res = await fetch(`${process.env.E2B_API_URL}/turnbox.v1.SandboxService/${method}`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', ...(process.env.TURNBOX_TOKEN && { Authorization: `Bearer ${process.env.TURNBOX_TOKEN}` }) },
+      body: JSON.stringify(body),
+    })
+    const out = await res.json()
+    assert.ok(res.ok, `${method}: ${res.status} ${JSON.stringify(out)}`)
+    return out
+  }
+  await ctx.sbx.files.write('/home/user/turn.txt', 'turn 1\n')
+  const turn = await call('TurnComplete', { sessionId: ctx.sbx.sandboxId, label: 'after turn 1' })
+  await ctx.sbx.commands.run('echo turn 2 > turn.txt; rm persist.txt')
+  await call('Rollback', { sessionId: ctx.sbx.sandboxId, snapshotId: turn.snapshot.id })
+  assert.equal(await ctx.sbx.files.read('/home/user/turn.txt'), 'turn 1\n')
+  assert.equal(await ctx.sbx.files.exists('/home/user/persist.txt'), true)
+})
+
 step('errors: 404, 401, sandbox timeout', async () => {
   await rejects(Sandbox.connect('nosuchsandbox000000x'), NotFoundError, 'connect to an unknown sandbox')
   await rejects(Sandbox.getInfo('nosuchsandbox000000x'), SandboxNotFoundError, 'getInfo of an unknown sandbox')
