@@ -133,8 +133,11 @@ func TestEnvdRouting(t *testing.T) {
 	if code, e := do("nosuch", s.accessToken("nosuch"), "/health"); code != http.StatusBadGateway || e.Code != http.StatusBadGateway {
 		t.Errorf("an unknown sandbox: %d %+v, want 502 with a JSON body", code, e)
 	}
-	if code, _ := do("../x", "", "/health"); code != http.StatusBadGateway {
+	if code, _ := do("../x", s.accessToken("../x"), "/health"); code != http.StatusBadGateway {
 		t.Errorf("a malformed sandbox id: %d, want 502", code)
+	}
+	if code, _ := do("nosuch", "", "/health"); code != http.StatusUnauthorized {
+		t.Errorf("an unknown sandbox without a token: %d, want 401 (no existence oracle)", code)
 	}
 	if code, _ := do("routed1", "", "/health"); code != http.StatusUnauthorized {
 		t.Errorf("no access token: %d, want 401", code)
@@ -149,8 +152,8 @@ func TestEnvdRouting(t *testing.T) {
 	byHost, _ := New(host, WithAccessTokenSecret(testSecret), WithDomain("SB.Example.test."))
 	for hostName, want := range map[string]int{
 		"49983-routed1.sb.example.test": http.StatusNoContent,
-		"49983-nosuch.sb.example.test":  http.StatusBadGateway,
-		"3000-routed1.sb.example.test":  http.StatusBadGateway, // no exposed ports yet
+		"49983-nosuch.sb.example.test":  http.StatusUnauthorized, // routed1's token
+		"3000-routed1.sb.example.test":  http.StatusBadGateway,   // no exposed ports yet
 		"sb.example.test":               http.StatusTeapot,
 	} {
 		req := httptest.NewRequest(http.MethodGet, "/health", nil)

@@ -296,23 +296,26 @@ func (s *Server) sandbox(ctx context.Context) (*embedded.Environment, error) {
 	return env, nil
 }
 
-// envdHandler serves envd: it checks the sandbox exists and runs, and the
-// request's access token, then serves the process and filesystem
+// envdHandler serves envd: it checks the request's access token, that
+// the sandbox exists and runs (resuming it when it was made with
+// autoResume), then serves the process and filesystem
 // services, /files and /health.
 func (s *Server) envdHandler() http.Handler {
 	mux := http.NewServeMux()
 	s.mountEnvd(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := sandboxID(r.Context())
+		// The token first: without it a caller learns nothing, not even
+		// whether the sandbox exists.
+		if !s.validAccessToken(id, r.Header.Get("X-Access-Token")) {
+			writeJSONError(w, http.StatusUnauthorized, "missing or invalid access token")
+			return
+		}
 		info, err := s.host.Session(id)
 		if err != nil || info.State == environment.StateDestroyed || info.State == environment.StateDestroying {
 			// What E2B's proxy answers for a sandbox that is gone: the
 			// SDKs report it as the sandbox having timed out.
 			writeJSONError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %q not found", id))
-			return
-		}
-		if !s.validAccessToken(id, r.Header.Get("X-Access-Token")) {
-			writeJSONError(w, http.StatusUnauthorized, "missing or invalid access token")
 			return
 		}
 		if info.State != environment.StateActive && !s.autoResume(r.Context(), info) {
