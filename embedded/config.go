@@ -85,7 +85,9 @@ type Config struct {
 	// Storage is the storage backend to use. If nil, one is opened by
 	// StorageBackend (default localdisk under StateDir/storage).
 	Storage snapshot.Backend
-	// StorageBackend names the backend when Storage is nil.
+	// StorageBackend names the backend when Storage is nil. Empty means
+	// the one the ledger's sessions were created on, when they agree,
+	// else localdisk.
 	StorageBackend StorageBackend
 	// StorageRoot is where a backend opened by name keeps its data:
 	// localdisk default StateDir/storage; btrfs a directory on a mounted
@@ -189,16 +191,13 @@ type Config struct {
 
 func (c *Config) setDefaults() error {
 	if c.StateDir == "" {
-		return fmt.Errorf("embedded: Config.StateDir is required")
+		return fmt.Errorf("embedded: Config.StateDir is required: %w", environment.ErrInvalidArgument)
 	}
 	abs, err := filepath.Abs(c.StateDir)
 	if err != nil {
 		return fmt.Errorf("embedded: state dir: %w", err)
 	}
 	c.StateDir = abs
-	if c.StorageBackend == "" {
-		c.StorageBackend = StorageBackendLocalDisk
-	}
 	if c.DefaultImage != "" {
 		if err := environment.ValidateImageName(c.DefaultImage); err != nil {
 			return fmt.Errorf("embedded: Config.DefaultImage: %w", err)

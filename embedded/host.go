@@ -60,7 +60,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	h.ledger = lg
 	if h.storage = cfg.Storage; h.storage == nil {
-		if h.storage, err = openStorage(ctx, &h.cfg); err != nil {
+		if h.storage, err = openStorage(ctx, &h.cfg, lg); err != nil {
 			lg.Close()
 			return nil, err
 		}
@@ -167,23 +167,23 @@ func (h *Host) recover(ctx context.Context) error {
 	known := map[string]bool{}
 	for _, rec := range recs {
 		known[rec.Volume] = true
+		mismatch := h.mismatch(rec)
 		vol, ok := haveVol[rec.Volume]
 		if !ok {
-			if rec.State == string(environment.StateCreating) {
+			if mismatch == "" && rec.State == string(environment.StateCreating) {
 				// Crashed before the volume existed: nothing to recover.
 				_ = h.ledger.DeleteSession(rec.ID)
 				continue
 			}
-			h.log.Error("session's volume is missing; marking it failed", "session", rec.ID, "volume", rec.Volume)
+			if mismatch == "" {
+				h.log.Error("session's volume is missing; marking it failed", "session", rec.ID, "volume", rec.Volume)
+			}
 			rec.State = string(environment.StateFailed)
 		}
 		s := newSession(h.deps, rec, vol)
-		if rec.Runtime != "" && rec.Runtime != h.runtime.Kind() {
-			// Never run a session created under isolation on a weaker
-			// runtime (or any other one) without the operator choosing it.
-			s.mismatch = fmt.Sprintf("created on the %s runtime but this host runs %s; open the host with runtime %s to use it (its data is intact)",
-				rec.Runtime, h.runtime.Kind(), rec.Runtime)
-			h.log.Error("session belongs to another runtime; its tool calls are refused", "session", rec.ID, "session_runtime", rec.Runtime, "host_runtime", h.runtime.Kind())
+		if mismatch != "" {
+			s.mismatch = mismatch
+			h.log.Warn("session belongs to another runtime or storage backend; its calls are refused", "session", rec.ID, "why", mismatch)
 		}
 		if s.state == environment.StateCreating || s.state == environment.StateDestroying {
 			// Crashed mid-create (the volume exists: finish) or mid-destroy

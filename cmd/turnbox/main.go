@@ -15,9 +15,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
-	"go.uber.org/zap/exp/zapslog"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/turnbox/turnbox/container/runc"
 	"github.com/turnbox/turnbox/embedded"
@@ -102,21 +99,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "turnbox:", err)
 		os.Exit(1)
 	}
-}
-
-// newLogger builds a slog.Logger whose handler is zap.
-func newLogger(level string, json bool) (*slog.Logger, error) {
-	var lvl zapcore.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	enc := zap.NewDevelopmentEncoderConfig()
-	encoder := zapcore.NewConsoleEncoder(enc)
-	if json {
-		encoder = zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
-	}
-	core := zapcore.NewCore(encoder, zapcore.Lock(os.Stderr), lvl)
-	return slog.New(zapslog.NewHandler(core)), nil
 }
 
 // openHost opens the host the global flags describe.
