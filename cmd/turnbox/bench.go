@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -220,7 +221,7 @@ func benchCombos(g *globals, matrix bool, backends, runtimes []string) ([]benchm
 		return benchmarks.AllCombos(), nil
 	}
 	if len(backends) == 0 {
-		backends = []string{g.storage}
+		backends = []string{cmp.Or(g.storage, string(embedded.StorageBackendLocalDisk))}
 	}
 	if len(runtimes) == 0 {
 		// "" is the host's default: gvisor when it can run here, else none.

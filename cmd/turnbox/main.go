@@ -74,7 +74,7 @@ func main() {
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.stateDir, "state-dir", defaultStateDir(), "host state directory (ledger, localdisk data, images); env TURNBOX_STATE_DIR")
-	pf.StringVar(&g.storage, "storage", string(embedded.StorageBackendLocalDisk), "storage backend: localdisk|btrfs|zfs")
+	pf.StringVar(&g.storage, "storage", "", "storage backend: localdisk|btrfs|zfs (default: the one the state directory's sessions were made on, else localdisk)")
 	pf.StringVar(&g.runtime, "runtime", "", "container runtime: gvisor|runc|none (default: gvisor when runsc and turnbox-agent are present and running as root, else none)")
 	pf.StringVar(&g.image, "image", "", "default image for isolated runtimes (a name under <state-dir>/images; default busybox, built on demand)")
 	pf.StringVar(&g.root, "storage-root", "", "storage directory (btrfs: a directory on a mounted btrfs filesystem)")
@@ -95,8 +95,8 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "turnbox:", err)
+	if cmd, err := root.ExecuteContextC(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "turnbox:", explainError(g, cmd, err))
 		os.Exit(1)
 	}
 }
