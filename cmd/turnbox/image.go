@@ -35,7 +35,7 @@ func imageCmd(g *globals) *cobra.Command {
 			}
 			dir := filepath.Join(g.stateDir, "images", name)
 			if _, err := os.Stat(dir); err == nil {
-				return fmt.Errorf("image %q exists at %s; remove it first to rebuild", name, dir)
+				return fmt.Errorf("image %q exists at %s; remove it with `turnbox image rm %s` to build it again", name, dir, name)
 			}
 			tmp := dir + ".building"
 			_ = os.RemoveAll(tmp)
@@ -49,7 +49,7 @@ func imageCmd(g *globals) *cobra.Command {
 			fmt.Println(dir)
 			return nil
 		},
-	}, importCmd(g), &cobra.Command{
+	}, importCmd(g), imageRmCmd(g), &cobra.Command{
 		Use:   "ls",
 		Short: "List images",
 		Args:  cobra.NoArgs,
@@ -116,7 +116,7 @@ has its own /dev). Ownership is kept when running as root.`,
 			}
 			dst := filepath.Join(g.stateDir, "images", name)
 			if _, err := os.Lstat(dst); err == nil {
-				return fmt.Errorf("image %q exists at %s; remove it first to import again", name, dst)
+				return fmt.Errorf("image %q exists at %s; remove it with `turnbox image rm %s` to import it again", name, dst, name)
 			}
 			p := newProgress(os.Stderr, "importing "+name)
 			opts.Progress = p.update
