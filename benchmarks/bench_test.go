@@ -1,6 +1,7 @@
 package benchmarks_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -154,6 +155,7 @@ func TestLatencies(t *testing.T) {
 // cannot start (gvisor with a missing agent binary: skipped, loudly), and
 // both series on btrfs; then writes and checks the report directory.
 func TestSuite(t *testing.T) {
+	var progress bytes.Buffer
 	s := benchmarks.Suite{
 		Config: benchmarks.Config{Files: 120, FileSize: 512, N: 3, ExecN: 3},
 		Combos: []benchmarks.Combo{
@@ -167,10 +169,17 @@ func TestSuite(t *testing.T) {
 		SeriesTurns:    2,
 		Pool:           1,
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Progress:       &progress,
 	}
 	rep, err := s.Run(context.Background())
 	if err != nil {
 		t.Fatalf("%v (skipped: %+v)", err, rep.Skipped)
+	}
+	// A person sees each combination start, and a summary at the end.
+	for _, want := range []string{"bench: [1/2] localdisk × none: starting\n", "bench: [2/2] localdisk × gvisor: starting\n", "bench: finished in "} {
+		if !strings.Contains(progress.String(), want) {
+			t.Errorf("progress lacks %q:\n%s", want, progress.String())
+		}
 	}
 	if rep.Series.FileSize != 256 || fmt.Sprint(rep.Series.Files, rep.Series.Sessions) != "[50 200] [1 3]" || rep.Series.Runtime != "none" {
 		t.Errorf("series settings %+v", rep.Series)

@@ -1,9 +1,11 @@
 package benchmarks
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -30,6 +32,12 @@ type Combo struct {
 
 // String returns "storage×runtime".
 func (c Combo) String() string { return string(c.Storage) + "×" + string(c.Runtime) }
+
+// label names c for a person: "btrfs × gvisor", "localdisk × default
+// runtime" when the runtime is left to the host.
+func (c Combo) label() string {
+	return string(c.Storage) + " × " + cmp.Or(string(c.Runtime), "default runtime")
+}
 
 // AllCombos returns every storage backend × container runtime turnbox has,
 // grouped by backend.
@@ -94,6 +102,20 @@ type Suite struct {
 	Files bool
 	// Logger receives progress (nil: discarded).
 	Logger *slog.Logger
+	// Progress, if set, receives a line for a person as each combination
+	// and each extra measurement starts, and a summary line at the end
+	// (the Logger gets the same at info).
+	Progress io.Writer
+}
+
+// announce tells the Progress writer (if any) and log at info that a step
+// starts or ended.
+func (s Suite) announce(log *slog.Logger, format string, args ...any) {
+	line := "bench: " + fmt.Sprintf(format, args...)
+	if s.Progress != nil {
+		fmt.Fprintln(s.Progress, line)
+	}
+	log.Info(line)
 }
 
 // Run measures everything the suite names. It returns the report and,
@@ -117,13 +139,27 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 		defer os.RemoveAll(d)
 		base = d
 	}
+	t0 := time.Now()
 	failed, err := s.runCombos(ctx, &rep, base, log)
 	if err != nil {
 		return rep, err
 	}
-	failed = append(failed, s.runSeries(ctx, &rep, base, log)...)
+	failed = append(failed, s.runExtras(ctx, &rep, base, log)...)
+	s.announce(log, "finished in %s: %d results, %d not measured, %d failed",
+		time.Since(t0).Round(time.Second), len(rep.Results), len(rep.Skipped), len(failed))
+	if len(failed) > 0 {
+		return rep, fmt.Errorf("%w: %w", ErrFailed, errors.Join(failed...))
+	}
+	return rep, nil
+}
+
+// runExtras runs what the suite adds to the combinations: the series,
+// remote, process and file measurements. It returns the ones that broke.
+func (s Suite) runExtras(ctx context.Context, rep *Report, base string, log *slog.Logger) []error {
+	var failed []error
+	failed = append(failed, s.runSeries(ctx, rep, base, log)...)
 	if s.Remote {
-		log.Info("bench: remote (loopback ConnectRPC) beside embedded")
+		s.announce(log, "remote (loopback ConnectRPC) beside embedded")
 		// localdisk × none in a temporary directory: the rows measure
 		// the network hop, not a runtime.
 		res, err := RemoteResults(ctx, s.Config)
@@ -133,20 +169,17 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 		}
 	}
 	if s.Processes {
-		failed = append(failed, s.runProcesses(ctx, &rep, log)...)
+		failed = append(failed, s.runProcesses(ctx, rep, log)...)
 	}
 	if s.Files {
-		log.Info("bench: file upload and download throughput")
+		s.announce(log, "file upload and download throughput")
 		res, err := FileThroughput(ctx, nil, FileThroughputBytes, 0)
 		rep.Results = append(rep.Results, res...)
 		if err != nil {
 			failed = append(failed, fmt.Errorf("files: %w", err))
 		}
 	}
-	if len(failed) > 0 {
-		return rep, fmt.Errorf("%w: %w", ErrFailed, errors.Join(failed...))
-	}
-	return rep, nil
+	return failed
 }
 
 // reportConfig is the Config the report records: s.Config with the zfs
@@ -179,7 +212,7 @@ func (s Suite) runCombos(ctx context.Context, rep *Report, base string, log *slo
 		}
 		cfg := s.Config
 		cfg.SkipStorageBaselines = storageDone[c.Storage]
-		log.Info("bench: combination", "storage", c.Storage, "runtime", c.Runtime)
+		s.announce(log, "[%d/%d] %s: starting", i+1, len(s.Combos), c.label())
 		t0 := time.Now()
 		res, skips, err := s.runCombo(ctx, c, filepath.Join(base, fmt.Sprintf("c%d", i)), s.fsSize(cfg.Files, cfg.FileSize), func(h *embedded.Host) ([]Result, []Skip, error) {
 			return runHost(ctx, h, cfg)
@@ -206,7 +239,7 @@ func (s Suite) runCombos(ctx context.Context, rep *Report, base string, log *slo
 				continue
 			}
 		}
-		log.Info("bench: combination done", "storage", c.Storage, "runtime", c.Runtime, "took", time.Since(t0).Round(time.Millisecond))
+		s.announce(log, "[%d/%d] %s: done in %s", i+1, len(s.Combos), c.label(), time.Since(t0).Round(time.Millisecond))
 	}
 	return failed, nil
 }
@@ -235,7 +268,7 @@ func (s Suite) runSeries(ctx context.Context, rep *Report, base string, log *slo
 		for _, n := range s.SeriesFiles {
 			largest = max(largest, n)
 		}
-		log.Info("bench: workspace size series", "files", s.SeriesFiles, "runtime", rt)
+		s.announce(log, "workspace size series: %v files, runtime %s", s.SeriesFiles, rt)
 		res, skips, err := s.runCombo(ctx, series, filepath.Join(base, "series-files"), s.fsSize(largest, size)+int64(largest)*8<<10, func(h *embedded.Host) ([]Result, []Skip, error) {
 			return filesSeries(ctx, h, s.SeriesFiles, size, s.Config.N, log)
 		})
@@ -246,7 +279,7 @@ func (s Suite) runSeries(ctx context.Context, rep *Report, base string, log *slo
 		}
 	}
 	if len(s.SeriesSessions) > 0 {
-		log.Info("bench: concurrent sessions series", "sessions", s.SeriesSessions, "runtime", rt)
+		s.announce(log, "concurrent sessions series: %v sessions, runtime %s", s.SeriesSessions, rt)
 		res, skips, err := s.runCombo(ctx, series, filepath.Join(base, "series-sessions"), 2<<30, func(h *embedded.Host) ([]Result, []Skip, error) {
 			return sessionsSeries(ctx, h, s.SeriesSessions, s.SeriesTurns, s.Config.N, log)
 		})

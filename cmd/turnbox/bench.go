@@ -134,7 +134,7 @@ func (o *benchOpts) suite(cmd *cobra.Command, g *globals) (benchmarks.Suite, err
 	if cfg.N < 1 || cfg.Files < 0 || cfg.FileSize < 1 || cfg.ExecN < 0 {
 		return benchmarks.Suite{}, fmt.Errorf("bench: --n must be at least 1, --files at least 0, --file-size at least 1, --exec-n at least 0")
 	}
-	s := benchmarks.Suite{Config: cfg, Logger: g.logger}
+	s := benchmarks.Suite{Config: cfg, Logger: g.logger, Progress: cmd.ErrOrStderr()}
 	combos, err := benchCombos(g, o.matrix, o.backends, o.runtimes)
 	if err != nil {
 		return benchmarks.Suite{}, err
