@@ -115,6 +115,9 @@ type Result struct {
 	// Series is "" for the backend × runtime matrix, else the scaling
 	// series the result belongs to (SeriesFiles, SeriesSessions).
 	Series string `json:"series,omitempty"`
+	// VsBaselines, on a turnbox figure, are its ratios to the baselines
+	// measured beside it, as a number and in words (Report.SetRatios).
+	VsBaselines []VsBaseline `json:"vs_baselines,omitempty"`
 }
 
 // Skip records a combination or an operation that was not measured, and

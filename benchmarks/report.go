@@ -73,6 +73,7 @@ func ReadReport(path string) (Report, error) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		return r, fmt.Errorf("benchmarks: %s: %w", path, err)
 	}
+	r.SetRatios()
 	return r, nil
 }
 
@@ -159,13 +160,61 @@ func ratio(v float64) string {
 	if v <= 0 {
 		return "–"
 	}
-	switch {
-	case v >= 10:
-		return fmt.Sprintf("%.0f×", v)
-	case v >= 0.1:
-		return fmt.Sprintf("%.2f×", v)
-	default:
-		return fmt.Sprintf("%.3f×", v)
+	return RatioWords(v)
+}
+
+// RatioWords says a Ratio in words from turnbox's side: 2.1 is "2.1x
+// faster", 0.77 "1.3x slower" (the baseline took 1/1.3 as long), a ratio
+// that rounds to 1.0 either way "about the same"; "" for a missing one (0).
+func RatioWords(v float64) string {
+	if v <= 0 {
+		return ""
+	}
+	f, word := v, "faster"
+	if v < 1 {
+		f, word = 1/v, "slower"
+	}
+	n := fmt.Sprintf("%.1f", f)
+	if f >= 10 {
+		n = fmt.Sprintf("%.0f", f)
+	}
+	if n == "1.0" {
+		return "about the same"
+	}
+	return n + "x " + word
+}
+
+// VsBaseline is a turnbox figure's ratio to one baseline measured beside
+// it: Ratio's number and RatioWords' words.
+type VsBaseline struct {
+	Baseline string  `json:"baseline"`
+	Ratio    float64 `json:"ratio"`
+	Words    string  `json:"words"`
+}
+
+// String says v in a sentence's words: "2.1x faster than full-copy",
+// "about as fast as raw".
+func (v VsBaseline) String() string {
+	if v.Words == "about the same" {
+		return "about as fast as " + v.Baseline
+	}
+	return v.Words + " than " + v.Baseline
+}
+
+// SetRatios fills each turnbox figure's VsBaselines from the baselines
+// measured beside it (Comparisons); a report read from an older run gets
+// them too.
+func (r *Report) SetRatios() {
+	for i, t := range r.Results {
+		if t.Baseline != "" {
+			continue
+		}
+		r.Results[i].VsBaselines = nil
+		for _, b := range r.Results {
+			if v := Ratio(t, b); matches(t, b) && v > 0 {
+				r.Results[i].VsBaselines = append(r.Results[i].VsBaselines, VsBaseline{Baseline: b.Baseline, Ratio: v, Words: RatioWords(v)})
+			}
+		}
 	}
 }
 
@@ -223,7 +272,7 @@ func writeMDHeader(b *strings.Builder, r Report) {
 	}
 	c := r.Config
 	fmt.Fprintf(b, "\n\nTimes in milliseconds: p50 (median) and p99 of n runs. Matrix workspace: %d files of %d bytes. "+
-		"Ratio = baseline p50 / turnbox p50, both from this run: how many times longer the baseline takes (above 1×: turnbox is faster). "+
+		"The turnbox column compares p50s from this run: \"2.1x faster\" means the baseline took 2.1 times as long as turnbox, \"1.3x slower\" that turnbox took 1.3 times as long as the baseline. "+
 		"Storage baselines (full-copy, raw) do not depend on the runtime and are measured once per backend.", c.Files, c.FileSize)
 	if c.ZFSDriver != "" {
 		fmt.Fprintf(b, " zfs through the **%s** driver; its raw baseline is that driver's bare calls (%s).", c.ZFSDriver, zfsRawWhat(c.ZFSDriver))
@@ -268,7 +317,7 @@ func writeMDMedians(b *strings.Builder, results []Result, combos [][2]string) {
 func writeMDCombos(b *strings.Builder, comps []Comparison, combos [][2]string) {
 	for _, k := range combos {
 		fmt.Fprintf(b, "\n## %s × %s\n\n", k[0], k[1])
-		b.WriteString("| op | n | p50 | p99 | baseline | baseline n | baseline p50 | baseline p99 | ratio |\n")
+		b.WriteString("| op | n | p50 | p99 | baseline | baseline n | baseline p50 | baseline p99 | turnbox |\n")
 		b.WriteString("|---|---:|---:|---:|---|---:|---:|---:|---:|\n")
 		var rows []Comparison
 		for _, cmp := range comps {
@@ -295,7 +344,7 @@ func writeMDSizeSeries(b *strings.Builder, sizes []Comparison, fileSize int) {
 	if fileSize > 0 {
 		fmt.Fprintf(b, "Workspaces of files of %d bytes, 100 to a directory; the raw baseline on a tree of the same size.\n\n", fileSize)
 	}
-	b.WriteString("| op | files | n | p50 | p99 | baseline | baseline p50 | baseline p99 | ratio |\n")
+	b.WriteString("| op | files | n | p50 | p99 | baseline | baseline p50 | baseline p99 | turnbox |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---|---:|---:|---:|\n")
 	slices.SortStableFunc(sizes, func(a, b Comparison) int { return opOrder(a.Turnbox.Op) - opOrder(b.Turnbox.Op) })
 	for _, cmp := range sizes {

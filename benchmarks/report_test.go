@@ -139,21 +139,21 @@ func TestMarkdown(t *testing.T) {
 	if len(execRows) != 1 {
 		t.Fatalf("btrfs × gvisor: %d exec rows, want 1:\n%s", len(execRows), sec)
 	}
-	if c := execRows[0]; c[2] != "2.00" || c[4] != "runsc-exec" || c[6] != "16.00" || c[8] != "8.00×" {
-		t.Errorf("exec row %q: want p50 2.00, runsc-exec 16.00, ratio 8.00×", c)
+	if c := execRows[0]; c[2] != "2.00" || c[4] != "runsc-exec" || c[6] != "16.00" || c[8] != "8.0x faster" {
+		t.Errorf("exec row %q: want p50 2.00, runsc-exec 16.00, turnbox 8.0x faster", c)
 	}
-	if !strings.Contains(sec, "| | | | | runsc-run | 30 | 100 | 200 | 50×") {
+	if !strings.Contains(sec, "| | | | | runsc-run | 30 | 100 | 200 | 50x faster") {
 		t.Errorf("runsc-run row missing or wrong:\n%s", sec)
 	}
 	tc := mdRows(sec, "turn_complete")
-	if len(tc) != 1 || tc[0][4] != "gvisor-checkpoint" || tc[0][8] != "4.00×" {
+	if len(tc) != 1 || tc[0][4] != "gvisor-checkpoint" || tc[0][8] != "4.0x faster" {
 		t.Errorf("turn_complete rows %q", tc)
 	}
-	if !strings.Contains(sec, "| | | | | full-copy | 30 | 40.00 | 80.00 | 5.00×") || !strings.Contains(sec, "| | | | | raw | 30 | 2.00 | 4.00 | 0.25×") {
+	if !strings.Contains(sec, "| | | | | full-copy | 30 | 40.00 | 80.00 | 5.0x faster") || !strings.Contains(sec, "| | | | | raw | 30 | 2.00 | 4.00 | 4.0x slower") {
 		t.Errorf("storage baselines missing under btrfs × gvisor's turn_complete:\n%s", sec)
 	}
 	sizes := mdRows(md[strings.Index(md, "## Workspace size"):], "fork")
-	if len(sizes) != 2 || sizes[0][1] != "1000" || sizes[1][1] != "100000" || sizes[1][3] != "500" || sizes[1][8] != "0.002×" {
+	if len(sizes) != 2 || sizes[0][1] != "1000" || sizes[1][1] != "100000" || sizes[1][3] != "500" || sizes[1][8] != "500x slower" {
 		t.Errorf("size series rows %q", sizes)
 	}
 	sess := mdRows(md[strings.Index(md, "## Concurrent"):], "turn_complete")
@@ -273,5 +273,32 @@ func TestReadReport(t *testing.T) {
 	}
 	if _, err := benchmarks.ReadReport(filepath.Join(dir, benchmarks.ReportMD)); err == nil {
 		t.Error("ReadReport of Markdown: no error")
+	}
+}
+
+// Ratios read in words from turnbox's side, and the JSON keeps the number
+// beside the words on each turnbox figure.
+func TestRatioWords(t *testing.T) {
+	for v, want := range map[float64]string{2.1: "2.1x faster", 1 / 1.3: "1.3x slower", 1.02: "about the same", 0.98: "about the same",
+		50: "50x faster", 0.002: "500x slower", 0: ""} {
+		if got := benchmarks.RatioWords(v); got != want {
+			t.Errorf("RatioWords(%v) = %q, want %q", v, got, want)
+		}
+	}
+	rep := benchmarks.Report{Results: []benchmarks.Result{
+		{Op: "exec", Backend: "btrfs", Runtime: "gvisor", N: 3, P50MS: 2},
+		{Op: "exec", Backend: "btrfs", Runtime: "gvisor", N: 3, P50MS: 16, Baseline: "runsc-exec"},
+	}}
+	rep.SetRatios()
+	data, err := json.Marshal(rep.Results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"vs_baselines":[{"baseline":"runsc-exec","ratio":8,"words":"8.0x faster"}]`
+	if strings.Count(string(data), "vs_baselines") != 1 || !strings.Contains(string(data), want) {
+		t.Errorf("results JSON %s; want %s on the turnbox figure only", data, want)
+	}
+	if s := rep.Results[0].VsBaselines[0].String(); s != "8.0x faster than runsc-exec" {
+		t.Errorf("VsBaseline.String() = %q", s)
 	}
 }

@@ -145,6 +145,7 @@ func (s Suite) Run(ctx context.Context) (Report, error) {
 		return rep, err
 	}
 	failed = append(failed, s.runExtras(ctx, &rep, base, log)...)
+	rep.SetRatios()
 	s.announce(log, "finished in %s: %d results, %d not measured, %d failed",
 		time.Since(t0).Round(time.Second), len(rep.Results), len(rep.Skipped), len(failed))
 	if len(failed) > 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -248,9 +249,13 @@ func benchCombos(g *globals, matrix bool, backends, runtimes []string) ([]benchm
 
 func printTable(w io.Writer, rep benchmarks.Report) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "op\tbackend\truntime\tfiles\tsessions\tn\tp50 ms\tp90 ms\tp99 ms\tbaseline\tseries\t")
+	fmt.Fprintln(tw, "op\tbackend\truntime\tfiles\tsessions\tn\tp50 ms\tp90 ms\tp99 ms\tbaseline\tseries\t turnbox vs baselines")
 	for _, r := range rep.Results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\t%s\t\n", r.Op, r.Backend, r.Runtime, r.Files, r.Sessions, r.N, r.P50MS, r.P90MS, r.P99MS, r.Baseline, r.Series)
+		var vs []string
+		for _, v := range r.VsBaselines {
+			vs = append(vs, v.String())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t%s\t%s\t %s\n", r.Op, r.Backend, r.Runtime, r.Files, r.Sessions, r.N, r.P50MS, r.P90MS, r.P99MS, r.Baseline, r.Series, strings.Join(vs, "; "))
 	}
 	return tw.Flush()
 }
