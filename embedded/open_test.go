@@ -1,8 +1,10 @@
 package embedded_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -88,5 +90,31 @@ func TestRuntimeMismatchNamesFlag(t *testing.T) {
 	_, err = e.ExecuteTool(ctx, req, nil)
 	if !errors.Is(err, environment.ErrNotActive) || !strings.Contains(err.Error(), "--runtime gvisor") {
 		t.Fatalf("call on a session of another runtime: %v; want ErrNotActive naming --runtime gvisor", err)
+	}
+}
+
+// A runtime chosen because none was named is announced in one line that
+// names it.
+func TestImplicitRuntimeAnnounced(t *testing.T) {
+	var logs bytes.Buffer
+	ctx := context.Background()
+	h, err := embedded.NewHost(ctx, embedded.Config{
+		StateDir:  t.TempDir(),
+		Logger:    slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		AgentPath: "/nonexistent/turnbox-agent", // gvisor cannot be chosen: no test image build
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close(ctx)
+	kind := h.Runtime().Kind()
+	var lines []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "runtime") && strings.Contains(l, "using") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], kind) {
+		t.Fatalf("implicit runtime %s announced in %d lines, want 1 naming it:\n%s", kind, len(lines), logs.String())
 	}
 }
