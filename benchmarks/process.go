@@ -2,6 +2,7 @@ package benchmarks
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -202,7 +203,7 @@ func (s Suite) runProcesses(ctx context.Context, rep *Report, log *slog.Logger) 
 			continue
 		}
 		seen[c.Runtime] = true
-		log.Info("bench: processes", "runtime", c.Runtime)
+		s.announce(log, "background processes and PTY echo, runtime %s", cmp.Or(string(c.Runtime), "default"))
 		hc := s.Host
 		hc.StorageBackend, hc.ContainerRuntime, hc.StorageRoot, hc.ZFSDataset = embedded.StorageBackendLocalDisk, c.Runtime, "", ""
 		res, err := ProcessResults(ctx, s.Config, hc)
