@@ -56,9 +56,9 @@ func explainError(g *globals, cmd *cobra.Command, err error) error {
 	case errors.Is(err, environment.ErrSessionNotFound) && !remoteCommand(cmd):
 		msg += fmt.Sprintf(" (searched the state directory %s; set --state-dir or $TURNBOX_STATE_DIR for another)", g.stateDir)
 	case strings.Contains(msg, "zfs backend needs a parent dataset"):
-		msg += "; give it with --zfs-dataset (e.g. --zfs-dataset tank/turnbox)"
+		msg += "; give it with --zfs-dataset"
 	case errors.Is(err, snapshot.ErrUnsupported) && strings.Contains(msg, string(embedded.StorageBackendBtrfs)):
-		msg += "; give --storage-root a directory on a mounted btrfs filesystem"
+		msg += "; choose one with --storage-root DIR (default <state-dir>/btrfs)"
 	}
 	if msg == err.Error() {
 		return err
