@@ -42,7 +42,8 @@ func openStorage(ctx context.Context, cfg *Config, lg *ledger.Ledger) (snapshot.
 }
 
 // recordedBackend is the storage backend every session in lg was created
-// on, or "" when there are none or they disagree.
+// on, or "" when there are none, they disagree, or it is not one openable
+// by name.
 func recordedBackend(lg *ledger.Ledger) (StorageBackend, error) {
 	recs, err := lg.Sessions()
 	if err != nil {
@@ -52,6 +53,8 @@ func recordedBackend(lg *ledger.Ledger) (StorageBackend, error) {
 	for _, r := range recs {
 		switch {
 		case r.Backend == "" || r.Backend == found:
+		case r.Backend != backends.LocalDisk && r.Backend != backends.Btrfs && r.Backend != backends.ZFS:
+			return "", nil // a backend given as Config.Storage: not one to open by name
 		case found == "":
 			found = r.Backend
 		default:
