@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -241,6 +242,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.IdlePause < 0 {
 		return fmt.Errorf("embedded: negative Config.IdlePause (%s)", c.IdlePause)
+	}
+	if _, err := os.Stat(c.StateDir); errors.Is(err, os.ErrNotExist) {
+		c.Logger.Info("creating the state directory", "dir", c.StateDir)
 	}
 	return os.MkdirAll(c.StateDir, 0o700)
 }
