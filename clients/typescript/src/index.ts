@@ -1,0 +1,19 @@
+// @turnbox/client: a TypeScript client of `turnbox serve`.
+
+export { TurnboxClient, sessionConfig, type ClientOptions, type SessionOptions } from "./client.js";
+export { Sandbox, type ExecOptions, type OutputChunk, type ProcessEvent, type StartOptions, type ToolEvent, type ToolOptions, type ToolResult } from "./sandbox.js";
+export {
+  TurnboxError,
+  SessionNotFoundError,
+  SnapshotNotFoundError,
+  NotActiveError,
+  InvalidArgumentError,
+  FileNotFoundError,
+  PathEscapesError,
+  ProcessNotFoundError,
+  UnauthenticatedError,
+  UnavailableError,
+  type Reason,
+} from "./errors.js";
+export type { Capabilities, FileInfo, ProcessExit, ProcessInfo, SessionInfo, SnapshotInfo, State } from "./types.js";
+export { encodeToolInput, decodeToolOutput, type ToolOutput } from "./wire.js";
