@@ -6,7 +6,7 @@ BIN      ?= bin
 TAGS     ?= seccomp
 TESTFLAGS ?= -race -count=1 -timeout 40m -tags $(TAGS)
 
-.PHONY: all build demo deps test check lint unit fuzz smoke test-e2b bench clean generate
+.PHONY: all build demo deps test check lint unit fuzz smoke test-e2b test-clients bench clean generate
 
 all: build
 
@@ -29,7 +29,7 @@ deps:
 # kernel OpenZFS in a qemu VM (test-zfs).
 test: deps check test-zfs
 
-check: lint unit fuzz smoke test-e2b
+check: lint unit fuzz smoke test-e2b test-clients
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -66,6 +66,12 @@ smoke: build
 # --e2b` on gVisor: see clients/e2b-conformance and docs/e2b.md.
 test-e2b: build
 	bash scripts/test-e2b.sh $(BIN)/turnbox
+
+# The TypeScript client (clients/typescript: generated code current, tsc,
+# node:test) and the standard-library Python example against a real
+# `turnbox serve` on loopback (runtime none; ~40 s).
+test-clients: build
+	bash scripts/test-clients.sh $(BIN)/turnbox
 
 # The benchmark report: every storage backend × runtime that runs here
 # (the others are listed as skipped), each beside its baselines, then the
