@@ -25,8 +25,9 @@ deps:
 # The whole suite: system dependencies, then lint and every test with -race,
 # the fuzz targets for a bounded time, a smoke test of `turnbox serve`
 # spoken to by buf curl (a client not written in Go), the unmodified e2b SDK
-# against `turnbox serve --e2b` (test-e2b), and the zfs suites on real
-# kernel OpenZFS in a qemu VM (test-zfs).
+# against `turnbox serve --e2b` (test-e2b), the TypeScript client and the
+# Python example against `turnbox serve` (test-clients), and the zfs suites
+# on real kernel OpenZFS in a qemu VM (test-zfs).
 test: deps check test-zfs
 
 check: lint unit fuzz smoke test-e2b test-clients

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The other-language clients against a real `turnbox serve` on loopback:
 # the TypeScript client (clients/typescript: its generated code must be
-# current, it must compile, and its node:test suite must pass) and the
-# standard-library Python example (clients/python/example.py). Runtime
-# none by default for speed (TURNBOX_CLIENTS_RUNTIME=gvisor to change).
-# Needs Node.js >= 20, npm and python3; caches npm downloads in
-# /var/cache/turnbox/npm.
+# current, it must compile, its node:test suite and its README's example
+# must pass) and the standard-library Python example
+# (clients/python/example.py). Runtime none by default for speed
+# (TURNBOX_CLIENTS_RUNTIME=gvisor to change). Needs Node.js >= 20, npm
+# and python3; caches npm downloads in /var/cache/turnbox/npm.
 #
 #   scripts/test-clients.sh [path/to/turnbox]   (default bin/turnbox)
 set -euo pipefail
@@ -22,7 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step() { printf 'test-clients: %s\n' "$*"; }
+step() { printf 'test-clients: [%3ds] %s\n' "$SECONDS" "$*"; }
 for tool in node npm python3; do
 	command -v "$tool" >/dev/null || { echo "test-clients: $tool is required" >&2; exit 1; }
 done
@@ -53,6 +53,8 @@ export TURNBOX_URL=$url TURNBOX_TOKEN=$token
 status=0
 step "TypeScript client tests (node --test)"
 (cd "$ts" && node --test --test-reporter=spec dist/test/) || status=1
+step "TypeScript example (clients/typescript/README.md)"
+(cd "$ts" && node dist/examples/quickstart.js) || status=1
 step "Python example (standard library)"
 python3 "$root/clients/python/example.py" || status=1
 if grep -q "$token" "$work/log"; then

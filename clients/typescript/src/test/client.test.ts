@@ -219,3 +219,31 @@ describe("processes", { skip }, () => {
     await assert.rejects(sb.wait(999_999), ProcessNotFoundError);
   });
 });
+
+// fencedTs returns the first ```ts block of a Markdown file (from dist/test).
+async function fencedTs(md: string): Promise<string> {
+  const { readFile } = await import("node:fs/promises");
+  const text = await readFile(new URL(md, import.meta.url), "utf8");
+  const block = text.match(/```ts\n([\s\S]*?)```/)?.[1];
+  assert.ok(block, `${md} has no \`\`\`ts block`);
+  return block;
+}
+
+// exampleSource returns an example's source as a user would import it.
+async function exampleSource(name: string): Promise<string> {
+  const { readFile } = await import("node:fs/promises");
+  const src = await readFile(new URL(`../../src/examples/${name}`, import.meta.url), "utf8");
+  return src.replace('"../index.js"', '"@turnbox/client"');
+}
+
+describe("docs", () => {
+  it("README.md shows the example that test-clients.sh runs", async () => {
+    assert.ok((await exampleSource("quickstart.ts")).includes(await fencedTs("../../README.md")), "README.md's example differs from src/examples/quickstart.ts");
+  });
+
+  it("docs/getting-started.md shows code that compiles", async () => {
+    const block = (await fencedTs("../../../../docs/getting-started.md")).split("\n").filter((l) => !l.startsWith("import ") && l !== "");
+    const src = await exampleSource("getting-started.ts");
+    for (const line of block) assert.ok(src.includes(line), `docs/getting-started.md: ${line} is not in src/examples/getting-started.ts`);
+  });
+});
