@@ -28,6 +28,15 @@ for tool in node npm python3; do
 done
 [[ -x $turnbox ]] || { echo "test-clients: no turnbox binary at $turnbox (make build)" >&2; exit 1; }
 
+# docs_curl FILE runs the `curl` command lines of FILE (backslash
+# continuations joined) against this server: its address and token in
+# place of the docs' http://127.0.0.1:7420 and my-secret-token.
+docs_curl() {
+	awk '/\\$/ { sub(/\\$/, ""); buf = buf $0; next } { print buf $0; buf = "" }' "$1" |
+		grep '^curl ' | sed -e "s|http://127.0.0.1:7420|$url|g" -e "s|my-secret-token|$token|g" |
+		while IFS= read -r line; do bash -c "$line --fail-with-body" || exit 1; echo; done
+}
+
 export npm_config_cache=${npm_config_cache:-/var/cache/turnbox/npm}
 step "npm ci (clients/typescript)"
 (cd "$ts" && npm ci --no-audit --no-fund --loglevel=error)
@@ -57,6 +66,10 @@ step "TypeScript example (clients/typescript/README.md)"
 (cd "$ts" && node dist/examples/quickstart.js) || status=1
 step "Python example (standard library)"
 python3 "$root/clients/python/example.py" || status=1
+step "curl lines of docs/getting-started.md"
+docs_curl "$root/docs/getting-started.md" >"$work/curl.out" || status=1
+grep -q '"SESSION_STATE_ACTIVE"' "$work/curl.out" && grep -q '"turn" *: *"1"' "$work/curl.out" ||
+	{ echo "test-clients: the docs' curl calls answered:" >&2; cat "$work/curl.out" >&2; status=1; }
 if grep -q "$token" "$work/log"; then
 	echo "test-clients: the token appears in the server log" >&2
 	status=1

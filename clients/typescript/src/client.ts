@@ -1,15 +1,12 @@
 // TurnboxClient and Sandbox: the verbs of Go's remote.NativeSandboxEnvironment
 // over the generated ConnectRPC stubs (src/gen), for `turnbox serve`.
 
-import { randomUUID } from "node:crypto";
-import { create } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createClient, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { FilesService } from "./gen/turnbox/v1/files_pb.js";
 import { ProcessService } from "./gen/turnbox/v1/process_pb.js";
-import { OutputStream, SandboxService, SessionConfigSchema, type SessionConfig } from "./gen/turnbox/v1/sandbox_pb.js";
-import { toTurnboxError } from "./errors.js";
+import { SandboxService } from "./gen/turnbox/v1/sandbox_pb.js";
+import { call, sessionConfig, type Services, type SessionOptions } from "./internal.js";
 import { Sandbox } from "./sandbox.js";
 import { capabilities, sessionInfo, type Capabilities, type SessionInfo } from "./types.js";
 
@@ -23,68 +20,6 @@ export interface ClientOptions {
   httpVersion?: "1.1" | "2";
   /** timeoutMs bounds each unary call (default: none). */
   timeoutMs?: number;
-}
-
-/** SessionOptions configure a new session (all optional). */
-export interface SessionOptions {
-  /** id is the new session's id; empty lets the server choose. */
-  id?: string;
-  /** image names the base root filesystem (isolated runtimes). */
-  image?: string;
-  /** fromSnapshot starts the workspace as a copy of that snapshot. */
-  fromSnapshot?: string;
-  /** env is added to the environment of every command. */
-  env?: Record<string, string>;
-  /** labels are free-form metadata kept with the session. */
-  labels?: Record<string, string>;
-  /** toolTimeoutMs bounds each tool call (0: the server's default). */
-  toolTimeoutMs?: number;
-  /** maxOutputBytes caps each tool's output (0: the server's default). */
-  maxOutputBytes?: number;
-}
-
-/** sessionConfig builds the turnbox.v1.SessionConfig of options. */
-export function sessionConfig(o: SessionOptions = {}): SessionConfig {
-  return create(SessionConfigSchema, {
-    sessionId: o.id ?? "",
-    image: o.image ?? "",
-    fromSnapshot: o.fromSnapshot ?? "",
-    env: o.env ?? {},
-    labels: o.labels ?? {},
-    toolTimeout: o.toolTimeoutMs ? durationFromMs(o.toolTimeoutMs) : undefined,
-    maxOutputBytes: BigInt(o.maxOutputBytes ?? 0),
-  });
-}
-
-/** The generated clients a Sandbox calls, and how to reach the file streams. */
-export interface Services {
-  sandbox: Client<typeof SandboxService>;
-  files: Client<typeof FilesService>;
-  processes: Client<typeof ProcessService>;
-  baseUrl: string;
-  headers: Record<string, string>;
-  timeoutMs?: number;
-}
-
-/**
- * call runs one unary RPC and turns its failure into a TurnboxError.
- */
-export async function call<T>(procedure: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    throw toTurnboxError(procedure, err);
-  }
-}
-
-/** streamName names a progress event's stream. */
-export function streamName(s: OutputStream): "stdout" | "stderr" {
-  return s === OutputStream.STDERR ? "stderr" : "stdout";
-}
-
-/** newToolCallId returns a fresh id for a tool call. */
-export function newToolCallId(): string {
-  return `ts-${randomUUID()}`;
 }
 
 /**

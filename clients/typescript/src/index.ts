@@ -1,6 +1,7 @@
 // @turnbox/client: a TypeScript client of `turnbox serve`.
 
-export { TurnboxClient, sessionConfig, type ClientOptions, type SessionOptions } from "./client.js";
+export { TurnboxClient, type ClientOptions } from "./client.js";
+export { sessionConfig, type SessionOptions } from "./internal.js";
 export { Sandbox, type ExecOptions, type OutputChunk, type ProcessEvent, type StartOptions, type ToolEvent, type ToolOptions, type ToolResult } from "./sandbox.js";
 export {
   TurnboxError,

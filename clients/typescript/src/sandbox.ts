@@ -3,7 +3,7 @@
 // snapshots, rollback, fork, pause, resume, destroy) and its processes.
 
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
-import { call, newToolCallId, sessionConfig, streamName, type Services, type SessionOptions } from "./client.js";
+import { call, newToolCallId, sessionConfig, streamName, type Services, type SessionOptions } from "./internal.js";
 import { Code } from "@connectrpc/connect";
 import { httpError, toTurnboxError, TurnboxError } from "./errors.js";
 import { fileInfo, parseFileInfo, processExit, processInfo, sessionInfo, snapshotInfo } from "./types.js";
