@@ -18,7 +18,7 @@ export interface ClientOptions {
   token?: string;
   /** httpVersion: "1.1" (default) or "2" (h2c on http:// URLs). */
   httpVersion?: "1.1" | "2";
-  /** timeoutMs bounds each unary call (default: none). */
+  /** timeoutMs bounds each call, streams included (default: none). */
   timeoutMs?: number;
 }
 

@@ -58,6 +58,18 @@ describe("host", { skip }, () => {
   });
 });
 
+describe("transport", { skip }, () => {
+  it("speaks HTTP/2 (h2c) as well as HTTP/1.1, streams included", async () => {
+    const h2 = new TurnboxClient({ baseUrl: url, token, httpVersion: "2" });
+    const sb = await h2.create();
+    made.push(sb);
+    const chunks: string[] = [];
+    const r = await sb.exec("echo over-h2", { onOutput: (c) => chunks.push(c.text) });
+    assert.equal(r.output, "over-h2\n");
+    assert.deepEqual(chunks, ["over-h2\n"]);
+  });
+});
+
 describe("exec", { skip }, () => {
   let sb: Sandbox;
   before(async () => {
