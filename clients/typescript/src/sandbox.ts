@@ -36,7 +36,10 @@ export interface ToolResult {
 export interface OutputChunk {
   stream: "stdout" | "stderr";
   data: Uint8Array;
-  /** text is data decoded as UTF-8 (a chunk may split a character). */
+  /**
+   * text is data decoded as UTF-8, per stream: a character split between
+   * two chunks comes whole in the second.
+   */
   text: string;
 }
 
@@ -79,7 +82,24 @@ export type ProcessEvent =
   | { type: "dropped"; offset: number; bytes: number }
   | { type: "exit"; exit: ProcessExit };
 
-const utf8 = new TextDecoder();
+// The most of an error's body kept for its message.
+const maxErrorBody = 64 << 10;
+
+// readCapped reads at most max bytes of a response's body as text.
+async function readCapped(resp: Response, max: number): Promise<string> {
+  const reader = resp.body?.getReader();
+  if (reader === undefined) return "";
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  while (n < max) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+    n += value.length;
+  }
+  await reader.cancel().catch(() => {});
+  return new TextDecoder().decode(Buffer.concat(parts).subarray(0, max));
+}
 
 function toolResult(r: ToolResponse): ToolResult {
   const out = decodeToolOutput(r);
@@ -140,11 +160,13 @@ export class Sandbox {
   async *toolStream(name: string, input: Record<string, unknown>, opts: ToolOptions = {}): AsyncGenerator<ToolEvent> {
     const request = { toolCallId: opts.toolCallId ?? newToolCallId(), toolName: name, input: encodeToolInput(input), snapshot: opts.snapshot ?? false };
     let done = false;
+    const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
     try {
       for await (const msg of this.s.sandbox.executeToolStream({ sessionId: this.id, request }, { signal: opts.signal })) {
         if (msg.event.case === "progress") {
           const p = msg.event.value;
-          yield { type: "output", stream: streamName(p.stream), data: p.data, text: utf8.decode(p.data) };
+          const stream = streamName(p.stream);
+          yield { type: "output", stream, data: p.data, text: decoders[stream].decode(p.data, { stream: true }) };
         } else if (msg.event.case === "response") {
           done = true;
           yield { type: "result", result: toolResult(msg.event.value) };
@@ -274,12 +296,13 @@ export class Sandbox {
     const url = `${this.s.baseUrl}/turnbox.v1.FilesService/${op}?${q}`;
     let resp: Response;
     try {
-      resp = await fetch(url, { ...init, headers: { ...this.s.headers, ...(init.headers as Record<string, string>) } });
+      const signal = this.s.timeoutMs ? AbortSignal.timeout(this.s.timeoutMs) : undefined;
+      resp = await fetch(url, { ...init, signal, headers: { ...this.s.headers, ...(init.headers as Record<string, string>) } });
     } catch (err) {
       throw httpError(op, 503, String((err as Error)?.message ?? err), null);
     }
     if (!resp.ok) {
-      throw httpError(op, resp.status, await resp.text(), resp.headers.get("Turnbox-Error-Info"));
+      throw httpError(op, resp.status, await readCapped(resp, maxErrorBody), resp.headers.get("Turnbox-Error-Info"));
     }
     return resp;
   }
@@ -292,7 +315,7 @@ export class Sandbox {
     return parseFileInfo(await resp.text());
   }
 
-  /** download reads a whole file. */
+  /** download reads a whole file into memory. */
   async download(path: string): Promise<{ data: Uint8Array; info: FileInfo }> {
     const resp = await this.fileRequest("Download", path, { method: "GET" });
     const info = parseFileInfo(resp.headers.get("Turnbox-File-Info") ?? "");

@@ -97,6 +97,13 @@ describe("exec", { skip }, () => {
     assert.ok(last.at - first.at >= 300, `'first' came ${last.at - first.at} ms before the end: not streamed`);
   });
 
+  it("keeps a UTF-8 character split between chunks whole", async () => {
+    const chunks: string[] = [];
+    const r = await sb.exec("printf '\\303'; sleep 0.3; printf '\\251\\n'", { onOutput: (c) => chunks.push(c.text) });
+    assert.equal(r.output, "\u00e9\n");
+    assert.equal(chunks.join(""), "\u00e9\n", `chunks ${JSON.stringify(chunks)}`);
+  });
+
   it("reports a timeout", async () => {
     const r = await sb.exec("echo start; sleep 10", { timeoutMs: 300 });
     assert.ok(r.timedOut);
