@@ -84,6 +84,8 @@ export interface Capabilities {
   streamingProgress: boolean;
   isolation: string;
   storage: string;
+  /** writableRoot: the session's whole root filesystem is its own. */
+  writableRoot: boolean;
   processes: boolean;
   pty: boolean;
   files: boolean;
@@ -162,6 +164,7 @@ export function capabilities(c: CapabilitiesMsg | undefined): Capabilities {
     streamingProgress: c.streamingProgress,
     isolation: c.isolation,
     storage: c.storage,
+    writableRoot: c.writableRoot,
     processes: c.processes,
     pty: c.pty,
     files: c.files,
