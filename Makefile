@@ -6,7 +6,7 @@ BIN      ?= bin
 TAGS     ?= seccomp
 TESTFLAGS ?= -race -count=1 -timeout 40m -tags $(TAGS)
 
-.PHONY: all build demo deps test check lint unit fuzz smoke test-e2b bench clean generate
+.PHONY: all build demo deps test check lint unit fuzz smoke test-e2b test-clients bench clean generate
 
 all: build
 
@@ -25,11 +25,12 @@ deps:
 # The whole suite: system dependencies, then lint and every test with -race,
 # the fuzz targets for a bounded time, a smoke test of `turnbox serve`
 # spoken to by buf curl (a client not written in Go), the unmodified e2b SDK
-# against `turnbox serve --e2b` (test-e2b), and the zfs suites on real
-# kernel OpenZFS in a qemu VM (test-zfs).
+# against `turnbox serve --e2b` (test-e2b), the TypeScript client and the
+# Python example against `turnbox serve` (test-clients), and the zfs suites
+# on real kernel OpenZFS in a qemu VM (test-zfs).
 test: deps check test-zfs
 
-check: lint unit fuzz smoke test-e2b
+check: lint unit fuzz smoke test-e2b test-clients
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
@@ -66,6 +67,12 @@ smoke: build
 # --e2b` on gVisor: see clients/e2b-conformance and docs/e2b.md.
 test-e2b: build
 	bash scripts/test-e2b.sh $(BIN)/turnbox
+
+# The TypeScript client (clients/typescript: generated code current, tsc,
+# node:test) and the standard-library Python example against a real
+# `turnbox serve` on loopback (runtime none; ~40 s).
+test-clients: build
+	bash scripts/test-clients.sh $(BIN)/turnbox
 
 # The benchmark report: every storage backend × runtime that runs here
 # (the others are listed as skipped), each beside its baselines, then the
