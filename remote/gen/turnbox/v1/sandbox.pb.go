@@ -19,6 +19,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -692,10 +693,16 @@ type ToolRequest struct {
 	// tool_name is one of bash, read_file, write_file, edit_file,
 	// list_files, grep.
 	ToolName string `protobuf:"bytes,2,opt,name=tool_name,json=toolName,proto3" json:"tool_name,omitempty"`
-	// input is the model's arguments: a JSON object.
+	// input is the model's arguments as the bytes of a JSON object (the
+	// older form, still accepted). Set exactly one of input and arguments.
 	Input []byte `protobuf:"bytes,3,opt,name=input,proto3" json:"input,omitempty"`
 	// snapshot asks for a snapshot right after the call.
-	Snapshot      bool `protobuf:"varint,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	Snapshot bool `protobuf:"varint,4,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	// arguments is the model's arguments as a JSON object: a JSON client
+	// sends {"arguments":{"command":"ls"}}. Numbers travel as doubles, so an
+	// integer must lie within +-2^53 (larger ones are INVALID_ARGUMENT; send
+	// them in input). Set exactly one of input and arguments.
+	Arguments     *structpb.Struct `protobuf:"bytes,5,opt,name=arguments,proto3" json:"arguments,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -758,11 +765,19 @@ func (x *ToolRequest) GetSnapshot() bool {
 	return false
 }
 
+func (x *ToolRequest) GetArguments() *structpb.Struct {
+	if x != nil {
+		return x.Arguments
+	}
+	return nil
+}
+
 // ToolResponse is a tool call's result.
 type ToolResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	ToolCallId string                 `protobuf:"bytes,1,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
-	// content is the output, binary-safe.
+	// content is the output when it is not valid UTF-8 (binary); unset
+	// otherwise. At most one of output and content is set.
 	Content  []byte `protobuf:"bytes,2,opt,name=content,proto3" json:"content,omitempty"`
 	ExitCode int32  `protobuf:"varint,3,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
 	// is_error: the tool ran and failed.
@@ -778,7 +793,10 @@ type ToolResponse struct {
 	OomKilled bool `protobuf:"varint,9,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
 	// pid is a bash command's process id in the sandbox, followable with
 	// ProcessService.AttachProcess (0 where the host runs no processes).
-	Pid           int32 `protobuf:"varint,20,opt,name=pid,proto3" json:"pid,omitempty"`
+	Pid int32 `protobuf:"varint,20,opt,name=pid,proto3" json:"pid,omitempty"`
+	// output is the output when it is valid UTF-8 (text), as a JSON client
+	// reads it: "output":"hi\n". Empty output sets neither field.
+	Output        string `protobuf:"bytes,21,opt,name=output,proto3" json:"output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -883,12 +901,25 @@ func (x *ToolResponse) GetPid() int32 {
 	return 0
 }
 
+func (x *ToolResponse) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
 // ToolProgress is output produced while a tool runs.
+// A chunk's text is in output; data carries only a chunk that is not
+// valid UTF-8. A UTF-8 sequence split between chunks is held back and sent
+// whole with the next chunk of its stream (or at the end).
 type ToolProgress struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ToolCallId    string                 `protobuf:"bytes,1,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
-	Stream        OutputStream           `protobuf:"varint,2,opt,name=stream,proto3,enum=turnbox.v1.OutputStream" json:"stream,omitempty"`
-	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ToolCallId string                 `protobuf:"bytes,1,opt,name=tool_call_id,json=toolCallId,proto3" json:"tool_call_id,omitempty"`
+	Stream     OutputStream           `protobuf:"varint,2,opt,name=stream,proto3,enum=turnbox.v1.OutputStream" json:"stream,omitempty"`
+	// data is the chunk when it is not valid UTF-8; unset otherwise.
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// output is the chunk when it is valid UTF-8.
+	Output        string `protobuf:"bytes,4,opt,name=output,proto3" json:"output,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -942,6 +973,13 @@ func (x *ToolProgress) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *ToolProgress) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
 }
 
 // KeepAlive is sent on a quiet stream so that proxies keep it open.
@@ -2701,7 +2739,7 @@ var File_turnbox_v1_sandbox_proto protoreflect.FileDescriptor
 const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\n" +
 	"\x18turnbox/v1/sandbox.proto\x12\n" +
-	"turnbox.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x04\n" +
+	"turnbox.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x04\n" +
 	"\rSessionConfig\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
@@ -2747,13 +2785,14 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\rwritable_root\x18\x14 \x01(\bR\fwritableRoot\x12\x1c\n" +
 	"\tprocesses\x18\x15 \x01(\bR\tprocesses\x12\x10\n" +
 	"\x03pty\x18\x16 \x01(\bR\x03pty\x12\x14\n" +
-	"\x05files\x18\x17 \x01(\bR\x05files\"~\n" +
+	"\x05files\x18\x17 \x01(\bR\x05files\"\xb5\x01\n" +
 	"\vToolRequest\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x1b\n" +
 	"\ttool_name\x18\x02 \x01(\tR\btoolName\x12\x14\n" +
 	"\x05input\x18\x03 \x01(\fR\x05input\x12\x1a\n" +
-	"\bsnapshot\x18\x04 \x01(\bR\bsnapshot\"\xc6\x02\n" +
+	"\bsnapshot\x18\x04 \x01(\bR\bsnapshot\x125\n" +
+	"\targuments\x18\x05 \x01(\v2\x17.google.protobuf.StructR\targuments\"\xde\x02\n" +
 	"\fToolResponse\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x18\n" +
@@ -2767,12 +2806,14 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"snapshotId\x12\x1d\n" +
 	"\n" +
 	"oom_killed\x18\t \x01(\bR\toomKilled\x12\x10\n" +
-	"\x03pid\x18\x14 \x01(\x05R\x03pid\"v\n" +
+	"\x03pid\x18\x14 \x01(\x05R\x03pid\x12\x16\n" +
+	"\x06output\x18\x15 \x01(\tR\x06output\"\x8e\x01\n" +
 	"\fToolProgress\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x120\n" +
 	"\x06stream\x18\x02 \x01(\x0e2\x18.turnbox.v1.OutputStreamR\x06stream\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"\v\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
+	"\x06output\x18\x04 \x01(\tR\x06output\"\v\n" +
 	"\tKeepAlive\"\xbf\x01\n" +
 	"\fSnapshotInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
@@ -2994,6 +3035,7 @@ var file_turnbox_v1_sandbox_proto_goTypes = []any{
 	nil,                               // 48: turnbox.v1.SessionConfig.LabelsEntry
 	(*durationpb.Duration)(nil),       // 49: google.protobuf.Duration
 	(*timestamppb.Timestamp)(nil),     // 50: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 51: google.protobuf.Struct
 }
 var file_turnbox_v1_sandbox_proto_depIdxs = []int32{
 	47, // 0: turnbox.v1.SessionConfig.env:type_name -> turnbox.v1.SessionConfig.EnvEntry
@@ -3004,66 +3046,67 @@ var file_turnbox_v1_sandbox_proto_depIdxs = []int32{
 	50, // 5: turnbox.v1.Session.created_at:type_name -> google.protobuf.Timestamp
 	4,  // 6: turnbox.v1.Session.limits:type_name -> turnbox.v1.Limits
 	4,  // 7: turnbox.v1.Capabilities.limits:type_name -> turnbox.v1.Limits
-	49, // 8: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
-	1,  // 9: turnbox.v1.ToolProgress.stream:type_name -> turnbox.v1.OutputStream
-	50, // 10: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
-	2,  // 11: turnbox.v1.ErrorInfo.reasons:type_name -> turnbox.v1.ErrorReason
-	3,  // 12: turnbox.v1.CreateSessionRequest.config:type_name -> turnbox.v1.SessionConfig
-	5,  // 13: turnbox.v1.CreateSessionResponse.session:type_name -> turnbox.v1.Session
-	5,  // 14: turnbox.v1.GetSessionResponse.session:type_name -> turnbox.v1.Session
-	5,  // 15: turnbox.v1.ListSessionsResponse.sessions:type_name -> turnbox.v1.Session
-	5,  // 16: turnbox.v1.AttachSessionResponse.session:type_name -> turnbox.v1.Session
-	7,  // 17: turnbox.v1.ExecuteToolRequest.request:type_name -> turnbox.v1.ToolRequest
-	8,  // 18: turnbox.v1.ExecuteToolResponse.response:type_name -> turnbox.v1.ToolResponse
-	7,  // 19: turnbox.v1.ExecuteToolStreamRequest.request:type_name -> turnbox.v1.ToolRequest
-	9,  // 20: turnbox.v1.ExecuteToolStreamResponse.progress:type_name -> turnbox.v1.ToolProgress
-	8,  // 21: turnbox.v1.ExecuteToolStreamResponse.response:type_name -> turnbox.v1.ToolResponse
-	10, // 22: turnbox.v1.ExecuteToolStreamResponse.keepalive:type_name -> turnbox.v1.KeepAlive
-	11, // 23: turnbox.v1.TurnCompleteResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
-	11, // 24: turnbox.v1.CreateSnapshotResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
-	11, // 25: turnbox.v1.ListSnapshotsResponse.snapshots:type_name -> turnbox.v1.SnapshotInfo
-	3,  // 26: turnbox.v1.ForkRequest.config:type_name -> turnbox.v1.SessionConfig
-	5,  // 27: turnbox.v1.ForkResponse.session:type_name -> turnbox.v1.Session
-	6,  // 28: turnbox.v1.CapabilitiesResponse.capabilities:type_name -> turnbox.v1.Capabilities
-	13, // 29: turnbox.v1.SandboxService.CreateSession:input_type -> turnbox.v1.CreateSessionRequest
-	15, // 30: turnbox.v1.SandboxService.GetSession:input_type -> turnbox.v1.GetSessionRequest
-	17, // 31: turnbox.v1.SandboxService.ListSessions:input_type -> turnbox.v1.ListSessionsRequest
-	19, // 32: turnbox.v1.SandboxService.AttachSession:input_type -> turnbox.v1.AttachSessionRequest
-	21, // 33: turnbox.v1.SandboxService.PauseSession:input_type -> turnbox.v1.PauseSessionRequest
-	23, // 34: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
-	25, // 35: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
-	27, // 36: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
-	29, // 37: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
-	31, // 38: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
-	33, // 39: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
-	35, // 40: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
-	37, // 41: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
-	39, // 42: turnbox.v1.SandboxService.DeleteSnapshot:input_type -> turnbox.v1.DeleteSnapshotRequest
-	41, // 43: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
-	43, // 44: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
-	45, // 45: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
-	14, // 46: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
-	16, // 47: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
-	18, // 48: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
-	20, // 49: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
-	22, // 50: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
-	24, // 51: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
-	26, // 52: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
-	28, // 53: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
-	30, // 54: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
-	32, // 55: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
-	34, // 56: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
-	36, // 57: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
-	38, // 58: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
-	40, // 59: turnbox.v1.SandboxService.DeleteSnapshot:output_type -> turnbox.v1.DeleteSnapshotResponse
-	42, // 60: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
-	44, // 61: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
-	46, // 62: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
-	46, // [46:63] is the sub-list for method output_type
-	29, // [29:46] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	51, // 8: turnbox.v1.ToolRequest.arguments:type_name -> google.protobuf.Struct
+	49, // 9: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
+	1,  // 10: turnbox.v1.ToolProgress.stream:type_name -> turnbox.v1.OutputStream
+	50, // 11: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
+	2,  // 12: turnbox.v1.ErrorInfo.reasons:type_name -> turnbox.v1.ErrorReason
+	3,  // 13: turnbox.v1.CreateSessionRequest.config:type_name -> turnbox.v1.SessionConfig
+	5,  // 14: turnbox.v1.CreateSessionResponse.session:type_name -> turnbox.v1.Session
+	5,  // 15: turnbox.v1.GetSessionResponse.session:type_name -> turnbox.v1.Session
+	5,  // 16: turnbox.v1.ListSessionsResponse.sessions:type_name -> turnbox.v1.Session
+	5,  // 17: turnbox.v1.AttachSessionResponse.session:type_name -> turnbox.v1.Session
+	7,  // 18: turnbox.v1.ExecuteToolRequest.request:type_name -> turnbox.v1.ToolRequest
+	8,  // 19: turnbox.v1.ExecuteToolResponse.response:type_name -> turnbox.v1.ToolResponse
+	7,  // 20: turnbox.v1.ExecuteToolStreamRequest.request:type_name -> turnbox.v1.ToolRequest
+	9,  // 21: turnbox.v1.ExecuteToolStreamResponse.progress:type_name -> turnbox.v1.ToolProgress
+	8,  // 22: turnbox.v1.ExecuteToolStreamResponse.response:type_name -> turnbox.v1.ToolResponse
+	10, // 23: turnbox.v1.ExecuteToolStreamResponse.keepalive:type_name -> turnbox.v1.KeepAlive
+	11, // 24: turnbox.v1.TurnCompleteResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
+	11, // 25: turnbox.v1.CreateSnapshotResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
+	11, // 26: turnbox.v1.ListSnapshotsResponse.snapshots:type_name -> turnbox.v1.SnapshotInfo
+	3,  // 27: turnbox.v1.ForkRequest.config:type_name -> turnbox.v1.SessionConfig
+	5,  // 28: turnbox.v1.ForkResponse.session:type_name -> turnbox.v1.Session
+	6,  // 29: turnbox.v1.CapabilitiesResponse.capabilities:type_name -> turnbox.v1.Capabilities
+	13, // 30: turnbox.v1.SandboxService.CreateSession:input_type -> turnbox.v1.CreateSessionRequest
+	15, // 31: turnbox.v1.SandboxService.GetSession:input_type -> turnbox.v1.GetSessionRequest
+	17, // 32: turnbox.v1.SandboxService.ListSessions:input_type -> turnbox.v1.ListSessionsRequest
+	19, // 33: turnbox.v1.SandboxService.AttachSession:input_type -> turnbox.v1.AttachSessionRequest
+	21, // 34: turnbox.v1.SandboxService.PauseSession:input_type -> turnbox.v1.PauseSessionRequest
+	23, // 35: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
+	25, // 36: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
+	27, // 37: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
+	29, // 38: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
+	31, // 39: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
+	33, // 40: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
+	35, // 41: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
+	37, // 42: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
+	39, // 43: turnbox.v1.SandboxService.DeleteSnapshot:input_type -> turnbox.v1.DeleteSnapshotRequest
+	41, // 44: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
+	43, // 45: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
+	45, // 46: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
+	14, // 47: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
+	16, // 48: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
+	18, // 49: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
+	20, // 50: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
+	22, // 51: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
+	24, // 52: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
+	26, // 53: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
+	28, // 54: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
+	30, // 55: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
+	32, // 56: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
+	34, // 57: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
+	36, // 58: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
+	38, // 59: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
+	40, // 60: turnbox.v1.SandboxService.DeleteSnapshot:output_type -> turnbox.v1.DeleteSnapshotResponse
+	42, // 61: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
+	44, // 62: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
+	46, // 63: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
+	47, // [47:64] is the sub-list for method output_type
+	30, // [30:47] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_turnbox_v1_sandbox_proto_init() }
