@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,11 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/remote"
+	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
+	"github.com/turnbox/turnbox/remote/gen/turnbox/v1/turnboxv1connect"
 	"github.com/turnbox/turnbox/remote/server"
 )
 
@@ -65,6 +70,15 @@ func connectJSON(t *testing.T, url, procedure string, streaming bool, body strin
 		}
 		msgs = append(msgs, m)
 	}
+}
+
+func mustStruct(t *testing.T, m map[string]any) *structpb.Struct {
+	t.Helper()
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func envelope(flags byte, data []byte) []byte {
@@ -134,6 +148,24 @@ func TestUnknownSessionIsNotFoundEverywhere(t *testing.T) {
 	}
 	if walked < 20 {
 		t.Errorf("walked %d methods, want every method with a session id", walked)
+	}
+	// The stream's error after its headers were sent, over gRPC (in
+	// trailers) and gRPC-Web (whose headers are not sent early).
+	for name, svc := range map[string]turnboxv1connect.SandboxServiceClient{
+		"grpc":     remote.NewClient(srv.URL, remote.WithGRPC()),
+		"grpc-web": turnboxv1connect.NewSandboxServiceClient(http.DefaultClient, srv.URL, connect.WithGRPCWeb()),
+	} {
+		st, err := svc.ExecuteToolStream(t.Context(), connect.NewRequest(&turnboxv1.ExecuteToolStreamRequest{SessionId: "no-such-session",
+			Request: &turnboxv1.ToolRequest{ToolCallId: "c1", ToolName: "bash", Arguments: mustStruct(t, map[string]any{"command": "true"})}}))
+		if err == nil {
+			for st.Receive() {
+			}
+			err = st.Err()
+			st.Close()
+		}
+		if connect.CodeOf(err) != connect.CodeNotFound || !errors.Is(err, environment.ErrSessionNotFound) && name == "grpc" {
+			t.Errorf("%s: ExecuteToolStream(unknown) = %v (code %v), want not_found", name, err, connect.CodeOf(err))
+		}
 	}
 	for _, c := range []struct{ method, path string }{{"PUT", server.UploadPath}, {"GET", server.DownloadPath}} {
 		req, _ := http.NewRequestWithContext(t.Context(), c.method, srv.URL+c.path+"?session=no-such-session&path=x", strings.NewReader("x"))

@@ -179,3 +179,15 @@ func TestProgressEncoderSplitsUTF8(t *testing.T) {
 		t.Errorf("second Flush = %v", again)
 	}
 }
+
+// BenchmarkToolRequestRoundTrip measures what arguments add to a tool
+// call: the client's ToolRequestToProto and the server's
+// ToolRequestFromProto of a typical bash call.
+func BenchmarkToolRequestRoundTrip(b *testing.B) {
+	req := environment.ToolRequest{ToolCallID: "call-1", ToolName: "bash", Input: []byte(`{"command":"cd src && go test ./... 2>&1 | tail -20","timeout_ms":120000}`)}
+	for b.Loop() {
+		if _, err := ToolRequestFromProto(ToolRequestToProto(req)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
