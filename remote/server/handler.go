@@ -24,7 +24,8 @@ import (
 // the environment sentinels they match (wire.ToConnectError). A call on a
 // destroyed or unknown session is both environment.ErrNotActive and
 // environment.ErrSessionNotFound, except GetSession, AttachSession and
-// DestroySession, which report ErrSessionNotFound alone.
+// DestroySession, which report ErrSessionNotFound alone; its code is
+// NotFound on every method.
 type handler struct {
 	s *Server
 }
