@@ -140,7 +140,8 @@ func TestUnknownSessionIsNotFoundEverywhere(t *testing.T) {
 				status = 0 // a stream's error is in its end message
 			}
 			got, _ := e.(map[string]any)
-			if got["code"] != "not_found" || (status != 0 && status != http.StatusNotFound) {
+			msg, _ := got["message"].(string)
+			if got["code"] != "not_found" || (status != 0 && status != http.StatusNotFound) || !strings.HasPrefix(msg, "session not found") {
 				t.Errorf("%s.%s(%s) = HTTP %d %v, want not_found", svc, m.Name(), b, status, e)
 			}
 			walked++

@@ -48,12 +48,20 @@ func (h handler) session(id string) (*embedded.Environment, error) {
 	env := h.s.host.NewEnvironment()
 	if err := env.AttachSession(id); err != nil {
 		if errors.Is(err, environment.ErrSessionNotFound) {
-			return nil, fmt.Errorf("%w: %w", environment.ErrNotActive, err)
+			return nil, unknownSession{err}
 		}
 		return nil, err
 	}
 	return env, nil
 }
+
+// unknownSession is a session lookup's ErrSessionNotFound that also
+// matches ErrNotActive, with the lookup's message ("session not found:
+// ...") alone.
+type unknownSession struct{ error }
+
+// Unwrap returns the lookup's error and ErrNotActive.
+func (e unknownSession) Unwrap() []error { return []error{e.error, environment.ErrNotActive} }
 
 // info reports a session.
 func (h handler) info(id string) (*turnboxv1.Session, error) {
