@@ -28,7 +28,7 @@ func bodyBound(maxMsg int) int64 {
 // first read with ResourceExhausted (LIMIT_EXCEEDED), so that the service
 // answers at once, in the request's protocol, without reading the body.
 // Every call's context carries its http.ResponseWriter, with which
-// streams send their response headers at once (flushHeaders).
+// streams send their response headers at once (headerFlusher).
 func (s *Server) rpcHTTP(h http.Handler) http.Handler {
 	bound := bodyBound(s.maxMsg)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -60,8 +60,19 @@ func (b refusedBody) Close() error             { return nil }
 // reading the request body.
 type headerFlusher struct {
 	connect.StreamingHandlerConn
-	ctx     context.Context //nolint:containedctx // the call's, for its writer
+	w       http.ResponseWriter // the call's, from rpcHTTP; nil elsewhere
 	flushed bool
+}
+
+// newHeaderFlusher wraps a stream's conn with the writer rpcHTTP put in
+// ctx. gRPC-Web is left alone: connect answers an error before any event
+// there as a trailers-only response, in the headers.
+func newHeaderFlusher(ctx context.Context, conn connect.StreamingHandlerConn) connect.StreamingHandlerConn {
+	w, _ := ctx.Value(writerKey{}).(http.ResponseWriter)
+	if w == nil || conn.Peer().Protocol == connect.ProtocolGRPCWeb {
+		return conn
+	}
+	return &headerFlusher{StreamingHandlerConn: conn, w: w}
 }
 
 // Receive implements connect.StreamingHandlerConn.
@@ -69,19 +80,7 @@ func (f *headerFlusher) Receive(msg any) error {
 	err := f.StreamingHandlerConn.Receive(msg)
 	if errors.Is(err, io.EOF) && !f.flushed {
 		f.flushed = true
-		flushHeaders(f.ctx, f.StreamingHandlerConn)
+		_ = http.NewResponseController(f.w).Flush()
 	}
 	return err
-}
-
-// flushHeaders sends a stream's response headers. gRPC-Web is left alone:
-// connect answers an error before any event there as a trailers-only
-// response, in the headers.
-func flushHeaders(ctx context.Context, conn connect.StreamingHandlerConn) {
-	if conn.Peer().Protocol == connect.ProtocolGRPCWeb {
-		return
-	}
-	if w, ok := ctx.Value(writerKey{}).(http.ResponseWriter); ok {
-		_ = http.NewResponseController(w).Flush()
-	}
 }

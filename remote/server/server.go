@@ -389,7 +389,7 @@ func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 		ctx, cancel, err := i.begin(ctx, conn.RequestHeader())
 		defer cancel()
 		if err == nil {
-			err = next(ctx, &headerFlusher{StreamingHandlerConn: conn, ctx: ctx})
+			err = next(ctx, newHeaderFlusher(ctx, conn))
 		}
 		i.done(conn.Spec().Procedure, start, err)
 		return err
