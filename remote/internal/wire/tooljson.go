@@ -57,30 +57,31 @@ func exactNumbers(v any) bool {
 	switch v := v.(type) {
 	case map[string]any:
 		for k, e := range v {
-			if n, ok := e.(json.Number); ok {
-				f, exact := numberValue(n)
-				if !exact {
-					return false
-				}
-				v[k] = f
-			} else if !exactNumbers(e) {
+			f, ok := exactElem(e)
+			if !ok {
 				return false
 			}
+			v[k] = f
 		}
 	case []any:
 		for i, e := range v {
-			if n, ok := e.(json.Number); ok {
-				f, exact := numberValue(n)
-				if !exact {
-					return false
-				}
-				v[i] = f
-			} else if !exactNumbers(e) {
+			f, ok := exactElem(e)
+			if !ok {
 				return false
 			}
+			v[i] = f
 		}
 	}
 	return true
+}
+
+// exactElem returns an element of an object or array with its numbers
+// converted (exactNumbers), and whether they are exact.
+func exactElem(e any) (any, bool) {
+	if n, ok := e.(json.Number); ok {
+		return numberValue(n)
+	}
+	return e, exactNumbers(e)
 }
 
 // numberValue parses a JSON number literal as a double and reports whether
