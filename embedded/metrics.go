@@ -44,7 +44,7 @@ func newMetrics(h *Host) *metrics {
 	}
 	m.idlePauses = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "turnbox_idle_pauses_total",
-		Help: "Sandboxes frozen by Config.IdlePause after a session went idle.",
+		Help: "Sandboxes frozen by --idle-pause (Config.IdlePause) after a session went idle.",
 	})
 	m.idleResumes = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "turnbox_idle_resumes_total",
@@ -60,7 +60,7 @@ func newMetrics(h *Host) *metrics {
 	})
 	idlePaused := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "turnbox_sessions_idle_paused",
-		Help: "Active sessions whose sandbox is frozen by Config.IdlePause.",
+		Help: "Active sessions whose sandbox is frozen by --idle-pause (Config.IdlePause).",
 	}, func() float64 {
 		h.mu.Lock()
 		ss := make([]*session, 0, len(h.sessions))
@@ -86,11 +86,11 @@ func newMetrics(h *Host) *metrics {
 	})
 	m.poolClaims = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "turnbox_pool_claims_total",
-		Help: "New sessions that asked the sandbox pool (Config.PoolSize) for a started sandbox, by result (hit, miss).",
+		Help: "New sessions that asked the sandbox pool (--pool, Config.PoolSize) for a started sandbox, by result (hit, miss).",
 	}, []string{"result"})
 	poolReady := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "turnbox_pool_ready",
-		Help: "Started sandboxes waiting in the pool for new sessions (Config.PoolSize).",
+		Help: "Started sandboxes waiting in the pool for new sessions (--pool, Config.PoolSize).",
 	}, func() float64 {
 		if h.pool == nil {
 			return 0

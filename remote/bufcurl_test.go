@@ -62,11 +62,16 @@ func TestBufCurl(t *testing.T) {
 	if id := created["session"].(map[string]any)["id"]; id != "from-buf-curl" {
 		t.Fatalf("CreateSession = %v", created)
 	}
-	input := base64.StdEncoding.EncodeToString([]byte(`{"command":"echo hello from $((40+2))"}`))
-	resp := curl("ExecuteTool", `{"sessionId":"from-buf-curl","request":{"toolCallId":"c1","toolName":"bash","input":"`+input+`"}}`)
-	content, _ := base64.StdEncoding.DecodeString(resp["response"].(map[string]any)["content"].(string))
-	if string(content) != "hello from 42\n" {
-		t.Errorf("ExecuteTool = %v (content %q)", resp, content)
+	// Tool input as a JSON object, output as text: no base64 either way.
+	resp := curl("ExecuteTool", `{"sessionId":"from-buf-curl","request":{"toolCallId":"c1","toolName":"bash","arguments":{"command":"echo hello from $((40+2))","timeout_ms":5000}}}`)
+	if out, _ := resp["response"].(map[string]any)["output"].(string); out != "hello from 42\n" {
+		t.Errorf("ExecuteTool = %v (output %q)", resp, out)
+	}
+	// The older form, input as base64 bytes, keeps working.
+	input := base64.StdEncoding.EncodeToString([]byte(`{"command":"echo old form"}`))
+	resp = curl("ExecuteTool", `{"sessionId":"from-buf-curl","request":{"toolCallId":"c2","toolName":"bash","input":"`+input+`"}}`)
+	if out, _ := resp["response"].(map[string]any)["output"].(string); out != "old form\n" {
+		t.Errorf("ExecuteTool with input = %v (output %q)", resp, out)
 	}
 	// The gRPC protocol too.
 	got := curl("GetSession", `{"sessionId":"from-buf-curl"}`, "--protocol", "grpc")

@@ -85,8 +85,7 @@ func TestCompressMinBytes(t *testing.T) {
 			if _, err := env.ExecuteTool(t.Context(), write, nil); err != nil {
 				t.Fatal(err)
 			}
-			input, _ := json.Marshal(environment.ReadFileParams{Path: "big.txt"})
-			readBig, _ := json.Marshal(map[string]any{"sessionId": env.SessionID(), "request": map[string]any{"toolName": "read_file", "input": input}})
+			readBig, _ := json.Marshal(map[string]any{"sessionId": env.SessionID(), "request": map[string]any{"toolName": "read_file", "arguments": environment.ReadFileParams{Path: "big.txt"}}})
 			for _, c := range []struct {
 				proc, body string
 				gzip       bool
@@ -101,14 +100,14 @@ func TestCompressMinBytes(t *testing.T) {
 				{"ExecuteTool", string(readBig), tc.bigGzip, func(raw []byte) error {
 					var out struct {
 						Response struct {
-							Content []byte `json:"content"`
+							Output string `json:"output"`
 						} `json:"response"`
 					}
 					if err := json.Unmarshal(raw, &out); err != nil {
 						return err
 					}
-					if string(out.Response.Content) != content {
-						return fmt.Errorf("read %d bytes, want %d", len(out.Response.Content), len(content))
+					if out.Response.Output != content {
+						return fmt.Errorf("read %d bytes, want %d", len(out.Response.Output), len(content))
 					}
 					return nil
 				}},

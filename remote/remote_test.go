@@ -100,6 +100,11 @@ func TestAuth(t *testing.T) {
 	if code != 200 || !strings.Contains(body, "turnbox_rpc_requests_total") || !strings.Contains(body, `code="unauthenticated"`) {
 		t.Errorf("/metrics = %d, body lacks the rpc counters:\n%s", code, body)
 	}
+	for _, want := range []string{"# HELP go_goroutines ", "# HELP process_start_time_seconds ", "--idle-pause"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q (the Go and process collectors, HELP naming flags)", want)
+		}
+	}
 	srv.srv.Drain()
 	if code, _ := get("/healthz", ""); code != http.StatusServiceUnavailable {
 		t.Errorf("/healthz while draining = %d", code)
@@ -165,12 +170,13 @@ func TestErrorsMapBack(t *testing.T) {
 	if out := bash(t, env, "", "ls big 2>&1 || echo missing").Content; !strings.Contains(out, "missing") {
 		t.Errorf("the oversized write happened: %q", out)
 	}
-	// Destroyed: NotActive and SessionNotFound.
+	// Destroyed: NotActive and SessionNotFound, code NotFound as on
+	// every method.
 	if err := env.Destroy(ctx); err != nil {
 		t.Fatal(err)
 	}
 	_, err = rpc(ctx, client.PauseSession, &turnboxv1.PauseSessionRequest{SessionId: env.SessionID()})
-	if !errors.Is(err, environment.ErrNotActive) || !errors.Is(err, environment.ErrSessionNotFound) || connect.CodeOf(err) != connect.CodeFailedPrecondition {
+	if !errors.Is(err, environment.ErrNotActive) || !errors.Is(err, environment.ErrSessionNotFound) || connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("PauseSession on a destroyed session = %v (code %v)", err, connect.CodeOf(err))
 	}
 	var rerr *remote.Error

@@ -31,10 +31,9 @@ call() { # call <procedure> <json> [buf curl flags...]
 
 curl -fsS "$url/healthz" | grep -qx ok
 call CreateSession '{"config":{"sessionId":"smoke"}}' -H "Authorization: Bearer $token" | grep -q '"SESSION_STATE_ACTIVE"'
-input=$(printf '{"command":"echo smoke-ok"}' | base64 | tr -d '\n')
-out=$(call ExecuteTool "{\"sessionId\":\"smoke\",\"request\":{\"toolCallId\":\"c1\",\"toolName\":\"bash\",\"input\":\"$input\"}}" -H "Authorization: Bearer $token")
-content=$(printf '%s' "$out" | sed -n 's/.*"content": *"\([^"]*\)".*/\1/p' | base64 -d)
-[[ $content == smoke-ok ]] || { echo "serve-smoke: ExecuteTool returned: $out" >&2; exit 1; }
+# The tool's arguments as a JSON object, its output as text: no base64.
+out=$(call ExecuteTool '{"sessionId":"smoke","request":{"toolCallId":"c1","toolName":"bash","arguments":{"command":"echo smoke-ok"}}}' -H "Authorization: Bearer $token")
+printf '%s' "$out" | grep -q '"output": *"smoke-ok\\n"' || { echo "serve-smoke: ExecuteTool returned: $out" >&2; exit 1; }
 if call ListSessions '{}' >"$work/unauth" 2>&1; then
 	echo "serve-smoke: a call without a token succeeded" >&2
 	exit 1

@@ -20,8 +20,12 @@
 //     detail naming the exact environment sentinel errors, which package
 //     remote turns back into errors that errors.Is matches against the
 //     same sentinels (an invalid id is InvalidArgument, an unknown
-//     snapshot NotFound, a call on a destroyed session FailedPrecondition
-//     with both NOT_ACTIVE and SESSION_NOT_FOUND).
+//     snapshot NotFound, a call on an unknown or destroyed session
+//     NotFound on every method, with both SESSION_NOT_FOUND and
+//     NOT_ACTIVE; docs/remote.md lists every cause's code);
+//   - is refused with ResourceExhausted before its body is read when its
+//     Content-Length exceeds the message bound;
+//   - streams send their response headers at once, before any event.
 //
 // ExecuteTool is idempotent by (session id, tool call id) because the
 // host's tool calls are (embedded.Config.ToolCallCacheEntries): the server

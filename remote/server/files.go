@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,19 +48,9 @@ func (f filesHandler) fs(id string) (environment.FileSystem, error) {
 // and of the upload and download streams under it, with the service's
 // auth, limits and metrics, to mount on a mux.
 func (s *Server) FilesHandler() (string, http.Handler) {
-	minGzip := s.minGzip
-	if minGzip < 0 {
-		minGzip = math.MaxInt
-	}
-	path, rpc := turnboxv1connect.NewFilesServiceHandler(filesHandler{h: handler{s: s}},
-		connect.WithInterceptors(&interceptor{s: s}),
-		connect.WithReadMaxBytes(s.maxMsg),
-		connect.WithSendMaxBytes(s.maxMsg),
-		connect.WithCompressMinBytes(minGzip),
-		connect.WithRecover(s.recovered),
-	)
+	path, rpc := turnboxv1connect.NewFilesServiceHandler(filesHandler{h: handler{s: s}}, s.handlerOptions()...)
 	mux := http.NewServeMux()
-	mux.Handle(path, rpc)
+	mux.Handle(path, s.rpcHTTP(rpc))
 	mux.Handle("PUT "+UploadPath, s.fileStream(UploadPath, s.serveUpload))
 	mux.Handle("GET "+DownloadPath, s.fileStream(DownloadPath, s.serveDownload))
 	return path, mux

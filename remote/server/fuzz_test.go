@@ -106,6 +106,8 @@ func FuzzExecuteToolJSON(f *testing.F) {
 	f.Add([]byte(`{"sessionId":"fz","request":{"toolCallId":"a","toolName":"write_file","input":"eyJwYXRoIjoiYSIsImNvbnRlbnQiOiJ4In0="}}`))
 	f.Add([]byte(`{"sessionId":"fz","request":{"toolName":"read_file","input":"e30="}}`))
 	f.Add([]byte(`{"sessionId":7}`))
+	f.Add([]byte(`{"sessionId":"fz","request":{"toolCallId":"c","toolName":"read_file","arguments":{"path":"a","offset":1e6,"limit":[1,{"x":null}]}}}`))
+	f.Add([]byte(`{"sessionId":"fz","request":{"toolName":"write_file","arguments":{"path":"b","content":"x"},"input":"e30="}}`))
 	f.Add([]byte(`{"sessionId":"fz","request":{"snapshot":true,"toolName":"list_files","input":"eyJwYXR0ZXJuIjoiKiJ9"}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if !safeTool(body, true) {

@@ -24,7 +24,8 @@ import (
 // the environment sentinels they match (wire.ToConnectError). A call on a
 // destroyed or unknown session is both environment.ErrNotActive and
 // environment.ErrSessionNotFound, except GetSession, AttachSession and
-// DestroySession, which report ErrSessionNotFound alone.
+// DestroySession, which report ErrSessionNotFound alone; its code is
+// NotFound on every method.
 type handler struct {
 	s *Server
 }
@@ -47,12 +48,20 @@ func (h handler) session(id string) (*embedded.Environment, error) {
 	env := h.s.host.NewEnvironment()
 	if err := env.AttachSession(id); err != nil {
 		if errors.Is(err, environment.ErrSessionNotFound) {
-			return nil, fmt.Errorf("%w: %w", environment.ErrNotActive, err)
+			return nil, unknownSession{err}
 		}
 		return nil, err
 	}
 	return env, nil
 }
+
+// unknownSession is a session lookup's ErrSessionNotFound that also
+// matches ErrNotActive, with the lookup's message ("session not found:
+// ...") alone.
+type unknownSession struct{ error }
+
+// Unwrap returns the lookup's error and ErrNotActive.
+func (e unknownSession) Unwrap() []error { return []error{e.error, environment.ErrNotActive} }
 
 // info reports a session.
 func (h handler) info(id string) (*turnboxv1.Session, error) {
@@ -219,7 +228,8 @@ func (h handler) ExecuteTool(ctx context.Context, r *connect.Request[turnboxv1.E
 	})
 }
 
-// ExecuteToolStream sends progress events as the tool produces them,
+// ExecuteToolStream sends progress events as the tool produces them (a
+// UTF-8 sequence split between chunks is sent whole, wire.ProgressEncoder),
 // keepalives on quiet stretches, then the response.
 func (h handler) ExecuteToolStream(ctx context.Context, r *connect.Request[turnboxv1.ExecuteToolStreamRequest], stream *connect.ServerStream[turnboxv1.ExecuteToolStreamResponse]) error {
 	var (
@@ -244,15 +254,26 @@ func (h handler) ExecuteToolStream(ctx context.Context, r *connect.Request[turnb
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() { h.keepAlive(stop, quiet, send) })
+	var enc wire.ProgressEncoder
 	resp, err := h.execute(ctx, r.Msg.GetSessionId(), r.Msg.GetRequest(), func(p environment.ToolProgress) {
-		_ = send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Progress{Progress: wire.ToolProgressToProto(p)}})
+		if ev := enc.Encode(p); ev != nil {
+			_ = send(progressEvent(ev))
+		}
 	})
 	close(stop)
 	wg.Wait()
+	for _, ev := range enc.Flush(r.Msg.GetRequest().GetToolCallId()) {
+		_ = send(progressEvent(ev))
+	}
 	if err != nil {
 		return wire.ToConnectError(err)
 	}
 	return send(&turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Response{Response: resp}})
+}
+
+// progressEvent wraps a progress event for ExecuteToolStream.
+func progressEvent(p *turnboxv1.ToolProgress) *turnboxv1.ExecuteToolStreamResponse {
+	return &turnboxv1.ExecuteToolStreamResponse{Event: &turnboxv1.ExecuteToolStreamResponse_Progress{Progress: p}}
 }
 
 // keepAlive sends a keepalive event whenever the stream was quiet for

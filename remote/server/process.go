@@ -19,7 +19,8 @@ import (
 // turnbox.v1.ProcessService, with the same auth, limits and metrics as
 // ServiceHandler, to mount on a mux (Handler mounts it).
 func (s *Server) ProcessServiceHandler() (string, http.Handler) {
-	return turnboxv1connect.NewProcessServiceHandler(procHandler{handler{s: s}}, s.handlerOptions()...)
+	path, h := turnboxv1connect.NewProcessServiceHandler(procHandler{handler{s: s}}, s.handlerOptions()...)
+	return path, s.rpcHTTP(h)
 }
 
 // procHandler implements the generated ProcessServiceHandler over the

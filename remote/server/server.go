@@ -15,6 +15,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/turnbox/turnbox/embedded"
@@ -170,14 +171,17 @@ func New(host *embedded.Host, opts ...Option) *Server {
 		Name: "turnbox_rpc_auth_failures_total",
 		Help: "Requests rejected for a missing or wrong bearer token.",
 	})
-	s.reg.MustRegister(s.calls, s.seconds, s.inflight, s.authFail)
+	s.reg.MustRegister(s.calls, s.seconds, s.inflight, s.authFail,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return s
 }
 
 // ServiceHandler returns the path and handler of turnbox.v1.SandboxService,
 // with auth, limits and metrics, to mount on a mux.
 func (s *Server) ServiceHandler() (string, http.Handler) {
-	return turnboxv1connect.NewSandboxServiceHandler(handler{s: s}, s.handlerOptions()...)
+	path, h := turnboxv1connect.NewSandboxServiceHandler(handler{s: s}, s.handlerOptions()...)
+	return path, s.rpcHTTP(h)
 }
 
 // handlerOptions are every service's auth, limits, compression and
@@ -228,7 +232,8 @@ func (s *Server) HealthHandler() http.Handler {
 }
 
 // MetricsHandler serves the server's and the host's Prometheus metrics,
-// behind the same bearer tokens as the service.
+// with the Go runtime's (go_*) and the process's (process_*), behind the
+// same bearer tokens as the service.
 func (s *Server) MetricsHandler() http.Handler {
 	h := promhttp.HandlerFor(prometheus.Gatherers{s.reg, s.host.Registry()}, promhttp.HandlerOpts{})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -384,7 +389,7 @@ func (i *interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 		ctx, cancel, err := i.begin(ctx, conn.RequestHeader())
 		defer cancel()
 		if err == nil {
-			err = next(ctx, conn)
+			err = next(ctx, newHeaderFlusher(ctx, conn))
 		}
 		i.done(conn.Spec().Procedure, start, err)
 		return err

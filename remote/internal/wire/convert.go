@@ -7,6 +7,7 @@ package wire
 import (
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -87,18 +88,25 @@ func SessionConfigFromProto(c *turnboxv1.SessionConfig) (environment.SessionConf
 	return out, out.Validate()
 }
 
-// ToolRequestToProto converts a tool request for the wire.
+// ToolRequestToProto converts a tool request for the wire: its input as
+// arguments (a JSON object) when that carries it exactly, else as bytes.
 func ToolRequestToProto(r environment.ToolRequest) *turnboxv1.ToolRequest {
-	return &turnboxv1.ToolRequest{
+	out := &turnboxv1.ToolRequest{
 		ToolCallId: r.ToolCallID,
 		ToolName:   r.ToolName,
-		Input:      r.Input,
 		Snapshot:   r.Snapshot,
 	}
+	if args, ok := ArgumentsFromJSON(r.Input); ok {
+		out.Arguments = args
+	} else {
+		out.Input = r.Input
+	}
+	return out
 }
 
 // ToolRequestFromProto converts a tool request from the wire. A missing
-// request is ErrInvalidArgument; the input's JSON is checked by the host.
+// request, or one that sets both or neither of input and arguments, is
+// ErrInvalidArgument; the input's JSON is checked by the host.
 func ToolRequestFromProto(r *turnboxv1.ToolRequest) (environment.ToolRequest, error) {
 	if r == nil {
 		return environment.ToolRequest{}, fmt.Errorf("%w: missing tool request", environment.ErrInvalidArgument)
@@ -107,22 +115,26 @@ func ToolRequestFromProto(r *turnboxv1.ToolRequest) (environment.ToolRequest, er
 	if err := environment.ValidateToolCallID(r.GetToolCallId()); err != nil {
 		return environment.ToolRequest{}, err
 	}
+	input, err := toolInput(r)
+	if err != nil {
+		return environment.ToolRequest{}, err
+	}
 	return environment.ToolRequest{
 		ToolCallID: r.GetToolCallId(),
 		ToolName:   r.GetToolName(),
-		Input:      r.GetInput(),
+		Input:      input,
 		Snapshot:   r.GetSnapshot(),
 	}, nil
 }
 
-// ToolResponseToProto converts a tool response for the wire.
+// ToolResponseToProto converts a tool response for the wire: content
+// that is valid UTF-8 goes in output, other content in content.
 func ToolResponseToProto(r *environment.ToolResponse) *turnboxv1.ToolResponse {
 	if r == nil {
 		return nil
 	}
-	return &turnboxv1.ToolResponse{
+	out := &turnboxv1.ToolResponse{
 		ToolCallId: r.ToolCallID,
-		Content:    []byte(r.Content),
 		ExitCode:   int32(r.ExitCode),
 		IsError:    r.IsError,
 		TimedOut:   r.TimedOut,
@@ -132,6 +144,12 @@ func ToolResponseToProto(r *environment.ToolResponse) *turnboxv1.ToolResponse {
 		OomKilled:  r.OOMKilled,
 		Pid:        int32(r.PID),
 	}
+	if utf8.ValidString(r.Content) {
+		out.Output = r.Content
+	} else {
+		out.Content = []byte(r.Content)
+	}
+	return out
 }
 
 // ToolResponseFromProto converts a tool response from the wire.
@@ -141,7 +159,7 @@ func ToolResponseFromProto(r *turnboxv1.ToolResponse) *environment.ToolResponse 
 	}
 	return &environment.ToolResponse{
 		ToolCallID: r.GetToolCallId(),
-		Content:    string(r.GetContent()),
+		Content:    textOf(r.GetOutput(), r.GetContent()),
 		ExitCode:   int(r.GetExitCode()),
 		IsError:    r.GetIsError(),
 		TimedOut:   r.GetTimedOut(),
@@ -153,9 +171,21 @@ func ToolResponseFromProto(r *turnboxv1.ToolResponse) *environment.ToolResponse 
 	}
 }
 
-// ToolProgressToProto converts a progress event for the wire.
+// textOf returns a tool's output from the wire: the bytes field when set,
+// else the text field.
+func textOf(text string, raw []byte) string {
+	if len(raw) > 0 {
+		return string(raw)
+	}
+	return text
+}
+
+// ToolProgressToProto converts a progress event for the wire: data that is
+// valid UTF-8 goes in output, other data in data. A stream whose chunks may
+// split a UTF-8 sequence is converted with a ProgressEncoder.
 func ToolProgressToProto(p environment.ToolProgress) *turnboxv1.ToolProgress {
-	out := &turnboxv1.ToolProgress{ToolCallId: p.ToolCallID, Data: p.Data}
+	out := &turnboxv1.ToolProgress{ToolCallId: p.ToolCallID}
+	out.Output, out.Data = textOrBytes(p.Data)
 	switch p.Stream {
 	case environment.StreamStdout:
 		out.Stream = turnboxv1.OutputStream_OUTPUT_STREAM_STDOUT
@@ -168,6 +198,9 @@ func ToolProgressToProto(p environment.ToolProgress) *turnboxv1.ToolProgress {
 // ToolProgressFromProto converts a progress event from the wire.
 func ToolProgressFromProto(p *turnboxv1.ToolProgress) environment.ToolProgress {
 	out := environment.ToolProgress{ToolCallID: p.GetToolCallId(), Data: p.GetData()}
+	if len(out.Data) == 0 && p.GetOutput() != "" {
+		out.Data = []byte(p.GetOutput())
+	}
 	switch p.GetStream() {
 	case turnboxv1.OutputStream_OUTPUT_STREAM_STDOUT:
 		out.Stream = environment.StreamStdout

@@ -19,8 +19,11 @@ type Sentinel struct {
 }
 
 // Sentinels is ordered by precedence: the first that an error matches
-// chooses the status code (a call on a destroyed session matches both
-// ErrNotActive and ErrSessionNotFound and is FailedPrecondition).
+// chooses the status code, so that each cause has one code on every
+// method: a call on an unknown or destroyed session matches both
+// ErrSessionNotFound and ErrNotActive and is NotFound (a paused or failed
+// session, ErrNotActive alone, is FailedPrecondition). docs/remote.md
+// lists the table.
 var Sentinels = []Sentinel{
 	{environment.ErrCapabilityNotSupported, turnboxv1.ErrorReason_ERROR_REASON_CAPABILITY_NOT_SUPPORTED, connect.CodeUnimplemented},
 	{environment.ErrClosed, turnboxv1.ErrorReason_ERROR_REASON_CLOSED, connect.CodeUnavailable},
@@ -30,8 +33,8 @@ var Sentinels = []Sentinel{
 	{environment.ErrAlreadyExists, turnboxv1.ErrorReason_ERROR_REASON_ALREADY_EXISTS, connect.CodeAlreadyExists},
 	{environment.ErrLimitExceeded, turnboxv1.ErrorReason_ERROR_REASON_LIMIT_EXCEEDED, connect.CodeResourceExhausted},
 	{environment.ErrBusy, turnboxv1.ErrorReason_ERROR_REASON_BUSY, connect.CodeAborted},
-	{environment.ErrNotActive, turnboxv1.ErrorReason_ERROR_REASON_NOT_ACTIVE, connect.CodeFailedPrecondition},
 	{environment.ErrSessionNotFound, turnboxv1.ErrorReason_ERROR_REASON_SESSION_NOT_FOUND, connect.CodeNotFound},
+	{environment.ErrNotActive, turnboxv1.ErrorReason_ERROR_REASON_NOT_ACTIVE, connect.CodeFailedPrecondition},
 	{environment.ErrSnapshotNotFound, turnboxv1.ErrorReason_ERROR_REASON_SNAPSHOT_NOT_FOUND, connect.CodeNotFound},
 	{environment.ErrProcessNotFound, turnboxv1.ErrorReason_ERROR_REASON_PROCESS_NOT_FOUND, connect.CodeNotFound},
 	{environment.ErrNotBound, turnboxv1.ErrorReason_ERROR_REASON_NOT_BOUND, connect.CodeFailedPrecondition},
