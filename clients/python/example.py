@@ -63,7 +63,7 @@ class Turnbox:
         request = {
             "toolCallId": f"py-{uuid.uuid4()}",
             "toolName": "bash",
-            "input": encode_tool_input({"command": command}),
+            **encode_tool_input({"command": command}),
         }
         resp = self.call("ExecuteTool", {"sessionId": session_id, "request": request})["response"]
         resp["output"] = decode_tool_output(resp)
@@ -71,12 +71,15 @@ class Turnbox:
 
 
 def encode_tool_input(args):
-    """A tool's JSON arguments as ToolRequest.input (today: bytes, base64)."""
-    return base64.b64encode(json.dumps(args).encode()).decode()
+    """A tool's JSON arguments as ToolRequest fields: a JSON object."""
+    return {"arguments": args}
 
 
 def decode_tool_output(resp):
-    """ToolResponse.content as text (today: bytes, base64; absent if empty)."""
+    """A ToolResponse's output as text: "output" when it is UTF-8 text,
+    else "content" (bytes, base64); neither when the output is empty."""
+    if "output" in resp:
+        return resp["output"]
     return base64.b64decode(resp.get("content", "")).decode("utf-8", "replace")
 
 

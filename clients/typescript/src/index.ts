@@ -17,4 +17,4 @@ export {
   type Reason,
 } from "./errors.js";
 export type { Capabilities, FileInfo, ProcessExit, ProcessInfo, SessionInfo, SnapshotInfo, State } from "./types.js";
-export { encodeToolInput, decodeToolOutput, type ToolOutput } from "./wire.js";
+export { encodeToolInput, decodeToolOutput, decodeProgress, type ToolOutput } from "./wire.js";

@@ -8,7 +8,7 @@ import { Code } from "@connectrpc/connect";
 import { httpError, toTurnboxError, TurnboxError } from "./errors.js";
 import { fileInfo, parseFileInfo, processExit, processInfo, sessionInfo, snapshotInfo } from "./types.js";
 import type { FileInfo, ProcessExit, ProcessInfo, SessionInfo, SnapshotInfo, State } from "./types.js";
-import { decodeToolOutput, encodeToolInput } from "./wire.js";
+import { decodeProgress, decodeToolOutput, encodeToolInput } from "./wire.js";
 import type { ProcessEvent as ProcessEventMsg } from "./gen/turnbox/v1/process_pb.js";
 import type { ToolResponse } from "./gen/turnbox/v1/sandbox_pb.js";
 
@@ -158,7 +158,7 @@ export class Sandbox {
    * its result (the last event).
    */
   async *toolStream(name: string, input: Record<string, unknown>, opts: ToolOptions = {}): AsyncGenerator<ToolEvent> {
-    const request = { toolCallId: opts.toolCallId ?? newToolCallId(), toolName: name, input: encodeToolInput(input), snapshot: opts.snapshot ?? false };
+    const request = { toolCallId: opts.toolCallId ?? newToolCallId(), toolName: name, arguments: encodeToolInput(input), snapshot: opts.snapshot ?? false };
     let done = false;
     const decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
     try {
@@ -166,7 +166,8 @@ export class Sandbox {
         if (msg.event.case === "progress") {
           const p = msg.event.value;
           const stream = streamName(p.stream);
-          yield { type: "output", stream, data: p.data, text: decoders[stream].decode(p.data, { stream: true }) };
+          const out = decodeProgress(p, decoders[stream]);
+          yield { type: "output", stream, data: out.bytes, text: out.text };
         } else if (msg.event.case === "response") {
           done = true;
           yield { type: "result", result: toolResult(msg.event.value) };
