@@ -40,13 +40,18 @@ export function decodeToolOutput(resp: ToolResponse): ToolOutput {
   return { text: text.decode(resp.content), bytes: resp.content };
 }
 
+/** StreamDecoder is the part of TextDecoder decodeProgress uses. */
+export interface StreamDecoder {
+  decode(input: Uint8Array, options?: { stream?: boolean }): string;
+}
+
 /**
  * decodeProgress reads one progress chunk. The server sends whole UTF-8
  * characters as output; a chunk that is not valid UTF-8 comes as data and
  * is decoded with decoder (one per stream), which keeps a split character
  * for the next chunk.
  */
-export function decodeProgress(p: ToolProgress, decoder: TextDecoder): ToolOutput {
+export function decodeProgress(p: ToolProgress, decoder: StreamDecoder): ToolOutput {
   if (p.output !== "") return { text: p.output, bytes: utf8.encode(p.output) };
   return { text: decoder.decode(p.data, { stream: true }), bytes: p.data };
 }
