@@ -1,0 +1,56 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// Host-only global flags (storage, runtime, limits, pool, ...) configure
+// the embedded host a command opens on the state directory. They stay
+// global, so that `turnbox --storage btrfs session ls` keeps working, but
+// help shows them only on the commands that open a host.
+
+const (
+	hostFlagAnnotation = "turnbox/host-flag"
+	opensHostKey       = "turnbox/opens-host"
+)
+
+// markHostFlags marks names in fs as host-only.
+func markHostFlags(fs *pflag.FlagSet, names ...string) {
+	for _, n := range names {
+		if err := fs.SetAnnotation(n, hostFlagAnnotation, []string{"true"}); err != nil {
+			panic("host flag " + n + ": " + err.Error()) // a programming error: the flag is not defined
+		}
+	}
+}
+
+// markOpensHost marks cmd as a command that opens a local host.
+func markOpensHost(cmd *cobra.Command) {
+	if cmd.Annotations == nil {
+		cmd.Annotations = map[string]string{}
+	}
+	cmd.Annotations[opensHostKey] = "true"
+}
+
+// scopeHelp makes root's help (and so every command's) hide the host-only
+// flags on commands that open no host.
+func scopeHelp(root *cobra.Command) {
+	help := root.HelpFunc()
+	root.SetHelpFunc(func(cmd *cobra.Command, args []string) {
+		if cmd.Annotations[opensHostKey] != "true" {
+			var hidden []*pflag.Flag
+			root.PersistentFlags().VisitAll(func(f *pflag.Flag) {
+				if _, ok := f.Annotations[hostFlagAnnotation]; ok && !f.Hidden {
+					f.Hidden = true
+					hidden = append(hidden, f)
+				}
+			})
+			defer func() {
+				for _, f := range hidden {
+					f.Hidden = false
+				}
+			}()
+		}
+		help(cmd, args)
+	})
+}
