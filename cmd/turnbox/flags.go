@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -32,9 +34,44 @@ func markOpensHost(cmd *cobra.Command) {
 	cmd.Annotations[opensHostKey] = "true"
 }
 
-// scopeHelp makes root's help (and so every command's) hide the host-only
-// flags on commands that open no host.
+// inheritedBlock is the "Global Flags" part of cobra's usage template;
+// scopeHelp splits it in two.
+const inheritedBlock = `{{if .HasAvailableInheritedFlags}}
+
+Global Flags:
+{{.InheritedFlags.FlagUsages | trimTrailingWhitespaces}}{{end}}`
+
+const splitBlock = `{{if .HasAvailableInheritedFlags}}{{with globalFlagUsages .}}
+
+Global Flags:
+{{.}}{{end}}{{with hostFlagUsages .}}
+
+Host Flags (local mode: the host on the state directory):
+{{.}}{{end}}{{end}}`
+
+func init() {
+	cobra.AddTemplateFunc("globalFlagUsages", func(c *cobra.Command) string { return inheritedUsages(c, false) })
+	cobra.AddTemplateFunc("hostFlagUsages", func(c *cobra.Command) string { return inheritedUsages(c, true) })
+}
+
+// inheritedUsages is the usage of c's inherited flags that are (host) or
+// are not host-only.
+func inheritedUsages(c *cobra.Command, host bool) string {
+	fs := pflag.NewFlagSet(c.Name(), pflag.ContinueOnError)
+	c.InheritedFlags().VisitAll(func(f *pflag.Flag) {
+		if _, ok := f.Annotations[hostFlagAnnotation]; ok == host {
+			fs.AddFlag(f)
+		}
+	})
+	return strings.TrimRight(fs.FlagUsages(), " \t\n")
+}
+
+// scopeHelp makes root's help (and so every command's) list the host-only
+// flags apart, and hide them on commands that open no host.
 func scopeHelp(root *cobra.Command) {
+	if t := root.UsageTemplate(); strings.Contains(t, inheritedBlock) {
+		root.SetUsageTemplate(strings.Replace(t, inheritedBlock, splitBlock, 1))
+	}
 	help := root.HelpFunc()
 	root.SetHelpFunc(func(cmd *cobra.Command, args []string) {
 		if cmd.Annotations[opensHostKey] != "true" {

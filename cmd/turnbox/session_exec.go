@@ -20,6 +20,7 @@ type execOpts struct {
 	snap        bool
 	timeout     time.Duration
 	asJSON      bool
+	noStdin     bool
 }
 
 func sessionExecCmd(c *cli) *cobra.Command {
@@ -30,7 +31,8 @@ func sessionExecCmd(c *cli) *cobra.Command {
 		Long: `Run a tool call in a session. With a command after -- it runs bash, streams
 the command's stdout and stderr and ends with the command's exit status.
 When standard input is a pipe or a file it is forwarded to the command
-(through the process API: echo hi | turnbox session exec ID -- cat).
+(through the process API: echo hi | turnbox session exec ID -- cat)
+unless --no-stdin is given.
 With --json nothing streams: the tool's response is printed as JSON.`,
 		Example: `  turnbox session exec s-abc -- 'ls -la && echo done'
   turnbox session exec s-abc --tool write_file --input '{"path":"a.txt","content":"hi"}'`,
@@ -52,7 +54,7 @@ With --json nothing streams: the tool's response is printed as JSON.`,
 				return err
 			}
 			defer done()
-			if o.input == "" && o.tool == environment.ToolBash && !o.asJSON && inputPiped(cmd.InOrStdin()) {
+			if o.input == "" && o.tool == environment.ToolBash && !o.asJSON && !o.noStdin && inputPiped(cmd.InOrStdin()) {
 				return execWithInput(cmd, e, command, o)
 			}
 			return execTool(cmd, e, req, o.asJSON)
@@ -64,6 +66,7 @@ With --json nothing streams: the tool's response is printed as JSON.`,
 	f.BoolVar(&o.snap, "snapshot", false, "snapshot the workspace after the call")
 	f.DurationVar(&o.timeout, "timeout", 0, "bash timeout (default: the host's)")
 	f.BoolVar(&o.asJSON, "json", false, "print the tool's response as JSON instead of streaming")
+	f.BoolVar(&o.noStdin, "no-stdin", false, "do not forward standard input, even when it is a pipe or a file")
 	return cmd
 }
 
