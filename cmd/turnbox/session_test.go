@@ -98,6 +98,9 @@ func TestSessionCommandsThroughServer(t *testing.T) {
 	if strings.Count(out, `"id": `) != 2 || !strings.Contains(out, `"parent_snapshot": "r1@1"`) {
 		t.Errorf("ls --json: %s; want r1 and r2 forked from r1@1", out)
 	}
+	if _, errOut, exit := run(nil, "ls", "--label", "k=v"); exit != "1" || !strings.Contains(errOut, "not supported") {
+		t.Errorf("ls --label through a server: exit %s %q; want refused", exit, errOut)
+	}
 	if _, _, exit := run(nil, "rm", "r2"); exit != "0" {
 		t.Errorf("rm: exit %s", exit)
 	}
@@ -140,5 +143,31 @@ func TestBadTokenFile(t *testing.T) {
 	}
 	if _, err := (&target{tokenFile: f + "-missing"}).bearer(); err == nil {
 		t.Fatal("a missing token file was accepted")
+	}
+}
+
+// TestHumanSize: binary units with one decimal; "-" for an unknown size.
+func TestHumanSize(t *testing.T) {
+	for n, want := range map[int64]string{0: "-", -1: "-", 1: "1 B", 1023: "1023 B", 1024: "1.0 KiB", 12897485: "12.3 MiB", 5 << 30: "5.0 GiB"} {
+		if got := humanSize(n); got != want {
+			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+// TestParseKVs: KEY=VALUE pairs; a pair without = or key is an invalid
+// argument.
+func TestParseKVs(t *testing.T) {
+	m, err := parseKVs("label", []string{"a=1", "b=x=y", "c="})
+	if err != nil || len(m) != 3 || m["b"] != "x=y" || m["c"] != "" {
+		t.Fatalf("parseKVs: %v %v", m, err)
+	}
+	for _, bad := range []string{"a", "=1"} {
+		if _, err := parseKVs("label", []string{bad}); !errors.Is(err, environment.ErrInvalidArgument) {
+			t.Errorf("parseKVs(%q): %v", bad, err)
+		}
+	}
+	if !hasLabels(map[string]string{"a": "1", "b": "2"}, map[string]string{"a": "1"}) || hasLabels(map[string]string{"a": "1"}, map[string]string{"a": "2"}) {
+		t.Error("hasLabels")
 	}
 }
