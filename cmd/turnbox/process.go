@@ -46,15 +46,9 @@ output until it ends.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Args = args[1:]
-			for _, kv := range envs {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok {
-					return fmt.Errorf("--env %q: want KEY=VALUE", kv)
-				}
-				if cfg.Env == nil {
-					cfg.Env = map[string]string{}
-				}
-				cfg.Env[k] = v
+			var err error
+			if cfg.Env, err = parseKVs("env", envs); err != nil {
+				return err
 			}
 			if pty {
 				cfg.PTY = termSize(int(os.Stdout.Fd()))
