@@ -90,6 +90,9 @@ func TestSessionCommandsThroughServer(t *testing.T) {
 	if out, _, exit := run(ptr("piped\n"), "exec", "r1", "--", "cat"); exit != "0" || out != "piped\n" {
 		t.Errorf("exec with stdin: exit %s, stdout %q", exit, out)
 	}
+	if out, errOut, exit := run(nil, "exec", "r1", "--timeout", "1s", "--", "echo start; sleep 10"); exit != "124" || out != "start\n" || !strings.Contains(errOut, "timed out") {
+		t.Errorf("exec past its timeout: exit %s, stdout %q, stderr %q; want 124, start once, a notice", exit, out, errOut)
+	}
 	run(nil, "snapshot", "r1")
 	if out, _, exit := run(nil, "fork", "r1@1", "--id", "r2"); exit != "0" || out != "r2\n" {
 		t.Errorf("fork: exit %s %q", exit, out)
