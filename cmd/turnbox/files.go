@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,19 +16,8 @@ import (
 )
 
 // The file commands: session cp, session stat and session ls ID [PATH].
-// They reach a session's files through fileSystem, the one place that
-// decides how (in-process on the state directory today; a --server mode
-// can return a remote.NativeSandboxEnvironment instead).
-
-// fileSystem returns the file API of session id and a func that releases
-// what it opened.
-func (g *globals) fileSystem(ctx context.Context, id string) (environment.FileSystem, func(), error) {
-	h, e, err := g.attach(ctx, id)
-	if err != nil {
-		return nil, nil, err
-	}
-	return e, func() { closeHost(h) }, nil
-}
+// They reach a session's files through cli.session: in process on the
+// state directory, or with --server through a turnbox server.
 
 // splitSessionPath splits a cp argument of the form SESSION:PATH. A local
 // path containing ':' can be given as ./name or as an absolute path.
@@ -45,7 +32,7 @@ func splitSessionPath(arg string) (id, p string, ok bool) {
 	return id, p, true
 }
 
-func sessionCpCmd(g *globals) *cobra.Command {
+func sessionCpCmd(c *cli) *cobra.Command {
 	return &cobra.Command{
 		Use:   "cp SRC DST",
 		Short: "Copy a file into or out of a session (one side SESSION:PATH; - is stdin or stdout)",
@@ -61,19 +48,19 @@ func sessionCpCmd(g *globals) *cobra.Command {
 			case sRemote == dRemote:
 				return fmt.Errorf("%w: exactly one of SRC and DST must be SESSION:PATH", environment.ErrInvalidArgument)
 			case sRemote:
-				fsys, done, err := g.fileSystem(cmd.Context(), sid)
+				fsys, done, err := c.session(cmd.Context(), sid)
 				if err != nil {
 					return err
 				}
 				defer done()
-				return downloadTo(cmd.Context(), fsys, spath, dpath)
+				return downloadTo(cmd.Context(), fsys, spath, dpath, cmd.OutOrStdout())
 			default:
-				fsys, done, err := g.fileSystem(cmd.Context(), did)
+				fsys, done, err := c.session(cmd.Context(), did)
 				if err != nil {
 					return err
 				}
 				defer done()
-				return uploadFrom(cmd.Context(), fsys, spath, dpath)
+				return uploadFrom(cmd.Context(), fsys, spath, dpath, cmd.InOrStdin())
 			}
 		},
 	}
@@ -81,8 +68,8 @@ func sessionCpCmd(g *globals) *cobra.Command {
 
 // uploadFrom uploads the local file src ("-": stdin) to dst in the
 // session, keeping the file's permission bits.
-func uploadFrom(ctx context.Context, fsys environment.FileSystem, src, dst string) error {
-	var r io.Reader = os.Stdin
+func uploadFrom(ctx context.Context, fsys environment.FileSystem, src, dst string, stdin io.Reader) error {
+	r := stdin
 	var opts environment.UploadOptions
 	if src != "-" {
 		f, err := os.Open(src)
@@ -110,14 +97,14 @@ func uploadFrom(ctx context.Context, fsys environment.FileSystem, src, dst strin
 
 // downloadTo downloads src from the session to the local path dst ("-":
 // stdout), written to a temporary file renamed into place.
-func downloadTo(ctx context.Context, fsys environment.FileSystem, src, dst string) error {
+func downloadTo(ctx context.Context, fsys environment.FileSystem, src, dst string, stdout io.Writer) error {
 	rc, info, err := fsys.Download(ctx, src)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	if dst == "-" {
-		_, err := io.Copy(os.Stdout, rc)
+		_, err := io.Copy(stdout, rc)
 		return err
 	}
 	if st, err := os.Stat(dst); (err == nil && st.IsDir()) || strings.HasSuffix(dst, "/") {
@@ -143,14 +130,14 @@ func downloadTo(ctx context.Context, fsys environment.FileSystem, src, dst strin
 	return err
 }
 
-func sessionStatCmd(g *globals) *cobra.Command {
+func sessionStatCmd(c *cli) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "stat SESSION PATH",
 		Short: "Describe a file of a session (a symlink is not followed)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fsys, done, err := g.fileSystem(cmd.Context(), args[0])
+			fsys, done, err := c.session(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -159,7 +146,7 @@ func sessionStatCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printFileInfos([]environment.FileInfo{*fi}, asJSON)
+			return printFileInfos(cmd.OutOrStdout(), []environment.FileInfo{*fi}, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -167,12 +154,13 @@ func sessionStatCmd(g *globals) *cobra.Command {
 }
 
 // lsFiles is session ls SESSION [PATH]: a directory of a session.
-func (g *globals) lsFiles(ctx context.Context, args []string, depth int, asJSON bool) error {
+func (c *cli) lsFiles(cmd *cobra.Command, args []string, depth int, asJSON bool) error {
+	ctx := cmd.Context()
 	dir := "."
 	if len(args) > 1 {
 		dir = args[1]
 	}
-	fsys, done, err := g.fileSystem(ctx, args[0])
+	fsys, done, err := c.session(ctx, args[0])
 	if err != nil {
 		return err
 	}
@@ -181,17 +169,18 @@ func (g *globals) lsFiles(ctx context.Context, args []string, depth int, asJSON 
 	if err != nil {
 		return err
 	}
-	return printFileInfos(list, asJSON)
+	return printFileInfos(cmd.OutOrStdout(), list, asJSON)
 }
 
 // printFileInfos prints entries as JSON or as an ls -l style table.
-func printFileInfos(list []environment.FileInfo, asJSON bool) error {
+func printFileInfos(w io.Writer, list []environment.FileInfo, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(list)
+		if list == nil {
+			list = []environment.FileInfo{}
+		}
+		return printJSON(w, list)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "TYPE\tMODE\tOWNER\tSIZE\tMODIFIED\tPATH")
 	for _, fi := range list {
 		name := fi.Path

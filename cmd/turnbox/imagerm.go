@@ -18,23 +18,26 @@ import (
 )
 
 func imageRmCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var defaultImage string
+	cmd := &cobra.Command{
 		Use:   "rm NAME",
 		Short: "Remove an image (refused while a session uses it)",
 		Long: `rm removes the image NAME from <state-dir>/images. It is refused while a
 session of an isolated runtime uses the image (named by the session, or
-the default image for sessions that name none): destroy those sessions
-first with turnbox session rm. The ledger stays locked while the image is
-removed, so no session can start on it meanwhile.`,
+the default image, --image, for sessions that name none): destroy those
+sessions first with turnbox session rm. The ledger stays locked while the
+image is removed, so no session can start on it meanwhile.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := removeImage(g.stateDir, args[0], cmp.Or(g.image, embedded.DefaultImage)); err != nil {
+			if err := removeImage(g.stateDir, args[0], cmp.Or(defaultImage, embedded.DefaultImage)); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "removed image %s\n", args[0])
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&defaultImage, "image", "", "the hosts' default image, used by sessions that name none (default busybox)")
+	return cmd
 }
 
 // removeImage removes image name from stateDir/images unless a session

@@ -45,7 +45,7 @@ func TestImageRm(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(img, "bin")); err != nil {
 		t.Fatalf("refused image rm changed the image: %v", err)
 	}
-	if stderr, err := runTurnbox(t, dir, "--image", "mybox", "image", "rm", "mybox"); err == nil || !strings.Contains(stderr, "default-img") {
+	if stderr, err := runTurnbox(t, dir, "image", "rm", "--image", "mybox", "mybox"); err == nil || !strings.Contains(stderr, "default-img") {
 		t.Fatalf("image rm of the default image: %v, %q; want refused naming default-img", err, stderr)
 	}
 

@@ -27,7 +27,6 @@ func TestCLIRefusesPathInputs(t *testing.T) {
 	for _, args := range [][]string{
 		{"session", "create", "--id", "x", "--image", "/"},
 		{"session", "create", "--id", "x", "--image", "../images/busybox"},
-		{"--image", "/etc", "session", "create", "--id", "x"},
 		{"session", "create", "--id", "../x"},
 		{"session", "create", "--id", "x", "--env", "1X=y"},
 		{"session", "create", "--id", "x", "--from", "/etc/passwd"},

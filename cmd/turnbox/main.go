@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -56,7 +57,22 @@ func defaultStateDir() string {
 
 func main() {
 	runc.Init() // libcontainer re-executes this binary as each runc sandbox's init
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	g := &globals{}
+	if cmd, err := newRootCmd(g).ExecuteContextC(ctx); err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			stop()
+			os.Exit(ee.code)
+		}
+		fmt.Fprintln(os.Stderr, "turnbox:", explainError(g, cmd, err))
+		os.Exit(1)
+	}
+}
+
+// newRootCmd builds the CLI's command tree on g.
+func newRootCmd(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "turnbox",
 		Short:         "Sandboxes for AI agents, snapshotted every turn",
@@ -76,7 +92,6 @@ func main() {
 	pf.StringVar(&g.stateDir, "state-dir", defaultStateDir(), "host state directory (ledger, localdisk data, images); env TURNBOX_STATE_DIR")
 	pf.StringVar(&g.storage, "storage", "", "storage backend: localdisk|btrfs|zfs (default: the one the state directory's sessions were made on, else localdisk)")
 	pf.StringVar(&g.runtime, "runtime", "", "container runtime: gvisor|runc|none (default: gvisor when runsc and turnbox-agent are present and running as root, else none)")
-	pf.StringVar(&g.image, "image", "", "default image for isolated runtimes (a name under <state-dir>/images; default busybox, built on demand)")
 	pf.StringVar(&g.root, "storage-root", "", "storage directory (btrfs: a directory on a mounted btrfs filesystem)")
 	pf.StringVar(&g.dataset, "zfs-dataset", "", "parent ZFS dataset for --storage zfs (e.g. tank/turnbox)")
 	pf.StringVar(&g.zfsDrv, "zfs-driver", zfs.DriverCommand, "driver of --storage zfs (and of bench's zfs backend and its raw baseline): command (the zfs command) or libzfs_core (in process; needs a build with CGO_ENABLED=1 -tags libzfs_core and kernel OpenZFS)")
@@ -90,15 +105,20 @@ func main() {
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug|info|warn|error")
 	pf.BoolVar(&g.logJSON, "log-json", false, "log as JSON")
 
-	root.AddCommand(demoCmd(g), sessionCmd(g), benchCmd(g), imageCmd(g))
-	root.AddCommand(serveCmd(g))
+	markHostFlags(pf, "storage", "runtime", "storage-root", "zfs-dataset", "zfs-driver", "agent", "max-sessions",
+		"disk-quota", "memory-limit", "cpus-limit", "pids-limit", "pool", "idle-pause")
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if cmd, err := root.ExecuteContextC(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "turnbox:", explainError(g, cmd, err))
-		os.Exit(1)
+	hostCmds := []*cobra.Command{demoCmd(g), benchCmd(g), serveCmd(g)}
+	for _, c := range hostCmds {
+		// The host's default image: only where a host makes sessions
+		// whose config names none (session create has its own --image).
+		c.Flags().StringVar(&g.image, "image", "", "default image for isolated runtimes (a name under <state-dir>/images; default busybox, built on demand)")
+		markOpensHost(c)
 	}
+	root.AddCommand(hostCmds...)
+	root.AddCommand(sessionCmd(g), imageCmd(g))
+	scopeHelp(root)
+	return root
 }
 
 // openHost opens the host the global flags describe.

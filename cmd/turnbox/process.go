@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,7 +17,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/turnbox/turnbox/environment"
-	"github.com/turnbox/turnbox/remote"
 )
 
 // Process commands: session start, ps, attach, signal, shell. Each works
@@ -28,52 +25,17 @@ import (
 // process to its end) or, with --server, through a turnbox server, where
 // processes outlive the command.
 
-// procTarget says where a process command goes.
-type procTarget struct {
-	server string
-	token  string
-}
-
-func (p *procTarget) addFlags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&p.server, "server", "", "turnbox server URL (e.g. http://127.0.0.1:7420); default: in-process on the state directory")
-	cmd.Flags().StringVar(&p.token, "token", "", "bearer token for --server (default $TURNBOX_TOKEN)")
-}
-
 // procEnv is an environment bound to one session that runs processes.
-type procEnv interface {
-	environment.Environment
-	environment.ProcessRunner
+type procEnv = sessionEnv
+
+func sessionProcessCmds(c *cli) []*cobra.Command {
+	return []*cobra.Command{sessionStartCmd(c), sessionPsCmd(c), sessionAttachCmd(c), sessionSignalCmd(c), sessionShellCmd(c)}
 }
 
-// open binds to session id, in-process or on the server; close releases it.
-func (p *procTarget) open(ctx context.Context, g *globals, id string) (procEnv, func(), error) {
-	if p.server == "" {
-		h, e, err := g.attach(ctx, id)
-		if err != nil {
-			return nil, nil, err
-		}
-		return e, func() { closeHost(h) }, nil
-	}
-	token := p.token
-	if token == "" {
-		token = os.Getenv("TURNBOX_TOKEN")
-	}
-	e := remote.NewNativeSandboxEnvironment(remote.NewClient(p.server, remote.WithBearerToken(token)), remote.DefaultConfig(), g.logger)
-	if err := e.AttachSession(id); err != nil {
-		return nil, nil, err
-	}
-	return e, func() {}, nil
-}
-
-func sessionProcessCmds(g *globals) []*cobra.Command {
-	return []*cobra.Command{sessionStartCmd(g), sessionPsCmd(g), sessionAttachCmd(g), sessionSignalCmd(g), sessionShellCmd(g)}
-}
-
-func sessionStartCmd(g *globals) *cobra.Command {
-	var t procTarget
+func sessionStartCmd(c *cli) *cobra.Command {
 	var cfg environment.ProcessConfig
 	var envs []string
-	var pty bool
+	var pty, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "start SESSION [--pty] [--user U] [--cwd D] [--env K=V] [--tag T] -- CMD...",
 		Short: "Start a process in the background and print its pid",
@@ -84,15 +46,9 @@ output until it ends.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg.Args = args[1:]
-			for _, kv := range envs {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok {
-					return fmt.Errorf("--env %q: want KEY=VALUE", kv)
-				}
-				if cfg.Env == nil {
-					cfg.Env = map[string]string{}
-				}
-				cfg.Env[k] = v
+			var err error
+			if cfg.Env, err = parseKVs("env", envs); err != nil {
+				return err
 			}
 			if pty {
 				cfg.PTY = termSize(int(os.Stdout.Fd()))
@@ -100,7 +56,7 @@ output until it ends.`,
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			e, done, err := t.open(cmd.Context(), g, args[0])
+			e, done, err := c.session(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -109,14 +65,17 @@ output until it ends.`,
 			if err != nil {
 				return err
 			}
-			fmt.Println(info.PID)
-			if t.server != "" {
-				return nil
+			if asJSON {
+				err = printJSON(cmd.OutOrStdout(), info)
+			} else {
+				_, err = fmt.Fprintln(cmd.OutOrStdout(), info.PID)
 			}
-			return followOutput(cmd.Context(), e, info.PID, 0)
+			if err != nil || c.t.url() != "" {
+				return err
+			}
+			return followProcess(cmd, e, info.PID, 0)
 		},
 	}
-	t.addFlags(cmd)
 	f := cmd.Flags()
 	f.BoolVar(&pty, "pty", false, "run in a pseudo-terminal (of this terminal's size, else 24x80)")
 	f.StringVar(&cfg.User, "user", "", "user in the sandbox: name, uid or uid:gid")
@@ -125,18 +84,18 @@ output until it ends.`,
 	f.StringVar(&cfg.Tag, "tag", "", "a label kept with the process")
 	f.BoolVar(&cfg.Stdin, "stdin", false, "keep standard input open for input")
 	f.DurationVar(&cfg.Timeout, "timeout", 0, "kill the process tree after this long (0: never)")
+	f.BoolVar(&asJSON, "json", false, "print the process as JSON (in process: before its output)")
 	return cmd
 }
 
-func sessionPsCmd(g *globals) *cobra.Command {
-	var t procTarget
+func sessionPsCmd(c *cli) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "ps SESSION [--json]",
 		Short: "List a session's running and recently ended processes",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, done, err := t.open(cmd.Context(), g, args[0])
+			e, done, err := c.session(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -146,11 +105,12 @@ func sessionPsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(list)
+				if list == nil {
+					list = []environment.ProcessInfo{}
+				}
+				return printJSON(cmd.OutOrStdout(), list)
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			tw := newTable(cmd.OutOrStdout())
 			fmt.Fprintln(tw, "PID\tSTATUS\tSTARTED\tOUTPUT\tTAG\tCOMMAND")
 			for _, p := range list {
 				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", p.PID, procStatus(p), p.StartedAt.Local().Format(time.TimeOnly),
@@ -159,7 +119,6 @@ func sessionPsCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	t.addFlags(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -177,8 +136,7 @@ func procStatus(p environment.ProcessInfo) string {
 	return "exit " + strconv.Itoa(p.Exit.Code)
 }
 
-func sessionAttachCmd(g *globals) *cobra.Command {
-	var t procTarget
+func sessionAttachCmd(c *cli) *cobra.Command {
 	var stdin bool
 	var offset int64
 	cmd := &cobra.Command{
@@ -190,7 +148,7 @@ func sessionAttachCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("pid %q: %w", args[1], environment.ErrInvalidArgument)
 			}
-			e, done, err := t.open(cmd.Context(), g, args[0])
+			e, done, err := c.session(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -198,17 +156,15 @@ func sessionAttachCmd(g *globals) *cobra.Command {
 			if stdin {
 				go forwardInput(cmd.Context(), e, pid, os.Stdin, true)
 			}
-			return followOutput(cmd.Context(), e, pid, offset)
+			return followProcess(cmd, e, pid, offset)
 		},
 	}
-	t.addFlags(cmd)
 	cmd.Flags().BoolVar(&stdin, "stdin", false, "forward this command's standard input (EOF closes the process's)")
 	cmd.Flags().Int64Var(&offset, "offset", 0, "start at this output offset")
 	return cmd
 }
 
-func sessionSignalCmd(g *globals) *cobra.Command {
-	var t procTarget
+func sessionSignalCmd(c *cli) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "signal SESSION PID SIGNAL",
 		Short: "Send a signal (TERM, SIGINT, 9, ...) to a process",
@@ -222,7 +178,7 @@ func sessionSignalCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			e, done, err := t.open(cmd.Context(), g, args[0])
+			e, done, err := c.session(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -230,7 +186,6 @@ func sessionSignalCmd(g *globals) *cobra.Command {
 			return e.SignalProcess(cmd.Context(), pid, sig)
 		},
 	}
-	t.addFlags(cmd)
 	return cmd
 }
 
@@ -249,22 +204,31 @@ func parseSignal(s string) (int, error) {
 	return 0, fmt.Errorf("%w: unknown signal %q", environment.ErrInvalidArgument, s)
 }
 
-// followOutput copies a process's output to stdout (stderr to stderr)
-// until it ends, and reports a failed or killed end as an error.
-func followOutput(ctx context.Context, e environment.ProcessRunner, pid int, offset int64) error {
+// followOutput copies a process's output to out (its stderr to errOut)
+// from offset until it ends, and returns how it ended.
+func followOutput(ctx context.Context, e environment.ProcessRunner, pid int, offset int64, out, errOut io.Writer) (*environment.ProcessExit, error) {
 	var exit *environment.ProcessExit
 	err := e.AttachProcess(ctx, pid, offset, func(ev environment.ProcessEvent) error {
 		switch {
 		case ev.Dropped > 0:
-			fmt.Fprintf(os.Stderr, "\n[turnbox: %d bytes of output dropped]\n", ev.Dropped)
+			fmt.Fprintf(errOut, "\n[turnbox: %d bytes of output dropped]\n", ev.Dropped)
 		case ev.Stream == environment.StreamStderr:
-			os.Stderr.Write(ev.Data)
+			errOut.Write(ev.Data)
 		default:
-			os.Stdout.Write(ev.Data)
+			out.Write(ev.Data)
 		}
-		exit = ev.Exit
+		if ev.Exit != nil {
+			exit = ev.Exit
+		}
 		return nil
 	})
+	return exit, err
+}
+
+// followProcess is followOutput to the command's output, reporting a
+// failed or killed end as an error.
+func followProcess(cmd *cobra.Command, e environment.ProcessRunner, pid int, offset int64) error {
+	exit, err := followOutput(cmd.Context(), e, pid, offset, cmd.OutOrStdout(), cmd.ErrOrStderr())
 	if err != nil || exit == nil {
 		return err
 	}
@@ -303,15 +267,14 @@ func termSize(fd int) *environment.TermSize {
 	return &environment.TermSize{Rows: uint16(h), Cols: uint16(w)}
 }
 
-func sessionShellCmd(g *globals) *cobra.Command {
-	var t procTarget
+func sessionShellCmd(c *cli) *cobra.Command {
 	var user, shell string
 	cmd := &cobra.Command{
 		Use:   "shell SESSION [--user U] [--shell PATH]",
 		Short: "Open an interactive shell in a session (a PTY; the terminal in raw mode)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, done, err := t.open(cmd.Context(), g, args[0])
+			e, done, err := c.session(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -321,7 +284,6 @@ func sessionShellCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	t.addFlags(cmd)
 	cmd.Flags().StringVar(&user, "user", "", "user in the sandbox")
 	cmd.Flags().StringVar(&shell, "shell", "/bin/sh", "shell to run")
 	return cmd

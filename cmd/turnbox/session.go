@@ -2,48 +2,80 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"strings"
-	"text/tabwriter"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 )
 
+// The session commands. Each works on the sessions of the state directory
+// in process, or with --server through a turnbox server (client.go); the
+// exec command is in session_exec.go, the process commands in process.go,
+// the file commands in files.go.
+
 func sessionCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "session", Short: "Create, use and remove sessions on the state directory"}
-	cmd.AddCommand(sessionCreateCmd(g), sessionExecCmd(g), sessionSnapshotCmd(g), sessionSnapshotsCmd(g),
-		sessionRollbackCmd(g), sessionForkCmd(g), sessionLsCmd(g), sessionRmCmd(g),
-		sessionCpCmd(g), sessionStatCmd(g))
-	cmd.AddCommand(sessionProcessCmds(g)...)
+	c := &cli{g: g, t: &target{}}
+	cmd := &cobra.Command{
+		Use:   "session",
+		Short: "Create, use and remove sessions (on the state directory, or with --server on a turnbox server)",
+	}
+	c.t.addFlags(cmd)
+	cmd.AddCommand(sessionCreateCmd(c), sessionExecCmd(c), sessionSnapshotCmd(c), sessionSnapshotsCmd(c),
+		sessionRollbackCmd(c), sessionForkCmd(c), sessionLsCmd(c), sessionInfoCmd(c), sessionRmCmd(c),
+		sessionCpCmd(c), sessionStatCmd(c))
+	cmd.AddCommand(sessionProcessCmds(c)...)
+	for _, sub := range cmd.Commands() {
+		markOpensHost(sub)
+	}
 	return cmd
 }
 
-func sessionCreateCmd(g *globals) *cobra.Command {
+// printID prints a new session's id, or {"id": ...} with --json.
+func printID(cmd *cobra.Command, id string, asJSON bool) error {
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), struct {
+			ID string `json:"id"`
+		}{id})
+	}
+	_, err := fmt.Fprintln(cmd.OutOrStdout(), id)
+	return err
+}
+
+// createSession opens the store, creates cfg and prints the id.
+func (c *cli) createSession(cmd *cobra.Command, cfg environment.SessionConfig, asJSON bool) error {
+	s, err := c.open(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	id, err := s.create(cmd.Context(), cfg)
+	if err != nil {
+		return err
+	}
+	return printID(cmd, id, asJSON)
+}
+
+func sessionCreateCmd(c *cli) *cobra.Command {
 	var cfg environment.SessionConfig
-	var env []string
+	var env, labels []string
 	var limits limitFlags
+	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "create [--id ID] [--from SNAPSHOT]",
+		Use:   "create [--id ID] [--from SNAPSHOT] [--label K=V]",
 		Short: "Create a session and print its id",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			for _, kv := range env {
-				k, v, ok := strings.Cut(kv, "=")
-				if !ok {
-					return fmt.Errorf("--env %q: want KEY=VALUE", kv)
-				}
-				if cfg.Env == nil {
-					cfg.Env = map[string]string{}
-				}
-				cfg.Env[k] = v
-			}
 			var err error
+			if cfg.Env, err = parseKVs("env", env); err != nil {
+				return err
+			}
+			if cfg.Labels, err = parseKVs("label", labels); err != nil {
+				return err
+			}
 			if cfg.Limits, err = limits.parse(false); err != nil {
 				return err
 			}
@@ -51,232 +83,239 @@ func sessionCreateCmd(g *globals) *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			h, err := g.openHost(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer closeHost(h)
-			e, err := h.CreateSession(cmd.Context(), cfg)
-			if err != nil {
-				return err
-			}
-			fmt.Println(e.SessionID())
-			return nil
+			return c.createSession(cmd, cfg, asJSON)
 		},
 	}
-	cmd.Flags().StringVar(&cfg.SessionID, "id", "", "session id (default: generated)")
-	cmd.Flags().StringVar(&cfg.FromSnapshot, "from", "", "start from this snapshot id")
-	cmd.Flags().StringVar(&cfg.Image, "image", "", "image for isolated runtimes: a name under <state-dir>/images, never a path")
-	cmd.Flags().BoolVar(&cfg.ReadOnlyRoot, "read-only-root", false, "make the session's root filesystem read-only to its commands but for /workspace")
-	cmd.Flags().StringArrayVar(&env, "env", nil, "KEY=VALUE added to every command's environment (repeatable)")
-	limits.add(cmd.Flags(), "", "the session's", "default: the host's; only lower")
+	f := cmd.Flags()
+	f.StringVar(&cfg.SessionID, "id", "", "session id (default: generated)")
+	f.StringVar(&cfg.FromSnapshot, "from", "", "start from this snapshot id")
+	f.StringVar(&cfg.Image, "image", "", "image for isolated runtimes: a name under <state-dir>/images, never a path (default: the host's)")
+	f.BoolVar(&cfg.ReadOnlyRoot, "read-only-root", false, "make the session's root filesystem read-only to its commands but for /workspace")
+	f.StringArrayVar(&env, "env", nil, "KEY=VALUE added to every command's environment (repeatable)")
+	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE kept with the session, shown by info and ls, filtered by ls --label (repeatable)")
+	limits.add(f, "", "the session's", "default: the host's; only lower")
 	limits.diskFlag = "disk"
-	cmd.Flags().StringVar(&limits.disk, "disk", "", "the session's disk limit, e.g. 1G (default: the host's; only lower)")
+	f.StringVar(&limits.disk, "disk", "", "the session's disk limit, e.g. 1G (default: the host's; only lower)")
+	f.BoolVar(&asJSON, "json", false, `print {"id": ID}`)
 	return cmd
 }
 
-func sessionExecCmd(g *globals) *cobra.Command {
-	var tool, input string
-	var snap bool
-	var timeout time.Duration
-	cmd := &cobra.Command{
-		Use:   "exec SESSION [--tool NAME --input JSON | -- COMMAND...]",
-		Short: "Run a tool call (default: bash with the given command), streaming its output",
-		Example: `  turnbox session exec s-abc -- 'ls -la && echo done'
-  turnbox session exec s-abc --tool write_file --input '{"path":"a.txt","content":"hi"}'`,
-		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			req := environment.ToolRequest{ToolCallID: fmt.Sprintf("cli-%d", time.Now().UnixNano()), ToolName: tool, Snapshot: snap}
-			switch {
-			case input != "":
-				req.Input = json.RawMessage(input)
-			case tool == environment.ToolBash && len(args) > 1:
-				b, _ := json.Marshal(environment.BashParams{Command: strings.Join(args[1:], " "), TimeoutMS: timeout.Milliseconds()})
-				req.Input = b
-			default:
-				return fmt.Errorf("give --input JSON, or a command after -- for bash")
-			}
-			h, e, err := g.attach(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			defer closeHost(h)
-			streamed := false
-			resp, err := e.ExecuteTool(cmd.Context(), req, func(p environment.ToolProgress) {
-				streamed = true
-				if p.Stream == environment.StreamStderr {
-					os.Stderr.Write(p.Data)
-				} else {
-					os.Stdout.Write(p.Data)
-				}
-			})
-			if err != nil {
-				return err
-			}
-			if !streamed || resp.Truncated || resp.TimedOut || (resp.IsError && tool != environment.ToolBash) {
-				// Non-streaming tools, and notices the stream did not carry.
-				if streamed {
-					fmt.Println()
-				}
-				fmt.Println(resp.Content)
-			}
-			if resp.SnapshotID != "" {
-				fmt.Fprintln(os.Stderr, "snapshot:", resp.SnapshotID)
-			}
-			if resp.IsError {
-				os.Exit(max(resp.ExitCode, 1))
-			}
-			return nil
-		},
-	}
-	cmd.Flags().StringVar(&tool, "tool", environment.ToolBash, "tool name: "+strings.Join(environment.ToolNames(), ", "))
-	cmd.Flags().StringVar(&input, "input", "", "tool input as a JSON object")
-	cmd.Flags().BoolVar(&snap, "snapshot", false, "snapshot the workspace after the call")
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "bash timeout (default: the host's)")
-	return cmd
-}
-
-func sessionSnapshotCmd(g *globals) *cobra.Command {
+func sessionSnapshotCmd(c *cli) *cobra.Command {
 	var name string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "snapshot SESSION [--name LABEL]",
-		Short: "Snapshot a session's workspace as its next turn",
+		Short: "Snapshot a session's workspace as its next turn and print the snapshot's id",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, e, err := g.attach(cmd.Context(), args[0])
+			e, done, err := c.session(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			defer closeHost(h)
+			defer done()
 			info, err := e.CreateSnapshot(cmd.Context(), name)
 			if err != nil {
 				return err
 			}
-			fmt.Println(info.ID)
-			return nil
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), info)
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), info.ID)
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "label (labelled snapshots survive retention)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the snapshot as JSON")
 	return cmd
 }
 
-func sessionSnapshotsCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+func sessionSnapshotsCmd(c *cli) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "snapshots SESSION",
 		Short: "List a session's snapshots",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, e, err := g.attach(cmd.Context(), args[0])
+			e, done, err := c.session(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			defer closeHost(h)
+			defer done()
 			snaps, err := e.ListSnapshots(cmd.Context())
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			if asJSON {
+				if snaps == nil {
+					snaps = []environment.SnapshotInfo{}
+				}
+				return printJSON(cmd.OutOrStdout(), snaps)
+			}
+			tw := newTable(cmd.OutOrStdout())
 			fmt.Fprintln(tw, "ID\tTURN\tNAME\tCREATED\tSIZE")
 			for _, s := range snaps {
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\n", s.ID, s.Turn, s.Name, s.CreatedAt.Format(time.RFC3339), s.SizeBytes)
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", s.ID, s.Turn, orDash(s.Name), s.CreatedAt.Format(time.RFC3339), humanSize(s.SizeBytes))
 			}
 			return tw.Flush()
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (size_bytes 0: the backend cannot tell)")
+	return cmd
 }
 
-func sessionRollbackCmd(g *globals) *cobra.Command {
+func sessionRollbackCmd(c *cli) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rollback SESSION SNAPSHOT",
 		Short: "Roll a session's workspace back (or forward) to a snapshot",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, e, err := g.attach(cmd.Context(), args[0])
+			e, done, err := c.session(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			defer closeHost(h)
+			defer done()
 			return e.Rollback(cmd.Context(), args[1])
 		},
 	}
 }
 
-func sessionForkCmd(g *globals) *cobra.Command {
+func sessionForkCmd(c *cli) *cobra.Command {
 	var id string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "fork SNAPSHOT [--id ID]",
 		Short: "Create a new session from a snapshot and print its id",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := g.openHost(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer closeHost(h)
-			e, err := h.Fork(cmd.Context(), args[0], environment.SessionConfig{SessionID: id})
-			if err != nil {
-				return err
-			}
-			fmt.Println(e.SessionID())
-			return nil
+			return c.createSession(cmd, environment.SessionConfig{SessionID: id, FromSnapshot: args[0]}, asJSON)
 		},
 	}
 	cmd.Flags().StringVar(&id, "id", "", "id of the new session (default: generated)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"id": ID}`)
 	return cmd
 }
 
-func sessionLsCmd(g *globals) *cobra.Command {
+func sessionLsCmd(c *cli) *cobra.Command {
 	var asJSON bool
 	var depth int
+	var labels []string
 	cmd := &cobra.Command{
-		Use:   "ls [SESSION [PATH]]",
-		Short: "List sessions, or with SESSION the files of a session's directory (files.go)",
+		Use:   "ls [SESSION [PATH]] [--label K=V]",
+		Short: "List sessions, or with SESSION the files of a session's directory",
 		Args:  cobra.MaximumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return g.lsFiles(cmd.Context(), args, depth, asJSON)
+				if len(labels) > 0 {
+					return fmt.Errorf("%w: --label filters sessions; it does not go with SESSION", environment.ErrInvalidArgument)
+				}
+				return c.lsFiles(cmd, args, depth, asJSON)
 			}
-			h, err := g.openHost(cmd.Context())
+			want, err := parseKVs("label", labels)
 			if err != nil {
 				return err
 			}
-			defer closeHost(h)
-			ss := h.Sessions()
-			if asJSON {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(ss)
+			s, err := c.open(cmd.Context())
+			if err != nil {
+				return err
 			}
-			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATE\tTURNS\tCREATED\tFROM")
-			for _, s := range ss {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.ID, s.State, s.LastTurn, s.CreatedAt.Format(time.RFC3339), s.ParentSnapshot)
+			defer s.close()
+			if _, remote := s.(*remoteSessions); remote && want != nil {
+				// The wire's Session carries no labels yet: refuse
+				// rather than match nothing.
+				return fmt.Errorf("%w: --label through a server (the API does not carry labels yet)", environment.ErrCapabilityNotSupported)
 			}
-			return tw.Flush()
+			all, err := s.list(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ss := slices.DeleteFunc(all, func(v sessionView) bool { return !hasLabels(v.Labels, want) })
+			return printSessions(cmd, ss, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().IntVar(&depth, "depth", 1, "with SESSION: how many directory levels to list")
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "only sessions with this label KEY=VALUE (repeatable: all must match)")
 	return cmd
 }
 
-func sessionRmCmd(g *globals) *cobra.Command {
+// printSessions prints session ls's table or JSON array.
+func printSessions(cmd *cobra.Command, ss []sessionView, asJSON bool) error {
+	if asJSON {
+		if ss == nil {
+			ss = []sessionView{}
+		}
+		return printJSON(cmd.OutOrStdout(), ss)
+	}
+	tw := newTable(cmd.OutOrStdout())
+	fmt.Fprintln(tw, "ID\tSTATE\tTURNS\tCREATED\tFROM\tLABELS")
+	for _, s := range ss {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", s.ID, s.State, s.LastTurn, s.CreatedAt.Format(time.RFC3339),
+			orDash(s.ParentSnapshot), formatLabels(s.Labels))
+	}
+	return tw.Flush()
+}
+
+func sessionInfoCmd(c *cli) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "info SESSION",
+		Short: "Describe a session: state, turns, parent, image, labels, limits",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := c.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer s.close()
+			v, err := s.get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), v)
+			}
+			return printInfo(cmd, v)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// printInfo prints one session as "field: value" lines.
+func printInfo(cmd *cobra.Command, v sessionView) error {
+	tw := newTable(cmd.OutOrStdout())
+	cpus := "-"
+	if v.Limits.CPUs > 0 {
+		cpus = strconv.FormatFloat(v.Limits.CPUs, 'g', -1, 64)
+	}
+	pids := "-"
+	if v.Limits.Pids > 0 {
+		pids = strconv.FormatInt(v.Limits.Pids, 10)
+	}
+	for _, kv := range [][2]string{
+		{"id", v.ID}, {"state", string(v.State)}, {"created", v.CreatedAt.Format(time.RFC3339)},
+		{"turns", strconv.Itoa(v.LastTurn)}, {"parent session", orDash(v.ParentSession)}, {"parent snapshot", orDash(v.ParentSnapshot)},
+		{"image", orDash(v.Image)}, {"labels", formatLabels(v.Labels)},
+		{"memory limit", humanSize(v.Limits.MemoryBytes)}, {"cpu limit", cpus}, {"pids limit", pids}, {"disk limit", humanSize(v.Limits.DiskBytes)},
+	} {
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+	}
+	return tw.Flush()
+}
+
+func sessionRmCmd(c *cli) *cobra.Command {
 	return &cobra.Command{
 		Use:   "rm SESSION...",
 		Short: "Destroy sessions and delete their data",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			h, err := g.openHost(cmd.Context())
+			s, err := c.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer closeHost(h)
+			defer s.close()
 			for _, id := range args {
-				e := h.NewEnvironment()
-				if err := e.AttachSession(id); err != nil {
-					return err
-				}
-				if err := e.Destroy(cmd.Context()); err != nil {
+				if err := destroy(cmd.Context(), s, id); err != nil {
 					return err
 				}
 			}
@@ -285,17 +324,10 @@ func sessionRmCmd(g *globals) *cobra.Command {
 	}
 }
 
-// attach opens the host and binds an Environment to session id. The
-// caller closes the host.
-func (g *globals) attach(ctx context.Context, id string) (*embedded.Host, *embedded.Environment, error) {
-	h, err := g.openHost(ctx)
+func destroy(ctx context.Context, s sessions, id string) error {
+	e, err := s.attach(ctx, id)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
-	e := h.NewEnvironment()
-	if err := e.AttachSession(id); err != nil {
-		closeHost(h)
-		return nil, nil, err
-	}
-	return h, e, nil
+	return e.Destroy(ctx)
 }
