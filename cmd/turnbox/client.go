@@ -268,6 +268,7 @@ func remoteView(s *turnboxv1.Session) sessionView {
 	return sessionView{
 		ID: s.GetId(), State: remoteState(s.GetState()), CreatedAt: s.GetCreatedAt().AsTime(), LastTurn: int(s.GetLastTurn()),
 		ParentSession: s.GetParentSession(), ParentSnapshot: s.GetParentSnapshot(),
+		Image: s.GetImage(), Labels: s.GetLabels(),
 		Limits: environment.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), DiskBytes: l.GetDiskBytes()},
 	}
 }

@@ -219,11 +219,6 @@ func sessionLsCmd(c *cli) *cobra.Command {
 				return err
 			}
 			defer s.close()
-			if _, remote := s.(*remoteSessions); remote && want != nil {
-				// The wire's Session carries no labels yet: refuse
-				// rather than match nothing.
-				return fmt.Errorf("%w: --label through a server (the API does not carry labels yet)", environment.ErrCapabilityNotSupported)
-			}
 			all, err := s.list(cmd.Context())
 			if err != nil {
 				return err

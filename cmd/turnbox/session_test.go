@@ -78,7 +78,7 @@ func TestSessionCommandsThroughServer(t *testing.T) {
 		a := append([]string{"--state-dir", local, "--log-level", "error", "session", args[0], "--token-file", tokFile}, args[1:]...)
 		return transcript(t, runInProcess(t, local, stdin, a...))
 	}
-	if out, errOut, exit := run(nil, "create", "--id", "r1", "--json"); exit != "0" || !strings.Contains(out, `"id": "r1"`) {
+	if out, errOut, exit := run(nil, "create", "--id", "r1", "--label", "k=v", "--json"); exit != "0" || !strings.Contains(out, `"id": "r1"`) {
 		t.Fatalf("create: exit %s %q %q", exit, out, errOut)
 	}
 	if _, err := host.Session("r1"); err != nil {
@@ -101,8 +101,8 @@ func TestSessionCommandsThroughServer(t *testing.T) {
 	if strings.Count(out, `"id": `) != 2 || !strings.Contains(out, `"parent_snapshot": "r1@1"`) {
 		t.Errorf("ls --json: %s; want r1 and r2 forked from r1@1", out)
 	}
-	if _, errOut, exit := run(nil, "ls", "--label", "k=v"); exit != "1" || !strings.Contains(errOut, "not supported") {
-		t.Errorf("ls --label through a server: exit %s %q; want refused", exit, errOut)
+	if out, errOut, exit := run(nil, "ls", "--label", "k=v", "--json"); exit != "0" || strings.Count(out, `"id": `) != 1 || !strings.Contains(out, `"k": "v"`) {
+		t.Errorf("ls --label through a server: exit %s %q %q; want r1 with its label", exit, out, errOut)
 	}
 	if _, _, exit := run(nil, "rm", "r2"); exit != "0" {
 		t.Errorf("rm: exit %s", exit)

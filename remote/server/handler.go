@@ -92,6 +92,8 @@ func sessionToProto(i embedded.SessionInfo) *turnboxv1.Session {
 		ParentSnapshot: i.ParentSnapshot,
 		LastTurn:       int64(i.LastTurn),
 		Limits:         wire.LimitsToProto(i.Limits),
+		Image:          i.Image,
+		Labels:         i.Labels,
 	}
 }
 

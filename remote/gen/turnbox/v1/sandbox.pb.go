@@ -451,7 +451,12 @@ type Session struct {
 	// last_turn is the newest snapshot's turn number (0: none yet).
 	LastTurn int64 `protobuf:"varint,6,opt,name=last_turn,json=lastTurn,proto3" json:"last_turn,omitempty"`
 	// limits are the session's effective limits.
-	Limits        *Limits `protobuf:"bytes,7,opt,name=limits,proto3" json:"limits,omitempty"`
+	Limits *Limits `protobuf:"bytes,7,opt,name=limits,proto3" json:"limits,omitempty"`
+	// image is the image the session was made from as its config named it
+	// (empty: the host's default image).
+	Image string `protobuf:"bytes,8,opt,name=image,proto3" json:"image,omitempty"`
+	// labels are the session's labels (SessionConfig.labels).
+	Labels        map[string]string `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -531,6 +536,20 @@ func (x *Session) GetLastTurn() int64 {
 func (x *Session) GetLimits() *Limits {
 	if x != nil {
 		return x.Limits
+	}
+	return nil
+}
+
+func (x *Session) GetImage() string {
+	if x != nil {
+		return x.Image
+	}
+	return ""
+}
+
+func (x *Session) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -2763,7 +2782,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
 	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1d\n" +
 	"\n" +
-	"disk_bytes\x18\x04 \x01(\x03R\tdiskBytes\"\x9d\x02\n" +
+	"disk_bytes\x18\x04 \x01(\x03R\tdiskBytes\"\xa7\x03\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.turnbox.v1.SessionStateR\x05state\x129\n" +
@@ -2772,7 +2791,12 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x0eparent_session\x18\x04 \x01(\tR\rparentSession\x12'\n" +
 	"\x0fparent_snapshot\x18\x05 \x01(\tR\x0eparentSnapshot\x12\x1b\n" +
 	"\tlast_turn\x18\x06 \x01(\x03R\blastTurn\x12*\n" +
-	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\"\x99\x03\n" +
+	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\x12\x14\n" +
+	"\x05image\x18\b \x01(\tR\x05image\x127\n" +
+	"\x06labels\x18\t \x03(\v2\x1f.turnbox.v1.Session.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x03\n" +
 	"\fCapabilities\x12\x1c\n" +
 	"\tsnapshots\x18\x01 \x01(\bR\tsnapshots\x12\x1a\n" +
 	"\brollback\x18\x02 \x01(\bR\brollback\x12\x12\n" +
@@ -2983,7 +3007,7 @@ func file_turnbox_v1_sandbox_proto_rawDescGZIP() []byte {
 }
 
 var file_turnbox_v1_sandbox_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_turnbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_turnbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_turnbox_v1_sandbox_proto_goTypes = []any{
 	(SessionState)(0),                 // 0: turnbox.v1.SessionState
 	(OutputStream)(0),                 // 1: turnbox.v1.OutputStream
@@ -3034,80 +3058,82 @@ var file_turnbox_v1_sandbox_proto_goTypes = []any{
 	(*CapabilitiesResponse)(nil),      // 46: turnbox.v1.CapabilitiesResponse
 	nil,                               // 47: turnbox.v1.SessionConfig.EnvEntry
 	nil,                               // 48: turnbox.v1.SessionConfig.LabelsEntry
-	(*durationpb.Duration)(nil),       // 49: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 50: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 51: google.protobuf.Struct
+	nil,                               // 49: turnbox.v1.Session.LabelsEntry
+	(*durationpb.Duration)(nil),       // 50: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 51: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 52: google.protobuf.Struct
 }
 var file_turnbox_v1_sandbox_proto_depIdxs = []int32{
 	47, // 0: turnbox.v1.SessionConfig.env:type_name -> turnbox.v1.SessionConfig.EnvEntry
 	48, // 1: turnbox.v1.SessionConfig.labels:type_name -> turnbox.v1.SessionConfig.LabelsEntry
-	49, // 2: turnbox.v1.SessionConfig.tool_timeout:type_name -> google.protobuf.Duration
+	50, // 2: turnbox.v1.SessionConfig.tool_timeout:type_name -> google.protobuf.Duration
 	4,  // 3: turnbox.v1.SessionConfig.limits:type_name -> turnbox.v1.Limits
 	0,  // 4: turnbox.v1.Session.state:type_name -> turnbox.v1.SessionState
-	50, // 5: turnbox.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	51, // 5: turnbox.v1.Session.created_at:type_name -> google.protobuf.Timestamp
 	4,  // 6: turnbox.v1.Session.limits:type_name -> turnbox.v1.Limits
-	4,  // 7: turnbox.v1.Capabilities.limits:type_name -> turnbox.v1.Limits
-	51, // 8: turnbox.v1.ToolRequest.arguments:type_name -> google.protobuf.Struct
-	49, // 9: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
-	1,  // 10: turnbox.v1.ToolProgress.stream:type_name -> turnbox.v1.OutputStream
-	50, // 11: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
-	2,  // 12: turnbox.v1.ErrorInfo.reasons:type_name -> turnbox.v1.ErrorReason
-	3,  // 13: turnbox.v1.CreateSessionRequest.config:type_name -> turnbox.v1.SessionConfig
-	5,  // 14: turnbox.v1.CreateSessionResponse.session:type_name -> turnbox.v1.Session
-	5,  // 15: turnbox.v1.GetSessionResponse.session:type_name -> turnbox.v1.Session
-	5,  // 16: turnbox.v1.ListSessionsResponse.sessions:type_name -> turnbox.v1.Session
-	5,  // 17: turnbox.v1.AttachSessionResponse.session:type_name -> turnbox.v1.Session
-	7,  // 18: turnbox.v1.ExecuteToolRequest.request:type_name -> turnbox.v1.ToolRequest
-	8,  // 19: turnbox.v1.ExecuteToolResponse.response:type_name -> turnbox.v1.ToolResponse
-	7,  // 20: turnbox.v1.ExecuteToolStreamRequest.request:type_name -> turnbox.v1.ToolRequest
-	9,  // 21: turnbox.v1.ExecuteToolStreamResponse.progress:type_name -> turnbox.v1.ToolProgress
-	8,  // 22: turnbox.v1.ExecuteToolStreamResponse.response:type_name -> turnbox.v1.ToolResponse
-	10, // 23: turnbox.v1.ExecuteToolStreamResponse.keepalive:type_name -> turnbox.v1.KeepAlive
-	11, // 24: turnbox.v1.TurnCompleteResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
-	11, // 25: turnbox.v1.CreateSnapshotResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
-	11, // 26: turnbox.v1.ListSnapshotsResponse.snapshots:type_name -> turnbox.v1.SnapshotInfo
-	3,  // 27: turnbox.v1.ForkRequest.config:type_name -> turnbox.v1.SessionConfig
-	5,  // 28: turnbox.v1.ForkResponse.session:type_name -> turnbox.v1.Session
-	6,  // 29: turnbox.v1.CapabilitiesResponse.capabilities:type_name -> turnbox.v1.Capabilities
-	13, // 30: turnbox.v1.SandboxService.CreateSession:input_type -> turnbox.v1.CreateSessionRequest
-	15, // 31: turnbox.v1.SandboxService.GetSession:input_type -> turnbox.v1.GetSessionRequest
-	17, // 32: turnbox.v1.SandboxService.ListSessions:input_type -> turnbox.v1.ListSessionsRequest
-	19, // 33: turnbox.v1.SandboxService.AttachSession:input_type -> turnbox.v1.AttachSessionRequest
-	21, // 34: turnbox.v1.SandboxService.PauseSession:input_type -> turnbox.v1.PauseSessionRequest
-	23, // 35: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
-	25, // 36: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
-	27, // 37: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
-	29, // 38: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
-	31, // 39: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
-	33, // 40: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
-	35, // 41: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
-	37, // 42: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
-	39, // 43: turnbox.v1.SandboxService.DeleteSnapshot:input_type -> turnbox.v1.DeleteSnapshotRequest
-	41, // 44: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
-	43, // 45: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
-	45, // 46: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
-	14, // 47: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
-	16, // 48: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
-	18, // 49: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
-	20, // 50: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
-	22, // 51: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
-	24, // 52: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
-	26, // 53: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
-	28, // 54: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
-	30, // 55: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
-	32, // 56: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
-	34, // 57: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
-	36, // 58: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
-	38, // 59: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
-	40, // 60: turnbox.v1.SandboxService.DeleteSnapshot:output_type -> turnbox.v1.DeleteSnapshotResponse
-	42, // 61: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
-	44, // 62: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
-	46, // 63: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
-	47, // [47:64] is the sub-list for method output_type
-	30, // [30:47] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	49, // 7: turnbox.v1.Session.labels:type_name -> turnbox.v1.Session.LabelsEntry
+	4,  // 8: turnbox.v1.Capabilities.limits:type_name -> turnbox.v1.Limits
+	52, // 9: turnbox.v1.ToolRequest.arguments:type_name -> google.protobuf.Struct
+	50, // 10: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
+	1,  // 11: turnbox.v1.ToolProgress.stream:type_name -> turnbox.v1.OutputStream
+	51, // 12: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
+	2,  // 13: turnbox.v1.ErrorInfo.reasons:type_name -> turnbox.v1.ErrorReason
+	3,  // 14: turnbox.v1.CreateSessionRequest.config:type_name -> turnbox.v1.SessionConfig
+	5,  // 15: turnbox.v1.CreateSessionResponse.session:type_name -> turnbox.v1.Session
+	5,  // 16: turnbox.v1.GetSessionResponse.session:type_name -> turnbox.v1.Session
+	5,  // 17: turnbox.v1.ListSessionsResponse.sessions:type_name -> turnbox.v1.Session
+	5,  // 18: turnbox.v1.AttachSessionResponse.session:type_name -> turnbox.v1.Session
+	7,  // 19: turnbox.v1.ExecuteToolRequest.request:type_name -> turnbox.v1.ToolRequest
+	8,  // 20: turnbox.v1.ExecuteToolResponse.response:type_name -> turnbox.v1.ToolResponse
+	7,  // 21: turnbox.v1.ExecuteToolStreamRequest.request:type_name -> turnbox.v1.ToolRequest
+	9,  // 22: turnbox.v1.ExecuteToolStreamResponse.progress:type_name -> turnbox.v1.ToolProgress
+	8,  // 23: turnbox.v1.ExecuteToolStreamResponse.response:type_name -> turnbox.v1.ToolResponse
+	10, // 24: turnbox.v1.ExecuteToolStreamResponse.keepalive:type_name -> turnbox.v1.KeepAlive
+	11, // 25: turnbox.v1.TurnCompleteResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
+	11, // 26: turnbox.v1.CreateSnapshotResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
+	11, // 27: turnbox.v1.ListSnapshotsResponse.snapshots:type_name -> turnbox.v1.SnapshotInfo
+	3,  // 28: turnbox.v1.ForkRequest.config:type_name -> turnbox.v1.SessionConfig
+	5,  // 29: turnbox.v1.ForkResponse.session:type_name -> turnbox.v1.Session
+	6,  // 30: turnbox.v1.CapabilitiesResponse.capabilities:type_name -> turnbox.v1.Capabilities
+	13, // 31: turnbox.v1.SandboxService.CreateSession:input_type -> turnbox.v1.CreateSessionRequest
+	15, // 32: turnbox.v1.SandboxService.GetSession:input_type -> turnbox.v1.GetSessionRequest
+	17, // 33: turnbox.v1.SandboxService.ListSessions:input_type -> turnbox.v1.ListSessionsRequest
+	19, // 34: turnbox.v1.SandboxService.AttachSession:input_type -> turnbox.v1.AttachSessionRequest
+	21, // 35: turnbox.v1.SandboxService.PauseSession:input_type -> turnbox.v1.PauseSessionRequest
+	23, // 36: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
+	25, // 37: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
+	27, // 38: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
+	29, // 39: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
+	31, // 40: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
+	33, // 41: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
+	35, // 42: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
+	37, // 43: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
+	39, // 44: turnbox.v1.SandboxService.DeleteSnapshot:input_type -> turnbox.v1.DeleteSnapshotRequest
+	41, // 45: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
+	43, // 46: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
+	45, // 47: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
+	14, // 48: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
+	16, // 49: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
+	18, // 50: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
+	20, // 51: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
+	22, // 52: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
+	24, // 53: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
+	26, // 54: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
+	28, // 55: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
+	30, // 56: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
+	32, // 57: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
+	34, // 58: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
+	36, // 59: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
+	38, // 60: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
+	40, // 61: turnbox.v1.SandboxService.DeleteSnapshot:output_type -> turnbox.v1.DeleteSnapshotResponse
+	42, // 62: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
+	44, // 63: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
+	46, // 64: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
+	48, // [48:65] is the sub-list for method output_type
+	31, // [31:48] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_turnbox_v1_sandbox_proto_init() }
@@ -3126,7 +3152,7 @@ func file_turnbox_v1_sandbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_turnbox_v1_sandbox_proto_rawDesc), len(file_turnbox_v1_sandbox_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   46,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
