@@ -68,8 +68,18 @@ step "Python example (standard library)"
 python3 "$root/clients/python/example.py" || status=1
 step "curl lines of docs/getting-started.md"
 docs_curl "$root/docs/getting-started.md" >"$work/curl.out" || status=1
-grep -q '"SESSION_STATE_ACTIVE"' "$work/curl.out" && grep -q '"turn" *: *"1"' "$work/curl.out" ||
+grep -q '"SESSION_STATE_ACTIVE"' "$work/curl.out" && grep -q '"turn" *: *"1"' "$work/curl.out" &&
+	grep -q '"output" *: *"hello\\n"' "$work/curl.out" ||
 	{ echo "test-clients: the docs' curl calls answered:" >&2; cat "$work/curl.out" >&2; status=1; }
+step "the CLI through the server (docs/getting-started.md)"
+# The docs' `turnbox session ...` lines with TURNBOX_SERVER set, on an
+# empty state directory of its own: they must work through the server.
+grep -E '^turnbox session ' "$root/docs/getting-started.md" | sed -n '/--id cli1/,$p' |
+	while IFS= read -r line; do
+		TURNBOX_SERVER=$url TURNBOX_TOKEN=$token TURNBOX_STATE_DIR=$work/cli-state bash -c "\"$turnbox\" ${line#turnbox }" || exit 1
+	done >"$work/cli.out" 2>&1 || status=1
+grep -q 'hello from the server' "$work/cli.out" && grep -q 'cli1' "$work/cli.out" && [[ ! -e $work/cli-state/ledger.db ]] ||
+	{ echo "test-clients: the CLI through the server printed:" >&2; cat "$work/cli.out" >&2; status=1; }
 if grep -q "$token" "$work/log"; then
 	echo "test-clients: the token appears in the server log" >&2
 	status=1
