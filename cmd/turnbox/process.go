@@ -25,9 +25,6 @@ import (
 // process to its end) or, with --server, through a turnbox server, where
 // processes outlive the command.
 
-// procEnv is an environment bound to one session that runs processes.
-type procEnv = sessionEnv
-
 func sessionProcessCmds(c *cli) []*cobra.Command {
 	return []*cobra.Command{sessionStartCmd(c), sessionPsCmd(c), sessionAttachCmd(c), sessionSignalCmd(c), sessionShellCmd(c)}
 }
