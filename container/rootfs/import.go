@@ -65,6 +65,11 @@ type ImportResult struct {
 	// HasShell reports whether /bin/sh resolves, inside the image, to an
 	// executable file. The bash tool needs it.
 	HasShell bool
+	// Digest is the image manifest's digest ("sha256:...").
+	Digest string
+	// Config is the image's runtime configuration (env, working
+	// directory, user, command).
+	Config ImageConfig
 }
 
 // ErrImageExists reports that Import's destination already exists.
@@ -109,14 +114,27 @@ func Import(ctx context.Context, src, dst string, opts ImportOptions) (*ImportRe
 	if err != nil {
 		return nil, err
 	}
-	res := &ImportResult{}
-	if cf, err := img.ConfigFile(); err == nil {
-		res.Platform = configPlatform(cf).String()
-		if want != nil && res.Platform != "" && !configPlatform(cf).Satisfies(*want) {
-			return nil, fmt.Errorf("rootfs: import: the image in %s is for %s, not %s", src, res.Platform, opts.Platform)
-		}
-	} else {
+	return writeImage(ctx, img, dst, want, ctr, opts.Progress)
+}
+
+// writeImage flattens img into dst as Import describes: into a temporary
+// directory beside dst, renamed into place at the end. The image's
+// configuration must satisfy want when both are set. Layer
+// reads are counted by ctr and reported to progress. Reading a layer
+// verifies it against its digest (go-containerregistry does, for
+// registries and layouts alike), so a tampered blob fails here and
+// leaves nothing.
+func writeImage(ctx context.Context, img v1.Image, dst string, want *v1.Platform, ctr *counter, progress func(done, total int64)) (*ImportResult, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
 		return nil, fmt.Errorf("rootfs: import: reading the image configuration: %w", err)
+	}
+	res := &ImportResult{Platform: configPlatform(cf).String(), Config: imageConfig(cf)}
+	if want != nil && res.Platform != "" && !configPlatform(cf).Satisfies(*want) {
+		return nil, fmt.Errorf("rootfs: the image is for %s, not %s", res.Platform, want.String())
+	}
+	if d, err := img.Digest(); err == nil {
+		res.Digest = d.String()
 	}
 	layers, err := img.Layers()
 	if err != nil {
@@ -143,7 +161,7 @@ func Import(ctx context.Context, src, dst string, opts ImportOptions) (*ImportRe
 	}
 
 	// Reading manifests and configurations was not progress.
-	ctr.start(opts.Progress)
+	ctr.start(progress)
 	defer ctr.stop()
 	rc := mutate.Extract(img)
 	defer rc.Close()
@@ -164,6 +182,12 @@ func Import(ctx context.Context, src, dst string, opts ImportOptions) (*ImportRe
 	}
 	done = true
 	return res, nil
+}
+
+// imageConfig is the part of cf a session inherits.
+func imageConfig(cf *v1.ConfigFile) ImageConfig {
+	c := cf.Config
+	return ImageConfig{Env: c.Env, WorkingDir: c.WorkingDir, User: c.User, Entrypoint: c.Entrypoint, Cmd: c.Cmd}
 }
 
 // configPlatform is the platform an image's configuration declares.
