@@ -1,12 +1,16 @@
 package main
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -46,28 +50,129 @@ func imageCmd(g *globals) *cobra.Command {
 			if err := os.Rename(tmp, dir); err != nil {
 				return err
 			}
+			if err := recordImage(g.stateDir, name, "busybox", &rootfs.ImportResult{Platform: "linux/" + runtime.GOARCH}); err != nil {
+				return err
+			}
 			fmt.Println(dir)
 			return nil
 		},
-	}, importCmd(g), imageRmCmd(g), &cobra.Command{
+	}, importCmd(g), pullCmd(g), imageRmCmd(g), imageLsCmd(g))
+	return cmd
+}
+
+// recordImage writes the Meta of image name, just made from source, in
+// stateDir/images: res's digest, platform and config, the size of its
+// files and the time now.
+func recordImage(stateDir, name, source string, res *rootfs.ImportResult) error {
+	images := filepath.Join(stateDir, "images")
+	size, err := treeSize(filepath.Join(images, name))
+	if err != nil {
+		return fmt.Errorf("image %q: %w", name, err)
+	}
+	return rootfs.WriteMeta(images, rootfs.Meta{
+		Name: name, Source: source, Digest: res.Digest, Created: time.Now().UTC(),
+		SizeBytes: size, Platform: res.Platform, Config: res.Config,
+	})
+}
+
+// treeSize is the size of the regular files under dir (not following
+// symlinks), each hard-linked file counted once.
+func treeSize(dir string) (int64, error) {
+	var n int64
+	seen := map[uint64]bool{}
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
+			if seen[st.Ino] {
+				return nil
+			}
+			seen[st.Ino] = true
+		}
+		n += fi.Size()
+		return nil
+	})
+	return n, err
+}
+
+func imageLsCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "ls",
-		Short: "List images",
-		Args:  cobra.NoArgs,
+		Short: "List images: name, digest, size, created, source",
+		Long: `ls lists the images in <state-dir>/images with what turnbox recorded when
+it made them (pull, import, build): the manifest digest, the size of the
+files, when, and where from. An image made before records were kept is
+listed with its name, size and directory time only. --json prints the
+records, with the image's config (env, working directory, user, command).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ents, err := os.ReadDir(filepath.Join(g.stateDir, "images"))
-			if err != nil && !os.IsNotExist(err) {
+			metas, err := listImages(filepath.Join(g.stateDir, "images"))
+			if err != nil {
 				return err
 			}
-			for _, e := range ents {
-				// Skip temporaries: NAME.building and .NAME.import-*.
-				if e.IsDir() && filepath.Ext(e.Name()) != ".building" && !strings.HasPrefix(e.Name(), ".") {
-					fmt.Println(e.Name())
-				}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(out, metas)
 			}
-			return nil
+			tw := newTable(out)
+			fmt.Fprintln(tw, "NAME\tDIGEST\tSIZE\tCREATED\tSOURCE")
+			for _, m := range metas {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", m.Name, shortDigest(m.Digest), humanSize(m.SizeBytes),
+					m.Created.Local().Format(time.DateTime), cmp.Or(m.Source, "-"))
+			}
+			return tw.Flush()
 		},
-	})
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the image records as JSON")
 	return cmd
+}
+
+// listImages returns the record of each image in images, by name; an
+// image without one gets its name, size and directory time.
+func listImages(images string) ([]rootfs.Meta, error) {
+	ents, err := os.ReadDir(images)
+	if err != nil && !os.IsNotExist(err) {
+		return nil, err
+	}
+	metas := []rootfs.Meta{}
+	for _, e := range ents {
+		// Skip temporaries and records: NAME.building, .NAME.import-*, .meta.
+		if !e.IsDir() || filepath.Ext(e.Name()) == ".building" || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		m, err := rootfs.ReadMeta(images, e.Name())
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				return nil, err
+			}
+			m = rootfs.Meta{Name: e.Name()}
+			if fi, err := e.Info(); err == nil {
+				m.Created = fi.ModTime().UTC()
+			}
+			if m.SizeBytes, err = treeSize(filepath.Join(images, e.Name())); err != nil {
+				return nil, err
+			}
+		}
+		m.Name = e.Name()
+		metas = append(metas, m)
+	}
+	return metas, nil
+}
+
+// shortDigest is the first 12 hex digits of a "sha256:..." digest; "-"
+// for none.
+func shortDigest(d string) string {
+	_, hex, ok := strings.Cut(d, ":")
+	if !ok || hex == "" {
+		return "-"
+	}
+	return hex[:min(12, len(hex))]
 }
 
 func importCmd(g *globals) *cobra.Command {
@@ -82,8 +187,9 @@ directory (with oci-layout and index.json) or a tarball written by
 ` + "`docker save`" + `. NAME defaults to PATH's base name without .tar; an
 existing image is never overwritten.
 
-turnbox does not contact registries. Pull the image on a machine that can,
-then copy the result here:
+import contacts no registry (turnbox image pull does). On a machine that
+cannot reach the registry, pull the image on one that can, then copy the
+result here:
 
   skopeo copy docker://debian:12 oci:debian:12   # an OCI layout in ./debian
   turnbox image import debian debian12
@@ -138,11 +244,8 @@ has its own /dev). Ownership is kept when running as root.`,
 				fmt.Fprintf(os.Stderr, "; %d hard links to deleted files skipped", res.SkippedHardlinks)
 			}
 			fmt.Fprintln(os.Stderr)
-			if host := "linux/" + runtime.GOARCH; res.Platform != "" && !strings.HasPrefix(res.Platform+"/", host+"/") {
-				fmt.Fprintf(os.Stderr, "warning: the image is for %s, this host is %s: its programs may not run\n", res.Platform, host)
-			}
-			if !res.HasShell {
-				fmt.Fprintln(os.Stderr, "warning: the image has no /bin/sh: the bash tool will not work in its sessions")
+			if err := finishImage(g.stateDir, name, "import:"+src, res); err != nil {
+				return err
 			}
 			fmt.Println(dst)
 			return nil
@@ -150,6 +253,72 @@ has its own /dev). Ownership is kept when running as root.`,
 	}
 	cmd.Flags().StringVar(&opts.Platform, "platform", "", "image platform to take from a multi-platform source, os/arch[/variant] (default: this host's, linux/"+runtime.GOARCH+")")
 	cmd.Flags().StringVar(&opts.Ref, "ref", "", "image to take from a source with several: the OCI ref name (e.g. 12) or the docker tag (e.g. debian:12)")
+	return cmd
+}
+
+// finishImage warns about an image just made that may not work here
+// (another platform, no shell) and records its Meta.
+func finishImage(stateDir, name, source string, res *rootfs.ImportResult) error {
+	if host := "linux/" + runtime.GOARCH; res.Platform != "" && !strings.HasPrefix(res.Platform+"/", host+"/") {
+		fmt.Fprintf(os.Stderr, "warning: the image is for %s, this host is %s: its programs may not run\n", res.Platform, host)
+	}
+	if !res.HasShell {
+		fmt.Fprintln(os.Stderr, "warning: the image has no /bin/sh: the bash tool will not work in its sessions")
+	}
+	return recordImage(stateDir, name, source, res)
+}
+
+func pullCmd(g *globals) *cobra.Command {
+	var opts rootfs.PullOptions
+	cmd := &cobra.Command{
+		Use:   "pull REF [NAME]",
+		Short: "Pull an image from an OCI or Docker v2 registry",
+		Long: `pull downloads the image REF (debian:12, ghcr.io/org/app:1,
+REPO@sha256:...) from its registry and flattens it into
+<state-dir>/images/NAME, as import does. NAME defaults to the last
+element of REF's repository (python for ghcr.io/org/python:3.12); an
+existing image is never overwritten.
+
+The image for this host's platform is taken from a multi-platform
+reference (choose another with --platform). Credentials come from the
+docker config (~/.docker/config.json, $DOCKER_CONFIG) and its credential
+helpers. Every layer is verified against its digest; a failed pull
+leaves nothing. The image's config (env, working directory, user,
+command) is recorded beside it: see turnbox image ls --json.`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ref := args[0]
+			name := rootfs.RepositoryBase(ref)
+			if len(args) == 2 {
+				name = args[1]
+			}
+			if err := environment.ValidateImageName(name); err != nil {
+				if len(args) == 1 {
+					return fmt.Errorf("cannot name the image after %s (%v): give a NAME", ref, err)
+				}
+				return fmt.Errorf("image name: %w", err)
+			}
+			dst := filepath.Join(g.stateDir, "images", name)
+			if _, err := os.Lstat(dst); err == nil {
+				return fmt.Errorf("image %q exists at %s; remove it with `turnbox image rm %s` to pull it again", name, dst, name)
+			}
+			p := newProgress(os.Stderr, "pulling "+name)
+			opts.Progress = p.update
+			res, err := rootfs.Pull(cmd.Context(), ref, dst, opts)
+			p.end()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "pulled %s as %s (%s, %s): %d layers, %d files\n", ref, name, cmp.Or(res.Platform, "unknown platform"), res.Digest, res.Layers, res.Files)
+			if err := finishImage(g.stateDir, name, "pull:"+ref, res); err != nil {
+				return err
+			}
+			fmt.Println(dst)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&opts.Platform, "platform", "", "image platform to take from a multi-platform reference, os/arch[/variant] (default: this host's, linux/"+runtime.GOARCH+")")
+	cmd.Flags().BoolVar(&opts.Insecure, "insecure", false, "use plain http (only to a registry on a loopback address)")
 	return cmd
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/turnbox/turnbox/container/rootfs"
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/embedded/ledger"
 	"github.com/turnbox/turnbox/environment"
@@ -22,11 +23,12 @@ func imageRmCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rm NAME",
 		Short: "Remove an image (refused while a session uses it)",
-		Long: `rm removes the image NAME from <state-dir>/images. It is refused while a
-session of an isolated runtime uses the image (named by the session, or
-the default image, --image, for sessions that name none): destroy those
-sessions first with turnbox session rm. The ledger stays locked while the
-image is removed, so no session can start on it meanwhile.`,
+		Long: `rm removes the image NAME, and its record, from <state-dir>/images.
+It is refused while a session of an isolated runtime uses the image
+(named by the session, or the default image, --image, for sessions that
+name none): destroy those sessions first with turnbox session rm. The
+ledger stays locked while the image is removed, so no session can start
+on it meanwhile.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := removeImage(g.stateDir, args[0], cmp.Or(defaultImage, embedded.DefaultImage)); err != nil {
@@ -75,6 +77,9 @@ func removeImage(stateDir, name, def string) error {
 	trash := filepath.Join(filepath.Dir(dir), "."+name+".rm-"+strconv.Itoa(os.Getpid()))
 	if err := os.Rename(dir, trash); err != nil {
 		return fmt.Errorf("removing image %q: %w", name, err)
+	}
+	if err := rootfs.RemoveMeta(filepath.Dir(dir), name); err != nil {
+		return fmt.Errorf("removing image %q's record: %w", name, err)
 	}
 	if err := os.RemoveAll(trash); err != nil {
 		return fmt.Errorf("removing image %q (now at %s): %w", name, trash, err)

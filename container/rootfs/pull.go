@@ -29,7 +29,11 @@ type PullOptions struct {
 	Progress func(done, total int64)
 	// Insecure allows plain http to a registry on a loopback address
 	// (localhost, 127.0.0.0/8, ::1), as a test or local registry is; it
-	// is refused for any other registry.
+	// is refused for any other registry. (go-containerregistry already
+	// falls back to http for localhost, 127.0.0.1 and ::1 after trying
+	// https; it would also for names ending in .localhost and RFC 1918
+	// addresses, open to a downgrade by anyone on the path, which Pull
+	// refuses.)
 	Insecure bool
 }
 
@@ -100,8 +104,8 @@ func parseRef(ref string, insecure bool) (name.Reference, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %q: %v", ErrBadReference, ref, err)
 	}
-	if insecure && !isLoopback(r.Context().RegistryStr()) {
-		return nil, fmt.Errorf("%w: plain http is allowed only to a registry on loopback, not %s", ErrBadReference, r.Context().RegistryStr())
+	if reg := r.Context().Registry; reg.Scheme() == "http" && !isLoopback(reg.RegistryStr()) {
+		return nil, fmt.Errorf("%w: plain http is allowed only to a registry on loopback, not %s", ErrBadReference, reg.RegistryStr())
 	}
 	return r, nil
 }

@@ -202,6 +202,8 @@ func TestPullBadRef(t *testing.T) {
 		{"unknown tag", tr.host + "/nope:1", rootfs.PullOptions{Insecure: true}, "UNKNOWN"},
 		{"malformed", "Bad Ref!", rootfs.PullOptions{}, "bad image reference"},
 		{"http off loopback", "example.com/x:1", rootfs.PullOptions{Insecure: true}, "only to a registry on loopback"},
+		{"http to .localhost", "registry.localhost:5000/x:1", rootfs.PullOptions{}, "only to a registry on loopback"},
+		{"http to a private address", "10.1.2.3:5000/x:1", rootfs.PullOptions{}, "only to a registry on loopback"},
 		{"bad platform", tr.host + "/nope:1", rootfs.PullOptions{Insecure: true, Platform: "linux"}, "want os/arch"},
 	} {
 		_, err := rootfs.Pull(context.Background(), c.ref, filepath.Join(images, "x"), c.opts)
