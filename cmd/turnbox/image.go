@@ -244,7 +244,11 @@ has its own /dev). Ownership is kept when running as root.`,
 				fmt.Fprintf(os.Stderr, "; %d hard links to deleted files skipped", res.SkippedHardlinks)
 			}
 			fmt.Fprintln(os.Stderr)
-			if err := finishImage(g.stateDir, name, "import:"+src, res); err != nil {
+			abs, err := filepath.Abs(src)
+			if err != nil {
+				abs = src
+			}
+			if err := finishImage(g.stateDir, name, "import:"+abs, res); err != nil {
 				return err
 			}
 			fmt.Println(dst)
