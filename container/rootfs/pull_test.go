@@ -178,9 +178,10 @@ func TestPullTampered(t *testing.T) {
 	tr.tamper.Store(d.String())
 	images := t.TempDir()
 	_, err = rootfs.Pull(context.Background(), ref, filepath.Join(images, "app"), rootfs.PullOptions{Insecure: true})
-	if err == nil {
-		t.Fatal("pull of a tampered layer succeeded")
+	if err == nil || !strings.Contains(err.Error(), d.String()) {
+		t.Fatalf("pull of a tampered layer: %v; want it to fail naming the layer's digest", err)
 	}
+	t.Log(err)
 	if ents, _ := os.ReadDir(images); len(ents) != 0 {
 		t.Errorf("images dir holds %d entries after a failed pull, want none", len(ents))
 	}
@@ -226,5 +227,18 @@ func TestRepositoryBase(t *testing.T) {
 		if got := rootfs.RepositoryBase(ref); got != want {
 			t.Errorf("RepositoryBase(%q) = %q, want %q", ref, got, want)
 		}
+	}
+}
+
+// TestImportConfig: Import returns the image's config and digest too.
+func TestImportConfig(t *testing.T) {
+	img := configured(t)
+	want, _ := img.Digest()
+	res, err := rootfs.Import(context.Background(), writeLayout(t, layoutImage{img: img}), filepath.Join(t.TempDir(), "app"), rootfs.ImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Digest != want.String() || res.Config.WorkingDir != "/app" || res.Config.User != "1000:1000" || len(res.Config.Env) != 2 {
+		t.Errorf("digest %q (want %q), config %+v", res.Digest, want, res.Config)
 	}
 }
