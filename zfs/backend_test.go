@@ -45,9 +45,17 @@ func newBackend(t *testing.T, pool string) *opened {
 
 func TestBackendSuite(t *testing.T) {
 	pool := zfstest.NewPool(t, 2<<30)
+	var skip []snapshottest.Option
+	if !zfstest.Kernel() {
+		// zfs-fuse's daemon died under this race (a rollback's
+		// unmount while a writer swaps symlinks in the volume) in a
+		// CI run, taking every later zfs test with it. Kernel OpenZFS
+		// runs the case in the VM suite (make test-zfs).
+		skip = append(skip, snapshottest.WithSkip("zfs-fuse's daemon can crash under it; run on kernel OpenZFS (make test-zfs)", "SnapshotSymlinkRace"))
+	}
 	snapshottest.Run(t, func(t *testing.T) snapshot.Backend {
 		return newBackend(t, pool)
-	},
+	}, append(skip,
 		snapshottest.WithCopyOnWrite(),
 		snapshottest.WithFullDisk(func(t *testing.T) snapshot.Backend {
 			small := zfstest.NewPool(t, 64<<20)
@@ -63,7 +71,7 @@ func TestBackendSuite(t *testing.T) {
 			t.Cleanup(func() { b.Close() })
 			return b
 		}),
-	)
+	)...)
 }
 
 // TestRollbackScheme checks the generation bookkeeping behind rollback:
