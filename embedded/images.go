@@ -123,3 +123,34 @@ func ensureDefaultImage(cfg *Config) error {
 	cfg.Logger.Info("built the default image", "image", DefaultImage, "dir", dir)
 	return nil
 }
+
+// ImageInfo describes an image in the host's store: where it came from,
+// its size and the configuration sessions made from it inherit.
+type ImageInfo = rootfs.Meta
+
+// PullImageOptions configures Host.PullImage.
+type PullImageOptions struct {
+	// Name is the image's name in the store; "" takes the reference's
+	// last path element without its tag or digest.
+	Name string
+	// Platform chooses from a multi-platform image ("linux/arm64");
+	// "" takes the host's.
+	Platform string
+	// Insecure allows plain http, to a registry on a loopback address
+	// only.
+	Insecure bool
+	// Replace replaces an image of the same name; sessions made from the
+	// old one keep it.
+	Replace bool
+	// Progress, if set, is called as layer bytes arrive (total 0: not
+	// known yet). It must not block.
+	Progress func(done, total int64)
+}
+
+// PruneReport says what Host.PruneImages freed.
+type PruneReport struct {
+	// Removed names the storage volumes destroyed.
+	Removed []string
+	// FreedBytes is the space they used (0 when the storage cannot tell).
+	FreedBytes int64
+}

@@ -263,4 +263,9 @@ var (
 	ErrLimitExceeded = errors.New("limit exceeded")
 	// ErrClosed: the host is shutting down or closed.
 	ErrClosed = errors.New("host closed")
+	// ErrImageNotFound: no image of that name in the host's store.
+	ErrImageNotFound = errors.New("image not found")
+	// ErrImageInUse: the image cannot be removed while sessions made from
+	// it exist (the error's message names them).
+	ErrImageInUse = errors.New("image in use")
 )

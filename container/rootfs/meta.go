@@ -39,6 +39,14 @@ type Meta struct {
 	Platform string `json:"platform,omitempty"`
 	// Config is the image's runtime configuration.
 	Config ImageConfig `json:"config"`
+	// Volume, set on images saved from a snapshot, names the storage
+	// volume that holds the image's root (its snapshot "base" is what
+	// sessions clone); such an image has no directory of its own.
+	Volume string `json:"volume,omitempty"`
+	// Parent, set on images saved from a snapshot, is the image the
+	// snapshot's session was made from: its directory is the sandbox's
+	// outer root (the agent's, never seen by commands).
+	Parent string `json:"parent,omitempty"`
 }
 
 // ImageConfig is the part of an OCI image's configuration a session

@@ -42,6 +42,8 @@ var Sentinels = []Sentinel{
 	{environment.ErrFileNotFound, turnboxv1.ErrorReason_ERROR_REASON_FILE_NOT_FOUND, connect.CodeNotFound},
 	{environment.ErrFileExists, turnboxv1.ErrorReason_ERROR_REASON_FILE_EXISTS, connect.CodeAlreadyExists},
 	{environment.ErrWatchEnded, turnboxv1.ErrorReason_ERROR_REASON_WATCH_ENDED, connect.CodeAborted},
+	{environment.ErrImageNotFound, turnboxv1.ErrorReason_ERROR_REASON_IMAGE_NOT_FOUND, connect.CodeNotFound},
+	{environment.ErrImageInUse, turnboxv1.ErrorReason_ERROR_REASON_IMAGE_IN_USE, connect.CodeFailedPrecondition},
 }
 
 // ToConnectError turns a service error into a Connect error whose code is

@@ -170,6 +170,9 @@ const (
 	ErrorReason_ERROR_REASON_FILE_NOT_FOUND ErrorReason = 21
 	ErrorReason_ERROR_REASON_FILE_EXISTS    ErrorReason = 22
 	ErrorReason_ERROR_REASON_WATCH_ENDED    ErrorReason = 23
+	// Images (ImageService).
+	ErrorReason_ERROR_REASON_IMAGE_NOT_FOUND ErrorReason = 24
+	ErrorReason_ERROR_REASON_IMAGE_IN_USE    ErrorReason = 25
 )
 
 // Enum value maps for ErrorReason.
@@ -193,6 +196,8 @@ var (
 		21: "ERROR_REASON_FILE_NOT_FOUND",
 		22: "ERROR_REASON_FILE_EXISTS",
 		23: "ERROR_REASON_WATCH_ENDED",
+		24: "ERROR_REASON_IMAGE_NOT_FOUND",
+		25: "ERROR_REASON_IMAGE_IN_USE",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":              0,
@@ -213,6 +218,8 @@ var (
 		"ERROR_REASON_FILE_NOT_FOUND":           21,
 		"ERROR_REASON_FILE_EXISTS":              22,
 		"ERROR_REASON_WATCH_ENDED":              23,
+		"ERROR_REASON_IMAGE_NOT_FOUND":          24,
+		"ERROR_REASON_IMAGE_IN_USE":             25,
 	}
 )
 
@@ -2953,7 +2960,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\fOutputStream\x12\x1d\n" +
 	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
-	"\x14OUTPUT_STREAM_STDERR\x10\x02*\xcc\x04\n" +
+	"\x14OUTPUT_STREAM_STDERR\x10\x02*\x8d\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12)\n" +
 	"%ERROR_REASON_CAPABILITY_NOT_SUPPORTED\x10\x01\x12\"\n" +
@@ -2973,7 +2980,9 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x1eERROR_REASON_PROCESS_NOT_FOUND\x10\x14\x12\x1f\n" +
 	"\x1bERROR_REASON_FILE_NOT_FOUND\x10\x15\x12\x1c\n" +
 	"\x18ERROR_REASON_FILE_EXISTS\x10\x16\x12\x1c\n" +
-	"\x18ERROR_REASON_WATCH_ENDED\x10\x172\xab\v\n" +
+	"\x18ERROR_REASON_WATCH_ENDED\x10\x17\x12 \n" +
+	"\x1cERROR_REASON_IMAGE_NOT_FOUND\x10\x18\x12\x1d\n" +
+	"\x19ERROR_REASON_IMAGE_IN_USE\x10\x192\xab\v\n" +
 	"\x0eSandboxService\x12T\n" +
 	"\rCreateSession\x12 .turnbox.v1.CreateSessionRequest\x1a!.turnbox.v1.CreateSessionResponse\x12P\n" +
 	"\n" +
