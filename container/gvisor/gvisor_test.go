@@ -73,6 +73,24 @@ func newEnv(t testing.TB, opts ...gvisor.Option) *env {
 	return &env{rt: rt, runsc: runsc, rootfs: busybox(t), workspace: ws}
 }
 
+// dumpSandbox logs what the sandbox id holds (runsc ps) and the end of its
+// agent's log, to tell a starved agent from a stuck one.
+func (e *env) dumpSandbox(t *testing.T, id string) {
+	t.Helper()
+	ps, err := exec.Command(e.runsc, "--root", filepath.Join(e.rt.Root(), "state"), "ps", id).CombinedOutput()
+	t.Logf("runsc ps (%v):\n%s", err, lastLines(string(ps), 40))
+	log, err := os.ReadFile(filepath.Join(e.rt.Root(), "bundles", id, "agent.log"))
+	t.Logf("agent.log (%v):\n%s", err, lastLines(string(log), 40))
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
 func (e *env) spec(id string) container.Spec {
 	return container.Spec{ID: id, RootFS: e.rootfs, Workspace: e.workspace, Env: []string{"TURNBOX_TEST=1"}}
 }
@@ -398,6 +416,7 @@ func TestPidsLimitContainsForkBomb(t *testing.T) {
 	}
 	killStart := time.Now()
 	if err := sb.KillAll(ctxT(t)); err != nil {
+		e.dumpSandbox(t, spec.ID)
 		t.Fatalf("KillAll after fork bomb: %v", err)
 	}
 	t.Logf("KillAll after the fork bomb took %v", time.Since(killStart))
