@@ -200,8 +200,8 @@ func (s *Server) handlerOptions() []connect.HandlerOption {
 	}
 }
 
-// Handler returns a mux with the service, the file service and its
-// upload and download streams (FilesHandler), /healthz (no auth: 200 while
+// Handler returns a mux with the sandbox, process and image services, the
+// file service and its upload and download streams (FilesHandler), /healthz (no auth: 200 while
 // serving, 503 once draining) and /metrics (Prometheus; auth like the
 // service).
 func (s *Server) Handler() http.Handler {
@@ -209,6 +209,8 @@ func (s *Server) Handler() http.Handler {
 	path, h := s.ServiceHandler()
 	mux.Handle(path, h)
 	path, h = s.ProcessServiceHandler()
+	mux.Handle(path, h)
+	path, h = s.ImageServiceHandler()
 	mux.Handle(path, h)
 	fpath, fh := s.FilesHandler()
 	mux.Handle(fpath, fh)
