@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -31,6 +32,8 @@ type images struct {
 	dir  string // Config.ImagesDir
 	def  string // Config.DefaultImage
 	none bool   // the none runtime, which uses no root filesystem
+	// saveMu serializes writing the records of saved images.
+	saveMu *sync.Mutex
 }
 
 // path is Host.ImagePath.
@@ -51,6 +54,9 @@ func (im images) path(name string) (string, error) {
 		return "", nil
 	}
 	if err := checkImageDir(im.dir, name); err != nil {
+		if dir, ok := im.savedOuterRoot(name); ok {
+			return dir, nil
+		}
 		return "", fmt.Errorf("%w: image %q: %v (build one with `turnbox image build busybox`)", environment.ErrInvalidArgument, name, err)
 	}
 	return filepath.Join(im.dir, name), nil

@@ -182,6 +182,9 @@ func (d *sessionDeps) newRootVolume(ctx context.Context, name, image string) (sn
 	if image == "" {
 		image = d.images.def
 	}
+	if vol, ok := d.images.savedVolume(image); ok {
+		return d.storage.CloneVolume(ctx, name, vol, imageBaseSnapshot)
+	}
 	base, err := d.imageVols.base(ctx, image, dir)
 	if err != nil {
 		return snapshot.Volume{}, err
