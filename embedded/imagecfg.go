@@ -72,7 +72,8 @@ func (d *sessionDeps) imageDefaults(name string) *ledger.ImageDefaults {
 
 // imageEnv returns the usable entries of an image's ENV: KEY=value with a
 // shell name (the last of a repeated key wins), no NUL, not a variable
-// the host sets, within environment.MaxEnvVars and MaxEnvBytes.
+// the host sets, and, in their order, those that fit within
+// environment.MaxEnvVars and MaxEnvBytes.
 func imageEnv(env []string, log *slog.Logger) []string {
 	vals := make(map[string]string)
 	var order []string
@@ -102,16 +103,19 @@ func imageEnv(env []string, log *slog.Logger) []string {
 	if skipped > 0 {
 		log.Warn("skipped bad entries of the image's ENV", "skipped", skipped, "first", why)
 	}
-	out := make([]string, 0, len(order))
+	out := make([]string, 0, min(len(order), environment.MaxEnvVars))
 	total := 0
-	for i, k := range order {
+	for _, k := range order {
 		n := len(k) + len(vals[k]) + 2 // as environment.ValidateEnv counts
-		if i == environment.MaxEnvVars || total+n > environment.MaxEnvBytes {
-			log.Warn("the image's ENV is too large; dropped its last entries", "kept", i, "dropped", len(order)-i)
-			break
+		if len(out) == environment.MaxEnvVars || total+n > environment.MaxEnvBytes {
+			continue // an entry that does not fit; a smaller later one may
 		}
 		total += n
 		out = append(out, k+"="+vals[k])
+	}
+	if len(out) < len(order) {
+		log.Warn("the image's ENV is over the bounds of a session's env; dropped entries that did not fit",
+			"kept", len(out), "dropped", len(order)-len(out), "max_vars", environment.MaxEnvVars, "max_bytes", environment.MaxEnvBytes)
 	}
 	return out
 }

@@ -171,7 +171,7 @@ func testImageConfigHostile(t *testing.T, rt embedded.ContainerRuntime) {
 	ctx := context.Background()
 	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, rt)
 	hostDir := t.TempDir()
-	many := []string{"1BAD=x", "noequals", "PWD=/evil", "TURNBOX_EXEC_ID=x", "NUL=a\x00b", "GOOD=1"}
+	many := []string{"1BAD=x", "noequals", "PWD=/evil", "TURNBOX_EXEC_ID=x", "NUL=a\x00b", "BIG=" + strings.Repeat("b", 200<<10), "GOOD=1"}
 	for i := range 1000 {
 		many = append(many, fmt.Sprintf("E%04d=%s", i, strings.Repeat("v", 200)))
 	}
@@ -213,9 +213,9 @@ func testImageConfigHostile(t *testing.T, rt embedded.ContainerRuntime) {
 	}
 
 	e := session("env")
-	out := shOut(t, e, environment.BashParams{Command: `pwd; echo "$GOOD [$PWD] [$NUL]"; env | grep -c '^E[0-9]'; echo ${#E0000}`})
+	out := shOut(t, e, environment.BashParams{Command: `pwd; echo "$GOOD [$PWD] [$NUL] [$BIG]"; env | grep -c '^E[0-9]'; echo ${#E0000}`})
 	lines := strings.Split(out, "\n")
-	if len(lines) < 4 || lines[0] != "/" || lines[1] != "1 [/] []" || lines[3] != "200" {
+	if len(lines) < 4 || lines[0] != "/" || lines[1] != "1 [/] [] []" || lines[3] != "200" {
 		t.Errorf("image env: %q", out)
 	}
 	if n := 0; len(lines) > 2 {
