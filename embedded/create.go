@@ -34,8 +34,11 @@ type creation struct {
 	// rootTree: the volume holds the session's whole root (see
 	// imagevol.go); a fork's follows its parent's.
 	rootTree bool
-	rec      ledger.SessionRecord
-	s        *session
+	// image: the defaults the session takes from its image's config
+	// (imagecfg.go); a fork's are its parent's.
+	image *ledger.ImageDefaults
+	rec   ledger.SessionRecord
+	s     *session
 
 	undo []func(ctx context.Context)
 }
@@ -45,7 +48,7 @@ type creation struct {
 func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig) (*session, error) {
 	c := &creation{h: h, ctx: ctx, cfg: cfg, start: time.Now()}
 	for _, step := range []func() error{
-		c.check, c.claimPooled, c.reserve, c.record, c.makeVolume, c.applyQuota, c.startSandbox, c.activate,
+		c.check, c.claimPooled, c.reserve, c.record, c.makeVolume, c.makeImageWorkDir, c.applyQuota, c.startSandbox, c.activate,
 	} {
 		if err := step(); err != nil {
 			c.unwind()
@@ -103,6 +106,19 @@ func (c *creation) check() error {
 				c.quota = &q
 			}
 			c.rootTree = prec.RootTree
+			c.image = prec.Image
+		}
+	} else {
+		c.image = h.deps.imageDefaults(c.cfg.Image)
+	}
+	if c.image != nil && !c.rootTree {
+		// An older layout's root is the image's directory, read-only:
+		// no WORKDIR can be made in it.
+		img := *c.image
+		img.WorkDir = ""
+		c.image = &img
+		if len(img.Env) == 0 && img.User == "" {
+			c.image = nil
 		}
 	}
 	if d := c.cfg.Limits.DiskBytes; d > 0 {
@@ -151,7 +167,7 @@ func (c *creation) reserve() error {
 		ID: id, Volume: c.volume, Backend: h.storage.Kind(), Runtime: h.runtime.Kind(),
 		State: string(environment.StateCreating), Config: cfgJSON,
 		ParentSession: c.parent.Session, ParentSnapshot: c.cfg.FromSnapshot, CreatedAt: time.Now().UTC(),
-		DiskQuotaBytes: c.quota, RootTree: c.rootTree,
+		DiskQuotaBytes: c.quota, RootTree: c.rootTree, Image: c.image,
 	}
 	c.s = newSession(h.deps, c.rec, snapshot.Volume{})
 	h.sessions[id] = c.s

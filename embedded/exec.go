@@ -196,10 +196,13 @@ func (w streamWriter) Write(p []byte) (int, error) {
 
 // commandDir maps a command's working directory (relative to the
 // workspace, or absolute in it) to the sandbox's path, checking through
-// descriptors that it is a directory of the workspace.
+// descriptors that it is a directory of the workspace. A command that
+// names none starts in the session's default (defaultDir): its image's
+// WORKDIR, else the workspace. A relative one stays relative to the
+// workspace, whatever the image's WORKDIR.
 func (s *session) commandDir(workdir string) (string, error) {
 	if workdir == "" {
-		return container.WorkspaceDir, nil
+		return s.defaultDir()
 	}
 	ws := s.workspace()
 	rel, err := ws.rel(workdir)
@@ -229,6 +232,7 @@ func (s *session) bash(ctx context.Context, callID string, p environment.BashPar
 	st := &streamer{out: out, onProgress: onProgress, id: callID}
 	timeout := s.toolTimeout(p.TimeoutMS)
 	rootfs, _ := s.deps.images.path(s.cfg.Image)
+	user := s.userFor("")
 	status, err := s.execTracked(ctx, sb, callID, container.Process{
 		Args:    []string{s.shell(rootfs), "-c", p.Command},
 		Env:     s.env(),
@@ -236,13 +240,16 @@ func (s *session) bash(ctx context.Context, callID string, p environment.BashPar
 		Stdout:  streamWriter{st, environment.StreamStdout},
 		Stderr:  streamWriter{st, environment.StreamStderr},
 		Timeout: timeout,
-	}, resp)
+	}, user, resp)
 	st.mu.Lock()
 	st.done = true
 	st.mu.Unlock()
 	if err != nil {
 		if errors.Is(err, container.ErrPaused) {
 			return fmt.Errorf("%w: session %s was paused as the call started", environment.ErrNotActive, s.id)
+		}
+		if errors.Is(err, container.ErrInvalidSpec) && user != "" {
+			return fmt.Errorf("%w: the session's default user %q (its image's USER): %w", environment.ErrInvalidArgument, user, err)
 		}
 		if errors.Is(err, container.ErrNotRunning) && s.life.Err() == nil {
 			s.deps.log.Error("sandbox died during a tool call; session failed", "session", s.id, "err", err)

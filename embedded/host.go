@@ -269,6 +269,13 @@ type SessionInfo struct {
 	Image string `json:"image,omitempty"`
 	// Labels are the session's labels (SessionConfig.Labels; a copy).
 	Labels map[string]string `json:"labels,omitempty"`
+	// WorkDir is the directory, absolute in the sandbox, where commands
+	// that name none start, from the image's WORKDIR; "" for the
+	// workspace (/workspace).
+	WorkDir string `json:"work_dir,omitempty"`
+	// User is the user commands that name none run as, from the image's
+	// USER (a name, uid or uid:gid); "" for root.
+	User string `json:"user,omitempty"`
 }
 
 // Sessions lists the host's sessions, sorted by id.

@@ -98,7 +98,7 @@ func (s *session) startProcess(ctx context.Context, cfg environment.ProcessConfi
 	spec := container.ProcessSpec{
 		Process: container.Process{Args: args, Env: s.processEnv(cfg.Env), Dir: dir,
 			Stdout: p.writer(environment.StreamStdout), Stderr: p.writer(environment.StreamStderr), Timeout: cfg.Timeout},
-		User: cfg.User, OpenStdin: cfg.Stdin,
+		User: s.userFor(cfg.User), OpenStdin: cfg.Stdin,
 	}
 	if cfg.PTY != nil {
 		spec.PTY = &container.TermSize{Rows: cfg.PTY.Rows, Cols: cfg.PTY.Cols}
@@ -122,7 +122,13 @@ func (s *session) processDir(cwd string) (string, error) {
 	if !path.IsAbs(cwd) || !s.ownRoot() {
 		return s.commandDir(cwd)
 	}
-	rel, err := s.resolveSandboxPath(cwd)
+	return s.rootDir(cwd)
+}
+
+// rootDir checks, through descriptors, that the absolute sandbox path
+// dir is a directory of the session's own root, and returns it cleaned.
+func (s *session) rootDir(dir string) (string, error) {
+	rel, err := s.resolveSandboxPath(dir)
 	if err != nil {
 		return "", err
 	}
@@ -133,7 +139,7 @@ func (s *session) processDir(cwd string) (string, error) {
 	defer unix.Close(root)
 	fd, err := openat2(root, rel, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return "", fileErr(cwd, err)
+		return "", fileErr(dir, err)
 	}
 	unix.Close(fd)
 	return path.Clean("/" + rel), nil
@@ -170,15 +176,18 @@ func (s *session) processError(err error) error {
 // process table (tag "tool:<call id>") where the sandbox can start
 // processes, so its output can be followed later by resp.PID. It keeps
 // Exec's semantics: ctx's end kills the command's tree.
-func (s *session) execTracked(ctx context.Context, sb container.Sandbox, callID string, spec container.Process, resp *environment.ToolResponse) (container.ExitStatus, error) {
+func (s *session) execTracked(ctx context.Context, sb container.Sandbox, callID string, spec container.Process, user string, resp *environment.ToolResponse) (container.ExitStatus, error) {
 	ps, ok := sb.(container.ProcessStarter)
 	if !ok {
+		if user != "" {
+			return container.ExitStatus{}, fmt.Errorf("%w: this %s sandbox cannot run a command as user %q", environment.ErrCapabilityNotSupported, s.deps.runtime.Kind(), user)
+		}
 		return sb.Exec(ctx, spec)
 	}
 	p := newProc(environment.ProcessConfig{Tag: "tool:" + callID}, spec.Args, s.procs.ringBytes)
 	spec.Stdout = io.MultiWriter(spec.Stdout, p.writer(environment.StreamStdout))
 	spec.Stderr = io.MultiWriter(spec.Stderr, p.writer(environment.StreamStderr))
-	rp, err := ps.StartProcess(ctx, container.ProcessSpec{Process: spec})
+	rp, err := ps.StartProcess(ctx, container.ProcessSpec{Process: spec, User: user})
 	if err != nil {
 		return container.ExitStatus{}, err
 	}

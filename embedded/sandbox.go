@@ -63,7 +63,7 @@ func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
 	}
 	start := time.Now()
 	spec := container.Spec{
-		ID: s.id, RootFS: rootfs, Workspace: vol.Path, Env: s.env(), Limits: s.limits(), Network: container.NetworkNone,
+		ID: s.id, RootFS: rootfs, Workspace: vol.Path, Env: s.ownEnv(), Limits: s.limits(), Network: container.NetworkNone,
 	}
 	if s.rec.RootTree {
 		spec.Root, spec.Workspace, spec.ReadOnlyRoot = vol.Path, workspacePath(vol.Path, true), s.cfg.ReadOnlyRoot
@@ -80,9 +80,11 @@ func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
 	return sb, nil
 }
 
-// env returns the session's environment variables as KEY=value, sorted.
-// Every command gets them (a pooled sandbox was started without them).
-func (s *session) env() []string {
+// ownEnv returns the session's own environment variables (its config's)
+// as KEY=value, sorted: the sandbox's base environment. Every command
+// also gets them with its image's under them (env; a pooled sandbox was
+// started without them).
+func (s *session) ownEnv() []string {
 	env := make([]string, 0, len(s.cfg.Env))
 	for k, v := range s.cfg.Env {
 		env = append(env, k+"="+v)

@@ -71,11 +71,15 @@ func (s *session) info() SessionInfo {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	last, _ := s.deps.ledger.NextTurn(s.id)
-	return SessionInfo{ID: s.id, State: s.state, CreatedAt: s.rec.CreatedAt, ParentSession: s.rec.ParentSession,
+	info := SessionInfo{ID: s.id, State: s.state, CreatedAt: s.rec.CreatedAt, ParentSession: s.rec.ParentSession,
 		ParentSnapshot: s.rec.ParentSnapshot, LastTurn: max(last-1, 0), Path: workspacePath(s.vol.Path, s.rec.RootTree),
 		Root:       s.rootPath(),
 		IdlePaused: s.autoPause.paused, DiskQuotaBytes: s.quota.limit, DiskUsedBytes: s.quota.used,
 		Limits: limitsInfo(s.limits(), s.quota.limit), Image: s.cfg.Image, Labels: maps.Clone(s.cfg.Labels)}
+	if img := s.rec.Image; img != nil {
+		info.WorkDir, info.User = img.WorkDir, img.User
+	}
+	return info
 }
 
 // rootPath is the host path of the session's root tree ("" for an

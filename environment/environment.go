@@ -189,6 +189,8 @@ type SessionConfig struct {
 	// Image names the base root filesystem for isolated runtimes (empty:
 	// the host's default image): a name in the host's image store, never a
 	// path (ValidateImageName). Ignored by IsolationNone once validated.
+	// Commands inherit the image's ENV (under Env), WORKDIR and USER
+	// where the host applies them (docs/images.md).
 	Image string `json:"image,omitempty"`
 	// ReadOnlyRoot makes the session's root filesystem read-only to its
 	// commands except for /workspace (writes elsewhere fail with EROFS),
@@ -197,8 +199,9 @@ type SessionConfig struct {
 	// FromSnapshot, if set, starts the workspace as a copy of that snapshot
 	// (an id returned by CreateSnapshot, of any session on the same host).
 	FromSnapshot string `json:"from_snapshot,omitempty"`
-	// Env is added to the environment of every command (ValidateEnv:
-	// shell names, no NUL, MaxEnvVars and MaxEnvBytes).
+	// Env is added to the environment of every command, over the
+	// image's (ValidateEnv: shell names, no NUL, MaxEnvVars and
+	// MaxEnvBytes).
 	Env map[string]string `json:"env,omitempty"`
 	// Labels are metadata kept with the session (ValidateLabels).
 	Labels map[string]string `json:"labels,omitempty"`

@@ -90,11 +90,13 @@ type ProcessConfig struct {
 	// Env is added to the session's environment (ValidateEnv).
 	Env map[string]string `json:"env,omitempty"`
 	// Cwd is the working directory: absolute in the sandbox, or relative
-	// to the workspace (default: the workspace).
+	// to the workspace (default: the session's image's WORKDIR, else the
+	// workspace).
 	Cwd string `json:"cwd,omitempty"`
 	// User runs the process as this user of the sandbox: a name, "uid" or
-	// "uid:gid" (default root; on isolation none, the host user, and a
-	// User only where the host process is root).
+	// "uid:gid" (default: the session's image's USER, else root; on
+	// isolation none, the host user, and a User only where the host
+	// process is root).
 	User string `json:"user,omitempty"`
 	// Tag is a caller's label kept with the process (at most
 	// MaxProcessTagBytes). Tags starting "tool:" are the bash tool's.

@@ -111,7 +111,8 @@ type BashParams struct {
 	// TimeoutMS bounds this call (0: the session's default). The whole
 	// process tree is killed at the bound.
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
-	// Workdir is a directory relative to the workspace root (default ".").
+	// Workdir is a directory relative to the workspace root (default:
+	// the session's image's WORKDIR where the host applies it, else ".").
 	Workdir string `json:"workdir,omitempty"`
 }
 

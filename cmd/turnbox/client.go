@@ -96,6 +96,11 @@ type sessionView struct {
 	Image          string                   `json:"image,omitempty"`
 	Labels         map[string]string        `json:"labels,omitempty"`
 	Limits         environment.Limits       `json:"limits"`
+	// WorkDir and User: embedded.SessionInfo's (the image's WORKDIR and
+	// USER the session's commands default to); the remote API does not
+	// carry them yet.
+	WorkDir string `json:"work_dir,omitempty"`
+	User    string `json:"user,omitempty"`
 }
 
 // sessions is the session store a command works on.
@@ -196,7 +201,7 @@ func (l localSessions) close() { closeHost(l.h) }
 
 func localView(s embedded.SessionInfo) sessionView {
 	return sessionView{ID: s.ID, State: s.State, CreatedAt: s.CreatedAt, LastTurn: s.LastTurn, ParentSession: s.ParentSession,
-		ParentSnapshot: s.ParentSnapshot, Image: s.Image, Labels: s.Labels, Limits: s.Limits}
+		ParentSnapshot: s.ParentSnapshot, Image: s.Image, Labels: s.Labels, Limits: s.Limits, WorkDir: s.WorkDir, User: s.User}
 }
 
 // remoteSessions works through a turnbox server.

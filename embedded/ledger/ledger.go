@@ -118,6 +118,25 @@ type SessionRecord struct {
 	// its workspace the directory "workspace" in it. False for sessions
 	// of older hosts, whose volume is the workspace itself.
 	RootTree bool `json:"root_tree,omitempty"`
+	// Image holds the defaults the session's commands take from its
+	// image's config, resolved once when the session was created (a
+	// fork copies its parent's), so that they outlive a change or
+	// removal of the image. Nil: none (the image had no config, the
+	// session predates them, or the runtime uses no images).
+	Image *ImageDefaults `json:"image_defaults,omitempty"`
+}
+
+// ImageDefaults are what a session's commands inherit from its image's
+// config (OCI ENV, WORKDIR and USER), already validated.
+type ImageDefaults struct {
+	// Env is the image's environment, KEY=value, under the session's own.
+	Env []string `json:"env,omitempty"`
+	// WorkDir is the absolute directory, in the sandbox's root, where
+	// commands that name none start ("": the workspace).
+	WorkDir string `json:"work_dir,omitempty"`
+	// User is the user commands that name none run as: a name, uid or
+	// uid:gid ("": root).
+	User string `json:"user,omitempty"`
 }
 
 // SnapshotRecord is a snapshot as the ledger keeps it.
