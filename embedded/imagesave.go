@@ -43,8 +43,8 @@ type SaveImageOptions struct {
 
 // SaveImage makes a snapshot of session id the image name: new sessions
 // (SessionConfig.Image) start from it with the snapshot's whole root
-// filesystem, workspace included, and with the configuration of the
-// session's own image, its session env on top. The session, its
+// filesystem, workspace included, and with the defaults the session had
+// from its own image (env, working directory, user), its own env on top. The session, its
 // snapshots and the image are independent afterwards: destroying the
 // session keeps the image.
 //
@@ -123,7 +123,8 @@ func (s *session) imageSnapshot(ctx context.Context, name, snapshotID string) (l
 }
 
 // savedMeta is the record of image name saved into volume vol from snap
-// of s: the configuration and platform of s's image, s's env on top.
+// of s: the platform of s's image and the defaults s has from it (env,
+// working directory, user), s's own env on top.
 func (s *session) savedMeta(ctx context.Context, name, vol string, snap ledger.SnapshotRecord) ImageInfo {
 	im := s.deps.images
 	parent := s.cfg.Image
@@ -132,16 +133,16 @@ func (s *session) savedMeta(ctx context.Context, name, vol string, snap ledger.S
 	}
 	pm, err := rootfs.ReadMeta(im.dir, parent)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.deps.log.Warn("the session's image record is unreadable; the saved image inherits no configuration", "image", parent, "err", err)
+		s.deps.log.Warn("the session's image record is unreadable; the saved image gets no platform", "image", parent, "err", err)
 	}
 	if pm.Volume != "" && pm.Parent != "" {
 		parent = pm.Parent // the outer root is always a directory image
 	}
-	cfg := pm.Config
-	cfg.Env = mergeEnvList(cfg.Env, s.cfg.Env)
+	def := s.imageDefaults()
 	m := ImageInfo{
-		Name: name, Source: "snapshot:" + snap.ID, Created: time.Now().UTC(),
-		Platform: pm.Platform, Config: cfg, Volume: vol, Parent: parent,
+		Name: name, Source: "snapshot:" + snap.ID, Created: time.Now().UTC(), Platform: pm.Platform,
+		Config: rootfs.ImageConfig{Env: mergeEnvList(def.Env, s.cfg.Env), WorkingDir: def.WorkDir, User: def.User},
+		Volume: vol, Parent: parent,
 	}
 	if q, ok := s.deps.storage.(snapshot.Quotaer); ok {
 		if u, err := q.Quota(ctx, vol); err == nil {
