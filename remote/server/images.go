@@ -146,6 +146,6 @@ func imageToProto(m embedded.ImageInfo) *turnboxv1.Image {
 	return &turnboxv1.Image{
 		Name: m.Name, Source: m.Source, Digest: m.Digest, Created: timestamppb.New(m.Created), SizeBytes: m.SizeBytes,
 		Platform: m.Platform,
-		Config: &turnboxv1.ImageConfig{Env: c.Env, WorkingDir: c.WorkingDir, User: c.User, Entrypoint: c.Entrypoint, Cmd: c.Cmd},
+		Config:   &turnboxv1.ImageConfig{Env: c.Env, WorkingDir: c.WorkingDir, User: c.User, Entrypoint: c.Entrypoint, Cmd: c.Cmd},
 	}
 }
