@@ -250,14 +250,14 @@ pull there.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "pulled %s as %s (%s, %s), %s\n", ref, m.Name, cmp.Or(m.Platform, "unknown platform"), m.Digest, humanSize(m.SizeBytes))
+			fmt.Fprintf(cmd.ErrOrStderr(), "pulled %s as %s (%s, %s), %s\n", ref, m.Name, cmp.Or(m.Platform, "unknown platform"), m.Digest, humanSize(m.SizeBytes))
 			if c.t.url() != "" {
 				return nil
 			}
 			dir := filepath.Join(c.g.imageStore().Dir, m.Name)
 			_, err = os.Lstat(filepath.Join(dir, "bin", "sh"))
 			warnImage(m.Platform, err == nil)
-			fmt.Println(dir)
+			fmt.Fprintln(cmd.OutOrStdout(), dir)
 			return nil
 		},
 	}
