@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/turnbox/turnbox/container/rootfs"
 	"github.com/turnbox/turnbox/embedded"
@@ -246,5 +247,57 @@ func TestImageRemoveInUseAndPrune(t *testing.T) {
 				t.Fatalf("after rm and prune, base volumes of bb: %v", got)
 			}
 		})
+	}
+}
+
+// A prune that comes while a create has found its image's base volume
+// but not cloned it yet (the image replaced meanwhile, so the volume is
+// stale) waits for the clone: the create never loses its source.
+func TestImagePruneWaitsForCreate(t *testing.T) {
+	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, embedded.ContainerRuntimeRunc)
+	ref := regtest.Start(t) + "/org/bb:1"
+	pushBusybox(t, ref, nil)
+	h := openCheckedHost(t, cfg)
+	ctx := context.Background()
+	if _, err := h.PullImage(ctx, ref, embedded.PullImageOptions{Insecure: true}); err != nil {
+		t.Fatal(err)
+	}
+	found, release := make(chan struct{}), make(chan struct{})
+	defer embedded.SetAfterImageBase(func() {
+		close(found)
+		<-release
+	})()
+	created := make(chan error, 1)
+	go func() {
+		e, err := h.CreateSession(ctx, environment.SessionConfig{Image: "bb"})
+		if err == nil {
+			err = e.Destroy(ctx)
+		}
+		created <- err
+	}()
+	<-found
+	pushBusybox(t, ref, map[string]string{"etc/version": "2"})
+	if _, err := h.PullImage(ctx, ref, embedded.PullImageOptions{Insecure: true, Replace: true}); err != nil {
+		t.Fatal(err)
+	}
+	pruned := make(chan error, 1)
+	go func() {
+		_, err := h.PruneImages(ctx)
+		pruned <- err
+	}()
+	select {
+	case err := <-pruned:
+		t.Fatalf("prune finished (%v) while a create was about to clone the volume it frees", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if err := <-created; err != nil {
+		t.Fatalf("create racing prune: %v", err)
+	}
+	if err := <-pruned; err != nil {
+		t.Fatal(err)
+	}
+	if got := imageVolumes(t, h, "bb"); len(got) != 0 {
+		t.Fatalf("after the create and prune, base volumes of bb: %v (the stale one should be freed)", got)
 	}
 }

@@ -42,6 +42,10 @@ const (
 	defaultUserID = 1000
 )
 
+// afterImageBase, set by tests only, runs between finding an image's
+// base volume and cloning it (where a prune must not come between).
+var afterImageBase func()
+
 // newSessionsRootTree says whether new sessions (not forks) keep their
 // whole root in their volume. Always true but in tests, which set it
 // false to make sessions as older hosts did.
@@ -205,6 +209,9 @@ func (d *sessionDeps) newRootVolume(ctx context.Context, name, image string) (sn
 	base, err := d.imageVols.base(ctx, image, dir)
 	if err != nil {
 		return snapshot.Volume{}, err
+	}
+	if afterImageBase != nil {
+		afterImageBase()
 	}
 	return d.storage.CloneVolume(ctx, name, base, imageBaseSnapshot)
 }
