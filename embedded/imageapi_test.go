@@ -168,8 +168,7 @@ func TestImageRemoveInUseAndPrune(t *testing.T) {
 	for _, st := range []embedded.StorageBackend{embedded.StorageBackendLocalDisk, embedded.StorageBackendBtrfs, embedded.StorageBackendZFS} {
 		t.Run(string(st), func(t *testing.T) {
 			cfg := matrixConfig(t, st, embedded.ContainerRuntimeRunc)
-			reg := regtest.Start(t)
-			ref := reg + "/org/bb:1"
+			ref := regtest.Start(t) + "/org/bb:1"
 			pushBusybox(t, ref, nil)
 			h := openCheckedHost(t, cfg)
 			ctx := context.Background()
@@ -187,66 +186,68 @@ func TestImageRemoveInUseAndPrune(t *testing.T) {
 			if _, err := h.Image(ctx, "bb"); err != nil {
 				t.Fatalf("refused RemoveImage changed the image: %v", err)
 			}
-			old := imageVolumes(t, h, "bb")
-			if len(old) != 1 {
-				t.Fatalf("base volumes of bb: %v", old)
-			}
-
-			pushBusybox(t, ref, map[string]string{"etc/version": "2"})
-			if _, err := h.PullImage(ctx, ref, embedded.PullImageOptions{Insecure: true, Replace: true}); err != nil {
-				t.Fatal(err)
-			}
-			e2, err := h.CreateSession(ctx, environment.SessionConfig{Image: "bb"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			now := imageVolumes(t, h, "bb")
-			if len(now) != 2 {
-				t.Fatalf("after replace, base volumes of bb: %v (want the old and a new one)", now)
-			}
-			rep, err := h.PruneImages(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dependent := st == embedded.StorageBackendZFS
-			if freed := slices.Contains(rep.Removed, old[0]); freed == dependent {
-				t.Fatalf("prune with a session of the old image: %+v (old volume %s; clones dependent: %v)", rep, old[0], dependent)
-			}
-			t.Logf("prune with sessions: %+v", rep)
-			// The old session still runs on its own copy, the new one sees
-			// the new image.
-			r := call(t, e2, environment.BashParams{Command: "cat /etc/version"})
-			if strings.TrimSpace(r.Content) != "2" {
-				t.Fatalf("new session of the replaced image: %q", r.Content)
-			}
-			call(t, e, environment.BashParams{Command: "true"})
-
-			if err := e.Destroy(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := e2.Destroy(ctx); err != nil {
-				t.Fatal(err)
-			}
-			rep, err = h.PruneImages(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := imageVolumes(t, h, "bb"); len(got) != 1 || got[0] == old[0] {
-				t.Fatalf("after the sessions are gone and prune (%+v), base volumes of bb: %v", rep, got)
-			}
-			if trash, _ := os.ReadDir(filepath.Join(h.ImageStore().Dir, ".trash")); len(trash) != 0 {
-				t.Fatalf("prune kept the replaced directory with no session left: %v", trash)
-			}
-			if _, err := h.RemoveImage(ctx, "bb"); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := h.PruneImages(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if got := imageVolumes(t, h, "bb"); len(got) != 0 {
-				t.Fatalf("after rm and prune, base volumes of bb: %v", got)
-			}
+			pruneReplaced(t, h, ref, e, st == embedded.StorageBackendZFS)
 		})
+	}
+}
+
+// pruneReplaced replaces image bb (from ref), which session e uses, and
+// checks what prune frees: the old base volume at once unless clones
+// depend on it, else once the sessions are gone; then bb's own after it
+// is removed.
+func pruneReplaced(t *testing.T, h *embedded.Host, ref string, e *embedded.Environment, dependent bool) {
+	ctx := context.Background()
+	old := imageVolumes(t, h, "bb")
+	if len(old) != 1 {
+		t.Fatalf("base volumes of bb: %v", old)
+	}
+	pushBusybox(t, ref, map[string]string{"etc/version": "2"})
+	if _, err := h.PullImage(ctx, ref, embedded.PullImageOptions{Insecure: true, Replace: true}); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := h.CreateSession(ctx, environment.SessionConfig{Image: "bb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now := imageVolumes(t, h, "bb"); len(now) != 2 {
+		t.Fatalf("after replace, base volumes of bb: %v (want the old and a new one)", now)
+	}
+	rep, err := h.PruneImages(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if freed := slices.Contains(rep.Removed, old[0]); freed == dependent {
+		t.Fatalf("prune with a session of the old image: %+v (old volume %s; clones dependent: %v)", rep, old[0], dependent)
+	}
+	t.Logf("prune with sessions: %+v", rep)
+	// The old session still runs on its own copy, the new one sees the
+	// new image.
+	if r := call(t, e2, environment.BashParams{Command: "cat /etc/version"}); strings.TrimSpace(r.Content) != "2" {
+		t.Fatalf("new session of the replaced image: %q", r.Content)
+	}
+	call(t, e, environment.BashParams{Command: "true"})
+	for _, s := range []*embedded.Environment{e, e2} {
+		if err := s.Destroy(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep, err = h.PruneImages(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := imageVolumes(t, h, "bb"); len(got) != 1 || got[0] == old[0] {
+		t.Fatalf("after the sessions are gone and prune (%+v), base volumes of bb: %v", rep, got)
+	}
+	if trash, _ := os.ReadDir(filepath.Join(h.ImageStore().Dir, ".trash")); len(trash) != 0 {
+		t.Fatalf("prune kept the replaced directory with no session left: %v", trash)
+	}
+	if _, err := h.RemoveImage(ctx, "bb"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.PruneImages(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := imageVolumes(t, h, "bb"); len(got) != 0 {
+		t.Fatalf("after rm and prune, base volumes of bb: %v", got)
 	}
 }
 
