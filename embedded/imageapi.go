@@ -69,6 +69,10 @@ func (h *Host) RemoveImage(ctx context.Context, name string) (ImageInfo, error) 
 	iv := h.deps.imageVols
 	iv.admin.Lock()
 	defer iv.admin.Unlock()
+	m, err := h.ImageStore().Get(name)
+	if err != nil {
+		return ImageInfo{}, err
+	}
 	recs, err := h.sessionRecords()
 	if err != nil {
 		return ImageInfo{}, err
@@ -77,7 +81,7 @@ func (h *Host) RemoveImage(ctx context.Context, name string) (ImageInfo, error) 
 	// above fails to find the image's directory.
 	h.mu.Lock()
 	recs = append(recs, h.liveRecords()...)
-	m, purge, err := h.ImageStore().detach(name, recs)
+	m, purge, err := h.ImageStore().detach(m, recs)
 	h.mu.Unlock()
 	if err != nil {
 		return ImageInfo{}, err

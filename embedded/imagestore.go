@@ -64,21 +64,13 @@ func (s ImageStore) List() ([]ImageInfo, error) {
 		}
 		byName[m.Name] = m
 	}
-	recs, err := os.ReadDir(filepath.Join(s.Dir, rootfs.MetaDir))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("embedded: listing images: %w", err)
+	recs, err := s.records()
+	if err != nil {
+		return nil, err
 	}
-	for _, e := range recs {
-		name, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok || strings.HasPrefix(name, ".") || environment.ValidateImageName(name) != nil {
-			continue
-		}
-		if _, dup := byName[name]; dup {
-			continue
-		}
-		if m, err := rootfs.ReadMeta(s.Dir, name); err == nil && m.Volume != "" {
-			m.Name = name
-			byName[name] = m
+	for _, m := range recs {
+		if _, dup := byName[m.Name]; !dup && m.Volume != "" {
+			byName[m.Name] = m
 		}
 	}
 	out := make([]ImageInfo, 0, len(byName))
@@ -86,6 +78,43 @@ func (s ImageStore) List() ([]ImageInfo, error) {
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// records returns the image records in the store (unreadable ones
+// skipped).
+func (s ImageStore) records() ([]ImageInfo, error) {
+	ents, err := os.ReadDir(filepath.Join(s.Dir, rootfs.MetaDir))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("embedded: listing images: %w", err)
+	}
+	var out []ImageInfo
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok || environment.ValidateImageName(name) != nil {
+			continue
+		}
+		if m, err := rootfs.ReadMeta(s.Dir, name); err == nil {
+			m.Name = name
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// children returns the names of the images saved from snapshots whose
+// parent is image name.
+func (s ImageStore) children(name string) ([]string, error) {
+	recs, err := s.records()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range recs {
+		if m.Parent == name && m.Name != name {
+			out = append(out, m.Name)
+		}
+	}
 	return out, nil
 }
 
@@ -263,15 +292,9 @@ func (s ImageStore) Users(name string, sessions []ledger.SessionRecord) error {
 			ids = append(ids, r.ID)
 		}
 	}
-	all, err := s.List()
+	children, err := s.children(name)
 	if err != nil {
 		return err
-	}
-	var children []string
-	for _, m := range all {
-		if m.Parent == name && m.Name != name {
-			children = append(children, m.Name)
-		}
 	}
 	var why []string
 	if len(ids) > 0 {
@@ -287,15 +310,12 @@ func (s ImageStore) Users(name string, sessions []ledger.SessionRecord) error {
 	return nil
 }
 
-// detach takes image name out of the store, unless Users refuses it: its
-// directory is renamed to a hidden name (so no half-removed image is
-// ever used) and its record removed. It returns the image and a function
-// that deletes the renamed directory.
-func (s ImageStore) detach(name string, sessions []ledger.SessionRecord) (ImageInfo, func() error, error) {
-	m, err := s.Get(name)
-	if err != nil {
-		return ImageInfo{}, nil, err
-	}
+// detach takes image m (from Get) out of the store unless Users refuses
+// it: its directory is renamed to a hidden name (so no half-removed image
+// is ever used) and its record removed. It returns the image and a
+// function that deletes the renamed directory.
+func (s ImageStore) detach(m ImageInfo, sessions []ledger.SessionRecord) (ImageInfo, func() error, error) {
+	name := m.Name
 	if err := s.Users(name, sessions); err != nil {
 		return ImageInfo{}, nil, err
 	}
@@ -303,8 +323,10 @@ func (s ImageStore) detach(name string, sessions []ledger.SessionRecord) (ImageI
 	gone := "." + name + ".rm-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	trash := filepath.Join(s.Dir, gone)
 	switch err := os.Rename(dir, trash); {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist) && m.Volume != "":
 		trash = "" // an image saved from a snapshot: no directory
+	case errors.Is(err, fs.ErrNotExist):
+		return ImageInfo{}, nil, fmt.Errorf("%w: %q was removed meanwhile", environment.ErrImageNotFound, name)
 	case err != nil:
 		return ImageInfo{}, nil, fmt.Errorf("embedded: removing image %q: %w", name, err)
 	}
@@ -327,7 +349,11 @@ func (s ImageStore) detach(name string, sessions []ledger.SessionRecord) (ImageI
 // from a snapshot keeps its storage volume (Volume) until PruneImages.
 // ErrImageNotFound when there is no such image.
 func (s ImageStore) Remove(name string, sessions []ledger.SessionRecord) (ImageInfo, error) {
-	m, purge, err := s.detach(name, sessions)
+	m, err := s.Get(name)
+	if err != nil {
+		return ImageInfo{}, err
+	}
+	m, purge, err := s.detach(m, sessions)
 	if err != nil {
 		return ImageInfo{}, err
 	}
