@@ -6,3 +6,10 @@ func SetOlderLayout() (restore func()) {
 	newSessionsRootTree = false
 	return func() { newSessionsRootTree = true }
 }
+
+// SetAfterImageBase makes fn run between a create's finding its image's
+// base volume and cloning it, until restore is called.
+func SetAfterImageBase(fn func()) (restore func()) {
+	afterImageBase = fn
+	return func() { afterImageBase = nil }
+}

@@ -125,7 +125,7 @@ func (h *Host) newSessionDeps() *sessionDeps {
 	}
 	return &sessionDeps{
 		storage: h.storage, runtime: h.runtime, ledger: h.ledger, metrics: h.metrics, log: h.log,
-		images:    images{dir: h.cfg.ImagesDir, def: h.cfg.DefaultImage, none: h.runtime.Kind() == string(ContainerRuntimeNone), saveMu: new(sync.Mutex)},
+		images:    images{dir: h.cfg.ImagesDir, def: h.cfg.DefaultImage, none: h.runtime.Kind() == string(ContainerRuntimeNone)},
 		imageVols: &imageVolumes{storage: h.storage, log: h.log},
 		sessionSettings: sessionSettings{
 			canPause: h.caps.Pause, remountRestarts: h.rollbackRestartsSandbox(), idlePause: idlePause,

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -32,8 +31,6 @@ type images struct {
 	dir  string // Config.ImagesDir
 	def  string // Config.DefaultImage
 	none bool   // the none runtime, which uses no root filesystem
-	// saveMu serializes writing the records of saved images.
-	saveMu *sync.Mutex
 }
 
 // path is Host.ImagePath.

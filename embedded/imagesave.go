@@ -67,25 +67,36 @@ func (h *Host) SaveImage(ctx context.Context, id, name string, opts SaveImageOpt
 	if !s.rec.RootTree {
 		return ImageInfo{}, fmt.Errorf("%w: session %s was made by an older turnbox and keeps only its workspace", environment.ErrCapabilityNotSupported, id)
 	}
-	old, err := h.deps.images.checkSaveTarget(name, opts.Replace)
-	if err != nil {
-		return ImageInfo{}, err
+	if _, err := h.deps.images.checkSaveTarget(name, opts.Replace); err != nil {
+		return ImageInfo{}, err // fail before taking a snapshot
 	}
 	snap, err := s.imageSnapshot(ctx, name, opts.Snapshot)
 	if err != nil {
 		return ImageInfo{}, err
 	}
+	// admin keeps PruneImages from taking the new volume for garbage
+	// before its record names it, and other saves and removals away.
+	iv := h.deps.imageVols
+	iv.admin.Lock()
+	defer iv.admin.Unlock()
+	old, err := h.deps.images.checkSaveTarget(name, opts.Replace)
+	if err != nil {
+		return ImageInfo{}, err
+	}
 	vol := imageVolumePrefix + name + "." + volumeSuffix()
-	if err := h.deps.imageVols.cloneBase(ctx, vol, snap.Volume, snap.BackendName); err != nil {
+	if err := iv.cloneBase(ctx, vol, snap.Volume, snap.BackendName); err != nil {
 		return ImageInfo{}, fmt.Errorf("embedded: saving %s as image %q: %w", snap.ID, name, storageError(err))
 	}
 	m := s.savedMeta(ctx, name, vol, snap)
-	if err := h.deps.images.writeSaved(m, old); err != nil {
+	if err := rootfs.WriteMeta(h.deps.images.dir, m); err != nil {
 		_ = h.deps.storage.DestroyVolume(context.WithoutCancel(ctx), vol)
-		return ImageInfo{}, err
+		return ImageInfo{}, fmt.Errorf("embedded: recording image %q: %w", name, err)
 	}
 	if old.Volume != "" {
-		if err := h.deps.storage.DestroyVolume(context.WithoutCancel(ctx), old.Volume); err != nil {
+		iv.use.Lock()
+		_, err := iv.destroyUnused(context.WithoutCancel(ctx), old.Volume)
+		iv.use.Unlock()
+		if err != nil {
 			h.log.Warn("the replaced image's volume stays until an image prune", "image", name, "volume", old.Volume, "err", err)
 		}
 	}
@@ -201,24 +212,6 @@ func (im images) checkSaveTarget(name string, replace bool) (ImageInfo, error) {
 		return ImageInfo{}, fmt.Errorf("%w: image %q (replace it, or choose another name)", environment.ErrAlreadyExists, name)
 	}
 	return m, nil
-}
-
-// writeSaved records the saved image m, unless the image of its name
-// changed since checkSaveTarget returned old (a concurrent save or pull).
-func (im images) writeSaved(m, old ImageInfo) error {
-	im.saveMu.Lock()
-	defer im.saveMu.Unlock()
-	cur, err := rootfs.ReadMeta(im.dir, m.Name)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("embedded: image %q: %w", m.Name, err)
-	}
-	if _, derr := os.Lstat(filepath.Join(im.dir, m.Name)); derr == nil || cur.Volume != old.Volume || (err == nil) != (old.Name != "") {
-		return fmt.Errorf("%w: image %q was made meanwhile", environment.ErrAlreadyExists, m.Name)
-	}
-	if err := rootfs.WriteMeta(im.dir, m); err != nil {
-		return fmt.Errorf("embedded: recording image %q: %w", m.Name, err)
-	}
-	return nil
 }
 
 // savedRecord returns the record of name if it is a saved image.

@@ -42,17 +42,29 @@ const (
 	defaultUserID = 1000
 )
 
+// afterImageBase, set by tests only, runs between finding an image's
+// base volume and cloning it (where a prune must not come between).
+var afterImageBase func()
+
 // newSessionsRootTree says whether new sessions (not forks) keep their
 // whole root in their volume. Always true but in tests, which set it
 // false to make sessions as older hosts did.
 var newSessionsRootTree = true
 
 // imageVolumes makes and finds images' base volumes. Safe for concurrent
-// use.
+// use. Lock order: admin, then Host.mu, then use, then mu.
 type imageVolumes struct {
 	storage snapshot.Backend
 	log     *slog.Logger
-	mu      sync.Mutex // serializes building (one per host)
+	// admin serializes the changes to the image store that PruneImages
+	// must not interleave with: removals and prunes (pulls install with
+	// atomic renames and need not hold it).
+	admin sync.Mutex
+	// use is held shared from finding a base volume to cloning it (a
+	// session create) and exclusively while prune destroys base volumes,
+	// so that a clone never loses its source.
+	use sync.RWMutex
+	mu  sync.Mutex // serializes building (one per host)
 }
 
 // isImageVolume reports whether a volume name is an image's base volume.
@@ -63,13 +75,10 @@ func isImageVolume(name string) bool { return strings.HasPrefix(name, imageVolum
 // clone its snapshot imageBaseSnapshot. A volume a crash left without
 // its snapshot is made again.
 func (iv *imageVolumes) base(ctx context.Context, name, dir string) (string, error) {
-	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return "", fmt.Errorf("embedded: image %q: %w", name, err)
+	vol, err := baseVolumeName(name, dir)
+	if err != nil {
+		return "", err
 	}
-	h := fnv.New32a()
-	fmt.Fprintf(h, "%d:%d:%d.%d", st.Dev, st.Ino, st.Mtim.Sec, st.Mtim.Nsec)
-	vol := imageVolumePrefix + name + "." + strconv.FormatUint(uint64(h.Sum32()), 36)
 	iv.mu.Lock()
 	defer iv.mu.Unlock()
 	snaps, err := iv.storage.Snapshots(ctx, vol)
@@ -93,6 +102,18 @@ func (iv *imageVolumes) base(ctx context.Context, name, dir string) (string, err
 	}
 	iv.log.Info("made the image's base volume", "image", name, "volume", vol)
 	return vol, nil
+}
+
+// baseVolumeName is the name of the base volume of the image called name
+// whose directory is dir: the name and the directory's identity.
+func baseVolumeName(name, dir string) (string, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return "", fmt.Errorf("embedded: image %q: %w", name, err)
+	}
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%d:%d:%d.%d", st.Dev, st.Ino, st.Mtim.Sec, st.Mtim.Nsec)
+	return imageVolumePrefix + name + "." + strconv.FormatUint(uint64(h.Sum32()), 36), nil
 }
 
 // build makes volume vol a copy of the image directory dir, with the
@@ -182,12 +203,18 @@ func (d *sessionDeps) newRootVolume(ctx context.Context, name, image string) (sn
 	if image == "" {
 		image = d.images.def
 	}
+	// Hold off PruneImages from finding the base volume to cloning it.
+	d.imageVols.use.RLock()
+	defer d.imageVols.use.RUnlock()
 	if vol, ok := d.images.savedVolume(image); ok {
 		return d.storage.CloneVolume(ctx, name, vol, imageBaseSnapshot)
 	}
 	base, err := d.imageVols.base(ctx, image, dir)
 	if err != nil {
 		return snapshot.Volume{}, err
+	}
+	if afterImageBase != nil {
+		afterImageBase()
 	}
 	return d.storage.CloneVolume(ctx, name, base, imageBaseSnapshot)
 }

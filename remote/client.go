@@ -145,6 +145,18 @@ func NewClient(baseURL string, opts ...ClientOption) turnboxv1connect.SandboxSer
 		hc = authClient{next: hc, header: "Bearer " + cfg.token}
 		streams = authClient{next: streams, header: "Bearer " + cfg.token}
 	}
+	copts := cfg.connectOptions()
+	base := strings.TrimRight(baseURL, "/")
+	return &serviceClient{
+		SandboxServiceClient: turnboxv1connect.NewSandboxServiceClient(hc, base, copts...),
+		procs:                turnboxv1connect.NewProcessServiceClient(hc, base, copts...),
+		files:                &filesClient{rpc: turnboxv1connect.NewFilesServiceClient(hc, base, copts...), http: streams, base: base},
+	}
+}
+
+// connectOptions are the Connect client options cfg describes: message
+// limit, retries and protocol.
+func (cfg clientConfig) connectOptions() []connect.ClientOption {
 	copts := []connect.ClientOption{
 		connect.WithReadMaxBytes(cfg.maxMsg),
 		connect.WithInterceptors(retrier{attempts: cfg.attempts, delay: cfg.delay}),
@@ -152,12 +164,7 @@ func NewClient(baseURL string, opts ...ClientOption) turnboxv1connect.SandboxSer
 	if cfg.grpc {
 		copts = append(copts, connect.WithGRPC())
 	}
-	base := strings.TrimRight(baseURL, "/")
-	return &serviceClient{
-		SandboxServiceClient: turnboxv1connect.NewSandboxServiceClient(hc, base, copts...),
-		procs:                turnboxv1connect.NewProcessServiceClient(hc, base, copts...),
-		files:                &filesClient{rpc: turnboxv1connect.NewFilesServiceClient(hc, base, copts...), http: streams, base: base},
-	}
+	return copts
 }
 
 // serviceClient is what NewClient returns: the generated SandboxService

@@ -18,7 +18,7 @@ import (
 // retrier is NewClient's interceptor. It tries a call again while the
 // server cannot be reached, if the call is safe to repeat (idempotent):
 // the reads (ListProcesses, AttachProcess and WaitProcess among them),
-// DestroySession, and ExecuteTool and ExecuteToolStream with a tool call
+// DestroySession, RemoveImage, and ExecuteTool and ExecuteToolStream with a tool call
 // id (the host runs a tool call id once). A stream is tried
 // again only if it failed before its first event. The error that ends a
 // call is turned into an *Error matching the sentinels the server named.
@@ -43,7 +43,10 @@ func idempotent(procedure string, msg any) bool {
 		turnboxv1connect.ProcessServiceWaitProcessProcedure,
 		turnboxv1connect.FilesServiceStatProcedure,
 		turnboxv1connect.FilesServiceListDirProcedure,
-		turnboxv1connect.FilesServiceWatchProcedure:
+		turnboxv1connect.FilesServiceWatchProcedure,
+		turnboxv1connect.ImageServiceListImagesProcedure,
+		turnboxv1connect.ImageServiceGetImageProcedure,
+		turnboxv1connect.ImageServiceRemoveImageProcedure:
 		return true
 	case turnboxv1connect.SandboxServiceExecuteToolProcedure,
 		turnboxv1connect.SandboxServiceExecuteToolStreamProcedure:

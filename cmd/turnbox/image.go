@@ -5,22 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/container/rootfs"
+	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 )
 
 func imageCmd(g *globals) *cobra.Command {
+	c := &cli{g: g, t: &target{}}
 	cmd := &cobra.Command{Use: "image", Short: "Manage base images (read-only root filesystems) under <state-dir>/images"}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "build busybox [NAME]",
@@ -50,57 +50,22 @@ func imageCmd(g *globals) *cobra.Command {
 			if err := os.Rename(tmp, dir); err != nil {
 				return err
 			}
-			if err := recordImage(g.stateDir, name, "busybox", &rootfs.ImportResult{Platform: "linux/" + runtime.GOARCH}); err != nil {
+			if _, err := g.imageStore().Record(name, "busybox", &rootfs.ImportResult{Platform: "linux/" + runtime.GOARCH}); err != nil {
 				return err
 			}
 			fmt.Println(dir)
 			return nil
 		},
-	}, importCmd(g), pullCmd(g), imageRmCmd(g), imageLsCmd(g))
+	}, importCmd(g), pullCmd(c), imageRmCmd(c), imageLsCmd(c), imagePruneCmd(c))
 	return cmd
 }
 
-// recordImage writes the Meta of image name, just made from source, in
-// stateDir/images: res's digest, platform and config, the size of its
-// files and the time now.
-func recordImage(stateDir, name, source string, res *rootfs.ImportResult) error {
-	images := filepath.Join(stateDir, "images")
-	size, err := treeSize(filepath.Join(images, name))
-	if err != nil {
-		return fmt.Errorf("image %q: %w", name, err)
-	}
-	return rootfs.WriteMeta(images, rootfs.Meta{
-		Name: name, Source: source, Digest: res.Digest, Created: time.Now().UTC(),
-		SizeBytes: size, Platform: res.Platform, Config: res.Config,
-	})
+// imageStore is the image store of the state directory.
+func (g *globals) imageStore() embedded.ImageStore {
+	return embedded.ImageStore{Dir: filepath.Join(g.stateDir, "images"), DefaultImage: g.image}
 }
 
-// treeSize is the size of the regular files under dir (not following
-// symlinks), each hard-linked file counted once.
-func treeSize(dir string) (int64, error) {
-	var n int64
-	seen := map[uint64]bool{}
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink > 1 {
-			if seen[st.Ino] {
-				return nil
-			}
-			seen[st.Ino] = true
-		}
-		n += fi.Size()
-		return nil
-	})
-	return n, err
-}
-
-func imageLsCmd(g *globals) *cobra.Command {
+func imageLsCmd(c *cli) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "ls",
@@ -109,10 +74,11 @@ func imageLsCmd(g *globals) *cobra.Command {
 it made them (pull, import, build): the manifest digest, the size of the
 files, when, and where from. An image made before records were kept is
 listed with its name, size and directory time only. --json prints the
-records, with the image's config (env, working directory, user, command).`,
+records, with the image's config (env, working directory, user, command).
+With --server (or $TURNBOX_SERVER) it lists the server's images.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			metas, err := listImages(filepath.Join(g.stateDir, "images"))
+			metas, err := c.listImages(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -130,39 +96,8 @@ records, with the image's config (env, working directory, user, command).`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the image records as JSON")
+	c.t.addFlags(cmd)
 	return cmd
-}
-
-// listImages returns the record of each image in images, by name; an
-// image without one gets its name, size and directory time.
-func listImages(images string) ([]rootfs.Meta, error) {
-	ents, err := os.ReadDir(images)
-	if err != nil && !os.IsNotExist(err) {
-		return nil, err
-	}
-	metas := []rootfs.Meta{}
-	for _, e := range ents {
-		// Skip temporaries and records: NAME.building, .NAME.import-*, .meta.
-		if !e.IsDir() || filepath.Ext(e.Name()) == ".building" || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		m, err := rootfs.ReadMeta(images, e.Name())
-		if err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
-				return nil, err
-			}
-			m = rootfs.Meta{Name: e.Name()}
-			if fi, err := e.Info(); err == nil {
-				m.Created = fi.ModTime().UTC()
-			}
-			if m.SizeBytes, err = treeSize(filepath.Join(images, e.Name())); err != nil {
-				return nil, err
-			}
-		}
-		m.Name = e.Name()
-		metas = append(metas, m)
-	}
-	return metas, nil
 }
 
 // shortDigest is the first 12 hex digits of a "sha256:..." digest; "-"
@@ -248,7 +183,8 @@ has its own /dev). Ownership is kept when running as root.`,
 			if err != nil {
 				abs = src
 			}
-			if err := finishImage(g.stateDir, name, "import:"+abs, res); err != nil {
+			warnImage(res.Platform, res.HasShell)
+			if _, err := g.imageStore().Record(name, "import:"+abs, res); err != nil {
 				return err
 			}
 			fmt.Println(dst)
@@ -260,20 +196,19 @@ has its own /dev). Ownership is kept when running as root.`,
 	return cmd
 }
 
-// finishImage warns about an image just made that may not work here
-// (another platform, no shell) and records its Meta.
-func finishImage(stateDir, name, source string, res *rootfs.ImportResult) error {
-	if host := "linux/" + runtime.GOARCH; res.Platform != "" && !strings.HasPrefix(res.Platform+"/", host+"/") {
-		fmt.Fprintf(os.Stderr, "warning: the image is for %s, this host is %s: its programs may not run\n", res.Platform, host)
+// warnImage warns about an image just made that may not work here:
+// another platform, no shell.
+func warnImage(platform string, hasShell bool) {
+	if host := "linux/" + runtime.GOARCH; platform != "" && !strings.HasPrefix(platform+"/", host+"/") {
+		fmt.Fprintf(os.Stderr, "warning: the image is for %s, this host is %s: its programs may not run\n", platform, host)
 	}
-	if !res.HasShell {
+	if !hasShell {
 		fmt.Fprintln(os.Stderr, "warning: the image has no /bin/sh: the bash tool will not work in its sessions")
 	}
-	return recordImage(stateDir, name, source, res)
 }
 
-func pullCmd(g *globals) *cobra.Command {
-	var opts rootfs.PullOptions
+func pullCmd(c *cli) *cobra.Command {
+	var opts embedded.PullImageOptions
 	cmd := &cobra.Command{
 		Use:   "pull REF [NAME]",
 		Short: "Pull an image from an OCI or Docker v2 registry",
@@ -281,48 +216,55 @@ func pullCmd(g *globals) *cobra.Command {
 REPO@sha256:...) from its registry and flattens it into
 <state-dir>/images/NAME, as import does. NAME defaults to the last
 element of REF's repository (python for ghcr.io/org/python:3.12); an
-existing image is never overwritten.
+existing image is kept unless --replace (sessions made from the old
+one keep their copies; turnbox image prune frees its storage once no
+session needs it).
 
 The image for this host's platform is taken from a multi-platform
 reference (choose another with --platform). Credentials come from the
 docker config (~/.docker/config.json, $DOCKER_CONFIG) and its credential
 helpers. Every layer is verified against its digest; a failed pull
 leaves nothing. The image's config (env, working directory, user,
-command) is recorded beside it: see turnbox image ls --json.`,
+command) is recorded beside it: see turnbox image ls --json.
+
+With --server (or $TURNBOX_SERVER) the server pulls the image into its
+store (with its own credentials); interrupting the command cancels the
+pull there.`,
 		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ref := args[0]
-			name := rootfs.RepositoryBase(ref)
 			if len(args) == 2 {
-				name = args[1]
+				opts.Name = args[1]
 			}
-			if err := environment.ValidateImageName(name); err != nil {
-				if len(args) == 1 {
-					return fmt.Errorf("cannot name the image after %s (%v): give a NAME", ref, err)
-				}
-				return fmt.Errorf("image name: %w", err)
-			}
-			dst := filepath.Join(g.stateDir, "images", name)
-			if _, err := os.Lstat(dst); err == nil {
-				return fmt.Errorf("image %q exists at %s; remove it with `turnbox image rm %s` to pull it again", name, dst, name)
-			}
-			p := newProgress(os.Stderr, "pulling "+name)
-			opts.Progress = p.update
-			res, err := rootfs.Pull(cmd.Context(), ref, dst, opts)
-			p.end()
+			name, err := embedded.PullName(ref, opts.Name)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "pulled %s as %s (%s, %s): %d layers, %d files\n", ref, name, cmp.Or(res.Platform, "unknown platform"), res.Digest, res.Layers, res.Files)
-			if err := finishImage(g.stateDir, name, "pull:"+ref, res); err != nil {
+			p := newProgress(os.Stderr, "pulling "+name)
+			opts.Progress = p.update
+			m, err := c.pullImage(cmd.Context(), ref, opts)
+			p.end()
+			if errors.Is(err, environment.ErrAlreadyExists) {
+				return fmt.Errorf("%w\nremove it with `turnbox image rm %s` to pull it again, or pull with --replace", err, name)
+			}
+			if err != nil {
 				return err
 			}
-			fmt.Println(dst)
+			fmt.Fprintf(cmd.ErrOrStderr(), "pulled %s as %s (%s, %s), %s\n", ref, m.Name, cmp.Or(m.Platform, "unknown platform"), m.Digest, humanSize(m.SizeBytes))
+			if c.t.url() != "" {
+				return nil
+			}
+			dir := filepath.Join(c.g.imageStore().Dir, m.Name)
+			_, err = os.Lstat(filepath.Join(dir, "bin", "sh"))
+			warnImage(m.Platform, err == nil)
+			fmt.Fprintln(cmd.OutOrStdout(), dir)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&opts.Platform, "platform", "", "image platform to take from a multi-platform reference, os/arch[/variant] (default: this host's, linux/"+runtime.GOARCH+")")
 	cmd.Flags().BoolVar(&opts.Insecure, "insecure", false, "use plain http (only to a registry on a loopback address)")
+	cmd.Flags().BoolVar(&opts.Replace, "replace", false, "replace an image of the same name (sessions made from it keep their copies)")
+	c.t.addFlags(cmd)
 	return cmd
 }
 

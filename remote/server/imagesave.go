@@ -4,7 +4,6 @@ import (
 	"context"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/turnbox/turnbox/embedded"
 	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
@@ -20,20 +19,4 @@ func (i imagesHandler) SaveImage(ctx context.Context, r *connect.Request[turnbox
 		}
 		return &turnboxv1.SaveImageResponse{Image: imageToProto(m)}, nil
 	})
-}
-
-// imageToProto converts an image's record. (The client package cannot
-// share it: it must not link the host's image code.)
-func imageToProto(m embedded.ImageInfo) *turnboxv1.Image {
-	out := &turnboxv1.Image{
-		Name: m.Name, Source: m.Source, Digest: m.Digest, SizeBytes: m.SizeBytes, Platform: m.Platform,
-		Config: &turnboxv1.ImageConfig{
-			Env: m.Config.Env, WorkingDir: m.Config.WorkingDir, User: m.Config.User,
-			Entrypoint: m.Config.Entrypoint, Cmd: m.Config.Cmd,
-		},
-	}
-	if !m.Created.IsZero() {
-		out.Created = timestamppb.New(m.Created)
-	}
-	return out
 }
