@@ -84,9 +84,11 @@ func TestSaveImage(t *testing.T) {
 				t.Fatal(err)
 			}
 			h2 := newHost(t, cfg)
-			if out := bash(t, createFrom(t, h2, "saved"), "cat /etc/marker"); out != "one\n" {
+			c := createFrom(t, h2, "saved")
+			if out := bash(t, c, "cat /etc/marker"); out != "one\n" {
 				t.Fatalf("after a restart, the saved image gives %q", out)
 			}
+			checkSavedListedAndRemoved(t, h2, c)
 		})
 	}
 }
@@ -129,5 +131,49 @@ func checkSaveErrors(t *testing.T, h *embedded.Host, id, snapID string) {
 		if _, err := h.CreateSession(ctx, environment.SessionConfig{Image: name}); !errors.Is(err, environment.ErrInvalidArgument) {
 			t.Errorf("a failed save left image %q: %v", name, err)
 		}
+	}
+}
+
+// checkSavedListedAndRemoved: the saved images are listed with their
+// source; "saved" cannot be removed while c (made from it) exists, and
+// is gone with its volume afterwards.
+func checkSavedListedAndRemoved(t *testing.T, h *embedded.Host, c *embedded.Environment) {
+	t.Helper()
+	ctx := context.Background()
+	list, err := h.Images(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saved embedded.ImageInfo
+	for _, m := range list {
+		if m.Name == "saved" {
+			saved = m
+		}
+	}
+	if !strings.HasPrefix(saved.Source, "snapshot:") || saved.Volume == "" {
+		t.Fatalf("Images lists the saved image as %+v", saved)
+	}
+	if _, err := h.RemoveImage(ctx, "saved"); !errors.Is(err, environment.ErrImageInUse) || !strings.Contains(err.Error(), c.SessionID()) {
+		t.Fatalf("removing an image a session uses: %v", err)
+	}
+	for _, info := range h.Sessions() {
+		if info.Image == "saved" {
+			e := h.NewEnvironment()
+			if err := e.AttachSession(info.ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Destroy(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := h.RemoveImage(ctx, "saved"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Image(ctx, "saved"); !errors.Is(err, environment.ErrImageNotFound) {
+		t.Fatalf("a removed saved image: %v", err)
+	}
+	if _, err := h.CreateSession(ctx, environment.SessionConfig{Image: "saved"}); err == nil {
+		t.Fatal("a session from a removed image was created")
 	}
 }
