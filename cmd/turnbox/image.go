@@ -56,7 +56,7 @@ func imageCmd(g *globals) *cobra.Command {
 			fmt.Println(dir)
 			return nil
 		},
-	}, importCmd(g), pullCmd(c), imageRmCmd(c), imageLsCmd(c), imagePruneCmd(c))
+	}, importCmd(g), pullCmd(c), imageRmCmd(c), imageLsCmd(c), imagePruneCmd(c), imageSaveCmd(c))
 	return cmd
 }
 
