@@ -192,7 +192,12 @@ step('snapshot, sandbox from snapshot', async () => {
   made.push(child.sandboxId)
   assert.notEqual(child.sandboxId, ctx.sbx.sandboxId)
   assert.equal(await child.files.read('/home/user/persist.txt'), 'kept\n')
+  assert.equal((await child.commands.run('echo $GREETING')).stdout, 'hello\n', 'a snapshot keeps the envs')
   assert.equal(await child.kill(), true)
+  // A snapshot is a template of its own: it outlives its sandbox (this
+  // one stays: the next steps use it) and is deleted on request.
+  assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), true)
+  assert.equal(await Sandbox.deleteSnapshot(snap.snapshotId), false, 'deleted twice')
 })
 
 step('fork count 2, setTimeout', async () => {

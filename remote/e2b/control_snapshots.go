@@ -9,7 +9,9 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 
+	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 )
 
@@ -23,12 +25,17 @@ const (
 const forkSnapshotName = "e2b fork"
 
 // snapshotJSON is one snapshot as E2B's clients read it. E2B snapshots
-// are turnbox snapshots: their id (<session>@<turn>) is also the
-// template id that creates a sandbox from them.
+// are turnbox images saved from a sandbox's snapshot (Host.SaveImage):
+// the id is the image's name, which is also the template id that
+// creates a sandbox from it, and a snapshot outlives its sandbox.
 type snapshotJSON struct {
 	SnapshotID string   `json:"snapshotID"`
 	Names      []string `json:"names"`
 }
+
+// snapshotNamePrefix starts the image names the server chooses for
+// unnamed snapshots.
+const snapshotNamePrefix = "snap-"
 
 // forkRequest is the body of fork.
 type forkRequest struct {
@@ -42,16 +49,30 @@ type forkResult struct {
 	Error   *apiError    `json:"error,omitempty"`
 }
 
-func toSnapshotJSON(info environment.SnapshotInfo) snapshotJSON {
+// toSnapshotJSON is the E2B view of a saved image; named says whether a
+// client chose its name (then also one of its names).
+func toSnapshotJSON(m embedded.ImageInfo) snapshotJSON {
 	names := []string{}
-	if info.Name != "" {
-		names = append(names, info.Name)
+	if !strings.HasPrefix(m.Name, snapshotNamePrefix) {
+		names = append(names, m.Name)
 	}
-	return snapshotJSON{SnapshotID: info.ID, Names: names}
+	return snapshotJSON{SnapshotID: m.Name, Names: names}
 }
 
-// createSnapshot serves createSnapshot: a turnbox snapshot of the
-// sandbox's workspace, named by the body's name (201).
+// savedFrom is the sandbox a saved image's snapshot was taken of ("" for
+// other images).
+func savedFrom(m embedded.ImageInfo) string {
+	src, ok := strings.CutPrefix(m.Source, "snapshot:")
+	if !ok || m.Volume == "" {
+		return ""
+	}
+	return snapshotSession(src)
+}
+
+// createSnapshot serves createSnapshot: the sandbox's whole filesystem
+// now, saved as an image (201). A name from the body is the image's name
+// (a later snapshot of that name replaces it, as E2B moves a name to the
+// newest); without one the server chooses "snap-<random>".
 func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		Name string `json:"name"`
@@ -64,46 +85,39 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	env, err := s.attach(info.ID)
+	name := req.Name
+	if name == "" {
+		name = snapshotNamePrefix + newSandboxID()
+	} else if strings.HasPrefix(name, snapshotNamePrefix) {
+		fail(w, fmt.Errorf("%w: snapshot names starting %q are the server's", environment.ErrInvalidArgument, snapshotNamePrefix))
+		return
+	}
+	m, err := s.host.SaveImage(r.Context(), info.ID, name, embedded.SaveImageOptions{Replace: req.Name != ""})
 	if err != nil {
 		fail(w, err)
 		return
 	}
-	snap, err := env.CreateSnapshot(r.Context(), req.Name)
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, toSnapshotJSON(*snap))
+	writeJSON(w, http.StatusCreated, toSnapshotJSON(m))
 }
 
-// listSnapshots serves listSnapshots: the snapshots of every sandbox (or
-// of the sandboxID filter's), filtered by name, by pages in id order.
+// listSnapshots serves listSnapshots: the images saved from sandboxes
+// (of the sandboxID filter's only), filtered by name, by pages in id
+// order.
 func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	sandboxID, name := q.Get("sandboxID"), q.Get("name")
+	images, err := s.host.Images(r.Context())
+	if err != nil {
+		fail(w, err)
+		return
+	}
 	var out []snapshotJSON
-	for _, info := range s.host.Sessions() {
-		if sandboxID != "" && info.ID != sandboxID {
+	for _, m := range images {
+		from := savedFrom(m)
+		if from == "" || sandboxID != "" && from != sandboxID || name != "" && m.Name != name {
 			continue
 		}
-		env, err := s.attach(info.ID)
-		if err != nil {
-			continue // destroyed meanwhile
-		}
-		snaps, err := env.ListSnapshots(r.Context())
-		if errors.Is(err, environment.ErrSessionNotFound) {
-			continue
-		}
-		if err != nil {
-			fail(w, err)
-			return
-		}
-		for _, sn := range snaps {
-			if name == "" || sn.Name == name {
-				out = append(out, toSnapshotJSON(sn))
-			}
-		}
+		out = append(out, toSnapshotJSON(m))
 	}
 	pg, err := paginate(w, q, out, func(sn snapshotJSON) string { return sn.SnapshotID })
 	if err != nil {
@@ -114,21 +128,32 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 }
 
 // deleteSnapshot serves deleteSnapshot (DELETE /templates/{id}): the
-// template id must be a snapshot's (204); anything else is 404, as the
-// server builds no templates.
+// template id must be a snapshot's, an image saved from a sandbox (204;
+// 409 while sandboxes made from it exist) or a turnbox snapshot id;
+// anything else is 404, as the server builds no templates.
 func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	notFound := func() { writeJSONError(w, http.StatusNotFound, fmt.Sprintf("template %q not found", id)) }
-	if !isSnapshotID(id) {
-		notFound()
-		return
-	}
-	env, err := s.attach(snapshotSession(id))
-	if err == nil {
-		err = env.DeleteSnapshot(r.Context(), id)
+	var err error
+	switch {
+	case isSnapshotID(id):
+		var env *embedded.Environment
+		if env, err = s.attach(snapshotSession(id)); err == nil {
+			err = env.DeleteSnapshot(r.Context(), id)
+		}
+	case environment.ValidateImageName(id) == nil:
+		var m embedded.ImageInfo
+		if m, err = s.host.Image(r.Context(), id); err == nil && savedFrom(m) == "" {
+			err = environment.ErrImageNotFound // not a snapshot
+		}
+		if err == nil {
+			_, err = s.host.RemoveImage(r.Context(), id)
+		}
+	default:
+		err = environment.ErrImageNotFound
 	}
 	switch {
-	case errors.Is(err, environment.ErrSessionNotFound), errors.Is(err, environment.ErrSnapshotNotFound):
+	case errors.Is(err, environment.ErrSessionNotFound), errors.Is(err, environment.ErrSnapshotNotFound), errors.Is(err, environment.ErrImageNotFound):
 		notFound()
 	case err != nil:
 		fail(w, err)

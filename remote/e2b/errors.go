@@ -36,12 +36,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func httpStatus(err error) int {
 	switch {
 	case errors.Is(err, environment.ErrSessionNotFound), errors.Is(err, environment.ErrSnapshotNotFound),
-		errors.Is(err, environment.ErrFileNotFound), errors.Is(err, environment.ErrProcessNotFound):
+		errors.Is(err, environment.ErrFileNotFound), errors.Is(err, environment.ErrProcessNotFound),
+		errors.Is(err, environment.ErrImageNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, environment.ErrInvalidArgument), errors.Is(err, environment.ErrPathEscapes):
 		return http.StatusBadRequest
 	case errors.Is(err, environment.ErrAlreadyExists), errors.Is(err, environment.ErrFileExists),
-		errors.Is(err, environment.ErrBusy), errors.Is(err, environment.ErrNotActive):
+		errors.Is(err, environment.ErrBusy), errors.Is(err, environment.ErrNotActive),
+		errors.Is(err, environment.ErrImageInUse):
 		return http.StatusConflict
 	case errors.Is(err, environment.ErrLimitExceeded):
 		return http.StatusInsufficientStorage
