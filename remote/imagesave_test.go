@@ -5,12 +5,14 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
 
 	"github.com/turnbox/turnbox/container/agent/agenttest"
+	"github.com/turnbox/turnbox/container/rootfs"
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/internal/testenv"
@@ -25,7 +27,8 @@ import (
 func TestSaveImageRPC(t *testing.T) {
 	testenv.RequireRoot(t)
 	testenv.RequireBinary(t, "runsc")
-	host, err := embedded.NewHost(context.Background(), embedded.Config{StateDir: t.TempDir(),
+	state := t.TempDir()
+	host, err := embedded.NewHost(context.Background(), embedded.Config{StateDir: state,
 		ContainerRuntime: embedded.ContainerRuntimeGVisor, AgentPath: agenttest.Build(t), Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -48,6 +51,7 @@ func TestSaveImageRPC(t *testing.T) {
 	if img := res.GetImage(); img.GetName() != "tmpl" || img.GetCreated() == nil || len(img.GetSource()) < len("snapshot:") {
 		t.Fatalf("saved image: %v", img)
 	}
+	checkImageDefaultsOnTheWire(t, srv.URL, filepath.Join(state, "images"))
 	from := remote.NewNativeSandboxEnvironment(remote.NewClient(srv.URL), remote.DefaultConfig(), nil)
 	if err := from.Create(ctx, environment.SessionConfig{Image: "tmpl"}); err != nil {
 		t.Fatal(err)
@@ -96,4 +100,25 @@ func hasReason(ce *connect.Error, reason string) bool {
 		}
 	}
 	return false
+}
+
+// checkImageDefaultsOnTheWire: a session from an image with WORKDIR and
+// USER reports them in its Session.
+func checkImageDefaultsOnTheWire(t *testing.T, url, images string) {
+	t.Helper()
+	if err := rootfs.BuildBusybox(filepath.Join(images, "wd")); err != nil {
+		t.Fatal(err)
+	}
+	if err := rootfs.WriteMeta(images, rootfs.Meta{Name: "wd", Source: "test", Config: rootfs.ImageConfig{WorkingDir: "/srv", User: "1000"}}); err != nil {
+		t.Fatal(err)
+	}
+	c := remote.NewClient(url)
+	res, err := rpc(context.Background(), c.CreateSession, &turnboxv1.CreateSessionRequest{Config: &turnboxv1.SessionConfig{Image: "wd"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rpc(context.Background(), c.DestroySession, &turnboxv1.DestroySessionRequest{SessionId: res.GetSession().GetId()})
+	if s := res.GetSession(); s.GetWorkDir() != "/srv" || s.GetUser() != "1000" {
+		t.Fatalf("a session from an image with WORKDIR and USER: %v", s)
+	}
 }

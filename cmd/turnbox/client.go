@@ -273,7 +273,7 @@ func remoteView(s *turnboxv1.Session) sessionView {
 	return sessionView{
 		ID: s.GetId(), State: remoteState(s.GetState()), CreatedAt: s.GetCreatedAt().AsTime(), LastTurn: int(s.GetLastTurn()),
 		ParentSession: s.GetParentSession(), ParentSnapshot: s.GetParentSnapshot(),
-		Image: s.GetImage(), Labels: s.GetLabels(),
+		Image: s.GetImage(), Labels: s.GetLabels(), WorkDir: s.GetWorkDir(), User: s.GetUser(),
 		Limits: environment.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), DiskBytes: l.GetDiskBytes()},
 	}
 }

@@ -94,6 +94,8 @@ func sessionToProto(i embedded.SessionInfo) *turnboxv1.Session {
 		Limits:         wire.LimitsToProto(i.Limits),
 		Image:          i.Image,
 		Labels:         i.Labels,
+		WorkDir:        i.WorkDir,
+		User:           i.User,
 	}
 }
 

@@ -463,7 +463,12 @@ type Session struct {
 	// (empty: the host's default image).
 	Image string `protobuf:"bytes,8,opt,name=image,proto3" json:"image,omitempty"`
 	// labels are the session's labels (SessionConfig.labels).
-	Labels        map[string]string `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,9,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// work_dir and user are where and as whom the session's commands run
+	// when a call names neither (from its image's WORKDIR and USER; empty:
+	// /workspace and root). docs/images.md.
+	WorkDir       string `protobuf:"bytes,10,opt,name=work_dir,json=workDir,proto3" json:"work_dir,omitempty"`
+	User          string `protobuf:"bytes,11,opt,name=user,proto3" json:"user,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -559,6 +564,20 @@ func (x *Session) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *Session) GetWorkDir() string {
+	if x != nil {
+		return x.WorkDir
+	}
+	return ""
+}
+
+func (x *Session) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
 }
 
 // Capabilities reports what a host's sessions can do.
@@ -2789,7 +2808,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
 	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1d\n" +
 	"\n" +
-	"disk_bytes\x18\x04 \x01(\x03R\tdiskBytes\"\xa7\x03\n" +
+	"disk_bytes\x18\x04 \x01(\x03R\tdiskBytes\"\xd6\x03\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.turnbox.v1.SessionStateR\x05state\x129\n" +
@@ -2800,7 +2819,10 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\tlast_turn\x18\x06 \x01(\x03R\blastTurn\x12*\n" +
 	"\x06limits\x18\a \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\x12\x14\n" +
 	"\x05image\x18\b \x01(\tR\x05image\x127\n" +
-	"\x06labels\x18\t \x03(\v2\x1f.turnbox.v1.Session.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\t \x03(\v2\x1f.turnbox.v1.Session.LabelsEntryR\x06labels\x12\x19\n" +
+	"\bwork_dir\x18\n" +
+	" \x01(\tR\aworkDir\x12\x12\n" +
+	"\x04user\x18\v \x01(\tR\x04user\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x03\n" +
