@@ -32,6 +32,7 @@ const (
 	OpRollback     = "rollback"      // Rollback to an older snapshot
 	OpFork         = "fork"          // Fork a snapshot into a new running session
 	OpPauseResume  = "pause_resume"  // Pause then Resume of a session
+	OpSaveImage    = "save_image"    // SaveImage of a session now (a snapshot, its clone, the record)
 	// The same with a pool of started sandboxes (embedded.Config.PoolSize),
 	// each timed once the pool has refilled (sessions created no faster
 	// than the pool refills).
@@ -41,7 +42,7 @@ const (
 )
 
 // Ops lists the operation names in report order.
-var Ops = []string{OpCreate, OpCreatePooled, OpStart, OpStartPooled, OpExec, OpReadFile, OpWriteFile, OpEditFile, OpGrep, OpTurnComplete, OpRollback, OpFork, OpForkPooled, OpPauseResume}
+var Ops = []string{OpCreate, OpCreatePooled, OpStart, OpStartPooled, OpExec, OpReadFile, OpWriteFile, OpEditFile, OpGrep, OpTurnComplete, OpRollback, OpFork, OpForkPooled, OpPauseResume, OpSaveImage}
 
 // Baseline names (Result.Baseline; "" is turnbox itself).
 const (

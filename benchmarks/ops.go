@@ -221,6 +221,20 @@ func (f *fixture) turnComplete(ctx context.Context, i int, l *lap) error {
 	return err
 }
 
+// saveImage times making one of the session's snapshots an image (the
+// two alternate); the image is removed untimed.
+func (f *fixture) saveImage(ctx context.Context, i int, l *lap) error {
+	name := fmt.Sprintf("bench-save-%d", i)
+	l.Start()
+	_, err := f.h.SaveImage(ctx, f.env.SessionID(), name, embedded.SaveImageOptions{Snapshot: f.snaps[i%2]})
+	l.Stop()
+	if err != nil {
+		return err
+	}
+	_, err = f.h.RemoveImage(ctx, name)
+	return err
+}
+
 func (f *fixture) rollback(ctx context.Context, i int, l *lap) error {
 	l.Start()
 	defer l.Stop()
@@ -262,6 +276,32 @@ func (c *collector) add(op, baseline string, samples []time.Duration) {
 
 func (c *collector) skip(op, reason string) {
 	c.skips = append(c.skips, Skip{Backend: c.backend, Runtime: c.runtime, Op: op, Reason: reason})
+}
+
+// optionalOps measures the operations not every host can do (pause,
+// saving an image), or records why they were skipped.
+func optionalOps(ctx context.Context, f *fixture, cfg Config, c *collector) error {
+	caps := f.h.Capabilities()
+	for _, op := range []struct {
+		name string
+		can  bool
+		why  string
+		fn   body
+	}{
+		{OpPauseResume, caps.Pause, "the " + c.runtime + " runtime cannot pause here", f.pauseResume},
+		{OpSaveImage, caps.Isolation != environment.IsolationNone, "the none runtime has no images", f.saveImage},
+	} {
+		if !op.can {
+			c.skip(op.name, op.why)
+			continue
+		}
+		samples, err := measure(ctx, cfg.N, op.fn)
+		if err != nil {
+			return fmt.Errorf("bench %s: %w", op.name, err)
+		}
+		c.add(op.name, "", samples)
+	}
+	return nil
 }
 
 // runHost is Run returning the skipped operations too.
@@ -307,14 +347,8 @@ func runHost(ctx context.Context, h *embedded.Host, cfg Config) ([]Result, []Ski
 		}
 		c.add(s.op, "", samples)
 	}
-	if caps.Pause {
-		samples, err := measure(ctx, cfg.N, f.pauseResume)
-		if err != nil {
-			return nil, nil, fmt.Errorf("bench %s: %w", OpPauseResume, err)
-		}
-		c.add(OpPauseResume, "", samples)
-	} else {
-		c.skip(OpPauseResume, "the "+c.runtime+" runtime cannot pause here")
+	if err := optionalOps(ctx, f, cfg, c); err != nil {
+		return nil, nil, err
 	}
 
 	if err := runtimeBaselines(ctx, h, f, cfg, c); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/turnbox/turnbox/container/agent/agenttest"
 	"github.com/turnbox/turnbox/container/runc"
 	"github.com/turnbox/turnbox/embedded"
+	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/zfs/zfstest"
 )
 
@@ -89,6 +90,12 @@ func benchHost(b *testing.B, h *embedded.Host) {
 			name string
 			fn   body
 		}{OpPauseResume, f.pauseResume})
+	}
+	if h.Capabilities().Isolation != environment.IsolationNone {
+		ops = append(ops, struct {
+			name string
+			fn   body
+		}{OpSaveImage, f.saveImage})
 	}
 	for _, op := range ops {
 		b.Run(op.name, func(b *testing.B) { benchBody(b, op.fn) })
