@@ -177,3 +177,38 @@ func Example_pool() {
 	// hello
 	// 0
 }
+
+// A prepared session saved as an image that new sessions start from: pull
+// a base image, set it up once, save it, start many from it. Needs root,
+// an isolated runtime and a registry; not run as a test.
+func ExampleHost_SaveImage() {
+	ctx := context.Background()
+	host, err := embedded.NewHost(ctx, embedded.Config{StateDir: "/var/lib/turnbox", ContainerRuntime: embedded.ContainerRuntimeGVisor})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer host.Close(ctx)
+	if _, err := host.PullImage(ctx, "python:3.12-slim", embedded.PullImageOptions{Name: "python"}); err != nil {
+		log.Fatal(err)
+	}
+	prep, err := host.CreateSession(ctx, environment.SessionConfig{Image: "python"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	req, _ := environment.NewToolRequest("setup", environment.BashParams{Command: "pip install --quiet requests"})
+	if _, err := prep.ExecuteTool(ctx, req, nil); err != nil {
+		log.Fatal(err)
+	}
+	img, err := host.SaveImage(ctx, prep.SessionID(), "python-requests", embedded.SaveImageOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = prep.Destroy(ctx) // the image outlives the session
+	for range 3 {
+		e, err := host.CreateSession(ctx, environment.SessionConfig{Image: img.Name})
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer e.Destroy(ctx)
+	}
+}
