@@ -65,6 +65,9 @@ type Spec struct {
 	Limits Limits
 	// Network selects the sandbox's network (default NetworkNone).
 	Network Network
+	// NetNS is the path of the network namespace for NetworkNamespace
+	// (a bind mount the host made; never a path the sandbox can write).
+	NetNS string
 }
 
 // VolumeTree is the host directory whose parent a runtime binds into
@@ -95,6 +98,10 @@ const (
 	NetworkNone Network = "none"
 	// NetworkHost: the host's network (opt-in; no isolation of traffic).
 	NetworkHost Network = "host"
+	// NetworkNamespace: the network namespace bind-mounted at Spec.NetNS,
+	// made by the host with its interfaces, addresses and routes
+	// (container/netns); the sandbox's traffic goes through them.
+	NetworkNamespace Network = "netns"
 )
 
 // Sandbox is one running sandbox. Safe for concurrent use: several Exec

@@ -86,6 +86,9 @@ func (c *creation) check() error {
 	if _, err := h.imagePath(c.cfg.Image); err != nil {
 		return err
 	}
+	if c.cfg.Network.Mode.Rank() > 0 {
+		return fmt.Errorf("%w: network mode %q: this host gives sessions loopback only (network policies are being built: issue #19)", environment.ErrCapabilityNotSupported, c.cfg.Network.Mode)
+	}
 	if c.cfg.SessionID == "" {
 		c.cfg.SessionID = newID()
 	}

@@ -214,6 +214,10 @@ type SessionConfig struct {
 	// defaults (Capabilities.Limits), and a field above the host's is
 	// refused with ErrInvalidArgument.
 	Limits Limits `json:"limits,omitzero"`
+	// Network is the session's network policy (zero: the host's default,
+	// loopback only unless the host says otherwise). A policy beyond the
+	// host's ceiling is refused with ErrInvalidArgument.
+	Network NetworkPolicy `json:"network,omitzero"`
 }
 
 // SnapshotInfo describes one snapshot of a session's workspace.

@@ -201,6 +201,9 @@ func (c SessionConfig) Validate() error {
 	if err := ValidateEnv(c.Env); err != nil {
 		return err
 	}
+	if err := c.Network.Validate(); err != nil {
+		return err
+	}
 	return ValidateLabels(c.Labels)
 }
 
