@@ -87,7 +87,7 @@ func (c *creation) check() error {
 		return err
 	}
 	if c.cfg.Network.Mode.Rank() > 0 {
-		return fmt.Errorf("%w: network mode %q: this host gives sessions loopback only (network policies are being built: issue #19)", environment.ErrCapabilityNotSupported, c.cfg.Network.Mode)
+		return fmt.Errorf("%w: network mode %q: this host gives sessions loopback only (it cannot enforce network policies yet)", environment.ErrCapabilityNotSupported, c.cfg.Network.Mode)
 	}
 	if c.cfg.SessionID == "" {
 		c.cfg.SessionID = newID()
