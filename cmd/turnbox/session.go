@@ -62,6 +62,7 @@ func (c *cli) createSession(cmd *cobra.Command, cfg environment.SessionConfig, a
 func sessionCreateCmd(c *cli) *cobra.Command {
 	var cfg environment.SessionConfig
 	var env, labels []string
+	var netMode string
 	var limits limitFlags
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -79,6 +80,7 @@ func sessionCreateCmd(c *cli) *cobra.Command {
 			if cfg.Limits, err = limits.parse(false); err != nil {
 				return err
 			}
+			cfg.Network.Mode = environment.NetworkMode(netMode)
 			// Refused before the host is opened: nothing is written.
 			if err := cfg.Validate(); err != nil {
 				return err
@@ -91,6 +93,8 @@ func sessionCreateCmd(c *cli) *cobra.Command {
 	f.StringVar(&cfg.FromSnapshot, "from", "", "start from this snapshot id")
 	f.StringVar(&cfg.Image, "image", "", "image for isolated runtimes: a name under <state-dir>/images, never a path (default: the host's)")
 	f.BoolVar(&cfg.ReadOnlyRoot, "read-only-root", false, "make the session's root filesystem read-only to its commands but for /workspace")
+	f.StringVar(&netMode, "net", "", "network mode: none (loopback only), egress (only what --allow names) or open (default: the host's)")
+	f.StringArrayVar(&cfg.Network.Allow, "allow", nil, "what the sandbox may reach: HOST, *.SUFFIX, ADDRESS or CIDR, each with :PORT or :LO-HI (repeatable; docs/isolation.md)")
 	f.StringArrayVar(&env, "env", nil, "KEY=VALUE added to every command's environment (repeatable)")
 	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE kept with the session, shown by info and ls, filtered by ls --label (repeatable)")
 	limits.add(f, "", "the session's", "default: the host's; only lower")

@@ -53,6 +53,9 @@ func SessionConfigToProto(c environment.SessionConfig) *turnboxv1.SessionConfig 
 		Limits:         LimitsToProto(c.Limits),
 		ReadOnlyRoot:   c.ReadOnlyRoot,
 	}
+	if c.Network.Mode != "" || len(c.Network.Allow) > 0 {
+		out.Network = &turnboxv1.NetworkPolicy{Mode: string(c.Network.Mode), Allow: c.Network.Allow}
+	}
 	if c.ToolTimeout != 0 {
 		out.ToolTimeout = durationpb.New(c.ToolTimeout)
 	}
@@ -70,6 +73,7 @@ func SessionConfigFromProto(c *turnboxv1.SessionConfig) (environment.SessionConf
 		Labels:       c.GetLabels(),
 		Limits:       LimitsFromProto(c.GetLimits()),
 		ReadOnlyRoot: c.GetReadOnlyRoot(),
+		Network:      environment.NetworkPolicy{Mode: environment.NetworkMode(c.GetNetwork().GetMode()), Allow: c.GetNetwork().GetAllow()},
 	}
 	if err := out.Limits.Validate(); err != nil {
 		return out, err

@@ -273,7 +273,10 @@ type SessionConfig struct {
 	Limits *Limits `protobuf:"bytes,8,opt,name=limits,proto3" json:"limits,omitempty"`
 	// read_only_root makes the session's root filesystem read-only to its
 	// commands but for /workspace (Capabilities.writable_root hosts).
-	ReadOnlyRoot  bool `protobuf:"varint,20,opt,name=read_only_root,json=readOnlyRoot,proto3" json:"read_only_root,omitempty"`
+	ReadOnlyRoot bool `protobuf:"varint,20,opt,name=read_only_root,json=readOnlyRoot,proto3" json:"read_only_root,omitempty"`
+	// network is the session's network policy (unset: the host's default,
+	// loopback only unless the host says otherwise).
+	Network       *NetworkPolicy `protobuf:"bytes,21,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -371,6 +374,75 @@ func (x *SessionConfig) GetReadOnlyRoot() bool {
 	return false
 }
 
+func (x *SessionConfig) GetNetwork() *NetworkPolicy {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+// NetworkPolicy is what a session's sandbox may reach beyond its
+// loopback. Whatever the policy, never the host itself or another
+// session.
+type NetworkPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// mode is "none" (loopback only), "egress" (only what allow names) or
+	// "open" (anything public; private ranges only where allow names
+	// them); empty: the host's default.
+	Mode string `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	// allow rules: "TARGET[:PORTS]", TARGET a host name ("pypi.org"), a
+	// wildcard ("*.pythonhosted.org"), an address or a CIDR prefix
+	// ("[2001:db8::/32]:443" for IPv6 with ports); PORTS "443" or
+	// "8000-8100". docs/isolation.md.
+	Allow         []string `protobuf:"bytes,2,rep,name=allow,proto3" json:"allow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkPolicy) Reset() {
+	*x = NetworkPolicy{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkPolicy) ProtoMessage() {}
+
+func (x *NetworkPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkPolicy.ProtoReflect.Descriptor instead.
+func (*NetworkPolicy) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NetworkPolicy) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *NetworkPolicy) GetAllow() []string {
+	if x != nil {
+		return x.Allow
+	}
+	return nil
+}
+
 // Limits bounds a session's resources. 0 means the host's default in a
 // SessionConfig, and unlimited where limits are reported.
 type Limits struct {
@@ -390,7 +462,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[1]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +474,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[1]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +487,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{1}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Limits) GetMemoryBytes() int64 {
@@ -475,7 +547,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[2]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +559,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[2]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +572,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{2}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Session) GetId() string {
@@ -612,7 +684,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[3]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +696,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[3]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +709,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{3}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Capabilities) GetSnapshots() bool {
@@ -755,7 +827,7 @@ type ToolRequest struct {
 
 func (x *ToolRequest) Reset() {
 	*x = ToolRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +839,7 @@ func (x *ToolRequest) String() string {
 func (*ToolRequest) ProtoMessage() {}
 
 func (x *ToolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +852,7 @@ func (x *ToolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolRequest.ProtoReflect.Descriptor instead.
 func (*ToolRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{4}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ToolRequest) GetToolCallId() string {
@@ -849,7 +921,7 @@ type ToolResponse struct {
 
 func (x *ToolResponse) Reset() {
 	*x = ToolResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +933,7 @@ func (x *ToolResponse) String() string {
 func (*ToolResponse) ProtoMessage() {}
 
 func (x *ToolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +946,7 @@ func (x *ToolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolResponse.ProtoReflect.Descriptor instead.
 func (*ToolResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{5}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ToolResponse) GetToolCallId() string {
@@ -972,7 +1044,7 @@ type ToolProgress struct {
 
 func (x *ToolProgress) Reset() {
 	*x = ToolProgress{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1056,7 @@ func (x *ToolProgress) String() string {
 func (*ToolProgress) ProtoMessage() {}
 
 func (x *ToolProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1069,7 @@ func (x *ToolProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolProgress.ProtoReflect.Descriptor instead.
 func (*ToolProgress) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{6}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ToolProgress) GetToolCallId() string {
@@ -1037,7 +1109,7 @@ type KeepAlive struct {
 
 func (x *KeepAlive) Reset() {
 	*x = KeepAlive{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1121,7 @@ func (x *KeepAlive) String() string {
 func (*KeepAlive) ProtoMessage() {}
 
 func (x *KeepAlive) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1134,7 @@ func (x *KeepAlive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAlive.ProtoReflect.Descriptor instead.
 func (*KeepAlive) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{7}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{8}
 }
 
 // SnapshotInfo describes one snapshot of a session's workspace.
@@ -1081,7 +1153,7 @@ type SnapshotInfo struct {
 
 func (x *SnapshotInfo) Reset() {
 	*x = SnapshotInfo{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1165,7 @@ func (x *SnapshotInfo) String() string {
 func (*SnapshotInfo) ProtoMessage() {}
 
 func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1178,7 @@ func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
 func (*SnapshotInfo) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{8}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SnapshotInfo) GetId() string {
@@ -1162,7 +1234,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1246,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1259,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{9}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ErrorInfo) GetReasons() []ErrorReason {
@@ -1211,7 +1283,7 @@ type CreateSessionRequest struct {
 
 func (x *CreateSessionRequest) Reset() {
 	*x = CreateSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1295,7 @@ func (x *CreateSessionRequest) String() string {
 func (*CreateSessionRequest) ProtoMessage() {}
 
 func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1308,7 @@ func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{10}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateSessionRequest) GetConfig() *SessionConfig {
@@ -1269,7 +1341,7 @@ type CreateSessionResponse struct {
 
 func (x *CreateSessionResponse) Reset() {
 	*x = CreateSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1353,7 @@ func (x *CreateSessionResponse) String() string {
 func (*CreateSessionResponse) ProtoMessage() {}
 
 func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1366,7 @@ func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionResponse.ProtoReflect.Descriptor instead.
 func (*CreateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{11}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CreateSessionResponse) GetSession() *Session {
@@ -1313,7 +1385,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1397,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1410,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{12}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetSessionRequest) GetSessionId() string {
@@ -1357,7 +1429,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1441,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1454,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{13}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
@@ -1400,7 +1472,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1412,7 +1484,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1425,7 +1497,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{14}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{15}
 }
 
 type ListSessionsResponse struct {
@@ -1437,7 +1509,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1521,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1534,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{15}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1481,7 +1553,7 @@ type AttachSessionRequest struct {
 
 func (x *AttachSessionRequest) Reset() {
 	*x = AttachSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1565,7 @@ func (x *AttachSessionRequest) String() string {
 func (*AttachSessionRequest) ProtoMessage() {}
 
 func (x *AttachSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1578,7 @@ func (x *AttachSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachSessionRequest.ProtoReflect.Descriptor instead.
 func (*AttachSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{16}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AttachSessionRequest) GetSessionId() string {
@@ -1525,7 +1597,7 @@ type AttachSessionResponse struct {
 
 func (x *AttachSessionResponse) Reset() {
 	*x = AttachSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1609,7 @@ func (x *AttachSessionResponse) String() string {
 func (*AttachSessionResponse) ProtoMessage() {}
 
 func (x *AttachSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1622,7 @@ func (x *AttachSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachSessionResponse.ProtoReflect.Descriptor instead.
 func (*AttachSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{17}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AttachSessionResponse) GetSession() *Session {
@@ -1569,7 +1641,7 @@ type PauseSessionRequest struct {
 
 func (x *PauseSessionRequest) Reset() {
 	*x = PauseSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1653,7 @@ func (x *PauseSessionRequest) String() string {
 func (*PauseSessionRequest) ProtoMessage() {}
 
 func (x *PauseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1666,7 @@ func (x *PauseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSessionRequest.ProtoReflect.Descriptor instead.
 func (*PauseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{18}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PauseSessionRequest) GetSessionId() string {
@@ -1612,7 +1684,7 @@ type PauseSessionResponse struct {
 
 func (x *PauseSessionResponse) Reset() {
 	*x = PauseSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1696,7 @@ func (x *PauseSessionResponse) String() string {
 func (*PauseSessionResponse) ProtoMessage() {}
 
 func (x *PauseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1709,7 @@ func (x *PauseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSessionResponse.ProtoReflect.Descriptor instead.
 func (*PauseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{19}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{20}
 }
 
 type ResumeSessionRequest struct {
@@ -1649,7 +1721,7 @@ type ResumeSessionRequest struct {
 
 func (x *ResumeSessionRequest) Reset() {
 	*x = ResumeSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1733,7 @@ func (x *ResumeSessionRequest) String() string {
 func (*ResumeSessionRequest) ProtoMessage() {}
 
 func (x *ResumeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1746,7 @@ func (x *ResumeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSessionRequest.ProtoReflect.Descriptor instead.
 func (*ResumeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{20}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResumeSessionRequest) GetSessionId() string {
@@ -1692,7 +1764,7 @@ type ResumeSessionResponse struct {
 
 func (x *ResumeSessionResponse) Reset() {
 	*x = ResumeSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1776,7 @@ func (x *ResumeSessionResponse) String() string {
 func (*ResumeSessionResponse) ProtoMessage() {}
 
 func (x *ResumeSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1789,7 @@ func (x *ResumeSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSessionResponse.ProtoReflect.Descriptor instead.
 func (*ResumeSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{21}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{22}
 }
 
 type DestroySessionRequest struct {
@@ -1729,7 +1801,7 @@ type DestroySessionRequest struct {
 
 func (x *DestroySessionRequest) Reset() {
 	*x = DestroySessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +1813,7 @@ func (x *DestroySessionRequest) String() string {
 func (*DestroySessionRequest) ProtoMessage() {}
 
 func (x *DestroySessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +1826,7 @@ func (x *DestroySessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySessionRequest.ProtoReflect.Descriptor instead.
 func (*DestroySessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{22}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *DestroySessionRequest) GetSessionId() string {
@@ -1772,7 +1844,7 @@ type DestroySessionResponse struct {
 
 func (x *DestroySessionResponse) Reset() {
 	*x = DestroySessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1784,7 +1856,7 @@ func (x *DestroySessionResponse) String() string {
 func (*DestroySessionResponse) ProtoMessage() {}
 
 func (x *DestroySessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1797,7 +1869,7 @@ func (x *DestroySessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySessionResponse.ProtoReflect.Descriptor instead.
 func (*DestroySessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{23}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{24}
 }
 
 type ExecuteToolRequest struct {
@@ -1810,7 +1882,7 @@ type ExecuteToolRequest struct {
 
 func (x *ExecuteToolRequest) Reset() {
 	*x = ExecuteToolRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +1894,7 @@ func (x *ExecuteToolRequest) String() string {
 func (*ExecuteToolRequest) ProtoMessage() {}
 
 func (x *ExecuteToolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +1907,7 @@ func (x *ExecuteToolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteToolRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{24}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ExecuteToolRequest) GetSessionId() string {
@@ -1861,7 +1933,7 @@ type ExecuteToolResponse struct {
 
 func (x *ExecuteToolResponse) Reset() {
 	*x = ExecuteToolResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +1945,7 @@ func (x *ExecuteToolResponse) String() string {
 func (*ExecuteToolResponse) ProtoMessage() {}
 
 func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +1958,7 @@ func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteToolResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{25}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ExecuteToolResponse) GetResponse() *ToolResponse {
@@ -1906,7 +1978,7 @@ type ExecuteToolStreamRequest struct {
 
 func (x *ExecuteToolStreamRequest) Reset() {
 	*x = ExecuteToolStreamRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +1990,7 @@ func (x *ExecuteToolStreamRequest) String() string {
 func (*ExecuteToolStreamRequest) ProtoMessage() {}
 
 func (x *ExecuteToolStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2003,7 @@ func (x *ExecuteToolStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolStreamRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteToolStreamRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{26}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ExecuteToolStreamRequest) GetSessionId() string {
@@ -1964,7 +2036,7 @@ type ExecuteToolStreamResponse struct {
 
 func (x *ExecuteToolStreamResponse) Reset() {
 	*x = ExecuteToolStreamResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1976,7 +2048,7 @@ func (x *ExecuteToolStreamResponse) String() string {
 func (*ExecuteToolStreamResponse) ProtoMessage() {}
 
 func (x *ExecuteToolStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1989,7 +2061,7 @@ func (x *ExecuteToolStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolStreamResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteToolStreamResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{27}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ExecuteToolStreamResponse) GetEvent() isExecuteToolStreamResponse_Event {
@@ -2058,7 +2130,7 @@ type TurnCompleteRequest struct {
 
 func (x *TurnCompleteRequest) Reset() {
 	*x = TurnCompleteRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2070,7 +2142,7 @@ func (x *TurnCompleteRequest) String() string {
 func (*TurnCompleteRequest) ProtoMessage() {}
 
 func (x *TurnCompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2083,7 +2155,7 @@ func (x *TurnCompleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnCompleteRequest.ProtoReflect.Descriptor instead.
 func (*TurnCompleteRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{28}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TurnCompleteRequest) GetSessionId() string {
@@ -2109,7 +2181,7 @@ type TurnCompleteResponse struct {
 
 func (x *TurnCompleteResponse) Reset() {
 	*x = TurnCompleteResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2121,7 +2193,7 @@ func (x *TurnCompleteResponse) String() string {
 func (*TurnCompleteResponse) ProtoMessage() {}
 
 func (x *TurnCompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2134,7 +2206,7 @@ func (x *TurnCompleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnCompleteResponse.ProtoReflect.Descriptor instead.
 func (*TurnCompleteResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{29}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TurnCompleteResponse) GetSnapshot() *SnapshotInfo {
@@ -2154,7 +2226,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2166,7 +2238,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2179,7 +2251,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{30}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateSnapshotRequest) GetSessionId() string {
@@ -2205,7 +2277,7 @@ type CreateSnapshotResponse struct {
 
 func (x *CreateSnapshotResponse) Reset() {
 	*x = CreateSnapshotResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2289,7 @@ func (x *CreateSnapshotResponse) String() string {
 func (*CreateSnapshotResponse) ProtoMessage() {}
 
 func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2302,7 @@ func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{31}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CreateSnapshotResponse) GetSnapshot() *SnapshotInfo {
@@ -2249,7 +2321,7 @@ type ListSnapshotsRequest struct {
 
 func (x *ListSnapshotsRequest) Reset() {
 	*x = ListSnapshotsRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2261,7 +2333,7 @@ func (x *ListSnapshotsRequest) String() string {
 func (*ListSnapshotsRequest) ProtoMessage() {}
 
 func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2274,7 +2346,7 @@ func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{32}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListSnapshotsRequest) GetSessionId() string {
@@ -2293,7 +2365,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2305,7 +2377,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2318,7 +2390,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{33}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*SnapshotInfo {
@@ -2338,7 +2410,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2422,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2435,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{34}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RollbackRequest) GetSessionId() string {
@@ -2388,7 +2460,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +2472,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +2485,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{35}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{36}
 }
 
 type DeleteSnapshotRequest struct {
@@ -2426,7 +2498,7 @@ type DeleteSnapshotRequest struct {
 
 func (x *DeleteSnapshotRequest) Reset() {
 	*x = DeleteSnapshotRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2438,7 +2510,7 @@ func (x *DeleteSnapshotRequest) String() string {
 func (*DeleteSnapshotRequest) ProtoMessage() {}
 
 func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2451,7 +2523,7 @@ func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{36}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DeleteSnapshotRequest) GetSessionId() string {
@@ -2476,7 +2548,7 @@ type DeleteSnapshotResponse struct {
 
 func (x *DeleteSnapshotResponse) Reset() {
 	*x = DeleteSnapshotResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2488,7 +2560,7 @@ func (x *DeleteSnapshotResponse) String() string {
 func (*DeleteSnapshotResponse) ProtoMessage() {}
 
 func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2501,7 +2573,7 @@ func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{37}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{38}
 }
 
 type ForkRequest struct {
@@ -2517,7 +2589,7 @@ type ForkRequest struct {
 
 func (x *ForkRequest) Reset() {
 	*x = ForkRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2529,7 +2601,7 @@ func (x *ForkRequest) String() string {
 func (*ForkRequest) ProtoMessage() {}
 
 func (x *ForkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2542,7 +2614,7 @@ func (x *ForkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkRequest.ProtoReflect.Descriptor instead.
 func (*ForkRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{38}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ForkRequest) GetSessionId() string {
@@ -2575,7 +2647,7 @@ type ForkResponse struct {
 
 func (x *ForkResponse) Reset() {
 	*x = ForkResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2587,7 +2659,7 @@ func (x *ForkResponse) String() string {
 func (*ForkResponse) ProtoMessage() {}
 
 func (x *ForkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2600,7 +2672,7 @@ func (x *ForkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkResponse.ProtoReflect.Descriptor instead.
 func (*ForkResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{39}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ForkResponse) GetSession() *Session {
@@ -2618,7 +2690,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2630,7 +2702,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2643,7 +2715,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{40}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{41}
 }
 
 type HealthResponse struct {
@@ -2658,7 +2730,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2670,7 +2742,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2683,7 +2755,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{41}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *HealthResponse) GetStatus() string {
@@ -2708,7 +2780,7 @@ type CapabilitiesRequest struct {
 
 func (x *CapabilitiesRequest) Reset() {
 	*x = CapabilitiesRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2720,7 +2792,7 @@ func (x *CapabilitiesRequest) String() string {
 func (*CapabilitiesRequest) ProtoMessage() {}
 
 func (x *CapabilitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2733,7 +2805,7 @@ func (x *CapabilitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapabilitiesRequest.ProtoReflect.Descriptor instead.
 func (*CapabilitiesRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{42}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{43}
 }
 
 type CapabilitiesResponse struct {
@@ -2745,7 +2817,7 @@ type CapabilitiesResponse struct {
 
 func (x *CapabilitiesResponse) Reset() {
 	*x = CapabilitiesResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +2829,7 @@ func (x *CapabilitiesResponse) String() string {
 func (*CapabilitiesResponse) ProtoMessage() {}
 
 func (x *CapabilitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +2842,7 @@ func (x *CapabilitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapabilitiesResponse.ProtoReflect.Descriptor instead.
 func (*CapabilitiesResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{43}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CapabilitiesResponse) GetCapabilities() *Capabilities {
@@ -2785,7 +2857,7 @@ var File_turnbox_v1_sandbox_proto protoreflect.FileDescriptor
 const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\n" +
 	"\x18turnbox/v1/sandbox.proto\x12\n" +
-	"turnbox.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8b\x04\n" +
+	"turnbox.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x04\n" +
 	"\rSessionConfig\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
@@ -2796,13 +2868,17 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\ftool_timeout\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\vtoolTimeout\x12(\n" +
 	"\x10max_output_bytes\x18\a \x01(\x03R\x0emaxOutputBytes\x12*\n" +
 	"\x06limits\x18\b \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\x12$\n" +
-	"\x0eread_only_root\x18\x14 \x01(\bR\freadOnlyRoot\x1a6\n" +
+	"\x0eread_only_root\x18\x14 \x01(\bR\freadOnlyRoot\x123\n" +
+	"\anetwork\x18\x15 \x01(\v2\x19.turnbox.v1.NetworkPolicyR\anetwork\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"r\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
+	"\rNetworkPolicy\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x14\n" +
+	"\x05allow\x18\x02 \x03(\tR\x05allow\"r\n" +
 	"\x06Limits\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x03R\vmemoryBytes\x12\x12\n" +
 	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
@@ -3038,133 +3114,135 @@ func file_turnbox_v1_sandbox_proto_rawDescGZIP() []byte {
 }
 
 var file_turnbox_v1_sandbox_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_turnbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_turnbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_turnbox_v1_sandbox_proto_goTypes = []any{
 	(SessionState)(0),                 // 0: turnbox.v1.SessionState
 	(OutputStream)(0),                 // 1: turnbox.v1.OutputStream
 	(ErrorReason)(0),                  // 2: turnbox.v1.ErrorReason
 	(*SessionConfig)(nil),             // 3: turnbox.v1.SessionConfig
-	(*Limits)(nil),                    // 4: turnbox.v1.Limits
-	(*Session)(nil),                   // 5: turnbox.v1.Session
-	(*Capabilities)(nil),              // 6: turnbox.v1.Capabilities
-	(*ToolRequest)(nil),               // 7: turnbox.v1.ToolRequest
-	(*ToolResponse)(nil),              // 8: turnbox.v1.ToolResponse
-	(*ToolProgress)(nil),              // 9: turnbox.v1.ToolProgress
-	(*KeepAlive)(nil),                 // 10: turnbox.v1.KeepAlive
-	(*SnapshotInfo)(nil),              // 11: turnbox.v1.SnapshotInfo
-	(*ErrorInfo)(nil),                 // 12: turnbox.v1.ErrorInfo
-	(*CreateSessionRequest)(nil),      // 13: turnbox.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),     // 14: turnbox.v1.CreateSessionResponse
-	(*GetSessionRequest)(nil),         // 15: turnbox.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),        // 16: turnbox.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),       // 17: turnbox.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),      // 18: turnbox.v1.ListSessionsResponse
-	(*AttachSessionRequest)(nil),      // 19: turnbox.v1.AttachSessionRequest
-	(*AttachSessionResponse)(nil),     // 20: turnbox.v1.AttachSessionResponse
-	(*PauseSessionRequest)(nil),       // 21: turnbox.v1.PauseSessionRequest
-	(*PauseSessionResponse)(nil),      // 22: turnbox.v1.PauseSessionResponse
-	(*ResumeSessionRequest)(nil),      // 23: turnbox.v1.ResumeSessionRequest
-	(*ResumeSessionResponse)(nil),     // 24: turnbox.v1.ResumeSessionResponse
-	(*DestroySessionRequest)(nil),     // 25: turnbox.v1.DestroySessionRequest
-	(*DestroySessionResponse)(nil),    // 26: turnbox.v1.DestroySessionResponse
-	(*ExecuteToolRequest)(nil),        // 27: turnbox.v1.ExecuteToolRequest
-	(*ExecuteToolResponse)(nil),       // 28: turnbox.v1.ExecuteToolResponse
-	(*ExecuteToolStreamRequest)(nil),  // 29: turnbox.v1.ExecuteToolStreamRequest
-	(*ExecuteToolStreamResponse)(nil), // 30: turnbox.v1.ExecuteToolStreamResponse
-	(*TurnCompleteRequest)(nil),       // 31: turnbox.v1.TurnCompleteRequest
-	(*TurnCompleteResponse)(nil),      // 32: turnbox.v1.TurnCompleteResponse
-	(*CreateSnapshotRequest)(nil),     // 33: turnbox.v1.CreateSnapshotRequest
-	(*CreateSnapshotResponse)(nil),    // 34: turnbox.v1.CreateSnapshotResponse
-	(*ListSnapshotsRequest)(nil),      // 35: turnbox.v1.ListSnapshotsRequest
-	(*ListSnapshotsResponse)(nil),     // 36: turnbox.v1.ListSnapshotsResponse
-	(*RollbackRequest)(nil),           // 37: turnbox.v1.RollbackRequest
-	(*RollbackResponse)(nil),          // 38: turnbox.v1.RollbackResponse
-	(*DeleteSnapshotRequest)(nil),     // 39: turnbox.v1.DeleteSnapshotRequest
-	(*DeleteSnapshotResponse)(nil),    // 40: turnbox.v1.DeleteSnapshotResponse
-	(*ForkRequest)(nil),               // 41: turnbox.v1.ForkRequest
-	(*ForkResponse)(nil),              // 42: turnbox.v1.ForkResponse
-	(*HealthRequest)(nil),             // 43: turnbox.v1.HealthRequest
-	(*HealthResponse)(nil),            // 44: turnbox.v1.HealthResponse
-	(*CapabilitiesRequest)(nil),       // 45: turnbox.v1.CapabilitiesRequest
-	(*CapabilitiesResponse)(nil),      // 46: turnbox.v1.CapabilitiesResponse
-	nil,                               // 47: turnbox.v1.SessionConfig.EnvEntry
-	nil,                               // 48: turnbox.v1.SessionConfig.LabelsEntry
-	nil,                               // 49: turnbox.v1.Session.LabelsEntry
-	(*durationpb.Duration)(nil),       // 50: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 51: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 52: google.protobuf.Struct
+	(*NetworkPolicy)(nil),             // 4: turnbox.v1.NetworkPolicy
+	(*Limits)(nil),                    // 5: turnbox.v1.Limits
+	(*Session)(nil),                   // 6: turnbox.v1.Session
+	(*Capabilities)(nil),              // 7: turnbox.v1.Capabilities
+	(*ToolRequest)(nil),               // 8: turnbox.v1.ToolRequest
+	(*ToolResponse)(nil),              // 9: turnbox.v1.ToolResponse
+	(*ToolProgress)(nil),              // 10: turnbox.v1.ToolProgress
+	(*KeepAlive)(nil),                 // 11: turnbox.v1.KeepAlive
+	(*SnapshotInfo)(nil),              // 12: turnbox.v1.SnapshotInfo
+	(*ErrorInfo)(nil),                 // 13: turnbox.v1.ErrorInfo
+	(*CreateSessionRequest)(nil),      // 14: turnbox.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),     // 15: turnbox.v1.CreateSessionResponse
+	(*GetSessionRequest)(nil),         // 16: turnbox.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),        // 17: turnbox.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),       // 18: turnbox.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),      // 19: turnbox.v1.ListSessionsResponse
+	(*AttachSessionRequest)(nil),      // 20: turnbox.v1.AttachSessionRequest
+	(*AttachSessionResponse)(nil),     // 21: turnbox.v1.AttachSessionResponse
+	(*PauseSessionRequest)(nil),       // 22: turnbox.v1.PauseSessionRequest
+	(*PauseSessionResponse)(nil),      // 23: turnbox.v1.PauseSessionResponse
+	(*ResumeSessionRequest)(nil),      // 24: turnbox.v1.ResumeSessionRequest
+	(*ResumeSessionResponse)(nil),     // 25: turnbox.v1.ResumeSessionResponse
+	(*DestroySessionRequest)(nil),     // 26: turnbox.v1.DestroySessionRequest
+	(*DestroySessionResponse)(nil),    // 27: turnbox.v1.DestroySessionResponse
+	(*ExecuteToolRequest)(nil),        // 28: turnbox.v1.ExecuteToolRequest
+	(*ExecuteToolResponse)(nil),       // 29: turnbox.v1.ExecuteToolResponse
+	(*ExecuteToolStreamRequest)(nil),  // 30: turnbox.v1.ExecuteToolStreamRequest
+	(*ExecuteToolStreamResponse)(nil), // 31: turnbox.v1.ExecuteToolStreamResponse
+	(*TurnCompleteRequest)(nil),       // 32: turnbox.v1.TurnCompleteRequest
+	(*TurnCompleteResponse)(nil),      // 33: turnbox.v1.TurnCompleteResponse
+	(*CreateSnapshotRequest)(nil),     // 34: turnbox.v1.CreateSnapshotRequest
+	(*CreateSnapshotResponse)(nil),    // 35: turnbox.v1.CreateSnapshotResponse
+	(*ListSnapshotsRequest)(nil),      // 36: turnbox.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),     // 37: turnbox.v1.ListSnapshotsResponse
+	(*RollbackRequest)(nil),           // 38: turnbox.v1.RollbackRequest
+	(*RollbackResponse)(nil),          // 39: turnbox.v1.RollbackResponse
+	(*DeleteSnapshotRequest)(nil),     // 40: turnbox.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil),    // 41: turnbox.v1.DeleteSnapshotResponse
+	(*ForkRequest)(nil),               // 42: turnbox.v1.ForkRequest
+	(*ForkResponse)(nil),              // 43: turnbox.v1.ForkResponse
+	(*HealthRequest)(nil),             // 44: turnbox.v1.HealthRequest
+	(*HealthResponse)(nil),            // 45: turnbox.v1.HealthResponse
+	(*CapabilitiesRequest)(nil),       // 46: turnbox.v1.CapabilitiesRequest
+	(*CapabilitiesResponse)(nil),      // 47: turnbox.v1.CapabilitiesResponse
+	nil,                               // 48: turnbox.v1.SessionConfig.EnvEntry
+	nil,                               // 49: turnbox.v1.SessionConfig.LabelsEntry
+	nil,                               // 50: turnbox.v1.Session.LabelsEntry
+	(*durationpb.Duration)(nil),       // 51: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 52: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 53: google.protobuf.Struct
 }
 var file_turnbox_v1_sandbox_proto_depIdxs = []int32{
-	47, // 0: turnbox.v1.SessionConfig.env:type_name -> turnbox.v1.SessionConfig.EnvEntry
-	48, // 1: turnbox.v1.SessionConfig.labels:type_name -> turnbox.v1.SessionConfig.LabelsEntry
-	50, // 2: turnbox.v1.SessionConfig.tool_timeout:type_name -> google.protobuf.Duration
-	4,  // 3: turnbox.v1.SessionConfig.limits:type_name -> turnbox.v1.Limits
-	0,  // 4: turnbox.v1.Session.state:type_name -> turnbox.v1.SessionState
-	51, // 5: turnbox.v1.Session.created_at:type_name -> google.protobuf.Timestamp
-	4,  // 6: turnbox.v1.Session.limits:type_name -> turnbox.v1.Limits
-	49, // 7: turnbox.v1.Session.labels:type_name -> turnbox.v1.Session.LabelsEntry
-	4,  // 8: turnbox.v1.Capabilities.limits:type_name -> turnbox.v1.Limits
-	52, // 9: turnbox.v1.ToolRequest.arguments:type_name -> google.protobuf.Struct
-	50, // 10: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
-	1,  // 11: turnbox.v1.ToolProgress.stream:type_name -> turnbox.v1.OutputStream
-	51, // 12: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
-	2,  // 13: turnbox.v1.ErrorInfo.reasons:type_name -> turnbox.v1.ErrorReason
-	3,  // 14: turnbox.v1.CreateSessionRequest.config:type_name -> turnbox.v1.SessionConfig
-	5,  // 15: turnbox.v1.CreateSessionResponse.session:type_name -> turnbox.v1.Session
-	5,  // 16: turnbox.v1.GetSessionResponse.session:type_name -> turnbox.v1.Session
-	5,  // 17: turnbox.v1.ListSessionsResponse.sessions:type_name -> turnbox.v1.Session
-	5,  // 18: turnbox.v1.AttachSessionResponse.session:type_name -> turnbox.v1.Session
-	7,  // 19: turnbox.v1.ExecuteToolRequest.request:type_name -> turnbox.v1.ToolRequest
-	8,  // 20: turnbox.v1.ExecuteToolResponse.response:type_name -> turnbox.v1.ToolResponse
-	7,  // 21: turnbox.v1.ExecuteToolStreamRequest.request:type_name -> turnbox.v1.ToolRequest
-	9,  // 22: turnbox.v1.ExecuteToolStreamResponse.progress:type_name -> turnbox.v1.ToolProgress
-	8,  // 23: turnbox.v1.ExecuteToolStreamResponse.response:type_name -> turnbox.v1.ToolResponse
-	10, // 24: turnbox.v1.ExecuteToolStreamResponse.keepalive:type_name -> turnbox.v1.KeepAlive
-	11, // 25: turnbox.v1.TurnCompleteResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
-	11, // 26: turnbox.v1.CreateSnapshotResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
-	11, // 27: turnbox.v1.ListSnapshotsResponse.snapshots:type_name -> turnbox.v1.SnapshotInfo
-	3,  // 28: turnbox.v1.ForkRequest.config:type_name -> turnbox.v1.SessionConfig
-	5,  // 29: turnbox.v1.ForkResponse.session:type_name -> turnbox.v1.Session
-	6,  // 30: turnbox.v1.CapabilitiesResponse.capabilities:type_name -> turnbox.v1.Capabilities
-	13, // 31: turnbox.v1.SandboxService.CreateSession:input_type -> turnbox.v1.CreateSessionRequest
-	15, // 32: turnbox.v1.SandboxService.GetSession:input_type -> turnbox.v1.GetSessionRequest
-	17, // 33: turnbox.v1.SandboxService.ListSessions:input_type -> turnbox.v1.ListSessionsRequest
-	19, // 34: turnbox.v1.SandboxService.AttachSession:input_type -> turnbox.v1.AttachSessionRequest
-	21, // 35: turnbox.v1.SandboxService.PauseSession:input_type -> turnbox.v1.PauseSessionRequest
-	23, // 36: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
-	25, // 37: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
-	27, // 38: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
-	29, // 39: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
-	31, // 40: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
-	33, // 41: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
-	35, // 42: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
-	37, // 43: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
-	39, // 44: turnbox.v1.SandboxService.DeleteSnapshot:input_type -> turnbox.v1.DeleteSnapshotRequest
-	41, // 45: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
-	43, // 46: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
-	45, // 47: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
-	14, // 48: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
-	16, // 49: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
-	18, // 50: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
-	20, // 51: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
-	22, // 52: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
-	24, // 53: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
-	26, // 54: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
-	28, // 55: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
-	30, // 56: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
-	32, // 57: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
-	34, // 58: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
-	36, // 59: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
-	38, // 60: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
-	40, // 61: turnbox.v1.SandboxService.DeleteSnapshot:output_type -> turnbox.v1.DeleteSnapshotResponse
-	42, // 62: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
-	44, // 63: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
-	46, // 64: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
-	48, // [48:65] is the sub-list for method output_type
-	31, // [31:48] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	48, // 0: turnbox.v1.SessionConfig.env:type_name -> turnbox.v1.SessionConfig.EnvEntry
+	49, // 1: turnbox.v1.SessionConfig.labels:type_name -> turnbox.v1.SessionConfig.LabelsEntry
+	51, // 2: turnbox.v1.SessionConfig.tool_timeout:type_name -> google.protobuf.Duration
+	5,  // 3: turnbox.v1.SessionConfig.limits:type_name -> turnbox.v1.Limits
+	4,  // 4: turnbox.v1.SessionConfig.network:type_name -> turnbox.v1.NetworkPolicy
+	0,  // 5: turnbox.v1.Session.state:type_name -> turnbox.v1.SessionState
+	52, // 6: turnbox.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	5,  // 7: turnbox.v1.Session.limits:type_name -> turnbox.v1.Limits
+	50, // 8: turnbox.v1.Session.labels:type_name -> turnbox.v1.Session.LabelsEntry
+	5,  // 9: turnbox.v1.Capabilities.limits:type_name -> turnbox.v1.Limits
+	53, // 10: turnbox.v1.ToolRequest.arguments:type_name -> google.protobuf.Struct
+	51, // 11: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
+	1,  // 12: turnbox.v1.ToolProgress.stream:type_name -> turnbox.v1.OutputStream
+	52, // 13: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
+	2,  // 14: turnbox.v1.ErrorInfo.reasons:type_name -> turnbox.v1.ErrorReason
+	3,  // 15: turnbox.v1.CreateSessionRequest.config:type_name -> turnbox.v1.SessionConfig
+	6,  // 16: turnbox.v1.CreateSessionResponse.session:type_name -> turnbox.v1.Session
+	6,  // 17: turnbox.v1.GetSessionResponse.session:type_name -> turnbox.v1.Session
+	6,  // 18: turnbox.v1.ListSessionsResponse.sessions:type_name -> turnbox.v1.Session
+	6,  // 19: turnbox.v1.AttachSessionResponse.session:type_name -> turnbox.v1.Session
+	8,  // 20: turnbox.v1.ExecuteToolRequest.request:type_name -> turnbox.v1.ToolRequest
+	9,  // 21: turnbox.v1.ExecuteToolResponse.response:type_name -> turnbox.v1.ToolResponse
+	8,  // 22: turnbox.v1.ExecuteToolStreamRequest.request:type_name -> turnbox.v1.ToolRequest
+	10, // 23: turnbox.v1.ExecuteToolStreamResponse.progress:type_name -> turnbox.v1.ToolProgress
+	9,  // 24: turnbox.v1.ExecuteToolStreamResponse.response:type_name -> turnbox.v1.ToolResponse
+	11, // 25: turnbox.v1.ExecuteToolStreamResponse.keepalive:type_name -> turnbox.v1.KeepAlive
+	12, // 26: turnbox.v1.TurnCompleteResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
+	12, // 27: turnbox.v1.CreateSnapshotResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
+	12, // 28: turnbox.v1.ListSnapshotsResponse.snapshots:type_name -> turnbox.v1.SnapshotInfo
+	3,  // 29: turnbox.v1.ForkRequest.config:type_name -> turnbox.v1.SessionConfig
+	6,  // 30: turnbox.v1.ForkResponse.session:type_name -> turnbox.v1.Session
+	7,  // 31: turnbox.v1.CapabilitiesResponse.capabilities:type_name -> turnbox.v1.Capabilities
+	14, // 32: turnbox.v1.SandboxService.CreateSession:input_type -> turnbox.v1.CreateSessionRequest
+	16, // 33: turnbox.v1.SandboxService.GetSession:input_type -> turnbox.v1.GetSessionRequest
+	18, // 34: turnbox.v1.SandboxService.ListSessions:input_type -> turnbox.v1.ListSessionsRequest
+	20, // 35: turnbox.v1.SandboxService.AttachSession:input_type -> turnbox.v1.AttachSessionRequest
+	22, // 36: turnbox.v1.SandboxService.PauseSession:input_type -> turnbox.v1.PauseSessionRequest
+	24, // 37: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
+	26, // 38: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
+	28, // 39: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
+	30, // 40: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
+	32, // 41: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
+	34, // 42: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
+	36, // 43: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
+	38, // 44: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
+	40, // 45: turnbox.v1.SandboxService.DeleteSnapshot:input_type -> turnbox.v1.DeleteSnapshotRequest
+	42, // 46: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
+	44, // 47: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
+	46, // 48: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
+	15, // 49: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
+	17, // 50: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
+	19, // 51: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
+	21, // 52: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
+	23, // 53: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
+	25, // 54: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
+	27, // 55: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
+	29, // 56: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
+	31, // 57: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
+	33, // 58: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
+	35, // 59: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
+	37, // 60: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
+	39, // 61: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
+	41, // 62: turnbox.v1.SandboxService.DeleteSnapshot:output_type -> turnbox.v1.DeleteSnapshotResponse
+	43, // 63: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
+	45, // 64: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
+	47, // 65: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
+	49, // [49:66] is the sub-list for method output_type
+	32, // [32:49] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_turnbox_v1_sandbox_proto_init() }
@@ -3172,7 +3250,7 @@ func file_turnbox_v1_sandbox_proto_init() {
 	if File_turnbox_v1_sandbox_proto != nil {
 		return
 	}
-	file_turnbox_v1_sandbox_proto_msgTypes[27].OneofWrappers = []any{
+	file_turnbox_v1_sandbox_proto_msgTypes[28].OneofWrappers = []any{
 		(*ExecuteToolStreamResponse_Progress)(nil),
 		(*ExecuteToolStreamResponse_Response)(nil),
 		(*ExecuteToolStreamResponse_Keepalive)(nil),
@@ -3183,7 +3261,7 @@ func file_turnbox_v1_sandbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_turnbox_v1_sandbox_proto_rawDesc), len(file_turnbox_v1_sandbox_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   47,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
