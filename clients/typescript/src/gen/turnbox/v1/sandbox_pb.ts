@@ -22,7 +22,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file turnbox/v1/sandbox.proto.
  */
 export const file_turnbox_v1_sandbox: GenFile = /*@__PURE__*/
-  fileDesc("Chh0dXJuYm94L3YxL3NhbmRib3gucHJvdG8SCnR1cm5ib3gudjEikwMKDVNlc3Npb25Db25maWcSEgoKc2Vzc2lvbl9pZBgBIAEoCRINCgVpbWFnZRgCIAEoCRIVCg1mcm9tX3NuYXBzaG90GAMgASgJEi8KA2VudhgEIAMoCzIiLnR1cm5ib3gudjEuU2Vzc2lvbkNvbmZpZy5FbnZFbnRyeRI1CgZsYWJlbHMYBSADKAsyJS50dXJuYm94LnYxLlNlc3Npb25Db25maWcuTGFiZWxzRW50cnkSLwoMdG9vbF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEG1heF9vdXRwdXRfYnl0ZXMYByABKAMSIgoGbGltaXRzGAggASgLMhIudHVybmJveC52MS5MaW1pdHMSFgoOcmVhZF9vbmx5X3Jvb3QYFCABKAgaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIk4KBkxpbWl0cxIUCgxtZW1vcnlfYnl0ZXMYASABKAMSDAoEY3B1cxgCIAEoARIMCgRwaWRzGAMgASgDEhIKCmRpc2tfYnl0ZXMYBCABKAMixQIKB1Nlc3Npb24SCgoCaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50dXJuYm94LnYxLlNlc3Npb25TdGF0ZRIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5wYXJlbnRfc2Vzc2lvbhgEIAEoCRIXCg9wYXJlbnRfc25hcHNob3QYBSABKAkSEQoJbGFzdF90dXJuGAYgASgDEiIKBmxpbWl0cxgHIAEoCzISLnR1cm5ib3gudjEuTGltaXRzEg0KBWltYWdlGAggASgJEi8KBmxhYmVscxgJIAMoCzIfLnR1cm5ib3gudjEuU2Vzc2lvbi5MYWJlbHNFbnRyeRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIpMCCgxDYXBhYmlsaXRpZXMSEQoJc25hcHNob3RzGAEgASgIEhAKCHJvbGxiYWNrGAIgASgIEgwKBGZvcmsYAyABKAgSDQoFcGF1c2UYBCABKAgSGgoSc3RyZWFtaW5nX3Byb2dyZXNzGAUgASgIEhEKCWlzb2xhdGlvbhgGIAEoCRIPCgdzdG9yYWdlGAcgASgJEiIKBmxpbWl0cxgIIAEoCzISLnR1cm5ib3gudjEuTGltaXRzEhcKD2xpbWl0c19lbmZvcmNlZBgJIAEoCBIVCg13cml0YWJsZV9yb290GBQgASgIEhEKCXByb2Nlc3NlcxgVIAEoCBILCgNwdHkYFiABKAgSDQoFZmlsZXMYFyABKAgigwEKC1Rvb2xSZXF1ZXN0EhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIRCgl0b29sX25hbWUYAiABKAkSDQoFaW5wdXQYAyABKAwSEAoIc25hcHNob3QYBCABKAgSKgoJYXJndW1lbnRzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLzAQoMVG9vbFJlc3BvbnNlEhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIPCgdjb250ZW50GAIgASgMEhEKCWV4aXRfY29kZRgDIAEoBRIQCghpc19lcnJvchgEIAEoCBIRCgl0aW1lZF9vdXQYBSABKAgSEQoJdHJ1bmNhdGVkGAYgASgIEisKCGR1cmF0aW9uGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC3NuYXBzaG90X2lkGAggASgJEhIKCm9vbV9raWxsZWQYCSABKAgSCwoDcGlkGBQgASgFEg4KBm91dHB1dBgVIAEoCSJsCgxUb29sUHJvZ3Jlc3MSFAoMdG9vbF9jYWxsX2lkGAEgASgJEigKBnN0cmVhbRgCIAEoDjIYLnR1cm5ib3gudjEuT3V0cHV0U3RyZWFtEgwKBGRhdGEYAyABKAwSDgoGb3V0cHV0GAQgASgJIgsKCUtlZXBBbGl2ZSKOAQoMU25hcHNob3RJbmZvEgoKAmlkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRIMCgR0dXJuGAQgASgDEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYBiABKAMiNQoJRXJyb3JJbmZvEigKB3JlYXNvbnMYASADKA4yFy50dXJuYm94LnYxLkVycm9yUmVhc29uIocBChRDcmVhdGVTZXNzaW9uUmVxdWVzdBIpCgZjb25maWcYASABKAsyGS50dXJuYm94LnYxLlNlc3Npb25Db25maWcSIAoYcmVxdWlyZWRfc3RvcmFnZV9iYWNrZW5kGAIgASgJEiIKGnJlcXVpcmVkX2NvbnRhaW5lcl9ydW50aW1lGAMgASgJIj0KFUNyZWF0ZVNlc3Npb25SZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMudHVybmJveC52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiOgoSR2V0U2Vzc2lvblJlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy50dXJuYm94LnYxLlNlc3Npb24iFQoTTGlzdFNlc3Npb25zUmVxdWVzdCI9ChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLnR1cm5ib3gudjEuU2Vzc2lvbiIqChRBdHRhY2hTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIj0KFUF0dGFjaFNlc3Npb25SZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMudHVybmJveC52MS5TZXNzaW9uIikKE1BhdXNlU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSIWChRQYXVzZVNlc3Npb25SZXNwb25zZSIqChRSZXN1bWVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFVJlc3VtZVNlc3Npb25SZXNwb25zZSIrChVEZXN0cm95U2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSIYChZEZXN0cm95U2Vzc2lvblJlc3BvbnNlIlIKEkV4ZWN1dGVUb29sUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEigKB3JlcXVlc3QYAiABKAsyFy50dXJuYm94LnYxLlRvb2xSZXF1ZXN0IkEKE0V4ZWN1dGVUb29sUmVzcG9uc2USKgoIcmVzcG9uc2UYASABKAsyGC50dXJuYm94LnYxLlRvb2xSZXNwb25zZSJYChhFeGVjdXRlVG9vbFN0cmVhbVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIoCgdyZXF1ZXN0GAIgASgLMhcudHVybmJveC52MS5Ub29sUmVxdWVzdCKsAQoZRXhlY3V0ZVRvb2xTdHJlYW1SZXNwb25zZRIsCghwcm9ncmVzcxgBIAEoCzIYLnR1cm5ib3gudjEuVG9vbFByb2dyZXNzSAASLAoIcmVzcG9uc2UYAiABKAsyGC50dXJuYm94LnYxLlRvb2xSZXNwb25zZUgAEioKCWtlZXBhbGl2ZRgDIAEoCzIVLnR1cm5ib3gudjEuS2VlcEFsaXZlSABCBwoFZXZlbnQiOAoTVHVybkNvbXBsZXRlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg0KBWxhYmVsGAIgASgJIkIKFFR1cm5Db21wbGV0ZVJlc3BvbnNlEioKCHNuYXBzaG90GAEgASgLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iOQoVQ3JlYXRlU25hcHNob3RSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEbmFtZRgCIAEoCSJEChZDcmVhdGVTbmFwc2hvdFJlc3BvbnNlEioKCHNuYXBzaG90GAEgASgLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iKgoUTGlzdFNuYXBzaG90c1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSJEChVMaXN0U25hcHNob3RzUmVzcG9uc2USKwoJc25hcHNob3RzGAEgAygLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iOgoPUm9sbGJhY2tSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiEgoQUm9sbGJhY2tSZXNwb25zZSJAChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCSIYChZEZWxldGVTbmFwc2hvdFJlc3BvbnNlImEKC0ZvcmtSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSKQoGY29uZmlnGAMgASgLMhkudHVybmJveC52MS5TZXNzaW9uQ29uZmlnIjQKDEZvcmtSZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMudHVybmJveC52MS5TZXNzaW9uIg8KDUhlYWx0aFJlcXVlc3QiMQoOSGVhbHRoUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg8KB3ZlcnNpb24YAiABKAkiFQoTQ2FwYWJpbGl0aWVzUmVxdWVzdCJGChRDYXBhYmlsaXRpZXNSZXNwb25zZRIuCgxjYXBhYmlsaXRpZXMYASABKAsyGC50dXJuYm94LnYxLkNhcGFiaWxpdGllcyrSAQoMU2Vzc2lvblN0YXRlEh0KGVNFU1NJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTRVNTSU9OX1NUQVRFX0NSRUFUSU5HEAESGAoUU0VTU0lPTl9TVEFURV9BQ1RJVkUQAhIYChRTRVNTSU9OX1NUQVRFX1BBVVNFRBADEhwKGFNFU1NJT05fU1RBVEVfREVTVFJPWUlORxAEEhsKF1NFU1NJT05fU1RBVEVfREVTVFJPWUVEEAUSGAoUU0VTU0lPTl9TVEFURV9GQUlMRUQQBiphCgxPdXRwdXRTdHJlYW0SHQoZT1VUUFVUX1NUUkVBTV9VTlNQRUNJRklFRBAAEhgKFE9VVFBVVF9TVFJFQU1fU1RET1VUEAESGAoUT1VUUFVUX1NUUkVBTV9TVERFUlIQAirMBAoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASKQolRVJST1JfUkVBU09OX0NBUEFCSUxJVFlfTk9UX1NVUFBPUlRFRBABEiIKHkVSUk9SX1JFQVNPTl9TRVNTSU9OX05PVF9GT1VORBACEiMKH0VSUk9SX1JFQVNPTl9TTkFQU0hPVF9OT1RfRk9VTkQQAxIbChdFUlJPUl9SRUFTT05fTk9UX0FDVElWRRAEEhoKFkVSUk9SX1JFQVNPTl9OT1RfQk9VTkQQBRIeChpFUlJPUl9SRUFTT05fQUxSRUFEWV9CT1VORBAGEh8KG0VSUk9SX1JFQVNPTl9BTFJFQURZX0VYSVNUUxAHEiEKHUVSUk9SX1JFQVNPTl9JTlZBTElEX0FSR1VNRU5UEAgSHQoZRVJST1JfUkVBU09OX1VOS05PV05fVE9PTBAJEh0KGUVSUk9SX1JFQVNPTl9QQVRIX0VTQ0FQRVMQChIVChFFUlJPUl9SRUFTT05fQlVTWRALEh8KG0VSUk9SX1JFQVNPTl9MSU1JVF9FWENFRURFRBAMEhcKE0VSUk9SX1JFQVNPTl9DTE9TRUQQDRIiCh5FUlJPUl9SRUFTT05fUFJPQ0VTU19OT1RfRk9VTkQQFBIfChtFUlJPUl9SRUFTT05fRklMRV9OT1RfRk9VTkQQFRIcChhFUlJPUl9SRUFTT05fRklMRV9FWElTVFMQFhIcChhFUlJPUl9SRUFTT05fV0FUQ0hfRU5ERUQQFzKrCwoOU2FuZGJveFNlcnZpY2USVAoNQ3JlYXRlU2Vzc2lvbhIgLnR1cm5ib3gudjEuQ3JlYXRlU2Vzc2lvblJlcXVlc3QaIS50dXJuYm94LnYxLkNyZWF0ZVNlc3Npb25SZXNwb25zZRJQCgpHZXRTZXNzaW9uEh0udHVybmJveC52MS5HZXRTZXNzaW9uUmVxdWVzdBoeLnR1cm5ib3gudjEuR2V0U2Vzc2lvblJlc3BvbnNlIgOQAgESVgoMTGlzdFNlc3Npb25zEh8udHVybmJveC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiAudHVybmJveC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIDkAIBElkKDUF0dGFjaFNlc3Npb24SIC50dXJuYm94LnYxLkF0dGFjaFNlc3Npb25SZXF1ZXN0GiEudHVybmJveC52MS5BdHRhY2hTZXNzaW9uUmVzcG9uc2UiA5ACARJRCgxQYXVzZVNlc3Npb24SHy50dXJuYm94LnYxLlBhdXNlU2Vzc2lvblJlcXVlc3QaIC50dXJuYm94LnYxLlBhdXNlU2Vzc2lvblJlc3BvbnNlElQKDVJlc3VtZVNlc3Npb24SIC50dXJuYm94LnYxLlJlc3VtZVNlc3Npb25SZXF1ZXN0GiEudHVybmJveC52MS5SZXN1bWVTZXNzaW9uUmVzcG9uc2USXAoORGVzdHJveVNlc3Npb24SIS50dXJuYm94LnYxLkRlc3Ryb3lTZXNzaW9uUmVxdWVzdBoiLnR1cm5ib3gudjEuRGVzdHJveVNlc3Npb25SZXNwb25zZSIDkAICElMKC0V4ZWN1dGVUb29sEh4udHVybmJveC52MS5FeGVjdXRlVG9vbFJlcXVlc3QaHy50dXJuYm94LnYxLkV4ZWN1dGVUb29sUmVzcG9uc2UiA5ACAhJiChFFeGVjdXRlVG9vbFN0cmVhbRIkLnR1cm5ib3gudjEuRXhlY3V0ZVRvb2xTdHJlYW1SZXF1ZXN0GiUudHVybmJveC52MS5FeGVjdXRlVG9vbFN0cmVhbVJlc3BvbnNlMAESUQoMVHVybkNvbXBsZXRlEh8udHVybmJveC52MS5UdXJuQ29tcGxldGVSZXF1ZXN0GiAudHVybmJveC52MS5UdXJuQ29tcGxldGVSZXNwb25zZRJXCg5DcmVhdGVTbmFwc2hvdBIhLnR1cm5ib3gudjEuQ3JlYXRlU25hcHNob3RSZXF1ZXN0GiIudHVybmJveC52MS5DcmVhdGVTbmFwc2hvdFJlc3BvbnNlElkKDUxpc3RTbmFwc2hvdHMSIC50dXJuYm94LnYxLkxpc3RTbmFwc2hvdHNSZXF1ZXN0GiEudHVybmJveC52MS5MaXN0U25hcHNob3RzUmVzcG9uc2UiA5ACARJFCghSb2xsYmFjaxIbLnR1cm5ib3gudjEuUm9sbGJhY2tSZXF1ZXN0GhwudHVybmJveC52MS5Sb2xsYmFja1Jlc3BvbnNlElcKDkRlbGV0ZVNuYXBzaG90EiEudHVybmJveC52MS5EZWxldGVTbmFwc2hvdFJlcXVlc3QaIi50dXJuYm94LnYxLkRlbGV0ZVNuYXBzaG90UmVzcG9uc2USOQoERm9yaxIXLnR1cm5ib3gudjEuRm9ya1JlcXVlc3QaGC50dXJuYm94LnYxLkZvcmtSZXNwb25zZRJECgZIZWFsdGgSGS50dXJuYm94LnYxLkhlYWx0aFJlcXVlc3QaGi50dXJuYm94LnYxLkhlYWx0aFJlc3BvbnNlIgOQAgESVgoMQ2FwYWJpbGl0aWVzEh8udHVybmJveC52MS5DYXBhYmlsaXRpZXNSZXF1ZXN0GiAudHVybmJveC52MS5DYXBhYmlsaXRpZXNSZXNwb25zZSIDkAIBQjxaOmdpdGh1Yi5jb20vdHVybmJveC90dXJuYm94L3JlbW90ZS9nZW4vdHVybmJveC92MTt0dXJuYm94djFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chh0dXJuYm94L3YxL3NhbmRib3gucHJvdG8SCnR1cm5ib3gudjEivwMKDVNlc3Npb25Db25maWcSEgoKc2Vzc2lvbl9pZBgBIAEoCRINCgVpbWFnZRgCIAEoCRIVCg1mcm9tX3NuYXBzaG90GAMgASgJEi8KA2VudhgEIAMoCzIiLnR1cm5ib3gudjEuU2Vzc2lvbkNvbmZpZy5FbnZFbnRyeRI1CgZsYWJlbHMYBSADKAsyJS50dXJuYm94LnYxLlNlc3Npb25Db25maWcuTGFiZWxzRW50cnkSLwoMdG9vbF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEG1heF9vdXRwdXRfYnl0ZXMYByABKAMSIgoGbGltaXRzGAggASgLMhIudHVybmJveC52MS5MaW1pdHMSFgoOcmVhZF9vbmx5X3Jvb3QYFCABKAgSKgoHbmV0d29yaxgVIAEoCzIZLnR1cm5ib3gudjEuTmV0d29ya1BvbGljeRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLAoNTmV0d29ya1BvbGljeRIMCgRtb2RlGAEgASgJEg0KBWFsbG93GAIgAygJIk4KBkxpbWl0cxIUCgxtZW1vcnlfYnl0ZXMYASABKAMSDAoEY3B1cxgCIAEoARIMCgRwaWRzGAMgASgDEhIKCmRpc2tfYnl0ZXMYBCABKAMi5QIKB1Nlc3Npb24SCgoCaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50dXJuYm94LnYxLlNlc3Npb25TdGF0ZRIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5wYXJlbnRfc2Vzc2lvbhgEIAEoCRIXCg9wYXJlbnRfc25hcHNob3QYBSABKAkSEQoJbGFzdF90dXJuGAYgASgDEiIKBmxpbWl0cxgHIAEoCzISLnR1cm5ib3gudjEuTGltaXRzEg0KBWltYWdlGAggASgJEi8KBmxhYmVscxgJIAMoCzIfLnR1cm5ib3gudjEuU2Vzc2lvbi5MYWJlbHNFbnRyeRIQCgh3b3JrX2RpchgKIAEoCRIMCgR1c2VyGAsgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEikwIKDENhcGFiaWxpdGllcxIRCglzbmFwc2hvdHMYASABKAgSEAoIcm9sbGJhY2sYAiABKAgSDAoEZm9yaxgDIAEoCBINCgVwYXVzZRgEIAEoCBIaChJzdHJlYW1pbmdfcHJvZ3Jlc3MYBSABKAgSEQoJaXNvbGF0aW9uGAYgASgJEg8KB3N0b3JhZ2UYByABKAkSIgoGbGltaXRzGAggASgLMhIudHVybmJveC52MS5MaW1pdHMSFwoPbGltaXRzX2VuZm9yY2VkGAkgASgIEhUKDXdyaXRhYmxlX3Jvb3QYFCABKAgSEQoJcHJvY2Vzc2VzGBUgASgIEgsKA3B0eRgWIAEoCBINCgVmaWxlcxgXIAEoCCKDAQoLVG9vbFJlcXVlc3QSFAoMdG9vbF9jYWxsX2lkGAEgASgJEhEKCXRvb2xfbmFtZRgCIAEoCRINCgVpbnB1dBgDIAEoDBIQCghzbmFwc2hvdBgEIAEoCBIqCglhcmd1bWVudHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IvMBCgxUb29sUmVzcG9uc2USFAoMdG9vbF9jYWxsX2lkGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSEQoJZXhpdF9jb2RlGAMgASgFEhAKCGlzX2Vycm9yGAQgASgIEhEKCXRpbWVkX291dBgFIAEoCBIRCgl0cnVuY2F0ZWQYBiABKAgSKwoIZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLc25hcHNob3RfaWQYCCABKAkSEgoKb29tX2tpbGxlZBgJIAEoCBILCgNwaWQYFCABKAUSDgoGb3V0cHV0GBUgASgJImwKDFRvb2xQcm9ncmVzcxIUCgx0b29sX2NhbGxfaWQYASABKAkSKAoGc3RyZWFtGAIgASgOMhgudHVybmJveC52MS5PdXRwdXRTdHJlYW0SDAoEZGF0YRgDIAEoDBIOCgZvdXRwdXQYBCABKAkiCwoJS2VlcEFsaXZlIo4BCgxTbmFwc2hvdEluZm8SCgoCaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEgwKBHR1cm4YBCABKAMSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2l6ZV9ieXRlcxgGIAEoAyI1CglFcnJvckluZm8SKAoHcmVhc29ucxgBIAMoDjIXLnR1cm5ib3gudjEuRXJyb3JSZWFzb24ihwEKFENyZWF0ZVNlc3Npb25SZXF1ZXN0EikKBmNvbmZpZxgBIAEoCzIZLnR1cm5ib3gudjEuU2Vzc2lvbkNvbmZpZxIgChhyZXF1aXJlZF9zdG9yYWdlX2JhY2tlbmQYAiABKAkSIgoacmVxdWlyZWRfY29udGFpbmVyX3J1bnRpbWUYAyABKAkiPQoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy50dXJuYm94LnYxLlNlc3Npb24iJwoRR2V0U2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSI6ChJHZXRTZXNzaW9uUmVzcG9uc2USJAoHc2Vzc2lvbhgBIAEoCzITLnR1cm5ib3gudjEuU2Vzc2lvbiIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Ij0KFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiUKCHNlc3Npb25zGAEgAygLMhMudHVybmJveC52MS5TZXNzaW9uIioKFEF0dGFjaFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiPQoVQXR0YWNoU2Vzc2lvblJlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy50dXJuYm94LnYxLlNlc3Npb24iKQoTUGF1c2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhYKFFBhdXNlU2Vzc2lvblJlc3BvbnNlIioKFFJlc3VtZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVUmVzdW1lU2Vzc2lvblJlc3BvbnNlIisKFURlc3Ryb3lTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhgKFkRlc3Ryb3lTZXNzaW9uUmVzcG9uc2UiUgoSRXhlY3V0ZVRvb2xSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSKAoHcmVxdWVzdBgCIAEoCzIXLnR1cm5ib3gudjEuVG9vbFJlcXVlc3QiQQoTRXhlY3V0ZVRvb2xSZXNwb25zZRIqCghyZXNwb25zZRgBIAEoCzIYLnR1cm5ib3gudjEuVG9vbFJlc3BvbnNlIlgKGEV4ZWN1dGVUb29sU3RyZWFtUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEigKB3JlcXVlc3QYAiABKAsyFy50dXJuYm94LnYxLlRvb2xSZXF1ZXN0IqwBChlFeGVjdXRlVG9vbFN0cmVhbVJlc3BvbnNlEiwKCHByb2dyZXNzGAEgASgLMhgudHVybmJveC52MS5Ub29sUHJvZ3Jlc3NIABIsCghyZXNwb25zZRgCIAEoCzIYLnR1cm5ib3gudjEuVG9vbFJlc3BvbnNlSAASKgoJa2VlcGFsaXZlGAMgASgLMhUudHVybmJveC52MS5LZWVwQWxpdmVIAEIHCgVldmVudCI4ChNUdXJuQ29tcGxldGVSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDQoFbGFiZWwYAiABKAkiQgoUVHVybkNvbXBsZXRlUmVzcG9uc2USKgoIc25hcHNob3QYASABKAsyGC50dXJuYm94LnYxLlNuYXBzaG90SW5mbyI5ChVDcmVhdGVTbmFwc2hvdFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJIkQKFkNyZWF0ZVNuYXBzaG90UmVzcG9uc2USKgoIc25hcHNob3QYASABKAsyGC50dXJuYm94LnYxLlNuYXBzaG90SW5mbyIqChRMaXN0U25hcHNob3RzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIkQKFUxpc3RTbmFwc2hvdHNSZXNwb25zZRIrCglzbmFwc2hvdHMYASADKAsyGC50dXJuYm94LnYxLlNuYXBzaG90SW5mbyI6Cg9Sb2xsYmFja1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCSISChBSb2xsYmFja1Jlc3BvbnNlIkAKFURlbGV0ZVNuYXBzaG90UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UiYQoLRm9ya1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIpCgZjb25maWcYAyABKAsyGS50dXJuYm94LnYxLlNlc3Npb25Db25maWciNAoMRm9ya1Jlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy50dXJuYm94LnYxLlNlc3Npb24iDwoNSGVhbHRoUmVxdWVzdCIxCg5IZWFsdGhSZXNwb25zZRIOCgZzdGF0dXMYASABKAkSDwoHdmVyc2lvbhgCIAEoCSIVChNDYXBhYmlsaXRpZXNSZXF1ZXN0IkYKFENhcGFiaWxpdGllc1Jlc3BvbnNlEi4KDGNhcGFiaWxpdGllcxgBIAEoCzIYLnR1cm5ib3gudjEuQ2FwYWJpbGl0aWVzKtIBCgxTZXNzaW9uU3RhdGUSHQoZU0VTU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNFU1NJT05fU1RBVEVfQ1JFQVRJTkcQARIYChRTRVNTSU9OX1NUQVRFX0FDVElWRRACEhgKFFNFU1NJT05fU1RBVEVfUEFVU0VEEAMSHAoYU0VTU0lPTl9TVEFURV9ERVNUUk9ZSU5HEAQSGwoXU0VTU0lPTl9TVEFURV9ERVNUUk9ZRUQQBRIYChRTRVNTSU9OX1NUQVRFX0ZBSUxFRBAGKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACKo0FCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIpCiVFUlJPUl9SRUFTT05fQ0FQQUJJTElUWV9OT1RfU1VQUE9SVEVEEAESIgoeRVJST1JfUkVBU09OX1NFU1NJT05fTk9UX0ZPVU5EEAISIwofRVJST1JfUkVBU09OX1NOQVBTSE9UX05PVF9GT1VORBADEhsKF0VSUk9SX1JFQVNPTl9OT1RfQUNUSVZFEAQSGgoWRVJST1JfUkVBU09OX05PVF9CT1VORBAFEh4KGkVSUk9SX1JFQVNPTl9BTFJFQURZX0JPVU5EEAYSHwobRVJST1JfUkVBU09OX0FMUkVBRFlfRVhJU1RTEAcSIQodRVJST1JfUkVBU09OX0lOVkFMSURfQVJHVU1FTlQQCBIdChlFUlJPUl9SRUFTT05fVU5LTk9XTl9UT09MEAkSHQoZRVJST1JfUkVBU09OX1BBVEhfRVNDQVBFUxAKEhUKEUVSUk9SX1JFQVNPTl9CVVNZEAsSHwobRVJST1JfUkVBU09OX0xJTUlUX0VYQ0VFREVEEAwSFwoTRVJST1JfUkVBU09OX0NMT1NFRBANEiIKHkVSUk9SX1JFQVNPTl9QUk9DRVNTX05PVF9GT1VORBAUEh8KG0VSUk9SX1JFQVNPTl9GSUxFX05PVF9GT1VORBAVEhwKGEVSUk9SX1JFQVNPTl9GSUxFX0VYSVNUUxAWEhwKGEVSUk9SX1JFQVNPTl9XQVRDSF9FTkRFRBAXEiAKHEVSUk9SX1JFQVNPTl9JTUFHRV9OT1RfRk9VTkQQGBIdChlFUlJPUl9SRUFTT05fSU1BR0VfSU5fVVNFEBkyqwsKDlNhbmRib3hTZXJ2aWNlElQKDUNyZWF0ZVNlc3Npb24SIC50dXJuYm94LnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0GiEudHVybmJveC52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2USUAoKR2V0U2Vzc2lvbhIdLnR1cm5ib3gudjEuR2V0U2Vzc2lvblJlcXVlc3QaHi50dXJuYm94LnYxLkdldFNlc3Npb25SZXNwb25zZSIDkAIBElYKDExpc3RTZXNzaW9ucxIfLnR1cm5ib3gudjEuTGlzdFNlc3Npb25zUmVxdWVzdBogLnR1cm5ib3gudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiA5ACARJZCg1BdHRhY2hTZXNzaW9uEiAudHVybmJveC52MS5BdHRhY2hTZXNzaW9uUmVxdWVzdBohLnR1cm5ib3gudjEuQXR0YWNoU2Vzc2lvblJlc3BvbnNlIgOQAgESUQoMUGF1c2VTZXNzaW9uEh8udHVybmJveC52MS5QYXVzZVNlc3Npb25SZXF1ZXN0GiAudHVybmJveC52MS5QYXVzZVNlc3Npb25SZXNwb25zZRJUCg1SZXN1bWVTZXNzaW9uEiAudHVybmJveC52MS5SZXN1bWVTZXNzaW9uUmVxdWVzdBohLnR1cm5ib3gudjEuUmVzdW1lU2Vzc2lvblJlc3BvbnNlElwKDkRlc3Ryb3lTZXNzaW9uEiEudHVybmJveC52MS5EZXN0cm95U2Vzc2lvblJlcXVlc3QaIi50dXJuYm94LnYxLkRlc3Ryb3lTZXNzaW9uUmVzcG9uc2UiA5ACAhJTCgtFeGVjdXRlVG9vbBIeLnR1cm5ib3gudjEuRXhlY3V0ZVRvb2xSZXF1ZXN0Gh8udHVybmJveC52MS5FeGVjdXRlVG9vbFJlc3BvbnNlIgOQAgISYgoRRXhlY3V0ZVRvb2xTdHJlYW0SJC50dXJuYm94LnYxLkV4ZWN1dGVUb29sU3RyZWFtUmVxdWVzdBolLnR1cm5ib3gudjEuRXhlY3V0ZVRvb2xTdHJlYW1SZXNwb25zZTABElEKDFR1cm5Db21wbGV0ZRIfLnR1cm5ib3gudjEuVHVybkNvbXBsZXRlUmVxdWVzdBogLnR1cm5ib3gudjEuVHVybkNvbXBsZXRlUmVzcG9uc2USVwoOQ3JlYXRlU25hcHNob3QSIS50dXJuYm94LnYxLkNyZWF0ZVNuYXBzaG90UmVxdWVzdBoiLnR1cm5ib3gudjEuQ3JlYXRlU25hcHNob3RSZXNwb25zZRJZCg1MaXN0U25hcHNob3RzEiAudHVybmJveC52MS5MaXN0U25hcHNob3RzUmVxdWVzdBohLnR1cm5ib3gudjEuTGlzdFNuYXBzaG90c1Jlc3BvbnNlIgOQAgESRQoIUm9sbGJhY2sSGy50dXJuYm94LnYxLlJvbGxiYWNrUmVxdWVzdBocLnR1cm5ib3gudjEuUm9sbGJhY2tSZXNwb25zZRJXCg5EZWxldGVTbmFwc2hvdBIhLnR1cm5ib3gudjEuRGVsZXRlU25hcHNob3RSZXF1ZXN0GiIudHVybmJveC52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlEjkKBEZvcmsSFy50dXJuYm94LnYxLkZvcmtSZXF1ZXN0GhgudHVybmJveC52MS5Gb3JrUmVzcG9uc2USRAoGSGVhbHRoEhkudHVybmJveC52MS5IZWFsdGhSZXF1ZXN0GhoudHVybmJveC52MS5IZWFsdGhSZXNwb25zZSIDkAIBElYKDENhcGFiaWxpdGllcxIfLnR1cm5ib3gudjEuQ2FwYWJpbGl0aWVzUmVxdWVzdBogLnR1cm5ib3gudjEuQ2FwYWJpbGl0aWVzUmVzcG9uc2UiA5ACAUI8WjpnaXRodWIuY29tL3R1cm5ib3gvdHVybmJveC9yZW1vdGUvZ2VuL3R1cm5ib3gvdjE7dHVybmJveHYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * SessionConfig configures a new session.
@@ -95,6 +95,14 @@ export type SessionConfig = Message<"turnbox.v1.SessionConfig"> & {
    * @generated from field: bool read_only_root = 20;
    */
   readOnlyRoot: boolean;
+
+  /**
+   * network is the session's network policy (unset: the host's default,
+   * loopback only unless the host says otherwise).
+   *
+   * @generated from field: turnbox.v1.NetworkPolicy network = 21;
+   */
+  network?: NetworkPolicy | undefined;
 };
 
 /**
@@ -103,6 +111,41 @@ export type SessionConfig = Message<"turnbox.v1.SessionConfig"> & {
  */
 export const SessionConfigSchema: GenMessage<SessionConfig> = /*@__PURE__*/
   messageDesc(file_turnbox_v1_sandbox, 0);
+
+/**
+ * NetworkPolicy is what a session's sandbox may reach beyond its
+ * loopback. Whatever the policy, never the host itself or another
+ * session.
+ *
+ * @generated from message turnbox.v1.NetworkPolicy
+ */
+export type NetworkPolicy = Message<"turnbox.v1.NetworkPolicy"> & {
+  /**
+   * mode is "none" (loopback only), "egress" (only what allow names) or
+   * "open" (anything public; private ranges only where allow names
+   * them); empty: the host's default.
+   *
+   * @generated from field: string mode = 1;
+   */
+  mode: string;
+
+  /**
+   * allow rules: "TARGET[:PORTS]", TARGET a host name ("pypi.org"), a
+   * wildcard ("*.pythonhosted.org"), an address or a CIDR prefix
+   * ("[2001:db8::/32]:443" for IPv6 with ports); PORTS "443" or
+   * "8000-8100". docs/isolation.md.
+   *
+   * @generated from field: repeated string allow = 2;
+   */
+  allow: string[];
+};
+
+/**
+ * Describes the message turnbox.v1.NetworkPolicy.
+ * Use `create(NetworkPolicySchema)` to create a new message.
+ */
+export const NetworkPolicySchema: GenMessage<NetworkPolicy> = /*@__PURE__*/
+  messageDesc(file_turnbox_v1_sandbox, 1);
 
 /**
  * Limits bounds a session's resources. 0 means the host's default in a
@@ -146,7 +189,7 @@ export type Limits = Message<"turnbox.v1.Limits"> & {
  * Use `create(LimitsSchema)` to create a new message.
  */
 export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 1);
+  messageDesc(file_turnbox_v1_sandbox, 2);
 
 /**
  * Session summarizes a session.
@@ -209,6 +252,20 @@ export type Session = Message<"turnbox.v1.Session"> & {
    * @generated from field: map<string, string> labels = 9;
    */
   labels: { [key: string]: string };
+
+  /**
+   * work_dir and user are where and as whom the session's commands run
+   * when a call names neither (from its image's WORKDIR and USER; empty:
+   * /workspace and root). docs/images.md.
+   *
+   * @generated from field: string work_dir = 10;
+   */
+  workDir: string;
+
+  /**
+   * @generated from field: string user = 11;
+   */
+  user: string;
 };
 
 /**
@@ -216,7 +273,7 @@ export type Session = Message<"turnbox.v1.Session"> & {
  * Use `create(SessionSchema)` to create a new message.
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 2);
+  messageDesc(file_turnbox_v1_sandbox, 3);
 
 /**
  * Capabilities reports what a host's sessions can do.
@@ -313,7 +370,7 @@ export type Capabilities = Message<"turnbox.v1.Capabilities"> & {
  * Use `create(CapabilitiesSchema)` to create a new message.
  */
 export const CapabilitiesSchema: GenMessage<Capabilities> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 3);
+  messageDesc(file_turnbox_v1_sandbox, 4);
 
 /**
  * ToolRequest is one tool call.
@@ -367,7 +424,7 @@ export type ToolRequest = Message<"turnbox.v1.ToolRequest"> & {
  * Use `create(ToolRequestSchema)` to create a new message.
  */
 export const ToolRequestSchema: GenMessage<ToolRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 4);
+  messageDesc(file_turnbox_v1_sandbox, 5);
 
 /**
  * ToolResponse is a tool call's result.
@@ -454,7 +511,7 @@ export type ToolResponse = Message<"turnbox.v1.ToolResponse"> & {
  * Use `create(ToolResponseSchema)` to create a new message.
  */
 export const ToolResponseSchema: GenMessage<ToolResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 5);
+  messageDesc(file_turnbox_v1_sandbox, 6);
 
 /**
  * ToolProgress is output produced while a tool runs.
@@ -495,7 +552,7 @@ export type ToolProgress = Message<"turnbox.v1.ToolProgress"> & {
  * Use `create(ToolProgressSchema)` to create a new message.
  */
 export const ToolProgressSchema: GenMessage<ToolProgress> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 6);
+  messageDesc(file_turnbox_v1_sandbox, 7);
 
 /**
  * KeepAlive is sent on a quiet stream so that proxies keep it open.
@@ -510,7 +567,7 @@ export type KeepAlive = Message<"turnbox.v1.KeepAlive"> & {
  * Use `create(KeepAliveSchema)` to create a new message.
  */
 export const KeepAliveSchema: GenMessage<KeepAlive> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 7);
+  messageDesc(file_turnbox_v1_sandbox, 8);
 
 /**
  * SnapshotInfo describes one snapshot of a session's workspace.
@@ -556,7 +613,7 @@ export type SnapshotInfo = Message<"turnbox.v1.SnapshotInfo"> & {
  * Use `create(SnapshotInfoSchema)` to create a new message.
  */
 export const SnapshotInfoSchema: GenMessage<SnapshotInfo> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 8);
+  messageDesc(file_turnbox_v1_sandbox, 9);
 
 /**
  * ErrorInfo is the detail attached to every error the server returns.
@@ -577,7 +634,7 @@ export type ErrorInfo = Message<"turnbox.v1.ErrorInfo"> & {
  * Use `create(ErrorInfoSchema)` to create a new message.
  */
 export const ErrorInfoSchema: GenMessage<ErrorInfo> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 9);
+  messageDesc(file_turnbox_v1_sandbox, 10);
 
 /**
  * @generated from message turnbox.v1.CreateSessionRequest
@@ -608,7 +665,7 @@ export type CreateSessionRequest = Message<"turnbox.v1.CreateSessionRequest"> & 
  * Use `create(CreateSessionRequestSchema)` to create a new message.
  */
 export const CreateSessionRequestSchema: GenMessage<CreateSessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 10);
+  messageDesc(file_turnbox_v1_sandbox, 11);
 
 /**
  * @generated from message turnbox.v1.CreateSessionResponse
@@ -625,7 +682,7 @@ export type CreateSessionResponse = Message<"turnbox.v1.CreateSessionResponse"> 
  * Use `create(CreateSessionResponseSchema)` to create a new message.
  */
 export const CreateSessionResponseSchema: GenMessage<CreateSessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 11);
+  messageDesc(file_turnbox_v1_sandbox, 12);
 
 /**
  * @generated from message turnbox.v1.GetSessionRequest
@@ -642,7 +699,7 @@ export type GetSessionRequest = Message<"turnbox.v1.GetSessionRequest"> & {
  * Use `create(GetSessionRequestSchema)` to create a new message.
  */
 export const GetSessionRequestSchema: GenMessage<GetSessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 12);
+  messageDesc(file_turnbox_v1_sandbox, 13);
 
 /**
  * @generated from message turnbox.v1.GetSessionResponse
@@ -659,7 +716,7 @@ export type GetSessionResponse = Message<"turnbox.v1.GetSessionResponse"> & {
  * Use `create(GetSessionResponseSchema)` to create a new message.
  */
 export const GetSessionResponseSchema: GenMessage<GetSessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 13);
+  messageDesc(file_turnbox_v1_sandbox, 14);
 
 /**
  * @generated from message turnbox.v1.ListSessionsRequest
@@ -672,7 +729,7 @@ export type ListSessionsRequest = Message<"turnbox.v1.ListSessionsRequest"> & {
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 14);
+  messageDesc(file_turnbox_v1_sandbox, 15);
 
 /**
  * @generated from message turnbox.v1.ListSessionsResponse
@@ -689,7 +746,7 @@ export type ListSessionsResponse = Message<"turnbox.v1.ListSessionsResponse"> & 
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 15);
+  messageDesc(file_turnbox_v1_sandbox, 16);
 
 /**
  * @generated from message turnbox.v1.AttachSessionRequest
@@ -706,7 +763,7 @@ export type AttachSessionRequest = Message<"turnbox.v1.AttachSessionRequest"> & 
  * Use `create(AttachSessionRequestSchema)` to create a new message.
  */
 export const AttachSessionRequestSchema: GenMessage<AttachSessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 16);
+  messageDesc(file_turnbox_v1_sandbox, 17);
 
 /**
  * @generated from message turnbox.v1.AttachSessionResponse
@@ -723,7 +780,7 @@ export type AttachSessionResponse = Message<"turnbox.v1.AttachSessionResponse"> 
  * Use `create(AttachSessionResponseSchema)` to create a new message.
  */
 export const AttachSessionResponseSchema: GenMessage<AttachSessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 17);
+  messageDesc(file_turnbox_v1_sandbox, 18);
 
 /**
  * @generated from message turnbox.v1.PauseSessionRequest
@@ -740,7 +797,7 @@ export type PauseSessionRequest = Message<"turnbox.v1.PauseSessionRequest"> & {
  * Use `create(PauseSessionRequestSchema)` to create a new message.
  */
 export const PauseSessionRequestSchema: GenMessage<PauseSessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 18);
+  messageDesc(file_turnbox_v1_sandbox, 19);
 
 /**
  * @generated from message turnbox.v1.PauseSessionResponse
@@ -753,7 +810,7 @@ export type PauseSessionResponse = Message<"turnbox.v1.PauseSessionResponse"> & 
  * Use `create(PauseSessionResponseSchema)` to create a new message.
  */
 export const PauseSessionResponseSchema: GenMessage<PauseSessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 19);
+  messageDesc(file_turnbox_v1_sandbox, 20);
 
 /**
  * @generated from message turnbox.v1.ResumeSessionRequest
@@ -770,7 +827,7 @@ export type ResumeSessionRequest = Message<"turnbox.v1.ResumeSessionRequest"> & 
  * Use `create(ResumeSessionRequestSchema)` to create a new message.
  */
 export const ResumeSessionRequestSchema: GenMessage<ResumeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 20);
+  messageDesc(file_turnbox_v1_sandbox, 21);
 
 /**
  * @generated from message turnbox.v1.ResumeSessionResponse
@@ -783,7 +840,7 @@ export type ResumeSessionResponse = Message<"turnbox.v1.ResumeSessionResponse"> 
  * Use `create(ResumeSessionResponseSchema)` to create a new message.
  */
 export const ResumeSessionResponseSchema: GenMessage<ResumeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 21);
+  messageDesc(file_turnbox_v1_sandbox, 22);
 
 /**
  * @generated from message turnbox.v1.DestroySessionRequest
@@ -800,7 +857,7 @@ export type DestroySessionRequest = Message<"turnbox.v1.DestroySessionRequest"> 
  * Use `create(DestroySessionRequestSchema)` to create a new message.
  */
 export const DestroySessionRequestSchema: GenMessage<DestroySessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 22);
+  messageDesc(file_turnbox_v1_sandbox, 23);
 
 /**
  * @generated from message turnbox.v1.DestroySessionResponse
@@ -813,7 +870,7 @@ export type DestroySessionResponse = Message<"turnbox.v1.DestroySessionResponse"
  * Use `create(DestroySessionResponseSchema)` to create a new message.
  */
 export const DestroySessionResponseSchema: GenMessage<DestroySessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 23);
+  messageDesc(file_turnbox_v1_sandbox, 24);
 
 /**
  * @generated from message turnbox.v1.ExecuteToolRequest
@@ -835,7 +892,7 @@ export type ExecuteToolRequest = Message<"turnbox.v1.ExecuteToolRequest"> & {
  * Use `create(ExecuteToolRequestSchema)` to create a new message.
  */
 export const ExecuteToolRequestSchema: GenMessage<ExecuteToolRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 24);
+  messageDesc(file_turnbox_v1_sandbox, 25);
 
 /**
  * @generated from message turnbox.v1.ExecuteToolResponse
@@ -852,7 +909,7 @@ export type ExecuteToolResponse = Message<"turnbox.v1.ExecuteToolResponse"> & {
  * Use `create(ExecuteToolResponseSchema)` to create a new message.
  */
 export const ExecuteToolResponseSchema: GenMessage<ExecuteToolResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 25);
+  messageDesc(file_turnbox_v1_sandbox, 26);
 
 /**
  * @generated from message turnbox.v1.ExecuteToolStreamRequest
@@ -874,7 +931,7 @@ export type ExecuteToolStreamRequest = Message<"turnbox.v1.ExecuteToolStreamRequ
  * Use `create(ExecuteToolStreamRequestSchema)` to create a new message.
  */
 export const ExecuteToolStreamRequestSchema: GenMessage<ExecuteToolStreamRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 26);
+  messageDesc(file_turnbox_v1_sandbox, 27);
 
 /**
  * ExecuteToolStreamResponse is one event of a tool call's stream: any
@@ -912,7 +969,7 @@ export type ExecuteToolStreamResponse = Message<"turnbox.v1.ExecuteToolStreamRes
  * Use `create(ExecuteToolStreamResponseSchema)` to create a new message.
  */
 export const ExecuteToolStreamResponseSchema: GenMessage<ExecuteToolStreamResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 27);
+  messageDesc(file_turnbox_v1_sandbox, 28);
 
 /**
  * @generated from message turnbox.v1.TurnCompleteRequest
@@ -934,7 +991,7 @@ export type TurnCompleteRequest = Message<"turnbox.v1.TurnCompleteRequest"> & {
  * Use `create(TurnCompleteRequestSchema)` to create a new message.
  */
 export const TurnCompleteRequestSchema: GenMessage<TurnCompleteRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 28);
+  messageDesc(file_turnbox_v1_sandbox, 29);
 
 /**
  * @generated from message turnbox.v1.TurnCompleteResponse
@@ -951,7 +1008,7 @@ export type TurnCompleteResponse = Message<"turnbox.v1.TurnCompleteResponse"> & 
  * Use `create(TurnCompleteResponseSchema)` to create a new message.
  */
 export const TurnCompleteResponseSchema: GenMessage<TurnCompleteResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 29);
+  messageDesc(file_turnbox_v1_sandbox, 30);
 
 /**
  * @generated from message turnbox.v1.CreateSnapshotRequest
@@ -973,7 +1030,7 @@ export type CreateSnapshotRequest = Message<"turnbox.v1.CreateSnapshotRequest"> 
  * Use `create(CreateSnapshotRequestSchema)` to create a new message.
  */
 export const CreateSnapshotRequestSchema: GenMessage<CreateSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 30);
+  messageDesc(file_turnbox_v1_sandbox, 31);
 
 /**
  * @generated from message turnbox.v1.CreateSnapshotResponse
@@ -990,7 +1047,7 @@ export type CreateSnapshotResponse = Message<"turnbox.v1.CreateSnapshotResponse"
  * Use `create(CreateSnapshotResponseSchema)` to create a new message.
  */
 export const CreateSnapshotResponseSchema: GenMessage<CreateSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 31);
+  messageDesc(file_turnbox_v1_sandbox, 32);
 
 /**
  * @generated from message turnbox.v1.ListSnapshotsRequest
@@ -1007,7 +1064,7 @@ export type ListSnapshotsRequest = Message<"turnbox.v1.ListSnapshotsRequest"> & 
  * Use `create(ListSnapshotsRequestSchema)` to create a new message.
  */
 export const ListSnapshotsRequestSchema: GenMessage<ListSnapshotsRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 32);
+  messageDesc(file_turnbox_v1_sandbox, 33);
 
 /**
  * @generated from message turnbox.v1.ListSnapshotsResponse
@@ -1024,7 +1081,7 @@ export type ListSnapshotsResponse = Message<"turnbox.v1.ListSnapshotsResponse"> 
  * Use `create(ListSnapshotsResponseSchema)` to create a new message.
  */
 export const ListSnapshotsResponseSchema: GenMessage<ListSnapshotsResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 33);
+  messageDesc(file_turnbox_v1_sandbox, 34);
 
 /**
  * @generated from message turnbox.v1.RollbackRequest
@@ -1046,7 +1103,7 @@ export type RollbackRequest = Message<"turnbox.v1.RollbackRequest"> & {
  * Use `create(RollbackRequestSchema)` to create a new message.
  */
 export const RollbackRequestSchema: GenMessage<RollbackRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 34);
+  messageDesc(file_turnbox_v1_sandbox, 35);
 
 /**
  * @generated from message turnbox.v1.RollbackResponse
@@ -1059,7 +1116,7 @@ export type RollbackResponse = Message<"turnbox.v1.RollbackResponse"> & {
  * Use `create(RollbackResponseSchema)` to create a new message.
  */
 export const RollbackResponseSchema: GenMessage<RollbackResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 35);
+  messageDesc(file_turnbox_v1_sandbox, 36);
 
 /**
  * @generated from message turnbox.v1.DeleteSnapshotRequest
@@ -1081,7 +1138,7 @@ export type DeleteSnapshotRequest = Message<"turnbox.v1.DeleteSnapshotRequest"> 
  * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
  */
 export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 36);
+  messageDesc(file_turnbox_v1_sandbox, 37);
 
 /**
  * @generated from message turnbox.v1.DeleteSnapshotResponse
@@ -1094,7 +1151,7 @@ export type DeleteSnapshotResponse = Message<"turnbox.v1.DeleteSnapshotResponse"
  * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
  */
 export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 37);
+  messageDesc(file_turnbox_v1_sandbox, 38);
 
 /**
  * @generated from message turnbox.v1.ForkRequest
@@ -1125,7 +1182,7 @@ export type ForkRequest = Message<"turnbox.v1.ForkRequest"> & {
  * Use `create(ForkRequestSchema)` to create a new message.
  */
 export const ForkRequestSchema: GenMessage<ForkRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 38);
+  messageDesc(file_turnbox_v1_sandbox, 39);
 
 /**
  * @generated from message turnbox.v1.ForkResponse
@@ -1142,7 +1199,7 @@ export type ForkResponse = Message<"turnbox.v1.ForkResponse"> & {
  * Use `create(ForkResponseSchema)` to create a new message.
  */
 export const ForkResponseSchema: GenMessage<ForkResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 39);
+  messageDesc(file_turnbox_v1_sandbox, 40);
 
 /**
  * @generated from message turnbox.v1.HealthRequest
@@ -1155,7 +1212,7 @@ export type HealthRequest = Message<"turnbox.v1.HealthRequest"> & {
  * Use `create(HealthRequestSchema)` to create a new message.
  */
 export const HealthRequestSchema: GenMessage<HealthRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 40);
+  messageDesc(file_turnbox_v1_sandbox, 41);
 
 /**
  * @generated from message turnbox.v1.HealthResponse
@@ -1181,7 +1238,7 @@ export type HealthResponse = Message<"turnbox.v1.HealthResponse"> & {
  * Use `create(HealthResponseSchema)` to create a new message.
  */
 export const HealthResponseSchema: GenMessage<HealthResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 41);
+  messageDesc(file_turnbox_v1_sandbox, 42);
 
 /**
  * @generated from message turnbox.v1.CapabilitiesRequest
@@ -1194,7 +1251,7 @@ export type CapabilitiesRequest = Message<"turnbox.v1.CapabilitiesRequest"> & {
  * Use `create(CapabilitiesRequestSchema)` to create a new message.
  */
 export const CapabilitiesRequestSchema: GenMessage<CapabilitiesRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 42);
+  messageDesc(file_turnbox_v1_sandbox, 43);
 
 /**
  * @generated from message turnbox.v1.CapabilitiesResponse
@@ -1211,7 +1268,7 @@ export type CapabilitiesResponse = Message<"turnbox.v1.CapabilitiesResponse"> & 
  * Use `create(CapabilitiesResponseSchema)` to create a new message.
  */
 export const CapabilitiesResponseSchema: GenMessage<CapabilitiesResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 43);
+  messageDesc(file_turnbox_v1_sandbox, 44);
 
 /**
  * SessionState is the lifecycle state of a session.
@@ -1388,6 +1445,18 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_WATCH_ENDED = 23;
    */
   WATCH_ENDED = 23,
+
+  /**
+   * Images (ImageService).
+   *
+   * @generated from enum value: ERROR_REASON_IMAGE_NOT_FOUND = 24;
+   */
+  IMAGE_NOT_FOUND = 24,
+
+  /**
+   * @generated from enum value: ERROR_REASON_IMAGE_IN_USE = 25;
+   */
+  IMAGE_IN_USE = 25,
 }
 
 /**
