@@ -36,6 +36,11 @@ const (
 	inetOther  = "198.51.100.3" // same /24, answered for cdn names only
 	inetEcho   = "198.51.100.4"
 	inetPriv   = "10.99.0.2"
+	// metadata is the cloud metadata address; the internet namespace
+	// holds it too (routed there from the root namespace for the test's
+	// life), so a firewall that failed to refuse it would be caught, and
+	// would not reach a real one.
+	metadata = "169.254.169.254"
 )
 
 // testNames are what the internet's DNS server answers.
@@ -197,13 +202,15 @@ func newInternet(t *testing.T) *internet {
 	ns := newNS(t)
 	veth := randName("tbi")
 	vethTo(t, ns, veth, []string{inetHost + "/24"},
-		[]string{inetDNS + "/24", inetOther + "/24", inetEcho + "/24", inetPriv + "/32"})
+		[]string{inetDNS + "/24", inetOther + "/24", inetEcho + "/24", inetPriv + "/32", metadata + "/32"})
 	h := nsHandle(t, ns)
 	route(t, h, "default", inetHost)
 	link, err := netlink.LinkByName(veth)
 	must(t, err)
-	_, priv, _ := net.ParseCIDR(inetPriv + "/32")
-	must(t, netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: priv, Gw: net.ParseIP(inetDNS)}))
+	for _, a := range []string{inetPriv, metadata} {
+		_, dst, _ := net.ParseCIDR(a + "/32")
+		must(t, netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: dst, Gw: net.ParseIP(inetDNS)}))
+	}
 	in := &internet{ns: ns}
 	in.serveDNS(t)
 	for _, port := range []string{"80", "8080"} {
