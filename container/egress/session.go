@@ -82,8 +82,8 @@ func (p *policyState) groupsFor(name string) []portGroup {
 // session is an attached session.
 type session struct {
 	cfg   Session // as attached, never changed (its Policy is state's)
-	tag   string // "s<n>": the prefix of its nftables objects
-	gen   int    // bumped by each Update; names the groups' sets
+	tag   string  // "s<n>": the prefix of its nftables objects
+	gen   int     // bumped by each Update; names the groups' sets
 	state atomic.Pointer[policyState]
 	dns   *resolver
 	// lastRefused is the refusal counters at the last log (poller only).

@@ -70,7 +70,7 @@ func inNS(ns netns.NsHandle, fn func() error) error {
 
 // newNS makes an anonymous network namespace with lo up, closed at the
 // end of the test.
-func newNS(t *testing.T) netns.NsHandle {
+func newNS(t testing.TB) netns.NsHandle {
 	t.Helper()
 	var ns netns.NsHandle
 	errc := make(chan error, 1)
@@ -96,7 +96,7 @@ func newNS(t *testing.T) netns.NsHandle {
 }
 
 // nsHandle is a netlink handle on ns.
-func nsHandle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
+func nsHandle(t testing.TB, ns netns.NsHandle) *netlink.Handle {
 	t.Helper()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
@@ -116,7 +116,7 @@ func randName(prefix string) string {
 // vethTo makes a veth pair: hostName in the root namespace with
 // hostAddrs, its peer in ns named eth0 with nsAddrs; both up. The pair
 // is deleted at the end of the test.
-func vethTo(t *testing.T, ns netns.NsHandle, hostName string, hostAddrs, nsAddrs []string) {
+func vethTo(t testing.TB, ns netns.NsHandle, hostName string, hostAddrs, nsAddrs []string) {
 	t.Helper()
 	peer := randName("tpe")
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostName}, PeerName: peer}
@@ -151,7 +151,7 @@ func vethTo(t *testing.T, ns netns.NsHandle, hostName string, hostAddrs, nsAddrs
 }
 
 // addAddrs adds CIDR addresses to link (IPv6 ones without DAD).
-func addAddrs(t *testing.T, h *netlink.Handle, link netlink.Link, addrs []string) {
+func addAddrs(t testing.TB, h *netlink.Handle, link netlink.Link, addrs []string) {
 	t.Helper()
 	for _, a := range addrs {
 		addr, err := netlink.ParseAddr(a)
@@ -167,7 +167,7 @@ func addAddrs(t *testing.T, h *netlink.Handle, link netlink.Link, addrs []string
 	}
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +175,7 @@ func must(t *testing.T, err error) {
 }
 
 // route adds dst via gw in h's namespace.
-func route(t *testing.T, h *netlink.Handle, dst, gw string) {
+func route(t testing.TB, h *netlink.Handle, dst, gw string) {
 	t.Helper()
 	r := &netlink.Route{Gw: net.ParseIP(gw)}
 	if dst != "default" {
@@ -197,7 +197,7 @@ type internet struct {
 // inetDNS:53 (UDP and TCP), HTTP on :80 and :8080 of every address (the
 // body names the address asked for; /big?n=N sends N bytes), TCP echo on
 // :7.
-func newInternet(t *testing.T) *internet {
+func newInternet(t testing.TB) *internet {
 	t.Helper()
 	ns := newNS(t)
 	veth := randName("tbi")
@@ -221,7 +221,7 @@ func newInternet(t *testing.T) *internet {
 }
 
 // listen opens a TCP listener on addr inside ns, closed at the end.
-func listen(t *testing.T, ns netns.NsHandle, addr string) net.Listener {
+func listen(t testing.TB, ns netns.NsHandle, addr string) net.Listener {
 	t.Helper()
 	var ln net.Listener
 	must(t, inNS(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }))
@@ -229,7 +229,7 @@ func listen(t *testing.T, ns netns.NsHandle, addr string) net.Listener {
 	return ln
 }
 
-func (in *internet) serveDNS(t *testing.T) {
+func (in *internet) serveDNS(t testing.TB) {
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
 		m := new(dns.Msg).SetReply(q)
 		name := strings.ToLower(q.Question[0].Name)
@@ -255,7 +255,7 @@ func (in *internet) serveDNS(t *testing.T) {
 	}
 }
 
-func (in *internet) serveHTTP(t *testing.T, addr string) {
+func (in *internet) serveHTTP(t testing.TB, addr string) {
 	ln := listen(t, in.ns, addr)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/big" {
@@ -278,7 +278,7 @@ func (in *internet) serveHTTP(t *testing.T, addr string) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-func (in *internet) serveEcho(t *testing.T, addr string) {
+func (in *internet) serveEcho(t testing.TB, addr string) {
 	ln := listen(t, in.ns, addr)
 	go func() {
 		for {
@@ -299,7 +299,7 @@ type sandbox struct {
 
 // newSandbox builds sandbox number n (1-60): a namespace whose eth0 is
 // 100.96.250.(4n+2)/30, gateway 100.96.250.(4n+1) on the host-side veth.
-func newSandbox(t *testing.T, n int, policy Session) *sandbox {
+func newSandbox(t testing.TB, n int, policy Session) *sandbox {
 	t.Helper()
 	ns := newNS(t)
 	host := netip.AddrFrom4([4]byte{100, 96, 250, byte(4*n + 1)})
@@ -355,14 +355,14 @@ func (s *sandbox) httpClient() *http.Client {
 }
 
 // requireNet skips unless the test can build namespaces and nftables.
-func requireNet(t *testing.T) {
+func requireNet(t testing.TB) {
 	t.Helper()
 	testenv.RequireRoot(t)
 }
 
 // newFirewall makes a Firewall on a table of the test's own, closed at
 // the end.
-func newFirewall(t *testing.T) (*Firewall, *logBuffer) {
+func newFirewall(t testing.TB) (*Firewall, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
 	f, err := New(context.Background(), Config{
