@@ -105,7 +105,17 @@ func (r *resolver) close() {
 
 // ServeDNS answers one question from the sandbox.
 func (r *resolver) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
-	reply := func(m *dns.Msg) { _ = w.WriteMsg(m) }
+	reply := func(m *dns.Msg) {
+		size := dns.MaxMsgSize
+		if _, udp := w.LocalAddr().(*net.UDPAddr); udp {
+			size = dns.MinMsgSize
+			if opt := q.IsEdns0(); opt != nil {
+				size = max(int(opt.UDPSize()), dns.MinMsgSize)
+			}
+		}
+		m.Truncate(size) // sets TC: the client retries over TCP
+		_ = w.WriteMsg(m)
+	}
 	src, ok := netip.AddrFromSlice(addrIP(w.RemoteAddr()))
 	if !ok || src.Unmap() != r.sess.cfg.SandboxAddr {
 		reply(new(dns.Msg).SetRcode(q, dns.RcodeRefused))
@@ -187,8 +197,9 @@ func (r *resolver) ask(question dns.Question) (*dns.Msg, error) {
 		m := new(dns.Msg)
 		m.SetQuestion(question.Name, question.Qtype)
 		m.RecursionDesired = true
+		m.SetEdns0(dns.DefaultMsgSize, false)
 		for _, proto := range []string{"udp", "tcp"} {
-			c := &dns.Client{Net: proto, Timeout: upstreamTimeout}
+			c := &dns.Client{Net: proto, Timeout: upstreamTimeout, UDPSize: dns.DefaultMsgSize}
 			resp, _, err := c.ExchangeContext(ctx, m, up.String())
 			if err != nil {
 				errs = append(errs, err)
@@ -246,6 +257,9 @@ func (f *Firewall) admitAddrs(s *session, name string, got []answer) error {
 	if f.closed {
 		return fmt.Errorf("firewall closed")
 	}
+	if err := f.newBatch(); err != nil {
+		return err
+	}
 	now := time.Now()
 	for _, g := range s.state.Load().groupsFor(name) {
 		elems := make([]nftables.SetElement, 0, len(got))
@@ -284,6 +298,10 @@ func (r *resolver) remember(name string, got []answer) {
 func (r *resolver) readmit(st *policyState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.f.newBatch(); err != nil {
+		r.f.log.Warn("egress: re-admitting answered addresses", "session", r.sess.cfg.ID, "err", err)
+		return
+	}
 	now := time.Now()
 	for name, got := range r.answers {
 		for _, g := range st.groupsFor(name) {

@@ -136,7 +136,7 @@ func TestEgressPolicy(t *testing.T) {
 	requireNet(t)
 	f, logs := newFirewall(t)
 	newInternet(t)
-	sb := newSandbox(t, 1, policy(environment.NetworkEgress, "pkg.example:80", "*.cdn.example", "198.51.100.4/32:7"))
+	sb := newSandbox(t, 1, policy(environment.NetworkEgress, "pkg.example:80", "*.cdn.example", "198.51.100.4/32:7", "many.example:443"))
 	other := newSandbox(t, 2, policy(environment.NetworkOpen))
 	attach(t, f, sb, other)
 	hostLn, err := net.Listen("tcp4", "0.0.0.0:0") // the host's own service, every address
@@ -152,6 +152,19 @@ func TestEgressPolicy(t *testing.T) {
 		}
 	})
 	t.Run("OtherNameNXDOMAIN", func(t *testing.T) { nxdomainFast(t, filter, "other.example") })
+	t.Run("LargeAnswer", func(t *testing.T) {
+		// Too big for UDP: the filter truncates, the client asks again
+		// over TCP, and every address is admitted.
+		ips, err := filter.LookupNetIP(context.Background(), "ip4", "many.example")
+		if err != nil || len(ips) != manyCount {
+			t.Fatalf("lookup many.example: %d addresses, %v; want %d", len(ips), err, manyCount)
+		}
+		st, err := f.Stats(sb.sess.ID)
+		must(t, err)
+		if st.RefusedBy[ReasonDNS] != 1 { // other.example only
+			t.Fatalf("refusals: %v", st.RefusedBy)
+		}
+	})
 	t.Run("WildcardNotApex", func(t *testing.T) { nxdomainFast(t, filter, "cdn.example") })
 	t.Run("NeighbourLiteral", func(t *testing.T) { refusedFast(t, sb, inetOther+":80") })
 	t.Run("PortNotAllowed", func(t *testing.T) { refusedFast(t, sb, inetDNS+":8080") })
@@ -377,7 +390,7 @@ func TestInvalidSession(t *testing.T) {
 // countChains counts the chains of f's table.
 func countChains(t *testing.T, f *Firewall) int {
 	t.Helper()
-	chains, err := f.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	chains, err := f.query.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	must(t, err)
 	n := 0
 	for _, c := range chains {

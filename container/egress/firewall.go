@@ -78,8 +78,11 @@ type Firewall struct {
 	cfg   Config
 	log   *slog.Logger
 	table *nftables.Table
+	query *nftables.Conn // reads (counters); safe for concurrent use
 
-	mu          sync.Mutex // guards conn's batch, sessions, next, closed
+	mu sync.Mutex // guards conn, sessions, next, closed
+	// conn holds the batch being built; newBatch replaces it, so that
+	// what an operation that failed half-way queued is never sent.
 	conn        *nftables.Conn
 	sessions    map[string]*session
 	next        int
@@ -117,12 +120,12 @@ func New(ctx context.Context, cfg Config) (*Firewall, error) {
 		}
 		cfg.Upstream = up
 	}
-	conn, err := nftables.New()
+	query, err := nftables.New()
 	if err != nil {
 		return nil, fmt.Errorf("egress: nftables: %w", err)
 	}
 	f := &Firewall{
-		cfg: cfg, log: cfg.Logger, conn: conn, sessions: map[string]*session{},
+		cfg: cfg, log: cfg.Logger, query: query, sessions: map[string]*session{},
 		table: &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet},
 	}
 	if err := Reap(cfg.Table); err != nil {
@@ -148,8 +151,22 @@ func New(ctx context.Context, cfg Config) (*Firewall, error) {
 	return f, nil
 }
 
+// newBatch starts an empty batch in f.conn. Called with f.mu held (or
+// before f is shared).
+func (f *Firewall) newBatch() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("egress: nftables: %w", err)
+	}
+	f.conn = c
+	return nil
+}
+
 // install adds the table, its sets and chains in one batch.
 func (f *Firewall) install() error {
+	if err := f.newBatch(); err != nil {
+		return err
+	}
 	f.conn.AddTable(f.table)
 	if err := f.addStaticSets(); err != nil {
 		return fmt.Errorf("egress: %w", err)
@@ -231,6 +248,9 @@ func (f *Firewall) Attach(s Session) error {
 			return fmt.Errorf("%w: egress session %q: id, interface or address already attached", environment.ErrAlreadyExists, s.ID)
 		}
 	}
+	if err := f.newBatch(); err != nil {
+		return err
+	}
 	f.next++
 	sess := &session{cfg: s, tag: fmt.Sprintf("s%d", f.next)}
 	st, err := sessionState(f, sess.tag, 0, s.Policy)
@@ -282,6 +302,9 @@ func (f *Firewall) Update(s Session) error {
 		return err
 	}
 	old := sess.state.Load()
+	if err := f.newBatch(); err != nil {
+		return err
+	}
 	f.conn.FlushChain(&nftables.Chain{Name: sess.tag + "_policy", Table: f.table})
 	if err := f.addPolicy(sess.tag, st); err != nil {
 		return err
@@ -306,6 +329,9 @@ func (f *Firewall) Detach(id string) error {
 	sess, ok := f.sessions[id]
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownSession, id)
+	}
+	if err := f.newBatch(); err != nil {
+		return err
 	}
 	delete(f.sessions, id)
 	sess.dns.close()
@@ -337,7 +363,7 @@ func (f *Firewall) Stats(id string) (Stats, error) {
 
 // counters reads every counter of the table, by name.
 func (f *Firewall) counters() (map[string]*nftables.CounterObj, error) {
-	objs, err := f.conn.GetObjects(f.table)
+	objs, err := f.query.GetObjects(f.table)
 	if err != nil {
 		return nil, fmt.Errorf("egress: read counters: %w", err)
 	}

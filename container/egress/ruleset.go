@@ -133,7 +133,7 @@ func (f *Firewall) addStaticChains(guardForward bool) {
 		// The host did not forward before: keep it that way for
 		// everything but the sessions.
 		f.chain(chainForwardMark)
-		f.rule("forward", f.sessionIfaces(true, false), f.sessionIfaces(false, false), one(verdict(expr.VerdictDrop, "")))
+		f.rule("forward", nfproto(unix.NFPROTO_IPV4), f.sessionIfaces(true, false), f.sessionIfaces(false, false), one(verdict(expr.VerdictDrop, "")))
 	}
 	f.rule("forward", f.sessionIfaces(true, true), one(verdict(expr.VerdictJump, chainFwdDispatch)))
 	f.rule("forward", f.sessionIfaces(false, true), one(verdict(expr.VerdictJump, chainBackDispatch)))

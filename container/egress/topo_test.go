@@ -50,7 +50,11 @@ var testNames = map[string]string{
 	"other.example.":     inetOther,
 	"private.example.":   inetPriv,
 	"intranet.example.":  inetPriv,
+	manyName:             "",
 }
+
+// manyName has manyCount addresses: an answer too big for a UDP reply.
+const manyName, manyCount = "many.example.", 100
 
 // inNS runs fn on a thread inside ns; the thread is discarded after, so
 // no other goroutine ever runs in ns by accident. Sockets fn opens stay
@@ -237,6 +241,11 @@ func (in *internet) serveDNS(t testing.TB) {
 		switch {
 		case !ok:
 			m.Rcode = dns.RcodeNameError
+		case name == manyName && q.Question[0].Qtype == dns.TypeA:
+			for i := range manyCount {
+				rr, _ := dns.NewRR(fmt.Sprintf("%s 60 IN A 198.51.100.%d", name, 100+i))
+				m.Answer = append(m.Answer, rr)
+			}
 		case q.Question[0].Qtype == dns.TypeA:
 			rr, _ := dns.NewRR(fmt.Sprintf("%s 60 IN A %s", name, a))
 			m.Answer = append(m.Answer, rr)
