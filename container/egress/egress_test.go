@@ -14,6 +14,8 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/turnbox/turnbox/environment"
@@ -175,6 +177,17 @@ func TestEgressPolicy(t *testing.T) {
 	t.Run("CIDRAndPort", func(t *testing.T) {
 		echoes(t, sb, inetEcho+":7")
 		refusedFast(t, sb, inetEcho+":80")
+	})
+	t.Run("RawSocket", func(t *testing.T) {
+		// Raw packets meet the same rules: an address admitted on every
+		// port (files.cdn.example) answers a ping, one admitted for
+		// port 80 only (pkg.example) is refused at once.
+		if typ := ping(t, sb, inetOther); typ != ipv4.ICMPTypeEchoReply {
+			t.Errorf("ping %s: %v, want an echo reply", inetOther, typ)
+		}
+		if typ := ping(t, sb, inetDNS); typ != ipv4.ICMPTypeDestinationUnreachable {
+			t.Errorf("ping %s: %v, want destination unreachable", inetDNS, typ)
+		}
 	})
 	t.Run("OtherResolver", func(t *testing.T) {
 		for _, proto := range []string{"udp", "tcp"} {
@@ -446,4 +459,35 @@ func TestCloseAndReap(t *testing.T) {
 		t.Fatalf("after Reap: table %v, ip_forward %s (was %s)", tableExists(t, g.cfg.Table), readForward(t), was)
 	}
 	must(t, Reap(g.cfg.Table)) // nothing left: not an error
+}
+
+// ping sends one ICMP echo from a raw socket in sb to addr and returns
+// the type of what came back (nil: nothing within a second).
+func ping(t *testing.T, sb *sandbox, addr string) icmp.Type {
+	t.Helper()
+	var c *icmp.PacketConn
+	must(t, inNS(sb.ns, func() (err error) { c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0"); return err }))
+	defer c.Close()
+	msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 7, Seq: 1, Data: []byte("turnbox")}}
+	b, err := msg.Marshal(nil)
+	must(t, err)
+	dst := &net.IPAddr{IP: net.ParseIP(addr)}
+	_, err = c.WriteTo(b, dst)
+	must(t, err)
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return nil
+		}
+		m, err := icmp.ParseMessage(1, buf[:n])
+		if err != nil || m.Type == ipv4.ICMPTypeEcho {
+			continue
+		}
+		if m.Type == ipv4.ICMPTypeEchoReply && from.String() != addr {
+			continue
+		}
+		return m.Type
+	}
 }

@@ -142,6 +142,9 @@ func (f *Firewall) addSessionObjects(s *session) {
 	// IPv6 is refused, but neighbour discovery answered, so that the
 	// refusal (a reset or an ICMPv6 error) reaches the sandbox at once.
 	f.neighbourDiscovery(pre, expr.VerdictReturn)
+	// What any IPv6 stack sends on its own (router solicitations, MLD
+	// reports) is dropped without counting: not the agent's doing.
+	f.icmpv6Types(pre, expr.VerdictDrop, 133, 143)
 	f.refuseRule(pre, tag, ReasonIPv6, nfproto(unix.NFPROTO_IPV6))
 	f.rule(pre, nfproto(unix.NFPROTO_IPV4), ip4Is(true, c.SandboxAddr, false), one(countTo(tag+"_r_"+ReasonSpoof)), one(verdict(expr.VerdictDrop, "")))
 
@@ -169,7 +172,13 @@ func (f *Firewall) addSessionObjects(s *session) {
 // neighbourDiscovery appends rules giving ICMPv6 neighbour
 // solicitations and advertisements verdict v in chain.
 func (f *Firewall) neighbourDiscovery(chain string, v expr.VerdictKind) {
-	for _, typ := range []byte{135, 136} {
+	f.icmpv6Types(chain, v, 135, 136)
+}
+
+// icmpv6Types appends rules giving ICMPv6 messages of the types verdict
+// v in chain.
+func (f *Firewall) icmpv6Types(chain string, v expr.VerdictKind, types ...byte) {
+	for _, typ := range types {
 		f.rule(chain, nfproto(unix.NFPROTO_IPV6), l4proto(unix.IPPROTO_ICMPV6),
 			one(&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1}),
 			one(&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{typ}}), one(verdict(v, "")))
