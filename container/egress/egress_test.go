@@ -134,6 +134,18 @@ func policy(mode environment.NetworkMode, allow ...string) Session {
 	return Session{Policy: environment.NetworkPolicy{Mode: mode, Allow: allow}}
 }
 
+// egressEnv is TestEgressPolicy's topology: sb under egress, other
+// under open, a service of the host's on every address at hostPort.
+type egressEnv struct {
+	f         *Firewall
+	logs      *logBuffer
+	sb, other *sandbox
+	hostPort  int
+	filter    *net.Resolver // sb's resolver, asking its filter
+}
+
+// TestEgressPolicy runs the egress checks in order on one topology
+// (later ones rely on what earlier ones resolved).
 func TestEgressPolicy(t *testing.T) {
 	requireNet(t)
 	f, logs := newFirewall(t)
@@ -148,144 +160,214 @@ func TestEgressPolicy(t *testing.T) {
 	listen(t, other.ns, "0.0.0.0:7777")
 	filter := sb.resolver(sb.sess.HostAddr.String() + ":53")
 
-	t.Run("AllowedName", func(t *testing.T) {
-		if body := fetch(t, sb, "http://pkg.example/"); !strings.Contains(body, inetDNS) {
-			t.Fatalf("body %q", body)
-		}
-	})
-	t.Run("OtherNameNXDOMAIN", func(t *testing.T) { nxdomainFast(t, filter, "other.example") })
-	t.Run("LargeAnswer", func(t *testing.T) {
-		// Too big for UDP: the filter truncates, the client asks again
-		// over TCP, and every address is admitted.
-		ips, err := filter.LookupNetIP(context.Background(), "ip4", "many.example")
-		if err != nil || len(ips) != manyCount {
-			t.Fatalf("lookup many.example: %d addresses, %v; want %d", len(ips), err, manyCount)
-		}
-		st, err := f.Stats(sb.sess.ID)
-		must(t, err)
-		if st.RefusedBy[ReasonDNS] != 1 { // other.example only
-			t.Fatalf("refusals: %v", st.RefusedBy)
-		}
-	})
-	t.Run("WildcardNotApex", func(t *testing.T) { nxdomainFast(t, filter, "cdn.example") })
-	t.Run("NeighbourLiteral", func(t *testing.T) { refusedFast(t, sb, inetOther+":80") })
-	t.Run("PortNotAllowed", func(t *testing.T) { refusedFast(t, sb, inetDNS+":8080") })
-	t.Run("Wildcard", func(t *testing.T) {
-		fetch(t, sb, "http://files.cdn.example:8080/")
-		fetch(t, sb, "http://"+inetOther+"/") // answered now
-	})
-	t.Run("CIDRAndPort", func(t *testing.T) {
-		echoes(t, sb, inetEcho+":7")
-		refusedFast(t, sb, inetEcho+":80")
-	})
-	t.Run("RawSocket", func(t *testing.T) {
-		// Raw packets meet the same rules: an address admitted on every
-		// port (files.cdn.example) answers a ping, one admitted for
-		// port 80 only (pkg.example) is refused at once.
-		if typ := ping(t, sb, inetOther); typ != ipv4.ICMPTypeEchoReply {
-			t.Errorf("ping %s: %v, want an echo reply", inetOther, typ)
-		}
-		if typ := ping(t, sb, inetDNS); typ != ipv4.ICMPTypeDestinationUnreachable {
-			t.Errorf("ping %s: %v, want destination unreachable", inetDNS, typ)
-		}
-	})
-	t.Run("OtherResolver", func(t *testing.T) {
-		for _, proto := range []string{"udp", "tcp"} {
-			direct := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return sb.dial(ctx, proto, inetDNS+":53")
-			}}
-			nxdomainFast(t, direct, "other.example") // the upstream would answer it
-			lookup(t, direct, "pkg.example", inetDNS)
-		}
-	})
-	t.Run("Host", func(t *testing.T) {
-		for _, a := range []string{sb.sess.HostAddr.String(), inetHost, other.sess.HostAddr.String()} {
-			refusedFast(t, sb, net.JoinHostPort(a, strconv.Itoa(hostPort)))
-		}
-	})
-	t.Run("OtherSession", func(t *testing.T) {
-		refusedFast(t, sb, other.sess.SandboxAddr.String()+":7777")
-		refusedFast(t, other, sb.sess.SandboxAddr.String()+":7777")
-	})
-	t.Run("Metadata", func(t *testing.T) {
-		refusedFast(t, sb, metadata+":80")
-		refusedFast(t, other, metadata+":80")
-	})
-	t.Run("IPv6", func(t *testing.T) {
-		host, err := netlink.LinkByName(sb.sess.HostIface)
-		must(t, err)
-		root, err := netlink.NewHandle()
-		must(t, err)
-		defer root.Close()
-		addAddrs(t, root, host, []string{"2001:db8:1::1/64"})
-		h := nsHandle(t, sb.ns)
-		eth0, err := h.LinkByName("eth0")
-		must(t, err)
-		addAddrs(t, h, eth0, []string{"2001:db8:1::2/64"})
-		route(t, h, "default", "2001:db8:1::1")
-		settled(t, root, host)
-		settled(t, h, eth0)
-		refusedFast(t, sb, net.JoinHostPort("2001:db8:1::1", strconv.Itoa(hostPort)))
-		refusedFast(t, sb, "[2001:db8:2::5]:80")
-	})
-	t.Run("SpoofedSource", func(t *testing.T) {
-		// The sandbox takes the other session's address as its own and
-		// sends from it: dropped (replies would go to the other sandbox).
-		h := nsHandle(t, sb.ns)
-		eth0, err := h.LinkByName("eth0")
-		must(t, err)
-		spoofed := other.sess.SandboxAddr.String()
-		addAddrs(t, h, eth0, []string{spoofed + "/32"})
-		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		defer cancel()
-		err = inNS(sb.ns, func() error {
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(spoofed)}}
-			c, err := d.DialContext(ctx, "tcp4", inetEcho+":7")
-			if err == nil {
-				c.Close()
-			}
-			return err
-		})
+	e := &egressEnv{f: f, logs: logs, sb: sb, other: other, hostPort: hostPort, filter: filter}
+	for _, c := range []struct {
+		name string
+		fn   func(*testing.T, *egressEnv)
+	}{
+		{"AllowedName", egressAllowedName},
+		{"OtherNameNXDOMAIN", egressOtherNameNXDOMAIN},
+		{"LargeAnswer", egressLargeAnswer},
+		{"WildcardNotApex", egressWildcardNotApex},
+		{"NeighbourLiteral", egressNeighbourLiteral},
+		{"PortNotAllowed", egressPortNotAllowed},
+		{"Wildcard", egressWildcard},
+		{"CIDRAndPort", egressCIDRAndPort},
+		{"RawSocket", egressRawSocket},
+		{"OtherResolver", egressOtherResolver},
+		{"Host", egressHost},
+		{"OtherSession", egressOtherSession},
+		{"Metadata", egressMetadata},
+		{"IPv6", egressIPv6},
+		{"SpoofedSource", egressSpoofedSource},
+		{"Stats", egressStats},
+		{"Logged", egressLogged},
+		{"Detach", egressDetach},
+	} {
+		t.Run(c.name, func(t *testing.T) { c.fn(t, e) })
+	}
+}
+
+func egressAllowedName(t *testing.T, e *egressEnv) {
+	sb := e.sb
+	if body := fetch(t, sb, "http://pkg.example/"); !strings.Contains(body, inetDNS) {
+		t.Fatalf("body %q", body)
+	}
+}
+
+func egressOtherNameNXDOMAIN(t *testing.T, e *egressEnv) {
+	filter := e.filter
+	nxdomainFast(t, filter, "other.example")
+}
+
+func egressLargeAnswer(t *testing.T, e *egressEnv) {
+	f, sb, filter := e.f, e.sb, e.filter
+	// Too big for UDP: the filter truncates, the client asks again
+	// over TCP, and every address is admitted.
+	ips, err := filter.LookupNetIP(context.Background(), "ip4", "many.example")
+	if err != nil || len(ips) != manyCount {
+		t.Fatalf("lookup many.example: %d addresses, %v; want %d", len(ips), err, manyCount)
+	}
+	st, err := f.Stats(sb.sess.ID)
+	must(t, err)
+	if st.RefusedBy[ReasonDNS] != 1 { // other.example only
+		t.Fatalf("refusals: %v", st.RefusedBy)
+	}
+}
+
+func egressWildcardNotApex(t *testing.T, e *egressEnv) {
+	filter := e.filter
+	nxdomainFast(t, filter, "cdn.example")
+}
+
+func egressNeighbourLiteral(t *testing.T, e *egressEnv) {
+	sb := e.sb
+	refusedFast(t, sb, inetOther+":80")
+}
+
+func egressPortNotAllowed(t *testing.T, e *egressEnv) {
+	sb := e.sb
+	refusedFast(t, sb, inetDNS+":8080")
+}
+
+func egressWildcard(t *testing.T, e *egressEnv) {
+	sb := e.sb
+	fetch(t, sb, "http://files.cdn.example:8080/")
+	fetch(t, sb, "http://"+inetOther+"/") // answered now
+}
+
+func egressCIDRAndPort(t *testing.T, e *egressEnv) {
+	sb := e.sb
+	echoes(t, sb, inetEcho+":7")
+	refusedFast(t, sb, inetEcho+":80")
+}
+
+func egressRawSocket(t *testing.T, e *egressEnv) {
+	sb := e.sb
+	// Raw packets meet the same rules: an address admitted on every
+	// port (files.cdn.example) answers a ping, one admitted for
+	// port 80 only (pkg.example) is refused at once.
+	if typ := ping(t, sb, inetOther); typ != ipv4.ICMPTypeEchoReply {
+		t.Errorf("ping %s: %v, want an echo reply", inetOther, typ)
+	}
+	if typ := ping(t, sb, inetDNS); typ != ipv4.ICMPTypeDestinationUnreachable {
+		t.Errorf("ping %s: %v, want destination unreachable", inetDNS, typ)
+	}
+}
+
+func egressOtherResolver(t *testing.T, e *egressEnv) {
+	sb := e.sb
+	for _, proto := range []string{"udp", "tcp"} {
+		direct := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return sb.dial(ctx, proto, inetDNS+":53")
+		}}
+		nxdomainFast(t, direct, "other.example") // the upstream would answer it
+		lookup(t, direct, "pkg.example", inetDNS)
+	}
+}
+
+func egressHost(t *testing.T, e *egressEnv) {
+	sb, other, hostPort := e.sb, e.other, e.hostPort
+	for _, a := range []string{sb.sess.HostAddr.String(), inetHost, other.sess.HostAddr.String()} {
+		refusedFast(t, sb, net.JoinHostPort(a, strconv.Itoa(hostPort)))
+	}
+}
+
+func egressOtherSession(t *testing.T, e *egressEnv) {
+	sb, other := e.sb, e.other
+	refusedFast(t, sb, other.sess.SandboxAddr.String()+":7777")
+	refusedFast(t, other, sb.sess.SandboxAddr.String()+":7777")
+}
+
+func egressMetadata(t *testing.T, e *egressEnv) {
+	sb, other := e.sb, e.other
+	refusedFast(t, sb, metadata+":80")
+	refusedFast(t, other, metadata+":80")
+}
+
+func egressIPv6(t *testing.T, e *egressEnv) {
+	sb, hostPort := e.sb, e.hostPort
+	host, err := netlink.LinkByName(sb.sess.HostIface)
+	must(t, err)
+	root, err := netlink.NewHandle()
+	must(t, err)
+	defer root.Close()
+	addAddrs(t, root, host, []string{"2001:db8:1::1/64"})
+	h := nsHandle(t, sb.ns)
+	eth0, err := h.LinkByName("eth0")
+	must(t, err)
+	addAddrs(t, h, eth0, []string{"2001:db8:1::2/64"})
+	route(t, h, "default", "2001:db8:1::1")
+	settled(t, root, host)
+	settled(t, h, eth0)
+	refusedFast(t, sb, net.JoinHostPort("2001:db8:1::1", strconv.Itoa(hostPort)))
+	refusedFast(t, sb, "[2001:db8:2::5]:80")
+}
+
+func egressSpoofedSource(t *testing.T, e *egressEnv) {
+	f, sb, other := e.f, e.sb, e.other
+	// The sandbox takes the other session's address as its own and
+	// sends from it: dropped (replies would go to the other sandbox).
+	h := nsHandle(t, sb.ns)
+	eth0, err := h.LinkByName("eth0")
+	must(t, err)
+	spoofed := other.sess.SandboxAddr.String()
+	addAddrs(t, h, eth0, []string{spoofed + "/32"})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err = inNS(sb.ns, func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(spoofed)}}
+		c, err := d.DialContext(ctx, "tcp4", inetEcho+":7")
 		if err == nil {
-			t.Fatal("connected from a spoofed source address")
+			c.Close()
 		}
-		if st, _ := f.Stats(sb.sess.ID); st.RefusedBy[ReasonSpoof] == 0 {
-			t.Fatalf("spoofed packets not dropped as such: %+v", st.RefusedBy)
-		}
+		return err
 	})
-	t.Run("Stats", func(t *testing.T) {
-		st, err := f.Stats(sb.sess.ID)
-		must(t, err)
-		if st.BytesOut == 0 || st.BytesIn == 0 || st.PacketsOut == 0 {
-			t.Errorf("no traffic counted: %+v", st)
+	if err == nil {
+		t.Fatal("connected from a spoofed source address")
+	}
+	if st, _ := f.Stats(sb.sess.ID); st.RefusedBy[ReasonSpoof] == 0 {
+		t.Fatalf("spoofed packets not dropped as such: %+v", st.RefusedBy)
+	}
+}
+
+func egressStats(t *testing.T, e *egressEnv) {
+	f, sb := e.f, e.sb
+	st, err := f.Stats(sb.sess.ID)
+	must(t, err)
+	if st.BytesOut == 0 || st.BytesIn == 0 || st.PacketsOut == 0 {
+		t.Errorf("no traffic counted: %+v", st)
+	}
+	for _, r := range []string{ReasonPolicy, ReasonHost, ReasonSession, ReasonReserved, ReasonIPv6, ReasonSpoof, ReasonDNS} {
+		if st.RefusedBy[r] == 0 {
+			t.Errorf("refusals for %s not counted: %+v", r, st.RefusedBy)
 		}
-		for _, r := range []string{ReasonPolicy, ReasonHost, ReasonSession, ReasonReserved, ReasonIPv6, ReasonSpoof, ReasonDNS} {
-			if st.RefusedBy[r] == 0 {
-				t.Errorf("refusals for %s not counted: %+v", r, st.RefusedBy)
-			}
+	}
+	if _, err := f.Stats("nope"); !errors.Is(err, ErrUnknownSession) {
+		t.Errorf("Stats(unknown): %v", err)
+	}
+}
+
+func egressLogged(t *testing.T, e *egressEnv) {
+	logs := e.logs
+	deadline := time.Now().Add(3 * time.Second)
+	for !strings.Contains(logs.String(), "reason="+ReasonPolicy) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, want := range []string{"reason=" + ReasonPolicy, "name=other.example", "session=sb1"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
-		if _, err := f.Stats("nope"); !errors.Is(err, ErrUnknownSession) {
-			t.Errorf("Stats(unknown): %v", err)
-		}
-	})
-	t.Run("Logged", func(t *testing.T) {
-		deadline := time.Now().Add(3 * time.Second)
-		for !strings.Contains(logs.String(), "reason="+ReasonPolicy) && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Millisecond)
-		}
-		for _, want := range []string{"reason=" + ReasonPolicy, "name=other.example", "session=sb1"} {
-			if !strings.Contains(logs.String(), want) {
-				t.Errorf("log lacks %q:\n%s", want, logs.String())
-			}
-		}
-	})
-	t.Run("Detach", func(t *testing.T) {
-		must(t, f.Detach(sb.sess.ID))
-		refusedFast(t, sb, inetEcho+":7") // an interface no session owns is refused
-		if err := f.Detach(sb.sess.ID); !errors.Is(err, ErrUnknownSession) {
-			t.Errorf("second Detach: %v", err)
-		}
-	})
+	}
+}
+
+func egressDetach(t *testing.T, e *egressEnv) {
+	f, sb := e.f, e.sb
+	must(t, f.Detach(sb.sess.ID))
+	refusedFast(t, sb, inetEcho+":7") // an interface no session owns is refused
+	if err := f.Detach(sb.sess.ID); !errors.Is(err, ErrUnknownSession) {
+		t.Errorf("second Detach: %v", err)
+	}
 }
 
 func TestOpenPolicy(t *testing.T) {
