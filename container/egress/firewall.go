@@ -1,0 +1,449 @@
+// Package egress enforces a session's environment.NetworkPolicy on the
+// host: an nftables table (family inet) that filters what each sandbox's
+// veth forwards, masquerades what it may send out, and redirects its DNS
+// to a filtering resolver that answers only names the policy allows and
+// admits the addresses it answered into the session's sets. See
+// docs/isolation.md ("Network") for the design and its limits.
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+
+	"github.com/turnbox/turnbox/environment"
+)
+
+// DefaultTable is the nftables table New makes when Config.Table is
+// empty.
+const DefaultTable = "turnbox"
+
+// ipForwardPath is the IPv4 forwarding switch.
+const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
+
+// Config configures a Firewall.
+type Config struct {
+	// Upstream are the resolvers the DNS filter asks (default: the
+	// nameservers of /etc/resolv.conf).
+	Upstream []netip.AddrPort
+	// Logger receives refusals (rate limited) and errors (default:
+	// slog.Default()).
+	Logger *slog.Logger
+	// ResolverPort is the port the DNS filter listens on, on each
+	// session's HostAddr (default 53). Every packet a sandbox sends to
+	// port 53 of any address is redirected there.
+	ResolverPort uint16
+	// Table names the nftables table (default DefaultTable).
+	Table string
+	// InterfacePrefix is how every session's host-side veth is named
+	// (default DefaultInterfacePrefix). Packets from an interface with
+	// this prefix that no attached session owns are refused.
+	InterfacePrefix string
+}
+
+// DefaultInterfacePrefix is the name prefix of sessions' host-side veths
+// (container/netns names them tb-XXXX).
+const DefaultInterfacePrefix = "tb-"
+
+// Stats are one session's counters since Attach.
+type Stats struct {
+	// BytesOut and BytesIn count what was forwarded from and to the
+	// sandbox (DNS to the filter is not counted); PacketsOut and
+	// PacketsIn the packets.
+	BytesOut, BytesIn, PacketsOut, PacketsIn uint64
+	// Refused counts refused packets and DNS names; RefusedBy splits it
+	// by reason (the Reason* constants).
+	Refused   uint64
+	RefusedBy map[string]uint64
+}
+
+// ErrUnknownSession is returned for a session ID that is not attached.
+var ErrUnknownSession = errors.New("egress: no such session")
+
+// Firewall is the host's egress filter: one nftables table and one DNS
+// filter per attached session.
+//
+// Lock order: Firewall.mu before resolver.mu (the answers record). The
+// DNS handlers take mu to add addresses, never while holding resolver.mu.
+type Firewall struct {
+	cfg   Config
+	log   *slog.Logger
+	table *nftables.Table
+	query *nftables.Conn // reads (counters); safe for concurrent use
+
+	mu sync.Mutex // guards conn, sessions, next, closed
+	// conn holds the batch being built; newBatch replaces it, so that
+	// what an operation that failed half-way queued is never sent.
+	conn        *nftables.Conn
+	sessions    map[string]*session
+	next        int
+	closed      bool
+	sessionsSet *nftables.Set
+	setForward  bool // ip_forward was 0 and New set it
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// New makes the table (replacing one an earlier process left under the
+// same name), enables IPv4 forwarding if it is off, and starts logging
+// refusals. ctx bounds the refusal logger's life along with Close.
+func New(ctx context.Context, cfg Config) (*Firewall, error) {
+	if cfg.Table == "" {
+		cfg.Table = DefaultTable
+	}
+	if cfg.InterfacePrefix == "" {
+		cfg.InterfacePrefix = DefaultInterfacePrefix
+	}
+	if len(cfg.InterfacePrefix) >= unix.IFNAMSIZ-1 {
+		return nil, fmt.Errorf("%w: egress: interface prefix %q too long", environment.ErrInvalidArgument, cfg.InterfacePrefix)
+	}
+	if cfg.ResolverPort == 0 {
+		cfg.ResolverPort = 53
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if len(cfg.Upstream) == 0 {
+		up, err := resolvConfServers("/etc/resolv.conf")
+		if err != nil {
+			return nil, err
+		}
+		cfg.Upstream = up
+	}
+	query, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("egress: nftables: %w", err)
+	}
+	f := &Firewall{
+		cfg: cfg, log: cfg.Logger, query: query, sessions: map[string]*session{},
+		table: &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet},
+	}
+	if err := Reap(cfg.Table); err != nil {
+		return nil, err
+	}
+	fwd, err := os.ReadFile(ipForwardPath)
+	if err != nil {
+		return nil, fmt.Errorf("egress: %w", err)
+	}
+	f.setForward = strings.TrimSpace(string(fwd)) == "0"
+	if err := f.install(); err != nil {
+		return nil, err
+	}
+	if f.setForward {
+		if err := os.WriteFile(ipForwardPath, []byte("1"), 0); err != nil {
+			_ = Reap(cfg.Table)
+			return nil, fmt.Errorf("egress: enable forwarding: %w", err)
+		}
+	}
+	ctx, f.stop = context.WithCancel(ctx)
+	f.done = make(chan struct{})
+	go f.logRefusals(ctx)
+	return f, nil
+}
+
+// newBatch starts an empty batch in f.conn. Called with f.mu held (or
+// before f is shared).
+func (f *Firewall) newBatch() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("egress: nftables: %w", err)
+	}
+	f.conn = c
+	return nil
+}
+
+// install adds the table, its sets and chains in one batch.
+func (f *Firewall) install() error {
+	if err := f.newBatch(); err != nil {
+		return err
+	}
+	f.conn.AddTable(f.table)
+	if err := f.addStaticSets(); err != nil {
+		return fmt.Errorf("egress: %w", err)
+	}
+	f.addStaticChains(f.setForward)
+	f.fillDispatch()
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("egress: install table %s: %w", f.cfg.Table, err)
+	}
+	return nil
+}
+
+// Reap removes a table an earlier Firewall left (a crashed process):
+// every sandbox behind it loses its network at once. If that Firewall
+// had turned IPv4 forwarding on, Reap turns it off again. A missing table
+// is not an error.
+func Reap(table string) error {
+	conn, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("egress: nftables: %w", err)
+	}
+	t, err := conn.ListTableOfFamily(table, nftables.TableFamilyINet)
+	if err != nil {
+		return nil // no such table
+	}
+	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("egress: list chains: %w", err)
+	}
+	restore := false
+	for _, c := range chains {
+		restore = restore || (c.Table.Name == table && c.Name == chainForwardMark)
+	}
+	conn.DelTable(t)
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("egress: delete table %s: %w", table, err)
+	}
+	if restore {
+		if err := os.WriteFile(ipForwardPath, []byte("0"), 0); err != nil {
+			return fmt.Errorf("egress: restore ip_forward: %w", err)
+		}
+	}
+	return nil
+}
+
+// Close detaches every session, removes the table and restores
+// ip_forward if New changed it.
+func (f *Firewall) Close() error {
+	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return nil
+	}
+	f.closed = true
+	for _, s := range f.sessions {
+		s.dns.close()
+	}
+	f.sessions = map[string]*session{}
+	f.mu.Unlock()
+	f.stop()
+	<-f.done
+	return Reap(f.cfg.Table)
+}
+
+// Attach starts filtering s's traffic and serving its DNS. The error
+// wraps environment.ErrInvalidArgument for a bad s (nothing changes) or
+// environment.ErrAlreadyExists for an attached ID or interface.
+func (f *Firewall) Attach(s Session) error {
+	if err := s.validate(f.cfg.InterfacePrefix); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return fmt.Errorf("egress: firewall closed")
+	}
+	for _, o := range f.sessions {
+		if o.cfg.ID == s.ID || o.cfg.HostIface == s.HostIface || o.cfg.SandboxAddr == s.SandboxAddr {
+			return fmt.Errorf("%w: egress session %q: id, interface or address already attached", environment.ErrAlreadyExists, s.ID)
+		}
+	}
+	if err := f.newBatch(); err != nil {
+		return err
+	}
+	f.next++
+	sess := &session{cfg: s, tag: fmt.Sprintf("s%d", f.next)}
+	st, err := sessionState(f, sess.tag, 0, s.Policy)
+	if err != nil {
+		return err
+	}
+	sess.state.Store(st)
+	sess.dns, err = startResolver(f, sess)
+	if err != nil {
+		return err
+	}
+	f.addSessionObjects(sess)
+	if err := f.addPolicy(sess.tag, st); err != nil {
+		sess.dns.close()
+		return err
+	}
+	if err := f.conn.SetAddElements(f.sessionsSet, []nftables.SetElement{{Key: s.SandboxAddr.AsSlice()}}); err != nil {
+		sess.dns.close()
+		return fmt.Errorf("egress: %w", err)
+	}
+	f.sessions[s.ID] = sess
+	f.fillDispatch()
+	if err := f.conn.Flush(); err != nil {
+		delete(f.sessions, s.ID)
+		sess.dns.close()
+		return fmt.Errorf("egress: attach %q: %w", s.ID, err)
+	}
+	return nil
+}
+
+// Update replaces an attached session's policy (only Policy of s is
+// read beyond its ID). Addresses the DNS filter answered before stay
+// admitted where the new policy still allows their names; connections
+// already established are kept.
+func (f *Firewall) Update(s Session) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sess, ok := f.sessions[s.ID]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownSession, s.ID)
+	}
+	next := sess.cfg
+	next.Policy = s.Policy
+	if err := next.validate(f.cfg.InterfacePrefix); err != nil {
+		return err
+	}
+	st, err := sessionState(f, sess.tag, sess.gen+1, s.Policy)
+	if err != nil {
+		return err
+	}
+	old := sess.state.Load()
+	if err := f.newBatch(); err != nil {
+		return err
+	}
+	f.conn.FlushChain(&nftables.Chain{Name: sess.tag + "_policy", Table: f.table})
+	if err := f.addPolicy(sess.tag, st); err != nil {
+		return err
+	}
+	for _, g := range old.groups {
+		f.conn.DelSet(g.set)
+	}
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("egress: update %q: %w", s.ID, err)
+	}
+	sess.gen++
+	sess.state.Store(st)
+	sess.dns.readmit(st)
+	return nil
+}
+
+// Detach stops filtering the session and its DNS: its interface is then
+// refused entirely (as any tb-* interface no session owns).
+func (f *Firewall) Detach(id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sess, ok := f.sessions[id]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownSession, id)
+	}
+	if err := f.newBatch(); err != nil {
+		return err
+	}
+	delete(f.sessions, id)
+	sess.dns.close()
+	f.fillDispatch()
+	f.delSessionObjects(sess)
+	if err := f.conn.SetDeleteElements(f.sessionsSet, []nftables.SetElement{{Key: sess.cfg.SandboxAddr.AsSlice()}}); err != nil {
+		return fmt.Errorf("egress: %w", err)
+	}
+	if err := f.conn.Flush(); err != nil {
+		return fmt.Errorf("egress: detach %q: %w", id, err)
+	}
+	return nil
+}
+
+// Stats returns the session's counters.
+func (f *Firewall) Stats(id string) (Stats, error) {
+	f.mu.Lock()
+	sess, ok := f.sessions[id]
+	f.mu.Unlock()
+	if !ok {
+		return Stats{}, fmt.Errorf("%w: %q", ErrUnknownSession, id)
+	}
+	all, err := f.counters()
+	if err != nil {
+		return Stats{}, err
+	}
+	return sess.stats(all), nil
+}
+
+// counters reads every counter of the table, by name.
+func (f *Firewall) counters() (map[string]*nftables.CounterObj, error) {
+	objs, err := f.query.GetObjects(f.table)
+	if err != nil {
+		return nil, fmt.Errorf("egress: read counters: %w", err)
+	}
+	out := make(map[string]*nftables.CounterObj, len(objs))
+	for _, o := range objs {
+		if c, ok := o.(*nftables.CounterObj); ok {
+			out[c.Name] = c
+		}
+	}
+	return out, nil
+}
+
+// stats picks s's counters out of all.
+func (s *session) stats(all map[string]*nftables.CounterObj) Stats {
+	st := Stats{RefusedBy: map[string]uint64{}}
+	if c := all[s.tag+"_out"]; c != nil {
+		st.BytesOut, st.PacketsOut = c.Bytes, c.Packets
+	}
+	if c := all[s.tag+"_in"]; c != nil {
+		st.BytesIn, st.PacketsIn = c.Bytes, c.Packets
+	}
+	for _, r := range packetReasons {
+		if c := all[s.tag+"_r_"+r]; c != nil && c.Packets > 0 {
+			st.RefusedBy[r] = c.Packets
+		}
+	}
+	if n := s.dns.refused.Load(); n > 0 {
+		st.RefusedBy[ReasonDNS] = n
+	}
+	for _, n := range st.RefusedBy {
+		st.Refused += n
+	}
+	return st
+}
+
+// logRefusals logs, once a second at most, each session's packet
+// refusals since the last log, by reason: the rate limit of the logs.
+func (f *Firewall) logRefusals(ctx context.Context) {
+	defer close(f.done)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		f.mu.Lock()
+		sessions := make([]*session, 0, len(f.sessions))
+		for _, s := range f.sessions {
+			sessions = append(sessions, s)
+		}
+		f.mu.Unlock()
+		if len(sessions) == 0 {
+			continue
+		}
+		all, err := f.counters()
+		if err != nil {
+			f.log.Warn("egress: reading counters", "err", err)
+			continue
+		}
+		for _, s := range sessions {
+			s.logNewRefusals(f.log, all)
+		}
+	}
+}
+
+// logNewRefusals logs s's refusal counters that grew since the last
+// call (called by logRefusals only).
+func (s *session) logNewRefusals(log *slog.Logger, all map[string]*nftables.CounterObj) {
+	if s.lastRefused == nil {
+		s.lastRefused = map[string]uint64{}
+	}
+	for _, r := range packetReasons {
+		c := all[s.tag+"_r_"+r]
+		if c == nil || c.Packets == s.lastRefused[r] {
+			continue
+		}
+		log.Warn("egress: packets refused", "session", s.cfg.ID, "reason", r,
+			"packets", c.Packets-s.lastRefused[r], "total", c.Packets)
+		s.lastRefused[r] = c.Packets
+	}
+}
