@@ -280,6 +280,13 @@ func (m *Manager) upHost(host *netlink.Handle, hostLink netlink.Link) error {
 // upInside brings loopback and eth0 up inside the namespace, with l's
 // sandbox address and a default route through the host side.
 func upInside(h *netlink.Handle, l *Link) error {
+	return configureInside(h, l, h.AddrAdd, h.RouteAdd)
+}
+
+// configureInside brings loopback and eth0 up, giving eth0 l's sandbox
+// address with addAddr and the default route with addRoute (the Add or
+// Replace calls of h).
+func configureInside(h *netlink.Handle, l *Link, addAddr func(netlink.Link, *netlink.Addr) error, addRoute func(*netlink.Route) error) error {
 	lo, err := h.LinkByName("lo")
 	if err != nil {
 		return fmt.Errorf("loopback: %w", err)
@@ -291,15 +298,48 @@ func upInside(h *netlink.Handle, l *Link) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", SandboxIface, err)
 	}
-	if err := h.AddrAdd(eth, &netlink.Addr{IPNet: ipNet(l.SandboxAddr, 30)}); err != nil {
+	if err := addAddr(eth, &netlink.Addr{IPNet: ipNet(l.SandboxAddr, 30)}); err != nil {
 		return fmt.Errorf("%s address: %w", SandboxIface, err)
 	}
 	if err := h.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("%s up: %w", SandboxIface, err)
 	}
 	route := &netlink.Route{LinkIndex: eth.Attrs().Index, Gw: l.HostAddr.AsSlice()}
-	if err := h.RouteAdd(route); err != nil {
+	if err := addRoute(route); err != nil {
 		return fmt.Errorf("default route: %w", err)
+	}
+	return nil
+}
+
+// Reset gives sandbox id's namespace back the configuration Create made
+// (loopback and eth0 up, eth0's address, the default route), replacing
+// whatever is there. gVisor's netstack (runsc --network=sandbox) takes
+// the namespace's addresses and routes off eth0 when a sandbox starts in
+// it and does not give them back: call Reset before starting another
+// sandbox in the same Link.
+func (m *Manager) Reset(ctx context.Context, id string) error {
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("%w: id %q (want %s)", ErrInvalid, id, idPattern)
+	}
+	m.mu.Lock()
+	l := m.links[id]
+	m.mu.Unlock()
+	if l == nil {
+		return fmt.Errorf("netns: %s: no such link: %w", id, os.ErrNotExist)
+	}
+	fd, err := unix.Openat(m.dirFD, id, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("netns: %s: %w", id, err)
+	}
+	nsh := netns.NsHandle(fd)
+	defer nsh.Close()
+	h, err := handleIn(ctx, nsh)
+	if err != nil {
+		return fmt.Errorf("netns: %s: %w", id, err)
+	}
+	defer h.Close()
+	if err := configureInside(h, l, h.AddrReplace, h.RouteReplace); err != nil {
+		return fmt.Errorf("netns: %s: %w", id, err)
 	}
 	return nil
 }

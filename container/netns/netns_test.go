@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/internal/testenv"
 )
 
@@ -119,6 +120,9 @@ func TestCreateDestroy(t *testing.T) {
 		}
 		return nil
 	})
+	if err := container.CheckNetNS(l.NetNS); err != nil {
+		t.Errorf("CheckNetNS refuses a Link's namespace: %v", err)
+	}
 	if got := m.List(); len(got) != 1 || got[0] != *l {
 		t.Errorf("List %v", got)
 	}
@@ -356,5 +360,46 @@ func TestReapLeftoverOfKilledProcess(t *testing.T) {
 	}
 	if _, err := m.Create(ctxT(t), "leftover"); err != nil {
 		t.Errorf("Create of the reaped id: %v", err)
+	}
+}
+
+func TestReset(t *testing.T) {
+	m := newManager(t)
+	l, err := m.Create(ctxT(t), "reset")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := func() (addrs, routes int) {
+		inLink(t, l, func() error {
+			eth, err := netlink.LinkByName(SandboxIface)
+			if err != nil {
+				return err
+			}
+			a, _ := netlink.AddrList(eth, netlink.FAMILY_V4)
+			r, _ := netlink.RouteList(eth, netlink.FAMILY_V4)
+			addrs, routes = len(a), len(r)
+			for _, x := range a { // what gVisor's netstack does
+				netlink.AddrDel(eth, &x)
+			}
+			return nil
+		})
+		return addrs, routes
+	}
+	if a, r := state(); a != 1 || r != 2 {
+		t.Fatalf("after Create: %d addresses, %d routes", a, r)
+	}
+	if a, r := state(); a != 0 || r != 0 {
+		t.Fatalf("after removing: %d addresses, %d routes", a, r)
+	}
+	for range 2 {
+		if err := m.Reset(ctxT(t), "reset"); err != nil {
+			t.Fatalf("Reset: %v", err)
+		}
+	}
+	if a, r := state(); a != 1 || r != 2 {
+		t.Errorf("after Reset: %d addresses, %d routes", a, r)
+	}
+	if err := m.Reset(ctxT(t), "absent"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Reset of no link: %v", err)
 	}
 }
