@@ -85,17 +85,27 @@ func CheckNetNSReach(t *testing.T, sb container.Sandbox, hostAddr, sandboxAddr n
 func dialRetry(t testing.TB, ap netip.AddrPort) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	c, err := DialRetry(ctx, ap)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	return bufio.NewReader(c).ReadString('\n')
+}
+
+// DialRetry connects to ap over TCP until a server answers there or ctx
+// is done (a server a sandbox is still starting).
+func DialRetry(ctx context.Context, ap netip.AddrPort) (net.Conn, error) {
 	for {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp4", ap.String())
 		if err == nil {
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(5 * time.Second))
-			return bufio.NewReader(c).ReadString('\n')
+			return c, nil
 		}
 		select {
 		case <-ctx.Done():
-			return "", err
+			return nil, err
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
