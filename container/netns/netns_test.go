@@ -146,8 +146,8 @@ func TestCreateDestroy(t *testing.T) {
 	}
 }
 
-// TestReachability: the sandbox side reaches a server on HostAddr, the
-// host reaches a server on SandboxAddr, and nothing else of the host.
+// TestReachability: the sandbox side reaches a server on HostAddr, and
+// the host reaches a server on SandboxAddr.
 func TestReachability(t *testing.T) {
 	m := newManager(t)
 	l, err := m.Create(ctxT(t), "reach")
@@ -164,12 +164,6 @@ func TestReachability(t *testing.T) {
 	inLink(t, l, func() error {
 		if err := roundTrip(ln.Addr().String()); err != nil {
 			t.Errorf("sandbox -> host side: %v", err)
-		}
-		// Another host address (the loopback) is not reachable: there
-		// is no route beyond the /30 but through the host, which does
-		// not answer for 127.0.0.1 on the veth.
-		if c, err := net.DialTimeout("tcp4", "127.0.0.2:1", 200*time.Millisecond); err == nil {
-			c.Close()
 		}
 		var err error
 		inner, err = net.Listen("tcp4", net.JoinHostPort(l.SandboxAddr.String(), "0"))
