@@ -54,6 +54,9 @@ func BenchProcessStart(b *testing.B, sb container.Sandbox) {
 	b.ReportMetric(medianMS(diff), "start-minus-exec-ms")
 }
 
+// MedianMS returns the median of d in milliseconds (0 for none).
+func MedianMS(d []time.Duration) float64 { return medianMS(d) }
+
 func medianMS(d []time.Duration) float64 {
 	if len(d) == 0 {
 		return 0

@@ -26,7 +26,9 @@
 // holds CAP_SYS_ADMIN (see agent.WithRoot); the image is then only the
 // agent's root.
 //
-// Network: none (loopback only) unless Spec.Network is NetworkHost.
+// Network: none (loopback only) unless Spec.Network is NetworkHost, or
+// NetworkNamespace: the sandbox runs in the namespace at Spec.NetNS with
+// gVisor's netstack over its interfaces (see WithNamespaceNetwork).
 // Limits: CPU and memory go to the spec's linux.resources and runsc
 // applies them to the sandbox's cgroup (a per-root parent/<id> in every
 // hierarchy). Memory is enforced by the agent: gVisor's own cgroupfs

@@ -54,6 +54,7 @@ type config struct {
 	debugLog     bool
 	startTimeout time.Duration
 	extraFlags   []string
+	nsNetwork    string // runsc --network for NetworkNamespace
 }
 
 // WithRunsc sets the runsc binary (default: runsc on PATH, then
@@ -95,6 +96,23 @@ func WithDebugLog(on bool) Option { return func(c *config) { c.debugLog = on } }
 // (default DefaultStartTimeout).
 func WithStartTimeout(d time.Duration) Option { return func(c *config) { c.startTimeout = d } }
 
+// Values of WithNamespaceNetwork.
+const (
+	// NetstackInNamespace: gVisor's own network stack (runsc
+	// --network=sandbox) takes over the namespace's interfaces, addresses
+	// and routes; the host kernel only moves packets (the default).
+	NetstackInNamespace = "sandbox"
+	// HostInNamespace: the sandbox's socket calls go to the host kernel
+	// (runsc --network=host) inside the namespace.
+	HostInNamespace = "host"
+)
+
+// WithNamespaceNetwork selects how a sandbox with
+// container.NetworkNamespace uses its namespace: NetstackInNamespace
+// (default) or HostInNamespace. Either way the sandbox runs in the
+// namespace at Spec.NetNS; see docs/isolation.md for the measures.
+func WithNamespaceNetwork(mode string) Option { return func(c *config) { c.nsNetwork = mode } }
+
 // WithRunscFlags adds global flags to every runsc invocation.
 func WithRunscFlags(flags ...string) Option {
 	return func(c *config) { c.extraFlags = append(c.extraFlags, flags...) }
@@ -119,9 +137,12 @@ var _ container.Runtime = (*Runtime)(nil)
 // New returns a gVisor runtime. It fails with an error wrapping
 // container.ErrRuntimeMissing when runsc or the agent binary is absent.
 func New(opts ...Option) (*Runtime, error) {
-	c := config{root: DefaultRoot, platform: "systrap", overlay: "root:memory", startTimeout: DefaultStartTimeout}
+	c := config{root: DefaultRoot, platform: "systrap", overlay: "root:memory", startTimeout: DefaultStartTimeout, nsNetwork: NetstackInNamespace}
 	for _, o := range opts {
 		o(&c)
+	}
+	if c.nsNetwork != NetstackInNamespace && c.nsNetwork != HostInNamespace {
+		return nil, fmt.Errorf("%w: gvisor: namespace network %q (want %q or %q)", container.ErrInvalidSpec, c.nsNetwork, NetstackInNamespace, HostInNamespace)
 	}
 	if c.runsc == "" {
 		if p, err := exec.LookPath("runsc"); err == nil {
@@ -176,9 +197,14 @@ func (r *Runtime) Runsc() string { return r.cfg.runsc }
 // run runsc directly against the same state root.
 func (r *Runtime) RunscArgs(network container.Network, args ...string) []string {
 	flags := []string{"--root", r.stateDir, "--platform", r.cfg.platform}
-	if network == container.NetworkHost {
+	switch network {
+	case container.NetworkHost:
 		flags = append(flags, "--network=host")
-	} else {
+	case container.NetworkNamespace:
+		// runsc starts the sandbox in the spec's network namespace
+		// (Spec.NetNS) for any mode but none.
+		flags = append(flags, "--network="+r.cfg.nsNetwork)
+	default:
 		flags = append(flags, "--network=none")
 	}
 	if r.cfg.overlay != "" {

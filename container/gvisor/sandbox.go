@@ -129,7 +129,11 @@ func (r *Runtime) ociSpec(spec container.Spec) *specs.Spec {
 		// backstop above it.
 		s.Process.Args = append(s.Process.Args, "-memory-limit", strconv.FormatInt(spec.Limits.MemoryBytes, 10))
 	}
-	if spec.Network != container.NetworkHost {
+	switch spec.Network {
+	case container.NetworkHost:
+	case container.NetworkNamespace:
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: spec.NetNS})
+	default:
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace})
 	}
 	return s

@@ -117,6 +117,9 @@ func (r *Runtime) Start(ctx context.Context, spec container.Spec) (container.San
 	if err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("%w: workspace %q is not a directory", container.ErrInvalidSpec, spec.Workspace)
 	}
+	if spec.Network == container.NetworkNamespace || spec.NetNS != "" {
+		return nil, fmt.Errorf("none: network %q: commands run on the host's own network, they cannot join a network namespace: %w", container.NetworkNamespace, container.ErrUnsupported)
+	}
 	s := &sandbox{Lifecycle: container.NewLifecycle("none: sandbox " + spec.ID), rt: r, spec: spec, procs: map[int]struct{}{}}
 	if r.cgroupRoot != "" {
 		s.cgroup = filepath.Join(r.cgroupRoot, spec.ID)

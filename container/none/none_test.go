@@ -130,3 +130,17 @@ func TestPauseRacingExec(t *testing.T) {
 		t.Fatal("Exec hung while racing Pause")
 	}
 }
+
+func TestNetworkNamespaceUnsupported(t *testing.T) {
+	rt, err := none.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := container.Spec{ID: "netns", Workspace: t.TempDir(), Network: container.NetworkNamespace, NetNS: "/run/netns/x"}
+	if sb, err := rt.Start(context.Background(), spec); !errors.Is(err, container.ErrUnsupported) {
+		if err == nil {
+			sb.Stop(context.Background())
+		}
+		t.Fatalf("Start with a network namespace: %v, want ErrUnsupported", err)
+	}
+}

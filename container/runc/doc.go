@@ -52,7 +52,8 @@
 // path under VolumeDir; Exec sets PWD so shells show /workspace.
 //
 // Processes run as root of new mount, pid, ipc, uts and network
-// namespaces (network: loopback only; NetworkHost shares the host's), with
+// namespaces (network: loopback only; NetworkHost shares the host's;
+// NetworkNamespace joins the one bind-mounted at Spec.NetNS), with
 // a reduced capability set (no CAP_SYS_ADMIN, CAP_NET_RAW, CAP_MKNOD, ...),
 // no_new_privs, a seccomp deny-list when available, RLIMIT_CORE 0, and
 // Spec.Limits as cgroup limits: CPU quota, memory (and memory+swap when

@@ -57,7 +57,8 @@ var (
 // tree renamed into place at spec.Workspace on the host shows at once.
 //
 // Every process runs as root in new mount, pid, ipc, uts and (unless
-// spec.Network is NetworkHost) network namespaces with only loopback, with
+// spec.Network is NetworkHost) network namespaces with only loopback
+// (NetworkNamespace: the namespace at spec.NetNS, joined instead), with
 // a reduced capability set, no_new_privs, the default seccomp filter (see
 // WithSeccomp) and spec.Limits applied through cgroups.
 func (r *Runtime) Start(ctx context.Context, spec container.Spec) (container.Sandbox, error) {

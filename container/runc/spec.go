@@ -221,7 +221,14 @@ func ociSpec(s container.Spec, skel, cgroupPath, pidsCgroup string, binds []spec
 			},
 		},
 	}
-	if s.Network != container.NetworkHost {
+	switch s.Network {
+	case container.NetworkHost:
+	case container.NetworkNamespace:
+		// Join the namespace the host made (container/netns), with its
+		// interfaces, addresses and routes.
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces,
+			specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: s.NetNS})
+	default:
 		spec.Linux.Namespaces = append(spec.Linux.Namespaces,
 			specs.LinuxNamespace{Type: specs.NetworkNamespace})
 	}
