@@ -148,7 +148,7 @@ func writeSysctl(path, value string) error {
 func (m *Manager) addVeth(host *netlink.Handle, id string, nsh netns.NsHandle) (netlink.Link, error) {
 	for salt := range maxNameTries {
 		attrs := netlink.NewLinkAttrs()
-		attrs.Name = ifaceName(id, salt)
+		attrs.Name = ifaceName(m.prefix, id, salt)
 		veth := &netlink.Veth{LinkAttrs: attrs, PeerName: SandboxIface, PeerNamespace: netlink.NsFd(int(nsh))}
 		err := host.LinkAdd(veth)
 		if errors.Is(err, unix.EEXIST) {

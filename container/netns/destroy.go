@@ -74,7 +74,7 @@ func (m *Manager) findHostSide(host *netlink.Handle, id, hint string) (netlink.L
 		return nil, fmt.Errorf("listing interfaces: %w", err)
 	}
 	for _, l := range links {
-		if l.Attrs().Alias == want && strings.HasPrefix(l.Attrs().Name, "tb-") {
+		if l.Attrs().Alias == want && m.ours(l.Attrs().Name, want) {
 			return l, nil
 		}
 	}
@@ -94,9 +94,10 @@ func (m *Manager) unbind(name string) error {
 }
 
 // Reap removes every Link of this Dir: every bind mount under Dir and
-// every "tb-" veth whose alias names this Dir, whichever process made
-// them (its own included). A host calls it once at start, before its
-// first Create.
+// every veth named with this Manager's IfacePrefix whose alias names
+// this Dir, whichever process made them (its own included); other
+// hosts' veths (another prefix or Dir) are left alone. A host calls it
+// once at start, before its first Create.
 func (m *Manager) Reap(ctx context.Context) error {
 	host, err := handleIn(ctx, m.host)
 	if err != nil {
@@ -117,7 +118,7 @@ func (m *Manager) Reap(ctx context.Context) error {
 	}
 	for _, l := range links {
 		a := l.Attrs()
-		if !strings.HasPrefix(a.Name, "tb-") || !strings.HasPrefix(a.Alias, m.alias) {
+		if !m.ours(a.Name, a.Alias) {
 			continue
 		}
 		m.log.Info("netns: reaping veth", "iface", a.Name, "id", strings.TrimPrefix(a.Alias, m.alias))

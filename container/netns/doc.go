@@ -1,6 +1,7 @@
 // Package netns gives each sandbox a network namespace of its own, made
 // and owned by the host: a namespace bind-mounted under the Manager's
-// directory, a veth pair whose host side ("tb-<hash>") stays in the
+// directory, a veth pair whose host side (Config.IfacePrefix, default
+// "tb-", and a hash of the id) stays in the
 // host's namespace and whose other side is the namespace's "eth0", and a
 // /30 of the Manager's subnet (host .1, sandbox .2) with a default route
 // through the host side. IPv6 is disabled in the namespace, so nothing

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,7 +54,47 @@ type Config struct {
 	Subnet netip.Prefix
 	// Logger receives the Manager's logs (default slog.Default()).
 	Logger *slog.Logger
+	// IfacePrefix starts the name of every host-side veth (default
+	// DefaultIfacePrefix): "tb", up to 4 of [a-z0-9], then "-" (see
+	// CheckIfacePrefix). The rest of the 15 bytes the kernel allows are
+	// hex digits of a hash of the sandbox's id. Hosts on one machine use
+	// different prefixes (IfacePrefixFor), so that each host's firewall
+	// tells its own interfaces from another host's.
+	IfacePrefix string
 }
+
+// DefaultIfacePrefix is the default Config.IfacePrefix.
+const DefaultIfacePrefix = "tb-"
+
+// ifacePrefixPattern is what an interface prefix must match: it starts
+// with "tb" (the machine-wide forward guard of container/egress counts
+// every interface named tb* as turnbox's) and ends with its only "-", so
+// that no host's prefix is a prefix of another's names.
+var ifacePrefixPattern = regexp.MustCompile(`^tb[a-z0-9]{0,4}-$`)
+
+// CheckIfacePrefix returns an error wrapping ErrInvalid unless p is a
+// valid interface prefix: "tb", at most 4 of [a-z0-9], "-" (3 to 7
+// bytes, leaving at least 8 hex digits of the 15-byte name for the id's
+// hash).
+func CheckIfacePrefix(p string) error {
+	if !ifacePrefixPattern.MatchString(p) {
+		return fmt.Errorf("%w: interface prefix %q (want %s)", ErrInvalid, p, ifacePrefixPattern)
+	}
+	return nil
+}
+
+// HostTag is a host's tag derived from its state directory: 4 hex
+// digits of sha256(dir). Hosts on one machine have different state
+// directories, hence (but for a 1 in 65536 clash, which their
+// operator fixes by choosing another directory) different tags.
+func HostTag(stateDir string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(stateDir)))
+	return hex.EncodeToString(sum[:2])
+}
+
+// IfacePrefixFor is the interface prefix of the host with tag (HostTag):
+// "tb" + tag + "-" (7 bytes for a 4-digit tag).
+func IfacePrefixFor(tag string) string { return "tb" + tag + "-" }
 
 // Link is one sandbox's network namespace and veth pair.
 type Link struct {
@@ -85,6 +126,7 @@ type Manager struct {
 	log    *slog.Logger
 	host   netns.NsHandle // the network namespace of this process's main thread
 	alias  string         // prefix of the host side's alias: this Dir's tag
+	prefix string         // Config.IfacePrefix
 
 	mu    sync.Mutex
 	links map[string]*Link // nil: a Create in progress
@@ -105,6 +147,12 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.IfacePrefix == "" {
+		cfg.IfacePrefix = DefaultIfacePrefix
+	}
+	if err := CheckIfacePrefix(cfg.IfacePrefix); err != nil {
+		return nil, err
+	}
 	if !filepath.IsAbs(cfg.Dir) {
 		return nil, fmt.Errorf("%w: Dir %q is not an absolute path", ErrInvalid, cfg.Dir)
 	}
@@ -120,7 +168,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	sum := sha256.Sum256([]byte(dir))
 	return &Manager{
-		dir: dir, dirFD: fd, subnet: cfg.Subnet, log: cfg.Logger, host: host,
+		dir: dir, dirFD: fd, subnet: cfg.Subnet, log: cfg.Logger, host: host, prefix: cfg.IfacePrefix,
 		alias: "turnbox-netns:" + hex.EncodeToString(sum[:4]) + ":",
 		links: map[string]*Link{},
 	}, nil
@@ -224,10 +272,16 @@ func handleIn(ctx context.Context, ns netns.NsHandle) (*netlink.Handle, error) {
 	return h, nil
 }
 
-// ifaceName is the host side's name for id: "tb-" and 12 hex digits
-// (15 characters, the kernel's limit); salt > 0 picks another name after
-// a collision.
-func ifaceName(id string, salt int) string {
+// ifaceName is the host side's name for id: prefix and hex digits of a
+// hash of id up to 15 characters (the kernel's limit; 12 digits after
+// "tb-"); salt > 0 picks another name after a collision.
+func ifaceName(prefix, id string, salt int) string {
 	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d", id, salt))
-	return "tb-" + hex.EncodeToString(sum[:6])
+	return prefix + hex.EncodeToString(sum[:])[:unix.IFNAMSIZ-1-len(prefix)]
+}
+
+// ours reports whether a host-side link with this name and alias is this
+// Manager's: its prefix and an alias naming this Dir.
+func (m *Manager) ours(name, alias string) bool {
+	return strings.HasPrefix(name, m.prefix) && strings.HasPrefix(alias, m.alias)
 }

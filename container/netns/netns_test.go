@@ -244,7 +244,7 @@ func TestConcurrentCreatesDistinct(t *testing.T) {
 
 func TestNameCollision(t *testing.T) {
 	m := newManager(t)
-	taken := ifaceName("clash", 0)
+	taken := ifaceName(DefaultIfacePrefix, "clash", 0)
 	d := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: taken}, PeerName: "tbtest-peer"}
 	if err := netlink.LinkAdd(d); err != nil {
 		t.Fatal(err)
@@ -254,7 +254,7 @@ func TestNameCollision(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	if l.HostIface == taken || l.HostIface != ifaceName("clash", 1) {
+	if l.HostIface == taken || l.HostIface != ifaceName(DefaultIfacePrefix, "clash", 1) {
 		t.Errorf("host side %s (taken: %s)", l.HostIface, taken)
 	}
 	if err := m.Destroy(ctxT(t), "clash"); err != nil {
@@ -269,12 +269,17 @@ func TestBadInput(t *testing.T) {
 	testenv.RequireRoot(t)
 	dir := t.TempDir()
 	for name, cfg := range map[string]Config{
-		"relative dir":   {Dir: "netns"},
-		"ipv6 subnet":    {Dir: filepath.Join(dir, "a"), Subnet: netip.MustParsePrefix("fd00::/64")},
-		"too small":      {Dir: filepath.Join(dir, "b"), Subnet: netip.MustParsePrefix("10.0.0.0/31")},
-		"not masked":     {Dir: filepath.Join(dir, "c"), Subnet: netip.MustParsePrefix("10.0.0.1/24")},
-		"symlinked dir":  {Dir: filepath.Join(dir, "link")},
-		"world writable": {Dir: filepath.Join(dir, "open")},
+		"relative dir":    {Dir: "netns"},
+		"ipv6 subnet":     {Dir: filepath.Join(dir, "a"), Subnet: netip.MustParsePrefix("fd00::/64")},
+		"too small":       {Dir: filepath.Join(dir, "b"), Subnet: netip.MustParsePrefix("10.0.0.0/31")},
+		"not masked":      {Dir: filepath.Join(dir, "c"), Subnet: netip.MustParsePrefix("10.0.0.1/24")},
+		"symlinked dir":   {Dir: filepath.Join(dir, "link")},
+		"world writable":  {Dir: filepath.Join(dir, "open")},
+		"prefix not tb":   {Dir: filepath.Join(dir, "d"), IfacePrefix: "xy-"},
+		"prefix too long": {Dir: filepath.Join(dir, "e"), IfacePrefix: "tb12345-"},
+		"prefix no dash":  {Dir: filepath.Join(dir, "f"), IfacePrefix: "tbab"},
+		"prefix 2 dashes": {Dir: filepath.Join(dir, "g"), IfacePrefix: "tb-a-"},
+		"prefix upper":    {Dir: filepath.Join(dir, "h"), IfacePrefix: "tbAB-"},
 	} {
 		os.Symlink(t.TempDir(), filepath.Join(dir, "link"))
 		os.Mkdir(filepath.Join(dir, "open"), 0o777)
@@ -294,6 +299,80 @@ func TestBadInput(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(m.Dir()); len(ents) != 0 || len(m.List()) != 0 {
 		t.Errorf("bad ids left %v", ents)
+	}
+}
+
+// newManagerPrefix returns a Manager with IfacePrefix prefix on a fresh
+// Dir, reaped at the test's end.
+func newManagerPrefix(t *testing.T, prefix string) *Manager {
+	t.Helper()
+	testenv.RequireRoot(t)
+	m, err := New(Config{Dir: filepath.Join(t.TempDir(), "netns"), IfacePrefix: prefix})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := m.Reap(context.Background()); err != nil {
+			t.Errorf("Reap: %v", err)
+		}
+		m.Close()
+	})
+	return m
+}
+
+// TestTwoHostsPrefixes: two Managers (two hosts) with their own
+// prefixes name their veths apart, and each one's Reap and Destroy
+// leave the other's veths, and any veth of another prefix, alone.
+func TestTwoHostsPrefixes(t *testing.T) {
+	pa, pb := IfacePrefixFor(HostTag("/state/a")), IfacePrefixFor(HostTag("/state/b"))
+	if pa == pb || len(pa) != 7 || CheckIfacePrefix(pa) != nil {
+		t.Fatalf("prefixes %q %q", pa, pb)
+	}
+	a, b := newManagerPrefix(t, pa), newManagerPrefix(t, pb)
+	la, err := a.Create(ctxT(t), "same-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.Create(ctxT(t), "same-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		l *Link
+		p string
+	}{{la, pa}, {lb, pb}} {
+		if len(c.l.HostIface) != 15 || !strings.HasPrefix(c.l.HostIface, c.p) {
+			t.Errorf("host side %q, want 15 bytes starting %q", c.l.HostIface, c.p)
+		}
+	}
+	// A veth with a's alias but another prefix is not a's.
+	foreign := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "tbzz-foreign"}, PeerName: "tbzz-fpeer"}
+	if err := netlink.LinkAdd(foreign); err != nil {
+		t.Fatal(err)
+	}
+	defer netlink.LinkDel(foreign)
+	if err := netlink.LinkSetAlias(foreign, a.alias+"foreign"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Destroy(ctxT(t), "foreign"); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	if err := a.Reap(ctxT(t)); err != nil {
+		t.Fatalf("Reap: %v", err)
+	}
+	if _, err := netlink.LinkByName(la.HostIface); err == nil {
+		t.Errorf("a's veth %s survived a's Reap", la.HostIface)
+	}
+	for _, name := range []string{lb.HostIface, "tbzz-foreign"} {
+		if _, err := netlink.LinkByName(name); err != nil {
+			t.Errorf("a's Reap removed %s: %v", name, err)
+		}
+	}
+	if err := b.Destroy(ctxT(t), "same-id"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netlink.LinkByName(lb.HostIface); err == nil {
+		t.Errorf("b's veth %s survived b's Destroy", lb.HostIface)
 	}
 }
 
