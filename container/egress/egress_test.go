@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -509,38 +508,6 @@ func tableExists(t *testing.T, name string) bool {
 		}
 	}
 	return false
-}
-
-func readForward(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(ipForwardPath)
-	must(t, err)
-	return strings.TrimSpace(string(b))
-}
-
-func TestCloseAndReap(t *testing.T) {
-	requireNet(t)
-	was := readForward(t)
-	f, err := New(context.Background(), Config{Upstream: []netip.AddrPort{netip.MustParseAddrPort(inetDNS + ":53")}, Table: randName("tbtest")})
-	must(t, err)
-	if !tableExists(t, f.cfg.Table) || readForward(t) != "1" {
-		t.Fatalf("after New: table %v, ip_forward %s", tableExists(t, f.cfg.Table), readForward(t))
-	}
-	must(t, f.Close())
-	if tableExists(t, f.cfg.Table) || readForward(t) != was {
-		t.Fatalf("after Close: table %v, ip_forward %s (was %s)", tableExists(t, f.cfg.Table), readForward(t), was)
-	}
-
-	// A table left by a process that died is reaped.
-	g, err := New(context.Background(), Config{Upstream: f.cfg.Upstream, Table: randName("tbtest")})
-	must(t, err)
-	g.stop() // the "crash": nothing but the kernel state is left
-	<-g.done
-	must(t, Reap(g.cfg.Table))
-	if tableExists(t, g.cfg.Table) || readForward(t) != was {
-		t.Fatalf("after Reap: table %v, ip_forward %s (was %s)", tableExists(t, g.cfg.Table), readForward(t), was)
-	}
-	must(t, Reap(g.cfg.Table)) // nothing left: not an error
 }
 
 // ping sends one ICMP echo from a raw socket in sb to addr and returns

@@ -12,14 +12,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
-	"strings"
+	"regexp"
 	"sync"
 	"time"
 
 	"github.com/google/nftables"
-	"golang.org/x/sys/unix"
 
+	"github.com/turnbox/turnbox/container/netns"
 	"github.com/turnbox/turnbox/environment"
 )
 
@@ -45,8 +44,10 @@ type Config struct {
 	// Table names the nftables table (default DefaultTable).
 	Table string
 	// InterfacePrefix is how every session's host-side veth is named
-	// (default DefaultInterfacePrefix). Packets from an interface with
-	// this prefix that no attached session owns are refused.
+	// (default DefaultInterfacePrefix; netns.CheckIfacePrefix says what
+	// is valid). Packets from an interface with this prefix that no
+	// attached session owns are refused; other prefixes (other hosts')
+	// are left alone.
 	InterfacePrefix string
 }
 
@@ -88,24 +89,62 @@ type Firewall struct {
 	next        int
 	closed      bool
 	sessionsSet *nftables.Set
-	setForward  bool // ip_forward was 0 and New set it
+	forward     *forwardShare // this Firewall's share of ip_forward
 
 	stop context.CancelFunc
 	done chan struct{}
 }
 
 // New makes the table (replacing one an earlier process left under the
-// same name), enables IPv4 forwarding if it is off, and starts logging
-// refusals. ctx bounds the refusal logger's life along with Close.
+// same name), takes a share of IPv4 forwarding (turning it on if it is
+// off; see RunDir), and starts logging refusals. ctx bounds the refusal
+// logger's life along with Close. Two Firewalls on one machine need
+// different Tables and InterfacePrefixes (TableFor,
+// netns.IfacePrefixFor).
 func New(ctx context.Context, cfg Config) (*Firewall, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	query, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("egress: nftables: %w", err)
+	}
+	f := &Firewall{
+		cfg: cfg, log: cfg.Logger, query: query, sessions: map[string]*session{},
+		table: &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet},
+	}
+	if f.forward, err = acquireForwarding(); err != nil {
+		return nil, err
+	}
+	err = delTable(cfg.Table)
+	if err == nil {
+		err = f.install()
+	}
+	if err != nil {
+		_ = delTable(cfg.Table)
+		return nil, errors.Join(err, f.forward.release())
+	}
+	ctx, f.stop = context.WithCancel(ctx)
+	f.done = make(chan struct{})
+	go f.logRefusals(ctx)
+	return f, nil
+}
+
+// withDefaults fills cfg's defaults and checks it: the error wraps
+// environment.ErrInvalidArgument.
+func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Table == "" {
 		cfg.Table = DefaultTable
 	}
 	if cfg.InterfacePrefix == "" {
 		cfg.InterfacePrefix = DefaultInterfacePrefix
 	}
-	if len(cfg.InterfacePrefix) >= unix.IFNAMSIZ-1 {
-		return nil, fmt.Errorf("%w: egress: interface prefix %q too long", environment.ErrInvalidArgument, cfg.InterfacePrefix)
+	if err := netns.CheckIfacePrefix(cfg.InterfacePrefix); err != nil {
+		return cfg, fmt.Errorf("%w: egress: %w", environment.ErrInvalidArgument, err)
+	}
+	if !tablePattern.MatchString(cfg.Table) || cfg.Table == GuardTable {
+		return cfg, fmt.Errorf("%w: egress: table name %q (want %s, not %s)", environment.ErrInvalidArgument, cfg.Table, tablePattern, GuardTable)
 	}
 	if cfg.ResolverPort == 0 {
 		cfg.ResolverPort = 53
@@ -116,40 +155,21 @@ func New(ctx context.Context, cfg Config) (*Firewall, error) {
 	if len(cfg.Upstream) == 0 {
 		up, err := resolvConfServers("/etc/resolv.conf")
 		if err != nil {
-			return nil, err
+			return cfg, err
 		}
 		cfg.Upstream = up
 	}
-	query, err := nftables.New()
-	if err != nil {
-		return nil, fmt.Errorf("egress: nftables: %w", err)
-	}
-	f := &Firewall{
-		cfg: cfg, log: cfg.Logger, query: query, sessions: map[string]*session{},
-		table: &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet},
-	}
-	if err := Reap(cfg.Table); err != nil {
-		return nil, err
-	}
-	fwd, err := os.ReadFile(ipForwardPath)
-	if err != nil {
-		return nil, fmt.Errorf("egress: %w", err)
-	}
-	f.setForward = strings.TrimSpace(string(fwd)) == "0"
-	if err := f.install(); err != nil {
-		return nil, err
-	}
-	if f.setForward {
-		if err := os.WriteFile(ipForwardPath, []byte("1"), 0); err != nil {
-			_ = Reap(cfg.Table)
-			return nil, fmt.Errorf("egress: enable forwarding: %w", err)
-		}
-	}
-	ctx, f.stop = context.WithCancel(ctx)
-	f.done = make(chan struct{})
-	go f.logRefusals(ctx)
-	return f, nil
+	return cfg, nil
 }
+
+// tablePattern is what a Config.Table must match.
+var tablePattern = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
+
+// TableFor is the table of the host with tag (netns.HostTag of its
+// state directory): "turnbox-" + tag. With netns.IfacePrefixFor(tag) as
+// InterfacePrefix, hosts on one machine never touch each other's table
+// or sessions.
+func TableFor(tag string) string { return DefaultTable + "-" + tag }
 
 // newBatch starts an empty batch in f.conn. Called with f.mu held (or
 // before f is shared).
@@ -171,7 +191,7 @@ func (f *Firewall) install() error {
 	if err := f.addStaticSets(); err != nil {
 		return fmt.Errorf("egress: %w", err)
 	}
-	f.addStaticChains(f.setForward)
+	f.addStaticChains()
 	f.fillDispatch()
 	if err := f.conn.Flush(); err != nil {
 		return fmt.Errorf("egress: install table %s: %w", f.cfg.Table, err)
@@ -180,40 +200,20 @@ func (f *Firewall) install() error {
 }
 
 // Reap removes a table an earlier Firewall left (a crashed process):
-// every sandbox behind it loses its network at once. If that Firewall
-// had turned IPv4 forwarding on, Reap turns it off again. A missing table
-// is not an error.
+// every sandbox behind it loses its network at once. If turnbox had
+// turned IPv4 forwarding on and no live Firewall (of any process) needs
+// it any more, Reap turns it off again. A missing table is not an
+// error. Reap must not name the table of a live Firewall.
 func Reap(table string) error {
-	conn, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("egress: nftables: %w", err)
+	if err := delTable(table); err != nil {
+		return err
 	}
-	t, err := conn.ListTableOfFamily(table, nftables.TableFamilyINet)
-	if err != nil {
-		return nil // no such table
-	}
-	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
-	if err != nil {
-		return fmt.Errorf("egress: list chains: %w", err)
-	}
-	restore := false
-	for _, c := range chains {
-		restore = restore || (c.Table.Name == table && c.Name == chainForwardMark)
-	}
-	conn.DelTable(t)
-	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("egress: delete table %s: %w", table, err)
-	}
-	if restore {
-		if err := os.WriteFile(ipForwardPath, []byte("0"), 0); err != nil {
-			return fmt.Errorf("egress: restore ip_forward: %w", err)
-		}
-	}
-	return nil
+	return withForwardMutex(restoreIfUnused)
 }
 
-// Close detaches every session, removes the table and restores
-// ip_forward if New changed it.
+// Close detaches every session, removes the table and drops the
+// Firewall's share of IPv4 forwarding (turning it off again if turnbox
+// turned it on and no other Firewall needs it).
 func (f *Firewall) Close() error {
 	f.mu.Lock()
 	if f.closed {
@@ -228,7 +228,7 @@ func (f *Firewall) Close() error {
 	f.mu.Unlock()
 	f.stop()
 	<-f.done
-	return Reap(f.cfg.Table)
+	return errors.Join(delTable(f.cfg.Table), f.forward.release())
 }
 
 // Attach starts filtering s's traffic and serving its DNS. The error

@@ -17,12 +17,9 @@ const (
 	chainInDispatch   = "in_dispatch"
 	chainFwdDispatch  = "fwd_dispatch"
 	chainBackDispatch = "back_dispatch"
-	// chainForwardMark exists (empty) when the Firewall turned
-	// net.ipv4.ip_forward on, so Reap can turn it off again.
-	chainForwardMark = "restore_ip_forward_0"
-	setSessions      = "sessions4"
-	setReserved      = "reserved4"
-	setPrivate       = "private4"
+	setSessions       = "sessions4"
+	setReserved       = "reserved4"
+	setPrivate        = "private4"
 )
 
 // Refusal reasons: the counters' and the logs' names for what refused a
@@ -108,7 +105,7 @@ func (f *Firewall) addStaticSets() error {
 
 // addStaticChains adds the base chains, the dispatch chains (filled by
 // fillDispatch) and the refuse chain to the batch.
-func (f *Firewall) addStaticChains(guardForward bool) {
+func (f *Firewall) addStaticChains() {
 	f.chain(chainRefuse)
 	f.rule(chainRefuse, l4proto(unix.IPPROTO_TCP), one(&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}))
 	f.rule(chainRefuse, one(&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}))
@@ -129,12 +126,6 @@ func (f *Firewall) addStaticChains(guardForward bool) {
 	f.rule("input", f.sessionIfaces(true, true), one(verdict(expr.VerdictJump, chainInDispatch)))
 
 	f.baseChain("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
-	if guardForward {
-		// The host did not forward before: keep it that way for
-		// everything but the sessions.
-		f.chain(chainForwardMark)
-		f.rule("forward", nfproto(unix.NFPROTO_IPV4), f.sessionIfaces(true, false), f.sessionIfaces(false, false), one(verdict(expr.VerdictDrop, "")))
-	}
 	f.rule("forward", f.sessionIfaces(true, true), one(verdict(expr.VerdictJump, chainFwdDispatch)))
 	f.rule("forward", f.sessionIfaces(false, true), one(verdict(expr.VerdictJump, chainBackDispatch)))
 

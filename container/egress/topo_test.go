@@ -310,10 +310,16 @@ type sandbox struct {
 // 100.96.250.(4n+2)/30, gateway 100.96.250.(4n+1) on the host-side veth.
 func newSandbox(t testing.TB, n int, policy Session) *sandbox {
 	t.Helper()
+	return newSandboxPrefix(t, n, testPrefix, policy)
+}
+
+// newSandboxPrefix is newSandbox with a host-side veth named prefix+"...".
+func newSandboxPrefix(t testing.TB, n int, prefix string, policy Session) *sandbox {
+	t.Helper()
 	ns := newNS(t)
 	host := netip.AddrFrom4([4]byte{100, 96, 250, byte(4*n + 1)})
 	sb := netip.AddrFrom4([4]byte{100, 96, 250, byte(4*n + 2)})
-	iface := randName(testPrefix)
+	iface := randName(prefix)
 	vethTo(t, ns, iface, []string{host.String() + "/30"}, []string{sb.String() + "/30"})
 	route(t, nsHandle(t, ns), "default", host.String())
 	s := policy
@@ -373,12 +379,18 @@ func requireNet(t testing.TB) {
 // the end.
 func newFirewall(t testing.TB) (*Firewall, *logBuffer) {
 	t.Helper()
+	return newFirewallPrefix(t, testPrefix)
+}
+
+// newFirewallPrefix is newFirewall for interfaces named prefix+"...".
+func newFirewallPrefix(t testing.TB, prefix string) (*Firewall, *logBuffer) {
+	t.Helper()
 	logs := &logBuffer{}
 	f, err := New(context.Background(), Config{
 		Logger:          slog.New(slog.NewTextHandler(logs, nil)),
 		Upstream:        []netip.AddrPort{netip.MustParseAddrPort(inetDNS + ":53")},
 		Table:           randName("tbtest"),
-		InterfacePrefix: testPrefix,
+		InterfacePrefix: prefix,
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -157,7 +157,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("%w: Dir %q is not an absolute path", ErrInvalid, cfg.Dir)
 	}
 	dir := filepath.Clean(cfg.Dir)
-	fd, err := openOwnDir(dir)
+	fd, err := OpenRootDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -174,16 +174,17 @@ func New(cfg Config) (*Manager, error) {
 	}, nil
 }
 
-// openOwnDir creates dir (0700) if absent and opens it, refusing a
-// symlink, a non-directory, and a directory not owned by root or
-// writable by group or others.
-func openOwnDir(dir string) (int, error) {
+// OpenRootDir creates dir (0700) if absent and opens it (O_RDONLY), refusing
+// a symlink, a non-directory, and a directory not owned by root or
+// writable by group or others (errors wrapping ErrInvalid). The caller
+// closes the descriptor.
+func OpenRootDir(dir string) (int, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return -1, fmt.Errorf("netns: %w", err)
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, fmt.Errorf("%w: Dir %s is not a directory (symlinks refused): %v", ErrInvalid, dir, err)
+		return -1, fmt.Errorf("%w: %s is not a directory (symlinks refused): %v", ErrInvalid, dir, err)
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
@@ -192,7 +193,7 @@ func openOwnDir(dir string) (int, error) {
 	}
 	if st.Uid != 0 || st.Mode&0o022 != 0 {
 		unix.Close(fd)
-		return -1, fmt.Errorf("%w: Dir %s must be owned by root and writable by root only (uid %d, mode %o)", ErrInvalid, dir, st.Uid, st.Mode&0o7777)
+		return -1, fmt.Errorf("%w: %s must be owned by root and writable by root only (uid %d, mode %o)", ErrInvalid, dir, st.Uid, st.Mode&0o7777)
 	}
 	return fd, nil
 }
