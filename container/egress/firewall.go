@@ -52,8 +52,8 @@ type Config struct {
 }
 
 // DefaultInterfacePrefix is the name prefix of sessions' host-side veths
-// (container/netns names them tb-XXXX).
-const DefaultInterfacePrefix = "tb-"
+// (container/netns's default, tb-XXXX).
+const DefaultInterfacePrefix = netns.DefaultIfacePrefix
 
 // Stats are one session's counters since Attach.
 type Stats struct {
@@ -322,7 +322,8 @@ func (f *Firewall) Update(s Session) error {
 }
 
 // Detach stops filtering the session and its DNS: its interface is then
-// refused entirely (as any tb-* interface no session owns).
+// refused entirely (as any interface with the Firewall's prefix that no
+// session owns).
 func (f *Firewall) Detach(id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -137,7 +137,8 @@ func (f *Firewall) addStaticChains() {
 
 // fillDispatch rewrites the dispatch chains from the attached sessions:
 // each sends a session's packets, by interface, to that session's
-// chains; a tb-* interface no session owns is refused (fail closed).
+// chains; an interface with the Firewall's prefix that no session owns
+// is refused (fail closed).
 // Called with f.mu held.
 func (f *Firewall) fillDispatch() {
 	for _, c := range []string{chainPreDispatch, chainInDispatch, chainFwdDispatch, chainBackDispatch} {

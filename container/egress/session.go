@@ -21,7 +21,8 @@ type Session struct {
 	// ID names the session in Stats, Detach and logs (letters, digits,
 	// '-', '_', '.', at most 128 bytes).
 	ID string
-	// HostIface is the host-side veth ("tb-..."), in the root namespace.
+	// HostIface is the host-side veth (Config.InterfacePrefix + "..."),
+	// in the root namespace.
 	HostIface string
 	// HostAddr is HostIface's IPv4 address (the sandbox's gateway and
 	// DNS server); SandboxAddr is the sandbox's eth0 address.
