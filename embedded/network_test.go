@@ -89,6 +89,9 @@ func netHostConfig(t *testing.T, rt embedded.ContainerRuntime) embedded.Config {
 	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, rt)
 	egresstest.NewInternet(t)
 	cfg.NetworkUpstream = []netip.AddrPort{netip.MustParseAddrPort(egresstest.InetDNS + ":53")}
+	// Pooled sandboxes have loopback only: sessions with a network must
+	// not take them (checkNoneSession's does).
+	cfg.PoolSize = 1
 	return cfg
 }
 
@@ -195,7 +198,37 @@ func checkEgressSession(t *testing.T, h *embedded.Host) string {
 	if err != nil || st.BytesIn == 0 || st.BytesOut == 0 || st.Refused == 0 {
 		t.Errorf("NetworkStats: %+v (%v), want bytes both ways and refusals", st, err)
 	}
+	checkForkNetwork(t, h, e)
 	return e.SessionID()
+}
+
+// checkForkNetwork: a fork of e keeps its policy unless its config
+// names one.
+func checkForkNetwork(t *testing.T, h *embedded.Host, e *embedded.Environment) {
+	t.Helper()
+	ctx := context.Background()
+	snap, err := e.TurnComplete(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		asked, want environment.NetworkMode
+	}{{"", environment.NetworkEgress}, {environment.NetworkNone, environment.NetworkNone}} {
+		f, err := h.Fork(ctx, snap.ID, environment.SessionConfig{Network: environment.NetworkPolicy{Mode: c.asked}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := h.Session(f.SessionID())
+		if err != nil || info.Network.Mode != c.want {
+			t.Errorf("fork asking %q: network %+v (%v), want mode %s", c.asked, info.Network, err, c.want)
+		}
+		if c.want == environment.NetworkEgress {
+			fetchOK(t, f, "http://pkg.example/")
+		}
+		if err := f.Destroy(ctx); err != nil {
+			t.Error(err)
+		}
+	}
 }
 
 // checkNoneSession: a session of the host's default (none) has loopback
