@@ -59,7 +59,8 @@ type hostNetwork struct {
 	log     *slog.Logger
 	pending sync.WaitGroup // background teardowns
 
-	mu      sync.Mutex
+	mu      sync.Mutex // guards closed, fw, links, retired
+	closed  bool
 	fw      *egress.Firewall      // made on first use
 	links   map[string]netns.Link // attached sessions
 	retired egress.Stats          // counters of sessions detached
@@ -120,6 +121,9 @@ func (n *hostNetwork) firewall() (*egress.Firewall, error) {
 func (n *hostNetwork) attach(ctx context.Context, id string, policy environment.NetworkPolicy) (netns.Link, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.closed {
+		return netns.Link{}, fmt.Errorf("embedded: network of %s: %w", id, environment.ErrClosed)
+	}
 	if l, ok := n.links[id]; ok {
 		if n.gvisor {
 			if err := n.mgr.Reset(ctx, id); err != nil {
@@ -169,12 +173,18 @@ func (n *hostNetwork) release(id string) {
 		return
 	}
 	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return // close removes every link
+	}
 	had := n.detach(id)
+	if had {
+		n.pending.Add(1) // under mu: close sets closed before it waits
+	}
 	n.mu.Unlock()
 	if !had {
 		return
 	}
-	n.pending.Add(1)
 	go func() {
 		defer n.pending.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), netDestroyTimeout)
@@ -254,6 +264,9 @@ func (n *hostNetwork) close(ctx context.Context) error {
 	if n == nil {
 		return nil
 	}
+	n.mu.Lock()
+	n.closed = true
+	n.mu.Unlock()
 	n.pending.Wait()
 	n.mu.Lock()
 	defer n.mu.Unlock()
