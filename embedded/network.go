@@ -109,7 +109,7 @@ func (n *hostNetwork) firewall() (*egress.Firewall, error) {
 	}
 	fw, err := egress.New(context.Background(), n.fwCfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: this host cannot filter sessions' networks: %v", environment.ErrCapabilityNotSupported, err)
+		return nil, fmt.Errorf("%w: this host cannot filter sessions' networks: %w", environment.ErrCapabilityNotSupported, err)
 	}
 	n.fw = fw
 	return fw, nil
