@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -186,6 +187,20 @@ type Config struct {
 	// for processes is at most (MaxProcesses + MaxEndedProcesses + running
 	// bash calls) x ProcessOutputBytes per session.
 	ProcessOutputBytes int
+	// Network is the policy of sessions whose config names no network
+	// mode (zero value: none, loopback only). A fork without a mode of
+	// its own keeps its parent's policy instead.
+	Network environment.NetworkPolicy
+	// NetworkCeiling is the most open mode a session may ask for
+	// (default environment.NetworkOpen); a session asking more is
+	// refused with ErrInvalidArgument.
+	NetworkCeiling environment.NetworkMode
+	// NetworkUpstream are the resolvers the sessions' DNS filter asks
+	// (default: the nameservers of the host's /etc/resolv.conf).
+	NetworkUpstream []netip.AddrPort
+	// NetworkSubnet is the IPv4 prefix sessions' veth pairs get their
+	// /30s from (default netns.DefaultSubnet, in 100.64.0.0/10).
+	NetworkSubnet netip.Prefix
 	// Logger receives the host's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -239,6 +254,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.PoolSize < 0 {
 		return fmt.Errorf("embedded: negative Config.PoolSize (%d)", c.PoolSize)
+	}
+	if err := c.checkNetworkConfig(); err != nil {
+		return err
 	}
 	if c.IdlePause < 0 {
 		return fmt.Errorf("embedded: negative Config.IdlePause (%s)", c.IdlePause)

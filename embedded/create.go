@@ -86,9 +86,6 @@ func (c *creation) check() error {
 	if _, err := h.imagePath(c.cfg.Image); err != nil {
 		return err
 	}
-	if c.cfg.Network.Mode.Rank() > 0 {
-		return fmt.Errorf("%w: network mode %q: this host gives sessions loopback only (it cannot enforce network policies yet)", environment.ErrCapabilityNotSupported, c.cfg.Network.Mode)
-	}
 	if c.cfg.SessionID == "" {
 		c.cfg.SessionID = newID()
 	}
@@ -128,7 +125,7 @@ func (c *creation) check() error {
 		c.quota = &d
 	}
 	c.volume = c.cfg.SessionID
-	return nil
+	return c.checkNetwork()
 }
 
 // claimPooled takes a pooled sandbox, whose volume the session then keeps.
@@ -233,8 +230,32 @@ func (c *creation) makeVolume() error {
 // applyQuota gives the volume the session's disk quota.
 func (c *creation) applyQuota() error { return c.s.applyQuota(c.ctx, false) }
 
+// checkNetwork settles the session's network policy (effectiveNetwork),
+// which its record then keeps: restarts of the host keep it.
+func (c *creation) checkNetwork() error {
+	var parent *environment.NetworkPolicy
+	if c.cfg.FromSnapshot != "" {
+		if prec, err := c.h.ledger.Session(c.parent.Session); err == nil {
+			var pcfg environment.SessionConfig
+			if json.Unmarshal(prec.Config, &pcfg) == nil {
+				parent = &pcfg.Network
+			}
+		}
+	}
+	p, err := c.h.effectiveNetwork(c.cfg.Network, parent)
+	if err != nil {
+		return err
+	}
+	c.cfg.Network = p
+	return nil
+}
+
 // startSandbox starts the session's sandbox (a pooled one runs already).
-func (c *creation) startSandbox() error { return c.s.ensureSandbox(c.ctx) }
+// A failure, or a later step's, removes its network.
+func (c *creation) startSandbox() error {
+	c.onFailure(func(context.Context) { c.h.net.release(c.s.id) })
+	return c.s.ensureSandbox(c.ctx)
+}
 
 // activate records the session as active.
 func (c *creation) activate() error {

@@ -29,6 +29,8 @@ type sessionDeps struct {
 	// imageVols makes the images' base volumes that session roots
 	// clone.
 	imageVols *imageVolumes
+	// net gives sessions their networks (nil: mode none only).
+	net *hostNetwork
 	sessionSettings
 
 	// stopForks stops the sandboxes of the sessions forked from session

@@ -39,17 +39,8 @@ func (s *session) upload(ctx context.Context, p string, r io.Reader, opts enviro
 		return nil, err
 	}
 	var fi environment.FileInfo
-	err = s.fileOp(func(root int) error {
-		dir, base := path.Split(path.Clean(rel))
-		if base == "." || base == ".." || base == "" {
-			return fmt.Errorf("%w: %q names the workspace itself", environment.ErrInvalidArgument, p)
-		}
-		dfd, err := mkdirAllBeneath(root, path.Clean("./"+dir))
-		if err != nil {
-			return err
-		}
-		defer unix.Close(dfd)
-		fi, err = writeTempAndRename(ctx, dfd, base, p, r, opts, room)
+	err = s.fileOp(func(root int) (err error) {
+		fi, err = writeBeneath(ctx, root, rel, p, r, opts, room)
 		return err
 	})
 	if _, recorded := s.quotaRecorded(); recorded {
@@ -64,6 +55,22 @@ func (s *session) upload(ctx context.Context, p string, r io.Reader, opts enviro
 		return nil, fileErr(p, err)
 	}
 	return &fi, nil
+}
+
+// writeBeneath writes the file rel names beneath root (making its
+// parent directories) through writeTempAndRename; display is its name in
+// errors.
+func writeBeneath(ctx context.Context, root int, rel, display string, r io.Reader, opts environment.UploadOptions, room int64) (environment.FileInfo, error) {
+	dir, base := path.Split(path.Clean(rel))
+	if base == "." || base == ".." || base == "" {
+		return environment.FileInfo{}, fmt.Errorf("%w: %q names the workspace itself", environment.ErrInvalidArgument, display)
+	}
+	dfd, err := mkdirAllBeneath(root, path.Clean("./"+dir))
+	if err != nil {
+		return environment.FileInfo{}, err
+	}
+	defer unix.Close(dfd)
+	return writeTempAndRename(ctx, dfd, base, display, r, opts, room)
 }
 
 // uploadRoom is how many bytes an upload may add under a quota the host

@@ -34,6 +34,7 @@ type Host struct {
 	pool    *pool // nil unless Config.PoolSize > 0
 	calls   *toolCalls
 	deps    *sessionDeps // what sessions get of the host
+	net     *hostNetwork // nil: sessions get loopback only
 
 	mu          sync.Mutex
 	sessions    map[string]*session // live (not destroyed) sessions
@@ -92,6 +93,14 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		Processes: true,
 		PTY:       true,
 	}
+	if h.net, err = openHostNetwork(ctx, &h.cfg, h.runtime.Kind()); err != nil {
+		h.log.Warn("sessions get loopback only", "err", err)
+	}
+	if h.cfg.Network.Mode.Rank() > 0 && h.net == nil {
+		h.Close(ctx)
+		return nil, fmt.Errorf("embedded: Config.Network mode %q: the %s runtime gives sessions loopback only (%w)", h.cfg.Network.Mode, h.runtime.Kind(), environment.ErrCapabilityNotSupported)
+	}
+	h.caps.NetworkCeiling = h.net.ceiling(h.cfg.NetworkCeiling)
 	h.setDefaultLimits()
 	if h.cfg.DiskQuotaBytes > 0 && quotaer(h.storage) == nil {
 		h.Close(ctx)
@@ -127,6 +136,7 @@ func (h *Host) newSessionDeps() *sessionDeps {
 		storage: h.storage, runtime: h.runtime, ledger: h.ledger, metrics: h.metrics, log: h.log,
 		images:    images{dir: h.cfg.ImagesDir, def: h.cfg.DefaultImage, none: h.runtime.Kind() == string(ContainerRuntimeNone)},
 		imageVols: &imageVolumes{storage: h.storage, log: h.log},
+		net:       h.net,
 		sessionSettings: sessionSettings{
 			canPause: h.caps.Pause, remountRestarts: h.rollbackRestartsSandbox(), idlePause: idlePause,
 			toolTimeout: h.cfg.ToolTimeout, maxToolTimeout: h.cfg.MaxToolTimeout, maxOutputBytes: h.cfg.MaxOutputBytes,
@@ -269,6 +279,9 @@ type SessionInfo struct {
 	Image string `json:"image,omitempty"`
 	// Labels are the session's labels (SessionConfig.Labels; a copy).
 	Labels map[string]string `json:"labels,omitempty"`
+	// Network is the session's effective network policy (its config's,
+	// its parent's or the host's default, as recorded at create).
+	Network environment.NetworkPolicy `json:"network"`
 	// WorkDir is the directory, absolute in the sandbox, where commands
 	// that name none start, from the image's WORKDIR; "" for the
 	// workspace (/workspace).
@@ -399,6 +412,7 @@ func (h *Host) Close(ctx context.Context) error {
 	if h.pool != nil {
 		h.pool.close()
 	}
+	errs = append(errs, h.net.close(context.WithoutCancel(ctx)))
 	if h.ownsData {
 		errs = append(errs, h.storage.Close())
 	}

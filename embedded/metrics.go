@@ -98,6 +98,7 @@ func newMetrics(h *Host) *metrics {
 		return float64(h.pool.len())
 	})
 	m.reg.MustRegister(m.toolCalls, m.opSeconds, m.freeze, sessions, idlePaused, m.idlePauses, m.idleResumes, m.quotaExceeded, m.sandboxDeaths, m.poolClaims, poolReady)
+	m.reg.MustRegister(networkCollectors(h)...)
 	return m
 }
 

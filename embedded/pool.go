@@ -229,6 +229,9 @@ func (h *Host) poolable(cfg environment.SessionConfig) bool {
 	if h.pool == nil || (cfg.Image != "" && cfg.Image != h.cfg.DefaultImage) {
 		return false
 	}
+	if cfg.Network.Mode.Rank() > 0 {
+		return false // pooled sandboxes have loopback only (for now)
+	}
 	if l := cfg.Limits; l.MemoryBytes != 0 || l.CPUs != 0 || l.Pids != 0 {
 		return false // pooled sandboxes run with the host's limits
 	}

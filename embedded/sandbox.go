@@ -68,6 +68,9 @@ func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
 	if s.rec.RootTree {
 		spec.Root, spec.Workspace, spec.ReadOnlyRoot = vol.Path, workspacePath(vol.Path, true), s.cfg.ReadOnlyRoot
 	}
+	if err := s.setupNetwork(ctx, &spec); err != nil {
+		return nil, err
+	}
 	sb, err = s.deps.runtime.Start(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: starting sandbox for %s: %w", s.id, err)

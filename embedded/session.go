@@ -75,7 +75,8 @@ func (s *session) info() SessionInfo {
 		ParentSnapshot: s.rec.ParentSnapshot, LastTurn: max(last-1, 0), Path: workspacePath(s.vol.Path, s.rec.RootTree),
 		Root:       s.rootPath(),
 		IdlePaused: s.autoPause.paused, DiskQuotaBytes: s.quota.limit, DiskUsedBytes: s.quota.used,
-		Limits: limitsInfo(s.limits(), s.quota.limit), Image: s.cfg.Image, Labels: maps.Clone(s.cfg.Labels)}
+		Limits: limitsInfo(s.limits(), s.quota.limit), Image: s.cfg.Image, Labels: maps.Clone(s.cfg.Labels),
+		Network: s.network()}
 	if img := s.rec.Image; img != nil {
 		info.WorkDir, info.User = img.WorkDir, img.User
 	}
@@ -246,6 +247,7 @@ func (s *session) destroy(ctx context.Context) error {
 		s.deps.log.Error("stopping sandbox", "session", s.id, "err", err)
 	}
 	s.deps.stopForks(ctx, s.id)
+	s.deps.net.release(s.id)
 	if err := s.finishDestroy(ctx); err != nil {
 		s.setState(environment.StateFailed)
 		return err

@@ -153,6 +153,24 @@ type Capabilities struct {
 	// Files: the Environment implements FileSystem (binary upload and
 	// download, stat, list, mkdir, move, remove, watch).
 	Files bool `json:"files"`
+	// NetworkCeiling is the most open network mode
+	// (SessionConfig.Network.Mode) sessions may ask for here; every mode
+	// below it is offered too (NetworkModes). "" or none: loopback only,
+	// as where the host cannot give sandboxes a network of their own. A
+	// mode rather than a list, so that Capabilities stays comparable.
+	NetworkCeiling NetworkMode `json:"network_ceiling,omitempty"`
+}
+
+// NetworkModes lists the network modes sessions may ask for, from the
+// most closed to NetworkCeiling.
+func (c Capabilities) NetworkModes() []NetworkMode {
+	out := []NetworkMode{NetworkNone}
+	for _, m := range []NetworkMode{NetworkEgress, NetworkOpen} {
+		if m.Rank() <= c.NetworkCeiling.Rank() {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // Limits bounds one session's resources so that it cannot take the

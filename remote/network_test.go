@@ -13,7 +13,8 @@ import (
 )
 
 // A network policy crosses the wire: a malformed one is InvalidArgument,
-// one the host cannot enforce is refused rather than ignored.
+// one the host cannot enforce is refused rather than ignored; the host's
+// network ceiling comes back in Capabilities.
 func TestNetworkPolicyOnTheWire(t *testing.T) {
 	srv := startServer(t, newHost(t), "")
 	c := remote.NewClient(srv.URL)
@@ -36,6 +37,10 @@ func TestNetworkPolicyOnTheWire(t *testing.T) {
 	env := remote.NewNativeSandboxEnvironment(c, remote.DefaultConfig(), nil)
 	if err := env.Create(ctx, environment.SessionConfig{Network: environment.NetworkPolicy{Mode: environment.NetworkNone}}); err != nil {
 		t.Fatalf("mode none: %v", err)
+	}
+	// The host (runtime none) offers loopback only, and says so.
+	if got := env.Capabilities().NetworkCeiling; got != environment.NetworkNone {
+		t.Errorf("Capabilities.NetworkCeiling over the wire = %q, want none", got)
 	}
 	_ = env.Destroy(ctx)
 }

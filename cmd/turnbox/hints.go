@@ -33,6 +33,9 @@ var configFlags = []struct{ field, flag string }{
 	{"Config.AgentPath", "--agent"},
 	{"Config.PoolSize", "--pool"},
 	{"Config.StateDir", "--state-dir"},
+	{"Config.NetworkUpstream", "--dns"},
+	{"Config.NetworkCeiling", "--net-ceiling"},
+	{"Config.Network", "--net-default/--net-allow"},
 }
 
 // hintError is an error whose text a person reads: it names what they

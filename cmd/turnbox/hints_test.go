@@ -31,6 +31,10 @@ func TestErrorsNameFlags(t *testing.T) {
 		{[]string{"--runtime", "none", "--storage", "zfs", "session", "ls"}, "--zfs-dataset"},
 		{[]string{"--runtime", "none", "--storage", "btrfs", "session", "ls"}, "--storage-root"},
 		{[]string{"--runtime", "none", "--pool", "-1", "session", "ls"}, "negative --pool"},
+		{[]string{"--runtime", "none", "--dns", "192.0.2.1", "session", "ls"}, "--dns"},
+		{[]string{"--runtime", "none", "--net-default", "egress", "--net-ceiling", "none", "session", "ls"}, "above --net-ceiling"},
+		{[]string{"--runtime", "none", "--net-default", "egress", "session", "ls"}, "loopback only"},
+		{[]string{"--runtime", "none", "--net-ceiling", "egress", "session", "create", "--net", "open"}, `ceiling "egress"`},
 	} {
 		dir := t.TempDir()
 		stderr, err := runTurnbox(t, dir, tc.args...)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/turnbox/turnbox/container/runc"
 	"github.com/turnbox/turnbox/embedded"
+	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/zfs"
 )
 
@@ -40,6 +42,10 @@ type globals struct {
 	limits      limitFlags
 	idlePause   time.Duration
 	pool        int
+	netDefault  string   // --net-default
+	netAllow    []string // --net-allow
+	netCeiling  string   // --net-ceiling
+	dns         []string // --dns
 }
 
 func defaultStateDir() string {
@@ -102,11 +108,16 @@ func newRootCmd(g *globals) *cobra.Command {
 	g.limits.add(pf, "-limit", "each session's", "default: 2G memory, 1 CPU, 1024 pids; none: no limit")
 	pf.IntVar(&g.pool, "pool", 0, "keep this many sandboxes started ahead of time for new sessions and forks (0: none); bench measures create/start/fork with it too")
 	pf.DurationVar(&g.idlePause, "idle-pause", 0, "pause a session's sandbox after this long without a call; the next call resumes it (0: never)")
+	pf.StringVar(&g.netDefault, "net-default", "", "network mode of sessions that name none: none|egress|open (default none: loopback only; docs/isolation.md)")
+	pf.StringArrayVar(&g.netAllow, "net-allow", nil, "what sessions under --net-default may reach: HOST, *.SUFFIX, ADDRESS or CIDR, each with :PORT or :LO-HI (repeatable)")
+	pf.StringVar(&g.netCeiling, "net-ceiling", "", "the most open network mode a session may ask for: none|egress|open (default open)")
+	pf.StringArrayVar(&g.dns, "dns", nil, "resolver ADDRESS:PORT the sessions' DNS filter asks (repeatable; default: the nameservers of /etc/resolv.conf)")
 	pf.StringVar(&g.logLevel, "log-level", "warn", "log level: debug|info|warn|error")
 	pf.BoolVar(&g.logJSON, "log-json", false, "log as JSON")
 
 	markHostFlags(pf, "storage", "runtime", "storage-root", "zfs-dataset", "zfs-driver", "agent", "max-sessions",
-		"disk-quota", "memory-limit", "cpus-limit", "pids-limit", "pool", "idle-pause")
+		"disk-quota", "memory-limit", "cpus-limit", "pids-limit", "pool", "idle-pause",
+		"net-default", "net-allow", "net-ceiling", "dns")
 
 	hostCmds := []*cobra.Command{demoCmd(g), benchCmd(g), serveCmd(g)}
 	for _, c := range hostCmds {
@@ -127,7 +138,14 @@ func (g *globals) openHost(ctx context.Context) (*embedded.Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	upstream, err := parseDNS(g.dns)
+	if err != nil {
+		return nil, err
+	}
 	return embedded.NewHost(ctx, embedded.Config{
+		Network:          environment.NetworkPolicy{Mode: environment.NetworkMode(g.netDefault), Allow: g.netAllow},
+		NetworkCeiling:   environment.NetworkMode(g.netCeiling),
+		NetworkUpstream:  upstream,
 		MaxSessions:      g.maxSessions,
 		DiskQuotaBytes:   quota,
 		Limits:           limits,
@@ -143,6 +161,19 @@ func (g *globals) openHost(ctx context.Context) (*embedded.Host, error) {
 		AgentPath:        g.agent,
 		Logger:           g.logger,
 	})
+}
+
+// parseDNS parses the --dns flags.
+func parseDNS(flags []string) ([]netip.AddrPort, error) {
+	out := make([]netip.AddrPort, 0, len(flags))
+	for _, f := range flags {
+		ap, err := netip.ParseAddrPort(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --dns %q: want ADDRESS:PORT (e.g. 1.1.1.1:53 or [2606:4700::1111]:53)", environment.ErrInvalidArgument, f)
+		}
+		out = append(out, ap)
+	}
+	return out, nil
 }
 
 // checkZFSDriver refuses a --zfs-driver this binary cannot use: an unknown

@@ -89,6 +89,9 @@ export interface Capabilities {
   processes: boolean;
   pty: boolean;
   files: boolean;
+  /** networkCeiling: the most open network mode (none, egress, open) a
+   * session may ask for; "" or "none": loopback only. */
+  networkCeiling: string;
 }
 
 function date(t: Timestamp | undefined): Date | undefined {
@@ -168,5 +171,6 @@ export function capabilities(c: CapabilitiesMsg | undefined): Capabilities {
     processes: c.processes,
     pty: c.pty,
     files: c.files,
+    networkCeiling: c.networkCeiling,
   };
 }

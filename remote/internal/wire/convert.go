@@ -264,6 +264,7 @@ func CapabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
 		Processes:         c.Processes,
 		Pty:               c.PTY,
 		Files:             c.Files,
+		NetworkCeiling:    string(c.NetworkCeiling),
 	}
 }
 
@@ -283,6 +284,7 @@ func CapabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
 		Processes:         c.GetProcesses(),
 		PTY:               c.GetPty(),
 		Files:             c.GetFiles(),
+		NetworkCeiling:    environment.NetworkMode(c.GetNetworkCeiling()),
 	}
 }
 

@@ -677,9 +677,13 @@ type Capabilities struct {
 	// pty: ProcessService can run a process in a pseudo-terminal.
 	Pty bool `protobuf:"varint,22,opt,name=pty,proto3" json:"pty,omitempty"`
 	// files: the file API (FilesService, upload and download) is served.
-	Files         bool `protobuf:"varint,23,opt,name=files,proto3" json:"files,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Files bool `protobuf:"varint,23,opt,name=files,proto3" json:"files,omitempty"`
+	// network_ceiling is the most open network mode (none, egress, open)
+	// a session may ask for; every mode below it is offered too. Empty or
+	// none: loopback only.
+	NetworkCeiling string `protobuf:"bytes,24,opt,name=network_ceiling,json=networkCeiling,proto3" json:"network_ceiling,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Capabilities) Reset() {
@@ -801,6 +805,13 @@ func (x *Capabilities) GetFiles() bool {
 		return x.Files
 	}
 	return false
+}
+
+func (x *Capabilities) GetNetworkCeiling() string {
+	if x != nil {
+		return x.NetworkCeiling
+	}
+	return ""
 }
 
 // ToolRequest is one tool call.
@@ -2901,7 +2912,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x04user\x18\v \x01(\tR\x04user\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x99\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc2\x03\n" +
 	"\fCapabilities\x12\x1c\n" +
 	"\tsnapshots\x18\x01 \x01(\bR\tsnapshots\x12\x1a\n" +
 	"\brollback\x18\x02 \x01(\bR\brollback\x12\x12\n" +
@@ -2915,7 +2926,8 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\rwritable_root\x18\x14 \x01(\bR\fwritableRoot\x12\x1c\n" +
 	"\tprocesses\x18\x15 \x01(\bR\tprocesses\x12\x10\n" +
 	"\x03pty\x18\x16 \x01(\bR\x03pty\x12\x14\n" +
-	"\x05files\x18\x17 \x01(\bR\x05files\"\xb5\x01\n" +
+	"\x05files\x18\x17 \x01(\bR\x05files\x12'\n" +
+	"\x0fnetwork_ceiling\x18\x18 \x01(\tR\x0enetworkCeiling\"\xb5\x01\n" +
 	"\vToolRequest\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x1b\n" +
