@@ -14,9 +14,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
@@ -203,8 +207,14 @@ type Internet struct {
 // InetDNS:53 (UDP and TCP), HTTP on :80 and :8080 of every address (the
 // body names the address asked for; /big?n=N sends N bytes), TCP echo on
 // :7.
+//
+// The internet's addresses and routes are fixed, so one exists at a time
+// on the machine: NewInternet waits (up to lockWait) for the internet of
+// any other test process (the egress and embedded suites run at once in
+// CI) to be torn down.
 func NewInternet(t testing.TB) *Internet {
 	t.Helper()
+	lockMachine(t)
 	ns := NewNS(t)
 	veth := RandName("tbi")
 	VethTo(t, ns, veth, []string{InetHost + "/24"},
@@ -300,4 +310,33 @@ func (in *Internet) serveEcho(t testing.TB, addr string) {
 			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
 		}
 	}()
+}
+
+// lockPath is the lock file that serializes test internets across
+// processes; lockWait bounds the wait for it.
+const (
+	lockPath = "/run/lock/turnbox-egresstest.lock"
+	lockWait = 5 * time.Minute
+)
+
+// lockMachine takes the machine-wide internet lock until t ends (its
+// clean-up, registered first, runs after the internet's teardown).
+func lockMachine(t testing.TB) {
+	t.Helper()
+	Must(t, os.MkdirAll(filepath.Dir(lockPath), 0o755))
+	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	Must(t, err)
+	deadline := time.Now().Add(lockWait)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if err != syscall.EWOULDBLOCK || time.Now().After(deadline) {
+			f.Close()
+			t.Fatalf("egresstest: the machine's test internet lock %s: %v", lockPath, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Cleanup(func() { f.Close() })
 }
