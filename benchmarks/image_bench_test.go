@@ -1,34 +1,25 @@
 package benchmarks
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"io"
-	"io/fs"
-	"log"
 	"log/slog"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/turnbox/turnbox/container/agent/agenttest"
 	"github.com/turnbox/turnbox/container/rootfs"
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
+	"github.com/turnbox/turnbox/internal/regtest"
 )
 
 // pulledImageLayers and pulledLayerBytes make the pulled image of
@@ -145,16 +136,8 @@ func pullImage(b *testing.B, imagesDir, imageName string) {
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	defer srv.Close()
-	ref := strings.TrimPrefix(srv.URL, "http://") + "/bench/pulled:1"
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := remote.Write(r, img); err != nil {
-		b.Fatal(err)
-	}
+	ref := regtest.Start(b) + "/bench/pulled:1"
+	regtest.Push(b, ref, img)
 	res, err := rootfs.Pull(context.Background(), ref, filepath.Join(imagesDir, imageName), rootfs.PullOptions{Insecure: true})
 	if err != nil {
 		b.Fatal(err)
@@ -172,51 +155,5 @@ func busyboxLayer(b *testing.B) v1.Layer {
 	if err := rootfs.BuildBusybox(dir); err != nil {
 		b.Fatal(err)
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name, _ = filepath.Rel(dir, p)
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if fi.Mode().IsRegular() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			_, err = tw.Write(data)
-			return err
-		}
-		return nil
-	})
-	if err == nil {
-		err = tw.Close()
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return layer
+	return regtest.DirLayer(b, dir)
 }

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/netns"
 )
 
 // PongServer listens on addr:0 in the test's own network namespace and
@@ -129,4 +131,26 @@ func CheckNoNetwork(t *testing.T, sb container.Sandbox, addr netip.Addr) {
 	if st.Code == 0 || strings.Contains(out, "pong") || accepted() != 0 {
 		t.Errorf("a sandbox without network reached %s:%d: %+v %q", addr, port, st, out)
 	}
+}
+
+// NewLink makes a network namespace with a veth pair for one sandbox
+// (container/netns, in a directory of the test's), removed at the test's
+// end, and returns its Manager and Link.
+func NewLink(t testing.TB, id string) (*netns.Manager, *netns.Link) {
+	t.Helper()
+	m, err := netns.New(netns.Config{Dir: filepath.Join(t.TempDir(), "netns")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := m.Reap(context.Background()); err != nil {
+			t.Errorf("netns Reap: %v", err)
+		}
+		m.Close()
+	})
+	l, err := m.Create(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, l
 }

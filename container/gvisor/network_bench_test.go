@@ -37,7 +37,7 @@ func BenchmarkStartNetwork(b *testing.B) {
 	for _, mode := range modes {
 		envs[mode] = newEnv(b, gvisor.WithNamespaceNetwork(max(mode, gvisor.NetstackInNamespace)))
 	}
-	m, _ := newLink(b, "bstart-warmup")
+	m, _ := containertest.NewLink(b, "bstart-warmup")
 	d := map[string][]time.Duration{}
 	for i := 0; b.Loop(); i++ {
 		for j := range modes { // rotate which mode starts first
@@ -131,7 +131,7 @@ func BenchmarkNamespaceNetwork(b *testing.B) {
 			e := newEnv(b, gvisor.WithNamespaceNetwork(mode))
 			srv := filepath.Join(filepath.Dir(e.workspace), "ws", "netsrv")
 			buildStatic(b, netServer, srv)
-			_, l := newLink(b, "bnet-"+mode)
+			_, l := containertest.NewLink(b, "bnet-"+mode)
 			spec := e.spec("bnet-" + mode)
 			spec.Network, spec.NetNS = container.NetworkNamespace, l.NetNS
 			sb := e.start(b, spec)

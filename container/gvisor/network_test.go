@@ -1,42 +1,18 @@
 package gvisor_test
 
 import (
-	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/containertest"
 	"github.com/turnbox/turnbox/container/gvisor"
-	"github.com/turnbox/turnbox/container/netns"
 )
-
-// newLink makes a network namespace with a veth pair for one sandbox,
-// removed at the test's end.
-func newLink(t testing.TB, id string) (*netns.Manager, *netns.Link) {
-	t.Helper()
-	m, err := netns.New(netns.Config{Dir: filepath.Join(t.TempDir(), "netns")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := m.Reap(context.Background()); err != nil {
-			t.Errorf("netns Reap: %v", err)
-		}
-		m.Close()
-	})
-	l, err := m.Create(context.Background(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, l
-}
 
 func TestNetworkNamespace(t *testing.T) {
 	for _, mode := range []string{gvisor.NetstackInNamespace, gvisor.HostInNamespace} {
 		t.Run(mode, func(t *testing.T) {
 			e := newEnv(t, gvisor.WithNamespaceNetwork(mode))
-			m, l := newLink(t, "gv-"+mode)
+			m, l := containertest.NewLink(t, "gv-"+mode)
 			spec := e.spec("netns-" + mode)
 			spec.Network, spec.NetNS = container.NetworkNamespace, l.NetNS
 			sb := e.start(t, spec)

@@ -1,4 +1,4 @@
-package netns
+package netns_test
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/turnbox/turnbox/container/containertest"
+	"github.com/turnbox/turnbox/internal/testenv"
 )
 
 // BenchmarkCreateDestroy measures making a Link (namespace, veth pair,
@@ -15,7 +16,8 @@ import (
 //
 //	go test -run '^$' -bench CreateDestroy -benchtime 200x ./container/netns
 func BenchmarkCreateDestroy(b *testing.B) {
-	m := newManager(b)
+	testenv.RequireRoot(b)
+	m, _ := containertest.NewLink(b, "bench-warmup")
 	ctx := context.Background()
 	var create, destroy []time.Duration
 	for i := 0; b.Loop(); i++ {

@@ -63,10 +63,9 @@ func Random(t testing.TB, size int64, layers int) v1.Image {
 	return img
 }
 
-// FromDir returns an image of one layer holding the tree at dir
-// (regular files, directories and symlinks), plus a layer per extra
-// file (path: content), for the host's platform as linux/<arch>.
-func FromDir(t testing.TB, dir, arch string, extra map[string]string) v1.Image {
+// DirLayer returns a layer holding the tree at dir (regular files,
+// directories and symlinks).
+func DirLayer(t testing.TB, dir string) v1.Layer {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -112,7 +111,15 @@ func FromDir(t testing.TB, dir, arch string, extra map[string]string) v1.Image {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	layers := []v1.Layer{tarLayer(t, buf.Bytes())}
+	return tarLayer(t, buf.Bytes())
+}
+
+// FromDir returns an image of one layer holding the tree at dir
+// (regular files, directories and symlinks), plus a layer per extra
+// file (path: content), for the host's platform as linux/<arch>.
+func FromDir(t testing.TB, dir, arch string, extra map[string]string) v1.Image {
+	t.Helper()
+	layers := []v1.Layer{DirLayer(t, dir)}
 	for p, content := range extra {
 		var b bytes.Buffer
 		w := tar.NewWriter(&b)

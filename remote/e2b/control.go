@@ -389,15 +389,21 @@ func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	env, err := s.attach(info.ID)
+	s.stopClock(w, info.ID, func(env *embedded.Environment) error { return env.Destroy(r.Context()) })
+}
+
+// stopClock runs op on sandbox id (a kill or a pause) and, when it
+// succeeds, drops the sandbox's deadline and answers 204.
+func (s *Server) stopClock(w http.ResponseWriter, id string, op func(*embedded.Environment) error) {
+	env, err := s.attach(id)
 	if err == nil {
-		err = env.Destroy(r.Context())
+		err = op(env)
 	}
 	if err != nil {
 		fail(w, err)
 		return
 	}
-	s.life.clear(info.ID)
+	s.life.clear(id)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -452,16 +458,7 @@ func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusConflict, fmt.Sprintf("sandbox %q is already paused", info.ID))
 		return
 	}
-	env, err := s.attach(info.ID)
-	if err == nil {
-		err = env.Pause(r.Context())
-	}
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	s.life.clear(info.ID)
-	w.WriteHeader(http.StatusNoContent)
+	s.stopClock(w, info.ID, func(env *embedded.Environment) error { return env.Pause(r.Context()) })
 }
 
 // setSandboxTimeout serves setTimeout: the running sandbox's deadline
