@@ -92,6 +92,8 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		// ErrCapabilityNotSupported.
 		Processes: true,
 		PTY:       true,
+		// Likewise container.PortDialers (ports.go).
+		Ports: true,
 	}
 	if h.net, err = openHostNetwork(ctx, &h.cfg, h.runtime.Kind()); err != nil {
 		h.log.Warn("sessions get loopback only", "err", err)
@@ -282,6 +284,8 @@ type SessionInfo struct {
 	// Network is the session's effective network policy (its config's,
 	// its parent's or the host's default, as recorded at create).
 	Network environment.NetworkPolicy `json:"network"`
+	// Ports are the ports the session publishes, by port.
+	Ports []environment.PublishedPort `json:"ports,omitempty"`
 	// WorkDir is the directory, absolute in the sandbox, where commands
 	// that name none start, from the image's WORKDIR; "" for the
 	// workspace (/workspace).

@@ -48,6 +48,10 @@ type session struct {
 
 	sbMu sync.Mutex
 
+	// portMu serializes changes of rec.Ports (ports.go); taken before
+	// mu, never with turnMu or sbMu held.
+	portMu sync.Mutex
+
 	// procs are the session's processes (proctable.go; its own locks,
 	// never taken with mu held).
 	procs *procTable
@@ -76,7 +80,7 @@ func (s *session) info() SessionInfo {
 		Root:       s.rootPath(),
 		IdlePaused: s.autoPause.paused, DiskQuotaBytes: s.quota.limit, DiskUsedBytes: s.quota.used,
 		Limits: limitsInfo(s.limits(), s.quota.limit), Image: s.cfg.Image, Labels: maps.Clone(s.cfg.Labels),
-		Network: s.network()}
+		Network: s.network(), Ports: s.portsLocked()}
 	if img := s.rec.Image; img != nil {
 		info.WorkDir, info.User = img.WorkDir, img.User
 	}

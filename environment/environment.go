@@ -159,6 +159,9 @@ type Capabilities struct {
 	// as where the host cannot give sandboxes a network of their own. A
 	// mode rather than a list, so that Capabilities stays comparable.
 	NetworkCeiling NetworkMode `json:"network_ceiling,omitempty"`
+	// Ports: the Environment implements PortPublisher and PortDialer
+	// (sessions publish ports that the host forwards to).
+	Ports bool `json:"ports,omitempty"`
 }
 
 // NetworkModes lists the network modes sessions may ask for, from the

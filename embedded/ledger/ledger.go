@@ -124,6 +124,15 @@ type SessionRecord struct {
 	// removal of the image. Nil: none (the image had no config, the
 	// session predates them, or the runtime uses no images).
 	Image *ImageDefaults `json:"image_defaults,omitempty"`
+	// Ports are the ports the session publishes (environment.PortPublisher),
+	// by port.
+	Ports []PublishedPort `json:"ports,omitempty"`
+}
+
+// PublishedPort is one port a session publishes.
+type PublishedPort struct {
+	Port   int  `json:"port"`
+	Public bool `json:"public,omitempty"`
 }
 
 // ImageDefaults are what a session's commands inherit from its image's
