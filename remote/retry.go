@@ -38,6 +38,8 @@ func idempotent(procedure string, msg any) bool {
 		turnboxv1connect.SandboxServiceListSnapshotsProcedure,
 		turnboxv1connect.SandboxServiceHealthProcedure,
 		turnboxv1connect.SandboxServiceCapabilitiesProcedure,
+		turnboxv1connect.SandboxServicePublishPortProcedure,
+		turnboxv1connect.SandboxServiceListPortsProcedure,
 		turnboxv1connect.ProcessServiceListProcessesProcedure,
 		turnboxv1connect.ProcessServiceAttachProcessProcedure,
 		turnboxv1connect.ProcessServiceWaitProcessProcedure,

@@ -82,6 +82,7 @@ type sessionEnv interface {
 	environment.ProcessRunner
 	environment.FileSystem
 	environment.SnapshotLister
+	environment.PortPublisher
 }
 
 // sessionView is a session as the CLI prints it; its JSON is the
@@ -101,6 +102,22 @@ type sessionView struct {
 	// carry them yet.
 	WorkDir string `json:"work_dir,omitempty"`
 	User    string `json:"user,omitempty"`
+	// Network is the session's effective network policy; NetworkStats
+	// its counters (absent without a network).
+	Network      *environment.NetworkPolicy `json:"network,omitempty"`
+	NetworkStats *networkStatsView          `json:"network_stats,omitempty"`
+	// Ports are the ports it publishes.
+	Ports []environment.PublishedPort `json:"ports,omitempty"`
+}
+
+// networkStatsView is a session's network counters as the CLI prints
+// them.
+type networkStatsView struct {
+	BytesIn    uint64 `json:"bytes_in"`
+	BytesOut   uint64 `json:"bytes_out"`
+	PacketsIn  uint64 `json:"packets_in"`
+	PacketsOut uint64 `json:"packets_out"`
+	Refused    uint64 `json:"refused"`
 }
 
 // sessions is the session store a command works on.
@@ -184,7 +201,7 @@ func (l localSessions) attach(_ context.Context, id string) (sessionEnv, error) 
 func (l localSessions) list(context.Context) ([]sessionView, error) {
 	var out []sessionView
 	for _, s := range l.h.Sessions() {
-		out = append(out, localView(s))
+		out = append(out, l.view(s))
 	}
 	return out, nil
 }
@@ -194,14 +211,19 @@ func (l localSessions) get(_ context.Context, id string) (sessionView, error) {
 	if err != nil {
 		return sessionView{}, err
 	}
-	return localView(s), nil
+	return l.view(s), nil
 }
 
 func (l localSessions) close() { closeHost(l.h) }
 
-func localView(s embedded.SessionInfo) sessionView {
-	return sessionView{ID: s.ID, State: s.State, CreatedAt: s.CreatedAt, LastTurn: s.LastTurn, ParentSession: s.ParentSession,
-		ParentSnapshot: s.ParentSnapshot, Image: s.Image, Labels: s.Labels, Limits: s.Limits, WorkDir: s.WorkDir, User: s.User}
+func (l localSessions) view(s embedded.SessionInfo) sessionView {
+	v := sessionView{ID: s.ID, State: s.State, CreatedAt: s.CreatedAt, LastTurn: s.LastTurn, ParentSession: s.ParentSession,
+		ParentSnapshot: s.ParentSnapshot, Image: s.Image, Labels: s.Labels, Limits: s.Limits, WorkDir: s.WorkDir, User: s.User,
+		Network: &s.Network, Ports: s.Ports}
+	if st, err := l.h.NetworkStats(s.ID); err == nil {
+		v.NetworkStats = &networkStatsView{BytesIn: st.BytesIn, BytesOut: st.BytesOut, PacketsIn: st.PacketsIn, PacketsOut: st.PacketsOut, Refused: st.Refused}
+	}
+	return v
 }
 
 // remoteSessions works through a turnbox server.
@@ -270,12 +292,22 @@ func remoteErr(err error) error {
 
 func remoteView(s *turnboxv1.Session) sessionView {
 	l := s.GetLimits()
-	return sessionView{
+	v := sessionView{
 		ID: s.GetId(), State: remoteState(s.GetState()), CreatedAt: s.GetCreatedAt().AsTime(), LastTurn: int(s.GetLastTurn()),
 		ParentSession: s.GetParentSession(), ParentSnapshot: s.GetParentSnapshot(),
 		Image: s.GetImage(), Labels: s.GetLabels(), WorkDir: s.GetWorkDir(), User: s.GetUser(),
 		Limits: environment.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), DiskBytes: l.GetDiskBytes()},
 	}
+	for _, p := range s.GetPorts() {
+		v.Ports = append(v.Ports, environment.PublishedPort{Port: int(p.GetPort()), Public: p.GetPublic()})
+	}
+	if n := s.GetNetwork(); n != nil {
+		v.Network = &environment.NetworkPolicy{Mode: environment.NetworkMode(n.GetMode()), Allow: n.GetAllow()}
+	}
+	if st := s.GetNetworkStats(); st != nil {
+		v.NetworkStats = &networkStatsView{BytesIn: st.GetBytesIn(), BytesOut: st.GetBytesOut(), PacketsIn: st.GetPacketsIn(), PacketsOut: st.GetPacketsOut(), Refused: st.GetRefused()}
+	}
+	return v
 }
 
 // remoteState reads the wire's enum name (SESSION_STATE_ACTIVE: active).

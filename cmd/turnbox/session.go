@@ -26,7 +26,7 @@ func sessionCmd(g *globals) *cobra.Command {
 	c.t.addFlags(cmd)
 	cmd.AddCommand(sessionCreateCmd(c), sessionExecCmd(c), sessionSnapshotCmd(c), sessionSnapshotsCmd(c),
 		sessionRollbackCmd(c), sessionForkCmd(c), sessionLsCmd(c), sessionInfoCmd(c), sessionRmCmd(c),
-		sessionCpCmd(c), sessionStatCmd(c))
+		sessionCpCmd(c), sessionStatCmd(c), sessionPublishCmd(c), sessionUnpublishCmd(c), sessionPortsCmd(c))
 	cmd.AddCommand(sessionProcessCmds(c)...)
 	for _, sub := range cmd.Commands() {
 		markOpensHost(sub)
@@ -296,6 +296,7 @@ func printInfo(cmd *cobra.Command, v sessionView) error {
 		{"turns", strconv.Itoa(v.LastTurn)}, {"parent session", orDash(v.ParentSession)}, {"parent snapshot", orDash(v.ParentSnapshot)},
 		{"image", orDash(v.Image)}, {"labels", formatLabels(v.Labels)},
 		{"memory limit", humanSize(v.Limits.MemoryBytes)}, {"cpu limit", cpus}, {"pids limit", pids}, {"disk limit", humanSize(v.Limits.DiskBytes)},
+		{"network", formatNetwork(v.Network)}, {"ports", formatPorts(v.Ports)},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
 	}

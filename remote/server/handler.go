@@ -69,7 +69,11 @@ func (h handler) info(id string) (*turnboxv1.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return sessionToProto(i), nil
+	s := sessionToProto(i)
+	if i.Network.Mode.Rank() > 0 {
+		s.NetworkStats = h.networkStats(id)
+	}
+	return s, nil
 }
 
 // created reports a session just created for a caller, or destroys it
@@ -96,6 +100,8 @@ func sessionToProto(i embedded.SessionInfo) *turnboxv1.Session {
 		Labels:         i.Labels,
 		WorkDir:        i.WorkDir,
 		User:           i.User,
+		Network:        &turnboxv1.NetworkPolicy{Mode: string(i.Network.Mode), Allow: i.Network.Allow},
+		Ports:          wire.PortsToProto(i.Ports),
 	}
 }
 

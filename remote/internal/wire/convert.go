@@ -265,6 +265,7 @@ func CapabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
 		Pty:               c.PTY,
 		Files:             c.Files,
 		NetworkCeiling:    string(c.NetworkCeiling),
+		Ports:             c.Ports,
 	}
 }
 
@@ -285,6 +286,7 @@ func CapabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
 		PTY:               c.GetPty(),
 		Files:             c.GetFiles(),
 		NetworkCeiling:    environment.NetworkMode(c.GetNetworkCeiling()),
+		Ports:             c.GetPorts(),
 	}
 }
 
@@ -299,4 +301,28 @@ func LimitsToProto(l environment.Limits) *turnboxv1.Limits {
 // LimitsFromProto converts limits from the wire (nil: none set).
 func LimitsFromProto(l *turnboxv1.Limits) environment.Limits {
 	return environment.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), DiskBytes: l.GetDiskBytes()}
+}
+
+// PortsToProto converts a session's published ports for the wire.
+func PortsToProto(ports []environment.PublishedPort) []*turnboxv1.PublishedPort {
+	if len(ports) == 0 {
+		return nil
+	}
+	out := make([]*turnboxv1.PublishedPort, len(ports))
+	for i, p := range ports {
+		out[i] = &turnboxv1.PublishedPort{Port: int32(p.Port), Public: p.Public}
+	}
+	return out
+}
+
+// PortsFromProto converts published ports from the wire.
+func PortsFromProto(ports []*turnboxv1.PublishedPort) []environment.PublishedPort {
+	if len(ports) == 0 {
+		return nil
+	}
+	out := make([]environment.PublishedPort, len(ports))
+	for i, p := range ports {
+		out[i] = environment.PublishedPort{Port: int(p.GetPort()), Public: p.GetPublic()}
+	}
+	return out
 }

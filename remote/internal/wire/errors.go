@@ -44,6 +44,8 @@ var Sentinels = []Sentinel{
 	{environment.ErrWatchEnded, turnboxv1.ErrorReason_ERROR_REASON_WATCH_ENDED, connect.CodeAborted},
 	{environment.ErrImageNotFound, turnboxv1.ErrorReason_ERROR_REASON_IMAGE_NOT_FOUND, connect.CodeNotFound},
 	{environment.ErrImageInUse, turnboxv1.ErrorReason_ERROR_REASON_IMAGE_IN_USE, connect.CodeFailedPrecondition},
+	{environment.ErrPortNotPublished, turnboxv1.ErrorReason_ERROR_REASON_PORT_NOT_PUBLISHED, connect.CodeNotFound},
+	{environment.ErrPortRefused, turnboxv1.ErrorReason_ERROR_REASON_PORT_REFUSED, connect.CodeUnavailable},
 }
 
 // ToConnectError turns a service error into a Connect error whose code is

@@ -173,6 +173,9 @@ const (
 	// Images (ImageService).
 	ErrorReason_ERROR_REASON_IMAGE_NOT_FOUND ErrorReason = 24
 	ErrorReason_ERROR_REASON_IMAGE_IN_USE    ErrorReason = 25
+	// Published ports.
+	ErrorReason_ERROR_REASON_PORT_NOT_PUBLISHED ErrorReason = 26
+	ErrorReason_ERROR_REASON_PORT_REFUSED       ErrorReason = 27
 )
 
 // Enum value maps for ErrorReason.
@@ -198,6 +201,8 @@ var (
 		23: "ERROR_REASON_WATCH_ENDED",
 		24: "ERROR_REASON_IMAGE_NOT_FOUND",
 		25: "ERROR_REASON_IMAGE_IN_USE",
+		26: "ERROR_REASON_PORT_NOT_PUBLISHED",
+		27: "ERROR_REASON_PORT_REFUSED",
 	}
 	ErrorReason_value = map[string]int32{
 		"ERROR_REASON_UNSPECIFIED":              0,
@@ -220,6 +225,8 @@ var (
 		"ERROR_REASON_WATCH_ENDED":              23,
 		"ERROR_REASON_IMAGE_NOT_FOUND":          24,
 		"ERROR_REASON_IMAGE_IN_USE":             25,
+		"ERROR_REASON_PORT_NOT_PUBLISHED":       26,
+		"ERROR_REASON_PORT_REFUSED":             27,
 	}
 )
 
@@ -539,8 +546,15 @@ type Session struct {
 	// work_dir and user are where and as whom the session's commands run
 	// when a call names neither (from its image's WORKDIR and USER; empty:
 	// /workspace and root). docs/images.md.
-	WorkDir       string `protobuf:"bytes,10,opt,name=work_dir,json=workDir,proto3" json:"work_dir,omitempty"`
-	User          string `protobuf:"bytes,11,opt,name=user,proto3" json:"user,omitempty"`
+	WorkDir string `protobuf:"bytes,10,opt,name=work_dir,json=workDir,proto3" json:"work_dir,omitempty"`
+	User    string `protobuf:"bytes,11,opt,name=user,proto3" json:"user,omitempty"`
+	// network is the session's effective network policy.
+	Network *NetworkPolicy `protobuf:"bytes,12,opt,name=network,proto3" json:"network,omitempty"`
+	// ports are the ports the session publishes, by port.
+	Ports []*PublishedPort `protobuf:"bytes,13,rep,name=ports,proto3" json:"ports,omitempty"`
+	// network_stats are the session's network counters since its sandbox
+	// last got its network (absent: mode none, or no sandbox started yet).
+	NetworkStats  *NetworkStats `protobuf:"bytes,14,opt,name=network_stats,json=networkStats,proto3" json:"network_stats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -652,6 +666,160 @@ func (x *Session) GetUser() string {
 	return ""
 }
 
+func (x *Session) GetNetwork() *NetworkPolicy {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+func (x *Session) GetPorts() []*PublishedPort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *Session) GetNetworkStats() *NetworkStats {
+	if x != nil {
+		return x.NetworkStats
+	}
+	return nil
+}
+
+// PublishedPort is a port a session publishes.
+type PublishedPort struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// port is the TCP port inside the sandbox (1-65535).
+	Port int32 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	// public: requests need no token.
+	Public        bool `protobuf:"varint,2,opt,name=public,proto3" json:"public,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishedPort) Reset() {
+	*x = PublishedPort{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishedPort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishedPort) ProtoMessage() {}
+
+func (x *PublishedPort) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishedPort.ProtoReflect.Descriptor instead.
+func (*PublishedPort) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PublishedPort) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *PublishedPort) GetPublic() bool {
+	if x != nil {
+		return x.Public
+	}
+	return false
+}
+
+// NetworkStats are a session's network counters.
+type NetworkStats struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	BytesIn    uint64                 `protobuf:"varint,1,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`
+	BytesOut   uint64                 `protobuf:"varint,2,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`
+	PacketsIn  uint64                 `protobuf:"varint,3,opt,name=packets_in,json=packetsIn,proto3" json:"packets_in,omitempty"`
+	PacketsOut uint64                 `protobuf:"varint,4,opt,name=packets_out,json=packetsOut,proto3" json:"packets_out,omitempty"`
+	// refused counts connections (packets) and DNS names refused.
+	Refused       uint64 `protobuf:"varint,5,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkStats) Reset() {
+	*x = NetworkStats{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkStats) ProtoMessage() {}
+
+func (x *NetworkStats) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkStats.ProtoReflect.Descriptor instead.
+func (*NetworkStats) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NetworkStats) GetBytesIn() uint64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetBytesOut() uint64 {
+	if x != nil {
+		return x.BytesOut
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetPacketsIn() uint64 {
+	if x != nil {
+		return x.PacketsIn
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetPacketsOut() uint64 {
+	if x != nil {
+		return x.PacketsOut
+	}
+	return 0
+}
+
+func (x *NetworkStats) GetRefused() uint64 {
+	if x != nil {
+		return x.Refused
+	}
+	return 0
+}
+
 // Capabilities reports what a host's sessions can do.
 type Capabilities struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
@@ -682,13 +850,15 @@ type Capabilities struct {
 	// a session may ask for; every mode below it is offered too. Empty or
 	// none: loopback only.
 	NetworkCeiling string `protobuf:"bytes,24,opt,name=network_ceiling,json=networkCeiling,proto3" json:"network_ceiling,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// ports: sessions publish ports (PublishPort) that the server forwards.
+	Ports         bool `protobuf:"varint,25,opt,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +870,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[4]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +883,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{4}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Capabilities) GetSnapshots() bool {
@@ -814,6 +984,13 @@ func (x *Capabilities) GetNetworkCeiling() string {
 	return ""
 }
 
+func (x *Capabilities) GetPorts() bool {
+	if x != nil {
+		return x.Ports
+	}
+	return false
+}
+
 // ToolRequest is one tool call.
 type ToolRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -838,7 +1015,7 @@ type ToolRequest struct {
 
 func (x *ToolRequest) Reset() {
 	*x = ToolRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1027,7 @@ func (x *ToolRequest) String() string {
 func (*ToolRequest) ProtoMessage() {}
 
 func (x *ToolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[5]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1040,7 @@ func (x *ToolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolRequest.ProtoReflect.Descriptor instead.
 func (*ToolRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{5}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ToolRequest) GetToolCallId() string {
@@ -932,7 +1109,7 @@ type ToolResponse struct {
 
 func (x *ToolResponse) Reset() {
 	*x = ToolResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1121,7 @@ func (x *ToolResponse) String() string {
 func (*ToolResponse) ProtoMessage() {}
 
 func (x *ToolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[6]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1134,7 @@ func (x *ToolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolResponse.ProtoReflect.Descriptor instead.
 func (*ToolResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{6}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ToolResponse) GetToolCallId() string {
@@ -1055,7 +1232,7 @@ type ToolProgress struct {
 
 func (x *ToolProgress) Reset() {
 	*x = ToolProgress{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1067,7 +1244,7 @@ func (x *ToolProgress) String() string {
 func (*ToolProgress) ProtoMessage() {}
 
 func (x *ToolProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[7]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1080,7 +1257,7 @@ func (x *ToolProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ToolProgress.ProtoReflect.Descriptor instead.
 func (*ToolProgress) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{7}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ToolProgress) GetToolCallId() string {
@@ -1120,7 +1297,7 @@ type KeepAlive struct {
 
 func (x *KeepAlive) Reset() {
 	*x = KeepAlive{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1132,7 +1309,7 @@ func (x *KeepAlive) String() string {
 func (*KeepAlive) ProtoMessage() {}
 
 func (x *KeepAlive) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[8]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1145,7 +1322,7 @@ func (x *KeepAlive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeepAlive.ProtoReflect.Descriptor instead.
 func (*KeepAlive) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{8}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{10}
 }
 
 // SnapshotInfo describes one snapshot of a session's workspace.
@@ -1164,7 +1341,7 @@ type SnapshotInfo struct {
 
 func (x *SnapshotInfo) Reset() {
 	*x = SnapshotInfo{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1353,7 @@ func (x *SnapshotInfo) String() string {
 func (*SnapshotInfo) ProtoMessage() {}
 
 func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[9]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1366,7 @@ func (x *SnapshotInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotInfo.ProtoReflect.Descriptor instead.
 func (*SnapshotInfo) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{9}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SnapshotInfo) GetId() string {
@@ -1245,7 +1422,7 @@ type ErrorInfo struct {
 
 func (x *ErrorInfo) Reset() {
 	*x = ErrorInfo{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1434,7 @@ func (x *ErrorInfo) String() string {
 func (*ErrorInfo) ProtoMessage() {}
 
 func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[10]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1447,7 @@ func (x *ErrorInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorInfo.ProtoReflect.Descriptor instead.
 func (*ErrorInfo) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{10}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ErrorInfo) GetReasons() []ErrorReason {
@@ -1294,7 +1471,7 @@ type CreateSessionRequest struct {
 
 func (x *CreateSessionRequest) Reset() {
 	*x = CreateSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1483,7 @@ func (x *CreateSessionRequest) String() string {
 func (*CreateSessionRequest) ProtoMessage() {}
 
 func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[11]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1496,7 @@ func (x *CreateSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{11}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CreateSessionRequest) GetConfig() *SessionConfig {
@@ -1352,7 +1529,7 @@ type CreateSessionResponse struct {
 
 func (x *CreateSessionResponse) Reset() {
 	*x = CreateSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1541,7 @@ func (x *CreateSessionResponse) String() string {
 func (*CreateSessionResponse) ProtoMessage() {}
 
 func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[12]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1554,7 @@ func (x *CreateSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSessionResponse.ProtoReflect.Descriptor instead.
 func (*CreateSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{12}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateSessionResponse) GetSession() *Session {
@@ -1396,7 +1573,7 @@ type GetSessionRequest struct {
 
 func (x *GetSessionRequest) Reset() {
 	*x = GetSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1585,7 @@ func (x *GetSessionRequest) String() string {
 func (*GetSessionRequest) ProtoMessage() {}
 
 func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[13]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1598,7 @@ func (x *GetSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionRequest.ProtoReflect.Descriptor instead.
 func (*GetSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{13}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetSessionRequest) GetSessionId() string {
@@ -1440,7 +1617,7 @@ type GetSessionResponse struct {
 
 func (x *GetSessionResponse) Reset() {
 	*x = GetSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1452,7 +1629,7 @@ func (x *GetSessionResponse) String() string {
 func (*GetSessionResponse) ProtoMessage() {}
 
 func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[14]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1465,7 +1642,7 @@ func (x *GetSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSessionResponse.ProtoReflect.Descriptor instead.
 func (*GetSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{14}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetSessionResponse) GetSession() *Session {
@@ -1483,7 +1660,7 @@ type ListSessionsRequest struct {
 
 func (x *ListSessionsRequest) Reset() {
 	*x = ListSessionsRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1495,7 +1672,7 @@ func (x *ListSessionsRequest) String() string {
 func (*ListSessionsRequest) ProtoMessage() {}
 
 func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[15]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1508,7 +1685,7 @@ func (x *ListSessionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsRequest.ProtoReflect.Descriptor instead.
 func (*ListSessionsRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{15}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{17}
 }
 
 type ListSessionsResponse struct {
@@ -1520,7 +1697,7 @@ type ListSessionsResponse struct {
 
 func (x *ListSessionsResponse) Reset() {
 	*x = ListSessionsResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1532,7 +1709,7 @@ func (x *ListSessionsResponse) String() string {
 func (*ListSessionsResponse) ProtoMessage() {}
 
 func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[16]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1545,7 +1722,7 @@ func (x *ListSessionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSessionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSessionsResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{16}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListSessionsResponse) GetSessions() []*Session {
@@ -1564,7 +1741,7 @@ type AttachSessionRequest struct {
 
 func (x *AttachSessionRequest) Reset() {
 	*x = AttachSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1576,7 +1753,7 @@ func (x *AttachSessionRequest) String() string {
 func (*AttachSessionRequest) ProtoMessage() {}
 
 func (x *AttachSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[17]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1589,7 +1766,7 @@ func (x *AttachSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachSessionRequest.ProtoReflect.Descriptor instead.
 func (*AttachSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{17}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AttachSessionRequest) GetSessionId() string {
@@ -1608,7 +1785,7 @@ type AttachSessionResponse struct {
 
 func (x *AttachSessionResponse) Reset() {
 	*x = AttachSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1797,7 @@ func (x *AttachSessionResponse) String() string {
 func (*AttachSessionResponse) ProtoMessage() {}
 
 func (x *AttachSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[18]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1810,7 @@ func (x *AttachSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttachSessionResponse.ProtoReflect.Descriptor instead.
 func (*AttachSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{18}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AttachSessionResponse) GetSession() *Session {
@@ -1652,7 +1829,7 @@ type PauseSessionRequest struct {
 
 func (x *PauseSessionRequest) Reset() {
 	*x = PauseSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1841,7 @@ func (x *PauseSessionRequest) String() string {
 func (*PauseSessionRequest) ProtoMessage() {}
 
 func (x *PauseSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[19]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1854,7 @@ func (x *PauseSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSessionRequest.ProtoReflect.Descriptor instead.
 func (*PauseSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{19}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PauseSessionRequest) GetSessionId() string {
@@ -1695,7 +1872,7 @@ type PauseSessionResponse struct {
 
 func (x *PauseSessionResponse) Reset() {
 	*x = PauseSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1884,7 @@ func (x *PauseSessionResponse) String() string {
 func (*PauseSessionResponse) ProtoMessage() {}
 
 func (x *PauseSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[20]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1897,7 @@ func (x *PauseSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseSessionResponse.ProtoReflect.Descriptor instead.
 func (*PauseSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{20}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{22}
 }
 
 type ResumeSessionRequest struct {
@@ -1732,7 +1909,7 @@ type ResumeSessionRequest struct {
 
 func (x *ResumeSessionRequest) Reset() {
 	*x = ResumeSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1921,7 @@ func (x *ResumeSessionRequest) String() string {
 func (*ResumeSessionRequest) ProtoMessage() {}
 
 func (x *ResumeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[21]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1934,7 @@ func (x *ResumeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSessionRequest.ProtoReflect.Descriptor instead.
 func (*ResumeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{21}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResumeSessionRequest) GetSessionId() string {
@@ -1775,7 +1952,7 @@ type ResumeSessionResponse struct {
 
 func (x *ResumeSessionResponse) Reset() {
 	*x = ResumeSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +1964,7 @@ func (x *ResumeSessionResponse) String() string {
 func (*ResumeSessionResponse) ProtoMessage() {}
 
 func (x *ResumeSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[22]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +1977,7 @@ func (x *ResumeSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSessionResponse.ProtoReflect.Descriptor instead.
 func (*ResumeSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{22}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{24}
 }
 
 type DestroySessionRequest struct {
@@ -1812,7 +1989,7 @@ type DestroySessionRequest struct {
 
 func (x *DestroySessionRequest) Reset() {
 	*x = DestroySessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1824,7 +2001,7 @@ func (x *DestroySessionRequest) String() string {
 func (*DestroySessionRequest) ProtoMessage() {}
 
 func (x *DestroySessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1837,7 +2014,7 @@ func (x *DestroySessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySessionRequest.ProtoReflect.Descriptor instead.
 func (*DestroySessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{23}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DestroySessionRequest) GetSessionId() string {
@@ -1855,7 +2032,7 @@ type DestroySessionResponse struct {
 
 func (x *DestroySessionResponse) Reset() {
 	*x = DestroySessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +2044,7 @@ func (x *DestroySessionResponse) String() string {
 func (*DestroySessionResponse) ProtoMessage() {}
 
 func (x *DestroySessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +2057,287 @@ func (x *DestroySessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySessionResponse.ProtoReflect.Descriptor instead.
 func (*DestroySessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{24}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{26}
+}
+
+type PublishPortRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Port          int32                  `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	Public        bool                   `protobuf:"varint,3,opt,name=public,proto3" json:"public,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishPortRequest) Reset() {
+	*x = PublishPortRequest{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishPortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishPortRequest) ProtoMessage() {}
+
+func (x *PublishPortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishPortRequest.ProtoReflect.Descriptor instead.
+func (*PublishPortRequest) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PublishPortRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *PublishPortRequest) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *PublishPortRequest) GetPublic() bool {
+	if x != nil {
+		return x.Public
+	}
+	return false
+}
+
+type PublishPortResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Port          *PublishedPort         `protobuf:"bytes,1,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishPortResponse) Reset() {
+	*x = PublishPortResponse{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishPortResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishPortResponse) ProtoMessage() {}
+
+func (x *PublishPortResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishPortResponse.ProtoReflect.Descriptor instead.
+func (*PublishPortResponse) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PublishPortResponse) GetPort() *PublishedPort {
+	if x != nil {
+		return x.Port
+	}
+	return nil
+}
+
+type UnpublishPortRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	Port          int32                  `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpublishPortRequest) Reset() {
+	*x = UnpublishPortRequest{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpublishPortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpublishPortRequest) ProtoMessage() {}
+
+func (x *UnpublishPortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpublishPortRequest.ProtoReflect.Descriptor instead.
+func (*UnpublishPortRequest) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *UnpublishPortRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *UnpublishPortRequest) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+type UnpublishPortResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpublishPortResponse) Reset() {
+	*x = UnpublishPortResponse{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpublishPortResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpublishPortResponse) ProtoMessage() {}
+
+func (x *UnpublishPortResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpublishPortResponse.ProtoReflect.Descriptor instead.
+func (*UnpublishPortResponse) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{30}
+}
+
+type ListPortsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPortsRequest) Reset() {
+	*x = ListPortsRequest{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPortsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPortsRequest) ProtoMessage() {}
+
+func (x *ListPortsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPortsRequest.ProtoReflect.Descriptor instead.
+func (*ListPortsRequest) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListPortsRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+type ListPortsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ports         []*PublishedPort       `protobuf:"bytes,1,rep,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPortsResponse) Reset() {
+	*x = ListPortsResponse{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPortsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPortsResponse) ProtoMessage() {}
+
+func (x *ListPortsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPortsResponse.ProtoReflect.Descriptor instead.
+func (*ListPortsResponse) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListPortsResponse) GetPorts() []*PublishedPort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
 }
 
 type ExecuteToolRequest struct {
@@ -1893,7 +2350,7 @@ type ExecuteToolRequest struct {
 
 func (x *ExecuteToolRequest) Reset() {
 	*x = ExecuteToolRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2362,7 @@ func (x *ExecuteToolRequest) String() string {
 func (*ExecuteToolRequest) ProtoMessage() {}
 
 func (x *ExecuteToolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2375,7 @@ func (x *ExecuteToolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteToolRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{25}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ExecuteToolRequest) GetSessionId() string {
@@ -1944,7 +2401,7 @@ type ExecuteToolResponse struct {
 
 func (x *ExecuteToolResponse) Reset() {
 	*x = ExecuteToolResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2413,7 @@ func (x *ExecuteToolResponse) String() string {
 func (*ExecuteToolResponse) ProtoMessage() {}
 
 func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2426,7 @@ func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteToolResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{26}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ExecuteToolResponse) GetResponse() *ToolResponse {
@@ -1989,7 +2446,7 @@ type ExecuteToolStreamRequest struct {
 
 func (x *ExecuteToolStreamRequest) Reset() {
 	*x = ExecuteToolStreamRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2458,7 @@ func (x *ExecuteToolStreamRequest) String() string {
 func (*ExecuteToolStreamRequest) ProtoMessage() {}
 
 func (x *ExecuteToolStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2471,7 @@ func (x *ExecuteToolStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolStreamRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteToolStreamRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{27}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExecuteToolStreamRequest) GetSessionId() string {
@@ -2047,7 +2504,7 @@ type ExecuteToolStreamResponse struct {
 
 func (x *ExecuteToolStreamResponse) Reset() {
 	*x = ExecuteToolStreamResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2059,7 +2516,7 @@ func (x *ExecuteToolStreamResponse) String() string {
 func (*ExecuteToolStreamResponse) ProtoMessage() {}
 
 func (x *ExecuteToolStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2072,7 +2529,7 @@ func (x *ExecuteToolStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolStreamResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteToolStreamResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{28}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ExecuteToolStreamResponse) GetEvent() isExecuteToolStreamResponse_Event {
@@ -2141,7 +2598,7 @@ type TurnCompleteRequest struct {
 
 func (x *TurnCompleteRequest) Reset() {
 	*x = TurnCompleteRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2610,7 @@ func (x *TurnCompleteRequest) String() string {
 func (*TurnCompleteRequest) ProtoMessage() {}
 
 func (x *TurnCompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2623,7 @@ func (x *TurnCompleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnCompleteRequest.ProtoReflect.Descriptor instead.
 func (*TurnCompleteRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{29}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *TurnCompleteRequest) GetSessionId() string {
@@ -2192,7 +2649,7 @@ type TurnCompleteResponse struct {
 
 func (x *TurnCompleteResponse) Reset() {
 	*x = TurnCompleteResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2204,7 +2661,7 @@ func (x *TurnCompleteResponse) String() string {
 func (*TurnCompleteResponse) ProtoMessage() {}
 
 func (x *TurnCompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2217,7 +2674,7 @@ func (x *TurnCompleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnCompleteResponse.ProtoReflect.Descriptor instead.
 func (*TurnCompleteResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{30}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *TurnCompleteResponse) GetSnapshot() *SnapshotInfo {
@@ -2237,7 +2694,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2706,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2719,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{31}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CreateSnapshotRequest) GetSessionId() string {
@@ -2288,7 +2745,7 @@ type CreateSnapshotResponse struct {
 
 func (x *CreateSnapshotResponse) Reset() {
 	*x = CreateSnapshotResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2757,7 @@ func (x *CreateSnapshotResponse) String() string {
 func (*CreateSnapshotResponse) ProtoMessage() {}
 
 func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2770,7 @@ func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{32}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *CreateSnapshotResponse) GetSnapshot() *SnapshotInfo {
@@ -2332,7 +2789,7 @@ type ListSnapshotsRequest struct {
 
 func (x *ListSnapshotsRequest) Reset() {
 	*x = ListSnapshotsRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2344,7 +2801,7 @@ func (x *ListSnapshotsRequest) String() string {
 func (*ListSnapshotsRequest) ProtoMessage() {}
 
 func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2357,7 +2814,7 @@ func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{33}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListSnapshotsRequest) GetSessionId() string {
@@ -2376,7 +2833,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2845,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2858,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{34}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*SnapshotInfo {
@@ -2421,7 +2878,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2433,7 +2890,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2446,7 +2903,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{35}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RollbackRequest) GetSessionId() string {
@@ -2471,7 +2928,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2483,7 +2940,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2496,7 +2953,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{36}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{44}
 }
 
 type DeleteSnapshotRequest struct {
@@ -2509,7 +2966,7 @@ type DeleteSnapshotRequest struct {
 
 func (x *DeleteSnapshotRequest) Reset() {
 	*x = DeleteSnapshotRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2521,7 +2978,7 @@ func (x *DeleteSnapshotRequest) String() string {
 func (*DeleteSnapshotRequest) ProtoMessage() {}
 
 func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2534,7 +2991,7 @@ func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{37}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *DeleteSnapshotRequest) GetSessionId() string {
@@ -2559,7 +3016,7 @@ type DeleteSnapshotResponse struct {
 
 func (x *DeleteSnapshotResponse) Reset() {
 	*x = DeleteSnapshotResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2571,7 +3028,7 @@ func (x *DeleteSnapshotResponse) String() string {
 func (*DeleteSnapshotResponse) ProtoMessage() {}
 
 func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2584,7 +3041,7 @@ func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{38}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{46}
 }
 
 type ForkRequest struct {
@@ -2600,7 +3057,7 @@ type ForkRequest struct {
 
 func (x *ForkRequest) Reset() {
 	*x = ForkRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2612,7 +3069,7 @@ func (x *ForkRequest) String() string {
 func (*ForkRequest) ProtoMessage() {}
 
 func (x *ForkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2625,7 +3082,7 @@ func (x *ForkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkRequest.ProtoReflect.Descriptor instead.
 func (*ForkRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{39}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ForkRequest) GetSessionId() string {
@@ -2658,7 +3115,7 @@ type ForkResponse struct {
 
 func (x *ForkResponse) Reset() {
 	*x = ForkResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2670,7 +3127,7 @@ func (x *ForkResponse) String() string {
 func (*ForkResponse) ProtoMessage() {}
 
 func (x *ForkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2683,7 +3140,7 @@ func (x *ForkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkResponse.ProtoReflect.Descriptor instead.
 func (*ForkResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{40}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ForkResponse) GetSession() *Session {
@@ -2701,7 +3158,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2713,7 +3170,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2726,7 +3183,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{41}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{49}
 }
 
 type HealthResponse struct {
@@ -2741,7 +3198,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2753,7 +3210,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2766,7 +3223,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{42}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *HealthResponse) GetStatus() string {
@@ -2791,7 +3248,7 @@ type CapabilitiesRequest struct {
 
 func (x *CapabilitiesRequest) Reset() {
 	*x = CapabilitiesRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +3260,7 @@ func (x *CapabilitiesRequest) String() string {
 func (*CapabilitiesRequest) ProtoMessage() {}
 
 func (x *CapabilitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +3273,7 @@ func (x *CapabilitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapabilitiesRequest.ProtoReflect.Descriptor instead.
 func (*CapabilitiesRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{43}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{51}
 }
 
 type CapabilitiesResponse struct {
@@ -2828,7 +3285,7 @@ type CapabilitiesResponse struct {
 
 func (x *CapabilitiesResponse) Reset() {
 	*x = CapabilitiesResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[44]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2840,7 +3297,7 @@ func (x *CapabilitiesResponse) String() string {
 func (*CapabilitiesResponse) ProtoMessage() {}
 
 func (x *CapabilitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[44]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2853,7 +3310,7 @@ func (x *CapabilitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapabilitiesResponse.ProtoReflect.Descriptor instead.
 func (*CapabilitiesResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{44}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CapabilitiesResponse) GetCapabilities() *Capabilities {
@@ -2895,7 +3352,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
 	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1d\n" +
 	"\n" +
-	"disk_bytes\x18\x04 \x01(\x03R\tdiskBytes\"\xd6\x03\n" +
+	"disk_bytes\x18\x04 \x01(\x03R\tdiskBytes\"\xfb\x04\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.turnbox.v1.SessionStateR\x05state\x129\n" +
@@ -2909,10 +3366,24 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x06labels\x18\t \x03(\v2\x1f.turnbox.v1.Session.LabelsEntryR\x06labels\x12\x19\n" +
 	"\bwork_dir\x18\n" +
 	" \x01(\tR\aworkDir\x12\x12\n" +
-	"\x04user\x18\v \x01(\tR\x04user\x1a9\n" +
+	"\x04user\x18\v \x01(\tR\x04user\x123\n" +
+	"\anetwork\x18\f \x01(\v2\x19.turnbox.v1.NetworkPolicyR\anetwork\x12/\n" +
+	"\x05ports\x18\r \x03(\v2\x19.turnbox.v1.PublishedPortR\x05ports\x12=\n" +
+	"\rnetwork_stats\x18\x0e \x01(\v2\x18.turnbox.v1.NetworkStatsR\fnetworkStats\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc2\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
+	"\rPublishedPort\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\x05R\x04port\x12\x16\n" +
+	"\x06public\x18\x02 \x01(\bR\x06public\"\xa0\x01\n" +
+	"\fNetworkStats\x12\x19\n" +
+	"\bbytes_in\x18\x01 \x01(\x04R\abytesIn\x12\x1b\n" +
+	"\tbytes_out\x18\x02 \x01(\x04R\bbytesOut\x12\x1d\n" +
+	"\n" +
+	"packets_in\x18\x03 \x01(\x04R\tpacketsIn\x12\x1f\n" +
+	"\vpackets_out\x18\x04 \x01(\x04R\n" +
+	"packetsOut\x12\x18\n" +
+	"\arefused\x18\x05 \x01(\x04R\arefused\"\xd8\x03\n" +
 	"\fCapabilities\x12\x1c\n" +
 	"\tsnapshots\x18\x01 \x01(\bR\tsnapshots\x12\x1a\n" +
 	"\brollback\x18\x02 \x01(\bR\brollback\x12\x12\n" +
@@ -2927,7 +3398,8 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\tprocesses\x18\x15 \x01(\bR\tprocesses\x12\x10\n" +
 	"\x03pty\x18\x16 \x01(\bR\x03pty\x12\x14\n" +
 	"\x05files\x18\x17 \x01(\bR\x05files\x12'\n" +
-	"\x0fnetwork_ceiling\x18\x18 \x01(\tR\x0enetworkCeiling\"\xb5\x01\n" +
+	"\x0fnetwork_ceiling\x18\x18 \x01(\tR\x0enetworkCeiling\x12\x14\n" +
+	"\x05ports\x18\x19 \x01(\bR\x05ports\"\xb5\x01\n" +
 	"\vToolRequest\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x1b\n" +
@@ -2999,7 +3471,24 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x15DestroySessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\"\x18\n" +
-	"\x16DestroySessionResponse\"f\n" +
+	"\x16DestroySessionResponse\"_\n" +
+	"\x12PublishPortRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x16\n" +
+	"\x06public\x18\x03 \x01(\bR\x06public\"D\n" +
+	"\x13PublishPortResponse\x12-\n" +
+	"\x04port\x18\x01 \x01(\v2\x19.turnbox.v1.PublishedPortR\x04port\"I\n" +
+	"\x14UnpublishPortRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\"\x17\n" +
+	"\x15UnpublishPortResponse\"1\n" +
+	"\x10ListPortsRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"D\n" +
+	"\x11ListPortsResponse\x12/\n" +
+	"\x05ports\x18\x01 \x03(\v2\x19.turnbox.v1.PublishedPortR\x05ports\"f\n" +
 	"\x12ExecuteToolRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x121\n" +
@@ -3070,7 +3559,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\fOutputStream\x12\x1d\n" +
 	"\x19OUTPUT_STREAM_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14OUTPUT_STREAM_STDOUT\x10\x01\x12\x18\n" +
-	"\x14OUTPUT_STREAM_STDERR\x10\x02*\x8d\x05\n" +
+	"\x14OUTPUT_STREAM_STDERR\x10\x02*\xd1\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12)\n" +
 	"%ERROR_REASON_CAPABILITY_NOT_SUPPORTED\x10\x01\x12\"\n" +
@@ -3092,7 +3581,9 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x18ERROR_REASON_FILE_EXISTS\x10\x16\x12\x1c\n" +
 	"\x18ERROR_REASON_WATCH_ENDED\x10\x17\x12 \n" +
 	"\x1cERROR_REASON_IMAGE_NOT_FOUND\x10\x18\x12\x1d\n" +
-	"\x19ERROR_REASON_IMAGE_IN_USE\x10\x192\xab\v\n" +
+	"\x19ERROR_REASON_IMAGE_IN_USE\x10\x19\x12#\n" +
+	"\x1fERROR_REASON_PORT_NOT_PUBLISHED\x10\x1a\x12\x1d\n" +
+	"\x19ERROR_REASON_PORT_REFUSED\x10\x1b2\xa5\r\n" +
 	"\x0eSandboxService\x12T\n" +
 	"\rCreateSession\x12 .turnbox.v1.CreateSessionRequest\x1a!.turnbox.v1.CreateSessionResponse\x12P\n" +
 	"\n" +
@@ -3111,7 +3602,10 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x0eDeleteSnapshot\x12!.turnbox.v1.DeleteSnapshotRequest\x1a\".turnbox.v1.DeleteSnapshotResponse\x129\n" +
 	"\x04Fork\x12\x17.turnbox.v1.ForkRequest\x1a\x18.turnbox.v1.ForkResponse\x12D\n" +
 	"\x06Health\x12\x19.turnbox.v1.HealthRequest\x1a\x1a.turnbox.v1.HealthResponse\"\x03\x90\x02\x01\x12V\n" +
-	"\fCapabilities\x12\x1f.turnbox.v1.CapabilitiesRequest\x1a .turnbox.v1.CapabilitiesResponse\"\x03\x90\x02\x01B<Z:github.com/turnbox/turnbox/remote/gen/turnbox/v1;turnboxv1b\x06proto3"
+	"\fCapabilities\x12\x1f.turnbox.v1.CapabilitiesRequest\x1a .turnbox.v1.CapabilitiesResponse\"\x03\x90\x02\x01\x12S\n" +
+	"\vPublishPort\x12\x1e.turnbox.v1.PublishPortRequest\x1a\x1f.turnbox.v1.PublishPortResponse\"\x03\x90\x02\x02\x12T\n" +
+	"\rUnpublishPort\x12 .turnbox.v1.UnpublishPortRequest\x1a!.turnbox.v1.UnpublishPortResponse\x12M\n" +
+	"\tListPorts\x12\x1c.turnbox.v1.ListPortsRequest\x1a\x1d.turnbox.v1.ListPortsResponse\"\x03\x90\x02\x01B<Z:github.com/turnbox/turnbox/remote/gen/turnbox/v1;turnboxv1b\x06proto3"
 
 var (
 	file_turnbox_v1_sandbox_proto_rawDescOnce sync.Once
@@ -3126,7 +3620,7 @@ func file_turnbox_v1_sandbox_proto_rawDescGZIP() []byte {
 }
 
 var file_turnbox_v1_sandbox_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_turnbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_turnbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
 var file_turnbox_v1_sandbox_proto_goTypes = []any{
 	(SessionState)(0),                 // 0: turnbox.v1.SessionState
 	(OutputStream)(0),                 // 1: turnbox.v1.OutputStream
@@ -3135,126 +3629,145 @@ var file_turnbox_v1_sandbox_proto_goTypes = []any{
 	(*NetworkPolicy)(nil),             // 4: turnbox.v1.NetworkPolicy
 	(*Limits)(nil),                    // 5: turnbox.v1.Limits
 	(*Session)(nil),                   // 6: turnbox.v1.Session
-	(*Capabilities)(nil),              // 7: turnbox.v1.Capabilities
-	(*ToolRequest)(nil),               // 8: turnbox.v1.ToolRequest
-	(*ToolResponse)(nil),              // 9: turnbox.v1.ToolResponse
-	(*ToolProgress)(nil),              // 10: turnbox.v1.ToolProgress
-	(*KeepAlive)(nil),                 // 11: turnbox.v1.KeepAlive
-	(*SnapshotInfo)(nil),              // 12: turnbox.v1.SnapshotInfo
-	(*ErrorInfo)(nil),                 // 13: turnbox.v1.ErrorInfo
-	(*CreateSessionRequest)(nil),      // 14: turnbox.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),     // 15: turnbox.v1.CreateSessionResponse
-	(*GetSessionRequest)(nil),         // 16: turnbox.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),        // 17: turnbox.v1.GetSessionResponse
-	(*ListSessionsRequest)(nil),       // 18: turnbox.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),      // 19: turnbox.v1.ListSessionsResponse
-	(*AttachSessionRequest)(nil),      // 20: turnbox.v1.AttachSessionRequest
-	(*AttachSessionResponse)(nil),     // 21: turnbox.v1.AttachSessionResponse
-	(*PauseSessionRequest)(nil),       // 22: turnbox.v1.PauseSessionRequest
-	(*PauseSessionResponse)(nil),      // 23: turnbox.v1.PauseSessionResponse
-	(*ResumeSessionRequest)(nil),      // 24: turnbox.v1.ResumeSessionRequest
-	(*ResumeSessionResponse)(nil),     // 25: turnbox.v1.ResumeSessionResponse
-	(*DestroySessionRequest)(nil),     // 26: turnbox.v1.DestroySessionRequest
-	(*DestroySessionResponse)(nil),    // 27: turnbox.v1.DestroySessionResponse
-	(*ExecuteToolRequest)(nil),        // 28: turnbox.v1.ExecuteToolRequest
-	(*ExecuteToolResponse)(nil),       // 29: turnbox.v1.ExecuteToolResponse
-	(*ExecuteToolStreamRequest)(nil),  // 30: turnbox.v1.ExecuteToolStreamRequest
-	(*ExecuteToolStreamResponse)(nil), // 31: turnbox.v1.ExecuteToolStreamResponse
-	(*TurnCompleteRequest)(nil),       // 32: turnbox.v1.TurnCompleteRequest
-	(*TurnCompleteResponse)(nil),      // 33: turnbox.v1.TurnCompleteResponse
-	(*CreateSnapshotRequest)(nil),     // 34: turnbox.v1.CreateSnapshotRequest
-	(*CreateSnapshotResponse)(nil),    // 35: turnbox.v1.CreateSnapshotResponse
-	(*ListSnapshotsRequest)(nil),      // 36: turnbox.v1.ListSnapshotsRequest
-	(*ListSnapshotsResponse)(nil),     // 37: turnbox.v1.ListSnapshotsResponse
-	(*RollbackRequest)(nil),           // 38: turnbox.v1.RollbackRequest
-	(*RollbackResponse)(nil),          // 39: turnbox.v1.RollbackResponse
-	(*DeleteSnapshotRequest)(nil),     // 40: turnbox.v1.DeleteSnapshotRequest
-	(*DeleteSnapshotResponse)(nil),    // 41: turnbox.v1.DeleteSnapshotResponse
-	(*ForkRequest)(nil),               // 42: turnbox.v1.ForkRequest
-	(*ForkResponse)(nil),              // 43: turnbox.v1.ForkResponse
-	(*HealthRequest)(nil),             // 44: turnbox.v1.HealthRequest
-	(*HealthResponse)(nil),            // 45: turnbox.v1.HealthResponse
-	(*CapabilitiesRequest)(nil),       // 46: turnbox.v1.CapabilitiesRequest
-	(*CapabilitiesResponse)(nil),      // 47: turnbox.v1.CapabilitiesResponse
-	nil,                               // 48: turnbox.v1.SessionConfig.EnvEntry
-	nil,                               // 49: turnbox.v1.SessionConfig.LabelsEntry
-	nil,                               // 50: turnbox.v1.Session.LabelsEntry
-	(*durationpb.Duration)(nil),       // 51: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 52: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 53: google.protobuf.Struct
+	(*PublishedPort)(nil),             // 7: turnbox.v1.PublishedPort
+	(*NetworkStats)(nil),              // 8: turnbox.v1.NetworkStats
+	(*Capabilities)(nil),              // 9: turnbox.v1.Capabilities
+	(*ToolRequest)(nil),               // 10: turnbox.v1.ToolRequest
+	(*ToolResponse)(nil),              // 11: turnbox.v1.ToolResponse
+	(*ToolProgress)(nil),              // 12: turnbox.v1.ToolProgress
+	(*KeepAlive)(nil),                 // 13: turnbox.v1.KeepAlive
+	(*SnapshotInfo)(nil),              // 14: turnbox.v1.SnapshotInfo
+	(*ErrorInfo)(nil),                 // 15: turnbox.v1.ErrorInfo
+	(*CreateSessionRequest)(nil),      // 16: turnbox.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),     // 17: turnbox.v1.CreateSessionResponse
+	(*GetSessionRequest)(nil),         // 18: turnbox.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),        // 19: turnbox.v1.GetSessionResponse
+	(*ListSessionsRequest)(nil),       // 20: turnbox.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),      // 21: turnbox.v1.ListSessionsResponse
+	(*AttachSessionRequest)(nil),      // 22: turnbox.v1.AttachSessionRequest
+	(*AttachSessionResponse)(nil),     // 23: turnbox.v1.AttachSessionResponse
+	(*PauseSessionRequest)(nil),       // 24: turnbox.v1.PauseSessionRequest
+	(*PauseSessionResponse)(nil),      // 25: turnbox.v1.PauseSessionResponse
+	(*ResumeSessionRequest)(nil),      // 26: turnbox.v1.ResumeSessionRequest
+	(*ResumeSessionResponse)(nil),     // 27: turnbox.v1.ResumeSessionResponse
+	(*DestroySessionRequest)(nil),     // 28: turnbox.v1.DestroySessionRequest
+	(*DestroySessionResponse)(nil),    // 29: turnbox.v1.DestroySessionResponse
+	(*PublishPortRequest)(nil),        // 30: turnbox.v1.PublishPortRequest
+	(*PublishPortResponse)(nil),       // 31: turnbox.v1.PublishPortResponse
+	(*UnpublishPortRequest)(nil),      // 32: turnbox.v1.UnpublishPortRequest
+	(*UnpublishPortResponse)(nil),     // 33: turnbox.v1.UnpublishPortResponse
+	(*ListPortsRequest)(nil),          // 34: turnbox.v1.ListPortsRequest
+	(*ListPortsResponse)(nil),         // 35: turnbox.v1.ListPortsResponse
+	(*ExecuteToolRequest)(nil),        // 36: turnbox.v1.ExecuteToolRequest
+	(*ExecuteToolResponse)(nil),       // 37: turnbox.v1.ExecuteToolResponse
+	(*ExecuteToolStreamRequest)(nil),  // 38: turnbox.v1.ExecuteToolStreamRequest
+	(*ExecuteToolStreamResponse)(nil), // 39: turnbox.v1.ExecuteToolStreamResponse
+	(*TurnCompleteRequest)(nil),       // 40: turnbox.v1.TurnCompleteRequest
+	(*TurnCompleteResponse)(nil),      // 41: turnbox.v1.TurnCompleteResponse
+	(*CreateSnapshotRequest)(nil),     // 42: turnbox.v1.CreateSnapshotRequest
+	(*CreateSnapshotResponse)(nil),    // 43: turnbox.v1.CreateSnapshotResponse
+	(*ListSnapshotsRequest)(nil),      // 44: turnbox.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),     // 45: turnbox.v1.ListSnapshotsResponse
+	(*RollbackRequest)(nil),           // 46: turnbox.v1.RollbackRequest
+	(*RollbackResponse)(nil),          // 47: turnbox.v1.RollbackResponse
+	(*DeleteSnapshotRequest)(nil),     // 48: turnbox.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil),    // 49: turnbox.v1.DeleteSnapshotResponse
+	(*ForkRequest)(nil),               // 50: turnbox.v1.ForkRequest
+	(*ForkResponse)(nil),              // 51: turnbox.v1.ForkResponse
+	(*HealthRequest)(nil),             // 52: turnbox.v1.HealthRequest
+	(*HealthResponse)(nil),            // 53: turnbox.v1.HealthResponse
+	(*CapabilitiesRequest)(nil),       // 54: turnbox.v1.CapabilitiesRequest
+	(*CapabilitiesResponse)(nil),      // 55: turnbox.v1.CapabilitiesResponse
+	nil,                               // 56: turnbox.v1.SessionConfig.EnvEntry
+	nil,                               // 57: turnbox.v1.SessionConfig.LabelsEntry
+	nil,                               // 58: turnbox.v1.Session.LabelsEntry
+	(*durationpb.Duration)(nil),       // 59: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 60: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 61: google.protobuf.Struct
 }
 var file_turnbox_v1_sandbox_proto_depIdxs = []int32{
-	48, // 0: turnbox.v1.SessionConfig.env:type_name -> turnbox.v1.SessionConfig.EnvEntry
-	49, // 1: turnbox.v1.SessionConfig.labels:type_name -> turnbox.v1.SessionConfig.LabelsEntry
-	51, // 2: turnbox.v1.SessionConfig.tool_timeout:type_name -> google.protobuf.Duration
+	56, // 0: turnbox.v1.SessionConfig.env:type_name -> turnbox.v1.SessionConfig.EnvEntry
+	57, // 1: turnbox.v1.SessionConfig.labels:type_name -> turnbox.v1.SessionConfig.LabelsEntry
+	59, // 2: turnbox.v1.SessionConfig.tool_timeout:type_name -> google.protobuf.Duration
 	5,  // 3: turnbox.v1.SessionConfig.limits:type_name -> turnbox.v1.Limits
 	4,  // 4: turnbox.v1.SessionConfig.network:type_name -> turnbox.v1.NetworkPolicy
 	0,  // 5: turnbox.v1.Session.state:type_name -> turnbox.v1.SessionState
-	52, // 6: turnbox.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	60, // 6: turnbox.v1.Session.created_at:type_name -> google.protobuf.Timestamp
 	5,  // 7: turnbox.v1.Session.limits:type_name -> turnbox.v1.Limits
-	50, // 8: turnbox.v1.Session.labels:type_name -> turnbox.v1.Session.LabelsEntry
-	5,  // 9: turnbox.v1.Capabilities.limits:type_name -> turnbox.v1.Limits
-	53, // 10: turnbox.v1.ToolRequest.arguments:type_name -> google.protobuf.Struct
-	51, // 11: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
-	1,  // 12: turnbox.v1.ToolProgress.stream:type_name -> turnbox.v1.OutputStream
-	52, // 13: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
-	2,  // 14: turnbox.v1.ErrorInfo.reasons:type_name -> turnbox.v1.ErrorReason
-	3,  // 15: turnbox.v1.CreateSessionRequest.config:type_name -> turnbox.v1.SessionConfig
-	6,  // 16: turnbox.v1.CreateSessionResponse.session:type_name -> turnbox.v1.Session
-	6,  // 17: turnbox.v1.GetSessionResponse.session:type_name -> turnbox.v1.Session
-	6,  // 18: turnbox.v1.ListSessionsResponse.sessions:type_name -> turnbox.v1.Session
-	6,  // 19: turnbox.v1.AttachSessionResponse.session:type_name -> turnbox.v1.Session
-	8,  // 20: turnbox.v1.ExecuteToolRequest.request:type_name -> turnbox.v1.ToolRequest
-	9,  // 21: turnbox.v1.ExecuteToolResponse.response:type_name -> turnbox.v1.ToolResponse
-	8,  // 22: turnbox.v1.ExecuteToolStreamRequest.request:type_name -> turnbox.v1.ToolRequest
-	10, // 23: turnbox.v1.ExecuteToolStreamResponse.progress:type_name -> turnbox.v1.ToolProgress
-	9,  // 24: turnbox.v1.ExecuteToolStreamResponse.response:type_name -> turnbox.v1.ToolResponse
-	11, // 25: turnbox.v1.ExecuteToolStreamResponse.keepalive:type_name -> turnbox.v1.KeepAlive
-	12, // 26: turnbox.v1.TurnCompleteResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
-	12, // 27: turnbox.v1.CreateSnapshotResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
-	12, // 28: turnbox.v1.ListSnapshotsResponse.snapshots:type_name -> turnbox.v1.SnapshotInfo
-	3,  // 29: turnbox.v1.ForkRequest.config:type_name -> turnbox.v1.SessionConfig
-	6,  // 30: turnbox.v1.ForkResponse.session:type_name -> turnbox.v1.Session
-	7,  // 31: turnbox.v1.CapabilitiesResponse.capabilities:type_name -> turnbox.v1.Capabilities
-	14, // 32: turnbox.v1.SandboxService.CreateSession:input_type -> turnbox.v1.CreateSessionRequest
-	16, // 33: turnbox.v1.SandboxService.GetSession:input_type -> turnbox.v1.GetSessionRequest
-	18, // 34: turnbox.v1.SandboxService.ListSessions:input_type -> turnbox.v1.ListSessionsRequest
-	20, // 35: turnbox.v1.SandboxService.AttachSession:input_type -> turnbox.v1.AttachSessionRequest
-	22, // 36: turnbox.v1.SandboxService.PauseSession:input_type -> turnbox.v1.PauseSessionRequest
-	24, // 37: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
-	26, // 38: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
-	28, // 39: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
-	30, // 40: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
-	32, // 41: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
-	34, // 42: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
-	36, // 43: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
-	38, // 44: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
-	40, // 45: turnbox.v1.SandboxService.DeleteSnapshot:input_type -> turnbox.v1.DeleteSnapshotRequest
-	42, // 46: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
-	44, // 47: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
-	46, // 48: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
-	15, // 49: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
-	17, // 50: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
-	19, // 51: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
-	21, // 52: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
-	23, // 53: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
-	25, // 54: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
-	27, // 55: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
-	29, // 56: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
-	31, // 57: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
-	33, // 58: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
-	35, // 59: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
-	37, // 60: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
-	39, // 61: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
-	41, // 62: turnbox.v1.SandboxService.DeleteSnapshot:output_type -> turnbox.v1.DeleteSnapshotResponse
-	43, // 63: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
-	45, // 64: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
-	47, // 65: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
-	49, // [49:66] is the sub-list for method output_type
-	32, // [32:49] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	58, // 8: turnbox.v1.Session.labels:type_name -> turnbox.v1.Session.LabelsEntry
+	4,  // 9: turnbox.v1.Session.network:type_name -> turnbox.v1.NetworkPolicy
+	7,  // 10: turnbox.v1.Session.ports:type_name -> turnbox.v1.PublishedPort
+	8,  // 11: turnbox.v1.Session.network_stats:type_name -> turnbox.v1.NetworkStats
+	5,  // 12: turnbox.v1.Capabilities.limits:type_name -> turnbox.v1.Limits
+	61, // 13: turnbox.v1.ToolRequest.arguments:type_name -> google.protobuf.Struct
+	59, // 14: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
+	1,  // 15: turnbox.v1.ToolProgress.stream:type_name -> turnbox.v1.OutputStream
+	60, // 16: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
+	2,  // 17: turnbox.v1.ErrorInfo.reasons:type_name -> turnbox.v1.ErrorReason
+	3,  // 18: turnbox.v1.CreateSessionRequest.config:type_name -> turnbox.v1.SessionConfig
+	6,  // 19: turnbox.v1.CreateSessionResponse.session:type_name -> turnbox.v1.Session
+	6,  // 20: turnbox.v1.GetSessionResponse.session:type_name -> turnbox.v1.Session
+	6,  // 21: turnbox.v1.ListSessionsResponse.sessions:type_name -> turnbox.v1.Session
+	6,  // 22: turnbox.v1.AttachSessionResponse.session:type_name -> turnbox.v1.Session
+	7,  // 23: turnbox.v1.PublishPortResponse.port:type_name -> turnbox.v1.PublishedPort
+	7,  // 24: turnbox.v1.ListPortsResponse.ports:type_name -> turnbox.v1.PublishedPort
+	10, // 25: turnbox.v1.ExecuteToolRequest.request:type_name -> turnbox.v1.ToolRequest
+	11, // 26: turnbox.v1.ExecuteToolResponse.response:type_name -> turnbox.v1.ToolResponse
+	10, // 27: turnbox.v1.ExecuteToolStreamRequest.request:type_name -> turnbox.v1.ToolRequest
+	12, // 28: turnbox.v1.ExecuteToolStreamResponse.progress:type_name -> turnbox.v1.ToolProgress
+	11, // 29: turnbox.v1.ExecuteToolStreamResponse.response:type_name -> turnbox.v1.ToolResponse
+	13, // 30: turnbox.v1.ExecuteToolStreamResponse.keepalive:type_name -> turnbox.v1.KeepAlive
+	14, // 31: turnbox.v1.TurnCompleteResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
+	14, // 32: turnbox.v1.CreateSnapshotResponse.snapshot:type_name -> turnbox.v1.SnapshotInfo
+	14, // 33: turnbox.v1.ListSnapshotsResponse.snapshots:type_name -> turnbox.v1.SnapshotInfo
+	3,  // 34: turnbox.v1.ForkRequest.config:type_name -> turnbox.v1.SessionConfig
+	6,  // 35: turnbox.v1.ForkResponse.session:type_name -> turnbox.v1.Session
+	9,  // 36: turnbox.v1.CapabilitiesResponse.capabilities:type_name -> turnbox.v1.Capabilities
+	16, // 37: turnbox.v1.SandboxService.CreateSession:input_type -> turnbox.v1.CreateSessionRequest
+	18, // 38: turnbox.v1.SandboxService.GetSession:input_type -> turnbox.v1.GetSessionRequest
+	20, // 39: turnbox.v1.SandboxService.ListSessions:input_type -> turnbox.v1.ListSessionsRequest
+	22, // 40: turnbox.v1.SandboxService.AttachSession:input_type -> turnbox.v1.AttachSessionRequest
+	24, // 41: turnbox.v1.SandboxService.PauseSession:input_type -> turnbox.v1.PauseSessionRequest
+	26, // 42: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
+	28, // 43: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
+	36, // 44: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
+	38, // 45: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
+	40, // 46: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
+	42, // 47: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
+	44, // 48: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
+	46, // 49: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
+	48, // 50: turnbox.v1.SandboxService.DeleteSnapshot:input_type -> turnbox.v1.DeleteSnapshotRequest
+	50, // 51: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
+	52, // 52: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
+	54, // 53: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
+	30, // 54: turnbox.v1.SandboxService.PublishPort:input_type -> turnbox.v1.PublishPortRequest
+	32, // 55: turnbox.v1.SandboxService.UnpublishPort:input_type -> turnbox.v1.UnpublishPortRequest
+	34, // 56: turnbox.v1.SandboxService.ListPorts:input_type -> turnbox.v1.ListPortsRequest
+	17, // 57: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
+	19, // 58: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
+	21, // 59: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
+	23, // 60: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
+	25, // 61: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
+	27, // 62: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
+	29, // 63: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
+	37, // 64: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
+	39, // 65: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
+	41, // 66: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
+	43, // 67: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
+	45, // 68: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
+	47, // 69: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
+	49, // 70: turnbox.v1.SandboxService.DeleteSnapshot:output_type -> turnbox.v1.DeleteSnapshotResponse
+	51, // 71: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
+	53, // 72: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
+	55, // 73: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
+	31, // 74: turnbox.v1.SandboxService.PublishPort:output_type -> turnbox.v1.PublishPortResponse
+	33, // 75: turnbox.v1.SandboxService.UnpublishPort:output_type -> turnbox.v1.UnpublishPortResponse
+	35, // 76: turnbox.v1.SandboxService.ListPorts:output_type -> turnbox.v1.ListPortsResponse
+	57, // [57:77] is the sub-list for method output_type
+	37, // [37:57] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_turnbox_v1_sandbox_proto_init() }
@@ -3262,7 +3775,7 @@ func file_turnbox_v1_sandbox_proto_init() {
 	if File_turnbox_v1_sandbox_proto != nil {
 		return
 	}
-	file_turnbox_v1_sandbox_proto_msgTypes[28].OneofWrappers = []any{
+	file_turnbox_v1_sandbox_proto_msgTypes[36].OneofWrappers = []any{
 		(*ExecuteToolStreamResponse_Progress)(nil),
 		(*ExecuteToolStreamResponse_Response)(nil),
 		(*ExecuteToolStreamResponse_Keepalive)(nil),
@@ -3273,7 +3786,7 @@ func file_turnbox_v1_sandbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_turnbox_v1_sandbox_proto_rawDesc), len(file_turnbox_v1_sandbox_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   48,
+			NumMessages:   56,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

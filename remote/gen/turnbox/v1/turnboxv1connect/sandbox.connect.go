@@ -91,6 +91,15 @@ const (
 	// SandboxServiceCapabilitiesProcedure is the fully-qualified name of the SandboxService's
 	// Capabilities RPC.
 	SandboxServiceCapabilitiesProcedure = "/turnbox.v1.SandboxService/Capabilities"
+	// SandboxServicePublishPortProcedure is the fully-qualified name of the SandboxService's
+	// PublishPort RPC.
+	SandboxServicePublishPortProcedure = "/turnbox.v1.SandboxService/PublishPort"
+	// SandboxServiceUnpublishPortProcedure is the fully-qualified name of the SandboxService's
+	// UnpublishPort RPC.
+	SandboxServiceUnpublishPortProcedure = "/turnbox.v1.SandboxService/UnpublishPort"
+	// SandboxServiceListPortsProcedure is the fully-qualified name of the SandboxService's ListPorts
+	// RPC.
+	SandboxServiceListPortsProcedure = "/turnbox.v1.SandboxService/ListPorts"
 )
 
 // SandboxServiceClient is a client for the turnbox.v1.SandboxService service.
@@ -141,6 +150,15 @@ type SandboxServiceClient interface {
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
 	// Capabilities reports what the host's sessions can do.
 	Capabilities(context.Context, *connect.Request[v1.CapabilitiesRequest]) (*connect.Response[v1.CapabilitiesResponse], error)
+	// PublishPort publishes a port of a process in the session: the
+	// server forwards /ports/<session>/<port>/ and <port>-<session>.<domain>
+	// to it (docs/ports.md). Publishing a published port changes how.
+	PublishPort(context.Context, *connect.Request[v1.PublishPortRequest]) (*connect.Response[v1.PublishPortResponse], error)
+	// UnpublishPort ends a port's publication (PORT_NOT_PUBLISHED if it
+	// has none).
+	UnpublishPort(context.Context, *connect.Request[v1.UnpublishPortRequest]) (*connect.Response[v1.UnpublishPortResponse], error)
+	// ListPorts lists the session's published ports.
+	ListPorts(context.Context, *connect.Request[v1.ListPortsRequest]) (*connect.Response[v1.ListPortsResponse], error)
 }
 
 // NewSandboxServiceClient constructs a client for the turnbox.v1.SandboxService service. By
@@ -264,6 +282,26 @@ func NewSandboxServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		publishPort: connect.NewClient[v1.PublishPortRequest, v1.PublishPortResponse](
+			httpClient,
+			baseURL+SandboxServicePublishPortProcedure,
+			connect.WithSchema(sandboxServiceMethods.ByName("PublishPort")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		unpublishPort: connect.NewClient[v1.UnpublishPortRequest, v1.UnpublishPortResponse](
+			httpClient,
+			baseURL+SandboxServiceUnpublishPortProcedure,
+			connect.WithSchema(sandboxServiceMethods.ByName("UnpublishPort")),
+			connect.WithClientOptions(opts...),
+		),
+		listPorts: connect.NewClient[v1.ListPortsRequest, v1.ListPortsResponse](
+			httpClient,
+			baseURL+SandboxServiceListPortsProcedure,
+			connect.WithSchema(sandboxServiceMethods.ByName("ListPorts")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -286,6 +324,9 @@ type sandboxServiceClient struct {
 	fork              *connect.Client[v1.ForkRequest, v1.ForkResponse]
 	health            *connect.Client[v1.HealthRequest, v1.HealthResponse]
 	capabilities      *connect.Client[v1.CapabilitiesRequest, v1.CapabilitiesResponse]
+	publishPort       *connect.Client[v1.PublishPortRequest, v1.PublishPortResponse]
+	unpublishPort     *connect.Client[v1.UnpublishPortRequest, v1.UnpublishPortResponse]
+	listPorts         *connect.Client[v1.ListPortsRequest, v1.ListPortsResponse]
 }
 
 // CreateSession calls turnbox.v1.SandboxService.CreateSession.
@@ -373,6 +414,21 @@ func (c *sandboxServiceClient) Capabilities(ctx context.Context, req *connect.Re
 	return c.capabilities.CallUnary(ctx, req)
 }
 
+// PublishPort calls turnbox.v1.SandboxService.PublishPort.
+func (c *sandboxServiceClient) PublishPort(ctx context.Context, req *connect.Request[v1.PublishPortRequest]) (*connect.Response[v1.PublishPortResponse], error) {
+	return c.publishPort.CallUnary(ctx, req)
+}
+
+// UnpublishPort calls turnbox.v1.SandboxService.UnpublishPort.
+func (c *sandboxServiceClient) UnpublishPort(ctx context.Context, req *connect.Request[v1.UnpublishPortRequest]) (*connect.Response[v1.UnpublishPortResponse], error) {
+	return c.unpublishPort.CallUnary(ctx, req)
+}
+
+// ListPorts calls turnbox.v1.SandboxService.ListPorts.
+func (c *sandboxServiceClient) ListPorts(ctx context.Context, req *connect.Request[v1.ListPortsRequest]) (*connect.Response[v1.ListPortsResponse], error) {
+	return c.listPorts.CallUnary(ctx, req)
+}
+
 // SandboxServiceHandler is an implementation of the turnbox.v1.SandboxService service.
 type SandboxServiceHandler interface {
 	// CreateSession creates a session. An empty config.session_id lets the
@@ -421,6 +477,15 @@ type SandboxServiceHandler interface {
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.HealthResponse], error)
 	// Capabilities reports what the host's sessions can do.
 	Capabilities(context.Context, *connect.Request[v1.CapabilitiesRequest]) (*connect.Response[v1.CapabilitiesResponse], error)
+	// PublishPort publishes a port of a process in the session: the
+	// server forwards /ports/<session>/<port>/ and <port>-<session>.<domain>
+	// to it (docs/ports.md). Publishing a published port changes how.
+	PublishPort(context.Context, *connect.Request[v1.PublishPortRequest]) (*connect.Response[v1.PublishPortResponse], error)
+	// UnpublishPort ends a port's publication (PORT_NOT_PUBLISHED if it
+	// has none).
+	UnpublishPort(context.Context, *connect.Request[v1.UnpublishPortRequest]) (*connect.Response[v1.UnpublishPortResponse], error)
+	// ListPorts lists the session's published ports.
+	ListPorts(context.Context, *connect.Request[v1.ListPortsRequest]) (*connect.Response[v1.ListPortsResponse], error)
 }
 
 // NewSandboxServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -540,6 +605,26 @@ func NewSandboxServiceHandler(svc SandboxServiceHandler, opts ...connect.Handler
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	sandboxServicePublishPortHandler := connect.NewUnaryHandler(
+		SandboxServicePublishPortProcedure,
+		svc.PublishPort,
+		connect.WithSchema(sandboxServiceMethods.ByName("PublishPort")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	sandboxServiceUnpublishPortHandler := connect.NewUnaryHandler(
+		SandboxServiceUnpublishPortProcedure,
+		svc.UnpublishPort,
+		connect.WithSchema(sandboxServiceMethods.ByName("UnpublishPort")),
+		connect.WithHandlerOptions(opts...),
+	)
+	sandboxServiceListPortsHandler := connect.NewUnaryHandler(
+		SandboxServiceListPortsProcedure,
+		svc.ListPorts,
+		connect.WithSchema(sandboxServiceMethods.ByName("ListPorts")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/turnbox.v1.SandboxService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case SandboxServiceCreateSessionProcedure:
@@ -576,6 +661,12 @@ func NewSandboxServiceHandler(svc SandboxServiceHandler, opts ...connect.Handler
 			sandboxServiceHealthHandler.ServeHTTP(w, r)
 		case SandboxServiceCapabilitiesProcedure:
 			sandboxServiceCapabilitiesHandler.ServeHTTP(w, r)
+		case SandboxServicePublishPortProcedure:
+			sandboxServicePublishPortHandler.ServeHTTP(w, r)
+		case SandboxServiceUnpublishPortProcedure:
+			sandboxServiceUnpublishPortHandler.ServeHTTP(w, r)
+		case SandboxServiceListPortsProcedure:
+			sandboxServiceListPortsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -651,4 +742,16 @@ func (UnimplementedSandboxServiceHandler) Health(context.Context, *connect.Reque
 
 func (UnimplementedSandboxServiceHandler) Capabilities(context.Context, *connect.Request[v1.CapabilitiesRequest]) (*connect.Response[v1.CapabilitiesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("turnbox.v1.SandboxService.Capabilities is not implemented"))
+}
+
+func (UnimplementedSandboxServiceHandler) PublishPort(context.Context, *connect.Request[v1.PublishPortRequest]) (*connect.Response[v1.PublishPortResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("turnbox.v1.SandboxService.PublishPort is not implemented"))
+}
+
+func (UnimplementedSandboxServiceHandler) UnpublishPort(context.Context, *connect.Request[v1.UnpublishPortRequest]) (*connect.Response[v1.UnpublishPortResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("turnbox.v1.SandboxService.UnpublishPort is not implemented"))
+}
+
+func (UnimplementedSandboxServiceHandler) ListPorts(context.Context, *connect.Request[v1.ListPortsRequest]) (*connect.Response[v1.ListPortsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("turnbox.v1.SandboxService.ListPorts is not implemented"))
 }

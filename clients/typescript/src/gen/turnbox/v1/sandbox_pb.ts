@@ -22,7 +22,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file turnbox/v1/sandbox.proto.
  */
 export const file_turnbox_v1_sandbox: GenFile = /*@__PURE__*/
-  fileDesc("Chh0dXJuYm94L3YxL3NhbmRib3gucHJvdG8SCnR1cm5ib3gudjEivwMKDVNlc3Npb25Db25maWcSEgoKc2Vzc2lvbl9pZBgBIAEoCRINCgVpbWFnZRgCIAEoCRIVCg1mcm9tX3NuYXBzaG90GAMgASgJEi8KA2VudhgEIAMoCzIiLnR1cm5ib3gudjEuU2Vzc2lvbkNvbmZpZy5FbnZFbnRyeRI1CgZsYWJlbHMYBSADKAsyJS50dXJuYm94LnYxLlNlc3Npb25Db25maWcuTGFiZWxzRW50cnkSLwoMdG9vbF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEG1heF9vdXRwdXRfYnl0ZXMYByABKAMSIgoGbGltaXRzGAggASgLMhIudHVybmJveC52MS5MaW1pdHMSFgoOcmVhZF9vbmx5X3Jvb3QYFCABKAgSKgoHbmV0d29yaxgVIAEoCzIZLnR1cm5ib3gudjEuTmV0d29ya1BvbGljeRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLAoNTmV0d29ya1BvbGljeRIMCgRtb2RlGAEgASgJEg0KBWFsbG93GAIgAygJIk4KBkxpbWl0cxIUCgxtZW1vcnlfYnl0ZXMYASABKAMSDAoEY3B1cxgCIAEoARIMCgRwaWRzGAMgASgDEhIKCmRpc2tfYnl0ZXMYBCABKAMi5QIKB1Nlc3Npb24SCgoCaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50dXJuYm94LnYxLlNlc3Npb25TdGF0ZRIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5wYXJlbnRfc2Vzc2lvbhgEIAEoCRIXCg9wYXJlbnRfc25hcHNob3QYBSABKAkSEQoJbGFzdF90dXJuGAYgASgDEiIKBmxpbWl0cxgHIAEoCzISLnR1cm5ib3gudjEuTGltaXRzEg0KBWltYWdlGAggASgJEi8KBmxhYmVscxgJIAMoCzIfLnR1cm5ib3gudjEuU2Vzc2lvbi5MYWJlbHNFbnRyeRIQCgh3b3JrX2RpchgKIAEoCRIMCgR1c2VyGAsgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEirAIKDENhcGFiaWxpdGllcxIRCglzbmFwc2hvdHMYASABKAgSEAoIcm9sbGJhY2sYAiABKAgSDAoEZm9yaxgDIAEoCBINCgVwYXVzZRgEIAEoCBIaChJzdHJlYW1pbmdfcHJvZ3Jlc3MYBSABKAgSEQoJaXNvbGF0aW9uGAYgASgJEg8KB3N0b3JhZ2UYByABKAkSIgoGbGltaXRzGAggASgLMhIudHVybmJveC52MS5MaW1pdHMSFwoPbGltaXRzX2VuZm9yY2VkGAkgASgIEhUKDXdyaXRhYmxlX3Jvb3QYFCABKAgSEQoJcHJvY2Vzc2VzGBUgASgIEgsKA3B0eRgWIAEoCBINCgVmaWxlcxgXIAEoCBIXCg9uZXR3b3JrX2NlaWxpbmcYGCABKAkigwEKC1Rvb2xSZXF1ZXN0EhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIRCgl0b29sX25hbWUYAiABKAkSDQoFaW5wdXQYAyABKAwSEAoIc25hcHNob3QYBCABKAgSKgoJYXJndW1lbnRzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCLzAQoMVG9vbFJlc3BvbnNlEhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIPCgdjb250ZW50GAIgASgMEhEKCWV4aXRfY29kZRgDIAEoBRIQCghpc19lcnJvchgEIAEoCBIRCgl0aW1lZF9vdXQYBSABKAgSEQoJdHJ1bmNhdGVkGAYgASgIEisKCGR1cmF0aW9uGAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC3NuYXBzaG90X2lkGAggASgJEhIKCm9vbV9raWxsZWQYCSABKAgSCwoDcGlkGBQgASgFEg4KBm91dHB1dBgVIAEoCSJsCgxUb29sUHJvZ3Jlc3MSFAoMdG9vbF9jYWxsX2lkGAEgASgJEigKBnN0cmVhbRgCIAEoDjIYLnR1cm5ib3gudjEuT3V0cHV0U3RyZWFtEgwKBGRhdGEYAyABKAwSDgoGb3V0cHV0GAQgASgJIgsKCUtlZXBBbGl2ZSKOAQoMU25hcHNob3RJbmZvEgoKAmlkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRIMCgR0dXJuGAQgASgDEi4KCmNyZWF0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnNpemVfYnl0ZXMYBiABKAMiNQoJRXJyb3JJbmZvEigKB3JlYXNvbnMYASADKA4yFy50dXJuYm94LnYxLkVycm9yUmVhc29uIocBChRDcmVhdGVTZXNzaW9uUmVxdWVzdBIpCgZjb25maWcYASABKAsyGS50dXJuYm94LnYxLlNlc3Npb25Db25maWcSIAoYcmVxdWlyZWRfc3RvcmFnZV9iYWNrZW5kGAIgASgJEiIKGnJlcXVpcmVkX2NvbnRhaW5lcl9ydW50aW1lGAMgASgJIj0KFUNyZWF0ZVNlc3Npb25SZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMudHVybmJveC52MS5TZXNzaW9uIicKEUdldFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiOgoSR2V0U2Vzc2lvblJlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy50dXJuYm94LnYxLlNlc3Npb24iFQoTTGlzdFNlc3Npb25zUmVxdWVzdCI9ChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLnR1cm5ib3gudjEuU2Vzc2lvbiIqChRBdHRhY2hTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIj0KFUF0dGFjaFNlc3Npb25SZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMudHVybmJveC52MS5TZXNzaW9uIikKE1BhdXNlU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSIWChRQYXVzZVNlc3Npb25SZXNwb25zZSIqChRSZXN1bWVTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhcKFVJlc3VtZVNlc3Npb25SZXNwb25zZSIrChVEZXN0cm95U2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSIYChZEZXN0cm95U2Vzc2lvblJlc3BvbnNlIlIKEkV4ZWN1dGVUb29sUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEigKB3JlcXVlc3QYAiABKAsyFy50dXJuYm94LnYxLlRvb2xSZXF1ZXN0IkEKE0V4ZWN1dGVUb29sUmVzcG9uc2USKgoIcmVzcG9uc2UYASABKAsyGC50dXJuYm94LnYxLlRvb2xSZXNwb25zZSJYChhFeGVjdXRlVG9vbFN0cmVhbVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIoCgdyZXF1ZXN0GAIgASgLMhcudHVybmJveC52MS5Ub29sUmVxdWVzdCKsAQoZRXhlY3V0ZVRvb2xTdHJlYW1SZXNwb25zZRIsCghwcm9ncmVzcxgBIAEoCzIYLnR1cm5ib3gudjEuVG9vbFByb2dyZXNzSAASLAoIcmVzcG9uc2UYAiABKAsyGC50dXJuYm94LnYxLlRvb2xSZXNwb25zZUgAEioKCWtlZXBhbGl2ZRgDIAEoCzIVLnR1cm5ib3gudjEuS2VlcEFsaXZlSABCBwoFZXZlbnQiOAoTVHVybkNvbXBsZXRlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg0KBWxhYmVsGAIgASgJIkIKFFR1cm5Db21wbGV0ZVJlc3BvbnNlEioKCHNuYXBzaG90GAEgASgLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iOQoVQ3JlYXRlU25hcHNob3RSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEbmFtZRgCIAEoCSJEChZDcmVhdGVTbmFwc2hvdFJlc3BvbnNlEioKCHNuYXBzaG90GAEgASgLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iKgoUTGlzdFNuYXBzaG90c1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSJEChVMaXN0U25hcHNob3RzUmVzcG9uc2USKwoJc25hcHNob3RzGAEgAygLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iOgoPUm9sbGJhY2tSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiEgoQUm9sbGJhY2tSZXNwb25zZSJAChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCSIYChZEZWxldGVTbmFwc2hvdFJlc3BvbnNlImEKC0ZvcmtSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSKQoGY29uZmlnGAMgASgLMhkudHVybmJveC52MS5TZXNzaW9uQ29uZmlnIjQKDEZvcmtSZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMudHVybmJveC52MS5TZXNzaW9uIg8KDUhlYWx0aFJlcXVlc3QiMQoOSGVhbHRoUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg8KB3ZlcnNpb24YAiABKAkiFQoTQ2FwYWJpbGl0aWVzUmVxdWVzdCJGChRDYXBhYmlsaXRpZXNSZXNwb25zZRIuCgxjYXBhYmlsaXRpZXMYASABKAsyGC50dXJuYm94LnYxLkNhcGFiaWxpdGllcyrSAQoMU2Vzc2lvblN0YXRlEh0KGVNFU1NJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTRVNTSU9OX1NUQVRFX0NSRUFUSU5HEAESGAoUU0VTU0lPTl9TVEFURV9BQ1RJVkUQAhIYChRTRVNTSU9OX1NUQVRFX1BBVVNFRBADEhwKGFNFU1NJT05fU1RBVEVfREVTVFJPWUlORxAEEhsKF1NFU1NJT05fU1RBVEVfREVTVFJPWUVEEAUSGAoUU0VTU0lPTl9TVEFURV9GQUlMRUQQBiphCgxPdXRwdXRTdHJlYW0SHQoZT1VUUFVUX1NUUkVBTV9VTlNQRUNJRklFRBAAEhgKFE9VVFBVVF9TVFJFQU1fU1RET1VUEAESGAoUT1VUUFVUX1NUUkVBTV9TVERFUlIQAiqNBQoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASKQolRVJST1JfUkVBU09OX0NBUEFCSUxJVFlfTk9UX1NVUFBPUlRFRBABEiIKHkVSUk9SX1JFQVNPTl9TRVNTSU9OX05PVF9GT1VORBACEiMKH0VSUk9SX1JFQVNPTl9TTkFQU0hPVF9OT1RfRk9VTkQQAxIbChdFUlJPUl9SRUFTT05fTk9UX0FDVElWRRAEEhoKFkVSUk9SX1JFQVNPTl9OT1RfQk9VTkQQBRIeChpFUlJPUl9SRUFTT05fQUxSRUFEWV9CT1VORBAGEh8KG0VSUk9SX1JFQVNPTl9BTFJFQURZX0VYSVNUUxAHEiEKHUVSUk9SX1JFQVNPTl9JTlZBTElEX0FSR1VNRU5UEAgSHQoZRVJST1JfUkVBU09OX1VOS05PV05fVE9PTBAJEh0KGUVSUk9SX1JFQVNPTl9QQVRIX0VTQ0FQRVMQChIVChFFUlJPUl9SRUFTT05fQlVTWRALEh8KG0VSUk9SX1JFQVNPTl9MSU1JVF9FWENFRURFRBAMEhcKE0VSUk9SX1JFQVNPTl9DTE9TRUQQDRIiCh5FUlJPUl9SRUFTT05fUFJPQ0VTU19OT1RfRk9VTkQQFBIfChtFUlJPUl9SRUFTT05fRklMRV9OT1RfRk9VTkQQFRIcChhFUlJPUl9SRUFTT05fRklMRV9FWElTVFMQFhIcChhFUlJPUl9SRUFTT05fV0FUQ0hfRU5ERUQQFxIgChxFUlJPUl9SRUFTT05fSU1BR0VfTk9UX0ZPVU5EEBgSHQoZRVJST1JfUkVBU09OX0lNQUdFX0lOX1VTRRAZMqsLCg5TYW5kYm94U2VydmljZRJUCg1DcmVhdGVTZXNzaW9uEiAudHVybmJveC52MS5DcmVhdGVTZXNzaW9uUmVxdWVzdBohLnR1cm5ib3gudjEuQ3JlYXRlU2Vzc2lvblJlc3BvbnNlElAKCkdldFNlc3Npb24SHS50dXJuYm94LnYxLkdldFNlc3Npb25SZXF1ZXN0Gh4udHVybmJveC52MS5HZXRTZXNzaW9uUmVzcG9uc2UiA5ACARJWCgxMaXN0U2Vzc2lvbnMSHy50dXJuYm94LnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIC50dXJuYm94LnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlIgOQAgESWQoNQXR0YWNoU2Vzc2lvbhIgLnR1cm5ib3gudjEuQXR0YWNoU2Vzc2lvblJlcXVlc3QaIS50dXJuYm94LnYxLkF0dGFjaFNlc3Npb25SZXNwb25zZSIDkAIBElEKDFBhdXNlU2Vzc2lvbhIfLnR1cm5ib3gudjEuUGF1c2VTZXNzaW9uUmVxdWVzdBogLnR1cm5ib3gudjEuUGF1c2VTZXNzaW9uUmVzcG9uc2USVAoNUmVzdW1lU2Vzc2lvbhIgLnR1cm5ib3gudjEuUmVzdW1lU2Vzc2lvblJlcXVlc3QaIS50dXJuYm94LnYxLlJlc3VtZVNlc3Npb25SZXNwb25zZRJcCg5EZXN0cm95U2Vzc2lvbhIhLnR1cm5ib3gudjEuRGVzdHJveVNlc3Npb25SZXF1ZXN0GiIudHVybmJveC52MS5EZXN0cm95U2Vzc2lvblJlc3BvbnNlIgOQAgISUwoLRXhlY3V0ZVRvb2wSHi50dXJuYm94LnYxLkV4ZWN1dGVUb29sUmVxdWVzdBofLnR1cm5ib3gudjEuRXhlY3V0ZVRvb2xSZXNwb25zZSIDkAICEmIKEUV4ZWN1dGVUb29sU3RyZWFtEiQudHVybmJveC52MS5FeGVjdXRlVG9vbFN0cmVhbVJlcXVlc3QaJS50dXJuYm94LnYxLkV4ZWN1dGVUb29sU3RyZWFtUmVzcG9uc2UwARJRCgxUdXJuQ29tcGxldGUSHy50dXJuYm94LnYxLlR1cm5Db21wbGV0ZVJlcXVlc3QaIC50dXJuYm94LnYxLlR1cm5Db21wbGV0ZVJlc3BvbnNlElcKDkNyZWF0ZVNuYXBzaG90EiEudHVybmJveC52MS5DcmVhdGVTbmFwc2hvdFJlcXVlc3QaIi50dXJuYm94LnYxLkNyZWF0ZVNuYXBzaG90UmVzcG9uc2USWQoNTGlzdFNuYXBzaG90cxIgLnR1cm5ib3gudjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaIS50dXJuYm94LnYxLkxpc3RTbmFwc2hvdHNSZXNwb25zZSIDkAIBEkUKCFJvbGxiYWNrEhsudHVybmJveC52MS5Sb2xsYmFja1JlcXVlc3QaHC50dXJuYm94LnYxLlJvbGxiYWNrUmVzcG9uc2USVwoORGVsZXRlU25hcHNob3QSIS50dXJuYm94LnYxLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBoiLnR1cm5ib3gudjEuRGVsZXRlU25hcHNob3RSZXNwb25zZRI5CgRGb3JrEhcudHVybmJveC52MS5Gb3JrUmVxdWVzdBoYLnR1cm5ib3gudjEuRm9ya1Jlc3BvbnNlEkQKBkhlYWx0aBIZLnR1cm5ib3gudjEuSGVhbHRoUmVxdWVzdBoaLnR1cm5ib3gudjEuSGVhbHRoUmVzcG9uc2UiA5ACARJWCgxDYXBhYmlsaXRpZXMSHy50dXJuYm94LnYxLkNhcGFiaWxpdGllc1JlcXVlc3QaIC50dXJuYm94LnYxLkNhcGFiaWxpdGllc1Jlc3BvbnNlIgOQAgFCPFo6Z2l0aHViLmNvbS90dXJuYm94L3R1cm5ib3gvcmVtb3RlL2dlbi90dXJuYm94L3YxO3R1cm5ib3h2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chh0dXJuYm94L3YxL3NhbmRib3gucHJvdG8SCnR1cm5ib3gudjEivwMKDVNlc3Npb25Db25maWcSEgoKc2Vzc2lvbl9pZBgBIAEoCRINCgVpbWFnZRgCIAEoCRIVCg1mcm9tX3NuYXBzaG90GAMgASgJEi8KA2VudhgEIAMoCzIiLnR1cm5ib3gudjEuU2Vzc2lvbkNvbmZpZy5FbnZFbnRyeRI1CgZsYWJlbHMYBSADKAsyJS50dXJuYm94LnYxLlNlc3Npb25Db25maWcuTGFiZWxzRW50cnkSLwoMdG9vbF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEG1heF9vdXRwdXRfYnl0ZXMYByABKAMSIgoGbGltaXRzGAggASgLMhIudHVybmJveC52MS5MaW1pdHMSFgoOcmVhZF9vbmx5X3Jvb3QYFCABKAgSKgoHbmV0d29yaxgVIAEoCzIZLnR1cm5ib3gudjEuTmV0d29ya1BvbGljeRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLAoNTmV0d29ya1BvbGljeRIMCgRtb2RlGAEgASgJEg0KBWFsbG93GAIgAygJIk4KBkxpbWl0cxIUCgxtZW1vcnlfYnl0ZXMYASABKAMSDAoEY3B1cxgCIAEoARIMCgRwaWRzGAMgASgDEhIKCmRpc2tfYnl0ZXMYBCABKAMi7AMKB1Nlc3Npb24SCgoCaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50dXJuYm94LnYxLlNlc3Npb25TdGF0ZRIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5wYXJlbnRfc2Vzc2lvbhgEIAEoCRIXCg9wYXJlbnRfc25hcHNob3QYBSABKAkSEQoJbGFzdF90dXJuGAYgASgDEiIKBmxpbWl0cxgHIAEoCzISLnR1cm5ib3gudjEuTGltaXRzEg0KBWltYWdlGAggASgJEi8KBmxhYmVscxgJIAMoCzIfLnR1cm5ib3gudjEuU2Vzc2lvbi5MYWJlbHNFbnRyeRIQCgh3b3JrX2RpchgKIAEoCRIMCgR1c2VyGAsgASgJEioKB25ldHdvcmsYDCABKAsyGS50dXJuYm94LnYxLk5ldHdvcmtQb2xpY3kSKAoFcG9ydHMYDSADKAsyGS50dXJuYm94LnYxLlB1Ymxpc2hlZFBvcnQSLwoNbmV0d29ya19zdGF0cxgOIAEoCzIYLnR1cm5ib3gudjEuTmV0d29ya1N0YXRzGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLQoNUHVibGlzaGVkUG9ydBIMCgRwb3J0GAEgASgFEg4KBnB1YmxpYxgCIAEoCCJtCgxOZXR3b3JrU3RhdHMSEAoIYnl0ZXNfaW4YASABKAQSEQoJYnl0ZXNfb3V0GAIgASgEEhIKCnBhY2tldHNfaW4YAyABKAQSEwoLcGFja2V0c19vdXQYBCABKAQSDwoHcmVmdXNlZBgFIAEoBCK7AgoMQ2FwYWJpbGl0aWVzEhEKCXNuYXBzaG90cxgBIAEoCBIQCghyb2xsYmFjaxgCIAEoCBIMCgRmb3JrGAMgASgIEg0KBXBhdXNlGAQgASgIEhoKEnN0cmVhbWluZ19wcm9ncmVzcxgFIAEoCBIRCglpc29sYXRpb24YBiABKAkSDwoHc3RvcmFnZRgHIAEoCRIiCgZsaW1pdHMYCCABKAsyEi50dXJuYm94LnYxLkxpbWl0cxIXCg9saW1pdHNfZW5mb3JjZWQYCSABKAgSFQoNd3JpdGFibGVfcm9vdBgUIAEoCBIRCglwcm9jZXNzZXMYFSABKAgSCwoDcHR5GBYgASgIEg0KBWZpbGVzGBcgASgIEhcKD25ldHdvcmtfY2VpbGluZxgYIAEoCRINCgVwb3J0cxgZIAEoCCKDAQoLVG9vbFJlcXVlc3QSFAoMdG9vbF9jYWxsX2lkGAEgASgJEhEKCXRvb2xfbmFtZRgCIAEoCRINCgVpbnB1dBgDIAEoDBIQCghzbmFwc2hvdBgEIAEoCBIqCglhcmd1bWVudHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IvMBCgxUb29sUmVzcG9uc2USFAoMdG9vbF9jYWxsX2lkGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSEQoJZXhpdF9jb2RlGAMgASgFEhAKCGlzX2Vycm9yGAQgASgIEhEKCXRpbWVkX291dBgFIAEoCBIRCgl0cnVuY2F0ZWQYBiABKAgSKwoIZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLc25hcHNob3RfaWQYCCABKAkSEgoKb29tX2tpbGxlZBgJIAEoCBILCgNwaWQYFCABKAUSDgoGb3V0cHV0GBUgASgJImwKDFRvb2xQcm9ncmVzcxIUCgx0b29sX2NhbGxfaWQYASABKAkSKAoGc3RyZWFtGAIgASgOMhgudHVybmJveC52MS5PdXRwdXRTdHJlYW0SDAoEZGF0YRgDIAEoDBIOCgZvdXRwdXQYBCABKAkiCwoJS2VlcEFsaXZlIo4BCgxTbmFwc2hvdEluZm8SCgoCaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEgwKBHR1cm4YBCABKAMSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2l6ZV9ieXRlcxgGIAEoAyI1CglFcnJvckluZm8SKAoHcmVhc29ucxgBIAMoDjIXLnR1cm5ib3gudjEuRXJyb3JSZWFzb24ihwEKFENyZWF0ZVNlc3Npb25SZXF1ZXN0EikKBmNvbmZpZxgBIAEoCzIZLnR1cm5ib3gudjEuU2Vzc2lvbkNvbmZpZxIgChhyZXF1aXJlZF9zdG9yYWdlX2JhY2tlbmQYAiABKAkSIgoacmVxdWlyZWRfY29udGFpbmVyX3J1bnRpbWUYAyABKAkiPQoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy50dXJuYm94LnYxLlNlc3Npb24iJwoRR2V0U2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSI6ChJHZXRTZXNzaW9uUmVzcG9uc2USJAoHc2Vzc2lvbhgBIAEoCzITLnR1cm5ib3gudjEuU2Vzc2lvbiIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Ij0KFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiUKCHNlc3Npb25zGAEgAygLMhMudHVybmJveC52MS5TZXNzaW9uIioKFEF0dGFjaFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiPQoVQXR0YWNoU2Vzc2lvblJlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy50dXJuYm94LnYxLlNlc3Npb24iKQoTUGF1c2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhYKFFBhdXNlU2Vzc2lvblJlc3BvbnNlIioKFFJlc3VtZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVUmVzdW1lU2Vzc2lvblJlc3BvbnNlIisKFURlc3Ryb3lTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhgKFkRlc3Ryb3lTZXNzaW9uUmVzcG9uc2UiRgoSUHVibGlzaFBvcnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEcG9ydBgCIAEoBRIOCgZwdWJsaWMYAyABKAgiPgoTUHVibGlzaFBvcnRSZXNwb25zZRInCgRwb3J0GAEgASgLMhkudHVybmJveC52MS5QdWJsaXNoZWRQb3J0IjgKFFVucHVibGlzaFBvcnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEcG9ydBgCIAEoBSIXChVVbnB1Ymxpc2hQb3J0UmVzcG9uc2UiJgoQTGlzdFBvcnRzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIj0KEUxpc3RQb3J0c1Jlc3BvbnNlEigKBXBvcnRzGAEgAygLMhkudHVybmJveC52MS5QdWJsaXNoZWRQb3J0IlIKEkV4ZWN1dGVUb29sUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEigKB3JlcXVlc3QYAiABKAsyFy50dXJuYm94LnYxLlRvb2xSZXF1ZXN0IkEKE0V4ZWN1dGVUb29sUmVzcG9uc2USKgoIcmVzcG9uc2UYASABKAsyGC50dXJuYm94LnYxLlRvb2xSZXNwb25zZSJYChhFeGVjdXRlVG9vbFN0cmVhbVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIoCgdyZXF1ZXN0GAIgASgLMhcudHVybmJveC52MS5Ub29sUmVxdWVzdCKsAQoZRXhlY3V0ZVRvb2xTdHJlYW1SZXNwb25zZRIsCghwcm9ncmVzcxgBIAEoCzIYLnR1cm5ib3gudjEuVG9vbFByb2dyZXNzSAASLAoIcmVzcG9uc2UYAiABKAsyGC50dXJuYm94LnYxLlRvb2xSZXNwb25zZUgAEioKCWtlZXBhbGl2ZRgDIAEoCzIVLnR1cm5ib3gudjEuS2VlcEFsaXZlSABCBwoFZXZlbnQiOAoTVHVybkNvbXBsZXRlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg0KBWxhYmVsGAIgASgJIkIKFFR1cm5Db21wbGV0ZVJlc3BvbnNlEioKCHNuYXBzaG90GAEgASgLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iOQoVQ3JlYXRlU25hcHNob3RSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEbmFtZRgCIAEoCSJEChZDcmVhdGVTbmFwc2hvdFJlc3BvbnNlEioKCHNuYXBzaG90GAEgASgLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iKgoUTGlzdFNuYXBzaG90c1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSJEChVMaXN0U25hcHNob3RzUmVzcG9uc2USKwoJc25hcHNob3RzGAEgAygLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iOgoPUm9sbGJhY2tSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiEgoQUm9sbGJhY2tSZXNwb25zZSJAChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCSIYChZEZWxldGVTbmFwc2hvdFJlc3BvbnNlImEKC0ZvcmtSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSKQoGY29uZmlnGAMgASgLMhkudHVybmJveC52MS5TZXNzaW9uQ29uZmlnIjQKDEZvcmtSZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMudHVybmJveC52MS5TZXNzaW9uIg8KDUhlYWx0aFJlcXVlc3QiMQoOSGVhbHRoUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg8KB3ZlcnNpb24YAiABKAkiFQoTQ2FwYWJpbGl0aWVzUmVxdWVzdCJGChRDYXBhYmlsaXRpZXNSZXNwb25zZRIuCgxjYXBhYmlsaXRpZXMYASABKAsyGC50dXJuYm94LnYxLkNhcGFiaWxpdGllcyrSAQoMU2Vzc2lvblN0YXRlEh0KGVNFU1NJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTRVNTSU9OX1NUQVRFX0NSRUFUSU5HEAESGAoUU0VTU0lPTl9TVEFURV9BQ1RJVkUQAhIYChRTRVNTSU9OX1NUQVRFX1BBVVNFRBADEhwKGFNFU1NJT05fU1RBVEVfREVTVFJPWUlORxAEEhsKF1NFU1NJT05fU1RBVEVfREVTVFJPWUVEEAUSGAoUU0VTU0lPTl9TVEFURV9GQUlMRUQQBiphCgxPdXRwdXRTdHJlYW0SHQoZT1VUUFVUX1NUUkVBTV9VTlNQRUNJRklFRBAAEhgKFE9VVFBVVF9TVFJFQU1fU1RET1VUEAESGAoUT1VUUFVUX1NUUkVBTV9TVERFUlIQAirRBQoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASKQolRVJST1JfUkVBU09OX0NBUEFCSUxJVFlfTk9UX1NVUFBPUlRFRBABEiIKHkVSUk9SX1JFQVNPTl9TRVNTSU9OX05PVF9GT1VORBACEiMKH0VSUk9SX1JFQVNPTl9TTkFQU0hPVF9OT1RfRk9VTkQQAxIbChdFUlJPUl9SRUFTT05fTk9UX0FDVElWRRAEEhoKFkVSUk9SX1JFQVNPTl9OT1RfQk9VTkQQBRIeChpFUlJPUl9SRUFTT05fQUxSRUFEWV9CT1VORBAGEh8KG0VSUk9SX1JFQVNPTl9BTFJFQURZX0VYSVNUUxAHEiEKHUVSUk9SX1JFQVNPTl9JTlZBTElEX0FSR1VNRU5UEAgSHQoZRVJST1JfUkVBU09OX1VOS05PV05fVE9PTBAJEh0KGUVSUk9SX1JFQVNPTl9QQVRIX0VTQ0FQRVMQChIVChFFUlJPUl9SRUFTT05fQlVTWRALEh8KG0VSUk9SX1JFQVNPTl9MSU1JVF9FWENFRURFRBAMEhcKE0VSUk9SX1JFQVNPTl9DTE9TRUQQDRIiCh5FUlJPUl9SRUFTT05fUFJPQ0VTU19OT1RfRk9VTkQQFBIfChtFUlJPUl9SRUFTT05fRklMRV9OT1RfRk9VTkQQFRIcChhFUlJPUl9SRUFTT05fRklMRV9FWElTVFMQFhIcChhFUlJPUl9SRUFTT05fV0FUQ0hfRU5ERUQQFxIgChxFUlJPUl9SRUFTT05fSU1BR0VfTk9UX0ZPVU5EEBgSHQoZRVJST1JfUkVBU09OX0lNQUdFX0lOX1VTRRAZEiMKH0VSUk9SX1JFQVNPTl9QT1JUX05PVF9QVUJMSVNIRUQQGhIdChlFUlJPUl9SRUFTT05fUE9SVF9SRUZVU0VEEBsypQ0KDlNhbmRib3hTZXJ2aWNlElQKDUNyZWF0ZVNlc3Npb24SIC50dXJuYm94LnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0GiEudHVybmJveC52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2USUAoKR2V0U2Vzc2lvbhIdLnR1cm5ib3gudjEuR2V0U2Vzc2lvblJlcXVlc3QaHi50dXJuYm94LnYxLkdldFNlc3Npb25SZXNwb25zZSIDkAIBElYKDExpc3RTZXNzaW9ucxIfLnR1cm5ib3gudjEuTGlzdFNlc3Npb25zUmVxdWVzdBogLnR1cm5ib3gudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiA5ACARJZCg1BdHRhY2hTZXNzaW9uEiAudHVybmJveC52MS5BdHRhY2hTZXNzaW9uUmVxdWVzdBohLnR1cm5ib3gudjEuQXR0YWNoU2Vzc2lvblJlc3BvbnNlIgOQAgESUQoMUGF1c2VTZXNzaW9uEh8udHVybmJveC52MS5QYXVzZVNlc3Npb25SZXF1ZXN0GiAudHVybmJveC52MS5QYXVzZVNlc3Npb25SZXNwb25zZRJUCg1SZXN1bWVTZXNzaW9uEiAudHVybmJveC52MS5SZXN1bWVTZXNzaW9uUmVxdWVzdBohLnR1cm5ib3gudjEuUmVzdW1lU2Vzc2lvblJlc3BvbnNlElwKDkRlc3Ryb3lTZXNzaW9uEiEudHVybmJveC52MS5EZXN0cm95U2Vzc2lvblJlcXVlc3QaIi50dXJuYm94LnYxLkRlc3Ryb3lTZXNzaW9uUmVzcG9uc2UiA5ACAhJTCgtFeGVjdXRlVG9vbBIeLnR1cm5ib3gudjEuRXhlY3V0ZVRvb2xSZXF1ZXN0Gh8udHVybmJveC52MS5FeGVjdXRlVG9vbFJlc3BvbnNlIgOQAgISYgoRRXhlY3V0ZVRvb2xTdHJlYW0SJC50dXJuYm94LnYxLkV4ZWN1dGVUb29sU3RyZWFtUmVxdWVzdBolLnR1cm5ib3gudjEuRXhlY3V0ZVRvb2xTdHJlYW1SZXNwb25zZTABElEKDFR1cm5Db21wbGV0ZRIfLnR1cm5ib3gudjEuVHVybkNvbXBsZXRlUmVxdWVzdBogLnR1cm5ib3gudjEuVHVybkNvbXBsZXRlUmVzcG9uc2USVwoOQ3JlYXRlU25hcHNob3QSIS50dXJuYm94LnYxLkNyZWF0ZVNuYXBzaG90UmVxdWVzdBoiLnR1cm5ib3gudjEuQ3JlYXRlU25hcHNob3RSZXNwb25zZRJZCg1MaXN0U25hcHNob3RzEiAudHVybmJveC52MS5MaXN0U25hcHNob3RzUmVxdWVzdBohLnR1cm5ib3gudjEuTGlzdFNuYXBzaG90c1Jlc3BvbnNlIgOQAgESRQoIUm9sbGJhY2sSGy50dXJuYm94LnYxLlJvbGxiYWNrUmVxdWVzdBocLnR1cm5ib3gudjEuUm9sbGJhY2tSZXNwb25zZRJXCg5EZWxldGVTbmFwc2hvdBIhLnR1cm5ib3gudjEuRGVsZXRlU25hcHNob3RSZXF1ZXN0GiIudHVybmJveC52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlEjkKBEZvcmsSFy50dXJuYm94LnYxLkZvcmtSZXF1ZXN0GhgudHVybmJveC52MS5Gb3JrUmVzcG9uc2USRAoGSGVhbHRoEhkudHVybmJveC52MS5IZWFsdGhSZXF1ZXN0GhoudHVybmJveC52MS5IZWFsdGhSZXNwb25zZSIDkAIBElYKDENhcGFiaWxpdGllcxIfLnR1cm5ib3gudjEuQ2FwYWJpbGl0aWVzUmVxdWVzdBogLnR1cm5ib3gudjEuQ2FwYWJpbGl0aWVzUmVzcG9uc2UiA5ACARJTCgtQdWJsaXNoUG9ydBIeLnR1cm5ib3gudjEuUHVibGlzaFBvcnRSZXF1ZXN0Gh8udHVybmJveC52MS5QdWJsaXNoUG9ydFJlc3BvbnNlIgOQAgISVAoNVW5wdWJsaXNoUG9ydBIgLnR1cm5ib3gudjEuVW5wdWJsaXNoUG9ydFJlcXVlc3QaIS50dXJuYm94LnYxLlVucHVibGlzaFBvcnRSZXNwb25zZRJNCglMaXN0UG9ydHMSHC50dXJuYm94LnYxLkxpc3RQb3J0c1JlcXVlc3QaHS50dXJuYm94LnYxLkxpc3RQb3J0c1Jlc3BvbnNlIgOQAgFCPFo6Z2l0aHViLmNvbS90dXJuYm94L3R1cm5ib3gvcmVtb3RlL2dlbi90dXJuYm94L3YxO3R1cm5ib3h2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * SessionConfig configures a new session.
@@ -266,6 +266,28 @@ export type Session = Message<"turnbox.v1.Session"> & {
    * @generated from field: string user = 11;
    */
   user: string;
+
+  /**
+   * network is the session's effective network policy.
+   *
+   * @generated from field: turnbox.v1.NetworkPolicy network = 12;
+   */
+  network?: NetworkPolicy | undefined;
+
+  /**
+   * ports are the ports the session publishes, by port.
+   *
+   * @generated from field: repeated turnbox.v1.PublishedPort ports = 13;
+   */
+  ports: PublishedPort[];
+
+  /**
+   * network_stats are the session's network counters since its sandbox
+   * last got its network (absent: mode none, or no sandbox started yet).
+   *
+   * @generated from field: turnbox.v1.NetworkStats network_stats = 14;
+   */
+  networkStats?: NetworkStats | undefined;
 };
 
 /**
@@ -274,6 +296,75 @@ export type Session = Message<"turnbox.v1.Session"> & {
  */
 export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
   messageDesc(file_turnbox_v1_sandbox, 3);
+
+/**
+ * PublishedPort is a port a session publishes.
+ *
+ * @generated from message turnbox.v1.PublishedPort
+ */
+export type PublishedPort = Message<"turnbox.v1.PublishedPort"> & {
+  /**
+   * port is the TCP port inside the sandbox (1-65535).
+   *
+   * @generated from field: int32 port = 1;
+   */
+  port: number;
+
+  /**
+   * public: requests need no token.
+   *
+   * @generated from field: bool public = 2;
+   */
+  public: boolean;
+};
+
+/**
+ * Describes the message turnbox.v1.PublishedPort.
+ * Use `create(PublishedPortSchema)` to create a new message.
+ */
+export const PublishedPortSchema: GenMessage<PublishedPort> = /*@__PURE__*/
+  messageDesc(file_turnbox_v1_sandbox, 4);
+
+/**
+ * NetworkStats are a session's network counters.
+ *
+ * @generated from message turnbox.v1.NetworkStats
+ */
+export type NetworkStats = Message<"turnbox.v1.NetworkStats"> & {
+  /**
+   * @generated from field: uint64 bytes_in = 1;
+   */
+  bytesIn: bigint;
+
+  /**
+   * @generated from field: uint64 bytes_out = 2;
+   */
+  bytesOut: bigint;
+
+  /**
+   * @generated from field: uint64 packets_in = 3;
+   */
+  packetsIn: bigint;
+
+  /**
+   * @generated from field: uint64 packets_out = 4;
+   */
+  packetsOut: bigint;
+
+  /**
+   * refused counts connections (packets) and DNS names refused.
+   *
+   * @generated from field: uint64 refused = 5;
+   */
+  refused: bigint;
+};
+
+/**
+ * Describes the message turnbox.v1.NetworkStats.
+ * Use `create(NetworkStatsSchema)` to create a new message.
+ */
+export const NetworkStatsSchema: GenMessage<NetworkStats> = /*@__PURE__*/
+  messageDesc(file_turnbox_v1_sandbox, 5);
 
 /**
  * Capabilities reports what a host's sessions can do.
@@ -372,6 +463,13 @@ export type Capabilities = Message<"turnbox.v1.Capabilities"> & {
    * @generated from field: string network_ceiling = 24;
    */
   networkCeiling: string;
+
+  /**
+   * ports: sessions publish ports (PublishPort) that the server forwards.
+   *
+   * @generated from field: bool ports = 25;
+   */
+  ports: boolean;
 };
 
 /**
@@ -379,7 +477,7 @@ export type Capabilities = Message<"turnbox.v1.Capabilities"> & {
  * Use `create(CapabilitiesSchema)` to create a new message.
  */
 export const CapabilitiesSchema: GenMessage<Capabilities> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 4);
+  messageDesc(file_turnbox_v1_sandbox, 6);
 
 /**
  * ToolRequest is one tool call.
@@ -433,7 +531,7 @@ export type ToolRequest = Message<"turnbox.v1.ToolRequest"> & {
  * Use `create(ToolRequestSchema)` to create a new message.
  */
 export const ToolRequestSchema: GenMessage<ToolRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 5);
+  messageDesc(file_turnbox_v1_sandbox, 7);
 
 /**
  * ToolResponse is a tool call's result.
@@ -520,7 +618,7 @@ export type ToolResponse = Message<"turnbox.v1.ToolResponse"> & {
  * Use `create(ToolResponseSchema)` to create a new message.
  */
 export const ToolResponseSchema: GenMessage<ToolResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 6);
+  messageDesc(file_turnbox_v1_sandbox, 8);
 
 /**
  * ToolProgress is output produced while a tool runs.
@@ -561,7 +659,7 @@ export type ToolProgress = Message<"turnbox.v1.ToolProgress"> & {
  * Use `create(ToolProgressSchema)` to create a new message.
  */
 export const ToolProgressSchema: GenMessage<ToolProgress> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 7);
+  messageDesc(file_turnbox_v1_sandbox, 9);
 
 /**
  * KeepAlive is sent on a quiet stream so that proxies keep it open.
@@ -576,7 +674,7 @@ export type KeepAlive = Message<"turnbox.v1.KeepAlive"> & {
  * Use `create(KeepAliveSchema)` to create a new message.
  */
 export const KeepAliveSchema: GenMessage<KeepAlive> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 8);
+  messageDesc(file_turnbox_v1_sandbox, 10);
 
 /**
  * SnapshotInfo describes one snapshot of a session's workspace.
@@ -622,7 +720,7 @@ export type SnapshotInfo = Message<"turnbox.v1.SnapshotInfo"> & {
  * Use `create(SnapshotInfoSchema)` to create a new message.
  */
 export const SnapshotInfoSchema: GenMessage<SnapshotInfo> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 9);
+  messageDesc(file_turnbox_v1_sandbox, 11);
 
 /**
  * ErrorInfo is the detail attached to every error the server returns.
@@ -643,7 +741,7 @@ export type ErrorInfo = Message<"turnbox.v1.ErrorInfo"> & {
  * Use `create(ErrorInfoSchema)` to create a new message.
  */
 export const ErrorInfoSchema: GenMessage<ErrorInfo> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 10);
+  messageDesc(file_turnbox_v1_sandbox, 12);
 
 /**
  * @generated from message turnbox.v1.CreateSessionRequest
@@ -674,7 +772,7 @@ export type CreateSessionRequest = Message<"turnbox.v1.CreateSessionRequest"> & 
  * Use `create(CreateSessionRequestSchema)` to create a new message.
  */
 export const CreateSessionRequestSchema: GenMessage<CreateSessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 11);
+  messageDesc(file_turnbox_v1_sandbox, 13);
 
 /**
  * @generated from message turnbox.v1.CreateSessionResponse
@@ -691,7 +789,7 @@ export type CreateSessionResponse = Message<"turnbox.v1.CreateSessionResponse"> 
  * Use `create(CreateSessionResponseSchema)` to create a new message.
  */
 export const CreateSessionResponseSchema: GenMessage<CreateSessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 12);
+  messageDesc(file_turnbox_v1_sandbox, 14);
 
 /**
  * @generated from message turnbox.v1.GetSessionRequest
@@ -708,7 +806,7 @@ export type GetSessionRequest = Message<"turnbox.v1.GetSessionRequest"> & {
  * Use `create(GetSessionRequestSchema)` to create a new message.
  */
 export const GetSessionRequestSchema: GenMessage<GetSessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 13);
+  messageDesc(file_turnbox_v1_sandbox, 15);
 
 /**
  * @generated from message turnbox.v1.GetSessionResponse
@@ -725,7 +823,7 @@ export type GetSessionResponse = Message<"turnbox.v1.GetSessionResponse"> & {
  * Use `create(GetSessionResponseSchema)` to create a new message.
  */
 export const GetSessionResponseSchema: GenMessage<GetSessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 14);
+  messageDesc(file_turnbox_v1_sandbox, 16);
 
 /**
  * @generated from message turnbox.v1.ListSessionsRequest
@@ -738,7 +836,7 @@ export type ListSessionsRequest = Message<"turnbox.v1.ListSessionsRequest"> & {
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 15);
+  messageDesc(file_turnbox_v1_sandbox, 17);
 
 /**
  * @generated from message turnbox.v1.ListSessionsResponse
@@ -755,7 +853,7 @@ export type ListSessionsResponse = Message<"turnbox.v1.ListSessionsResponse"> & 
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 16);
+  messageDesc(file_turnbox_v1_sandbox, 18);
 
 /**
  * @generated from message turnbox.v1.AttachSessionRequest
@@ -772,7 +870,7 @@ export type AttachSessionRequest = Message<"turnbox.v1.AttachSessionRequest"> & 
  * Use `create(AttachSessionRequestSchema)` to create a new message.
  */
 export const AttachSessionRequestSchema: GenMessage<AttachSessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 17);
+  messageDesc(file_turnbox_v1_sandbox, 19);
 
 /**
  * @generated from message turnbox.v1.AttachSessionResponse
@@ -789,7 +887,7 @@ export type AttachSessionResponse = Message<"turnbox.v1.AttachSessionResponse"> 
  * Use `create(AttachSessionResponseSchema)` to create a new message.
  */
 export const AttachSessionResponseSchema: GenMessage<AttachSessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 18);
+  messageDesc(file_turnbox_v1_sandbox, 20);
 
 /**
  * @generated from message turnbox.v1.PauseSessionRequest
@@ -806,7 +904,7 @@ export type PauseSessionRequest = Message<"turnbox.v1.PauseSessionRequest"> & {
  * Use `create(PauseSessionRequestSchema)` to create a new message.
  */
 export const PauseSessionRequestSchema: GenMessage<PauseSessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 19);
+  messageDesc(file_turnbox_v1_sandbox, 21);
 
 /**
  * @generated from message turnbox.v1.PauseSessionResponse
@@ -819,7 +917,7 @@ export type PauseSessionResponse = Message<"turnbox.v1.PauseSessionResponse"> & 
  * Use `create(PauseSessionResponseSchema)` to create a new message.
  */
 export const PauseSessionResponseSchema: GenMessage<PauseSessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 20);
+  messageDesc(file_turnbox_v1_sandbox, 22);
 
 /**
  * @generated from message turnbox.v1.ResumeSessionRequest
@@ -836,7 +934,7 @@ export type ResumeSessionRequest = Message<"turnbox.v1.ResumeSessionRequest"> & 
  * Use `create(ResumeSessionRequestSchema)` to create a new message.
  */
 export const ResumeSessionRequestSchema: GenMessage<ResumeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 21);
+  messageDesc(file_turnbox_v1_sandbox, 23);
 
 /**
  * @generated from message turnbox.v1.ResumeSessionResponse
@@ -849,7 +947,7 @@ export type ResumeSessionResponse = Message<"turnbox.v1.ResumeSessionResponse"> 
  * Use `create(ResumeSessionResponseSchema)` to create a new message.
  */
 export const ResumeSessionResponseSchema: GenMessage<ResumeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 22);
+  messageDesc(file_turnbox_v1_sandbox, 24);
 
 /**
  * @generated from message turnbox.v1.DestroySessionRequest
@@ -866,7 +964,7 @@ export type DestroySessionRequest = Message<"turnbox.v1.DestroySessionRequest"> 
  * Use `create(DestroySessionRequestSchema)` to create a new message.
  */
 export const DestroySessionRequestSchema: GenMessage<DestroySessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 23);
+  messageDesc(file_turnbox_v1_sandbox, 25);
 
 /**
  * @generated from message turnbox.v1.DestroySessionResponse
@@ -879,7 +977,120 @@ export type DestroySessionResponse = Message<"turnbox.v1.DestroySessionResponse"
  * Use `create(DestroySessionResponseSchema)` to create a new message.
  */
 export const DestroySessionResponseSchema: GenMessage<DestroySessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 24);
+  messageDesc(file_turnbox_v1_sandbox, 26);
+
+/**
+ * @generated from message turnbox.v1.PublishPortRequest
+ */
+export type PublishPortRequest = Message<"turnbox.v1.PublishPortRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: int32 port = 2;
+   */
+  port: number;
+
+  /**
+   * @generated from field: bool public = 3;
+   */
+  public: boolean;
+};
+
+/**
+ * Describes the message turnbox.v1.PublishPortRequest.
+ * Use `create(PublishPortRequestSchema)` to create a new message.
+ */
+export const PublishPortRequestSchema: GenMessage<PublishPortRequest> = /*@__PURE__*/
+  messageDesc(file_turnbox_v1_sandbox, 27);
+
+/**
+ * @generated from message turnbox.v1.PublishPortResponse
+ */
+export type PublishPortResponse = Message<"turnbox.v1.PublishPortResponse"> & {
+  /**
+   * @generated from field: turnbox.v1.PublishedPort port = 1;
+   */
+  port?: PublishedPort | undefined;
+};
+
+/**
+ * Describes the message turnbox.v1.PublishPortResponse.
+ * Use `create(PublishPortResponseSchema)` to create a new message.
+ */
+export const PublishPortResponseSchema: GenMessage<PublishPortResponse> = /*@__PURE__*/
+  messageDesc(file_turnbox_v1_sandbox, 28);
+
+/**
+ * @generated from message turnbox.v1.UnpublishPortRequest
+ */
+export type UnpublishPortRequest = Message<"turnbox.v1.UnpublishPortRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: int32 port = 2;
+   */
+  port: number;
+};
+
+/**
+ * Describes the message turnbox.v1.UnpublishPortRequest.
+ * Use `create(UnpublishPortRequestSchema)` to create a new message.
+ */
+export const UnpublishPortRequestSchema: GenMessage<UnpublishPortRequest> = /*@__PURE__*/
+  messageDesc(file_turnbox_v1_sandbox, 29);
+
+/**
+ * @generated from message turnbox.v1.UnpublishPortResponse
+ */
+export type UnpublishPortResponse = Message<"turnbox.v1.UnpublishPortResponse"> & {
+};
+
+/**
+ * Describes the message turnbox.v1.UnpublishPortResponse.
+ * Use `create(UnpublishPortResponseSchema)` to create a new message.
+ */
+export const UnpublishPortResponseSchema: GenMessage<UnpublishPortResponse> = /*@__PURE__*/
+  messageDesc(file_turnbox_v1_sandbox, 30);
+
+/**
+ * @generated from message turnbox.v1.ListPortsRequest
+ */
+export type ListPortsRequest = Message<"turnbox.v1.ListPortsRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message turnbox.v1.ListPortsRequest.
+ * Use `create(ListPortsRequestSchema)` to create a new message.
+ */
+export const ListPortsRequestSchema: GenMessage<ListPortsRequest> = /*@__PURE__*/
+  messageDesc(file_turnbox_v1_sandbox, 31);
+
+/**
+ * @generated from message turnbox.v1.ListPortsResponse
+ */
+export type ListPortsResponse = Message<"turnbox.v1.ListPortsResponse"> & {
+  /**
+   * @generated from field: repeated turnbox.v1.PublishedPort ports = 1;
+   */
+  ports: PublishedPort[];
+};
+
+/**
+ * Describes the message turnbox.v1.ListPortsResponse.
+ * Use `create(ListPortsResponseSchema)` to create a new message.
+ */
+export const ListPortsResponseSchema: GenMessage<ListPortsResponse> = /*@__PURE__*/
+  messageDesc(file_turnbox_v1_sandbox, 32);
 
 /**
  * @generated from message turnbox.v1.ExecuteToolRequest
@@ -901,7 +1112,7 @@ export type ExecuteToolRequest = Message<"turnbox.v1.ExecuteToolRequest"> & {
  * Use `create(ExecuteToolRequestSchema)` to create a new message.
  */
 export const ExecuteToolRequestSchema: GenMessage<ExecuteToolRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 25);
+  messageDesc(file_turnbox_v1_sandbox, 33);
 
 /**
  * @generated from message turnbox.v1.ExecuteToolResponse
@@ -918,7 +1129,7 @@ export type ExecuteToolResponse = Message<"turnbox.v1.ExecuteToolResponse"> & {
  * Use `create(ExecuteToolResponseSchema)` to create a new message.
  */
 export const ExecuteToolResponseSchema: GenMessage<ExecuteToolResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 26);
+  messageDesc(file_turnbox_v1_sandbox, 34);
 
 /**
  * @generated from message turnbox.v1.ExecuteToolStreamRequest
@@ -940,7 +1151,7 @@ export type ExecuteToolStreamRequest = Message<"turnbox.v1.ExecuteToolStreamRequ
  * Use `create(ExecuteToolStreamRequestSchema)` to create a new message.
  */
 export const ExecuteToolStreamRequestSchema: GenMessage<ExecuteToolStreamRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 27);
+  messageDesc(file_turnbox_v1_sandbox, 35);
 
 /**
  * ExecuteToolStreamResponse is one event of a tool call's stream: any
@@ -978,7 +1189,7 @@ export type ExecuteToolStreamResponse = Message<"turnbox.v1.ExecuteToolStreamRes
  * Use `create(ExecuteToolStreamResponseSchema)` to create a new message.
  */
 export const ExecuteToolStreamResponseSchema: GenMessage<ExecuteToolStreamResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 28);
+  messageDesc(file_turnbox_v1_sandbox, 36);
 
 /**
  * @generated from message turnbox.v1.TurnCompleteRequest
@@ -1000,7 +1211,7 @@ export type TurnCompleteRequest = Message<"turnbox.v1.TurnCompleteRequest"> & {
  * Use `create(TurnCompleteRequestSchema)` to create a new message.
  */
 export const TurnCompleteRequestSchema: GenMessage<TurnCompleteRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 29);
+  messageDesc(file_turnbox_v1_sandbox, 37);
 
 /**
  * @generated from message turnbox.v1.TurnCompleteResponse
@@ -1017,7 +1228,7 @@ export type TurnCompleteResponse = Message<"turnbox.v1.TurnCompleteResponse"> & 
  * Use `create(TurnCompleteResponseSchema)` to create a new message.
  */
 export const TurnCompleteResponseSchema: GenMessage<TurnCompleteResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 30);
+  messageDesc(file_turnbox_v1_sandbox, 38);
 
 /**
  * @generated from message turnbox.v1.CreateSnapshotRequest
@@ -1039,7 +1250,7 @@ export type CreateSnapshotRequest = Message<"turnbox.v1.CreateSnapshotRequest"> 
  * Use `create(CreateSnapshotRequestSchema)` to create a new message.
  */
 export const CreateSnapshotRequestSchema: GenMessage<CreateSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 31);
+  messageDesc(file_turnbox_v1_sandbox, 39);
 
 /**
  * @generated from message turnbox.v1.CreateSnapshotResponse
@@ -1056,7 +1267,7 @@ export type CreateSnapshotResponse = Message<"turnbox.v1.CreateSnapshotResponse"
  * Use `create(CreateSnapshotResponseSchema)` to create a new message.
  */
 export const CreateSnapshotResponseSchema: GenMessage<CreateSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 32);
+  messageDesc(file_turnbox_v1_sandbox, 40);
 
 /**
  * @generated from message turnbox.v1.ListSnapshotsRequest
@@ -1073,7 +1284,7 @@ export type ListSnapshotsRequest = Message<"turnbox.v1.ListSnapshotsRequest"> & 
  * Use `create(ListSnapshotsRequestSchema)` to create a new message.
  */
 export const ListSnapshotsRequestSchema: GenMessage<ListSnapshotsRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 33);
+  messageDesc(file_turnbox_v1_sandbox, 41);
 
 /**
  * @generated from message turnbox.v1.ListSnapshotsResponse
@@ -1090,7 +1301,7 @@ export type ListSnapshotsResponse = Message<"turnbox.v1.ListSnapshotsResponse"> 
  * Use `create(ListSnapshotsResponseSchema)` to create a new message.
  */
 export const ListSnapshotsResponseSchema: GenMessage<ListSnapshotsResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 34);
+  messageDesc(file_turnbox_v1_sandbox, 42);
 
 /**
  * @generated from message turnbox.v1.RollbackRequest
@@ -1112,7 +1323,7 @@ export type RollbackRequest = Message<"turnbox.v1.RollbackRequest"> & {
  * Use `create(RollbackRequestSchema)` to create a new message.
  */
 export const RollbackRequestSchema: GenMessage<RollbackRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 35);
+  messageDesc(file_turnbox_v1_sandbox, 43);
 
 /**
  * @generated from message turnbox.v1.RollbackResponse
@@ -1125,7 +1336,7 @@ export type RollbackResponse = Message<"turnbox.v1.RollbackResponse"> & {
  * Use `create(RollbackResponseSchema)` to create a new message.
  */
 export const RollbackResponseSchema: GenMessage<RollbackResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 36);
+  messageDesc(file_turnbox_v1_sandbox, 44);
 
 /**
  * @generated from message turnbox.v1.DeleteSnapshotRequest
@@ -1147,7 +1358,7 @@ export type DeleteSnapshotRequest = Message<"turnbox.v1.DeleteSnapshotRequest"> 
  * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
  */
 export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 37);
+  messageDesc(file_turnbox_v1_sandbox, 45);
 
 /**
  * @generated from message turnbox.v1.DeleteSnapshotResponse
@@ -1160,7 +1371,7 @@ export type DeleteSnapshotResponse = Message<"turnbox.v1.DeleteSnapshotResponse"
  * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
  */
 export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 38);
+  messageDesc(file_turnbox_v1_sandbox, 46);
 
 /**
  * @generated from message turnbox.v1.ForkRequest
@@ -1191,7 +1402,7 @@ export type ForkRequest = Message<"turnbox.v1.ForkRequest"> & {
  * Use `create(ForkRequestSchema)` to create a new message.
  */
 export const ForkRequestSchema: GenMessage<ForkRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 39);
+  messageDesc(file_turnbox_v1_sandbox, 47);
 
 /**
  * @generated from message turnbox.v1.ForkResponse
@@ -1208,7 +1419,7 @@ export type ForkResponse = Message<"turnbox.v1.ForkResponse"> & {
  * Use `create(ForkResponseSchema)` to create a new message.
  */
 export const ForkResponseSchema: GenMessage<ForkResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 40);
+  messageDesc(file_turnbox_v1_sandbox, 48);
 
 /**
  * @generated from message turnbox.v1.HealthRequest
@@ -1221,7 +1432,7 @@ export type HealthRequest = Message<"turnbox.v1.HealthRequest"> & {
  * Use `create(HealthRequestSchema)` to create a new message.
  */
 export const HealthRequestSchema: GenMessage<HealthRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 41);
+  messageDesc(file_turnbox_v1_sandbox, 49);
 
 /**
  * @generated from message turnbox.v1.HealthResponse
@@ -1247,7 +1458,7 @@ export type HealthResponse = Message<"turnbox.v1.HealthResponse"> & {
  * Use `create(HealthResponseSchema)` to create a new message.
  */
 export const HealthResponseSchema: GenMessage<HealthResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 42);
+  messageDesc(file_turnbox_v1_sandbox, 50);
 
 /**
  * @generated from message turnbox.v1.CapabilitiesRequest
@@ -1260,7 +1471,7 @@ export type CapabilitiesRequest = Message<"turnbox.v1.CapabilitiesRequest"> & {
  * Use `create(CapabilitiesRequestSchema)` to create a new message.
  */
 export const CapabilitiesRequestSchema: GenMessage<CapabilitiesRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 43);
+  messageDesc(file_turnbox_v1_sandbox, 51);
 
 /**
  * @generated from message turnbox.v1.CapabilitiesResponse
@@ -1277,7 +1488,7 @@ export type CapabilitiesResponse = Message<"turnbox.v1.CapabilitiesResponse"> & 
  * Use `create(CapabilitiesResponseSchema)` to create a new message.
  */
 export const CapabilitiesResponseSchema: GenMessage<CapabilitiesResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 44);
+  messageDesc(file_turnbox_v1_sandbox, 52);
 
 /**
  * SessionState is the lifecycle state of a session.
@@ -1466,6 +1677,18 @@ export enum ErrorReason {
    * @generated from enum value: ERROR_REASON_IMAGE_IN_USE = 25;
    */
   IMAGE_IN_USE = 25,
+
+  /**
+   * Published ports.
+   *
+   * @generated from enum value: ERROR_REASON_PORT_NOT_PUBLISHED = 26;
+   */
+  PORT_NOT_PUBLISHED = 26,
+
+  /**
+   * @generated from enum value: ERROR_REASON_PORT_REFUSED = 27;
+   */
+  PORT_REFUSED = 27,
 }
 
 /**
@@ -1661,6 +1884,39 @@ export const SandboxService: GenService<{
     methodKind: "unary";
     input: typeof CapabilitiesRequestSchema;
     output: typeof CapabilitiesResponseSchema;
+  },
+  /**
+   * PublishPort publishes a port of a process in the session: the
+   * server forwards /ports/<session>/<port>/ and <port>-<session>.<domain>
+   * to it (docs/ports.md). Publishing a published port changes how.
+   *
+   * @generated from rpc turnbox.v1.SandboxService.PublishPort
+   */
+  publishPort: {
+    methodKind: "unary";
+    input: typeof PublishPortRequestSchema;
+    output: typeof PublishPortResponseSchema;
+  },
+  /**
+   * UnpublishPort ends a port's publication (PORT_NOT_PUBLISHED if it
+   * has none).
+   *
+   * @generated from rpc turnbox.v1.SandboxService.UnpublishPort
+   */
+  unpublishPort: {
+    methodKind: "unary";
+    input: typeof UnpublishPortRequestSchema;
+    output: typeof UnpublishPortResponseSchema;
+  },
+  /**
+   * ListPorts lists the session's published ports.
+   *
+   * @generated from rpc turnbox.v1.SandboxService.ListPorts
+   */
+  listPorts: {
+    methodKind: "unary";
+    input: typeof ListPortsRequestSchema;
+    output: typeof ListPortsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_turnbox_v1_sandbox, 0);
