@@ -196,6 +196,18 @@ type Checkpointer interface {
 	Checkpoint(ctx context.Context, dir string) error
 }
 
+// Restorer is implemented by runtimes that can start a sandbox from an
+// image a Checkpointer wrote (gVisor): the processes, their memory, open
+// files, working directories and listening sockets come back as they
+// were at the checkpoint, and the sandbox's agent serves the new host
+// connection. spec is the new sandbox's (its own ID; the root, workspace
+// and mounts must hold the files of the checkpoint's instant, at the same
+// paths inside the sandbox). imageDir is only read: one image can be
+// restored any number of times (rollback, fork).
+type Restorer interface {
+	Restore(ctx context.Context, spec Spec, imageDir string) (Sandbox, error)
+}
+
 // Sentinel errors.
 var (
 	// ErrUnsupported: the runtime cannot do this.
