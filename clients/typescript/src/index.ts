@@ -16,5 +16,5 @@ export {
   UnavailableError,
   type Reason,
 } from "./errors.js";
-export type { Capabilities, FileInfo, ProcessExit, ProcessInfo, SessionInfo, SnapshotInfo, State } from "./types.js";
+export type { Capabilities, FileInfo, ProcessExit, ProcessInfo, PublishedPort, SessionInfo, SnapshotInfo, State } from "./types.js";
 export { encodeToolInput, decodeToolOutput, decodeProgress, type ToolOutput } from "./wire.js";

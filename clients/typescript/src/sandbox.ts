@@ -7,7 +7,7 @@ import { call, newToolCallId, sessionConfig, streamName, type Services, type Ses
 import { Code } from "@connectrpc/connect";
 import { httpError, toTurnboxError, TurnboxError } from "./errors.js";
 import { fileInfo, parseFileInfo, processExit, processInfo, sessionInfo, snapshotInfo } from "./types.js";
-import type { FileInfo, ProcessExit, ProcessInfo, SessionInfo, SnapshotInfo, State } from "./types.js";
+import type { FileInfo, ProcessExit, ProcessInfo, PublishedPort, SessionInfo, SnapshotInfo, State } from "./types.js";
 import { decodeProgress, decodeToolOutput, encodeToolInput } from "./wire.js";
 import type { ProcessEvent as ProcessEventMsg } from "./gen/turnbox/v1/process_pb.js";
 import type { ToolResponse } from "./gen/turnbox/v1/sandbox_pb.js";
@@ -255,6 +255,34 @@ export class Sandbox {
   /** resume thaws a paused session. */
   async resume(): Promise<void> {
     await call("ResumeSession", () => this.s.sandbox.resumeSession({ sessionId: this.id }));
+  }
+
+  // Published ports (docs/ports.md).
+
+  /**
+   * publishPort publishes a port a process of the session listens on; the
+   * server forwards HTTP, WebSocket and TCP to it at portUrl(port).
+   * public lets requests through without the token.
+   */
+  async publishPort(port: number, opts: { public?: boolean } = {}): Promise<PublishedPort> {
+    const resp = await call("PublishPort", () => this.s.sandbox.publishPort({ sessionId: this.id, port, public: opts.public ?? false }));
+    return { port: resp.port?.port ?? port, public: resp.port?.public ?? false };
+  }
+
+  /** unpublishPort ends a port's publication. */
+  async unpublishPort(port: number): Promise<void> {
+    await call("UnpublishPort", () => this.s.sandbox.unpublishPort({ sessionId: this.id, port }));
+  }
+
+  /** listPorts lists the ports the session publishes. */
+  async listPorts(): Promise<PublishedPort[]> {
+    const resp = await call("ListPorts", () => this.s.sandbox.listPorts({ sessionId: this.id }));
+    return resp.ports.map((p) => ({ port: p.port, public: p.public }));
+  }
+
+  /** portUrl is where the server forwards a published port, by path. */
+  portUrl(port: number): string {
+    return `${this.s.baseUrl}/ports/${encodeURIComponent(this.id)}/${port}/`;
   }
 
   /** destroy deletes the session and all its data. */

@@ -26,6 +26,17 @@ export interface SessionInfo {
   parentSnapshot: string;
   /** lastTurn is the newest snapshot's turn (0: none yet). */
   lastTurn: number;
+  /** network is the session's effective network policy. */
+  network?: { mode: string; allow: string[] };
+  /** ports are the ports the session publishes, by port. */
+  ports: PublishedPort[];
+}
+
+/** PublishedPort is a port a session publishes (docs/ports.md). */
+export interface PublishedPort {
+  port: number;
+  /** public: requests through the server need no token. */
+  public: boolean;
 }
 
 /** SnapshotInfo describes one snapshot of a session's workspace. */
@@ -108,6 +119,8 @@ export function sessionInfo(s: SessionMsg | undefined): SessionInfo {
     parentSession: s.parentSession,
     parentSnapshot: s.parentSnapshot,
     lastTurn: Number(s.lastTurn),
+    network: s.network ? { mode: s.network.mode, allow: [...s.network.allow] } : undefined,
+    ports: s.ports.map((p) => ({ port: p.port, public: p.public })),
   };
 }
 

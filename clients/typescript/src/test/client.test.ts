@@ -218,6 +218,23 @@ describe("lifecycle and errors", { skip }, () => {
   });
 });
 
+describe("ports", { skip }, () => {
+  it("publishes, lists, reports and unpublishes ports", async () => {
+    const sb = await session();
+    assert.deepEqual(await sb.publishPort(8080, { public: true }), { port: 8080, public: true });
+    await sb.publishPort(3000);
+    assert.deepEqual(await sb.listPorts(), [
+      { port: 3000, public: false },
+      { port: 8080, public: true },
+    ]);
+    assert.deepEqual((await sb.info()).ports.map((p) => p.port), [3000, 8080]);
+    assert.ok(sb.portUrl(3000).endsWith(`/ports/${sb.id}/3000/`));
+    await sb.unpublishPort(3000);
+    await assert.rejects(sb.unpublishPort(3000), (e: TurnboxError) => e.has("PORT_NOT_PUBLISHED"));
+    await assert.rejects(sb.publishPort(70000), InvalidArgumentError);
+  });
+});
+
 describe("processes", { skip }, () => {
   it("starts, feeds, attaches to, waits for and signals processes", async () => {
     const sb = await session();
