@@ -79,6 +79,7 @@ var ErrUnknownSession = errors.New("egress: no such session")
 //
 // Lock order: Firewall.mu before resolver.mu (the answers record). The
 // DNS handlers take mu to add addresses, never while holding resolver.mu.
+// A session's refusalLogs.mu is taken alone (never with another lock).
 type Firewall struct {
 	cfg   Config
 	log   *slog.Logger
