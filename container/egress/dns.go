@@ -34,8 +34,6 @@ const (
 	// maxInflight bounds a session's concurrent upstream questions and
 	// maxTCPConns its open DNS-over-TCP connections.
 	maxInflight, maxTCPConns = 32, 16
-	// logBurst refusals are logged per session per logEvery at most.
-	logBurst, logEvery = 5, time.Second
 )
 
 // answer is an address the filter handed out for a name, until expires.
@@ -53,11 +51,8 @@ type resolver struct {
 	inflight chan struct{}
 	refused  atomic.Uint64
 
-	mu       sync.Mutex // guards answers, logTokens, logSince, suppressed
-	answers  map[string][]answer
-	logSince time.Time
-	logged   int
-	dropped  int
+	mu      sync.Mutex // guards answers
+	answers map[string][]answer
 }
 
 // startResolver binds the session's DNS filter (IP_FREEBIND: the address
@@ -322,24 +317,7 @@ func (r *resolver) readmit(st *policyState) {
 // refuse counts and (rate limited) logs a refused name.
 func (r *resolver) refuse(name string) {
 	r.refused.Add(1)
-	r.mu.Lock()
-	now := time.Now()
-	if now.Sub(r.logSince) >= logEvery {
-		if r.dropped > 0 {
-			r.f.log.Warn("egress: dns names refused (not logged)", "session", r.sess.cfg.ID, "count", r.dropped)
-		}
-		r.logSince, r.logged, r.dropped = now, 0, 0
-	}
-	log := r.logged < logBurst
-	if log {
-		r.logged++
-	} else {
-		r.dropped++
-	}
-	r.mu.Unlock()
-	if log {
-		r.f.log.Warn("egress: dns name refused", "session", r.sess.cfg.ID, "name", name, "reason", ReasonDNS)
-	}
+	r.sess.logs.name(r.f.log, r.sess.cfg.ID, name, time.Now())
 }
 
 // limitListener accepts at most cap(slots) connections at a time; more

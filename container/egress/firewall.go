@@ -49,6 +49,10 @@ type Config struct {
 	// attached session owns are refused; other prefixes (other hosts')
 	// are left alone.
 	InterfacePrefix string
+
+	// noPacketLog leaves the per-packet refusal log out (the tests'
+	// measure of what it costs).
+	noPacketLog bool
 }
 
 // DefaultInterfacePrefix is the name prefix of sessions' host-side veths
@@ -75,6 +79,7 @@ var ErrUnknownSession = errors.New("egress: no such session")
 //
 // Lock order: Firewall.mu before resolver.mu (the answers record). The
 // DNS handlers take mu to add addresses, never while holding resolver.mu.
+// A session's refusalLogs.mu is taken alone (never with another lock).
 type Firewall struct {
 	cfg   Config
 	log   *slog.Logger
@@ -91,14 +96,20 @@ type Firewall struct {
 	sessionsSet *nftables.Set
 	forward     *forwardShare // this Firewall's share of ip_forward
 
-	stop context.CancelFunc
-	done chan struct{}
+	// nflog is the NFLOG group the refusing rules log to (nil: records
+	// unavailable, only the summaries are logged); nflogDone is closed
+	// when its reader returns.
+	nflog     *nflog
+	nflogDone chan struct{}
+	stop      context.CancelFunc
+	done      chan struct{}
 }
 
 // New makes the table (replacing one an earlier process left under the
 // same name), takes a share of IPv4 forwarding (turning it on if it is
-// off; see RunDir), and starts logging refusals. ctx bounds the refusal
-// logger's life along with Close. Two Firewalls on one machine need
+// off; see RunDir), and starts logging refusals (see refusallog.go;
+// without an NFLOG group only the summaries are logged). ctx bounds the
+// summaries' life along with Close. Two Firewalls on one machine need
 // different Tables and InterfacePrefixes (TableFor,
 // netns.IfacePrefixFor).
 func New(ctx context.Context, cfg Config) (*Firewall, error) {
@@ -117,18 +128,50 @@ func New(ctx context.Context, cfg Config) (*Firewall, error) {
 	if f.forward, err = acquireForwarding(); err != nil {
 		return nil, err
 	}
+	if !cfg.noPacketLog {
+		if f.nflog, err = openNFLOG(logGroupFor(cfg.Table)); err != nil {
+			f.log.Warn("egress: refused packets will be counted and summarized, not logged one by one", "err", err)
+		}
+	}
 	err = delTable(cfg.Table)
 	if err == nil {
 		err = f.install()
 	}
 	if err != nil {
 		_ = delTable(cfg.Table)
+		f.closeNFLOG()
 		return nil, errors.Join(err, f.forward.release())
+	}
+	if f.nflog != nil {
+		f.nflogDone = make(chan struct{})
+		go f.readNFLOG(f.nflog, f.nflogDone)
 	}
 	ctx, f.stop = context.WithCancel(ctx)
 	f.done = make(chan struct{})
-	go f.logRefusals(ctx)
+	go f.summarizeRefusals(ctx)
 	return f, nil
+}
+
+// nflogStopTimeout bounds how long Close waits for the NFLOG reader.
+const nflogStopTimeout = 2 * time.Second
+
+// closeNFLOG closes the NFLOG socket (which ends its reader) and waits,
+// at most nflogStopTimeout, for the reader to return.
+func (f *Firewall) closeNFLOG() {
+	if f.nflog == nil {
+		return
+	}
+	if err := f.nflog.conn.Close(); err != nil {
+		f.log.Warn("egress: closing the nflog socket", "err", err)
+	}
+	if f.nflogDone == nil {
+		return
+	}
+	select {
+	case <-f.nflogDone:
+	case <-time.After(nflogStopTimeout):
+		f.log.Error("egress: nflog reader did not stop", "after", nflogStopTimeout)
+	}
 }
 
 // withDefaults fills cfg's defaults and checks it: the error wraps
@@ -228,6 +271,7 @@ func (f *Firewall) Close() error {
 	f.mu.Unlock()
 	f.stop()
 	<-f.done
+	f.closeNFLOG()
 	return errors.Join(delTable(f.cfg.Table), f.forward.release())
 }
 
@@ -386,25 +430,20 @@ func (s *session) stats(all map[string]*nftables.CounterObj) Stats {
 	if c := all[s.tag+"_in"]; c != nil {
 		st.BytesIn, st.PacketsIn = c.Bytes, c.Packets
 	}
-	for _, r := range packetReasons {
-		if c := all[s.tag+"_r_"+r]; c != nil && c.Packets > 0 {
-			st.RefusedBy[r] = c.Packets
+	for r, n := range s.refusalCounts(all) {
+		if n > 0 {
+			st.RefusedBy[r] = n
+			st.Refused += n
 		}
-	}
-	if n := s.dns.refused.Load(); n > 0 {
-		st.RefusedBy[ReasonDNS] = n
-	}
-	for _, n := range st.RefusedBy {
-		st.Refused += n
 	}
 	return st
 }
 
-// logRefusals logs, once a second at most, each session's packet
-// refusals since the last log, by reason: the rate limit of the logs.
-func (f *Firewall) logRefusals(ctx context.Context) {
+// summarizeRefusals logs, once per logEvery, each session's refusals
+// that got no line of their own (refusalLogs.summarize).
+func (f *Firewall) summarizeRefusals(ctx context.Context) {
 	defer close(f.done)
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(logEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -427,24 +466,19 @@ func (f *Firewall) logRefusals(ctx context.Context) {
 			continue
 		}
 		for _, s := range sessions {
-			s.logNewRefusals(f.log, all)
+			s.logs.summarize(f.log, s.cfg.ID, s.refusalCounts(all))
 		}
 	}
 }
 
-// logNewRefusals logs s's refusal counters that grew since the last
-// call (called by logRefusals only).
-func (s *session) logNewRefusals(log *slog.Logger, all map[string]*nftables.CounterObj) {
-	if s.lastRefused == nil {
-		s.lastRefused = map[string]uint64{}
-	}
+// refusalCounts are s's refusal counts by reason (the kernel's and the
+// DNS filter's).
+func (s *session) refusalCounts(all map[string]*nftables.CounterObj) map[string]uint64 {
+	out := map[string]uint64{ReasonDNS: s.dns.refused.Load()}
 	for _, r := range packetReasons {
-		c := all[s.tag+"_r_"+r]
-		if c == nil || c.Packets == s.lastRefused[r] {
-			continue
+		if c := all[s.tag+"_r_"+r]; c != nil {
+			out[r] = c.Packets
 		}
-		log.Warn("egress: packets refused", "session", s.cfg.ID, "reason", r,
-			"packets", c.Packets-s.lastRefused[r], "total", c.Packets)
-		s.lastRefused[r] = c.Packets
 	}
+	return out
 }

@@ -87,8 +87,7 @@ type session struct {
 	gen   int     // bumped by each Update; names the groups' sets
 	state atomic.Pointer[policyState]
 	dns   *resolver
-	// lastRefused is the refusal counters at the last log (poller only).
-	lastRefused map[string]uint64
+	logs  refusalLogs
 }
 
 // sessionState builds the policy state of s (set names from tag and
@@ -124,10 +123,39 @@ func (p *policyState) hasGroup(lo, hi uint16) bool {
 	return false
 }
 
-// refuseRule appends to chain a rule refusing what match matches,
-// counted under reason.
+// refuseRule appends to chain a rule refusing what match matches, for
+// reason: it goes to the session's refusal chain for reason.
 func (f *Firewall) refuseRule(chain, tag, reason string, match ...[]expr.Any) {
-	f.rule(chain, join(match...), one(countTo(tag+"_r_"+reason)), one(verdict(expr.VerdictGoto, chainRefuse)))
+	f.rule(chain, join(match...), one(verdict(expr.VerdictGoto, refusalChain(tag, reason))))
+}
+
+// refusalChain names tag's chain refusing packets for reason.
+func refusalChain(tag, reason string) string { return tag + "_x_" + reason }
+
+// sessionChains are the suffixes of a session's chains (after its tag),
+// the refusal chains last: the others jump to them.
+func sessionChains() []string {
+	return append([]string{"_pre", "_local", "_fwd", "_back", "_policy"}, prefixAll("_x_", packetReasons)...)
+}
+
+// addRefusalChains fills tag's refusal chains: each counts the packet,
+// sends a record of it to the Firewall's NFLOG group (at most
+// kernelLogRate a second; never delaying the packet) and refuses it
+// (spoofed sources are dropped: a reply would go to the address's
+// owner).
+func (f *Firewall) addRefusalChains(tag string) {
+	for _, reason := range packetReasons {
+		chain := refusalChain(tag, reason)
+		f.rule(chain, one(countTo(tag+"_r_"+reason)))
+		if f.nflog != nil {
+			f.rule(chain, logExprs(f.nflog.group, tag, reason))
+		}
+		if reason == ReasonSpoof {
+			f.rule(chain, one(verdict(expr.VerdictDrop, "")))
+		} else {
+			f.rule(chain, one(verdict(expr.VerdictGoto, chainRefuse)))
+		}
+	}
 }
 
 // addSessionObjects adds s's counters and fixed chains to the batch.
@@ -136,9 +164,10 @@ func (f *Firewall) addSessionObjects(s *session) {
 	for _, name := range append([]string{"out", "in"}, prefixAll("r_", packetReasons)...) {
 		f.conn.AddObj(&nftables.CounterObj{Table: f.table, Name: tag + "_" + name})
 	}
-	for _, ch := range []string{"_pre", "_local", "_fwd", "_back", "_policy"} {
+	for _, ch := range sessionChains() {
 		f.chain(tag + ch)
 	}
+	f.addRefusalChains(tag)
 	pre, local, fwd, back := tag+"_pre", tag+"_local", tag+"_fwd", tag+"_back"
 	// IPv6 is refused, but neighbour discovery answered, so that the
 	// refusal (a reset or an ICMPv6 error) reaches the sandbox at once.
@@ -147,7 +176,7 @@ func (f *Firewall) addSessionObjects(s *session) {
 	// reports) is dropped without counting: not the agent's doing.
 	f.icmpv6Types(pre, expr.VerdictDrop, 133, 143)
 	f.refuseRule(pre, tag, ReasonIPv6, nfproto(unix.NFPROTO_IPV6))
-	f.rule(pre, nfproto(unix.NFPROTO_IPV4), ip4Is(true, c.SandboxAddr, false), one(countTo(tag+"_r_"+ReasonSpoof)), one(verdict(expr.VerdictDrop, "")))
+	f.refuseRule(pre, tag, ReasonSpoof, nfproto(unix.NFPROTO_IPV4), ip4Is(true, c.SandboxAddr, false))
 
 	f.rule(local, established(), one(verdict(expr.VerdictAccept, "")))
 	f.neighbourDiscovery(local, expr.VerdictAccept)
@@ -232,7 +261,7 @@ func (f *Firewall) allowRule(chain string, lo, hi uint16, match []expr.Any) {
 // delSessionObjects deletes s's chains, sets and counters in the batch
 // (the dispatch chains must no longer name them).
 func (f *Firewall) delSessionObjects(s *session) {
-	for _, ch := range []string{"_pre", "_local", "_fwd", "_back", "_policy"} {
+	for _, ch := range sessionChains() {
 		c := &nftables.Chain{Name: s.tag + ch, Table: f.table}
 		f.conn.FlushChain(c)
 		f.conn.DelChain(c)

@@ -130,13 +130,24 @@ func newFirewall(t testing.TB) (*Firewall, *logBuffer) {
 // newFirewallPrefix is newFirewall for interfaces named prefix+"...".
 func newFirewallPrefix(t testing.TB, prefix string) (*Firewall, *logBuffer) {
 	t.Helper()
+	return newFirewallConfig(t, prefix, nil)
+}
+
+// newFirewallConfig is newFirewallPrefix with edit applied to the
+// Config (if not nil).
+func newFirewallConfig(t testing.TB, prefix string, edit func(*Config)) (*Firewall, *logBuffer) {
+	t.Helper()
 	logs := &logBuffer{}
-	f, err := New(context.Background(), Config{
+	cfg := Config{
 		Logger:          slog.New(slog.NewTextHandler(logs, nil)),
 		Upstream:        []netip.AddrPort{netip.MustParseAddrPort(inetDNS + ":53")},
 		Table:           randName("tbtest"),
 		InterfacePrefix: prefix,
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	f, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
