@@ -19,6 +19,7 @@ import (
 
 	"github.com/turnbox/turnbox/container"
 	"github.com/turnbox/turnbox/container/agent"
+	"github.com/turnbox/turnbox/container/containertest"
 )
 
 // listen starts a TCP server on 127.0.0.1 that runs serve for every
@@ -333,4 +334,21 @@ func TestDialPortAgentDies(t *testing.T) {
 	}
 	toAgentW.Close()
 	<-served
+}
+
+// BenchmarkDialPort compares a tunnel through an in-process agent with a
+// direct loopback TCP connection to the same echo server (see
+// containertest.BenchPortEcho). Run with:
+//
+//	go test -run '^$' -bench DialPort -count 5 ./container/agent
+func BenchmarkDialPort(b *testing.B) {
+	c, _ := pair(b)
+	port := listen(b, echo)
+	containertest.BenchPortEcho(b, []containertest.PortDialer{
+		{Name: "tunnel", Dial: func(ctx context.Context) (net.Conn, error) { return c.DialPort(ctx, port) }},
+		{Name: "direct", Dial: func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		}},
+	})
 }

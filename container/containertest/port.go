@@ -19,7 +19,7 @@ var portCases = []testCase{
 
 // freePort returns a TCP port nothing listens on now (on the host's
 // loopback: the none runtime shares the host's network).
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -31,7 +31,7 @@ func freePort(t *testing.T) int {
 
 // dialWhenUp dials port through pd until something listens, failing
 // after 20 s.
-func dialWhenUp(t *testing.T, pd container.PortDialer, port int) net.Conn {
+func dialWhenUp(t testing.TB, pd container.PortDialer, port int) net.Conn {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -47,25 +47,44 @@ func dialWhenUp(t *testing.T, pd container.PortDialer, port int) net.Conn {
 	}
 }
 
-// testDialPort: a port nothing listens on is refused; a server a process
-// of the sandbox runs (an echo server: busybox nc -ll -e cat) is reached,
-// echoes 4 MiB intact, sees the half-close and ends the connection; a
-// second connection works too.
+// EchoServer starts an echo server in sb (busybox nc -ll -e cat: it
+// writes back what it reads and closes the connection at end of file)
+// and returns its port and a dialer of sb's, once it answers. The server
+// is killed at the test's end.
+func EchoServer(t testing.TB, sb container.Sandbox) (int, container.PortDialer) {
+	t.Helper()
+	ps, ok := sb.(container.ProcessStarter)
+	if !ok {
+		t.Fatalf("%T does not implement container.ProcessStarter", sb)
+	}
+	pd, ok := sb.(container.PortDialer)
+	if !ok {
+		t.Fatalf("%T does not implement container.PortDialer", sb)
+	}
+	port := freePort(t)
+	startProc(t, ps, container.ProcessSpec{Process: container.Process{
+		Args: []string{"busybox", "nc", "-ll", "-p", strconv.Itoa(port), "-e", "busybox", "cat"}}})
+	dialWhenUp(t, pd, port).Close()
+	return port, pd
+}
+
+// testDialPort: a port nothing listens on is refused, a bad one invalid;
+// an echo server a process of the sandbox runs (EchoServer) is reached,
+// echoes 4 MiB intact, sees the half-close and ends the connection,
+// twice.
 func (s *suite) testDialPort(t *testing.T) {
-	b, ps := s.starter(t)
+	b, _ := s.starter(t)
 	pd, ok := b.sb.(container.PortDialer)
 	if !ok {
 		t.Fatalf("%T does not implement container.PortDialer", b.sb)
 	}
-	port := freePort(t)
-	if _, err := pd.DialPort(ctxT(t), port); !errors.Is(err, container.ErrPortRefused) {
+	if _, err := pd.DialPort(ctxT(t), freePort(t)); !errors.Is(err, container.ErrPortRefused) {
 		t.Fatalf("DialPort with nothing listening: %v, want ErrPortRefused", err)
 	}
 	if _, err := pd.DialPort(ctxT(t), 0); !errors.Is(err, container.ErrInvalidSpec) {
 		t.Fatalf("DialPort(0): %v, want ErrInvalidSpec", err)
 	}
-	startProc(t, ps, container.ProcessSpec{Process: container.Process{
-		Args: []string{"busybox", "nc", "-ll", "-p", strconv.Itoa(port), "-e", "busybox", "cat"}}})
+	port, _ := EchoServer(t, b.sb)
 	data := make([]byte, 4<<20)
 	_, _ = rand.Read(data)
 	for i := range 2 {
