@@ -352,3 +352,20 @@ func BenchmarkDialPort(b *testing.B) {
 		}},
 	})
 }
+
+// TestDialPortSurvivesKillAll: KillAll kills processes, not the agent's
+// own tunnel sockets.
+func TestDialPortSurvivesKillAll(t *testing.T) {
+	c, _ := pair(t)
+	conn := dialPort(t, c, listen(t, echo))
+	if err := c.KillAll(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Write([]byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 10)
+	if _, err := io.ReadFull(conn, b); err != nil || string(b) != "still here" {
+		t.Fatalf("after KillAll: %q %v", b, err)
+	}
+}
