@@ -406,15 +406,15 @@ func execOnHostile(t *testing.T) (*Client, *fakeAgent, <-chan error) {
 	return c, a, res
 }
 
-// TestOldAgentRefused: an agent announcing protocol version 2 ends the
+// TestOldAgentRefused: an agent announcing protocol version 3 ends the
 // connection with an error that wraps ErrVersion, names both versions and
 // says what to do; a call in flight fails with it.
 func TestOldAgentRefused(t *testing.T) {
 	c, a, res := execOnHostile(t)
-	a.send(newFrame(MsgHello, 0).uvarint(2).uvarint(1).bytes())
+	a.send(newFrame(MsgHello, 0).uvarint(3).uvarint(1).bytes())
 	waitDone(t, c, ErrVersion)
 	msg := c.Err().Error()
-	for _, want := range []string{"version 2", "version 3", "rebuild turnbox-agent"} {
+	for _, want := range []string{"version 3", "version 4", "rebuild turnbox-agent"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not say %q", msg, want)
 		}
