@@ -26,6 +26,9 @@ var ErrTunnelLimit = errors.New("agent: too many open tunnels")
 // back: fewer, larger Credit frames.
 const creditBatch = TunnelWindow / 8
 
+// smallData is the size under which received data is coalesced.
+const smallData = 4 << 10
+
 // tunnel is the host side of one tunnel, a net.Conn.
 //
 // Lock order: writeMu before mu. The client's read loop takes only mu,
@@ -193,8 +196,7 @@ func (c *Client) tunnelFrame(t *tunnel, f frame) error {
 		}
 		t.recvLeft -= len(f.body)
 		if !t.closed {
-			t.buf = append(t.buf, f.body)
-			t.buffered += len(f.body)
+			t.queue(f.body)
 		}
 	case MsgConnEOF:
 		if t.eof || len(f.body) != 0 {
@@ -219,6 +221,18 @@ func (c *Client) tunnelFrame(t *tunnel, f frame) error {
 	}
 	t.broadcast()
 	return nil
+}
+
+// queue buffers received data. Small bodies are appended to the last
+// chunk, so a window of tiny frames costs about a window of memory, not
+// a slice per byte. Called with t.mu held.
+func (t *tunnel) queue(b []byte) {
+	t.buffered += len(b)
+	if n := len(t.buf); n > 0 && len(b) < smallData && len(t.buf[n-1]) < outputChunk {
+		t.buf[n-1] = append(t.buf[n-1], b...)
+		return
+	}
+	t.buf = append(t.buf, b)
 }
 
 // agentClosed records that the agent closed the socket: with msg empty

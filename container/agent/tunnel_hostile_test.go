@@ -234,3 +234,38 @@ func TestTunnelLimit(t *testing.T) {
 		t.Fatalf("tunnel %d: %v, want ErrTunnelLimit", MaxTunnels+1, err)
 	}
 }
+
+// TestHostileTunnelTinyFrames: a window sent one byte per frame costs
+// about a window of buffers, not a slice per byte.
+func TestHostileTunnelTinyFrames(t *testing.T) {
+	c, a := newHostile(t, true)
+	id, conn := openHostile(t, c, a)
+	one := newFrame(MsgTunnelData, id).raw([]byte{'x'}).bytes()
+	var b []byte
+	for range TunnelWindow {
+		b = append(b, one...)
+	}
+	a.send(b)
+	tu := conn.(*tunnel)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		tu.mu.Lock()
+		buffered, chunks := tu.buffered, len(tu.buf)
+		tu.mu.Unlock()
+		if buffered == TunnelWindow {
+			if chunks > 2*TunnelWindow/outputChunk {
+				t.Fatalf("%d buffer chunks for one window of tiny frames", chunks)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bytes buffered of %d", buffered, TunnelWindow)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	a.send(newFrame(MsgConnEOF, id).bytes())
+	got, err := io.ReadAll(conn)
+	if err != nil || len(got) != TunnelWindow {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+}
