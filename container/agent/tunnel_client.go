@@ -15,7 +15,8 @@ import (
 )
 
 // MaxTunnels bounds the tunnels open at once on one client (DialPort past
-// it fails with ErrTunnelLimit). With TunnelWindow it bounds what the
+// it fails with ErrTunnelLimit); a tunnel counts until its Close, even
+// after the sandbox's side ended it. With TunnelWindow it bounds what the
 // host buffers of tunnel data: MaxTunnels * TunnelWindow.
 const MaxTunnels = 1024
 
