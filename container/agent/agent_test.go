@@ -22,7 +22,7 @@ import (
 
 // pair runs an agent in-process over two os.Pipe pairs and returns a
 // client connected to it. The agent stops when the test ends.
-func pair(t *testing.T, opts ...agent.Option) (*agent.Client, <-chan error) {
+func pair(t testing.TB, opts ...agent.Option) (*agent.Client, <-chan error) {
 	t.Helper()
 	toAgentR, toAgentW, err := os.Pipe()
 	if err != nil {

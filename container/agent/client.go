@@ -76,7 +76,8 @@ type Client struct {
 	mu       sync.Mutex
 	nextID   uint64
 	calls    map[uint64]*call
-	hello    chan struct{} // closed when Hello arrives
+	tunnels  map[uint64]*tunnel // open tunnels (DialPort), at most MaxTunnels
+	hello    chan struct{}      // closed when Hello arrives
 	agentPID int
 
 	done    chan struct{}
@@ -172,12 +173,13 @@ func (c *call) close() {
 // WriteTimeout).
 func NewClient(r io.Reader, w io.Writer) *Client {
 	c := &Client{
-		r:      r,
-		fw:     &frameWriter{w: w},
-		calls:  make(map[uint64]*call),
-		hello:  make(chan struct{}),
-		done:   make(chan struct{}),
-		bounds: defaultBounds,
+		r:       r,
+		fw:      &frameWriter{w: w},
+		calls:   make(map[uint64]*call),
+		tunnels: make(map[uint64]*tunnel),
+		hello:   make(chan struct{}),
+		done:    make(chan struct{}),
+		bounds:  defaultBounds,
 	}
 	go c.readLoop()
 	return c
@@ -227,14 +229,18 @@ func (c *Client) dispatch(f frame) error {
 		close(c.hello)
 		return nil
 	case MsgOutput, MsgExited, MsgFailed, MsgReply, MsgStarted:
+	case MsgDialed, MsgTunnelData, MsgConnEOF, MsgConnClosed, MsgTunnelCredit:
 	default:
 		return fmt.Errorf("%w: unexpected frame type %v", ErrProtocol, f.typ)
 	}
 	c.mu.Lock()
-	cl, issued := c.calls[f.id], f.id != 0 && f.id <= c.nextID
+	cl, t, issued := c.calls[f.id], c.tunnels[f.id], f.id != 0 && f.id <= c.nextID
 	c.mu.Unlock()
 	if !issued {
 		return fmt.Errorf("%w: %v frame for request %d, never sent", ErrProtocol, f.typ, f.id)
+	}
+	if t != nil {
+		return c.tunnelFrame(t, f)
 	}
 	if cl != nil {
 		// A late frame for a finished call is dropped.

@@ -106,8 +106,8 @@ func TestHostileFrames(t *testing.T) {
 		{"hello with huge pid", newFrame(MsgHello, 0).uvarint(ProtocolVersion).uvarint(1 << 40).bytes(), ErrProtocol},
 		{"second hello", append(newFrame(MsgHello, 0).uvarint(ProtocolVersion).uvarint(1).bytes(),
 			newFrame(MsgHello, 0).uvarint(ProtocolVersion).uvarint(1).bytes()...), ErrProtocol},
-		{"version 2 hello", newFrame(MsgHello, 0).uvarint(2).uvarint(1).bytes(), ErrVersion},
-		{"version 4 hello", newFrame(MsgHello, 0).uvarint(4).uvarint(1).bytes(), ErrVersion},
+		{"version 5 hello", newFrame(MsgHello, 0).uvarint(5).uvarint(1).bytes(), ErrVersion},
+		{"version 3 hello", newFrame(MsgHello, 0).uvarint(3).uvarint(1).bytes(), ErrVersion},
 		{"started for a ping", newFrame(MsgStarted, 1).uvarint(5).bytes(), ErrProtocol},
 		{"host-to-agent signal", newFrame(MsgSignal, 1).uvarint(9).bytes(), ErrProtocol},
 		{"reply with bad string", newFrame(MsgReply, 1).uvarint(1 << 30).bytes(), ErrProtocol},
@@ -406,15 +406,15 @@ func execOnHostile(t *testing.T) (*Client, *fakeAgent, <-chan error) {
 	return c, a, res
 }
 
-// TestOldAgentRefused: an agent announcing protocol version 2 ends the
+// TestOldAgentRefused: an agent announcing protocol version 3 ends the
 // connection with an error that wraps ErrVersion, names both versions and
 // says what to do; a call in flight fails with it.
 func TestOldAgentRefused(t *testing.T) {
 	c, a, res := execOnHostile(t)
-	a.send(newFrame(MsgHello, 0).uvarint(2).uvarint(1).bytes())
+	a.send(newFrame(MsgHello, 0).uvarint(3).uvarint(1).bytes())
 	waitDone(t, c, ErrVersion)
 	msg := c.Err().Error()
-	for _, want := range []string{"version 2", "version 3", "rebuild turnbox-agent"} {
+	for _, want := range []string{"version 3", "version 4", "rebuild turnbox-agent"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not say %q", msg, want)
 		}

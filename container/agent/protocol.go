@@ -15,15 +15,28 @@ import (
 // its output): nothing used it, and writing it competed for the CPU with
 // the command's start. Version 3 added processes that live beyond one
 // call: Exec's user, PTY and start-report fields, MsgStarted (on request
-// only), MsgSignal, MsgResize, and MsgFailed's reason.
-const ProtocolVersion = 3
+// only), MsgSignal, MsgResize, and MsgFailed's reason. Version 4 added
+// tunnels to TCP ports inside the sandbox (Client.DialPort): MsgDial,
+// MsgConnData, MsgConnClose and MsgConnCredit in both directions' ranges,
+// MsgDialed, MsgConnEOF and MsgConnClosed, and FailRefused; each tunnel
+// is flow-controlled by credit (see TunnelWindow).
+const ProtocolVersion = 4
 
 // MaxFrameSize bounds a frame's length (type, id and body). Frames larger
 // than this are a protocol error.
 const MaxFrameSize = 1 << 20
 
-// outputChunk is the largest Output body the agent sends.
+// outputChunk is the largest Output body the agent sends, and the largest
+// ConnData body either side sends.
 const outputChunk = 32 << 10
+
+// TunnelWindow is the flow-control window of a tunnel, per direction: a
+// side may send at most this many ConnData bytes that the other side has
+// not yet granted back with MsgConnCredit. Each side starts with this much
+// credit, and grants credit back as its consumer (the in-sandbox socket,
+// the host's reader) takes bytes, so neither side ever buffers more than
+// one window per tunnel and a slow consumer stalls only its own tunnel.
+const TunnelWindow = 256 << 10
 
 // MsgType is the type byte of a frame. Every frame on the wire is
 //
@@ -72,6 +85,34 @@ const (
 	// MsgResize sets the size of a command's PTY (TIOCSWINSZ on its
 	// master; the kernel sends SIGWINCH). Body: rows, cols (uvarint each).
 	MsgResize MsgType = 0x09
+	// MsgDial opens a tunnel: the agent dials a TCP port on its loopback
+	// (container.DialLoopback) and answers MsgDialed, or MsgFailed
+	// (FailRefused: nothing listens; FailInvalid: bad port or too many
+	// tunnels; FailStart: any other error). The request id names the
+	// tunnel from then on. Body: port (uvarint).
+	MsgDial MsgType = 0x0a
+	// MsgConnData carries bytes for a tunnel's socket, within the credit
+	// the agent granted (see TunnelWindow). Body: data (at most
+	// outputChunk bytes). The agent-to-host one is MsgTunnelData.
+	MsgConnData MsgType = 0x0b
+	// MsgConnClose closes a tunnel. Body: mode (byte): ConnCloseWrite
+	// half-closes it (the agent writes what is queued, then shuts down
+	// its socket's writing side: the server reads end of file and may
+	// still answer); ConnCloseAll ends it: the agent writes what is
+	// queued (for a bounded time), closes the socket, and sends nothing
+	// more for the tunnel.
+	MsgConnClose MsgType = 0x0c
+	// MsgConnCredit grants the other side more bytes to send on a tunnel.
+	// Body: bytes (uvarint). The agent-to-host one is MsgTunnelCredit.
+	MsgConnCredit MsgType = 0x0d
+)
+
+// Modes of MsgConnClose.
+const (
+	// ConnCloseWrite half-closes a tunnel (CloseWrite).
+	ConnCloseWrite byte = 0
+	// ConnCloseAll ends a tunnel (Close).
+	ConnCloseAll byte = 1
 )
 
 // Agent-to-host messages.
@@ -97,6 +138,22 @@ const (
 	// MsgStarted reports that a command whose Exec asked for it runs.
 	// Body: its pid in the sandbox (uvarint).
 	MsgStarted MsgType = 0x46
+	// MsgDialed reports that a tunnel's socket is connected. Body: empty.
+	MsgDialed MsgType = 0x47
+	// MsgTunnelData carries bytes the tunnel's socket read, within the
+	// credit the host granted (see TunnelWindow). Body: data (at most
+	// outputChunk bytes).
+	MsgTunnelData MsgType = 0x48
+	// MsgConnEOF reports that the tunnel's socket read end of file: no
+	// more data comes. Body: empty.
+	MsgConnEOF MsgType = 0x49
+	// MsgConnClosed reports that the agent closed the tunnel's socket and
+	// forgot the tunnel: both directions ended normally (message empty),
+	// or the socket failed (message says how). Body: message (string).
+	MsgConnClosed MsgType = 0x4a
+	// MsgTunnelCredit grants the host more bytes to send on a tunnel (the
+	// agent wrote that many to the socket). Body: bytes (uvarint).
+	MsgTunnelCredit MsgType = 0x4b
 )
 
 // Reasons in MsgFailed.
@@ -106,6 +163,8 @@ const (
 	// FailInvalid: the request is invalid in this sandbox (unknown user,
 	// no PTY device).
 	FailInvalid byte = 1
+	// FailRefused: a Dial found nothing listening on the port.
+	FailRefused byte = 2
 )
 
 // Output streams in MsgOutput.
@@ -126,9 +185,12 @@ const (
 var msgNames = map[MsgType]string{
 	MsgExec: "Exec", MsgStdin: "Stdin", MsgStdinClose: "StdinClose",
 	MsgKill: "Kill", MsgKillAll: "KillAll", MsgPing: "Ping", MsgIdle: "Idle",
-	MsgSignal: "Signal", MsgResize: "Resize",
+	MsgSignal: "Signal", MsgResize: "Resize", MsgDial: "Dial",
+	MsgConnData: "ConnData", MsgConnClose: "ConnClose", MsgConnCredit: "ConnCredit",
 	MsgHello: "Hello", MsgOutput: "Output", MsgExited: "Exited",
 	MsgFailed: "Failed", MsgReply: "Reply", MsgStarted: "Started",
+	MsgDialed: "Dialed", MsgTunnelData: "TunnelData", MsgConnEOF: "ConnEOF",
+	MsgConnClosed: "ConnClosed", MsgTunnelCredit: "TunnelCredit",
 }
 
 // String returns the message type's name.

@@ -98,6 +98,10 @@ type server struct {
 	procs    map[uint64]*proc // by request id
 	sessions map[int]bool     // session ids of commands started (not init)
 
+	// tunMu guards tunnels; it is never held with a tunnel's own lock.
+	tunMu   sync.Mutex
+	tunnels map[uint64]*stunnel // by request id (MsgDial)
+
 	reap *reaper // nil unless init
 	wg   sync.WaitGroup
 
@@ -117,6 +121,7 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 		etcDir:      "/etc",
 		fw:          &frameWriter{w: w},
 		procs:       make(map[uint64]*proc),
+		tunnels:     make(map[uint64]*stunnel),
 		nonce:       strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(os.Getpid()),
 	}
 	for _, o := range opts {
@@ -185,6 +190,7 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 		s.handle(f)
 	}
 	s.killAllOwn()
+	s.closeTunnels()
 	s.wg.Wait()
 	if errors.Is(err, io.EOF) {
 		return nil
@@ -233,6 +239,10 @@ func (s *server) handle(f frame) {
 		s.exec(req)
 	case MsgStdin, MsgStdinClose, MsgKill, MsgSignal, MsgResize:
 		s.handleControl(f)
+	case MsgDial:
+		s.dial(f)
+	case MsgConnData, MsgConnClose, MsgConnCredit:
+		s.tunnelFrame(f)
 	case MsgKillAll:
 		s.wg.Add(1)
 		go func() {

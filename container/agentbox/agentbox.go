@@ -39,8 +39,8 @@ type Ops struct {
 }
 
 // Sandbox is an agent-backed sandbox. It implements container.Sandbox,
-// container.ProcessStarter, container.IdleChecker and
-// container.StatusReporter; runtimes embed it.
+// container.ProcessStarter, container.IdleChecker,
+// container.PortDialer and container.StatusReporter; runtimes embed it.
 // Safe for concurrent use.
 type Sandbox struct {
 	*container.Lifecycle

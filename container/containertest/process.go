@@ -55,7 +55,7 @@ func (s *suite) starter(t *testing.T, edit ...func(*container.Spec)) (box, conta
 
 // startProc starts spec, failing the test on an error; the process is
 // killed at the test's end if it still runs.
-func startProc(t *testing.T, ps container.ProcessStarter, spec container.ProcessSpec) container.RunningProcess {
+func startProc(t testing.TB, ps container.ProcessStarter, spec container.ProcessSpec) container.RunningProcess {
 	t.Helper()
 	rp, err := ps.StartProcess(ctxT(t), spec)
 	if err != nil {

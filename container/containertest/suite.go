@@ -111,7 +111,7 @@ func Run(t *testing.T, newRuntime func(t *testing.T) container.Runtime, opts ...
 	for _, o := range opts {
 		o(&s.cfg)
 	}
-	for _, c := range append(append(cases[:len(cases):len(cases)], rootCases...), processCases...) {
+	for _, c := range append(append(append(cases[:len(cases):len(cases)], rootCases...), processCases...), portCases...) {
 		t.Run(c.name, func(t *testing.T) {
 			if why, ok := s.cfg.skip[c.name]; ok {
 				t.Skipf("skipped by the runtime: %s", why)

@@ -2,6 +2,7 @@ package gvisor_test
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,4 +105,17 @@ func BenchmarkExecOwnRoot(b *testing.B) {
 		b.ReportMetric(float64(d[len(d)/2])/1e6, name+"-p50-ms")
 		b.ReportMetric(float64(d[len(d)*9/10])/1e6, name+"-p90-ms")
 	}
+}
+
+// BenchmarkDialPort measures a tunnel (Sandbox.DialPort) to an echo
+// server inside a gVisor sandbox with loopback only (see
+// containertest.BenchPortEcho; compare with the in-process agent's
+// BenchmarkDialPort in container/agent).
+func BenchmarkDialPort(b *testing.B) {
+	e := newEnv(b)
+	sb := e.start(b, e.spec("bport"))
+	port, pd := containertest.EchoServer(b, sb)
+	containertest.BenchPortEcho(b, []containertest.PortDialer{
+		{Name: "tunnel", Dial: func(ctx context.Context) (net.Conn, error) { return pd.DialPort(ctx, port) }},
+	})
 }

@@ -39,6 +39,7 @@ var (
 	_ container.Sandbox      = (*Sandbox)(nil)
 	_ container.Checkpointer = (*Sandbox)(nil)
 	_ container.IdleChecker  = (*Sandbox)(nil)
+	_ container.PortDialer   = (*Sandbox)(nil)
 )
 
 func validate(spec container.Spec) error {

@@ -43,6 +43,7 @@ type Sandbox struct {
 var (
 	_ container.Sandbox     = (*Sandbox)(nil)
 	_ container.IdleChecker = (*Sandbox)(nil)
+	_ container.PortDialer  = (*Sandbox)(nil)
 )
 
 // Start starts a sandbox and returns once its agent answers.
