@@ -109,4 +109,10 @@ func (s *suite) testDialPort(t *testing.T) {
 			t.Fatalf("connection %d: %d bytes echoed of %d, or not the same", i, len(got), len(data))
 		}
 	}
+	if err := b.sb.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pd.DialPort(ctxT(t), port); !errors.Is(err, container.ErrNotRunning) {
+		t.Fatalf("DialPort of a stopped sandbox: %v, want ErrNotRunning", err)
+	}
 }

@@ -15,6 +15,9 @@ var _ container.PortDialer = (*sandbox)(nil)
 // listens there may be any process of the machine's, not only the
 // sandbox's (the none runtime isolates nothing).
 func (s *sandbox) DialPort(ctx context.Context, port int) (net.Conn, error) {
+	if err := s.Require(container.StatusRunning); err != nil {
+		return nil, err
+	}
 	c, err := container.DialLoopback(ctx, port)
 	if err != nil {
 		return nil, fmt.Errorf("none: sandbox %s: %w", s.ID(), err)
