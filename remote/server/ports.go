@@ -1,10 +1,8 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -46,42 +44,13 @@ func (s *Server) newPortForwarder() {
 		Help: "Requests and connections being forwarded to published ports.",
 	})
 	s.reg.MustRegister(s.portReqs, s.portInflight)
-	s.fwd = forward.New(s.dialPort, forward.Options{
-		Check:    s.checkPort,
+	dial := forward.HostDial(s.host)
+	s.fwd = forward.New(dial, forward.Options{
+		Check:    forward.HostCheck(s.host, dial),
 		Requests: s.portReqs,
 		InFlight: s.portInflight,
 		Logger:   s.log,
 	})
-}
-
-// dialPort connects to port of session through the host.
-func (s *Server) dialPort(ctx context.Context, session string, port int) (net.Conn, error) {
-	env := s.host.NewEnvironment()
-	if err := env.AttachSession(session); err != nil {
-		return nil, err
-	}
-	return env.DialPort(ctx, port)
-}
-
-// checkPort refuses a request for a session that is not active (a
-// pooled connection to a paused sandbox would only time out) and wakes
-// an idle-paused one (with a dial, the one way the host offers).
-func (s *Server) checkPort(ctx context.Context, session string, port int) error {
-	info, err := s.host.Session(session)
-	if err != nil {
-		return err
-	}
-	if info.State != environment.StateActive {
-		return fmt.Errorf("%w: session %s is %s", environment.ErrNotActive, session, info.State)
-	}
-	if info.IdlePaused {
-		c, err := s.dialPort(ctx, session, port)
-		if err != nil {
-			return err
-		}
-		_ = c.Close()
-	}
-	return nil
 }
 
 // withPortHosts serves requests for <port>-<session id>.<domain> host
