@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 mode, port = sys.argv[1], int(sys.argv[2])
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = 1 << 16  # one write per answer (flushed after each request)
+    disable_nagle_algorithm = True
     def do_GET(self):
         body = json.dumps({"method": self.command, "path": self.path,
             "headers": {k: v for k, v in self.headers.items()}}).encode()
