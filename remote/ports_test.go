@@ -105,14 +105,19 @@ func TestPublishedPortHTTP(t *testing.T) {
 	wantStatus(t, "invalid port", portGet(t, fmt.Sprintf("%s/ports/%s/70000/", srv.URL, id), "", testToken, nil), http.StatusBadRequest, "invalid_argument")
 	wantStatus(t, "unknown session", portGet(t, srv.URL+"/ports/nosuchsession/80/", "", testToken, nil), http.StatusNotFound, "session_not_found")
 
-	if err := env.Pause(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	wantStatus(t, "paused", portGet(t, base+"/", "", "", nil), http.StatusServiceUnavailable, "not_active")
-	if err := env.Resume(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	decodeEcho(t, portGet(t, base+"/", "", "", nil))
+	t.Run("paused", func(t *testing.T) {
+		if !host.Capabilities().Pause {
+			t.Skip("the host's runtime cannot pause here")
+		}
+		if err := env.Pause(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		wantStatus(t, "paused", portGet(t, base+"/", "", "", nil), http.StatusServiceUnavailable, "not_active")
+		if err := env.Resume(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		decodeEcho(t, portGet(t, base+"/", "", "", nil))
+	})
 
 	if err := env.Destroy(t.Context()); err != nil {
 		t.Fatal(err)

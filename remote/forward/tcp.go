@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/turnbox/turnbox/environment"
 )
@@ -64,6 +65,7 @@ func (f *Forwarder) ServeTCP(w http.ResponseWriter, r *http.Request, session str
 		return
 	}
 	defer client.Close()
+	_ = client.SetDeadline(time.Time{}) // the tunnel lasts as long as both ends keep it
 	_, err = io.WriteString(client, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: "+TCPProtocol+"\r\n\r\n")
 	if err != nil {
 		f.count("canceled")
