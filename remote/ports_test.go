@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/remote"
 	"github.com/turnbox/turnbox/remote/server"
@@ -257,5 +258,67 @@ func TestPublishedPortWebSocket(t *testing.T) {
 	}
 	if string(got) != string(frame) {
 		t.Fatalf("echo: %x, want %x", got, frame)
+	}
+}
+
+// TestPublishedPortIdlePaused: a request for a session its host froze
+// for idleness (Config.IdlePause) wakes it, even when the forwarder holds
+// a pooled connection to the port (which, frozen, would never answer).
+func TestPublishedPortIdlePaused(t *testing.T) {
+	host, err := embedded.NewHost(context.Background(), embedded.Config{StateDir: t.TempDir(),
+		ContainerRuntime: embedded.ContainerRuntimeNone, Logger: quietLogger(), IdlePause: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeHost(t, host) })
+	if !host.Capabilities().Pause {
+		t.Skip("the host's runtime cannot pause here")
+	}
+	srv := startServer(t, host, "")
+	env := portSession(t, host)
+	// In the background of a bash call: a process of StartProcess would
+	// keep the session awake.
+	port := freePort(t)
+	for _, p := range []environment.ToolParams{
+		environment.WriteFileParams{Path: "srv.py", Content: portServerPy},
+		environment.BashParams{Command: fmt.Sprintf("nohup python3 srv.py http %d >/dev/null 2>&1 &", port)},
+	} {
+		req, err := environment.NewToolRequest("call-"+p.ToolName(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := env.ExecuteTool(t.Context(), req, nil); err != nil || resp.IsError {
+			t.Fatal(resp, err)
+		}
+	}
+	publish(t, env, port, true)
+	url := fmt.Sprintf("%s/ports/%s/%d/", srv.URL, env.SessionID(), port)
+	waitFor(t, func() bool { return portGet(t, url, "", "", nil).status == http.StatusOK }) // leaves a pooled connection
+	waitFor(t, func() bool { info, _ := host.Session(env.SessionID()); return info.IdlePaused })
+	done := make(chan portAnswer, 1)
+	go func() { // not portGet: no t.Fatal off the test's goroutine
+		a := portAnswer{}
+		if resp, err := http.Get(url); err == nil {
+			a.status = resp.StatusCode
+			a.body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		done <- a
+	}()
+	select {
+	case a := <-done:
+		decodeEcho(t, a)
+	case <-time.After(15 * time.Second):
+		t.Fatal("a request to the idle-paused session got no answer")
+	}
+}
+
+// waitFor polls cond every 20 ms for up to 10 s.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting")
+		}
 	}
 }
