@@ -120,6 +120,14 @@ func TestPublishedPortHTTP(t *testing.T) {
 		decodeEcho(t, portGet(t, base+"/", "", "", nil))
 	})
 
+	metrics := string(portGet(t, srv.URL+"/metrics", "", testToken, nil).body)
+	for _, m := range []string{`turnbox_port_forward_requests_total{result="ok"}`, `turnbox_port_forward_requests_total{result="unauthenticated"}`,
+		`turnbox_port_forward_requests_total{result="port_refused"} 1`, "turnbox_port_forward_in_flight 0"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+
 	if err := env.Destroy(t.Context()); err != nil {
 		t.Fatal(err)
 	}
