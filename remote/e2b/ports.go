@@ -57,7 +57,7 @@ func (s *Server) servePort(w http.ResponseWriter, r *http.Request, id string, po
 		s.fwd.ServeTCP(w, r, id, port)
 		return
 	}
-	s.fwd.ServeHTTP(w, r, id, port, "")
+	s.fwd.Forward(w, r, id, port, "")
 }
 
 // trafficToken is the traffic access token of sandbox id: an HMAC of its

@@ -278,8 +278,8 @@ func (s *Server) liveSandbox(w http.ResponseWriter, id string) (embedded.Session
 	return info, true
 }
 
-// running reports whether the sandbox of info runs, resuming it when it is paused
-// and was made with autoResume; else it answers 502.
+// running reports whether the sandbox of info runs, resuming it when it
+// is paused and was made with autoResume; else it answers 502.
 func (s *Server) running(w http.ResponseWriter, r *http.Request, info embedded.SessionInfo) bool {
 	if info.State == environment.StateActive || s.autoResume(r.Context(), info) {
 		return true

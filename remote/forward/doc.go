@@ -3,7 +3,7 @@
 // and its E2B front (remote/e2b) both use for exposed ports, so that the
 // two share one implementation of the bounds below.
 //
-// A Forwarder is an httputil.ReverseProxy whose Transport reaches a
+// A Forwarder (Forward) is an httputil.ReverseProxy whose Transport reaches a
 // session's port with the Forwarder's DialFunc (the address is ignored:
 // the target is encoded in the outgoing URL's host, so keep-alive pools
 // are per session and port). WebSocket and other Upgrade requests pass

@@ -146,10 +146,10 @@ type target struct {
 	path    string // "" keeps the request's path
 }
 
-// ServeHTTP forwards r to port of session: with path (and r's query) as
+// Forward forwards r to port of session: with path (and r's query) as
 // the request target when path is not empty, else r's whole URL. WebSocket
 // and other upgrades pass through.
-func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request, session string, port int, path string) {
+func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, session string, port int, path string) {
 	if err := environment.ValidatePort(port); err != nil {
 		f.fail(w, err)
 		return

@@ -62,7 +62,7 @@ func front(t *testing.T, f *forward.Forwarder) string {
 		var session string
 		var port int
 		_, _ = fmt.Sscanf(strings.ReplaceAll(r.URL.Path, "/", " "), "%s %d", &session, &port)
-		f.ServeHTTP(w, r, session, port, "/")
+		f.Forward(w, r, session, port, "/")
 	}))
 	t.Cleanup(ts.Close)
 	return ts.URL

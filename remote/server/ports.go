@@ -149,5 +149,5 @@ func (s *Server) servePort(w http.ResponseWriter, r *http.Request, session strin
 		s.fwd.ServeTCP(w, r, session, port)
 		return
 	}
-	s.fwd.ServeHTTP(w, r, session, port, path)
+	s.fwd.Forward(w, r, session, port, path)
 }
