@@ -122,7 +122,6 @@ func New(dial DialFunc, opts Options) *Forwarder {
 		IdleConnTimeout:        90 * time.Second,
 		ExpectContinueTimeout:  time.Second,
 		DisableCompression:     true, // pass the sandbox's encoding through
-		ForceAttemptHTTP2:      false,
 	}
 	f.proxy = &httputil.ReverseProxy{
 		Rewrite:      f.rewrite,
@@ -136,7 +135,7 @@ func New(dial DialFunc, opts Options) *Forwarder {
 // Close closes the Forwarder's idle connections to sandboxes.
 func (f *Forwarder) Close() { f.tr.CloseIdleConnections() }
 
-// targetKey carries the outgoing path in a request's context.
+// targetKey keys a request's target in its context.
 type targetKey struct{}
 
 // target is where one request goes.
