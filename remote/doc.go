@@ -53,6 +53,13 @@
 // TurnCompleter, SnapshotLister, SnapshotDeleter and SessionIDer, and
 // passes the envtest conformance suite over a loopback server.
 //
+// # Published ports
+//
+// DialPort opens a plain TCP connection to a session's published port
+// through the server's TCP form (GET /tcp/<session id>/<port>, Upgrade:
+// turnbox-tcp); HTTP and WebSocket reach a port at /ports/<session
+// id>/<port>/ with any HTTP client (docs/ports.md).
+//
 // # Generated code
 //
 // remote/gen is generated from remote/proto by `make generate`

@@ -32,6 +32,11 @@ On SIGINT or SIGTERM the server stops accepting connections, lets calls in
 progress (streams included) finish for up to --shutdown-timeout, then closes
 the host, which keeps every session's data for the next start.
 
+Sessions' published ports are forwarded (HTTP, WebSocket and plain TCP) at
+/ports/<session id>/<port>/... and /tcp/<session id>/<port>, and with
+--port-domain at host names <port>-<session id>.<domain> (a wildcard DNS name
+pointing here), with the same tokens unless a port is published as public.
+
 With --e2b the same listener also serves E2B's API, so that the unmodified
 E2B SDKs drive the host's sessions: the control plane (X-API-KEY; keys from
 --e2b-api-key-file and $TURNBOX_E2B_API_KEY, required) and envd (per-sandbox
@@ -41,6 +46,7 @@ access tokens derived from <state-dir>/e2b-secret, made on first use).`
 func serveCmd(g *globals) *cobra.Command {
 	var (
 		listen, certFile, keyFile, tokenFile string
+		portDomain                           string
 		maxMsg                               int
 		maxDur, shutdownTimeout              time.Duration
 		noAuth                               bool
@@ -59,6 +65,9 @@ func serveCmd(g *globals) *cobra.Command {
 			if (certFile == "") != (keyFile == "") {
 				return errors.New("--tls-cert and --tls-key go together")
 			}
+			if portDomain != "" && strings.EqualFold(strings.TrimSuffix(portDomain, "."), strings.TrimSuffix(e2bf.domain, ".")) {
+				return errors.New("--port-domain and --e2b-domain must differ (E2B's host names would shadow turnbox's)")
+			}
 			ln, err := listenChecked(listen, len(tokens) > 0 || noAuth)
 			if err != nil {
 				return err
@@ -75,6 +84,7 @@ func serveCmd(g *globals) *cobra.Command {
 				server.WithMaxMessageBytes(maxMsg),
 				server.WithMaxRequestDuration(maxDur),
 				server.WithLogger(g.logger),
+				server.WithPortDomain(portDomain),
 			)
 			hs := srv.HTTPServer(certFile == "") // h2c without TLS
 			scheme := "http"
@@ -112,6 +122,7 @@ func serveCmd(g *globals) *cobra.Command {
 	f.IntVar(&maxMsg, "max-message-bytes", server.DefaultMaxMessageBytes, "largest request or response message")
 	f.DurationVar(&maxDur, "max-request-duration", server.DefaultMaxRequestDuration, "longest call")
 	f.DurationVar(&shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to let calls finish on SIGTERM")
+	f.StringVar(&portDomain, "port-domain", "", "serve published ports at host names <port>-<session id>.<domain> too")
 	f.BoolVar(&noAuth, "insecure-no-auth", false, "serve a non-loopback address without tokens")
 	e2bf.register(f)
 	return cmd

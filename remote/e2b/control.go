@@ -37,6 +37,10 @@ type sandboxJSON struct {
 	EnvdVersion     string  `json:"envdVersion"`
 	EnvdAccessToken string  `json:"envdAccessToken"`
 	Domain          *string `json:"domain"`
+	// TrafficAccessToken is what requests to the sandbox's other ports
+	// carry in e2b-traffic-access-token, for a sandbox created with
+	// network.allowPublicTraffic false.
+	TrafficAccessToken string `json:"trafficAccessToken,omitempty"`
 }
 
 // sandboxDetail is the answer of get and, without the access token, one
@@ -66,7 +70,7 @@ type lifecycleJSON struct {
 }
 
 // createRequest is the body of create; fields the server does not act
-// on (network, mcp, volume mounts, ...) are ignored.
+// on (network's egress rules, mcp, volume mounts, ...) are ignored.
 type createRequest struct {
 	TemplateID string `json:"templateID"`
 	Timeout    *int64 `json:"timeout"`
@@ -76,6 +80,11 @@ type createRequest struct {
 	} `json:"autoResume"`
 	Metadata map[string]string `json:"metadata"`
 	EnvVars  map[string]string `json:"envVars"`
+	Network  *struct {
+		// AllowPublicTraffic false makes the sandbox's ports need the
+		// traffic access token (default true: public).
+		AllowPublicTraffic *bool `json:"allowPublicTraffic"`
+	} `json:"network"`
 }
 
 // timeoutRequest is the body of connect, resume and setTimeout.
@@ -261,6 +270,9 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		}
 		labels[labelAutoResume] = strconv.FormatInt(int64(ttl/time.Second), 10)
 	}
+	if n := req.Network; n != nil && n.AllowPublicTraffic != nil && !*n.AllowPublicTraffic {
+		labels[labelTraffic] = trafficPrivate
+	}
 	cfg := environment.SessionConfig{Env: req.EnvVars, Labels: labels}
 	if isSnapshotID(template) {
 		parent, err := s.host.SessionConfig(snapshotSession(template))
@@ -281,7 +293,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, createStatus(err), err.Error())
 		return
 	}
-	writeJSON(w, http.StatusCreated, s.sandboxAnswer(id, template))
+	writeJSON(w, http.StatusCreated, s.sandboxAnswer(id, template, labels))
 }
 
 // mergeEnv is base with over's variables set over it.
@@ -320,11 +332,13 @@ func (s *Server) start(ctx context.Context, cfg environment.SessionConfig, ttl t
 	return cfg.SessionID, nil
 }
 
-// sandboxAnswer is the create and connect answer for sandbox id.
-func (s *Server) sandboxAnswer(id, template string) sandboxJSON {
+// sandboxAnswer is the create and connect answer for sandbox id, whose
+// session has labels.
+func (s *Server) sandboxAnswer(id, template string, labels map[string]string) sandboxJSON {
 	return sandboxJSON{
 		TemplateID: template, SandboxID: id, ClientID: clientID, EnvdVersion: EnvdVersion,
 		EnvdAccessToken: s.accessToken(id), Domain: s.domainJSON(),
+		TrafficAccessToken: s.trafficTokenOf(id, labels),
 	}
 }
 
@@ -444,7 +458,7 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request) {
 	if _, e2bMade := info.Labels[labelTemplate]; e2bMade || req.Timeout != nil {
 		s.life.extend(info.ID, ttl)
 	}
-	writeJSON(w, status, s.sandboxAnswer(info.ID, templateOf(info)))
+	writeJSON(w, status, s.sandboxAnswer(info.ID, templateOf(info), info.Labels))
 }
 
 // pauseSandbox serves pause: 204, 409 when paused already. A paused

@@ -218,7 +218,7 @@ func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request) {
 			results = append(results, forkResult{Error: &apiError{Code: code, Message: err.Error()}})
 			continue
 		}
-		sb := s.sandboxAnswer(id, template)
+		sb := s.sandboxAnswer(id, template, labels)
 		results = append(results, forkResult{Sandbox: &sb})
 	}
 	writeJSON(w, http.StatusOK, results)

@@ -153,7 +153,7 @@ func TestEnvdRouting(t *testing.T) {
 	for hostName, want := range map[string]int{
 		"49983-routed1.sb.example.test": http.StatusNoContent,
 		"49983-nosuch.sb.example.test":  http.StatusUnauthorized, // routed1's token
-		"3000-routed1.sb.example.test":  http.StatusBadGateway,   // no exposed ports yet
+		"1-routed1.sb.example.test":     http.StatusBadGateway,   // nothing listens on port 1
 		"sb.example.test":               http.StatusTeapot,
 	} {
 		req := httptest.NewRequest(http.MethodGet, "/health", nil)

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/remote"
+	"github.com/turnbox/turnbox/remote/forward"
 )
 
 // EnvdVersion is the envd version the server reports to clients: the
@@ -59,7 +59,8 @@ type Server struct {
 	keepAlive time.Duration
 	maxTTL    time.Duration
 	templates map[string]string
-	life      *lifetimes // sandbox deadlines
+	life      *lifetimes         // sandbox deadlines
+	fwd       *forward.Forwarder // ports other than envd's (ports.go)
 }
 
 // Option configures a Server.
@@ -167,6 +168,7 @@ func New(host *embedded.Host, opts ...Option) (*Server, error) {
 		return nil, errors.New("e2b: the access-token secret must be at least 32 bytes")
 	}
 	s.life = newLifetimes(s.expire)
+	s.fwd = s.newForwarder()
 	s.armRecovered()
 	return s, nil
 }
@@ -174,20 +176,24 @@ func New(host *embedded.Host, opts ...Option) (*Server, error) {
 // Close stops the server's background work: it disarms every sandbox
 // deadline and waits for on-timeout actions already running. It does not
 // close the host; the server's handlers must not be used after it.
-func (s *Server) Close() { s.life.stop() }
+func (s *Server) Close() {
+	s.life.stop()
+	s.fwd.Close()
+}
 
 // Handler returns a handler that serves E2B's requests and passes every
 // other request to next: a request with an E2b-Sandbox-Id header or a
 // host name <port>-<sandbox id>.<domain> goes to envd, a control-plane
 // path (/sandboxes, /v2/sandboxes, /snapshots, /templates) to the
-// control plane.
+// control plane. A request for another port of a sandbox is forwarded to
+// that port (ports.go).
 func (s *Server) Handler(next http.Handler) http.Handler {
 	envd := s.envdHandler()
 	control := s.controlHandler()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if id, port, ok := s.sandboxTarget(r); ok {
 			if port != EnvdPort {
-				writeJSONError(w, http.StatusBadGateway, fmt.Sprintf("port %d of sandbox %s is not exposed", port, id))
+				s.servePort(w, r, id, port)
 				return
 			}
 			envd.ServeHTTP(w, r.WithContext(withSandboxID(r.Context(), id)))
@@ -224,33 +230,20 @@ func (s *Server) sandboxTarget(r *http.Request) (id string, port int, ok bool) {
 		}
 		return id, port, true
 	}
-	if s.domain == "" {
-		return "", 0, false
-	}
-	host := r.Host
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.ToLower(host)
-	label, ok := strings.CutSuffix(host, "."+s.domain)
-	if !ok {
-		return "", 0, false
-	}
-	p, id, ok := strings.Cut(label, "-")
-	if !ok || strings.Contains(id, ".") {
-		return "", 0, false
-	}
-	if _, err := fmt.Sscanf(p, "%d", &port); err != nil {
-		return "", 0, false
-	}
-	return id, port, true
+	return forward.ParseHost(strings.ToLower(r.Host), s.domain)
 }
 
 // accessToken is the envd access token of sandbox id.
 func (s *Server) accessToken(id string) string {
+	return s.derive("tbx_", "turnbox e2b envd access token", id)
+}
+
+// derive is a token of sandbox id: prefix and the HMAC-SHA256, under the
+// server's secret, of label and id (distinct labels, distinct tokens).
+func (s *Server) derive(prefix, label, id string) string {
 	m := hmac.New(sha256.New, s.secret)
-	m.Write([]byte("turnbox e2b envd access token\x00" + id))
-	return "tbx_" + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	m.Write([]byte(label + "\x00" + id))
+	return prefix + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
 // validAccessToken reports whether token is sandbox id's, in constant
@@ -271,6 +264,28 @@ func (s *Server) validAPIKey(key string) bool {
 		ok |= subtle.ConstantTimeCompare(sum[:], k[:])
 	}
 	return ok == 1
+}
+
+// liveSandbox returns sandbox id's session, answering 502 (and ok false)
+// when there is none: what E2B's proxy answers for a sandbox that is
+// gone, which the SDKs report as the sandbox having timed out.
+func (s *Server) liveSandbox(w http.ResponseWriter, id string) (embedded.SessionInfo, bool) {
+	info, err := s.host.Session(id)
+	if err != nil || info.State == environment.StateDestroyed || info.State == environment.StateDestroying {
+		writeJSONError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %q not found", id))
+		return info, false
+	}
+	return info, true
+}
+
+// running reports whether the sandbox of info runs, resuming it when it
+// is paused and was made with autoResume; else it answers 502.
+func (s *Server) running(w http.ResponseWriter, r *http.Request, info embedded.SessionInfo) bool {
+	if info.State == environment.StateActive || s.autoResume(r.Context(), info) {
+		return true
+	}
+	writeJSONError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %q is %s", info.ID, info.State))
+	return false
 }
 
 // sandboxIDKey keys the sandbox id of an envd request in its context.
@@ -311,17 +326,8 @@ func (s *Server) envdHandler() http.Handler {
 			writeJSONError(w, http.StatusUnauthorized, "missing or invalid access token")
 			return
 		}
-		info, err := s.host.Session(id)
-		if err != nil || info.State == environment.StateDestroyed || info.State == environment.StateDestroying {
-			// What E2B's proxy answers for a sandbox that is gone: the
-			// SDKs report it as the sandbox having timed out.
-			writeJSONError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %q not found", id))
-			return
+		if info, ok := s.liveSandbox(w, id); ok && s.running(w, r, info) {
+			mux.ServeHTTP(w, r)
 		}
-		if info.State != environment.StateActive && !s.autoResume(r.Context(), info) {
-			writeJSONError(w, http.StatusBadGateway, fmt.Sprintf("sandbox %q is %s", id, info.State))
-			return
-		}
-		mux.ServeHTTP(w, r)
 	})
 }

@@ -36,4 +36,10 @@
 // process.proto), with the same auth and limits: the session's processes
 // (environment.ProcessRunner). StartAndFollow starts a process and
 // streams it in one call; AttachProcess streams with keepalives.
+//
+// Handler also forwards to the sessions' published ports (ports.go,
+// through remote/forward): /ports/<session id>/<port>/... (HTTP and
+// WebSocket), /tcp/<session id>/<port> (plain TCP) and, with
+// WithPortDomain, host names <port>-<session id>.<domain>; public ports
+// need no token, others the API's.
 package server

@@ -20,6 +20,7 @@ import (
 
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/remote"
+	"github.com/turnbox/turnbox/remote/forward"
 	"github.com/turnbox/turnbox/remote/gen/turnbox/v1/turnboxv1connect"
 )
 
@@ -62,6 +63,12 @@ type Server struct {
 	seconds  *prometheus.HistogramVec
 	inflight prometheus.Gauge
 	authFail prometheus.Counter
+	// Published ports (ports.go).
+	portDomain   string
+	fwd          *forward.Forwarder
+	portReqs     *prometheus.CounterVec
+	portInflight prometheus.Gauge
+
 	// procs caches each procedure's success counter and latency
 	// observer (procedure -> *procMetrics), sparing every call the label
 	// lookups.
@@ -174,6 +181,7 @@ func New(host *embedded.Host, opts ...Option) *Server {
 	s.reg.MustRegister(s.calls, s.seconds, s.inflight, s.authFail,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.newPortForwarder()
 	return s
 }
 
@@ -202,8 +210,9 @@ func (s *Server) handlerOptions() []connect.HandlerOption {
 
 // Handler returns a mux with the sandbox, process and image services, the
 // file service and its upload and download streams (FilesHandler), /healthz (no auth: 200 while
-// serving, 503 once draining) and /metrics (Prometheus; auth like the
-// service).
+// serving, 503 once draining), /metrics (Prometheus; auth like the
+// service) and the sessions' published ports (/ports/, /tcp/ and, with
+// WithPortDomain, <port>-<session id>.<domain> host names; ports.go).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	path, h := s.ServiceHandler()
@@ -216,7 +225,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(fpath, fh)
 	mux.Handle("/healthz", s.HealthHandler())
 	mux.Handle("/metrics", s.MetricsHandler())
-	return mux
+	mux.Handle("/ports/", s.portsHandler())
+	mux.Handle("/tcp/", s.tcpHandler())
+	return s.withPortHosts(mux)
 }
 
 // HealthHandler serves /healthz: "ok" while serving, 503 "draining" after

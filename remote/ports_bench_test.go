@@ -1,0 +1,75 @@
+package remote_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/turnbox/turnbox/remote/server"
+)
+
+// BenchmarkPublishedPort: a GET of a small answer from an HTTP server in
+// a session (keep-alive, HTTP/1.1), sent directly to the sandbox's port
+// (a connection from the host's DialPort, what any runtime offers) and
+// through `turnbox serve`'s forwarder (/ports/<id>/<port>/, token auth);
+// p50-ns is each one's median, and "paired" alternates the two and
+// reports the median of their difference (overhead-ns), the number the
+// 2 ms target is about.
+func BenchmarkPublishedPort(b *testing.B) {
+	host := newHost(b)
+	srv := startServer(b, host, "", server.WithAuthTokens(testToken))
+	env := portSession(b, host)
+	port := startPortServer(b, env, "http")
+	publish(b, env, port, false)
+	direct := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return env.DialPort(ctx, port) },
+	}}
+	viaServe := &http.Client{Transport: &http.Transport{}}
+	directURL := "http://sandbox.invalid/small"
+	fwdURL := fmt.Sprintf("%s/ports/%s/%d/small", srv.URL, env.SessionID(), port)
+	get := func(b *testing.B, c *http.Client, url string) float64 {
+		start := time.Now()
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := c.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b.Fatalf("GET %s: %s", url, resp.Status)
+		}
+		return float64(time.Since(start))
+	}
+	for _, tg := range []struct {
+		name string
+		c    *http.Client
+		url  string
+	}{{"direct", direct, directURL}, {"forwarded", viaServe, fwdURL}} {
+		b.Run(tg.name, func(b *testing.B) {
+			var ts []float64
+			for b.Loop() {
+				ts = append(ts, get(b, tg.c, tg.url))
+			}
+			b.ReportMetric(median(ts), "p50-ns")
+		})
+	}
+	b.Run("paired", func(b *testing.B) {
+		var diff []float64
+		for i := 0; b.Loop(); i++ {
+			var d, f float64
+			if i%2 == 0 { // alternate which goes first
+				d, f = get(b, direct, directURL), get(b, viaServe, fwdURL)
+			} else {
+				f, d = get(b, viaServe, fwdURL), get(b, direct, directURL)
+			}
+			diff = append(diff, f-d)
+		}
+		b.ReportMetric(median(diff), "overhead-ns")
+	})
+}
