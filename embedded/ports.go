@@ -203,3 +203,22 @@ func (h *Host) PublishedPort(id string, port int) (environment.PublishedPort, er
 	}
 	return p, nil
 }
+
+// WakeSession records activity on session id, as a forwarded request to
+// one of its ports does: it thaws the session's sandbox if it was idle
+// paused and restarts its idle clock. It fails with ErrNotActive for a
+// session that is not active (paused, failed) and ErrSessionNotFound for
+// an unknown one.
+func (h *Host) WakeSession(ctx context.Context, id string) error {
+	s, err := h.lookup(id)
+	if err != nil {
+		return err
+	}
+	end, err := s.begin()
+	if err != nil {
+		return err
+	}
+	defer end()
+	defer s.touch()
+	return s.wake(ctx)
+}

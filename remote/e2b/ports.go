@@ -29,7 +29,7 @@ const (
 func (s *Server) newForwarder() *forward.Forwarder {
 	dial := forward.HostDial(s.host)
 	return forward.New(dial, forward.Options{
-		Check:        forward.HostCheck(s.host, dial),
+		Check:        forward.HostCheck(s.host),
 		StripHeaders: []string{"X-Access-Token", "X-API-KEY", trafficHeader},
 		WriteError: func(w http.ResponseWriter, status int, _, msg string) {
 			writeJSONError(w, status, msg)

@@ -46,7 +46,7 @@ func (s *Server) newPortForwarder() {
 	s.reg.MustRegister(s.portReqs, s.portInflight)
 	dial := forward.HostDial(s.host)
 	s.fwd = forward.New(dial, forward.Options{
-		Check:    forward.HostCheck(s.host, dial),
+		Check:    forward.HostCheck(s.host),
 		Requests: s.portReqs,
 		InFlight: s.portInflight,
 		Logger:   s.log,
