@@ -26,7 +26,8 @@ func sessionCmd(g *globals) *cobra.Command {
 	c.t.addFlags(cmd)
 	cmd.AddCommand(sessionCreateCmd(c), sessionExecCmd(c), sessionSnapshotCmd(c), sessionSnapshotsCmd(c),
 		sessionRollbackCmd(c), sessionForkCmd(c), sessionLsCmd(c), sessionInfoCmd(c), sessionRmCmd(c),
-		sessionCpCmd(c), sessionStatCmd(c), sessionPublishCmd(c), sessionUnpublishCmd(c), sessionPortsCmd(c))
+		sessionCpCmd(c), sessionStatCmd(c), sessionPublishCmd(c), sessionUnpublishCmd(c), sessionPortsCmd(c),
+		sessionPortForwardCmd(c))
 	cmd.AddCommand(sessionProcessCmds(c)...)
 	for _, sub := range cmd.Commands() {
 		markOpensHost(sub)

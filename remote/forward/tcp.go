@@ -74,13 +74,14 @@ func (f *Forwarder) ServeTCP(w http.ResponseWriter, r *http.Request, session str
 	f.count("tcp")
 	// What the client sent after its request is in brw's buffer: read
 	// through it (a bounded buffer, then the connection itself).
-	splice(client, brw.Reader, back)
+	Splice(client, brw.Reader, back)
 }
 
-// splice copies clientR to back and back to client at once, closing the
-// write half of each destination when its source ends, and returns when
-// both directions are done.
-func splice(client net.Conn, clientR io.Reader, back net.Conn) {
+// Splice copies clientR (client's bytes, perhaps behind a buffer) to back
+// and back to client at once, closing the write half of each destination
+// when its source ends, and returns when both directions are done. It
+// closes neither connection.
+func Splice(client net.Conn, clientR io.Reader, back net.Conn) {
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
