@@ -101,8 +101,12 @@ func (s *Sandbox) frozenSnapshot(ctx context.Context, dir string, during func(ct
 
 // Restore implements container.Restorer: it starts sandbox spec.ID from
 // the image in imageDir (written by SnapshotMemory or Checkpoint) with
-// `runsc restore`, gives its agent new pipes and returns once the
-// restored agent answers. spec must have container.NetworkNone and
+// `runsc restore --background` (the sandbox runs while its memory pages
+// still load; runsc holds the image's pages file open until they are
+// in, and a failed load kills the sandbox), gives its agent new pipes
+// and returns once the restored agent answers. The agent keeps serving
+// its processes of the checkpoint; their host handles do not come back
+// (RunningProcess values of the old sandbox are not the new one's). spec must have container.NetworkNone and
 // describe the same sandbox as the checkpointed one (the same RootFS
 // image and limits; its Workspace or Root may be another host directory
 // holding the files of the checkpoint's instant, at the same place in

@@ -59,7 +59,7 @@ func startStateful(t *testing.T, sb *gvisor.Sandbox, ws string) {
 }
 
 // copyTree copies a host directory tree as a snapshot clone would.
-func copyTree(t *testing.T, src, dst string) {
+func copyTree(t testing.TB, src, dst string) {
 	t.Helper()
 	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
 		t.Fatalf("cp -a %s %s: %v: %s", src, dst, err, out)

@@ -231,7 +231,7 @@ func (r *Runtime) launch(ctx context.Context, spec container.Spec, image string,
 	}
 	cmd := []string{"run"}
 	if image != "" {
-		cmd = []string{"restore", "--image-path", image}
+		cmd = []string{"restore", "--background", "--image-path", image}
 	}
 	inW, outR, err := r.runDetached(ctx, spec, bundle, cmd)
 	if err != nil {
