@@ -46,7 +46,9 @@ func (c *Client) LastRequestID() uint64 {
 // calls fn and releases the writer. fn freezes the agent (a sandbox
 // pause), so that a checkpoint taken afterwards holds no half-read
 // frame. Writers that come meanwhile wait, at most WriteTimeout, so fn
-// must be short.
+// must be short. Lock order: the frame writer's lock is taken after
+// c.mu is released and held while waiting for the reply, which the
+// reader delivers without taking it.
 func (c *Client) Quiesce(ctx context.Context, fn func() error) error {
 	id, cl := c.register()
 	defer c.unregister(id)

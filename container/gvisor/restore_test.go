@@ -66,14 +66,26 @@ func copyTree(t testing.TB, src, dst string) {
 	}
 }
 
+// volSpec is sandbox id's spec on the volume directory vol: a
+// workspace vol/ws in the image root, or with own, its own root vol/tree.
+func (e *env) volSpec(id, vol string, own bool) container.Spec {
+	spec := e.spec(id)
+	if own {
+		spec.Root = filepath.Join(vol, "tree")
+		spec.Workspace = filepath.Join(spec.Root, "workspace")
+	} else {
+		spec.Workspace = filepath.Join(vol, "ws")
+	}
+	return spec
+}
+
 // restoreOnto copies the frozen volume snap to a new volume directory and
 // restores the image onto it as sandbox id.
-func (e *env) restoreOnto(t *testing.T, id, snap, image string) (*gvisor.Sandbox, string) {
+func (e *env) restoreOnto(t *testing.T, id, snap, image string, own bool) (*gvisor.Sandbox, string) {
 	t.Helper()
 	vol := filepath.Join(t.TempDir(), "vol")
 	copyTree(t, snap, vol)
-	spec := e.spec(id)
-	spec.Workspace = filepath.Join(vol, "ws")
+	spec := e.volSpec(id, vol, own)
 	sb, err := e.rt.RestoreSandbox(ctxT(t), spec, image)
 	if err != nil {
 		t.Fatalf("restore %s: %v", id, err)
@@ -90,11 +102,23 @@ func (e *env) restoreOnto(t *testing.T, id, snap, image string) (*gvisor.Sandbox
 // into new sandboxes on copies of the files taken while frozen: their
 // memory (a counter), cwd, open files and a loopback listener; two
 // restores of one image and the original diverge; the restored agent
-// runs Exec, StartProcess and KillAll.
+// runs Exec, StartProcess and KillAll. Both layouts: commands in the
+// image root with a workspace, and in the session's own root.
 func TestMemorySnapshotRestore(t *testing.T) {
+	t.Run("image-root", func(t *testing.T) { testMemorySnapshotRestore(t, false) })
+	t.Run("own-root", func(t *testing.T) { testMemorySnapshotRestore(t, true) })
+}
+
+func testMemorySnapshotRestore(t *testing.T, own bool) {
 	e := newEnv(t)
-	src := e.start(t, e.spec("msrc"))
-	startStateful(t, src, e.workspace)
+	vol := filepath.Dir(e.workspace)
+	if own {
+		copyTree(t, e.rootfs, filepath.Join(vol, "tree"))
+	}
+	spec := e.volSpec("msrc", vol, own)
+	src := e.start(t, spec)
+	ws := spec.Workspace
+	startStateful(t, src, ws)
 	for _, want := range []string{"1 orig", "2 orig"} {
 		if got := askCounter(t, src); got != want {
 			t.Fatalf("counter answered %q, want %q", got, want)
@@ -102,13 +126,12 @@ func TestMemorySnapshotRestore(t *testing.T) {
 	}
 	image := filepath.Join(t.TempDir(), "img")
 	snap := filepath.Join(t.TempDir(), "snap")
-	vol := filepath.Dir(e.workspace)
 	var frozenLog []byte
 	err := src.SnapshotMemory(ctxT(t), image, func(ctx context.Context) error {
 		// Frozen: nothing may change in between these two reads.
-		before, _ := os.ReadFile(filepath.Join(e.workspace, "sub", "log"))
+		before, _ := os.ReadFile(filepath.Join(ws, "sub", "log"))
 		copyTree(t, vol, snap)
-		frozenLog, _ = os.ReadFile(filepath.Join(e.workspace, "sub", "log"))
+		frozenLog, _ = os.ReadFile(filepath.Join(ws, "sub", "log"))
 		if string(before) != string(frozenLog) {
 			t.Errorf("log changed while frozen: %q -> %q", before, frozenLog)
 		}
@@ -126,11 +149,12 @@ func TestMemorySnapshotRestore(t *testing.T) {
 	}
 	// The restored files say "copy": answers read them through the
 	// restored cwd, on the new host directory.
-	if err := os.WriteFile(filepath.Join(snap, "ws", "sub", "marker"), []byte("copy"), 0o644); err != nil {
+	rel, _ := filepath.Rel(vol, ws)
+	if err := os.WriteFile(filepath.Join(snap, rel, "sub", "marker"), []byte("copy"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r1, ws1 := e.restoreOnto(t, "mr1", snap, image)
-	r2, ws2 := e.restoreOnto(t, "mr2", snap, image)
+	r1, ws1 := e.restoreOnto(t, "mr1", snap, image, own)
+	r2, ws2 := e.restoreOnto(t, "mr2", snap, image, own)
 	for _, c := range []struct {
 		sb   *gvisor.Sandbox
 		want string
@@ -140,7 +164,7 @@ func TestMemorySnapshotRestore(t *testing.T) {
 		}
 	}
 	// fd 3 came back open on each restored volume's file.
-	for ws, want := range map[string]string{ws1: "1\n2\n3\n4\n", ws2: "1\n2\n3\n", e.workspace: "1\n2\n3\n4\n"} {
+	for ws, want := range map[string]string{ws1: "1\n2\n3\n4\n", ws2: "1\n2\n3\n", ws: "1\n2\n3\n4\n"} {
 		if b, _ := os.ReadFile(filepath.Join(ws, "sub", "log")); string(b) != want {
 			t.Errorf("log in %s: %q, want %q", ws, b, want)
 		}
@@ -273,5 +297,39 @@ func TestSnapshotMemoryFreezes(t *testing.T) {
 			t.Fatalf("status after SnapshotMemory: %v", st)
 		}
 		waitAdvance(frozen)
+	}
+}
+
+// TestHibernate: a memory snapshot, Stop, and a restore under the same
+// id by another Runtime on the same root (a new host process) bring the
+// processes back: Pause to disk and Resume, at the runtime level.
+func TestHibernate(t *testing.T) {
+	e := newEnv(t)
+	src := e.start(t, e.spec("mhib"))
+	startStateful(t, src, e.workspace)
+	if got := askCounter(t, src); got != "1 orig" {
+		t.Fatalf("counter answered %q", got)
+	}
+	image, snap := filepath.Join(t.TempDir(), "img"), filepath.Join(t.TempDir(), "snap")
+	if err := src.SnapshotMemory(ctxT(t), image, func(context.Context) error {
+		copyTree(t, filepath.Dir(e.workspace), snap)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Stop(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	rt2, err := gvisor.New(gvisor.WithRunsc(e.runsc), gvisor.WithAgent(e.rt.AgentBinary()), gvisor.WithRoot(e.rt.Root()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt2.Reap(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	e.rt = rt2
+	sb, _ := e.restoreOnto(t, "mhib", snap, image, false)
+	if got := askCounter(t, sb); got != "2 orig" {
+		t.Fatalf("counter after hibernation: %q, want %q", got, "2 orig")
 	}
 }
