@@ -50,7 +50,8 @@ func (s *Sandbox) Checkpoint(ctx context.Context, dir string) error {
 // itself, and leaves our pause in place: pauses nest), calls during,
 // and resumes. Only sandboxes with container.NetworkNone: a sandbox in a
 // host network namespace would come back with sockets that no longer
-// match the host's (ErrUnsupported).
+// match the host's (ErrUnsupported). dir must be new or empty
+// (ErrInvalidSpec); on a paused sandbox it returns container.ErrPaused.
 func (s *Sandbox) SnapshotMemory(ctx context.Context, dir string, during func(ctx context.Context) error) error {
 	if s.network != container.NetworkNone {
 		return fmt.Errorf("gvisor: sandbox %s: memory snapshot with network %q: %w", s.ID(), s.network, container.ErrUnsupported)
@@ -60,22 +61,39 @@ func (s *Sandbox) SnapshotMemory(ctx context.Context, dir string, during func(ct
 		ctx, cancel = context.WithTimeout(ctx, DefaultSnapshotTimeout)
 		defer cancel()
 	}
-	return s.While(func() error {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("gvisor: %w", err)
+	return s.While(func() (err error) {
+		if err := emptyImageDir(dir); err != nil {
+			return err
 		}
-		err := s.Client().Quiesce(ctx, func() error { return s.r.control(ctx, s.ID(), ctlPause) })
+		err = s.Client().Quiesce(ctx, func() error { return s.r.control(ctx, s.ID(), ctlPause) })
 		if err != nil {
 			return fmt.Errorf("gvisor: sandbox %s: freeze for a snapshot: %w", s.ID(), err)
 		}
-		err = s.frozenSnapshot(ctx, dir, during)
-		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), thawTimeout)
-		defer cancel()
-		if terr := s.r.control(tctx, s.ID(), ctlResume); terr != nil {
-			err = errors.Join(err, fmt.Errorf("gvisor: sandbox %s: thaw after a snapshot: %w", s.ID(), terr))
-		}
-		return err
+		defer func() { // also if during panics
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), thawTimeout)
+			defer cancel()
+			if terr := s.r.control(tctx, s.ID(), ctlResume); terr != nil {
+				err = errors.Join(err, fmt.Errorf("gvisor: sandbox %s: thaw after a snapshot: %w", s.ID(), terr))
+			}
+		}()
+		return s.frozenSnapshot(ctx, dir, during)
 	}, container.StatusRunning)
+}
+
+// emptyImageDir makes dir for an image, or checks that it is empty: runsc
+// does not save two images into one directory.
+func emptyImageDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("gvisor: %w", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("gvisor: %w", err)
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("%w: gvisor: image directory %s is not empty", container.ErrInvalidSpec, dir)
+	}
+	return nil
 }
 
 // frozenSnapshot is SnapshotMemory's part while the sandbox is paused.

@@ -298,6 +298,26 @@ func TestSnapshotMemoryFreezes(t *testing.T) {
 		}
 		waitAdvance(frozen)
 	}
+	// Bad input fails at once and freezes nothing.
+	full := t.TempDir()
+	if err := os.WriteFile(filepath.Join(full, "checkpoint.img"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	called := false
+	during := func(context.Context) error { called = true; return nil }
+	if err := sb.SnapshotMemory(ctxT(t), full, during); !errors.Is(err, container.ErrInvalidSpec) || called {
+		t.Fatalf("SnapshotMemory into a non-empty directory: %v (during called: %v)", err, called)
+	}
+	if err := sb.Pause(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.SnapshotMemory(ctxT(t), filepath.Join(t.TempDir(), "img"), during); !errors.Is(err, container.ErrPaused) || called {
+		t.Fatalf("SnapshotMemory on a paused sandbox: %v (during called: %v)", err, called)
+	}
+	if err := sb.Resume(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitAdvance(read())
 }
 
 // TestHibernate: a memory snapshot, Stop, and a restore under the same
