@@ -47,108 +47,127 @@ func BenchmarkMemorySnapshot(b *testing.B) {
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("build memhog: %v: %s", err, out)
 	}
-	src := e.start(b, e.spec("bmsrc"))
-	if _, err := src.StartProcess(ctxT(b), container.ProcessSpec{Process: container.Process{Args: []string{"/workspace/memhog", "-mb", "100"}}}); err != nil {
+	mb := &memBench{b: b, e: e, dir: b.TempDir(), m: map[string][]time.Duration{}}
+	mb.src = e.start(b, e.spec("bmsrc"))
+	if _, err := mb.src.StartProcess(ctxT(b), container.ProcessSpec{Process: container.Process{Args: []string{"/workspace/memhog", "-mb", "100"}}}); err != nil {
 		b.Fatal(err)
 	}
-	waitMemhog(b, src)
-	snapVol := filepath.Join(b.TempDir(), "vol")
-	copyTree(b, filepath.Dir(e.workspace), snapVol)
-	bareBundle := writeBareBundle(b, e.rt, "bmsrc", snapVol)
-	dir := b.TempDir()
-	runsc := func(args ...string) time.Duration {
-		cmd := exec.Command(e.rt.Runsc(), e.rt.RunscArgs(container.NetworkNone, args...)...)
-		// A restored sandbox's stdio must be of the kind it was at the
-		// checkpoint (the agent's pipes: gVisor cannot poll /dev/null),
-		// and *os.File, or Run waits for the detached sandbox.
-		inR, inW, err := os.Pipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer inW.Close()
-		defer inR.Close()
-		outR, outW, err := os.Pipe()
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer outR.Close()
-		defer outW.Close()
-		logf, err := os.CreateTemp(dir, "runsc-*.log")
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer os.Remove(logf.Name())
-		defer logf.Close()
-		cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, logf
-		t0 := time.Now()
-		err = cmd.Run()
-		d := time.Since(t0)
-		if err != nil {
-			out, _ := os.ReadFile(logf.Name())
-			b.Fatalf("runsc %v: %v: %s", args, err, out)
-		}
-		return d
-	}
-	m := map[string][]time.Duration{}
-	var imageBytes int64
-	flateImg := filepath.Join(dir, "flate")
-	askMemhog(b, src, 1)
-	flateD := runsc("checkpoint", "--leave-running", "--compression=flate-best-speed", "--image-path", flateImg, "bmsrc")
+	waitMemhog(b, mb.src)
+	mb.snapVol = filepath.Join(b.TempDir(), "vol")
+	copyTree(b, filepath.Dir(e.workspace), mb.snapVol)
+	mb.bareBundle = writeBareBundle(b, e.rt, "bmsrc", mb.snapVol)
+	flateImg := filepath.Join(mb.dir, "flate")
+	askMemhog(b, mb.src, 1)
+	flateD := mb.runsc("checkpoint", "--leave-running", "--compression=flate-best-speed", "--image-path", flateImg, "bmsrc")
 	flateBytes := treeBytes(b, flateImg)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		askMemhog(b, src, 1)
-		bare := filepath.Join(dir, "bare")
-		m["bare-ckpt"] = append(m["bare-ckpt"], runsc("checkpoint", "--leave-running", "--image-path", bare, "bmsrc"))
-		_ = os.RemoveAll(bare)
-
-		askMemhog(b, src, 1)
-		img, files := filepath.Join(dir, "img"), filepath.Join(dir, "files")
-		t0 := time.Now()
-		err := src.SnapshotMemory(ctxT(b), img, func(context.Context) error {
-			t1 := time.Now()
-			copyTree(b, filepath.Dir(e.workspace), files)
-			m["files"] = append(m["files"], time.Since(t1))
-			return nil
-		})
-		m["snapshot"] = append(m["snapshot"], time.Since(t0))
-		if err != nil {
-			b.Fatal(err)
-		}
-		imageBytes = treeBytes(b, img)
-
-		id := "bmbare" + strconv.Itoa(i) + "x"
-		m["bare-restore"] = append(m["bare-restore"], runsc("restore", "--detach", "--image-path", img, "--bundle", bareBundle, id))
-		runsc("delete", "--force", id)
-		id += "bg"
-		m["bare-restore-bg"] = append(m["bare-restore-bg"], runsc("restore", "--background", "--detach", "--image-path", img, "--bundle", bareBundle, id))
-		runsc("delete", "--force", id)
-
-		t0 = time.Now()
-		spec := e.spec("bmrest" + strconv.Itoa(i) + "x")
-		spec.Workspace = filepath.Join(snapVol, "ws")
-		sb, err := e.rt.RestoreSandbox(ctxT(b), spec, img)
-		if err != nil {
-			b.Fatal(err)
-		}
-		askMemhog(b, sb, 0)
-		m["restore"] = append(m["restore"], time.Since(t0))
-		if err := sb.Stop(ctxT(b)); err != nil {
-			b.Fatal(err)
-		}
-		_ = os.RemoveAll(img)
-		_ = os.RemoveAll(files)
+		mb.round(i)
 	}
 	b.StopTimer()
-	for name, d := range m {
+	for name, d := range mb.m {
 		b.ReportMetric(containertest.MedianMS(d), name+"-ms")
 	}
-	med := func(n string) float64 { return containertest.MedianMS(m[n]) }
+	med := func(n string) float64 { return containertest.MedianMS(mb.m[n]) }
 	b.ReportMetric(med("snapshot")/(med("bare-ckpt")+med("files")), "ratio-snapshot")
 	b.ReportMetric(med("restore")/med("bare-restore"), "ratio-restore")
-	b.ReportMetric(float64(imageBytes)/1e6, "image-MB")
+	b.ReportMetric(float64(mb.imageBytes)/1e6, "image-MB")
 	b.ReportMetric(float64(flateBytes)/1e6, "bare-ckpt-flate-MB")
 	b.ReportMetric(float64(flateD.Microseconds())/1000, "bare-ckpt-flate-ms")
+}
+
+// memBench is BenchmarkMemorySnapshot's state.
+type memBench struct {
+	b          *testing.B
+	e          *env
+	src        *gvisor.Sandbox // runs memhog
+	snapVol    string          // a copy of src's volume, for restores
+	bareBundle string          // for bare runsc restores
+	dir        string          // images
+	m          map[string][]time.Duration
+	imageBytes int64
+}
+
+// round is one iteration: each measure once (see BenchmarkMemorySnapshot).
+func (mb *memBench) round(i int) {
+	b, e := mb.b, mb.e
+	askMemhog(b, mb.src, 1)
+	bare := filepath.Join(mb.dir, "bare")
+	mb.m["bare-ckpt"] = append(mb.m["bare-ckpt"], mb.runsc("checkpoint", "--leave-running", "--image-path", bare, "bmsrc"))
+	_ = os.RemoveAll(bare)
+
+	askMemhog(b, mb.src, 1)
+	img, files := filepath.Join(mb.dir, "img"), filepath.Join(mb.dir, "files")
+	t0 := time.Now()
+	err := mb.src.SnapshotMemory(ctxT(b), img, func(context.Context) error {
+		t1 := time.Now()
+		copyTree(b, filepath.Dir(e.workspace), files)
+		mb.m["files"] = append(mb.m["files"], time.Since(t1))
+		return nil
+	})
+	mb.m["snapshot"] = append(mb.m["snapshot"], time.Since(t0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	mb.imageBytes = treeBytes(b, img)
+
+	id := "bmbare" + strconv.Itoa(i) + "x"
+	mb.m["bare-restore"] = append(mb.m["bare-restore"], mb.runsc("restore", "--detach", "--image-path", img, "--bundle", mb.bareBundle, id))
+	mb.runsc("delete", "--force", id)
+	id += "bg"
+	mb.m["bare-restore-bg"] = append(mb.m["bare-restore-bg"], mb.runsc("restore", "--background", "--detach", "--image-path", img, "--bundle", mb.bareBundle, id))
+	mb.runsc("delete", "--force", id)
+
+	t0 = time.Now()
+	spec := e.spec("bmrest" + strconv.Itoa(i) + "x")
+	spec.Workspace = filepath.Join(mb.snapVol, "ws")
+	sb, err := e.rt.RestoreSandbox(ctxT(b), spec, img)
+	if err != nil {
+		b.Fatal(err)
+	}
+	askMemhog(b, sb, 0)
+	mb.m["restore"] = append(mb.m["restore"], time.Since(t0))
+	if err := sb.Stop(ctxT(b)); err != nil {
+		b.Fatal(err)
+	}
+	_ = os.RemoveAll(img)
+	_ = os.RemoveAll(files)
+}
+
+// runsc runs runsc with the runtime's flags and returns how long it took.
+func (mb *memBench) runsc(args ...string) time.Duration {
+	b := mb.b
+	cmd := exec.Command(mb.e.rt.Runsc(), mb.e.rt.RunscArgs(container.NetworkNone, args...)...)
+	// A restored sandbox's stdio must be of the kind it was at the
+	// checkpoint (the agent's pipes: gVisor cannot poll /dev/null), and
+	// *os.File, or Run waits for the detached sandbox.
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer inW.Close()
+	defer inR.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer outR.Close()
+	defer outW.Close()
+	logf, err := os.CreateTemp(mb.dir, "runsc-*.log")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.Remove(logf.Name())
+	defer logf.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, logf
+	t0 := time.Now()
+	err = cmd.Run()
+	d := time.Since(t0)
+	if err != nil {
+		out, _ := os.ReadFile(logf.Name())
+		b.Fatalf("runsc %v: %v: %s", args, err, out)
+	}
+	return d
 }
 
 // waitMemhog waits until memhog in sb serves requests.
