@@ -208,6 +208,22 @@ type Restorer interface {
 	Restore(ctx context.Context, spec Spec, imageDir string) (Sandbox, error)
 }
 
+// MemorySnapshotter is implemented by sandboxes that can take one
+// consistent snapshot of their memory and their files (gVisor):
+// SnapshotMemory freezes every process of the sandbox, saves its memory
+// state to dir (an image a Restorer takes), calls during while the
+// sandbox is still frozen (the caller snapshots the workspace or root
+// tree then, so the files belong to the same instant as the memory), and
+// thaws the sandbox, which goes on running. An error from during fails
+// the call (dir then holds an image without its files). during must be
+// short: the sandbox and its agent stay frozen while it runs. A sandbox
+// whose memory cannot be restored consistently (one with a host network
+// namespace) returns an error wrapping ErrUnsupported and freezes
+// nothing.
+type MemorySnapshotter interface {
+	SnapshotMemory(ctx context.Context, dir string, during func(ctx context.Context) error) error
+}
+
 // Sentinel errors.
 var (
 	// ErrUnsupported: the runtime cannot do this.

@@ -172,7 +172,14 @@ func (c *call) close() {
 // container.ErrNotRunning, as does an agent that stops reading (see
 // WriteTimeout).
 func NewClient(r io.Reader, w io.Writer) *Client {
-	c := &Client{
+	c := newClient(r, w)
+	go c.readLoop()
+	return c
+}
+
+// newClient is NewClient without its reader goroutine.
+func newClient(r io.Reader, w io.Writer) *Client {
+	return &Client{
 		r:       r,
 		fw:      &frameWriter{w: w},
 		calls:   make(map[uint64]*call),
@@ -181,8 +188,6 @@ func NewClient(r io.Reader, w io.Writer) *Client {
 		done:    make(chan struct{}),
 		bounds:  defaultBounds,
 	}
-	go c.readLoop()
-	return c
 }
 
 func (c *Client) readLoop() {
@@ -653,6 +658,11 @@ func (c *Client) ask(ctx context.Context, typ MsgType, bound time.Duration) (str
 	if err := c.send(newFrame(typ, id).bytes()); err != nil {
 		return "", err
 	}
+	return c.awaitReply(ctx, cl, typ, bound)
+}
+
+// awaitReply waits for the MsgReply of cl, a typ request, as ask does.
+func (c *Client) awaitReply(ctx context.Context, cl *call, typ MsgType, bound time.Duration) (string, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		bound = time.Until(dl)
 	}

@@ -46,4 +46,12 @@
 // makes, without a process start); WithCgroupFreezer(true) freezes the
 // cgroup instead, for comparison only. Stop and Reap remove the
 // sandbox's runsc state, cgroups and bundle.
+//
+// Memory snapshots: Sandbox.SnapshotMemory (container.MemorySnapshotter)
+// pauses the kernel, saves the sandbox with `runsc checkpoint
+// --leave-running` and lets the caller snapshot the files while it is
+// still frozen; Runtime.Restore (container.Restorer) starts a new
+// sandbox from such an image with `runsc restore`, over new agent pipes
+// (agent.NewRestoredClient). Only with NetworkNone. See
+// docs/isolation.md, "Memory snapshots (gVisor)".
 package gvisor

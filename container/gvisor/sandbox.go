@@ -3,6 +3,7 @@ package gvisor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,7 +25,7 @@ import (
 
 // Sandbox is a running gVisor sandbox. It implements container.Sandbox,
 // container.IdleChecker, container.StatusReporter and
-// container.Checkpointer; Exec, KillAll, Idle and the status machine are
+// container.Checkpointer and container.MemorySnapshotter; Exec, KillAll, Idle and the status machine are
 // agentbox.Sandbox's.
 type Sandbox struct {
 	*agentbox.Sandbox
@@ -36,10 +37,11 @@ type Sandbox struct {
 }
 
 var (
-	_ container.Sandbox      = (*Sandbox)(nil)
-	_ container.Checkpointer = (*Sandbox)(nil)
-	_ container.IdleChecker  = (*Sandbox)(nil)
-	_ container.PortDialer   = (*Sandbox)(nil)
+	_ container.Sandbox           = (*Sandbox)(nil)
+	_ container.Checkpointer      = (*Sandbox)(nil)
+	_ container.MemorySnapshotter = (*Sandbox)(nil)
+	_ container.IdleChecker       = (*Sandbox)(nil)
+	_ container.PortDialer        = (*Sandbox)(nil)
 )
 
 func validate(spec container.Spec) error {
@@ -183,7 +185,15 @@ func (r *Runtime) Start(ctx context.Context, spec container.Spec) (container.San
 }
 
 // StartSandbox is Start returning the concrete type.
-func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *Sandbox, retErr error) {
+func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (*Sandbox, error) {
+	return r.launch(ctx, spec, "", 0)
+}
+
+// launch starts the sandbox of spec: from its image by `runsc run` when
+// image is "", else from the checkpoint image by `runsc restore`, whose
+// agent's client continues after request id lastID (see
+// agent.NewRestoredClient). On failure nothing of the sandbox is left.
+func (r *Runtime) launch(ctx context.Context, spec container.Spec, image string, lastID uint64) (_ *Sandbox, retErr error) {
 	if spec.Network == "" {
 		spec.Network = container.NetworkNone
 	}
@@ -220,11 +230,27 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), cfg, 0o600); err != nil {
 		return nil, fmt.Errorf("gvisor: %w", err)
 	}
-
-	inW, outR, err := r.runDetached(ctx, spec, bundle)
+	cmd := []string{"run"}
+	if image != "" {
+		cmd = []string{"restore", "--background", "--image-path", image}
+	}
+	inW, outR, err := r.runDetached(ctx, spec, bundle, cmd)
 	if err != nil {
 		return nil, err
 	}
+	var client *agent.Client
+	if image != "" {
+		client = agent.NewRestoredClient(outR, inW, lastID)
+	} else {
+		client = agent.NewClient(outR, inW)
+	}
+	return r.attach(ctx, spec, bundle, client)
+}
+
+// attach makes the Sandbox of a sandbox runsc just started from bundle,
+// whose agent client is client, and waits until the agent answers. The
+// caller destroys the sandbox if it fails.
+func (r *Runtime) attach(ctx context.Context, spec container.Spec, bundle string, client *agent.Client) (*Sandbox, error) {
 	sb := &Sandbox{r: r, workspace: spec.VolumeTree(), network: spec.Network}
 	// runsc wrote the sandbox process's pid (what `runsc state` reports)
 	// before `run --detach` returned.
@@ -236,13 +262,15 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 			sb.frz = f
 		}
 	}
-	client := agent.NewClient(outR, inW)
 	sb.Sandbox = agentbox.New(Kind, spec.ID, client, agentbox.Ops{
 		Freeze: sb.freeze, Teardown: sb.teardown, Lost: sb.lost, OwnRoot: spec.Root != "",
 	})
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.startTimeout)
 	defer cancel()
 	if err := client.Ping(pctx); err != nil {
+		if cerr := client.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = fmt.Errorf("%w (connection: %w)", err, cerr)
+		}
 		client.Close()
 		log, _ := os.ReadFile(filepath.Join(bundle, "agent.log"))
 		return nil, fmt.Errorf("gvisor: agent in %s did not answer: %w; agent log: %s", spec.ID, err, strings.TrimSpace(lastLines(string(log), 10)))
@@ -259,9 +287,11 @@ func (r *Runtime) StartSandbox(ctx context.Context, spec container.Spec) (_ *San
 	return sb, nil
 }
 
-// runDetached runs `runsc run --detach` for spec's bundle and returns the
-// host ends of the agent's stdin and stdout.
-func (r *Runtime) runDetached(ctx context.Context, spec container.Spec, bundle string) (inW, outR *os.File, err error) {
+// runDetached runs `runsc <cmd> --detach` ("run" or "restore ...") for
+// spec's bundle and returns the host ends of the agent's stdin and
+// stdout. runsc donates its stdio to the sandbox on restore as on run:
+// the restored agent's fds 0 and 1 are the new pipes.
+func (r *Runtime) runDetached(ctx context.Context, spec container.Spec, bundle string, cmdArgs []string) (inW, outR *os.File, err error) {
 	// The agent's stdin and stdout are pipes whose host ends we keep; its
 	// stderr (diagnostics) goes to a log file. runsc gets *os.File stdio,
 	// so exec.Cmd does not wait for copies after `run --detach` returns.
@@ -284,7 +314,7 @@ func (r *Runtime) runDetached(ctx context.Context, spec container.Spec, bundle s
 		return nil, nil, fmt.Errorf("gvisor: %w", err)
 	}
 	pidFile := filepath.Join(bundle, "sandbox.pid")
-	cmd := exec.CommandContext(ctx, r.cfg.runsc, r.RunscArgs(spec.Network, "run", "--detach", "--bundle", bundle, "--pid-file", pidFile, spec.ID)...)
+	cmd := exec.CommandContext(ctx, r.cfg.runsc, r.RunscArgs(spec.Network, append(cmdArgs, "--detach", "--bundle", bundle, "--pid-file", pidFile, spec.ID)...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, logf
 	r.nsMu.RLock()
 	runErr := cmd.Run()
@@ -296,7 +326,7 @@ func (r *Runtime) runDetached(ctx context.Context, spec container.Spec, bundle s
 		inW.Close()
 		outR.Close()
 		log, _ := os.ReadFile(filepath.Join(bundle, "agent.log"))
-		return nil, nil, fmt.Errorf("gvisor: runsc run %s: %v: %s", spec.ID, runErr, strings.TrimSpace(lastLines(string(log), 10)))
+		return nil, nil, fmt.Errorf("gvisor: runsc %s %s: %v: %s", cmdArgs[0], spec.ID, runErr, strings.TrimSpace(lastLines(string(log), 10)))
 	}
 	return inW, outR, nil
 }
@@ -341,20 +371,6 @@ func (s *Sandbox) freeze(ctx context.Context, pause bool) error {
 		return fmt.Errorf("gvisor: sandbox %s: %w", s.ID(), err)
 	}
 	return nil
-}
-
-// Checkpoint saves the sandbox's state to dir (runsc checkpoint
-// --leave-running); the sandbox keeps running.
-func (s *Sandbox) Checkpoint(ctx context.Context, dir string) error {
-	return s.While(func() error {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return fmt.Errorf("gvisor: %w", err)
-		}
-		if _, err := s.r.runsc(ctx, "checkpoint", "--image-path", dir, "--leave-running", s.ID()); err != nil {
-			return fmt.Errorf("gvisor: %w", err)
-		}
-		return nil
-	}, container.StatusRunning)
 }
 
 // teardown is agentbox.Ops.Teardown: it kills the sandbox and removes its
