@@ -82,6 +82,16 @@ type SnapshotDeleter interface {
 	DeleteSnapshot(ctx context.Context, snapshotID string) error
 }
 
+// Hibernator is implemented by environments that can pause a session to
+// disk (Capabilities.MemorySnapshots).
+type Hibernator interface {
+	// Hibernate pauses the session like Pause, but writes its sandbox
+	// (memory and files) to disk and frees its memory: Resume brings the
+	// processes back, in this host process or in a later one (a restart,
+	// or a crash after Hibernate returned).
+	Hibernate(ctx context.Context) error
+}
+
 // SessionIDer is implemented by environments that expose the id of the
 // session they are bound to ("" when unbound).
 type SessionIDer interface {
@@ -159,6 +169,10 @@ type Capabilities struct {
 	// as where the host cannot give sandboxes a network of their own. A
 	// mode rather than a list, so that Capabilities stays comparable.
 	NetworkCeiling NetworkMode `json:"network_ceiling,omitempty"`
+	// MemorySnapshots: sessions may set SessionConfig.SnapshotMemory, and
+	// the Environment implements Hibernator (gvisor only: runc has no
+	// working checkpoint on these machines, none isolates nothing).
+	MemorySnapshots bool `json:"memory_snapshots,omitempty"`
 	// Ports: the Environment implements PortPublisher and PortDialer
 	// (sessions publish ports that the host forwards to).
 	Ports bool `json:"ports,omitempty"`
@@ -239,6 +253,13 @@ type SessionConfig struct {
 	// loopback only unless the host says otherwise). A policy beyond the
 	// host's ceiling is refused with ErrInvalidArgument.
 	Network NetworkPolicy `json:"network,omitzero"`
+	// SnapshotMemory makes the session's snapshots hold its processes
+	// too: TurnComplete and CreateSnapshot save the sandbox's memory with
+	// its files at one instant, and Rollback and Fork to such a snapshot
+	// bring the processes back (docs/snapshots.md, "Memory"). It needs
+	// Capabilities.MemorySnapshots (ErrCapabilityNotSupported otherwise);
+	// a fork keeps its parent's choice unless its config sets it.
+	SnapshotMemory bool `json:"snapshot_memory,omitempty"`
 }
 
 // SnapshotInfo describes one snapshot of a session's workspace.
@@ -256,6 +277,11 @@ type SnapshotInfo struct {
 	// SizeBytes is the space the snapshot uses (backend-defined: its unique
 	// blocks on copy-on-write backends, its full size on localdisk).
 	SizeBytes int64 `json:"size_bytes"`
+	// Memory reports that the snapshot holds the session's processes (its
+	// sandbox's memory) as well as its files; MemoryBytes is the size of
+	// that memory image.
+	Memory      bool  `json:"memory,omitempty"`
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
 }
 
 // Sentinel errors. Implementations wrap them with context; test with
