@@ -256,7 +256,7 @@ type SessionConfig struct {
 	// SnapshotMemory makes the session's snapshots hold its processes
 	// too: TurnComplete and CreateSnapshot save the sandbox's memory with
 	// its files at one instant, and Rollback and Fork to such a snapshot
-	// bring the processes back (docs/snapshots.md, "Memory"). It needs
+	// bring the processes back (docs/storage.md, "Memory snapshots"). It needs
 	// Capabilities.MemorySnapshots (ErrCapabilityNotSupported otherwise);
 	// a fork keeps its parent's choice unless its config sets it.
 	SnapshotMemory bool `json:"snapshot_memory,omitempty"`
