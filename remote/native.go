@@ -96,6 +96,7 @@ var (
 	_ environment.SnapshotLister  = (*NativeSandboxEnvironment)(nil)
 	_ environment.SessionIDer     = (*NativeSandboxEnvironment)(nil)
 	_ environment.SnapshotDeleter = (*NativeSandboxEnvironment)(nil)
+	_ environment.Hibernator      = (*NativeSandboxEnvironment)(nil)
 )
 
 // NewNativeSandboxEnvironment returns an environment, not yet bound to a
@@ -239,6 +240,18 @@ func (e *NativeSandboxEnvironment) Resume(ctx context.Context) error {
 		return err
 	}
 	_, err = call(ctx, "ResumeSession", e.service.ResumeSession, &turnboxv1.ResumeSessionRequest{SessionId: id})
+	return err
+}
+
+// Hibernate implements environment.Hibernator: the server pauses the
+// session to disk (Capabilities.MemorySnapshots); Resume brings its
+// processes back, also after the server restarted.
+func (e *NativeSandboxEnvironment) Hibernate(ctx context.Context) error {
+	id, err := e.bound()
+	if err != nil {
+		return err
+	}
+	_, err = call(ctx, "HibernateSession", e.service.HibernateSession, &turnboxv1.HibernateSessionRequest{SessionId: id})
 	return err
 }
 

@@ -27,7 +27,7 @@ func sessionCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(sessionCreateCmd(c), sessionExecCmd(c), sessionSnapshotCmd(c), sessionSnapshotsCmd(c),
 		sessionRollbackCmd(c), sessionForkCmd(c), sessionLsCmd(c), sessionInfoCmd(c), sessionRmCmd(c),
 		sessionCpCmd(c), sessionStatCmd(c), sessionPublishCmd(c), sessionUnpublishCmd(c), sessionPortsCmd(c),
-		sessionPortForwardCmd(c))
+		sessionPortForwardCmd(c), sessionPauseCmd(c), sessionResumeCmd(c), sessionHibernateCmd(c))
 	cmd.AddCommand(sessionProcessCmds(c)...)
 	for _, sub := range cmd.Commands() {
 		markOpensHost(sub)
@@ -94,6 +94,7 @@ func sessionCreateCmd(c *cli) *cobra.Command {
 	f.StringVar(&cfg.FromSnapshot, "from", "", "start from this snapshot id")
 	f.StringVar(&cfg.Image, "image", "", "image for isolated runtimes: a name under <state-dir>/images, never a path (default: the host's)")
 	f.BoolVar(&cfg.ReadOnlyRoot, "read-only-root", false, "make the session's root filesystem read-only to its commands but for /workspace")
+	f.BoolVar(&cfg.SnapshotMemory, "snapshot-memory", false, "snapshots hold the session's processes too: rollback and fork bring them back (gvisor; docs/storage.md)")
 	f.StringVar(&netMode, "net", "", "network mode: none (loopback only), egress (only what --allow names) or open (default: the host's)")
 	f.StringArrayVar(&cfg.Network.Allow, "allow", nil, "what the sandbox may reach: HOST, *.SUFFIX, ADDRESS or CIDR, each with :PORT or :LO-HI (repeatable; docs/isolation.md)")
 	f.StringArrayVar(&env, "env", nil, "KEY=VALUE added to every command's environment (repeatable)")

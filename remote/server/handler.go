@@ -187,6 +187,19 @@ func (h handler) PauseSession(ctx context.Context, r *connect.Request[turnboxv1.
 	})
 }
 
+// HibernateSession implements turnboxv1connect.SandboxServiceHandler.
+func (h handler) HibernateSession(ctx context.Context, r *connect.Request[turnboxv1.HibernateSessionRequest]) (*connect.Response[turnboxv1.HibernateSessionResponse], error) {
+	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.HibernateSessionRequest) (*turnboxv1.HibernateSessionResponse, error) {
+		return onSession(h, req.GetSessionId(), func(env *embedded.Environment) (*turnboxv1.HibernateSessionResponse, error) {
+			hb, ok := any(env).(environment.Hibernator)
+			if !ok {
+				return nil, fmt.Errorf("%w: hibernation on this host", environment.ErrCapabilityNotSupported)
+			}
+			return &turnboxv1.HibernateSessionResponse{}, hb.Hibernate(ctx)
+		})
+	})
+}
+
 // ResumeSession implements turnboxv1connect.SandboxServiceHandler.
 func (h handler) ResumeSession(ctx context.Context, r *connect.Request[turnboxv1.ResumeSessionRequest]) (*connect.Response[turnboxv1.ResumeSessionResponse], error) {
 	return unary(ctx, r, func(ctx context.Context, req *turnboxv1.ResumeSessionRequest) (*turnboxv1.ResumeSessionResponse, error) {

@@ -52,6 +52,7 @@ func SessionConfigToProto(c environment.SessionConfig) *turnboxv1.SessionConfig 
 		MaxOutputBytes: int64(c.MaxOutputBytes),
 		Limits:         LimitsToProto(c.Limits),
 		ReadOnlyRoot:   c.ReadOnlyRoot,
+		SnapshotMemory: c.SnapshotMemory,
 	}
 	if c.Network.Mode != "" || len(c.Network.Allow) > 0 {
 		out.Network = &turnboxv1.NetworkPolicy{Mode: string(c.Network.Mode), Allow: c.Network.Allow}
@@ -66,14 +67,15 @@ func SessionConfigToProto(c environment.SessionConfig) *turnboxv1.SessionConfig 
 // checks it (environment.SessionConfig.Validate).
 func SessionConfigFromProto(c *turnboxv1.SessionConfig) (environment.SessionConfig, error) {
 	out := environment.SessionConfig{
-		SessionID:    c.GetSessionId(),
-		Image:        c.GetImage(),
-		FromSnapshot: c.GetFromSnapshot(),
-		Env:          c.GetEnv(),
-		Labels:       c.GetLabels(),
-		Limits:       LimitsFromProto(c.GetLimits()),
-		ReadOnlyRoot: c.GetReadOnlyRoot(),
-		Network:      environment.NetworkPolicy{Mode: environment.NetworkMode(c.GetNetwork().GetMode()), Allow: c.GetNetwork().GetAllow()},
+		SessionID:      c.GetSessionId(),
+		Image:          c.GetImage(),
+		FromSnapshot:   c.GetFromSnapshot(),
+		Env:            c.GetEnv(),
+		Labels:         c.GetLabels(),
+		Limits:         LimitsFromProto(c.GetLimits()),
+		ReadOnlyRoot:   c.GetReadOnlyRoot(),
+		SnapshotMemory: c.GetSnapshotMemory(),
+		Network:        environment.NetworkPolicy{Mode: environment.NetworkMode(c.GetNetwork().GetMode()), Allow: c.GetNetwork().GetAllow()},
 	}
 	if err := out.Limits.Validate(); err != nil {
 		return out, err
@@ -220,12 +222,14 @@ func SnapshotToProto(s *environment.SnapshotInfo) *turnboxv1.SnapshotInfo {
 		return nil
 	}
 	return &turnboxv1.SnapshotInfo{
-		Id:        s.ID,
-		SessionId: s.SessionID,
-		Name:      s.Name,
-		Turn:      int64(s.Turn),
-		CreatedAt: timestamppb.New(s.CreatedAt),
-		SizeBytes: s.SizeBytes,
+		Id:          s.ID,
+		SessionId:   s.SessionID,
+		Name:        s.Name,
+		Turn:        int64(s.Turn),
+		CreatedAt:   timestamppb.New(s.CreatedAt),
+		SizeBytes:   s.SizeBytes,
+		Memory:      s.Memory,
+		MemoryBytes: s.MemoryBytes,
 	}
 }
 
@@ -239,12 +243,14 @@ func SnapshotFromProto(s *turnboxv1.SnapshotInfo) *environment.SnapshotInfo {
 		created = s.GetCreatedAt().AsTime()
 	}
 	return &environment.SnapshotInfo{
-		ID:        s.GetId(),
-		SessionID: s.GetSessionId(),
-		Name:      s.GetName(),
-		Turn:      int(s.GetTurn()),
-		CreatedAt: created,
-		SizeBytes: s.GetSizeBytes(),
+		ID:          s.GetId(),
+		SessionID:   s.GetSessionId(),
+		Name:        s.GetName(),
+		Turn:        int(s.GetTurn()),
+		CreatedAt:   created,
+		SizeBytes:   s.GetSizeBytes(),
+		Memory:      s.GetMemory(),
+		MemoryBytes: s.GetMemoryBytes(),
 	}
 }
 
@@ -266,6 +272,7 @@ func CapabilitiesToProto(c environment.Capabilities) *turnboxv1.Capabilities {
 		Files:             c.Files,
 		NetworkCeiling:    string(c.NetworkCeiling),
 		Ports:             c.Ports,
+		MemorySnapshots:   c.MemorySnapshots,
 	}
 }
 
@@ -287,6 +294,7 @@ func CapabilitiesFromProto(c *turnboxv1.Capabilities) environment.Capabilities {
 		Files:             c.GetFiles(),
 		NetworkCeiling:    environment.NetworkMode(c.GetNetworkCeiling()),
 		Ports:             c.GetPorts(),
+		MemorySnapshots:   c.GetMemorySnapshots(),
 	}
 }
 

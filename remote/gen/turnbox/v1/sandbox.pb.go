@@ -283,9 +283,13 @@ type SessionConfig struct {
 	ReadOnlyRoot bool `protobuf:"varint,20,opt,name=read_only_root,json=readOnlyRoot,proto3" json:"read_only_root,omitempty"`
 	// network is the session's network policy (unset: the host's default,
 	// loopback only unless the host says otherwise).
-	Network       *NetworkPolicy `protobuf:"bytes,21,opt,name=network,proto3" json:"network,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Network *NetworkPolicy `protobuf:"bytes,21,opt,name=network,proto3" json:"network,omitempty"`
+	// snapshot_memory makes the session's snapshots hold its processes
+	// (memory) too: rollback and fork bring them back
+	// (Capabilities.memory_snapshots; docs/storage.md).
+	SnapshotMemory bool `protobuf:"varint,22,opt,name=snapshot_memory,json=snapshotMemory,proto3" json:"snapshot_memory,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SessionConfig) Reset() {
@@ -386,6 +390,13 @@ func (x *SessionConfig) GetNetwork() *NetworkPolicy {
 		return x.Network
 	}
 	return nil
+}
+
+func (x *SessionConfig) GetSnapshotMemory() bool {
+	if x != nil {
+		return x.SnapshotMemory
+	}
+	return false
 }
 
 // NetworkPolicy is what a session's sandbox may reach beyond its
@@ -554,9 +565,13 @@ type Session struct {
 	Ports []*PublishedPort `protobuf:"bytes,13,rep,name=ports,proto3" json:"ports,omitempty"`
 	// network_stats are the session's network counters since its sandbox
 	// last got its network (absent: mode none, or no sandbox started yet).
-	NetworkStats  *NetworkStats `protobuf:"bytes,14,opt,name=network_stats,json=networkStats,proto3" json:"network_stats,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NetworkStats *NetworkStats `protobuf:"bytes,14,opt,name=network_stats,json=networkStats,proto3" json:"network_stats,omitempty"`
+	// snapshot_memory is the session's config's; hibernated: the session is
+	// paused to disk (HibernateSession), its memory freed.
+	SnapshotMemory bool `protobuf:"varint,15,opt,name=snapshot_memory,json=snapshotMemory,proto3" json:"snapshot_memory,omitempty"`
+	Hibernated     bool `protobuf:"varint,16,opt,name=hibernated,proto3" json:"hibernated,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -685,6 +700,20 @@ func (x *Session) GetNetworkStats() *NetworkStats {
 		return x.NetworkStats
 	}
 	return nil
+}
+
+func (x *Session) GetSnapshotMemory() bool {
+	if x != nil {
+		return x.SnapshotMemory
+	}
+	return false
+}
+
+func (x *Session) GetHibernated() bool {
+	if x != nil {
+		return x.Hibernated
+	}
+	return false
 }
 
 // PublishedPort is a port a session publishes.
@@ -851,9 +880,12 @@ type Capabilities struct {
 	// none: loopback only.
 	NetworkCeiling string `protobuf:"bytes,24,opt,name=network_ceiling,json=networkCeiling,proto3" json:"network_ceiling,omitempty"`
 	// ports: sessions publish ports (PublishPort) that the server forwards.
-	Ports         bool `protobuf:"varint,25,opt,name=ports,proto3" json:"ports,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ports bool `protobuf:"varint,25,opt,name=ports,proto3" json:"ports,omitempty"`
+	// memory_snapshots: sessions may set snapshot_memory, and
+	// HibernateSession works (gvisor).
+	MemorySnapshots bool `protobuf:"varint,26,opt,name=memory_snapshots,json=memorySnapshots,proto3" json:"memory_snapshots,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Capabilities) Reset() {
@@ -987,6 +1019,13 @@ func (x *Capabilities) GetNetworkCeiling() string {
 func (x *Capabilities) GetPorts() bool {
 	if x != nil {
 		return x.Ports
+	}
+	return false
+}
+
+func (x *Capabilities) GetMemorySnapshots() bool {
+	if x != nil {
+		return x.MemorySnapshots
 	}
 	return false
 }
@@ -1332,9 +1371,13 @@ type SnapshotInfo struct {
 	SessionId string                 `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	Name      string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	// turn is the snapshot's sequence number within its session, from 1.
-	Turn          int64                  `protobuf:"varint,4,opt,name=turn,proto3" json:"turn,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	SizeBytes     int64                  `protobuf:"varint,6,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Turn      int64                  `protobuf:"varint,4,opt,name=turn,proto3" json:"turn,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	SizeBytes int64                  `protobuf:"varint,6,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	// memory: the snapshot holds the session's processes; memory_bytes is
+	// the size of their image.
+	Memory        bool  `protobuf:"varint,7,opt,name=memory,proto3" json:"memory,omitempty"`
+	MemoryBytes   int64 `protobuf:"varint,8,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1407,6 +1450,20 @@ func (x *SnapshotInfo) GetCreatedAt() *timestamppb.Timestamp {
 func (x *SnapshotInfo) GetSizeBytes() int64 {
 	if x != nil {
 		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *SnapshotInfo) GetMemory() bool {
+	if x != nil {
+		return x.Memory
+	}
+	return false
+}
+
+func (x *SnapshotInfo) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
 	}
 	return 0
 }
@@ -1900,6 +1957,86 @@ func (*PauseSessionResponse) Descriptor() ([]byte, []int) {
 	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{22}
 }
 
+type HibernateSessionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HibernateSessionRequest) Reset() {
+	*x = HibernateSessionRequest{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HibernateSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HibernateSessionRequest) ProtoMessage() {}
+
+func (x *HibernateSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HibernateSessionRequest.ProtoReflect.Descriptor instead.
+func (*HibernateSessionRequest) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *HibernateSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+type HibernateSessionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HibernateSessionResponse) Reset() {
+	*x = HibernateSessionResponse{}
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HibernateSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HibernateSessionResponse) ProtoMessage() {}
+
+func (x *HibernateSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HibernateSessionResponse.ProtoReflect.Descriptor instead.
+func (*HibernateSessionResponse) Descriptor() ([]byte, []int) {
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{24}
+}
+
 type ResumeSessionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -1909,7 +2046,7 @@ type ResumeSessionRequest struct {
 
 func (x *ResumeSessionRequest) Reset() {
 	*x = ResumeSessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2058,7 @@ func (x *ResumeSessionRequest) String() string {
 func (*ResumeSessionRequest) ProtoMessage() {}
 
 func (x *ResumeSessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[23]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2071,7 @@ func (x *ResumeSessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSessionRequest.ProtoReflect.Descriptor instead.
 func (*ResumeSessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{23}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResumeSessionRequest) GetSessionId() string {
@@ -1952,7 +2089,7 @@ type ResumeSessionResponse struct {
 
 func (x *ResumeSessionResponse) Reset() {
 	*x = ResumeSessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2101,7 @@ func (x *ResumeSessionResponse) String() string {
 func (*ResumeSessionResponse) ProtoMessage() {}
 
 func (x *ResumeSessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[24]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2114,7 @@ func (x *ResumeSessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeSessionResponse.ProtoReflect.Descriptor instead.
 func (*ResumeSessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{24}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{26}
 }
 
 type DestroySessionRequest struct {
@@ -1989,7 +2126,7 @@ type DestroySessionRequest struct {
 
 func (x *DestroySessionRequest) Reset() {
 	*x = DestroySessionRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2001,7 +2138,7 @@ func (x *DestroySessionRequest) String() string {
 func (*DestroySessionRequest) ProtoMessage() {}
 
 func (x *DestroySessionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[25]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2014,7 +2151,7 @@ func (x *DestroySessionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySessionRequest.ProtoReflect.Descriptor instead.
 func (*DestroySessionRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{25}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DestroySessionRequest) GetSessionId() string {
@@ -2032,7 +2169,7 @@ type DestroySessionResponse struct {
 
 func (x *DestroySessionResponse) Reset() {
 	*x = DestroySessionResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2181,7 @@ func (x *DestroySessionResponse) String() string {
 func (*DestroySessionResponse) ProtoMessage() {}
 
 func (x *DestroySessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[26]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2194,7 @@ func (x *DestroySessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroySessionResponse.ProtoReflect.Descriptor instead.
 func (*DestroySessionResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{26}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{28}
 }
 
 type PublishPortRequest struct {
@@ -2071,7 +2208,7 @@ type PublishPortRequest struct {
 
 func (x *PublishPortRequest) Reset() {
 	*x = PublishPortRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2220,7 @@ func (x *PublishPortRequest) String() string {
 func (*PublishPortRequest) ProtoMessage() {}
 
 func (x *PublishPortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[27]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2233,7 @@ func (x *PublishPortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishPortRequest.ProtoReflect.Descriptor instead.
 func (*PublishPortRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{27}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PublishPortRequest) GetSessionId() string {
@@ -2129,7 +2266,7 @@ type PublishPortResponse struct {
 
 func (x *PublishPortResponse) Reset() {
 	*x = PublishPortResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2141,7 +2278,7 @@ func (x *PublishPortResponse) String() string {
 func (*PublishPortResponse) ProtoMessage() {}
 
 func (x *PublishPortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[28]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2154,7 +2291,7 @@ func (x *PublishPortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishPortResponse.ProtoReflect.Descriptor instead.
 func (*PublishPortResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{28}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PublishPortResponse) GetPort() *PublishedPort {
@@ -2174,7 +2311,7 @@ type UnpublishPortRequest struct {
 
 func (x *UnpublishPortRequest) Reset() {
 	*x = UnpublishPortRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2323,7 @@ func (x *UnpublishPortRequest) String() string {
 func (*UnpublishPortRequest) ProtoMessage() {}
 
 func (x *UnpublishPortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[29]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2336,7 @@ func (x *UnpublishPortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpublishPortRequest.ProtoReflect.Descriptor instead.
 func (*UnpublishPortRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{29}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UnpublishPortRequest) GetSessionId() string {
@@ -2224,7 +2361,7 @@ type UnpublishPortResponse struct {
 
 func (x *UnpublishPortResponse) Reset() {
 	*x = UnpublishPortResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2373,7 @@ func (x *UnpublishPortResponse) String() string {
 func (*UnpublishPortResponse) ProtoMessage() {}
 
 func (x *UnpublishPortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[30]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2386,7 @@ func (x *UnpublishPortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpublishPortResponse.ProtoReflect.Descriptor instead.
 func (*UnpublishPortResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{30}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{32}
 }
 
 type ListPortsRequest struct {
@@ -2261,7 +2398,7 @@ type ListPortsRequest struct {
 
 func (x *ListPortsRequest) Reset() {
 	*x = ListPortsRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2273,7 +2410,7 @@ func (x *ListPortsRequest) String() string {
 func (*ListPortsRequest) ProtoMessage() {}
 
 func (x *ListPortsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[31]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2286,7 +2423,7 @@ func (x *ListPortsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPortsRequest.ProtoReflect.Descriptor instead.
 func (*ListPortsRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{31}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListPortsRequest) GetSessionId() string {
@@ -2305,7 +2442,7 @@ type ListPortsResponse struct {
 
 func (x *ListPortsResponse) Reset() {
 	*x = ListPortsResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2454,7 @@ func (x *ListPortsResponse) String() string {
 func (*ListPortsResponse) ProtoMessage() {}
 
 func (x *ListPortsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[32]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2467,7 @@ func (x *ListPortsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPortsResponse.ProtoReflect.Descriptor instead.
 func (*ListPortsResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{32}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListPortsResponse) GetPorts() []*PublishedPort {
@@ -2350,7 +2487,7 @@ type ExecuteToolRequest struct {
 
 func (x *ExecuteToolRequest) Reset() {
 	*x = ExecuteToolRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2499,7 @@ func (x *ExecuteToolRequest) String() string {
 func (*ExecuteToolRequest) ProtoMessage() {}
 
 func (x *ExecuteToolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[33]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2512,7 @@ func (x *ExecuteToolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteToolRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{33}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ExecuteToolRequest) GetSessionId() string {
@@ -2401,7 +2538,7 @@ type ExecuteToolResponse struct {
 
 func (x *ExecuteToolResponse) Reset() {
 	*x = ExecuteToolResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2413,7 +2550,7 @@ func (x *ExecuteToolResponse) String() string {
 func (*ExecuteToolResponse) ProtoMessage() {}
 
 func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[34]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2426,7 +2563,7 @@ func (x *ExecuteToolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteToolResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{34}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ExecuteToolResponse) GetResponse() *ToolResponse {
@@ -2446,7 +2583,7 @@ type ExecuteToolStreamRequest struct {
 
 func (x *ExecuteToolStreamRequest) Reset() {
 	*x = ExecuteToolStreamRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2458,7 +2595,7 @@ func (x *ExecuteToolStreamRequest) String() string {
 func (*ExecuteToolStreamRequest) ProtoMessage() {}
 
 func (x *ExecuteToolStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[35]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2471,7 +2608,7 @@ func (x *ExecuteToolStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolStreamRequest.ProtoReflect.Descriptor instead.
 func (*ExecuteToolStreamRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{35}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ExecuteToolStreamRequest) GetSessionId() string {
@@ -2504,7 +2641,7 @@ type ExecuteToolStreamResponse struct {
 
 func (x *ExecuteToolStreamResponse) Reset() {
 	*x = ExecuteToolStreamResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2516,7 +2653,7 @@ func (x *ExecuteToolStreamResponse) String() string {
 func (*ExecuteToolStreamResponse) ProtoMessage() {}
 
 func (x *ExecuteToolStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[36]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2529,7 +2666,7 @@ func (x *ExecuteToolStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecuteToolStreamResponse.ProtoReflect.Descriptor instead.
 func (*ExecuteToolStreamResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{36}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ExecuteToolStreamResponse) GetEvent() isExecuteToolStreamResponse_Event {
@@ -2598,7 +2735,7 @@ type TurnCompleteRequest struct {
 
 func (x *TurnCompleteRequest) Reset() {
 	*x = TurnCompleteRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2610,7 +2747,7 @@ func (x *TurnCompleteRequest) String() string {
 func (*TurnCompleteRequest) ProtoMessage() {}
 
 func (x *TurnCompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[37]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2623,7 +2760,7 @@ func (x *TurnCompleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnCompleteRequest.ProtoReflect.Descriptor instead.
 func (*TurnCompleteRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{37}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TurnCompleteRequest) GetSessionId() string {
@@ -2649,7 +2786,7 @@ type TurnCompleteResponse struct {
 
 func (x *TurnCompleteResponse) Reset() {
 	*x = TurnCompleteResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2661,7 +2798,7 @@ func (x *TurnCompleteResponse) String() string {
 func (*TurnCompleteResponse) ProtoMessage() {}
 
 func (x *TurnCompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[38]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2674,7 +2811,7 @@ func (x *TurnCompleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TurnCompleteResponse.ProtoReflect.Descriptor instead.
 func (*TurnCompleteResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{38}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *TurnCompleteResponse) GetSnapshot() *SnapshotInfo {
@@ -2694,7 +2831,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +2843,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[39]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +2856,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{39}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *CreateSnapshotRequest) GetSessionId() string {
@@ -2745,7 +2882,7 @@ type CreateSnapshotResponse struct {
 
 func (x *CreateSnapshotResponse) Reset() {
 	*x = CreateSnapshotResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2757,7 +2894,7 @@ func (x *CreateSnapshotResponse) String() string {
 func (*CreateSnapshotResponse) ProtoMessage() {}
 
 func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[40]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2770,7 +2907,7 @@ func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{40}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateSnapshotResponse) GetSnapshot() *SnapshotInfo {
@@ -2789,7 +2926,7 @@ type ListSnapshotsRequest struct {
 
 func (x *ListSnapshotsRequest) Reset() {
 	*x = ListSnapshotsRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2801,7 +2938,7 @@ func (x *ListSnapshotsRequest) String() string {
 func (*ListSnapshotsRequest) ProtoMessage() {}
 
 func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[41]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2814,7 +2951,7 @@ func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{41}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListSnapshotsRequest) GetSessionId() string {
@@ -2833,7 +2970,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +2982,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[42]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +2995,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{42}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*SnapshotInfo {
@@ -2878,7 +3015,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2890,7 +3027,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[43]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2903,7 +3040,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{43}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RollbackRequest) GetSessionId() string {
@@ -2928,7 +3065,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[44]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2940,7 +3077,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[44]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2953,7 +3090,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{44}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{46}
 }
 
 type DeleteSnapshotRequest struct {
@@ -2966,7 +3103,7 @@ type DeleteSnapshotRequest struct {
 
 func (x *DeleteSnapshotRequest) Reset() {
 	*x = DeleteSnapshotRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[45]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2978,7 +3115,7 @@ func (x *DeleteSnapshotRequest) String() string {
 func (*DeleteSnapshotRequest) ProtoMessage() {}
 
 func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[45]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2991,7 +3128,7 @@ func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{45}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *DeleteSnapshotRequest) GetSessionId() string {
@@ -3016,7 +3153,7 @@ type DeleteSnapshotResponse struct {
 
 func (x *DeleteSnapshotResponse) Reset() {
 	*x = DeleteSnapshotResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[46]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3028,7 +3165,7 @@ func (x *DeleteSnapshotResponse) String() string {
 func (*DeleteSnapshotResponse) ProtoMessage() {}
 
 func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[46]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3041,7 +3178,7 @@ func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{46}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{48}
 }
 
 type ForkRequest struct {
@@ -3057,7 +3194,7 @@ type ForkRequest struct {
 
 func (x *ForkRequest) Reset() {
 	*x = ForkRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[47]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3069,7 +3206,7 @@ func (x *ForkRequest) String() string {
 func (*ForkRequest) ProtoMessage() {}
 
 func (x *ForkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[47]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3082,7 +3219,7 @@ func (x *ForkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkRequest.ProtoReflect.Descriptor instead.
 func (*ForkRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{47}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ForkRequest) GetSessionId() string {
@@ -3115,7 +3252,7 @@ type ForkResponse struct {
 
 func (x *ForkResponse) Reset() {
 	*x = ForkResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[48]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3127,7 +3264,7 @@ func (x *ForkResponse) String() string {
 func (*ForkResponse) ProtoMessage() {}
 
 func (x *ForkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[48]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3140,7 +3277,7 @@ func (x *ForkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkResponse.ProtoReflect.Descriptor instead.
 func (*ForkResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{48}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ForkResponse) GetSession() *Session {
@@ -3158,7 +3295,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[49]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3170,7 +3307,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[49]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3183,7 +3320,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{49}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{51}
 }
 
 type HealthResponse struct {
@@ -3198,7 +3335,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[50]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3210,7 +3347,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[50]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3223,7 +3360,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{50}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *HealthResponse) GetStatus() string {
@@ -3248,7 +3385,7 @@ type CapabilitiesRequest struct {
 
 func (x *CapabilitiesRequest) Reset() {
 	*x = CapabilitiesRequest{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[51]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3260,7 +3397,7 @@ func (x *CapabilitiesRequest) String() string {
 func (*CapabilitiesRequest) ProtoMessage() {}
 
 func (x *CapabilitiesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[51]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3273,7 +3410,7 @@ func (x *CapabilitiesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapabilitiesRequest.ProtoReflect.Descriptor instead.
 func (*CapabilitiesRequest) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{51}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{53}
 }
 
 type CapabilitiesResponse struct {
@@ -3285,7 +3422,7 @@ type CapabilitiesResponse struct {
 
 func (x *CapabilitiesResponse) Reset() {
 	*x = CapabilitiesResponse{}
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[52]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3297,7 +3434,7 @@ func (x *CapabilitiesResponse) String() string {
 func (*CapabilitiesResponse) ProtoMessage() {}
 
 func (x *CapabilitiesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_turnbox_v1_sandbox_proto_msgTypes[52]
+	mi := &file_turnbox_v1_sandbox_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3310,7 +3447,7 @@ func (x *CapabilitiesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapabilitiesResponse.ProtoReflect.Descriptor instead.
 func (*CapabilitiesResponse) Descriptor() ([]byte, []int) {
-	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{52}
+	return file_turnbox_v1_sandbox_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CapabilitiesResponse) GetCapabilities() *Capabilities {
@@ -3325,7 +3462,7 @@ var File_turnbox_v1_sandbox_proto protoreflect.FileDescriptor
 const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\n" +
 	"\x18turnbox/v1/sandbox.proto\x12\n" +
-	"turnbox.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x04\n" +
+	"turnbox.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x04\n" +
 	"\rSessionConfig\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x14\n" +
@@ -3337,7 +3474,8 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x10max_output_bytes\x18\a \x01(\x03R\x0emaxOutputBytes\x12*\n" +
 	"\x06limits\x18\b \x01(\v2\x12.turnbox.v1.LimitsR\x06limits\x12$\n" +
 	"\x0eread_only_root\x18\x14 \x01(\bR\freadOnlyRoot\x123\n" +
-	"\anetwork\x18\x15 \x01(\v2\x19.turnbox.v1.NetworkPolicyR\anetwork\x1a6\n" +
+	"\anetwork\x18\x15 \x01(\v2\x19.turnbox.v1.NetworkPolicyR\anetwork\x12'\n" +
+	"\x0fsnapshot_memory\x18\x16 \x01(\bR\x0esnapshotMemory\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -3352,7 +3490,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x04cpus\x18\x02 \x01(\x01R\x04cpus\x12\x12\n" +
 	"\x04pids\x18\x03 \x01(\x03R\x04pids\x12\x1d\n" +
 	"\n" +
-	"disk_bytes\x18\x04 \x01(\x03R\tdiskBytes\"\xfb\x04\n" +
+	"disk_bytes\x18\x04 \x01(\x03R\tdiskBytes\"\xc4\x05\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12.\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x18.turnbox.v1.SessionStateR\x05state\x129\n" +
@@ -3369,7 +3507,11 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x04user\x18\v \x01(\tR\x04user\x123\n" +
 	"\anetwork\x18\f \x01(\v2\x19.turnbox.v1.NetworkPolicyR\anetwork\x12/\n" +
 	"\x05ports\x18\r \x03(\v2\x19.turnbox.v1.PublishedPortR\x05ports\x12=\n" +
-	"\rnetwork_stats\x18\x0e \x01(\v2\x18.turnbox.v1.NetworkStatsR\fnetworkStats\x1a9\n" +
+	"\rnetwork_stats\x18\x0e \x01(\v2\x18.turnbox.v1.NetworkStatsR\fnetworkStats\x12'\n" +
+	"\x0fsnapshot_memory\x18\x0f \x01(\bR\x0esnapshotMemory\x12\x1e\n" +
+	"\n" +
+	"hibernated\x18\x10 \x01(\bR\n" +
+	"hibernated\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
@@ -3383,7 +3525,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"packets_in\x18\x03 \x01(\x04R\tpacketsIn\x12\x1f\n" +
 	"\vpackets_out\x18\x04 \x01(\x04R\n" +
 	"packetsOut\x12\x18\n" +
-	"\arefused\x18\x05 \x01(\x04R\arefused\"\xd8\x03\n" +
+	"\arefused\x18\x05 \x01(\x04R\arefused\"\x83\x04\n" +
 	"\fCapabilities\x12\x1c\n" +
 	"\tsnapshots\x18\x01 \x01(\bR\tsnapshots\x12\x1a\n" +
 	"\brollback\x18\x02 \x01(\bR\brollback\x12\x12\n" +
@@ -3399,7 +3541,8 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x03pty\x18\x16 \x01(\bR\x03pty\x12\x14\n" +
 	"\x05files\x18\x17 \x01(\bR\x05files\x12'\n" +
 	"\x0fnetwork_ceiling\x18\x18 \x01(\tR\x0enetworkCeiling\x12\x14\n" +
-	"\x05ports\x18\x19 \x01(\bR\x05ports\"\xb5\x01\n" +
+	"\x05ports\x18\x19 \x01(\bR\x05ports\x12)\n" +
+	"\x10memory_snapshots\x18\x1a \x01(\bR\x0fmemorySnapshots\"\xb5\x01\n" +
 	"\vToolRequest\x12 \n" +
 	"\ftool_call_id\x18\x01 \x01(\tR\n" +
 	"toolCallId\x12\x1b\n" +
@@ -3428,7 +3571,7 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x06stream\x18\x02 \x01(\x0e2\x18.turnbox.v1.OutputStreamR\x06stream\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x16\n" +
 	"\x06output\x18\x04 \x01(\tR\x06output\"\v\n" +
-	"\tKeepAlive\"\xbf\x01\n" +
+	"\tKeepAlive\"\xfa\x01\n" +
 	"\fSnapshotInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
@@ -3438,7 +3581,9 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"size_bytes\x18\x06 \x01(\x03R\tsizeBytes\">\n" +
+	"size_bytes\x18\x06 \x01(\x03R\tsizeBytes\x12\x16\n" +
+	"\x06memory\x18\a \x01(\bR\x06memory\x12!\n" +
+	"\fmemory_bytes\x18\b \x01(\x03R\vmemoryBytes\">\n" +
 	"\tErrorInfo\x121\n" +
 	"\areasons\x18\x01 \x03(\x0e2\x17.turnbox.v1.ErrorReasonR\areasons\"\xc1\x01\n" +
 	"\x14CreateSessionRequest\x121\n" +
@@ -3463,7 +3608,11 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x13PauseSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\"\x16\n" +
-	"\x14PauseSessionResponse\"5\n" +
+	"\x14PauseSessionResponse\"8\n" +
+	"\x17HibernateSessionRequest\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x01 \x01(\tR\tsessionId\"\x1a\n" +
+	"\x18HibernateSessionResponse\"5\n" +
 	"\x14ResumeSessionRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\"\x17\n" +
@@ -3583,14 +3732,15 @@ const file_turnbox_v1_sandbox_proto_rawDesc = "" +
 	"\x1cERROR_REASON_IMAGE_NOT_FOUND\x10\x18\x12\x1d\n" +
 	"\x19ERROR_REASON_IMAGE_IN_USE\x10\x19\x12#\n" +
 	"\x1fERROR_REASON_PORT_NOT_PUBLISHED\x10\x1a\x12\x1d\n" +
-	"\x19ERROR_REASON_PORT_REFUSED\x10\x1b2\xa5\r\n" +
+	"\x19ERROR_REASON_PORT_REFUSED\x10\x1b2\x84\x0e\n" +
 	"\x0eSandboxService\x12T\n" +
 	"\rCreateSession\x12 .turnbox.v1.CreateSessionRequest\x1a!.turnbox.v1.CreateSessionResponse\x12P\n" +
 	"\n" +
 	"GetSession\x12\x1d.turnbox.v1.GetSessionRequest\x1a\x1e.turnbox.v1.GetSessionResponse\"\x03\x90\x02\x01\x12V\n" +
 	"\fListSessions\x12\x1f.turnbox.v1.ListSessionsRequest\x1a .turnbox.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12Y\n" +
 	"\rAttachSession\x12 .turnbox.v1.AttachSessionRequest\x1a!.turnbox.v1.AttachSessionResponse\"\x03\x90\x02\x01\x12Q\n" +
-	"\fPauseSession\x12\x1f.turnbox.v1.PauseSessionRequest\x1a .turnbox.v1.PauseSessionResponse\x12T\n" +
+	"\fPauseSession\x12\x1f.turnbox.v1.PauseSessionRequest\x1a .turnbox.v1.PauseSessionResponse\x12]\n" +
+	"\x10HibernateSession\x12#.turnbox.v1.HibernateSessionRequest\x1a$.turnbox.v1.HibernateSessionResponse\x12T\n" +
 	"\rResumeSession\x12 .turnbox.v1.ResumeSessionRequest\x1a!.turnbox.v1.ResumeSessionResponse\x12\\\n" +
 	"\x0eDestroySession\x12!.turnbox.v1.DestroySessionRequest\x1a\".turnbox.v1.DestroySessionResponse\"\x03\x90\x02\x02\x12S\n" +
 	"\vExecuteTool\x12\x1e.turnbox.v1.ExecuteToolRequest\x1a\x1f.turnbox.v1.ExecuteToolResponse\"\x03\x90\x02\x02\x12b\n" +
@@ -3620,7 +3770,7 @@ func file_turnbox_v1_sandbox_proto_rawDescGZIP() []byte {
 }
 
 var file_turnbox_v1_sandbox_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_turnbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 56)
+var file_turnbox_v1_sandbox_proto_msgTypes = make([]protoimpl.MessageInfo, 58)
 var file_turnbox_v1_sandbox_proto_goTypes = []any{
 	(SessionState)(0),                 // 0: turnbox.v1.SessionState
 	(OutputStream)(0),                 // 1: turnbox.v1.OutputStream
@@ -3648,61 +3798,63 @@ var file_turnbox_v1_sandbox_proto_goTypes = []any{
 	(*AttachSessionResponse)(nil),     // 23: turnbox.v1.AttachSessionResponse
 	(*PauseSessionRequest)(nil),       // 24: turnbox.v1.PauseSessionRequest
 	(*PauseSessionResponse)(nil),      // 25: turnbox.v1.PauseSessionResponse
-	(*ResumeSessionRequest)(nil),      // 26: turnbox.v1.ResumeSessionRequest
-	(*ResumeSessionResponse)(nil),     // 27: turnbox.v1.ResumeSessionResponse
-	(*DestroySessionRequest)(nil),     // 28: turnbox.v1.DestroySessionRequest
-	(*DestroySessionResponse)(nil),    // 29: turnbox.v1.DestroySessionResponse
-	(*PublishPortRequest)(nil),        // 30: turnbox.v1.PublishPortRequest
-	(*PublishPortResponse)(nil),       // 31: turnbox.v1.PublishPortResponse
-	(*UnpublishPortRequest)(nil),      // 32: turnbox.v1.UnpublishPortRequest
-	(*UnpublishPortResponse)(nil),     // 33: turnbox.v1.UnpublishPortResponse
-	(*ListPortsRequest)(nil),          // 34: turnbox.v1.ListPortsRequest
-	(*ListPortsResponse)(nil),         // 35: turnbox.v1.ListPortsResponse
-	(*ExecuteToolRequest)(nil),        // 36: turnbox.v1.ExecuteToolRequest
-	(*ExecuteToolResponse)(nil),       // 37: turnbox.v1.ExecuteToolResponse
-	(*ExecuteToolStreamRequest)(nil),  // 38: turnbox.v1.ExecuteToolStreamRequest
-	(*ExecuteToolStreamResponse)(nil), // 39: turnbox.v1.ExecuteToolStreamResponse
-	(*TurnCompleteRequest)(nil),       // 40: turnbox.v1.TurnCompleteRequest
-	(*TurnCompleteResponse)(nil),      // 41: turnbox.v1.TurnCompleteResponse
-	(*CreateSnapshotRequest)(nil),     // 42: turnbox.v1.CreateSnapshotRequest
-	(*CreateSnapshotResponse)(nil),    // 43: turnbox.v1.CreateSnapshotResponse
-	(*ListSnapshotsRequest)(nil),      // 44: turnbox.v1.ListSnapshotsRequest
-	(*ListSnapshotsResponse)(nil),     // 45: turnbox.v1.ListSnapshotsResponse
-	(*RollbackRequest)(nil),           // 46: turnbox.v1.RollbackRequest
-	(*RollbackResponse)(nil),          // 47: turnbox.v1.RollbackResponse
-	(*DeleteSnapshotRequest)(nil),     // 48: turnbox.v1.DeleteSnapshotRequest
-	(*DeleteSnapshotResponse)(nil),    // 49: turnbox.v1.DeleteSnapshotResponse
-	(*ForkRequest)(nil),               // 50: turnbox.v1.ForkRequest
-	(*ForkResponse)(nil),              // 51: turnbox.v1.ForkResponse
-	(*HealthRequest)(nil),             // 52: turnbox.v1.HealthRequest
-	(*HealthResponse)(nil),            // 53: turnbox.v1.HealthResponse
-	(*CapabilitiesRequest)(nil),       // 54: turnbox.v1.CapabilitiesRequest
-	(*CapabilitiesResponse)(nil),      // 55: turnbox.v1.CapabilitiesResponse
-	nil,                               // 56: turnbox.v1.SessionConfig.EnvEntry
-	nil,                               // 57: turnbox.v1.SessionConfig.LabelsEntry
-	nil,                               // 58: turnbox.v1.Session.LabelsEntry
-	(*durationpb.Duration)(nil),       // 59: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),     // 60: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 61: google.protobuf.Struct
+	(*HibernateSessionRequest)(nil),   // 26: turnbox.v1.HibernateSessionRequest
+	(*HibernateSessionResponse)(nil),  // 27: turnbox.v1.HibernateSessionResponse
+	(*ResumeSessionRequest)(nil),      // 28: turnbox.v1.ResumeSessionRequest
+	(*ResumeSessionResponse)(nil),     // 29: turnbox.v1.ResumeSessionResponse
+	(*DestroySessionRequest)(nil),     // 30: turnbox.v1.DestroySessionRequest
+	(*DestroySessionResponse)(nil),    // 31: turnbox.v1.DestroySessionResponse
+	(*PublishPortRequest)(nil),        // 32: turnbox.v1.PublishPortRequest
+	(*PublishPortResponse)(nil),       // 33: turnbox.v1.PublishPortResponse
+	(*UnpublishPortRequest)(nil),      // 34: turnbox.v1.UnpublishPortRequest
+	(*UnpublishPortResponse)(nil),     // 35: turnbox.v1.UnpublishPortResponse
+	(*ListPortsRequest)(nil),          // 36: turnbox.v1.ListPortsRequest
+	(*ListPortsResponse)(nil),         // 37: turnbox.v1.ListPortsResponse
+	(*ExecuteToolRequest)(nil),        // 38: turnbox.v1.ExecuteToolRequest
+	(*ExecuteToolResponse)(nil),       // 39: turnbox.v1.ExecuteToolResponse
+	(*ExecuteToolStreamRequest)(nil),  // 40: turnbox.v1.ExecuteToolStreamRequest
+	(*ExecuteToolStreamResponse)(nil), // 41: turnbox.v1.ExecuteToolStreamResponse
+	(*TurnCompleteRequest)(nil),       // 42: turnbox.v1.TurnCompleteRequest
+	(*TurnCompleteResponse)(nil),      // 43: turnbox.v1.TurnCompleteResponse
+	(*CreateSnapshotRequest)(nil),     // 44: turnbox.v1.CreateSnapshotRequest
+	(*CreateSnapshotResponse)(nil),    // 45: turnbox.v1.CreateSnapshotResponse
+	(*ListSnapshotsRequest)(nil),      // 46: turnbox.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),     // 47: turnbox.v1.ListSnapshotsResponse
+	(*RollbackRequest)(nil),           // 48: turnbox.v1.RollbackRequest
+	(*RollbackResponse)(nil),          // 49: turnbox.v1.RollbackResponse
+	(*DeleteSnapshotRequest)(nil),     // 50: turnbox.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil),    // 51: turnbox.v1.DeleteSnapshotResponse
+	(*ForkRequest)(nil),               // 52: turnbox.v1.ForkRequest
+	(*ForkResponse)(nil),              // 53: turnbox.v1.ForkResponse
+	(*HealthRequest)(nil),             // 54: turnbox.v1.HealthRequest
+	(*HealthResponse)(nil),            // 55: turnbox.v1.HealthResponse
+	(*CapabilitiesRequest)(nil),       // 56: turnbox.v1.CapabilitiesRequest
+	(*CapabilitiesResponse)(nil),      // 57: turnbox.v1.CapabilitiesResponse
+	nil,                               // 58: turnbox.v1.SessionConfig.EnvEntry
+	nil,                               // 59: turnbox.v1.SessionConfig.LabelsEntry
+	nil,                               // 60: turnbox.v1.Session.LabelsEntry
+	(*durationpb.Duration)(nil),       // 61: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),     // 62: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 63: google.protobuf.Struct
 }
 var file_turnbox_v1_sandbox_proto_depIdxs = []int32{
-	56, // 0: turnbox.v1.SessionConfig.env:type_name -> turnbox.v1.SessionConfig.EnvEntry
-	57, // 1: turnbox.v1.SessionConfig.labels:type_name -> turnbox.v1.SessionConfig.LabelsEntry
-	59, // 2: turnbox.v1.SessionConfig.tool_timeout:type_name -> google.protobuf.Duration
+	58, // 0: turnbox.v1.SessionConfig.env:type_name -> turnbox.v1.SessionConfig.EnvEntry
+	59, // 1: turnbox.v1.SessionConfig.labels:type_name -> turnbox.v1.SessionConfig.LabelsEntry
+	61, // 2: turnbox.v1.SessionConfig.tool_timeout:type_name -> google.protobuf.Duration
 	5,  // 3: turnbox.v1.SessionConfig.limits:type_name -> turnbox.v1.Limits
 	4,  // 4: turnbox.v1.SessionConfig.network:type_name -> turnbox.v1.NetworkPolicy
 	0,  // 5: turnbox.v1.Session.state:type_name -> turnbox.v1.SessionState
-	60, // 6: turnbox.v1.Session.created_at:type_name -> google.protobuf.Timestamp
+	62, // 6: turnbox.v1.Session.created_at:type_name -> google.protobuf.Timestamp
 	5,  // 7: turnbox.v1.Session.limits:type_name -> turnbox.v1.Limits
-	58, // 8: turnbox.v1.Session.labels:type_name -> turnbox.v1.Session.LabelsEntry
+	60, // 8: turnbox.v1.Session.labels:type_name -> turnbox.v1.Session.LabelsEntry
 	4,  // 9: turnbox.v1.Session.network:type_name -> turnbox.v1.NetworkPolicy
 	7,  // 10: turnbox.v1.Session.ports:type_name -> turnbox.v1.PublishedPort
 	8,  // 11: turnbox.v1.Session.network_stats:type_name -> turnbox.v1.NetworkStats
 	5,  // 12: turnbox.v1.Capabilities.limits:type_name -> turnbox.v1.Limits
-	61, // 13: turnbox.v1.ToolRequest.arguments:type_name -> google.protobuf.Struct
-	59, // 14: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
+	63, // 13: turnbox.v1.ToolRequest.arguments:type_name -> google.protobuf.Struct
+	61, // 14: turnbox.v1.ToolResponse.duration:type_name -> google.protobuf.Duration
 	1,  // 15: turnbox.v1.ToolProgress.stream:type_name -> turnbox.v1.OutputStream
-	60, // 16: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
+	62, // 16: turnbox.v1.SnapshotInfo.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 17: turnbox.v1.ErrorInfo.reasons:type_name -> turnbox.v1.ErrorReason
 	3,  // 18: turnbox.v1.CreateSessionRequest.config:type_name -> turnbox.v1.SessionConfig
 	6,  // 19: turnbox.v1.CreateSessionResponse.session:type_name -> turnbox.v1.Session
@@ -3728,43 +3880,45 @@ var file_turnbox_v1_sandbox_proto_depIdxs = []int32{
 	20, // 39: turnbox.v1.SandboxService.ListSessions:input_type -> turnbox.v1.ListSessionsRequest
 	22, // 40: turnbox.v1.SandboxService.AttachSession:input_type -> turnbox.v1.AttachSessionRequest
 	24, // 41: turnbox.v1.SandboxService.PauseSession:input_type -> turnbox.v1.PauseSessionRequest
-	26, // 42: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
-	28, // 43: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
-	36, // 44: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
-	38, // 45: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
-	40, // 46: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
-	42, // 47: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
-	44, // 48: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
-	46, // 49: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
-	48, // 50: turnbox.v1.SandboxService.DeleteSnapshot:input_type -> turnbox.v1.DeleteSnapshotRequest
-	50, // 51: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
-	52, // 52: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
-	54, // 53: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
-	30, // 54: turnbox.v1.SandboxService.PublishPort:input_type -> turnbox.v1.PublishPortRequest
-	32, // 55: turnbox.v1.SandboxService.UnpublishPort:input_type -> turnbox.v1.UnpublishPortRequest
-	34, // 56: turnbox.v1.SandboxService.ListPorts:input_type -> turnbox.v1.ListPortsRequest
-	17, // 57: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
-	19, // 58: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
-	21, // 59: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
-	23, // 60: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
-	25, // 61: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
-	27, // 62: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
-	29, // 63: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
-	37, // 64: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
-	39, // 65: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
-	41, // 66: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
-	43, // 67: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
-	45, // 68: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
-	47, // 69: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
-	49, // 70: turnbox.v1.SandboxService.DeleteSnapshot:output_type -> turnbox.v1.DeleteSnapshotResponse
-	51, // 71: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
-	53, // 72: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
-	55, // 73: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
-	31, // 74: turnbox.v1.SandboxService.PublishPort:output_type -> turnbox.v1.PublishPortResponse
-	33, // 75: turnbox.v1.SandboxService.UnpublishPort:output_type -> turnbox.v1.UnpublishPortResponse
-	35, // 76: turnbox.v1.SandboxService.ListPorts:output_type -> turnbox.v1.ListPortsResponse
-	57, // [57:77] is the sub-list for method output_type
-	37, // [37:57] is the sub-list for method input_type
+	26, // 42: turnbox.v1.SandboxService.HibernateSession:input_type -> turnbox.v1.HibernateSessionRequest
+	28, // 43: turnbox.v1.SandboxService.ResumeSession:input_type -> turnbox.v1.ResumeSessionRequest
+	30, // 44: turnbox.v1.SandboxService.DestroySession:input_type -> turnbox.v1.DestroySessionRequest
+	38, // 45: turnbox.v1.SandboxService.ExecuteTool:input_type -> turnbox.v1.ExecuteToolRequest
+	40, // 46: turnbox.v1.SandboxService.ExecuteToolStream:input_type -> turnbox.v1.ExecuteToolStreamRequest
+	42, // 47: turnbox.v1.SandboxService.TurnComplete:input_type -> turnbox.v1.TurnCompleteRequest
+	44, // 48: turnbox.v1.SandboxService.CreateSnapshot:input_type -> turnbox.v1.CreateSnapshotRequest
+	46, // 49: turnbox.v1.SandboxService.ListSnapshots:input_type -> turnbox.v1.ListSnapshotsRequest
+	48, // 50: turnbox.v1.SandboxService.Rollback:input_type -> turnbox.v1.RollbackRequest
+	50, // 51: turnbox.v1.SandboxService.DeleteSnapshot:input_type -> turnbox.v1.DeleteSnapshotRequest
+	52, // 52: turnbox.v1.SandboxService.Fork:input_type -> turnbox.v1.ForkRequest
+	54, // 53: turnbox.v1.SandboxService.Health:input_type -> turnbox.v1.HealthRequest
+	56, // 54: turnbox.v1.SandboxService.Capabilities:input_type -> turnbox.v1.CapabilitiesRequest
+	32, // 55: turnbox.v1.SandboxService.PublishPort:input_type -> turnbox.v1.PublishPortRequest
+	34, // 56: turnbox.v1.SandboxService.UnpublishPort:input_type -> turnbox.v1.UnpublishPortRequest
+	36, // 57: turnbox.v1.SandboxService.ListPorts:input_type -> turnbox.v1.ListPortsRequest
+	17, // 58: turnbox.v1.SandboxService.CreateSession:output_type -> turnbox.v1.CreateSessionResponse
+	19, // 59: turnbox.v1.SandboxService.GetSession:output_type -> turnbox.v1.GetSessionResponse
+	21, // 60: turnbox.v1.SandboxService.ListSessions:output_type -> turnbox.v1.ListSessionsResponse
+	23, // 61: turnbox.v1.SandboxService.AttachSession:output_type -> turnbox.v1.AttachSessionResponse
+	25, // 62: turnbox.v1.SandboxService.PauseSession:output_type -> turnbox.v1.PauseSessionResponse
+	27, // 63: turnbox.v1.SandboxService.HibernateSession:output_type -> turnbox.v1.HibernateSessionResponse
+	29, // 64: turnbox.v1.SandboxService.ResumeSession:output_type -> turnbox.v1.ResumeSessionResponse
+	31, // 65: turnbox.v1.SandboxService.DestroySession:output_type -> turnbox.v1.DestroySessionResponse
+	39, // 66: turnbox.v1.SandboxService.ExecuteTool:output_type -> turnbox.v1.ExecuteToolResponse
+	41, // 67: turnbox.v1.SandboxService.ExecuteToolStream:output_type -> turnbox.v1.ExecuteToolStreamResponse
+	43, // 68: turnbox.v1.SandboxService.TurnComplete:output_type -> turnbox.v1.TurnCompleteResponse
+	45, // 69: turnbox.v1.SandboxService.CreateSnapshot:output_type -> turnbox.v1.CreateSnapshotResponse
+	47, // 70: turnbox.v1.SandboxService.ListSnapshots:output_type -> turnbox.v1.ListSnapshotsResponse
+	49, // 71: turnbox.v1.SandboxService.Rollback:output_type -> turnbox.v1.RollbackResponse
+	51, // 72: turnbox.v1.SandboxService.DeleteSnapshot:output_type -> turnbox.v1.DeleteSnapshotResponse
+	53, // 73: turnbox.v1.SandboxService.Fork:output_type -> turnbox.v1.ForkResponse
+	55, // 74: turnbox.v1.SandboxService.Health:output_type -> turnbox.v1.HealthResponse
+	57, // 75: turnbox.v1.SandboxService.Capabilities:output_type -> turnbox.v1.CapabilitiesResponse
+	33, // 76: turnbox.v1.SandboxService.PublishPort:output_type -> turnbox.v1.PublishPortResponse
+	35, // 77: turnbox.v1.SandboxService.UnpublishPort:output_type -> turnbox.v1.UnpublishPortResponse
+	37, // 78: turnbox.v1.SandboxService.ListPorts:output_type -> turnbox.v1.ListPortsResponse
+	58, // [58:79] is the sub-list for method output_type
+	37, // [37:58] is the sub-list for method input_type
 	37, // [37:37] is the sub-list for extension type_name
 	37, // [37:37] is the sub-list for extension extendee
 	0,  // [0:37] is the sub-list for field type_name
@@ -3775,7 +3929,7 @@ func file_turnbox_v1_sandbox_proto_init() {
 	if File_turnbox_v1_sandbox_proto != nil {
 		return
 	}
-	file_turnbox_v1_sandbox_proto_msgTypes[36].OneofWrappers = []any{
+	file_turnbox_v1_sandbox_proto_msgTypes[38].OneofWrappers = []any{
 		(*ExecuteToolStreamResponse_Progress)(nil),
 		(*ExecuteToolStreamResponse_Response)(nil),
 		(*ExecuteToolStreamResponse_Keepalive)(nil),
@@ -3786,7 +3940,7 @@ func file_turnbox_v1_sandbox_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_turnbox_v1_sandbox_proto_rawDesc), len(file_turnbox_v1_sandbox_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   56,
+			NumMessages:   58,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -58,6 +58,9 @@ const (
 	// SandboxServicePauseSessionProcedure is the fully-qualified name of the SandboxService's
 	// PauseSession RPC.
 	SandboxServicePauseSessionProcedure = "/turnbox.v1.SandboxService/PauseSession"
+	// SandboxServiceHibernateSessionProcedure is the fully-qualified name of the SandboxService's
+	// HibernateSession RPC.
+	SandboxServiceHibernateSessionProcedure = "/turnbox.v1.SandboxService/HibernateSession"
 	// SandboxServiceResumeSessionProcedure is the fully-qualified name of the SandboxService's
 	// ResumeSession RPC.
 	SandboxServiceResumeSessionProcedure = "/turnbox.v1.SandboxService/ResumeSession"
@@ -116,6 +119,10 @@ type SandboxServiceClient interface {
 	AttachSession(context.Context, *connect.Request[v1.AttachSessionRequest]) (*connect.Response[v1.AttachSessionResponse], error)
 	// PauseSession freezes the session's sandbox.
 	PauseSession(context.Context, *connect.Request[v1.PauseSessionRequest]) (*connect.Response[v1.PauseSessionResponse], error)
+	// HibernateSession pauses the session to disk: its processes are
+	// saved and its memory freed; ResumeSession brings them back, also
+	// after a server restart (Capabilities.memory_snapshots).
+	HibernateSession(context.Context, *connect.Request[v1.HibernateSessionRequest]) (*connect.Response[v1.HibernateSessionResponse], error)
 	// ResumeSession thaws a paused session (or restarts a failed one).
 	ResumeSession(context.Context, *connect.Request[v1.ResumeSessionRequest]) (*connect.Response[v1.ResumeSessionResponse], error)
 	// DestroySession deletes the session and all its data.
@@ -203,6 +210,12 @@ func NewSandboxServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			httpClient,
 			baseURL+SandboxServicePauseSessionProcedure,
 			connect.WithSchema(sandboxServiceMethods.ByName("PauseSession")),
+			connect.WithClientOptions(opts...),
+		),
+		hibernateSession: connect.NewClient[v1.HibernateSessionRequest, v1.HibernateSessionResponse](
+			httpClient,
+			baseURL+SandboxServiceHibernateSessionProcedure,
+			connect.WithSchema(sandboxServiceMethods.ByName("HibernateSession")),
 			connect.WithClientOptions(opts...),
 		),
 		resumeSession: connect.NewClient[v1.ResumeSessionRequest, v1.ResumeSessionResponse](
@@ -312,6 +325,7 @@ type sandboxServiceClient struct {
 	listSessions      *connect.Client[v1.ListSessionsRequest, v1.ListSessionsResponse]
 	attachSession     *connect.Client[v1.AttachSessionRequest, v1.AttachSessionResponse]
 	pauseSession      *connect.Client[v1.PauseSessionRequest, v1.PauseSessionResponse]
+	hibernateSession  *connect.Client[v1.HibernateSessionRequest, v1.HibernateSessionResponse]
 	resumeSession     *connect.Client[v1.ResumeSessionRequest, v1.ResumeSessionResponse]
 	destroySession    *connect.Client[v1.DestroySessionRequest, v1.DestroySessionResponse]
 	executeTool       *connect.Client[v1.ExecuteToolRequest, v1.ExecuteToolResponse]
@@ -352,6 +366,11 @@ func (c *sandboxServiceClient) AttachSession(ctx context.Context, req *connect.R
 // PauseSession calls turnbox.v1.SandboxService.PauseSession.
 func (c *sandboxServiceClient) PauseSession(ctx context.Context, req *connect.Request[v1.PauseSessionRequest]) (*connect.Response[v1.PauseSessionResponse], error) {
 	return c.pauseSession.CallUnary(ctx, req)
+}
+
+// HibernateSession calls turnbox.v1.SandboxService.HibernateSession.
+func (c *sandboxServiceClient) HibernateSession(ctx context.Context, req *connect.Request[v1.HibernateSessionRequest]) (*connect.Response[v1.HibernateSessionResponse], error) {
+	return c.hibernateSession.CallUnary(ctx, req)
 }
 
 // ResumeSession calls turnbox.v1.SandboxService.ResumeSession.
@@ -443,6 +462,10 @@ type SandboxServiceHandler interface {
 	AttachSession(context.Context, *connect.Request[v1.AttachSessionRequest]) (*connect.Response[v1.AttachSessionResponse], error)
 	// PauseSession freezes the session's sandbox.
 	PauseSession(context.Context, *connect.Request[v1.PauseSessionRequest]) (*connect.Response[v1.PauseSessionResponse], error)
+	// HibernateSession pauses the session to disk: its processes are
+	// saved and its memory freed; ResumeSession brings them back, also
+	// after a server restart (Capabilities.memory_snapshots).
+	HibernateSession(context.Context, *connect.Request[v1.HibernateSessionRequest]) (*connect.Response[v1.HibernateSessionResponse], error)
 	// ResumeSession thaws a paused session (or restarts a failed one).
 	ResumeSession(context.Context, *connect.Request[v1.ResumeSessionRequest]) (*connect.Response[v1.ResumeSessionResponse], error)
 	// DestroySession deletes the session and all its data.
@@ -526,6 +549,12 @@ func NewSandboxServiceHandler(svc SandboxServiceHandler, opts ...connect.Handler
 		SandboxServicePauseSessionProcedure,
 		svc.PauseSession,
 		connect.WithSchema(sandboxServiceMethods.ByName("PauseSession")),
+		connect.WithHandlerOptions(opts...),
+	)
+	sandboxServiceHibernateSessionHandler := connect.NewUnaryHandler(
+		SandboxServiceHibernateSessionProcedure,
+		svc.HibernateSession,
+		connect.WithSchema(sandboxServiceMethods.ByName("HibernateSession")),
 		connect.WithHandlerOptions(opts...),
 	)
 	sandboxServiceResumeSessionHandler := connect.NewUnaryHandler(
@@ -637,6 +666,8 @@ func NewSandboxServiceHandler(svc SandboxServiceHandler, opts ...connect.Handler
 			sandboxServiceAttachSessionHandler.ServeHTTP(w, r)
 		case SandboxServicePauseSessionProcedure:
 			sandboxServicePauseSessionHandler.ServeHTTP(w, r)
+		case SandboxServiceHibernateSessionProcedure:
+			sandboxServiceHibernateSessionHandler.ServeHTTP(w, r)
 		case SandboxServiceResumeSessionProcedure:
 			sandboxServiceResumeSessionHandler.ServeHTTP(w, r)
 		case SandboxServiceDestroySessionProcedure:
@@ -694,6 +725,10 @@ func (UnimplementedSandboxServiceHandler) AttachSession(context.Context, *connec
 
 func (UnimplementedSandboxServiceHandler) PauseSession(context.Context, *connect.Request[v1.PauseSessionRequest]) (*connect.Response[v1.PauseSessionResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("turnbox.v1.SandboxService.PauseSession is not implemented"))
+}
+
+func (UnimplementedSandboxServiceHandler) HibernateSession(context.Context, *connect.Request[v1.HibernateSessionRequest]) (*connect.Response[v1.HibernateSessionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("turnbox.v1.SandboxService.HibernateSession is not implemented"))
 }
 
 func (UnimplementedSandboxServiceHandler) ResumeSession(context.Context, *connect.Request[v1.ResumeSessionRequest]) (*connect.Response[v1.ResumeSessionResponse], error) {

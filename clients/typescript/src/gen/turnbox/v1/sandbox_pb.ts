@@ -22,7 +22,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file turnbox/v1/sandbox.proto.
  */
 export const file_turnbox_v1_sandbox: GenFile = /*@__PURE__*/
-  fileDesc("Chh0dXJuYm94L3YxL3NhbmRib3gucHJvdG8SCnR1cm5ib3gudjEivwMKDVNlc3Npb25Db25maWcSEgoKc2Vzc2lvbl9pZBgBIAEoCRINCgVpbWFnZRgCIAEoCRIVCg1mcm9tX3NuYXBzaG90GAMgASgJEi8KA2VudhgEIAMoCzIiLnR1cm5ib3gudjEuU2Vzc2lvbkNvbmZpZy5FbnZFbnRyeRI1CgZsYWJlbHMYBSADKAsyJS50dXJuYm94LnYxLlNlc3Npb25Db25maWcuTGFiZWxzRW50cnkSLwoMdG9vbF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEG1heF9vdXRwdXRfYnl0ZXMYByABKAMSIgoGbGltaXRzGAggASgLMhIudHVybmJveC52MS5MaW1pdHMSFgoOcmVhZF9vbmx5X3Jvb3QYFCABKAgSKgoHbmV0d29yaxgVIAEoCzIZLnR1cm5ib3gudjEuTmV0d29ya1BvbGljeRoqCghFbnZFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLAoNTmV0d29ya1BvbGljeRIMCgRtb2RlGAEgASgJEg0KBWFsbG93GAIgAygJIk4KBkxpbWl0cxIUCgxtZW1vcnlfYnl0ZXMYASABKAMSDAoEY3B1cxgCIAEoARIMCgRwaWRzGAMgASgDEhIKCmRpc2tfYnl0ZXMYBCABKAMi7AMKB1Nlc3Npb24SCgoCaWQYASABKAkSJwoFc3RhdGUYAiABKA4yGC50dXJuYm94LnYxLlNlc3Npb25TdGF0ZRIuCgpjcmVhdGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIWCg5wYXJlbnRfc2Vzc2lvbhgEIAEoCRIXCg9wYXJlbnRfc25hcHNob3QYBSABKAkSEQoJbGFzdF90dXJuGAYgASgDEiIKBmxpbWl0cxgHIAEoCzISLnR1cm5ib3gudjEuTGltaXRzEg0KBWltYWdlGAggASgJEi8KBmxhYmVscxgJIAMoCzIfLnR1cm5ib3gudjEuU2Vzc2lvbi5MYWJlbHNFbnRyeRIQCgh3b3JrX2RpchgKIAEoCRIMCgR1c2VyGAsgASgJEioKB25ldHdvcmsYDCABKAsyGS50dXJuYm94LnYxLk5ldHdvcmtQb2xpY3kSKAoFcG9ydHMYDSADKAsyGS50dXJuYm94LnYxLlB1Ymxpc2hlZFBvcnQSLwoNbmV0d29ya19zdGF0cxgOIAEoCzIYLnR1cm5ib3gudjEuTmV0d29ya1N0YXRzGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLQoNUHVibGlzaGVkUG9ydBIMCgRwb3J0GAEgASgFEg4KBnB1YmxpYxgCIAEoCCJtCgxOZXR3b3JrU3RhdHMSEAoIYnl0ZXNfaW4YASABKAQSEQoJYnl0ZXNfb3V0GAIgASgEEhIKCnBhY2tldHNfaW4YAyABKAQSEwoLcGFja2V0c19vdXQYBCABKAQSDwoHcmVmdXNlZBgFIAEoBCK7AgoMQ2FwYWJpbGl0aWVzEhEKCXNuYXBzaG90cxgBIAEoCBIQCghyb2xsYmFjaxgCIAEoCBIMCgRmb3JrGAMgASgIEg0KBXBhdXNlGAQgASgIEhoKEnN0cmVhbWluZ19wcm9ncmVzcxgFIAEoCBIRCglpc29sYXRpb24YBiABKAkSDwoHc3RvcmFnZRgHIAEoCRIiCgZsaW1pdHMYCCABKAsyEi50dXJuYm94LnYxLkxpbWl0cxIXCg9saW1pdHNfZW5mb3JjZWQYCSABKAgSFQoNd3JpdGFibGVfcm9vdBgUIAEoCBIRCglwcm9jZXNzZXMYFSABKAgSCwoDcHR5GBYgASgIEg0KBWZpbGVzGBcgASgIEhcKD25ldHdvcmtfY2VpbGluZxgYIAEoCRINCgVwb3J0cxgZIAEoCCKDAQoLVG9vbFJlcXVlc3QSFAoMdG9vbF9jYWxsX2lkGAEgASgJEhEKCXRvb2xfbmFtZRgCIAEoCRINCgVpbnB1dBgDIAEoDBIQCghzbmFwc2hvdBgEIAEoCBIqCglhcmd1bWVudHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IvMBCgxUb29sUmVzcG9uc2USFAoMdG9vbF9jYWxsX2lkGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSEQoJZXhpdF9jb2RlGAMgASgFEhAKCGlzX2Vycm9yGAQgASgIEhEKCXRpbWVkX291dBgFIAEoCBIRCgl0cnVuY2F0ZWQYBiABKAgSKwoIZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLc25hcHNob3RfaWQYCCABKAkSEgoKb29tX2tpbGxlZBgJIAEoCBILCgNwaWQYFCABKAUSDgoGb3V0cHV0GBUgASgJImwKDFRvb2xQcm9ncmVzcxIUCgx0b29sX2NhbGxfaWQYASABKAkSKAoGc3RyZWFtGAIgASgOMhgudHVybmJveC52MS5PdXRwdXRTdHJlYW0SDAoEZGF0YRgDIAEoDBIOCgZvdXRwdXQYBCABKAkiCwoJS2VlcEFsaXZlIo4BCgxTbmFwc2hvdEluZm8SCgoCaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEgwKBHR1cm4YBCABKAMSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2l6ZV9ieXRlcxgGIAEoAyI1CglFcnJvckluZm8SKAoHcmVhc29ucxgBIAMoDjIXLnR1cm5ib3gudjEuRXJyb3JSZWFzb24ihwEKFENyZWF0ZVNlc3Npb25SZXF1ZXN0EikKBmNvbmZpZxgBIAEoCzIZLnR1cm5ib3gudjEuU2Vzc2lvbkNvbmZpZxIgChhyZXF1aXJlZF9zdG9yYWdlX2JhY2tlbmQYAiABKAkSIgoacmVxdWlyZWRfY29udGFpbmVyX3J1bnRpbWUYAyABKAkiPQoVQ3JlYXRlU2Vzc2lvblJlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy50dXJuYm94LnYxLlNlc3Npb24iJwoRR2V0U2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSI6ChJHZXRTZXNzaW9uUmVzcG9uc2USJAoHc2Vzc2lvbhgBIAEoCzITLnR1cm5ib3gudjEuU2Vzc2lvbiIVChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Ij0KFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiUKCHNlc3Npb25zGAEgAygLMhMudHVybmJveC52MS5TZXNzaW9uIioKFEF0dGFjaFNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiPQoVQXR0YWNoU2Vzc2lvblJlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy50dXJuYm94LnYxLlNlc3Npb24iKQoTUGF1c2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhYKFFBhdXNlU2Vzc2lvblJlc3BvbnNlIioKFFJlc3VtZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFwoVUmVzdW1lU2Vzc2lvblJlc3BvbnNlIisKFURlc3Ryb3lTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIhgKFkRlc3Ryb3lTZXNzaW9uUmVzcG9uc2UiRgoSUHVibGlzaFBvcnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEcG9ydBgCIAEoBRIOCgZwdWJsaWMYAyABKAgiPgoTUHVibGlzaFBvcnRSZXNwb25zZRInCgRwb3J0GAEgASgLMhkudHVybmJveC52MS5QdWJsaXNoZWRQb3J0IjgKFFVucHVibGlzaFBvcnRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEcG9ydBgCIAEoBSIXChVVbnB1Ymxpc2hQb3J0UmVzcG9uc2UiJgoQTGlzdFBvcnRzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIj0KEUxpc3RQb3J0c1Jlc3BvbnNlEigKBXBvcnRzGAEgAygLMhkudHVybmJveC52MS5QdWJsaXNoZWRQb3J0IlIKEkV4ZWN1dGVUb29sUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEigKB3JlcXVlc3QYAiABKAsyFy50dXJuYm94LnYxLlRvb2xSZXF1ZXN0IkEKE0V4ZWN1dGVUb29sUmVzcG9uc2USKgoIcmVzcG9uc2UYASABKAsyGC50dXJuYm94LnYxLlRvb2xSZXNwb25zZSJYChhFeGVjdXRlVG9vbFN0cmVhbVJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIoCgdyZXF1ZXN0GAIgASgLMhcudHVybmJveC52MS5Ub29sUmVxdWVzdCKsAQoZRXhlY3V0ZVRvb2xTdHJlYW1SZXNwb25zZRIsCghwcm9ncmVzcxgBIAEoCzIYLnR1cm5ib3gudjEuVG9vbFByb2dyZXNzSAASLAoIcmVzcG9uc2UYAiABKAsyGC50dXJuYm94LnYxLlRvb2xSZXNwb25zZUgAEioKCWtlZXBhbGl2ZRgDIAEoCzIVLnR1cm5ib3gudjEuS2VlcEFsaXZlSABCBwoFZXZlbnQiOAoTVHVybkNvbXBsZXRlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg0KBWxhYmVsGAIgASgJIkIKFFR1cm5Db21wbGV0ZVJlc3BvbnNlEioKCHNuYXBzaG90GAEgASgLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iOQoVQ3JlYXRlU25hcHNob3RSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDAoEbmFtZRgCIAEoCSJEChZDcmVhdGVTbmFwc2hvdFJlc3BvbnNlEioKCHNuYXBzaG90GAEgASgLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iKgoUTGlzdFNuYXBzaG90c1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSJEChVMaXN0U25hcHNob3RzUmVzcG9uc2USKwoJc25hcHNob3RzGAEgAygLMhgudHVybmJveC52MS5TbmFwc2hvdEluZm8iOgoPUm9sbGJhY2tSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkiEgoQUm9sbGJhY2tSZXNwb25zZSJAChVEZWxldGVTbmFwc2hvdFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCSIYChZEZWxldGVTbmFwc2hvdFJlc3BvbnNlImEKC0ZvcmtSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSEwoLc25hcHNob3RfaWQYAiABKAkSKQoGY29uZmlnGAMgASgLMhkudHVybmJveC52MS5TZXNzaW9uQ29uZmlnIjQKDEZvcmtSZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMudHVybmJveC52MS5TZXNzaW9uIg8KDUhlYWx0aFJlcXVlc3QiMQoOSGVhbHRoUmVzcG9uc2USDgoGc3RhdHVzGAEgASgJEg8KB3ZlcnNpb24YAiABKAkiFQoTQ2FwYWJpbGl0aWVzUmVxdWVzdCJGChRDYXBhYmlsaXRpZXNSZXNwb25zZRIuCgxjYXBhYmlsaXRpZXMYASABKAsyGC50dXJuYm94LnYxLkNhcGFiaWxpdGllcyrSAQoMU2Vzc2lvblN0YXRlEh0KGVNFU1NJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIaChZTRVNTSU9OX1NUQVRFX0NSRUFUSU5HEAESGAoUU0VTU0lPTl9TVEFURV9BQ1RJVkUQAhIYChRTRVNTSU9OX1NUQVRFX1BBVVNFRBADEhwKGFNFU1NJT05fU1RBVEVfREVTVFJPWUlORxAEEhsKF1NFU1NJT05fU1RBVEVfREVTVFJPWUVEEAUSGAoUU0VTU0lPTl9TVEFURV9GQUlMRUQQBiphCgxPdXRwdXRTdHJlYW0SHQoZT1VUUFVUX1NUUkVBTV9VTlNQRUNJRklFRBAAEhgKFE9VVFBVVF9TVFJFQU1fU1RET1VUEAESGAoUT1VUUFVUX1NUUkVBTV9TVERFUlIQAirRBQoLRXJyb3JSZWFzb24SHAoYRVJST1JfUkVBU09OX1VOU1BFQ0lGSUVEEAASKQolRVJST1JfUkVBU09OX0NBUEFCSUxJVFlfTk9UX1NVUFBPUlRFRBABEiIKHkVSUk9SX1JFQVNPTl9TRVNTSU9OX05PVF9GT1VORBACEiMKH0VSUk9SX1JFQVNPTl9TTkFQU0hPVF9OT1RfRk9VTkQQAxIbChdFUlJPUl9SRUFTT05fTk9UX0FDVElWRRAEEhoKFkVSUk9SX1JFQVNPTl9OT1RfQk9VTkQQBRIeChpFUlJPUl9SRUFTT05fQUxSRUFEWV9CT1VORBAGEh8KG0VSUk9SX1JFQVNPTl9BTFJFQURZX0VYSVNUUxAHEiEKHUVSUk9SX1JFQVNPTl9JTlZBTElEX0FSR1VNRU5UEAgSHQoZRVJST1JfUkVBU09OX1VOS05PV05fVE9PTBAJEh0KGUVSUk9SX1JFQVNPTl9QQVRIX0VTQ0FQRVMQChIVChFFUlJPUl9SRUFTT05fQlVTWRALEh8KG0VSUk9SX1JFQVNPTl9MSU1JVF9FWENFRURFRBAMEhcKE0VSUk9SX1JFQVNPTl9DTE9TRUQQDRIiCh5FUlJPUl9SRUFTT05fUFJPQ0VTU19OT1RfRk9VTkQQFBIfChtFUlJPUl9SRUFTT05fRklMRV9OT1RfRk9VTkQQFRIcChhFUlJPUl9SRUFTT05fRklMRV9FWElTVFMQFhIcChhFUlJPUl9SRUFTT05fV0FUQ0hfRU5ERUQQFxIgChxFUlJPUl9SRUFTT05fSU1BR0VfTk9UX0ZPVU5EEBgSHQoZRVJST1JfUkVBU09OX0lNQUdFX0lOX1VTRRAZEiMKH0VSUk9SX1JFQVNPTl9QT1JUX05PVF9QVUJMSVNIRUQQGhIdChlFUlJPUl9SRUFTT05fUE9SVF9SRUZVU0VEEBsypQ0KDlNhbmRib3hTZXJ2aWNlElQKDUNyZWF0ZVNlc3Npb24SIC50dXJuYm94LnYxLkNyZWF0ZVNlc3Npb25SZXF1ZXN0GiEudHVybmJveC52MS5DcmVhdGVTZXNzaW9uUmVzcG9uc2USUAoKR2V0U2Vzc2lvbhIdLnR1cm5ib3gudjEuR2V0U2Vzc2lvblJlcXVlc3QaHi50dXJuYm94LnYxLkdldFNlc3Npb25SZXNwb25zZSIDkAIBElYKDExpc3RTZXNzaW9ucxIfLnR1cm5ib3gudjEuTGlzdFNlc3Npb25zUmVxdWVzdBogLnR1cm5ib3gudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiA5ACARJZCg1BdHRhY2hTZXNzaW9uEiAudHVybmJveC52MS5BdHRhY2hTZXNzaW9uUmVxdWVzdBohLnR1cm5ib3gudjEuQXR0YWNoU2Vzc2lvblJlc3BvbnNlIgOQAgESUQoMUGF1c2VTZXNzaW9uEh8udHVybmJveC52MS5QYXVzZVNlc3Npb25SZXF1ZXN0GiAudHVybmJveC52MS5QYXVzZVNlc3Npb25SZXNwb25zZRJUCg1SZXN1bWVTZXNzaW9uEiAudHVybmJveC52MS5SZXN1bWVTZXNzaW9uUmVxdWVzdBohLnR1cm5ib3gudjEuUmVzdW1lU2Vzc2lvblJlc3BvbnNlElwKDkRlc3Ryb3lTZXNzaW9uEiEudHVybmJveC52MS5EZXN0cm95U2Vzc2lvblJlcXVlc3QaIi50dXJuYm94LnYxLkRlc3Ryb3lTZXNzaW9uUmVzcG9uc2UiA5ACAhJTCgtFeGVjdXRlVG9vbBIeLnR1cm5ib3gudjEuRXhlY3V0ZVRvb2xSZXF1ZXN0Gh8udHVybmJveC52MS5FeGVjdXRlVG9vbFJlc3BvbnNlIgOQAgISYgoRRXhlY3V0ZVRvb2xTdHJlYW0SJC50dXJuYm94LnYxLkV4ZWN1dGVUb29sU3RyZWFtUmVxdWVzdBolLnR1cm5ib3gudjEuRXhlY3V0ZVRvb2xTdHJlYW1SZXNwb25zZTABElEKDFR1cm5Db21wbGV0ZRIfLnR1cm5ib3gudjEuVHVybkNvbXBsZXRlUmVxdWVzdBogLnR1cm5ib3gudjEuVHVybkNvbXBsZXRlUmVzcG9uc2USVwoOQ3JlYXRlU25hcHNob3QSIS50dXJuYm94LnYxLkNyZWF0ZVNuYXBzaG90UmVxdWVzdBoiLnR1cm5ib3gudjEuQ3JlYXRlU25hcHNob3RSZXNwb25zZRJZCg1MaXN0U25hcHNob3RzEiAudHVybmJveC52MS5MaXN0U25hcHNob3RzUmVxdWVzdBohLnR1cm5ib3gudjEuTGlzdFNuYXBzaG90c1Jlc3BvbnNlIgOQAgESRQoIUm9sbGJhY2sSGy50dXJuYm94LnYxLlJvbGxiYWNrUmVxdWVzdBocLnR1cm5ib3gudjEuUm9sbGJhY2tSZXNwb25zZRJXCg5EZWxldGVTbmFwc2hvdBIhLnR1cm5ib3gudjEuRGVsZXRlU25hcHNob3RSZXF1ZXN0GiIudHVybmJveC52MS5EZWxldGVTbmFwc2hvdFJlc3BvbnNlEjkKBEZvcmsSFy50dXJuYm94LnYxLkZvcmtSZXF1ZXN0GhgudHVybmJveC52MS5Gb3JrUmVzcG9uc2USRAoGSGVhbHRoEhkudHVybmJveC52MS5IZWFsdGhSZXF1ZXN0GhoudHVybmJveC52MS5IZWFsdGhSZXNwb25zZSIDkAIBElYKDENhcGFiaWxpdGllcxIfLnR1cm5ib3gudjEuQ2FwYWJpbGl0aWVzUmVxdWVzdBogLnR1cm5ib3gudjEuQ2FwYWJpbGl0aWVzUmVzcG9uc2UiA5ACARJTCgtQdWJsaXNoUG9ydBIeLnR1cm5ib3gudjEuUHVibGlzaFBvcnRSZXF1ZXN0Gh8udHVybmJveC52MS5QdWJsaXNoUG9ydFJlc3BvbnNlIgOQAgISVAoNVW5wdWJsaXNoUG9ydBIgLnR1cm5ib3gudjEuVW5wdWJsaXNoUG9ydFJlcXVlc3QaIS50dXJuYm94LnYxLlVucHVibGlzaFBvcnRSZXNwb25zZRJNCglMaXN0UG9ydHMSHC50dXJuYm94LnYxLkxpc3RQb3J0c1JlcXVlc3QaHS50dXJuYm94LnYxLkxpc3RQb3J0c1Jlc3BvbnNlIgOQAgFCPFo6Z2l0aHViLmNvbS90dXJuYm94L3R1cm5ib3gvcmVtb3RlL2dlbi90dXJuYm94L3YxO3R1cm5ib3h2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Chh0dXJuYm94L3YxL3NhbmRib3gucHJvdG8SCnR1cm5ib3gudjEi2AMKDVNlc3Npb25Db25maWcSEgoKc2Vzc2lvbl9pZBgBIAEoCRINCgVpbWFnZRgCIAEoCRIVCg1mcm9tX3NuYXBzaG90GAMgASgJEi8KA2VudhgEIAMoCzIiLnR1cm5ib3gudjEuU2Vzc2lvbkNvbmZpZy5FbnZFbnRyeRI1CgZsYWJlbHMYBSADKAsyJS50dXJuYm94LnYxLlNlc3Npb25Db25maWcuTGFiZWxzRW50cnkSLwoMdG9vbF90aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKEG1heF9vdXRwdXRfYnl0ZXMYByABKAMSIgoGbGltaXRzGAggASgLMhIudHVybmJveC52MS5MaW1pdHMSFgoOcmVhZF9vbmx5X3Jvb3QYFCABKAgSKgoHbmV0d29yaxgVIAEoCzIZLnR1cm5ib3gudjEuTmV0d29ya1BvbGljeRIXCg9zbmFwc2hvdF9tZW1vcnkYFiABKAgaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIiwKDU5ldHdvcmtQb2xpY3kSDAoEbW9kZRgBIAEoCRINCgVhbGxvdxgCIAMoCSJOCgZMaW1pdHMSFAoMbWVtb3J5X2J5dGVzGAEgASgDEgwKBGNwdXMYAiABKAESDAoEcGlkcxgDIAEoAxISCgpkaXNrX2J5dGVzGAQgASgDIpkECgdTZXNzaW9uEgoKAmlkGAEgASgJEicKBXN0YXRlGAIgASgOMhgudHVybmJveC52MS5TZXNzaW9uU3RhdGUSLgoKY3JlYXRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFgoOcGFyZW50X3Nlc3Npb24YBCABKAkSFwoPcGFyZW50X3NuYXBzaG90GAUgASgJEhEKCWxhc3RfdHVybhgGIAEoAxIiCgZsaW1pdHMYByABKAsyEi50dXJuYm94LnYxLkxpbWl0cxINCgVpbWFnZRgIIAEoCRIvCgZsYWJlbHMYCSADKAsyHy50dXJuYm94LnYxLlNlc3Npb24uTGFiZWxzRW50cnkSEAoId29ya19kaXIYCiABKAkSDAoEdXNlchgLIAEoCRIqCgduZXR3b3JrGAwgASgLMhkudHVybmJveC52MS5OZXR3b3JrUG9saWN5EigKBXBvcnRzGA0gAygLMhkudHVybmJveC52MS5QdWJsaXNoZWRQb3J0Ei8KDW5ldHdvcmtfc3RhdHMYDiABKAsyGC50dXJuYm94LnYxLk5ldHdvcmtTdGF0cxIXCg9zbmFwc2hvdF9tZW1vcnkYDyABKAgSEgoKaGliZXJuYXRlZBgQIAEoCBotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIi0KDVB1Ymxpc2hlZFBvcnQSDAoEcG9ydBgBIAEoBRIOCgZwdWJsaWMYAiABKAgibQoMTmV0d29ya1N0YXRzEhAKCGJ5dGVzX2luGAEgASgEEhEKCWJ5dGVzX291dBgCIAEoBBISCgpwYWNrZXRzX2luGAMgASgEEhMKC3BhY2tldHNfb3V0GAQgASgEEg8KB3JlZnVzZWQYBSABKAQi1QIKDENhcGFiaWxpdGllcxIRCglzbmFwc2hvdHMYASABKAgSEAoIcm9sbGJhY2sYAiABKAgSDAoEZm9yaxgDIAEoCBINCgVwYXVzZRgEIAEoCBIaChJzdHJlYW1pbmdfcHJvZ3Jlc3MYBSABKAgSEQoJaXNvbGF0aW9uGAYgASgJEg8KB3N0b3JhZ2UYByABKAkSIgoGbGltaXRzGAggASgLMhIudHVybmJveC52MS5MaW1pdHMSFwoPbGltaXRzX2VuZm9yY2VkGAkgASgIEhUKDXdyaXRhYmxlX3Jvb3QYFCABKAgSEQoJcHJvY2Vzc2VzGBUgASgIEgsKA3B0eRgWIAEoCBINCgVmaWxlcxgXIAEoCBIXCg9uZXR3b3JrX2NlaWxpbmcYGCABKAkSDQoFcG9ydHMYGSABKAgSGAoQbWVtb3J5X3NuYXBzaG90cxgaIAEoCCKDAQoLVG9vbFJlcXVlc3QSFAoMdG9vbF9jYWxsX2lkGAEgASgJEhEKCXRvb2xfbmFtZRgCIAEoCRINCgVpbnB1dBgDIAEoDBIQCghzbmFwc2hvdBgEIAEoCBIqCglhcmd1bWVudHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IvMBCgxUb29sUmVzcG9uc2USFAoMdG9vbF9jYWxsX2lkGAEgASgJEg8KB2NvbnRlbnQYAiABKAwSEQoJZXhpdF9jb2RlGAMgASgFEhAKCGlzX2Vycm9yGAQgASgIEhEKCXRpbWVkX291dBgFIAEoCBIRCgl0cnVuY2F0ZWQYBiABKAgSKwoIZHVyYXRpb24YByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLc25hcHNob3RfaWQYCCABKAkSEgoKb29tX2tpbGxlZBgJIAEoCBILCgNwaWQYFCABKAUSDgoGb3V0cHV0GBUgASgJImwKDFRvb2xQcm9ncmVzcxIUCgx0b29sX2NhbGxfaWQYASABKAkSKAoGc3RyZWFtGAIgASgOMhgudHVybmJveC52MS5PdXRwdXRTdHJlYW0SDAoEZGF0YRgDIAEoDBIOCgZvdXRwdXQYBCABKAkiCwoJS2VlcEFsaXZlIrQBCgxTbmFwc2hvdEluZm8SCgoCaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEgwKBHR1cm4YBCABKAMSLgoKY3JlYXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKc2l6ZV9ieXRlcxgGIAEoAxIOCgZtZW1vcnkYByABKAgSFAoMbWVtb3J5X2J5dGVzGAggASgDIjUKCUVycm9ySW5mbxIoCgdyZWFzb25zGAEgAygOMhcudHVybmJveC52MS5FcnJvclJlYXNvbiKHAQoUQ3JlYXRlU2Vzc2lvblJlcXVlc3QSKQoGY29uZmlnGAEgASgLMhkudHVybmJveC52MS5TZXNzaW9uQ29uZmlnEiAKGHJlcXVpcmVkX3N0b3JhZ2VfYmFja2VuZBgCIAEoCRIiChpyZXF1aXJlZF9jb250YWluZXJfcnVudGltZRgDIAEoCSI9ChVDcmVhdGVTZXNzaW9uUmVzcG9uc2USJAoHc2Vzc2lvbhgBIAEoCzITLnR1cm5ib3gudjEuU2Vzc2lvbiInChFHZXRTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIjoKEkdldFNlc3Npb25SZXNwb25zZRIkCgdzZXNzaW9uGAEgASgLMhMudHVybmJveC52MS5TZXNzaW9uIhUKE0xpc3RTZXNzaW9uc1JlcXVlc3QiPQoUTGlzdFNlc3Npb25zUmVzcG9uc2USJQoIc2Vzc2lvbnMYASADKAsyEy50dXJuYm94LnYxLlNlc3Npb24iKgoUQXR0YWNoU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSI9ChVBdHRhY2hTZXNzaW9uUmVzcG9uc2USJAoHc2Vzc2lvbhgBIAEoCzITLnR1cm5ib3gudjEuU2Vzc2lvbiIpChNQYXVzZVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiFgoUUGF1c2VTZXNzaW9uUmVzcG9uc2UiLQoXSGliZXJuYXRlU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSIaChhIaWJlcm5hdGVTZXNzaW9uUmVzcG9uc2UiKgoUUmVzdW1lU2Vzc2lvblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSIXChVSZXN1bWVTZXNzaW9uUmVzcG9uc2UiKwoVRGVzdHJveVNlc3Npb25SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiGAoWRGVzdHJveVNlc3Npb25SZXNwb25zZSJGChJQdWJsaXNoUG9ydFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRwb3J0GAIgASgFEg4KBnB1YmxpYxgDIAEoCCI+ChNQdWJsaXNoUG9ydFJlc3BvbnNlEicKBHBvcnQYASABKAsyGS50dXJuYm94LnYxLlB1Ymxpc2hlZFBvcnQiOAoUVW5wdWJsaXNoUG9ydFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRwb3J0GAIgASgFIhcKFVVucHVibGlzaFBvcnRSZXNwb25zZSImChBMaXN0UG9ydHNSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkiPQoRTGlzdFBvcnRzUmVzcG9uc2USKAoFcG9ydHMYASADKAsyGS50dXJuYm94LnYxLlB1Ymxpc2hlZFBvcnQiUgoSRXhlY3V0ZVRvb2xSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSKAoHcmVxdWVzdBgCIAEoCzIXLnR1cm5ib3gudjEuVG9vbFJlcXVlc3QiQQoTRXhlY3V0ZVRvb2xSZXNwb25zZRIqCghyZXNwb25zZRgBIAEoCzIYLnR1cm5ib3gudjEuVG9vbFJlc3BvbnNlIlgKGEV4ZWN1dGVUb29sU3RyZWFtUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEigKB3JlcXVlc3QYAiABKAsyFy50dXJuYm94LnYxLlRvb2xSZXF1ZXN0IqwBChlFeGVjdXRlVG9vbFN0cmVhbVJlc3BvbnNlEiwKCHByb2dyZXNzGAEgASgLMhgudHVybmJveC52MS5Ub29sUHJvZ3Jlc3NIABIsCghyZXNwb25zZRgCIAEoCzIYLnR1cm5ib3gudjEuVG9vbFJlc3BvbnNlSAASKgoJa2VlcGFsaXZlGAMgASgLMhUudHVybmJveC52MS5LZWVwQWxpdmVIAEIHCgVldmVudCI4ChNUdXJuQ29tcGxldGVSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDQoFbGFiZWwYAiABKAkiQgoUVHVybkNvbXBsZXRlUmVzcG9uc2USKgoIc25hcHNob3QYASABKAsyGC50dXJuYm94LnYxLlNuYXBzaG90SW5mbyI5ChVDcmVhdGVTbmFwc2hvdFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJIkQKFkNyZWF0ZVNuYXBzaG90UmVzcG9uc2USKgoIc25hcHNob3QYASABKAsyGC50dXJuYm94LnYxLlNuYXBzaG90SW5mbyIqChRMaXN0U25hcHNob3RzUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIkQKFUxpc3RTbmFwc2hvdHNSZXNwb25zZRIrCglzbmFwc2hvdHMYASADKAsyGC50dXJuYm94LnYxLlNuYXBzaG90SW5mbyI6Cg9Sb2xsYmFja1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCSISChBSb2xsYmFja1Jlc3BvbnNlIkAKFURlbGV0ZVNuYXBzaG90UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhMKC3NuYXBzaG90X2lkGAIgASgJIhgKFkRlbGV0ZVNuYXBzaG90UmVzcG9uc2UiYQoLRm9ya1JlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRITCgtzbmFwc2hvdF9pZBgCIAEoCRIpCgZjb25maWcYAyABKAsyGS50dXJuYm94LnYxLlNlc3Npb25Db25maWciNAoMRm9ya1Jlc3BvbnNlEiQKB3Nlc3Npb24YASABKAsyEy50dXJuYm94LnYxLlNlc3Npb24iDwoNSGVhbHRoUmVxdWVzdCIxCg5IZWFsdGhSZXNwb25zZRIOCgZzdGF0dXMYASABKAkSDwoHdmVyc2lvbhgCIAEoCSIVChNDYXBhYmlsaXRpZXNSZXF1ZXN0IkYKFENhcGFiaWxpdGllc1Jlc3BvbnNlEi4KDGNhcGFiaWxpdGllcxgBIAEoCzIYLnR1cm5ib3gudjEuQ2FwYWJpbGl0aWVzKtIBCgxTZXNzaW9uU3RhdGUSHQoZU0VTU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlNFU1NJT05fU1RBVEVfQ1JFQVRJTkcQARIYChRTRVNTSU9OX1NUQVRFX0FDVElWRRACEhgKFFNFU1NJT05fU1RBVEVfUEFVU0VEEAMSHAoYU0VTU0lPTl9TVEFURV9ERVNUUk9ZSU5HEAQSGwoXU0VTU0lPTl9TVEFURV9ERVNUUk9ZRUQQBRIYChRTRVNTSU9OX1NUQVRFX0ZBSUxFRBAGKmEKDE91dHB1dFN0cmVhbRIdChlPVVRQVVRfU1RSRUFNX1VOU1BFQ0lGSUVEEAASGAoUT1VUUFVUX1NUUkVBTV9TVERPVVQQARIYChRPVVRQVVRfU1RSRUFNX1NUREVSUhACKtEFCgtFcnJvclJlYXNvbhIcChhFUlJPUl9SRUFTT05fVU5TUEVDSUZJRUQQABIpCiVFUlJPUl9SRUFTT05fQ0FQQUJJTElUWV9OT1RfU1VQUE9SVEVEEAESIgoeRVJST1JfUkVBU09OX1NFU1NJT05fTk9UX0ZPVU5EEAISIwofRVJST1JfUkVBU09OX1NOQVBTSE9UX05PVF9GT1VORBADEhsKF0VSUk9SX1JFQVNPTl9OT1RfQUNUSVZFEAQSGgoWRVJST1JfUkVBU09OX05PVF9CT1VORBAFEh4KGkVSUk9SX1JFQVNPTl9BTFJFQURZX0JPVU5EEAYSHwobRVJST1JfUkVBU09OX0FMUkVBRFlfRVhJU1RTEAcSIQodRVJST1JfUkVBU09OX0lOVkFMSURfQVJHVU1FTlQQCBIdChlFUlJPUl9SRUFTT05fVU5LTk9XTl9UT09MEAkSHQoZRVJST1JfUkVBU09OX1BBVEhfRVNDQVBFUxAKEhUKEUVSUk9SX1JFQVNPTl9CVVNZEAsSHwobRVJST1JfUkVBU09OX0xJTUlUX0VYQ0VFREVEEAwSFwoTRVJST1JfUkVBU09OX0NMT1NFRBANEiIKHkVSUk9SX1JFQVNPTl9QUk9DRVNTX05PVF9GT1VORBAUEh8KG0VSUk9SX1JFQVNPTl9GSUxFX05PVF9GT1VORBAVEhwKGEVSUk9SX1JFQVNPTl9GSUxFX0VYSVNUUxAWEhwKGEVSUk9SX1JFQVNPTl9XQVRDSF9FTkRFRBAXEiAKHEVSUk9SX1JFQVNPTl9JTUFHRV9OT1RfRk9VTkQQGBIdChlFUlJPUl9SRUFTT05fSU1BR0VfSU5fVVNFEBkSIwofRVJST1JfUkVBU09OX1BPUlRfTk9UX1BVQkxJU0hFRBAaEh0KGUVSUk9SX1JFQVNPTl9QT1JUX1JFRlVTRUQQGzKEDgoOU2FuZGJveFNlcnZpY2USVAoNQ3JlYXRlU2Vzc2lvbhIgLnR1cm5ib3gudjEuQ3JlYXRlU2Vzc2lvblJlcXVlc3QaIS50dXJuYm94LnYxLkNyZWF0ZVNlc3Npb25SZXNwb25zZRJQCgpHZXRTZXNzaW9uEh0udHVybmJveC52MS5HZXRTZXNzaW9uUmVxdWVzdBoeLnR1cm5ib3gudjEuR2V0U2Vzc2lvblJlc3BvbnNlIgOQAgESVgoMTGlzdFNlc3Npb25zEh8udHVybmJveC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiAudHVybmJveC52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZSIDkAIBElkKDUF0dGFjaFNlc3Npb24SIC50dXJuYm94LnYxLkF0dGFjaFNlc3Npb25SZXF1ZXN0GiEudHVybmJveC52MS5BdHRhY2hTZXNzaW9uUmVzcG9uc2UiA5ACARJRCgxQYXVzZVNlc3Npb24SHy50dXJuYm94LnYxLlBhdXNlU2Vzc2lvblJlcXVlc3QaIC50dXJuYm94LnYxLlBhdXNlU2Vzc2lvblJlc3BvbnNlEl0KEEhpYmVybmF0ZVNlc3Npb24SIy50dXJuYm94LnYxLkhpYmVybmF0ZVNlc3Npb25SZXF1ZXN0GiQudHVybmJveC52MS5IaWJlcm5hdGVTZXNzaW9uUmVzcG9uc2USVAoNUmVzdW1lU2Vzc2lvbhIgLnR1cm5ib3gudjEuUmVzdW1lU2Vzc2lvblJlcXVlc3QaIS50dXJuYm94LnYxLlJlc3VtZVNlc3Npb25SZXNwb25zZRJcCg5EZXN0cm95U2Vzc2lvbhIhLnR1cm5ib3gudjEuRGVzdHJveVNlc3Npb25SZXF1ZXN0GiIudHVybmJveC52MS5EZXN0cm95U2Vzc2lvblJlc3BvbnNlIgOQAgISUwoLRXhlY3V0ZVRvb2wSHi50dXJuYm94LnYxLkV4ZWN1dGVUb29sUmVxdWVzdBofLnR1cm5ib3gudjEuRXhlY3V0ZVRvb2xSZXNwb25zZSIDkAICEmIKEUV4ZWN1dGVUb29sU3RyZWFtEiQudHVybmJveC52MS5FeGVjdXRlVG9vbFN0cmVhbVJlcXVlc3QaJS50dXJuYm94LnYxLkV4ZWN1dGVUb29sU3RyZWFtUmVzcG9uc2UwARJRCgxUdXJuQ29tcGxldGUSHy50dXJuYm94LnYxLlR1cm5Db21wbGV0ZVJlcXVlc3QaIC50dXJuYm94LnYxLlR1cm5Db21wbGV0ZVJlc3BvbnNlElcKDkNyZWF0ZVNuYXBzaG90EiEudHVybmJveC52MS5DcmVhdGVTbmFwc2hvdFJlcXVlc3QaIi50dXJuYm94LnYxLkNyZWF0ZVNuYXBzaG90UmVzcG9uc2USWQoNTGlzdFNuYXBzaG90cxIgLnR1cm5ib3gudjEuTGlzdFNuYXBzaG90c1JlcXVlc3QaIS50dXJuYm94LnYxLkxpc3RTbmFwc2hvdHNSZXNwb25zZSIDkAIBEkUKCFJvbGxiYWNrEhsudHVybmJveC52MS5Sb2xsYmFja1JlcXVlc3QaHC50dXJuYm94LnYxLlJvbGxiYWNrUmVzcG9uc2USVwoORGVsZXRlU25hcHNob3QSIS50dXJuYm94LnYxLkRlbGV0ZVNuYXBzaG90UmVxdWVzdBoiLnR1cm5ib3gudjEuRGVsZXRlU25hcHNob3RSZXNwb25zZRI5CgRGb3JrEhcudHVybmJveC52MS5Gb3JrUmVxdWVzdBoYLnR1cm5ib3gudjEuRm9ya1Jlc3BvbnNlEkQKBkhlYWx0aBIZLnR1cm5ib3gudjEuSGVhbHRoUmVxdWVzdBoaLnR1cm5ib3gudjEuSGVhbHRoUmVzcG9uc2UiA5ACARJWCgxDYXBhYmlsaXRpZXMSHy50dXJuYm94LnYxLkNhcGFiaWxpdGllc1JlcXVlc3QaIC50dXJuYm94LnYxLkNhcGFiaWxpdGllc1Jlc3BvbnNlIgOQAgESUwoLUHVibGlzaFBvcnQSHi50dXJuYm94LnYxLlB1Ymxpc2hQb3J0UmVxdWVzdBofLnR1cm5ib3gudjEuUHVibGlzaFBvcnRSZXNwb25zZSIDkAICElQKDVVucHVibGlzaFBvcnQSIC50dXJuYm94LnYxLlVucHVibGlzaFBvcnRSZXF1ZXN0GiEudHVybmJveC52MS5VbnB1Ymxpc2hQb3J0UmVzcG9uc2USTQoJTGlzdFBvcnRzEhwudHVybmJveC52MS5MaXN0UG9ydHNSZXF1ZXN0Gh0udHVybmJveC52MS5MaXN0UG9ydHNSZXNwb25zZSIDkAIBQjxaOmdpdGh1Yi5jb20vdHVybmJveC90dXJuYm94L3JlbW90ZS9nZW4vdHVybmJveC92MTt0dXJuYm94djFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * SessionConfig configures a new session.
@@ -103,6 +103,15 @@ export type SessionConfig = Message<"turnbox.v1.SessionConfig"> & {
    * @generated from field: turnbox.v1.NetworkPolicy network = 21;
    */
   network?: NetworkPolicy | undefined;
+
+  /**
+   * snapshot_memory makes the session's snapshots hold its processes
+   * (memory) too: rollback and fork bring them back
+   * (Capabilities.memory_snapshots; docs/storage.md).
+   *
+   * @generated from field: bool snapshot_memory = 22;
+   */
+  snapshotMemory: boolean;
 };
 
 /**
@@ -288,6 +297,19 @@ export type Session = Message<"turnbox.v1.Session"> & {
    * @generated from field: turnbox.v1.NetworkStats network_stats = 14;
    */
   networkStats?: NetworkStats | undefined;
+
+  /**
+   * snapshot_memory is the session's config's; hibernated: the session is
+   * paused to disk (HibernateSession), its memory freed.
+   *
+   * @generated from field: bool snapshot_memory = 15;
+   */
+  snapshotMemory: boolean;
+
+  /**
+   * @generated from field: bool hibernated = 16;
+   */
+  hibernated: boolean;
 };
 
 /**
@@ -470,6 +492,14 @@ export type Capabilities = Message<"turnbox.v1.Capabilities"> & {
    * @generated from field: bool ports = 25;
    */
   ports: boolean;
+
+  /**
+   * memory_snapshots: sessions may set snapshot_memory, and
+   * HibernateSession works (gvisor).
+   *
+   * @generated from field: bool memory_snapshots = 26;
+   */
+  memorySnapshots: boolean;
 };
 
 /**
@@ -713,6 +743,19 @@ export type SnapshotInfo = Message<"turnbox.v1.SnapshotInfo"> & {
    * @generated from field: int64 size_bytes = 6;
    */
   sizeBytes: bigint;
+
+  /**
+   * memory: the snapshot holds the session's processes; memory_bytes is
+   * the size of their image.
+   *
+   * @generated from field: bool memory = 7;
+   */
+  memory: boolean;
+
+  /**
+   * @generated from field: int64 memory_bytes = 8;
+   */
+  memoryBytes: bigint;
 };
 
 /**
@@ -920,6 +963,36 @@ export const PauseSessionResponseSchema: GenMessage<PauseSessionResponse> = /*@_
   messageDesc(file_turnbox_v1_sandbox, 22);
 
 /**
+ * @generated from message turnbox.v1.HibernateSessionRequest
+ */
+export type HibernateSessionRequest = Message<"turnbox.v1.HibernateSessionRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message turnbox.v1.HibernateSessionRequest.
+ * Use `create(HibernateSessionRequestSchema)` to create a new message.
+ */
+export const HibernateSessionRequestSchema: GenMessage<HibernateSessionRequest> = /*@__PURE__*/
+  messageDesc(file_turnbox_v1_sandbox, 23);
+
+/**
+ * @generated from message turnbox.v1.HibernateSessionResponse
+ */
+export type HibernateSessionResponse = Message<"turnbox.v1.HibernateSessionResponse"> & {
+};
+
+/**
+ * Describes the message turnbox.v1.HibernateSessionResponse.
+ * Use `create(HibernateSessionResponseSchema)` to create a new message.
+ */
+export const HibernateSessionResponseSchema: GenMessage<HibernateSessionResponse> = /*@__PURE__*/
+  messageDesc(file_turnbox_v1_sandbox, 24);
+
+/**
  * @generated from message turnbox.v1.ResumeSessionRequest
  */
 export type ResumeSessionRequest = Message<"turnbox.v1.ResumeSessionRequest"> & {
@@ -934,7 +1007,7 @@ export type ResumeSessionRequest = Message<"turnbox.v1.ResumeSessionRequest"> & 
  * Use `create(ResumeSessionRequestSchema)` to create a new message.
  */
 export const ResumeSessionRequestSchema: GenMessage<ResumeSessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 23);
+  messageDesc(file_turnbox_v1_sandbox, 25);
 
 /**
  * @generated from message turnbox.v1.ResumeSessionResponse
@@ -947,7 +1020,7 @@ export type ResumeSessionResponse = Message<"turnbox.v1.ResumeSessionResponse"> 
  * Use `create(ResumeSessionResponseSchema)` to create a new message.
  */
 export const ResumeSessionResponseSchema: GenMessage<ResumeSessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 24);
+  messageDesc(file_turnbox_v1_sandbox, 26);
 
 /**
  * @generated from message turnbox.v1.DestroySessionRequest
@@ -964,7 +1037,7 @@ export type DestroySessionRequest = Message<"turnbox.v1.DestroySessionRequest"> 
  * Use `create(DestroySessionRequestSchema)` to create a new message.
  */
 export const DestroySessionRequestSchema: GenMessage<DestroySessionRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 25);
+  messageDesc(file_turnbox_v1_sandbox, 27);
 
 /**
  * @generated from message turnbox.v1.DestroySessionResponse
@@ -977,7 +1050,7 @@ export type DestroySessionResponse = Message<"turnbox.v1.DestroySessionResponse"
  * Use `create(DestroySessionResponseSchema)` to create a new message.
  */
 export const DestroySessionResponseSchema: GenMessage<DestroySessionResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 26);
+  messageDesc(file_turnbox_v1_sandbox, 28);
 
 /**
  * @generated from message turnbox.v1.PublishPortRequest
@@ -1004,7 +1077,7 @@ export type PublishPortRequest = Message<"turnbox.v1.PublishPortRequest"> & {
  * Use `create(PublishPortRequestSchema)` to create a new message.
  */
 export const PublishPortRequestSchema: GenMessage<PublishPortRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 27);
+  messageDesc(file_turnbox_v1_sandbox, 29);
 
 /**
  * @generated from message turnbox.v1.PublishPortResponse
@@ -1021,7 +1094,7 @@ export type PublishPortResponse = Message<"turnbox.v1.PublishPortResponse"> & {
  * Use `create(PublishPortResponseSchema)` to create a new message.
  */
 export const PublishPortResponseSchema: GenMessage<PublishPortResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 28);
+  messageDesc(file_turnbox_v1_sandbox, 30);
 
 /**
  * @generated from message turnbox.v1.UnpublishPortRequest
@@ -1043,7 +1116,7 @@ export type UnpublishPortRequest = Message<"turnbox.v1.UnpublishPortRequest"> & 
  * Use `create(UnpublishPortRequestSchema)` to create a new message.
  */
 export const UnpublishPortRequestSchema: GenMessage<UnpublishPortRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 29);
+  messageDesc(file_turnbox_v1_sandbox, 31);
 
 /**
  * @generated from message turnbox.v1.UnpublishPortResponse
@@ -1056,7 +1129,7 @@ export type UnpublishPortResponse = Message<"turnbox.v1.UnpublishPortResponse"> 
  * Use `create(UnpublishPortResponseSchema)` to create a new message.
  */
 export const UnpublishPortResponseSchema: GenMessage<UnpublishPortResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 30);
+  messageDesc(file_turnbox_v1_sandbox, 32);
 
 /**
  * @generated from message turnbox.v1.ListPortsRequest
@@ -1073,7 +1146,7 @@ export type ListPortsRequest = Message<"turnbox.v1.ListPortsRequest"> & {
  * Use `create(ListPortsRequestSchema)` to create a new message.
  */
 export const ListPortsRequestSchema: GenMessage<ListPortsRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 31);
+  messageDesc(file_turnbox_v1_sandbox, 33);
 
 /**
  * @generated from message turnbox.v1.ListPortsResponse
@@ -1090,7 +1163,7 @@ export type ListPortsResponse = Message<"turnbox.v1.ListPortsResponse"> & {
  * Use `create(ListPortsResponseSchema)` to create a new message.
  */
 export const ListPortsResponseSchema: GenMessage<ListPortsResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 32);
+  messageDesc(file_turnbox_v1_sandbox, 34);
 
 /**
  * @generated from message turnbox.v1.ExecuteToolRequest
@@ -1112,7 +1185,7 @@ export type ExecuteToolRequest = Message<"turnbox.v1.ExecuteToolRequest"> & {
  * Use `create(ExecuteToolRequestSchema)` to create a new message.
  */
 export const ExecuteToolRequestSchema: GenMessage<ExecuteToolRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 33);
+  messageDesc(file_turnbox_v1_sandbox, 35);
 
 /**
  * @generated from message turnbox.v1.ExecuteToolResponse
@@ -1129,7 +1202,7 @@ export type ExecuteToolResponse = Message<"turnbox.v1.ExecuteToolResponse"> & {
  * Use `create(ExecuteToolResponseSchema)` to create a new message.
  */
 export const ExecuteToolResponseSchema: GenMessage<ExecuteToolResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 34);
+  messageDesc(file_turnbox_v1_sandbox, 36);
 
 /**
  * @generated from message turnbox.v1.ExecuteToolStreamRequest
@@ -1151,7 +1224,7 @@ export type ExecuteToolStreamRequest = Message<"turnbox.v1.ExecuteToolStreamRequ
  * Use `create(ExecuteToolStreamRequestSchema)` to create a new message.
  */
 export const ExecuteToolStreamRequestSchema: GenMessage<ExecuteToolStreamRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 35);
+  messageDesc(file_turnbox_v1_sandbox, 37);
 
 /**
  * ExecuteToolStreamResponse is one event of a tool call's stream: any
@@ -1189,7 +1262,7 @@ export type ExecuteToolStreamResponse = Message<"turnbox.v1.ExecuteToolStreamRes
  * Use `create(ExecuteToolStreamResponseSchema)` to create a new message.
  */
 export const ExecuteToolStreamResponseSchema: GenMessage<ExecuteToolStreamResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 36);
+  messageDesc(file_turnbox_v1_sandbox, 38);
 
 /**
  * @generated from message turnbox.v1.TurnCompleteRequest
@@ -1211,7 +1284,7 @@ export type TurnCompleteRequest = Message<"turnbox.v1.TurnCompleteRequest"> & {
  * Use `create(TurnCompleteRequestSchema)` to create a new message.
  */
 export const TurnCompleteRequestSchema: GenMessage<TurnCompleteRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 37);
+  messageDesc(file_turnbox_v1_sandbox, 39);
 
 /**
  * @generated from message turnbox.v1.TurnCompleteResponse
@@ -1228,7 +1301,7 @@ export type TurnCompleteResponse = Message<"turnbox.v1.TurnCompleteResponse"> & 
  * Use `create(TurnCompleteResponseSchema)` to create a new message.
  */
 export const TurnCompleteResponseSchema: GenMessage<TurnCompleteResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 38);
+  messageDesc(file_turnbox_v1_sandbox, 40);
 
 /**
  * @generated from message turnbox.v1.CreateSnapshotRequest
@@ -1250,7 +1323,7 @@ export type CreateSnapshotRequest = Message<"turnbox.v1.CreateSnapshotRequest"> 
  * Use `create(CreateSnapshotRequestSchema)` to create a new message.
  */
 export const CreateSnapshotRequestSchema: GenMessage<CreateSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 39);
+  messageDesc(file_turnbox_v1_sandbox, 41);
 
 /**
  * @generated from message turnbox.v1.CreateSnapshotResponse
@@ -1267,7 +1340,7 @@ export type CreateSnapshotResponse = Message<"turnbox.v1.CreateSnapshotResponse"
  * Use `create(CreateSnapshotResponseSchema)` to create a new message.
  */
 export const CreateSnapshotResponseSchema: GenMessage<CreateSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 40);
+  messageDesc(file_turnbox_v1_sandbox, 42);
 
 /**
  * @generated from message turnbox.v1.ListSnapshotsRequest
@@ -1284,7 +1357,7 @@ export type ListSnapshotsRequest = Message<"turnbox.v1.ListSnapshotsRequest"> & 
  * Use `create(ListSnapshotsRequestSchema)` to create a new message.
  */
 export const ListSnapshotsRequestSchema: GenMessage<ListSnapshotsRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 41);
+  messageDesc(file_turnbox_v1_sandbox, 43);
 
 /**
  * @generated from message turnbox.v1.ListSnapshotsResponse
@@ -1301,7 +1374,7 @@ export type ListSnapshotsResponse = Message<"turnbox.v1.ListSnapshotsResponse"> 
  * Use `create(ListSnapshotsResponseSchema)` to create a new message.
  */
 export const ListSnapshotsResponseSchema: GenMessage<ListSnapshotsResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 42);
+  messageDesc(file_turnbox_v1_sandbox, 44);
 
 /**
  * @generated from message turnbox.v1.RollbackRequest
@@ -1323,7 +1396,7 @@ export type RollbackRequest = Message<"turnbox.v1.RollbackRequest"> & {
  * Use `create(RollbackRequestSchema)` to create a new message.
  */
 export const RollbackRequestSchema: GenMessage<RollbackRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 43);
+  messageDesc(file_turnbox_v1_sandbox, 45);
 
 /**
  * @generated from message turnbox.v1.RollbackResponse
@@ -1336,7 +1409,7 @@ export type RollbackResponse = Message<"turnbox.v1.RollbackResponse"> & {
  * Use `create(RollbackResponseSchema)` to create a new message.
  */
 export const RollbackResponseSchema: GenMessage<RollbackResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 44);
+  messageDesc(file_turnbox_v1_sandbox, 46);
 
 /**
  * @generated from message turnbox.v1.DeleteSnapshotRequest
@@ -1358,7 +1431,7 @@ export type DeleteSnapshotRequest = Message<"turnbox.v1.DeleteSnapshotRequest"> 
  * Use `create(DeleteSnapshotRequestSchema)` to create a new message.
  */
 export const DeleteSnapshotRequestSchema: GenMessage<DeleteSnapshotRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 45);
+  messageDesc(file_turnbox_v1_sandbox, 47);
 
 /**
  * @generated from message turnbox.v1.DeleteSnapshotResponse
@@ -1371,7 +1444,7 @@ export type DeleteSnapshotResponse = Message<"turnbox.v1.DeleteSnapshotResponse"
  * Use `create(DeleteSnapshotResponseSchema)` to create a new message.
  */
 export const DeleteSnapshotResponseSchema: GenMessage<DeleteSnapshotResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 46);
+  messageDesc(file_turnbox_v1_sandbox, 48);
 
 /**
  * @generated from message turnbox.v1.ForkRequest
@@ -1402,7 +1475,7 @@ export type ForkRequest = Message<"turnbox.v1.ForkRequest"> & {
  * Use `create(ForkRequestSchema)` to create a new message.
  */
 export const ForkRequestSchema: GenMessage<ForkRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 47);
+  messageDesc(file_turnbox_v1_sandbox, 49);
 
 /**
  * @generated from message turnbox.v1.ForkResponse
@@ -1419,7 +1492,7 @@ export type ForkResponse = Message<"turnbox.v1.ForkResponse"> & {
  * Use `create(ForkResponseSchema)` to create a new message.
  */
 export const ForkResponseSchema: GenMessage<ForkResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 48);
+  messageDesc(file_turnbox_v1_sandbox, 50);
 
 /**
  * @generated from message turnbox.v1.HealthRequest
@@ -1432,7 +1505,7 @@ export type HealthRequest = Message<"turnbox.v1.HealthRequest"> & {
  * Use `create(HealthRequestSchema)` to create a new message.
  */
 export const HealthRequestSchema: GenMessage<HealthRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 49);
+  messageDesc(file_turnbox_v1_sandbox, 51);
 
 /**
  * @generated from message turnbox.v1.HealthResponse
@@ -1458,7 +1531,7 @@ export type HealthResponse = Message<"turnbox.v1.HealthResponse"> & {
  * Use `create(HealthResponseSchema)` to create a new message.
  */
 export const HealthResponseSchema: GenMessage<HealthResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 50);
+  messageDesc(file_turnbox_v1_sandbox, 52);
 
 /**
  * @generated from message turnbox.v1.CapabilitiesRequest
@@ -1471,7 +1544,7 @@ export type CapabilitiesRequest = Message<"turnbox.v1.CapabilitiesRequest"> & {
  * Use `create(CapabilitiesRequestSchema)` to create a new message.
  */
 export const CapabilitiesRequestSchema: GenMessage<CapabilitiesRequest> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 51);
+  messageDesc(file_turnbox_v1_sandbox, 53);
 
 /**
  * @generated from message turnbox.v1.CapabilitiesResponse
@@ -1488,7 +1561,7 @@ export type CapabilitiesResponse = Message<"turnbox.v1.CapabilitiesResponse"> & 
  * Use `create(CapabilitiesResponseSchema)` to create a new message.
  */
 export const CapabilitiesResponseSchema: GenMessage<CapabilitiesResponse> = /*@__PURE__*/
-  messageDesc(file_turnbox_v1_sandbox, 52);
+  messageDesc(file_turnbox_v1_sandbox, 54);
 
 /**
  * SessionState is the lifecycle state of a session.
@@ -1754,6 +1827,18 @@ export const SandboxService: GenService<{
     methodKind: "unary";
     input: typeof PauseSessionRequestSchema;
     output: typeof PauseSessionResponseSchema;
+  },
+  /**
+   * HibernateSession pauses the session to disk: its processes are
+   * saved and its memory freed; ResumeSession brings them back, also
+   * after a server restart (Capabilities.memory_snapshots).
+   *
+   * @generated from rpc turnbox.v1.SandboxService.HibernateSession
+   */
+  hibernateSession: {
+    methodKind: "unary";
+    input: typeof HibernateSessionRequestSchema;
+    output: typeof HibernateSessionResponseSchema;
   },
   /**
    * ResumeSession thaws a paused session (or restarts a failed one).
