@@ -136,7 +136,7 @@ func (c *creation) claimPooled() error {
 	if !c.h.poolable(c.cfg) || !c.rootTree || c.cfg.ReadOnlyRoot {
 		return nil
 	}
-	if c.pooled = c.h.pool.claim(); c.pooled == nil {
+	if c.pooled = c.h.pool.claim(c.cfg.Network.Mode.Rank() > 0); c.pooled == nil {
 		return nil
 	}
 	c.volume, c.held = c.pooled.vol.Name, c.pooled
@@ -250,10 +250,16 @@ func (c *creation) checkNetwork() error {
 	return nil
 }
 
-// startSandbox starts the session's sandbox (a pooled one runs already).
+// startSandbox starts the session's sandbox (a pooled one runs already,
+// and its namespace is attached to the firewall for the session here).
 // A failure, or a later step's, removes its network.
 func (c *creation) startSandbox() error {
 	c.onFailure(func(context.Context) { c.h.net.release(c.s.id) })
+	if c.pooled != nil && c.pooled.link != nil {
+		if err := c.s.adoptNetwork(c.ctx, *c.pooled.link); err != nil {
+			return err
+		}
+	}
 	return c.s.ensureSandbox(c.ctx)
 }
 

@@ -89,8 +89,9 @@ func netHostConfig(t *testing.T, rt embedded.ContainerRuntime) embedded.Config {
 	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, rt)
 	egresstest.NewInternet(t)
 	cfg.NetworkUpstream = []netip.AddrPort{netip.MustParseAddrPort(egresstest.InetDNS + ":53")}
-	// Pooled sandboxes have loopback only: sessions with a network must
-	// not take them (checkNoneSession's does).
+	// On a host whose default is none pooled sandboxes have loopback
+	// only: sessions with a network must not take them (checkNoneSession's
+	// does; TestPoolNetwork has a networked pool).
 	cfg.PoolSize = 1
 	return cfg
 }
