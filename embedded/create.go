@@ -256,7 +256,7 @@ func (c *creation) checkNetwork() error {
 func (c *creation) startSandbox() error {
 	c.onFailure(func(context.Context) { c.h.net.release(c.s.id) })
 	if c.pooled != nil && c.pooled.link != nil {
-		if err := c.s.adoptNetwork(c.ctx, *c.pooled.link); err != nil {
+		if err := c.s.adoptNetwork(c.ctx, *c.pooled.link, c.cfg.FromSnapshot != ""); err != nil {
 			return err
 		}
 	}

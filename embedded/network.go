@@ -372,11 +372,16 @@ func (s *session) setupNetwork(ctx context.Context, spec *container.Spec) error 
 
 // adoptNetwork makes l, the namespace a pooled sandbox runs in, the
 // session's network: attached to the firewall with the session's id and
-// policy, and the root's resolv.conf naming its DNS filter, before the
-// session is handed out.
-func (s *session) adoptNetwork(ctx context.Context, l netns.Link) error {
+// policy before the session is handed out. The pool wrote the root's
+// resolv.conf for l before the sandbox started; a fork's root is its
+// parent's snapshot, whose resolv.conf names the parent's filter, so
+// rewrite says to write it again.
+func (s *session) adoptNetwork(ctx context.Context, l netns.Link, rewrite bool) error {
 	if err := s.deps.net.adopt(ctx, s.id, l, s.network()); err != nil {
 		return err
+	}
+	if !rewrite {
+		return nil
 	}
 	return s.resolvConf(ctx, l)
 }
@@ -388,25 +393,26 @@ func (s *session) resolvConf(ctx context.Context, l netns.Link) error {
 		s.deps.log.Warn("session has no root tree of its own: /etc/resolv.conf not written", "session", s.id)
 		return nil
 	}
-	return s.writeResolvConf(ctx, l.HostAddr.String())
+	return writeResolvConf(ctx, s.workspace(), s.id, l.HostAddr.String())
 }
 
-// writeResolvConf makes the root tree's /etc/resolv.conf name server
-// only, through the upload path's writeBeneath: resolved beneath the root
-// (openat2), never following the sandbox's links out of it, and replacing
-// whatever /etc/resolv.conf was (a link included) by rename. Unlike
-// Upload it is not admitted as a call (the session may be creating or
-// rolling back) and counts against no quota of the host's.
-func (s *session) writeResolvConf(ctx context.Context, server string) error {
-	root, err := s.workspace().openTree()
+// writeResolvConf makes the root tree of w (the sandbox of owner, a
+// session or a pooled sandbox) name server only in /etc/resolv.conf,
+// through the upload path's writeBeneath: resolved beneath the root
+// (openat2), never following the sandbox's links out of it, and
+// replacing whatever /etc/resolv.conf was (a link included) by rename.
+// Unlike Upload it is not admitted as a call (the session may be
+// creating or rolling back) and counts against no quota of the host's.
+func writeResolvConf(ctx context.Context, w workspace, owner, server string) error {
+	root, err := w.openTree()
 	if err != nil {
-		return fmt.Errorf("embedded: writing /etc/resolv.conf of %s: %w", s.id, err)
+		return fmt.Errorf("embedded: writing /etc/resolv.conf of %s: %w", owner, err)
 	}
 	defer unix.Close(root)
 	conf := "# written by turnbox at each sandbox start: the host's DNS filter\nnameserver " + server + "\n"
 	_, err = writeBeneath(ctx, root, "etc/resolv.conf", "/etc/resolv.conf", strings.NewReader(conf), environment.UploadOptions{}, -1)
 	if err != nil {
-		return fmt.Errorf("embedded: writing /etc/resolv.conf of %s: %w", s.id, err)
+		return fmt.Errorf("embedded: writing /etc/resolv.conf of %s: %w", owner, err)
 	}
 	return nil
 }

@@ -151,6 +151,11 @@ func (p *pool) make(ctx context.Context) (*pooled, error) {
 		}
 		e.link = &l
 		spec.Network, spec.NetNS = container.NetworkNamespace, l.NetNS
+		// A create's claim then need not write it (a fork's does).
+		if err := writeResolvConf(ctx, workspace{tree: vol.Path}, name, l.HostAddr.String()); err != nil {
+			p.discard(e)
+			return nil, err
+		}
 	}
 	if e.sb, err = p.deps.runtime.Start(ctx, spec); err != nil {
 		p.discard(e)
