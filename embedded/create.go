@@ -47,6 +47,11 @@ type creation struct {
 // is set) and returns it active, its sandbox started.
 func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig) (*session, error) {
 	c := &creation{h: h, ctx: ctx, cfg: cfg, start: time.Now()}
+	defer func() {
+		if c.pooled != nil {
+			h.pool.kick() // refill what was claimed (claim's doc)
+		}
+	}()
 	for _, step := range []func() error{
 		c.check, c.claimPooled, c.reserve, c.record, c.makeVolume, c.makeImageWorkDir, c.applyQuota, c.startSandbox, c.activate,
 	} {

@@ -185,14 +185,17 @@ func (p *pool) put(e *pooled) bool {
 
 // claim takes a live sandbox out of the pool for a session with a
 // network (networked) or without, or returns nil when none of that class
-// is ready (the caller starts one itself). Either way the pool refills.
+// is ready (the caller starts one itself). After a miss the pool
+// refills at once; after a hit the caller kicks it once the session is
+// created, so that the refill's sandbox start (and namespace) does not
+// compete with the claim for the CPU.
 func (p *pool) claim(networked bool) *pooled {
-	defer p.kick()
 	for {
 		p.mu.Lock()
 		if len(p.ready) == 0 || networked != p.networked {
 			p.mu.Unlock()
 			p.deps.metrics.poolClaims.WithLabelValues("miss").Inc()
+			p.kick()
 			return nil
 		}
 		e := p.ready[0]
