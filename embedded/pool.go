@@ -34,7 +34,7 @@ import (
 // Sessions of the other class (none on a networked host, or a network on
 // a none host) miss the pool.
 // One goroutine refills the pool, one sandbox at a time, after every
-// claim. Unclaimed sandboxes and volumes are removed by Close; after a
+// claim (once the claiming create has returned). Unclaimed sandboxes and volumes are removed by Close; after a
 // crash, recovery deletes their volumes (no session records them) and
 // reaps their sandboxes with every other orphan.
 type pool struct {
