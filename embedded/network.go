@@ -131,18 +131,23 @@ func (n *hostNetwork) attach(ctx context.Context, id string, policy environment.
 	return *l, nil
 }
 
-// prepare makes a pooled sandbox's namespace, keyed by name, attached to
-// nothing: the firewall is made first, so that its veth is refused whole
-// (the firewall's dispatch refuses any veth of this host's prefix that no
-// session owns) until a session adopts it. The Create runs outside n.mu
-// (a claim's adopt does not wait for a refill); close waits for it.
+// waitingPolicy is a pooled sandbox's while it waits: everything
+// refused, every name answered NXDOMAIN.
+var waitingPolicy = environment.NetworkPolicy{Mode: environment.NetworkNone}
+
+// prepare makes a pooled sandbox's namespace, keyed by name, and attaches
+// its veth to the firewall under name with waitingPolicy, so that the
+// nftables objects and DNS filter are made ahead and a claim only
+// renames and updates them (adopt). The work runs outside n.mu (a
+// claim's adopt does not wait for a refill); close waits for it.
 func (n *hostNetwork) prepare(ctx context.Context, name string) (netns.Link, error) {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
 		return netns.Link{}, fmt.Errorf("embedded: network of pooled sandbox %s: %w", name, environment.ErrClosed)
 	}
-	if _, err := n.firewall(); err != nil {
+	fw, err := n.firewall()
+	if err != nil {
 		n.mu.Unlock()
 		return netns.Link{}, err
 	}
@@ -153,23 +158,54 @@ func (n *hostNetwork) prepare(ctx context.Context, name string) (netns.Link, err
 	if err != nil {
 		return netns.Link{}, fmt.Errorf("embedded: network of pooled sandbox %s: %w", name, err)
 	}
+	err = fw.Attach(egress.Session{ID: name, HostIface: l.HostIface, HostAddr: l.HostAddr, SandboxAddr: l.SandboxAddr, Policy: waitingPolicy})
+	if err != nil {
+		n.destroyLink(ctx, name)
+		return netns.Link{}, fmt.Errorf("embedded: network of pooled sandbox %s: %w", name, err)
+	}
 	return *l, nil
 }
 
 // adopt makes l, a pooled sandbox's link (prepare), session id's network:
-// attached to the firewall under id with policy. On failure l is
-// destroyed.
+// its firewall session renamed id and given policy. On failure l is
+// detached and destroyed.
 func (n *hostNetwork) adopt(ctx context.Context, id string, l netns.Link, policy environment.NetworkPolicy) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return fmt.Errorf("embedded: network of %s: %w", id, environment.ErrClosed) // close destroys l
 	}
-	if _, err := n.firewall(); err != nil {
-		n.destroyLink(ctx, l.ID)
-		return err
+	err := n.fw.Rename(l.ID, id)
+	if err == nil {
+		n.links[id] = l
+		err = n.fw.Update(egress.Session{ID: id, Policy: policy})
+		if err != nil {
+			n.detach(id)
+		}
 	}
-	return n.bind(ctx, id, l, policy)
+	if err != nil {
+		n.dropLocked(ctx, l)
+		return fmt.Errorf("embedded: network of %s: %w", id, err)
+	}
+	return nil
+}
+
+// drop detaches and destroys a pooled sandbox's link that no session
+// took (its firewall session still has the pool's name).
+func (n *hostNetwork) drop(ctx context.Context, l netns.Link) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.closed {
+		n.dropLocked(ctx, l)
+	}
+}
+
+// dropLocked is drop with n.mu held.
+func (n *hostNetwork) dropLocked(ctx context.Context, l netns.Link) {
+	if err := n.fw.Detach(l.ID); err != nil && !errors.Is(err, egress.ErrUnknownSession) {
+		n.log.Error("detaching a pooled sandbox from the firewall", "link", l.ID, "err", err)
+	}
+	n.destroyLink(ctx, l.ID)
 }
 
 // bind attaches link l to the firewall as session id's, filtered by

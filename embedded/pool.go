@@ -28,9 +28,11 @@ import (
 // each pooled sandbox starts in a network namespace of its own
 // (hostNetwork.prepare, keyed by the volume's name), made before the
 // sandbox because gVisor's netstack takes the namespace's interfaces
-// when it boots. The namespace waits unattached to the firewall (whose
-// dispatch refuses every packet of a veth no session owns); a claim
-// attaches it with the session's own id and policy (session.adoptNetwork).
+// when it boots. Its veth waits attached to the firewall under the
+// pool's name with policy none (everything refused, every name
+// NXDOMAIN), so that a claim only renames it to the session's id and
+// updates it to the session's policy (hostNetwork.adopt), one small
+// nftables transaction instead of a whole Attach.
 // Sessions of the other class (none on a networked host, or a network on
 // a none host) miss the pool.
 // One goroutine refills the pool, one sandbox at a time, after every
@@ -231,7 +233,7 @@ func (p *pool) discard(e *pooled) {
 	}
 	if e.link != nil {
 		dctx, cancel := context.WithTimeout(ctx, netDestroyTimeout)
-		p.deps.net.destroyLink(dctx, e.link.ID)
+		p.deps.net.drop(dctx, *e.link)
 		cancel()
 	}
 	if err := unlessGone(p.deps.storage.DestroyVolume(ctx, e.vol.Name)); err != nil {

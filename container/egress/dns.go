@@ -74,12 +74,12 @@ func startResolver(f *Firewall, s *session) (*resolver, error) {
 	}}
 	pc, err := lc.ListenPacket(context.Background(), "udp4", addr)
 	if err != nil {
-		return nil, fmt.Errorf("egress: dns filter for %q: %w", s.cfg.ID, err)
+		return nil, fmt.Errorf("egress: dns filter for %q: %w", s.id(), err)
 	}
 	ln, err := lc.Listen(context.Background(), "tcp4", addr)
 	if err != nil {
 		pc.Close()
-		return nil, fmt.Errorf("egress: dns filter for %q: %w", s.cfg.ID, err)
+		return nil, fmt.Errorf("egress: dns filter for %q: %w", s.id(), err)
 	}
 	r.udp = &dns.Server{PacketConn: pc, Handler: r}
 	r.tcp = &dns.Server{Listener: &limitListener{Listener: ln, slots: make(chan struct{}, maxTCPConns)}, Handler: r,
@@ -87,7 +87,7 @@ func startResolver(f *Firewall, s *session) (*resolver, error) {
 	for _, srv := range []*dns.Server{r.udp, r.tcp} {
 		go func() {
 			if err := srv.ActivateAndServe(); err != nil {
-				f.log.Debug("egress: dns filter stopped", "session", s.cfg.ID, "err", err)
+				f.log.Debug("egress: dns filter stopped", "session", s.id(), "err", err)
 			}
 		}()
 	}
@@ -146,7 +146,7 @@ func (r *resolver) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	}
 	up, err := r.ask(question)
 	if err != nil {
-		r.f.log.Debug("egress: upstream dns", "session", r.sess.cfg.ID, "name", name, "err", err)
+		r.f.log.Debug("egress: upstream dns", "session", r.sess.id(), "name", name, "err", err)
 		reply(new(dns.Msg).SetRcode(q, dns.RcodeServerFailure))
 		return
 	}
@@ -154,7 +154,7 @@ func (r *resolver) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	m.Rcode = up.Rcode
 	m.Answer, err = r.admit(name, question.Qtype, up.Answer)
 	if err != nil {
-		r.f.log.Warn("egress: admitting answered addresses", "session", r.sess.cfg.ID, "name", name, "err", err)
+		r.f.log.Warn("egress: admitting answered addresses", "session", r.sess.id(), "name", name, "err", err)
 		m = new(dns.Msg).SetRcode(q, dns.RcodeServerFailure)
 	}
 	reply(m)
@@ -299,7 +299,7 @@ func (r *resolver) readmit(st *policyState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.f.newBatch(); err != nil {
-		r.f.log.Warn("egress: re-admitting answered addresses", "session", r.sess.cfg.ID, "err", err)
+		r.f.log.Warn("egress: re-admitting answered addresses", "session", r.sess.id(), "err", err)
 		return
 	}
 	now := time.Now()
@@ -315,7 +315,7 @@ func (r *resolver) readmit(st *policyState) {
 		}
 	}
 	if err := r.f.conn.Flush(); err != nil {
-		r.f.log.Warn("egress: re-admitting answered addresses", "session", r.sess.cfg.ID, "err", err)
+		r.f.log.Warn("egress: re-admitting answered addresses", "session", r.sess.id(), "err", err)
 	}
 }
 
@@ -326,7 +326,7 @@ func (r *resolver) refuse(name string) {
 	now := time.Now()
 	if now.Sub(r.logSince) >= logEvery {
 		if r.dropped > 0 {
-			r.f.log.Warn("egress: dns names refused (not logged)", "session", r.sess.cfg.ID, "count", r.dropped)
+			r.f.log.Warn("egress: dns names refused (not logged)", "session", r.sess.id(), "count", r.dropped)
 		}
 		r.logSince, r.logged, r.dropped = now, 0, 0
 	}
@@ -338,7 +338,7 @@ func (r *resolver) refuse(name string) {
 	}
 	r.mu.Unlock()
 	if log {
-		r.f.log.Warn("egress: dns name refused", "session", r.sess.cfg.ID, "name", name, "reason", ReasonDNS)
+		r.f.log.Warn("egress: dns name refused", "session", r.sess.id(), "name", name, "reason", ReasonDNS)
 	}
 }
 
