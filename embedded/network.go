@@ -45,7 +45,7 @@ type hostNetwork struct {
 	mu      sync.Mutex // guards closed, fw, links, retired
 	closed  bool
 	fw      *egress.Firewall      // made on first use
-	links   map[string]netns.Link // attached sessions
+	links   map[string]netns.Link // attached sessions; Link.ID (the manager's key) may be a pool's name
 	retired egress.Stats          // counters of sessions detached
 }
 
