@@ -47,6 +47,11 @@ type creation struct {
 // is set) and returns it active, its sandbox started.
 func (h *Host) createSession(ctx context.Context, cfg environment.SessionConfig) (*session, error) {
 	c := &creation{h: h, ctx: ctx, cfg: cfg, start: time.Now()}
+	defer func() {
+		if c.pooled != nil {
+			h.pool.kick() // refill what was claimed (claim's doc)
+		}
+	}()
 	for _, step := range []func() error{
 		c.check, c.claimPooled, c.reserve, c.record, c.makeVolume, c.makeImageWorkDir, c.applyQuota, c.startSandbox, c.activate,
 	} {
@@ -136,7 +141,7 @@ func (c *creation) claimPooled() error {
 	if !c.h.poolable(c.cfg) || !c.rootTree || c.cfg.ReadOnlyRoot {
 		return nil
 	}
-	if c.pooled = c.h.pool.claim(); c.pooled == nil {
+	if c.pooled = c.h.pool.claim(c.cfg.Network.Mode.Rank() > 0); c.pooled == nil {
 		return nil
 	}
 	c.volume, c.held = c.pooled.vol.Name, c.pooled
@@ -250,10 +255,16 @@ func (c *creation) checkNetwork() error {
 	return nil
 }
 
-// startSandbox starts the session's sandbox (a pooled one runs already).
+// startSandbox starts the session's sandbox (a pooled one runs already,
+// and its namespace is attached to the firewall for the session here).
 // A failure, or a later step's, removes its network.
 func (c *creation) startSandbox() error {
 	c.onFailure(func(context.Context) { c.h.net.release(c.s.id) })
+	if c.pooled != nil && c.pooled.link != nil {
+		if err := c.s.adoptNetwork(c.ctx, *c.pooled.link, c.cfg.FromSnapshot != ""); err != nil {
+			return err
+		}
+	}
 	return c.s.ensureSandbox(c.ctx)
 }
 

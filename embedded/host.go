@@ -122,7 +122,8 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 			h.Close(ctx)
 			return nil, fmt.Errorf("embedded: Config.PoolSize needs the default image: %w", err)
 		}
-		h.pool = newPool(h.deps, cfg.PoolSize)
+		// Pooled sandboxes' network class follows the default policy.
+		h.pool = newPool(h.deps, cfg.PoolSize, h.cfg.Network.Mode.Rank() > 0 && h.net != nil)
 	}
 	return h, nil
 }

@@ -44,7 +44,7 @@ func openCheckedHost(t *testing.T, cfg embedded.Config) *embedded.Host {
 
 // matrixConfig prepares a host config for a storage × runtime pair, or
 // skips (fails in CI) when a dependency is missing.
-func matrixConfig(t *testing.T, storage embedded.StorageBackend, rt embedded.ContainerRuntime) embedded.Config {
+func matrixConfig(t testing.TB, storage embedded.StorageBackend, rt embedded.ContainerRuntime) embedded.Config {
 	t.Helper()
 	cfg := embedded.Config{StateDir: t.TempDir(), StorageBackend: storage, ContainerRuntime: rt, Logger: quietLogger()}
 	switch rt {

@@ -45,7 +45,7 @@ type hostNetwork struct {
 	mu      sync.Mutex // guards closed, fw, links, retired
 	closed  bool
 	fw      *egress.Firewall      // made on first use
-	links   map[string]netns.Link // attached sessions
+	links   map[string]netns.Link // attached sessions; Link.ID (the manager's key) may be a pool's name
 	retired egress.Stats          // counters of sessions detached
 }
 
@@ -103,7 +103,7 @@ func (n *hostNetwork) firewall() (*egress.Firewall, error) {
 
 // attach gives session id its namespace, filtered by policy, and returns
 // its link: the one it has (reset for gVisor, whose last sandbox took its
-// configuration) or a new one.
+// configuration; its manager key may be a pool's name) or a new one.
 func (n *hostNetwork) attach(ctx context.Context, id string, policy environment.NetworkPolicy) (netns.Link, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -112,34 +112,122 @@ func (n *hostNetwork) attach(ctx context.Context, id string, policy environment.
 	}
 	if l, ok := n.links[id]; ok {
 		if n.gvisor {
-			if err := n.mgr.Reset(ctx, id); err != nil {
+			if err := n.mgr.Reset(ctx, l.ID); err != nil {
 				return netns.Link{}, fmt.Errorf("embedded: resetting the network of %s: %w", id, err)
 			}
 		}
 		return l, nil
 	}
-	fw, err := n.firewall()
-	if err != nil {
+	if _, err := n.firewall(); err != nil {
 		return netns.Link{}, err
 	}
 	l, err := n.mgr.Create(ctx, id)
 	if err != nil {
 		return netns.Link{}, fmt.Errorf("embedded: network of %s: %w", id, err)
 	}
-	err = fw.Attach(egress.Session{ID: id, HostIface: l.HostIface, HostAddr: l.HostAddr, SandboxAddr: l.SandboxAddr, Policy: policy})
-	if err != nil {
-		n.destroyLink(ctx, id)
-		return netns.Link{}, fmt.Errorf("embedded: network of %s: %w", id, err)
+	if err := n.bind(ctx, id, *l, policy); err != nil {
+		return netns.Link{}, err
 	}
-	n.links[id] = *l
 	return *l, nil
 }
 
-// detach stops filtering session id (its veth is then refused whole) and
-// keeps its counters in the host's totals. Called with n.mu held.
-func (n *hostNetwork) detach(id string) bool {
-	if _, ok := n.links[id]; !ok {
-		return false
+// waitingPolicy is a pooled sandbox's while it waits: everything
+// refused, every name answered NXDOMAIN.
+var waitingPolicy = environment.NetworkPolicy{Mode: environment.NetworkNone}
+
+// prepare makes a pooled sandbox's namespace, keyed by name, and attaches
+// its veth to the firewall under name with waitingPolicy, so that the
+// nftables objects and DNS filter are made ahead and a claim only
+// renames and updates them (adopt). The work runs outside n.mu (a
+// claim's adopt does not wait for a refill); close waits for it.
+func (n *hostNetwork) prepare(ctx context.Context, name string) (netns.Link, error) {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return netns.Link{}, fmt.Errorf("embedded: network of pooled sandbox %s: %w", name, environment.ErrClosed)
+	}
+	fw, err := n.firewall()
+	if err != nil {
+		n.mu.Unlock()
+		return netns.Link{}, err
+	}
+	n.pending.Add(1) // under mu: close sets closed before it waits
+	n.mu.Unlock()
+	defer n.pending.Done()
+	l, err := n.mgr.Create(ctx, name)
+	if err != nil {
+		return netns.Link{}, fmt.Errorf("embedded: network of pooled sandbox %s: %w", name, err)
+	}
+	err = fw.Attach(egress.Session{ID: name, HostIface: l.HostIface, HostAddr: l.HostAddr, SandboxAddr: l.SandboxAddr, Policy: waitingPolicy})
+	if err != nil {
+		n.destroyLink(ctx, name)
+		return netns.Link{}, fmt.Errorf("embedded: network of pooled sandbox %s: %w", name, err)
+	}
+	return *l, nil
+}
+
+// adopt makes l, a pooled sandbox's link (prepare), session id's network:
+// its firewall session renamed id and given policy. On failure l is
+// detached and destroyed.
+func (n *hostNetwork) adopt(ctx context.Context, id string, l netns.Link, policy environment.NetworkPolicy) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return fmt.Errorf("embedded: network of %s: %w", id, environment.ErrClosed) // close destroys l
+	}
+	err := n.fw.Rename(l.ID, id)
+	if err == nil {
+		n.links[id] = l
+		err = n.fw.Update(egress.Session{ID: id, Policy: policy})
+		if err != nil {
+			n.detach(id)
+		}
+	}
+	if err != nil {
+		n.dropLocked(ctx, l)
+		return fmt.Errorf("embedded: network of %s: %w", id, err)
+	}
+	return nil
+}
+
+// drop detaches and destroys a pooled sandbox's link that no session
+// took (its firewall session still has the pool's name).
+func (n *hostNetwork) drop(ctx context.Context, l netns.Link) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.closed {
+		n.dropLocked(ctx, l)
+	}
+}
+
+// dropLocked is drop with n.mu held.
+func (n *hostNetwork) dropLocked(ctx context.Context, l netns.Link) {
+	if err := n.fw.Detach(l.ID); err != nil && !errors.Is(err, egress.ErrUnknownSession) {
+		n.log.Error("detaching a pooled sandbox from the firewall", "link", l.ID, "err", err)
+	}
+	n.destroyLink(ctx, l.ID)
+}
+
+// bind attaches link l to the firewall as session id's, filtered by
+// policy, and records it; on failure it destroys l. Called with n.mu
+// held and the firewall made.
+func (n *hostNetwork) bind(ctx context.Context, id string, l netns.Link, policy environment.NetworkPolicy) error {
+	err := n.fw.Attach(egress.Session{ID: id, HostIface: l.HostIface, HostAddr: l.HostAddr, SandboxAddr: l.SandboxAddr, Policy: policy})
+	if err != nil {
+		n.destroyLink(ctx, l.ID)
+		return fmt.Errorf("embedded: network of %s: %w", id, err)
+	}
+	n.links[id] = l
+	return nil
+}
+
+// detach stops filtering session id (its veth is then refused whole),
+// keeps its counters in the host's totals and returns its link. Called
+// with n.mu held.
+func (n *hostNetwork) detach(id string) (netns.Link, bool) {
+	l, ok := n.links[id]
+	if !ok {
+		return l, false
 	}
 	delete(n.links, id)
 	if st, err := n.fw.Stats(id); err == nil {
@@ -148,12 +236,13 @@ func (n *hostNetwork) detach(id string) bool {
 	if err := n.fw.Detach(id); err != nil {
 		n.log.Error("detaching a session from the firewall", "session", id, "err", err)
 	}
-	return true
+	return l, true
 }
 
 // release removes session id's network: detached now, its namespace and
-// veth destroyed in the background (Close waits for it; a crash leaves
-// them to the next host's Reap).
+// veth (keyed by the link's ID, a pool's name for a pooled sandbox's)
+// destroyed in the background (Close waits for it; a crash leaves them
+// to the next host's Reap).
 func (n *hostNetwork) release(id string) {
 	if n == nil {
 		return
@@ -163,7 +252,7 @@ func (n *hostNetwork) release(id string) {
 		n.mu.Unlock()
 		return // close removes every link
 	}
-	had := n.detach(id)
+	l, had := n.detach(id)
 	if had {
 		n.pending.Add(1) // under mu: close sets closed before it waits
 	}
@@ -175,14 +264,15 @@ func (n *hostNetwork) release(id string) {
 		defer n.pending.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), netDestroyTimeout)
 		defer cancel()
-		n.destroyLink(ctx, id)
+		n.destroyLink(ctx, l.ID)
 	}()
 }
 
-// destroyLink destroys session id's namespace and veth, logging failure.
-func (n *hostNetwork) destroyLink(ctx context.Context, id string) {
-	if err := n.mgr.Destroy(ctx, id); err != nil && !errors.Is(err, os.ErrNotExist) {
-		n.log.Error("destroying a session's network namespace", "session", id, "err", err)
+// destroyLink destroys the namespace and veth the manager keeps under
+// key (a session's id, or a pooled sandbox's name), logging failure.
+func (n *hostNetwork) destroyLink(ctx context.Context, key string) {
+	if err := n.mgr.Destroy(ctx, key); err != nil && !errors.Is(err, os.ErrNotExist) {
+		n.log.Error("destroying a network namespace", "link", key, "err", err)
 	}
 }
 
@@ -259,6 +349,7 @@ func (n *hostNetwork) close(ctx context.Context) error {
 	for id := range n.links {
 		n.detach(id)
 	}
+	// Every link the manager has: sessions' and pooled sandboxes'.
 	for _, l := range n.mgr.List() {
 		n.destroyLink(ctx, l.ID)
 	}
@@ -312,29 +403,52 @@ func (s *session) setupNetwork(ctx context.Context, spec *container.Spec) error 
 		return err
 	}
 	spec.Network, spec.NetNS = container.NetworkNamespace, l.NetNS
+	return s.resolvConf(ctx, l)
+}
+
+// adoptNetwork makes l, the namespace a pooled sandbox runs in, the
+// session's network: attached to the firewall with the session's id and
+// policy before the session is handed out. The pool wrote the root's
+// resolv.conf for l before the sandbox started; a fork's root is its
+// parent's snapshot, whose resolv.conf names the parent's filter, so
+// rewrite says to write it again.
+func (s *session) adoptNetwork(ctx context.Context, l netns.Link, rewrite bool) error {
+	if err := s.deps.net.adopt(ctx, s.id, l, s.network()); err != nil {
+		return err
+	}
+	if !rewrite {
+		return nil
+	}
+	return s.resolvConf(ctx, l)
+}
+
+// resolvConf writes the root's /etc/resolv.conf for link l, if the
+// session has a root tree of its own.
+func (s *session) resolvConf(ctx context.Context, l netns.Link) error {
 	if !s.ownRoot() {
 		s.deps.log.Warn("session has no root tree of its own: /etc/resolv.conf not written", "session", s.id)
 		return nil
 	}
-	return s.writeResolvConf(ctx, l.HostAddr.String())
+	return writeResolvConf(ctx, s.workspace(), s.id, l.HostAddr.String())
 }
 
-// writeResolvConf makes the root tree's /etc/resolv.conf name server
-// only, through the upload path's writeBeneath: resolved beneath the root
-// (openat2), never following the sandbox's links out of it, and replacing
-// whatever /etc/resolv.conf was (a link included) by rename. Unlike
-// Upload it is not admitted as a call (the session may be creating or
-// rolling back) and counts against no quota of the host's.
-func (s *session) writeResolvConf(ctx context.Context, server string) error {
-	root, err := s.workspace().openTree()
+// writeResolvConf makes the root tree of w (the sandbox of owner, a
+// session or a pooled sandbox) name server only in /etc/resolv.conf,
+// through the upload path's writeBeneath: resolved beneath the root
+// (openat2), never following the sandbox's links out of it, and
+// replacing whatever /etc/resolv.conf was (a link included) by rename.
+// Unlike Upload it is not admitted as a call (the session may be
+// creating or rolling back) and counts against no quota of the host's.
+func writeResolvConf(ctx context.Context, w workspace, owner, server string) error {
+	root, err := w.openTree()
 	if err != nil {
-		return fmt.Errorf("embedded: writing /etc/resolv.conf of %s: %w", s.id, err)
+		return fmt.Errorf("embedded: writing /etc/resolv.conf of %s: %w", owner, err)
 	}
 	defer unix.Close(root)
 	conf := "# written by turnbox at each sandbox start: the host's DNS filter\nnameserver " + server + "\n"
 	_, err = writeBeneath(ctx, root, "etc/resolv.conf", "/etc/resolv.conf", strings.NewReader(conf), environment.UploadOptions{}, -1)
 	if err != nil {
-		return fmt.Errorf("embedded: writing /etc/resolv.conf of %s: %w", s.id, err)
+		return fmt.Errorf("embedded: writing /etc/resolv.conf of %s: %w", owner, err)
 	}
 	return nil
 }

@@ -84,13 +84,21 @@ func TestNetworkCeilingAndNoneRuntime(t *testing.T) {
 // netHostConfig is a host config on rt whose DNS filter asks the test
 // internet's DNS server (egresstest.NewInternet, made here): nothing but
 // addresses the test made is ever contacted.
-func netHostConfig(t *testing.T, rt embedded.ContainerRuntime) embedded.Config {
+func netHostConfig(t testing.TB, rt embedded.ContainerRuntime) embedded.Config {
+	t.Helper()
+	egresstest.NewInternet(t)
+	return netConfig(t, rt)
+}
+
+// netConfig is netHostConfig without making the test internet: for a
+// second host in a test that made it (one per machine at a time).
+func netConfig(t testing.TB, rt embedded.ContainerRuntime) embedded.Config {
 	t.Helper()
 	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, rt)
-	egresstest.NewInternet(t)
 	cfg.NetworkUpstream = []netip.AddrPort{netip.MustParseAddrPort(egresstest.InetDNS + ":53")}
-	// Pooled sandboxes have loopback only: sessions with a network must
-	// not take them (checkNoneSession's does).
+	// On a host whose default is none pooled sandboxes have loopback
+	// only: sessions with a network must not take them (checkNoneSession's
+	// does; TestPoolNetwork has a networked pool).
 	cfg.PoolSize = 1
 	return cfg
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 
 	"github.com/turnbox/turnbox/container"
+	"github.com/turnbox/turnbox/container/netns"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/snapshot"
 )
@@ -23,13 +24,27 @@ import (
 // snapshot is swapped into the pooled volume in place, as a rollback
 // would, and the sandbox sees it through its bind mount of the volume's
 // directory.
+// On a host whose default network mode is egress or open (networked),
+// each pooled sandbox starts in a network namespace of its own
+// (hostNetwork.prepare, keyed by the volume's name), made before the
+// sandbox because gVisor's netstack takes the namespace's interfaces
+// when it boots. Its veth waits attached to the firewall under the
+// pool's name with policy none (everything refused, every name
+// NXDOMAIN), so that a claim only renames it to the session's id and
+// updates it to the session's policy (hostNetwork.adopt), one small
+// nftables transaction instead of a whole Attach.
+// Sessions of the other class (none on a networked host, or a network on
+// a none host) miss the pool.
 // One goroutine refills the pool, one sandbox at a time, after every
-// claim. Unclaimed sandboxes and volumes are removed by Close; after a
+// claim (once the claiming create has returned). Unclaimed sandboxes and volumes are removed by Close; after a
 // crash, recovery deletes their volumes (no session records them) and
 // reaps their sandboxes with every other orphan.
 type pool struct {
 	deps *sessionDeps
 	size int
+	// networked: pooled sandboxes have a network namespace each (the
+	// host's default mode is egress or open).
+	networked bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -41,10 +56,12 @@ type pool struct {
 	closed bool
 }
 
-// pooled is one sandbox waiting in the pool, with its volume.
+// pooled is one sandbox waiting in the pool, with its volume and, in a
+// networked pool, its namespace (not attached to the firewall).
 type pooled struct {
-	vol snapshot.Volume
-	sb  container.Sandbox
+	vol  snapshot.Volume
+	sb   container.Sandbox
+	link *netns.Link // nil in a pool without networks
 }
 
 // poolVolumePrefix starts the names of pooled volumes.
@@ -53,9 +70,9 @@ const poolVolumePrefix = "pool-"
 // poolRetryMax bounds the wait between failed refills.
 const poolRetryMax = 30 * time.Second
 
-func newPool(deps *sessionDeps, size int) *pool {
+func newPool(deps *sessionDeps, size int, networked bool) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pool{deps: deps, size: size, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	p := &pool{deps: deps, size: size, networked: networked, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go p.run()
 	p.kick()
 	return p
@@ -110,7 +127,8 @@ func (p *pool) run() {
 }
 
 // make starts one pooled sandbox on a new root volume (a clone of the
-// default image's base volume).
+// default image's base volume), in a namespace of its own in a networked
+// pool.
 func (p *pool) make(ctx context.Context) (*pooled, error) {
 	rootfs, err := p.deps.images.path("")
 	if err != nil {
@@ -121,17 +139,32 @@ func (p *pool) make(ctx context.Context) (*pooled, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating volume %s: %w", name, err)
 	}
-	start := time.Now()
-	sb, err := p.deps.runtime.Start(ctx, container.Spec{
+	e := &pooled{vol: vol}
+	spec := container.Spec{
 		ID: name, RootFS: rootfs, Root: vol.Path, Workspace: workspacePath(vol.Path, true),
 		Limits: p.deps.limits, Network: container.NetworkNone,
-	})
-	if err != nil {
-		_ = p.deps.storage.DestroyVolume(context.WithoutCancel(ctx), name)
+	}
+	start := time.Now()
+	if p.networked {
+		l, err := p.deps.net.prepare(ctx, name)
+		if err != nil {
+			p.discard(e)
+			return nil, err
+		}
+		e.link = &l
+		spec.Network, spec.NetNS = container.NetworkNamespace, l.NetNS
+		// A create's claim then need not write it (a fork's does).
+		if err := writeResolvConf(ctx, workspace{tree: vol.Path}, name, l.HostAddr.String()); err != nil {
+			p.discard(e)
+			return nil, err
+		}
+	}
+	if e.sb, err = p.deps.runtime.Start(ctx, spec); err != nil {
+		p.discard(e)
 		return nil, fmt.Errorf("starting sandbox %s: %w", name, err)
 	}
-	p.deps.log.Debug("pooled sandbox started", "volume", name, "took", time.Since(start))
-	return &pooled{vol: vol, sb: sb}, nil
+	p.deps.log.Debug("pooled sandbox started", "volume", name, "network", e.link != nil, "took", time.Since(start))
+	return e, nil
 }
 
 // len returns how many sandboxes wait in the pool.
@@ -152,15 +185,19 @@ func (p *pool) put(e *pooled) bool {
 	return true
 }
 
-// claim takes a live sandbox out of the pool, or returns nil when none is
-// ready (the caller starts one itself). Either way the pool refills.
-func (p *pool) claim() *pooled {
-	defer p.kick()
+// claim takes a live sandbox out of the pool for a session with a
+// network (networked) or without, or returns nil when none of that class
+// is ready (the caller starts one itself). After a miss the pool
+// refills at once; after a hit the caller kicks it once the session is
+// created, so that the refill's sandbox start (and namespace) does not
+// compete with the claim for the CPU.
+func (p *pool) claim(networked bool) *pooled {
 	for {
 		p.mu.Lock()
-		if len(p.ready) == 0 {
+		if len(p.ready) == 0 || networked != p.networked {
 			p.mu.Unlock()
 			p.deps.metrics.poolClaims.WithLabelValues("miss").Inc()
+			p.kick()
 			return nil
 		}
 		e := p.ready[0]
@@ -185,11 +222,19 @@ func (p *pool) giveBack(e *pooled) {
 	}
 }
 
-// discard stops e's sandbox and deletes its volume.
+// discard stops e's sandbox (if it has one), destroys its namespace (if
+// it has one) and deletes its volume.
 func (p *pool) discard(e *pooled) {
 	ctx := context.Background()
-	if err := stopBounded(ctx, e.sb); err != nil {
-		p.deps.log.Warn("stopping pooled sandbox", "volume", e.vol.Name, "err", err)
+	if e.sb != nil {
+		if err := stopBounded(ctx, e.sb); err != nil {
+			p.deps.log.Warn("stopping pooled sandbox", "volume", e.vol.Name, "err", err)
+		}
+	}
+	if e.link != nil {
+		dctx, cancel := context.WithTimeout(ctx, netDestroyTimeout)
+		p.deps.net.drop(dctx, *e.link)
+		cancel()
 	}
 	if err := unlessGone(p.deps.storage.DestroyVolume(ctx, e.vol.Name)); err != nil {
 		p.deps.log.Warn("deleting pooled volume", "volume", e.vol.Name, "err", err)
@@ -197,7 +242,7 @@ func (p *pool) discard(e *pooled) {
 }
 
 // close stops refilling, then stops every pooled sandbox and deletes its
-// volume.
+// namespace and volume.
 func (p *pool) close() {
 	p.mu.Lock()
 	p.closed = true
@@ -224,13 +269,11 @@ func (h *Host) PoolReady() int {
 // sandbox: one of the default image, and for a fork a backend that can
 // put the snapshot into the pooled volume in place (snapshot.Replacer:
 // btrfs and localdisk; zfs volumes are mounts, which a started sandbox
-// would not see).
+// would not see). Whether its network class matches the pool's is
+// pool.claim's to say (a mismatch counts as a miss).
 func (h *Host) poolable(cfg environment.SessionConfig) bool {
 	if h.pool == nil || (cfg.Image != "" && cfg.Image != h.cfg.DefaultImage) {
 		return false
-	}
-	if cfg.Network.Mode.Rank() > 0 {
-		return false // pooled sandboxes have loopback only (for now)
 	}
 	if l := cfg.Limits; l.MemoryBytes != 0 || l.CPUs != 0 || l.Pids != 0 {
 		return false // pooled sandboxes run with the host's limits

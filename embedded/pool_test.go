@@ -35,7 +35,7 @@ func TestPool(t *testing.T) {
 	}
 }
 
-func poolClaims(t *testing.T, h *embedded.Host, result string) float64 {
+func poolClaims(t testing.TB, h *embedded.Host, result string) float64 {
 	t.Helper()
 	fams, err := h.Registry().Gather()
 	if err != nil {

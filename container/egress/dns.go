@@ -69,12 +69,12 @@ func startResolver(f *Firewall, s *session) (*resolver, error) {
 	}}
 	pc, err := lc.ListenPacket(context.Background(), "udp4", addr)
 	if err != nil {
-		return nil, fmt.Errorf("egress: dns filter for %q: %w", s.cfg.ID, err)
+		return nil, fmt.Errorf("egress: dns filter for %q: %w", s.id(), err)
 	}
 	ln, err := lc.Listen(context.Background(), "tcp4", addr)
 	if err != nil {
 		pc.Close()
-		return nil, fmt.Errorf("egress: dns filter for %q: %w", s.cfg.ID, err)
+		return nil, fmt.Errorf("egress: dns filter for %q: %w", s.id(), err)
 	}
 	r.udp = &dns.Server{PacketConn: pc, Handler: r}
 	r.tcp = &dns.Server{Listener: &limitListener{Listener: ln, slots: make(chan struct{}, maxTCPConns)}, Handler: r,
@@ -82,7 +82,7 @@ func startResolver(f *Firewall, s *session) (*resolver, error) {
 	for _, srv := range []*dns.Server{r.udp, r.tcp} {
 		go func() {
 			if err := srv.ActivateAndServe(); err != nil {
-				f.log.Debug("egress: dns filter stopped", "session", s.cfg.ID, "err", err)
+				f.log.Debug("egress: dns filter stopped", "session", s.id(), "err", err)
 			}
 		}()
 	}
@@ -141,7 +141,7 @@ func (r *resolver) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	}
 	up, err := r.ask(question)
 	if err != nil {
-		r.f.log.Debug("egress: upstream dns", "session", r.sess.cfg.ID, "name", name, "err", err)
+		r.f.log.Debug("egress: upstream dns", "session", r.sess.id(), "name", name, "err", err)
 		reply(new(dns.Msg).SetRcode(q, dns.RcodeServerFailure))
 		return
 	}
@@ -149,7 +149,7 @@ func (r *resolver) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	m.Rcode = up.Rcode
 	m.Answer, err = r.admit(name, question.Qtype, up.Answer)
 	if err != nil {
-		r.f.log.Warn("egress: admitting answered addresses", "session", r.sess.cfg.ID, "name", name, "err", err)
+		r.f.log.Warn("egress: admitting answered addresses", "session", r.sess.id(), "name", name, "err", err)
 		m = new(dns.Msg).SetRcode(q, dns.RcodeServerFailure)
 	}
 	reply(m)
@@ -294,7 +294,7 @@ func (r *resolver) readmit(st *policyState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.f.newBatch(); err != nil {
-		r.f.log.Warn("egress: re-admitting answered addresses", "session", r.sess.cfg.ID, "err", err)
+		r.f.log.Warn("egress: re-admitting answered addresses", "session", r.sess.id(), "err", err)
 		return
 	}
 	now := time.Now()
@@ -310,14 +310,14 @@ func (r *resolver) readmit(st *policyState) {
 		}
 	}
 	if err := r.f.conn.Flush(); err != nil {
-		r.f.log.Warn("egress: re-admitting answered addresses", "session", r.sess.cfg.ID, "err", err)
+		r.f.log.Warn("egress: re-admitting answered addresses", "session", r.sess.id(), "err", err)
 	}
 }
 
 // refuse counts and (rate limited) logs a refused name.
 func (r *resolver) refuse(name string) {
 	r.refused.Add(1)
-	r.sess.logs.name(r.f.log, r.sess.cfg.ID, name, time.Now())
+	r.sess.logs.name(r.f.log, r.sess.id(), name, time.Now())
 }
 
 // limitListener accepts at most cap(slots) connections at a time; more

@@ -540,3 +540,44 @@ func ping(t *testing.T, sb *sandbox, addr string) icmp.Type {
 		return m.Type
 	}
 }
+
+// Rename hands an attached veth to another ID (a pooled sandbox's,
+// attached ahead under its pool name with policy none, to the session
+// that takes it): Stats, Update and Detach then answer to the new ID
+// only, and its filtering follows the Update. Bad renames change
+// nothing.
+func TestRename(t *testing.T) {
+	requireNet(t)
+	f, _ := newFirewall(t)
+	newInternet(t)
+	waiting := policy(environment.NetworkNone)
+	waiting.ID = "pool-5"
+	sb := newSandbox(t, 5, waiting)
+	attach(t, f, sb)
+	refusedFast(t, sb, inetEcho+":7")
+	for _, c := range []struct {
+		old, new string
+		want     error
+	}{
+		{"pool-x", "sb5", ErrUnknownSession},
+		{"pool-5", "pool-5", environment.ErrAlreadyExists},
+		{"pool-5", "bad name", environment.ErrInvalidArgument},
+	} {
+		if err := f.Rename(c.old, c.new); !errors.Is(err, c.want) {
+			t.Errorf("Rename(%q, %q): %v, want %v", c.old, c.new, err, c.want)
+		}
+	}
+	must(t, f.Rename("pool-5", "sb5"))
+	open := policy(environment.NetworkOpen)
+	open.ID = "sb5"
+	must(t, f.Update(open))
+	echoes(t, sb, inetEcho+":7")
+	if st, err := f.Stats("sb5"); err != nil || st.BytesOut == 0 || st.Refused == 0 {
+		t.Errorf("Stats after Rename: %+v, %v; want the bytes and the refusal before it", st, err)
+	}
+	if _, err := f.Stats("pool-5"); !errors.Is(err, ErrUnknownSession) {
+		t.Errorf("Stats of the old ID: %v, want ErrUnknownSession", err)
+	}
+	must(t, f.Detach("sb5"))
+	refusedFast(t, sb, inetEcho+":7")
+}

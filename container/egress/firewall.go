@@ -288,7 +288,7 @@ func (f *Firewall) Attach(s Session) error {
 		return fmt.Errorf("egress: firewall closed")
 	}
 	for _, o := range f.sessions {
-		if o.cfg.ID == s.ID || o.cfg.HostIface == s.HostIface || o.cfg.SandboxAddr == s.SandboxAddr {
+		if o.id() == s.ID || o.cfg.HostIface == s.HostIface || o.cfg.SandboxAddr == s.SandboxAddr {
 			return fmt.Errorf("%w: egress session %q: id, interface or address already attached", environment.ErrAlreadyExists, s.ID)
 		}
 	}
@@ -297,6 +297,7 @@ func (f *Firewall) Attach(s Session) error {
 	}
 	f.next++
 	sess := &session{cfg: s, tag: fmt.Sprintf("s%d", f.next)}
+	sess.name.Store(&s.ID)
 	st, err := sessionState(f, sess.tag, 0, s.Policy)
 	if err != nil {
 		return err
@@ -362,6 +363,32 @@ func (f *Firewall) Update(s Session) error {
 	sess.gen++
 	sess.state.Store(st)
 	sess.dns.readmit(st)
+	return nil
+}
+
+// Rename changes an attached session's ID from old to new: Stats,
+// Update, Detach and the logs then name it new. Its filtering, DNS
+// filter and counters are unchanged (a veth attached ahead of time under
+// one name is handed to the session that takes it, then Updated to that
+// session's policy). The error wraps ErrUnknownSession for an old not
+// attached, environment.ErrAlreadyExists for a new attached and
+// environment.ErrInvalidArgument for a bad new; nothing changes then.
+func (f *Firewall) Rename(old, new string) error {
+	if !sessionIDPattern.MatchString(new) {
+		return fmt.Errorf("%w: egress session %q: id must be 1-128 letters, digits, '.', '-' or '_'", environment.ErrInvalidArgument, new)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	sess, ok := f.sessions[old]
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrUnknownSession, old)
+	}
+	if _, ok := f.sessions[new]; ok {
+		return fmt.Errorf("%w: egress session %q is attached", environment.ErrAlreadyExists, new)
+	}
+	delete(f.sessions, old)
+	f.sessions[new] = sess
+	sess.name.Store(&new)
 	return nil
 }
 
@@ -466,7 +493,7 @@ func (f *Firewall) summarizeRefusals(ctx context.Context) {
 			continue
 		}
 		for _, s := range sessions {
-			s.logs.summarize(f.log, s.cfg.ID, s.refusalCounts(all))
+			s.logs.summarize(f.log, s.id(), s.refusalCounts(all))
 		}
 	}
 }

@@ -253,7 +253,7 @@ func (f *Firewall) readNFLOG(l *nflog, done chan<- struct{}) {
 				continue
 			}
 			if s := f.sessionByTag(rec.tag); s != nil {
-				s.logs.packet(f.log, s.cfg.ID, rec, time.Now())
+				s.logs.packet(f.log, s.id(), rec, time.Now())
 			}
 		}
 	}

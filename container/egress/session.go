@@ -82,13 +82,18 @@ func (p *policyState) groupsFor(name string) []portGroup {
 
 // session is an attached session.
 type session struct {
-	cfg   Session // as attached, never changed (its Policy is state's)
-	tag   string  // "s<n>": the prefix of its nftables objects
-	gen   int     // bumped by each Update; names the groups' sets
+	cfg   Session                // as attached, never changed (its Policy is state's; its ID name's)
+	name  atomic.Pointer[string] // the session's ID: cfg.ID until a Rename
+	tag   string                 // "s<n>": the prefix of its nftables objects
+	gen   int                    // bumped by each Update; names the groups' sets
 	state atomic.Pointer[policyState]
 	dns   *resolver
 	logs  refusalLogs
 }
+
+// id returns the session's ID (Rename changes it; read without f.mu by
+// the DNS filter's logs).
+func (s *session) id() string { return *s.name.Load() }
 
 // sessionState builds the policy state of s (set names from tag and
 // gen); the sets are not yet in the batch.
