@@ -38,7 +38,8 @@ const netDestroyTimeout = 30 * time.Second
 type hostNetwork struct {
 	mgr     *netns.Manager
 	fwCfg   egress.Config
-	gvisor  bool // sandboxes run netstack: Reset a namespace before reuse
+	gvisor  bool                    // sandboxes run netstack: Reset a namespace before reuse
+	ceil    environment.NetworkMode // Config.NetworkCeiling
 	log     *slog.Logger
 	pending sync.WaitGroup // background teardowns
 
@@ -72,7 +73,7 @@ func openHostNetwork(ctx context.Context, cfg *Config, kind string) (*hostNetwor
 		cfg.Logger.Error("reaping the firewall table of an earlier process", "table", table, "err", err)
 	}
 	return &hostNetwork{
-		mgr: mgr, gvisor: kind == string(ContainerRuntimeGVisor), log: cfg.Logger,
+		mgr: mgr, gvisor: kind == string(ContainerRuntimeGVisor), ceil: cfg.NetworkCeiling, log: cfg.Logger,
 		fwCfg: egress.Config{Table: table, InterfacePrefix: prefix, Upstream: cfg.NetworkUpstream, Logger: cfg.Logger},
 		links: map[string]netns.Link{},
 	}, nil
@@ -85,6 +86,20 @@ func (n *hostNetwork) ceiling(configured environment.NetworkMode) environment.Ne
 		return environment.NetworkNone
 	}
 	return configured
+}
+
+// allows checks that session id's recorded mode is still within what the
+// host offers: a host reopened with a lower ceiling (or without
+// namespaces) refuses to start the session's sandbox rather than give it
+// more, or less, than its policy says.
+func (n *hostNetwork) allows(id string, mode environment.NetworkMode) error {
+	switch {
+	case n == nil:
+		return fmt.Errorf("%w: session %s has network mode %q, but this host gives sessions loopback only now", environment.ErrCapabilityNotSupported, id, mode)
+	case mode.Rank() > n.ceil.Rank():
+		return fmt.Errorf("%w: session %s has network mode %q, above this host's ceiling %q (lowered since the session was created)", environment.ErrCapabilityNotSupported, id, mode, n.ceil)
+	}
+	return nil
 }
 
 // firewall returns the host's firewall, making it on first use. Called
@@ -395,8 +410,11 @@ func (h *Host) effectiveNetwork(asked environment.NetworkPolicy, parent *environ
 // its root naming the DNS filter (written through the file API, which
 // never follows the sandbox's links out of its root).
 func (s *session) setupNetwork(ctx context.Context, spec *container.Spec) error {
-	if s.cfg.Network.Mode.Rank() == 0 || s.deps.net == nil {
+	if s.cfg.Network.Mode.Rank() == 0 {
 		return nil
+	}
+	if err := s.deps.net.allows(s.id, s.cfg.Network.Mode); err != nil {
+		return err
 	}
 	l, err := s.deps.net.attach(ctx, s.id, s.cfg.Network)
 	if err != nil {

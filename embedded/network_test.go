@@ -167,6 +167,17 @@ func TestSessionNetwork(t *testing.T) {
 			e := embeddedEnv(t, h, id)
 			fetchOK(t, e, "http://pkg.example/")
 			refusedFast(t, e, "http://other.example/")
+
+			// Reopened with a ceiling below the session's mode, the host
+			// refuses to start its sandbox rather than widen or narrow it.
+			closeAndCheckClean(t, h, cfg.StateDir)
+			cfg.NetworkCeiling = environment.NetworkNone
+			h = openCheckedHost(t, cfg)
+			req, _ := environment.NewToolRequest(callID(), environment.BashParams{Command: "true"})
+			_, err = embeddedEnv(t, h, id).ExecuteTool(context.Background(), req, nil)
+			if !errors.Is(err, environment.ErrCapabilityNotSupported) || !strings.Contains(err.Error(), "ceiling") {
+				t.Errorf("a call on an egress session under ceiling none: %v, want ErrCapabilityNotSupported naming the ceiling", err)
+			}
 		})
 	}
 }
