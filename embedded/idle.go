@@ -108,6 +108,24 @@ func (s *session) idleFire() {
 	s.deps.log.Debug("session idle: sandbox paused", "session", s.id, "idle_for", time.Since(s.autoPause.last), "took", time.Since(start))
 }
 
+// beginAwake admits a call (begin) and wakes the session's sandbox if it
+// was idle paused; end ends the call and restarts the idle clock.
+func (s *session) beginAwake(ctx context.Context) (end func(), err error) {
+	done, err := s.begin()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.wake(ctx); err != nil {
+		s.touch()
+		done()
+		return nil, err
+	}
+	return func() {
+		s.touch()
+		done()
+	}, nil
+}
+
 // wake thaws a sandbox frozen by idle pause. Called by operations that
 // need a running sandbox; a no-op otherwise.
 func (s *session) wake(ctx context.Context) error {

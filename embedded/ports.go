@@ -161,15 +161,11 @@ func (s *session) published(port int) (environment.PublishedPort, bool) {
 // paused. The call is admitted like any other (a paused session refuses
 // it with ErrNotActive); the connection outlives it.
 func (s *session) dialPort(ctx context.Context, port int) (net.Conn, error) {
-	end, err := s.begin()
+	end, err := s.beginAwake(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer end()
-	defer s.touch()
-	if err := s.wake(ctx); err != nil {
-		return nil, err
-	}
 	sb, err := s.sandbox(ctx)
 	if err != nil {
 		return nil, err
@@ -214,11 +210,10 @@ func (h *Host) WakeSession(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	end, err := s.begin()
+	end, err := s.beginAwake(ctx)
 	if err != nil {
 		return err
 	}
-	defer end()
-	defer s.touch()
-	return s.wake(ctx)
+	end()
+	return nil
 }

@@ -65,15 +65,11 @@ func (e *Environment) StartProcess(ctx context.Context, cfg environment.ProcessC
 
 // startProcess admits, starts and registers one process.
 func (s *session) startProcess(ctx context.Context, cfg environment.ProcessConfig) (*environment.ProcessInfo, error) {
-	end, err := s.begin()
+	end, err := s.beginAwake(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer end()
-	defer s.touch()
-	if err := s.wake(ctx); err != nil {
-		return nil, err
-	}
 	if err := s.procs.admit(); err != nil {
 		return nil, err
 	}

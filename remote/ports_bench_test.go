@@ -3,11 +3,9 @@ package remote_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/turnbox/turnbox/remote/server"
 )
@@ -31,21 +29,6 @@ func BenchmarkPublishedPort(b *testing.B) {
 	viaServe := &http.Client{Transport: &http.Transport{}}
 	directURL := "http://sandbox.invalid/small"
 	fwdURL := fmt.Sprintf("%s/ports/%s/%d/small", srv.URL, env.SessionID(), port)
-	get := func(b *testing.B, c *http.Client, url string) float64 {
-		start := time.Now()
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		resp, err := c.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			b.Fatalf("GET %s: %s", url, resp.Status)
-		}
-		return float64(time.Since(start))
-	}
 	for _, tg := range []struct {
 		name string
 		c    *http.Client
@@ -54,7 +37,7 @@ func BenchmarkPublishedPort(b *testing.B) {
 		b.Run(tg.name, func(b *testing.B) {
 			var ts []float64
 			for b.Loop() {
-				ts = append(ts, get(b, tg.c, tg.url))
+				ts = append(ts, timedGet(b, tg.c, tg.url, ""))
 			}
 			b.ReportMetric(median(ts), "p50-ns")
 		})
@@ -64,9 +47,9 @@ func BenchmarkPublishedPort(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			var d, f float64
 			if i%2 == 0 { // alternate which goes first
-				d, f = get(b, direct, directURL), get(b, viaServe, fwdURL)
+				d, f = timedGet(b, direct, directURL, ""), timedGet(b, viaServe, fwdURL, "")
 			} else {
-				f, d = get(b, viaServe, fwdURL), get(b, direct, directURL)
+				f, d = timedGet(b, viaServe, fwdURL, ""), timedGet(b, direct, directURL, "")
 			}
 			diff = append(diff, f-d)
 		}

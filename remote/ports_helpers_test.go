@@ -149,3 +149,22 @@ func portGet(tb testing.TB, url, host, token string, header http.Header) portAns
 	}
 	return portAnswer{resp.StatusCode, body}
 }
+
+// timedGet GETs url through c with the test token, fails unless the
+// answer is 200 (with body want, unless want is empty), and returns how
+// long it took in nanoseconds.
+func timedGet(tb testing.TB, c *http.Client, url, want string) float64 {
+	start := time.Now()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := c.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || (want != "" && string(body) != want) {
+		tb.Fatalf("GET %s: %s %q", url, resp.Status, body)
+	}
+	return float64(time.Since(start))
+}

@@ -177,27 +177,12 @@ func BenchmarkPublishedPortSandbox(b *testing.B) {
 			return env.DialPort(ctx, 8080)
 		}}}, "http://sandbox.invalid/"},
 	}
-	get := func(b *testing.B, c *http.Client, url string) float64 {
-		start := time.Now()
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		req.Header.Set("Authorization", "Bearer "+testToken)
-		resp, err := c.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || string(body) != "small" {
-			b.Fatalf("GET %s: %s %q", url, resp.Status, body)
-		}
-		return float64(time.Since(start))
-	}
 	b.Run("paired", func(b *testing.B) {
 		ts := make([][]float64, len(targets))
 		for i := 0; b.Loop(); i++ {
 			for j := range targets {
 				k := (i + j) % len(targets) // rotate which goes first
-				ts[k] = append(ts[k], get(b, targets[k].c, targets[k].url))
+				ts[k] = append(ts[k], timedGet(b, targets[k].c, targets[k].url, "small"))
 			}
 		}
 		for k, t := range targets {

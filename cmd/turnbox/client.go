@@ -314,3 +314,14 @@ func remoteView(s *turnboxv1.Session) sessionView {
 func remoteState(s turnboxv1.SessionState) environment.SessionState {
 	return environment.SessionState(strings.ToLower(strings.TrimPrefix(s.String(), "SESSION_STATE_")))
 }
+
+// withSession binds to session id, runs fn and releases what binding
+// took.
+func (c *cli) withSession(ctx context.Context, id string, fn func(sessionEnv) error) error {
+	e, done, err := c.session(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return fn(e)
+}

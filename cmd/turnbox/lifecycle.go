@@ -19,12 +19,7 @@ func sessionOpCmd(c *cli, use, short string, op func(ctx context.Context, e sess
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, done, err := c.session(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			defer done()
-			return op(cmd.Context(), e)
+			return c.withSession(cmd.Context(), args[0], func(e sessionEnv) error { return op(cmd.Context(), e) })
 		},
 	}
 }

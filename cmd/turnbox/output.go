@@ -100,3 +100,20 @@ func orDash(s string) string {
 	}
 	return s
 }
+
+// printList prints items as a JSON array ([] when there are none) or as
+// a table: header, then row(item) for each (tab-separated fields).
+func printList[T any](w io.Writer, items []T, asJSON bool, header string, row func(T) string) error {
+	if asJSON {
+		if items == nil {
+			items = []T{}
+		}
+		return printJSON(w, items)
+	}
+	tw := newTable(w)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	return tw.Flush()
+}

@@ -37,24 +37,21 @@ func sessionPublishCmd(c *cli) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			e, done, err := c.session(cmd.Context(), args[0])
-			if err != nil {
+			return c.withSession(cmd.Context(), args[0], func(e sessionEnv) error {
+				p, err := e.PublishPort(cmd.Context(), port, environment.PublishOptions{Public: public})
+				if err != nil {
+					return err
+				}
+				url := strings.TrimSuffix(c.t.url(), "/") + portPath(args[0], port)
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), struct {
+						environment.PublishedPort
+						Path string `json:"path"`
+					}{p, url})
+				}
+				_, err = fmt.Fprintln(cmd.OutOrStdout(), url)
 				return err
-			}
-			defer done()
-			p, err := e.PublishPort(cmd.Context(), port, environment.PublishOptions{Public: public})
-			if err != nil {
-				return err
-			}
-			url := strings.TrimSuffix(c.t.url(), "/") + portPath(args[0], port)
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), struct {
-					environment.PublishedPort
-					Path string `json:"path"`
-				}{p, url})
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), url)
-			return err
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&public, "public", false, "let requests through without the server's token (anyone with the URL)")
@@ -72,12 +69,7 @@ func sessionUnpublishCmd(c *cli) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			e, done, err := c.session(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			defer done()
-			return e.UnpublishPort(cmd.Context(), port)
+			return c.withSession(cmd.Context(), args[0], func(e sessionEnv) error { return e.UnpublishPort(cmd.Context(), port) })
 		},
 	}
 }
@@ -89,27 +81,15 @@ func sessionPortsCmd(c *cli) *cobra.Command {
 		Short: "List the ports a session publishes",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, done, err := c.session(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			defer done()
-			ports, err := e.PublishedPorts(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				if ports == nil {
-					ports = []environment.PublishedPort{}
+			return c.withSession(cmd.Context(), args[0], func(e sessionEnv) error {
+				ports, err := e.PublishedPorts(cmd.Context())
+				if err != nil {
+					return err
 				}
-				return printJSON(cmd.OutOrStdout(), ports)
-			}
-			tw := newTable(cmd.OutOrStdout())
-			fmt.Fprintln(tw, "PORT\tACCESS\tPATH")
-			for _, p := range ports {
-				fmt.Fprintf(tw, "%d\t%s\t%s\n", p.Port, access(p.Public), portPath(args[0], p.Port))
-			}
-			return tw.Flush()
+				return printList(cmd.OutOrStdout(), ports, asJSON, "PORT\tACCESS\tPATH", func(p environment.PublishedPort) string {
+					return fmt.Sprintf("%d\t%s\t%s", p.Port, access(p.Public), portPath(args[0], p.Port))
+				})
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

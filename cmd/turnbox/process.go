@@ -92,28 +92,16 @@ func sessionPsCmd(c *cli) *cobra.Command {
 		Short: "List a session's running and recently ended processes",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, done, err := c.session(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			defer done()
-			list, err := e.ListProcesses(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				if list == nil {
-					list = []environment.ProcessInfo{}
+			return c.withSession(cmd.Context(), args[0], func(e sessionEnv) error {
+				list, err := e.ListProcesses(cmd.Context())
+				if err != nil {
+					return err
 				}
-				return printJSON(cmd.OutOrStdout(), list)
-			}
-			tw := newTable(cmd.OutOrStdout())
-			fmt.Fprintln(tw, "PID\tSTATUS\tSTARTED\tOUTPUT\tTAG\tCOMMAND")
-			for _, p := range list {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\n", p.PID, procStatus(p), p.StartedAt.Local().Format(time.TimeOnly),
-					p.OutputBytes, p.Tag, strconv.Quote(strings.Join(p.Args, " ")))
-			}
-			return tw.Flush()
+				return printList(cmd.OutOrStdout(), list, asJSON, "PID\tSTATUS\tSTARTED\tOUTPUT\tTAG\tCOMMAND", func(p environment.ProcessInfo) string {
+					return fmt.Sprintf("%d\t%s\t%s\t%d\t%s\t%s", p.PID, procStatus(p), p.StartedAt.Local().Format(time.TimeOnly),
+						p.OutputBytes, p.Tag, strconv.Quote(strings.Join(p.Args, " ")))
+				})
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")

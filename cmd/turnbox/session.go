@@ -142,27 +142,15 @@ func sessionSnapshotsCmd(c *cli) *cobra.Command {
 		Short: "List a session's snapshots",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			e, done, err := c.session(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			defer done()
-			snaps, err := e.ListSnapshots(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				if snaps == nil {
-					snaps = []environment.SnapshotInfo{}
+			return c.withSession(cmd.Context(), args[0], func(e sessionEnv) error {
+				snaps, err := e.ListSnapshots(cmd.Context())
+				if err != nil {
+					return err
 				}
-				return printJSON(cmd.OutOrStdout(), snaps)
-			}
-			tw := newTable(cmd.OutOrStdout())
-			fmt.Fprintln(tw, "ID\tTURN\tNAME\tCREATED\tSIZE")
-			for _, s := range snaps {
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", s.ID, s.Turn, orDash(s.Name), s.CreatedAt.Format(time.RFC3339), humanSize(s.SizeBytes))
-			}
-			return tw.Flush()
+				return printList(cmd.OutOrStdout(), snaps, asJSON, "ID\tTURN\tNAME\tCREATED\tSIZE", func(s environment.SnapshotInfo) string {
+					return fmt.Sprintf("%s\t%d\t%s\t%s\t%s", s.ID, s.Turn, orDash(s.Name), s.CreatedAt.Format(time.RFC3339), humanSize(s.SizeBytes))
+				})
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (size_bytes 0: the backend cannot tell)")

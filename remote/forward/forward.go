@@ -145,17 +145,27 @@ type target struct {
 	path    string // "" keeps the request's path
 }
 
-// Forward forwards r to port of session: with path (and r's query) as
-// the request target when path is not empty, else r's whole URL. WebSocket
-// and other upgrades pass through.
-func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, session string, port int, path string) {
+// admit checks port and takes one of session's in-flight slots, or
+// answers the error; release gives the slot back.
+func (f *Forwarder) admit(w http.ResponseWriter, session string, port int) (release func(), ok bool) {
 	if err := environment.ValidatePort(port); err != nil {
 		f.fail(w, err)
-		return
+		return nil, false
 	}
 	release, err := f.acquire(session)
 	if err != nil {
 		f.fail(w, err)
+		return nil, false
+	}
+	return release, true
+}
+
+// Forward forwards r to port of session: with path (and r's query) as
+// the request target when path is not empty, else r's whole URL. WebSocket
+// and other upgrades pass through.
+func (f *Forwarder) Forward(w http.ResponseWriter, r *http.Request, session string, port int, path string) {
+	release, ok := f.admit(w, session, port)
+	if !ok {
 		return
 	}
 	defer release()

@@ -43,13 +43,8 @@ func (f *Forwarder) ServeTCP(w http.ResponseWriter, r *http.Request, session str
 		f.fail(w, fmt.Errorf("%w: the TCP form needs HTTP/1.1 with \"Connection: Upgrade\" and \"Upgrade: %s\"", environment.ErrInvalidArgument, TCPProtocol))
 		return
 	}
-	if err := environment.ValidatePort(port); err != nil {
-		f.fail(w, err)
-		return
-	}
-	release, err := f.acquire(session)
-	if err != nil {
-		f.fail(w, err)
+	release, ok := f.admit(w, session, port)
+	if !ok {
 		return
 	}
 	defer release()
