@@ -26,6 +26,13 @@ export interface SessionOptions {
   toolTimeoutMs?: number;
   /** maxOutputBytes caps each tool's output (0: the server's default). */
   maxOutputBytes?: number;
+  /** network is the session's network policy (default: the server's). */
+  network?: { mode: "none" | "egress" | "open"; allow?: string[] };
+  /**
+   * snapshotMemory makes snapshots hold the session's processes too:
+   * rollback and fork bring them back (capabilities().memorySnapshots).
+   */
+  snapshotMemory?: boolean;
 }
 
 /** sessionConfig builds the turnbox.v1.SessionConfig of options. */
@@ -38,6 +45,8 @@ export function sessionConfig(o: SessionOptions = {}): SessionConfig {
     labels: o.labels ?? {},
     toolTimeout: o.toolTimeoutMs ? durationFromMs(o.toolTimeoutMs) : undefined,
     maxOutputBytes: BigInt(o.maxOutputBytes ?? 0),
+    network: o.network ? { mode: o.network.mode, allow: o.network.allow ?? [] } : undefined,
+    snapshotMemory: o.snapshotMemory ?? false,
   });
 }
 

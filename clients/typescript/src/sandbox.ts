@@ -252,7 +252,16 @@ export class Sandbox {
     await call("PauseSession", () => this.s.sandbox.pauseSession({ sessionId: this.id }));
   }
 
-  /** resume thaws a paused session. */
+  /**
+   * hibernate pauses the session to disk: its processes are saved and its
+   * memory freed; resume brings them back, also after a server restart
+   * (capabilities().memorySnapshots).
+   */
+  async hibernate(): Promise<void> {
+    await call("HibernateSession", () => this.s.sandbox.hibernateSession({ sessionId: this.id }));
+  }
+
+  /** resume thaws a paused or hibernated session. */
   async resume(): Promise<void> {
     await call("ResumeSession", () => this.s.sandbox.resumeSession({ sessionId: this.id }));
   }

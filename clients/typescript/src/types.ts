@@ -30,6 +30,10 @@ export interface SessionInfo {
   network?: { mode: string; allow: string[] };
   /** ports are the ports the session publishes, by port. */
   ports: PublishedPort[];
+  /** snapshotMemory: the session's snapshots hold its processes. */
+  snapshotMemory: boolean;
+  /** hibernated: the session is paused to disk (hibernate). */
+  hibernated: boolean;
 }
 
 /** PublishedPort is a port a session publishes (docs/ports.md). */
@@ -48,6 +52,9 @@ export interface SnapshotInfo {
   turn: number;
   createdAt?: Date;
   sizeBytes: number;
+  /** memory: the snapshot holds the session's processes (memoryBytes of them). */
+  memory: boolean;
+  memoryBytes: number;
 }
 
 /** FileInfo describes one entry as lstat(2) sees it. */
@@ -103,6 +110,10 @@ export interface Capabilities {
   /** networkCeiling: the most open network mode (none, egress, open) a
    * session may ask for; "" or "none": loopback only. */
   networkCeiling: string;
+  /** ports: sessions publish ports that the server forwards. */
+  ports: boolean;
+  /** memorySnapshots: sessions may set snapshotMemory; hibernate works. */
+  memorySnapshots: boolean;
 }
 
 function date(t: Timestamp | undefined): Date | undefined {
@@ -121,13 +132,24 @@ export function sessionInfo(s: SessionMsg | undefined): SessionInfo {
     lastTurn: Number(s.lastTurn),
     network: s.network ? { mode: s.network.mode, allow: [...s.network.allow] } : undefined,
     ports: s.ports.map((p) => ({ port: p.port, public: p.public })),
+    snapshotMemory: s.snapshotMemory,
+    hibernated: s.hibernated,
   };
 }
 
 /** snapshotInfo converts a turnbox.v1.SnapshotInfo. */
 export function snapshotInfo(s: SnapshotInfoMsg | undefined): SnapshotInfo {
   if (s === undefined) throw new Error("turnbox: the server's answer has no snapshot");
-  return { id: s.id, sessionId: s.sessionId, name: s.name, turn: Number(s.turn), createdAt: date(s.createdAt), sizeBytes: Number(s.sizeBytes) };
+  return {
+    id: s.id,
+    sessionId: s.sessionId,
+    name: s.name,
+    turn: Number(s.turn),
+    createdAt: date(s.createdAt),
+    sizeBytes: Number(s.sizeBytes),
+    memory: s.memory,
+    memoryBytes: Number(s.memoryBytes),
+  };
 }
 
 /** fileInfo converts a turnbox.v1.FileInfo. */
@@ -185,5 +207,7 @@ export function capabilities(c: CapabilitiesMsg | undefined): Capabilities {
     pty: c.pty,
     files: c.files,
     networkCeiling: c.networkCeiling,
+    ports: c.ports,
+    memorySnapshots: c.memorySnapshots,
   };
 }

@@ -198,6 +198,9 @@ describe("lifecycle and errors", { skip }, () => {
     await assert.rejects(sb.exec("true"), NotActiveError);
     await sb.resume();
     assert.equal((await sb.exec("echo back")).output, "back\n");
+    if (!(await client.capabilities()).memorySnapshots) {
+      await assert.rejects(sb.hibernate(), (e: TurnboxError) => e.has("CAPABILITY_NOT_SUPPORTED"));
+    }
   });
 
   it("destroys; later calls are SessionNotFoundError", async () => {
