@@ -162,6 +162,7 @@ func (m memStore) gc(keep map[string]bool) {
 				m.remove(filepath.Join(m.root, sd.Name(), img.Name()))
 			}
 		}
+		_ = os.Remove(filepath.Join(m.root, sd.Name())) // if now empty
 	}
 }
 
