@@ -24,10 +24,12 @@ while true; do r=; read r < /tmp/req; [ -p "$r" ] || continue; i=$((i+1)); echo 
 // memListener serves "listening" on 127.0.0.1:8080 (loopback).
 const memListener = `mkdir -p /tmp/www && echo listening > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/www`
 
-// gvisorMemHost opens a localdisk × gvisor host on cfg's state dir.
-func gvisorMemHost(t *testing.T) (embedded.Config, *embedded.Host) {
+// gvisorMemHost opens a localdisk × gvisor host with poolSize pooled
+// sandboxes.
+func gvisorMemHost(t *testing.T, poolSize int) (embedded.Config, *embedded.Host) {
 	t.Helper()
 	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, embedded.ContainerRuntimeGVisor)
+	cfg.PoolSize = poolSize
 	h := openCheckedHost(t, cfg)
 	if !h.Capabilities().MemorySnapshots {
 		t.Fatal("gvisor host without Capabilities.MemorySnapshots")
@@ -79,7 +81,9 @@ func memImage(cfg embedded.Config, session, name string) string {
 // independently; DeleteSnapshot and Destroy delete the images.
 func TestMemorySnapshotRollbackAndFork(t *testing.T) {
 	ctx := context.Background()
-	cfg, h := gvisorMemHost(t)
+	// With a pool: a memory session and its fork must not take a pooled
+	// sandbox (the fork's counter below comes from the image).
+	cfg, h := gvisorMemHost(t, 1)
 	e, err := h.CreateSession(ctx, environment.SessionConfig{SnapshotMemory: true})
 	if err != nil {
 		t.Fatal(err)
@@ -151,7 +155,7 @@ func TestMemorySnapshotRollbackAndFork(t *testing.T) {
 // image, and a rollback kills its processes.
 func TestFilesOnlySnapshotUnchanged(t *testing.T) {
 	ctx := context.Background()
-	cfg, h := gvisorMemHost(t)
+	cfg, h := gvisorMemHost(t, 0)
 	e, err := h.CreateSession(ctx, environment.SessionConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +182,7 @@ func TestFilesOnlySnapshotUnchanged(t *testing.T) {
 // ones stay restorable.
 func TestHibernateAcrossRestart(t *testing.T) {
 	ctx := context.Background()
-	cfg, h := gvisorMemHost(t)
+	cfg, h := gvisorMemHost(t, 0)
 	e, err := h.CreateSession(ctx, environment.SessionConfig{SnapshotMemory: true})
 	if err != nil {
 		t.Fatal(err)
