@@ -188,3 +188,17 @@ func (h *Host) gcMemory() {
 	}
 	h.deps.mem.gc(keep)
 }
+
+// imageBytes is the size of the memory images of the session's
+// snapshots, as recorded; the disk limit counts it (totalAdmit).
+func (s *session) imageBytes() int64 {
+	recs, err := s.deps.ledger.Snapshots(s.id)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, r := range recs {
+		n += r.MemoryBytes
+	}
+	return n
+}

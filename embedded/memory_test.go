@@ -239,6 +239,28 @@ func TestHibernateAcrossRestart(t *testing.T) {
 	expectAsk(t, "rolled back after the restart", e2, "2 orig")
 }
 
+// The disk limit counts memory images: with 30 MB in the sandbox's
+// memory, a 20 MB limit admits the first snapshot (the files take less) but not
+// the next (the first's image is over the limit by itself).
+func TestMemoryImagesCountInDiskLimit(t *testing.T) {
+	ctx := context.Background()
+	_, h := gvisorMemHost(t, 0)
+	const limit = 20 << 20
+	e, err := h.CreateSession(ctx, environment.SessionConfig{SnapshotMemory: true, Limits: environment.Limits{DiskBytes: limit}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// /dev/shm is a tmpfs of the sandbox's kernel: its pages are in the image.
+	bash(t, e, "head -c 30000000 /dev/urandom > /dev/shm/hog")
+	snap, err := e.TurnComplete(ctx, "")
+	if err != nil || snap.MemoryBytes <= limit {
+		t.Fatalf("first snapshot %+v, %v: want an image over %d bytes", snap, err, limit)
+	}
+	if _, err := e.TurnComplete(ctx, ""); !errors.Is(err, environment.ErrLimitExceeded) {
+		t.Fatalf("second snapshot, over the limit with the first's image: %v", err)
+	}
+}
+
 // Runtimes without memory snapshots refuse SessionConfig.SnapshotMemory
 // and Hibernate, and create nothing.
 func TestMemorySnapshotsRefused(t *testing.T) {
