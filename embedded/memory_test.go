@@ -201,7 +201,15 @@ func TestHibernateAcrossRestart(t *testing.T) {
 	if info, err := h.Session(id); err != nil || !info.Hibernated || info.State != environment.StatePaused {
 		t.Fatalf("after Hibernate: %+v, %v", info, err)
 	}
-	for _, d := range []string{memImage(cfg, id, "turn-7"), memImage(cfg, "ghost", "turn-1")} {
+	// What crashes leave: an image of a turn the ledger never recorded,
+	// one of a session that is not (any more), and the hibernation
+	// image of an active session (a crash mid-Hibernate).
+	other, err := h.CreateSession(ctx, environment.SessionConfig{SnapshotMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leftovers := []string{memImage(cfg, id, "turn-7"), memImage(cfg, "ghost", "turn-1"), memImage(cfg, other.SessionID(), "hibernate")}
+	for _, d := range leftovers {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -211,13 +219,16 @@ func TestHibernateAcrossRestart(t *testing.T) {
 	}
 
 	h2 := openCheckedHost(t, cfg)
-	for _, d := range []string{memImage(cfg, id, "turn-7"), filepath.Join(cfg.StateDir, "memory", "ghost")} {
+	for _, d := range append(leftovers, filepath.Join(cfg.StateDir, "memory", "ghost")) {
 		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("unrecorded image %s left after open: %v", d, err)
 		}
 	}
 	if info, err := h2.Session(id); err != nil || !info.Hibernated || info.State != environment.StatePaused {
 		t.Fatalf("after reopen: %+v, %v", info, err)
+	}
+	if info, err := h2.Session(other.SessionID()); err != nil || info.Hibernated || info.State != environment.StateActive {
+		t.Fatalf("a session not hibernated, after reopen: %+v, %v", info, err)
 	}
 	e2 := h2.NewEnvironment()
 	if err := e2.AttachSession(id); err != nil {
