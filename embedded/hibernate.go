@@ -46,6 +46,9 @@ func (s *session) hibernate(ctx context.Context) error {
 	defer s.turnMu.Unlock()
 	s.mu.Lock()
 	switch {
+	case s.mismatch != "":
+		s.mu.Unlock()
+		return fmt.Errorf("%w: session %s: %s", environment.ErrNotActive, s.id, s.mismatch)
 	case s.state != environment.StateActive:
 		s.mu.Unlock()
 		return s.notActive()

@@ -229,12 +229,14 @@ func (h *Host) recover(ctx context.Context) error {
 			}
 		}
 	}
-	h.gcMemory()
 	// Every sandbox of an earlier process is an orphan: its agent's pipes
 	// died with that process. Sessions start a fresh one on first use.
 	if err := h.runtime.Reap(ctx); err != nil {
 		h.log.Error("reaping orphaned sandboxes", "err", err)
 	}
+	// After the reap: a checkpoint the dead process started writes its
+	// image until its sandbox is gone.
+	h.gcMemory()
 	if len(recs) > 0 {
 		h.log.Info("recovered sessions", "count", len(h.sessions))
 	}
