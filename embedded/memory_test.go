@@ -250,6 +250,39 @@ func TestHibernateAcrossRestart(t *testing.T) {
 	expectAsk(t, "rolled back after the restart", e2, "2 orig")
 }
 
+// A files-only session whose sandbox came from the pool hibernates and
+// resumes in the same host with its processes.
+func TestHibernatePooledSession(t *testing.T) {
+	ctx := context.Background()
+	cfg, h := gvisorMemHost(t, 1)
+	deadline := time.Now().Add(30 * time.Second)
+	for h.PoolReady() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the pool did not fill")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e, err := h.CreateSession(ctx, environment.SessionConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startCounter(t, e)
+	expectAsk(t, "before", e, "1 orig")
+	if err := e.Hibernate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ExecuteTool(ctx, environment.ToolRequest{ToolName: "bash", Input: []byte(`{"command":"true"}`)}, nil); !errors.Is(err, environment.ErrNotActive) {
+		t.Fatalf("tool call on a hibernated session: %v", err)
+	}
+	if err := e.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expectAsk(t, "resumed", e, "2 orig")
+	if _, err := os.Stat(filepath.Join(cfg.StateDir, "memory", e.SessionID(), "hibernate")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("hibernation image left after Resume: %v", err)
+	}
+}
+
 // The disk limit counts memory images: with 30 MB in the sandbox's
 // memory, a 20 MB limit admits the first snapshot (the files take less) but not
 // the next (the first's image is over the limit by itself).
