@@ -145,7 +145,9 @@ func (s *session) rollbackMemory(ctx context.Context, rec ledger.SnapshotRecord)
 
 // restoreFork starts a fork's sandbox from its parent snapshot's image,
 // with the parent's turnMu held (if the parent still lives) so that the
-// image is not pruned meanwhile.
+// image is not pruned meanwhile. Lock order: the parent's turnMu before
+// the fork's sbMu and mu (nothing takes a fork's lock and then its
+// parent's).
 func (c *creation) restoreFork() error {
 	if parent, err := c.h.lookup(c.parent.Session); err == nil {
 		parent.turnMu.Lock()
