@@ -338,3 +338,40 @@ func TestMemorySnapshotsRefused(t *testing.T) {
 		t.Fatalf("SnapshotMemory on runc: %v", err)
 	}
 }
+
+// A crash during Hibernate, before the ledger recorded it, leaves an
+// image and a backend snapshot named hibernate beside an active session:
+// the next host deletes both and keeps the session active.
+func TestCrashMidHibernateCleanedUp(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	h, err := embedded.NewHost(ctx, embedded.Config{StateDir: dir, Logger: quietLogger(), ContainerRuntime: embedded.ContainerRuntimeNone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := h.CreateSession(ctx, environment.SessionConfig{SessionID: "half"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Storage().Snapshot(ctx, "half", "hibernate"); err != nil {
+		t.Fatal(err)
+	}
+	img := memImage(embedded.Config{StateDir: dir}, "half", "hibernate")
+	if err := os.MkdirAll(img, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h2 := newHost(t, embedded.Config{StateDir: dir})
+	if info, err := h2.Session(e.SessionID()); err != nil || info.Hibernated || info.State != environment.StateActive {
+		t.Fatalf("after reopen: %+v, %v", info, err)
+	}
+	snaps, err := h2.Storage().Snapshots(ctx, "half")
+	if err != nil || len(snaps) != 0 {
+		t.Fatalf("backend snapshots after reopen: %+v, %v", snaps, err)
+	}
+	if _, err := os.Stat(img); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("hibernation image after reopen: %v", err)
+	}
+}
