@@ -15,11 +15,11 @@ import (
 
 // memCounter keeps a counter in its shell's memory and answers each
 // request on /tmp/req (the name of a reply FIFO) with "<counter> <the
-// content of marker in its cwd>", appending the counter to a log file
+// content of marker in its cwd><$TB_MARK>", appending the counter to a log file
 // it keeps open on fd 3. Nothing of the counter is read from a file: an
 // answer after a restore comes from the restored memory.
 const memCounter = `mkfifo /tmp/req && cd /workspace/sub && exec 3>>log && i=0 &&
-while true; do r=; read r < /tmp/req; [ -p "$r" ] || continue; i=$((i+1)); echo $i >&3; echo "$i $(cat marker)" > "$r"; done`
+while true; do r=; read r < /tmp/req; [ -p "$r" ] || continue; i=$((i+1)); echo $i >&3; echo "$i $(cat marker)$TB_MARK" > "$r"; done`
 
 // memListener serves "listening" on 127.0.0.1:8080 (loopback).
 const memListener = `mkdir -p /tmp/www && echo listening > /tmp/www/index.html && exec httpd -f -p 127.0.0.1:8080 -h /tmp/www`
@@ -43,7 +43,9 @@ func startCounter(t *testing.T, e *embedded.Environment) {
 	t.Helper()
 	bash(t, e, "mkdir -p sub && echo orig > sub/marker")
 	for _, script := range []string{memCounter, memListener} {
-		if _, err := e.StartProcess(context.Background(), environment.ProcessConfig{Args: []string{"sh", "-c", script}}); err != nil {
+		// TB_MARK: the counter's environment comes back with it.
+		pc := environment.ProcessConfig{Args: []string{"sh", "-c", script}, Env: map[string]string{"TB_MARK": "+env"}}
+		if _, err := e.StartProcess(context.Background(), pc); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -89,8 +91,8 @@ func TestMemorySnapshotRollbackAndFork(t *testing.T) {
 		t.Fatal(err)
 	}
 	startCounter(t, e)
-	expectAsk(t, "before", e, "1 orig")
-	expectAsk(t, "before", e, "2 orig")
+	expectAsk(t, "before", e, "1 orig+env")
+	expectAsk(t, "before", e, "2 orig+env")
 	// A command runs while the snapshot is taken; it runs on after the
 	// rollback.
 	if _, err := e.StartProcess(ctx, environment.ProcessConfig{Command: "while true; do echo x >> ticks; sleep 0.05; done"}); err != nil {
@@ -104,14 +106,14 @@ func TestMemorySnapshotRollbackAndFork(t *testing.T) {
 	if fi, err := os.Stat(img); !snap.Memory || snap.MemoryBytes <= 0 || err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("snapshot %+v; image dir %v, %v", snap, fi, err)
 	}
-	expectAsk(t, "after the snapshot", e, "3 orig")
+	expectAsk(t, "after the snapshot", e, "3 orig+env")
 	bash(t, e, "echo later > sub/marker")
-	expectAsk(t, "after the snapshot", e, "4 later")
+	expectAsk(t, "after the snapshot", e, "4 later+env")
 
 	if err := e.Rollback(ctx, snap.ID); err != nil {
 		t.Fatal(err)
 	}
-	expectAsk(t, "rolled back", e, "3 orig") // 2 in memory at the snapshot
+	expectAsk(t, "rolled back", e, "3 orig+env") // 2 in memory at the snapshot
 	if got := bash(t, e, "wget -q -O - http://127.0.0.1:8080/ && tr '\\n' ' ' < sub/log"); got != "listening\n1 2 3 " {
 		t.Fatalf("after rollback: listener and log %q", got)
 	}
@@ -125,9 +127,9 @@ func TestMemorySnapshotRollbackAndFork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expectAsk(t, "parent", e, "4 orig")
-	expectAsk(t, "parent", e, "5 orig")
-	expectAsk(t, "fork", fork, "3 orig")
+	expectAsk(t, "parent", e, "4 orig+env")
+	expectAsk(t, "parent", e, "5 orig+env")
+	expectAsk(t, "fork", fork, "3 orig+env")
 	fsnap, err := fork.(environment.TurnCompleter).TurnComplete(ctx, "")
 	if err != nil || !fsnap.Memory {
 		t.Fatalf("fork's snapshot %+v, %v: want memory (inherited)", fsnap, err)
@@ -148,7 +150,7 @@ func TestMemorySnapshotRollbackAndFork(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, "memory", e.SessionID())); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("images of a destroyed session: %v", err)
 	}
-	expectAsk(t, "fork after its parent's destroy", fork, "4 orig")
+	expectAsk(t, "fork after its parent's destroy", fork, "4 orig+env")
 }
 
 // A session without SnapshotMemory snapshots files only, as before: no
@@ -189,12 +191,12 @@ func TestHibernateAcrossRestart(t *testing.T) {
 	}
 	id := e.SessionID()
 	startCounter(t, e)
-	expectAsk(t, "before", e, "1 orig")
+	expectAsk(t, "before", e, "1 orig+env")
 	snap, err := e.TurnComplete(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	expectAsk(t, "before", e, "2 orig")
+	expectAsk(t, "before", e, "2 orig+env")
 	if err := e.Hibernate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +239,7 @@ func TestHibernateAcrossRestart(t *testing.T) {
 	if err := e2.Resume(ctx); err != nil {
 		t.Fatal(err)
 	}
-	expectAsk(t, "resumed", e2, "3 orig")
+	expectAsk(t, "resumed", e2, "3 orig+env")
 	if info, _ := h2.Session(id); info.Hibernated || info.State != environment.StateActive {
 		t.Fatalf("after Resume: %+v", info)
 	}
@@ -247,7 +249,7 @@ func TestHibernateAcrossRestart(t *testing.T) {
 	if err := e2.Rollback(ctx, snap.ID); err != nil {
 		t.Fatal(err)
 	}
-	expectAsk(t, "rolled back after the restart", e2, "2 orig")
+	expectAsk(t, "rolled back after the restart", e2, "2 orig+env")
 }
 
 // A files-only session whose sandbox came from the pool hibernates and
@@ -267,7 +269,7 @@ func TestHibernatePooledSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	startCounter(t, e)
-	expectAsk(t, "before", e, "1 orig")
+	expectAsk(t, "before", e, "1 orig+env")
 	if err := e.Hibernate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +279,7 @@ func TestHibernatePooledSession(t *testing.T) {
 	if err := e.Resume(ctx); err != nil {
 		t.Fatal(err)
 	}
-	expectAsk(t, "resumed", e, "2 orig")
+	expectAsk(t, "resumed", e, "2 orig+env")
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, "memory", e.SessionID(), "hibernate")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("hibernation image left after Resume: %v", err)
 	}
