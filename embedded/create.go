@@ -130,7 +130,10 @@ func (c *creation) check() error {
 		c.quota = &d
 	}
 	c.volume = c.cfg.SessionID
-	return c.checkNetwork()
+	if err := c.checkNetwork(); err != nil {
+		return err
+	}
+	return c.checkMemory(c.parentConfig())
 }
 
 // claimPooled takes a pooled sandbox, whose volume the session then keeps.
@@ -138,7 +141,8 @@ func (c *creation) check() error {
 // makeVolume hands it to the session, a failure gives it back.
 func (c *creation) claimPooled() error {
 	// Pooled sandboxes run in their own root, read-write.
-	if !c.h.poolable(c.cfg) || !c.rootTree || c.cfg.ReadOnlyRoot {
+	// A memory session's sandbox is its own (a fork's is restored).
+	if !c.h.poolable(c.cfg) || !c.rootTree || c.cfg.ReadOnlyRoot || c.cfg.SnapshotMemory {
 		return nil
 	}
 	if c.pooled = c.h.pool.claim(c.cfg.Network.Mode.Rank() > 0); c.pooled == nil {
@@ -239,13 +243,8 @@ func (c *creation) applyQuota() error { return c.s.applyQuota(c.ctx, false) }
 // which its record then keeps: restarts of the host keep it.
 func (c *creation) checkNetwork() error {
 	var parent *environment.NetworkPolicy
-	if c.cfg.FromSnapshot != "" {
-		if prec, err := c.h.ledger.Session(c.parent.Session); err == nil {
-			var pcfg environment.SessionConfig
-			if json.Unmarshal(prec.Config, &pcfg) == nil {
-				parent = &pcfg.Network
-			}
-		}
+	if pcfg := c.parentConfig(); pcfg != nil {
+		parent = &pcfg.Network
 	}
 	p, err := c.h.effectiveNetwork(c.cfg.Network, parent)
 	if err != nil {
@@ -255,11 +254,32 @@ func (c *creation) checkNetwork() error {
 	return nil
 }
 
-// startSandbox starts the session's sandbox (a pooled one runs already,
-// and its namespace is attached to the firewall for the session here).
+// parentConfig is a fork's parent session's config (nil for a new
+// session, or a parent whose record is gone or unreadable).
+func (c *creation) parentConfig() *environment.SessionConfig {
+	if c.cfg.FromSnapshot == "" {
+		return nil
+	}
+	prec, err := c.h.ledger.Session(c.parent.Session)
+	if err != nil {
+		return nil
+	}
+	var pcfg environment.SessionConfig
+	if json.Unmarshal(prec.Config, &pcfg) != nil {
+		return nil
+	}
+	return &pcfg
+}
+
+// startSandbox starts the session's sandbox: a pooled one runs already
+// (its namespace is attached to the firewall for the session here), a
+// fork of a memory snapshot's is restored from its image.
 // A failure, or a later step's, removes its network.
 func (c *creation) startSandbox() error {
 	c.onFailure(func(context.Context) { c.h.net.release(c.s.id) })
+	if c.parent.Memory {
+		return c.restoreFork() // never a pooled sandbox
+	}
 	if c.pooled != nil && c.pooled.link != nil {
 		if err := c.s.adoptNetwork(c.ctx, *c.pooled.link, c.cfg.FromSnapshot != ""); err != nil {
 			return err

@@ -31,6 +31,8 @@ type sessionDeps struct {
 	imageVols *imageVolumes
 	// net gives sessions their networks (nil: mode none only).
 	net *hostNetwork
+	// mem is where memory images are kept (memstore.go).
+	mem memStore
 	sessionSettings
 
 	// stopForks stops the sandboxes of the sessions forked from session
@@ -44,6 +46,9 @@ type sessionDeps struct {
 type sessionSettings struct {
 	// canPause: the runtime can freeze sandboxes (Capabilities.Pause).
 	canPause bool
+	// memory: sandboxes can be saved and restored
+	// (Capabilities.MemorySnapshots).
+	memory bool
 	// remountRestarts: sandboxes are restarted around a rollback or the
 	// promotion of a fork's clone (see zfsmounts.go).
 	remountRestarts bool

@@ -12,7 +12,8 @@ import (
 
 // Environment is an environment.Environment bound to at most one session
 // of a Host. It also implements environment.Forker, TurnCompleter,
-// SnapshotLister and SessionIDer. Safe for concurrent use.
+// SnapshotLister, SessionIDer and Hibernator (hibernate.go). Safe for
+// concurrent use.
 type Environment struct {
 	host *Host
 

@@ -95,6 +95,7 @@ func NewHost(ctx context.Context, cfg Config) (*Host, error) {
 		// Likewise container.PortDialers (ports.go).
 		Ports: true,
 	}
+	h.caps.MemorySnapshots = runtimeHasMemory(h.runtime)
 	if h.net, err = openHostNetwork(ctx, &h.cfg, h.runtime.Kind()); err != nil {
 		h.log.Warn("sessions get loopback only", "err", err)
 	}
@@ -140,8 +141,9 @@ func (h *Host) newSessionDeps() *sessionDeps {
 		images:    images{dir: h.cfg.ImagesDir, def: h.cfg.DefaultImage, none: h.runtime.Kind() == string(ContainerRuntimeNone)},
 		imageVols: &imageVolumes{storage: h.storage, log: h.log},
 		net:       h.net,
+		mem:       memStore{root: filepath.Join(h.cfg.StateDir, "memory"), log: h.log},
 		sessionSettings: sessionSettings{
-			canPause: h.caps.Pause, remountRestarts: h.rollbackRestartsSandbox(), idlePause: idlePause,
+			canPause: h.caps.Pause, memory: h.caps.MemorySnapshots, remountRestarts: h.rollbackRestartsSandbox(), idlePause: idlePause,
 			toolTimeout: h.cfg.ToolTimeout, maxToolTimeout: h.cfg.MaxToolTimeout, maxOutputBytes: h.cfg.MaxOutputBytes,
 			limits: h.cfg.Limits, diskQuota: h.cfg.DiskQuotaBytes, retention: h.cfg.Retention,
 			maxProcs: h.cfg.MaxProcesses, maxEndedProcs: h.cfg.MaxEndedProcesses, procOutputBytes: h.cfg.ProcessOutputBytes,
@@ -233,6 +235,9 @@ func (h *Host) recover(ctx context.Context) error {
 	if err := h.runtime.Reap(ctx); err != nil {
 		h.log.Error("reaping orphaned sandboxes", "err", err)
 	}
+	// After the reap: a checkpoint the dead process started writes its
+	// image until its sandbox is gone.
+	h.gcMemory()
 	if len(recs) > 0 {
 		h.log.Info("recovered sessions", "count", len(h.sessions))
 	}
@@ -268,6 +273,9 @@ type SessionInfo struct {
 	// IdlePaused: the session is active but its sandbox is frozen by
 	// Config.IdlePause; the next call thaws it.
 	IdlePaused bool `json:"idle_paused,omitempty"`
+	// Hibernated: the session (paused) was saved to disk by Hibernate,
+	// its sandbox stopped; Resume restores it.
+	Hibernated bool `json:"hibernated,omitempty"`
 	// DiskQuotaBytes is the session's disk quota (0: none).
 	DiskQuotaBytes int64 `json:"disk_quota_bytes,omitempty"`
 	// DiskUsedBytes is the workspace's usage at the host's last measure

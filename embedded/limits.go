@@ -103,8 +103,9 @@ func lower[T int64 | float64](host, own T) T {
 // whole session to its limit and no check is made: a snapshot takes no
 // space, and writes fail at the limit until snapshots are deleted.
 
-// totalAdmit measures the session's tree and snapshots before a snapshot
-// and refuses it when they take more than the session's disk limit.
+// totalAdmit measures the session's tree and snapshots (with their
+// memory images, which live beside the backend) before a snapshot and
+// refuses it when they take more than the session's disk limit.
 // Called with turnMu held.
 func (s *session) totalAdmit(ctx context.Context) error {
 	if pc, ok := s.deps.storage.(snapshot.PinCharger); ok && pc.QuotaChargesPins() {
@@ -121,6 +122,7 @@ func (s *session) totalAdmit(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("embedded: measuring the disk usage of %s: %w", s.id, err)
 	}
+	used += s.imageBytes()
 	if used > limit {
 		s.deps.metrics.quotaExceeded.Inc()
 		return s.overTotalError(used, limit)
@@ -131,6 +133,6 @@ func (s *session) totalAdmit(ctx context.Context) error {
 // overTotalError is the error of a call refused because the session's
 // tree and snapshots take more than its disk limit.
 func (s *session) overTotalError(used, limit int64) error {
-	return fmt.Errorf("%w: session %s: its workspace and snapshots take %d bytes, over its disk quota of %d; delete files, or snapshots (DeleteSnapshot) to free what they pin",
+	return fmt.Errorf("%w: session %s: its workspace and snapshots (with their memory images) take %d bytes, over its disk quota of %d; delete files, or snapshots (DeleteSnapshot) to free what they pin",
 		environment.ErrLimitExceeded, s.id, used, limit)
 }

@@ -43,6 +43,13 @@ func (s *session) ensureSandbox(ctx context.Context) error {
 }
 
 func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
+	return s.sandboxFrom(ctx, "")
+}
+
+// sandboxFrom returns the session's running sandbox, or starts one: from
+// the memory image in imageDir when set (container.Restorer; the caller
+// stopped the sandbox it replaces), else fresh.
+func (s *session) sandboxFrom(ctx context.Context, imageDir string) (container.Sandbox, error) {
 	s.sbMu.Lock()
 	defer s.sbMu.Unlock()
 	s.mu.Lock()
@@ -54,7 +61,10 @@ func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
 			s.deps.log.Warn("sandbox died; starting a new one", "session", s.id, "err", sb.Err())
 			_ = stopBounded(ctx, sb)
 		default:
-			return sb, nil
+			if imageDir == "" {
+				return sb, nil
+			}
+			return nil, fmt.Errorf("embedded: restoring the sandbox of %s: one runs already", s.id)
 		}
 	}
 	rootfs, err := s.deps.images.path(s.cfg.Image)
@@ -71,15 +81,35 @@ func (s *session) sandbox(ctx context.Context) (container.Sandbox, error) {
 	if err := s.setupNetwork(ctx, &spec); err != nil {
 		return nil, err
 	}
-	sb, err = s.deps.runtime.Start(ctx, spec)
-	if err != nil {
-		return nil, fmt.Errorf("embedded: starting sandbox for %s: %w", s.id, err)
+	if sb, err = s.launch(ctx, spec, imageDir); err != nil {
+		return nil, err
 	}
-	s.deps.log.Debug("sandbox started", "session", s.id, "took", time.Since(start))
+	s.deps.log.Debug("sandbox started", "session", s.id, "restored", imageDir != "", "took", time.Since(start))
 	s.mu.Lock()
 	s.sb = sb
 	s.mu.Unlock()
 	go s.watchSandbox(sb)
+	return sb, nil
+}
+
+// launch starts a sandbox for spec, from the memory image in imageDir
+// when set.
+func (s *session) launch(ctx context.Context, spec container.Spec, imageDir string) (container.Sandbox, error) {
+	if imageDir == "" {
+		sb, err := s.deps.runtime.Start(ctx, spec)
+		if err != nil {
+			return nil, fmt.Errorf("embedded: starting sandbox for %s: %w", s.id, err)
+		}
+		return sb, nil
+	}
+	r, ok := s.deps.runtime.(container.Restorer)
+	if !ok {
+		return nil, fmt.Errorf("%w: restoring a memory image on the %s runtime", environment.ErrCapabilityNotSupported, s.deps.runtime.Kind())
+	}
+	sb, err := r.Restore(ctx, spec, imageDir)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: restoring the sandbox of %s: %w", s.id, err)
+	}
 	return sb, nil
 }
 

@@ -37,6 +37,9 @@ type session struct {
 	idle        *sync.Cond // signalled when inflight drops to 0
 	rollingBack bool
 	closing     bool
+	// hibernated: Hibernate saved the session to disk (state paused, no
+	// sandbox); Resume restores it (hibernate.go).
+	hibernated bool
 	// mismatch, if set, says why this host must not run the session's
 	// commands (it was created on another runtime).
 	mismatch string
@@ -64,7 +67,7 @@ func newSession(deps *sessionDeps, rec ledger.SessionRecord, vol snapshot.Volume
 	var cfg environment.SessionConfig
 	_ = json.Unmarshal(rec.Config, &cfg)
 	s := &session{deps: deps, id: rec.ID, volume: rec.Volume, rec: rec, cfg: cfg, vol: vol,
-		state: environment.SessionState(rec.State)}
+		state: environment.SessionState(rec.State), hibernated: rec.Hibernated}
 	s.idle = sync.NewCond(&s.mu)
 	s.procs = newProcTable(deps.maxProcs, deps.maxEndedProcs, deps.procOutputBytes)
 	s.life, s.cancel = context.WithCancel(context.Background())
@@ -80,7 +83,7 @@ func (s *session) info() SessionInfo {
 		Root:       s.rootPath(),
 		IdlePaused: s.autoPause.paused, DiskQuotaBytes: s.quota.limit, DiskUsedBytes: s.quota.used,
 		Limits: limitsInfo(s.limits(), s.quota.limit), Image: s.cfg.Image, Labels: maps.Clone(s.cfg.Labels),
-		Network: s.network(), Ports: s.portsLocked()}
+		Network: s.network(), Ports: s.portsLocked(), Hibernated: s.hibernated}
 	if img := s.rec.Image; img != nil {
 		info.WorkDir, info.User = img.WorkDir, img.User
 	}
@@ -191,7 +194,8 @@ func (s *session) pause(ctx context.Context) error {
 	return nil
 }
 
-// resume thaws a paused session, or restarts the sandbox of a failed one.
+// resume thaws a paused session, restores a hibernated one, or restarts
+// the sandbox of a failed one.
 func (s *session) resume(ctx context.Context) error {
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
@@ -200,6 +204,9 @@ func (s *session) resume(ctx context.Context) error {
 	s.mu.Unlock()
 	switch state {
 	case environment.StatePaused:
+		if s.isHibernated() {
+			return s.unhibernate(ctx)
+		}
 		if !s.deps.canPause {
 			return fmt.Errorf("%w: resume on the %s runtime", environment.ErrCapabilityNotSupported, s.deps.runtime.Kind())
 		}
@@ -273,6 +280,7 @@ func (s *session) finishDestroy(ctx context.Context) error {
 	if err := s.deps.ledger.DeleteSession(s.id); err != nil {
 		return fmt.Errorf("embedded: deleting ledger record of %s: %w", s.id, err)
 	}
+	s.deps.mem.removeSession(s.id)
 	s.deps.forget(s)
 	return nil
 }

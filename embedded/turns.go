@@ -25,12 +25,19 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	}
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
+	if st := s.currentState(); st != environment.StateActive && st != environment.StatePaused {
+		return nil, s.notActive()
+	}
+	if s.cfg.SnapshotMemory {
+		// A memory snapshot needs the sandbox running: an idle-paused
+		// one is thawed first.
+		if err := s.wakeLocked(ctx); err != nil {
+			return nil, err
+		}
+	}
 	s.mu.Lock()
 	state, sb, idlePaused := s.state, s.sb, s.autoPause.paused
 	s.mu.Unlock()
-	if state != environment.StateActive && state != environment.StatePaused {
-		return nil, s.notActive()
-	}
 	if err := s.totalAdmit(ctx); err != nil {
 		return nil, err
 	}
@@ -39,7 +46,40 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 		return nil, fmt.Errorf("embedded: %w", err)
 	}
 	bname := ledger.BackendSnapshotName(turn)
+	start := time.Now()
+	var snap snapshot.Snapshot
+	var memBytes int64
+	ms := s.memorySandbox(state, sb)
+	if ms != nil {
+		if snap, memBytes, err = s.snapshotMemory(ctx, ms, memSnapshotName(turn), bname); err != nil {
+			return nil, err
+		}
+	} else if snap, err = s.snapshotFiles(ctx, state, sb, idlePaused, bname); err != nil {
+		return nil, err
+	}
+	rec := ledger.SnapshotRecord{Session: s.id, Turn: turn, Name: name, Volume: s.volume, BackendName: bname,
+		CreatedAt: snap.CreatedAt.UTC(), SizeBytes: snap.SizeBytes, Memory: ms != nil, MemoryBytes: memBytes}
+	if rec.CreatedAt.IsZero() {
+		rec.CreatedAt = time.Now().UTC()
+	}
+	if err := s.deps.ledger.AddSnapshot(rec); err != nil {
+		_ = s.deps.storage.DestroySnapshot(context.WithoutCancel(ctx), s.volume, bname)
+		if rec.Memory {
+			s.deps.mem.remove(s.deps.mem.snapshotDir(rec))
+		}
+		return nil, fmt.Errorf("embedded: recording snapshot: %w", err)
+	}
+	rec.ID = ledger.SnapshotID(s.id, turn)
+	s.deps.log.Debug("snapshot", "session", s.id, "turn", turn, "memory", rec.Memory, "took", time.Since(start))
+	s.deps.metrics.observe("snapshot", start)
+	s.prune(ctx)
+	return toInfo(rec), nil
+}
 
+// snapshotFiles takes the backend snapshot bname of the session's files,
+// the sandbox frozen around it if something in it could be writing.
+// Called with turnMu held.
+func (s *session) snapshotFiles(ctx context.Context, state environment.SessionState, sb container.Sandbox, idlePaused bool, bname string) (snapshot.Snapshot, error) {
 	s.fsMu.Lock()
 	freezeStart := time.Now()
 	// An idle-paused sandbox is frozen already and stays so.
@@ -56,22 +96,9 @@ func (s *session) snapshot(ctx context.Context, name string) (*environment.Snaps
 	}
 	s.deps.metrics.freeze.Observe(frozeFor.Seconds())
 	if err != nil {
-		return nil, fmt.Errorf("embedded: snapshot of %s: %w", s.id, storageError(err))
+		return snap, fmt.Errorf("embedded: snapshot of %s: %w", s.id, storageError(err))
 	}
-	rec := ledger.SnapshotRecord{Session: s.id, Turn: turn, Name: name, Volume: s.volume, BackendName: bname,
-		CreatedAt: snap.CreatedAt.UTC(), SizeBytes: snap.SizeBytes}
-	if rec.CreatedAt.IsZero() {
-		rec.CreatedAt = time.Now().UTC()
-	}
-	if err := s.deps.ledger.AddSnapshot(rec); err != nil {
-		_ = s.deps.storage.DestroySnapshot(context.WithoutCancel(ctx), s.volume, bname)
-		return nil, fmt.Errorf("embedded: recording snapshot: %w", err)
-	}
-	rec.ID = ledger.SnapshotID(s.id, turn)
-	s.deps.log.Debug("snapshot", "session", s.id, "turn", turn, "frozen", frozeFor)
-	s.deps.metrics.observe("snapshot", freezeStart)
-	s.prune(ctx)
-	return toInfo(rec), nil
+	return snap, nil
 }
 
 // freeze stops sb's processes for a snapshot if something in it could be
@@ -114,7 +141,8 @@ func (s *session) thaw(ctx context.Context, sb container.Sandbox) bool {
 }
 
 func toInfo(r ledger.SnapshotRecord) *environment.SnapshotInfo {
-	return &environment.SnapshotInfo{ID: r.ID, SessionID: r.Session, Name: r.Name, Turn: r.Turn, CreatedAt: r.CreatedAt, SizeBytes: r.SizeBytes}
+	return &environment.SnapshotInfo{ID: r.ID, SessionID: r.Session, Name: r.Name, Turn: r.Turn, CreatedAt: r.CreatedAt,
+		SizeBytes: r.SizeBytes, Memory: r.Memory, MemoryBytes: r.MemoryBytes}
 }
 
 // prune applies the host's retention policy. Called with turnMu held.
@@ -137,7 +165,13 @@ func (s *session) dropSnapshot(ctx context.Context, r ledger.SnapshotRecord) err
 	if err := unlessGone(s.deps.storage.DestroySnapshot(ctx, s.volume, r.BackendName)); err != nil {
 		return err
 	}
-	return s.deps.ledger.DeleteSnapshot(r.ID)
+	if err := s.deps.ledger.DeleteSnapshot(r.ID); err != nil {
+		return err
+	}
+	if r.Memory {
+		s.deps.mem.remove(s.deps.mem.snapshotDir(r))
+	}
+	return nil
 }
 
 // reconcileSnapshots deletes backend snapshots that have no ledger record
@@ -168,6 +202,10 @@ func (s *session) reconcileSnapshots(ctx context.Context) error {
 		}
 	}
 	for _, sn := range snaps {
+		if sn.Name == hibernateName && !s.hibernated {
+			s.deps.log.Warn("deleting the snapshot of a hibernation that did not complete", "session", s.id)
+			_ = s.deps.storage.DestroySnapshot(ctx, s.volume, sn.Name)
+		}
 		if !inLedger[sn.Name] && strings.HasPrefix(sn.Name, "turn-") {
 			s.deps.log.Warn("deleting unrecorded snapshot (left by a crash)", "session", s.id, "snapshot", sn.Name)
 			_ = s.deps.storage.DestroySnapshot(ctx, s.volume, sn.Name)
@@ -230,19 +268,9 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 	}
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
-	s.mu.Lock()
-	switch {
-	case s.state != environment.StateActive:
-		s.mu.Unlock()
-		return s.notActive()
-	case s.inflight > 0:
-		n := s.inflight
-		s.mu.Unlock()
-		return fmt.Errorf("%w: session %s has %d tool call(s) running; wait for them or cancel them before rolling back", environment.ErrBusy, s.id, n)
+	if err := s.beginRollback(); err != nil {
+		return err
 	}
-	s.rollingBack = true
-	s.mu.Unlock()
-	s.endWatches()
 	defer func() {
 		s.mu.Lock()
 		s.rollingBack = false
@@ -254,6 +282,9 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 		return err
 	}
 	defer s.quotaAfterRollback(context.WithoutCancel(ctx))
+	if rec.Memory {
+		return s.rollbackMemory(ctx, rec)
+	}
 	s.mu.Lock()
 	sb := s.sb
 	s.mu.Unlock()
@@ -288,6 +319,25 @@ func (s *session) rollback(ctx context.Context, snapshotID string) error {
 			return fmt.Errorf("embedded: rollback of %s: the filesystem is restored but the sandbox did not start again: %w", s.id, err)
 		}
 	}
+	return nil
+}
+
+// beginRollback holds tool calls off for a rollback (rollingBack; the
+// caller clears it), or refuses one that cannot start now.
+func (s *session) beginRollback() error {
+	s.mu.Lock()
+	switch {
+	case s.state != environment.StateActive:
+		s.mu.Unlock()
+		return s.notActive()
+	case s.inflight > 0:
+		n := s.inflight
+		s.mu.Unlock()
+		return fmt.Errorf("%w: session %s has %d tool call(s) running; wait for them or cancel them before rolling back", environment.ErrBusy, s.id, n)
+	}
+	s.rollingBack = true
+	s.mu.Unlock()
+	s.endWatches()
 	return nil
 }
 

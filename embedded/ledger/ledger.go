@@ -127,6 +127,10 @@ type SessionRecord struct {
 	// Ports are the ports the session publishes (environment.PortPublisher),
 	// by port.
 	Ports []PublishedPort `json:"ports,omitempty"`
+	// Hibernated: the session (State paused) was written to disk by
+	// Hibernate: its sandbox's memory image and a snapshot of its files
+	// wait in the host's state dir for Resume.
+	Hibernated bool `json:"hibernated,omitempty"`
 }
 
 // PublishedPort is one port a session publishes.
@@ -165,6 +169,12 @@ type SnapshotRecord struct {
 	CreatedAt time.Time `json:"created_at"`
 	// SizeBytes is the space the snapshot used when taken.
 	SizeBytes int64 `json:"size_bytes"`
+	// Memory: the snapshot holds the session's sandbox memory too, an
+	// image the host keeps in a directory of its own state dir, named
+	// after Session and Turn (never a path stored here: the host derives
+	// it); MemoryBytes is the image's size.
+	Memory      bool  `json:"memory,omitempty"`
+	MemoryBytes int64 `json:"memory_bytes,omitempty"`
 }
 
 // SnapshotID returns the ledger id of a session's turn.
