@@ -276,6 +276,9 @@ type SessionInfo struct {
 	// Hibernated: the session (paused) was saved to disk by Hibernate,
 	// its sandbox stopped; Resume restores it.
 	Hibernated bool `json:"hibernated,omitempty"`
+	// SnapshotMemory: the session's snapshots hold its processes
+	// (SessionConfig.SnapshotMemory, as settled at create).
+	SnapshotMemory bool `json:"snapshot_memory,omitempty"`
 	// DiskQuotaBytes is the session's disk quota (0: none).
 	DiskQuotaBytes int64 `json:"disk_quota_bytes,omitempty"`
 	// DiskUsedBytes is the workspace's usage at the host's last measure

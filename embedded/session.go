@@ -83,7 +83,7 @@ func (s *session) info() SessionInfo {
 		Root:       s.rootPath(),
 		IdlePaused: s.autoPause.paused, DiskQuotaBytes: s.quota.limit, DiskUsedBytes: s.quota.used,
 		Limits: limitsInfo(s.limits(), s.quota.limit), Image: s.cfg.Image, Labels: maps.Clone(s.cfg.Labels),
-		Network: s.network(), Ports: s.portsLocked(), Hibernated: s.hibernated}
+		Network: s.network(), Ports: s.portsLocked(), Hibernated: s.hibernated, SnapshotMemory: s.cfg.SnapshotMemory}
 	if img := s.rec.Image; img != nil {
 		info.WorkDir, info.User = img.WorkDir, img.User
 	}

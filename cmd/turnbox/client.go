@@ -108,6 +108,10 @@ type sessionView struct {
 	NetworkStats *networkStatsView          `json:"network_stats,omitempty"`
 	// Ports are the ports it publishes.
 	Ports []environment.PublishedPort `json:"ports,omitempty"`
+	// SnapshotMemory: its snapshots hold its processes; Hibernated: it
+	// is paused to disk.
+	SnapshotMemory bool `json:"snapshot_memory,omitempty"`
+	Hibernated     bool `json:"hibernated,omitempty"`
 }
 
 // networkStatsView is a session's network counters as the CLI prints
@@ -219,7 +223,7 @@ func (l localSessions) close() { closeHost(l.h) }
 func (l localSessions) view(s embedded.SessionInfo) sessionView {
 	v := sessionView{ID: s.ID, State: s.State, CreatedAt: s.CreatedAt, LastTurn: s.LastTurn, ParentSession: s.ParentSession,
 		ParentSnapshot: s.ParentSnapshot, Image: s.Image, Labels: s.Labels, Limits: s.Limits, WorkDir: s.WorkDir, User: s.User,
-		Network: &s.Network, Ports: s.Ports}
+		Network: &s.Network, Ports: s.Ports, SnapshotMemory: s.SnapshotMemory, Hibernated: s.Hibernated}
 	if st, err := l.h.NetworkStats(s.ID); err == nil {
 		v.NetworkStats = &networkStatsView{BytesIn: st.BytesIn, BytesOut: st.BytesOut, PacketsIn: st.PacketsIn, PacketsOut: st.PacketsOut, Refused: st.Refused}
 	}
@@ -296,6 +300,7 @@ func remoteView(s *turnboxv1.Session) sessionView {
 		ID: s.GetId(), State: remoteState(s.GetState()), CreatedAt: s.GetCreatedAt().AsTime(), LastTurn: int(s.GetLastTurn()),
 		ParentSession: s.GetParentSession(), ParentSnapshot: s.GetParentSnapshot(),
 		Image: s.GetImage(), Labels: s.GetLabels(), WorkDir: s.GetWorkDir(), User: s.GetUser(),
+		SnapshotMemory: s.GetSnapshotMemory(), Hibernated: s.GetHibernated(),
 		Limits: environment.Limits{MemoryBytes: l.GetMemoryBytes(), CPUs: l.GetCpus(), Pids: l.GetPids(), DiskBytes: l.GetDiskBytes()},
 	}
 	for _, p := range s.GetPorts() {

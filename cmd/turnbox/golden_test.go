@@ -162,6 +162,7 @@ var goldenSession = []struct {
 	{"exec_paused", nil, []string{"session", "exec", "g1", "--", "true"}},
 	{"resume", nil, []string{"session", "resume", "g1"}},
 	{"hibernate_unsupported", nil, []string{"session", "hibernate", "g1"}},
+	{"create_memory_unsupported", nil, []string{"session", "create", "--snapshot-memory"}},
 	{"ls", nil, []string{"session", "ls"}},
 	{"ls_json", nil, []string{"session", "ls", "--json"}},
 	{"ls_label", nil, []string{"session", "ls", "--label", "team=a"}},

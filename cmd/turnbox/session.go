@@ -282,11 +282,12 @@ func printInfo(cmd *cobra.Command, v sessionView) error {
 		pids = strconv.FormatInt(v.Limits.Pids, 10)
 	}
 	for _, kv := range [][2]string{
-		{"id", v.ID}, {"state", string(v.State)}, {"created", v.CreatedAt.Format(time.RFC3339)},
+		{"id", v.ID}, {"state", stateText(v)}, {"created", v.CreatedAt.Format(time.RFC3339)},
 		{"turns", strconv.Itoa(v.LastTurn)}, {"parent session", orDash(v.ParentSession)}, {"parent snapshot", orDash(v.ParentSnapshot)},
 		{"image", orDash(v.Image)}, {"labels", formatLabels(v.Labels)},
 		{"memory limit", humanSize(v.Limits.MemoryBytes)}, {"cpu limit", cpus}, {"pids limit", pids}, {"disk limit", humanSize(v.Limits.DiskBytes)},
 		{"network", formatNetwork(v.Network)}, {"ports", formatPorts(v.Ports)},
+		{"snapshots", snapshotKind(v.SnapshotMemory)},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
 	}
@@ -320,4 +321,21 @@ func destroy(ctx context.Context, s sessions, id string) error {
 		return err
 	}
 	return e.Destroy(ctx)
+}
+
+// snapshotKind says what a session's snapshots hold.
+func snapshotKind(memory bool) string {
+	if memory {
+		return "files and memory"
+	}
+	return "files"
+}
+
+// stateText is a session's state, "paused (hibernated)" when it is paused
+// to disk.
+func stateText(v sessionView) string {
+	if v.Hibernated {
+		return string(v.State) + " (hibernated)"
+	}
+	return string(v.State)
 }

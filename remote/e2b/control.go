@@ -472,7 +472,7 @@ func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request) {
 		writeJSONError(w, http.StatusConflict, fmt.Sprintf("sandbox %q is already paused", info.ID))
 		return
 	}
-	s.stopClock(w, info.ID, func(env *embedded.Environment) error { return env.Pause(r.Context()) })
+	s.stopClock(w, info.ID, func(env *embedded.Environment) error { return s.pause(r.Context(), env) })
 }
 
 // setSandboxTimeout serves setTimeout: the running sandbox's deadline

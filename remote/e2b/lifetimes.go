@@ -148,7 +148,7 @@ func (s *Server) expire(id string) {
 		return
 	}
 	if info.Labels[labelOnTimeout] == onTimeoutPause {
-		err := env.Pause(ctx)
+		err := s.pause(ctx, env)
 		if err == nil || errors.Is(err, environment.ErrNotActive) && s.state(id) == environment.StatePaused {
 			s.log.Info("e2b: sandbox timed out and was paused", "sandbox", id)
 			return
@@ -206,4 +206,19 @@ func (s *Server) autoResume(ctx context.Context, info embedded.SessionInfo) bool
 	s.life.extend(info.ID, ttl)
 	s.log.Info("e2b: sandbox resumed by a request (autoResume)", "sandbox", info.ID)
 	return true
+}
+
+// pause is E2B's pause: like E2B's, it keeps the sandbox's processes
+// across a server restart where the host can (Hibernate: gvisor, a
+// session without a network), else it freezes the sandbox in memory
+// (Pause), which a restart turns into files only.
+func (s *Server) pause(ctx context.Context, env *embedded.Environment) error {
+	if s.host.Capabilities().MemorySnapshots {
+		err := env.Hibernate(ctx)
+		if !errors.Is(err, environment.ErrCapabilityNotSupported) && !errors.Is(err, environment.ErrBusy) {
+			return err
+		}
+		s.log.Debug("e2b: sandbox cannot hibernate; pausing it in memory", "sandbox", env.SessionID(), "err", err)
+	}
+	return env.Pause(ctx)
 }

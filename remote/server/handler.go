@@ -102,6 +102,8 @@ func sessionToProto(i embedded.SessionInfo) *turnboxv1.Session {
 		User:           i.User,
 		Network:        &turnboxv1.NetworkPolicy{Mode: string(i.Network.Mode), Allow: i.Network.Allow},
 		Ports:          wire.PortsToProto(i.Ports),
+		SnapshotMemory: i.SnapshotMemory,
+		Hibernated:     i.Hibernated,
 	}
 }
 

@@ -13,12 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/turnbox/turnbox/container/agent/agenttest"
 	"github.com/turnbox/turnbox/container/runc"
 	"github.com/turnbox/turnbox/embedded"
 	"github.com/turnbox/turnbox/environment"
 	"github.com/turnbox/turnbox/internal/testenv"
 	"github.com/turnbox/turnbox/remote"
+	turnboxv1 "github.com/turnbox/turnbox/remote/gen/turnbox/v1"
 	"github.com/turnbox/turnbox/remote/server"
 )
 
@@ -194,4 +196,43 @@ func BenchmarkPublishedPortSandbox(b *testing.B) {
 		}
 		b.ReportMetric(median(diff)/1e6, "forwarded-minus-direct-ms")
 	})
+}
+
+// TestMemoryOnTheWire (gvisor): a session created with SnapshotMemory
+// through the Go client takes memory snapshots, and HibernateSession then
+// ResumeSession bring back a process that ran before.
+func TestMemoryOnTheWire(t *testing.T) {
+	host := sandboxHost(t, embedded.ContainerRuntimeGVisor)
+	srv := startServer(t, host, "")
+	ctx := context.Background()
+	env := remote.NewNativeSandboxEnvironment(remote.NewClient(srv.URL), remote.DefaultConfig(), nil)
+	if !env.Capabilities().MemorySnapshots {
+		t.Fatal("Capabilities.MemorySnapshots over the wire = false on gvisor")
+	}
+	if err := env.Create(ctx, environment.SessionConfig{SnapshotMemory: true}); err != nil {
+		t.Fatal(err)
+	}
+	defer env.Destroy(ctx)
+	if _, err := env.StartProcess(ctx, environment.ProcessConfig{Args: []string{"busybox", "sleep", "3600"}}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := env.TurnComplete(ctx, "")
+	if err != nil || !snap.Memory || snap.MemoryBytes <= 0 {
+		t.Fatalf("TurnComplete = %+v, %v; want a memory snapshot", snap, err)
+	}
+	if err := env.Hibernate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := remote.NewClient(srv.URL).GetSession(ctx, connect.NewRequest(&turnboxv1.GetSessionRequest{SessionId: env.SessionID()}))
+	if err != nil || !resp.Msg.GetSession().GetHibernated() || !resp.Msg.GetSession().GetSnapshotMemory() {
+		t.Fatalf("GetSession after Hibernate: %v, %v; want hibernated with snapshot_memory", resp.Msg.GetSession(), err)
+	}
+	if err := env.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := environment.NewToolRequest("", environment.BashParams{Command: "ps | grep -v grep | grep -q 'sleep 3600'"})
+	out, err := env.ExecuteTool(ctx, req, nil)
+	if err != nil || out.ExitCode != 0 {
+		t.Fatalf("the process started before Hibernate is gone after Resume: %+v, %v", out, err)
+	}
 }
