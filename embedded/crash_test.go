@@ -67,35 +67,9 @@ func TestCrashRecovery(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashRecovery$")
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	acked := map[string]int{}
-	sc := bufio.NewScanner(out)
-	deadline := time.Now().Add(60 * time.Second)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "ERROR") {
-			t.Fatalf("child: %s", line)
-		}
-		var id string
-		var turn int
-		if _, err := fmt.Sscanf(line, "ACK %s %d", &id, &turn); err == nil {
-			acked[id] = turn
-		}
-		// Kill at a moment that varies with timing: mid-write, mid-
-		// snapshot or between turns.
-		if len(acked) >= 12 || time.Now().After(deadline) {
-			time.Sleep(time.Duration(len(acked)%7) * time.Millisecond)
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			break
-		}
-	}
-	_ = cmd.Wait()
+	// Kill at a moment that varies with timing: mid-write, mid-snapshot
+	// or between turns.
+	acked := ackedUntilKilled(t, cmd, 12, 60*time.Second, func(n int) time.Duration { return time.Duration(n%7) * time.Millisecond })
 	if len(acked) < 3 {
 		t.Fatalf("child acknowledged only %d snapshots before the deadline", len(acked))
 	}
@@ -145,4 +119,41 @@ func TestCrashRecovery(t *testing.T) {
 	if _, err := e.TurnComplete(ctx, "after crash"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ackedUntilKilled runs cmd, a child host printing "ACK <snapshot id>
+// <turn>" for each snapshot it took (and "ERROR ..." on failure), and
+// kills it with SIGKILL after wait(n) once it acknowledged want
+// snapshots or after within; it returns the acknowledged snapshots.
+func ackedUntilKilled(t *testing.T, cmd *exec.Cmd, want int, within time.Duration, wait func(n int) time.Duration) map[string]int {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	acked := map[string]int{}
+	sc := bufio.NewScanner(out)
+	deadline := time.Now().Add(within)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "ERROR") {
+			_ = cmd.Process.Kill()
+			t.Fatalf("child: %s", line)
+		}
+		var id string
+		var turn int
+		if _, err := fmt.Sscanf(line, "ACK %s %d", &id, &turn); err == nil {
+			acked[id] = turn
+		}
+		if len(acked) >= want || time.Now().After(deadline) {
+			time.Sleep(wait(len(acked)))
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			break
+		}
+	}
+	_ = cmd.Wait()
+	return acked
 }

@@ -45,19 +45,11 @@ func (s *session) hibernate(ctx context.Context) error {
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
 	s.mu.Lock()
-	switch {
-	case s.mismatch != "":
-		s.mu.Unlock()
-		return fmt.Errorf("%w: session %s: %s", environment.ErrNotActive, s.id, s.mismatch)
-	case s.state != environment.StateActive:
-		s.mu.Unlock()
-		return s.notActive()
-	case s.inflight > 0:
-		n := s.inflight
-		s.mu.Unlock()
-		return fmt.Errorf("%w: session %s has %d tool call(s) running", environment.ErrBusy, s.id, n)
-	}
+	err := s.exclusiveLocked(environment.StateActive)
 	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	if err := s.wakeLocked(ctx); err != nil {
 		return err
 	}

@@ -1,14 +1,11 @@
 package embedded_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -80,34 +77,8 @@ func TestMemoryCrashRecovery(t *testing.T) {
 	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, embedded.ContainerRuntimeGVisor)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMemoryCrashRecovery$")
 	cmd.Env = append(os.Environ(), memCrashChildEnv+"="+cfg.StateDir, memCrashAgentEnv+"="+cfg.AgentPath)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	acked := map[string]int{}
-	sc := bufio.NewScanner(out)
-	deadline := time.Now().Add(90 * time.Second)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "ERROR") {
-			t.Fatalf("child: %s", line)
-		}
-		var id string
-		var turn int
-		if _, err := fmt.Sscanf(line, "ACK %s %d", &id, &turn); err == nil {
-			acked[id] = turn
-		}
-		if len(acked) >= 5 || time.Now().After(deadline) {
-			// Mid-snapshot, most likely: the next one starts at once.
-			time.Sleep(time.Duration(30+len(acked)*17) * time.Millisecond)
-			_ = cmd.Process.Signal(syscall.SIGKILL)
-			break
-		}
-	}
-	_ = cmd.Wait()
+	// Mid-snapshot, most likely: the next one starts at once.
+	acked := ackedUntilKilled(t, cmd, 5, 90*time.Second, func(n int) time.Duration { return time.Duration(30+n*17) * time.Millisecond })
 	if len(acked) < 2 {
 		t.Fatalf("child acknowledged only %d snapshots", len(acked))
 	}

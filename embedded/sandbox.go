@@ -205,22 +205,14 @@ func (s *session) restart(ctx context.Context) error {
 	s.turnMu.Lock()
 	defer s.turnMu.Unlock()
 	s.mu.Lock()
-	switch {
-	case s.closing:
-		s.mu.Unlock()
-		return fmt.Errorf("%w: session %s: host shutting down", environment.ErrClosed, s.id)
-	case s.mismatch != "":
-		s.mu.Unlock()
-		return fmt.Errorf("%w: session %s: %s", environment.ErrNotActive, s.id, s.mismatch)
-	case s.state != environment.StateActive && s.state != environment.StateFailed:
-		s.mu.Unlock()
-		return s.notActive()
-	case s.inflight > 0:
-		n := s.inflight
-		s.mu.Unlock()
-		return fmt.Errorf("%w: session %s has %d tool call(s) running", environment.ErrBusy, s.id, n)
+	err := s.exclusiveLocked(environment.StateActive, environment.StateFailed)
+	if s.closing {
+		err = fmt.Errorf("%w: session %s: host shutting down", environment.ErrClosed, s.id)
 	}
 	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	// Thaw an idle-paused sandbox so that it stops like a running one
 	// (best effort: a dead one cannot be thawed, and is stopped anyway).
 	_ = s.wakeLocked(ctx)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 
 	"github.com/turnbox/turnbox/container"
@@ -107,6 +108,22 @@ func (s *session) currentState() environment.SessionState {
 
 func (s *session) notActive() error {
 	return fmt.Errorf("%w: session %s is %s", environment.ErrNotActive, s.id, s.state)
+}
+
+// exclusiveLocked refuses, with s.mu held, an operation that needs the
+// session in one of states with no tool call running (hibernate,
+// restart): a session of another runtime (mismatch), another state, or
+// calls in flight (ErrBusy).
+func (s *session) exclusiveLocked(states ...environment.SessionState) error {
+	switch {
+	case s.mismatch != "":
+		return fmt.Errorf("%w: session %s: %s", environment.ErrNotActive, s.id, s.mismatch)
+	case !slices.Contains(states, s.state):
+		return s.notActive()
+	case s.inflight > 0:
+		return fmt.Errorf("%w: session %s has %d tool call(s) running", environment.ErrBusy, s.id, s.inflight)
+	}
+	return nil
 }
 
 // begin admits a tool call; the returned func ends it.
