@@ -28,7 +28,13 @@ const memListener = `mkdir -p /tmp/www && echo listening > /tmp/www/index.html &
 // sandboxes.
 func gvisorMemHost(t *testing.T, poolSize int) (embedded.Config, *embedded.Host) {
 	t.Helper()
-	cfg := matrixConfig(t, embedded.StorageBackendLocalDisk, embedded.ContainerRuntimeGVisor)
+	return gvisorMemHostOn(t, embedded.StorageBackendLocalDisk, poolSize)
+}
+
+// gvisorMemHostOn is gvisorMemHost on storage.
+func gvisorMemHostOn(t *testing.T, storage embedded.StorageBackend, poolSize int) (embedded.Config, *embedded.Host) {
+	t.Helper()
+	cfg := matrixConfig(t, storage, embedded.ContainerRuntimeGVisor)
 	cfg.PoolSize = poolSize
 	h := openCheckedHost(t, cfg)
 	if !h.Capabilities().MemorySnapshots {
@@ -82,10 +88,18 @@ func memImage(cfg embedded.Config, session, name string) string {
 // (the log) on the snapshot's files, a loopback listener; a fork goes on
 // independently; DeleteSnapshot and Destroy delete the images.
 func TestMemorySnapshotRollbackAndFork(t *testing.T) {
+	for _, storage := range []embedded.StorageBackend{embedded.StorageBackendLocalDisk, embedded.StorageBackendBtrfs} {
+		t.Run(string(storage), func(t *testing.T) { checkMemoryRollbackAndFork(t, storage) })
+	}
+}
+
+// checkMemoryRollbackAndFork is TestMemorySnapshotRollbackAndFork on
+// storage.
+func checkMemoryRollbackAndFork(t *testing.T, storage embedded.StorageBackend) {
 	ctx := context.Background()
 	// With a pool: a memory session and its fork must not take a pooled
 	// sandbox (the fork's counter below comes from the image).
-	cfg, h := gvisorMemHost(t, 1)
+	cfg, h := gvisorMemHostOn(t, storage, 1)
 	e, err := h.CreateSession(ctx, environment.SessionConfig{SnapshotMemory: true})
 	if err != nil {
 		t.Fatal(err)

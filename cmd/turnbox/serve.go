@@ -43,6 +43,17 @@ E2B SDKs drive the host's sessions: the control plane (X-API-KEY; keys from
 access tokens derived from <state-dir>/e2b-secret, made on first use).`
 
 // serveCmd serves the host over ConnectRPC until SIGINT or SIGTERM.
+// checkServeFlags refuses flags of serve that do not go together.
+func checkServeFlags(certFile, keyFile, portDomain, e2bDomain string) error {
+	if (certFile == "") != (keyFile == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if portDomain != "" && strings.EqualFold(strings.TrimSuffix(portDomain, "."), strings.TrimSuffix(e2bDomain, ".")) {
+		return errors.New("--port-domain and --e2b-domain must differ (E2B's host names would shadow turnbox's)")
+	}
+	return nil
+}
+
 func serveCmd(g *globals) *cobra.Command {
 	var (
 		listen, certFile, keyFile, tokenFile string
@@ -62,11 +73,8 @@ func serveCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if (certFile == "") != (keyFile == "") {
-				return errors.New("--tls-cert and --tls-key go together")
-			}
-			if portDomain != "" && strings.EqualFold(strings.TrimSuffix(portDomain, "."), strings.TrimSuffix(e2bf.domain, ".")) {
-				return errors.New("--port-domain and --e2b-domain must differ (E2B's host names would shadow turnbox's)")
+			if err := checkServeFlags(certFile, keyFile, portDomain, e2bf.domain); err != nil {
+				return err
 			}
 			ln, err := listenChecked(listen, len(tokens) > 0 || noAuth)
 			if err != nil {

@@ -110,6 +110,23 @@ type server struct {
 	nonce string
 }
 
+// settleDefaults fills in what the options left unset: whether the
+// agent is init (pid 1), and the directory commands start in.
+func (s *server) settleDefaults() {
+	if !s.initSet {
+		s.init = os.Getpid() == 1
+	}
+	if s.defaultDir == "" && s.root != nil {
+		s.defaultDir = "/workspace"
+	}
+	if s.defaultDir == "" {
+		s.defaultDir = "/"
+		if fi, err := os.Stat("/workspace"); err == nil && fi.IsDir() {
+			s.defaultDir = "/workspace"
+		}
+	}
+}
+
 // Serve runs the agent: it reads requests from r and writes replies and
 // events to w until r ends, then kills the commands it started and
 // returns. As a sandbox's init (pid 1) it also reaps orphaned processes.
@@ -127,18 +144,7 @@ func Serve(r io.Reader, w io.Writer, opts ...Option) error {
 	for _, o := range opts {
 		o(s)
 	}
-	if !s.initSet {
-		s.init = os.Getpid() == 1
-	}
-	if s.defaultDir == "" && s.root != nil {
-		s.defaultDir = "/workspace"
-	}
-	if s.defaultDir == "" {
-		s.defaultDir = "/"
-		if fi, err := os.Stat("/workspace"); err == nil && fi.IsDir() {
-			s.defaultDir = "/workspace"
-		}
-	}
+	s.settleDefaults()
 	for _, l := range s.links {
 		if err := makeSymlink(l[0], l[1]); err != nil {
 			return err
