@@ -174,10 +174,11 @@ func TestImagePullCancelled(t *testing.T) {
 	if len(times) < 3 {
 		t.Fatalf("pull ended after %d messages: %v", len(times), stream.Err())
 	}
-	for i := 1; i < len(times); i++ {
-		if d := times[i].Sub(times[i-1]); d < 80*time.Millisecond {
-			t.Errorf("progress messages %v apart", d)
-		}
+	// The server sends progress at most every 100 ms. A loaded machine
+	// can deliver two messages close together (one late, the next on
+	// time), so check the span: n messages need at least n-2 intervals.
+	if span, min := times[len(times)-1].Sub(times[0]), time.Duration(len(times)-2)*80*time.Millisecond; span < min {
+		t.Errorf("%d progress messages within %v (at most one per 100 ms expected)", len(times), span)
 	}
 	cancel()
 	stream.Close()
